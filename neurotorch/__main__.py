@@ -1,0 +1,3 @@
+from neurotorch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""The ``neurotorch`` command.
+
+``fit``/``validate``/``test``/``predict`` go to Lightning's CLI (``--config configs/x.yaml``);
+the other sub-commands (``synth``, ``prepare``, ``describe``, ...) are plain argparse commands,
+each a small function below that calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_lightning(argv: Sequence[str]) -> int:
+    """Run LightningCLI with ``class_path``/``init_args`` configs for model and data."""
+    from neurotorch.lightning.cli import NeurotorchLightningCLI
+
+    NeurotorchLightningCLI(args=list(argv))
+    return 0
+
+
+# family -> "module:function"; each writer takes (out, size=, seed=, overwrite=) and returns the root.
+SYNTH_FAMILIES = {
+    "laion-fmri": "neurotorch.synthetic.laion_fmri:make_laion_fmri",
+}
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import importlib
+
+    module_name, func_name = SYNTH_FAMILIES[args.family].split(":")
+    writer = getattr(importlib.import_module(module_name), func_name)
+    root = writer(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"synthetic {args.family} dataset written to {root}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic dataset in a real on-disk format")
+    p.add_argument("family", choices=sorted(SYNTH_FAMILIES), help="dataset family")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", default="small", help="size preset: tiny, small or bench")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from neurotorch.errors import NeurotorchError
+    from neurotorch.fmri.download import download_laion_fmri
+
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        result = download_laion_fmri(
+            args.out,
+            subjects=args.subject,
+            sessions=args.ses,
+            include_stimuli=args.include_stimuli,
+            include_anatomical=args.include_anatomical,
+            source=args.source,
+            storage_options=options,
+            accept_license=args.accept_license,
+            workers=args.workers,
+        )
+    except NeurotorchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    present = len(result.files) - len(result.transferred)
+    print(
+        f"{len(result.files)} files in {result.out}: {len(result.transferred)} transferred "
+        f"({result.bytes_transferred / 1e6:.1f} MB), {present} already complete"
+    )
+    return 0
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download a subset of a dataset (parallel, resumable)")
+    p.add_argument("family", choices=["laion-fmri"], help="dataset family")
+    p.add_argument("--out", required=True, help="local folder that becomes the dataset root")
+    p.add_argument("--subject", "--sub", action="append", help="subject id, repeatable (default: all)")
+    p.add_argument("--ses", "--session", action="append", help="session id, repeatable (default: all)")
+    p.add_argument("--include-stimuli", action="store_true", help="also the stimuli (licence applies)")
+    p.add_argument("--include-anatomical", action="store_true", help="also every anatomical image")
+    p.add_argument("--accept-license", action="store_true", help="accept the stimulus licence")
+    p.add_argument("--source", default=None, help="URL or folder to copy from (default s3://laion-fmri)")
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)")
+    p.add_argument("--workers", type=int, default=8, help="parallel transfers")
+    p.set_defaults(func=_cmd_download)
+
+
+PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_synth, _add_download]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurotorch",
+        description="PyTorch-first data loading for NeuroAI. "
+        "Training: neurotorch fit|validate|test --config configs/<experiment>.yaml",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name in LIGHTNING_SUBCOMMANDS:
+        sub.add_parser(name, help=f"Lightning {name} from a YAML config (--config FILE)", add_help=False)
+    for add in PARSER_BUILDERS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        return run_lightning(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)

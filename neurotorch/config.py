@@ -1,0 +1,51 @@
+"""Data roots, cache location and global settings, read from the environment.
+
+=======================  ==========================================================
+``NEUROTORCH_DATA``      default root of datasets (the ``synthetic`` dataset lives here)
+``NEUROTORCH_CACHE``     prepared stores, seek indexes and remote-file cache
+``LAION_FMRI_DATA_DIR``  root of the LAION-fMRI tree, as laion_fmri reads it
+``CALIBRAIN_DATA``       root of CaliBrain leadfields and forward models
+``NEUROTORCH_PROGRESS``  ``0`` silences every progress bar
+=======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from neurotorch.errors import DataDirNotSetError
+
+
+def _xdg_cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def data_home() -> Path:
+    """Directory that holds generated and downloaded datasets."""
+    env = os.environ.get("NEUROTORCH_DATA")
+    return Path(env).expanduser() if env else _xdg_cache_home() / "neurotorch" / "data"
+
+
+def cache_dir() -> Path:
+    """Directory for prepared stores, gzip seek indexes and cached remote files."""
+    env = os.environ.get("NEUROTORCH_CACHE")
+    return Path(env).expanduser() if env else _xdg_cache_home() / "neurotorch" / "cache"
+
+
+def progress_enabled() -> bool:
+    """Whether long operations show a tqdm progress bar (``NEUROTORCH_PROGRESS=0`` turns them off)."""
+    return os.environ.get("NEUROTORCH_PROGRESS", "1") not in ("0", "false", "False", "")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None, env_var: str, what: str) -> str:
+    """Return ``data_dir`` or the value of ``env_var``; raise `DataDirNotSetError` if neither is set."""
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    raise DataDirNotSetError(
+        f"No {what} data directory given. Pass data_dir=... or set the environment variable "
+        f"{env_var} to the dataset root (a local path or a URL such as s3://bucket/prefix)."
+    )

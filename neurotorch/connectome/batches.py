@@ -1,0 +1,407 @@
+"""Read a Lacuna connectome: a folder of HDF5 batch files sharing one brain mask.
+
+`ConnectomeBatches` reads every file's header once, checks that all files agree (mask, affine,
+timepoints) and then reads subjects lazily. HDF5 handles are opened on first use in each process and
+dropped when pickled, so the object is safe to hand to ``DataLoader`` workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+
+from neurotorch.connectome import layout
+
+try:  # ISA-L inflates about twice as fast as zlib
+    from isal.isal_zlib import decompress as _inflate
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    from zlib import decompress as _inflate
+from neurotorch.errors import (
+    CorruptFileError,
+    DataNotDownloadedError,
+    FormatError,
+    ShapeMismatchError,
+)
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """What one batch file declares about itself."""
+
+    path: Path
+    n_subjects: int
+    n_timepoints: int
+    n_voxels: int
+    mask_indices: np.ndarray  # (n_voxels, 3) int64
+    mask_affine: np.ndarray  # (4, 4) float64
+    mask_shape: tuple[int, int, int]
+    space: str
+    description: str
+    source: str
+    subject_ids: tuple[str, ...] | None
+    chunk_rows: int
+
+    @property
+    def mask_digest(self) -> str:
+        """Hash of the mask indices, to compare files cheaply."""
+        return indices_digest(self.mask_indices)
+
+
+def indices_digest(mask_indices: np.ndarray) -> str:
+    """A hash of (n_voxels, 3) mask indices."""
+    rows = np.ascontiguousarray(np.asarray(mask_indices, dtype=np.int64))
+    return hashlib.sha1(rows.tobytes()).hexdigest()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _mask_indices_rows(raw: np.ndarray, n_voxels: int, path: Path) -> np.ndarray:
+    """(n_voxels, 3) indices from either stored layout."""
+    if raw.ndim == 2 and raw.shape == (n_voxels, 3):
+        return raw.astype(np.int64)
+    if raw.ndim == 2 and raw.shape == (3, n_voxels):
+        return raw.T.astype(np.int64)
+    raise FormatError(
+        f"{path}: '{layout.MASK_INDICES}' has shape {raw.shape}; expected ({n_voxels}, 3) or "
+        f"(3, {n_voxels}) to match the {n_voxels} voxels of '{layout.TIMESERIES}'."
+    )
+
+
+def read_batch_header(path: str | os.PathLike) -> BatchHeader:
+    """Read and check the header of one batch file (no time series are read).
+
+    Raises
+    ------
+    CorruptFileError
+        The file is not a readable HDF5 file.
+    FormatError
+        A required dataset or attribute is missing or disagrees with the data shapes.
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise CorruptFileError(
+            f"{path} is not a readable HDF5 file ({exc}); re-create or re-download it."
+        ) from exc
+    with f:
+        missing = [key for key in layout.REQUIRED_DATASETS if key not in f]
+        missing += [key for key in layout.REQUIRED_ATTRS if key not in f.attrs]
+        if missing:
+            raise FormatError(
+                f"{path} lacks {', '.join(missing)}; a connectome batch file needs the datasets "
+                f"{', '.join(layout.REQUIRED_DATASETS)} and the attributes "
+                f"{', '.join(layout.REQUIRED_ATTRS)}."
+            )
+        series = f[layout.TIMESERIES]
+        if series.ndim != 3:
+            raise FormatError(
+                f"{path}: '{layout.TIMESERIES}' has shape {series.shape}; expected "
+                "(n_subjects, n_timepoints, n_voxels)."
+            )
+        n_subjects, n_timepoints, n_voxels = (int(n) for n in series.shape)
+        declared = {key: int(f.attrs[key]) for key in ("n_subjects", "n_timepoints", "n_voxels")}
+        actual = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "n_voxels": n_voxels}
+        if declared != actual:
+            raise FormatError(
+                f"{path}: attributes say {declared} but '{layout.TIMESERIES}' has shape "
+                f"{series.shape}; the file is inconsistent, re-create it."
+            )
+        mask_indices = _mask_indices_rows(np.asarray(f[layout.MASK_INDICES]), n_voxels, path)
+        mask_shape = tuple(int(n) for n in np.asarray(f.attrs["mask_shape"]).ravel())
+        if len(mask_shape) != 3:
+            raise FormatError(f"{path}: attribute mask_shape={mask_shape} is not 3-D.")
+        if n_voxels and (mask_indices.min() < 0 or np.any(mask_indices.max(0) >= mask_shape)):
+            raise FormatError(
+                f"{path}: '{layout.MASK_INDICES}' points outside mask_shape {mask_shape}."
+            )
+        mask_affine = np.asarray(f[layout.MASK_AFFINE], dtype=np.float64)
+        if mask_affine.shape != (4, 4):
+            raise FormatError(
+                f"{path}: '{layout.MASK_AFFINE}' has shape {mask_affine.shape}, not (4, 4)."
+            )
+        ids = None
+        if layout.SUBJECT_IDS in f:
+            ids = tuple(_text(s) for s in f[layout.SUBJECT_IDS][()])
+            if len(ids) != n_subjects:
+                raise FormatError(
+                    f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
+                )
+        return BatchHeader(
+            path=path,
+            n_subjects=n_subjects,
+            n_timepoints=n_timepoints,
+            n_voxels=n_voxels,
+            mask_indices=mask_indices,
+            mask_affine=mask_affine,
+            mask_shape=mask_shape,
+            space=_text(f.attrs["space"]),
+            description=_text(f.attrs.get("description", "")),
+            source=_text(f.attrs.get("source", "")),
+            subject_ids=ids,
+            chunk_rows=int(series.chunks[0]) if series.chunks else n_subjects,
+        )
+
+
+def _one_gzip_chunk_per_subject(dataset: h5py.Dataset) -> bool:
+    """Whether each subject is one deflate-only HDF5 chunk, which can be inflated directly."""
+    return (
+        dataset.chunks == (1,) + dataset.shape[1:]
+        and dataset.compression == "gzip"
+        and not dataset.shuffle
+        and not dataset.fletcher32
+        and dataset.scaleoffset is None
+        and dataset.dtype == np.dtype("<f4")
+    )
+
+
+def _check_headers_agree(headers: Sequence[BatchHeader]) -> None:
+    ref = headers[0]
+    for other in headers[1:]:
+        problems = []
+        if other.n_timepoints != ref.n_timepoints:
+            problems.append(f"n_timepoints {other.n_timepoints} vs {ref.n_timepoints}")
+        if other.mask_shape != ref.mask_shape:
+            problems.append(f"mask_shape {other.mask_shape} vs {ref.mask_shape}")
+        if other.n_voxels != ref.n_voxels or other.mask_digest != ref.mask_digest:
+            problems.append("mask_indices differ")
+        if not np.allclose(other.mask_affine, ref.mask_affine, atol=1e-4):
+            problems.append("mask_affine differs")
+        if other.space != ref.space:
+            problems.append(f"space {other.space!r} vs {ref.space!r}")
+        if problems:
+            raise ShapeMismatchError(
+                f"Batch file {other.path} does not match {ref.path}: {'; '.join(problems)}. All "
+                "batch files of a connectome must share mask, affine, space and timepoints; "
+                "remove or re-create the odd file."
+            )
+
+
+def _batch_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        if path.is_file():
+            return [path]
+        if not path.is_dir():
+            raise DataNotDownloadedError(
+                f"No connectome at {path}; give a folder of *_chunk_NNN.h5 batch files or one file."
+            )
+        names = layout.sorted_batch_names(os.listdir(path))
+        if not names:
+            raise DataNotDownloadedError(
+                f"{path} holds no batch files named <prefix>_chunk_NNN.h5; convert a connectome "
+                "with neurotorch.connectome.convert_timeseries or point to the right folder."
+            )
+        return [path / name for name in names]
+    paths = [Path(p) for p in path]
+    if not paths:
+        raise ValueError("Empty list of connectome batch files.")
+    return paths
+
+
+class ConnectomeBatches:
+    """A connectome stored as Lacuna HDF5 batch files.
+
+    Parameters
+    ----------
+    path
+        A folder of ``<prefix>_chunk_NNN.h5`` files, one batch file, or a list of batch files.
+
+    Raises
+    ------
+    DataNotDownloadedError
+        No batch files at ``path``.
+    FormatError, CorruptFileError
+        A file is unreadable or does not follow the layout.
+    ShapeMismatchError
+        The files disagree on mask, affine, space or number of timepoints.
+    """
+
+    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike]):
+        self.headers = [read_batch_header(p) for p in _batch_paths(path)]
+        _check_headers_agree(self.headers)
+        counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._handles: dict[int, h5py.File] = {}
+        self._pid: int | None = None
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def files(self) -> list[Path]:
+        """The batch files, in batch order."""
+        return [h.path for h in self.headers]
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def n_timepoints(self) -> int:
+        return self.headers[0].n_timepoints
+
+    @property
+    def n_voxels(self) -> int:
+        return self.headers[0].n_voxels
+
+    @property
+    def mask_indices(self) -> np.ndarray:
+        """(n_voxels, 3) voxel indices; column j of a time series is voxel ``mask_indices[j]``."""
+        return self.headers[0].mask_indices
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The mask's voxel-to-world (mm) affine."""
+        return self.headers[0].mask_affine
+
+    @property
+    def mask_shape(self) -> tuple[int, int, int]:
+        return self.headers[0].mask_shape
+
+    @property
+    def space(self) -> str:
+        return self.headers[0].space
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The brain mask as a 3-D boolean array."""
+        mask = np.zeros(self.mask_shape, dtype=bool)
+        mask[tuple(self.mask_indices.T)] = True
+        return mask
+
+    @property
+    def subject_ids(self) -> list[str]:
+        """Stored subject ids, or ``"<file stem>:<row>"`` where a file has none."""
+        ids: list[str] = []
+        for h in self.headers:
+            ids += list(h.subject_ids or (f"{h.path.stem}:{row}" for row in range(h.n_subjects)))
+        return ids
+
+    def mask_image(self) -> nib.Nifti1Image:
+        """The brain mask as a NIfTI image."""
+        return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
+
+    def to_volume(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter (..., n_voxels) values into (..., X, Y, Z) volumes."""
+        values = np.asarray(values)
+        out = np.full(values.shape[:-1] + self.mask_shape, fill, dtype=values.dtype)
+        out[(...,) + tuple(self.mask_indices.T)] = values
+        return out
+
+    def to_nifti(self, values: np.ndarray, fill: float = 0.0) -> nib.Nifti1Image:
+        """A (n_voxels,) map as a 3-D NIfTI image on the mask grid."""
+        return nib.Nifti1Image(self.to_volume(np.asarray(values), fill), self.affine)
+
+    def __len__(self) -> int:
+        return self.n_subjects
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectomeBatches({len(self.headers)} files, {self.n_subjects} subjects, "
+            f"{self.n_timepoints} timepoints, {self.n_voxels} voxels, space={self.space!r})"
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+    def locate(self, subject: int) -> tuple[int, int]:
+        """(file number, row) of a subject index."""
+        if not 0 <= subject < self.n_subjects:
+            raise IndexError(f"Subject {subject} out of range 0..{self.n_subjects - 1}.")
+        file_idx = int(np.searchsorted(self._offsets, subject, side="right") - 1)
+        return file_idx, int(subject - self._offsets[file_idx])
+
+    def _dataset(self, file_idx: int) -> h5py.Dataset:
+        if self._pid != os.getpid():
+            self._handles = {}  # handles inherited through fork are not ours to use
+            self._pid = os.getpid()
+        handle = self._handles.get(file_idx)
+        if handle is None:
+            handle = h5py.File(self.headers[file_idx].path, "r")
+            self._handles[file_idx] = handle
+        return handle[layout.TIMESERIES]
+
+    def read_rows(self, file_idx: int, start: int, stop: int) -> np.ndarray:
+        """(stop - start, n_timepoints, n_voxels) float32 rows of one batch file."""
+        try:
+            return np.asarray(self._dataset(file_idx)[start:stop], dtype=np.float32)
+        except OSError as exc:
+            raise CorruptFileError(
+                f"Reading subjects {start}..{stop - 1} of {self.headers[file_idx].path} failed "
+                f"({exc}); the file is truncated or corrupt, re-create it."
+            ) from exc
+
+    def read_subject(self, subject: int) -> np.ndarray:
+        """One subject's (n_timepoints, n_voxels) float32 time series."""
+        file_idx, row = self.locate(subject)
+        dataset = self._dataset(file_idx)
+        if not _one_gzip_chunk_per_subject(dataset):
+            return self.read_rows(file_idx, row, row + 1)[0]
+        try:
+            filter_mask, raw = dataset.id.read_direct_chunk((row, 0, 0))
+            data = raw if filter_mask & 1 else _inflate(raw)
+            values = np.frombuffer(data, dtype=dataset.dtype).reshape(dataset.shape[1:])
+            return values.copy()  # writable, as h5py's own reads are
+        except (OSError, ValueError, zlib.error) as exc:
+            raise CorruptFileError(
+                f"Reading subject {row} of {self.headers[file_idx].path} failed ({exc}); the file "
+                "is truncated or corrupt, re-create it."
+            ) from exc
+
+    def chunk_spans(self) -> list[tuple[int, int, int]]:
+        """(file number, start row, stop row) of every HDF5 chunk along the subject axis."""
+        spans = []
+        for file_idx, h in enumerate(self.headers):
+            step = max(h.chunk_rows, 1)
+            spans += [
+                (file_idx, s, min(s + step, h.n_subjects)) for s in range(0, h.n_subjects, step)
+            ]
+        return spans
+
+    def iter_subjects(
+        self, subjects: Sequence[int] | None = None, prefetch: bool = False
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (subject index, (n_timepoints, n_voxels) array) in order.
+
+        With ``prefetch`` the next subject is read and inflated in a background thread while the
+        caller works on the current one (two subjects in memory instead of one).
+        """
+        order = [int(s) for s in (range(self.n_subjects) if subjects is None else subjects)]
+        if not prefetch:
+            for subject in order:
+                yield subject, self.read_subject(subject)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.read_subject, order[0]) if order else None
+            for i, subject in enumerate(order):
+                data = pending.result()
+                if i + 1 < len(order):
+                    pending = pool.submit(self.read_subject, order[i + 1])
+                yield subject, data
+
+    def close(self) -> None:
+        """Close the HDF5 handles this process opened."""
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        state["_pid"] = None
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

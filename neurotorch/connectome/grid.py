@@ -1,0 +1,101 @@
+"""Voxel grids: RAS+ canonical orientation, grid comparison and nearest-neighbour sampling.
+
+Connectome batches store every image in the RAS+ canonical orientation of their brain mask. The
+helpers here bring other images (subject series, lesion masks, parcellations) onto that grid and
+refuse the cases where doing so silently could swap left and right.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
+
+AFFINE_ATOL_MM = 1e-3
+
+
+def check_header_orientation(img: nib.Nifti1Image, name: str) -> None:
+    """Raise `OrientationMismatchError` if the qform and sform of ``img`` disagree on orientation.
+
+    A file whose two header transforms point the x axis in opposite directions is the classic source
+    of left/right flips: different tools read different transforms from it.
+    """
+    header = img.header
+    if not hasattr(header, "get_qform"):
+        return
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if qform is None or sform is None or not qcode or not scode:
+        return
+    if nib.aff2axcodes(qform) != nib.aff2axcodes(sform):
+        raise OrientationMismatchError(
+            f"{name}: the qform ({''.join(nib.aff2axcodes(qform))}) and sform "
+            f"({''.join(nib.aff2axcodes(sform))}) orientations disagree, so left and right are "
+            "ambiguous. Fix the header (e.g. copy the correct transform into both) and retry."
+        )
+
+
+def canonical(img: nib.spatialimages.SpatialImage, name: str) -> nib.spatialimages.SpatialImage:
+    """``img`` reoriented to RAS+ (nibabel's closest canonical), after the header check."""
+    check_header_orientation(img, name)
+    return nib.as_closest_canonical(img)
+
+
+def check_same_grid(
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    name: str,
+    ref_name: str,
+) -> None:
+    """Raise unless two 3-D grids are identical.
+
+    Differing axis directions raise `OrientationMismatchError`; differing shapes, voxel sizes or
+    origins raise `ShapeMismatchError`.
+    """
+    if nib.aff2axcodes(affine) != nib.aff2axcodes(ref_affine):
+        raise OrientationMismatchError(
+            f"{name} is oriented {''.join(nib.aff2axcodes(affine))} but {ref_name} is "
+            f"{''.join(nib.aff2axcodes(ref_affine))}; bring both to the same orientation "
+            "(e.g. nibabel.as_closest_canonical) before combining them."
+        )
+    if tuple(shape[:3]) != tuple(ref_shape[:3]) or not np.allclose(
+        affine, ref_affine, atol=AFFINE_ATOL_MM
+    ):
+        raise ShapeMismatchError(
+            f"{name} (shape {tuple(shape[:3])}, affine {np.round(affine, 3).tolist()}) is not on the "
+            f"grid of {ref_name} (shape {tuple(ref_shape[:3])}, affine "
+            f"{np.round(ref_affine, 3).tolist()}); resample it to that grid first."
+        )
+
+
+def mask_world_coordinates(mask_indices: np.ndarray, mask_affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of the mask voxels, shape (n_voxels, 3)."""
+    return nib.affines.apply_affine(mask_affine, np.asarray(mask_indices, dtype=np.float64))
+
+
+def sample_at_mask(
+    img: nib.spatialimages.SpatialImage,
+    mask_indices: np.ndarray,
+    mask_affine: np.ndarray,
+    name: str,
+) -> np.ndarray:
+    """Values of a 3-D image at the connectome's mask voxels, nearest neighbour, shape (n_voxels,).
+
+    ``img`` may be on any grid and in any orientation its affine describes truthfully; it is first
+    brought to RAS+ after the header check. Mask voxels that fall outside the image read 0.
+    """
+    img = canonical(img, name)
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ShapeMismatchError(f"{name} has shape {data.shape}; expected a 3-D image.")
+    world = mask_world_coordinates(mask_indices, mask_affine)
+    voxels = np.rint(nib.affines.apply_affine(np.linalg.inv(img.affine), world)).astype(np.int64)
+    inside = np.all((voxels >= 0) & (voxels < np.array(data.shape)), axis=1)
+    values = np.zeros(len(voxels), dtype=data.dtype)
+    values[inside] = data[tuple(voxels[inside].T)]
+    return values

@@ -1,0 +1,86 @@
+"""Write one connectome batch file in the Lacuna layout, atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurotorch.connectome import layout
+
+
+def write_batch(
+    path: str | os.PathLike,
+    subject_series: Iterable[np.ndarray],
+    subject_ids: Sequence[str],
+    mask_indices: np.ndarray,
+    mask_affine: np.ndarray,
+    mask_shape: tuple[int, int, int],
+    n_timepoints: int,
+    space: str = layout.DEFAULT_SPACE,
+    description: str = "",
+    source: str = "",
+    indices_layout: str = "rows",
+) -> Path:
+    """Write a batch file; the file appears only once it is complete.
+
+    Parameters
+    ----------
+    path
+        Destination ``.h5`` file.
+    subject_series
+        One (n_timepoints, n_voxels) array per subject, consumed one at a time (memory: one subject).
+    subject_ids
+        One id per subject, stored as the optional ``subject_ids`` dataset.
+    mask_indices
+        (n_voxels, 3) voxel indices of the mask in C order.
+    mask_affine, mask_shape
+        The mask's RAS+ affine and 3-D shape.
+    n_timepoints
+        Timepoints per subject.
+    indices_layout
+        ``"rows"`` stores ``mask_indices`` as (n_voxels, 3); ``"columns"`` as (3, n_voxels) like older
+        files.
+    """
+    path = Path(path)
+    mask_indices = np.asarray(mask_indices, dtype=np.int32)
+    n_subjects, n_voxels = len(subject_ids), len(mask_indices)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            series = f.create_dataset(
+                layout.TIMESERIES,
+                shape=(n_subjects, n_timepoints, n_voxels),
+                dtype=np.float32,
+                chunks=(1, n_timepoints, n_voxels),
+                compression="gzip",
+                compression_opts=layout.GZIP_LEVEL,
+            )
+            written = 0
+            for row, data in enumerate(subject_series):
+                series[row] = np.asarray(data, dtype=np.float32)
+                written += 1
+            if written != n_subjects:
+                raise ValueError(f"{path.name}: got {written} subjects for {n_subjects} ids.")
+            f.create_dataset(
+                layout.MASK_INDICES,
+                data=mask_indices if indices_layout == "rows" else mask_indices.T,
+            )
+            f.create_dataset(layout.MASK_AFFINE, data=np.asarray(mask_affine, dtype=np.float64))
+            f.create_dataset(layout.SUBJECT_IDS, data=np.array(list(subject_ids), dtype="S"))
+            f.attrs.update(
+                n_subjects=n_subjects,
+                n_timepoints=n_timepoints,
+                n_voxels=n_voxels,
+                mask_shape=np.asarray(mask_shape, dtype=np.int64),
+                space=space,
+                description=description,
+                source=source,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

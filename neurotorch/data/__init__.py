@@ -1,0 +1,1 @@
+"""torch Datasets over the domain readers: map-style, iterable-style, samplers, collate."""

@@ -1,0 +1,52 @@
+"""Batches of dict items: a pre-batched result of ``__getitems__`` passes through unchanged.
+
+`BetasDataset.__getitems__` reads a whole batch in one vectorised read and returns an `ItemBatch`:
+a lazy sequence of per-item dicts (so torch's ``default_collate`` still works on it) that also
+carries the already-stacked batch, which `collate_items` returns without copying again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+
+class ItemBatch(Sequence):
+    """A batch as one dict of stacked tensors / lists, viewed as a sequence of item dicts."""
+
+    def __init__(self, data: dict[str, Any], length: int):
+        self.data = data
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, k: int) -> dict[str, Any]:  # type: ignore[override]
+        if not -self._length <= k < self._length:
+            raise IndexError(k)
+        return {key: value[k] for key, value in self.data.items()}
+
+
+def _stackable(values: list[Any]) -> bool:
+    first = values[0]
+    return all(isinstance(v, torch.Tensor) and v.shape == first.shape for v in values)
+
+
+def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate dict items: an `ItemBatch` as is; otherwise tensors of one shape are stacked,
+    numbers become tensors and everything else (strings, ragged tensors, lists) stays a list."""
+    if isinstance(batch, ItemBatch):
+        return batch.data
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values) if _stackable(values) else values
+        elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            out[key] = default_collate(values)
+        else:
+            out[key] = values
+    return out

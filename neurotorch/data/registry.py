@@ -1,0 +1,52 @@
+"""`load_dataset`: build any neurotorch dataset by name, Hugging Face style.
+
+Builders are registered as ``"module:function"`` strings so that asking for one family never
+imports the others (the M/EEG stack imports MNE, which takes seconds).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+_BUILDERS: dict[str, str] = {
+    "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
+}
+
+
+def register_builder(name: str, target: str | Callable[..., Any]) -> None:
+    """Register a dataset builder under ``name``.
+
+    ``target`` is a callable or a ``"module:function"`` string. The builder is called as
+    ``builder(split=..., streaming=..., **config)`` and returns a torch ``Dataset``.
+    """
+    if callable(target):
+        target = f"{target.__module__}:{target.__qualname__}"
+    _BUILDERS[name] = target
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by `load_dataset`."""
+    return sorted(_BUILDERS)
+
+
+def load_dataset(name: str, split: str | None = None, streaming: bool = False, **config: Any) -> Any:
+    """Build a dataset by name.
+
+    Parameters
+    ----------
+    name
+        A registered name, see `list_datasets` (``"laion-fmri"``, ...).
+    split
+        ``"<split>/<part>"`` such as ``"tau/train"`` or ``"random_0/test"``; ``None`` for all items.
+    streaming
+        ``True`` returns the iterable-style variant, when the family has one.
+    **config
+        Passed to the family's builder (data_dir, subject, roi, features, ...).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(list_datasets())}.")
+    module_name, func_name = _BUILDERS[name].split(":")
+    builder = getattr(importlib.import_module(module_name), func_name)
+    return builder(split=split, streaming=streaming, **config)

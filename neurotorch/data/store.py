@@ -1,0 +1,386 @@
+"""The prepared store: per (subject, session, voxel selection) an uncompressed trials × voxels array.
+
+Training reads random rows; a ``.nii.gz`` only gives sequential access at the speed of the
+inflater. `build_store` therefore decompresses each session once, applies the voxel mask inline
+and writes a memory-mappable ``.npy`` (rows in volume order, i.e. ``beta_index``), plus the
+per-session voxel mean and standard deviation used for z-scoring.
+
+Layout under ``<cache_dir>/laion-fmri-store/<root key>/<subject>/<mask key>-<dtype>/``::
+
+    voxel_mask.npy          3-D boolean selection on the functional grid
+    ses-01.npy              (n_trials, n_voxels) float32 or float16
+    ses-01.stats.npz        mean, std (float64 accumulated, stored float32)
+    ses-01.json             manifest; written last, so its presence marks a complete session
+    ses-01.lock             file lock held while the session is built
+
+Every file is written to a temporary name and moved into place with ``os.replace``. A build that
+is killed leaves at most a stale temporary file that the next build of that session removes;
+sessions already complete are kept (the build resumes per session). Two processes building the
+same session serialise on the lock and the second finds the session done. The manifest records
+the source's size, modification version and header hash, the mask hash, dtype, shape and package
+version; a mismatch in any of them rebuilds the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from neurotorch import __version__
+from neurotorch.config import cache_dir as default_cache_dir
+from neurotorch.config import progress_enabled
+from neurotorch.errors import CacheError, ShapeMismatchError
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import require, resolve_root
+from neurotorch.fmri.masks import combine_voxel_mask, read_brain_mask, read_volume
+from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
+from neurotorch.io.inflate import SequentialReader
+from neurotorch.io.nifti import iter_volumes, read_nifti_header
+from neurotorch.io.storage import DataRoot
+
+STORE_FORMAT = 1
+STORE_DIR = "laion-fmri-store"
+DTYPES = ("float32", "float16")
+DEFAULT_NC_DESC = "NoiseceilingAllrep"
+HEADER_BYTES = 352  # NIfTI-1 header plus its extension flag; a prefix of a NIfTI-2 header
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def mask_hash(mask: np.ndarray) -> str:
+    """Hash of a boolean grid mask (shape and bits)."""
+    mask = np.asarray(mask, dtype=bool)
+    return _sha256(repr(mask.shape).encode() + np.packbits(mask.ravel()).tobytes())
+
+
+def voxel_selection(
+    root: DataRoot,
+    subject: str,
+    *,
+    roi: RoiQuery | None = None,
+    mask: np.ndarray | None = None,
+    nc_threshold: float | None = None,
+    nc_desc: str = DEFAULT_NC_DESC,
+    mask_source: str = "anatomical",
+) -> np.ndarray:
+    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling > threshold).
+
+    Unlike ``Subject.get_betas(nc_threshold=...)``, which thresholds each session's own noise
+    ceiling, the threshold here applies to one subject-level map (``nc_desc``) so that every
+    session of a dataset shares one voxel axis.
+    """
+    brain, _ = read_brain_mask(root, subject, mask_source)
+    roi_volume = None
+    if roi is not None:
+        pairs = resolve_roi_query(roi, available_rois(root, subject))
+        roi_volume = union_roi_volume(root, subject, pairs, brain.shape)
+    noise_ceiling = None
+    if nc_threshold is not None:
+        relpath = layout.subject_noise_ceiling(subject, nc_desc)
+        noise_ceiling, _ = read_volume(root, relpath, f"Noise ceiling {nc_desc} of {subject}")
+    return combine_voxel_mask(
+        brain, roi=roi_volume, custom=mask, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
+    )
+
+
+@contextlib.contextmanager
+def open_source(root: DataRoot, relpath: str) -> Iterator[Any]:
+    """A local path, or an open binary handle for a remote file, that the NIfTI readers accept."""
+    if root.is_local:
+        yield root.local_path(relpath)
+    else:
+        with root.open(relpath) as handle:
+            yield handle
+
+
+def source_identity(root: DataRoot, relpath: str) -> dict[str, Any]:
+    """What identifies the content of a betas file: size, version (mtime or ETag), header hash."""
+    info = root.info(relpath)
+    with open_source(root, relpath) as source, SequentialReader(source) as reader:
+        header = reader.read_exact(HEADER_BYTES)
+    return {
+        "path": relpath,
+        "size": int(info["size"]),
+        "version": str(info["version"]),
+        "header_sha256": _sha256(header),
+    }
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then move it into place."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class SessionStore:
+    """The prepared files of one session (see `PreparedStore.session`)."""
+
+    directory: Path
+    session: str
+
+    @property
+    def betas_path(self) -> Path:
+        return self.directory / f"{self.session}.npy"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.directory / f"{self.session}.stats.npz"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / f"{self.session}.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / f"{self.session}.lock"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when the session is not (completely) built."""
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def open_betas(self) -> np.ndarray:
+        """The ``(n_trials, n_voxels)`` array, memory-mapped read-only."""
+        return np.load(self.betas_path, mmap_mode="r", allow_pickle=False)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-voxel ``(mean, std)`` over the session's trials, float32."""
+        with np.load(self.stats_path, allow_pickle=False) as stats:
+            return stats["mean"], stats["std"]
+
+
+def _expected_manifest(
+    subject: str, session: str, identity: dict[str, Any], mask_sha: str, dtype: str, shape: tuple[int, int]
+) -> dict[str, Any]:
+    return {
+        "format": STORE_FORMAT,
+        "package_version": __version__,
+        "subject": subject,
+        "session": session,
+        "source": identity,
+        "mask_sha256": mask_sha,
+        "dtype": dtype,
+        "shape": list(shape),
+    }
+
+
+class PreparedStore:
+    """Prepared sessions of one subject under one voxel selection (returned by `build_store`).
+
+    Attributes
+    ----------
+    subject
+        Subject id.
+    sessions
+        Prepared sessions, in order.
+    directory
+        Folder of the store.
+    voxel_mask
+        3-D boolean selection; the voxel axis is ``voxel_mask`` flattened in C order.
+    dtype
+        Storage dtype of the betas (``"float32"`` or ``"float16"``).
+    """
+
+    def __init__(self, directory: Path, subject: str, sessions: Sequence[str], dtype: str):
+        self.directory = Path(directory)
+        self.subject = subject
+        self.sessions = list(sessions)
+        self.dtype = dtype
+        self.voxel_mask = np.load(self.directory / "voxel_mask.npy", allow_pickle=False)
+
+    def __repr__(self) -> str:
+        return f"PreparedStore({self.subject!r}, sessions={self.sessions}, dir={str(self.directory)!r})"
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.voxel_mask.sum())
+
+    def session(self, session: str) -> SessionStore:
+        """The files of one prepared session."""
+        if session not in self.sessions:
+            raise KeyError(f"Session {session!r} is not in this store; prepared: {self.sessions}.")
+        return SessionStore(self.directory, session)
+
+
+def store_directory(
+    root: DataRoot, subject: str, voxel_mask: np.ndarray, dtype: str, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """Where the store of (dataset root, subject, selection, dtype) lives."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root_key = _sha256(root.url.encode())[:16]
+    return base / STORE_DIR / root_key / subject / f"{mask_hash(voxel_mask)[:20]}-{dtype}"
+
+
+def is_current(store: SessionStore, expected: dict[str, Any]) -> bool:
+    """Whether a session's manifest matches ``expected`` and its files are present."""
+    found = store.manifest()
+    return found == expected and store.betas_path.exists() and store.stats_path.exists()
+
+
+def _remove_stale(store: SessionStore) -> None:
+    for stale in store.directory.glob(f"{store.session}.*.tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
+def _write_session(
+    root: DataRoot, relpath: str, store: SessionStore, voxel_mask: np.ndarray, dtype: str,
+    n_volumes: int, bar: tqdm,
+) -> None:  # fmt: skip
+    """One streaming pass: masked rows into a temporary memmap, then stats, then the move."""
+    n_voxels = int(voxel_mask.sum())
+    tmp = store.betas_path.with_name(f"{store.betas_path.name}.tmp-{os.getpid()}")
+    total = np.zeros(n_voxels, dtype=np.float64)
+    squares = np.zeros(n_voxels, dtype=np.float64)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_volumes, n_voxels))
+        n_read = 0
+        with open_source(root, relpath) as source:
+            for row, values in enumerate(iter_volumes(source, voxel_mask)):
+                out[row] = values
+                total += values
+                squares += np.square(values, dtype=np.float64)
+                n_read += 1
+                bar.update()
+        if n_read != n_volumes:
+            raise ShapeMismatchError(f"{root.path(relpath)}: header says {n_volumes} volumes, read {n_read}.")
+        out.flush()
+        del out
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, store.betas_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    mean = total / max(n_volumes, 1)
+    std = np.sqrt(np.clip(squares / max(n_volumes, 1) - mean**2, 0.0, None))
+
+    def save_stats(handle: Any) -> None:
+        np.savez(handle, mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    _atomic_write(store.stats_path, save_stats)
+
+
+def build_store(
+    data_dir: str | os.PathLike | DataRoot | None,
+    subject: str,
+    sessions: Sequence[str] | None = None,
+    *,
+    roi: RoiQuery | None = None,
+    mask: np.ndarray | None = None,
+    nc_threshold: float | None = None,
+    nc_desc: str = DEFAULT_NC_DESC,
+    mask_source: str = "anatomical",
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    storage_options: dict | None = None,
+) -> PreparedStore:
+    """Prepare (or reuse) the trials × voxels arrays of a subject's sessions.
+
+    Parameters
+    ----------
+    data_dir
+        Dataset root (local path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+    subject
+        Subject id (``"sub-01"``).
+    sessions
+        Sessions to prepare; default every session of the subject.
+    roi, mask, nc_threshold, nc_desc, mask_source
+        The voxel selection (see `voxel_selection`).
+    dtype
+        ``"float32"`` (default) or ``"float16"`` (half the disk and page cache, ~3 significant
+        digits).
+    cache_dir
+        Base folder; default `neurotorch.config.cache_dir` (``NEUROTORCH_CACHE``).
+    progress
+        Show a progress bar over volumes (default: `neurotorch.config.progress_enabled`).
+    storage_options
+        fsspec options for a URL ``data_dir``.
+
+    Returns
+    -------
+    PreparedStore
+        The prepared sessions; each is a memory-mappable ``.npy`` with a manifest.
+
+    Raises
+    ------
+    CacheError
+        The cache folder cannot be written.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+    root = resolve_root(data_dir, storage_options)
+    subject = layout.subject_id(subject)
+    if sessions is None:
+        sessions = root.listdir(layout.subject_dir(subject))
+        sessions = [s for s in sessions if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))]
+    sessions = [layout.session_id(s) for s in sessions]
+    voxel_mask = voxel_selection(
+        root, subject, roi=roi, mask=mask, nc_threshold=nc_threshold, nc_desc=nc_desc, mask_source=mask_source
+    )
+    directory = store_directory(root, subject, voxel_mask, dtype, cache_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        mask_file = directory / "voxel_mask.npy"
+        if not mask_file.exists():
+            _atomic_write(mask_file, lambda handle: np.save(handle, voxel_mask, allow_pickle=False))
+    except OSError as err:
+        raise CacheError(
+            f"Cannot write the prepared store to {directory} ({err}); set NEUROTORCH_CACHE to a "
+            "writable folder or pass cache_dir=."
+        ) from err
+    mask_sha = mask_hash(voxel_mask)
+    show = progress_enabled() if progress is None else progress and progress_enabled()
+    with tqdm(desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
+        for session in sessions:
+            relpath = require(root, layout.session_betas(subject, session), f"Betas of {subject} {session}")
+            store = SessionStore(directory, session)
+            _build_session(root, relpath, subject, store, voxel_mask, mask_sha, dtype, bar)
+    return PreparedStore(directory, subject, sessions, dtype)
+
+
+def _build_session(
+    root: DataRoot, relpath: str, subject: str, store: SessionStore, voxel_mask: np.ndarray, mask_sha: str, dtype: str,
+    bar: tqdm,
+) -> None:  # fmt: skip
+    with open_source(root, relpath) as source:
+        header = read_nifti_header(source)
+    shape = (header.n_volumes, int(voxel_mask.sum()))
+    expected = _expected_manifest(
+        subject, store.session, source_identity(root, relpath), mask_sha, dtype, shape
+    )
+    if is_current(store, expected):
+        return
+    with FileLock(store.lock_path):
+        if is_current(store, expected):  # another process finished it while we waited
+            return
+        store.manifest_path.unlink(missing_ok=True)
+        _remove_stale(store)
+        if bar.total is None:
+            bar.total = 0
+        bar.total += header.n_volumes
+        bar.refresh()
+        _write_session(root, relpath, store, voxel_mask, dtype, header.n_volumes, bar)
+        _atomic_write(store.manifest_path, lambda handle: handle.write(json.dumps(expected, indent=1).encode()))
+

@@ -1,0 +1,229 @@
+"""Which trials a dataset serves, and the stimulus modalities paired with them.
+
+Shared by the map-style `BetasDataset` and the iterable `BetasStream`: `select_trials` builds the
+trial table (one row per trial: ``subject, session, trial, image_name``) from subjects, sessions,
+a split part, OOD types and shared/unique; `StimulusPairing` turns image names into the requested
+modalities (embeddings of several models, decoded images, captions, segmentation masks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import read_table
+from neurotorch.fmri.splits import SHARED_POOL, get_train_test_ids
+from neurotorch.fmri.stimuli import Stimuli
+from neurotorch.io.storage import DataRoot
+
+PARTS = ("train", "test", "all")
+STIMULUS_SUBSETS = ("shared", "unique")
+MODALITIES = ("image", "captions", "segmentation")
+TRIAL_COLUMNS = ["subject", "session", "trial", "image_name"]
+
+
+def parse_split(split: str | None) -> tuple[str | None, str]:
+    """``"tau/train"`` → ``("tau", "train")``; ``"random_0"`` → ``("random_0", "all")``; None → (None, "all")."""
+    if split is None:
+        return None, "all"
+    name, _, part = split.partition("/")
+    part = part or "all"
+    if part not in PARTS:
+        raise ValueError(f"Unknown split part {part!r} in {split!r}; use '<split>/train', '/test' or '/all'.")
+    return name, part
+
+
+def list_sessions(root: DataRoot, subject: str) -> list[str]:
+    """Sessions of a subject that have a betas file."""
+    return [
+        s
+        for s in root.listdir(layout.subject_dir(subject))
+        if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))
+    ]
+
+
+def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
+    """The session's trial table as ``subject, session, trial, image_name`` (``trial`` = beta_index)."""
+    table = read_table(
+        root, layout.session_trials(subject, session), f"Trial table of {subject} {session}",
+        layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
+    )  # fmt: skip
+    return pd.DataFrame(
+        {
+            "subject": subject,
+            "session": session,
+            "trial": table["beta_index"].to_numpy(np.int64),
+            "image_name": table["label"].to_numpy(object),
+        }
+    )
+
+
+def select_trials(
+    root: DataRoot,
+    subjects: Sequence[str],
+    sessions: Sequence[str] | dict[str, Sequence[str]] | None = None,
+    *,
+    split: str | None = None,
+    pool: str = SHARED_POOL,
+    variant_id: int = 0,
+    ood_types: str | Iterable[str] | None = None,
+    stimuli: str | None = None,
+    image_names: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """The selected trials, in (subject, session, trial) order.
+
+    Parameters
+    ----------
+    root
+        Dataset root.
+    subjects
+        Subject ids.
+    sessions
+        Sessions for every subject, a dict per subject, or None for all sessions.
+    split
+        ``"<name>/<part>"`` (``"tau/train"``, ``"random_0/test"``, ``"ood/all"``); None keeps all.
+    pool, variant_id, ood_types
+        As in `neurotorch.fmri.splits.get_train_test_ids`.
+    stimuli
+        ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix.
+    image_names
+        Keep only trials of these images (applied after the split).
+    """
+    if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
+        raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+    tables = []
+    for subject in subjects:
+        chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions
+        for session in chosen if chosen is not None else list_sessions(root, subject):
+            tables.append(read_trials(root, subject, layout.session_id(session)))
+    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TRIAL_COLUMNS)
+    keep = np.ones(len(trials), dtype=bool)
+    name, part = parse_split(split)
+    if name is not None:
+        train_ids, test_ids = get_train_test_ids(name, pool, variant_id, ood_types, data_dir=root)
+        ids = {"train": train_ids, "test": test_ids, "all": [*train_ids, *test_ids]}[part]
+        keep &= trials["image_name"].isin(set(ids)).to_numpy()
+    elif ood_types is not None:
+        kinds = {ood_types} if isinstance(ood_types, str) else set(ood_types)
+        keep &= trials["image_name"].map(layout.ood_type).isin(kinds).to_numpy()
+    if stimuli is not None:
+        keep &= trials["image_name"].str.startswith(f"{stimuli}_").to_numpy()
+    if image_names is not None:
+        keep &= trials["image_name"].isin(set(image_names)).to_numpy()
+    return trials[keep].reset_index(drop=True)
+
+
+def image_to_tensor(image: Any) -> torch.Tensor:
+    """A PIL image as a ``(C, H, W)`` uint8 tensor (the default image transform)."""
+    array = np.asarray(image, dtype=np.uint8)
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+class StimulusPairing:
+    """Per-image modalities for a fixed list of image names, read lazily in each process.
+
+    Parameters
+    ----------
+    root
+        Dataset root.
+    image_names
+        The images the dataset can ask for; embeddings of these rows are read once per process.
+    features
+        Embedding model(s) (``"CLIP"``, ``["CLIP", "DINOv2"]``) or None. One model gives the item
+        key ``embedding``; several give ``embedding_<model>`` each.
+    modalities
+        Any of ``"image"`` (decoded, then ``image_transform``), ``"captions"`` (list of str in
+        caption order) and ``"segmentation"`` (uint8 ``(k, H, W)`` masks and their nouns).
+    image_transform
+        Callable on a PIL image; default `image_to_tensor`.
+    """
+
+    def __init__(
+        self,
+        root: DataRoot,
+        image_names: Sequence[str],
+        features: str | Sequence[str] | None = "CLIP",
+        modalities: Sequence[str] = (),
+        image_transform: Callable[[Any], Any] | None = None,
+    ):
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"Unknown modalities {unknown}; choose from {MODALITIES}.")
+        self.root = root
+        self.features = [] if features is None else [features] if isinstance(features, str) else list(features)
+        for model in self.features:
+            layout.embeddings(model)  # validates the name
+        self.modalities = tuple(modalities)
+        self.image_transform = image_transform or image_to_tensor
+        self.names = list(dict.fromkeys(image_names))
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self._stimuli: Stimuli | None = None
+        self._embeddings: dict[str, np.ndarray] | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_stimuli": None, "_embeddings": None, "_pid": None}
+
+    def _fresh(self) -> None:
+        if self._pid != os.getpid():
+            self._stimuli, self._embeddings, self._pid = None, None, os.getpid()
+
+    @property
+    def stimuli(self) -> Stimuli:
+        self._fresh()
+        if self._stimuli is None:
+            self._stimuli = Stimuli(self.root)
+        return self._stimuli
+
+    def embedding_key(self, model: str) -> str:
+        return "embedding" if len(self.features) == 1 else f"embedding_{model}"
+
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """``{model: (n_images, D) float32}`` rows in `names` order (read once per process)."""
+        self._fresh()
+        if self._embeddings is None:
+            hub = self.stimuli
+            self._embeddings = {m: hub.embeddings.get(m, self.names, dtype=np.float32) for m in self.features}
+            hub.close()
+        return self._embeddings
+
+    def rows(self, names: Sequence[str]) -> np.ndarray:
+        """Positions of ``names`` in `names`."""
+        return np.fromiter((self.index[n] for n in names), dtype=np.int64, count=len(names))
+
+    def batch(self, names: Sequence[str]) -> dict[str, Any]:
+        """Every requested modality for ``names``: embeddings stacked, the rest as lists."""
+        out: dict[str, Any] = {}
+        if self.features:
+            rows = self.rows(names)
+            for model, matrix in self.embeddings().items():
+                out[self.embedding_key(model)] = torch.from_numpy(matrix[rows])
+        if "image" in self.modalities:
+            out["image"] = [self.image_transform(self.stimuli.images.get(n)) for n in names]
+        if "captions" in self.modalities:
+            out["captions"] = [self.stimuli.captions.list(n) for n in names]
+        if "segmentation" in self.modalities:
+            masks = [self.segmentation(n) for n in names]
+            out["segmentation"] = [m for m, _ in masks]
+            out["segmentation_nouns"] = [nouns for _, nouns in masks]
+        return out
+
+    def segmentation(self, name: str) -> tuple[torch.Tensor, list[str]]:
+        """All masks of an image, ``(k, H, W)`` uint8 (k = 0 for images without masks), and nouns."""
+        seg = self.stimuli.segmentations
+        stacks, nouns = [], []
+        for noun in seg.nouns(name):
+            masks = np.asarray(seg.get(name, noun, instance=None))
+            masks = masks[None] if masks.ndim == 2 else masks
+            stacks.append(masks)
+            nouns += [noun] * len(masks)
+        if not stacks:
+            return torch.zeros((0, 0, 0), dtype=torch.uint8), []
+        return torch.from_numpy(np.concatenate(stacks).astype(np.uint8)), nouns

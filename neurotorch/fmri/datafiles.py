@@ -1,0 +1,98 @@
+"""Where the LAION-fMRI tree lives, and the errors raised for files missing from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from neurotorch.config import data_home, resolve_data_dir
+from neurotorch.errors import (
+    DataDirNotSetError,
+    DataNotDownloadedError,
+    FormatError,
+    StimuliNotDownloadedError,
+)
+from neurotorch.io.storage import DataRoot
+
+DATA_DIR_ENV = "LAION_FMRI_DATA_DIR"
+DEFAULT_DIR_NAME = "laion-fmri"
+HOW_TO_GET = (
+    "Get it with `neurotorch download laion-fmri --out DIR` (or write a synthetic tree with "
+    "`neurotorch synth laion-fmri --out DIR`), then pass data_dir=DIR or set "
+    f"{DATA_DIR_ENV}=DIR."
+)
+
+
+def resolve_root(
+    data_dir: str | os.PathLike | DataRoot | None = None, storage_options: dict | None = None
+) -> DataRoot:
+    """The dataset root: ``data_dir``, else ``$LAION_FMRI_DATA_DIR``, else ``<data_home>/laion-fmri``.
+
+    Parameters
+    ----------
+    data_dir
+        Local folder, fsspec URL (``s3://bucket/prefix``) or a `DataRoot`.
+    storage_options
+        fsspec options for a URL root (ignored for a `DataRoot`, which carries its own).
+
+    Raises
+    ------
+    DataDirNotSetError
+        When none of the three is available.
+    """
+    if isinstance(data_dir, DataRoot):
+        return data_dir
+    try:
+        return DataRoot(resolve_data_dir(data_dir, DATA_DIR_ENV, "LAION-fMRI"), storage_options)
+    except DataDirNotSetError as err:
+        default = data_home() / DEFAULT_DIR_NAME
+        if default.is_dir():
+            return DataRoot(default, storage_options)
+        raise DataDirNotSetError(
+            f"{err} Alternatively put the dataset at {default} (NEUROTORCH_DATA moves its parent), "
+            f"e.g. with `neurotorch synth laion-fmri --out {default}`."
+        ) from None
+
+
+def require(
+    root: DataRoot, relpath: str, what: str, *, stimuli: bool = False, hint: str = ""
+) -> str:
+    """Return ``relpath`` if it exists under ``root``; otherwise raise an error naming the file.
+
+    Raises `StimuliNotDownloadedError` for stimulus files (``stimuli=True``) and
+    `DataNotDownloadedError` for everything else; ``hint`` is added to the message.
+    """
+    if root.exists(relpath):
+        return relpath
+    error = StimuliNotDownloadedError if stimuli else DataNotDownloadedError
+    extra = f" {hint}" if hint else ""
+    raise error(f"{what} not found: {root.path(relpath)}.{extra} {HOW_TO_GET}")
+
+
+def read_table(
+    root: DataRoot,
+    relpath: str,
+    what: str,
+    columns: Sequence[str],
+    *,
+    stimuli: bool = False,
+    **read_csv_kwargs: Any,
+) -> pd.DataFrame:
+    """Read a CSV/TSV of the tree and check that it has ``columns``.
+
+    Raises the not-downloaded error of `require` for a missing file and `FormatError` naming the
+    file and the missing columns for a file with another schema.
+    """
+    require(root, relpath, what, stimuli=stimuli)
+    with root.open(relpath) as handle:
+        table = pd.read_csv(handle, **read_csv_kwargs)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise FormatError(
+            f"{root.path(relpath)} lacks the column(s) {missing}; found {list(table.columns)}. "
+            "Re-download the file; it does not follow the LAION-fMRI schema."
+        )
+    return table

@@ -1,0 +1,266 @@
+"""Download a subset of LAION-fMRI (subjects, sessions, optionally stimuli and anatomy).
+
+Files are transferred in parallel with one progress bar in bytes; every file is size-checked and
+renamed into place only when complete, an interrupted run resumes from its partial files, and a
+rerun over a complete download transfers nothing. The stimulus images carry their own licence,
+which is shown and must be accepted (interactively, or with ``accept_license=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from neurotorch import config
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    LicenseNotAcceptedError,
+    RemoteAccessError,
+    SubjectNotFoundError,
+)
+from neurotorch.fmri import layout
+from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, open_source
+from neurotorch.io.remote_cache import fetch_file
+from neurotorch.io.storage import DataRoot
+
+# Names of a licence file the source may ship with its stimuli, looked up in this order.
+LICENSE_FILES = (f"{layout.STIMULI_DIR}/LICENSE", f"{layout.STIMULI_DIR}/LICENSE.txt", "LICENSE")
+STIMULUS_LICENSE_NOTICE = """\
+LAION-fMRI stimulus images
+--------------------------
+The stimulus images (and the embeddings, captions and segmentations derived from them) come from
+public web collections such as LAION-5B. Their copyright stays with their owners; they are shared
+for non-commercial scientific research only. By accepting you agree to use them for research,
+not to redistribute them, and to remove any image whose owner asks for it.
+"""
+
+
+@dataclass
+class DownloadResult:
+    """What `download_laion_fmri` did.
+
+    Attributes
+    ----------
+    out
+        The local dataset root.
+    files
+        Every selected file (paths relative to the root), already present or transferred.
+    transferred
+        The files that were (fully or partly) transferred by this call.
+    bytes_transferred
+        Bytes received by this call.
+    """
+
+    out: Path
+    files: list[str] = field(default_factory=list)
+    transferred: list[str] = field(default_factory=list)
+    bytes_transferred: int = 0
+
+
+def stimulus_license_text(source: Source = None, storage_options: dict | None = None) -> str:
+    """The licence of the stimuli: the source's own licence file, else the standard notice."""
+    root = open_source(source, storage_options)
+    for relpath in LICENSE_FILES:
+        if root.exists(relpath):
+            with root.open(relpath, mode="r") as handle:
+                return handle.read()
+    return STIMULUS_LICENSE_NOTICE
+
+
+def confirm_license(text: str, accept_license: bool) -> None:
+    """Show the licence and ask for a ``yes`` unless ``accept_license``; raise if refused.
+
+    Raises
+    ------
+    LicenseNotAcceptedError
+        The user answered anything but ``yes``, or no terminal is attached and the licence was
+        not accepted with ``accept_license=True`` / ``--accept-license``.
+    """
+    if accept_license:
+        return
+    how = "pass accept_license=True (or --accept-license on the command line)"
+    if not sys.stdin or not sys.stdin.isatty():
+        raise LicenseNotAcceptedError(
+            "The stimuli have a licence that must be accepted before download and no terminal is "
+            f"attached to ask. Read it below and, if you agree, {how}.\n\n{text}"
+        )
+    print(text)
+    answer = input("Type 'yes' to accept the stimulus licence: ").strip().lower()
+    if answer != "yes":
+        raise LicenseNotAcceptedError(
+            f"Stimulus licence not accepted (answer {answer!r}); nothing was downloaded. "
+            f"To accept it in scripts, {how}."
+        )
+
+
+def select_files(
+    root: DataRoot,
+    subjects: Iterable[str | int] | None = None,
+    sessions: Iterable[str | int] | None = None,
+    include_stimuli: bool = False,
+    include_anatomical: bool = False,
+) -> dict[str, dict]:
+    """The files a download copies: ``{relative path: {"size", "version"}}``.
+
+    Always: files at the top of the root, the split files of the ``shared`` pool and of the
+    chosen subjects, and per subject its subject-level maps,
+    the selected sessions, its ROIs and its anatomical brain mask (the default mask). Optional:
+    every anatomical image (``include_anatomical``) and ``stimuli/`` (``include_stimuli``).
+    """
+    all_subjects = get_subjects(root)
+    chosen = all_subjects if subjects is None else [layout.subject_id(s) for s in subjects]
+    missing = sorted(set(chosen) - set(all_subjects))
+    if missing:
+        raise SubjectNotFoundError(
+            f"Subjects {missing} are not in {root.url} (available: {', '.join(all_subjects)})."
+        )
+    wanted_sessions = None if sessions is None else {layout.session_id(s) for s in sessions}
+    selected: dict[str, dict] = {}
+    selected.update(_top_level_files(root))
+    for rel, info in root.files(layout.SPLITS_DIR).items():
+        pool = rel.split("/")[1]
+        if not pool.startswith("sub-") or pool in chosen:
+            selected[rel] = info
+    for sid in chosen:
+        subject_files = root.files(layout.subject_dir(sid))
+        available_sessions = get_sessions(sid, root)
+        if wanted_sessions is not None and not wanted_sessions & set(available_sessions):
+            raise DataNotDownloadedError(
+                f"None of the sessions {sorted(wanted_sessions)} exists for {sid} in {root.url} "
+                f"(available: {', '.join(available_sessions)})."
+            )
+        for rel, info in subject_files.items():
+            folder = rel.split("/")[3] if rel.count("/") >= 4 else ""
+            is_session = folder.startswith("ses-")
+            if not is_session or wanted_sessions is None or folder in wanted_sessions:
+                selected[rel] = info
+        selected.update(root.files(layout.ROI_DIR, sid))
+        if include_anatomical:
+            selected.update(root.files(layout.ANAT_DIR, sid))
+        else:
+            mask = layout.anatomical_brain_mask(sid)
+            if root.exists(mask):
+                selected[mask] = root.info(mask)
+    if include_stimuli:
+        selected.update(root.files(layout.STIMULI_DIR))
+    return dict(sorted(selected.items()))
+
+
+def _top_level_files(root: DataRoot) -> dict[str, dict]:
+    """Files directly at the root (README, dataset_description.json, ...) without a deep listing."""
+    return {name: root.info(name) for name in root.listdir() if not root.isdir(name)}
+
+
+def download_laion_fmri(
+    out: str | os.PathLike,
+    subjects: Iterable[str | int] | None = None,
+    sessions: Iterable[str | int] | None = None,
+    include_stimuli: bool = False,
+    include_anatomical: bool = False,
+    source: Source = None,
+    storage_options: dict | None = None,
+    accept_license: bool = False,
+    workers: int = 8,
+    on_bytes: Callable[[int], None] | None = None,
+) -> DownloadResult:
+    """Copy a subset of LAION-fMRI from ``source`` (default ``s3://laion-fmri``) to ``out``.
+
+    Parameters
+    ----------
+    out
+        Local folder that becomes a LAION-fMRI root (same relative paths as the source).
+    subjects, sessions
+        Subject and session ids (``"sub-01"``, ``"01"`` or ``1``); ``None`` for all.
+    include_stimuli
+        Also copy ``stimuli/`` (images, embeddings, captions, segmentations); needs the
+        stimulus licence accepted.
+    include_anatomical
+        Also copy every anatomical image (the brain mask is always copied).
+    source, storage_options
+        Where to copy from (URL, local folder or `DataRoot`) and its fsspec options.
+    accept_license
+        Accept the stimulus licence without the interactive question (for scripts).
+    workers
+        Parallel transfers.
+    on_bytes
+        Called with the byte count of every chunk received (besides the progress bar).
+
+    Returns
+    -------
+    DownloadResult
+
+    Raises
+    ------
+    RemoteAccessError
+        Some files could not be transferred; completed and partial files are kept, so running
+        the same call again resumes.
+    LicenseNotAcceptedError
+        ``include_stimuli`` without accepting the licence.
+    """
+    root = open_source(source, storage_options)
+    if include_stimuli:
+        confirm_license(stimulus_license_text(root), accept_license)
+    out = Path(out).expanduser()
+    selected = select_files(root, subjects, sessions, include_stimuli, include_anatomical)
+    pending = {
+        rel: info
+        for rel, info in selected.items()
+        if not ((out / rel).is_file() and (out / rel).stat().st_size == info["size"])
+    }
+    result = DownloadResult(out=out, files=list(selected))
+    if not pending:
+        return result
+    lock = threading.Lock()
+    bar = tqdm(
+        total=sum(info["size"] for info in pending.values()),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"download {len(pending)} files",
+        disable=not config.progress_enabled(),
+    )
+
+    def count(n: int) -> None:
+        with lock:
+            bar.update(n)
+            if on_bytes:
+                on_bytes(n)
+
+    def transfer(rel: str) -> int:
+        info = pending[rel]
+        return fetch_file(
+            root, rel, out / rel, size=info["size"], version=info["version"], on_bytes=count
+        )
+
+    failures: dict[str, BaseException] = {}
+    with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(transfer, rel): rel for rel in pending}
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            rel = futures[future]
+            try:
+                result.bytes_transferred += future.result()
+                result.transferred.append(rel)
+            except Exception as exc:  # collected and re-raised below, naming the files
+                failures[rel] = exc
+                if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing requests
+                    for other in futures:
+                        other.cancel()
+    result.transferred.sort()
+    if failures:
+        first_rel, first = sorted(failures.items())[0]
+        not_done = len(pending) - len(result.transferred)
+        raise RemoteAccessError(
+            f"{not_done} of {len(pending)} files were not downloaded from {root.url} to {out} "
+            f"({first_rel}: {first}). Completed and partial files are kept; run the same "
+            "download again to resume."
+        ) from first
+    return result

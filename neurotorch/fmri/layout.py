@@ -1,0 +1,189 @@
+"""Every file name of the LAION-fMRI tree, in one place.
+
+All functions return paths relative to the dataset root, with forward slashes, so they serve a
+local folder and an ``s3://`` bucket alike (see `neurotorch.io.storage.DataRoot`).
+"""
+
+from __future__ import annotations
+
+import re
+
+GLM_DIR = "derivatives/glmsingle-tedana"
+ANAT_DIR = "derivatives/anatomical"
+ROI_DIR = "derivatives/rois"
+STIMULI_DIR = "stimuli"
+SPLITS_DIR = "splits"
+GROUNDTRUTH_DIR = "_groundtruth"
+
+ANAT_SESSION = "ses-PrismaAnat"
+RESOLUTIONS = ("1pt8", None)
+SUBJECT_NOISE_CEILINGS = ("Noiseceiling4rep", "Noiseceiling12rep", "NoiseceilingAllrep")
+EMBEDDING_MODELS = {"CLIP": 1024, "DINOv2": 1024, "PEcore": 1024, "SigLIP2": 1152}
+ROI_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "body": ("EBA", "FBA"),
+    "character": ("VWFA1", "VWFA2", "mfswords", "pSTSwords"),
+    "face": ("FFA1", "FFA2", "OFA", "pSTSfaces"),
+    "laion": ("laionEVC", "laiondorsal", "laiongeneral", "laionlateral", "laionventral"),
+    "motion": ("MST", "MT"),
+    "object": ("lobjects", "vobjects"),
+    "place": ("MPA", "OPA", "PPA"),
+    "retinotopy": (
+        "IPCS", "IPS0", "LO1", "LO2", "SPCS", "TO1", "TO2", "V1d", "V1v", "V2d", "V2v", "V3A",
+        "V3B", "V3d", "V3v", "VO1", "VO2", "hV4",
+    ),
+}  # fmt: skip
+OOD_TYPES = (
+    "cropped", "gabor", "gaudy", "illusion-classic", "illusion-natural", "relations", "selfmade",
+    "shape", "unusual",
+)  # fmt: skip
+
+TRIAL_COLUMNS = ("session", "run", "beta_index", "label")
+METADATA_COLUMNS = ("image_name", "dataset", "participant", "unique_or_shared", "n_reps")
+CAPTION_COLUMNS = ("image_name", "caption_idx", "source", "caption")
+SEGMENTATION_COLUMNS = (
+    "mask_row", "image_name", "noun", "instance_id", "score", "box_x0", "box_y0", "box_x1", "box_y1",
+)  # fmt: skip
+
+_SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
+_SESSION = re.compile(r"^(ses-)?([A-Za-z0-9]+)$")
+
+
+def subject_id(subject: str | int) -> str:
+    """``"sub-01"`` from ``"sub-01"``, ``"01"`` or ``1``."""
+    text = f"{subject:02d}" if isinstance(subject, int) else str(subject)
+    match = _SUBJECT.match(text)
+    if not match:
+        raise ValueError(f"Invalid subject id {subject!r}; expected e.g. 'sub-01'.")
+    return f"sub-{match.group(2)}"
+
+
+def session_id(session: str | int) -> str:
+    """``"ses-01"`` from ``"ses-01"``, ``"01"`` or ``1``."""
+    text = f"{session:02d}" if isinstance(session, int) else str(session)
+    match = _SESSION.match(text)
+    if not match:
+        raise ValueError(f"Invalid session id {session!r}; expected e.g. 'ses-01'.")
+    return f"ses-{match.group(2)}"
+
+
+def subject_dir(subject: str) -> str:
+    return f"{GLM_DIR}/{subject}"
+
+
+def session_func_dir(subject: str, session: str) -> str:
+    return f"{GLM_DIR}/{subject}/{session}/func"
+
+
+def session_betas(subject: str, session: str) -> str:
+    name = f"{subject}_{session}_task-images_space-T1w_stat-effect_desc-SingletrialBetas_statmap.nii.gz"
+    return f"{session_func_dir(subject, session)}/{name}"
+
+
+def session_trials(subject: str, session: str) -> str:
+    name = f"{subject}_{session}_task-images_desc-SingletrialBetas_trials.tsv"
+    return f"{session_func_dir(subject, session)}/{name}"
+
+
+def session_noise_ceiling(subject: str, session: str) -> str:
+    name = f"{subject}_{session}_task-images_space-T1w_desc-Noiseceiling_statmap.nii.gz"
+    return f"{session_func_dir(subject, session)}/{name}"
+
+
+def session_r2(subject: str, session: str) -> str:
+    name = f"{subject}_{session}_task-images_space-T1w_stat-rsquare_desc-R2_statmap.nii.gz"
+    return f"{session_func_dir(subject, session)}/{name}"
+
+
+def subject_r2mean(subject: str) -> str:
+    return f"{GLM_DIR}/{subject}/{subject}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"
+
+
+def subject_noise_ceiling(subject: str, desc: str) -> str:
+    if desc not in SUBJECT_NOISE_CEILINGS:
+        raise ValueError(f"Unknown noise-ceiling desc {desc!r}; choose one of {SUBJECT_NOISE_CEILINGS}.")
+    return f"{GLM_DIR}/{subject}/{subject}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"
+
+
+def _res_entity(res: str | None) -> str:
+    if res not in RESOLUTIONS:
+        raise ValueError(f"Unknown resolution {res!r}; choose '1pt8' or None (full resolution).")
+    return f"_res-{res}" if res else ""
+
+
+def anatomical_dir(subject: str) -> str:
+    return f"{ANAT_DIR}/{subject}/{ANAT_SESSION}/anat"
+
+
+def anatomical_brain_mask(subject: str, res: str | None = "1pt8") -> str:
+    name = f"{subject}_{ANAT_SESSION}_space-T1w{_res_entity(res)}_desc-brain_mask.nii.gz"
+    return f"{anatomical_dir(subject)}/{name}"
+
+
+def anatomical_image(subject: str, modality: str = "T1w", res: str | None = "1pt8") -> str:
+    if modality not in ("T1w", "T2w"):
+        raise ValueError(f"Unknown anatomical modality {modality!r}; choose 'T1w' or 'T2w'.")
+    name = f"{subject}_{ANAT_SESSION}_space-T1w{_res_entity(res)}_{modality}.nii.gz"
+    return f"{anatomical_dir(subject)}/{name}"
+
+
+def roi_category_dir(subject: str, category: str) -> str:
+    return f"{ROI_DIR}/{subject}/{category}"
+
+
+def roi_volume(subject: str, category: str, roi: str) -> str:
+    return f"{roi_category_dir(subject, category)}/{subject}_space-T1w_res-1pt8_label-{roi}_mask.nii.gz"
+
+
+def roi_surface(subject: str, category: str, roi: str, hemi: str, kind: str = "func.gii") -> str:
+    if hemi not in ("L", "R"):
+        raise ValueError(f"Unknown hemisphere {hemi!r}; choose 'L' or 'R'.")
+    if kind not in ("func.gii", "label"):
+        raise ValueError(f"Unknown surface ROI format {kind!r}; choose 'func.gii' or 'label'.")
+    name = f"{subject}_hemi-{hemi}_space-fsnative_label-{roi}_mask.{kind}"
+    return f"{roi_category_dir(subject, category)}/{name}"
+
+
+ROI_VOLUME_PATTERN = re.compile(r"^(sub-[A-Za-z0-9]+)_space-T1w_res-1pt8_label-(.+)_mask\.nii\.gz$")
+
+
+def stimuli_metadata() -> str:
+    return f"{STIMULI_DIR}/task-images_metadata.csv"
+
+
+def stimuli_images() -> str:
+    return f"{STIMULI_DIR}/task-images_stimuli.h5"
+
+
+def embeddings(model: str) -> str:
+    if model not in EMBEDDING_MODELS:
+        raise ValueError(f"Unknown embedding model {model!r}; choose one of {list(EMBEDDING_MODELS)}.")
+    return f"{STIMULI_DIR}/task-images_desc-{model}_embeddings.h5"
+
+
+def segmentations() -> str:
+    return f"{STIMULI_DIR}/task-images_desc-segmentations.h5"
+
+
+def segmentations_metadata() -> str:
+    return f"{STIMULI_DIR}/task-images_desc-segmentations_metadata.csv"
+
+
+def captions() -> str:
+    return f"{STIMULI_DIR}/task-images_desc-captions.csv"
+
+
+def split_file(pool: str, name: str) -> str:
+    """Split JSON of the dataset's own split folder: ``splits/<pool>/<name>.json``."""
+    return f"{SPLITS_DIR}/{pool}/{name}.json"
+
+
+def ood_type(image_name: str) -> str | None:
+    """The OOD type of an image name (``shared_4rep_OOD_cropped_air_pump.png`` → ``cropped``)."""
+    marker = "_OOD_"
+    if marker not in image_name:
+        return None
+    rest = image_name.split(marker, 1)[1]
+    for kind in sorted(OOD_TYPES, key=len, reverse=True):
+        if rest.startswith(kind + "_"):
+            return kind
+    return None

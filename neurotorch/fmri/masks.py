@@ -1,0 +1,135 @@
+"""Brain masks and the combined voxel mask that defines the voxel axis of every array.
+
+The voxel axis of a subject is its brain mask (``"anatomical"``: the shipped
+``desc-brain_mask`` file; ``"rsquare"``: voxels whose mean R² is > 0, NaN counting as outside)
+flattened in C order. A selection narrows it: brain ∩ ROI ∩ noise-ceiling threshold ∩ custom mask.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from neurotorch.errors import ShapeMismatchError
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import require
+from neurotorch.io.storage import DataRoot
+
+BRAIN_MASK_SOURCES = ("anatomical", "rsquare")
+
+
+def read_volume(root: DataRoot, relpath: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The data (scaling applied, as nibabel's ``dataobj`` gives it) and affine of a NIfTI file."""
+    require(root, relpath, what)
+    image = nib.load(root.local_path(relpath))
+    return np.asarray(image.dataobj), image.affine
+
+
+def check_source(source: str) -> str:
+    if source not in BRAIN_MASK_SOURCES:
+        raise ValueError(
+            f"Unknown brain mask source {source!r}; choose one of {BRAIN_MASK_SOURCES}."
+        )
+    return source
+
+
+def read_brain_mask(
+    root: DataRoot, subject: str, source: str = "anatomical", res: str | None = "1pt8"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 3-D boolean brain mask of a subject and its affine.
+
+    ``source="rsquare"`` is derived from the subject's mean-R² map (R2mean > 0) and exists only on
+    the functional grid, so ``res`` applies to ``source="anatomical"`` only.
+    """
+    if check_source(source) == "rsquare":
+        r2, affine = read_volume(root, layout.subject_r2mean(subject), f"Mean R² map of {subject}")
+        with np.errstate(invalid="ignore"):
+            return np.asarray(r2 > 0), affine
+    relpath = layout.anatomical_brain_mask(subject, res)
+    data, affine = read_volume(root, relpath, f"Anatomical brain mask of {subject}")
+    return nonzero_mask(data), affine
+
+
+def nonzero_mask(data: np.ndarray) -> np.ndarray:
+    """Boolean mask of the voxels that are neither 0 nor NaN."""
+    mask = np.asarray(data != 0)
+    if np.issubdtype(data.dtype, np.floating):
+        mask &= ~np.isnan(data)
+    return mask
+
+
+def check_grid(shape: tuple[int, ...], grid: tuple[int, ...], what: str) -> None:
+    """Raise `ShapeMismatchError` unless the spatial part of ``shape`` equals ``grid``."""
+    if tuple(shape[:3]) != tuple(grid):
+        raise ShapeMismatchError(
+            f"{what} has grid {tuple(shape[:3])}, but the brain mask has grid {tuple(grid)}; "
+            "both must come from the same subject and resolution (res-1pt8)."
+        )
+
+
+def custom_mask_on_grid(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """A user's voxel mask as a 3-D boolean grid mask.
+
+    Accepted: a 1-D boolean array over the brain voxels (the laion_fmri convention, e.g.
+    ``sub.get_roi_mask("FFA1") & (nc > 20)``), a 3-D boolean array of the grid, or a 1-D boolean
+    array over the whole flattened grid.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}.")
+    n_brain = int(brain.sum())
+    if mask.ndim == 1 and mask.size == n_brain:
+        grid = np.zeros(brain.shape, dtype=bool)
+        grid[brain] = mask
+        return grid
+    if mask.shape == brain.shape:
+        return mask & brain
+    if mask.ndim == 1 and mask.size == brain.size:
+        return mask.reshape(brain.shape) & brain
+    raise ShapeMismatchError(
+        f"mask has shape {mask.shape}; expected ({n_brain},) (one entry per brain voxel of this "
+        f"mask_source), the grid shape {brain.shape} or ({brain.size},) (the flattened grid)."
+    )
+
+
+def combine_voxel_mask(
+    brain: np.ndarray,
+    *,
+    roi: np.ndarray | None = None,
+    custom: np.ndarray | None = None,
+    noise_ceiling: np.ndarray | None = None,
+    nc_threshold: float | None = None,
+) -> np.ndarray:
+    """brain ∩ ROI ∩ (noise ceiling > threshold) ∩ custom, as a 3-D boolean grid mask.
+
+    ``roi`` and ``noise_ceiling`` are grid volumes; ``custom`` is anything `custom_mask_on_grid`
+    accepts. Voxels whose noise ceiling is NaN never pass a threshold.
+    """
+    combined = brain.copy()
+    if roi is not None:
+        check_grid(roi.shape, brain.shape, "The ROI mask")
+        combined &= roi
+    if custom is not None:
+        combined &= custom_mask_on_grid(custom, brain)
+    if nc_threshold is not None:
+        if noise_ceiling is None:
+            raise ValueError("nc_threshold needs a noise-ceiling volume.")
+        check_grid(noise_ceiling.shape, brain.shape, "The noise-ceiling map")
+        with np.errstate(invalid="ignore"):
+            combined &= np.asarray(noise_ceiling > nc_threshold)
+    return combined
+
+
+def scatter_to_grid(values: np.ndarray, mask: np.ndarray, fill: float = 0) -> np.ndarray:
+    """Put per-voxel ``values`` (n_voxels,) back on the grid of the 3-D ``mask``."""
+    values = np.asarray(values)
+    n_voxels = int(mask.sum())
+    if values.shape != (n_voxels,):
+        raise ShapeMismatchError(
+            f"Expected one value per selected voxel, shape ({n_voxels},); got {values.shape}. "
+            "Pass the same roi=/mask=/mask_source= that produced the array."
+        )
+    dtype = np.uint8 if values.dtype == bool else values.dtype
+    volume = np.full(mask.shape, fill, dtype=dtype)
+    volume[mask] = values
+    return volume

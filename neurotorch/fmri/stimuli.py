@@ -1,0 +1,454 @@
+"""The dataset-wide stimulus hub, keyed by image name: images, embeddings, segmentations, captions.
+
+``load_stimuli()`` returns a `Stimuli` object with four namespaces, as in laion_fmri::
+
+    stim = load_stimuli()
+    stim.images.get("shared_12rep_LAION_cluster_1003_i0.jpg")       # PIL image
+    stim.embeddings.get("CLIP", names)                               # (n, 1024) float16
+    stim.segmentations.nouns(name); stim.captions.human(name)
+
+HDF5 files are opened on first use in each process (the handle is dropped when the object is
+pickled or used after a fork), so a `Stimuli` can be handed to DataLoader workers. Lookups of many
+names read the needed rows in sorted order (HDF5 fancy indexing needs increasing indices) and
+return them in the caller's order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from neurotorch.errors import FormatError
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import read_table, require, resolve_root
+from neurotorch.io.storage import DataRoot
+
+DISPLAY_BACKGROUND = (128, 128, 128)
+ITER_CHUNK = 64
+
+Names = str | Sequence[str] | np.ndarray
+
+
+class LazyH5:
+    """An HDF5 file of the dataset, opened read-only on first use in each process."""
+
+    def __init__(self, root: DataRoot, relpath: str, what: str):
+        self.root = root
+        self.relpath = relpath
+        self.what = what
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def exists(self) -> bool:
+        return self.root.exists(self.relpath)
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            require(self.root, self.relpath, self.what, stimuli=True)
+            self._file = h5py.File(self.root.local_path(self.relpath), "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def __getitem__(self, key: str) -> h5py.Dataset:
+        if key not in self.file:
+            raise FormatError(
+                f"{self.root.path(self.relpath)} has no dataset {key!r} (found {list(self.file)}); "
+                "re-download the file."
+            )
+        return self.file[key]
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._pid = None
+
+
+def read_rows(dataset: h5py.Dataset | np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for any row order and repeats, with one sorted read.
+
+    Dense requests read the covering slice (one contiguous read), sparse ones use HDF5 fancy
+    indexing on the sorted unique rows; the result is restored to the order of ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if rows.size == 0:
+        return np.asarray(dataset[0:0])
+    unique, inverse = np.unique(rows, return_inverse=True)
+    first, last = int(unique[0]), int(unique[-1])
+    if last - first + 1 <= 4 * unique.size:
+        block = np.asarray(dataset[first : last + 1])[unique - first]
+    else:
+        block = np.asarray(dataset[unique])
+    return block[inverse]
+
+
+def _as_list(names: Names) -> tuple[list[str], bool]:
+    """(names as a list, whether a single name was given)."""
+    if isinstance(names, str):
+        return [names], True
+    return [str(n) for n in names], False
+
+
+def _rows_of(names: list[str], index: dict[str, int], what: str) -> np.ndarray:
+    try:
+        return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+    except KeyError as err:
+        raise KeyError(f"Image {err.args[0]!r} is not in the {what}.") from None
+
+
+def decode_image(raw: bytes, as_displayed: bool = True):
+    """Decode encoded image bytes to a PIL image.
+
+    ``as_displayed=True`` gives the RGB image the subject saw: transparency is composited onto
+    the mid-grey (128, 128, 128) screen background. ``False`` keeps the stored mode (e.g. RGBA).
+    """
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    if not as_displayed:
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if has_alpha:
+        background = Image.new("RGBA", image.size, (*DISPLAY_BACKGROUND, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_bytes(item: Any) -> bytes:
+    return item.tobytes() if isinstance(item, np.ndarray) else bytes(item)
+
+
+class StimulusImages:
+    """Encoded stimulus images (``task-images_stimuli.h5``, rows in metadata order)."""
+
+    def __init__(self, hub: Stimuli):
+        self._hub = hub
+        self._h5 = LazyH5(hub.root, layout.stimuli_images(), "Stimulus images")
+        self._checked = False
+
+    def _dataset(self) -> h5py.Dataset:
+        dataset = self._h5["images"]
+        if not self._checked:
+            if dataset.shape[0] != len(self._hub.metadata):
+                raise FormatError(
+                    f"{self._h5.root.path(self._h5.relpath)} holds {dataset.shape[0]} images but "
+                    f"the stimulus metadata has {len(self._hub.metadata)} rows; they must match."
+                )
+            self._checked = True
+        return dataset
+
+    def names(self) -> list[str]:
+        """Every image name, in metadata (= file) order."""
+        return self._hub.metadata["image_name"].tolist()
+
+    def __len__(self) -> int:
+        return len(self._hub.metadata)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._hub.row_index
+
+    def read(self, names: Sequence[str]) -> list[bytes]:
+        """Encoded bytes of several images, in the order of ``names``."""
+        rows = self._hub.rows(list(names))
+        return [_to_bytes(item) for item in read_rows(self._dataset(), rows)]
+
+    def __getitem__(self, names: Names) -> bytes | list[bytes]:
+        """Encoded (JPEG/PNG) bytes of one image, or a list for a list of names."""
+        listed, single = _as_list(names)
+        raw = self.read(listed)
+        return raw[0] if single else raw
+
+    def get(self, names: Names, as_displayed: bool = True):
+        """PIL image of one name (a list of images for a list of names); see `decode_image`."""
+        listed, single = _as_list(names)
+        images = [decode_image(raw, as_displayed) for raw in self.read(listed)]
+        return images[0] if single else images
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        """``(name, encoded bytes)`` for every image, in file order."""
+        names = self.names()
+        dataset = self._dataset()
+        for start in range(0, len(names), ITER_CHUNK):
+            block = dataset[start : start + ITER_CHUNK]
+            for offset, item in enumerate(block):
+                yield names[start + offset], _to_bytes(item)
+
+    def close(self) -> None:
+        self._h5.close()
+
+
+class StimulusEmbeddings:
+    """Pretrained image embeddings (CLIP, DINOv2, PEcore, SigLIP2), one HDF5 file per model.
+
+    Rows are found through each file's ``image_ids``; values keep the stored dtype (float16)
+    unless ``dtype`` is given.
+    """
+
+    def __init__(self, hub: Stimuli):
+        self._root = hub.root
+        self._files = {
+            model: LazyH5(hub.root, layout.embeddings(model), f"{model} embeddings")
+            for model in layout.EMBEDDING_MODELS
+        }
+        self._index: dict[str, dict[str, int]] = {}
+
+    @property
+    def models(self) -> list[str]:
+        """Models whose embedding file is present."""
+        return [model for model, h5 in self._files.items() if h5.exists()]
+
+    def _file(self, model: str) -> LazyH5:
+        if model not in self._files:
+            layout.embeddings(model)  # raises ValueError naming the known models
+        return self._files[model]
+
+    def image_ids(self, model: str) -> list[str]:
+        """Image names of the rows of ``model``'s embedding matrix."""
+        ids = self._file(model)["image_ids"].asstr()[()]
+        return [str(i) for i in ids]
+
+    def _rows(self, model: str, names: list[str]) -> np.ndarray:
+        if model not in self._index:
+            self._index[model] = {name: row for row, name in enumerate(self.image_ids(model))}
+        return _rows_of(names, self._index[model], f"{model} embedding file")
+
+    def __getitem__(self, model: str) -> np.ndarray:
+        """The whole ``(n_images, D)`` matrix of ``model`` in file order."""
+        return self._file(model)["embedding"][()]
+
+    def get(self, model: str, names: Names, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """``(D,)`` vector of one name or ``(n, D)`` rows for a list, in the caller's order."""
+        listed, single = _as_list(names)
+        values = read_rows(self._file(model)["embedding"], self._rows(model, listed))
+        if dtype is not None:
+            values = values.astype(dtype, copy=False)
+        return values[0] if single else values
+
+    def valid(self, model: str, names: Names) -> np.ndarray | bool:
+        """Whether the stored vector of each name is a valid embedding (the file's ``valid``)."""
+        listed, single = _as_list(names)
+        flags = read_rows(self._file(model)["valid"], self._rows(model, listed)).astype(bool)
+        return bool(flags[0]) if single else flags
+
+    def close(self) -> None:
+        for h5 in self._files.values():
+            h5.close()
+
+
+class _GroupedTable:
+    """A CSV of the stimulus folder, read once, with its row positions grouped by image name."""
+
+    def __init__(
+        self,
+        root: DataRoot,
+        relpath: str,
+        what: str,
+        columns: Sequence[str],
+        sort_by: str,
+        **read_kwargs: Any,
+    ):
+        self._root, self._relpath, self._what = root, relpath, what
+        self._columns, self._sort_by, self._read_kwargs = tuple(columns), sort_by, read_kwargs
+        self._table: pd.DataFrame | None = None
+        self._groups: dict[str, np.ndarray] = {}
+
+    @property
+    def table(self) -> pd.DataFrame:
+        if self._table is None:
+            table = read_table(
+                self._root,
+                self._relpath,
+                self._what,
+                self._columns,
+                stimuli=True,
+                **self._read_kwargs,
+            )
+            table = table.sort_values(["image_name", self._sort_by], kind="stable")
+            self._table = table.reset_index(drop=True)
+            self._groups = {
+                name: np.asarray(rows)
+                for name, rows in self._table.groupby("image_name").indices.items()
+            }
+        return self._table
+
+    def rows_for(self, name: str) -> pd.DataFrame:
+        table = self.table
+        rows = self._groups.get(name)
+        return table.iloc[rows] if rows is not None else table.iloc[0:0]
+
+    def has(self, name: str) -> bool:
+        _ = self.table
+        return name in self._groups
+
+
+class StimulusSegmentations:
+    """Object masks of the shared images (``task-images_desc-segmentations.h5`` + metadata CSV).
+
+    Images without masks (every unique image) give empty results, never errors.
+    """
+
+    def __init__(self, hub: Stimuli):
+        self._h5 = LazyH5(hub.root, layout.segmentations(), "Segmentation masks")
+        self._meta = _GroupedTable(
+            hub.root, layout.segmentations_metadata(), "Segmentation metadata",
+            layout.SEGMENTATION_COLUMNS, sort_by="instance_id", dtype={"image_name": str, "noun": str},
+        )  # fmt: skip
+
+    def has_image(self, name: str) -> bool:
+        """Whether any mask exists for ``name``."""
+        return self._meta.has(name)
+
+    def for_image(self, name: str) -> pd.DataFrame:
+        """Metadata rows (noun, instance_id, score, box, mask_row) of ``name``; empty if none."""
+        return self._meta.rows_for(name).copy()
+
+    def nouns(self, name: str) -> list[str]:
+        """Sorted distinct nouns segmented in ``name``; ``[]`` for images without masks."""
+        return sorted(set(self._meta.rows_for(name)["noun"]))
+
+    def get(self, name: str, noun: str, instance: int | None = 0) -> np.ndarray | None:
+        """Mask(s) of ``noun`` in ``name``: ``(H, W)`` uint8, or ``(k, H, W)`` with ``instance=None``.
+
+        ``instance`` counts the masks of that noun (0 = first, in ``instance_id`` order).
+        Returns None for an image without masks; a noun or instance the image lacks is a
+        ValueError naming what is there.
+        """
+        rows = self._meta.rows_for(name)
+        if rows.empty:
+            return None
+        matches = rows[rows["noun"] == noun]
+        if matches.empty:
+            raise ValueError(f"No {noun!r} mask in {name!r}; nouns: {self.nouns(name)}.")
+        mask_rows = matches["mask_row"].to_numpy(dtype=np.int64)
+        dataset = self._h5["masks"]
+        if instance is None:
+            return read_rows(dataset, mask_rows)
+        if not 0 <= instance < len(mask_rows):
+            raise ValueError(
+                f"{name!r} has {len(mask_rows)} {noun!r} mask(s); instance={instance}."
+            )
+        return np.asarray(dataset[int(mask_rows[instance])])
+
+    def close(self) -> None:
+        self._h5.close()
+
+
+class StimulusCaptions:
+    """Captions (long-form CSV): ``caption_idx`` 0 is the AI caption, 1.. are human captions."""
+
+    def __init__(self, hub: Stimuli):
+        self._meta = _GroupedTable(
+            hub.root, layout.captions(), "Captions", layout.CAPTION_COLUMNS, sort_by="caption_idx",
+            keep_default_na=False, dtype={"image_name": str, "caption": str},
+        )  # fmt: skip
+
+    def get(self, name: str) -> pd.DataFrame:
+        """All caption rows of ``name`` (image_name, caption_idx, source, caption)."""
+        return self._meta.rows_for(name).copy()
+
+    def list(self, name: str) -> list[str]:
+        """Every caption of ``name`` in ``caption_idx`` order."""
+        return self._meta.rows_for(name)["caption"].tolist()
+
+    def human(self, name: str) -> list[str]:
+        """Human captions of ``name`` (five for shared images, three for unique ones)."""
+        rows = self._meta.rows_for(name)
+        return rows.loc[rows["caption_idx"].astype(int) > 0, "caption"].tolist()
+
+    def ai(self, name: str) -> str | None:
+        """The AI caption of ``name``, or None where there is none."""
+        rows = self._meta.rows_for(name)
+        ai = rows.loc[rows["caption_idx"].astype(int) == 0, "caption"]
+        return str(ai.iloc[0]) if len(ai) and ai.iloc[0] != "" else None
+
+
+class Stimuli:
+    """The LAION-fMRI stimulus set, keyed by image name.
+
+    Parameters
+    ----------
+    data_dir
+        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+    storage_options
+        fsspec options for a URL root.
+
+    Attributes
+    ----------
+    images, embeddings, segmentations, captions
+        The four namespaces (`StimulusImages`, `StimulusEmbeddings`, `StimulusSegmentations`,
+        `StimulusCaptions`). Nothing is read until a namespace is used.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | DataRoot | None = None,
+        storage_options: dict | None = None,
+    ):
+        self.root = resolve_root(data_dir, storage_options)
+        self._metadata: pd.DataFrame | None = None
+        self._row_index: dict[str, int] | None = None
+        self.images = StimulusImages(self)
+        self.embeddings = StimulusEmbeddings(self)
+        self.segmentations = StimulusSegmentations(self)
+        self.captions = StimulusCaptions(self)
+
+    def __repr__(self) -> str:
+        return f"Stimuli({self.root.url!r})"
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """``task-images_metadata.csv``: image_name, dataset, participant, unique_or_shared, n_reps."""
+        if self._metadata is None:
+            self._metadata = read_table(
+                self.root, layout.stimuli_metadata(), "Stimulus metadata", layout.METADATA_COLUMNS,
+                stimuli=True, keep_default_na=False, dtype={"image_name": str, "participant": str},
+            )  # fmt: skip
+        return self._metadata
+
+    @property
+    def row_index(self) -> dict[str, int]:
+        """Image name → row of the metadata table (and of the images file)."""
+        if self._row_index is None:
+            names = self.metadata["image_name"].tolist()
+            self._row_index = {name: row for row, name in enumerate(names)}
+        return self._row_index
+
+    def rows(self, names: Sequence[str]) -> np.ndarray:
+        """Metadata rows of ``names``; KeyError for a name not in the stimulus set."""
+        return _rows_of(list(names), self.row_index, "stimulus metadata")
+
+    def has_images(self) -> bool:
+        """Whether the stimulus images file is present."""
+        return self.root.exists(layout.stimuli_images())
+
+    def close(self) -> None:
+        """Close every open HDF5 handle (they reopen on next use)."""
+        for namespace in (self.images, self.embeddings, self.segmentations):
+            namespace.close()
+
+    def __enter__(self) -> Stimuli:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_stimuli(
+    data_dir: str | os.PathLike | DataRoot | None = None, storage_options: dict | None = None
+) -> Stimuli:
+    """The dataset-wide stimulus hub (see `Stimuli`)."""
+    return Stimuli(data_dir, storage_options)

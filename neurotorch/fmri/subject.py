@@ -1,0 +1,552 @@
+"""One LAION-fMRI subject: betas, noise ceilings, masks, ROIs, anatomy and the trial table.
+
+The accessors keep the names and semantics of laion_fmri's ``Subject``: each one reads the file it
+names and returns numpy arrays / pandas tables, nothing is cached on disk, and a list of sessions
+gives a dict keyed by session (trial counts differ between sessions, so nothing is stacked).
+
+The voxel axis of every voxel array is the subject's brain mask (``mask_source="anatomical"`` by
+default, or ``"rsquare"``) flattened in C order, narrowed by ``roi=`` / ``mask=`` /
+``nc_threshold=``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from functools import cached_property
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    FormatError,
+    ShapeMismatchError,
+    SubjectNotFoundError,
+)
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import HOW_TO_GET, read_table, require, resolve_root
+from neurotorch.fmri.discovery import get_sessions, get_subjects
+from neurotorch.fmri.masks import (
+    check_grid,
+    combine_voxel_mask,
+    read_brain_mask,
+    read_volume,
+    scatter_to_grid,
+)
+from neurotorch.fmri.rois import (
+    RoiQuery,
+    available_rois,
+    resolve_roi_query,
+    roi_data,
+    union_roi_volume,
+)
+from neurotorch.fmri.stimuli import Stimuli
+from neurotorch.fmri.trial_stimuli import (
+    TrialCaptions,
+    TrialEmbeddings,
+    TrialImages,
+    TrialSegmentations,
+)
+from neurotorch.io.storage import DataRoot
+
+STIMULUS_SUBSETS = ("shared", "unique")
+METADATA_COLUMNS = (
+    "session",
+    "session_trial",
+    "image_name",
+    "stim_idx",
+    "unique_or_shared",
+    "dataset",
+)
+
+SessionArg = str | int | list | tuple | None
+
+
+def load_subject(
+    subject: str | int,
+    data_dir: str | os.PathLike | DataRoot | None = None,
+    storage_options: dict | None = None,
+) -> Subject:
+    """Load a subject of the LAION-fMRI tree.
+
+    Parameters
+    ----------
+    subject
+        ``"sub-01"`` or ``"01"``; an integer is the 1-based position in the dataset's sorted
+        subject list (as in laion_fmri: with subjects sub-01, sub-03, ``2`` is ``"sub-03"``).
+    data_dir
+        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+    storage_options
+        fsspec options for a URL root.
+
+    Raises
+    ------
+    DataDirNotSetError
+        No root given or configured.
+    DataNotDownloadedError
+        The root holds no subject at all.
+    SubjectNotFoundError
+        The subject is not in the dataset (the message lists those that are).
+    """
+    root = resolve_root(data_dir, storage_options)
+    available = get_subjects(root)
+    if isinstance(subject, int | np.integer) and not isinstance(subject, bool):
+        if not 1 <= subject <= len(available):
+            raise SubjectNotFoundError(
+                f"Subject number {subject} is out of range: the dataset has {len(available)} "
+                f"subjects ({', '.join(available)}), numbered from 1."
+            )
+        return Subject(available[int(subject) - 1], root)
+    try:
+        subject_id = layout.subject_id(subject)
+    except ValueError as err:
+        raise SubjectNotFoundError(f"{err} Available: {', '.join(available)}.") from None
+    if subject_id not in available:
+        raise SubjectNotFoundError(
+            f"Subject {subject_id} is not in {root.url}; available: {', '.join(available)}."
+        )
+    return Subject(subject_id, root)
+
+
+def _check_roi_or_mask(roi: RoiQuery | None, mask: np.ndarray | None) -> None:
+    if roi is not None and mask is not None:
+        raise ValueError("roi and mask are mutually exclusive; combine them yourself, e.g. "
+                         "mask=sub.get_roi_mask(roi) & my_mask.")  # fmt: skip
+
+
+class Subject:
+    """A LAION-fMRI subject (see `load_subject`).
+
+    Attributes
+    ----------
+    subject_id
+        ``"sub-01"``.
+    root
+        The dataset root (`DataRoot`).
+    images, embeddings, segmentations, captions
+        Per-trial stimulus namespaces keyed by global trial index (a row of `metadata`).
+    """
+
+    def __init__(self, subject_id: str, data_dir: str | os.PathLike | DataRoot | None = None):
+        self.subject_id = layout.subject_id(subject_id)
+        self.root = resolve_root(data_dir)
+        self._trial_table: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        return f"Subject({self.subject_id!r}, data_dir={self.root.url!r})"
+
+    @property
+    def data_dir(self) -> str:
+        """The dataset root as a path or URL."""
+        return self.root.url
+
+    # -- sessions and trials -------------------------------------------------------------
+
+    def get_sessions(self) -> list[str]:
+        """Session ids that hold a betas file, sorted."""
+        return get_sessions(self.subject_id, self.root)
+
+    def _sessions(self, session: SessionArg) -> tuple[list[str], bool]:
+        """(session ids, whether a list was given); None is an error, as in laion_fmri."""
+        if session is None:
+            sessions = self.get_sessions()
+            raise ValueError(
+                f"session is required: pass one session (e.g. {sessions[0] if sessions else 'ses-01'!r}), "
+                "a list of them, or sub.get_sessions() for all of them."
+            )
+        if isinstance(session, list | tuple):
+            return [layout.session_id(s) for s in session], True
+        return [layout.session_id(session)], False
+
+    def _session_file(self, relpath: str, what: str) -> str:
+        hint = f"Sessions of {self.subject_id} on disk: {', '.join(self.get_sessions()) or 'none'}."
+        return require(self.root, relpath, what, hint=hint)
+
+    def get_trial_info(self, session: SessionArg = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """The trials TSV of a session (session, run, beta_index, label — one row per beta volume).
+
+        A list of sessions gives a dict keyed by session.
+        """
+        sessions, as_dict = self._sessions(session)
+        tables = {ses: self._read_trials(ses) for ses in sessions}
+        return tables if as_dict else tables[sessions[0]]
+
+    def _read_trials(self, session: str) -> pd.DataFrame:
+        relpath = self._session_file(
+            layout.session_trials(self.subject_id, session),
+            f"Trials table of {self.subject_id} {session}",
+        )
+        return read_table(
+            self.root, relpath, "Trials table", ("label",), sep="\t", dtype={"label": str}
+        )
+
+    def _trials_metadata(self) -> pd.DataFrame:
+        if self._trial_table is None:
+            self._trial_table = self._build_metadata()
+        return self._trial_table
+
+    def _build_metadata(self) -> pd.DataFrame:
+        stimuli = self.stimuli.metadata
+        frames = []
+        for session in self.get_sessions():
+            trials = self._read_trials(session)
+            names = trials["label"].astype(str)
+            try:
+                rows = self.stimuli.rows(names.tolist())
+            except KeyError as err:
+                relpath = layout.session_trials(self.subject_id, session)
+                raise FormatError(
+                    f"{self.root.path(relpath)} names an image missing from the stimulus metadata: "
+                    f"{err.args[0]} Re-download the stimulus metadata."
+                ) from None
+            frame = pd.DataFrame(
+                {
+                    "session": session,
+                    "session_trial": np.arange(len(trials)),
+                    "image_name": names.to_numpy(),
+                    "stim_idx": rows,
+                    "unique_or_shared": stimuli["unique_or_shared"].to_numpy()[rows],
+                    "dataset": stimuli["dataset"].to_numpy()[rows],
+                }
+            )
+            extras = trials.drop(columns=[c for c in trials.columns if c in frame.columns])
+            frames.append(pd.concat([frame, extras.reset_index(drop=True)], axis=1))
+        if not frames:
+            return pd.DataFrame(columns=list(METADATA_COLUMNS))
+        return pd.concat(frames, ignore_index=True)
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The trial table across sessions; its row index is the global trial index.
+
+        Columns: session, session_trial, image_name, stim_idx (row of the stimulus metadata),
+        unique_or_shared, dataset, then the other columns of the trials TSV (run, beta_index,
+        label, ...). Rows follow `get_sessions` order and, within a session, the beta volumes.
+        """
+        return self._trials_metadata().copy()
+
+    # -- stimuli ---------------------------------------------------------------------------
+
+    @cached_property
+    def stimuli(self) -> Stimuli:
+        """The dataset-wide stimulus hub on the same root."""
+        return Stimuli(self.root)
+
+    def has_stimuli(self) -> bool:
+        """Whether the stimulus metadata is present (needed by `metadata` and the namespaces)."""
+        return self.root.exists(layout.stimuli_metadata())
+
+    @cached_property
+    def images(self) -> TrialImages:
+        return TrialImages(self)
+
+    @cached_property
+    def embeddings(self) -> TrialEmbeddings:
+        return TrialEmbeddings(self)
+
+    @cached_property
+    def segmentations(self) -> TrialSegmentations:
+        return TrialSegmentations(self)
+
+    @cached_property
+    def captions(self) -> TrialCaptions:
+        return TrialCaptions(self)
+
+    # -- masks and the voxel axis -----------------------------------------------------------
+
+    def _brain(
+        self, source: str = "anatomical", res: str | None = "1pt8"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return read_brain_mask(self.root, self.subject_id, source, res)
+
+    def get_brain_mask(self, source: str = "anatomical", res: str | None = "1pt8") -> np.ndarray:
+        """Boolean brain mask over the flattened grid, shape ``(X*Y*Z,)`` (C order).
+
+        ``source="anatomical"`` reads the shipped brain mask (``res="1pt8"``: functional grid;
+        ``None``: full resolution); ``"rsquare"`` is R2mean > 0 on the functional grid (``res``
+        is ignored).
+        """
+        return self._brain(source, res if source == "anatomical" else "1pt8")[0].ravel()
+
+    def get_n_voxels(self, source: str = "anatomical", res: str | None = "1pt8") -> int:
+        """Number of voxels in the brain mask."""
+        return int(self.get_brain_mask(source, res).sum())
+
+    def _roi_pairs(self, roi: RoiQuery) -> list[tuple[str, str]]:
+        return resolve_roi_query(roi, available_rois(self.root, self.subject_id))
+
+    def _selection(
+        self, mask_source: str, roi: RoiQuery | None = None, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(3-D mask brain ∩ ROI ∩ custom, affine); ``roi`` and ``mask`` exclude each other."""
+        _check_roi_or_mask(roi, mask)
+        brain, affine = self._brain(mask_source)
+        roi_volume = None
+        if roi is not None:
+            roi_volume = union_roi_volume(
+                self.root, self.subject_id, self._roi_pairs(roi), brain.shape
+            )
+        return combine_voxel_mask(brain, roi=roi_volume, custom=mask), affine
+
+    def get_available_categories(self) -> list[str]:
+        """ROI categories with at least one ROI for this subject, sorted."""
+        return list(available_rois(self.root, self.subject_id))
+
+    def get_available_rois(self, category: str | None = None) -> list[str]:
+        """ROI names of this subject (of one category if given), by category then name."""
+        available = available_rois(self.root, self.subject_id)
+        if category is None:
+            return [roi for names in available.values() for roi in names]
+        if category not in available and category not in layout.ROI_CATEGORIES:
+            raise ValueError(
+                f"Unknown ROI category {category!r}; available: {', '.join(available)}."
+            )
+        return list(available.get(category, []))
+
+    def get_roi_mask(self, roi: RoiQuery, mask_source: str = "anatomical") -> np.ndarray:
+        """Boolean mask over the brain voxels (length `get_n_voxels`) of an ROI query.
+
+        ``roi``: an ROI name, a category, ``"all"`` or a list mixing them (union).
+        """
+        brain, _ = self._brain(mask_source)
+        return union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), brain.shape)[
+            brain
+        ]
+
+    def get_roi_masks(
+        self, rois: RoiQuery, mask_source: str = "anatomical"
+    ) -> dict[str, np.ndarray]:
+        """`get_roi_mask` for each query in ``rois``, keyed by the query as given."""
+        queries = [rois] if isinstance(rois, str) else list(rois)
+        return {query: self.get_roi_mask(query, mask_source) for query in queries}
+
+    def get_roi_data(
+        self, roi: RoiQuery, format: str = "all", hemi: str = "all"
+    ) -> dict[str, dict]:
+        """ROI files as arrays, one entry per ROI the query names.
+
+        ``{"FFA1": {"volume": bool (X*Y*Z,), "gii": {"hemi-L": {"func.gii": bool per vertex,
+        "label": vertex indices}, "hemi-R": {...}}}}``; ``format`` ("all", "volume"/"nii.gz",
+        "gii", "func.gii", "label") and ``hemi`` ("L", "R", "all") prune the tree.
+        """
+        return roi_data(self.root, self.subject_id, self._roi_pairs(roi), format, hemi)
+
+    # -- betas and noise ceilings ------------------------------------------------------------
+
+    def get_betas(
+        self,
+        session: SessionArg = None,
+        roi: RoiQuery | None = None,
+        mask: np.ndarray | None = None,
+        nc_threshold: float | None = None,
+        stimuli: str | None = None,
+        streaming: bool = False,
+        mask_source: str = "anatomical",
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """Single-trial betas ``(n_trials, n_voxels)`` float32 of a session.
+
+        Parameters
+        ----------
+        session
+            A session id (``"ses-01"``), or a list of them (→ dict keyed by session). Required.
+        roi
+            ROI query (name, category, ``"all"`` or a list); voxels are brain ∩ ROI.
+        mask
+            Custom boolean voxel mask: one entry per brain voxel (or the 3-D grid); excludes ``roi``.
+        nc_threshold
+            Keep voxels whose noise ceiling of that session (percent) exceeds this value.
+        stimuli
+            ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix.
+        streaming
+            False: nibabel loads the whole 4-D file, then masks it. True: one sequential pass,
+            volume by volume, with the mask applied inline (peak memory one volume + output).
+        mask_source
+            Brain mask defining the voxel axis: ``"anatomical"`` or ``"rsquare"``.
+        """
+        if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
+            raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        sessions, as_dict = self._sessions(session)
+        selection, _ = self._selection(mask_source, roi, mask)
+        betas = {
+            ses: self._session_betas(ses, selection, nc_threshold, stimuli, streaming)
+            for ses in sessions
+        }
+        return betas if as_dict else betas[sessions[0]]
+
+    def _session_betas(
+        self,
+        session: str,
+        selection: np.ndarray,
+        nc_threshold: float | None,
+        stimuli: str | None,
+        streaming: bool,
+    ) -> np.ndarray:
+        voxels = selection
+        if nc_threshold is not None:
+            noise_ceiling, _ = self._noise_ceiling_volume(session)
+            voxels = combine_voxel_mask(
+                selection, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
+            )
+        relpath = self._session_file(
+            layout.session_betas(self.subject_id, session), f"Betas of {self.subject_id} {session}"
+        )
+        trials = None if stimuli is None else self._read_trials(session)
+        if streaming:
+            return self._stream_betas(relpath, voxels, trials, stimuli)
+        image = nib.load(self.root.local_path(relpath))
+        check_grid(image.shape, voxels.shape, f"The betas file {self.root.path(relpath)}")
+        data = np.asarray(image.dataobj)
+        data = data[..., np.newaxis] if data.ndim == 3 else data
+        volumes = (
+            None
+            if trials is None
+            else self._subset_volumes(trials, stimuli, data.shape[3], relpath)
+        )
+        betas = data[voxels].T
+        if volumes is not None:
+            betas = betas[volumes]
+        return np.ascontiguousarray(betas, dtype=np.float32)
+
+    def _stream_betas(
+        self, relpath: str, voxels: np.ndarray, trials: pd.DataFrame | None, stimuli: str | None
+    ) -> np.ndarray:
+        from neurotorch.io.nifti import read_masked_betas, read_nifti_header
+
+        def source() -> AbstractContextManager:
+            local = self.root.is_local
+            return nullcontext(self.root.local_path(relpath)) if local else self.root.open(relpath)
+
+        volumes = None
+        if trials is not None:
+            with source() as handle:
+                n_volumes = read_nifti_header(handle).n_volumes
+            volumes = self._subset_volumes(trials, stimuli, n_volumes, relpath)
+        with source() as handle:
+            return read_masked_betas(handle, voxels, volumes=volumes, progress=True)
+
+    def _subset_volumes(
+        self, trials: pd.DataFrame, stimuli: str | None, n_volumes: int, relpath: str
+    ) -> np.ndarray:
+        """Volume indices of the trials whose label starts with ``"<stimuli>_"``."""
+        if len(trials) != n_volumes:
+            raise ShapeMismatchError(
+                f"{self.root.path(relpath)} has {n_volumes} volumes but its trials table has "
+                f"{len(trials)} rows; re-download the session."
+            )
+        return np.flatnonzero(trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy())
+
+    def _noise_ceiling_volume(self, session: str) -> tuple[np.ndarray, np.ndarray]:
+        relpath = self._session_file(
+            layout.session_noise_ceiling(self.subject_id, session),
+            f"Noise ceiling of {self.subject_id} {session}",
+        )
+        return read_volume(self.root, relpath, "Noise ceiling")
+
+    def get_noise_ceiling(
+        self,
+        session: SessionArg = None,
+        desc: str | None = None,
+        roi: RoiQuery | None = None,
+        mask: np.ndarray | None = None,
+        mask_source: str = "anatomical",
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """Noise ceiling (percent) per selected voxel, float32.
+
+        Give exactly one of ``session`` (per-session map; a list gives a dict) or ``desc``
+        (subject-level ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``).
+        """
+        if (session is None) == (desc is None):
+            raise ValueError(
+                "Pass exactly one of session= (per-session noise ceiling) or desc= (subject-level: "
+                f"{', '.join(layout.SUBJECT_NOISE_CEILINGS)})."
+            )
+        selection, _ = self._selection(mask_source, roi, mask)
+        if desc is not None:
+            relpath = layout.subject_noise_ceiling(self.subject_id, desc)
+            data, _ = read_volume(self.root, relpath, f"Noise ceiling {desc} of {self.subject_id}")
+            check_grid(data.shape, selection.shape, f"The noise-ceiling map {relpath}")
+            return np.asarray(data[selection], dtype=np.float32)
+        sessions, as_dict = self._sessions(session)
+        out = {}
+        for ses in sessions:
+            data, _ = self._noise_ceiling_volume(ses)
+            check_grid(data.shape, selection.shape, f"The noise ceiling of {ses}")
+            out[ses] = np.asarray(data[selection], dtype=np.float32)
+        return out if as_dict else out[sessions[0]]
+
+    # -- brain space ---------------------------------------------------------------------------
+
+    def to_nifti(
+        self,
+        values: np.ndarray,
+        path: str | os.PathLike,
+        roi: RoiQuery | None = None,
+        mask: np.ndarray | None = None,
+        mask_source: str = "anatomical",
+    ) -> Path:
+        """Write per-voxel ``values`` (one per selected voxel) as a NIfTI volume on the mask's grid.
+
+        Voxels outside the selection are 0; the affine is the brain mask's. Returns the path.
+        """
+        selection, affine = self._selection(mask_source, roi, mask)
+        volume = scatter_to_grid(np.asarray(values), selection)
+        path = Path(path)
+        suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+        image = nib.Nifti1Image(volume, affine)
+        image.header.set_xyzt_units("mm")
+        try:
+            nib.save(image, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def get_voxel_coordinates(
+        self,
+        roi: RoiQuery | None = None,
+        mask: np.ndarray | None = None,
+        mask_source: str = "anatomical",
+    ) -> np.ndarray:
+        """Scanner (T1w) coordinates in mm of the selected voxels, ``(n_voxels, 3)``, voxel-axis order."""
+        selection, affine = self._selection(mask_source, roi, mask)
+        return nib.affines.apply_affine(affine, np.argwhere(selection))
+
+    # -- anatomy ---------------------------------------------------------------------------------
+
+    def has_anatomical(self) -> bool:
+        """Whether ``derivatives/anatomical/<subject>/`` exists."""
+        return self.root.isdir(layout.ANAT_DIR, self.subject_id)
+
+    def get_anatomical_dir(self) -> Path | str:
+        """``derivatives/anatomical/<subject>/`` (a Path for a local root, the URL otherwise)."""
+        relpath = f"{layout.ANAT_DIR}/{self.subject_id}"
+        if not self.has_anatomical():
+            raise DataNotDownloadedError(
+                f"The anatomical folder of {self.subject_id} is missing: {self.root.path(relpath)}. {HOW_TO_GET}"
+            )
+        return Path(self.root.path(relpath)) if self.root.is_local else self.root.path(relpath)
+
+    def _anatomical_file(self, relpath: str, what: str) -> Path:
+        return self.root.local_path(require(self.root, relpath, f"{what} of {self.subject_id}"))
+
+    def get_t1w(self, res: str | None = None) -> Path:
+        """Path of the T1w image (``res=None``: full resolution; ``"1pt8"``: functional grid)."""
+        return self._anatomical_file(
+            layout.anatomical_image(self.subject_id, "T1w", res), "T1w image"
+        )
+
+    def get_t2w(self, res: str | None = None) -> Path:
+        """Path of the T2w image (``res=None``: full resolution; ``"1pt8"``: functional grid)."""
+        return self._anatomical_file(
+            layout.anatomical_image(self.subject_id, "T2w", res), "T2w image"
+        )
+
+    def get_anatomical_brain_mask(self, res: str | None = None) -> Path:
+        """Path of the anatomical brain mask file (``res=None``: full resolution; ``"1pt8"``)."""
+        return self._anatomical_file(
+            layout.anatomical_brain_mask(self.subject_id, res), "Brain mask"
+        )

@@ -1,0 +1,149 @@
+"""Per-trial stimulus namespaces of a subject: ``sub.images``, ``sub.embeddings``,
+``sub.segmentations``, ``sub.captions``.
+
+Every method takes a **global trial index**: a row of ``sub.metadata``, i.e. the position of the
+trial's beta when the sessions' betas are concatenated in ``sub.get_sessions()`` order. Bulk methods
+(``images.array``, ``embeddings.all``) keep that order, so their rows line up with the betas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from neurotorch.fmri import layout
+from neurotorch.fmri.stimuli import decode_image
+
+if TYPE_CHECKING:
+    from neurotorch.fmri.stimuli import Stimuli
+    from neurotorch.fmri.subject import Subject
+
+READ_CHUNK = 64
+
+
+class _TrialNamespace:
+    """Maps global trial indices of a subject to image names of the stimulus hub."""
+
+    def __init__(self, subject: Subject):
+        self._subject = subject
+
+    @property
+    def _hub(self) -> Stimuli:
+        return self._subject.stimuli
+
+    def _table(self) -> pd.DataFrame:
+        return self._subject._trials_metadata()
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def _name(self, trial: int) -> str:
+        if not isinstance(trial, int | np.integer) or isinstance(trial, bool):
+            raise TypeError(f"A trial index is an integer (a row of sub.metadata), got {trial!r}.")
+        n_trials = len(self._table())
+        index = int(trial) + n_trials if trial < 0 else int(trial)
+        if not 0 <= index < n_trials:
+            raise IndexError(
+                f"Trial {trial} is out of range; {self._subject.subject_id} has {n_trials} trials."
+            )
+        return str(self._table()["image_name"].iat[index])
+
+    def _names(self, session: str | int | None = None) -> list[str]:
+        table = self._table()
+        if session is None:
+            return table["image_name"].tolist()
+        session_id = layout.session_id(session)
+        selected = table.loc[table["session"] == session_id, "image_name"]
+        if selected.empty:
+            sessions = sorted(set(table["session"]))
+            raise ValueError(
+                f"No trials in session {session_id!r}; sessions: {', '.join(sessions)}."
+            )
+        return selected.tolist()
+
+
+class TrialImages(_TrialNamespace):
+    """The image shown on each trial."""
+
+    def __getitem__(self, trial: int) -> bytes:
+        """Encoded (JPEG/PNG) bytes of the trial's image."""
+        return self._hub.images[self._name(trial)]
+
+    def get(self, trial: int, as_displayed: bool = True):
+        """PIL image of the trial (``as_displayed``: RGB as shown, transparency on mid-grey)."""
+        return decode_image(self[trial], as_displayed)
+
+    def all(self, session: str | int | None = None, as_displayed: bool = True) -> Iterator:
+        """Iterator of PIL images in trial order (of one session if given)."""
+        names = self._names(session)
+        for start in range(0, len(names), READ_CHUNK):
+            for raw in self._hub.images.read(names[start : start + READ_CHUNK]):
+                yield decode_image(raw, as_displayed)
+
+    def array(self, session: str | int | None = None) -> np.ndarray:
+        """``(n_trials, H, W, 3)`` uint8 stack of the displayed images in trial order.
+
+        Each distinct image is decoded once; all images must share one size.
+        """
+        names = self._names(session)
+        distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
+        decoded = [
+            np.asarray(decode_image(raw)) for raw in self._hub.images.read(distinct.tolist())
+        ]
+        return np.stack(decoded)[inverse]
+
+
+class TrialEmbeddings(_TrialNamespace):
+    """Pretrained embeddings of each trial's image."""
+
+    @property
+    def models(self) -> list[str]:
+        """Models whose embedding file is present."""
+        return self._hub.embeddings.models
+
+    def get(self, model: str, trial: int, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """``(D,)`` embedding of the trial's image."""
+        return self._hub.embeddings.get(model, self._name(trial), dtype=dtype)
+
+    def all(
+        self, model: str, session: str | int | None = None, dtype: np.dtype | type | None = None
+    ) -> np.ndarray:
+        """``(n_trials, D)`` embeddings in trial order, aligned row by row with the betas."""
+        return self._hub.embeddings.get(model, self._names(session), dtype=dtype)
+
+
+class TrialSegmentations(_TrialNamespace):
+    """Object masks of each trial's image (shared images only; others give empty results)."""
+
+    def has_image(self, trial: int) -> bool:
+        return self._hub.segmentations.has_image(self._name(trial))
+
+    def nouns(self, trial: int) -> list[str]:
+        return self._hub.segmentations.nouns(self._name(trial))
+
+    def for_trial(self, trial: int) -> pd.DataFrame:
+        return self._hub.segmentations.for_image(self._name(trial))
+
+    def get(self, trial: int, noun: str, instance: int | None = 0) -> np.ndarray | None:
+        """Mask of ``noun`` on the trial's image; None when the image has no masks."""
+        return self._hub.segmentations.get(self._name(trial), noun, instance)
+
+
+class TrialCaptions(_TrialNamespace):
+    """Captions of each trial's image."""
+
+    def list(self, trial: int) -> list[str]:
+        """Every caption (AI first where present, then human) of the trial's image."""
+        return self._hub.captions.list(self._name(trial))
+
+    def human(self, trial: int) -> list[str]:
+        return self._hub.captions.human(self._name(trial))
+
+    def ai(self, trial: int) -> str | None:
+        return self._hub.captions.ai(self._name(trial))
+
+    def get(self, trial: int) -> pd.DataFrame:
+        return self._hub.captions.get(self._name(trial))

@@ -1,0 +1,337 @@
+"""Streaming reader of 4-D NIfTI images (``.nii`` and ``.nii.gz``): one pass, volume by volume.
+
+The file is read front to back once with the fastest gzip inflater installed; each volume is
+decoded into a reusable buffer, masked with precomputed indices and scaled, so peak memory is one
+volume plus the output. Values equal nibabel's ``img.get_fdata(dtype=np.float32)`` bit for bit:
+``scl_slope``/``scl_inter`` are applied with nibabel's rules (a slope of 0 or NaN means unscaled;
+scaled values are computed in float64, then rounded to float32).
+
+Voxel order: NIfTI stores each volume in Fortran order; a mask selects voxels in C order over the
+3-D grid, i.e. ``volume.ravel(order="C")[mask.ravel(order="C")]`` with ``volume`` in nibabel's
+``(x, y, z)`` orientation.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from neurotorch.config import progress_enabled
+from neurotorch.errors import FormatError, ShapeMismatchError
+from neurotorch.io.inflate import SequentialReader, Source
+from neurotorch.io.nifti_header import (
+    NiftiHeader,
+    header_size_and_byteorder,
+    parse_nifti_header,
+)
+
+_N_BUFFERS = 2
+
+__all__ = [
+    "NiftiHeader",
+    "VolumeDecoder",
+    "iter_volumes",
+    "read_masked_betas",
+    "read_nifti_header",
+]
+
+
+def read_header_from(reader: SequentialReader) -> NiftiHeader:
+    """Read and parse the header at the start of ``reader``'s stream."""
+    first = reader.read_exact(4)
+    detected = header_size_and_byteorder(first)
+    size = detected[0] if detected else 4
+    return parse_nifti_header(first + reader.read_exact(size - 4), reader.name)
+
+
+def read_nifti_header(source: Source) -> NiftiHeader:
+    """Read the header of a single-file NIfTI-1 or NIfTI-2 image, gzip-compressed or not.
+
+    Parameters
+    ----------
+    source
+        Local path or binary file object at the start of the file (it is read, not closed).
+
+    Returns
+    -------
+    NiftiHeader
+        Shape, on-disk dtype, affine, zooms, scaling and data offset.
+
+    Raises
+    ------
+    FormatError
+        Not a NIfTI image, or complex/RGB data.
+    CorruptFileError
+        The file ends inside its header or the gzip stream is damaged.
+    """
+    with SequentialReader(source) as reader:
+        return read_header_from(reader)
+
+
+def _scaled_work_dtype(dtype: np.dtype, slope: float, inter: float) -> np.dtype:
+    """Floating type nibabel computes ``raw * slope + inter`` in for data of ``dtype``."""
+    if dtype.kind == "f":
+        return np.result_type(dtype, np.float64)
+    info = np.iinfo(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for ftype in (np.dtype(np.float64), np.dtype(np.longdouble)):
+            extremes = np.array([info.min, info.max], dtype=ftype) * ftype.type(slope) + ftype.type(inter)
+            if np.all(np.isfinite(extremes)):
+                return ftype
+    return np.dtype(np.longdouble)
+
+
+def _require_volumes(header: NiftiHeader, name: str) -> None:
+    if len(header.shape) < 3:
+        raise FormatError(
+            f"{name} is a {len(header.shape)}-D image of shape {header.shape}; "
+            "volumes need three spatial axes."
+        )
+
+
+def mask_indices(mask: np.ndarray, grid: tuple[int, ...], name: str) -> np.ndarray:
+    """Offsets, within one on-disk (Fortran-order) volume, of the mask's voxels in C order."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise FormatError(
+            f"The mask for {name} has dtype {mask.dtype}; pass a boolean array "
+            "(for example mask != 0)."
+        )
+    if mask.shape != tuple(grid):
+        raise ShapeMismatchError(
+            f"The mask has shape {mask.shape} but {name} has the voxel grid {tuple(grid)}; "
+            "use a mask made on the same grid as the image (same subject, same resolution)."
+        )
+    n = int(np.prod(grid, dtype=np.int64))
+    return np.arange(n, dtype=np.intp).reshape(grid, order="F")[mask]
+
+
+class VolumeDecoder:
+    """Turns the on-disk bytes of one volume into float32 values, masked or full.
+
+    Parameters
+    ----------
+    header
+        The image header (grid, on-disk dtype, scaling).
+    mask
+        Boolean array on the image grid, or None for every voxel.
+    name
+        File name for error messages.
+    """
+
+    def __init__(self, header: NiftiHeader, mask: np.ndarray | None, name: str):
+        _require_volumes(header, name)
+        self.header = header
+        self.index = None if mask is None else mask_indices(mask, header.grid, name)
+        self.n_values = header.voxels_per_volume if self.index is None else len(self.index)
+        dtype = header.dtype
+        self._direct = dtype == np.dtype("=f4") and header.scaling is None
+        if header.scaling is not None:
+            self._work = _scaled_work_dtype(dtype, *header.scaling)
+        elif dtype.kind in "iu" and dtype.itemsize == 8:
+            self._work = np.dtype(np.float64)  # nibabel rounds 64-bit integers via float64
+        else:
+            self._work = None
+
+    def decode(self, raw: bytes | bytearray | memoryview, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one volume's bytes into ``out`` (float32, ``n_values`` long) and return it.
+
+        Without a mask the result is the ``(x, y, z)`` volume (a Fortran-ordered view of ``out``).
+        """
+        values = np.frombuffer(raw, dtype=self.header.dtype, count=self.header.voxels_per_volume)
+        if out is None:
+            out = np.empty(self.n_values, dtype=np.float32)
+        if self._direct and self.index is not None:
+            np.take(values, self.index, out=out, mode="clip")
+        else:
+            selected = values if self.index is None else values.take(self.index, mode="clip")
+            out[...] = self._convert(selected)
+        if self.index is None:
+            return out.reshape(self.header.grid, order="F")
+        return out
+
+    def _convert(self, values: np.ndarray) -> np.ndarray:
+        if self._work is None:
+            return values
+        work = values.astype(self._work)
+        if self.header.scaling is not None:
+            slope, inter = self.header.scaling
+            if slope != 1.0:
+                work *= slope
+            if inter != 0.0:
+                work += inter
+        return work
+
+
+def _progress(total: int, name: str, enabled: bool) -> tqdm:
+    return tqdm(
+        total=total,
+        desc=os.path.basename(name),
+        unit="vol",
+        disable=not (enabled and progress_enabled()),
+    )
+
+
+def _volume_bytes(
+    reader: SequentialReader, header: NiftiHeader, volumes: Sequence[int]
+) -> Iterator[tuple[int, bytearray]]:
+    """Yield ``(volume, raw bytes)`` for the increasing ``volumes``, inflating on a helper thread.
+
+    The inflaters release the GIL, so the next volume is decompressed while the caller decodes the
+    current one. Two buffers circulate: a yielded buffer is reused once the caller resumes. The
+    gzip checksum is verified before the last volume is handed over.
+    """
+    free: queue.Queue[bytearray] = queue.Queue()
+    ready: queue.Queue[tuple[int, bytearray] | BaseException] = queue.Queue()
+    stop = threading.Event()
+    for _ in range(_N_BUFFERS):
+        free.put(bytearray(header.volume_nbytes))
+
+    def inflate() -> None:
+        try:
+            reader.skip(header.vox_offset - reader.position)
+            position = 0
+            for i, volume in enumerate(volumes):
+                buffer = free.get()
+                if stop.is_set():
+                    return
+                reader.skip((volume - position) * header.volume_nbytes, scratch=buffer)
+                reader.readinto_exact(buffer)
+                position = volume + 1
+                if i == len(volumes) - 1:
+                    reader.finish()
+                ready.put((volume, buffer))
+        except BaseException as exc:  # handed to the consuming thread
+            ready.put(exc)
+
+    worker = threading.Thread(target=inflate, name="neurotorch-inflate", daemon=True)
+    worker.start()
+    try:
+        for _ in volumes:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            free.put(item[1])
+    finally:
+        stop.set()
+        free.put(bytearray(0))  # wakes a worker waiting for a buffer
+        worker.join()
+
+
+def iter_volumes(
+    source: Source, mask: np.ndarray | None = None, *, progress: bool = False
+) -> Iterator[np.ndarray]:
+    """Yield the volumes of a 4-D NIfTI image one by one, in one sequential pass.
+
+    Parameters
+    ----------
+    source
+        Local path or binary file object (``.nii`` or ``.nii.gz``; gzip is detected by its magic
+        bytes). A file object is read sequentially and left open.
+    mask
+        Boolean array on the image grid: yield ``volume[mask]`` (C order over the grid) as a 1-D
+        float32 array. None yields each full ``(x, y, z)`` float32 volume.
+    progress
+        Show a progress bar (also subject to ``NEUROTORCH_PROGRESS``).
+
+    Yields
+    ------
+    numpy.ndarray
+        One new float32 array per volume along the 4th axis (axes beyond the 4th are flattened in
+        Fortran order, as on disk; a 3-D image yields one volume).
+
+    Raises
+    ------
+    CorruptFileError
+        Truncated file, or gzip CRC/length/deflate error. The gzip checksum is verified before the
+        last volume is yielded.
+    ShapeMismatchError
+        The mask's shape differs from the image grid.
+    FormatError
+        Not a NIfTI image, fewer than three axes, or non-real data.
+    """
+    with SequentialReader(source) as reader:
+        header = read_header_from(reader)
+        decoder = VolumeDecoder(header, mask, reader.name)
+        volumes = range(header.n_volumes)
+        with _progress(len(volumes), reader.name, progress) as bar:
+            for _, raw in _volume_bytes(reader, header, volumes):
+                bar.update()
+                yield decoder.decode(raw)
+
+
+def _volume_rows(volumes: Sequence[int] | np.ndarray | None, n_volumes: int, name: str) -> np.ndarray:
+    if volumes is None:
+        return np.arange(n_volumes)
+    rows = np.asarray(volumes)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise TypeError(f"volumes must be a 1-D sequence of integers, got {volumes!r}.")
+    rows = rows.astype(np.int64)
+    bad = rows[(rows < -n_volumes) | (rows >= n_volumes)]
+    if bad.size:
+        raise IndexError(
+            f"Volume index {int(bad[0])} is out of range for {name}, which has {n_volumes} volumes."
+        )
+    return np.where(rows < 0, rows + n_volumes, rows)
+
+
+def read_masked_betas(
+    source: Source,
+    mask: np.ndarray | None,
+    *,
+    volumes: Sequence[int] | np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Read the masked voxels of every (or the chosen) volume into a ``(n_volumes, n_voxels)`` array.
+
+    One sequential pass over the file; the output is allocated once, and peak memory is one
+    volume plus the output.
+
+    Parameters
+    ----------
+    source
+        Local path or binary file object (``.nii`` or ``.nii.gz``).
+    mask
+        Boolean array on the image grid; voxels are taken in C order. None takes every voxel
+        (C order).
+    volumes
+        Indices along the 4th axis to keep, in the order wanted (negative indices count from the
+        end; repeats allowed). None keeps all.
+    progress
+        Show a progress bar (also subject to ``NEUROTORCH_PROGRESS``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``(len(volumes), n_voxels)``.
+
+    Raises
+    ------
+    CorruptFileError, ShapeMismatchError, FormatError
+        As for `iter_volumes`.
+    IndexError
+        A volume index outside the image.
+    """
+    with SequentialReader(source) as reader:
+        header = read_header_from(reader)
+        _require_volumes(header, reader.name)
+        if mask is None:
+            mask = np.ones(header.grid, dtype=bool)
+        decoder = VolumeDecoder(header, mask, reader.name)
+        rows = _volume_rows(volumes, header.n_volumes, reader.name)
+        out = np.empty((len(rows), decoder.n_values), dtype=np.float32)
+        wanted, inverse = np.unique(rows, return_inverse=True)
+        rows_by_volume = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+        with _progress(len(wanted), reader.name, progress) as bar:
+            for k, (_, raw) in enumerate(_volume_bytes(reader, header, wanted.tolist())):
+                first, *repeats = rows_by_volume[k]
+                decoder.decode(raw, out=out[first])
+                out[repeats] = out[first]
+                bar.update()
+    return out

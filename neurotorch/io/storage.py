@@ -1,0 +1,476 @@
+"""Dataset roots on local disk or any fsspec URL (``s3://``, ``gs://``, ``https://``, ...).
+
+A `DataRoot` joins relative paths safely (no escaping the root), opens files, lists folders and
+hands out a local path for libraries that need one (h5py, nibabel). It holds only the URL and the
+storage options, so it pickles for ``spawn`` workers; the fsspec filesystem is created lazily in
+each process.
+
+S3 specifics (`resolve_storage_options`): when no AWS credentials are configured, requests are
+anonymous, so public buckets such as ``s3://laion-fmri`` work with no setup; the endpoint comes
+from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` unless ``storage_options`` name one. Remote
+failures (access denied, missing bucket, unreachable server) raise `RemoteAccessError` naming the
+URL and what to do, also when they happen in the middle of a read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+
+from neurotorch.errors import NeurotorchError, RemoteAccessError, UnsafePathError
+
+# A streaming pass reads a remote file front to back in requests of this size (readahead cache),
+# so a multi-GB ``.nii.gz`` is fetched in a few hundred ranged GETs and never lands on disk.
+STREAM_BLOCK_SIZE = 32 * 2**20
+STREAM_CACHE_TYPE = "readahead"
+
+ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+CREDENTIAL_ENV_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+# storage_options keys by which a caller chooses credentials (or anonymity) for s3fs explicitly.
+_EXPLICIT_CREDENTIAL_KEYS = (
+    "anon",
+    "key",
+    "secret",
+    "token",
+    "username",
+    "password",
+    "profile",
+    "session",
+)
+# Settings in ~/.aws/config that provide credentials without ~/.aws/credentials.
+_CONFIG_CREDENTIAL_MARKERS = (
+    "aws_access_key_id",
+    "credential_process",
+    "sso_",
+    "role_arn",
+    "web_identity",
+)
+# Exception class names (anywhere in the MRO) that mean "the server could not be reached or
+# dropped the connection"; names, not imports, so botocore/aiohttp stay optional.
+_CONNECTION_ERROR_NAMES = frozenset(
+    {
+        "ConnectionError",
+        "TimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "HTTPClientError",
+        "ClientConnectionError",
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "FSTimeoutError",
+    }
+)
+_CREDENTIAL_ERROR_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` paths other than ``file://``."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def check_relative(relpath: str) -> str:
+    """Normalise a relative path inside a root; raise `UnsafePathError` if it would escape it."""
+    norm = posixpath.normpath(relpath.replace("\\", "/"))
+    if norm.startswith("/") or norm == ".." or norm.startswith("../") or "\x00" in norm:
+        raise UnsafePathError(
+            f"Path {relpath!r} leaves the dataset root; give a path inside the root "
+            "(no leading '/', no '..' components)."
+        )
+    return "" if norm == "." else norm
+
+
+def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
+    """Whether AWS credentials are configured in the environment or the shared AWS files.
+
+    Looks at the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, web-identity and
+    container credentials), ``~/.aws/credentials`` (or ``AWS_SHARED_CREDENTIALS_FILE``) and
+    credential settings in ``~/.aws/config`` (or ``AWS_CONFIG_FILE``). Instance-metadata
+    credentials are not probed (that needs a network round trip); pass
+    ``storage_options={"anon": False}`` to use them.
+    """
+    env = os.environ if environ is None else environ
+    if any(env.get(name) for name in CREDENTIAL_ENV_VARS):
+        return True
+    credentials = Path(
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"
+    )
+    if credentials.expanduser().is_file():
+        return True
+    config = Path(env.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config").expanduser()
+    if config.is_file():
+        text = config.read_text(errors="replace").lower()
+        return any(marker in text for marker in _CONFIG_CREDENTIAL_MARKERS)
+    return False
+
+
+def _endpoint_of(options: dict[str, Any]) -> str | None:
+    return options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+
+
+def resolve_storage_options(
+    protocol: str,
+    storage_options: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The options a filesystem of ``protocol`` is created with.
+
+    For ``s3``: anonymous access (``anon=True``) unless credentials are configured (see
+    `aws_credentials_configured`) or the options choose credentials themselves, and the endpoint
+    from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` unless the options name one. Other
+    protocols get ``storage_options`` unchanged.
+    """
+    options = dict(storage_options or {})
+    if protocol not in ("s3", "s3a"):
+        return options
+    env = os.environ if environ is None else environ
+    if not any(
+        key in options for key in _EXPLICIT_CREDENTIAL_KEYS
+    ) and not aws_credentials_configured(env):
+        options["anon"] = True
+    if not _endpoint_of(options):
+        endpoint = next((env[name] for name in ENDPOINT_ENV_VARS if env.get(name)), None)
+        if endpoint:
+            options["endpoint_url"] = endpoint
+    return options
+
+
+def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> RemoteAccessError | None:
+    """A `RemoteAccessError` explaining ``exc`` raised while accessing ``url``, or ``None``.
+
+    ``None`` means the exception is not a remote-access problem (a missing object stays a
+    ``FileNotFoundError``, a format error stays what it is) and should propagate unchanged.
+    """
+    if isinstance(exc, NeurotorchError):
+        return None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    endpoint = _endpoint_of(options)
+    where = f" (endpoint {endpoint})" if endpoint else ""
+    anonymous = bool(options.get("anon"))
+    if isinstance(exc, PermissionError):
+        if anonymous:
+            advice = (
+                "The request was anonymous because no AWS credentials are configured, so only "
+                "public buckets can be read; this bucket or object is private. Configure "
+                "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                "~/.aws/credentials) or pass storage_options={'key': ..., 'secret': ...}."
+            )
+        else:
+            advice = (
+                "The request was signed with the configured AWS credentials, which may not read "
+                "it. Check the credentials or profile; for a public bucket pass "
+                "storage_options={'anon': True}."
+            )
+        return RemoteAccessError(f"Access denied to {url}{where}. {advice}")
+    if isinstance(exc, FileNotFoundError):
+        if _is_missing_bucket(exc):
+            return RemoteAccessError(
+                f"The bucket of {url} does not exist{where}. Check the bucket name in the URL "
+                "(s3://bucket/prefix) and the endpoint (AWS_ENDPOINT_URL_S3 or "
+                "storage_options['endpoint_url'])."
+            )
+        return None
+    if names & _CREDENTIAL_ERROR_NAMES:
+        return RemoteAccessError(
+            f"No usable AWS credentials to read {url}: {exc}. For a public bucket pass "
+            "storage_options={'anon': True}; otherwise configure AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
+        )
+    if names & _CONNECTION_ERROR_NAMES:
+        return RemoteAccessError(
+            f"Could not reach the storage server for {url}{where}: {exc}. Check the network "
+            "connection and the endpoint (AWS_ENDPOINT_URL_S3 or storage_options['endpoint_url']) "
+            "and retry; downloads resume where they stopped."
+        )
+    return None
+
+
+def _is_missing_bucket(exc: BaseException) -> bool:
+    for err in (exc, exc.__cause__, exc.__context__):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return True
+    return "bucket does not exist" in str(exc).lower()
+
+
+def _local_info(path: str) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"size": stat.st_size, "version": f"{stat.st_size}-{stat.st_mtime_ns}"}
+
+
+def _remote_info(details: dict[str, Any]) -> dict[str, Any]:
+    size = int(details["size"])
+    tag = details.get("ETag") or details.get("etag") or details.get("md5")
+    if tag:
+        return {"size": size, "version": str(tag).strip('"')}
+    modified = details.get("LastModified") or details.get("mtime") or details.get("created") or ""
+    return {"size": size, "version": f"{size}-{modified}"}
+
+
+class RemoteFile(io.RawIOBase):
+    """A remote file opened for reading whose errors become `RemoteAccessError`.
+
+    Wraps an fsspec file; ``read``/``readinto``/``seek``/``tell`` delegate to it, and a failure
+    in the middle of a streaming pass (server gone, access revoked) names the URL.
+    """
+
+    def __init__(self, raw: IO[bytes], url: str, options: dict[str, Any]):
+        super().__init__()
+        self._raw = raw
+        self.url = url
+        self._options = options
+
+    def _translate(self, exc: Exception) -> Exception:
+        return remote_error(exc, self.url, self._options) or exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._raw.read(-1 if size is None else size)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+    @property
+    def size(self) -> int:
+        """Size of the remote object in bytes."""
+        return int(self._raw.size)
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+
+class DataRoot:
+    """A dataset root: a local folder or an fsspec URL.
+
+    Parameters
+    ----------
+    root
+        Local path or URL such as ``s3://laion-fmri``.
+    storage_options
+        Passed to fsspec (e.g. ``{"anon": True}`` or ``{"endpoint_url": ...}``); for ``s3`` they
+        are completed by `resolve_storage_options` in each process.
+    """
+
+    def __init__(self, root: str | os.PathLike | DataRoot, storage_options: dict | None = None):
+        if isinstance(root, DataRoot):
+            storage_options = storage_options or root.storage_options
+            root = root.url
+        text = os.fspath(root)
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        self.is_local = not is_url(text)
+        self.url = str(Path(text).expanduser().resolve()) if self.is_local else text.rstrip("/")
+        self.protocol = "file" if self.is_local else self.url.split("://", 1)[0]
+        self.storage_options = dict(storage_options or {})
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._fs_pid: int | None = None
+        self._options: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"DataRoot({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DataRoot) and (self.url, self.storage_options) == (
+            other.url,
+            other.storage_options,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fs"] = None
+        state["_fs_pid"] = None
+        state["_options"] = {}
+        return state
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem, created once per process."""
+        if self._fs is None or self._fs_pid != os.getpid():
+            if self.is_local:
+                self._fs = fsspec.filesystem("file")
+            else:
+                self._options = resolve_storage_options(self.protocol, self.storage_options)
+                self._fs = fsspec.filesystem(self.protocol, **self._options)
+            self._fs_pid = os.getpid()
+        return self._fs
+
+    @property
+    def resolved_options(self) -> dict[str, Any]:
+        """The storage options the filesystem of this process was created with."""
+        self.fs  # noqa: B018 - creates the filesystem (and the options) on first use
+        return dict(self._options)
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether requests to the store are unsigned (public-bucket access)."""
+        return bool(self.resolved_options.get("anon"))
+
+    def _remote(self, target: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``call`` on the filesystem, turning remote failures into `RemoteAccessError`."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            translated = remote_error(exc, target, self._options)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def path(self, *parts: str) -> str:
+        """Absolute path or URL of ``parts`` joined under the root."""
+        rel = check_relative(posixpath.join(*parts)) if parts else ""
+        if not rel:
+            return self.url
+        return os.path.join(self.url, rel) if self.is_local else f"{self.url}/{rel}"
+
+    def exists(self, *parts: str) -> bool:
+        target = self.path(*parts)
+        if self.is_local:
+            return os.path.exists(target)
+        return self._remote(target, self.fs.exists, target)
+
+    def isdir(self, *parts: str) -> bool:
+        target = self.path(*parts)
+        if self.is_local:
+            return os.path.isdir(target)
+        return self._remote(target, self.fs.isdir, target)
+
+    def size(self, *parts: str) -> int:
+        target = self.path(*parts)
+        if self.is_local:
+            return os.path.getsize(target)
+        return int(self._remote(target, self.fs.size, target))
+
+    def info(self, *parts: str) -> dict[str, Any]:
+        """``{"size": bytes, "version": str}`` of a file; ``version`` changes when the file does
+        (the ETag on object stores, size and mtime locally)."""
+        target = self.path(*parts)
+        if self.is_local:
+            return _local_info(target)
+        details = self._remote(target, self.fs.info, target)
+        if details.get("type") == "directory":
+            raise IsADirectoryError(f"{target} is a folder, not a file.")
+        return _remote_info(details)
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Names (not paths) of the entries of a folder, sorted; empty if it does not exist."""
+        target = self.path(*parts)
+        if self.is_local:
+            return sorted(os.listdir(target)) if os.path.isdir(target) else []
+        try:
+            entries = self._remote(target, self.fs.ls, target, detail=True)
+        except FileNotFoundError:
+            return []
+        stripped = self.fs._strip_protocol(target).rstrip("/")
+        return sorted(
+            posixpath.basename(entry["name"].rstrip("/"))
+            for entry in entries
+            if entry["name"].rstrip("/") != stripped
+        )
+
+    def files(self, *parts: str) -> dict[str, dict[str, Any]]:
+        """Every file below a folder, recursively: ``{path relative to the root: info}``.
+
+        ``info`` is what `info` returns (size and version). Empty when the folder does not exist.
+        """
+        target = self.path(*parts)
+        found: dict[str, dict[str, Any]] = {}
+        if self.is_local:
+            for folder, _, names in os.walk(target):
+                for name in names:
+                    full = os.path.join(folder, name)
+                    found[os.path.relpath(full, self.url).replace(os.sep, "/")] = _local_info(full)
+            return dict(sorted(found.items()))
+        try:
+            listing = self._remote(target, self.fs.find, target, detail=True)
+        except FileNotFoundError:
+            return {}
+        base = self.fs._strip_protocol(self.url).rstrip("/") + "/"
+        for name, details in listing.items():
+            if details.get("type") != "directory" and name.startswith(base):
+                found[name[len(base) :]] = _remote_info(details)
+        return dict(sorted(found.items()))
+
+    def open(
+        self,
+        *parts: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        cache_type: str | None = None,
+        **kwargs: Any,
+    ) -> IO:
+        """Open a file under the root (binary read by default).
+
+        Remote files opened for reading are read ahead in ``block_size`` requests
+        (default `STREAM_BLOCK_SIZE`), suited to a sequential pass; their errors become
+        `RemoteAccessError`. A missing file raises ``FileNotFoundError``.
+        """
+        target = self.path(*parts)
+        if self.is_local:
+            return open(target, mode)  # noqa: SIM115 - caller closes
+        if "r" not in mode or "+" in mode:
+            return self._remote(target, self.fs.open, target, mode, **kwargs)
+        encoding = kwargs.pop("encoding", "utf-8")
+        raw = self._remote(
+            target,
+            self.fs.open,
+            target,
+            "rb",
+            block_size=block_size or STREAM_BLOCK_SIZE,
+            cache_type=cache_type or STREAM_CACHE_TYPE,
+            **kwargs,
+        )
+        wrapped = RemoteFile(raw, target, self._options)
+        if "b" in mode:
+            return wrapped
+        return io.TextIOWrapper(io.BufferedReader(wrapped), encoding=encoding)
+
+    def local_path(self, *parts: str) -> Path:
+        """A local filesystem path of the file: itself when local, a cached copy when remote."""
+        if self.is_local:
+            return Path(self.path(*parts))
+        from neurotorch.io.remote_cache import cached_local_copy
+
+        return cached_local_copy(self, check_relative(posixpath.join(*parts)))

@@ -1,0 +1,151 @@
+"""DataModules of leadfield-simulated M/EEG trials and calibrator training data.
+
+Both build (or load) one leadfield in ``setup`` and give train/val/test datasets with
+independent seed streams (`neurotorch.data.meeg.split_seed`); items are reproducible per index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from neurotorch.data.meeg import (
+    PAPER_ALPHA,
+    PAPER_NNZ,
+    CalibrationDataset,
+    CalibrationRunsDataset,
+    SimulatedSensorDataset,
+    build_leadfield,
+    split_seed,
+)
+from neurotorch.meeg.leadfield import LeadfieldData
+
+_SPLITS = ("train", "val", "test")
+
+
+class _LeadfieldDataModule(L.LightningDataModule):
+    """Shared leadfield options, split lengths and DataLoaders."""
+
+    def __init__(
+        self,
+        leadfield_dir: str | None = None,
+        subject: str = "fsaverage",
+        orientation_type: str = "fixed",
+        retrieve_mode: str = "simulate",
+        n_sources: int = 1284,
+        n_sensors: int | None = None,
+        sensor: str = "eeg",
+        montage: str = "easycap-M43",
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        train_length: int = 2000,
+        val_length: int = 200,
+        test_length: int = 200,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.leadfield: LeadfieldData | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    def _leadfield(self) -> LeadfieldData:
+        if self.leadfield is None:
+            hp = self.hparams
+            self.leadfield = build_leadfield(
+                hp.leadfield_dir, hp.subject, hp.orientation_type, hp.retrieve_mode,
+                hp.n_sources, hp.n_sensors, hp.sensor, hp.montage, hp.seed,
+            )
+        return self.leadfield
+
+    def _make(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in _SPLITS:
+            if split not in self.datasets:
+                self.datasets[split] = self._make(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SensorSimDataModule(_LeadfieldDataModule):
+    """Simulated CaliBrain trials (`SimulatedSensorDataset`) for train/val/test.
+
+    Parameters
+    ----------
+    leadfield_dir, subject, orientation_type, retrieve_mode, n_sources, n_sensors, sensor, montage
+        Which leadfield (see `neurotorch.data.meeg.build_leadfield`); the default simulates an
+        EEG easycap-M43 forward model in memory.
+    nnz, alpha
+        Grids of active-source counts and SNRs.
+    train_length, val_length, test_length
+        Virtual dataset lengths.
+    batch_size, num_workers, seed
+        DataLoader settings and the base seed.
+    """
+
+    def _make(self, split: str) -> Dataset:
+        hp = self.hparams
+        return SimulatedSensorDataset(
+            self._leadfield(), hp[f"{split}_length"], hp.nnz, hp.alpha, split_seed(hp.seed, split)
+        )
+
+
+class CalibrationDataModule(_LeadfieldDataModule):
+    """Calibrator data: simulated trials with their BMN posterior, or CaliBrain runs from disk.
+
+    Parameters
+    ----------
+    gamma, noise_var_scale
+        Prior variance (``"oracle"`` or nAm²) and assumed/true noise variance of the posterior.
+    runs_dir
+        A folder of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when given, the runs
+        are split 70/15/15 (by ``seed``) instead of simulating.
+    **kwargs
+        See `SensorSimDataModule`.
+    """
+
+    def __init__(
+        self,
+        gamma: float | str = "oracle",
+        noise_var_scale: float = 1.0,
+        runs_dir: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+
+    def _make(self, split: str) -> Dataset:
+        hp = self.hparams
+        if hp.runs_dir is not None:
+            runs = CalibrationRunsDataset(os.fspath(hp.runs_dir))
+            order = np.random.default_rng(hp.seed).permutation(len(runs))
+            n_train, n_val = int(0.7 * len(runs)), int(0.15 * len(runs))
+            parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+            return Subset(runs, parts[split].tolist())
+        return CalibrationDataset(
+            self._leadfield(), hp[f"{split}_length"], hp.nnz, hp.alpha, split_seed(hp.seed, split),
+            hp.gamma, hp.noise_var_scale,
+        )

@@ -1,0 +1,39 @@
+"""M/EEG in the CaliBrain conventions: leadfields, forward models, simulation, posteriors, calibration.
+
+Reading files needs only numpy/h5py; the torch parts (`simulation`, `posterior`) and MNE
+(`forward`) are imported on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "IsotonicRecalibration": "calibration",
+    "calibration_metrics": "calibration",
+    "coverage_curve": "calibration",
+    "ellipsoid_coverage_curve": "calibration",
+    "LeadfieldBuilder": "leadfield",
+    "LeadfieldData": "leadfield",
+    "load_leadfield_npz": "leadfield",
+    "save_leadfield_npz": "leadfield",
+    "simulate_leadfield": "forward",
+    "GaussianPosterior": "posterior",
+    "bmn_posterior": "posterior",
+    "ERPConfig": "simulation",
+    "SensorSimulator": "simulation",
+    "SourceSimulator": "simulation",
+    "PosteriorRun": "summaries",
+    "read_aggregated_run": "summaries",
+    "read_posterior_summary": "summaries",
+    "read_run": "summaries",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,0 +1,70 @@
+"""CaliBrain file names and FIFF codes, in one place.
+
+Every path here is relative to a CaliBrain data root (``CALIBRAIN_DATA`` or an explicit folder).
+The FIFF integers are copied from the FIFF specification so that reading a leadfield never needs
+to import MNE.
+"""
+
+from __future__ import annotations
+
+ENV_VAR = "CALIBRAIN_DATA"
+LEADFIELD_DIR = "1284src_leadfield"
+FORWARD_DIR = "1284src_fwd"
+ORIENTATIONS = ("fixed", "free")
+POSTERIOR_SUMMARY_GLOB = "posterior_summary_run*_seed*.h5"
+#: Where the synthetic LAION-fMRI tree keeps its M/EEG leadfields (a CaliBrain-layout root).
+FMRI_MEEG_DIR = "derivatives/meeg"
+
+# FIFF channel kinds, units, unit multipliers and coil types used by the leadfield schema.
+KIND_MEG = 1
+KIND_EEG = 2
+UNIT_V = 107
+UNIT_T = 112
+UNIT_T_M = 201
+UNITM_NONE = 0
+UNITM_MU = -6
+UNITM_N = -9
+UNITM_F = -15
+COIL_EEG = 1
+COIL_MAG = 3022
+COIL_GRAD = 3012
+
+UNIT_NAMES = {UNIT_V: "V", UNIT_T: "T", UNIT_T_M: "T/m"}
+UNITM_PREFIX = {UNITM_NONE: "", UNITM_MU: "µ", UNITM_N: "n", UNITM_F: "f"}
+
+
+def check_orientation(orientation_type: str) -> str:
+    """Return ``orientation_type`` if it is ``"fixed"`` or ``"free"``; raise `ValueError` otherwise."""
+    if orientation_type not in ORIENTATIONS:
+        raise ValueError(f"orientation_type must be 'fixed' or 'free', got {orientation_type!r}.")
+    return orientation_type
+
+
+def leadfield_file(subject: str, orientation_type: str) -> str:
+    """``1284src_leadfield/<subject>_<orientation>_leadfield.npz``."""
+    return f"{LEADFIELD_DIR}/{leadfield_name(subject, orientation_type)}"
+
+
+def leadfield_name(subject: str, orientation_type: str) -> str:
+    """File name of a leadfield inside a leadfield folder: ``<subject>_<orientation>_leadfield.npz``."""
+    return f"{subject}_{check_orientation(orientation_type)}_leadfield.npz"
+
+
+def forward_file(subject: str) -> str:
+    """``1284src_fwd/<subject>-fwd.fif``."""
+    return f"{FORWARD_DIR}/{subject}-fwd.fif"
+
+
+def head_to_t1w_name(subject: str) -> str:
+    """Name of the 4x4 head (m) to T1w (mm) transform written beside a subject's leadfields."""
+    return f"{subject}_head-to-T1w.txt"
+
+
+def posterior_summary_name(run_id: int, seed: int) -> str:
+    """``posterior_summary_run{run_id:08d}_seed{seed}.h5``."""
+    return f"posterior_summary_run{int(run_id):08d}_seed{int(seed)}.h5"
+
+
+def aggregated_run_name(subject: str, solver: str, run_id: int, seed: int) -> str:
+    """Name of an aggregated per-run calibration NPZ: ``<subject>_<solver>_run{id:08d}_seed{seed}.npz``."""
+    return f"{subject}_{solver}_run{int(run_id):08d}_seed{int(seed)}.npz"

@@ -1,0 +1,373 @@
+"""Leadfields in the CaliBrain NPZ schema: the `LeadfieldData` record, NPZ load/save, the builder.
+
+Units: leadfields are returned in µV/nAm (EEG) or fT/nAm (MEG, fT/m/nAm for gradiometers);
+source coordinates are metres in the head frame. Files that store raw SI values (``sensor_unitmult``
+0 or missing) are scaled on load: V/Am -> µV/nAm is x1e-3, T/Am (or T/m/Am) -> fT/nAm is x1e6.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neurotorch.config import resolve_data_dir
+from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError, UnsafePickleError
+from neurotorch.meeg import layout
+
+_SCALE_TO_DISPLAY = {
+    layout.UNIT_V: (layout.UNITM_MU, 1e-3),
+    layout.UNIT_T: (layout.UNITM_F, 1e6),
+    layout.UNIT_T_M: (layout.UNITM_F, 1e6),
+}
+_SCALAR_KEYS = ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type")
+
+
+@dataclass
+class LeadfieldData:
+    """A leadfield and the metadata CaliBrain stores with it.
+
+    Attributes
+    ----------
+    leadfield
+        ``(n_sensors, n_sources)`` (fixed) or ``(n_sensors, n_sources, n_components)`` (free;
+        3 components for EEG, 2 tangential components for MEG).
+    sensor_kind, sensor_units, sensor_unitmult, coil_type
+        FIFF codes (see `neurotorch.meeg.layout`); ``None`` when unknown.
+    src_coords
+        ``(n_sources, 3)`` source positions in metres (head frame), or ``None``.
+    Q_basis
+        ``(n_sources, 3, n_components)`` orthonormal basis of the free components in xyz, or ``None``.
+    ch_names
+        Sensor names, or ``None``.
+    src_normals
+        ``(n_sources, 3)`` unit outward normals used for the fixed orientation, or ``None``.
+    """
+
+    leadfield: np.ndarray
+    sensor_kind: int | None = None
+    sensor_units: int | None = None
+    sensor_unitmult: int | None = None
+    coil_type: int | None = None
+    src_coords: np.ndarray | None = None
+    Q_basis: np.ndarray | None = None
+    ch_names: list[str] | None = None
+    src_normals: np.ndarray | None = None
+    skipped_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.leadfield.ndim not in (2, 3):
+            raise FormatError(
+                f"A leadfield must be (n_sensors, n_sources) or (n_sensors, n_sources, k); "
+                f"got shape {self.leadfield.shape}."
+            )
+
+    @property
+    def orientation_type(self) -> str:
+        """``"fixed"`` for a 2-D leadfield, ``"free"`` for a 3-D one."""
+        return "fixed" if self.leadfield.ndim == 2 else "free"
+
+    @property
+    def n_sensors(self) -> int:
+        return int(self.leadfield.shape[0])
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.leadfield.shape[1])
+
+    @property
+    def n_components(self) -> int:
+        """1 for fixed orientation, else the size of the last axis."""
+        return 1 if self.leadfield.ndim == 2 else int(self.leadfield.shape[2])
+
+    @property
+    def units(self) -> str:
+        """Human-readable unit of the leadfield entries, e.g. ``"µV/nAm"``."""
+        if self.sensor_units not in layout.UNIT_NAMES:
+            return "a.u./nAm"
+        prefix = layout.UNITM_PREFIX.get(self.sensor_unitmult or 0, f"1e{self.sensor_unitmult} ")
+        return f"{prefix}{layout.UNIT_NAMES[self.sensor_units]}/nAm"
+
+
+def scale_to_display_units(
+    leadfield: np.ndarray, sensor_units: int | None, sensor_unitmult: int | None
+) -> tuple[np.ndarray, int | None]:
+    """Scale a raw-SI leadfield to µV/nAm (EEG) or fT/nAm (MEG).
+
+    Only leadfields whose ``sensor_unitmult`` is 0 or unknown are scaled; a leadfield already in
+    the target multiplier (or in any other multiplier) is returned unchanged.
+
+    Returns
+    -------
+    (leadfield, sensor_unitmult)
+        The possibly scaled array and its new unit multiplier.
+    """
+    if sensor_units not in _SCALE_TO_DISPLAY:
+        return leadfield, sensor_unitmult
+    target, factor = _SCALE_TO_DISPLAY[sensor_units]
+    if sensor_unitmult not in (None, layout.UNITM_NONE):
+        return leadfield, sensor_unitmult
+    return leadfield * factor, target
+
+
+def _scalar_or_none(value: np.ndarray) -> int | None:
+    if value.dtype.kind not in "iuf" or value.size != 1:
+        return None
+    scalar = value.reshape(()).item()
+    if isinstance(scalar, float) and not np.isfinite(scalar):
+        return None
+    return int(scalar)
+
+
+def _optional_array(value: np.ndarray | None, ndim: int) -> np.ndarray | None:
+    if value is None or value.dtype.kind not in "iuf" or value.ndim != ndim or value.size == 0:
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
+def load_leadfield_npz(path: str | os.PathLike, allow_pickle: bool = False) -> LeadfieldData:
+    """Read a leadfield NPZ in the CaliBrain schema and scale raw SI values.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+    allow_pickle
+        CaliBrain's own writer stores a pickled MNE ``info`` and ``Q_basis=None`` as object
+        arrays. By default such keys are skipped (listed in ``skipped_keys``); a file whose
+        ``leadfield`` itself is an object array raises `UnsafePickleError`. Pass ``True`` only
+        for files you trust.
+
+    Raises
+    ------
+    DataNotDownloadedError, CorruptFileError, FormatError, UnsafePickleError
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotDownloadedError(f"Leadfield file {path} does not exist; check the data root.")
+    try:
+        npz = np.load(path, allow_pickle=allow_pickle)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CorruptFileError(f"Leadfield file {path} is not a readable NPZ archive: {exc}") from exc
+    values: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+    with npz:
+        for key in npz.files:
+            try:
+                values[key] = npz[key]
+            except ValueError as exc:  # an object array while allow_pickle=False
+                if key in ("leadfield", "lead_field"):
+                    raise UnsafePickleError(
+                        f"The {key!r} array in {path} is stored as pickled objects; load it with "
+                        "allow_pickle=True only if you trust the file."
+                    ) from exc
+                skipped.append(key)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise CorruptFileError(f"Array {key!r} in {path} is truncated or corrupt: {exc}") from exc
+    raw = values.get("leadfield", values.get("lead_field"))
+    if raw is None:
+        raise FormatError(f"{path} has no 'leadfield' array (keys: {sorted(npz.files)}).")
+    if raw.dtype.kind not in "iuf" or raw.ndim not in (2, 3):
+        raise FormatError(
+            f"'leadfield' in {path} must be a numeric 2-D or 3-D array; got {raw.dtype} {raw.shape}."
+        )
+    meta = {key: _scalar_or_none(values[key]) for key in _SCALAR_KEYS if key in values}
+    units = meta.get("sensor_units")
+    if units is None and "units" in values:
+        units = _scalar_or_none(values["units"])
+    leadfield, unitmult = scale_to_display_units(
+        np.asarray(raw, dtype=np.float64), units, meta.get("sensor_unitmult")
+    )
+    names = values.get("ch_names")
+    data = LeadfieldData(
+        leadfield=leadfield,
+        sensor_kind=meta.get("sensor_kind"),
+        sensor_units=units,
+        sensor_unitmult=unitmult,
+        coil_type=meta.get("coil_type"),
+        src_coords=_optional_array(values.get("src_coords"), 2),
+        Q_basis=_optional_array(values.get("Q_basis"), 3),
+        ch_names=[str(n) for n in names] if names is not None and names.dtype.kind == "U" else None,
+        src_normals=_optional_array(values.get("src_normals"), 2),
+        skipped_keys=skipped,
+    )
+    _check_consistent(data, path)
+    return data
+
+
+def _check_consistent(data: LeadfieldData, where: object) -> None:
+    n_sources = data.n_sources
+    for name in ("src_coords", "src_normals"):
+        arr = getattr(data, name)
+        if arr is not None and arr.shape != (n_sources, 3):
+            raise FormatError(f"{name} in {where} has shape {arr.shape}; expected ({n_sources}, 3).")
+    if data.Q_basis is not None and data.orientation_type == "free":
+        expected = (n_sources, 3, data.n_components)
+        if data.Q_basis.shape != expected:
+            raise FormatError(f"Q_basis in {where} has shape {data.Q_basis.shape}; expected {expected}.")
+    if data.ch_names is not None and len(data.ch_names) != data.n_sensors:
+        raise FormatError(
+            f"{where} names {len(data.ch_names)} channels for {data.n_sensors} leadfield rows."
+        )
+
+
+def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
+    """Write ``data`` as a CaliBrain-schema NPZ (no pickled objects), atomically.
+
+    Fixed-orientation files store ``Q_basis`` as an empty ``(n_sources, 3, 0)`` array, as
+    CaliBrain does. Returns the written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q_basis = data.Q_basis if data.Q_basis is not None else np.zeros((data.n_sources, 3, 0))
+    payload: dict[str, np.ndarray] = {"leadfield": np.asarray(data.leadfield), "Q_basis": q_basis}
+    for key in _SCALAR_KEYS:
+        value = getattr(data, key)
+        if value is not None:
+            payload[key] = np.asarray(int(value))
+    if data.src_coords is not None:
+        payload["src_coords"] = np.asarray(data.src_coords, dtype=np.float64)
+    if data.src_normals is not None:
+        payload["src_normals"] = np.asarray(data.src_normals, dtype=np.float64)
+    if data.ch_names is not None:
+        payload["ch_names"] = np.asarray(data.ch_names, dtype=str)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def random_leadfield(
+    orientation_type: str, n_sensors: int, n_sources: int, seed: int = 0
+) -> LeadfieldData:
+    """A standard-normal leadfield for shape tests; it describes no physical head."""
+    layout.check_orientation(orientation_type)
+    rng = np.random.default_rng(seed)
+    shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
+    q_basis = None if orientation_type == "fixed" else np.broadcast_to(np.eye(3), (n_sources, 3, 3)).copy()
+    return LeadfieldData(leadfield=rng.standard_normal(shape), Q_basis=q_basis)
+
+
+class LeadfieldBuilder:
+    """Load, simulate or draw leadfields in the CaliBrain layout.
+
+    Parameters
+    ----------
+    leadfield_dir
+        Folder holding ``<subject>_<orientation>_leadfield.npz`` files. ``None`` uses
+        ``$CALIBRAIN_DATA/1284src_leadfield``.
+    """
+
+    def __init__(self, leadfield_dir: str | os.PathLike | None = None):
+        if leadfield_dir is None:
+            root = resolve_data_dir(None, layout.ENV_VAR, "CaliBrain")
+            leadfield_dir = Path(root) / layout.LEADFIELD_DIR
+        self.leadfield_dir = Path(leadfield_dir).expanduser()
+
+    def path(self, subject: str, orientation_type: str) -> Path:
+        """Where the leadfield of ``subject`` in ``orientation_type`` lives."""
+        return self.leadfield_dir / layout.leadfield_name(subject, orientation_type)
+
+    def get_leadfield(
+        self,
+        subject: str = "fsaverage",
+        orientation_type: str = "fixed",
+        retrieve_mode: str = "load",
+        n_sensors: int | None = None,
+        n_sources: int | None = None,
+        return_metadata: bool = False,
+        *,
+        sensor: str = "eeg",
+        montage: str = "easycap-M43",
+        subjects_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        save: bool = True,
+        save_forward: bool = False,
+        allow_pickle: bool = False,
+    ) -> LeadfieldData | np.ndarray:
+        """Return a leadfield by loading it, simulating it with MNE or drawing it at random.
+
+        Parameters
+        ----------
+        subject
+            Subject id (file-name stem).
+        orientation_type
+            ``"fixed"`` or ``"free"``.
+        retrieve_mode
+            ``"load"`` reads the NPZ; ``"simulate"`` runs an MNE forward model (see
+            `neurotorch.meeg.forward.simulate_leadfield`) and, with ``save``, writes the NPZ so a
+            later ``"load"`` round-trips; ``"random"`` draws a standard-normal matrix.
+        n_sensors, n_sources
+            Sizes for ``"random"`` (required) and ``"simulate"`` (defaults: all montage
+            channels, 1284 sources).
+        return_metadata
+            Return the `LeadfieldData` record instead of the bare array.
+        sensor, montage, subjects_dir
+            Passed to the forward model in ``"simulate"`` mode.
+        seed
+            Seed of the ``"random"`` leadfield.
+        save, save_forward
+            In ``"simulate"`` mode, write the NPZ (and ``<subject>-fwd.fif`` beside the
+            leadfield folder's ``1284src_fwd``).
+        allow_pickle
+            Passed to `load_leadfield_npz`.
+        """
+        layout.check_orientation(orientation_type)
+        if retrieve_mode == "load":
+            data = load_leadfield_npz(self.path(subject, orientation_type), allow_pickle=allow_pickle)
+            if data.orientation_type != orientation_type:
+                raise FormatError(
+                    f"{self.path(subject, orientation_type)} holds a {data.orientation_type}-orientation "
+                    f"leadfield of shape {data.leadfield.shape}, not a {orientation_type} one."
+                )
+        elif retrieve_mode == "simulate":
+            from neurotorch.meeg.forward import simulate_leadfield
+
+            fwd_path = None
+            if save_forward:
+                fwd_path = self.leadfield_dir.parent / layout.forward_file(subject)
+            data = simulate_leadfield(
+                orientation_type,
+                n_sources=n_sources or 1284,
+                sensor=sensor,
+                montage=montage,
+                n_sensors=n_sensors,
+                subject=subject,
+                subjects_dir=subjects_dir,
+                forward_path=fwd_path,
+            )
+            if save:
+                save_leadfield_npz(self.path(subject, orientation_type), data)
+        elif retrieve_mode == "random":
+            if n_sensors is None or n_sources is None:
+                raise ValueError("retrieve_mode='random' needs n_sensors and n_sources.")
+            data = random_leadfield(orientation_type, n_sensors, n_sources, seed=seed)
+        else:
+            raise ValueError(
+                f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
+            )
+        return data if return_metadata else data.leadfield
+
+
+
+def read_transform(path: str | os.PathLike) -> np.ndarray:
+    """Read a 4x4 affine written with ``np.savetxt`` (e.g. ``<subject>_head-to-T1w.txt``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotDownloadedError(f"Transform file {path} does not exist.")
+    try:
+        matrix = np.loadtxt(path, dtype=np.float64)
+    except ValueError as exc:
+        raise FormatError(f"{path} is not a whitespace-separated 4x4 matrix: {exc}") from exc
+    if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]):
+        raise FormatError(f"{path} must hold a 4x4 affine with last row 0 0 0 1; got {matrix.shape}.")
+    return matrix

@@ -1,0 +1,188 @@
+"""Readers for CaliBrain posterior summaries (HDF5) and aggregated per-run calibration NPZ files.
+
+* ``posterior_summary_run{id:08d}_seed{seed}.h5``: datasets ``x_true``, ``x_hat``,
+  ``posterior_cov`` (full ``(N K, N K)``, source-major), optional ``Q_basis``; attribute
+  ``metadata_json``.
+* aggregated NPZ: ``x_true``, ``x_hat`` and ``posterior_var`` (fixed) or ``posterior_cov_blocks``
+  (free, ``(N, K, K)``), plus scalar run metadata (``orientation_type``, ``coil_type``,
+  ``alpha_SNR``, ``nnz``, ``seed``, ``run_id``, ...); older files carry ``posterior_cov``.
+
+Free-orientation sources must be stored as ``(N, K, T)`` arrays. Both readers return a
+`PosteriorRun` with marginal variances and, for free orientation, the per-source blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError
+from neurotorch.meeg import layout
+
+_ARRAY_KEYS = ("x_true", "x_hat", "posterior_var", "posterior_cov_blocks", "posterior_cov", "Q_basis")
+
+
+@dataclass
+class PosteriorRun:
+    """One run's true sources and Gaussian posterior (nAm, nAm²).
+
+    Attributes
+    ----------
+    x_true, x_hat
+        ``(N, T)`` or ``(N, K, T)``.
+    var
+        Marginal variances ``(N,)`` or ``(N, K)``.
+    cov_blocks
+        ``(N, K, K)`` for free orientation, else ``None``.
+    Q_basis
+        ``(N, 3, K)`` component basis when stored, else ``None``.
+    metadata
+        Run metadata (orientation_type, coil_type, alpha_SNR, nnz, seed, ...).
+    path
+        The file it was read from.
+    """
+
+    x_true: np.ndarray
+    x_hat: np.ndarray
+    var: np.ndarray
+    cov_blocks: np.ndarray | None = None
+    Q_basis: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def orientation_type(self) -> str:
+        return "fixed" if self.x_true.ndim == 2 else "free"
+
+
+def _blocks_from_full(cov: np.ndarray, n_sources: int, k: int, where: object) -> np.ndarray:
+    if cov.shape != (n_sources * k, n_sources * k):
+        raise FormatError(f"posterior_cov in {where} is {cov.shape}; expected ({n_sources * k},) * 2.")
+    full = cov.reshape(n_sources, k, n_sources, k)
+    idx = np.arange(n_sources)
+    return full[idx, :, idx, :]
+
+
+def _build_run(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Path) -> PosteriorRun:
+    for key in ("x_true", "x_hat"):
+        if key not in arrays:
+            raise FormatError(f"{path} has no {key!r} array.")
+    x_true = np.asarray(arrays["x_true"], np.float64)
+    x_hat = np.asarray(arrays["x_hat"], np.float64)
+    if x_true.shape != x_hat.shape or x_true.ndim not in (2, 3):
+        raise FormatError(
+            f"x_true {x_true.shape} and x_hat {x_hat.shape} in {path} must be equal (N, T) or (N, K, T) "
+            "arrays."
+        )
+    orientation = metadata.get("orientation_type") or ("fixed" if x_true.ndim == 2 else "free")
+    if (orientation == "free") != (x_true.ndim == 3):
+        raise FormatError(
+            f"{path} is {orientation}-orientation but x_true has shape {x_true.shape}; free-orientation "
+            "sources must be stored as (N, K, T)."
+        )
+    n_sources = x_true.shape[0]
+    k = 1 if x_true.ndim == 2 else x_true.shape[1]
+    blocks = None
+    if "posterior_cov_blocks" in arrays:
+        blocks = np.asarray(arrays["posterior_cov_blocks"], np.float64)
+    elif "posterior_var" in arrays:
+        var = np.asarray(arrays["posterior_var"], np.float64).reshape(x_true.shape[:-1])
+    elif "posterior_cov" in arrays:
+        cov = np.asarray(arrays["posterior_cov"], np.float64)
+        if cov.ndim == 1:
+            var = cov.reshape(x_true.shape[:-1])
+        else:
+            blocks = _blocks_from_full(cov, n_sources, k, path)
+    else:
+        raise FormatError(f"{path} holds no posterior_var, posterior_cov_blocks or posterior_cov.")
+    if blocks is not None:
+        if blocks.shape != (n_sources, k, k):
+            raise FormatError(f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k}).")
+        var = np.diagonal(blocks, axis1=1, axis2=2).copy()
+        if k == 1:
+            var, blocks = var[:, 0], None
+    q_basis = arrays.get("Q_basis")
+    if q_basis is not None and (q_basis.ndim != 3 or q_basis.size == 0):
+        q_basis = None
+    return PosteriorRun(x_true, x_hat, var, blocks, q_basis, metadata, path)
+
+
+def read_posterior_summary(path: str | os.PathLike) -> PosteriorRun:
+    """Read a CaliBrain ``posterior_summary_*.h5`` file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotDownloadedError(f"Posterior summary {path} does not exist.")
+    try:
+        with h5py.File(path, "r") as handle:
+            arrays = {key: handle[key][()] for key in _ARRAY_KEYS if key in handle}
+            raw_meta = handle.attrs.get("metadata_json")
+    except OSError as exc:
+        raise CorruptFileError(f"Posterior summary {path} is not a readable HDF5 file: {exc}") from exc
+    if isinstance(raw_meta, bytes):
+        raw_meta = raw_meta.decode("utf-8")
+    try:
+        metadata = json.loads(raw_meta) if raw_meta else {}
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"metadata_json of {path} is not valid JSON: {exc}") from exc
+    return _build_run(arrays, metadata, path)
+
+
+def _npz_scalar(value: np.ndarray) -> Any:
+    if value.ndim != 0:
+        return None
+    item = value.item()
+    return item if isinstance(item, (str, int, float, bool)) else None
+
+
+def read_aggregated_run(path: str | os.PathLike) -> PosteriorRun:
+    """Read an aggregated per-run calibration NPZ (never unpickles; object entries are skipped).
+
+    A JSON sidecar with the same stem, when present, fills metadata the NPZ lacks.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotDownloadedError(f"Calibration run file {path} does not exist.")
+    arrays: dict[str, np.ndarray] = {}
+    metadata: dict[str, Any] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                try:
+                    value = npz[key]
+                except ValueError:
+                    continue  # pickled object entry
+                if key in _ARRAY_KEYS:
+                    arrays[key] = value
+                elif (scalar := _npz_scalar(value)) is not None:
+                    metadata[key] = scalar
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        info = json.loads(sidecar.read_text()).get("dataset_info") or {}
+        for key, value in info.items():
+            metadata.setdefault(key, value)
+    return _build_run(arrays, metadata, path)
+
+
+def find_posterior_summaries(root: str | os.PathLike) -> list[Path]:
+    """All ``posterior_summary_run*_seed*.h5`` files under ``root``, sorted."""
+    return sorted(Path(root).rglob(layout.POSTERIOR_SUMMARY_GLOB))
+
+
+def read_run(path: str | os.PathLike) -> PosteriorRun:
+    """Read a posterior summary (``.h5``) or an aggregated run (``.npz``) by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return read_posterior_summary(path)
+    if suffix == ".npz":
+        return read_aggregated_run(path)
+    raise FormatError(f"{path}: expected a .h5 posterior summary or an aggregated .npz run.")

@@ -1,0 +1,1 @@
+"""Synthetic datasets in the real on-disk formats, with known ground truth."""

@@ -1,0 +1,202 @@
+"""A synthetic connectome with planted networks and lesions inside them.
+
+The brain mask is nilearn's bundled MNI152 2 mm brain mask when nilearn is installed (an ellipsoid
+otherwise), optionally subsampled to a coarser grid. Each planted network is a pair of mirrored
+spheres (left and right hemisphere) whose voxels share one latent time course per subject; every
+other voxel is noise. Lesions are small spheres placed inside a network. Ground truth (network
+labels per voxel, lesion -> network) lies under ``_groundtruth/``.
+
+Layout of ``root``::
+
+    batches/gsp1000_chunk_000.h5 ...     the connectome (Lacuna layout)
+    mask.nii.gz                          the brain mask
+    lesions/lesion-<k>_net-<n>_mask.nii.gz
+    _groundtruth/networks.nii.gz         0 = no network, 1..n = network
+    _groundtruth/lesions.csv             lesion, network, n_voxels
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from neurotorch.connectome import layout
+from neurotorch.connectome.writer import write_batch
+
+BATCH_DIR = "batches"
+LESION_DIR = "lesions"
+MASK_FILE = "mask.nii.gz"
+NETWORKS_FILE = "_groundtruth/networks.nii.gz"
+LESIONS_TABLE = "_groundtruth/lesions.csv"
+
+SIZES = {
+    "tiny": dict(n_subjects=6, n_timepoints=40, voxel_mm=8, subjects_per_chunk=3),
+    "small": dict(n_subjects=20, n_timepoints=100, voxel_mm=4, subjects_per_chunk=5),
+    "bench": dict(n_subjects=10, n_timepoints=100, voxel_mm=2, subjects_per_chunk=5),
+}
+
+
+def brain_mask(voxel_mm: int = 2) -> nib.Nifti1Image:
+    """The MNI152 2 mm brain mask (nilearn's bundled copy, else an ellipsoid), subsampled to ``voxel_mm``."""
+    if voxel_mm % 2:
+        raise ValueError(f"voxel_mm must be a multiple of 2, got {voxel_mm}.")
+    try:
+        from nilearn.datasets import load_mni152_brain_mask
+
+        img = load_mni152_brain_mask(resolution=2)
+        data = np.asarray(img.dataobj) > 0
+        affine = img.affine
+    except ImportError:
+        shape = (91, 109, 91)
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+        data = np.sum((grid / np.array([0.78, 0.95, 0.8])[:, None, None, None]) ** 2, axis=0) <= 1
+        affine = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+    step = voxel_mm // 2
+    affine = affine.copy()
+    affine[:3, :3] *= step
+    return nib.Nifti1Image(data[::step, ::step, ::step].astype(np.uint8), affine)
+
+
+def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator) -> np.ndarray:
+    """Label volume: each network is two mirrored spheres covering ~8 % of the mask together."""
+    labels = np.zeros(mask.shape, dtype=np.int16)
+    coords = np.argwhere(mask)
+    centre_x = (coords[:, 0].min() + coords[:, 0].max()) / 2
+    radius = (0.045 * len(coords) * 3 / (4 * np.pi)) ** (1 / 3)
+    grid = np.indices(mask.shape).reshape(3, -1).T
+    free = mask.copy()
+    for net in range(1, n_networks + 1):
+        for _ in range(1000):
+            c = coords[rng.integers(len(coords))].astype(float)
+            if abs(c[0] - centre_x) < radius * 1.5:
+                continue
+            mirror = c.copy()
+            mirror[0] = 2 * centre_x - c[0]
+            blob = np.zeros(len(grid), dtype=bool)
+            for centre in (c, mirror):
+                blob |= np.sum((grid - centre) ** 2, axis=1) <= radius**2
+            blob = blob.reshape(mask.shape) & mask
+            if blob.sum() > 0.06 * len(coords) and np.all(free[blob]):
+                labels[blob] = net
+                free &= ~blob
+                break
+        else:
+            raise RuntimeError("Could not place the planted networks; use fewer networks.")
+    return labels
+
+
+def make_connectome(
+    root: str | os.PathLike,
+    n_subjects: int = 6,
+    n_timepoints: int = 40,
+    voxel_mm: int = 8,
+    n_networks: int = 3,
+    lesions_per_network: int = 2,
+    subjects_per_chunk: int = 3,
+    signal: float = 1.0,
+    noise: float = 1.0,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic connectome with planted networks and lesions.
+
+    Parameters
+    ----------
+    root
+        Output folder (see the module docstring for its layout).
+    n_subjects, n_timepoints
+        Subjects and timepoints per subject.
+    voxel_mm
+        Grid spacing: 2 is the full MNI152 2 mm mask (~235k voxels), 4 ~29k, 8 ~3.7k.
+    n_networks, lesions_per_network
+        Planted networks and lesions placed inside each.
+    subjects_per_chunk
+        Subjects per batch file.
+    signal, noise
+        Standard deviation of the shared network time course and of the voxel noise.
+    seed
+        Seed of every random choice.
+    overwrite
+        Replace an existing dataset at ``root``.
+
+    Returns
+    -------
+    Path
+        ``root``.
+    """
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            return root if (root / BATCH_DIR).is_dir() else _refuse(root)
+        shutil.rmtree(root)
+    (root / BATCH_DIR).mkdir(parents=True)
+    (root / LESION_DIR).mkdir()
+    (root / "_groundtruth").mkdir()
+    rng = np.random.default_rng(seed)
+
+    mask_img = brain_mask(voxel_mm)
+    mask = np.asarray(mask_img.dataobj) > 0
+    nib.save(mask_img, root / MASK_FILE)
+    labels = _plant_networks(mask, n_networks, rng)
+    nib.save(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
+
+    rows = []
+    lesion_radius = max(1.0, 4.0 / voxel_mm)
+    grid = np.indices(mask.shape).reshape(3, -1).T
+    for net in range(1, n_networks + 1):
+        members = np.argwhere(labels == net)
+        for _ in range(lesions_per_network):
+            centre = members[rng.integers(len(members))]
+            lesion = (np.sum((grid - centre) ** 2, axis=1) <= lesion_radius**2).reshape(mask.shape)
+            lesion &= labels == net
+            name = f"lesion-{len(rows):02d}_net-{net}"
+            nib.save(
+                nib.Nifti1Image(lesion.astype(np.uint8), mask_img.affine),
+                root / LESION_DIR / f"{name}_mask.nii.gz",
+            )
+            rows.append({"lesion": f"{name}_mask", "network": net, "n_voxels": int(lesion.sum())})
+    pd.DataFrame(rows).to_csv(root / LESIONS_TABLE, index=False)
+
+    mask_indices = np.argwhere(mask)
+    voxel_network = labels[mask].astype(np.int64)
+    in_network = voxel_network > 0
+
+    def subject_series(subject: int) -> np.ndarray:
+        sub_rng = np.random.default_rng([seed, subject])
+        latent = signal * sub_rng.standard_normal((n_timepoints, n_networks + 1), dtype=np.float32)
+        data = noise * sub_rng.standard_normal((n_timepoints, len(mask_indices)), dtype=np.float32)
+        data[:, in_network] += latent[:, voxel_network[in_network]]
+        return data
+
+    for batch, start in enumerate(range(0, n_subjects, subjects_per_chunk)):
+        stop = min(start + subjects_per_chunk, n_subjects)
+        write_batch(
+            root / BATCH_DIR / layout.batch_file_name(batch),
+            (subject_series(s) for s in range(start, stop)),
+            [f"sub-{s:04d}" for s in range(start, stop)],
+            mask_indices,
+            mask_img.affine,
+            mask.shape,
+            n_timepoints,
+            description=f"synthetic connectome, {n_networks} planted networks, seed {seed}",
+            source="neurotorch.synthetic.connectome",
+        )
+    return root
+
+
+def _refuse(root: Path) -> Path:
+    raise FileExistsError(f"{root} exists and is not a synthetic connectome; pass overwrite=True.")
+
+
+def make_connectome_dataset(
+    out: str | os.PathLike, size: str = "small", seed: int = 0, overwrite: bool = False
+) -> Path:
+    """`make_connectome` with a size preset (``tiny``, ``small`` or ``bench``), for ``neurotorch synth``."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; choose from {', '.join(SIZES)}.")
+    return make_connectome(out, seed=seed, overwrite=overwrite, **SIZES[size])

@@ -1,0 +1,284 @@
+"""`make_laion_fmri`: a complete synthetic LAION-fMRI tree with a known ground truth.
+
+Every file of the real layout is written with its real name, dtype and columns (betas, trial
+tables, noise ceilings, R², masks, anatomy, volume and surface ROIs, stimuli, embeddings, captions,
+segmentations, split files). Shared images repeat across sessions and subjects; each subject also
+sees unique images. The noise-ceiling maps are computed from the written betas (NSD's ncsnr).
+
+The ground truth lives in ``_groundtruth/`` (readers ignore it): per subject an ``.npz`` with the
+true CLIP-space weights of the signal voxels, noise SDs, baselines and the attainable single-trial
+test correlation of every brain voxel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from neurotorch import __version__
+from neurotorch.config import data_home, progress_enabled
+from neurotorch.fmri import layout
+from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
+from neurotorch.synthetic import brain as synth_brain
+from neurotorch.synthetic.stimuli import StimulusSet, make_embeddings, make_stimulus_set, write_stimuli
+
+DATASET_INFO = f"{layout.GROUNDTRUTH_DIR}/dataset.json"
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    n_subjects: int
+    n_sessions: int
+    grid: tuple[int, int, int]
+    n_shared12: int
+    n_shared4: int
+    n_ood_per_type: int
+    n_unique: int  # per subject
+    latent_dim: int
+    image_px: int
+    roi_radius: float
+    surface_vertices: int
+
+
+SIZES = {
+    "tiny": SizePreset(2, 2, (14, 16, 14), 10, 30, 1, 30, 4, 32, 2.0, 300),
+    "small": SizePreset(2, 3, (30, 36, 30), 24, 96, 2, 150, 8, 96, 3.0, 2000),
+    "bench": SizePreset(1, 1, (80, 96, 80), 10, 30, 1, 24, 8, 64, 6.0, 2000),
+}
+
+
+def default_root(size: str = "small", seed: int = 0) -> Path:
+    """Where the synthetic dataset of a size and seed lives by default."""
+    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}"
+
+
+def make_laion_fmri(
+    root: str | os.PathLike | None = None,
+    size: str = "small",
+    seed: int = 0,
+    overwrite: bool = False,
+    meeg: bool = False,
+    progress: bool | None = None,
+) -> Path:
+    """Write (or reuse) a synthetic LAION-fMRI dataset.
+
+    Parameters
+    ----------
+    root
+        Output folder; default `default_root(size, seed)`. An existing complete dataset with the
+        same size and seed is reused as is.
+    size
+        ``"tiny"`` (tests, ~1 s), ``"small"`` (examples, the default) or ``"bench"`` (one session on
+        an 80×96×80 grid with 300 trials, for benchmarks).
+    seed
+        Seed of every random choice.
+    overwrite
+        Replace an existing dataset at ``root``.
+    meeg
+        Also write a CaliBrain-style leadfield folder consistent with each subject's anatomy.
+    progress
+        Show a progress bar (default: on unless ``NEUROTORCH_PROGRESS=0``).
+
+    Returns
+    -------
+    Path
+        The dataset root.
+    """
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
+    root = Path(root) if root is not None else default_root(size, seed)
+    wanted = {"size": size, "seed": seed, "meeg": meeg}
+    if root.exists() and not overwrite:
+        info_path = root / DATASET_INFO
+        if info_path.exists():
+            found = json.loads(info_path.read_text())
+            if {k: found.get(k) for k in wanted} == wanted:
+                return root
+        raise FileExistsError(
+            f"{root} exists and is not a synthetic dataset of size={size!r}, seed={seed}; "
+            "choose another folder or pass overwrite=True."
+        )
+    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        _write_dataset(partial, SIZES[size], seed, meeg, progress_enabled() if progress is None else progress)
+        (partial / DATASET_INFO).write_text(json.dumps({**wanted, "version": __version__}, indent=2))
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(partial, root)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
+def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool) -> None:
+    rng = np.random.default_rng(seed)
+    subjects = [f"sub-{i + 1:02d}" for i in range(preset.n_subjects)]
+    steps = tqdm(total=len(subjects) + 2 + meeg, desc="synthetic LAION-fMRI", disable=not progress)
+    stimset = make_stimulus_set(
+        rng, subjects, preset.n_shared12, preset.n_shared4, preset.n_ood_per_type, preset.n_unique,
+        preset.latent_dim,
+    )  # fmt: skip
+    embeddings, projections = make_embeddings(stimset, rng)
+    write_stimuli(root, stimset, embeddings, preset.image_px, rng)
+    steps.update()
+    clip = embeddings["CLIP"].astype(np.float32)
+    for subject in subjects:
+        subject_rng = np.random.default_rng([seed, int(subject[4:])])
+        _write_subject(root, subject, preset, stimset, clip, projections["CLIP"], subject_rng)
+        steps.update()
+    _write_splits(root, stimset, clip, subjects, seed)
+    steps.update()
+    if meeg:
+        from neurotorch.synthetic.meeg import write_subject_leadfields
+
+        for subject in subjects:
+            write_subject_leadfields(root, subject, seed=seed)
+        steps.update()
+    steps.close()
+
+
+def _session_schedule(
+    stimset: StimulusSet, subject: str, n_sessions: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """Image index of every trial, per session: repetitions spread over sessions, then shuffled."""
+    sessions: list[list[int]] = [[] for _ in range(n_sessions)]
+    shown = np.concatenate(
+        [stimset.indices("shared12", "shared4", "ood"), stimset.indices("unique", participant=subject)]
+    )
+    for offset, image in enumerate(shown):
+        for rep in range(stimset.n_reps[image]):
+            sessions[(offset + rep) % n_sessions].append(int(image))
+    for trials in sessions:
+        rng.shuffle(trials)
+    return sessions
+
+
+def _trial_table(trials: list[int], session_number: int, stimset: StimulusSet) -> pd.DataFrame:
+    n_runs = max(1, round(len(trials) / 50))
+    return pd.DataFrame(
+        {
+            "session": session_number,
+            "run": np.arange(len(trials)) * n_runs // len(trials) + 1,
+            "beta_index": np.arange(len(trials)),
+            "label": [stimset.names[i] for i in trials],
+        }
+    )
+
+
+def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Scatter (..., n_brain) values into a float32 grid (x, y, z[, t]); NaN outside the brain."""
+    values = np.atleast_2d(values)
+    out = np.full((int(np.prod(shape)), values.shape[0]), np.nan, dtype=np.float32)
+    out[brain_index] = values.T
+    return out.reshape(*shape, values.shape[0]).squeeze(-1) if values.shape[0] == 1 else out.reshape(
+        *shape, values.shape[0]
+    )
+
+
+def _write_subject(
+    root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
+    clip_projection: np.ndarray, rng: np.random.Generator,
+) -> None:  # fmt: skip
+    grid = preset.grid
+    affine = synth_brain.grid_affine(grid)
+    brain = synth_brain.ellipsoid_mask(grid)
+    rois = synth_brain.place_rois(brain, preset.roi_radius, rng)
+    model = synth_brain.make_encoding_model(
+        brain, rois, stimset.latent, stimset.categories, clip, clip_projection, rng
+    )
+    signal = model.signal(clip)  # (n_images, n_brain)
+
+    all_betas, all_labels, all_sessions, r2_maps = [], [], [], []
+    for s, trials in enumerate(_session_schedule(stimset, subject, preset.n_sessions, rng), start=1):
+        session = f"ses-{s:02d}"
+        (root / layout.session_func_dir(subject, session)).mkdir(parents=True, exist_ok=True)
+        fit = signal[trials]
+        betas = (fit + model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
+        data = np.zeros((int(np.prod(grid)), len(trials)), dtype=np.float32)
+        data[model.brain_index] = betas.T
+        synth_brain.save_nifti(data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session))
+        table = _trial_table(trials, s, stimset)
+        table.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
+        session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
+        synth_brain.save_nifti(
+            _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,
+            root / layout.session_noise_ceiling(subject, session),
+        )  # fmt: skip
+        r2 = 100 * (1 - ((betas - fit) ** 2).sum(0) / (betas.astype(np.float64) ** 2).sum(0))
+        r2_maps.append(r2)
+        synth_brain.save_nifti(_volume(r2, model.brain_index, grid), affine, root / layout.session_r2(subject, session))
+        all_betas.append(betas)
+        all_labels += list(table["label"])
+        all_sessions += [s] * len(trials)
+
+    betas = np.concatenate(all_betas)
+    snr = ncsnr(zscore_sessions(betas, all_sessions), all_labels)
+    n_reps = {"Noiseceiling4rep": 4, "Noiseceiling12rep": 12}
+    reps_of_images = pd.Series(all_labels).value_counts().to_numpy()
+    for desc in layout.SUBJECT_NOISE_CEILINGS:
+        nc = noise_ceiling(snr, n_reps.get(desc, reps_of_images))
+        synth_brain.save_nifti(_volume(nc, model.brain_index, grid), affine, root / layout.subject_noise_ceiling(subject, desc))
+    synth_brain.save_nifti(
+        _volume(np.mean(r2_maps, axis=0), model.brain_index, grid), affine, root / layout.subject_r2mean(subject)
+    )  # fmt: skip
+    _write_anatomy(root, subject, brain, affine, rng)
+    _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)
+    gt = root / layout.GROUNDTRUTH_DIR
+    gt.mkdir(exist_ok=True)
+    np.savez(
+        gt / f"{subject}_encoding.npz",
+        brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
+        amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
+        attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
+    )  # fmt: skip
+
+
+def _write_anatomy(root: Path, subject: str, brain: np.ndarray, affine: np.ndarray, rng) -> None:
+    (root / layout.anatomical_dir(subject)).mkdir(parents=True, exist_ok=True)
+    fine_affine = synth_brain.full_resolution_affine(affine)
+    images = synth_brain.anatomical_images(brain, rng)
+    for res, grid_affine, convert in (("1pt8", affine, lambda v: v), (None, fine_affine, synth_brain.upsample2)):
+        synth_brain.save_nifti(convert(brain.astype(np.uint8)), grid_affine, root / layout.anatomical_brain_mask(subject, res))
+        for modality, image in images.items():
+            synth_brain.save_nifti(convert(image), grid_affine, root / layout.anatomical_image(subject, modality, res))
+
+
+def _write_rois(root: Path, subject: str, rois: dict, affine: np.ndarray, n_vertices: int, rng) -> None:
+    for (category, name), mask in rois.items():
+        (root / layout.roi_category_dir(subject, category)).mkdir(parents=True, exist_ok=True)
+        synth_brain.save_nifti(mask.astype(np.uint8), affine, root / layout.roi_volume(subject, category, name))
+        for hemi in ("L", "R"):
+            centre = rng.integers(n_vertices)
+            vertices = np.sort((centre + np.arange(int(rng.integers(10, 40)))) % n_vertices)
+            synth_brain.write_surface_roi(
+                root / layout.roi_surface(subject, category, name, hemi, "func.gii"),
+                root / layout.roi_surface(subject, category, name, hemi, "label"),
+                vertices, n_vertices, subject, rng,
+            )  # fmt: skip
+
+
+def _write_splits(root: Path, stimset: StimulusSet, clip: np.ndarray, subjects: list[str], seed: int) -> None:
+    from neurotorch.fmri.split_makers import make_splits, write_split_files
+
+    names = np.asarray(stimset.names)
+    ood = stimset.indices("ood")
+    shared = stimset.indices("shared12", "shared4")
+    pools = {"shared": shared}  # subject pools, as in laion_fmri: the shared images + their own
+    pools.update({s: np.concatenate([shared, stimset.indices("unique", participant=s)]) for s in subjects})
+    for pool, rows in pools.items():
+        splits = make_splits(
+            list(names[rows]), clip[rows], pool=pool, ood_names=list(names[ood]), seed=seed, progress=False
+        )
+        write_split_files(splits, root / layout.SPLITS_DIR)
+
+
+__all__ = ["SIZES", "SizePreset", "default_root", "make_laion_fmri"]

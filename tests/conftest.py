@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated cache and data home, and one tiny synthetic LAION-fMRI tree."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate every test run (and the worker processes it starts) from the user's cache and data.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="neurotorch-tests-"))
+os.environ["NEUROTORCH_CACHE"] = str(_SESSION_HOME / "cache")
+os.environ["NEUROTORCH_DATA"] = str(_SESSION_HOME / "data")
+os.environ["NEUROTORCH_PROGRESS"] = "0"
+os.environ.pop("LAION_FMRI_DATA_DIR", None)
+os.environ.pop("CALIBRAIN_DATA", None)
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_laion_root(tmp_path_factory) -> Path:
+    """A tiny synthetic LAION-fMRI tree (2 subjects × 2 sessions), written once per test run."""
+    from neurotorch.synthetic.laion_fmri import make_laion_fmri
+
+    return make_laion_fmri(tmp_path_factory.mktemp("laion") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The reference folder beside the repository; tests that need it skip when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip("reference folder ../shared is not available")
+    return SHARED_DIR

@@ -1,0 +1,175 @@
+"""Connectome batch files: both mask_indices layouts, consistency checks, conversion from NIfTI."""
+
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from neurotorch.connectome import ConnectomeBatches, convert_timeseries
+from neurotorch.connectome.writer import write_batch
+from neurotorch.errors import (
+    CorruptFileError,
+    FormatError,
+    OrientationMismatchError,
+    ShapeMismatchError,
+)
+
+SHAPE = (6, 7, 5)
+AFFINE = np.array([[3.0, 0, 0, -9], [0, 3, 0, -10], [0, 0, 3, -6], [0, 0, 0, 1]])
+
+
+def _mask():
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[1:5, 1:6, 1:4] = True
+    mask[2, 3, 2] = False
+    return mask
+
+
+def _series(rng, n_timepoints=12):
+    return rng.standard_normal(SHAPE + (n_timepoints,)).astype(np.float32)
+
+
+def _write(path, subjects, mask, n_timepoints=12, affine=AFFINE, indices_layout="rows"):
+    idx = np.argwhere(mask)
+    return write_batch(
+        path,
+        (s[tuple(idx.T)].T for s in subjects),
+        [f"s{i}" for i in range(len(subjects))],
+        idx,
+        affine,
+        mask.shape,
+        n_timepoints,
+        indices_layout=indices_layout,
+    )
+
+
+@pytest.mark.parametrize("indices_layout", ["rows", "columns"])
+def test_both_index_layouts_read_like_nibabel(tmp_path, indices_layout):
+    rng = np.random.default_rng(0)
+    mask = _mask()
+    subjects = [_series(rng) for _ in range(5)]
+    _write(tmp_path / "x_chunk_000.h5", subjects[:3], mask, indices_layout=indices_layout)
+    _write(tmp_path / "x_chunk_001.h5", subjects[3:], mask, indices_layout=indices_layout)
+    with h5py.File(tmp_path / "x_chunk_000.h5") as f:
+        stored = f["mask_indices"].shape
+        assert stored == ((mask.sum(), 3) if indices_layout == "rows" else (3, mask.sum()))
+    batches = ConnectomeBatches(tmp_path)
+    assert (batches.n_subjects, batches.n_timepoints, batches.n_voxels) == (5, 12, mask.sum())
+    np.testing.assert_array_equal(batches.mask, mask)
+    np.testing.assert_array_equal(batches.affine, AFFINE)
+    for s, series in enumerate(subjects):
+        np.testing.assert_array_equal(batches.read_subject(s), series[mask].T)
+    volume = batches.to_volume(batches.read_subject(4))
+    np.testing.assert_array_equal(volume[:, mask], subjects[4][mask].T)
+    clone = pickle.loads(pickle.dumps(batches))
+    np.testing.assert_array_equal(clone.read_subject(2), subjects[2][mask].T)
+
+
+def test_inconsistent_batch_files_raise(tmp_path):
+    rng = np.random.default_rng(1)
+    mask = _mask()
+    other_mask = mask.copy()
+    other_mask[1, 1, 1] = False
+    other_affine = AFFINE.copy()
+    other_affine[0, 3] += 1.5
+    second_file = {
+        "mask": dict(subjects=[_series(rng)], mask=other_mask),
+        "timepoints": dict(subjects=[_series(rng, 10)], mask=mask, n_timepoints=10),
+        "affine": dict(subjects=[_series(rng)], mask=mask, affine=other_affine),
+    }
+    for name, kwargs in second_file.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        _write(folder / "x_chunk_000.h5", [_series(rng)], mask)
+        _write(folder / "x_chunk_001.h5", **kwargs)
+        with pytest.raises(ShapeMismatchError, match="x_chunk_001.h5"):
+            ConnectomeBatches(folder)
+
+
+def test_malformed_files_raise(tmp_path):
+    rng = np.random.default_rng(2)
+    mask = _mask()
+    path = _write(tmp_path / "x_chunk_000.h5", [_series(rng)], mask)
+    with h5py.File(path, "a") as f:
+        f.attrs["n_subjects"] = 7
+    with pytest.raises(FormatError, match="n_subjects"):
+        ConnectomeBatches(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["n_subjects"] = 1
+        del f["mask_affine"]
+    with pytest.raises(FormatError, match="mask_affine"):
+        ConnectomeBatches(path)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("mask_affine", data=AFFINE)
+        offset = f["timeseries"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as f:  # damage the deflate stream of subject 0
+        f.seek(offset + 10)
+        f.write(b"\xff" * 64)
+    with pytest.raises(CorruptFileError, match="x_chunk_000.h5"):
+        ConnectomeBatches(path).read_subject(0)
+    garbage = tmp_path / "y_chunk_000.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(CorruptFileError, match="y_chunk_000.h5"):
+        ConnectomeBatches(garbage)
+
+
+def _save(tmp_path, name, data, affine):
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def test_convert_reorients_and_matches_nibabel(tmp_path):
+    rng = np.random.default_rng(3)
+    mask = _mask()
+    series = [_series(rng) for _ in range(3)]
+    mask_path = _save(tmp_path, "mask.nii.gz", mask.astype(np.uint8), AFFINE)
+    # subject 1 is stored left-right flipped (LAS) with a truthful affine
+    las = AFFINE.copy()
+    las[0, 0] *= -1
+    las[0, 3] = AFFINE[0, 3] + AFFINE[0, 0] * (SHAPE[0] - 1)
+    paths = [
+        _save(tmp_path, "sub-a.nii.gz", series[0], AFFINE),
+        _save(tmp_path, "sub-b.nii.gz", series[1][::-1].copy(), las),
+        _save(tmp_path, "sub-c.nii.gz", series[2], AFFINE),
+    ]
+    out = convert_timeseries(paths, mask_path, tmp_path / "out", subjects_per_chunk=2)
+    assert [p.name for p in out] == ["gsp1000_chunk_000.h5", "gsp1000_chunk_001.h5"]
+    batches = ConnectomeBatches(tmp_path / "out")
+    assert batches.subject_ids == ["sub-a", "sub-b", "sub-c"]
+    for s in range(3):
+        expected = nib.load(paths[s]).get_fdata()
+        if s == 1:
+            expected = expected[::-1]
+        np.testing.assert_allclose(batches.read_subject(s), expected[mask].T, rtol=1e-6)
+    # resuming leaves complete batch files untouched
+    before = [p.stat().st_mtime_ns for p in out]
+    convert_timeseries(paths, mask_path, tmp_path / "out", subjects_per_chunk=2)
+    assert [p.stat().st_mtime_ns for p in out] == before
+    with pytest.raises(OrientationMismatchError):
+        convert_timeseries(
+            paths, mask_path, tmp_path / "strict", subjects_per_chunk=2, reorient=False
+        )
+
+
+def test_convert_mismatches_raise(tmp_path):
+    rng = np.random.default_rng(4)
+    mask_path = _save(tmp_path, "mask.nii.gz", _mask().astype(np.uint8), AFFINE)
+    good = _save(tmp_path, "good.nii.gz", _series(rng), AFFINE)
+    shifted = AFFINE.copy()
+    shifted[:3, 3] += 3.0
+    cases = {
+        "grid": _save(tmp_path, "grid.nii.gz", _series(rng), shifted),
+        "shape": _save(
+            tmp_path, "shape.nii.gz", rng.standard_normal((5, 7, 5, 12)).astype(np.float32), AFFINE
+        ),
+        "timepoints": _save(tmp_path, "short.nii.gz", _series(rng, 9), AFFINE),
+    }
+    for name, bad in cases.items():
+        with pytest.raises(ShapeMismatchError, match=bad.name):
+            convert_timeseries([good, bad], mask_path, tmp_path / name)
+        assert not any((tmp_path / name).glob("*.h5")), "no partial batch file may remain"

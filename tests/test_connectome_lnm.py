@@ -1,0 +1,168 @@
+"""Lesion network mapping against numpy/scipy computations and the planted ground truth."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from neurotorch.connectome import ConnectomeBatches, load_lesions, network_map, seed_correlations
+from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
+from neurotorch.synthetic.connectome import (
+    BATCH_DIR,
+    LESION_DIR,
+    LESIONS_TABLE,
+    NETWORKS_FILE,
+    make_connectome,
+)
+
+
+@pytest.fixture(scope="module")
+def connectome(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lnm") / "synthetic"
+    return make_connectome(root, n_subjects=8, n_timepoints=40, voxel_mm=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def batches(connectome):
+    return ConnectomeBatches(connectome / BATCH_DIR)
+
+
+@pytest.fixture(scope="module")
+def result(connectome, batches):
+    return network_map(connectome / LESION_DIR, batches)
+
+
+def _bh(p):
+    """Benjamini-Hochberg written out plainly: q_(i) = min_{j >= i} p_(j) m / j."""
+    order = np.argsort(p)
+    m = len(p)
+    q_sorted = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        running = min(running, p[order[rank - 1]] * m / rank)
+        q_sorted[rank - 1] = running
+    q = np.empty(m)
+    q[order] = q_sorted
+    return q
+
+
+def _corrcoef_with_seed(seed, x, block=256):
+    """np.corrcoef of a seed with each voxel column, in blocks to keep the matrices small."""
+    return np.concatenate(
+        [
+            np.corrcoef(np.column_stack([seed, x[:, start : start + block]]), rowvar=False)[0, 1:]
+            for start in range(0, x.shape[1], block)
+        ]
+    )
+
+
+def _reference_z(batches, lesion_mask):
+    """Per-subject Fisher z via np.corrcoef, float64."""
+    zs = []
+    for subject in range(batches.n_subjects):
+        x = batches.read_subject(subject).astype(np.float64)
+        seed = x[:, lesion_mask].mean(axis=1)
+        r = _corrcoef_with_seed(seed, x)
+        zs.append(np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7)))
+    return np.array(zs)
+
+
+def test_correlations_match_corrcoef(batches):
+    rng = np.random.default_rng(0)
+    x = batches.read_subject(1) + 50.0  # a large mean must not cost precision
+    masks = np.zeros((3, batches.n_voxels), dtype=bool)
+    for k in range(3):
+        masks[k, rng.choice(batches.n_voxels, size=5 + k, replace=False)] = True
+    weights = torch.from_numpy((masks / masks.sum(1, keepdims=True)).T.astype(np.float32))
+    r = seed_correlations(torch.from_numpy(x), weights).numpy()
+    for k in range(3):
+        seed = x.astype(np.float64)[:, masks[k]].mean(axis=1)
+        expected = _corrcoef_with_seed(seed, x.astype(np.float64))
+        np.testing.assert_allclose(r[k], expected, atol=1e-5)
+
+
+def test_statistics_match_scipy(batches, result):
+    lesions = load_lesions(result_lesion_dir(batches), batches)
+    for k in (0, 3):
+        z = _reference_z(batches, lesions.masks[k])
+        np.testing.assert_allclose(result.mean_z[k], z.mean(axis=0), rtol=1e-5, atol=1e-5)
+        test = stats.ttest_1samp(z, 0.0, axis=0)
+        np.testing.assert_allclose(result.t[k], test.statistic, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(result.p[k], test.pvalue, rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(result.q[k], _bh(result.p[k]), rtol=1e-12)
+        np.testing.assert_allclose(
+            result.q[k], stats.false_discovery_control(result.p[k]), rtol=1e-12
+        )
+
+
+def result_lesion_dir(batches):
+    return batches.files[0].parent.parent / LESION_DIR
+
+
+def test_planted_network_recovered(connectome, result):
+    labels = np.asarray(nib.load(connectome / NETWORKS_FILE).dataobj)[tuple(result.mask_indices.T)]
+    truth = pd.read_csv(connectome / LESIONS_TABLE).set_index("lesion")["network"]
+    for k, name in enumerate(result.names):
+        t = result.t[k]
+        top = np.argsort(-np.nan_to_num(t, nan=-np.inf))[: int(np.ceil(0.05 * len(t)))]
+        assert np.mean(labels[top] == truth[name]) >= 0.8, name
+
+
+def test_flipped_lesion_file_is_reoriented(connectome, batches, result):
+    """A lesion stored left-right flipped with a truthful affine gives the same map."""
+    path = sorted((connectome / LESION_DIR).iterdir())[0]
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)[::-1]
+    flip = img.affine.copy()
+    flip[:, 0] *= -1
+    flip[:3, 3] = img.affine[:3, 3] + img.affine[:3, 0] * (data.shape[0] - 1)
+    flipped = nib.Nifti1Image(data, flip)
+    assert nib.aff2axcodes(flipped.affine)[0] == "L"
+    lesions = load_lesions({"flipped": flipped}, batches)
+    np.testing.assert_array_equal(lesions.masks[0], load_lesions(path, batches).masks[0])
+
+
+def test_lesion_from_finer_grid_is_resampled(connectome, batches):
+    """A 4 mm lesion sampled nearest-neighbour lands on the same 8 mm voxels as its centres."""
+    path = sorted((connectome / LESION_DIR).iterdir())[0]
+    img = nib.load(path)
+    fine = np.repeat(np.repeat(np.repeat(np.asarray(img.dataobj), 2, 0), 2, 1), 2, 2)
+    affine = img.affine.copy()
+    affine[:3, :3] /= 2
+    affine[:3, 3] -= np.diag(affine)[:3] / 2  # fine voxel centres straddle the coarse centres
+    lesions = load_lesions({"fine": nib.Nifti1Image(fine, affine)}, batches)
+    np.testing.assert_array_equal(lesions.masks[0], load_lesions(path, batches).masks[0])
+
+
+def test_lesion_header_flip_raises(connectome, batches):
+    path = sorted((connectome / LESION_DIR).iterdir())[0]
+    img = nib.load(path)
+    bad = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    flipped = img.affine.copy()
+    flipped[0, 0] *= -1
+    bad.set_qform(flipped, code=1)
+    bad.set_sform(img.affine, code=1)
+    with pytest.raises(OrientationMismatchError):
+        load_lesions({"bad": bad}, batches)
+
+
+def test_lesion_outside_mask_raises(batches):
+    affine = batches.affine.copy()
+    affine[:3, 3] += 1000.0  # a lesion from another space entirely
+    img = nib.Nifti1Image(batches.mask.astype(np.uint8), affine)
+    with pytest.raises(ShapeMismatchError):
+        load_lesions({"elsewhere": img}, batches)
+
+
+def test_save_writes_maps_and_summary(tmp_path, result):
+    paths = result.save(tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["lesion"]) == result.names
+    img = nib.load(tmp_path / f"{result.names[0]}_desc-t_map.nii.gz")
+    vol = np.asarray(img.dataobj)
+    np.testing.assert_allclose(vol[tuple(result.mask_indices.T)], result.t[0])
+    assert len(paths) == 4 * len(result.names) + 1

@@ -1,0 +1,78 @@
+"""The walking skeleton: train the ridge encoder on the tiny synthetic dataset and check what it
+recovers against the ground truth the generator saved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+
+from neurotorch.cli import main
+from neurotorch.lightning import LaionFMRIDataModule
+from neurotorch.models import LinearEncoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ground_truth_rows(root: Path, subject: str, voxels: np.ndarray) -> dict[str, np.ndarray]:
+    gt = np.load(root / "_groundtruth" / f"{subject}_encoding.npz")
+    position = {int(v): i for i, v in enumerate(gt["brain_index"])}
+    rows = np.array([position[int(v)] for v in voxels])
+    return {"attainable_r": gt["attainable_r"][rows], "signal": gt["amplitude"][rows] > 0}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_laion_root, tmp_path_factory):
+    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi=None, batch_size=64)
+    model = LinearEncoder(output_dir=str(tmp_path_factory.mktemp("encoder")))
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    trainer.test(model, dm)
+    return dm, model
+
+
+def test_recovers_attainable_correlation(trained, tiny_laion_root):
+    dm, model = trained
+    truth = _ground_truth_rows(tiny_laion_root, "sub-01", dm.voxel_table["voxel"].to_numpy())
+    r, signal = model.per_voxel_r(), truth["signal"]
+    assert signal.sum() > 50 and (~signal).sum() > 50
+    assert np.median(r[signal]) >= 0.8 * np.median(truth["attainable_r"][signal])
+    assert abs(np.median(r[~signal])) < 0.1
+
+
+def test_splits_do_not_share_images(trained):
+    dm, _ = trained
+    parts = [set(d.trials["label"]) for d in (dm.train_set, dm.val_set, dm.test_set)]
+    assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
+def test_report_files(trained):
+    _, model = trained
+    out = Path(model.hparams.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_voxels"] == len(model.per_voxel_r())
+    assert metrics["median_r"] == pytest.approx(float(np.median(model.per_voxel_r())))
+    assert (out / "encoder_test.png").stat().st_size > 10_000
+
+
+def test_cli_fit_with_repository_config(tiny_laion_root, tmp_path, capsys):
+    main(
+        [
+            "fit", "--config", str(REPO / "configs" / "encoder.yaml"),
+            "--data.init_args.data_dir", str(tiny_laion_root),
+            "--data.init_args.roi", "[face, V1v]",
+            "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.enable_progress_bar", "false",
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "median r =" in printed and "fraction of noise ceiling" in printed
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert set(metrics["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}
+    assert metrics["median_r"] > 0.3

@@ -1,0 +1,259 @@
+"""The stimulus hub and the per-trial namespaces against independent h5py / pandas reads."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from neurotorch.errors import FormatError, StimuliNotDownloadedError
+from neurotorch.fmri import load_stimuli, load_subject
+from neurotorch.fmri.stimuli import decode_image, read_rows
+
+STIM = "stimuli"
+
+
+@pytest.fixture(scope="module")
+def root(tiny_laion_root: Path) -> Path:
+    return tiny_laion_root
+
+
+@pytest.fixture(scope="module")
+def stim(root: Path):
+    return load_stimuli(root)
+
+
+@pytest.fixture(scope="module")
+def table(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / STIM / "task-images_metadata.csv")
+
+
+@pytest.fixture(scope="module")
+def trials(root: Path) -> pd.DataFrame:
+    """sub-01's trials across sessions, in session then file order (the global trial index)."""
+    folder = root / "derivatives/glmsingle-tedana/sub-01"
+    tables = [pd.read_csv(p, sep="\t") for p in sorted(folder.glob("ses-*/func/*_trials.tsv"))]
+    return pd.concat(tables, ignore_index=True)
+
+
+def h5_rows(path: Path, names, key: str = "embedding") -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        ids = [i.decode() if isinstance(i, bytes) else i for i in f["image_ids"][()]]
+        data = f[key][()]
+    return np.stack([data[ids.index(n)] for n in names])
+
+
+def raw_image(root: Path, table: pd.DataFrame, name: str) -> bytes:
+    row = int(np.flatnonzero(table["image_name"] == name)[0])
+    with h5py.File(root / STIM / "task-images_stimuli.h5", "r") as f:
+        return f["images"][row].tobytes()
+
+
+# -- the hub, keyed by image name ----------------------------------------------------------------
+
+
+def test_images_by_name(stim, root, table):
+    names = table["image_name"].tolist()
+    assert stim.images.names() == names and len(stim.images) == len(names)
+    png = next(n for n in names if n.endswith(".png"))
+    for name in (names[0], png):
+        raw = raw_image(root, table, name)
+        assert stim.images[name] == raw
+        got = np.asarray(stim.images.get(name))
+        np.testing.assert_array_equal(got, np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+    picked = [names[5], names[1], names[5]]
+    assert stim.images[picked] == [raw_image(root, table, n) for n in picked]
+    iterated = dict(stim.images)
+    assert list(iterated) == names and iterated[names[-1]] == raw_image(root, table, names[-1])
+
+
+def test_display_composites_transparency_on_grey():
+    pixels = np.zeros((1, 3, 4), dtype=np.uint8)
+    pixels[0, 1] = (255, 0, 0, 255)
+    pixels[0, 2] = (255, 0, 0, 128)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, format="PNG")
+    shown = decode_image(buffer.getvalue())
+    assert shown.mode == "RGB"
+    assert shown.getpixel((0, 0)) == (128, 128, 128) and shown.getpixel((1, 0)) == (255, 0, 0)
+    a = 128 / 255
+    want = np.array([255 * a + 128 * (1 - a), 128 * (1 - a), 128 * (1 - a)])
+    assert np.abs(np.asarray(shown.getpixel((2, 0))) - want).max() <= 1
+    assert decode_image(buffer.getvalue(), as_displayed=False).mode == "RGBA"
+
+
+def test_embeddings_by_name(stim, root, table):
+    assert stim.embeddings.models == ["CLIP", "DINOv2", "PEcore", "SigLIP2"]
+    rng = np.random.default_rng(1)
+    names = list(rng.choice(table["image_name"], size=12, replace=True))
+    for model in ("CLIP", "SigLIP2"):
+        path = root / STIM / f"task-images_desc-{model}_embeddings.h5"
+        got = stim.embeddings.get(model, names)
+        np.testing.assert_array_equal(got, h5_rows(path, names))
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(
+            stim.embeddings.get(model, names[0]), h5_rows(path, names[:1])[0]
+        )
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(stim.embeddings[model], f["embedding"][()])
+    assert stim.embeddings.get("CLIP", names, dtype=np.float32).dtype == np.float32
+    with pytest.raises(KeyError, match="not_an_image"):
+        stim.embeddings.get("CLIP", ["not_an_image.jpg"])
+    with pytest.raises(ValueError, match="CLIP"):
+        stim.embeddings.get("ResNet", names[0])
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[3, 1, 3, 0], [40, 2, 90, 2, 7], list(range(20, 0, -1)), []],
+    ids=["dense", "sparse", "reversed", "empty"],
+)
+def test_read_rows_restores_caller_order(tmp_path, rows):
+    data = np.arange(100 * 3).reshape(100, 3)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"] = data
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        np.testing.assert_array_equal(read_rows(f["x"], np.array(rows, dtype=int)), data[rows])
+
+
+def test_segmentations_by_name(stim, root, table):
+    seg = pd.read_csv(root / STIM / "task-images_desc-segmentations_metadata.csv")
+    shared = seg["image_name"].iloc[0]
+    rows = seg[seg["image_name"] == shared].sort_values("instance_id")
+    assert stim.segmentations.has_image(shared)
+    assert stim.segmentations.nouns(shared) == sorted(set(rows["noun"]))
+    noun = rows["noun"].iloc[0]
+    with h5py.File(root / STIM / "task-images_desc-segmentations.h5", "r") as f:
+        want = f["masks"][int(rows["mask_row"].iloc[0])]
+    np.testing.assert_array_equal(stim.segmentations.get(shared, noun), want)
+    assert len(stim.segmentations.for_image(shared)) == len(rows)
+    with pytest.raises(ValueError, match="nouns"):
+        stim.segmentations.get(shared, "no_such_noun")
+    unique = table.loc[table["unique_or_shared"] == "unique", "image_name"].iloc[0]
+    assert not stim.segmentations.has_image(unique)
+    assert stim.segmentations.nouns(unique) == []
+    assert stim.segmentations.get(unique, noun) is None
+    assert stim.segmentations.for_image(unique).empty
+
+
+def test_captions_by_name(stim, root, table):
+    captions = pd.read_csv(root / STIM / "task-images_desc-captions.csv")
+    for kind, n_human in (("shared", 5), ("unique", 3)):
+        name = table.loc[table["unique_or_shared"] == kind, "image_name"].iloc[0]
+        rows = captions[captions["image_name"] == name].sort_values("caption_idx")
+        human = stim.captions.human(name)
+        assert (
+            human == rows.loc[rows["caption_idx"] > 0, "caption"].tolist() and len(human) == n_human
+        )
+        assert stim.captions.ai(name) == rows.loc[rows["caption_idx"] == 0, "caption"].iloc[0]
+        pd.testing.assert_frame_equal(
+            stim.captions.get(name).reset_index(drop=True), rows.reset_index(drop=True)
+        )
+
+
+# -- per-trial namespaces -------------------------------------------------------------------------
+
+
+def test_trial_namespaces_align_with_trials(root, trials, table):
+    sub = load_subject("sub-01", root)
+    labels = trials["label"].tolist()
+    clip = root / STIM / "task-images_desc-CLIP_embeddings.h5"
+    np.testing.assert_array_equal(sub.embeddings.all("CLIP"), h5_rows(clip, labels))
+    n_first = len(sub.get_trial_info("ses-01"))
+    np.testing.assert_array_equal(
+        sub.embeddings.all("CLIP", session="ses-02"), h5_rows(clip, labels[n_first:])
+    )
+    assert len(sub.embeddings.all("CLIP")) == sum(
+        len(b) for b in sub.get_betas(sub.get_sessions(), roi="FFA1").values()
+    )
+    np.testing.assert_array_equal(
+        sub.embeddings.get("DINOv2", 7),
+        h5_rows(root / STIM / "task-images_desc-DINOv2_embeddings.h5", [labels[7]])[0],
+    )
+
+    assert sub.images[4] == raw_image(root, table, labels[4])
+    np.testing.assert_array_equal(
+        np.asarray(sub.images.get(4)),
+        np.asarray(Image.open(io.BytesIO(sub.images[4])).convert("RGB")),
+    )
+    stack = sub.images.array(session="ses-01")
+    assert stack.shape[0] == n_first and stack.dtype == np.uint8 and stack.shape[3] == 3
+    np.testing.assert_array_equal(stack[9], np.asarray(sub.images.get(9)))
+    assert sum(1 for _ in sub.images.all(session="ses-02")) == len(labels) - n_first
+    with pytest.raises(IndexError):
+        sub.images[len(labels)]
+
+    captions = pd.read_csv(root / STIM / "task-images_desc-captions.csv").sort_values(
+        ["image_name", "caption_idx"]
+    )
+    assert (
+        sub.captions.list(2)
+        == captions.loc[captions["image_name"] == labels[2], "caption"].tolist()
+    )
+    assert sub.captions.human(2) == load_stimuli(root).captions.human(labels[2])
+
+    seg_names = set(
+        pd.read_csv(root / STIM / "task-images_desc-segmentations_metadata.csv")["image_name"]
+    )
+    covered = [i for i, name in enumerate(labels) if name in seg_names]
+    uncovered = [i for i, name in enumerate(labels) if name not in seg_names]
+    assert [sub.segmentations.has_image(i) for i in range(len(labels))] == [
+        n in seg_names for n in labels
+    ]
+    assert (
+        sub.segmentations.nouns(uncovered[0]) == []
+        and sub.segmentations.get(uncovered[0], "tree") is None
+    )
+    noun = sub.segmentations.nouns(covered[0])[0]
+    assert (
+        sub.segmentations.get(covered[0], noun).shape
+        == Image.open(io.BytesIO(sub.images[covered[0]])).size[::-1]
+    )
+
+
+# -- processes, pickling, missing files ----------------------------------------------------------
+
+
+def _child_read(hub, name, queue):
+    queue.put(hub.embeddings.get("CLIP", name))
+
+
+def test_handles_reopen_per_process_and_pickle(stim, root, table):
+    name = table["image_name"].iloc[3]
+    want = h5_rows(root / STIM / "task-images_desc-CLIP_embeddings.h5", [name])[0]
+    np.testing.assert_array_equal(stim.embeddings.get("CLIP", name), want)  # opens in this process
+    clone = pickle.loads(pickle.dumps(stim))
+    assert all(h5._file is None for h5 in clone.embeddings._files.values())
+    np.testing.assert_array_equal(clone.embeddings.get("CLIP", name), want)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_read, args=(stim, name, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        stim.embeddings.get("CLIP", name), want
+    )  # parent handle still fine
+
+
+def test_missing_and_malformed_files(tmp_path):
+    hub = load_stimuli(tmp_path)
+    with pytest.raises(StimuliNotDownloadedError, match="task-images_metadata.csv"):
+        _ = hub.metadata
+    with pytest.raises(StimuliNotDownloadedError, match="CLIP"):
+        hub.embeddings.get("CLIP", "x.jpg")
+    assert hub.embeddings.models == []
+    (tmp_path / STIM).mkdir()
+    pd.DataFrame({"image_name": ["a.jpg"]}).to_csv(
+        tmp_path / STIM / "task-images_metadata.csv", index=False
+    )
+    with pytest.raises(FormatError, match="unique_or_shared"):
+        _ = load_stimuli(tmp_path).metadata

@@ -1,0 +1,409 @@
+"""`neurotorch.fmri` Subject / SubjectGroup against independent nibabel / pandas computations."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurotorch.errors import (
+    DataDirNotSetError,
+    DataNotDownloadedError,
+    ShapeMismatchError,
+    StimuliNotDownloadedError,
+    SubjectNotFoundError,
+)
+from neurotorch.fmri import load_subject, load_subjects
+
+pytest_plugins = ["s3_server"]
+
+SUB = "sub-01"
+
+
+# -- independent readers: file names written out by hand from the dataset description -------------
+
+
+def glm(root: Path, *parts: str) -> Path:
+    return root.joinpath("derivatives", "glmsingle-tedana", SUB, *parts)
+
+
+def betas_file(root: Path, ses: str, sub: str = SUB) -> Path:
+    return root / (
+        f"derivatives/glmsingle-tedana/{sub}/{ses}/func/"
+        f"{sub}_{ses}_task-images_space-T1w_stat-effect_desc-SingletrialBetas_statmap.nii.gz"
+    )
+
+
+def trials_file(root: Path, ses: str) -> Path:
+    return glm(root, ses, "func", f"{SUB}_{ses}_task-images_desc-SingletrialBetas_trials.tsv")
+
+
+def session_nc_file(root: Path, ses: str) -> Path:
+    return glm(
+        root, ses, "func", f"{SUB}_{ses}_task-images_space-T1w_desc-Noiseceiling_statmap.nii.gz"
+    )
+
+
+def anat_file(root: Path, suffix: str, sub: str = SUB) -> Path:
+    return (
+        root
+        / f"derivatives/anatomical/{sub}/ses-PrismaAnat/anat/{sub}_ses-PrismaAnat_space-T1w{suffix}"
+    )
+
+
+def roi_files(root: Path, sub: str = SUB) -> dict[str, tuple[str, Path]]:
+    """ROI name -> (category, volume file), found by globbing."""
+    out = {}
+    for path in sorted(
+        (root / "derivatives/rois" / sub).glob("*/*_space-T1w_res-1pt8_label-*_mask.nii.gz")
+    ):
+        name = path.name.split("_label-")[1].removesuffix("_mask.nii.gz")
+        out[name] = (path.parent.name, path)
+    return out
+
+
+def load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def brain(root: Path, sub: str = SUB) -> np.ndarray:
+    return load(anat_file(root, "_res-1pt8_desc-brain_mask.nii.gz", sub)) != 0
+
+
+def roi(root: Path, *names: str) -> np.ndarray:
+    files = roi_files(root)
+    return np.logical_or.reduce([load(files[n][1]) != 0 for n in names])
+
+
+def expected_betas(root: Path, ses: str, voxels: np.ndarray, sub: str = SUB) -> np.ndarray:
+    data = np.asarray(nib.load(betas_file(root, ses, sub)).get_fdata(dtype=np.float32))
+    return data.reshape(-1, data.shape[3])[voxels.ravel()].T
+
+
+@pytest.fixture(scope="module")
+def root(tiny_laion_root: Path) -> Path:
+    return tiny_laion_root
+
+
+@pytest.fixture(scope="module")
+def sub(root: Path):
+    return load_subject(SUB, root)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def test_load_subject_ids_and_errors(root, monkeypatch, tmp_path):
+    assert load_subject("01", root).subject_id == SUB
+    assert load_subject(2, root).subject_id == "sub-02"  # 1-based position, as in laion_fmri
+    with pytest.raises(SubjectNotFoundError, match="sub-01, sub-02"):
+        load_subject("sub-07", root)
+    with pytest.raises(SubjectNotFoundError):
+        load_subject(3, root)
+    monkeypatch.setenv("LAION_FMRI_DATA_DIR", str(root))
+    assert load_subject(SUB).root.url == str(root.resolve())
+    monkeypatch.delenv("LAION_FMRI_DATA_DIR")
+    monkeypatch.setenv("NEUROTORCH_DATA", str(tmp_path / "empty-home"))
+    with pytest.raises(DataDirNotSetError, match="LAION_FMRI_DATA_DIR"):
+        load_subject(SUB)
+    with pytest.raises(DataNotDownloadedError):
+        load_subject(SUB, tmp_path)
+
+
+def test_sessions_and_trial_info(sub, root):
+    sessions = sorted(p.name for p in glm(root).glob("ses-*"))
+    assert sub.get_sessions() == sessions
+    table = sub.get_trial_info("ses-01")
+    pd.testing.assert_frame_equal(table, pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
+    both = sub.get_trial_info(sessions)
+    assert list(both) == sessions
+    with pytest.raises(ValueError, match="session is required"):
+        sub.get_trial_info()
+
+
+# -- masks -------------------------------------------------------------------------------------------
+
+
+def test_brain_masks(sub, root):
+    anatomical = brain(root)
+    np.testing.assert_array_equal(sub.get_brain_mask(), anatomical.ravel())
+    full = load(anat_file(root, "_desc-brain_mask.nii.gz")) != 0
+    np.testing.assert_array_equal(sub.get_brain_mask(res=None), full.ravel())
+    r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
+    rsquare = np.nan_to_num(r2, nan=-1.0) > 0
+    np.testing.assert_array_equal(sub.get_brain_mask("rsquare"), rsquare.ravel())
+    assert sub.get_n_voxels() == anatomical.sum() and sub.get_n_voxels("rsquare") == rsquare.sum()
+    with pytest.raises(ValueError, match="source"):
+        sub.get_brain_mask("bogus")
+
+
+def test_available_rois_and_categories(sub, root):
+    files = roi_files(root)
+    assert sorted(sub.get_available_rois()) == sorted(files)
+    assert sub.get_available_categories() == sorted({c for c, _ in files.values()})
+    assert sub.get_available_rois(category="face") == sorted(
+        n for n, (c, _) in files.items() if c == "face"
+    )
+
+
+def test_roi_grammar(sub, root):
+    files = roi_files(root)
+    b = brain(root)
+    face = [n for n, (c, _) in files.items() if c == "face"]
+    np.testing.assert_array_equal(sub.get_roi_mask("FFA1"), roi(root, "FFA1")[b])
+    np.testing.assert_array_equal(sub.get_roi_mask("face"), roi(root, *face)[b])
+    np.testing.assert_array_equal(sub.get_roi_mask("all"), roi(root, *files)[b])
+    mixed = sub.get_roi_mask(["FFA1", "face", "V1v"])
+    np.testing.assert_array_equal(mixed, roi(root, *face, "V1v")[b])
+    masks = sub.get_roi_masks(["FFA1", "face"])
+    assert list(masks) == ["FFA1", "face"]
+    with pytest.raises(ValueError) as info:
+        sub.get_roi_mask("not_an_roi")
+    assert "FFA1" in str(info.value) and "retinotopy" in str(info.value)
+
+
+def test_roi_data_formats(sub, root):
+    _, volume_file = roi_files(root)["FFA1"]
+    out = sub.get_roi_data("FFA1")
+    np.testing.assert_array_equal(out["FFA1"]["volume"], (load(volume_file) != 0).ravel())
+    surface = volume_file.parent / f"{SUB}_hemi-L_space-fsnative_label-FFA1_mask"
+    gii = nib.load(f"{surface}.func.gii").darrays[0].data != 0
+    np.testing.assert_array_equal(out["FFA1"]["gii"]["hemi-L"]["func.gii"], gii)
+    label_lines = Path(f"{surface}.label").read_text().splitlines()[2:]
+    vertices = [int(line.split()[0]) for line in label_lines if line.strip()]
+    np.testing.assert_array_equal(out["FFA1"]["gii"]["hemi-L"]["label"], vertices)
+    left = sub.get_roi_data("FFA1", format="gii", hemi="L")["FFA1"]
+    assert list(left) == ["gii"] and list(left["gii"]) == ["hemi-L"]
+    only = sub.get_roi_data("face", format="func.gii")
+    assert set(only) == {n for n, (c, _) in roi_files(root).items() if c == "face"}
+    assert all(set(v["gii"]["hemi-R"]) == {"func.gii"} for v in only.values())
+    assert list(sub.get_roi_data("FFA1", format="nii.gz")["FFA1"]) == ["volume"]
+    for bad in ({"format": "bogus"}, {"format": "gii", "hemi": "X"}):
+        with pytest.raises(ValueError):
+            sub.get_roi_data("FFA1", **bad)
+
+
+# -- betas -------------------------------------------------------------------------------------------
+
+
+def test_get_betas_roi_equals_nibabel(sub, root):
+    got = sub.get_betas(session="ses-01", roi="FFA1")
+    want = expected_betas(root, "ses-01", brain(root) & roi(root, "FFA1"))
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+def test_get_betas_streaming_equals_nibabel(sub, root):
+    pytest.importorskip("neurotorch.io.nifti")
+    voxels = brain(root) & roi(root, "FFA1", "V1v")
+    got = sub.get_betas(session="ses-02", roi=["FFA1", "V1v"], streaming=True)
+    np.testing.assert_array_equal(got, expected_betas(root, "ses-02", voxels))
+    shared = sub.get_betas(session="ses-02", roi="FFA1", stimuli="shared", streaming=True)
+    np.testing.assert_array_equal(
+        shared, sub.get_betas(session="ses-02", roi="FFA1", stimuli="shared")
+    )
+
+
+def test_get_betas_session_list_is_a_dict(sub, root):
+    got = sub.get_betas(session=["ses-01", "ses-02"], roi="face")
+    assert isinstance(got, dict) and list(got) == ["ses-01", "ses-02"]
+    face = [n for n, (c, _) in roi_files(root).items() if c == "face"]
+    for ses, betas in got.items():
+        np.testing.assert_array_equal(
+            betas, expected_betas(root, ses, brain(root) & roi(root, *face))
+        )
+    with pytest.raises(ValueError, match="session is required"):
+        sub.get_betas()
+
+
+def test_get_betas_filters(sub, root):
+    b = brain(root)
+    rng = np.random.default_rng(0)
+    custom = rng.random(int(b.sum())) < 0.3
+    voxels = np.zeros(b.shape, bool)
+    voxels[b] = custom
+    np.testing.assert_array_equal(
+        sub.get_betas("ses-01", mask=custom), expected_betas(root, "ses-01", voxels)
+    )
+
+    nc = load(session_nc_file(root, "ses-01"))
+    threshold = float(np.nanmedian(nc[b]))
+    with np.errstate(invalid="ignore"):
+        passing = np.nan_to_num(nc, nan=-np.inf) > threshold
+    got = sub.get_betas("ses-01", roi="all", nc_threshold=threshold)
+    all_rois = roi(root, *roi_files(root))
+    np.testing.assert_array_equal(got, expected_betas(root, "ses-01", b & all_rois & passing))
+
+    labels = pd.read_csv(trials_file(root, "ses-01"), sep="\t")["label"]
+    full = expected_betas(root, "ses-01", b)
+    for subset in ("shared", "unique"):
+        rows = labels.str.startswith(subset + "_").to_numpy()
+        np.testing.assert_array_equal(sub.get_betas("ses-01", stimuli=subset), full[rows])
+
+    r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
+    rsquare = np.nan_to_num(r2, nan=-1.0) > 0
+    got = sub.get_betas("ses-01", mask_source="rsquare")
+    np.testing.assert_array_equal(got, expected_betas(root, "ses-01", rsquare))
+
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        sub.get_betas("ses-01", roi="FFA1", mask=custom)
+    with pytest.raises(ValueError, match="shared"):
+        sub.get_betas("ses-01", stimuli="both")
+    with pytest.raises(ShapeMismatchError):
+        sub.get_betas("ses-01", mask=custom[:-1])
+
+
+def test_missing_session_names_file_and_remedy(sub):
+    with pytest.raises(DataNotDownloadedError) as info:
+        sub.get_betas("ses-09")
+    message = str(info.value)
+    assert (
+        "ses-09" in message and "neurotorch download laion-fmri" in message and "synth" in message
+    )
+
+
+# -- noise ceiling, brain space, anatomy ---------------------------------------------------------
+
+
+def test_noise_ceiling(sub, root):
+    b = brain(root)
+    ffa = b & roi(root, "FFA1")
+    np.testing.assert_array_equal(
+        sub.get_noise_ceiling(session="ses-01"), load(session_nc_file(root, "ses-01"))[b]
+    )
+    np.testing.assert_array_equal(
+        sub.get_noise_ceiling(session="ses-02", roi="FFA1"),
+        load(session_nc_file(root, "ses-02"))[ffa],
+    )
+    desc = load(glm(root, f"{SUB}_task-images_space-T1w_desc-Noiseceiling12rep_statmap.nii.gz"))
+    np.testing.assert_array_equal(sub.get_noise_ceiling(desc="Noiseceiling12rep"), desc[b])
+    assert list(sub.get_noise_ceiling(session=["ses-01", "ses-02"])) == ["ses-01", "ses-02"]
+    for bad in ({}, {"session": "ses-01", "desc": "Noiseceiling4rep"}):
+        with pytest.raises(ValueError, match="session.*desc"):
+            sub.get_noise_ceiling(**bad)
+
+
+def test_to_nifti_and_coordinates(sub, root, tmp_path):
+    mask_image = nib.load(anat_file(root, "_res-1pt8_desc-brain_mask.nii.gz"))
+    voxels = brain(root) & roi(root, "FFA1")
+    values = np.arange(1, int(voxels.sum()) + 1, dtype=np.float32)
+    path = sub.to_nifti(values, tmp_path / "ffa.nii.gz", roi="FFA1")
+    written = nib.load(path)
+    data = np.asarray(written.dataobj)
+    np.testing.assert_array_equal(data[voxels], values)
+    assert not data[~voxels].any()
+    np.testing.assert_allclose(written.affine, mask_image.affine)
+    with pytest.raises(ShapeMismatchError):
+        sub.to_nifti(values[:-1], tmp_path / "bad.nii.gz", roi="FFA1")
+
+    ijk = np.argwhere(voxels)
+    homogeneous = np.c_[ijk, np.ones(len(ijk))] @ mask_image.affine.T
+    np.testing.assert_allclose(sub.get_voxel_coordinates(roi="FFA1"), homogeneous[:, :3])
+
+
+def test_anatomical_accessors(sub, root):
+    assert sub.has_anatomical()
+    assert sub.get_anatomical_dir() == root.resolve() / "derivatives/anatomical" / SUB
+    assert sub.get_t1w() == anat_file(root.resolve(), "_T1w.nii.gz")
+    assert sub.get_t1w(res="1pt8") == anat_file(root.resolve(), "_res-1pt8_T1w.nii.gz")
+    assert sub.get_t2w() == anat_file(root.resolve(), "_T2w.nii.gz")
+    assert sub.get_anatomical_brain_mask(res="1pt8") == anat_file(
+        root.resolve(), "_res-1pt8_desc-brain_mask.nii.gz"
+    )
+
+
+def test_partial_tree_errors(tmp_path):
+    (tmp_path / "derivatives/glmsingle-tedana" / SUB / "ses-01").mkdir(parents=True)
+    partial = load_subject(SUB, tmp_path)
+    assert not partial.has_anatomical() and not partial.has_stimuli()
+    with pytest.raises(DataNotDownloadedError, match="anatomical"):
+        partial.get_anatomical_dir()
+    with pytest.raises(DataNotDownloadedError, match="T1w"):
+        partial.get_t1w()
+    with pytest.raises(StimuliNotDownloadedError, match="task-images_metadata.csv"):
+        _ = partial.metadata
+
+
+# -- trial table, group, pickling ----------------------------------------------------------------
+
+
+def test_metadata_joins_trials_with_stimulus_table(sub, root):
+    stimuli = pd.read_csv(root / "stimuli/task-images_metadata.csv")
+    frames = []
+    for ses in sorted(p.name for p in glm(root).glob("ses-*")):
+        trials = pd.read_csv(trials_file(root, ses), sep="\t")
+        frames.append(trials.assign(session=ses, session_trial=np.arange(len(trials))))
+    trials = pd.concat(frames, ignore_index=True)
+    joined = trials.merge(
+        stimuli.reset_index().rename(columns={"index": "stim_idx"}),
+        left_on="label", right_on="image_name", how="left",
+    )  # fmt: skip
+    got = sub.metadata
+    assert list(got.columns[:6]) == [
+        "session",
+        "session_trial",
+        "image_name",
+        "stim_idx",
+        "unique_or_shared",
+        "dataset",
+    ]
+    assert {"run", "beta_index", "label"} <= set(got.columns)
+    for column in (
+        "session",
+        "session_trial",
+        "image_name",
+        "stim_idx",
+        "unique_or_shared",
+        "dataset",
+        "run",
+    ):
+        np.testing.assert_array_equal(
+            got[column].to_numpy(), joined[column].to_numpy(), err_msg=column
+        )
+
+
+def test_group_shared_betas(root):
+    group = load_subjects("all", root)
+    assert [sid for sid, _ in group] == ["sub-01", "sub-02"] and len(group) == 2
+    assert group[1].subject_id == "sub-02" and group["sub-01"].subject_id == "sub-01"
+    shared = group.get_shared_betas(session="ses-01")
+    for sid, betas in shared.items():
+        labels = pd.read_csv(
+            root
+            / f"derivatives/glmsingle-tedana/{sid}/ses-01/func/{sid}_ses-01_task-images_desc-SingletrialBetas_trials.tsv",
+            sep="\t",
+        )["label"]
+        rows = labels.str.startswith("shared_").to_numpy()
+        np.testing.assert_array_equal(
+            betas, expected_betas(root, "ses-01", brain(root, sid), sid)[rows]
+        )
+    metadata = group.get_shared_stimulus_metadata()
+    assert (metadata["unique_or_shared"] == "shared").all()
+
+
+def test_subject_pickles(sub):
+    _ = sub.metadata
+    clone = pickle.loads(pickle.dumps(sub))
+    np.testing.assert_array_equal(
+        clone.get_betas("ses-01", roi="FFA1"), sub.get_betas("ses-01", roi="FFA1")
+    )
+    np.testing.assert_array_equal(clone.embeddings.get("CLIP", 3), sub.embeddings.get("CLIP", 3))
+
+
+@pytest.mark.slow
+def test_remote_root_reads_like_local(moto_server, public_laion_bucket, isolated_cache, sub):
+    remote = load_subject(SUB, public_laion_bucket, storage_options=moto_server.options())
+    assert remote.get_sessions() == sub.get_sessions()
+    assert remote.get_available_rois() == sub.get_available_rois()
+    want = sub.get_betas("ses-01", roi="face", stimuli="shared")
+    np.testing.assert_array_equal(remote.get_betas("ses-01", roi="face", stimuli="shared"), want)
+    if importlib.util.find_spec("neurotorch.io.nifti"):
+        streamed = remote.get_betas("ses-01", roi="face", stimuli="shared", streaming=True)
+        np.testing.assert_array_equal(streamed, want)
+    np.testing.assert_array_equal(remote.embeddings.all("CLIP"), sub.embeddings.all("CLIP"))
+    assert remote.captions.human(5) == sub.captions.human(5)

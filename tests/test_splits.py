@@ -1,0 +1,214 @@
+"""Reading split files: the official shared-pool files, source lookup, masks and errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurotorch.errors import SplitError
+from neurotorch.fmri import splits
+from neurotorch.io.storage import DataRoot
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "laion-fmri-splits"
+OFFICIAL_NAMES = [f"random_{i}" for i in range(5)] + [f"cluster_k5_{i}" for i in range(5)]
+OFFICIAL_NAMES += ["tau", "ood"]
+
+_REAL_PACKAGE_LOOKUP = splits._bundled_splits_dir
+
+needs_official = pytest.mark.skipif(
+    not (OFFICIAL / "shared" / "ood.json").is_file(),
+    reason="official LAION-fMRI split files not available",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_configured_sources(monkeypatch):
+    """Tests see only the sources they set up themselves."""
+    monkeypatch.delenv(splits.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(splits, "_bundled_splits_dir", lambda: None)
+
+
+def _raw_split(name="random_0", train=("a.jpg", "b.jpg", "c.jpg"), test=("d.jpg",), **extra):
+    raw = {
+        "name": name,
+        "pool": "tiny pool",
+        "splitter": "hand",
+        "params": {"seed": 0},
+        "n_train": len(train),
+        "n_test": len(test),
+        "variants": [{"variant_id": 0, "train_ids": list(train), "test_ids": list(test)}],
+    }
+    raw.update(extra)
+    return raw
+
+
+def _write(folder: Path, pool: str, name: str, content) -> Path:
+    path = folder / pool / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+# ── the official files ─────────────────────────────────────────────────────────────────────────
+
+
+@needs_official
+def test_official_sizes_and_disjointness():
+    train, test = splits.get_train_test_ids("random_0", "shared", splits_dir=OFFICIAL)
+    assert (len(train), len(test)) == (897, 224)
+    assert not set(train) & set(test)
+    train, test = splits.get_train_test_ids("ood", "shared", splits_dir=OFFICIAL)
+    assert (len(train), len(test)) == (1121, 371)
+    assert not set(train) & set(test)
+    _, shape = splits.get_train_test_ids("ood", "shared", ood_types=["shape"], splits_dir=OFFICIAL)
+    assert len(shape) == 82
+    assert shape == [t for t in test if t.startswith("shared_4rep_OOD_shape_")]
+
+
+@needs_official
+def test_official_listing_and_every_file_matches_raw_json():
+    assert splits.list_pools(splits_dir=OFFICIAL) == ["shared"]
+    assert splits.list_splits("shared", splits_dir=OFFICIAL) == OFFICIAL_NAMES
+    assert splits.list_splits(splits_dir=OFFICIAL) == OFFICIAL_NAMES
+    loaded = splits.load_all_splits("shared", splits_dir=OFFICIAL)
+    families = {"random": 5, "cluster": 5, "tau": 1, "ood": 1}
+    assert {f: sum(s.family == f for s in loaded.values()) for f in families} == families
+    for name, split in loaded.items():
+        raw = json.loads((OFFICIAL / "shared" / f"{name}.json").read_text())
+        assert split.pool == "shared" and split.pool_label == raw["pool"]
+        assert (split.n_train, split.n_test) == (raw["n_train"], raw["n_test"])
+        variant = raw["variants"][0]
+        assert split.variant(0).train_ids == variant["train_ids"]
+        assert split.variant(0).test_ids == variant["test_ids"]
+        assert split.to_dict() == raw
+    assert loaded["cluster_k5_2"].split_family == "cluster_k5"
+    assert loaded["tau"].params["adaptive_selection"]["tau"] == pytest.approx(0.4696, abs=1e-4)
+
+
+@needs_official
+def test_official_ood_types():
+    raw = json.loads((OFFICIAL / "shared" / "ood.json").read_text())
+    assert splits.list_ood_types(splits_dir=OFFICIAL) == raw["params"]["ood_types"]
+
+
+@needs_official
+def test_official_masks_match_set_membership():
+    train, test = splits.get_train_test_ids("tau", "shared", splits_dir=OFFICIAL)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array(train[:50] + test[:50] + ["unknown.jpg"], dtype=object), 400)
+    trials = pd.DataFrame({"session": "ses-01", "label": labels})
+    train_mask, test_mask = splits.get_split_masks(trials, "tau", "shared", splits_dir=OFFICIAL)
+    assert train_mask.dtype == bool and train_mask.shape == (400,)
+    np.testing.assert_array_equal(train_mask, [label in set(train) for label in labels])
+    np.testing.assert_array_equal(test_mask, [label in set(test) for label in labels])
+    assert not (train_mask & test_mask).any()
+    # plain label arrays work the same way
+    masks = splits.get_split_masks(list(labels), "tau", "shared", splits_dir=OFFICIAL)
+    np.testing.assert_array_equal(masks[0], train_mask)
+
+
+# ── sources ────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_dataset_splits_folder_path_dataroot_and_env(tmp_path, monkeypatch):
+    _write(tmp_path / "ds" / "splits", "sub-01", "random_0", _raw_split())
+    _write(tmp_path / "ds" / "splits", "shared", "tau", _raw_split("tau"))
+    for data_dir in (tmp_path / "ds", str(tmp_path / "ds"), DataRoot(tmp_path / "ds")):
+        assert splits.list_pools(data_dir=data_dir) == ["shared", "sub-01"]
+        assert splits.get_train_test_ids("random_0", "sub-01", data_dir=data_dir) == (
+            ["a.jpg", "b.jpg", "c.jpg"],
+            ["d.jpg"],
+        )
+    monkeypatch.setenv(splits.DATA_DIR_ENV, str(tmp_path / "ds"))
+    assert splits.list_splits() == ["random_0", "tau"]
+    assert splits.load_split("tau").pool == "shared"
+
+
+def test_explicit_splits_dir_wins_over_data_dir(tmp_path):
+    _write(tmp_path / "ds" / "splits", "shared", "tau", _raw_split("tau"))
+    _write(tmp_path / "mine", "shared", "tau", _raw_split("tau", test=("c.jpg", "d.jpg"), train=()))
+    split = splits.load_split("tau", data_dir=tmp_path / "ds", splits_dir=tmp_path / "mine")
+    assert split.variant().test_ids == ["c.jpg", "d.jpg"]
+
+
+def test_remote_dataset_root():
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/remote-ds/splits/shared/random_3.json", json.dumps(_raw_split("random_3")).encode())
+    try:
+        assert splits.list_splits("shared", data_dir="memory://remote-ds") == ["random_3"]
+        split = splits.load_split("random_3", data_dir="memory://remote-ds")
+        assert (split.family, split.n_train, split.n_test) == ("random", 3, 1)
+    finally:
+        fs.rm("/remote-ds", recursive=True)
+
+
+def test_installed_laion_fmri_package(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "laion_fmri"
+    (package / "splits").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "splits" / "__init__.py").write_text("")
+    _write(package / "splits" / "data", "shared", "ood", _raw_split("ood"))
+    monkeypatch.setattr(splits, "_bundled_splits_dir", _REAL_PACKAGE_LOOKUP)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "laion_fmri", raising=False)
+    assert splits.list_splits("shared") == ["ood"]
+    # a dataset root without a splits folder falls back to the package
+    assert splits.list_pools(data_dir=tmp_path) == ["shared"]
+    assert "laion_fmri" not in sys.modules  # found, not imported
+
+
+def test_no_source_is_a_split_error(tmp_path):
+    with pytest.raises(SplitError, match="No split files found.*data_dir"):
+        splits.list_splits(data_dir=tmp_path)
+    with pytest.raises(SplitError, match="does not exist"):
+        splits.list_pools(splits_dir=tmp_path / "missing")
+    assert splits.list_ood_types() == list(splits.layout.OOD_TYPES)
+
+
+# ── errors ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"name": "random_0", ', "not valid JSON"),
+        (["not", "an", "object"], "expected a JSON object"),
+        ({k: v for k, v in _raw_split().items() if k != "n_test"}, r"missing keys \['n_test'\]"),
+        (_raw_split(test=("a.jpg",)), "in both train and test"),
+        (_raw_split(n_train=5), "n_train=5 but train_ids holds 3"),
+        (_raw_split(variants=[]), "non-empty list"),
+        (_raw_split(variants=[{"variant_id": 0, "train_ids": []}]), "must be an object with keys"),
+        (_raw_split(train=("a.jpg", "a.jpg", "b.jpg")), "more than once"),
+        (_raw_split(name="random_1"), "name entry is 'random_1'"),
+    ],
+)
+def test_malformed_files_name_the_file(tmp_path, content, message):
+    path = _write(tmp_path, "shared", "random_0", content)
+    with pytest.raises(SplitError, match=message) as info:
+        splits.load_split("random_0", splits_dir=tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_names_list_the_available_ones(tmp_path):
+    _write(tmp_path, "shared", "random_0", _raw_split())
+    _write(tmp_path, "shared", "ood", _raw_split("ood"))
+    with pytest.raises(SplitError, match=r"Unknown split 'tau'.*\['random_0', 'ood'\]"):
+        splits.load_split("tau", splits_dir=tmp_path)
+    with pytest.raises(SplitError, match=r"Unknown split pool 'sub-09'.*\['shared'\]"):
+        splits.load_split("random_0", "sub-09", splits_dir=tmp_path)
+    with pytest.raises(SplitError, match=r"Unknown split '\.\./shared/random_0'"):
+        splits.load_split("../shared/random_0", splits_dir=tmp_path)
+    with pytest.raises(SplitError, match=r"no variant_id=3; available variants: \[0\]"):
+        splits.get_train_test_ids("random_0", variant_id=3, splits_dir=tmp_path)
+    with pytest.raises(SplitError, match="only applies to the 'ood' split"):
+        splits.get_train_test_ids("random_0", ood_types="shape", splits_dir=tmp_path)
+    with pytest.raises(SplitError, match=r"Unknown ood_types \['circle'\]"):
+        splits.get_train_test_ids("ood", ood_types=["circle"], splits_dir=tmp_path)
+    with pytest.raises(KeyError, match="label_column"):
+        splits.get_split_masks(pd.DataFrame({"image_name": ["a.jpg"]}), "ood", splits_dir=tmp_path)
