@@ -25,6 +25,7 @@ def run_lightning(argv: Sequence[str]) -> int:
 # family -> "module:function"; each writer takes (out, size=, seed=, overwrite=) and returns the root.
 SYNTH_FAMILIES = {
     "laion-fmri": "neurotorch.synthetic.laion_fmri:make_laion_fmri",
+    "calibrain": "neurotorch.synthetic.meeg:make_calibrain",
 }
 
 
@@ -80,18 +81,97 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download a subset of a dataset (parallel, resumable)")
     p.add_argument("family", choices=["laion-fmri"], help="dataset family")
     p.add_argument("--out", required=True, help="local folder that becomes the dataset root")
-    p.add_argument("--subject", "--sub", action="append", help="subject id, repeatable (default: all)")
-    p.add_argument("--ses", "--session", action="append", help="session id, repeatable (default: all)")
-    p.add_argument("--include-stimuli", action="store_true", help="also the stimuli (licence applies)")
+    p.add_argument(
+        "--subject", "--sub", action="append", help="subject id, repeatable (default: all)"
+    )
+    p.add_argument(
+        "--ses", "--session", action="append", help="session id, repeatable (default: all)"
+    )
+    p.add_argument(
+        "--include-stimuli", action="store_true", help="also the stimuli (licence applies)"
+    )
     p.add_argument("--include-anatomical", action="store_true", help="also every anatomical image")
     p.add_argument("--accept-license", action="store_true", help="accept the stimulus licence")
-    p.add_argument("--source", default=None, help="URL or folder to copy from (default s3://laion-fmri)")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)")
+    p.add_argument(
+        "--source", default=None, help="URL or folder to copy from (default s3://laion-fmri)"
+    )
+    p.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
+    )
     p.add_argument("--workers", type=int, default=8, help="parallel transfers")
     p.set_defaults(func=_cmd_download)
 
 
-PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_synth, _add_download]
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from neurotorch.data.store import build_store
+
+    for subject in args.subject:
+        store = build_store(
+            args.data_dir, subject, args.session, roi=args.roi, nc_threshold=args.nc_threshold,
+            mask_source=args.mask_source, dtype=args.dtype, cache_dir=args.cache_dir,
+        )  # fmt: skip
+        print(
+            f"{subject}: {len(store.sessions)} session(s) × {store.n_voxels} voxels ({store.dtype}) in {store.directory}"
+        )
+    return 0
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare", help="build the prepared (memory-mappable) betas store of LAION-fMRI subjects"
+    )
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $LAION_FMRI_DATA_DIR)")
+    p.add_argument("--subject", nargs="+", default=["sub-01"], help="subject id(s)")
+    p.add_argument("--session", nargs="+", default=None, help="session id(s); default all")
+    p.add_argument(
+        "--roi", nargs="+", default=None, help="ROI names/categories (union); default whole brain"
+    )
+    p.add_argument(
+        "--nc-threshold",
+        type=float,
+        default=None,
+        help="keep voxels whose noise ceiling (%%) exceeds this",
+    )
+    p.add_argument("--mask-source", default="anatomical", choices=["anatomical", "rsquare"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--cache-dir", default=None, help="store folder (default: $NEUROTORCH_CACHE)")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    import json
+
+    from neurotorch.describe import describe
+    from neurotorch.errors import NeurotorchError
+
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        summary = describe(args.source, storage_options=options)
+    except NeurotorchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary)
+    return 0
+
+
+def _add_describe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "describe", help="summarise a dataset folder or URL (fMRI, M/EEG, connectome)"
+    )
+    p.add_argument("source", help="dataset root: a folder or a URL such as s3://bucket/prefix")
+    p.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_describe)
+
+
+PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_synth,
+    _add_prepare,
+    _add_download,
+    _add_describe,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name in LIGHTNING_SUBCOMMANDS:
-        sub.add_parser(name, help=f"Lightning {name} from a YAML config (--config FILE)", add_help=False)
+        sub.add_parser(
+            name, help=f"Lightning {name} from a YAML config (--config FILE)", add_help=False
+        )
     for add in PARSER_BUILDERS:
         add(sub)
     return parser

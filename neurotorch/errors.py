@@ -66,3 +66,7 @@ class UnsafePickleError(FormatError):
 
 class LicenseNotAcceptedError(NeurotorchError):
     """Data with a licence of its own (e.g. stimulus images) were requested without accepting it."""
+
+
+class RoiNotFoundError(NeurotorchError, ValueError):
+    """The requested ROI or ROI category is not available for the subject."""

@@ -33,3 +33,11 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip("reference folder ../shared is not available")
     return SHARED_DIR
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the totals of the fault-injection suite (see tests/faults/summary.py)."""
+    from faults.summary import summary_lines
+
+    for line in summary_lines(terminalreporter.stats):
+        terminalreporter.write_line(line)

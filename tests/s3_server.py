@@ -39,6 +39,7 @@ class MotoServer:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen | None = None
+        self._fs = None
 
     def start(self, timeout: float = 20.0) -> MotoServer:
         executable = shutil.which("moto_server")
@@ -65,15 +66,19 @@ class MotoServer:
             self._process.kill()
             self._process.wait()
             self._process = None
+        self._fs = None
 
     def options(self, **extra: object) -> dict:
         """s3fs storage options with dummy credentials for this server."""
         return {"endpoint_url": self.endpoint, **DUMMY_CREDENTIALS, **RETRY_FAST, **extra}
 
     def filesystem(self):
-        import s3fs
+        """A private signed s3fs client of this server (one per server run)."""
+        if self._fs is None:
+            import s3fs
 
-        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options())
+            self._fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options())
+        return self._fs
 
     def create_bucket(self, bucket: str, public: bool = False) -> None:
         """Create ``bucket`` if new; ``public`` adds a policy that lets anyone list and read it."""

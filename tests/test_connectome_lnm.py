@@ -9,7 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
-from neurotorch.connectome import ConnectomeBatches, load_lesions, network_map, seed_correlations
+from neurotorch.connectome import (
+    ConnectomeBatches,
+    SeedWeights,
+    load_lesions,
+    network_map,
+    seed_correlations,
+)
 from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
 from neurotorch.synthetic.connectome import (
     BATCH_DIR,
@@ -77,8 +83,7 @@ def test_correlations_match_corrcoef(batches):
     masks = np.zeros((3, batches.n_voxels), dtype=bool)
     for k in range(3):
         masks[k, rng.choice(batches.n_voxels, size=5 + k, replace=False)] = True
-    weights = torch.from_numpy((masks / masks.sum(1, keepdims=True)).T.astype(np.float32))
-    r = seed_correlations(torch.from_numpy(x), weights).numpy()
+    r = seed_correlations(torch.from_numpy(x), SeedWeights.from_masks(masks)).numpy()
     for k in range(3):
         seed = x.astype(np.float64)[:, masks[k]].mean(axis=1)
         expected = _corrcoef_with_seed(seed, x.astype(np.float64))

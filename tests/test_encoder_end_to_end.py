@@ -26,7 +26,9 @@ def _ground_truth_rows(root: Path, subject: str, voxels: np.ndarray) -> dict[str
 
 @pytest.fixture(scope="module")
 def trained(tiny_laion_root, tmp_path_factory):
-    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi=None, batch_size=64)
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject="sub-01", roi=None, batch_size=64
+    )
     model = LinearEncoder(output_dir=str(tmp_path_factory.mktemp("encoder")))
     trainer = L.Trainer(
         max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

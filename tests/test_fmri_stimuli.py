@@ -246,8 +246,9 @@ def test_handles_reopen_per_process_and_pickle(stim, root, table):
 
 def test_missing_and_malformed_files(tmp_path):
     hub = load_stimuli(tmp_path)
-    with pytest.raises(StimuliNotDownloadedError, match="task-images_metadata.csv"):
+    with pytest.raises(StimuliNotDownloadedError, match="task-images_metadata.csv") as info:
         _ = hub.metadata
+    assert "neurotorch download laion-fmri --out DIR --include-stimuli" in str(info.value)
     with pytest.raises(StimuliNotDownloadedError, match="CLIP"):
         hub.embeddings.get("CLIP", "x.jpg")
     assert hub.embeddings.models == []

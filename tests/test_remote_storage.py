@@ -72,6 +72,8 @@ def test_remote_tree_reads_like_the_local_tree(moto_server, public_laion_bucket,
         assert handle.read() == (tiny_laion_root / BETAS).read_bytes()
     with root.open(TRIALS, mode="r") as handle:
         assert handle.read() == (tiny_laion_root / TRIALS).read_text()
+    with root.open(TRIALS) as handle:
+        assert list(handle) == (tiny_laion_root / TRIALS).read_bytes().splitlines(keepends=True)
     with pytest.raises(FileNotFoundError):
         root.open(BETAS + ".missing").read()
     with pytest.raises(UnsafePathError):

@@ -37,7 +37,14 @@ def betas_path(root: Path, sub: str, ses: str) -> Path:
 
 
 def trials_path(root: Path, sub: str, ses: str) -> Path:
-    return root / GLM / sub / ses / "func" / f"{sub}_{ses}_task-images_desc-SingletrialBetas_trials.tsv"
+    return (
+        root
+        / GLM
+        / sub
+        / ses
+        / "func"
+        / f"{sub}_{ses}_task-images_desc-SingletrialBetas_trials.tsv"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +63,23 @@ def test_session_files(tiny_laion_root, metadata):
             trials = pd.read_csv(trials_path(root, sub, ses), sep="\t")
             assert list(trials.columns) == ["session", "run", "beta_index", "label"]
             assert img.get_data_dtype() == np.float32 and data.ndim == 4
-            assert data.shape[3] == len(trials) and list(trials["beta_index"]) == list(range(len(trials)))
+            assert data.shape[3] == len(trials) and list(trials["beta_index"]) == list(
+                range(len(trials))
+            )
             assert np.allclose(img.affine, mask_img.affine) and data.shape[:3] == mask_img.shape
             assert np.allclose(np.abs(np.diag(img.affine)[:3]), 1.8)
             assert set(trials["label"]) <= set(metadata["image_name"])
             outside = mask_img.get_fdata() == 0
             assert np.all(data[outside] == 0) and np.all(np.isfinite(data))
             for desc in ("desc-Noiseceiling_statmap", "stat-rsquare_desc-R2_statmap"):
-                stat = nib.load(root / GLM / sub / ses / "func" / f"{sub}_{ses}_task-images_space-T1w_{desc}.nii.gz")
+                stat = nib.load(
+                    root
+                    / GLM
+                    / sub
+                    / ses
+                    / "func"
+                    / f"{sub}_{ses}_task-images_space-T1w_{desc}.nii.gz"
+                )
                 assert stat.shape == data.shape[:3]
                 assert np.all(np.isnan(stat.get_fdata()[outside]))
 
@@ -76,7 +92,11 @@ def _nsd_noise_ceiling(betas_by_session, labels_by_session, n):
         labels += list(lab)
     z = np.concatenate(z)
     labels = np.array(labels)
-    variances = [z[labels == name].var(axis=0, ddof=1) for name in np.unique(labels) if (labels == name).sum() > 1]
+    variances = [
+        z[labels == name].var(axis=0, ddof=1)
+        for name in np.unique(labels)
+        if (labels == name).sum() > 1
+    ]
     noise = np.mean(variances, axis=0)
     snr2 = np.clip(1 - noise, 0, None) / noise
     return 100 * snr2 / (snr2 + 1 / n)
@@ -92,16 +112,24 @@ def test_noise_ceilings_match_nsd_formula(tiny_laion_root):
         betas.append(data[mask].T.astype(np.float64))
         labels.append(pd.read_csv(trials_path(root, sub, ses), sep="\t")["label"].to_numpy())
     for desc, n in (("Noiseceiling4rep", 4), ("Noiseceiling12rep", 12)):
-        written = nib.load(root / GLM / sub / f"{sub}_task-images_space-T1w_desc-{desc}_statmap.nii.gz").get_fdata()
-        np.testing.assert_allclose(written[mask], _nsd_noise_ceiling(betas, labels, n), rtol=1e-4, atol=1e-3)
+        written = nib.load(
+            root / GLM / sub / f"{sub}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"
+        ).get_fdata()
+        np.testing.assert_allclose(
+            written[mask], _nsd_noise_ceiling(betas, labels, n), rtol=1e-4, atol=1e-3
+        )
     session_nc = nib.load(root / GLM / sub / "ses-01" / "func" /
                           f"{sub}_ses-01_task-images_space-T1w_desc-Noiseceiling_statmap.nii.gz").get_fdata()  # fmt: skip
-    np.testing.assert_allclose(session_nc[mask], _nsd_noise_ceiling(betas[:1], labels[:1], 1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        session_nc[mask], _nsd_noise_ceiling(betas[:1], labels[:1], 1), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_subject_maps_anatomy_and_rois(tiny_laion_root):
     root, sub = tiny_laion_root, "sub-01"
-    r2mean = nib.load(root / GLM / sub / f"{sub}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz")
+    r2mean = nib.load(
+        root / GLM / sub / f"{sub}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"
+    )
     anat = root / f"derivatives/anatomical/{sub}/ses-PrismaAnat/anat"
     low = nib.load(anat / f"{sub}_ses-PrismaAnat_space-T1w_res-1pt8_desc-brain_mask.nii.gz")
     full = nib.load(anat / f"{sub}_ses-PrismaAnat_space-T1w_desc-brain_mask.nii.gz")
@@ -111,7 +139,9 @@ def test_subject_maps_anatomy_and_rois(tiny_laion_root):
     assert (r2mean.get_fdata() > 0).sum() > 0.5 * (low.get_fdata() > 0).sum()
     for modality in ("T1w", "T2w"):
         for res in ("_res-1pt8", ""):
-            assert nib.load(anat / f"{sub}_ses-PrismaAnat_space-T1w{res}_{modality}.nii.gz").ndim == 3
+            assert (
+                nib.load(anat / f"{sub}_ses-PrismaAnat_space-T1w{res}_{modality}.nii.gz").ndim == 3
+            )
     categories = sorted(p.name for p in (root / "derivatives/rois" / sub).iterdir())
     assert categories == sorted(ROI_NAMES)
     for category in categories:
@@ -123,21 +153,33 @@ def test_subject_maps_anatomy_and_rois(tiny_laion_root):
             volume = nib.load(folder / f"{sub}_space-T1w_res-1pt8_label-{name}_mask.nii.gz")
             assert volume.shape == low.shape and np.allclose(volume.affine, low.affine)
             for hemi in ("L", "R"):
-                gii = nib.load(folder / f"{sub}_hemi-{hemi}_space-fsnative_label-{name}_mask.func.gii")
-                label = nib.freesurfer.read_label(folder / f"{sub}_hemi-{hemi}_space-fsnative_label-{name}_mask.label")
+                gii = nib.load(
+                    folder / f"{sub}_hemi-{hemi}_space-fsnative_label-{name}_mask.func.gii"
+                )
+                label = nib.freesurfer.read_label(
+                    folder / f"{sub}_hemi-{hemi}_space-fsnative_label-{name}_mask.label"
+                )
                 np.testing.assert_array_equal(np.flatnonzero(gii.darrays[0].data), np.sort(label))
 
 
 def test_stimuli_files(tiny_laion_root, metadata):
     stim = tiny_laion_root / "stimuli"
-    assert list(metadata.columns) == ["image_name", "dataset", "participant", "unique_or_shared", "n_reps"]
+    assert list(metadata.columns) == [
+        "image_name",
+        "dataset",
+        "participant",
+        "unique_or_shared",
+        "n_reps",
+    ]
     assert all(any(re.fullmatch(p, n) for p in NAME_PATTERNS) for n in metadata["image_name"])
     n = len(metadata)
     with h5py.File(stim / "task-images_stimuli.h5") as f:
         assert f["images"].shape == (n,)
         for i in (0, n - 1):
             picture = Image.open(io.BytesIO(bytes(f["images"][i])))
-            assert picture.format == ("PNG" if metadata["image_name"][i].endswith(".png") else "JPEG")
+            assert picture.format == (
+                "PNG" if metadata["image_name"][i].endswith(".png") else "JPEG"
+            )
     for model, dim in {"CLIP": 1024, "DINOv2": 1024, "PEcore": 1024, "SigLIP2": 1152}.items():
         with h5py.File(stim / f"task-images_desc-{model}_embeddings.h5") as f:
             assert f["embedding"].shape == (n, dim) and f["embedding"].dtype == np.float16
@@ -167,13 +209,17 @@ def test_splits_follow_official_schema(tiny_laion_root):
 
     folder = tiny_laion_root / "splits"
     assert sorted(p.name for p in folder.iterdir()) == ["shared", "sub-01", "sub-02"]
-    expected = {f"random_{k}" for k in range(5)} | {f"cluster_k5_{k}" for k in range(5)} | {"tau", "ood"}
+    expected = (
+        {f"random_{k}" for k in range(5)} | {f"cluster_k5_{k}" for k in range(5)} | {"tau", "ood"}
+    )
     for pool in ("shared", "sub-01"):
         assert {p.stem for p in (folder / pool).glob("*.json")} == expected
         split = json.loads((folder / pool / "random_0.json").read_text())
         assert set(split) == {"name", "pool", "splitter", "params", "n_train", "n_test", "variants"}
         v = split["variants"][0]
-        assert len(v["train_ids"]) == split["n_train"] and not set(v["train_ids"]) & set(v["test_ids"])
+        assert len(v["train_ids"]) == split["n_train"] and not set(v["train_ids"]) & set(
+            v["test_ids"]
+        )
 
 
 def test_reuse_and_refusal(tiny_laion_root, tmp_path):

@@ -8,6 +8,7 @@ from neurotorch.connectome.convert import convert_timeseries
 from neurotorch.connectome.lnm import (
     LesionSet,
     NetworkMapResult,
+    SeedWeights,
     benjamini_hochberg,
     load_lesions,
     network_map,
@@ -19,6 +20,7 @@ __all__ = [
     "ConnectomeBatches",
     "LesionSet",
     "NetworkMapResult",
+    "SeedWeights",
     "benjamini_hochberg",
     "convert_timeseries",
     "load_lesions",

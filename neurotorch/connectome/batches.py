@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ from neurotorch.connectome import layout
 
 try:  # ISA-L inflates about twice as fast as zlib
     from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import error as _InflateError
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     from zlib import decompress as _inflate
+    from zlib import error as _InflateError
 from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
@@ -350,7 +351,7 @@ class ConnectomeBatches:
             data = raw if filter_mask & 1 else _inflate(raw)
             values = np.frombuffer(data, dtype=dataset.dtype).reshape(dataset.shape[1:])
             return values.copy()  # writable, as h5py's own reads are
-        except (OSError, ValueError, zlib.error) as exc:
+        except (OSError, ValueError, _InflateError) as exc:
             raise CorruptFileError(
                 f"Reading subject {row} of {self.headers[file_idx].path} failed ({exc}); the file "
                 "is truncated or corrupt, re-create it."

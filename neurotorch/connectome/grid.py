@@ -76,26 +76,49 @@ def mask_world_coordinates(mask_indices: np.ndarray, mask_affine: np.ndarray) ->
     return nib.affines.apply_affine(mask_affine, np.asarray(mask_indices, dtype=np.float64))
 
 
-def sample_at_mask(
-    img: nib.spatialimages.SpatialImage,
-    mask_indices: np.ndarray,
-    mask_affine: np.ndarray,
-    name: str,
-) -> np.ndarray:
-    """Values of a 3-D image at the connectome's mask voxels, nearest neighbour, shape (n_voxels,).
-
-    ``img`` may be on any grid and in any orientation its affine describes truthfully; it is first
-    brought to RAS+ after the header check. Mask voxels that fall outside the image read 0.
-    """
-    img = canonical(img, name)
+def _volume(img: nib.spatialimages.SpatialImage, name: str) -> np.ndarray:
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise ShapeMismatchError(f"{name} has shape {data.shape}; expected a 3-D image.")
-    world = mask_world_coordinates(mask_indices, mask_affine)
+    return data
+
+
+def sample_at_world(
+    img: nib.spatialimages.SpatialImage, world: np.ndarray, name: str
+) -> np.ndarray:
+    """Values of a 3-D image at world coordinates (mm), nearest neighbour, shape (n_points,).
+
+    ``img`` may be on any grid and in any orientation its affine describes truthfully; it is first
+    brought to RAS+ after the header check. Points outside the image read 0.
+    """
+    img = canonical(img, name)
+    data = _volume(img, name)
     voxels = np.rint(nib.affines.apply_affine(np.linalg.inv(img.affine), world)).astype(np.int64)
     inside = np.all((voxels >= 0) & (voxels < np.array(data.shape)), axis=1)
     values = np.zeros(len(voxels), dtype=data.dtype)
     values[inside] = data[tuple(voxels[inside].T)]
     return values
+
+
+def sample_at_mask(
+    img: nib.spatialimages.SpatialImage,
+    mask_indices: np.ndarray,
+    mask_affine: np.ndarray,
+    name: str,
+    world: np.ndarray | None = None,
+) -> np.ndarray:
+    """Values of a 3-D image at the connectome's mask voxels, nearest neighbour, shape (n_voxels,).
+
+    An image already on the mask's grid (after reorientation to RAS+) is indexed directly; any
+    other is resampled. ``world`` may pass precomputed `mask_world_coordinates`.
+    """
+    img = canonical(img, name)
+    if np.allclose(img.affine, mask_affine, atol=AFFINE_ATOL_MM):
+        data = _volume(img, name)
+        if np.all(np.asarray(mask_indices).max(0) < data.shape):
+            return data[tuple(np.asarray(mask_indices).T)]
+    if world is None:
+        world = mask_world_coordinates(mask_indices, mask_affine)
+    return sample_at_world(img, world, name)

@@ -5,8 +5,8 @@ correlation of the seed with every voxel and z = arctanh(r); across subjects the
 its one-sample t statistic, the two-sided p value and the Benjamini-Hochberg adjusted p (q).
 
 All lesions are computed together in one pass over the subjects: one subject's time series is in
-memory at a time, correlations are computed in float32 and the across-subject statistics are
-accumulated in float64 (Welford's update, robust to large means).
+memory at a time (plus the next one, read ahead in a thread), correlations and z are computed in
+float32 and the across-subject sums of z and z^2 are accumulated in float64.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def load_lesions(
     """
     names, masks, volumes = [], [], []
     voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
+    world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
     for name, item in _as_named_inputs(lesions):
         if isinstance(item, np.ndarray):
             if item.shape == connectome.mask_shape:
@@ -120,7 +121,9 @@ def load_lesions(
                 if isinstance(item, nib.spatialimages.SpatialImage)
                 else nib.load(os.fspath(item))
             )
-            values = sample_at_mask(img, connectome.mask_indices, connectome.affine, name)
+            values = sample_at_mask(
+                img, connectome.mask_indices, connectome.affine, name, world=world
+            )
             volume = float(np.count_nonzero(np.asarray(img.dataobj))) * abs(
                 np.linalg.det(img.affine[:3, :3])
             )
@@ -136,16 +139,39 @@ def load_lesions(
     return LesionSet(names, np.stack(masks), np.asarray(volumes))
 
 
-def seed_correlations(timeseries: torch.Tensor, seed_weights: torch.Tensor) -> torch.Tensor:
+@dataclass
+class SeedWeights:
+    """How seeds are formed from voxels: seed k = timeseries[:, index] @ weights[:, k].
+
+    Only lesion voxels are touched, so building the seeds costs nothing next to the correlations.
+    """
+
+    index: torch.Tensor  # (n_seed_voxels,) voxel columns used by any seed
+    weights: torch.Tensor  # (n_seed_voxels, n_seeds)
+
+    @classmethod
+    def from_masks(
+        cls, masks: np.ndarray, device: str | torch.device = "cpu", dtype=torch.float32
+    ) -> SeedWeights:
+        """Mean-of-voxels seeds from (n_seeds, n_voxels) boolean masks."""
+        masks = np.asarray(masks, dtype=bool)
+        index = np.flatnonzero(masks.any(axis=0))
+        weights = masks[:, index].T / masks.sum(axis=1)
+        return cls(
+            torch.from_numpy(index).to(device),
+            torch.from_numpy(weights).to(device=device, dtype=dtype),
+        )
+
+
+def seed_correlations(timeseries: torch.Tensor, seeds: SeedWeights) -> torch.Tensor:
     """Pearson r of each seed time course with every voxel, for one subject.
 
     Parameters
     ----------
     timeseries
         (n_timepoints, n_voxels) float tensor.
-    seed_weights
-        (n_voxels, n_seeds): seed k is ``timeseries @ seed_weights[:, k]`` (mean over lesion voxels
-        when a column is the lesion mask divided by its size).
+    seeds
+        Which voxels average into which seed, see `SeedWeights.from_masks`.
 
     Returns
     -------
@@ -153,31 +179,32 @@ def seed_correlations(timeseries: torch.Tensor, seed_weights: torch.Tensor) -> t
         (n_seeds, n_voxels) correlations; NaN where a voxel or a seed has zero variance.
     """
     centred = timeseries - timeseries.mean(dim=0, keepdim=True)
-    seeds = centred @ seed_weights
-    seeds = seeds - seeds.mean(dim=0, keepdim=True)
-    covariance = seeds.T @ centred
-    return covariance / (seeds.norm(dim=0)[:, None] * centred.norm(dim=0)[None, :])
+    seed_series = centred[:, seeds.index] @ seeds.weights
+    seed_series = seed_series - seed_series.mean(dim=0, keepdim=True)
+    correlation = seed_series.T @ centred
+    correlation /= seed_series.norm(dim=0)[:, None]
+    correlation /= centred.norm(dim=0)[None, :]
+    return correlation
 
 
-def fisher_z(r: torch.Tensor) -> torch.Tensor:
-    """arctanh(r) in float64, with |r| clipped just below 1."""
-    return torch.atanh(r.double().clamp(-R_CLIP, R_CLIP))
+def fisher_z_(r: torch.Tensor) -> torch.Tensor:
+    """arctanh(r) in place, with |r| clipped just below 1."""
+    return r.clamp_(-R_CLIP, R_CLIP).atanh_()
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p values along the last axis; NaN p values stay NaN and are not counted."""
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(np.where(np.isnan(p), np.inf, p), axis=-1)
-    sorted_p = np.take_along_axis(p, order, axis=-1)
-    n_tests = np.sum(~np.isnan(p), axis=-1, keepdims=True)
-    ranks = np.arange(1, p.shape[-1] + 1)
-    scaled = sorted_p * n_tests / ranks
-    scaled = np.where(np.isnan(scaled), np.inf, scaled)
-    adjusted = np.minimum(np.minimum.accumulate(scaled[..., ::-1], axis=-1)[..., ::-1], 1.0)
-    adjusted[np.isnan(sorted_p)] = np.nan
-    out = np.empty_like(adjusted)
-    np.put_along_axis(out, order, adjusted, axis=-1)
-    return out
+    """Benjamini-Hochberg adjusted p values along the last axis.
+
+    NaN p values (voxels without variance) stay NaN and do not count as tests.
+    """
+    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64))
+    sorted_p, order = torch.sort(p_t, dim=-1)  # NaN sorts last
+    n_tests = (~torch.isnan(p_t)).sum(dim=-1, keepdim=True)
+    ranks = torch.arange(1, p_t.shape[-1] + 1, dtype=torch.float64)
+    scaled = (sorted_p * n_tests / ranks).nan_to_num_(nan=torch.inf)
+    adjusted = scaled.flip(-1).cummin(dim=-1).values.flip(-1).clamp_(max=1.0)
+    adjusted[torch.isnan(sorted_p)] = torch.nan
+    return torch.empty_like(adjusted).scatter_(-1, order, adjusted).numpy()
 
 
 @dataclass
@@ -283,30 +310,26 @@ def network_map(
     if len(subjects) < 2:
         raise ValueError(f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}.")
     device = torch.device(device)
-    masks = torch.from_numpy(lesion_set.masks).to(device=device, dtype=torch.float32)
-    weights = (masks / masks.sum(dim=1, keepdim=True)).T.contiguous()  # (n_voxels, n_lesions)
+    seeds = SeedWeights.from_masks(lesion_set.masks, device)
 
     shape = (len(lesion_set.names), batches.n_voxels)
-    mean = torch.zeros(shape, dtype=torch.float64, device=device)
-    sum_sq = torch.zeros(shape, dtype=torch.float64, device=device)
-    for n, (_, series) in enumerate(
-        tqdm(
-            batches.iter_subjects(subjects, prefetch=True),
-            total=len(subjects),
-            desc="lesion network mapping",
-            unit="subject",
-            disable=not progress_enabled(),
-        ),
-        start=1,
+    total = torch.zeros(shape, dtype=torch.float64, device=device)
+    total_sq = torch.zeros(shape, dtype=torch.float64, device=device)
+    for _, series in tqdm(
+        batches.iter_subjects(subjects, prefetch=True),
+        total=len(subjects),
+        desc="lesion network mapping",
+        unit="subject",
+        disable=not progress_enabled(),
     ):
-        z = fisher_z(seed_correlations(torch.from_numpy(series).to(device), weights))
-        delta = z - mean
-        mean += delta / n
-        sum_sq += delta * (z - mean)
+        z = fisher_z_(seed_correlations(torch.from_numpy(series).to(device), seeds)).double()
+        total.add_(z)
+        total_sq.addcmul_(z, z)
 
     n_subjects = len(subjects)
-    mean_np = mean.cpu().numpy()
-    sd = np.sqrt(sum_sq.cpu().numpy() / (n_subjects - 1))
+    mean_np = total.cpu().numpy() / n_subjects
+    sum_sq = np.maximum(total_sq.cpu().numpy() - n_subjects * mean_np**2, 0.0)
+    sd = np.sqrt(sum_sq / (n_subjects - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         t = mean_np / (sd / np.sqrt(n_subjects))
     p = 2.0 * special.stdtr(n_subjects - 1, -np.abs(t))

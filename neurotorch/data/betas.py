@@ -129,7 +129,9 @@ class BetasDataset(Dataset):
             (subj, ses) for subj, store in self.stores.items() for ses in store.sessions
         ]
         store_id = {key: i for i, key in enumerate(self._session_stores)}
-        trials["store"] = [store_id[k] for k in zip(trials["subject"], trials["session"], strict=True)]
+        trials["store"] = [
+            store_id[k] for k in zip(trials["subject"], trials["session"], strict=True)
+        ]
         trials["label"] = trials["image_name"]  # laion_fmri's name of the join key
         self.trials = trials
         self.items, groups = self._group(trials)
@@ -137,7 +139,10 @@ class BetasDataset(Dataset):
         flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
         self._read_store = trials["store"].to_numpy(np.int64)[flat]
         self._read_row = trials["trial"].to_numpy(np.int64)[flat]
-        self._item_subject = self.items["subject"].map({s: i for i, s in enumerate(self.subjects)}).to_numpy()
+        self._item_subject = (
+            self.items["subject"].map({s: i for i, s in enumerate(self.subjects)}).to_numpy()
+        )
+        self._columns = {key: self.items[key].to_numpy() for key in self.items.columns}
         self.pairing = StimulusPairing(
             self.root, self.items["image_name"].tolist(), features, modalities, image_transform
         )
@@ -155,7 +160,9 @@ class BetasDataset(Dataset):
         items = pd.DataFrame(
             {
                 "subject": [k[0] for k in keys],
-                "session": [",".join(dict.fromkeys(trials["session"].to_numpy()[g])) for g in groups],
+                "session": [
+                    ",".join(dict.fromkeys(trials["session"].to_numpy()[g])) for g in groups
+                ],
                 "trial": -1,
                 "image_name": [k[1] for k in keys],
                 "n_repeats": [len(g) for g in groups],
@@ -193,55 +200,82 @@ class BetasDataset(Dataset):
         return self._arrays
 
     def read_betas(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
-        """Betas of items, float32, with one sorted read per session: one array per subject in
-        the batch (by subject order), rows in the order of ``indices`` restricted to that subject."""
+        """Betas of items, float32: one array per subject in the batch (in subject order), rows in
+        the order of ``indices`` restricted to that subject.
+
+        Rows are read with one fancy-index read per session, copied straight into the output;
+        when ``indices`` are sorted by (session, trial), as `__getitems__` sorts them, no
+        reordering copy is needed.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         subject_of_item = self._item_subject[indices]
-        return [self._read_items(indices[subject_of_item == s], s) for s in np.unique(subject_of_item)]
+        return [
+            self._read_items(indices[subject_of_item == s], s) for s in np.unique(subject_of_item)
+        ]
 
     def _read_items(self, indices: np.ndarray, subject: int) -> np.ndarray:
         starts, stops = self._item_ptr[indices], self._item_ptr[indices + 1]
         counts = stops - starts
         reads = np.repeat(stops - counts.cumsum(), counts) + np.arange(counts.sum())
         stores, rows = self._read_store[reads], self._read_row[reads]
-        values = np.empty((len(reads), self.stores[self.subjects[subject]].n_voxels), dtype=np.float32)
+        order = np.lexsort((rows, stores))
+        in_order = bool(np.all(order[1:] > order[:-1]))
+        if not in_order:
+            stores, rows = stores[order], rows[order]
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(stores)) + 1, [len(stores)]])
         arrays = self._session_arrays()
-        for sid in np.unique(stores):
-            take = np.flatnonzero(stores == sid)
-            take = take[np.argsort(rows[take], kind="stable")]
-            betas, mean, std = arrays[sid]
-            block = values[take] = betas[rows[take]]
+        blocks = []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            betas, mean, std = arrays[stores[a]]
+            block = np.asarray(betas)[rows[a:b]].astype(np.float32, copy=False)
             if mean is not None:
-                values[take] = (block - mean) / std
+                block -= mean
+                block /= std
+            blocks.append(block)
+        n_voxels = self.stores[self.subjects[subject]].n_voxels
+        values = (
+            blocks[0]
+            if len(blocks) == 1
+            else np.concatenate(blocks)
+            if blocks
+            else np.empty((0, n_voxels), np.float32)
+        )
+        if not in_order:
+            values[order] = values.copy()
         if (counts != 1).any():
             offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
             values = np.add.reduceat(values, offsets, axis=0) / counts[:, None].astype(np.float32)
         return values
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch | list[dict[str, Any]]:
+        """A batch of items, read with one vectorised read per session.
+
+        Items come back sorted by (session, trial), the order that reads the store sequentially;
+        the ``index`` entry gives each item's position in the dataset.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"Index out of range for a dataset of {len(self)} items.")
         indices = np.where(indices < 0, indices + len(self), indices)
+        first = self._item_ptr[indices]
+        indices = indices[
+            np.lexsort(
+                (self._read_row[first], self._read_store[first], self._item_subject[indices])
+            )
+        ]
         per_subject = self.read_betas(indices)
-        if len(per_subject) == 1:
-            betas: Any = torch.from_numpy(per_subject[0])
-        else:
-            betas = [None] * len(indices)
-            subject_ids = self._item_subject[indices]
-            for array, s in zip(per_subject, np.unique(subject_ids), strict=True):
-                for row, k in zip(array, np.flatnonzero(subject_ids == s), strict=True):
-                    betas[k] = torch.from_numpy(row)
-        items = self.items.iloc[indices]
+        betas: Any = torch.from_numpy(per_subject[0]) if len(per_subject) == 1 else [
+            torch.from_numpy(row) for array in per_subject for row in array
+        ]  # fmt: skip
+        columns = self._columns
         data: dict[str, Any] = {"betas": betas}
-        data.update(self.pairing.batch(items["image_name"].tolist()))
-        data["image_name"] = items["image_name"].tolist()
-        data["subject"] = items["subject"].tolist()
-        data["session"] = items["session"].tolist()
-        data["trial"] = torch.tensor(items["trial"].to_numpy(np.int64))
-        data["index"] = torch.from_numpy(indices.copy())
-        if "n_repeats" in items:
-            data["n_repeats"] = torch.tensor(items["n_repeats"].to_numpy(np.int64))
+        data.update(self.pairing.batch(columns["image_name"][indices]))
+        for key in ("image_name", "subject", "session"):
+            data[key] = columns[key][indices].tolist()
+        for key in ("trial", "n_repeats"):
+            if key in columns:
+                data[key] = torch.from_numpy(columns[key][indices])
+        data["index"] = torch.from_numpy(indices)
         batch = ItemBatch(data, len(indices))
         if self.transform is not None:
             return [self.transform(batch[k]) for k in range(len(batch))]

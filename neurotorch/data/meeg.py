@@ -3,7 +3,8 @@
 * `SimulatedSensorDataset`: map-style, virtual length; item ``i`` depends only on ``(seed, i)``.
 * `SimulatedSensorBatches`: iterable, yields whole batches generated at once (sharded over
   DataLoader workers and distributed ranks).
-* `CalibrationDataset`: simulated trials plus the Bayesian minimum-norm posterior.
+* `CalibrationDataset` / `CalibrationBatches`: simulated trials plus the Bayesian minimum-norm
+  posterior, per item or per batch.
 * `CalibrationRunsDataset`: the same items read from CaliBrain posterior summaries / NPZ runs.
 * `FMRIInformedSensors`: a betas dataset whose trials get sensor data ``L s + noise``.
 
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from neurotorch.meeg import layout
-from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData
+from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, random_leadfield
 from neurotorch.meeg.posterior import bmn_posterior
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import find_posterior_summaries, read_run
@@ -55,13 +56,18 @@ def build_leadfield(
 ) -> LeadfieldData:
     """Get a leadfield for the datasets: load it, simulate it with MNE or draw it at random.
 
-    ``retrieve_mode="simulate"`` without ``leadfield_dir`` (and without ``CALIBRAIN_DATA``)
-    builds the forward model in memory and writes nothing.
+    Without ``leadfield_dir`` (and without ``CALIBRAIN_DATA``), ``"simulate"`` builds the forward
+    model in memory and ``"random"`` draws the matrix; nothing is written.
     """
-    if retrieve_mode == "simulate" and leadfield_dir is None and not os.environ.get(layout.ENV_VAR):
-        from neurotorch.meeg.forward import simulate_leadfield
+    if leadfield_dir is None and not os.environ.get(layout.ENV_VAR):
+        if retrieve_mode == "simulate":
+            from neurotorch.meeg.forward import simulate_leadfield
 
-        return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
+            return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
+        if retrieve_mode == "random":
+            if n_sensors is None:
+                raise ValueError("retrieve_mode='random' needs n_sensors.")
+            return random_leadfield(orientation_type, n_sensors, n_sources, seed)
     builder = LeadfieldBuilder(leadfield_dir)
     return builder.get_leadfield(
         subject,
@@ -204,8 +210,10 @@ class SimulatedSensorDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
-        gen = self.simulation.generator(self.seed, index)
-        return _first(self.simulation.draw(1, gen, dense_sources=self.return_sources))
+        return _first(self._batch(1, self.simulation.generator(self.seed, index)))
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+        return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
 def _shard() -> tuple[int, int]:
@@ -223,7 +231,10 @@ class SimulatedSensorBatches(IterableDataset):
 
     Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``;
     batches are dealt round-robin to ranks and workers, so every batch is produced exactly once.
-    Items differ from `SimulatedSensorDataset`'s (one stream per batch, not per item).
+    With ``fresh_each_epoch`` every iteration advances ``e`` (in the main process, or in
+    persistent DataLoader workers), otherwise every iteration repeats the same batches (use that
+    for validation and test); `set_epoch` sets ``e`` explicitly. Items differ from
+    `SimulatedSensorDataset`'s (one random stream per batch, not per item).
     """
 
     def __init__(
@@ -237,12 +248,14 @@ class SimulatedSensorBatches(IterableDataset):
         config: ERPConfig | None = None,
         return_sources: bool = True,
         device: torch.device | str = "cpu",
+        fresh_each_epoch: bool = True,
     ):
         self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
         self.batch_size = int(batch_size)
         self.n_batches = int(n_batches)
         self.seed = int(seed)
         self.return_sources = return_sources
+        self.fresh_each_epoch = fresh_each_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -254,9 +267,15 @@ class SimulatedSensorBatches(IterableDataset):
 
     def __iter__(self):
         shard, n_shards = _shard()
+        epoch = self.epoch
+        if self.fresh_each_epoch:
+            self.epoch += 1
         for b in range(shard, self.n_batches, n_shards):
-            gen = self.simulation.generator(self.seed, self.epoch * self.n_batches + b)
-            yield self.simulation.draw(self.batch_size, gen, dense_sources=self.return_sources)
+            gen = self.simulation.generator(self.seed, epoch * self.n_batches + b)
+            yield self._batch(self.batch_size, gen)
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+        return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
 def posterior_item(
@@ -281,7 +300,28 @@ def posterior_item(
     return batch
 
 
-class CalibrationDataset(Dataset):
+class _PosteriorMixin:
+    """Adds the BMN posterior to every simulated batch (see `posterior_item`)."""
+
+    gamma: float | str
+    noise_var_scale: float
+    simulation: TrialSimulation
+
+    def _init_posterior(self, gamma: float | str, noise_var_scale: float) -> None:
+        if any(a >= 1.0 for a in self.simulation.alpha):
+            raise ValueError("Calibration data need alpha < 1: the posterior needs a noise variance.")
+        if gamma != "oracle" and not float(gamma) > 0:
+            raise ValueError(f"gamma must be 'oracle' or a positive number, got {gamma!r}.")
+        self.gamma = gamma
+        self.noise_var_scale = float(noise_var_scale)
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+        batch = self.simulation.draw(batch_size, generator, dense_sources=True)
+        leadfield = self.simulation.simulators[1].leadfield
+        return posterior_item(batch, leadfield, self.gamma, self.noise_var_scale)
+
+
+class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     """Calibrator training items: simulated trials and their Bayesian minimum-norm posterior.
 
     Keys: ``y`` (M, T), ``x_true`` (N, T) or (N, K, T), ``mean`` (like ``x_true``), ``var`` (N,)
@@ -310,25 +350,30 @@ class CalibrationDataset(Dataset):
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
     ):
-        if any(a >= 1.0 for a in alpha):
-            raise ValueError("CalibrationDataset needs alpha < 1: the posterior needs a noise variance.")
-        if gamma != "oracle" and not float(gamma) > 0:
-            raise ValueError(f"gamma must be 'oracle' or a positive number, got {gamma!r}.")
-        self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
-        self.length = int(length)
-        self.seed = int(seed)
-        self.gamma = gamma
-        self.noise_var_scale = float(noise_var_scale)
+        super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
+        self._init_posterior(gamma, noise_var_scale)
 
-    def __len__(self) -> int:
-        return self.length
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
-        batch = self.simulation.draw(1, self.simulation.generator(self.seed, index))
-        lf = self.simulation.simulators[1].leadfield
-        return _first(posterior_item(batch, lf, self.gamma, self.noise_var_scale))
+class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
+    """`CalibrationDataset`'s items generated a whole batch at a time (iterable; ``batch_size=None``
+    in the DataLoader). Sharding and seeding as in `SimulatedSensorBatches`."""
+
+    def __init__(
+        self,
+        leadfield: LeadfieldData,
+        batch_size: int = 64,
+        n_batches: int = 16,
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        seed: int = 0,
+        gamma: float | str = "oracle",
+        noise_var_scale: float = 1.0,
+        config: ERPConfig | None = None,
+        device: torch.device | str = "cpu",
+        fresh_each_epoch: bool = True,
+    ):
+        super().__init__(leadfield, batch_size, n_batches, nnz, alpha, seed, config, True, device, fresh_each_epoch)
+        self._init_posterior(gamma, noise_var_scale)
 
 
 class CalibrationRunsDataset(Dataset):
@@ -491,11 +536,9 @@ def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: 
 
 def build_meeg_calibration(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
     """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
-    else a simulated `CalibrationDataset`."""
-    if streaming:
-        raise ValueError("meeg-calibration has no streaming variant; use streaming=False.")
+    else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
     if "files" in config:
         return CalibrationRunsDataset(config["files"])
     leadfield = _leadfield_from_config(config)
     config["seed"] = split_seed(config.get("seed", 0), split)
-    return CalibrationDataset(leadfield, **config)
+    return (CalibrationBatches if streaming else CalibrationDataset)(leadfield, **config)

@@ -12,6 +12,8 @@ from typing import Any
 
 _BUILDERS: dict[str, str] = {
     "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
+    "meeg-sim": "neurotorch.data.meeg:build_meeg_sim",
+    "meeg-calibration": "neurotorch.data.meeg:build_meeg_calibration",
 }
 
 
@@ -31,7 +33,9 @@ def list_datasets() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def load_dataset(name: str, split: str | None = None, streaming: bool = False, **config: Any) -> Any:
+def load_dataset(
+    name: str, split: str | None = None, streaming: bool = False, **config: Any
+) -> Any:
     """Build a dataset by name.
 
     Parameters

@@ -59,6 +59,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def list_sessions(root: DataRoot, subject: str) -> list[str]:
+    """Sessions of a subject that have a betas file, sorted."""
+    return [
+        s
+        for s in root.listdir(layout.subject_dir(subject))
+        if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))
+    ]
+
+
 def mask_hash(mask: np.ndarray) -> str:
     """Hash of a boolean grid mask (shape and bits)."""
     mask = np.asarray(mask, dtype=bool)
@@ -172,7 +181,12 @@ class SessionStore:
 
 
 def _expected_manifest(
-    subject: str, session: str, identity: dict[str, Any], mask_sha: str, dtype: str, shape: tuple[int, int]
+    subject: str,
+    session: str,
+    identity: dict[str, Any],
+    mask_sha: str,
+    dtype: str,
+    shape: tuple[int, int],
 ) -> dict[str, Any]:
     return {
         "format": STORE_FORMAT,
@@ -225,7 +239,11 @@ class PreparedStore:
 
 
 def store_directory(
-    root: DataRoot, subject: str, voxel_mask: np.ndarray, dtype: str, cache_dir: str | os.PathLike | None = None
+    root: DataRoot,
+    subject: str,
+    voxel_mask: np.ndarray,
+    dtype: str,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Where the store of (dataset root, subject, selection, dtype) lives."""
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -264,7 +282,9 @@ def _write_session(
                 n_read += 1
                 bar.update()
         if n_read != n_volumes:
-            raise ShapeMismatchError(f"{root.path(relpath)}: header says {n_volumes} volumes, read {n_read}.")
+            raise ShapeMismatchError(
+                f"{root.path(relpath)}: header says {n_volumes} volumes, read {n_read}."
+            )
         out.flush()
         del out
         with open(tmp, "rb+") as handle:
@@ -332,12 +352,18 @@ def build_store(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
     root = resolve_root(data_dir, storage_options)
     subject = layout.subject_id(subject)
-    if sessions is None:
-        sessions = root.listdir(layout.subject_dir(subject))
-        sessions = [s for s in sessions if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))]
-    sessions = [layout.session_id(s) for s in sessions]
+    sessions = [
+        layout.session_id(s)
+        for s in (list_sessions(root, subject) if sessions is None else sessions)
+    ]
     voxel_mask = voxel_selection(
-        root, subject, roi=roi, mask=mask, nc_threshold=nc_threshold, nc_desc=nc_desc, mask_source=mask_source
+        root,
+        subject,
+        roi=roi,
+        mask=mask,
+        nc_threshold=nc_threshold,
+        nc_desc=nc_desc,
+        mask_source=mask_source,
     )
     directory = store_directory(root, subject, voxel_mask, dtype, cache_dir)
     try:
@@ -351,36 +377,57 @@ def build_store(
             "writable folder or pass cache_dir=."
         ) from err
     mask_sha = mask_hash(voxel_mask)
-    show = progress_enabled() if progress is None else progress and progress_enabled()
-    with tqdm(desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
-        for session in sessions:
-            relpath = require(root, layout.session_betas(subject, session), f"Betas of {subject} {session}")
-            store = SessionStore(directory, session)
-            _build_session(root, relpath, subject, store, voxel_mask, mask_sha, dtype, bar)
+    plans = [
+        _plan_session(root, subject, SessionStore(directory, s), voxel_mask, mask_sha, dtype)
+        for s in sessions
+    ]
+    stale = [plan for plan in plans if not is_current(plan[0], plan[1])]
+    if stale:
+        show = progress_enabled() if progress is None else progress and progress_enabled()
+        total = sum(expected["shape"][0] for _, expected, _ in stale)
+        with tqdm(total=total, desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
+            for store, expected, relpath in stale:
+                _build_session(root, relpath, store, expected, voxel_mask, bar)
     return PreparedStore(directory, subject, sessions, dtype)
 
 
-def _build_session(
-    root: DataRoot, relpath: str, subject: str, store: SessionStore, voxel_mask: np.ndarray, mask_sha: str, dtype: str,
-    bar: tqdm,
-) -> None:  # fmt: skip
+def _plan_session(
+    root: DataRoot,
+    subject: str,
+    store: SessionStore,
+    voxel_mask: np.ndarray,
+    mask_sha: str,
+    dtype: str,
+) -> tuple[SessionStore, dict[str, Any], str]:
+    """(files, the manifest a current build would have, source path) of one session."""
+    relpath = require(
+        root, layout.session_betas(subject, store.session), f"Betas of {subject} {store.session}"
+    )
     with open_source(root, relpath) as source:
         header = read_nifti_header(source)
     shape = (header.n_volumes, int(voxel_mask.sum()))
-    expected = _expected_manifest(
-        subject, store.session, source_identity(root, relpath), mask_sha, dtype, shape
+    identity = source_identity(root, relpath)
+    return (
+        store,
+        _expected_manifest(subject, store.session, identity, mask_sha, dtype, shape),
+        relpath,
     )
-    if is_current(store, expected):
-        return
+
+
+def _build_session(
+    root: DataRoot, relpath: str, store: SessionStore, expected: dict[str, Any], voxel_mask: np.ndarray,
+    bar: tqdm,
+) -> None:  # fmt: skip
     with FileLock(store.lock_path):
         if is_current(store, expected):  # another process finished it while we waited
+            bar.update(expected["shape"][0])
             return
         store.manifest_path.unlink(missing_ok=True)
         _remove_stale(store)
-        if bar.total is None:
-            bar.total = 0
-        bar.total += header.n_volumes
-        bar.refresh()
-        _write_session(root, relpath, store, voxel_mask, dtype, header.n_volumes, bar)
-        _atomic_write(store.manifest_path, lambda handle: handle.write(json.dumps(expected, indent=1).encode()))
-
+        _write_session(
+            root, relpath, store, voxel_mask, expected["dtype"], expected["shape"][0], bar
+        )
+        _atomic_write(
+            store.manifest_path,
+            lambda handle: handle.write(json.dumps(expected, indent=1).encode()),
+        )

@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neurotorch.data.store import list_sessions
+from neurotorch.errors import FormatError, SubjectNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import read_table
+from neurotorch.fmri.discovery import get_subjects
+from neurotorch.fmri.session_checks import check_beta_index
 from neurotorch.fmri.splits import SHARED_POOL, get_train_test_ids
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.io.storage import DataRoot
@@ -35,17 +39,10 @@ def parse_split(split: str | None) -> tuple[str | None, str]:
     name, _, part = split.partition("/")
     part = part or "all"
     if part not in PARTS:
-        raise ValueError(f"Unknown split part {part!r} in {split!r}; use '<split>/train', '/test' or '/all'.")
+        raise ValueError(
+            f"Unknown split part {part!r} in {split!r}; use '<split>/train', '/test' or '/all'."
+        )
     return name, part
-
-
-def list_sessions(root: DataRoot, subject: str) -> list[str]:
-    """Sessions of a subject that have a betas file."""
-    return [
-        s
-        for s in root.listdir(layout.subject_dir(subject))
-        if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))
-    ]
 
 
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
@@ -54,6 +51,7 @@ def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
         root, layout.session_trials(subject, session), f"Trial table of {subject} {session}",
         layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
     )  # fmt: skip
+    check_beta_index(table, root.path(layout.session_trials(subject, session)))
     return pd.DataFrame(
         {
             "subject": subject,
@@ -97,6 +95,12 @@ def select_trials(
     """
     if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
         raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+    available = get_subjects(root)
+    unknown = [s for s in subjects if s not in available]
+    if unknown:
+        raise SubjectNotFoundError(
+            f"Subject(s) {', '.join(unknown)} not in {root.url}; available: {', '.join(available)}."
+        )
     tables = []
     for subject in subjects:
         chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions
@@ -157,7 +161,9 @@ class StimulusPairing:
         if unknown:
             raise ValueError(f"Unknown modalities {unknown}; choose from {MODALITIES}.")
         self.root = root
-        self.features = [] if features is None else [features] if isinstance(features, str) else list(features)
+        self.features = (
+            [] if features is None else [features] if isinstance(features, str) else list(features)
+        )
         for model in self.features:
             layout.embeddings(model)  # validates the name
         self.modalities = tuple(modalities)
@@ -167,6 +173,21 @@ class StimulusPairing:
         self._stimuli: Stimuli | None = None
         self._embeddings: dict[str, np.ndarray] | None = None
         self._pid: int | None = None
+        self._check_embeddings()
+
+    def _check_embeddings(self) -> None:
+        """Every paired image has a row in each embedding file (checked on open, not mid-epoch)."""
+        if not self.features:
+            return
+        with Stimuli(self.root) as hub:
+            for model in self.features:
+                missing = hub.embeddings.missing(model, self.names)
+                if missing:
+                    raise FormatError(
+                        f"{self.root.path(layout.embeddings(model))} has no row for {len(missing)} "
+                        f"of the {len(self.names)} images of this dataset (e.g. {missing[:3]}); "
+                        "re-download the embeddings, or pass features=None."
+                    )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_stimuli": None, "_embeddings": None, "_pid": None}
@@ -190,13 +211,16 @@ class StimulusPairing:
         self._fresh()
         if self._embeddings is None:
             hub = self.stimuli
-            self._embeddings = {m: hub.embeddings.get(m, self.names, dtype=np.float32) for m in self.features}
+            self._embeddings = {
+                m: hub.embeddings.get(m, self.names, dtype=np.float32) for m in self.features
+            }
             hub.close()
         return self._embeddings
 
     def rows(self, names: Sequence[str]) -> np.ndarray:
         """Positions of ``names`` in `names`."""
-        return np.fromiter((self.index[n] for n in names), dtype=np.int64, count=len(names))
+        index = self.index
+        return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
 
     def batch(self, names: Sequence[str]) -> dict[str, Any]:
         """Every requested modality for ``names``: embeddings stacked, the rest as lists."""

@@ -7,27 +7,40 @@ The API follows laion_fmri's names and semantics::
     sub = load_subject("sub-01", data_dir="...")     # or set LAION_FMRI_DATA_DIR
     betas = sub.get_betas(session="ses-01", roi="FFA1")
     clip = sub.embeddings.all("CLIP", session="ses-01")
+
+The loaders are imported on first use, so ``neurotorch.fmri.layout`` stays light to import.
 """
 
+from __future__ import annotations
+
+from neurotorch._lazy import lazy_getattr
 from neurotorch.errors import (
     DataDirNotSetError,
     DataNotDownloadedError,
     StimuliNotDownloadedError,
     SubjectNotFoundError,
 )
-from neurotorch.fmri.group import SubjectGroup, load_subjects
-from neurotorch.fmri.stimuli import Stimuli, load_stimuli
-from neurotorch.fmri.subject import Subject, load_subject
+
+_LAZY = {
+    "Stimuli": "neurotorch.fmri.stimuli",
+    "Subject": "neurotorch.fmri.subject",
+    "SubjectGroup": "neurotorch.fmri.group",
+    "load_stimuli": "neurotorch.fmri.stimuli",
+    "load_subject": "neurotorch.fmri.subject",
+    "load_subjects": "neurotorch.fmri.group",
+}
 
 __all__ = [
     "DataDirNotSetError",
     "DataNotDownloadedError",
     "StimuliNotDownloadedError",
-    "Stimuli",
-    "Subject",
-    "SubjectGroup",
     "SubjectNotFoundError",
-    "load_stimuli",
-    "load_subject",
-    "load_subjects",
+    *_LAZY,
 ]
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,10 +19,14 @@ from neurotorch.io.storage import DataRoot
 
 DATA_DIR_ENV = "LAION_FMRI_DATA_DIR"
 DEFAULT_DIR_NAME = "laion-fmri"
+_ROOT_HINT = f"then pass data_dir=DIR or set {DATA_DIR_ENV}=DIR."
 HOW_TO_GET = (
-    "Get it with `neurotorch download laion-fmri --out DIR` (or write a synthetic tree with "
-    "`neurotorch synth laion-fmri --out DIR`), then pass data_dir=DIR or set "
-    f"{DATA_DIR_ENV}=DIR."
+    "Get it with `neurotorch download laion-fmri --out DIR [--subject sub-01]` (or write a "
+    f"synthetic tree with `neurotorch synth laion-fmri --out DIR`), {_ROOT_HINT}"
+)
+HOW_TO_GET_STIMULI = (
+    "Get the stimuli with `neurotorch download laion-fmri --out DIR --include-stimuli` (or write "
+    f"a synthetic tree with `neurotorch synth laion-fmri --out DIR`), {_ROOT_HINT}"
 )
 
 
@@ -68,8 +72,9 @@ def require(
     if root.exists(relpath):
         return relpath
     error = StimuliNotDownloadedError if stimuli else DataNotDownloadedError
+    how = HOW_TO_GET_STIMULI if stimuli else HOW_TO_GET
     extra = f" {hint}" if hint else ""
-    raise error(f"{what} not found: {root.path(relpath)}.{extra} {HOW_TO_GET}")
+    raise error(f"{what} not found: {root.path(relpath)}.{extra} {how}")
 
 
 def read_table(

@@ -55,7 +55,7 @@ class DownloadResult:
     transferred
         The files that were (fully or partly) transferred by this call.
     bytes_transferred
-        Bytes received by this call.
+        Bytes received for the files this call completed.
     """
 
     out: Path
@@ -227,7 +227,11 @@ def download_laion_fmri(
         disable=not config.progress_enabled(),
     )
 
+    stop = threading.Event()
+
     def count(n: int) -> None:
+        if stop.is_set():  # interrupted: end this transfer here, its partial file is kept
+            raise InterruptedError("download interrupted")
         with lock:
             bar.update(n)
             if on_bytes:
@@ -240,20 +244,26 @@ def download_laion_fmri(
         )
 
     failures: dict[str, BaseException] = {}
-    with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(transfer, rel): rel for rel in pending}
-        for future in as_completed(futures):
-            if future.cancelled():
-                continue
-            rel = futures[future]
-            try:
-                result.bytes_transferred += future.result()
-                result.transferred.append(rel)
-            except Exception as exc:  # collected and re-raised below, naming the files
-                failures[rel] = exc
-                if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing requests
-                    for other in futures:
-                        other.cancel()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        with bar:
+            futures = {pool.submit(transfer, rel): rel for rel in pending}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                rel = futures[future]
+                try:
+                    result.bytes_transferred += future.result()
+                    result.transferred.append(rel)
+                except Exception as exc:  # collected and re-raised below, naming the files
+                    failures[rel] = exc
+                    if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing
+                        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C: stop the running transfers at their next chunk
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     result.transferred.sort()
     if failures:
         first_rel, first = sorted(failures.items())[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from neurotorch.errors import UnsafePathError
+
 GLM_DIR = "derivatives/glmsingle-tedana"
 ANAT_DIR = "derivatives/anatomical"
 ROI_DIR = "derivatives/rois"
@@ -48,9 +50,20 @@ _SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
 _SESSION = re.compile(r"^(ses-)?([A-Za-z0-9]+)$")
 
 
+def _refuse_path_like(value: object, what: str) -> None:
+    """Raise `UnsafePathError` for an id that holds path syntax (``/``, ``\\``, ``..``)."""
+    text = str(value)
+    if "/" in text or "\\" in text or ".." in text:
+        raise UnsafePathError(
+            f"Invalid {what} id {value!r}: ids are plain names such as "
+            f"{'sub-01' if what == 'subject' else 'ses-01'!r}, never paths."
+        )
+
+
 def subject_id(subject: str | int) -> str:
     """``"sub-01"`` from ``"sub-01"``, ``"01"`` or ``1``."""
     text = f"{subject:02d}" if isinstance(subject, int) else str(subject)
+    _refuse_path_like(text, "subject")
     match = _SUBJECT.match(text)
     if not match:
         raise ValueError(f"Invalid subject id {subject!r}; expected e.g. 'sub-01'.")
@@ -60,6 +73,7 @@ def subject_id(subject: str | int) -> str:
 def session_id(session: str | int) -> str:
     """``"ses-01"`` from ``"ses-01"``, ``"01"`` or ``1``."""
     text = f"{session:02d}" if isinstance(session, int) else str(session)
+    _refuse_path_like(text, "session")
     match = _SESSION.match(text)
     if not match:
         raise ValueError(f"Invalid session id {session!r}; expected e.g. 'ses-01'.")
@@ -100,7 +114,9 @@ def subject_r2mean(subject: str) -> str:
 
 def subject_noise_ceiling(subject: str, desc: str) -> str:
     if desc not in SUBJECT_NOISE_CEILINGS:
-        raise ValueError(f"Unknown noise-ceiling desc {desc!r}; choose one of {SUBJECT_NOISE_CEILINGS}.")
+        raise ValueError(
+            f"Unknown noise-ceiling desc {desc!r}; choose one of {SUBJECT_NOISE_CEILINGS}."
+        )
     return f"{GLM_DIR}/{subject}/{subject}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"
 
 
@@ -156,7 +172,9 @@ def stimuli_images() -> str:
 
 def embeddings(model: str) -> str:
     if model not in EMBEDDING_MODELS:
-        raise ValueError(f"Unknown embedding model {model!r}; choose one of {list(EMBEDDING_MODELS)}.")
+        raise ValueError(
+            f"Unknown embedding model {model!r}; choose one of {list(EMBEDDING_MODELS)}."
+        )
     return f"{STIMULI_DIR}/task-images_desc-{model}_embeddings.h5"
 
 

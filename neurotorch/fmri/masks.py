@@ -7,22 +7,28 @@ flattened in C order. A selection narrows it: brain ∩ ROI ∩ noise-ceiling th
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 
 from neurotorch.errors import ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
+from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.storage import DataRoot
 
 BRAIN_MASK_SOURCES = ("anatomical", "rsquare")
+# Largest difference (mm) between two affines that still count as the same grid: NIfTI stores
+# affines as float32, so equal grids written by different tools differ by ~1e-4 mm.
+AFFINE_TOLERANCE_MM = 1e-2
 
 
 def read_volume(root: DataRoot, relpath: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """The data (scaling applied, as nibabel's ``dataobj`` gives it) and affine of a NIfTI file."""
+    """The data (scaling applied, as nibabel's ``dataobj`` gives it) and affine of a NIfTI file.
+
+    The gzip stream is verified; a damaged file raises `CorruptFileError` naming it.
+    """
     require(root, relpath, what)
-    image = nib.load(root.local_path(relpath))
-    return np.asarray(image.dataobj), image.affine
+    data, image = read_nifti_image(root.local_path(relpath))
+    return data, image.affine
 
 
 def check_source(source: str) -> str:
@@ -33,6 +39,13 @@ def check_source(source: str) -> str:
     return source
 
 
+def brain_mask_file(subject: str, source: str = "anatomical", res: str | None = "1pt8") -> str:
+    """Relative path of the file the brain mask of ``source`` is read from."""
+    if check_source(source) == "rsquare":
+        return layout.subject_r2mean(subject)
+    return layout.anatomical_brain_mask(subject, res)
+
+
 def read_brain_mask(
     root: DataRoot, subject: str, source: str = "anatomical", res: str | None = "1pt8"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +54,11 @@ def read_brain_mask(
     ``source="rsquare"`` is derived from the subject's mean-R² map (R2mean > 0) and exists only on
     the functional grid, so ``res`` applies to ``source="anatomical"`` only.
     """
-    if check_source(source) == "rsquare":
-        r2, affine = read_volume(root, layout.subject_r2mean(subject), f"Mean R² map of {subject}")
+    relpath = brain_mask_file(subject, source, res)
+    if source == "rsquare":
+        r2, affine = read_volume(root, relpath, f"Mean R² map of {subject}")
         with np.errstate(invalid="ignore"):
             return np.asarray(r2 > 0), affine
-    relpath = layout.anatomical_brain_mask(subject, res)
     data, affine = read_volume(root, relpath, f"Anatomical brain mask of {subject}")
     return nonzero_mask(data), affine
 
@@ -58,12 +71,27 @@ def nonzero_mask(data: np.ndarray) -> np.ndarray:
     return mask
 
 
-def check_grid(shape: tuple[int, ...], grid: tuple[int, ...], what: str) -> None:
+def check_grid(
+    shape: tuple[int, ...], grid: tuple[int, ...], what: str, reference: str = "the brain mask"
+) -> None:
     """Raise `ShapeMismatchError` unless the spatial part of ``shape`` equals ``grid``."""
     if tuple(shape[:3]) != tuple(grid):
         raise ShapeMismatchError(
-            f"{what} has grid {tuple(shape[:3])}, but the brain mask has grid {tuple(grid)}; "
+            f"{what} has grid {tuple(shape[:3])}, but {reference} has grid {tuple(grid)}; "
             "both must come from the same subject and resolution (res-1pt8)."
+        )
+
+
+def check_affine(
+    affine: np.ndarray, reference_affine: np.ndarray, what: str, reference: str = "the brain mask"
+) -> None:
+    """Raise `ShapeMismatchError` unless two voxel-to-scanner affines describe the same grid."""
+    if not np.allclose(affine, reference_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        raise ShapeMismatchError(
+            f"{what} and {reference} have the same grid shape but different affines "
+            f"(largest difference {np.abs(affine - reference_affine).max():.3g} mm), so their "
+            "voxels are not the same points in space; use files of the same subject and "
+            "resolution (res-1pt8), or resample one onto the other."
         )
 
 

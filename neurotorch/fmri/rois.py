@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
+from neurotorch.errors import RoiNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.fmri.masks import check_grid, nonzero_mask, read_volume
@@ -50,7 +51,7 @@ def resolve_roi_query(query: RoiQuery, available: dict[str, list[str]]) -> list[
 
     Raises
     ------
-    ValueError
+    RoiNotFoundError
         For a string that is neither ``"all"``, a category nor an available ROI; the message
         lists the available ROIs and categories.
     """
@@ -75,8 +76,8 @@ def _resolve_term(term: str, available: dict[str, list[str]]) -> list[tuple[str,
     pairs = [(c, r) for c, names in available.items() for r in names if r == term]
     if not pairs:
         rois = [r for names in available.values() for r in names]
-        raise ValueError(
-            f"Unknown ROI {term!r}. Available ROIs: {', '.join(rois) or 'none'}. "
+        raise RoiNotFoundError(
+            f"Unknown ROI {term!r} for this subject. Available ROIs: {', '.join(rois) or 'none'}. "
             f"Available categories: {', '.join(available) or 'none'}. Or use 'all'."
         )
     return pairs
@@ -97,7 +98,8 @@ def union_roi_volume(
     union = np.zeros(grid, dtype=bool)
     for category, roi in pairs:
         volume = read_roi_volume(root, subject, category, roi)
-        check_grid(volume.shape, grid, f"ROI {roi} of {subject}")
+        relpath = layout.roi_volume(subject, category, roi)
+        check_grid(volume.shape, grid, f"ROI {roi} of {subject} ({root.path(relpath)})")
         union |= volume
     return union
 

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from neurotorch.errors import FormatError
+from neurotorch.errors import CorruptFileError, FormatError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import read_table, require, resolve_root
 from neurotorch.io.storage import DataRoot
@@ -58,7 +58,13 @@ class LazyH5:
     def file(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             require(self.root, self.relpath, self.what, stimuli=True)
-            self._file = h5py.File(self.root.local_path(self.relpath), "r")
+            try:
+                self._file = h5py.File(self.root.local_path(self.relpath), "r")
+            except OSError as exc:
+                raise CorruptFileError(
+                    f"{self.root.path(self.relpath)} is not a readable HDF5 file ({exc}); it is "
+                    "truncated or damaged, download it again."
+                ) from exc
             self._pid = os.getpid()
         return self._file
 
@@ -100,6 +106,19 @@ def _as_list(names: Names) -> tuple[list[str], bool]:
     if isinstance(names, str):
         return [names], True
     return [str(n) for n in names], False
+
+
+def unique_index(names: Sequence[str], where: str) -> dict[str, int]:
+    """Name → position; `FormatError` naming ``where`` if a name occurs twice."""
+    index = {name: row for row, name in enumerate(names)}
+    if len(index) != len(names):
+        repeated = pd.Series(list(names))
+        repeated = sorted(set(repeated[repeated.duplicated()]))
+        raise FormatError(
+            f"{where} lists {len(names) - len(index)} image name(s) more than once "
+            f"(e.g. {repeated[:3]}), so rows cannot be matched by name; re-download the file."
+        )
+    return index
 
 
 def _rows_of(names: list[str], index: dict[str, int], what: str) -> np.ndarray:
@@ -221,9 +240,15 @@ class StimulusEmbeddings:
         ids = self._file(model)["image_ids"].asstr()[()]
         return [str(i) for i in ids]
 
+    def missing(self, model: str, names: Sequence[str]) -> list[str]:
+        """The ``names`` that have no row in ``model``'s embedding file, in the order given."""
+        self._rows(model, [])
+        return [name for name in names if name not in self._index[model]]
+
     def _rows(self, model: str, names: list[str]) -> np.ndarray:
         if model not in self._index:
-            self._index[model] = {name: row for row, name in enumerate(self.image_ids(model))}
+            where = self._root.path(layout.embeddings(model))
+            self._index[model] = unique_index(self.image_ids(model), where)
         return _rows_of(names, self._index[model], f"{model} embedding file")
 
     def __getitem__(self, model: str) -> np.ndarray:
@@ -424,7 +449,7 @@ class Stimuli:
         """Image name → row of the metadata table (and of the images file)."""
         if self._row_index is None:
             names = self.metadata["image_name"].tolist()
-            self._row_index = {name: row for row, name in enumerate(names)}
+            self._row_index = unique_index(names, self.root.path(layout.stimuli_metadata()))
         return self._row_index
 
     def rows(self, names: Sequence[str]) -> np.ndarray:

@@ -15,6 +15,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -23,19 +24,22 @@ import pandas as pd
 from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
-    ShapeMismatchError,
+    RoiNotFoundError,
     SubjectNotFoundError,
+    UnsafePathError,
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import HOW_TO_GET, read_table, require, resolve_root
 from neurotorch.fmri.discovery import get_sessions, get_subjects
 from neurotorch.fmri.masks import (
+    brain_mask_file,
     check_grid,
     combine_voxel_mask,
     read_brain_mask,
     read_volume,
     scatter_to_grid,
 )
+from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
 from neurotorch.fmri.rois import (
     RoiQuery,
     available_rois,
@@ -43,6 +47,7 @@ from neurotorch.fmri.rois import (
     roi_data,
     union_roi_volume,
 )
+from neurotorch.fmri.session_checks import check_betas_grid, check_trial_count
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.fmri.trial_stimuli import (
     TrialCaptions,
@@ -50,10 +55,12 @@ from neurotorch.fmri.trial_stimuli import (
     TrialImages,
     TrialSegmentations,
 )
+from neurotorch.io.nibabel_read import read_nifti_image
+from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
 
 STIMULUS_SUBSETS = ("shared", "unique")
-METADATA_COLUMNS = (
+TRIAL_TABLE_COLUMNS = (
     "session",
     "session_trial",
     "image_name",
@@ -63,6 +70,14 @@ METADATA_COLUMNS = (
 )
 
 SessionArg = str | int | list | tuple | None
+
+
+class _VoxelAxis(NamedTuple):
+    """A voxel selection on the grid, the affine of that grid and the mask file it came from."""
+
+    selection: np.ndarray
+    affine: np.ndarray
+    mask_file: str
 
 
 def load_subject(
@@ -102,6 +117,8 @@ def load_subject(
         return Subject(available[int(subject) - 1], root)
     try:
         subject_id = layout.subject_id(subject)
+    except UnsafePathError:
+        raise
     except ValueError as err:
         raise SubjectNotFoundError(f"{err} Available: {', '.join(available)}.") from None
     if subject_id not in available:
@@ -113,8 +130,10 @@ def load_subject(
 
 def _check_roi_or_mask(roi: RoiQuery | None, mask: np.ndarray | None) -> None:
     if roi is not None and mask is not None:
-        raise ValueError("roi and mask are mutually exclusive; combine them yourself, e.g. "
-                         "mask=sub.get_roi_mask(roi) & my_mask.")  # fmt: skip
+        raise ValueError(
+            "roi and mask are mutually exclusive; combine them yourself, e.g. "
+            "mask=sub.get_roi_mask(roi) & my_mask."
+        )
 
 
 class Subject:
@@ -152,10 +171,10 @@ class Subject:
     def _sessions(self, session: SessionArg) -> tuple[list[str], bool]:
         """(session ids, whether a list was given); None is an error, as in laion_fmri."""
         if session is None:
-            sessions = self.get_sessions()
+            example = (self.get_sessions() or ["ses-01"])[0]
             raise ValueError(
-                f"session is required: pass one session (e.g. {sessions[0] if sessions else 'ses-01'!r}), "
-                "a list of them, or sub.get_sessions() for all of them."
+                f"session is required: pass one session (e.g. {example!r}), a list of them, "
+                "or sub.get_sessions() for all of them."
             )
         if isinstance(session, list | tuple):
             return [layout.session_id(s) for s in session], True
@@ -193,6 +212,9 @@ class Subject:
         frames = []
         for session in self.get_sessions():
             trials = self._read_trials(session)
+            with self._open_betas(layout.session_betas(self.subject_id, session)) as handle:
+                n_volumes = read_nifti_header(handle).n_volumes
+            check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
             names = trials["label"].astype(str)
             try:
                 rows = self.stimuli.rows(names.tolist())
@@ -215,7 +237,7 @@ class Subject:
             extras = trials.drop(columns=[c for c in trials.columns if c in frame.columns])
             frames.append(pd.concat([frame, extras.reset_index(drop=True)], axis=1))
         if not frames:
-            return pd.DataFrame(columns=list(METADATA_COLUMNS))
+            return pd.DataFrame(columns=list(TRIAL_TABLE_COLUMNS))
         return pd.concat(frames, ignore_index=True)
 
     @property
@@ -301,7 +323,7 @@ class Subject:
         if category is None:
             return [roi for names in available.values() for roi in names]
         if category not in available and category not in layout.ROI_CATEGORIES:
-            raise ValueError(
+            raise RoiNotFoundError(
                 f"Unknown ROI category {category!r}; available: {', '.join(available)}."
             )
         return list(available.get(category, []))
@@ -312,9 +334,8 @@ class Subject:
         ``roi``: an ROI name, a category, ``"all"`` or a list mixing them (union).
         """
         brain, _ = self._brain(mask_source)
-        return union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), brain.shape)[
-            brain
-        ]
+        union = union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), brain.shape)
+        return union[brain]
 
     def get_roi_masks(
         self, rois: RoiQuery, mask_source: str = "anatomical"
@@ -345,6 +366,7 @@ class Subject:
         stimuli: str | None = None,
         streaming: bool = False,
         mask_source: str = "anatomical",
+        nan_policy: str = DEFAULT_NAN_POLICY,
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Single-trial betas ``(n_trials, n_voxels)`` float32 of a session.
 
@@ -365,13 +387,28 @@ class Subject:
             volume by volume, with the mask applied inline (peak memory one volume + output).
         mask_source
             Brain mask defining the voxel axis: ``"anatomical"`` or ``"rsquare"``.
+        nan_policy
+            What to do with NaN/±inf among the selected betas: ``"raise"`` (default,
+            `FormatError` naming the file and the count), ``"zero"`` (replace with 0) or
+            ``"keep"``.
+
+        Raises
+        ------
+        ShapeMismatchError
+            The betas grid or affine differs from the brain mask's, or the file's volumes
+            differ in number from the rows of the session's trials table.
+        CorruptFileError
+            The betas file is truncated or its gzip stream is damaged.
         """
         if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
             raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        check_nan_policy(nan_policy)
         sessions, as_dict = self._sessions(session)
-        selection, _ = self._selection(mask_source, roi, mask)
+        selection, affine = self._selection(mask_source, roi, mask)
+        mask_file = self.root.path(brain_mask_file(self.subject_id, mask_source))
+        axis = _VoxelAxis(selection, affine, mask_file)
         betas = {
-            ses: self._session_betas(ses, selection, nc_threshold, stimuli, streaming)
+            ses: self._session_betas(ses, axis, nc_threshold, stimuli, streaming, nan_policy)
             for ses in sessions
         }
         return betas if as_dict else betas[sessions[0]]
@@ -379,64 +416,56 @@ class Subject:
     def _session_betas(
         self,
         session: str,
-        selection: np.ndarray,
+        axis: _VoxelAxis,
         nc_threshold: float | None,
         stimuli: str | None,
         streaming: bool,
+        nan_policy: str,
     ) -> np.ndarray:
-        voxels = selection
+        voxels = axis.selection
         if nc_threshold is not None:
             noise_ceiling, _ = self._noise_ceiling_volume(session)
+            nc_file = self.root.path(layout.session_noise_ceiling(self.subject_id, session))
+            reference = f"the brain mask {axis.mask_file}"
+            check_grid(noise_ceiling.shape, voxels.shape, f"The noise ceiling {nc_file}", reference)
             voxels = combine_voxel_mask(
-                selection, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
+                voxels, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
             )
         relpath = self._session_file(
             layout.session_betas(self.subject_id, session), f"Betas of {self.subject_id} {session}"
         )
-        trials = None if stimuli is None else self._read_trials(session)
+        trials = self._read_trials(session)
         if streaming:
-            return self._stream_betas(relpath, voxels, trials, stimuli)
-        image = nib.load(self.root.local_path(relpath))
-        check_grid(image.shape, voxels.shape, f"The betas file {self.root.path(relpath)}")
-        data = np.asarray(image.dataobj)
-        data = data[..., np.newaxis] if data.ndim == 3 else data
-        volumes = (
-            None
-            if trials is None
-            else self._subset_volumes(trials, stimuli, data.shape[3], relpath)
-        )
-        betas = data[voxels].T
-        if volumes is not None:
-            betas = betas[volumes]
-        return np.ascontiguousarray(betas, dtype=np.float32)
-
-    def _stream_betas(
-        self, relpath: str, voxels: np.ndarray, trials: pd.DataFrame | None, stimuli: str | None
-    ) -> np.ndarray:
-        from neurotorch.io.nifti import read_masked_betas, read_nifti_header
-
-        def source() -> AbstractContextManager:
-            local = self.root.is_local
-            return nullcontext(self.root.local_path(relpath)) if local else self.root.open(relpath)
-
+            with self._open_betas(relpath) as handle:
+                header = read_nifti_header(handle)
+            shape, affine = header.shape, header.affine
+        else:
+            data, image = read_nifti_image(self.root.local_path(relpath))
+            data = data[..., np.newaxis] if data.ndim == 3 else data
+            shape, affine = data.shape, image.affine
+        where = self.root.path(relpath)
+        check_betas_grid(where, shape, affine, voxels.shape, axis.affine, axis.mask_file)
+        n_volumes = shape[3] if len(shape) > 3 else 1
+        check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
         volumes = None
-        if trials is not None:
-            with source() as handle:
-                n_volumes = read_nifti_header(handle).n_volumes
-            volumes = self._subset_volumes(trials, stimuli, n_volumes, relpath)
-        with source() as handle:
-            return read_masked_betas(handle, voxels, volumes=volumes, progress=True)
+        if stimuli is not None:
+            labels = trials["label"].astype(str)
+            volumes = np.flatnonzero(labels.str.startswith(f"{stimuli}_").to_numpy())
+        if streaming:
+            with self._open_betas(relpath) as handle:
+                betas = read_masked_betas(handle, voxels, volumes=volumes, progress=True)
+        else:
+            betas = data[voxels].T
+            if volumes is not None:
+                betas = betas[volumes]
+            betas = np.ascontiguousarray(betas, dtype=np.float32)
+        return apply_nan_policy(betas, nan_policy, where)
 
-    def _subset_volumes(
-        self, trials: pd.DataFrame, stimuli: str | None, n_volumes: int, relpath: str
-    ) -> np.ndarray:
-        """Volume indices of the trials whose label starts with ``"<stimuli>_"``."""
-        if len(trials) != n_volumes:
-            raise ShapeMismatchError(
-                f"{self.root.path(relpath)} has {n_volumes} volumes but its trials table has "
-                f"{len(trials)} rows; re-download the session."
-            )
-        return np.flatnonzero(trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy())
+    def _open_betas(self, relpath: str) -> AbstractContextManager:
+        """A local path (local root) or an open remote handle, for the streaming reader."""
+        if self.root.is_local:
+            return nullcontext(self.root.local_path(relpath))
+        return self.root.open(relpath)
 
     def _noise_ceiling_volume(self, session: str) -> tuple[np.ndarray, np.ndarray]:
         relpath = self._session_file(

@@ -36,7 +36,9 @@ def voxel_table(
             labels[read_roi_volume(root, subject, category, name)] = name
     selection = combine_voxel_mask(brain, roi=labels != "") if roi is not None else brain
     flat = np.flatnonzero(selection.ravel())
-    nc_map, _ = read_volume(root, layout.subject_noise_ceiling(subject, ceiling_desc), f"Noise ceiling of {subject}")
+    nc_map, _ = read_volume(
+        root, layout.subject_noise_ceiling(subject, ceiling_desc), f"Noise ceiling of {subject}"
+    )
     nc = np.asarray(nc_map, dtype=np.float64).ravel()[flat]
     return pd.DataFrame(
         {

@@ -26,7 +26,9 @@ _DRAIN_CHUNK = 1 << 22
 Source = str | os.PathLike | IO[bytes]
 
 
-def _load_inflater(name: str) -> tuple[Callable[[IO[bytes]], IO[bytes]], tuple[type[BaseException], ...]]:
+def _load_inflater(
+    name: str,
+) -> tuple[Callable[[IO[bytes]], IO[bytes]], tuple[type[BaseException], ...]]:
     """Opener of a gzip reader over a file object, and the errors that mean corrupt data."""
     if name == "isal":
         from isal import igzip, isal_zlib
@@ -123,27 +125,30 @@ class SequentialReader:
         True if the file is gzip-compressed.
     inflater
         Inflater in use, or None for an uncompressed file.
+    position
+        Bytes of (decompressed) content consumed so far.
     """
 
     def __init__(self, source: Source, *, inflater: str | None = None, name: str | None = None):
         self.name = name or source_name(source)
         self._owned: IO[bytes] | None = None
         if isinstance(source, (str, os.PathLike)):
-            fileobj: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed in close()
-            self._owned = fileobj
-        else:
-            fileobj = source
-        head, fileobj = _sniff(fileobj)
-        self.compressed = head == GZIP_MAGIC
-        self._errors: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
-        if self.compressed:
-            self.inflater: str | None = inflater or default_inflater()
-            opener, errors = _load_inflater(self.inflater)
-            self._errors += errors
-            self._stream: IO[bytes] = opener(fileobj)
-        else:
-            self.inflater = None
-            self._stream = fileobj
+            source = self._owned = open(source, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            head, fileobj = _sniff(source)
+            self.compressed = head == GZIP_MAGIC
+            self._errors: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
+            self.inflater: str | None = None
+            self._stream: IO[bytes] = fileobj
+            if self.compressed:
+                self.inflater = inflater or default_inflater()
+                opener, errors = _load_inflater(self.inflater)
+                self._errors += errors
+                self._stream = opener(fileobj)
+        except BaseException:
+            if self._owned is not None:
+                self._owned.close()
+            raise
         self.position = 0
 
     def __enter__(self) -> SequentialReader:

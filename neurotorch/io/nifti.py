@@ -1,10 +1,11 @@
 """Streaming reader of 4-D NIfTI images (``.nii`` and ``.nii.gz``): one pass, volume by volume.
 
-The file is read front to back once with the fastest gzip inflater installed; each volume is
-decoded into a reusable buffer, masked with precomputed indices and scaled, so peak memory is one
-volume plus the output. Values equal nibabel's ``img.get_fdata(dtype=np.float32)`` bit for bit:
-``scl_slope``/``scl_inter`` are applied with nibabel's rules (a slope of 0 or NaN means unscaled;
-scaled values are computed in float64, then rounded to float32).
+The file is read front to back once with the fastest gzip inflater installed, on a helper thread
+that fills two reusable volume buffers while the caller masks, scales and copies the previous volume
+with precomputed indices; peak memory is about one volume plus the output. Values equal nibabel's
+``img.get_fdata(dtype=np.float32)`` bit for bit: ``scl_slope``/``scl_inter`` are applied with
+nibabel's rules (a slope of 0 or NaN means unscaled; scaled values are computed in float64, then
+rounded to float32).
 
 Voxel order: NIfTI stores each volume in Fortran order; a mask selects voxels in C order over the
 3-D grid, i.e. ``volume.ravel(order="C")[mask.ravel(order="C")]`` with ``volume`` in nibabel's
@@ -30,15 +31,18 @@ from neurotorch.io.nifti_header import (
     parse_nifti_header,
 )
 
-_N_BUFFERS = 2
-
 __all__ = [
     "NiftiHeader",
     "VolumeDecoder",
     "iter_volumes",
+    "mask_indices",
+    "read_header_from",
     "read_masked_betas",
     "read_nifti_header",
+    "resolve_volume_indices",
 ]
+
+_N_BUFFERS = 2
 
 
 def read_header_from(reader: SequentialReader) -> NiftiHeader:
@@ -80,8 +84,8 @@ def _scaled_work_dtype(dtype: np.dtype, slope: float, inter: float) -> np.dtype:
     info = np.iinfo(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         for ftype in (np.dtype(np.float64), np.dtype(np.longdouble)):
-            extremes = np.array([info.min, info.max], dtype=ftype) * ftype.type(slope) + ftype.type(inter)
-            if np.all(np.isfinite(extremes)):
+            extremes = np.array([info.min, info.max], dtype=ftype)
+            if np.all(np.isfinite(extremes * ftype.type(slope) + ftype.type(inter))):
                 return ftype
     return np.dtype(np.longdouble)
 
@@ -138,7 +142,9 @@ class VolumeDecoder:
         else:
             self._work = None
 
-    def decode(self, raw: bytes | bytearray | memoryview, out: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, raw: bytes | bytearray | memoryview, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Decode one volume's bytes into ``out`` (float32, ``n_values`` long) and return it.
 
         Without a mask the result is the ``(x, y, z)`` volume (a Fortran-ordered view of ``out``).
@@ -266,7 +272,10 @@ def iter_volumes(
                 yield decoder.decode(raw)
 
 
-def _volume_rows(volumes: Sequence[int] | np.ndarray | None, n_volumes: int, name: str) -> np.ndarray:
+def resolve_volume_indices(
+    volumes: Sequence[int] | np.ndarray | None, n_volumes: int, name: str
+) -> np.ndarray:
+    """Validate volume indices (negative ones count from the end); None means all volumes."""
     if volumes is None:
         return np.arange(n_volumes)
     rows = np.asarray(volumes)
@@ -324,10 +333,12 @@ def read_masked_betas(
         if mask is None:
             mask = np.ones(header.grid, dtype=bool)
         decoder = VolumeDecoder(header, mask, reader.name)
-        rows = _volume_rows(volumes, header.n_volumes, reader.name)
+        rows = resolve_volume_indices(volumes, header.n_volumes, reader.name)
         out = np.empty((len(rows), decoder.n_values), dtype=np.float32)
         wanted, inverse = np.unique(rows, return_inverse=True)
-        rows_by_volume = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+        rows_by_volume = np.split(
+            np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1]
+        )
         with _progress(len(wanted), reader.name, progress) as bar:
             for k, (_, raw) in enumerate(_volume_bytes(reader, header, wanted.tolist())):
                 first, *repeats = rows_by_volume[k]

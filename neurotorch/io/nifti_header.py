@@ -81,7 +81,7 @@ _NUMERIC_DATATYPES: dict[int, str] = {
     1024: "i8",
     1280: "u8",
 }
-if np.dtype(np.longdouble).itemsize == 16:  # nibabel reads NIFTI_TYPE_FLOAT128 as long double
+if np.finfo(np.longdouble).nmant == 112:  # IEEE binary128 long double (as nibabel requires)
     _NUMERIC_DATATYPES[1536] = "g"
 
 _UNSUPPORTED_DATATYPES: dict[int, str] = {
@@ -193,7 +193,9 @@ def parse_nifti_header(raw: bytes, name: str) -> NiftiHeader:
         )
     size, order = detected
     if len(raw) < size:
-        raise FormatError(f"{name} ends inside its {size}-byte NIfTI header; the file is truncated.")
+        raise FormatError(
+            f"{name} ends inside its {size}-byte NIfTI header; the file is truncated."
+        )
     version = 1 if size == NIFTI1_HEADER_SIZE else 2
     fields = np.frombuffer(
         raw, dtype=(_NIFTI1_FIELDS if version == 1 else _NIFTI2_FIELDS).newbyteorder(order), count=1
@@ -260,7 +262,9 @@ def _datatype(code: int, name: str) -> str:
     )
 
 
-def _best_affine(fields: np.void, shape: tuple[int, ...], pixdim: list[float], name: str) -> np.ndarray:
+def _best_affine(
+    fields: np.void, shape: tuple[int, ...], pixdim: list[float], name: str
+) -> np.ndarray:
     """sform if its code is non-zero, else qform if its code is non-zero, else centred base affine."""
     affine = np.eye(4)
     if int(fields["sform_code"]) != 0:

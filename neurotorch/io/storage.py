@@ -252,6 +252,14 @@ class RemoteFile(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def readline(self, size: int | None = -1) -> bytes:
+        if size not in (None, -1):
+            return super().readline(size)
+        try:
+            return self._raw.readline()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         data = self.read(len(view))

@@ -1,5 +1,17 @@
-"""Lightning DataModules over neurotorch datasets, with the bundled splits."""
+"""Lightning DataModules over neurotorch datasets, with the bundled splits.
 
-from neurotorch.lightning.laion_fmri import LaionFMRIDataModule
+Classes are imported on first use (`neurotorch._lazy`).
+"""
 
-__all__ = ["LaionFMRIDataModule"]
+from __future__ import annotations
+
+from neurotorch._lazy import lazy_getattr
+
+_EXPORTS = {
+    "LaionFMRIDataModule": "neurotorch.lightning.laion_fmri",
+    "SensorSimDataModule": "neurotorch.lightning.meeg",
+    "CalibrationDataModule": "neurotorch.lightning.meeg",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

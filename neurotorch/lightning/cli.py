@@ -19,7 +19,9 @@ class NeurotorchLightningCLI(LightningCLI):
         super().__init__(**kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split after fit")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="run the test split after fit"
+        )
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True):

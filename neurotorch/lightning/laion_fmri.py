@@ -3,17 +3,28 @@
 Splits are applied by the trials' stimulus label; a validation set of images is carved
 deterministically (by seed) from the training images, so no image is in two parts.
 ``data_dir="synthetic"`` generates the synthetic dataset on first use.
+
+Map mode (default) serves `BetasDataset` from the prepared store: ``prepare_data`` (one process
+per node under DDP) builds the store, ``setup`` (every rank) opens it, and Lightning shards the
+batches with its distributed sampler. Stream mode serves `BetasStream` straight from the
+``.nii.gz`` files, sharded across ranks and workers by the stream itself, with mid-epoch resume
+through the loader's ``state_dict`` (saved in Lightning checkpoints).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from neurotorch.data.betas import BetasDataset
+from neurotorch.data.betas import BetasDataset, as_subject_list
+from neurotorch.data.collate import collate_items
+from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.data.store import build_store
+from neurotorch.data.stream import BetasStream, StreamLoader
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
@@ -21,41 +32,60 @@ from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import default_root, make_laion_fmri
 
 SYNTHETIC = "synthetic"
+MODES = ("map", "stream")
 
 
-def carve_validation(train_ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def carve_validation(
+    train_ids: Sequence[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Split image ids into (train, validation), deterministically for a seed."""
     ids = sorted(train_ids)
     n_val = int(round(fraction * len(ids)))
     chosen = set(np.random.default_rng(seed).permutation(len(ids))[:n_val].tolist())
-    return [x for i, x in enumerate(ids) if i not in chosen], [x for i, x in enumerate(ids) if i in chosen]
+    return [x for i, x in enumerate(ids) if i not in chosen], [
+        x for i, x in enumerate(ids) if i in chosen
+    ]
 
 
 class LaionFMRIDataModule(L.LightningDataModule):
-    """Train/val/test DataLoaders of one subject's trials, split by stimulus.
+    """Train/val/test DataLoaders of one or more subjects' trials, split by stimulus.
 
     Parameters
     ----------
     data_dir
         Dataset root (local path or URL), or ``"synthetic"`` for the built-in synthetic dataset.
-    subject, roi, features
-        Whose betas, which voxels (ROI grammar) and which embedding model.
+    subject
+        Subject id or list of ids (several subjects: each batch holds one subject's trials).
+    roi, features
+        Which voxels (ROI grammar) and which embedding model(s).
     split, pool, variant_id, ood_types
-        The split (e.g. ``"random_0"``, ``"cluster_k5_2"``, ``"tau"``, ``"ood"``) of a pool.
+        The split (``"random_0"``, ``"cluster_k5_2"``, ``"tau"``, ``"ood"``) of a pool
+        (``"shared"`` or a subject), its variant, and the OOD types kept in an ``ood`` test set.
     val_fraction
         Fraction of the training images held out for validation (penalty selection).
+    batch_size, num_workers
+        DataLoader settings.
     synthetic_size, seed
-        Size preset and seed of the synthetic dataset; the seed also carves the validation set.
+        Size preset and seed of the synthetic dataset; the seed also carves the validation set and
+        seeds the stream's shuffling.
     storage_options
         fsspec options for a URL ``data_dir``.
+    mode
+        ``"map"`` (prepared store, random access) or ``"stream"`` (sequential ``.nii.gz`` reads).
+    sessions, stimuli, nc_threshold, zscore, average_repeats, modalities, dtype
+        Passed to `BetasDataset` (``zscore``, ``average_repeats`` and ``dtype`` apply to map mode).
+    shuffle_buffer
+        Shuffle buffer of the training stream (stream mode).
+    cache_dir
+        Folder of the prepared store (default ``NEUROTORCH_CACHE``).
     """
 
     def __init__(
         self,
         data_dir: str = SYNTHETIC,
-        subject: str = "sub-01",
+        subject: str | list[str] = "sub-01",
         roi: RoiQuery | None = None,
-        features: str = "CLIP",
+        features: str | list[str] = "CLIP",
         split: str = "random_0",
         pool: str = "shared",
         variant_id: int = 0,
@@ -66,8 +96,20 @@ class LaionFMRIDataModule(L.LightningDataModule):
         synthetic_size: str = "small",
         seed: int = 0,
         storage_options: dict | None = None,
+        mode: str = "map",
+        sessions: list[str] | None = None,
+        stimuli: str | None = None,
+        nc_threshold: float | None = None,
+        zscore: bool = False,
+        average_repeats: bool = False,
+        modalities: list[str] | None = None,
+        dtype: str = "float32",
+        shuffle_buffer: int = 1024,
+        cache_dir: str | None = None,
     ):
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.save_hyperparameters()
         self.voxel_table = None
 
@@ -78,9 +120,50 @@ class LaionFMRIDataModule(L.LightningDataModule):
             return DataRoot(default_root(hp.synthetic_size, hp.seed))
         return DataRoot(hp.data_dir, hp.storage_options)
 
+    @property
+    def subjects(self) -> list[str]:
+        return as_subject_list(self.hparams.subject)
+
+    def _selection(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {"roi": hp.roi, "nc_threshold": hp.nc_threshold}
+
     def prepare_data(self) -> None:
-        if self.hparams.data_dir == SYNTHETIC:
-            make_laion_fmri(size=self.hparams.synthetic_size, seed=self.hparams.seed)
+        """Write the synthetic dataset if asked for, and build the prepared store (map mode)."""
+        hp = self.hparams
+        if hp.data_dir == SYNTHETIC:
+            make_laion_fmri(size=hp.synthetic_size, seed=hp.seed)
+        if hp.mode == "map":
+            for subject in self.subjects:
+                build_store(
+                    self.root,
+                    subject,
+                    hp.sessions,
+                    dtype=hp.dtype,
+                    cache_dir=hp.cache_dir,
+                    **self._selection(),
+                )
+
+    def _dataset(self, ids: Sequence[str], train: bool) -> Dataset:
+        hp = self.hparams
+        common: dict[str, Any] = dict(
+            sessions=hp.sessions, image_names=ids, stimuli=hp.stimuli, modalities=hp.modalities or (),
+            **self._selection(),
+        )  # fmt: skip
+        if hp.mode == "stream":
+            shuffle = hp.shuffle_buffer if train else 0
+            return BetasStream(
+                self.root,
+                hp.subject,
+                features=hp.features,
+                shuffle_buffer=shuffle,
+                seed=hp.seed,
+                **common,
+            )
+        return BetasDataset(
+            self.root, hp.subject, features=hp.features, zscore=hp.zscore, average_repeats=hp.average_repeats,
+            dtype=hp.dtype, cache_dir=hp.cache_dir, **common,
+        )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         hp, root = self.hparams, self.root
@@ -88,20 +171,27 @@ class LaionFMRIDataModule(L.LightningDataModule):
             hp.split, hp.pool, variant_id=hp.variant_id, ood_types=hp.ood_types, data_dir=root
         )
         train_ids, val_ids = carve_validation(train_ids, hp.val_fraction, hp.seed)
+        self.train_set = self._dataset(train_ids, train=True)
+        self.val_set = self._dataset(val_ids, train=False)
+        self.test_set = self._dataset(test_ids, train=False)
+        subjects = self.subjects
+        if len(subjects) == 1:
+            self.voxel_table = voxel_table(root, subjects[0], hp.roi)
+        else:
+            self.voxel_table = {s: voxel_table(root, s, hp.roi) for s in subjects}
 
-        def part(ids: Sequence[str]) -> BetasDataset:
-            return BetasDataset(root, hp.subject, hp.roi, hp.features, image_names=ids)
-
-        self.train_set, self.val_set, self.test_set = part(train_ids), part(val_ids), part(test_ids)
-        self.voxel_table = voxel_table(root, hp.subject, hp.roi)
-
-    def _loader(self, dataset: BetasDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        if isinstance(dataset, BetasStream):
+            return StreamLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers)
+        workers = {"num_workers": hp.num_workers, "persistent_workers": hp.num_workers > 0}
+        if len(self.subjects) > 1:
+            sampler = GroupedBatchSampler.for_dataset(
+                dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
+            )
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **workers)
         return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            dataset, batch_size=hp.batch_size, shuffle=shuffle, collate_fn=collate_items, **workers
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -16,8 +16,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from neurotorch.data.meeg import (
     PAPER_ALPHA,
     PAPER_NNZ,
+    CalibrationBatches,
     CalibrationDataset,
     CalibrationRunsDataset,
+    SimulatedSensorBatches,
     SimulatedSensorDataset,
     build_leadfield,
     split_seed,
@@ -48,6 +50,7 @@ class _LeadfieldDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        streaming: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -71,11 +74,20 @@ class _LeadfieldDataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self._make(split)
 
+    def _split_options(self, split: str) -> tuple[int, int]:
+        """(length or batch count, seed) of a split."""
+        hp = self.hparams
+        length = hp[f"{split}_length"]
+        if hp.streaming:
+            length = -(-length // hp.batch_size)
+        return length, split_seed(hp.seed, split)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        batched = isinstance(self.datasets[split], SimulatedSensorBatches)
         return DataLoader(
             self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            batch_size=None if batched else self.hparams.batch_size,
+            shuffle=shuffle and not batched,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
@@ -104,13 +116,20 @@ class SensorSimDataModule(_LeadfieldDataModule):
         Virtual dataset lengths.
     batch_size, num_workers, seed
         DataLoader settings and the base seed.
+    streaming
+        Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to whole
+        batches) instead of item by item; faster, but items then depend on the batch size.
     """
 
     def _make(self, split: str) -> Dataset:
         hp = self.hparams
-        return SimulatedSensorDataset(
-            self._leadfield(), hp[f"{split}_length"], hp.nnz, hp.alpha, split_seed(hp.seed, split)
-        )
+        length, seed = self._split_options(split)
+        if hp.streaming:
+            return SimulatedSensorBatches(
+                self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed,
+                fresh_each_epoch=split == "train",
+            )  # fmt: skip
+        return SimulatedSensorDataset(self._leadfield(), length, hp.nnz, hp.alpha, seed)
 
 
 class CalibrationDataModule(_LeadfieldDataModule):
@@ -145,7 +164,10 @@ class CalibrationDataModule(_LeadfieldDataModule):
             n_train, n_val = int(0.7 * len(runs)), int(0.15 * len(runs))
             parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
             return Subset(runs, parts[split].tolist())
-        return CalibrationDataset(
-            self._leadfield(), hp[f"{split}_length"], hp.nnz, hp.alpha, split_seed(hp.seed, split),
-            hp.gamma, hp.noise_var_scale,
-        )
+        length, seed = self._split_options(split)
+        if hp.streaming:
+            return CalibrationBatches(
+                self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
+                hp.noise_var_scale, fresh_each_epoch=split == "train",
+            )  # fmt: skip
+        return CalibrationDataset(self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale)

@@ -15,7 +15,12 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import chi2, norm
 
-DEFAULT_LEVELS = np.round(np.arange(0.05, 1.0, 0.05), 2)
+#: Nominal coverage levels 0.05, 0.10, ..., 0.95 (plain floats, so configs can show them).
+NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+DEFAULT_LEVELS = np.asarray(NOMINAL_LEVELS)
+#: Levels an isotonic map is fitted on: 0.01 ... 0.99 and 1 - 1e-3 ... 1 - 1e-12, so that
+#: strongly over-confident posteriors (which need nominal levels very close to 1) can be corrected.
+FIT_LEVELS = np.concatenate([np.round(np.arange(0.01, 1.0, 0.01), 2), 1.0 - np.logspace(-3, -12, 10)])
 
 
 def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -83,7 +88,7 @@ class IsotonicRecalibration:
     """Monotone map nominal -> empirical coverage, and its inverse.
 
     The fitted curve is piecewise linear through ``(0, 0)``, the isotonic fit at the training
-    levels, and ``(1, 1)``.
+    levels (see `FIT_LEVELS`), and ``(1, 1)``.
     """
 
     levels: np.ndarray | None = None
@@ -109,14 +114,14 @@ class IsotonicRecalibration:
         self._check()
         return np.interp(levels, self.levels, self.fitted)
 
-    def recalibrate(self, targets: np.ndarray, grid_size: int = 2001) -> np.ndarray:
-        """Nominal levels whose expected empirical coverage is ``targets`` (numeric inverse)."""
+    def recalibrate(self, targets: np.ndarray) -> np.ndarray:
+        """Nominal levels whose expected empirical coverage is ``targets``.
+
+        The exact inverse of the piecewise-linear `predict` (on a flat stretch, its first level).
+        """
         self._check()
-        grid = np.linspace(0.0, 1.0, grid_size)
-        curve = self.predict(grid)
-        # np.interp needs increasing x; flat stretches keep their first nominal level.
-        keep = np.concatenate([[True], np.diff(curve) > 0])
-        return np.clip(np.interp(targets, curve[keep], grid[keep]), 0.0, 1.0)
+        keep = np.concatenate([[True], np.diff(self.fitted) > 0])
+        return np.clip(np.interp(targets, self.fitted[keep], self.levels[keep]), 0.0, 1.0)
 
     def to_dict(self) -> dict[str, list[float]]:
         self._check()

@@ -153,7 +153,11 @@ def read_aggregated_run(path: str | os.PathLike) -> PosteriorRun:
     arrays: dict[str, np.ndarray] = {}
     metadata: dict[str, Any] = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
+    try:
+        with npz:
             for key in npz.files:
                 try:
                     value = npz[key]

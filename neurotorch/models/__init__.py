@@ -1,5 +1,17 @@
-"""Small reference models for the main jobs (encoders, calibrators)."""
+"""Small reference models for the main jobs (encoders, calibrators).
 
-from neurotorch.models.linear_encoder import LinearEncoder
+Classes are imported on first use (`neurotorch._lazy`).
+"""
 
-__all__ = ["LinearEncoder"]
+from __future__ import annotations
+
+from neurotorch._lazy import lazy_getattr
+
+_EXPORTS = {
+    "LinearEncoder": "neurotorch.models.linear_encoder",
+    "IsotonicCalibrator": "neurotorch.models.calibrator",
+    "NeuralCalibrator": "neurotorch.models.calibrator",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

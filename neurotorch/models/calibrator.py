@@ -25,13 +25,12 @@ from scipy.stats import norm
 from torch import nn
 
 from neurotorch.meeg.calibration import (
-    DEFAULT_LEVELS,
+    FIT_LEVELS,
+    NOMINAL_LEVELS,
     IsotonicRecalibration,
     calibration_metrics,
     plot_coverage_curves,
 )
-
-FIT_LEVELS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 
 def _z(levels: np.ndarray) -> np.ndarray:
@@ -165,7 +164,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         Folder for ``calibration_{val,test}.json`` and ``coverage_{val,test}.png``.
     """
 
-    def __init__(self, levels: Sequence[float] = tuple(DEFAULT_LEVELS), output_dir: str | None = None):
+    def __init__(self, levels: Sequence[float] = NOMINAL_LEVELS, output_dir: str | None = None):
         super().__init__(levels, output_dir)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -188,12 +187,24 @@ class IsotonicCalibrator(_CoverageCalibrator):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         self._train_counter.update(_standardized(batch))
 
-    def on_train_epoch_end(self) -> None:
+    def _fit_if_trained(self) -> None:
+        """Fit the isotonic map on the training counts collected since the last fit."""
+        if self._train_counter is None or self._train_counter.counts.sum() == 0:
+            return
         counts = self._train_counter.counts
         if self.trainer is not None and self.trainer.world_size > 1:
             counts.copy_(self.trainer.strategy.reduce(counts, reduce_op="sum"))
         fit = IsotonicRecalibration().fit(FIT_LEVELS, self._train_counter.coverage())
         self.fitted = torch.as_tensor(fit.fitted, dtype=torch.float64, device=self.device)
+        self._train_counter = None
+
+    def on_train_epoch_end(self) -> None:
+        self._fit_if_trained()
+
+    def _start(self, stage: str) -> None:
+        # validation runs inside the training epoch, before on_train_epoch_end
+        self._fit_if_trained()
+        super()._start(stage)
 
     def recalibrated_levels(self, targets: np.ndarray) -> np.ndarray:
         """Nominal levels to use so that the empirical coverage becomes ``targets``."""
@@ -232,7 +243,7 @@ class NeuralCalibrator(_CoverageCalibrator):
         self,
         hidden: int = 32,
         lr: float = 1e-2,
-        levels: Sequence[float] = tuple(DEFAULT_LEVELS),
+        levels: Sequence[float] = NOMINAL_LEVELS,
         output_dir: str | None = None,
     ):
         super().__init__(levels, output_dir)

@@ -31,7 +31,9 @@ def summarise_encoder(r: np.ndarray, voxel_table: pd.DataFrame | None) -> dict:
         usable = table[table["ceiling_r"] >= MIN_CEILING_R]
         metrics["median_ceiling_r"] = float(np.nanmedian(table["ceiling_r"]))
         if len(usable):
-            metrics["median_fraction_of_ceiling"] = float(np.nanmedian(usable["r"] / usable["ceiling_r"]))
+            metrics["median_fraction_of_ceiling"] = float(
+                np.nanmedian(usable["r"] / usable["ceiling_r"])
+            )
     if "roi" in table:
         metrics["per_roi"] = {
             str(roi): {"n_voxels": int(len(group)), "median_r": float(np.nanmedian(group["r"]))}

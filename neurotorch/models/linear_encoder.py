@@ -56,7 +56,9 @@ class LinearEncoder(L.LightningModule):
     # -- inference -------------------------------------------------------------------------
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.weight.numel() == 0:
-            raise RuntimeError("LinearEncoder is not fitted: run trainer.fit first or load a checkpoint.")
+            raise RuntimeError(
+                "LinearEncoder is not fitted: run trainer.fit first or load a checkpoint."
+            )
         return (features.to(torch.float64) @ self.weight + self.bias).to(torch.float32)
 
     def configure_optimizers(self):
@@ -84,7 +86,9 @@ class LinearEncoder(L.LightningModule):
         weights, intercepts = self._train_stats.solve(self.penalties)
         self._train_stats = None
         self._candidates = (weights, intercepts)
-        self._choose(torch.full((weights.shape[2],), len(self.penalties) // 2, device=weights.device))
+        self._choose(
+            torch.full((weights.shape[2],), len(self.penalties) // 2, device=weights.device)
+        )
 
     def _choose(self, index: torch.Tensor) -> None:
         weights, intercepts = self._candidates
@@ -104,7 +108,10 @@ class LinearEncoder(L.LightningModule):
             pred, shape = self(x)[None], (1, y.shape[1])
         else:
             weights, intercepts = self._candidates
-            pred, shape = torch.einsum("nd,pdv->pnv", x, weights) + intercepts[:, None, :], weights[:, 0].shape
+            pred, shape = (
+                torch.einsum("nd,pdv->pnv", x, weights) + intercepts[:, None, :],
+                weights[:, 0].shape,
+            )
         if self._val_stats is None:
             self._val_stats = CorrelationStatistics(tuple(shape), device=y.device)
         self._val_stats.update(pred, y)
@@ -134,7 +141,9 @@ class LinearEncoder(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._sum_over_ranks(self._test_stats.tensors())
         r = self._test_stats.correlation().cpu().numpy()
-        voxel_table = getattr(self.trainer.datamodule, "voxel_table", None) if self.trainer else None
+        voxel_table = (
+            getattr(self.trainer.datamodule, "voxel_table", None) if self.trainer else None
+        )
         from neurotorch.models.encoder_report import summarise_encoder, write_encoder_report
 
         metrics = summarise_encoder(r, voxel_table)
@@ -144,7 +153,9 @@ class LinearEncoder(L.LightningModule):
         if metrics.get("median_fraction_of_ceiling") is not None:
             self.log("test_median_fraction_of_ceiling", metrics["median_fraction_of_ceiling"])
         if self.trainer.is_global_zero:
-            out = Path(self.hparams.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
+            out = Path(
+                self.hparams.output_dir or self.trainer.log_dir or self.trainer.default_root_dir
+            )
             paths = write_encoder_report(r, voxel_table, metrics, out)
             print(
                 f"test: median r = {metrics['median_r']:.3f} over {metrics['n_voxels']} voxels"

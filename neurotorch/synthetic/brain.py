@@ -125,9 +125,7 @@ def make_encoding_model(
     brain_index = np.flatnonzero(brain.ravel())
     position = np.full(brain.size, -1)
     position[brain_index] = np.arange(len(brain_index))
-    directions = {
-        c: latent[np.asarray(categories) == c].mean(axis=0) for c in set(categories)
-    }
+    directions = {c: latent[np.asarray(categories) == c].mean(axis=0) for c in set(categories)}
     latent_weights: dict[int, np.ndarray] = {}
     for (category, _name), mask in rois.items():
         direction = directions.get(CATEGORY_OF_ROI_CATEGORY.get(category, ""))
@@ -135,7 +133,9 @@ def make_encoding_model(
             if row in latent_weights:
                 continue
             random_part = rng.normal(size=latent.shape[1])
-            latent_weights[row] = random_part if direction is None else 2 * direction + 0.5 * random_part
+            latent_weights[row] = (
+                random_part if direction is None else 2 * direction + 0.5 * random_part
+            )
     signal_rows = np.array(sorted(latent_weights), dtype=int)
     latent_matrix = np.stack([latent_weights[r] for r in signal_rows], axis=1)
     weights = np.linalg.pinv(clip_projection) @ latent_matrix
@@ -160,11 +160,16 @@ def write_surface_roi(path_gii, path_label, vertices: np.ndarray, n_vertices: in
     """A per-vertex 0/1 GIFTI map and the matching FreeSurfer ASCII ``.label`` file."""
     values = np.zeros(n_vertices, dtype=np.float32)
     values[vertices] = 1.0
-    array = nib.gifti.GiftiDataArray(values, intent="NIFTI_INTENT_NONE", datatype="NIFTI_TYPE_FLOAT32")
+    array = nib.gifti.GiftiDataArray(
+        values, intent="NIFTI_INTENT_NONE", datatype="NIFTI_TYPE_FLOAT32"
+    )
     nib.save(nib.gifti.GiftiImage(darrays=[array]), path_gii)
     xyz = rng.normal(size=(len(vertices), 3))
     xyz = 60 * xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
     lines = [f"#!ascii label  , from subject {subject} vox2ras=TkReg", str(len(vertices))]
-    lines += [f"{v} {x:.3f} {y:.3f} {z:.3f} 1.0000000000" for v, (x, y, z) in zip(vertices, xyz, strict=True)]
+    lines += [
+        f"{v} {x:.3f} {y:.3f} {z:.3f} 1.0000000000"
+        for v, (x, y, z) in zip(vertices, xyz, strict=True)
+    ]
     with open(path_label, "w") as f:
         f.write("\n".join(lines) + "\n")

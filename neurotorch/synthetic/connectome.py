@@ -13,10 +13,12 @@ Layout of ``root``::
     lesions/lesion-<k>_net-<n>_mask.nii.gz
     _groundtruth/networks.nii.gz         0 = no network, 1..n = network
     _groundtruth/lesions.csv             lesion, network, n_voxels
+    _groundtruth/parameters.json         the generator's parameters, written last
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +35,7 @@ LESION_DIR = "lesions"
 MASK_FILE = "mask.nii.gz"
 NETWORKS_FILE = "_groundtruth/networks.nii.gz"
 LESIONS_TABLE = "_groundtruth/lesions.csv"
+COMPLETE_FILE = "_groundtruth/parameters.json"  # written last: the dataset is complete
 
 SIZES = {
     "tiny": dict(n_subjects=6, n_timepoints=40, voxel_mm=8, subjects_per_chunk=3),
@@ -64,12 +67,10 @@ def brain_mask(voxel_mm: int = 2) -> nib.Nifti1Image:
 
 def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator) -> np.ndarray:
     """Label volume: each network is two mirrored spheres covering ~8 % of the mask together."""
-    labels = np.zeros(mask.shape, dtype=np.int16)
     coords = np.argwhere(mask)
+    labels = np.zeros(len(coords), dtype=np.int16)
     centre_x = (coords[:, 0].min() + coords[:, 0].max()) / 2
     radius = (0.045 * len(coords) * 3 / (4 * np.pi)) ** (1 / 3)
-    grid = np.indices(mask.shape).reshape(3, -1).T
-    free = mask.copy()
     for net in range(1, n_networks + 1):
         for _ in range(1000):
             c = coords[rng.integers(len(coords))].astype(float)
@@ -77,17 +78,17 @@ def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator)
                 continue
             mirror = c.copy()
             mirror[0] = 2 * centre_x - c[0]
-            blob = np.zeros(len(grid), dtype=bool)
+            blob = np.zeros(len(coords), dtype=bool)
             for centre in (c, mirror):
-                blob |= np.sum((grid - centre) ** 2, axis=1) <= radius**2
-            blob = blob.reshape(mask.shape) & mask
-            if blob.sum() > 0.06 * len(coords) and np.all(free[blob]):
+                blob |= np.sum((coords - centre) ** 2, axis=1) <= radius**2
+            if blob.sum() > 0.06 * len(coords) and not labels[blob].any():
                 labels[blob] = net
-                free &= ~blob
                 break
         else:
             raise RuntimeError("Could not place the planted networks; use fewer networks.")
-    return labels
+    volume = np.zeros(mask.shape, dtype=np.int16)
+    volume[tuple(coords.T)] = labels
+    return volume
 
 
 def make_connectome(
@@ -122,7 +123,8 @@ def make_connectome(
     seed
         Seed of every random choice.
     overwrite
-        Replace an existing dataset at ``root``.
+        Replace an existing dataset at ``root``. Without it, a complete dataset written with the
+        same parameters is reused and an interrupted one is rebuilt.
 
     Returns
     -------
@@ -130,9 +132,20 @@ def make_connectome(
         ``root``.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            return root if (root / BATCH_DIR).is_dir() else _refuse(root)
+    params = dict(
+        n_subjects=n_subjects, n_timepoints=n_timepoints, voxel_mm=voxel_mm, n_networks=n_networks,
+        lesions_per_network=lesions_per_network, subjects_per_chunk=subjects_per_chunk,
+        signal=signal, noise=noise, seed=seed,
+    )  # fmt: skip
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        done = root / COMPLETE_FILE
+        if done.exists() and json.loads(done.read_text()) == params:
+            return root
+        if done.exists() or not (root / BATCH_DIR).is_dir():
+            raise FileExistsError(
+                f"{root} holds another dataset; pass overwrite=True to replace it."
+            )
+    if root.exists():  # overwrite, or an interrupted earlier run
         shutil.rmtree(root)
     (root / BATCH_DIR).mkdir(parents=True)
     (root / LESION_DIR).mkdir()
@@ -147,13 +160,13 @@ def make_connectome(
 
     rows = []
     lesion_radius = max(1.0, 4.0 / voxel_mm)
-    grid = np.indices(mask.shape).reshape(3, -1).T
     for net in range(1, n_networks + 1):
         members = np.argwhere(labels == net)
         for _ in range(lesions_per_network):
             centre = members[rng.integers(len(members))]
-            lesion = (np.sum((grid - centre) ** 2, axis=1) <= lesion_radius**2).reshape(mask.shape)
-            lesion &= labels == net
+            lesion = np.zeros(mask.shape, dtype=bool)
+            near = members[np.sum((members - centre) ** 2, axis=1) <= lesion_radius**2]
+            lesion[tuple(near.T)] = True
             name = f"lesion-{len(rows):02d}_net-{net}"
             nib.save(
                 nib.Nifti1Image(lesion.astype(np.uint8), mask_img.affine),
@@ -186,11 +199,8 @@ def make_connectome(
             description=f"synthetic connectome, {n_networks} planted networks, seed {seed}",
             source="neurotorch.synthetic.connectome",
         )
+    (root / COMPLETE_FILE).write_text(json.dumps(params))
     return root
-
-
-def _refuse(root: Path) -> Path:
-    raise FileExistsError(f"{root} exists and is not a synthetic connectome; pass overwrite=True.")
 
 
 def make_connectome_dataset(

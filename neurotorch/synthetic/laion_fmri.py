@@ -27,7 +27,12 @@ from neurotorch.config import data_home, progress_enabled
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
 from neurotorch.synthetic import brain as synth_brain
-from neurotorch.synthetic.stimuli import StimulusSet, make_embeddings, make_stimulus_set, write_stimuli
+from neurotorch.synthetic.stimuli import (
+    StimulusSet,
+    make_embeddings,
+    make_stimulus_set,
+    write_stimuli,
+)
 
 DATASET_INFO = f"{layout.GROUNDTRUTH_DIR}/dataset.json"
 
@@ -109,8 +114,12 @@ def make_laion_fmri(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _write_dataset(partial, SIZES[size], seed, meeg, progress_enabled() if progress is None else progress)
-        (partial / DATASET_INFO).write_text(json.dumps({**wanted, "version": __version__}, indent=2))
+        _write_dataset(
+            partial, SIZES[size], seed, meeg, progress_enabled() if progress is None else progress
+        )
+        (partial / DATASET_INFO).write_text(
+            json.dumps({**wanted, "version": __version__}, indent=2)
+        )
         if root.exists():
             shutil.rmtree(root)
         os.replace(partial, root)
@@ -152,7 +161,10 @@ def _session_schedule(
     """Image index of every trial, per session: repetitions spread over sessions, then shuffled."""
     sessions: list[list[int]] = [[] for _ in range(n_sessions)]
     shown = np.concatenate(
-        [stimset.indices("shared12", "shared4", "ood"), stimset.indices("unique", participant=subject)]
+        [
+            stimset.indices("shared12", "shared4", "ood"),
+            stimset.indices("unique", participant=subject),
+        ]
     )
     for offset, image in enumerate(shown):
         for rep in range(stimset.n_reps[image]):
@@ -179,8 +191,10 @@ def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...])
     values = np.atleast_2d(values)
     out = np.full((int(np.prod(shape)), values.shape[0]), np.nan, dtype=np.float32)
     out[brain_index] = values.T
-    return out.reshape(*shape, values.shape[0]).squeeze(-1) if values.shape[0] == 1 else out.reshape(
-        *shape, values.shape[0]
+    return (
+        out.reshape(*shape, values.shape[0]).squeeze(-1)
+        if values.shape[0] == 1
+        else out.reshape(*shape, values.shape[0])
     )
 
 
@@ -198,14 +212,18 @@ def _write_subject(
     signal = model.signal(clip)  # (n_images, n_brain)
 
     all_betas, all_labels, all_sessions, r2_maps = [], [], [], []
-    for s, trials in enumerate(_session_schedule(stimset, subject, preset.n_sessions, rng), start=1):
+    for s, trials in enumerate(
+        _session_schedule(stimset, subject, preset.n_sessions, rng), start=1
+    ):
         session = f"ses-{s:02d}"
         (root / layout.session_func_dir(subject, session)).mkdir(parents=True, exist_ok=True)
         fit = signal[trials]
         betas = (fit + model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
         data = np.zeros((int(np.prod(grid)), len(trials)), dtype=np.float32)
         data[model.brain_index] = betas.T
-        synth_brain.save_nifti(data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session))
+        synth_brain.save_nifti(
+            data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session)
+        )
         table = _trial_table(trials, s, stimset)
         table.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
         session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
@@ -215,7 +233,9 @@ def _write_subject(
         )  # fmt: skip
         r2 = 100 * (1 - ((betas - fit) ** 2).sum(0) / (betas.astype(np.float64) ** 2).sum(0))
         r2_maps.append(r2)
-        synth_brain.save_nifti(_volume(r2, model.brain_index, grid), affine, root / layout.session_r2(subject, session))
+        synth_brain.save_nifti(
+            _volume(r2, model.brain_index, grid), affine, root / layout.session_r2(subject, session)
+        )
         all_betas.append(betas)
         all_labels += list(table["label"])
         all_sessions += [s] * len(trials)
@@ -226,7 +246,11 @@ def _write_subject(
     reps_of_images = pd.Series(all_labels).value_counts().to_numpy()
     for desc in layout.SUBJECT_NOISE_CEILINGS:
         nc = noise_ceiling(snr, n_reps.get(desc, reps_of_images))
-        synth_brain.save_nifti(_volume(nc, model.brain_index, grid), affine, root / layout.subject_noise_ceiling(subject, desc))
+        synth_brain.save_nifti(
+            _volume(nc, model.brain_index, grid),
+            affine,
+            root / layout.subject_noise_ceiling(subject, desc),
+        )
     synth_brain.save_nifti(
         _volume(np.mean(r2_maps, axis=0), model.brain_index, grid), affine, root / layout.subject_r2mean(subject)
     )  # fmt: skip
@@ -246,16 +270,29 @@ def _write_anatomy(root: Path, subject: str, brain: np.ndarray, affine: np.ndarr
     (root / layout.anatomical_dir(subject)).mkdir(parents=True, exist_ok=True)
     fine_affine = synth_brain.full_resolution_affine(affine)
     images = synth_brain.anatomical_images(brain, rng)
-    for res, grid_affine, convert in (("1pt8", affine, lambda v: v), (None, fine_affine, synth_brain.upsample2)):
-        synth_brain.save_nifti(convert(brain.astype(np.uint8)), grid_affine, root / layout.anatomical_brain_mask(subject, res))
+    for res, grid_affine, convert in (
+        ("1pt8", affine, lambda v: v),
+        (None, fine_affine, synth_brain.upsample2),
+    ):
+        synth_brain.save_nifti(
+            convert(brain.astype(np.uint8)),
+            grid_affine,
+            root / layout.anatomical_brain_mask(subject, res),
+        )
         for modality, image in images.items():
-            synth_brain.save_nifti(convert(image), grid_affine, root / layout.anatomical_image(subject, modality, res))
+            synth_brain.save_nifti(
+                convert(image), grid_affine, root / layout.anatomical_image(subject, modality, res)
+            )
 
 
-def _write_rois(root: Path, subject: str, rois: dict, affine: np.ndarray, n_vertices: int, rng) -> None:
+def _write_rois(
+    root: Path, subject: str, rois: dict, affine: np.ndarray, n_vertices: int, rng
+) -> None:
     for (category, name), mask in rois.items():
         (root / layout.roi_category_dir(subject, category)).mkdir(parents=True, exist_ok=True)
-        synth_brain.save_nifti(mask.astype(np.uint8), affine, root / layout.roi_volume(subject, category, name))
+        synth_brain.save_nifti(
+            mask.astype(np.uint8), affine, root / layout.roi_volume(subject, category, name)
+        )
         for hemi in ("L", "R"):
             centre = rng.integers(n_vertices)
             vertices = np.sort((centre + np.arange(int(rng.integers(10, 40)))) % n_vertices)
@@ -266,17 +303,26 @@ def _write_rois(root: Path, subject: str, rois: dict, affine: np.ndarray, n_vert
             )  # fmt: skip
 
 
-def _write_splits(root: Path, stimset: StimulusSet, clip: np.ndarray, subjects: list[str], seed: int) -> None:
+def _write_splits(
+    root: Path, stimset: StimulusSet, clip: np.ndarray, subjects: list[str], seed: int
+) -> None:
     from neurotorch.fmri.split_makers import make_splits, write_split_files
 
     names = np.asarray(stimset.names)
     ood = stimset.indices("ood")
     shared = stimset.indices("shared12", "shared4")
     pools = {"shared": shared}  # subject pools, as in laion_fmri: the shared images + their own
-    pools.update({s: np.concatenate([shared, stimset.indices("unique", participant=s)]) for s in subjects})
+    pools.update(
+        {s: np.concatenate([shared, stimset.indices("unique", participant=s)]) for s in subjects}
+    )
     for pool, rows in pools.items():
         splits = make_splits(
-            list(names[rows]), clip[rows], pool=pool, ood_names=list(names[ood]), seed=seed, progress=False
+            list(names[rows]),
+            clip[rows],
+            pool=pool,
+            ood_names=list(names[ood]),
+            seed=seed,
+            progress=False,
         )
         write_split_files(splits, root / layout.SPLITS_DIR)
 

@@ -135,7 +135,14 @@ def write_stimuli(
         if shared:
             for instance, obj in enumerate(objects):
                 seg_rows.append(
-                    (len(seg_masks), name, obj.noun, instance, round(float(rng.uniform(0.6, 1.0)), 3), *obj.box)
+                    (
+                        len(seg_masks),
+                        name,
+                        obj.noun,
+                        instance,
+                        round(float(rng.uniform(0.6, 1.0)), 3),
+                        *obj.box,
+                    )
                 )
                 seg_masks.append(obj.mask)
         captions.append((name, 0, "ai", _caption(category, rng, human=False)))

@@ -1,0 +1,433 @@
+"""`describe`: what a dataset folder or URL holds, as a readable summary.
+
+One call recognises, in any combination, the three on-disk families neurotorch reads:
+
+* a **LAION-fMRI tree** (``derivatives/glmsingle-tedana/``, ``stimuli/``, ``splits/``): subjects,
+  sessions, trials per session (shared / unique), ROIs per category, stimulus modalities, splits;
+* a **CaliBrain root** (``1284src_leadfield/``, ``1284src_fwd/``, posterior summaries), also the
+  one a synthetic LAION-fMRI tree keeps in ``derivatives/meeg/``: leadfields and runs;
+* a **connectome batch folder** (``<prefix>_chunk_NNN.h5``, also in a ``batches/`` sub-folder):
+  subjects, timepoints and voxels per batch file, and the lesion masks beside it.
+
+::
+
+    from neurotorch.describe import describe
+
+    summary = describe("/data/laion-fmri")        # or "s3://bucket/prefix", a CaliBrain root, ...
+    print(summary)                                # the text `neurotorch describe DIR` prints
+    summary.laion_fmri.trials                     # one row per (subject, session)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import pandas as pd
+
+from neurotorch.connectome import layout as connectome_layout
+from neurotorch.errors import DataNotDownloadedError
+from neurotorch.fmri import discovery
+from neurotorch.fmri import layout as fmri_layout
+from neurotorch.fmri.splits import FAMILIES, split_family
+from neurotorch.fmri.stimuli import load_stimuli
+from neurotorch.fmri.subject import Subject
+from neurotorch.io.storage import DataRoot
+from neurotorch.meeg import layout as meeg_layout
+
+_LEADFIELD_FILE = re.compile(r"^(?P<subject>.+)_(?P<orientation>fixed|free)_leadfield\.npz$")
+_AGGREGATED_RUN = re.compile(r"_run\d{8}_seed\d+\.npz$")
+_SENSOR_KINDS = {meeg_layout.KIND_EEG: "EEG", meeg_layout.KIND_MEG: "MEG"}
+_COIL_NAMES = {meeg_layout.COIL_EEG: "EEG", meeg_layout.COIL_MAG: "MEG mag", meeg_layout.COIL_GRAD: "MEG grad"}
+CONNECTOME_SUBDIR = "batches"
+LESION_SUBDIR = "lesions"
+TRIAL_COLUMNS = ["subject", "session", "n_runs", "n_trials", "n_shared", "n_unique", "n_images"]
+
+
+def _basename(relpath: str) -> str:
+    return relpath.rsplit("/", 1)[-1]
+
+
+def _table(frame: pd.DataFrame, indent: str = "    ") -> str:
+    return "\n".join(indent + line for line in frame.to_string(index=False).splitlines())
+
+
+# ── LAION-fMRI ─────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class LaionFMRISummary:
+    """What a LAION-fMRI tree holds.
+
+    Attributes
+    ----------
+    subjects
+        Subject ids with a GLMsingle folder.
+    trials
+        One row per (subject, session): ``n_runs``, ``n_trials``, ``n_shared`` / ``n_unique``
+        (trials whose image name starts with ``shared_`` / ``unique_``), ``n_images`` (distinct).
+    rois
+        ``{subject: {category: [ROI names]}}``.
+    stimulus_modalities
+        Stimulus files present: ``"metadata"``, ``"images"``, ``"embeddings:<model>"``,
+        ``"captions"``, ``"segmentations"``.
+    images
+        Images of the stimulus metadata per ``unique_or_shared`` value (empty without metadata).
+    splits
+        ``{pool: [split names]}``.
+    total_bytes
+        Size of the GLMsingle, ROI, anatomical, stimulus and split files.
+    """
+
+    subjects: list[str]
+    trials: pd.DataFrame
+    rois: dict[str, dict[str, list[str]]]
+    stimulus_modalities: list[str]
+    images: dict[str, int]
+    splits: dict[str, list[str]]
+    total_bytes: int
+
+    def roi_counts(self) -> pd.DataFrame:
+        """Number of ROIs per subject (rows) and category (columns)."""
+        counts = {sid: {cat: len(names) for cat, names in cats.items()} for sid, cats in self.rois.items()}
+        frame = pd.DataFrame.from_dict(counts, orient="index").fillna(0).astype(int)
+        return frame.reindex(columns=sorted(frame.columns))
+
+    def lines(self) -> list[str]:
+        out = [f"LAION-fMRI tree: {len(self.subjects)} subjects ({', '.join(self.subjects) or 'none'}), "
+               f"{discovery.human_bytes(self.total_bytes)}"]  # fmt: skip
+        if len(self.trials):
+            totals = self.trials.groupby("subject")[["n_trials", "n_shared", "n_unique"]].sum()
+            out.append("  trials per session:")
+            out.append(_table(self.trials))
+            out += [f"    {sid}: {row.n_trials} trials in {len(self.trials[self.trials.subject == sid])} "
+                    f"sessions ({row.n_shared} shared, {row.n_unique} unique)"
+                    for sid, row in totals.iterrows()]  # fmt: skip
+        if self.rois:
+            out.append("  ROIs per category (count per subject):")
+            out.append(_table(self.roi_counts().rename_axis("subject").reset_index()))
+            names: dict[str, set[str]] = {}
+            for cats in self.rois.values():
+                for cat, rois in cats.items():
+                    names.setdefault(cat, set()).update(rois)
+            out += [f"    {cat}: {' '.join(sorted(rois))}" for cat, rois in sorted(names.items())]
+        modalities = ", ".join(self.stimulus_modalities) or "none"
+        out.append(f"  stimulus modalities: {modalities}")
+        if self.images:
+            counts = ", ".join(f"{n} {kind}" for kind, n in self.images.items())
+            out.append(f"  stimulus images: {sum(self.images.values())} ({counts})")
+        for pool, names in self.splits.items():
+            families = Counter(split_family(name) for name in names)
+            order = [*FAMILIES, *sorted(set(families) - set(FAMILIES))]
+            listed = ", ".join(f"{fam} ×{families[fam]}" if families[fam] > 1 else fam
+                               for fam in order if fam in families)  # fmt: skip
+            out.append(f"  splits/{pool}: {len(names)} splits ({listed})")
+        return out
+
+
+def _stimulus_modalities(stimulus_files: set[str]) -> list[str]:
+    found = []
+    for name, relpath in (("metadata", fmri_layout.stimuli_metadata()), ("images", fmri_layout.stimuli_images())):
+        if relpath in stimulus_files:
+            found.append(name)
+    found += [f"embeddings:{m}" for m in fmri_layout.EMBEDDING_MODELS if fmri_layout.embeddings(m) in stimulus_files]
+    if fmri_layout.captions() in stimulus_files:
+        found.append("captions")
+    if fmri_layout.segmentations() in stimulus_files:
+        found.append("segmentations")
+    return found
+
+
+def _session_trials(root: DataRoot, subject: str, sessions: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    tables = Subject(subject, root).get_trial_info(sessions) if sessions else {}
+    for session, table in tables.items():
+        labels = table["label"].astype(str)
+        rows.append({
+            "subject": subject,
+            "session": session,
+            "n_runs": int(table["run"].nunique()) if "run" in table else 0,
+            "n_trials": len(table),
+            "n_shared": int(labels.str.startswith("shared_").sum()),
+            "n_unique": int(labels.str.startswith("unique_").sum()),
+            "n_images": int(labels.nunique()),
+        })  # fmt: skip
+    return rows
+
+
+def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
+    """Summarise a LAION-fMRI tree (reads the listings, the trial tables and the stimulus metadata)."""
+    try:
+        tree = discovery.describe(root)
+    except DataNotDownloadedError:  # stimuli or splits only, no subjects yet
+        tree = discovery.DatasetDescription(
+            source=root.url,
+            subjects={},
+            stimuli_files=[f"{fmri_layout.STIMULI_DIR}/{n}" for n in root.listdir(fmri_layout.STIMULI_DIR)],
+            splits={pool: sorted(n[:-5] for n in root.listdir(fmri_layout.SPLITS_DIR, pool) if n.endswith(".json"))
+                    for pool in root.listdir(fmri_layout.SPLITS_DIR)},  # fmt: skip
+        )
+    rows = [row for sid, info in tree.subjects.items() for row in _session_trials(root, sid, info.sessions)]
+    modalities = _stimulus_modalities(set(tree.stimuli_files))
+    images: dict[str, int] = {}
+    if "metadata" in modalities:
+        counts = load_stimuli(root).metadata["unique_or_shared"].astype(str).value_counts()
+        images = {str(kind): int(n) for kind, n in counts.sort_index().items()}
+    return LaionFMRISummary(
+        subjects=list(tree.subjects),
+        trials=pd.DataFrame(rows, columns=TRIAL_COLUMNS),
+        rois={sid: info.rois for sid, info in tree.subjects.items() if info.rois},
+        stimulus_modalities=modalities,
+        images=images,
+        splits=tree.splits,
+        total_bytes=tree.total_bytes,
+    )
+
+
+# ── CaliBrain ──────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class MEEGSummary:
+    """What a CaliBrain-layout root holds.
+
+    Attributes
+    ----------
+    source
+        The root (path or URL).
+    leadfields
+        One row per leadfield NPZ: ``file, subject, orientation, sensors, n_sensors, n_sources,
+        n_components, units``.
+    forwards
+        MNE forward files (``1284src_fwd/<subject>-fwd.fif``).
+    posterior_summaries, aggregated_runs
+        Number of ``posterior_summary_run*_seed*.h5`` files and of aggregated per-run NPZs.
+    """
+
+    source: str
+    leadfields: pd.DataFrame
+    forwards: list[str] = field(default_factory=list)
+    posterior_summaries: int = 0
+    aggregated_runs: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"CaliBrain root {self.source}: {len(self.leadfields)} leadfields, "
+               f"{len(self.forwards)} forward models, {self.posterior_summaries} posterior summaries, "
+               f"{self.aggregated_runs} aggregated runs"]  # fmt: skip
+        if len(self.leadfields):
+            out.append(_table(self.leadfields))
+        return out
+
+
+def _leadfield_row(root: DataRoot, relpath: str) -> dict[str, Any]:
+    from neurotorch.meeg.leadfield import load_leadfield_npz
+
+    match = _LEADFIELD_FILE.match(_basename(relpath))
+    data = load_leadfield_npz(root.local_path(relpath))
+    sensors = _COIL_NAMES.get(data.coil_type) or _SENSOR_KINDS.get(data.sensor_kind, "unknown")
+    return {
+        "file": relpath,
+        "subject": match["subject"],
+        "orientation": data.orientation_type,
+        "sensors": sensors,
+        "n_sensors": data.n_sensors,
+        "n_sources": data.n_sources,
+        "n_components": data.n_components,
+        "units": data.units,
+    }
+
+
+def describe_meeg(root: DataRoot, prefix: str = "") -> MEEGSummary:
+    """Summarise the CaliBrain root at ``prefix`` under ``root`` (leadfields are loaded, not pickled)."""
+    under = f"{prefix}/" if prefix else ""
+    files = [rel[len(under) :] for rel in root.files(*([prefix] if prefix else []))]
+    leadfields = [rel for rel in files if _LEADFIELD_FILE.match(_basename(rel))]
+    columns = ["file", "subject", "orientation", "sensors", "n_sensors", "n_sources", "n_components", "units"]
+    return MEEGSummary(
+        source=root.path(prefix) if prefix else root.url,
+        leadfields=pd.DataFrame([_leadfield_row(root, under + rel) for rel in leadfields], columns=columns),
+        forwards=sorted(rel for rel in files if rel.endswith("-fwd.fif")),
+        posterior_summaries=sum(fnmatch.fnmatch(_basename(rel), meeg_layout.POSTERIOR_SUMMARY_GLOB) for rel in files),
+        aggregated_runs=sum(bool(_AGGREGATED_RUN.search(_basename(rel))) for rel in files),
+    )
+
+
+# ── connectome ─────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class ConnectomeSummary:
+    """What a folder of connectome batch files holds.
+
+    Attributes
+    ----------
+    source
+        The batch folder (path or URL).
+    batches
+        One row per batch file: ``file, n_subjects, n_timepoints, n_voxels, mask_shape, space``
+        (read from the file attributes and dataset shapes; no time series are read).
+    n_lesions
+        Lesion masks in a ``lesions/`` folder beside the batches (``None`` when there is none).
+    """
+
+    source: str
+    batches: pd.DataFrame
+    n_lesions: int | None = None
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.batches["n_subjects"].sum())
+
+    def lines(self) -> list[str]:
+        first = self.batches.iloc[0]
+        out = [f"connectome at {self.source}: {len(self.batches)} batch files, {self.n_subjects} subjects, "
+               f"{first.n_timepoints} timepoints, {first.n_voxels} voxels in a {first.mask_shape} mask "
+               f"({first.space})"]  # fmt: skip
+        out.append(_table(self.batches))
+        if self.n_lesions is not None:
+            out.append(f"  lesion masks: {self.n_lesions}")
+        return out
+
+
+def _batch_row(root: DataRoot, relpath: str) -> dict[str, Any]:
+    with root.open(relpath) as handle, h5py.File(handle, "r") as f:
+        series = f[connectome_layout.TIMESERIES]
+        mask_shape = tuple(int(n) for n in f.attrs.get("mask_shape", ()))
+        space = f.attrs.get("space", "")
+        return {
+            "file": _basename(relpath),
+            "n_subjects": int(series.shape[0]),
+            "n_timepoints": int(series.shape[1]),
+            "n_voxels": int(series.shape[2]),
+            "mask_shape": "×".join(map(str, mask_shape)),
+            "space": space.decode() if isinstance(space, bytes) else str(space),
+        }
+
+
+def _batch_folder(root: DataRoot) -> str | None:
+    for folder in ("", CONNECTOME_SUBDIR):
+        if connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir()):
+            return folder
+    return None
+
+
+def describe_connectome(root: DataRoot, folder: str = "") -> ConnectomeSummary:
+    """Summarise the batch files in ``folder`` under ``root`` (and the lesion masks beside them)."""
+    names = connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir())
+    rows = [_batch_row(root, f"{folder}/{name}" if folder else name) for name in names]
+    lesions = None
+    if folder and root.isdir(LESION_SUBDIR):
+        lesions = sum(n.endswith((".nii", ".nii.gz")) for n in root.listdir(LESION_SUBDIR))
+    return ConnectomeSummary(
+        source=root.path(folder) if folder else root.url, batches=pd.DataFrame(rows), n_lesions=lesions
+    )
+
+
+# ── everything ─────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class DatasetSummary:
+    """What `describe` found at a source; the parts that are absent are ``None`` / empty."""
+
+    source: str
+    laion_fmri: LaionFMRISummary | None = None
+    meeg: list[MEEGSummary] = field(default_factory=list)
+    connectome: ConnectomeSummary | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        """Families found: ``"laion-fmri"``, ``"calibrain"``, ``"connectome"``."""
+        found = [("laion-fmri", self.laion_fmri), ("calibrain", self.meeg), ("connectome", self.connectome)]
+        return [kind for kind, part in found if part]
+
+    def __str__(self) -> str:
+        lines = [f"{self.source} holds: {', '.join(self.kinds)}"]
+        parts = [self.laion_fmri, *self.meeg, self.connectome]
+        for part in parts:
+            if part is not None:
+                lines += ["", *part.lines()]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tables as lists of records)."""
+        parts = {key: _plain(getattr(self, key)) for key in ("laion_fmri", "meeg", "connectome")}
+        return {"source": self.source, "kinds": self.kinds, **parts}
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tables, dicts and lists as JSON-ready values."""
+    if dataclasses.is_dataclass(value):
+        return _plain(vars(value))
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict(orient="records")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _meeg_prefixes(root: DataRoot) -> list[str]:
+    """CaliBrain roots at ``root`` (by their folders or files) and in ``derivatives/meeg``."""
+    prefixes = []
+    top = root.listdir()
+    calibrain_dirs = {meeg_layout.LEADFIELD_DIR, meeg_layout.FORWARD_DIR}
+    top_files = any(_LEADFIELD_FILE.match(n) or fnmatch.fnmatch(n, meeg_layout.POSTERIOR_SUMMARY_GLOB)
+                    or _AGGREGATED_RUN.search(n) for n in top)  # fmt: skip
+    if calibrain_dirs & set(top) or top_files:
+        prefixes.append("")
+    if root.isdir(meeg_layout.FMRI_MEEG_DIR):
+        prefixes.append(meeg_layout.FMRI_MEEG_DIR)
+    return prefixes
+
+
+def describe(source: str | os.PathLike | DataRoot, storage_options: dict | None = None) -> DatasetSummary:
+    """Recognise and summarise what a folder or URL holds (see the module docstring).
+
+    Parameters
+    ----------
+    source
+        Local folder, fsspec URL (``s3://bucket/prefix``) or `DataRoot`.
+    storage_options
+        fsspec options for a URL (``endpoint_url``, ``anon``, ...).
+
+    Raises
+    ------
+    DataNotDownloadedError
+        Nothing at ``source`` looks like a LAION-fMRI tree, a CaliBrain root or connectome batches.
+    """
+    root = source if isinstance(source, DataRoot) else DataRoot(source, storage_options)
+    summary = DatasetSummary(source=root.url)
+    if root.isdir(fmri_layout.GLM_DIR) or root.isdir(fmri_layout.STIMULI_DIR):
+        summary.laion_fmri = describe_laion_fmri(root)
+    summary.meeg = [describe_meeg(root, prefix) for prefix in _meeg_prefixes(root)]
+    folder = _batch_folder(root)
+    if folder is not None:
+        summary.connectome = describe_connectome(root, folder)
+    if not summary.kinds:
+        raise DataNotDownloadedError(
+            f"Nothing neurotorch reads was found at {root.url}: expected a LAION-fMRI tree "
+            f"({fmri_layout.GLM_DIR}/ or {fmri_layout.STIMULI_DIR}/), a CaliBrain root "
+            f"({meeg_layout.LEADFIELD_DIR}/, {meeg_layout.FORWARD_DIR}/ or posterior summaries) or "
+            f"connectome batch files (*_chunk_000.h5, here or in {CONNECTOME_SUBDIR}/). Check the path."
+        )
+    return summary
+
+
+__all__ = [
+    "ConnectomeSummary",
+    "DatasetSummary",
+    "LaionFMRISummary",
+    "MEEGSummary",
+    "describe",
+    "describe_connectome",
+    "describe_laion_fmri",
+    "describe_meeg",
+]

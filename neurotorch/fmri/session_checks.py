@@ -1,0 +1,67 @@
+"""Checks that the files of one session agree: betas grid and affine against the brain mask, and
+one trials-table row (with its own ``beta_index``) per beta volume.
+
+Every reader of betas runs them when it opens a session, so a mismatch surfaces as a named error
+before any array is served.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from neurotorch.errors import FormatError, ShapeMismatchError
+from neurotorch.fmri import layout
+from neurotorch.fmri.datafiles import read_table
+from neurotorch.fmri.masks import check_affine, check_grid
+from neurotorch.io.storage import DataRoot
+
+
+def check_betas_grid(
+    where: str, shape: tuple[int, ...], affine: np.ndarray, mask_shape: tuple[int, ...],
+    mask_affine: np.ndarray, mask_file: str,
+) -> None:  # fmt: skip
+    """`ShapeMismatchError` naming both files unless the betas file ``where`` lies on the mask's grid."""
+    reference = f"the brain mask {mask_file}"
+    check_grid(shape, mask_shape, f"The betas file {where}", reference)
+    check_affine(affine, mask_affine, f"The betas file {where}", reference)
+
+
+def check_trial_count(
+    root: DataRoot, subject: str, session: str, n_volumes: int, n_trials: int
+) -> None:
+    """`ShapeMismatchError` naming both files unless the trials table has one row per volume."""
+    if n_trials != n_volumes:
+        betas = root.path(layout.session_betas(subject, session))
+        trials = root.path(layout.session_trials(subject, session))
+        raise ShapeMismatchError(
+            f"{betas} has {n_volumes} volumes but its trials table {trials} has {n_trials} rows, "
+            "so trials cannot be paired with betas; re-download the session."
+        )
+
+
+def check_beta_index(table: pd.DataFrame, where: str, n_volumes: int | None = None) -> None:
+    """Each ``beta_index`` of a trials table occurs once (and names a volume, if ``n_volumes``)."""
+    index = table["beta_index"]
+    repeated = index.duplicated()
+    if repeated.any():
+        raise FormatError(
+            f"{where} gives beta_index {int(index[repeated].iloc[0])} to more than one trial, so "
+            "two trials would share one beta volume; re-download the trials table."
+        )
+    if n_volumes is not None and len(index) and (index.min() < 0 or index.max() >= n_volumes):
+        raise ShapeMismatchError(
+            f"{where} has beta_index values from {int(index.min())} to {int(index.max())}, but the "
+            f"betas file has volumes 0..{n_volumes - 1}; re-download the session."
+        )
+
+
+def check_session_trials(root: DataRoot, subject: str, session: str, n_volumes: int) -> None:
+    """Read the session's trials table and check it against a betas file of ``n_volumes``."""
+    relpath = layout.session_trials(subject, session)
+    table = read_table(
+        root, relpath, f"Trials table of {subject} {session}", layout.TRIAL_COLUMNS, sep="\t",
+        keep_default_na=False, dtype={"label": str},
+    )  # fmt: skip
+    check_trial_count(root, subject, session, n_volumes, len(table))
+    check_beta_index(table, root.path(relpath), n_volumes)

@@ -1,0 +1,253 @@
+"""Random access to single volumes of a ``.nii.gz`` through a saved gzip seek index.
+
+The first access decompresses the file once (with a progress bar), checking its CRC and length,
+and saves a seek index under ``config.cache_dir() / "gzip-index"``; later accesses, in any process,
+jump straight to the volumes asked for. The index is keyed by the file's identity (size,
+modification time and a hash of its first and last 64 KiB, which hold the NIfTI header and the gzip
+CRC/length trailer), so a changed file gets a new index. Index files are written atomically.
+``rapidgzip`` is used when installed, else ``indexed_gzip``. Uncompressed ``.nii`` files need no
+index and are read with plain seeks.
+
+Random access cannot re-verify the gzip CRC (it covers the whole file); it was verified when the
+index was built. For reading every volume, the sequential `neurotorch.io.nifti.read_masked_betas`
+is faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from neurotorch.config import cache_dir, progress_enabled
+from neurotorch.errors import CacheError, CorruptFileError
+from neurotorch.io.inflate import GZIP_MAGIC
+from neurotorch.io.nifti import (
+    NiftiHeader,
+    VolumeDecoder,
+    read_nifti_header,
+    resolve_volume_indices,
+)
+
+_IDENTITY_BYTES = 1 << 16
+_BUILD_CHUNK = 1 << 24
+_INDEX_SPACING = 1 << 22
+#: errors the gzip backends raise for damaged data (rapidgzip: ValueError/RuntimeError;
+#: indexed_gzip: ZranError/CrcError, both OSError)
+_BACKEND_ERRORS = (ValueError, RuntimeError, OSError)
+
+
+def index_backend() -> str:
+    """``"rapidgzip"`` when installed, else ``"indexed_gzip"``."""
+    try:
+        import rapidgzip  # noqa: F401
+    except ImportError:
+        return "indexed_gzip"
+    return "rapidgzip"
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """Hex digest of a file's size, mtime and first and last 64 KiB."""
+    stat = os.stat(path)
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:".encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(_IDENTITY_BYTES))
+        f.seek(max(0, stat.st_size - _IDENTITY_BYTES))
+        digest.update(f.read(_IDENTITY_BYTES))
+    return digest.hexdigest()
+
+
+def index_path(path: str | os.PathLike, backend: str | None = None) -> Path:
+    """Where the seek index of ``path`` is (or will be) saved."""
+    backend = backend or index_backend()
+    return cache_dir() / "gzip-index" / f"{file_identity(path)}.{backend}.idx"
+
+
+def _open_backend(path: str, backend: str, index_file: Path | None = None) -> IO[bytes]:
+    if backend == "rapidgzip":
+        import rapidgzip
+
+        handle = rapidgzip.open(path, parallelization=max(1, min(4, os.cpu_count() or 1)))
+    else:
+        import indexed_gzip
+
+        handle = indexed_gzip.IndexedGzipFile(path, spacing=_INDEX_SPACING)
+    if index_file is not None:
+        try:
+            handle.import_index(str(index_file))
+        except BaseException:
+            handle.close()
+            raise
+    return handle
+
+
+def _decompress_through(handle: IO[bytes], backend: str, expected: int, bar: tqdm) -> int:
+    """Decompress the whole file (building the index); return its decompressed size."""
+    if backend == "rapidgzip":
+        size = 0
+        buffer = bytearray(_BUILD_CHUNK)
+        while n := handle.readinto(buffer):
+            size += n
+            bar.update(n)
+        return size
+    for position in range(_BUILD_CHUNK, expected, _BUILD_CHUNK):  # seeks add index points
+        handle.seek(position)
+        bar.update(_BUILD_CHUNK)
+    handle.build_full_index()
+    return handle.seek(0, io.SEEK_END)
+
+
+def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress: bool) -> None:
+    """Decompress ``path`` once, verifying CRC and length, and save its index atomically."""
+    expected = header.vox_offset + header.n_volumes * header.volume_nbytes
+    bar = tqdm(
+        total=expected,
+        unit="B",
+        unit_scale=True,
+        desc=f"indexing {os.path.basename(path)}",
+        disable=not (progress and progress_enabled()),
+    )
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        with bar, _open_backend(path, backend) as handle:
+            try:
+                size = _decompress_through(handle, backend, expected, bar)
+            except _BACKEND_ERRORS as exc:
+                raise CorruptFileError(
+                    f"{path} is corrupt: decompressing it for the seek index failed ({exc}). "
+                    "Download or copy the file again."
+                ) from exc
+            if size < expected:
+                raise CorruptFileError(
+                    f"{path} is truncated: it decompresses to {size} bytes but its NIfTI header "
+                    f"needs {expected}. Download or copy the file again."
+                )
+            handle.export_index(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_index(path: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Build (once) and return the saved seek index of a ``.nii.gz`` file.
+
+    Concurrent callers wait for one build (a file lock beside the index).
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or fails its gzip CRC/length check.
+    CacheError
+        The cache directory is not writable.
+    """
+    path = os.fspath(path)
+    header = read_nifti_header(path)
+    backend = index_backend()
+    target = index_path(path, backend)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not target.exists():
+                _build(path, header, backend, target, progress)
+    except CorruptFileError:
+        raise
+    except OSError as exc:
+        raise CacheError(
+            f"Cannot write the seek index of {path} under {target.parent} ({exc}); set "
+            "NEUROTORCH_CACHE to a writable directory."
+        ) from exc
+    return target
+
+
+def _open_indexed(path: str, progress: bool) -> IO[bytes]:
+    """A seekable decompressed view of ``path`` using its saved (or freshly built) index."""
+    backend = index_backend()
+    target = build_index(path, progress=progress)
+    try:
+        return _open_backend(path, backend, target)
+    except _BACKEND_ERRORS:  # an unreadable index (e.g. from another version): rebuild it
+        target.unlink(missing_ok=True)
+        return _open_backend(path, backend, build_index(path, progress=progress))
+
+
+def _read_fully(handle: IO[bytes], buffer: bytearray, path: str, volume: int) -> None:
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(view):
+        n = handle.readinto(view[filled:])
+        if not n:
+            raise CorruptFileError(
+                f"{path} ends inside volume {volume}; the file is truncated. "
+                "Download or copy it again."
+            )
+        filled += n
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def read_volumes(
+    path: str | os.PathLike,
+    indices: Sequence[int] | np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    progress: bool = True,
+) -> np.ndarray:
+    """Read a few volumes of a 4-D NIfTI file by index, without decompressing the rest.
+
+    Parameters
+    ----------
+    path
+        Local ``.nii.gz`` or ``.nii`` file.
+    indices
+        Volume indices along the 4th axis (negative ones count from the end; any order, repeats
+        allowed).
+    mask
+        Boolean array on the image grid; voxels are taken in C order. None returns full volumes.
+    progress
+        Show a progress bar while the index is built (first access only).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``(len(indices), n_mask_voxels)`` with a mask, else ``(len(indices), x, y, z)``;
+        values equal nibabel's ``get_fdata(dtype=np.float32)`` bit for bit.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or corrupt (found when the index is built).
+    ShapeMismatchError
+        The mask's shape differs from the image grid.
+    IndexError
+        An index outside the image.
+    """
+    path = os.fspath(path)
+    header = read_nifti_header(path)
+    decoder = VolumeDecoder(header, mask, path)
+    rows = resolve_volume_indices(indices, header.n_volumes, path)
+    out = np.empty((len(rows), decoder.n_values), dtype=np.float32)
+    if not len(rows):
+        return out if mask is not None else out.reshape((0, *header.grid))
+    handle = _open_indexed(path, progress) if _is_gzip(path) else open(path, "rb")  # noqa: SIM115
+    buffer = bytearray(header.volume_nbytes)
+    with handle:
+        for row, volume in enumerate(rows):
+            handle.seek(header.vox_offset + int(volume) * header.volume_nbytes)
+            _read_fully(handle, buffer, path, int(volume))
+            decoder.decode(buffer, out=out[row])
+    if mask is not None:
+        return out
+    return out.reshape((len(rows), *header.grid[::-1])).transpose(0, 3, 2, 1)

@@ -1,0 +1,93 @@
+"""Lesion network maps on slices of the connectome's brain mask.
+
+::
+
+    from neurotorch.connectome import network_map
+    from neurotorch.plotting import connectome as connectome_plots
+
+    result = network_map("lesions/", "batches/")
+    connectome_plots.plot_network_map(result, 0, "lesion-00_t.png", kind="t")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurotorch.connectome.lnm import NetworkMapResult
+from neurotorch.errors import ShapeMismatchError
+from neurotorch.plotting._figure import new_figure, save_png
+
+PathLike = str | os.PathLike
+VIEWS = (("sagittal", 0), ("coronal", 1), ("axial", 2))
+KIND_LABELS = {"meanz": "mean Fisher z", "t": "t", "p": "p", "q": "q (FDR)"}
+
+
+def plot_network_map(
+    result: NetworkMapResult,
+    lesion: int | str,
+    path: PathLike,
+    kind: str = "t",
+    threshold: float | None = None,
+    lesion_mask: np.ndarray | None = None,
+    cut: tuple[int, int, int] | None = None,
+) -> Path:
+    """One lesion's network map on three orthogonal slices of the brain mask.
+
+    Parameters
+    ----------
+    result
+        Output of `neurotorch.connectome.network_map`.
+    lesion
+        Row or name of the lesion.
+    path
+        Where the PNG goes.
+    kind
+        ``"meanz"``, ``"t"`` (diverging colours, symmetric range) or ``"p"``/``"q"`` (shown as
+        ``-log10``).
+    threshold
+        Hide voxels whose |value| (``-log10`` value for p/q) is below it; default show all.
+    lesion_mask
+        Optional 3-D boolean lesion on the connectome grid, outlined in black.
+    cut
+        Voxel (i, j, k) where the slices cross; default the voxel of the largest |value|.
+    """
+    values = np.asarray(result.map(kind, lesion), dtype=np.float64)
+    signed = kind in ("meanz", "t")
+    if not signed:
+        values = -np.log10(np.clip(values, 1e-300, 1.0))
+    values = np.where(np.isfinite(values), values, 0.0)
+    volume = np.full(result.mask_shape, np.nan)
+    volume[tuple(result.mask_indices.T)] = values
+    brain = np.zeros(result.mask_shape, dtype=bool)
+    brain[tuple(result.mask_indices.T)] = True
+    if lesion_mask is not None and np.shape(lesion_mask) != tuple(result.mask_shape):
+        raise ShapeMismatchError(
+            f"lesion_mask has shape {np.shape(lesion_mask)} but the connectome grid is {result.mask_shape}."
+        )
+    if cut is None:
+        cut = tuple(int(i) for i in result.mask_indices[int(np.argmax(np.abs(values)))])
+    shown = np.where(np.abs(volume) >= threshold, volume, np.nan) if threshold is not None else volume
+    limit = float(np.percentile(np.abs(values), 99)) or 1.0  # the lesion itself would dominate the max
+    colour_range = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if signed else dict(vmin=0, vmax=limit, cmap="hot")
+
+    fig, axes = new_figure(3, panel_size=(3.6, 3.6))
+    for ax, (name, axis) in zip(axes, VIEWS, strict=True):
+        ax.imshow(np.take(brain, cut[axis], axis=axis).T, cmap="gray", vmin=0, vmax=2.5, origin="lower")
+        image = ax.imshow(np.take(shown, cut[axis], axis=axis).T, origin="lower", interpolation="nearest",
+                          **colour_range)  # fmt: skip
+        if lesion_mask is not None:
+            outline = np.take(np.asarray(lesion_mask, dtype=float), cut[axis], axis=axis).T
+            if outline.any():
+                ax.contour(outline, levels=[0.5], colors="black", linewidths=1.2)
+        ax.set(title=f"{name} {cut[axis]}", xticks=[], yticks=[])
+    label = KIND_LABELS[kind] if signed else f"-log10 {KIND_LABELS[kind]}"
+    fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+    name = result.names[lesion] if isinstance(lesion, int | np.integer) else lesion
+    fig.suptitle(f"{name}: {label} map, {result.n_subjects} subjects")
+    return save_png(fig, path)
+
+
+__all__ = ["plot_network_map"]

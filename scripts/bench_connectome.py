@@ -1,0 +1,154 @@
+"""Benchmark lesion network mapping: neurotorch (torch) against a numpy float64 einsum baseline.
+
+Both implementations compute the same maps (mean Fisher z, t, two-sided p, BH q) for the same
+lesions from the same batch files, each in its own child process so that its peak memory can be
+reported. The baseline reads subjects with h5py and does every product with ``np.einsum`` in float64.
+
+    python scripts/bench_connectome.py            # 2 mm MNI mask, 20 subjects, 50 lesions
+    python scripts/bench_connectome.py --large    # 60 subjects, 150 timepoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def numpy_network_map(batch_dir: Path, lesion_dir: Path) -> dict:
+    """The reference algorithm in numpy float64 einsum, reading subjects with h5py."""
+    import h5py
+    import nibabel as nib
+    from scipy import special
+
+    files = sorted(batch_dir.glob("*_chunk_*.h5"))
+    with h5py.File(files[0]) as f:
+        indices = np.asarray(f["mask_indices"])
+    masks = np.stack(
+        [
+            np.asarray(nib.load(p).dataobj)[tuple(indices.T)] > 0
+            for p in sorted(lesion_dir.glob("*.nii.gz"))
+        ]
+    )
+    used = np.flatnonzero(masks.any(axis=0))
+    weights = masks[:, used].T / masks.sum(axis=1)
+    total = total_sq = None
+    n = 0
+    for path in files:
+        with h5py.File(path) as f:
+            series = f["timeseries"]
+            for row in range(series.shape[0]):
+                x = series[row].astype(np.float64)
+                x -= x.mean(axis=0)
+                seeds = np.einsum("tv,vk->tk", x[:, used], weights)
+                seeds -= seeds.mean(axis=0)
+                cov = np.einsum("tk,tv->kv", seeds, x)
+                norms = np.sqrt(np.einsum("tk,tk->k", seeds, seeds))[:, None] * np.sqrt(
+                    np.einsum("tv,tv->v", x, x)
+                )
+                z = np.arctanh(np.clip(cov / norms, -1 + 1e-7, 1 - 1e-7))
+                total = z if total is None else total + z
+                total_sq = z * z if total_sq is None else total_sq + z * z
+                n += 1
+    mean = total / n
+    sd = np.sqrt((total_sq - n * mean * mean) / (n - 1))
+    t = mean / (sd / np.sqrt(n))
+    p = 2 * special.stdtr(n - 1, -np.abs(t))
+    order = np.argsort(p, axis=1)
+    ranked = np.take_along_axis(p, order, axis=1) * p.shape[1] / np.arange(1, p.shape[1] + 1)
+    q_sorted = np.minimum(np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1], 1)
+    q = np.empty_like(q_sorted)
+    np.put_along_axis(q, order, q_sorted, axis=1)
+    return {"t": t, "q": q, "n_lesions": len(masks)}
+
+
+def torch_network_map(batch_dir: Path, lesion_dir: Path) -> dict:
+    from neurotorch.connectome import network_map
+
+    result = network_map(lesion_dir, batch_dir)
+    return {"t": result.t, "q": result.q, "n_lesions": len(result.names)}
+
+
+def _child(name: str, batch_dir: Path, lesion_dir: Path, out: mp.Queue) -> None:
+    import os
+
+    os.environ["NEUROTORCH_PROGRESS"] = "0"
+    import h5py  # noqa: F401 - imports are not part of the timing
+    import nibabel  # noqa: F401
+    import scipy.special  # noqa: F401
+
+    if name.startswith("neurotorch"):
+        import neurotorch.connectome  # noqa: F401
+    func = {
+        "neurotorch (torch float32)": torch_network_map,
+        "numpy float64 einsum": numpy_network_map,
+    }
+    start = time.perf_counter()
+    result = func[name](batch_dir, lesion_dir)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.put((name, seconds, peak_mb, result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true", help="60 subjects x 150 timepoints")
+    parser.add_argument("--data", type=Path, help="reuse/keep the synthetic connectome here")
+    args = parser.parse_args()
+
+    from neurotorch.synthetic.connectome import BATCH_DIR, LESION_DIR, make_connectome
+
+    n_subjects, n_timepoints = (60, 150) if args.large else (20, 100)
+    tmp = tempfile.TemporaryDirectory() if args.data is None else None
+    root = Path(tmp.name) / "connectome" if tmp else args.data
+    start = time.perf_counter()
+    make_connectome(
+        root,
+        n_subjects=n_subjects,
+        n_timepoints=n_timepoints,
+        voxel_mm=2,
+        n_networks=2,
+        lesions_per_network=25,
+        subjects_per_chunk=5,
+    )
+    from neurotorch.connectome import ConnectomeBatches
+
+    batches = ConnectomeBatches(root / BATCH_DIR)
+    print(f"{batches} ready in {time.perf_counter() - start:.1f} s")
+    ctx = mp.get_context("spawn")
+    rows = {}
+    for name in ("neurotorch (torch float32)", "numpy float64 einsum"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, root / BATCH_DIR, root / LESION_DIR, queue))
+        proc.start()
+        rows[name] = queue.get()
+        proc.join()
+    fast, base = rows["neurotorch (torch float32)"], rows["numpy float64 einsum"]
+    n_lesions = fast[3]["n_lesions"]
+    subject_mb = batches.n_timepoints * batches.n_voxels * 4 / 1e6
+    print(
+        f"\n{n_lesions} lesions, {batches.n_subjects} subjects x {batches.n_timepoints} timepoints x "
+        f"{batches.n_voxels} voxels ({subject_mb:.0f} MB per subject in float32)\n"
+    )
+    print(
+        f"{'implementation':<28}{'seconds':>9}{'lesions/s':>11}{'peak RSS MB':>13}{'speed-up':>10}"
+    )
+    for name, seconds, peak_mb, _ in (fast, base):
+        print(
+            f"{name:<28}{seconds:>9.2f}{n_lesions / seconds:>11.2f}{peak_mb:>13.0f}"
+            f"{base[1] / seconds:>9.1f}x"
+        )
+    t_diff = np.nanmax(np.abs(fast[3]["t"] - base[3]["t"]) / np.maximum(1, np.abs(base[3]["t"])))
+    q_diff = np.nanmax(np.abs(fast[3]["q"] - base[3]["q"]))
+    print(f"\nagreement: max relative |t| difference {t_diff:.1e}, max |q| difference {q_diff:.1e}")
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

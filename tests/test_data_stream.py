@@ -1,0 +1,113 @@
+"""Iterable `BetasStream`: coverage, values, sharding, shuffling and mid-epoch resume."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from neurotorch.data.collate import collate_items
+from neurotorch.data.stream import BetasStream, StreamLoader
+from neurotorch.fmri import layout
+
+SUBJECTS = ["sub-01", "sub-02"]
+
+
+def _stream(root, **kwargs) -> BetasStream:
+    return BetasStream(root, SUBJECTS, roi="face", split="random_0/train", **kwargs)
+
+
+def _keys(items) -> list[tuple[str, str, int]]:
+    return [(i["subject"], i["session"], int(i["trial"])) for i in items]
+
+
+def _batch_keys(batches) -> list[tuple[str, str, int]]:
+    return [
+        (s, ses, int(t))
+        for b in batches
+        for s, ses, t in zip(b["subject"], b["session"], b["trial"], strict=True)
+    ]
+
+
+def _expected(stream: BetasStream) -> list[tuple[str, str, int]]:
+    return sorted(
+        zip(stream.trials["subject"], stream.trials["session"], stream.trials["trial"], strict=True)
+    )
+
+
+def test_one_epoch_covers_the_selection_with_nibabel_values(tiny_laion_root):
+    stream = _stream(tiny_laion_root, shuffle_buffer=8, seed=3)
+    items = list(stream)
+    assert sorted(_keys(items)) == _expected(stream) and len(items) == len(stream)
+    volumes = {}
+    for item in items[::7]:
+        key = (item["subject"], item["session"])
+        if key not in volumes:
+            volumes[key] = np.asarray(
+                nib.load(tiny_laion_root / layout.session_betas(*key)).dataobj
+            )
+        expected = volumes[key][..., item["trial"]][stream.voxel_masks[item["subject"]]]
+        np.testing.assert_array_equal(item["betas"].numpy(), expected)
+
+
+def test_shuffle_is_seeded_and_changes_with_the_epoch(tiny_laion_root):
+    first = _keys(_stream(tiny_laion_root, shuffle_buffer=16, seed=1))
+    again = _keys(_stream(tiny_laion_root, shuffle_buffer=16, seed=1))
+    later = _stream(tiny_laion_root, shuffle_buffer=16, seed=1)
+    later.set_epoch(1)
+    assert first == again and first != _keys(later) and sorted(first) == sorted(_keys(later))
+    assert first != sorted(first)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_get_equal_counts_and_together_cover_everything(tiny_laion_root, world_size):
+    shards = [
+        _keys(_stream(tiny_laion_root, rank=r, world_size=world_size)) for r in range(world_size)
+    ]
+    total = len(_stream(tiny_laion_root).trials)
+    per_rank = -(-total // world_size)
+    assert [len(s) for s in shards] == [per_rank] * world_size
+    flat = [k for s in shards for k in s]
+    assert set(flat) == set(_expected(_stream(tiny_laion_root)))
+    assert (
+        len(flat) - len(set(flat)) == per_rank * world_size - total
+    )  # only the wrap-around padding repeats
+
+
+def test_workers_split_a_rank_without_overlap(tiny_laion_root):
+    stream = _stream(tiny_laion_root, shuffle_buffer=8)
+    batches = list(StreamLoader(stream, batch_size=10, num_workers=2))
+    assert sorted(_batch_keys(batches)) == _expected(stream)
+
+
+def test_resume_from_state_dict_in_process(tiny_laion_root):
+    stream = _stream(tiny_laion_root, shuffle_buffer=16, seed=5)
+    iterator = iter(stream)
+    head = [next(iterator) for _ in range(37)]
+    state = stream.state_dict()
+    restored = _stream(tiny_laion_root, shuffle_buffer=16, seed=5)
+    restored.load_state_dict(state)
+    keys = _keys(head) + _keys(restored)
+    assert sorted(keys) == _expected(stream) and len(set(keys)) == len(keys)
+    assert keys == _keys(
+        _stream(tiny_laion_root, shuffle_buffer=16, seed=5)
+    )  # the same order as uninterrupted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader_class", [StatefulDataLoader, StreamLoader])
+def test_resume_with_stateful_dataloader_workers(tiny_laion_root, loader_class):
+    def loader():
+        stream = _stream(tiny_laion_root, shuffle_buffer=16, seed=2)
+        return loader_class(stream, batch_size=8, num_workers=2, collate_fn=collate_items)
+
+    first = loader()
+    iterator = iter(first)
+    head = [next(iterator) for _ in range(5)]
+    state = first.state_dict()
+    del iterator
+    second = loader()
+    second.load_state_dict(state)
+    keys = _batch_keys(head) + _batch_keys(list(second))
+    assert sorted(keys) == _expected(first.dataset) and len(set(keys)) == len(keys)

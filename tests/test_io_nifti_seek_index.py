@@ -1,0 +1,108 @@
+"""Random access to volumes through a saved gzip seek index, against nibabel's full load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from neurotorch.errors import CorruptFileError, ShapeMismatchError
+from neurotorch.io import seek_index
+from neurotorch.io.seek_index import build_index, index_path, read_volumes
+
+BACKENDS = ["rapidgzip", "indexed_gzip"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("NEUROTORCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NEUROTORCH_PROGRESS", "0")
+    return tmp_path / "cache"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch) -> str:
+    pytest.importorskip(request.param)
+    monkeypatch.setattr(seek_index, "index_backend", lambda: request.param)
+    return request.param
+
+
+@pytest.fixture
+def scaled_betas(tmp_path) -> Path:
+    """int16 betas with the scale factors nibabel picks for float data."""
+    rng = np.random.default_rng(7)
+    image = nib.Nifti1Image(rng.standard_normal((9, 8, 7, 25)).astype(np.float32), np.eye(4))
+    image.set_data_dtype(np.int16)
+    path = tmp_path / "sub-01_ses-01_betas.nii.gz"
+    nib.save(image, path)
+    return path
+
+
+def test_volumes_equal_nibabel(scaled_betas, backend, cache):
+    expected = nib.load(scaled_betas).get_fdata(dtype=np.float32)
+    mask = expected[..., 0] > 0
+    chosen = [24, 3, -2, 3]
+    masked = read_volumes(scaled_betas, chosen, mask)
+    full = read_volumes(scaled_betas, chosen)
+    for row, k in enumerate([24, 3, 23, 3]):
+        np.testing.assert_array_equal(masked[row], expected[..., k][mask])
+        np.testing.assert_array_equal(full[row], expected[..., k])
+    assert masked.dtype == full.dtype == np.float32
+    saved = index_path(scaled_betas, backend)
+    assert saved.parent == cache / "gzip-index" and saved.exists()
+    assert not list(saved.parent.glob("*.tmp"))
+
+
+def test_index_is_built_once_and_reused(scaled_betas, backend, monkeypatch):
+    first = build_index(scaled_betas)
+    stamp = first.stat().st_mtime_ns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the saved index should have been reused")
+
+    monkeypatch.setattr(seek_index, "_build", fail)
+    read_volumes(scaled_betas, [5])
+    assert build_index(scaled_betas) == first and first.stat().st_mtime_ns == stamp
+
+
+def test_changed_file_gets_a_new_index(scaled_betas):
+    before = index_path(scaled_betas)
+    os.utime(scaled_betas, ns=(10**18, 10**18))
+    assert index_path(scaled_betas) != before
+
+
+def test_unreadable_index_is_rebuilt(scaled_betas, backend):
+    saved = build_index(scaled_betas)
+    saved.write_bytes(b"not an index")
+    expected = nib.load(scaled_betas).get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(read_volumes(scaled_betas, [11])[0], expected[..., 11])
+
+
+def test_plain_nifti_needs_no_index(tmp_path, cache):
+    data = np.arange(4 * 5 * 6 * 3, dtype=">f8").reshape(4, 5, 6, 3)
+    path = tmp_path / "plain.nii"
+    nib.save(nib.Nifti2Image(data, np.eye(4)), path)
+    np.testing.assert_array_equal(read_volumes(path, [2])[0], data[..., 2].astype(np.float32))
+    assert not (cache / "gzip-index").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "crc"])
+def test_corrupt_file_leaves_no_index(scaled_betas, backend, cache, damage):
+    content = bytearray(scaled_betas.read_bytes())
+    if damage == "truncate":
+        content = content[: len(content) * 2 // 3]
+    else:
+        content[-8] ^= 0xFF
+    scaled_betas.write_bytes(bytes(content))
+    with pytest.raises(CorruptFileError, match="sub-01_ses-01_betas.nii.gz"):
+        read_volumes(scaled_betas, [0])
+    leftovers = [p.name for p in (cache / "gzip-index").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []
+
+
+def test_mask_mismatch(scaled_betas):
+    with pytest.raises(ShapeMismatchError, match=r"\(9, 8, 6\)"):
+        read_volumes(scaled_betas, [0], np.ones((9, 8, 6), dtype=bool))

@@ -1,0 +1,157 @@
+"""Leadfields: MNE forward equivalence, fixed/free consistency, NPZ schema and scaling rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError, UnsafePickleError
+from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, load_leadfield_npz, save_leadfield_npz
+
+mne = pytest.importorskip("mne")
+pytestmark = pytest.mark.slow
+
+N_SOURCES = 150
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from neurotorch.meeg.forward import cortical_shell
+
+    return cortical_shell(N_SOURCES)
+
+
+def _mne_forward(info, rr, nn, r0):
+    """MNE's own forward for the same setup, built here without neurotorch."""
+    src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), verbose=False)
+    sphere = mne.make_sphere_model(r0=r0, head_radius=0.095, verbose=False)
+    return mne.make_forward_solution(info, trans=None, src=src, bem=sphere, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def eeg_reference(shell):
+    rr, nn = shell
+    montage = mne.channels.make_standard_montage("easycap-M43")
+    info = mne.create_info(montage.ch_names, 250.0, "eeg")
+    info.set_montage(montage)
+    return _mne_forward(info, rr, nn, (0.0, 0.0, 0.04))
+
+
+def test_eeg_simulate_equals_mne_forward(shell, eeg_reference):
+    from neurotorch.meeg.forward import simulate_leadfield
+
+    rr, nn = shell
+    free = simulate_leadfield("free", sensor="eeg", src_coords=rr, src_normals=nn)
+    fixed = simulate_leadfield("fixed", sensor="eeg", src_coords=rr, src_normals=nn)
+    ref_free = eeg_reference["sol"]["data"].reshape(len(eeg_reference["info"]["chs"]), N_SOURCES, 3)
+    # V/Am -> µV/nAm
+    np.testing.assert_allclose(free.leadfield, ref_free * 1e-3, rtol=1e-5, atol=1e-6 * np.abs(ref_free).max() * 1e-3)
+    assert (free.sensor_kind, free.sensor_units, free.sensor_unitmult, free.coil_type) == (2, 107, -6, 1)
+    assert free.ch_names == eeg_reference["info"]["ch_names"]
+    np.testing.assert_allclose(free.Q_basis, np.broadcast_to(np.eye(3), (N_SOURCES, 3, 3)))
+    # fixed == MNE's own surface-oriented fixed conversion == free projected on the normals
+    ref_fixed = mne.convert_forward_solution(eeg_reference, surf_ori=True, force_fixed=True, verbose=False)
+    scale = np.abs(ref_fixed["sol"]["data"]).max() * 1e-3
+    np.testing.assert_allclose(fixed.leadfield, ref_fixed["sol"]["data"] * 1e-3, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(fixed.leadfield, np.einsum("msk,sk->ms", ref_free * 1e-3, nn), rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(fixed.src_coords, rr)
+
+
+def test_meg_free_keeps_two_tangential_components():
+    from neurotorch.meeg.forward import cortical_shell, simulate_leadfield
+
+    rr, nn = cortical_shell(N_SOURCES, center=(0.0, 0.0, 0.0))
+    info = mne.channels.read_meg_canonical_info("neuromag")
+    info = mne.pick_info(info, mne.pick_types(info, meg="mag"))
+    ref = _mne_forward(info, rr, nn, (0.0, 0.0, 0.0))
+    ref_free = ref["sol"]["data"].reshape(len(info["chs"]), N_SOURCES, 3) * 1e6  # T/Am -> fT/nAm
+    free = simulate_leadfield("free", sensor="mag", src_coords=rr, src_normals=nn)
+    fixed = simulate_leadfield("fixed", sensor="mag", src_coords=rr, src_normals=nn)
+    assert free.leadfield.shape == (len(info["chs"]), N_SOURCES, 2)
+    assert (free.sensor_units, free.sensor_unitmult) == (112, -15)
+    q = free.Q_basis
+    np.testing.assert_allclose(np.einsum("sij,sik->sjk", q, q), np.broadcast_to(np.eye(2), (N_SOURCES, 2, 2)), atol=1e-10)
+    np.testing.assert_allclose(free.leadfield, np.einsum("msk,skj->msj", ref_free, q), rtol=1e-4, atol=1e-6 * np.abs(ref_free).max())
+    # the dropped direction is radial: a radial dipole is silent in a spherical head
+    radial = rr / np.linalg.norm(rr, axis=1, keepdims=True)
+    assert np.abs(np.einsum("sij,si->sj", q, radial)).max() < 1e-3
+    np.testing.assert_allclose(fixed.leadfield, np.einsum("msk,sk->ms", ref_free, nn), rtol=1e-4, atol=1e-6 * np.abs(ref_free).max())
+
+
+def test_simulate_then_load_round_trips(tmp_path):
+    builder = LeadfieldBuilder(tmp_path / "1284src_leadfield")
+    made = builder.get_leadfield("demo", "free", "simulate", n_sources=60, return_metadata=True)
+    loaded = builder.get_leadfield("demo", "free", "load", return_metadata=True)
+    assert builder.path("demo", "free").name == "demo_free_leadfield.npz"
+    np.testing.assert_array_equal(loaded.leadfield, made.leadfield)
+    for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type", "ch_names"):
+        assert getattr(loaded, key) == getattr(made, key)
+    np.testing.assert_array_equal(loaded.Q_basis, made.Q_basis)
+    with pytest.raises(FormatError, match="free-orientation"):
+        np.savez(builder.path("demo", "fixed"), leadfield=made.leadfield)
+        builder.get_leadfield("demo", "fixed", "load")
+
+
+@pytest.mark.parametrize(
+    ("units", "unitmult", "factor", "expected_mult"),
+    [(107, 0, 1e-3, -6), (112, 0, 1e6, -15), (201, 0, 1e6, -15), (107, -6, 1.0, -6), (112, -15, 1.0, -15)],
+)
+def test_calibrain_npz_scaling(tmp_path, units, unitmult, factor, expected_mult):
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((5, 7))
+    path = tmp_path / "s_fixed_leadfield.npz"
+    np.savez(
+        path, leadfield=raw, sensor_kind=2 if units == 107 else 1, sensor_units=units,
+        sensor_unitmult=unitmult, coil_type=1, src_coords=rng.standard_normal((7, 3)),
+        Q_basis=np.zeros((7, 3, 0)),
+    )  # fmt: skip
+    data = load_leadfield_npz(path)
+    np.testing.assert_allclose(data.leadfield, raw * factor)
+    assert data.sensor_unitmult == expected_mult
+    assert data.Q_basis is None and data.src_coords.shape == (7, 3)
+
+
+def test_pickled_entries_are_skipped_unless_opted_in(tmp_path):
+    raw = np.ones((4, 3))
+    path = tmp_path / "p_fixed_leadfield.npz"
+    np.savez(path, leadfield=raw, sensor_units=107, sensor_unitmult=0, Q_basis=np.array(None, dtype=object), info=np.array({"a": 1}, dtype=object))
+    data = load_leadfield_npz(path)
+    assert sorted(data.skipped_keys) == ["Q_basis", "info"]
+    np.testing.assert_allclose(data.leadfield, raw * 1e-3)
+    assert load_leadfield_npz(path, allow_pickle=True).skipped_keys == []
+    bad = tmp_path / "bad_fixed_leadfield.npz"
+    np.savez(bad, leadfield=np.array([[object()]], dtype=object))
+    with pytest.raises(UnsafePickleError, match="allow_pickle"):
+        load_leadfield_npz(bad)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(DataNotDownloadedError, match="missing_fixed"):
+        LeadfieldBuilder(tmp_path).get_leadfield("missing", "fixed", "load")
+    corrupt = tmp_path / "c_fixed_leadfield.npz"
+    np.savez(corrupt, leadfield=np.ones((50, 50)))
+    corrupt.write_bytes(corrupt.read_bytes()[:200])
+    with pytest.raises(CorruptFileError, match="c_fixed_leadfield"):
+        load_leadfield_npz(corrupt)
+    with pytest.raises(FormatError, match="no 'leadfield'"):
+        np.savez(tmp_path / "k.npz", other=np.ones(3))
+        load_leadfield_npz(tmp_path / "k.npz")
+
+
+def test_save_writes_the_calibrain_schema_without_pickle(tmp_path):
+    data = LeadfieldData(np.arange(6.0).reshape(2, 3), 2, 107, -6, 1, np.zeros((3, 3)), None, ["a", "b"])
+    path = save_leadfield_npz(tmp_path / "x_fixed_leadfield.npz", data)
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["Q_basis"].shape == (3, 3, 0)
+        assert int(npz["sensor_units"]) == 107 and list(npz["ch_names"]) == ["a", "b"]
+        np.testing.assert_array_equal(npz["leadfield"], data.leadfield)
+
+
+def test_random_mode_and_arguments(tmp_path):
+    builder = LeadfieldBuilder(tmp_path)
+    lf = builder.get_leadfield("r", "free", "random", n_sensors=4, n_sources=9, seed=1)
+    assert lf.shape == (4, 9, 3)
+    with pytest.raises(ValueError, match="n_sensors"):
+        builder.get_leadfield("r", "fixed", "random")
+    with pytest.raises(ValueError, match="orientation_type"):
+        builder.get_leadfield("r", "both", "random", n_sensors=2, n_sources=2)

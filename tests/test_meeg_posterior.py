@@ -1,0 +1,123 @@
+"""Bayesian minimum-norm posterior, coverage of its credible intervals and isotonic recalibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurotorch.meeg.calibration import (
+    DEFAULT_LEVELS,
+    FIT_LEVELS,
+    IsotonicRecalibration,
+    calibration_metrics,
+    coverage_curve,
+    ellipsoid_coverage_curve,
+)
+from neurotorch.meeg.posterior import bmn_posterior
+
+
+def _numpy_posterior(lf: np.ndarray, y: np.ndarray, gamma: float, noise_var: float):
+    """Float64 closed form through the source-space precision matrix."""
+    flat = lf.reshape(lf.shape[0], -1)
+    cov = np.linalg.inv(flat.T @ flat / noise_var + np.eye(flat.shape[1]) / gamma)
+    return cov @ flat.T @ y / noise_var, cov
+
+
+@pytest.mark.parametrize("k", [None, 3, 2])
+def test_posterior_equals_numpy_closed_form(k):
+    rng = np.random.default_rng(1)
+    shape = (15, 30) if k is None else (15, 30, k)
+    lf = rng.standard_normal(shape)
+    y = rng.standard_normal((3, 15, 6))
+    gammas, noise = np.array([0.5, 1.0, 4.0]), np.array([0.2, 1.0, 3.0])
+    post = bmn_posterior(torch.tensor(y, dtype=torch.float32), torch.tensor(lf), torch.tensor(gammas), torch.tensor(noise))
+    for b in range(3):
+        mean, cov = _numpy_posterior(lf, y[b], gammas[b], noise[b])
+        nk = cov.shape[0]
+        np.testing.assert_allclose(post.mean[b].reshape(nk, -1).numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(post.var[b].reshape(-1).numpy(), np.diag(cov), rtol=1e-4)
+        if k is not None:
+            blocks = np.stack([cov[k * i : k * i + k, k * i : k * i + k] for i in range(30)])
+            np.testing.assert_allclose(post.cov_blocks[b].numpy(), blocks, rtol=1e-4, atol=1e-6)
+
+
+def _prior_draws(lf: np.ndarray, n: int, gamma: float, noise_var: float, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, np.sqrt(gamma), (n, *lf.shape[1:], 2))
+    flat = x.reshape(n, -1, 2)
+    y = lf.reshape(lf.shape[0], -1) @ flat + rng.normal(0, np.sqrt(noise_var), (n, lf.shape[0], 2))
+    return x, torch.tensor(y)
+
+
+@pytest.fixture(scope="module")
+def leadfield():
+    return np.random.default_rng(2).standard_normal((20, 60))
+
+
+def test_coverage_matches_nominal_on_prior_draws(leadfield):
+    gamma, noise_var = 2.0, 5.0
+    x, y = _prior_draws(leadfield, 1000, gamma, noise_var, seed=3)
+    post = bmn_posterior(y, torch.tensor(leadfield), gamma, noise_var)
+    curve = coverage_curve(x, post.mean.numpy(), post.var.numpy())
+    assert np.abs(curve - DEFAULT_LEVELS).max() <= 0.02
+
+
+def test_free_orientation_ellipsoids_cover_at_nominal_level():
+    lf = np.random.default_rng(4).standard_normal((20, 30, 3))
+    x, y = _prior_draws(lf, 1000, 1.0, 2.0, seed=5)
+    post = bmn_posterior(y, torch.tensor(lf), 1.0, 2.0)
+    curve = ellipsoid_coverage_curve(x, post.mean.numpy(), post.cov_blocks.numpy())
+    assert np.abs(curve - DEFAULT_LEVELS).max() <= 0.02
+    marginal = coverage_curve(x, post.mean.numpy(), post.var.numpy())
+    assert np.abs(marginal - DEFAULT_LEVELS).max() <= 0.02
+
+
+@pytest.mark.parametrize(("noise_factor", "direction"), [(0.25, "over"), (10.0, "under")])
+def test_misspecified_noise_is_recalibrated_by_isotonic_regression(noise_factor, direction):
+    lf = np.random.default_rng(2).standard_normal((40, 40))
+    gamma, noise_var = 2.0, 5.0
+    x, y = _prior_draws(lf, 1000, gamma, noise_var, seed=6)
+    post = bmn_posterior(y, torch.tensor(lf), gamma, noise_var * noise_factor)
+    mean, var = post.mean.numpy(), post.var.numpy()
+    raw = coverage_curve(x, mean, var)
+    assert calibration_metrics(DEFAULT_LEVELS, raw)[f"max_{direction}confidence_deviation"] > 0.03
+    train = coverage_curve(x[:500], mean[:500], var[:500], FIT_LEVELS)
+    iso = IsotonicRecalibration().fit(FIT_LEVELS, train)
+    recalibrated = coverage_curve(x[500:], mean[500:], var[500:], iso.recalibrate(DEFAULT_LEVELS))
+    assert np.abs(recalibrated - DEFAULT_LEVELS).max() <= 0.03
+
+
+def test_isotonic_fit_and_inverse():
+    levels = np.array([0.2, 0.4, 0.6, 0.8])
+    iso = IsotonicRecalibration().fit(levels, np.array([0.3, 0.25, 0.5, 0.7]))
+    # pool-adjacent-violators merges the first two points into their mean
+    np.testing.assert_allclose(iso.predict(levels), [0.275, 0.275, 0.5, 0.7])
+    targets = np.array([0.1, 0.5, 0.7, 0.9])
+    np.testing.assert_allclose(iso.predict(iso.recalibrate(targets)), targets, atol=1e-3)
+    restored = IsotonicRecalibration.from_dict(iso.to_dict())
+    np.testing.assert_allclose(restored.predict(levels), iso.predict(levels))
+    with pytest.raises(RuntimeError, match="fit"):
+        IsotonicRecalibration().predict(levels)
+
+
+def test_calibration_metrics_by_hand():
+    metrics = calibration_metrics(np.array([0.2, 0.5, 0.8]), np.array([0.3, 0.4, 0.8]))
+    assert metrics == pytest.approx(
+        {
+            "max_underconfidence_deviation": 0.1,
+            "max_overconfidence_deviation": 0.1,
+            "mean_absolute_deviation": 0.2 / 3,
+            "mean_signed_deviation": 0.0,
+        }
+    )
+
+
+def test_coverage_counts_by_hand():
+    x = np.array([[0.0, 1.0, 2.0, 3.0]])
+    mean = np.zeros((1, 4))
+    var = np.ones(1)
+    # |z| = 0, 1, 2, 3; the 68.27 % interval is |z| <= 1, the 95.45 % one |z| <= 2
+    np.testing.assert_allclose(coverage_curve(x, mean, var, np.array([0.6827, 0.9545, 0.9974])), [0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="var"):
+        coverage_curve(x, mean, np.ones(4))
