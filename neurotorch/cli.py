@@ -26,6 +26,7 @@ def run_lightning(argv: Sequence[str]) -> int:
 SYNTH_FAMILIES = {
     "laion-fmri": "neurotorch.synthetic.laion_fmri:make_laion_fmri",
     "calibrain": "neurotorch.synthetic.meeg:make_calibrain",
+    "connectome": "neurotorch.synthetic.connectome:make_connectome_dataset",
 }
 
 
@@ -166,11 +167,40 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_describe)
 
 
+def _cmd_lnm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neurotorch.connectome import ConnectomeBatches, load_lesions, network_map
+    from neurotorch.plotting.connectome import plot_network_map
+
+    batches = ConnectomeBatches(args.connectome)
+    lesions = load_lesions(args.lesion_dir, batches)
+    result = network_map(lesions, batches, device=args.device)
+    paths = result.save(args.out, alpha=args.alpha)
+    for k, name in enumerate(result.names):
+        png = Path(args.out) / f"{name}_desc-t_map.png"
+        paths.append(plot_network_map(result, k, png, kind="t", lesion_mask=lesions.masks[k]))
+    print(result.summary(args.alpha).to_string(index=False))
+    print(f"{len(paths)} files written to {args.out}")
+    return 0
+
+
+def _add_lnm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lnm", help="lesion network mapping of NIfTI lesion masks over a connectome")
+    p.add_argument("lesion_dir", help="folder of lesion masks (.nii/.nii.gz) or one mask")
+    p.add_argument("--connectome", required=True, help="folder of connectome batch files")
+    p.add_argument("--out", required=True, help="output folder for maps, summary.csv and PNGs")
+    p.add_argument("--alpha", type=float, default=0.05, help="FDR level of the summary")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.set_defaults(func=_cmd_lnm)
+
+
 PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_prepare,
     _add_download,
     _add_describe,
+    _add_lnm,
 ]
 
 

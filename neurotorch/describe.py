@@ -100,6 +100,7 @@ class LaionFMRISummary:
         return frame.reindex(columns=sorted(frame.columns))
 
     def lines(self) -> list[str]:
+        """The summary as text lines (what `DatasetSummary` prints)."""
         out = [f"LAION-fMRI tree: {len(self.subjects)} subjects ({', '.join(self.subjects) or 'none'}), "
                f"{discovery.human_bytes(self.total_bytes)}"]  # fmt: skip
         if len(self.trials):
@@ -112,11 +113,11 @@ class LaionFMRISummary:
         if self.rois:
             out.append("  ROIs per category (count per subject):")
             out.append(_table(self.roi_counts().rename_axis("subject").reset_index()))
-            names: dict[str, set[str]] = {}
+            roi_names: dict[str, set[str]] = {}
             for cats in self.rois.values():
                 for cat, rois in cats.items():
-                    names.setdefault(cat, set()).update(rois)
-            out += [f"    {cat}: {' '.join(sorted(rois))}" for cat, rois in sorted(names.items())]
+                    roi_names.setdefault(cat, set()).update(rois)
+            out += [f"    {cat}: {' '.join(sorted(rois))}" for cat, rois in sorted(roi_names.items())]
         modalities = ", ".join(self.stimulus_modalities) or "none"
         out.append(f"  stimulus modalities: {modalities}")
         if self.images:
@@ -217,6 +218,7 @@ class MEEGSummary:
     aggregated_runs: int = 0
 
     def lines(self) -> list[str]:
+        """The summary as text lines (what `DatasetSummary` prints)."""
         out = [f"CaliBrain root {self.source}: {len(self.leadfields)} leadfields, "
                f"{len(self.forwards)} forward models, {self.posterior_summaries} posterior summaries, "
                f"{self.aggregated_runs} aggregated runs"]  # fmt: skip
@@ -285,6 +287,7 @@ class ConnectomeSummary:
         return int(self.batches["n_subjects"].sum())
 
     def lines(self) -> list[str]:
+        """The summary as text lines (what `DatasetSummary` prints)."""
         first = self.batches.iloc[0]
         out = [f"connectome at {self.source}: {len(self.batches)} batch files, {self.n_subjects} subjects, "
                f"{first.n_timepoints} timepoints, {first.n_voxels} voxels in a {first.mask_shape} mask "

@@ -54,6 +54,8 @@ def build_notebook(source: Path) -> nbformat.NotebookNode:
     """The (unexecuted) notebook of one source file."""
     nb = nbformat.v4.new_notebook()
     nb.cells = parse_cells(source.read_text(encoding="utf-8"))
+    for number, cell in enumerate(nb.cells):
+        cell.id = f"cell-{number:02d}"  # stable ids keep rebuilt notebooks diff-friendly
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
@@ -70,7 +72,7 @@ def isolated_environment(workdir: str | os.PathLike) -> dict[str, str]:
 
 def execute(nb: nbformat.NotebookNode, workdir: str | os.PathLike) -> nbformat.NotebookNode:
     """Run ``nb`` in ``workdir`` with a fresh kernel; raises on the first failing cell."""
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(workdir)}}).execute()  # fmt: skip
     return nb
 

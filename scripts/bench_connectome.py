@@ -3,6 +3,7 @@
 Both implementations compute the same maps (mean Fisher z, t, two-sided p, BH q) for the same
 lesions from the same batch files, each in its own child process so that its peak memory can be
 reported. The baseline reads subjects with h5py and does every product with ``np.einsum`` in float64.
+A third row times only reading and inflating the subjects, the floor both implementations share.
 
     python scripts/bench_connectome.py            # 2 mm MNI mask, 20 subjects, 50 lesions
     python scripts/bench_connectome.py --large    # 60 subjects, 150 timepoints
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+TORCH = "neurotorch (torch float32)"
+NUMPY = "numpy float64 einsum"
+READ = "(read + inflate only)"
 
 
 def numpy_network_map(batch_dir: Path, lesion_dir: Path) -> dict:
@@ -74,6 +79,15 @@ def torch_network_map(batch_dir: Path, lesion_dir: Path) -> dict:
     return {"t": result.t, "q": result.q, "n_lesions": len(result.names)}
 
 
+def read_only(batch_dir: Path, lesion_dir: Path) -> dict:
+    """Only read and inflate every subject: the I/O floor both implementations share."""
+    from neurotorch.connectome import ConnectomeBatches
+
+    for _ in ConnectomeBatches(batch_dir).iter_subjects():
+        pass
+    return {}
+
+
 def _child(name: str, batch_dir: Path, lesion_dir: Path, out: mp.Queue) -> None:
     import os
 
@@ -82,17 +96,19 @@ def _child(name: str, batch_dir: Path, lesion_dir: Path, out: mp.Queue) -> None:
     import nibabel  # noqa: F401
     import scipy.special  # noqa: F401
 
-    if name.startswith("neurotorch"):
+    if name != NUMPY:
         import neurotorch.connectome  # noqa: F401
-    func = {
-        "neurotorch (torch float32)": torch_network_map,
-        "numpy float64 einsum": numpy_network_map,
-    }
-    start = time.perf_counter()
+    func = {TORCH: torch_network_map, NUMPY: numpy_network_map, READ: read_only}
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     result = func[name](batch_dir, lesion_dir)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put((name, seconds, peak_mb, result))
+    out.put((name, seconds, cpu, peak_mb, result))
 
 
 def main() -> None:
@@ -122,29 +138,33 @@ def main() -> None:
     print(f"{batches} ready in {time.perf_counter() - start:.1f} s")
     ctx = mp.get_context("spawn")
     rows = {}
-    for name in ("neurotorch (torch float32)", "numpy float64 einsum"):
+    for name in (TORCH, NUMPY, READ):
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(name, root / BATCH_DIR, root / LESION_DIR, queue))
         proc.start()
         rows[name] = queue.get()
         proc.join()
-    fast, base = rows["neurotorch (torch float32)"], rows["numpy float64 einsum"]
-    n_lesions = fast[3]["n_lesions"]
+    fast, base = rows[TORCH], rows[NUMPY]
+    n_lesions = fast[-1]["n_lesions"]
     subject_mb = batches.n_timepoints * batches.n_voxels * 4 / 1e6
     print(
         f"\n{n_lesions} lesions, {batches.n_subjects} subjects x {batches.n_timepoints} timepoints x "
         f"{batches.n_voxels} voxels ({subject_mb:.0f} MB per subject in float32)\n"
     )
     print(
-        f"{'implementation':<28}{'seconds':>9}{'lesions/s':>11}{'peak RSS MB':>13}{'speed-up':>10}"
+        f"{'implementation':<28}{'wall s':>8}{'lesions/s':>11}{'speed-up':>10}"
+        f"{'CPU s':>8}{'CPU speed-up':>14}{'peak RSS MB':>13}"
     )
-    for name, seconds, peak_mb, _ in (fast, base):
+    for name, seconds, cpu, peak_mb, _ in (fast, base):
         print(
-            f"{name:<28}{seconds:>9.2f}{n_lesions / seconds:>11.2f}{peak_mb:>13.0f}"
-            f"{base[1] / seconds:>9.1f}x"
+            f"{name:<28}{seconds:>8.2f}{n_lesions / seconds:>11.2f}{base[1] / seconds:>9.1f}x"
+            f"{cpu:>8.2f}{base[2] / cpu:>13.1f}x{peak_mb:>13.0f}"
         )
-    t_diff = np.nanmax(np.abs(fast[3]["t"] - base[3]["t"]) / np.maximum(1, np.abs(base[3]["t"])))
-    q_diff = np.nanmax(np.abs(fast[3]["q"] - base[3]["q"]))
+    _, seconds, cpu, peak_mb, _ = rows[READ]
+    print(f"{READ:<28}{seconds:>8.2f}{'':>21}{cpu:>8.2f}{'':>14}{peak_mb:>13.0f}")
+    fast_t, base_t = fast[-1]["t"], base[-1]["t"]
+    t_diff = np.nanmax(np.abs(fast_t - base_t) / np.maximum(1, np.abs(base_t)))
+    q_diff = np.nanmax(np.abs(fast[-1]["q"] - base[-1]["q"]))
     print(f"\nagreement: max relative |t| difference {t_diff:.1e}, max |q| difference {q_diff:.1e}")
     if tmp:
         tmp.cleanup()

@@ -22,6 +22,8 @@ Throughput is decompressed megabytes (10⁶ bytes) per second. The data set is t
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import resource
 import subprocess
@@ -29,7 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from isal import igzip
+
+from neurotorch.io.nifti import read_masked_betas
 
 PATHS = ("neurotorch", "baseline", "nibabel", "limit")
 SUBJECT, SESSION = "sub-01", "ses-01"
@@ -50,17 +56,11 @@ def dataset_files(size: str, root: Path | None) -> tuple[Path, Path]:
 
 
 def read_neurotorch(betas: Path, mask: np.ndarray) -> np.ndarray:
-    from neurotorch.io.nifti import read_masked_betas
-
     return read_masked_betas(betas, mask)
 
 
 def read_baseline(betas: Path, mask: np.ndarray) -> np.ndarray:
     """gzip.open + nibabel header + per-volume read, reshape, ravel and mask."""
-    import gzip
-
-    import nibabel as nib
-
     flat_mask = mask.ravel()
     with gzip.open(betas, "rb") as stream:
         header = nib.Nifti1Header.from_fileobj(stream)
@@ -79,14 +79,10 @@ def read_baseline(betas: Path, mask: np.ndarray) -> np.ndarray:
 
 
 def read_nibabel(betas: Path, mask: np.ndarray) -> np.ndarray:
-    import nibabel as nib
-
     return nib.load(betas).get_fdata(dtype=np.float32)[mask].T
 
 
 def read_limit(betas: Path, mask: np.ndarray) -> None:
-    from isal import igzip
-
     buffer = bytearray(1 << 22)
     with igzip.open(betas, "rb") as stream:
         while stream.readinto(buffer):
@@ -103,10 +99,6 @@ READERS = {
 
 def run_child(path: str, betas: Path, mask_path: Path) -> dict:
     """Time one read path in this (fresh) process; report seconds, peak RSS and an output digest."""
-    import hashlib
-
-    import nibabel as nib
-
     mask = np.asarray(nib.load(mask_path).dataobj) > 0
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -177,8 +169,6 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_child(args.child, args.betas, args.mask)))
         return
 
-    import nibabel as nib
-
     from neurotorch.config import cache_dir
     from neurotorch.io.inflate import default_inflater
     from neurotorch.io.nifti import read_nifti_header
@@ -196,21 +186,26 @@ def main(argv: list[str] | None = None) -> None:
         for path in PATHS:
             runs[path].append(measure(path, betas, mask_path))
     results = {
-        path: min(r, key=lambda x: x["seconds"]) | {"peak_rss": max(x["peak_rss"] for x in r)}
+        path: min(r, key=lambda x: x["seconds"])
+        | {
+            "median": float(np.median([x["seconds"] for x in r])),
+            "cpu": min(x["cpu"] for x in r),
+            "peak_rss": max(x["peak_rss"] for x in r),
+        }
         for path, r in runs.items()
     }
 
     base, limit = results["baseline"]["seconds"], results["limit"]["seconds"]
     reference = results["nibabel"]["digest"]
     print(
-        f"\n{'path':<11}{'seconds':>9}{'MB/s':>8}{'× baseline':>12}{'× limit':>9}"
-        f"{'CPU s':>8}{'peak RSS MB':>13}  same output"
+        f"\n{'path':<11}{'seconds':>9}{'median':>8}{'MB/s':>7}{'× baseline':>12}{'× limit':>9}"
+        f"{'CPU s':>7}{'peak RSS MB':>13}  same output"
     )
     for path, r in results.items():
         same = "-" if r["digest"] is None else "yes" if r["digest"] == reference else "NO"
         print(
-            f"{path:<11}{r['seconds']:>9.2f}{megabytes / r['seconds']:>8.0f}"
-            f"{base / r['seconds']:>12.2f}{limit / r['seconds']:>9.2f}{r['cpu']:>8.2f}"
+            f"{path:<11}{r['seconds']:>9.2f}{r['median']:>8.2f}{megabytes / r['seconds']:>7.0f}"
+            f"{base / r['seconds']:>12.2f}{limit / r['seconds']:>9.2f}{r['cpu']:>7.2f}"
             f"{r['peak_rss'] / 1e6:>13.0f}  {same}"
         )
 
@@ -229,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
     ]
     print(
-        f"\n(best of {args.repeat} by wall time; CPU s = user + system time, all threads; RSS budget"
+        f"\n(seconds: best of {args.repeat} wall-clock runs; CPU s: least user + system time, all"
+        " threads; RSS budget"
         f" = one volume {header.volume_nbytes / 1e6:.1f} MB + output {output_bytes / 1e6:.0f} MB"
         " + 100 MB)"
     )

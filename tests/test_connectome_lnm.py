@@ -12,6 +12,7 @@ from scipy import stats
 from neurotorch.connectome import (
     ConnectomeBatches,
     SeedWeights,
+    benjamini_hochberg,
     load_lesions,
     network_map,
     seed_correlations,
@@ -90,8 +91,8 @@ def test_correlations_match_corrcoef(batches):
         np.testing.assert_allclose(r[k], expected, atol=1e-5)
 
 
-def test_statistics_match_scipy(batches, result):
-    lesions = load_lesions(result_lesion_dir(batches), batches)
+def test_statistics_match_scipy(connectome, batches, result):
+    lesions = load_lesions(connectome / LESION_DIR, batches)
     for k in (0, 3):
         z = _reference_z(batches, lesions.masks[k])
         np.testing.assert_allclose(result.mean_z[k], z.mean(axis=0), rtol=1e-5, atol=1e-5)
@@ -102,10 +103,6 @@ def test_statistics_match_scipy(batches, result):
         np.testing.assert_allclose(
             result.q[k], stats.false_discovery_control(result.p[k]), rtol=1e-12
         )
-
-
-def result_lesion_dir(batches):
-    return batches.files[0].parent.parent / LESION_DIR
 
 
 def test_planted_network_recovered(connectome, result):
@@ -171,3 +168,14 @@ def test_save_writes_maps_and_summary(tmp_path, result):
     vol = np.asarray(img.dataobj)
     np.testing.assert_allclose(vol[tuple(result.mask_indices.T)], result.t[0])
     assert len(paths) == 4 * len(result.names) + 1
+
+
+def test_fdr_skips_nan_voxels():
+    rng = np.random.default_rng(5)
+    p = rng.uniform(size=(3, 200)) ** 3
+    p[:, ::17] = np.nan
+    q = benjamini_hochberg(p)
+    finite = ~np.isnan(p[0])
+    assert np.all(np.isnan(q[:, ~finite]))
+    for row in range(3):
+        np.testing.assert_allclose(q[row, finite], _bh(p[row, finite]), rtol=1e-12)

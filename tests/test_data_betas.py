@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 import neurotorch
 from neurotorch.data.betas import BetasDataset
@@ -188,10 +188,16 @@ def test_several_subjects_batch_by_subject(tiny_laion_root):
     batches = list(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items))
     assert all(len(set(b["subject"])) == 1 for b in batches)
     _check_batches(tiny_laion_root, dataset, batches)
+    groups = dataset.items["subject"].to_numpy()
     ranks = [
-        list(GroupedBatchSampler.for_dataset(dataset, 16, rank=r, world_size=2)) for r in (0, 1)
+        list(
+            GroupedBatchSampler(DistributedSampler(dataset, 2, r), 16, groups=groups, shuffle=True)
+        )
+        for r in (0, 1)
     ]
     assert len(ranks[0]) == len(ranks[1])
+    seen = [i for rank in ranks for batch in rank for i in batch]
+    assert set(seen) == set(range(len(dataset))) and len(seen) - len(set(seen)) <= 16
 
 
 def test_load_dataset_builds_both_kinds(tiny_laion_root):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.stream import BetasStream
 from neurotorch.lightning import LaionFMRIDataModule
 
@@ -39,7 +40,7 @@ class RecordTrials(L.LightningModule):
     def on_train_epoch_end(self):
         dm = self.trainer.datamodule
         stream = BetasStream(
-            dm.root, "sub-01", roi="face", image_names=dm.train_set.trials["image_name"]
+            dm.root, dm.subjects, roi="face", image_names=dm.train_set.trials["image_name"]
         )
         streamed = [[i["subject"], i["session"], int(i["trial"])] for i in stream]
         record = {"map": self.seen, "stream": streamed}
@@ -52,8 +53,8 @@ class RecordTrials(L.LightningModule):
 @pytest.mark.slow
 def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_path):
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi="face", split="random_0", val_fraction=0.0,
-        batch_size=16,
+        data_dir=str(tiny_laion_root), subject=["sub-01", "sub-02"], roi="face", split="random_0",
+        val_fraction=0.0, batch_size=16,
     )  # fmt: skip
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
@@ -67,12 +68,19 @@ def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_p
     expected = set(
         zip(trials["subject"], trials["session"], trials["trial"].astype(int), strict=True)
     )
-    padding = -len(expected) % 2  # both pad an odd count with one repeated trial
-    for mode in ("map", "stream"):
-        ranks = [[tuple(k) for k in record[mode]] for record in records]
-        assert len(ranks[0]) == len(ranks[1]) == (len(expected) + padding) // 2
-        assert set(ranks[0]) | set(ranks[1]) == expected
-        assert len(set(ranks[0]) & set(ranks[1])) == padding
+    # both pad to equal counts per rank: the stream with one repeated trial when the count is
+    # odd, the subject-grouped batch sampler with one repeated batch when the batch count is odd
+    stream = [[tuple(k) for k in record["stream"]] for record in records]
+    assert len(stream[0]) == len(stream[1]) == -(-len(expected) // 2)
+    assert set(stream[0]) | set(stream[1]) == expected
+    assert len(set(stream[0]) & set(stream[1])) == -len(expected) % 2
+    mapped = [[tuple(k) for k in record["map"]] for record in records]
+    assert set(mapped[0]) | set(mapped[1]) == expected
+    batches = list(GroupedBatchSampler.for_dataset(dm.train_set, 16, shuffle=True, seed=0))
+    repeated = len(batches[0]) if len(batches) % 2 else 0  # the wrap-around batch
+    assert len(set(mapped[0]) & set(mapped[1])) == repeated
+    assert len(mapped[0]) + len(mapped[1]) == len(expected) + repeated
+    assert len(mapped[0]) == len(set(mapped[0])) and len(mapped[1]) == len(set(mapped[1]))
 
 
 def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_path):

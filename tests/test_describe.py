@@ -183,6 +183,11 @@ def test_remote_tree_gives_the_local_summary(moto_server, public_laion_bucket, t
     assert remote.laion_fmri.total_bytes == local.laion_fmri.total_bytes
 
     _write_connectome(tmp_path, [2, 3])
-    url = moto_server.upload_tree(tmp_path, "describe-connectome", public=True)
-    connectome = describe(url, storage_options=moto_server.options()).connectome
-    assert connectome.batches["n_subjects"].tolist() == [2, 3]
+    (tmp_path / "1284src_leadfield").mkdir()
+    _write_leadfield(tmp_path / "1284src_leadfield" / "fsaverage_free_leadfield.npz", 16, 40, free=True)
+    url = moto_server.upload_tree(tmp_path, "describe-mixed", public=True)
+    summary = describe(url, storage_options=moto_server.options())
+    assert summary.kinds == ["calibrain", "connectome"]
+    assert summary.connectome.batches["n_subjects"].tolist() == [2, 3]
+    row = summary.meeg[0].leadfields.iloc[0]
+    assert (row.n_sensors, row.n_sources, row.n_components) == (16, 40, 3)

@@ -16,10 +16,12 @@ previous state or nothing a later run would use, and the next run rebuilds the c
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -99,6 +101,14 @@ def put_nonfinite(root: Path) -> None:
         return data
 
     rewrite_nifti(root / BETAS, change)
+
+
+def set_volume_count(path: Path, n_volumes: int) -> None:
+    """Rewrite dim[4] of a little-endian NIfTI-1 ``.nii.gz`` header, leaving the data as they are."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    assert struct.unpack_from("<i", raw, 0)[0] == 348, "expected a little-endian NIfTI-1 header"
+    struct.pack_into("<h", raw, 48, n_volumes)
+    path.write_bytes(gzip.compress(bytes(raw), compresslevel=1))
 
 
 def drop_trial_rows(root: Path, n: int = 5) -> None:
@@ -395,6 +405,15 @@ def _run_sidecar(tmp: Path) -> tuple[Callable[[], object], str]:
     return (lambda: read_run(path)), "run.json"
 
 
+def datamodule(root: Path, **kwargs):
+    """The LAION-fMRI DataModule as a YAML config would build it, set up for fitting."""
+    from neurotorch.lightning.laion_fmri import LaionFMRIDataModule
+
+    module = LaionFMRIDataModule(data_dir=str(root), cache_dir=str(root.parent / "cache"), **kwargs)
+    module.setup("fit")
+    return module
+
+
 def stream(root: Path, **kwargs):
     from neurotorch.data.stream import BetasStream
 
@@ -479,6 +498,18 @@ FAULTS: list[Fault] = [
         drop_trial_rows,
         lambda r: subject(r).metadata,
         Path(BETAS).name,
+    ),
+    tree_case(
+        "header-more-volumes-than-trials-streaming",
+        ShapeMismatchError,
+        _damage(lambda p: set_volume_count(p, 200), BETAS),
+        lambda r: betas(r, streaming=True),
+    ),
+    tree_case(
+        "header-fewer-volumes-than-trials-store",
+        ShapeMismatchError,
+        _damage(lambda p: set_volume_count(p, 100), BETAS),
+        dataset,
     ),
     # Grids that differ from the betas grid.
     tree_case("mask-grid-nibabel", ShapeMismatchError, _grid_changed(BRAIN), betas),
@@ -604,6 +635,20 @@ FAULTS: list[Fault] = [
         "../../../etc/passwd",
     ),
     tree_case("trial-label-escape", FormatError, _escaping_label, lambda r: subject(r).metadata),
+    tree_case(
+        "config-session-escape",
+        UnsafePathError,
+        _nothing,
+        lambda r: datamodule(r, sessions=["ses-01/../../../x"]),
+        "ses-01/../../../x",
+    ),
+    tree_case(
+        "config-split-escape",
+        SplitError,
+        _nothing,
+        lambda r: datamodule(r, split="../../../etc/passwd"),
+        "../../../etc/passwd",
+    ),
     tmp_case("root-escape-dotdot", UnsafePathError, _root_escape("../../etc/passwd")),
     tmp_case("root-escape-absolute", UnsafePathError, _root_escape("/etc/passwd")),
     tmp_case("leadfield-subject-escape", UnsafePathError, _leadfield_escape),
@@ -651,10 +696,13 @@ def test_fault_gives_named_error(
     scratch.mkdir()
     call, culprit = fault.run(root, scratch)
     outcome, exc = classify(fault, call, culprit)
+    leftovers = temporary_files(tmp_path / "cache") if (tmp_path / "cache").exists() else []
+    if outcome == "named" and leftovers:
+        outcome = "left-temporary-files"
     record_property("fault", outcome)
     assert outcome == "named", (
         f"{fault.name}: expected {fault.error.__name__} naming {culprit!r}, got {outcome}: "
-        f"{type(exc).__name__ if exc else ''} {exc}"
+        f"{type(exc).__name__ if exc else ''} {exc} {leftovers}"
     )
 
 
@@ -662,7 +710,7 @@ def test_fault_gives_named_error(
 
 WORKER = Path(__file__).resolve().parent / "faults" / "store_worker.py"
 KILL_POINTS = [
-    "read:3",  # while reading the header
+    "read:3",  # while the headers are checked, before any file is written
     "read:60",  # half-way through the volumes
     "replace:1:before",  # before the voxel mask is moved into place
     "replace:2:before",  # before the betas array is moved into place

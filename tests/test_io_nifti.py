@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from nibabel.testing import data_path as NIBABEL_DATA
 
 from neurotorch.errors import CorruptFileError, FormatError, ShapeMismatchError
+from neurotorch.io import nifti
 from neurotorch.io.inflate import SequentialReader, available_inflaters
 from neurotorch.io.nifti import iter_volumes, read_masked_betas, read_nifti_header
 
@@ -93,6 +95,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(params=["inline", "read-ahead"])
+def pipeline(request, monkeypatch) -> str:
+    """Large files are inflated ahead on a helper thread; make tiny ones take that path too."""
+    if request.param == "read-ahead":
+        monkeypatch.setattr(nifti, "_READ_AHEAD_MIN_BYTES", 0)
+    return request.param
+
+
 # -- synthetic betas: dtypes, scalings, compression, versions, byte orders ---------------------
 
 
@@ -115,7 +125,7 @@ def rng() -> np.random.Generator:
 )
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
 @pytest.mark.parametrize("version", [1, 2])
-def test_stream_equals_nibabel(tmp_path, rng, dtype, slope, inter, suffix, version):
+def test_stream_equals_nibabel(pipeline, tmp_path, rng, dtype, slope, inter, suffix, version):
     raw = random_raw(rng, (5, 6, 4, 7), dtype.lstrip("<>"))
     path = write_nifti(
         tmp_path / f"betas{suffix}",
@@ -193,7 +203,7 @@ def test_three_dimensional_image_is_one_volume(tmp_path, rng):
     assert_stream_equals_nibabel(path, None)
 
 
-def test_multi_member_gzip(tmp_path, rng):
+def test_multi_member_gzip(pipeline, tmp_path, rng):
     raw = random_raw(rng, (6, 5, 4, 5), "f4")
     plain = write_nifti(tmp_path / "betas.nii", raw, slope=2.0, inter=1.0)
     content = plain.read_bytes()
@@ -286,7 +296,7 @@ class _Unseekable(io.RawIOBase):
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
-def test_file_objects(tmp_path, rng, suffix):
+def test_file_objects(pipeline, tmp_path, rng, suffix):
     raw = random_raw(rng, (4, 3, 5, 6), "i2")
     path = write_nifti(tmp_path / f"b{suffix}", raw, slope=0.25, inter=-3.0)
     mask = rng.random((4, 3, 5)) < 0.5
@@ -295,11 +305,13 @@ def test_file_objects(tmp_path, rng, suffix):
         assert_bits_equal(read_masked_betas(f, mask), expected)
         assert not f.closed
     assert_bits_equal(read_masked_betas(_Unseekable(path.read_bytes()), mask), expected)
+    streamed = np.stack(list(iter_volumes(_Unseekable(path.read_bytes()), mask)))
+    assert_bits_equal(streamed, expected)
     reference = nibabel_volumes(path)
     assert_bits_equal(expected[2], reference[..., 2][mask])
 
 
-def test_selected_volumes_in_any_order(tmp_path, rng):
+def test_selected_volumes_in_any_order(pipeline, tmp_path, rng):
     path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (3, 4, 5, 9), "f4"))
     mask = rng.random((3, 4, 5)) < 0.5
     expected = nibabel_volumes(path)
@@ -312,7 +324,7 @@ def test_selected_volumes_in_any_order(tmp_path, rng):
         read_masked_betas(path, mask, volumes=[9])
 
 
-def test_mask_none_takes_every_voxel_in_c_order(tmp_path, rng):
+def test_mask_none_takes_every_voxel_in_c_order(pipeline, tmp_path, rng):
     path = write_nifti(tmp_path / "b.nii", random_raw(rng, (3, 4, 5, 2), "u2"), slope=2.0)
     expected = nibabel_volumes(path)
     betas = read_masked_betas(path, None)
@@ -329,7 +341,7 @@ def test_every_inflater_decodes_the_same(tmp_path, rng, inflater):
     assert content == gzip.decompress(path.read_bytes())
 
 
-def test_stopping_early_releases_the_file(tmp_path, rng):
+def test_stopping_early_releases_the_file(pipeline, tmp_path, rng):
     path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (4, 4, 4, 20), "f4"))
     volumes = iter_volumes(path)
     next(volumes)
@@ -356,7 +368,7 @@ def gz_betas(tmp_path, rng) -> Path:
 
 @pytest.mark.parametrize("inflater", available_inflaters())
 @pytest.mark.parametrize("keep", [0.3, 0.999])
-def test_truncated_gzip_is_corrupt(tmp_path, gz_betas, inflater, keep):
+def test_truncated_gzip_is_corrupt(pipeline, tmp_path, gz_betas, inflater, keep):
     content = gz_betas.read_bytes()
     path = tmp_path / "truncated.nii.gz"
     path.write_bytes(content[: int(len(content) * keep)])
@@ -372,7 +384,7 @@ def test_truncated_gzip_is_corrupt(tmp_path, gz_betas, inflater, keep):
 
 @pytest.mark.parametrize("inflater", available_inflaters())
 @pytest.mark.parametrize("where", ["crc", "length", "data"])
-def test_checksum_failures_are_corrupt(tmp_path, gz_betas, inflater, where):
+def test_checksum_failures_are_corrupt(pipeline, tmp_path, gz_betas, inflater, where):
     content = bytearray(gz_betas.read_bytes())
     position = {"crc": -8, "length": -3, "data": len(content) // 2}[where]
     content[position] ^= 0x5A
@@ -383,6 +395,8 @@ def test_checksum_failures_are_corrupt(tmp_path, gz_betas, inflater, where):
             reader.skip(10**6)
     with pytest.raises(CorruptFileError, match="damaged.nii.gz"):
         read_masked_betas(path, None)
+    with pytest.raises(CorruptFileError, match="damaged.nii.gz"):
+        list(iter_volumes(path))
 
 
 def test_truncated_plain_nifti_is_corrupt(tmp_path, rng):
@@ -430,6 +444,9 @@ def _elements(dtype: np.dtype):
     return None
 
 
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered in cast:RuntimeWarning"
+)  # → ±inf, as nibabel
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=nifti_cases())
 def test_property_stream_equals_nibabel(case):
@@ -445,3 +462,20 @@ def test_property_stream_equals_nibabel(case):
             inter=inter,
         )
         assert_stream_equals_nibabel(path, case["mask"])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_iterator_refuses_to_resume_after_fork(pipeline, tmp_path, rng):
+    path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (4, 4, 4, 5), "f4"))
+    volumes = iter_volumes(path)
+    next(volumes)
+    pid = os.fork()
+    if pid == 0:  # child: resuming must fail loudly instead of waiting forever
+        try:
+            next(volumes)
+        except RuntimeError:
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(list(volumes)) == 4  # the parent carries on

@@ -70,9 +70,17 @@ def test_calibration_items_hold_the_posterior(leadfield):
     gamma, noise = float(item["gamma"]), float(item["assumed_noise_var"])
     cov_y = gamma * lf @ lf.T + noise * np.eye(16)
     expected = gamma * lf.T @ np.linalg.solve(cov_y, item["y"].double().numpy())
-    np.testing.assert_allclose(item["mean"].numpy(), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        item["mean"].numpy(), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max()
+    )
     np.testing.assert_allclose(gamma, np.mean(item["x_true"].double().numpy() ** 2), rtol=1e-5)
-    batch = next(iter(CalibrationBatches(leadfield, batch_size=3, n_batches=1, nnz=(2,), alpha=(0.5,), noise_var_scale=2.0)))
+    batch = next(
+        iter(
+            CalibrationBatches(
+                leadfield, batch_size=3, n_batches=1, nnz=(2,), alpha=(0.5,), noise_var_scale=2.0
+            )
+        )
+    )
     assert batch["mean"].shape == (3, 40, 250) and batch["var"].shape == (3, 40)
     torch.testing.assert_close(batch["assumed_noise_var"], 2.0 * batch["noise_var"])
     with pytest.raises(ValueError, match="alpha < 1"):
@@ -102,8 +110,17 @@ def test_read_calibrain_files_written_independently(tmp_path):
     root = rng.standard_normal((n * k, n * k))
     cov = root @ root.T
     x = rng.standard_normal((n, k, t))
-    meta = {"orientation_type": "free", "coil_type": 1, "alpha_SNR": 0.3, "nnz": 2, "seed": 9, "run_id": 4}
-    _write_summary_h5(tmp_path / "posterior_summary_run00000004_seed9.h5", x, x + 1, cov, meta, np.ones((n, 3, 3)))
+    meta = {
+        "orientation_type": "free",
+        "coil_type": 1,
+        "alpha_SNR": 0.3,
+        "nnz": 2,
+        "seed": 9,
+        "run_id": 4,
+    }
+    _write_summary_h5(
+        tmp_path / "posterior_summary_run00000004_seed9.h5", x, x + 1, cov, meta, np.ones((n, 3, 3))
+    )
     run = read_posterior_summary(tmp_path / "posterior_summary_run00000004_seed9.h5")
     for i in range(n):
         np.testing.assert_allclose(run.cov_blocks[i], cov[i * k : (i + 1) * k, i * k : (i + 1) * k])
@@ -111,8 +128,17 @@ def test_read_calibrain_files_written_independently(tmp_path):
     assert run.metadata["alpha_SNR"] == 0.3 and run.Q_basis.shape == (n, 3, 3)
 
     fixed_cov = np.diag(np.arange(1.0, 6.0))
-    _write_summary_h5(tmp_path / "posterior_summary_run00000005_seed1.h5", x[:, 0], x[:, 0], fixed_cov, {"orientation_type": "fixed"})
-    np.testing.assert_allclose(read_posterior_summary(tmp_path / "posterior_summary_run00000005_seed1.h5").var, np.arange(1.0, 6.0))
+    _write_summary_h5(
+        tmp_path / "posterior_summary_run00000005_seed1.h5",
+        x[:, 0],
+        x[:, 0],
+        fixed_cov,
+        {"orientation_type": "fixed"},
+    )
+    np.testing.assert_allclose(
+        read_posterior_summary(tmp_path / "posterior_summary_run00000005_seed1.h5").var,
+        np.arange(1.0, 6.0),
+    )
 
     npz = tmp_path / "fsaverage_bmn_run00000001_seed3.npz"
     np.savez_compressed(npz, x_true=x[:, 0], x_hat=x[:, 0] * 2, posterior_var=np.full(n, 0.5),
@@ -128,7 +154,13 @@ def test_read_calibrain_files_written_independently(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(CorruptFileError, match="bad.npz"):
         read_aggregated_run(tmp_path / "bad.npz")
-    _write_summary_h5(tmp_path / "flat.h5", x.reshape(n * k, t), x.reshape(n * k, t), cov, {"orientation_type": "free"})
+    _write_summary_h5(
+        tmp_path / "flat.h5",
+        x.reshape(n * k, t),
+        x.reshape(n * k, t),
+        cov,
+        {"orientation_type": "free"},
+    )
     with pytest.raises(FormatError, match=r"\(N, K, T\)"):
         read_posterior_summary(tmp_path / "flat.h5")
 
@@ -176,7 +208,9 @@ def test_write_subject_leadfields_places_sources_in_the_mask(tmp_path):
     from neurotorch.synthetic.meeg import write_subject_leadfields
 
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in (40, 48, 40)], indexing="ij"))
-    mask = (np.sum((grid / np.array([0.9, 0.95, 0.85])[:, None, None, None]) ** 2, axis=0) <= 1).astype(np.uint8)
+    mask = (
+        np.sum((grid / np.array([0.9, 0.95, 0.85])[:, None, None, None]) ** 2, axis=0) <= 1
+    ).astype(np.uint8)
     affine = np.diag([1.8, 1.8, 1.8, 1.0])
     affine[:3, 3] = [-36.0, -50.0, -30.0]
     path = tmp_path / fmri_layout.anatomical_brain_mask("sub-01")
@@ -187,10 +221,14 @@ def test_write_subject_leadfields_places_sources_in_the_mask(tmp_path):
     free = load_leadfield_npz(out / "1284src_leadfield" / "sub-01_free_leadfield.npz")
     transform = read_transform(out / "sub-01_head-to-T1w.txt")
     src_mm = fixed.src_coords @ transform[:3, :3].T + transform[:3, 3]
-    vox = np.rint(src_mm @ np.linalg.inv(affine)[:3, :3].T + np.linalg.inv(affine)[:3, 3]).astype(int)
+    vox = np.rint(src_mm @ np.linalg.inv(affine)[:3, :3].T + np.linalg.inv(affine)[:3, 3]).astype(
+        int
+    )
     assert mask[vox[:, 0], vox[:, 1], vox[:, 2]].all()
     assert fixed.leadfield.shape == (64, 200) and free.leadfield.shape == (64, 200, 3)
-    np.testing.assert_allclose(fixed.leadfield, np.einsum("msk,sk->ms", free.leadfield, fixed.src_normals), rtol=1e-10)
+    np.testing.assert_allclose(
+        fixed.leadfield, np.einsum("msk,sk->ms", free.leadfield, fixed.src_normals), rtol=1e-10
+    )
 
 
 @pytest.mark.slow
@@ -202,8 +240,24 @@ def test_make_calibrain_round_trip(tmp_path):
     summaries = CalibrationRunsDataset(root / "posterior_summaries")
     aggregated = CalibrationRunsDataset(root / "calibration_datasets")
     assert len(summaries) == len(aggregated) == 4
-    for a, b in zip(summaries, aggregated):
+    by_run = {int(item["run_id"]): item for item in aggregated}
+    for a in summaries:
+        b = by_run[int(a["run_id"])]
         torch.testing.assert_close(a["var"], b["var"])
         torch.testing.assert_close(a["x_true"], b["x_true"])
     with pytest.raises(FileExistsError):
         make_calibrain(tmp_path / "cb", size="small", seed=0)
+
+
+@pytest.mark.slow
+def test_synthetic_laion_fmri_triplets(tmp_path):
+    from neurotorch.data.betas import BetasDataset
+    from neurotorch.synthetic.laion_fmri import make_laion_fmri
+
+    root = make_laion_fmri(tmp_path / "laion", size="tiny", seed=0, meeg=True, progress=False)
+    betas = BetasDataset(root, "sub-01", features="CLIP", cache_dir=tmp_path / "cache")
+    triplets = FMRIInformedSensors.from_laion_fmri(betas, root, "sub-01", alpha=0.5, seed=1)
+    assert triplets.in_mask.all()  # the writer places every source inside the brain mask
+    item = triplets[3]
+    assert item["sensors"].shape == (64,) and item["embedding"].shape == (1024,)
+    assert torch.count_nonzero(item["sources"]) > 0

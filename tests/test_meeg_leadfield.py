@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError, UnsafePickleError
-from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, load_leadfield_npz, save_leadfield_npz
+from neurotorch.errors import (
+    CorruptFileError,
+    DataNotDownloadedError,
+    FormatError,
+    UnsafePickleError,
+)
+from neurotorch.meeg.leadfield import (
+    LeadfieldBuilder,
+    LeadfieldData,
+    load_leadfield_npz,
+    save_leadfield_npz,
+)
 
 mne = pytest.importorskip("mne")
 pytestmark = pytest.mark.slow
@@ -45,15 +55,28 @@ def test_eeg_simulate_equals_mne_forward(shell, eeg_reference):
     fixed = simulate_leadfield("fixed", sensor="eeg", src_coords=rr, src_normals=nn)
     ref_free = eeg_reference["sol"]["data"].reshape(len(eeg_reference["info"]["chs"]), N_SOURCES, 3)
     # V/Am -> µV/nAm
-    np.testing.assert_allclose(free.leadfield, ref_free * 1e-3, rtol=1e-5, atol=1e-6 * np.abs(ref_free).max() * 1e-3)
-    assert (free.sensor_kind, free.sensor_units, free.sensor_unitmult, free.coil_type) == (2, 107, -6, 1)
+    np.testing.assert_allclose(
+        free.leadfield, ref_free * 1e-3, rtol=1e-5, atol=1e-6 * np.abs(ref_free).max() * 1e-3
+    )
+    assert (free.sensor_kind, free.sensor_units, free.sensor_unitmult, free.coil_type) == (
+        2,
+        107,
+        -6,
+        1,
+    )
     assert free.ch_names == eeg_reference["info"]["ch_names"]
     np.testing.assert_allclose(free.Q_basis, np.broadcast_to(np.eye(3), (N_SOURCES, 3, 3)))
     # fixed == MNE's own surface-oriented fixed conversion == free projected on the normals
-    ref_fixed = mne.convert_forward_solution(eeg_reference, surf_ori=True, force_fixed=True, verbose=False)
+    ref_fixed = mne.convert_forward_solution(
+        eeg_reference, surf_ori=True, force_fixed=True, verbose=False
+    )
     scale = np.abs(ref_fixed["sol"]["data"]).max() * 1e-3
-    np.testing.assert_allclose(fixed.leadfield, ref_fixed["sol"]["data"] * 1e-3, rtol=1e-4, atol=1e-5 * scale)
-    np.testing.assert_allclose(fixed.leadfield, np.einsum("msk,sk->ms", ref_free * 1e-3, nn), rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        fixed.leadfield, ref_fixed["sol"]["data"] * 1e-3, rtol=1e-4, atol=1e-5 * scale
+    )
+    np.testing.assert_allclose(
+        fixed.leadfield, np.einsum("msk,sk->ms", ref_free * 1e-3, nn), rtol=1e-4, atol=1e-5 * scale
+    )
     np.testing.assert_allclose(fixed.src_coords, rr)
 
 
@@ -70,12 +93,24 @@ def test_meg_free_keeps_two_tangential_components():
     assert free.leadfield.shape == (len(info["chs"]), N_SOURCES, 2)
     assert (free.sensor_units, free.sensor_unitmult) == (112, -15)
     q = free.Q_basis
-    np.testing.assert_allclose(np.einsum("sij,sik->sjk", q, q), np.broadcast_to(np.eye(2), (N_SOURCES, 2, 2)), atol=1e-10)
-    np.testing.assert_allclose(free.leadfield, np.einsum("msk,skj->msj", ref_free, q), rtol=1e-4, atol=1e-6 * np.abs(ref_free).max())
+    np.testing.assert_allclose(
+        np.einsum("sij,sik->sjk", q, q), np.broadcast_to(np.eye(2), (N_SOURCES, 2, 2)), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        free.leadfield,
+        np.einsum("msk,skj->msj", ref_free, q),
+        rtol=1e-4,
+        atol=1e-6 * np.abs(ref_free).max(),
+    )
     # the dropped direction is radial: a radial dipole is silent in a spherical head
     radial = rr / np.linalg.norm(rr, axis=1, keepdims=True)
     assert np.abs(np.einsum("sij,si->sj", q, radial)).max() < 1e-3
-    np.testing.assert_allclose(fixed.leadfield, np.einsum("msk,sk->ms", ref_free, nn), rtol=1e-4, atol=1e-6 * np.abs(ref_free).max())
+    np.testing.assert_allclose(
+        fixed.leadfield,
+        np.einsum("msk,sk->ms", ref_free, nn),
+        rtol=1e-4,
+        atol=1e-6 * np.abs(ref_free).max(),
+    )
 
 
 def test_simulate_then_load_round_trips(tmp_path):
@@ -94,7 +129,13 @@ def test_simulate_then_load_round_trips(tmp_path):
 
 @pytest.mark.parametrize(
     ("units", "unitmult", "factor", "expected_mult"),
-    [(107, 0, 1e-3, -6), (112, 0, 1e6, -15), (201, 0, 1e6, -15), (107, -6, 1.0, -6), (112, -15, 1.0, -15)],
+    [
+        (107, 0, 1e-3, -6),
+        (112, 0, 1e6, -15),
+        (201, 0, 1e6, -15),
+        (107, -6, 1.0, -6),
+        (112, -15, 1.0, -15),
+    ],
 )
 def test_calibrain_npz_scaling(tmp_path, units, unitmult, factor, expected_mult):
     rng = np.random.default_rng(0)
@@ -114,7 +155,14 @@ def test_calibrain_npz_scaling(tmp_path, units, unitmult, factor, expected_mult)
 def test_pickled_entries_are_skipped_unless_opted_in(tmp_path):
     raw = np.ones((4, 3))
     path = tmp_path / "p_fixed_leadfield.npz"
-    np.savez(path, leadfield=raw, sensor_units=107, sensor_unitmult=0, Q_basis=np.array(None, dtype=object), info=np.array({"a": 1}, dtype=object))
+    np.savez(
+        path,
+        leadfield=raw,
+        sensor_units=107,
+        sensor_unitmult=0,
+        Q_basis=np.array(None, dtype=object),
+        info=np.array({"a": 1}, dtype=object),
+    )
     data = load_leadfield_npz(path)
     assert sorted(data.skipped_keys) == ["Q_basis", "info"]
     np.testing.assert_allclose(data.leadfield, raw * 1e-3)
@@ -139,7 +187,9 @@ def test_load_errors_name_the_file(tmp_path):
 
 
 def test_save_writes_the_calibrain_schema_without_pickle(tmp_path):
-    data = LeadfieldData(np.arange(6.0).reshape(2, 3), 2, 107, -6, 1, np.zeros((3, 3)), None, ["a", "b"])
+    data = LeadfieldData(
+        np.arange(6.0).reshape(2, 3), 2, 107, -6, 1, np.zeros((3, 3)), None, ["a", "b"]
+    )
     path = save_leadfield_npz(tmp_path / "x_fixed_leadfield.npz", data)
     with np.load(path, allow_pickle=False) as npz:
         assert npz["Q_basis"].shape == (3, 3, 0)

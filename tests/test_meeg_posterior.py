@@ -31,7 +31,12 @@ def test_posterior_equals_numpy_closed_form(k):
     lf = rng.standard_normal(shape)
     y = rng.standard_normal((3, 15, 6))
     gammas, noise = np.array([0.5, 1.0, 4.0]), np.array([0.2, 1.0, 3.0])
-    post = bmn_posterior(torch.tensor(y, dtype=torch.float32), torch.tensor(lf), torch.tensor(gammas), torch.tensor(noise))
+    post = bmn_posterior(
+        torch.tensor(y, dtype=torch.float32),
+        torch.tensor(lf),
+        torch.tensor(gammas),
+        torch.tensor(noise),
+    )
     for b in range(3):
         mean, cov = _numpy_posterior(lf, y[b], gammas[b], noise[b])
         nk = cov.shape[0]
@@ -118,6 +123,8 @@ def test_coverage_counts_by_hand():
     mean = np.zeros((1, 4))
     var = np.ones(1)
     # |z| = 0, 1, 2, 3; the 68.27 % interval is |z| <= 1, the 95.45 % one |z| <= 2
-    np.testing.assert_allclose(coverage_curve(x, mean, var, np.array([0.6827, 0.9545, 0.9974])), [0.5, 0.75, 1.0])
+    np.testing.assert_allclose(
+        coverage_curve(x, mean, var, np.array([0.6827, 0.9545, 0.9974])), [0.5, 0.75, 1.0]
+    )
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))

@@ -38,7 +38,9 @@ def test_waveform_spectrum_is_low_frequency():
     Hann window (0.33-0.5 s, main lobe +-2 fs/D <= 6.1 Hz), so the 1-5 Hz share is reported, not
     required to reach 95 % (see docs/meeg.md)."""
     cfg = ERPConfig()
-    batch = SourceSimulator(cfg, dtype=torch.float64).simulate(50, 200, 10, torch.Generator().manual_seed(1))
+    batch = SourceSimulator(cfg, dtype=torch.float64).simulate(
+        50, 200, 10, torch.Generator().manual_seed(1)
+    )
     waves = batch.waveforms.reshape(-1, cfg.n_times).numpy()
     power = np.abs(np.fft.rfft(waves, axis=1)) ** 2
     freqs = np.fft.rfftfreq(cfg.n_times, 1 / cfg.sfreq)
@@ -60,13 +62,17 @@ def test_amplitudes_follow_clipped_lognormal():
     assert abs(np.mean(amps == 2.5) - dist.cdf(2.5)) < 0.01
     assert abs(np.mean(amps == 50.0) - dist.sf(50.0)) < 0.01
     inner = amps[(amps > 2.5) & (amps < 50.0)]
-    truncated = stats.truncnorm((np.log(2.5) - np.log(20)) / 1.5, (np.log(50) - np.log(20)) / 1.5, np.log(20), 1.5)
+    truncated = stats.truncnorm(
+        (np.log(2.5) - np.log(20)) / 1.5, (np.log(50) - np.log(20)) / 1.5, np.log(20), 1.5
+    )
     assert stats.kstest(np.log(inner), truncated.cdf).pvalue > 0.01
 
 
 def test_peaks_equal_amplitudes_and_active_sets():
     batch = SourceSimulator().simulate(16, 50, 7, torch.Generator().manual_seed(2))
-    np.testing.assert_allclose(batch.waveforms.abs().amax(-1).numpy(), batch.amplitudes.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        batch.waveforms.abs().amax(-1).numpy(), batch.amplitudes.numpy(), rtol=1e-6
+    )
     for row in batch.active_indices.numpy():
         assert len(set(row.tolist())) == 7
     dense = batch.dense().numpy()
@@ -85,11 +91,17 @@ def test_noise_ratio_and_projection(n_components, alpha):
     sensors = SensorSimulator(lf).simulate(sources, alpha, gen)
     dense = sources.dense().double().numpy()
     subscripts = "mn,bnt->bmt" if n_components == 1 else "mnk,bnkt->bmt"
-    np.testing.assert_allclose(sensors.y_clean.numpy(), np.einsum(subscripts, lf, dense), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        sensors.y_clean.numpy(), np.einsum(subscripts, lf, dense), rtol=1e-4, atol=1e-4
+    )
     noise = sensors.noise.double().numpy()
-    ratio = np.linalg.norm(noise.reshape(8, -1), axis=1) / np.linalg.norm(sensors.y_clean.double().numpy().reshape(8, -1), axis=1)
+    ratio = np.linalg.norm(noise.reshape(8, -1), axis=1) / np.linalg.norm(
+        sensors.y_clean.double().numpy().reshape(8, -1), axis=1
+    )
     np.testing.assert_allclose(ratio, (1 - alpha) / alpha, rtol=1e-6)
-    np.testing.assert_allclose(sensors.noise_var.numpy(), noise.reshape(8, -1).var(axis=1), rtol=0.1)
+    np.testing.assert_allclose(
+        sensors.noise_var.numpy(), noise.reshape(8, -1).var(axis=1), rtol=0.1
+    )
     if n_components > 1:
         np.testing.assert_allclose(sources.orientations.norm(dim=-1).numpy(), 1.0, rtol=1e-6)
 
@@ -101,6 +113,8 @@ def test_alpha_one_means_no_noise_and_bad_alpha_rejected():
     assert torch.all(sim.simulate(sources, 1.0, gen).noise == 0)
     with pytest.raises(ValueError, match="alpha"):
         sim.simulate(sources, 0.0, gen)
+    with pytest.raises(ValueError, match="n_components=3"):
+        SensorSimulator(np.ones((3, 10, 3))).simulate(sources, 0.5, gen)
 
 
 def test_item_generator_depends_on_seed_and_index_only():

@@ -208,13 +208,14 @@ def network_result(tmp_path_factory):
     return network_map({"lesion-a": lesion}, folder), lesion
 
 
-@pytest.mark.parametrize(("kind", "threshold"), [("t", None), ("meanz", 0.2), ("q", 1.3)])
-def test_network_map_slices(network_result, tmp_path, kind, threshold):
+@pytest.mark.parametrize(("kind", "threshold", "per_voxel"), [("t", None, False), ("meanz", 0.2, True), ("q", 1.3, False)])
+def test_network_map_slices(network_result, tmp_path, kind, threshold, per_voxel):
     from neurotorch.plotting.connectome import plot_network_map
 
     result, lesion = network_result
+    mask = lesion[tuple(result.mask_indices.T)] if per_voxel else lesion
     out = plot_network_map(result, "lesion-a", tmp_path / f"{kind}.png", kind=kind, threshold=threshold,
-                           lesion_mask=lesion)  # fmt: skip
+                           lesion_mask=mask)  # fmt: skip
     assert_real_png(out)
 
 

@@ -163,7 +163,9 @@ class SeedWeights:
         )
 
 
-def seed_correlations(timeseries: torch.Tensor, seeds: SeedWeights) -> torch.Tensor:
+def seed_correlations(
+    timeseries: torch.Tensor, seeds: SeedWeights, inplace: bool = False
+) -> torch.Tensor:
     """Pearson r of each seed time course with every voxel, for one subject.
 
     Parameters
@@ -172,18 +174,22 @@ def seed_correlations(timeseries: torch.Tensor, seeds: SeedWeights) -> torch.Ten
         (n_timepoints, n_voxels) float tensor.
     seeds
         Which voxels average into which seed, see `SeedWeights.from_masks`.
+    inplace
+        Centre ``timeseries`` in place instead of in a copy (for callers that own the tensor).
 
     Returns
     -------
     torch.Tensor
         (n_seeds, n_voxels) correlations; NaN where a voxel or a seed has zero variance.
     """
-    centred = timeseries - timeseries.mean(dim=0, keepdim=True)
+    n_timepoints = timeseries.shape[0]
+    mean = timeseries.new_full((1, n_timepoints), 1.0 / n_timepoints) @ timeseries  # BLAS gemv
+    centred = timeseries.sub_(mean) if inplace else timeseries - mean
     seed_series = centred[:, seeds.index] @ seeds.weights
-    seed_series = seed_series - seed_series.mean(dim=0, keepdim=True)
+    seed_series -= seed_series.mean(dim=0, keepdim=True)
+    seed_series /= torch.linalg.vector_norm(seed_series, dim=0)
     correlation = seed_series.T @ centred
-    correlation /= seed_series.norm(dim=0)[:, None]
-    correlation /= centred.norm(dim=0)[None, :]
+    correlation /= torch.einsum("tv,tv->v", centred, centred).sqrt_()
     return correlation
 
 
@@ -322,20 +328,21 @@ def network_map(
         unit="subject",
         disable=not progress_enabled(),
     ):
-        z = fisher_z_(seed_correlations(torch.from_numpy(series).to(device), seeds)).double()
+        x = torch.from_numpy(series).to(device)
+        z = fisher_z_(seed_correlations(x, seeds, inplace=True)).double()
         total.add_(z)
         total_sq.addcmul_(z, z)
 
     n_subjects = len(subjects)
-    mean_np = total.cpu().numpy() / n_subjects
-    sum_sq = np.maximum(total_sq.cpu().numpy() - n_subjects * mean_np**2, 0.0)
-    sd = np.sqrt(sum_sq / (n_subjects - 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = mean_np / (sd / np.sqrt(n_subjects))
-    p = 2.0 * special.stdtr(n_subjects - 1, -np.abs(t))
+    mean = total.div_(n_subjects).cpu()
+    squared_deviations = total_sq.addcmul_(total, total, value=-n_subjects).clamp_(min=0).cpu()
+    standard_error = squared_deviations.div_((n_subjects - 1) * n_subjects).sqrt_()
+    t = (mean / standard_error).numpy()
+    p = special.stdtr(n_subjects - 1, -np.abs(t))
+    p *= 2.0
     return NetworkMapResult(
         names=list(lesion_set.names),
-        mean_z=mean_np.astype(np.float32),
+        mean_z=mean.numpy().astype(np.float32),
         t=t.astype(np.float32),
         p=p,
         q=benjamini_hochberg(p),

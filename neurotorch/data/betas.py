@@ -24,9 +24,11 @@ from torch.utils.data import Dataset
 
 from neurotorch.data.collate import ItemBatch
 from neurotorch.data.store import DEFAULT_NC_DESC, PreparedStore, SessionStore, build_store
-from neurotorch.data.trials import StimulusPairing, select_trials
+from neurotorch.data.trials import StimulusPairing, read_trials, select_trials
+from neurotorch.errors import ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
+from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.storage import DataRoot
@@ -80,6 +82,8 @@ class BetasDataset(Dataset):
         Folder of the prepared store (default ``NEUROTORCH_CACHE``).
     storage_options
         fsspec options for a URL ``data_dir``.
+    nan_policy
+        Non-finite betas: ``"raise"`` (default), ``"zero"`` or ``"keep"`` (see `build_store`).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class BetasDataset(Dataset):
         dtype: str = "float32",
         cache_dir: str | os.PathLike | None = None,
         storage_options: dict | None = None,
+        nan_policy: str = DEFAULT_NAN_POLICY,
     ):
         self.root = resolve_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
@@ -124,7 +129,9 @@ class BetasDataset(Dataset):
             self.stores[subj] = build_store(
                 self.root, subj, subj_sessions, roi=roi, mask=mask, nc_threshold=nc_threshold,
                 nc_desc=nc_desc, mask_source=mask_source, dtype=dtype, cache_dir=cache_dir,
+                nan_policy=nan_policy,
             )  # fmt: skip
+        self._check_trial_counts()
         self._session_stores = [
             (subj, ses) for subj, store in self.stores.items() for ses in store.sessions
         ]
@@ -148,6 +155,19 @@ class BetasDataset(Dataset):
         )
         self._arrays: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
         self._pid: int | None = None
+
+    def _check_trial_counts(self) -> None:
+        """Every prepared session has as many volumes as its trial table has rows."""
+        for subject, store in self.stores.items():
+            for session in store.sessions:
+                n_volumes = store.session(session).manifest()["shape"][0]
+                n_rows = len(read_trials(self.root, subject, session))
+                if n_rows != n_volumes:
+                    raise ShapeMismatchError(
+                        f"{self.root.path(layout.session_betas(subject, session))} has {n_volumes} "
+                        f"volumes but its trial table {layout.session_trials(subject, session)} has "
+                        f"{n_rows} rows; re-download the session."
+                    )
 
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""

@@ -56,29 +56,24 @@ def build_leadfield(
 ) -> LeadfieldData:
     """Get a leadfield for the datasets: load it, simulate it with MNE or draw it at random.
 
-    Without ``leadfield_dir`` (and without ``CALIBRAIN_DATA``), ``"simulate"`` builds the forward
-    model in memory and ``"random"`` draws the matrix; nothing is written.
+    ``"load"`` reads ``<subject>_<orientation>_leadfield.npz`` from ``leadfield_dir`` (default
+    ``$CALIBRAIN_DATA/1284src_leadfield``); ``"simulate"`` builds the forward model in memory and
+    ``"random"`` draws the matrix -- neither writes anything (use `LeadfieldBuilder` to save).
     """
-    if leadfield_dir is None and not os.environ.get(layout.ENV_VAR):
-        if retrieve_mode == "simulate":
-            from neurotorch.meeg.forward import simulate_leadfield
+    if retrieve_mode == "simulate":
+        from neurotorch.meeg.forward import simulate_leadfield
 
-            return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
-        if retrieve_mode == "random":
-            if n_sensors is None:
-                raise ValueError("retrieve_mode='random' needs n_sensors.")
-            return random_leadfield(orientation_type, n_sensors, n_sources, seed)
-    builder = LeadfieldBuilder(leadfield_dir)
-    return builder.get_leadfield(
-        subject,
-        orientation_type,
-        retrieve_mode,
-        n_sensors=n_sensors,
-        n_sources=n_sources,
-        return_metadata=True,
-        sensor=sensor,
-        montage=montage,
-        seed=seed,
+        return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
+    if retrieve_mode == "random":
+        if n_sensors is None:
+            raise ValueError("retrieve_mode='random' needs n_sensors.")
+        return random_leadfield(orientation_type, n_sensors, n_sources, seed)
+    if retrieve_mode != "load":
+        raise ValueError(
+            f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
+        )
+    return LeadfieldBuilder(leadfield_dir).get_leadfield(
+        subject, orientation_type, "load", return_metadata=True
     )
 
 
@@ -111,7 +106,9 @@ class TrialSimulation:
         self.nnz = tuple(int(n) for n in nnz)
         self.alpha = tuple(float(a) for a in alpha)
         if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
-            raise ValueError(f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count).")
+            raise ValueError(
+                f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
+            )
         if not self.alpha or not all(0.0 < a <= 1.0 for a in self.alpha):
             raise ValueError(f"alpha values {self.alpha} must lie in (0, 1].")
         self.config = config or ERPConfig()
@@ -137,13 +134,17 @@ class TrialSimulation:
     def generator(self, seed: int, index: int) -> torch.Generator:
         return item_generator(seed, index, self.device)
 
-    def draw(self, batch_size: int, generator: torch.Generator, dense_sources: bool = True) -> dict[str, Any]:
+    def draw(
+        self, batch_size: int, generator: torch.Generator, dense_sources: bool = True
+    ) -> dict[str, Any]:
         """One batch: ``y`` (B, M, T), ``x`` (dense sources), ``active_indices`` (B, max nnz;
         padded with -1), ``alpha``, ``nnz``, ``noise_var`` (B,)."""
         source_sim, sensor_sim = self.simulators
         pick = torch.randint(len(self.nnz), (1,), generator=generator, device=self.device)
         nnz = self.nnz[int(pick)]
-        alpha_idx = torch.randint(len(self.alpha), (batch_size,), generator=generator, device=self.device)
+        alpha_idx = torch.randint(
+            len(self.alpha), (batch_size,), generator=generator, device=self.device
+        )
         alpha = torch.tensor(self.alpha, dtype=self.dtype, device=self.device)[alpha_idx]
         sources = source_sim.simulate(
             batch_size, self.leadfield.n_sources, nnz, generator, sensor_sim.n_components
@@ -293,7 +294,12 @@ def posterior_item(
         prior_var = torch.full((x.shape[0],), float(gamma), dtype=torch.float64, device=x.device)
     assumed = batch["noise_var"].double() * float(noise_var_scale)
     post = bmn_posterior(batch["y"], leadfield, prior_var, assumed)
-    batch.update(mean=post.mean, var=post.var, gamma=prior_var.to(x.dtype), assumed_noise_var=assumed.to(x.dtype))
+    batch.update(
+        mean=post.mean,
+        var=post.var,
+        gamma=prior_var.to(x.dtype),
+        assumed_noise_var=assumed.to(x.dtype),
+    )
     if post.cov_blocks is not None:
         batch["cov_blocks"] = post.cov_blocks
     batch["x_true"] = batch.pop("x")
@@ -309,7 +315,9 @@ class _PosteriorMixin:
 
     def _init_posterior(self, gamma: float | str, noise_var_scale: float) -> None:
         if any(a >= 1.0 for a in self.simulation.alpha):
-            raise ValueError("Calibration data need alpha < 1: the posterior needs a noise variance.")
+            raise ValueError(
+                "Calibration data need alpha < 1: the posterior needs a noise variance."
+            )
         if gamma != "oracle" and not float(gamma) > 0:
             raise ValueError(f"gamma must be 'oracle' or a positive number, got {gamma!r}.")
         self.gamma = gamma
@@ -372,7 +380,18 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         device: torch.device | str = "cpu",
         fresh_each_epoch: bool = True,
     ):
-        super().__init__(leadfield, batch_size, n_batches, nnz, alpha, seed, config, True, device, fresh_each_epoch)
+        super().__init__(
+            leadfield,
+            batch_size,
+            n_batches,
+            nnz,
+            alpha,
+            seed,
+            config,
+            True,
+            device,
+            fresh_each_epoch,
+        )
         self._init_posterior(gamma, noise_var_scale)
 
 
@@ -394,7 +413,9 @@ class CalibrationRunsDataset(Dataset):
             root = Path(files)
             paths = find_posterior_summaries(root) or sorted(root.rglob("*.npz"))
         else:
-            paths = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(p) for p in files]
+            paths = (
+                [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(p) for p in files]
+            )
         if not paths:
             raise FileNotFoundError(f"No posterior summaries or calibration runs found in {files}.")
         self.paths = paths
@@ -473,7 +494,9 @@ class FMRIInformedSensors(Dataset):
         from scipy.spatial import cKDTree
 
         if leadfield.orientation_type != "fixed" or leadfield.src_coords is None:
-            raise ValueError("FMRIInformedSensors needs a fixed-orientation leadfield with src_coords.")
+            raise ValueError(
+                "FMRIInformedSensors needs a fixed-orientation leadfield with src_coords."
+            )
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
         coords = np.asarray(voxel_coords_mm, dtype=np.float64)
@@ -492,10 +515,42 @@ class FMRIInformedSensors(Dataset):
             )
         self.betas_dataset = betas_dataset
         self.voxel_index = torch.as_tensor(nearest, dtype=torch.long)
-        self.source_weight = torch.as_tensor(self.in_mask * float(nam_per_unit), dtype=torch.float32)
+        self.source_weight = torch.as_tensor(
+            self.in_mask * float(nam_per_unit), dtype=torch.float32
+        )
         self.leadfield = torch.as_tensor(leadfield.leadfield, dtype=torch.float32)
         self.alpha = float(alpha)
         self.seed = int(seed)
+
+    @classmethod
+    def from_laion_fmri(
+        cls,
+        betas_dataset: Dataset,
+        fmri_root: str | os.PathLike,
+        subject: str = "sub-01",
+        alpha: float = 0.5,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> FMRIInformedSensors:
+        """Pair a LAION-fMRI `neurotorch.data.betas.BetasDataset` with the subject's leadfield.
+
+        Reads the fixed leadfield and ``<subject>_head-to-T1w.txt`` from
+        ``<fmri_root>/derivatives/meeg/`` (see `neurotorch.synthetic.meeg.write_subject_leadfields`)
+        and the voxel grid's affine from the subject's anatomical brain mask; the voxel order is
+        ``betas_dataset.voxel_mask(subject)`` in C order. ``kwargs`` go to the constructor.
+        """
+        import nibabel as nib
+
+        from neurotorch.fmri import layout as fmri_layout
+        from neurotorch.meeg.leadfield import load_leadfield_npz, read_transform
+
+        root = Path(fmri_root)
+        meeg_dir = root / layout.FMRI_MEEG_DIR
+        leadfield = load_leadfield_npz(meeg_dir / layout.leadfield_file(subject, "fixed"))
+        transform = read_transform(meeg_dir / layout.head_to_t1w_name(subject))
+        affine = nib.load(root / fmri_layout.anatomical_brain_mask(subject)).affine
+        coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
+        return cls(betas_dataset, coords, leadfield, transform, alpha, seed, **kwargs)
 
     def __len__(self) -> int:
         return len(self.betas_dataset)
@@ -515,7 +570,16 @@ class FMRIInformedSensors(Dataset):
 
 
 # -- load_dataset builders -------------------------------------------------------------------
-_LEADFIELD_KEYS = ("leadfield_dir", "subject", "orientation_type", "retrieve_mode", "n_sources", "n_sensors", "sensor", "montage")
+_LEADFIELD_KEYS = (
+    "leadfield_dir",
+    "subject",
+    "orientation_type",
+    "retrieve_mode",
+    "n_sources",
+    "n_sensors",
+    "sensor",
+    "montage",
+)
 
 
 def _leadfield_from_config(config: dict[str, Any]) -> LeadfieldData:
@@ -534,7 +598,9 @@ def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: 
     return cls(leadfield, **config)
 
 
-def build_meeg_calibration(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
+def build_meeg_calibration(
+    split: str | None = None, streaming: bool = False, **config: Any
+) -> Dataset:
     """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
     else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
     if "files" in config:

@@ -14,6 +14,7 @@ _BUILDERS: dict[str, str] = {
     "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
     "meeg-sim": "neurotorch.data.meeg:build_meeg_sim",
     "meeg-calibration": "neurotorch.data.meeg:build_meeg_calibration",
+    "connectome": "neurotorch.data.connectome:load_connectome",
 }
 
 

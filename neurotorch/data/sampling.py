@@ -2,69 +2,74 @@
 
 Subjects have different voxel counts, so a batch of betas can only be stacked within a subject.
 The sampler shards whole batches across distributed ranks, giving every rank the same number of
-batches (the last ones wrap around), so DDP never waits on a rank that ran out. It shards itself:
-run Lightning with ``Trainer(use_distributed_sampler=False)`` when you pass it in a DataLoader.
+batches (the last ones wrap around), so DDP never waits on a rank that ran out. Under Lightning,
+the distributed sampler Lightning injects only tells it the rank, world size and epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler, SequentialSampler
 
 from neurotorch.data.stream import distributed_rank_and_size
 
 
-class GroupedBatchSampler(Sampler[list[int]]):
+class GroupedBatchSampler(BatchSampler):
     """Seeded batches of indices, each drawn from one group.
 
     Parameters
     ----------
-    groups
-        Group label of every dataset index.
+    sampler
+        Only tells the shard: a ``DistributedSampler`` (as Lightning injects under DDP) gives
+        its rank, world size and epoch; anything else (e.g. ``range(len(dataset))``) means the
+        default process group's rank and size, or a single process.
     batch_size
         Items per batch (a group's last batch may be smaller unless ``drop_last``).
+    drop_last
+        Drop each group's incomplete last batch.
+    groups
+        Group label of every dataset index.
     shuffle
         Shuffle items within groups and the order of batches, anew each epoch (`set_epoch`).
     seed
         Seed of the shuffling.
-    drop_last
-        Drop each group's incomplete last batch.
-    rank, world_size
-        Shard of this process; default from ``torch.distributed`` when initialised.
     """
 
     def __init__(
         self,
-        groups: Sequence | np.ndarray,
+        sampler: Sampler | Sized,
         batch_size: int,
+        drop_last: bool = False,
+        *,
+        groups: Sequence | np.ndarray,
         shuffle: bool = False,
         seed: int = 0,
-        drop_last: bool = False,
-        rank: int | None = None,
-        world_size: int | None = None,
     ):
+        super().__init__(sampler, batch_size, drop_last)
         self.groups = np.asarray(groups)
-        self.batch_size, self.shuffle, self.seed, self.drop_last = (
-            int(batch_size),
-            shuffle,
-            seed,
-            drop_last,
-        )
-        self._rank, self._world_size = rank, world_size
+        self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
 
     @classmethod
     def for_dataset(cls, dataset, batch_size: int, **kwargs) -> GroupedBatchSampler:
         """Batches of one subject each, for a `BetasDataset`."""
-        return cls(dataset.items["subject"].to_numpy(), batch_size, **kwargs)
+        groups = dataset.items["subject"].to_numpy()
+        return cls(SequentialSampler(dataset), batch_size, groups=groups, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _shard(self) -> tuple[int, int, int]:
+        """(rank, world size, epoch)."""
+        if isinstance(self.sampler, DistributedSampler):
+            return self.sampler.rank, self.sampler.num_replicas, max(self.epoch, self.sampler.epoch)
+        rank, size = distributed_rank_and_size()
+        return rank, size, self.epoch
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
         batches = []
         for group in dict.fromkeys(self.groups.tolist()):
             members = np.flatnonzero(self.groups == group)
@@ -76,18 +81,13 @@ class GroupedBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def _shard(self) -> tuple[int, int]:
-        rank, size = distributed_rank_and_size()
-        return (rank if self._rank is None else self._rank), (
-            size if self._world_size is None else self._world_size
-        )
-
     def __len__(self) -> int:
-        return -(-len(self._batches()) // self._shard()[1])
+        _, size, epoch = self._shard()
+        return -(-len(self._batches(epoch)) // size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        rank, size = self._shard()
+        rank, size, epoch = self._shard()
+        batches = self._batches(epoch)
         per_rank = -(-len(batches) // size)
         for k in range(rank * per_rank, (rank + 1) * per_rank):
             if batches:

@@ -29,6 +29,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,21 @@ from tqdm.auto import tqdm
 from neurotorch import __version__
 from neurotorch.config import cache_dir as default_cache_dir
 from neurotorch.config import progress_enabled
-from neurotorch.errors import CacheError, ShapeMismatchError
+from neurotorch.errors import (
+    CacheError,
+    NeurotorchError,
+    OrientationMismatchError,
+    ShapeMismatchError,
+)
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
 from neurotorch.fmri.masks import combine_voxel_mask, read_brain_mask, read_volume
+from neurotorch.fmri.nan_policy import (
+    DEFAULT_NAN_POLICY,
+    check_nan_policy,
+    fix_nonfinite,
+    nonfinite_error,
+)
 from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
@@ -90,7 +102,22 @@ def voxel_selection(
     ceiling, the threshold here applies to one subject-level map (``nc_desc``) so that every
     session of a dataset shares one voxel axis.
     """
-    brain, _ = read_brain_mask(root, subject, mask_source)
+    return _selection_on_grid(root, subject, roi, mask, nc_threshold, nc_desc, mask_source)[0]
+
+
+def brain_mask_file(subject: str, mask_source: str) -> str:
+    """The file that defines the voxel grid of a brain mask source."""
+    if mask_source == "rsquare":
+        return layout.subject_r2mean(subject)
+    return layout.anatomical_brain_mask(subject)
+
+
+def _selection_on_grid(
+    root: DataRoot, subject: str, roi: RoiQuery | None, mask: np.ndarray | None,
+    nc_threshold: float | None, nc_desc: str, mask_source: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(3-D selection, affine of the brain mask it lives on)."""
+    brain, affine = read_brain_mask(root, subject, mask_source)
     roi_volume = None
     if roi is not None:
         pairs = resolve_roi_query(roi, available_rois(root, subject))
@@ -99,8 +126,36 @@ def voxel_selection(
     if nc_threshold is not None:
         relpath = layout.subject_noise_ceiling(subject, nc_desc)
         noise_ceiling, _ = read_volume(root, relpath, f"Noise ceiling {nc_desc} of {subject}")
-    return combine_voxel_mask(
+    selection = combine_voxel_mask(
         brain, roi=roi_volume, custom=mask, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
+    )
+    return selection, affine
+
+
+def check_same_grid(
+    root: DataRoot, betas: str, header: Any, mask_file: str, mask: np.ndarray, affine: np.ndarray
+) -> None:
+    """Raise unless a betas file lies on the grid (shape and affine) of the brain mask."""
+    where = f"{root.path(betas)} and the brain mask {root.path(mask_file)}"
+    if tuple(header.grid) != tuple(mask.shape):
+        raise ShapeMismatchError(
+            f"Different voxel grids: {header.grid} vs {mask.shape} ({where}); both must come "
+            "from the same subject at the functional resolution (res-1pt8). Re-download the "
+            "file that differs from the others of this subject."
+        )
+    if not np.allclose(header.affine, affine, atol=1e-3):
+        raise OrientationMismatchError(
+            f"Different affines (voxel-to-world) in {where}; the betas would be masked in the "
+            "wrong place. Re-download the file that differs from the others of this subject."
+        )
+
+
+def cache_error(directory: Path, err: OSError) -> CacheError:
+    """The error for a store folder that cannot be written (full disk, permissions)."""
+    return CacheError(
+        f"Cannot write the prepared store to {directory} ({err}); free space there, set "
+        "NEUROTORCH_CACHE to another writable folder or pass cache_dir=. Sessions already "
+        "complete are kept; the build resumes with the others."
     )
 
 
@@ -187,6 +242,7 @@ def _expected_manifest(
     mask_sha: str,
     dtype: str,
     shape: tuple[int, int],
+    values: str,
 ) -> dict[str, Any]:
     return {
         "format": STORE_FORMAT,
@@ -197,6 +253,7 @@ def _expected_manifest(
         "mask_sha256": mask_sha,
         "dtype": dtype,
         "shape": list(shape),
+        "values": values,
     }
 
 
@@ -227,8 +284,9 @@ class PreparedStore:
     def __repr__(self) -> str:
         return f"PreparedStore({self.subject!r}, sessions={self.sessions}, dir={str(self.directory)!r})"
 
-    @property
+    @cached_property
     def n_voxels(self) -> int:
+        """Selected voxels (the length of each row)."""
         return int(self.voxel_mask.sum())
 
     def session(self, session: str) -> SessionStore:
@@ -244,17 +302,23 @@ def store_directory(
     voxel_mask: np.ndarray,
     dtype: str,
     cache_dir: str | os.PathLike | None = None,
+    values: str = "raw",
 ) -> Path:
-    """Where the store of (dataset root, subject, selection, dtype) lives."""
+    """Where the store of (dataset root, subject, selection, dtype, values) lives.
+
+    ``values`` is ``"raw"`` (as read) or ``"zeroed"`` (non-finite values replaced by 0)."""
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root_key = _sha256(root.url.encode())[:16]
-    return base / STORE_DIR / root_key / subject / f"{mask_hash(voxel_mask)[:20]}-{dtype}"
+    suffix = "" if values == "raw" else f"-{values}"
+    return base / STORE_DIR / root_key / subject / f"{mask_hash(voxel_mask)[:20]}-{dtype}{suffix}"
 
 
 def is_current(store: SessionStore, expected: dict[str, Any]) -> bool:
     """Whether a session's manifest matches ``expected`` and its files are present."""
     found = store.manifest()
-    return found == expected and store.betas_path.exists() and store.stats_path.exists()
+    if found is None or any(found.get(key) != value for key, value in expected.items()):
+        return False
+    return store.betas_path.exists() and store.stats_path.exists()
 
 
 def _remove_stale(store: SessionStore) -> None:
@@ -264,9 +328,12 @@ def _remove_stale(store: SessionStore) -> None:
 
 def _write_session(
     root: DataRoot, relpath: str, store: SessionStore, voxel_mask: np.ndarray, dtype: str,
-    n_volumes: int, bar: tqdm,
-) -> None:  # fmt: skip
-    """One streaming pass: masked rows into a temporary memmap, then stats, then the move."""
+    n_volumes: int, zero_nonfinite: bool, bar: tqdm,
+) -> int:  # fmt: skip
+    """One streaming pass: masked rows into a temporary memmap, then stats, then the move.
+
+    Returns the number of non-finite values read (set to 0 when ``zero_nonfinite``)."""
+    nonfinite = 0
     n_voxels = int(voxel_mask.sum())
     tmp = store.betas_path.with_name(f"{store.betas_path.name}.tmp-{os.getpid()}")
     total = np.zeros(n_voxels, dtype=np.float64)
@@ -276,6 +343,7 @@ def _write_session(
         n_read = 0
         with open_source(root, relpath) as source:
             for row, values in enumerate(iter_volumes(source, voxel_mask)):
+                nonfinite += fix_nonfinite(values, "zero" if zero_nonfinite else "keep")
                 out[row] = values
                 total += values
                 squares += np.square(values, dtype=np.float64)
@@ -299,6 +367,7 @@ def _write_session(
         np.savez(handle, mean=mean.astype(np.float32), std=std.astype(np.float32))
 
     _atomic_write(store.stats_path, save_stats)
+    return nonfinite
 
 
 def build_store(
@@ -315,6 +384,7 @@ def build_store(
     cache_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     storage_options: dict | None = None,
+    nan_policy: str = DEFAULT_NAN_POLICY,
 ) -> PreparedStore:
     """Prepare (or reuse) the trials × voxels arrays of a subject's sessions.
 
@@ -337,6 +407,9 @@ def build_store(
         Show a progress bar over volumes (default: `neurotorch.config.progress_enabled`).
     storage_options
         fsspec options for a URL ``data_dir``.
+    nan_policy
+        Non-finite betas among the selected voxels: ``"raise"`` (`FormatError` naming the file),
+        ``"zero"`` (stored as 0; a separate store) or ``"keep"`` (see `neurotorch.fmri.nan_policy`).
 
     Returns
     -------
@@ -350,35 +423,33 @@ def build_store(
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+    values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
     subject = layout.subject_id(subject)
     sessions = [
         layout.session_id(s)
         for s in (list_sessions(root, subject) if sessions is None else sessions)
     ]
-    voxel_mask = voxel_selection(
-        root,
-        subject,
-        roi=roi,
-        mask=mask,
-        nc_threshold=nc_threshold,
-        nc_desc=nc_desc,
-        mask_source=mask_source,
+    voxel_mask, affine = _selection_on_grid(
+        root, subject, roi, mask, nc_threshold, nc_desc, mask_source
     )
-    directory = store_directory(root, subject, voxel_mask, dtype, cache_dir)
+    grid = (brain_mask_file(subject, mask_source), voxel_mask, affine)
+    directory = store_directory(root, subject, voxel_mask, dtype, cache_dir, values)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        mask_file = directory / "voxel_mask.npy"
-        if not mask_file.exists():
-            _atomic_write(mask_file, lambda handle: np.save(handle, voxel_mask, allow_pickle=False))
+        with FileLock(directory / "voxel_mask.lock"):
+            for stale in directory.glob("voxel_mask.npy.tmp-*"):
+                stale.unlink(missing_ok=True)
+            mask_file = directory / "voxel_mask.npy"
+            if not mask_file.exists():
+                _atomic_write(
+                    mask_file, lambda handle: np.save(handle, voxel_mask, allow_pickle=False)
+                )
     except OSError as err:
-        raise CacheError(
-            f"Cannot write the prepared store to {directory} ({err}); set NEUROTORCH_CACHE to a "
-            "writable folder or pass cache_dir=."
-        ) from err
+        raise cache_error(directory, err) from err
     mask_sha = mask_hash(voxel_mask)
     plans = [
-        _plan_session(root, subject, SessionStore(directory, s), voxel_mask, mask_sha, dtype)
+        _plan_session(root, subject, SessionStore(directory, s), grid, mask_sha, dtype, values)
         for s in sessions
     ]
     stale = [plan for plan in plans if not is_current(plan[0], plan[1])]
@@ -387,7 +458,17 @@ def build_store(
         total = sum(expected["shape"][0] for _, expected, _ in stale)
         with tqdm(total=total, desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
             for store, expected, relpath in stale:
-                _build_session(root, relpath, store, expected, voxel_mask, bar)
+                try:
+                    _build_session(root, relpath, store, expected, voxel_mask, bar)
+                except OSError as err:
+                    if isinstance(err, NeurotorchError):  # a damaged source, not the cache
+                        raise
+                    raise cache_error(directory, err) from err
+    if nan_policy == "raise":
+        for store, _, relpath in plans:
+            count = int(store.manifest().get("nonfinite", 0))
+            if count:
+                raise nonfinite_error(root.path(relpath), count)
     return PreparedStore(directory, subject, sessions, dtype)
 
 
@@ -395,21 +476,26 @@ def _plan_session(
     root: DataRoot,
     subject: str,
     store: SessionStore,
-    voxel_mask: np.ndarray,
+    grid: tuple[str, np.ndarray, np.ndarray],
     mask_sha: str,
     dtype: str,
+    values: str,
 ) -> tuple[SessionStore, dict[str, Any], str]:
-    """(files, the manifest a current build would have, source path) of one session."""
+    """(files, the manifest a current build would have, source path) of one session.
+
+    ``grid`` is (brain mask file, 3-D selection, affine); the betas must lie on it."""
+    mask_file, voxel_mask, affine = grid
     relpath = require(
         root, layout.session_betas(subject, store.session), f"Betas of {subject} {store.session}"
     )
     with open_source(root, relpath) as source:
         header = read_nifti_header(source)
+    check_same_grid(root, relpath, header, mask_file, voxel_mask, affine)
     shape = (header.n_volumes, int(voxel_mask.sum()))
     identity = source_identity(root, relpath)
     return (
         store,
-        _expected_manifest(subject, store.session, identity, mask_sha, dtype, shape),
+        _expected_manifest(subject, store.session, identity, mask_sha, dtype, shape, values),
         relpath,
     )
 
@@ -424,10 +510,9 @@ def _build_session(
             return
         store.manifest_path.unlink(missing_ok=True)
         _remove_stale(store)
-        _write_session(
-            root, relpath, store, voxel_mask, expected["dtype"], expected["shape"][0], bar
-        )
-        _atomic_write(
-            store.manifest_path,
-            lambda handle: handle.write(json.dumps(expected, indent=1).encode()),
-        )
+        nonfinite = _write_session(
+            root, relpath, store, voxel_mask, expected["dtype"], expected["shape"][0],
+            expected["values"] == "zeroed", bar,
+        )  # fmt: skip
+        manifest = json.dumps({**expected, "nonfinite": nonfinite}, indent=1).encode()
+        _atomic_write(store.manifest_path, lambda handle: handle.write(manifest))

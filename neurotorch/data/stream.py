@@ -34,6 +34,7 @@ from neurotorch.data.store import DEFAULT_NC_DESC, open_source, voxel_selection
 from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
+from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.nifti import iter_volumes
@@ -72,6 +73,8 @@ class BetasStream(IterableDataset):
         Shard of this process; default from ``torch.distributed`` when initialised.
     storage_options
         fsspec options for a URL ``data_dir``.
+    nan_policy
+        Non-finite betas: ``"raise"`` (default), ``"zero"`` or ``"keep"``, applied per volume.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class BetasStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         storage_options: dict | None = None,
+        nan_policy: str = DEFAULT_NAN_POLICY,
     ):
         self.root = resolve_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
@@ -124,7 +128,12 @@ class BetasStream(IterableDataset):
         self.pairing = StimulusPairing(
             self.root, self.trials["image_name"].tolist(), features, modalities, image_transform
         )
+        self._columns = {
+            key: self.trials[key].to_numpy()
+            for key in ("subject", "session", "trial", "image_name")
+        }
         self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
+        self.nan_policy = check_nan_policy(nan_policy)
         self._rank, self._world_size = rank, world_size
         self.epoch = 0
         self._yielded = 0
@@ -204,6 +213,8 @@ class BetasStream(IterableDataset):
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
             with open_source(self.root, relpath) as source:
                 for volume, values in enumerate(iter_volumes(source, self.voxel_masks[key[0]])):
+                    if volume in by_volume:
+                        apply_nan_policy(values, self.nan_policy, self.root.path(relpath))
                     for row in by_volume.get(volume, ()):
                         yield row, values
                     if volume >= last:
@@ -229,15 +240,15 @@ class BetasStream(IterableDataset):
             yield buffer.pop()
 
     def _item(self, row: int, values: np.ndarray) -> dict[str, Any]:
-        trial = self.trials.iloc[row]
-        name = trial["image_name"]
+        columns = self._columns
+        name = columns["image_name"][row]
         item: dict[str, Any] = {"betas": torch.from_numpy(np.array(values, dtype=np.float32))}
         item.update({key: value[0] for key, value in self.pairing.batch([name]).items()})
         item.update(
             image_name=name,
-            subject=trial["subject"],
-            session=trial["session"],
-            trial=int(trial["trial"]),
+            subject=columns["subject"][row],
+            session=columns["session"][row],
+            trial=int(columns["trial"][row]),
         )
         return item
 

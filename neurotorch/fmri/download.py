@@ -258,7 +258,8 @@ def download_laion_fmri(
                 except Exception as exc:  # collected and re-raised below, naming the files
                     failures[rel] = exc
                     if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing
-                        pool.shutdown(wait=False, cancel_futures=True)
+                        for queued in futures:
+                            queued.cancel()
     except BaseException:  # Ctrl-C: stop the running transfers at their next chunk
         stop.set()
         raise

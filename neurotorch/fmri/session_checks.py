@@ -12,8 +12,9 @@ import pandas as pd
 
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import read_table
-from neurotorch.fmri.masks import check_affine, check_grid
+from neurotorch.fmri.datafiles import read_table, require
+from neurotorch.fmri.masks import brain_mask_file, check_affine, check_grid
+from neurotorch.io.nifti import NiftiHeader, read_nifti_header
 from neurotorch.io.storage import DataRoot
 
 
@@ -65,3 +66,31 @@ def check_session_trials(root: DataRoot, subject: str, session: str, n_volumes: 
     )  # fmt: skip
     check_trial_count(root, subject, session, n_volumes, len(table))
     check_beta_index(table, root.path(relpath), n_volumes)
+
+
+def _header(root: DataRoot, relpath: str) -> NiftiHeader:
+    if root.is_local:
+        return read_nifti_header(root.local_path(relpath))
+    with root.open(relpath) as handle:
+        return read_nifti_header(handle)
+
+
+def check_session_files(
+    root: DataRoot, subject: str, session: str, selection: np.ndarray, mask_source: str
+) -> NiftiHeader:
+    """Check a session's betas file against the brain mask and its trials table; return its header.
+
+    Reads only headers and the trials table: the betas grid and affine must equal those of the
+    ``mask_source`` brain mask (on whose grid ``selection`` lies) and the trials table must have
+    one row, with a distinct in-range ``beta_index``, per volume.
+    """
+    relpath = require(root, layout.session_betas(subject, session), f"Betas of {subject} {session}")
+    header = _header(root, relpath)
+    mask_file = brain_mask_file(subject, mask_source)
+    mask_affine = _header(root, mask_file).affine
+    check_betas_grid(
+        root.path(relpath), header.shape, header.affine, selection.shape, mask_affine,
+        root.path(mask_file),
+    )  # fmt: skip
+    check_session_trials(root, subject, session, header.n_volumes)
+    return header

@@ -10,6 +10,7 @@ invalid deflate data are never returned as data.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -43,21 +44,23 @@ def _load_inflater(
     raise ValueError(f"Unknown inflater {name!r}; choose one of {INFLATERS}.")
 
 
+def _importable(name: str) -> bool:
+    try:
+        _load_inflater(name)
+    except ImportError:
+        return False
+    return True
+
+
 def available_inflaters() -> tuple[str, ...]:
     """Inflaters importable here, fastest first (``"gzip"`` is always available)."""
-    found = []
-    for name in INFLATERS:
-        try:
-            _load_inflater(name)
-        except ImportError:
-            continue
-        found.append(name)
-    return tuple(found)
+    return tuple(name for name in INFLATERS if _importable(name))
 
 
+@functools.cache
 def default_inflater() -> str:
     """The fastest available inflater."""
-    return available_inflaters()[0]
+    return next(name for name in INFLATERS if _importable(name))
 
 
 def source_name(source: Source) -> str:
@@ -197,7 +200,7 @@ class SequentialReader:
         self.readinto_exact(buffer)
         return bytes(buffer)
 
-    def skip(self, n: int, scratch: bytearray | None = None) -> None:
+    def skip(self, n: int, scratch: bytearray | memoryview | None = None) -> None:
         """Advance ``n`` bytes (seeking when the file is uncompressed and seekable)."""
         if n <= 0:
             return

@@ -1,11 +1,12 @@
 """Streaming reader of 4-D NIfTI images (``.nii`` and ``.nii.gz``): one pass, volume by volume.
 
-The file is read front to back once with the fastest gzip inflater installed, on a helper thread
-that fills two reusable volume buffers while the caller masks, scales and copies the previous volume
-with precomputed indices; peak memory is about one volume plus the output. Values equal nibabel's
-``img.get_fdata(dtype=np.float32)`` bit for bit: ``scl_slope``/``scl_inter`` are applied with
-nibabel's rules (a slope of 0 or NaN means unscaled; scaled values are computed in float64, then
-rounded to float32).
+The file is read front to back once with the fastest gzip inflater installed. For files with more
+than 16 MiB of data a helper thread inflates the next volume while the caller masks the current one
+(the inflaters and numpy release the GIL); volumes are masked, scaled and copied straight into the
+output with precomputed indices, so peak memory is a few volumes plus the output. Values equal
+nibabel's ``img.get_fdata(dtype=np.float32)`` bit for bit: ``scl_slope``/``scl_inter`` are applied
+with nibabel's rules (a slope of 0 or NaN means unscaled; scaled values are computed in float64,
+then rounded to float32).
 
 Voxel order: NIfTI stores each volume in Fortran order; a mask selects voxels in C order over the
 3-D grid, i.e. ``volume.ravel(order="C")[mask.ravel(order="C")]`` with ``volume`` in nibabel's
@@ -14,10 +15,13 @@ Voxel order: NIfTI stores each volume in Fortran order; a mask selects voxels in
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,7 +46,9 @@ __all__ = [
     "resolve_volume_indices",
 ]
 
-_N_BUFFERS = 2
+#: files with more data than this are inflated ahead on a helper thread
+_READ_AHEAD_MIN_BYTES = 1 << 24
+T = TypeVar("T")
 
 
 def read_header_from(reader: SequentialReader) -> NiftiHeader:
@@ -111,8 +117,7 @@ def mask_indices(mask: np.ndarray, grid: tuple[int, ...], name: str) -> np.ndarr
             f"The mask has shape {mask.shape} but {name} has the voxel grid {tuple(grid)}; "
             "use a mask made on the same grid as the image (same subject, same resolution)."
         )
-    n = int(np.prod(grid, dtype=np.int64))
-    return np.arange(n, dtype=np.intp).reshape(grid, order="F")[mask]
+    return np.arange(math.prod(grid), dtype=np.intp).reshape(grid, order="F")[mask]
 
 
 class VolumeDecoder:
@@ -174,66 +179,118 @@ class VolumeDecoder:
         return work
 
 
-def _progress(total: int, name: str, enabled: bool) -> tqdm:
-    return tqdm(
-        total=total,
-        desc=os.path.basename(name),
-        unit="vol",
-        disable=not (enabled and progress_enabled()),
-    )
+class _NoProgress:
+    """Stands in for a disabled bar (creating even a disabled tqdm costs milliseconds)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def _progress(total: int, name: str, enabled: bool) -> tqdm | _NoProgress:
+    if not (enabled and progress_enabled()):
+        return _NoProgress()
+    return tqdm(total=total, desc=os.path.basename(name), unit="vol")
 
 
 def _volume_bytes(
+    reader: SequentialReader, header: NiftiHeader, volumes: Sequence[int], n_buffers: int = 1
+) -> Iterator[tuple[int, bytearray]]:
+    """Yield ``(volume, raw bytes)`` for the increasing ``volumes`` in one pass over ``reader``.
+
+    ``n_buffers`` buffers are used in turn: a yielded buffer is overwritten ``n_buffers`` volumes
+    later. The gzip checksum is verified before the last volume is handed over.
+    """
+    buffers = [bytearray(header.volume_nbytes) for _ in range(n_buffers)]
+    reader.skip(header.vox_offset - reader.position)
+    start = reader.position
+    for i, volume in enumerate(volumes):
+        buffer = buffers[i % n_buffers]
+        reader.skip(start + volume * header.volume_nbytes - reader.position, scratch=buffer)
+        reader.readinto_exact(buffer)
+        if i == len(volumes) - 1:
+            reader.finish()
+        yield volume, buffer
+
+
+def _raw_volumes(
     reader: SequentialReader, header: NiftiHeader, volumes: Sequence[int]
 ) -> Iterator[tuple[int, bytearray]]:
-    """Yield ``(volume, raw bytes)`` for the increasing ``volumes``, inflating on a helper thread.
+    """`_volume_bytes`, inflated one volume ahead on a helper thread when there is enough data.
 
-    The inflaters release the GIL, so the next volume is decompressed while the caller decodes the
-    current one. Two buffers circulate: a yielded buffer is reused once the caller resumes. The
-    gzip checksum is verified before the last volume is handed over.
+    Three buffers circulate: one being decoded by the caller, one queued, one being filled.
     """
-    free: queue.Queue[bytearray] = queue.Queue()
-    ready: queue.Queue[tuple[int, bytearray] | BaseException] = queue.Queue()
+    if header.n_volumes * header.volume_nbytes <= _READ_AHEAD_MIN_BYTES:
+        return _volume_bytes(reader, header, volumes)
+    return _read_ahead(_volume_bytes(reader, header, volumes, n_buffers=3), depth=1)
+
+
+def _read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``items`` on a helper thread, at most ``depth`` items ahead of the consumer.
+
+    The inflaters and numpy release the GIL, so the next item is produced while the consumer works
+    on the current one. Exceptions reach the consumer; closing the returned iterator stops the
+    thread (after the item it is producing).
+    """
+    ready: queue.Queue[tuple[bool, T | BaseException | None]] = queue.Queue(depth)
     stop = threading.Event()
-    for _ in range(_N_BUFFERS):
-        free.put(bytearray(header.volume_nbytes))
 
-    def inflate() -> None:
+    def produce() -> None:
         try:
-            reader.skip(header.vox_offset - reader.position)
-            position = 0
-            for i, volume in enumerate(volumes):
-                buffer = free.get()
-                if stop.is_set():
+            for item in items:
+                if not _put(ready, (True, item), stop):
                     return
-                reader.skip((volume - position) * header.volume_nbytes, scratch=buffer)
-                reader.readinto_exact(buffer)
-                position = volume + 1
-                if i == len(volumes) - 1:
-                    reader.finish()
-                ready.put((volume, buffer))
-        except BaseException as exc:  # handed to the consuming thread
-            ready.put(exc)
+            _put(ready, (False, None), stop)
+        except BaseException as exc:  # handed to the consumer
+            _put(ready, (False, exc), stop)
 
-    worker = threading.Thread(target=inflate, name="neurotorch-inflate", daemon=True)
+    worker = threading.Thread(target=produce, name="neurotorch-read-ahead", daemon=True)
     worker.start()
+    owner = os.getpid()
     try:
-        for _ in volumes:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
             yield item
-            free.put(item[1])
     finally:
-        stop.set()
-        free.put(bytearray(0))  # wakes a worker waiting for a buffer
-        worker.join()
+        if os.getpid() == owner:  # a forked child has no worker (and must not touch its locks)
+            stop.set()
+            worker.join()
+
+
+def _put(target: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set first; True if it was put."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decoded_volumes(
+    reader: SequentialReader, header: NiftiHeader, decoder: VolumeDecoder
+) -> Iterator[np.ndarray]:
+    for _, raw in _volume_bytes(reader, header, range(header.n_volumes)):
+        yield decoder.decode(raw)
 
 
 def iter_volumes(
     source: Source, mask: np.ndarray | None = None, *, progress: bool = False
 ) -> Iterator[np.ndarray]:
     """Yield the volumes of a 4-D NIfTI image one by one, in one sequential pass.
+
+    Images with more than 16 MiB of data are read and decoded on a helper thread, two volumes
+    ahead, so the caller's own work on a volume overlaps with decompression.
 
     Parameters
     ----------
@@ -261,15 +318,27 @@ def iter_volumes(
         The mask's shape differs from the image grid.
     FormatError
         Not a NIfTI image, fewer than three axes, or non-real data.
+    RuntimeError
+        The iterator is resumed in a process forked after it started.
     """
     with SequentialReader(source) as reader:
         header = read_header_from(reader)
         decoder = VolumeDecoder(header, mask, reader.name)
-        volumes = range(header.n_volumes)
-        with _progress(len(volumes), reader.name, progress) as bar:
-            for _, raw in _volume_bytes(reader, header, volumes):
+        volumes = _decoded_volumes(reader, header, decoder)
+        if header.n_volumes * header.volume_nbytes > _READ_AHEAD_MIN_BYTES:
+            volumes = _read_ahead(volumes, depth=2)
+        owner = os.getpid()
+        # closing the volume iterator first stops a read-ahead thread before the file is closed
+        with contextlib.closing(volumes), _progress(header.n_volumes, reader.name, progress) as bar:
+            for volume in volumes:
                 bar.update()
-                yield decoder.decode(raw)
+                yield volume
+                if os.getpid() != owner:  # a forked child shares the file offset
+                    raise RuntimeError(
+                        "A volume iterator cannot be resumed in a forked process; start "
+                        "iter_volumes in the process that consumes it (e.g. in the DataLoader "
+                        "worker)."
+                    )
 
 
 def resolve_volume_indices(
@@ -299,8 +368,8 @@ def read_masked_betas(
 ) -> np.ndarray:
     """Read the masked voxels of every (or the chosen) volume into a ``(n_volumes, n_voxels)`` array.
 
-    One sequential pass over the file; the output is allocated once, and peak memory is one
-    volume plus the output.
+    One sequential pass over the file; the output is allocated once, and peak memory is three
+    volume buffers plus the output.
 
     Parameters
     ----------
@@ -339,10 +408,13 @@ def read_masked_betas(
         rows_by_volume = np.split(
             np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1]
         )
-        with _progress(len(wanted), reader.name, progress) as bar:
-            for k, (_, raw) in enumerate(_volume_bytes(reader, header, wanted.tolist())):
+        stream = _raw_volumes(reader, header, wanted.tolist())
+        with contextlib.closing(stream), _progress(len(wanted), reader.name, progress) as bar:
+            for k, (_, raw) in enumerate(stream):
                 first, *repeats = rows_by_volume[k]
-                decoder.decode(raw, out=out[first])
-                out[repeats] = out[first]
+                row = out[first]
+                row.fill(0)  # maps the row's pages in one sweep: cheaper than inside the gather
+                decoder.decode(raw, out=row)
+                out[repeats] = row
                 bar.update()
     return out

@@ -7,6 +7,7 @@ effective scaling follows nibabel's ``get_slope_inter`` (a slope of 0 or NaN mea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -136,11 +137,11 @@ class NiftiHeader:
     @property
     def n_volumes(self) -> int:
         """Number of 3-D volumes: the product of the axes after the third (1 for a 3-D image)."""
-        return int(np.prod(self.shape[3:], dtype=np.int64))
+        return math.prod(self.shape[3:])
 
     @property
     def voxels_per_volume(self) -> int:
-        return int(np.prod(self.grid, dtype=np.int64))
+        return math.prod(self.grid)
 
     @property
     def volume_nbytes(self) -> int:

@@ -160,9 +160,16 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
     names = {cls.__name__ for cls in type(exc).__mro__}
     endpoint = _endpoint_of(options)
     where = f" (endpoint {endpoint})" if endpoint else ""
-    anonymous = bool(options.get("anon"))
+    is_s3 = url.startswith(("s3://", "s3a://"))
+    endpoint_advice = (
+        "the endpoint (AWS_ENDPOINT_URL_S3 or storage_options['endpoint_url'])"
+        if is_s3
+        else "the URL"
+    )
     if isinstance(exc, PermissionError):
-        if anonymous:
+        if not is_s3:
+            advice = "Check the credentials given in storage_options or configured for this store."
+        elif options.get("anon"):
             advice = (
                 "The request was anonymous because no AWS credentials are configured, so only "
                 "public buckets can be read; this bucket or object is private. Configure "
@@ -180,8 +187,7 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
         if _is_missing_bucket(exc):
             return RemoteAccessError(
                 f"The bucket of {url} does not exist{where}. Check the bucket name in the URL "
-                "(s3://bucket/prefix) and the endpoint (AWS_ENDPOINT_URL_S3 or "
-                "storage_options['endpoint_url'])."
+                f"and {endpoint_advice}."
             )
         return None
     if names & _CREDENTIAL_ERROR_NAMES:
@@ -193,8 +199,7 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
     if names & _CONNECTION_ERROR_NAMES:
         return RemoteAccessError(
             f"Could not reach the storage server for {url}{where}: {exc}. Check the network "
-            "connection and the endpoint (AWS_ENDPOINT_URL_S3 or storage_options['endpoint_url']) "
-            "and retry; downloads resume where they stopped."
+            f"connection and {endpoint_advice}, then retry; downloads resume where they stopped."
         )
     return None
 

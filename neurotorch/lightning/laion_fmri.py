@@ -78,6 +78,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
         Shuffle buffer of the training stream (stream mode).
     cache_dir
         Folder of the prepared store (default ``NEUROTORCH_CACHE``).
+    nan_policy
+        Non-finite betas: ``"raise"``, ``"zero"`` or ``"keep"``.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         dtype: str = "float32",
         shuffle_buffer: int = 1024,
         cache_dir: str | None = None,
+        nan_policy: str = "raise",
     ):
         super().__init__()
         if mode not in MODES:
@@ -126,7 +129,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
 
     def _selection(self) -> dict[str, Any]:
         hp = self.hparams
-        return {"roi": hp.roi, "nc_threshold": hp.nc_threshold}
+        return {"roi": hp.roi, "nc_threshold": hp.nc_threshold, "nan_policy": hp.nan_policy}
 
     def prepare_data(self) -> None:
         """Write the synthetic dataset if asked for, and build the prepared store (map mode)."""

@@ -61,8 +61,15 @@ class _LeadfieldDataModule(L.LightningDataModule):
         if self.leadfield is None:
             hp = self.hparams
             self.leadfield = build_leadfield(
-                hp.leadfield_dir, hp.subject, hp.orientation_type, hp.retrieve_mode,
-                hp.n_sources, hp.n_sensors, hp.sensor, hp.montage, hp.seed,
+                hp.leadfield_dir,
+                hp.subject,
+                hp.orientation_type,
+                hp.retrieve_mode,
+                hp.n_sources,
+                hp.n_sensors,
+                hp.sensor,
+                hp.montage,
+                hp.seed,
             )
         return self.leadfield
 
@@ -162,7 +169,11 @@ class CalibrationDataModule(_LeadfieldDataModule):
             runs = CalibrationRunsDataset(os.fspath(hp.runs_dir))
             order = np.random.default_rng(hp.seed).permutation(len(runs))
             n_train, n_val = int(0.7 * len(runs)), int(0.15 * len(runs))
-            parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+            parts = {
+                "train": order[:n_train],
+                "val": order[n_train : n_train + n_val],
+                "test": order[n_train + n_val :],
+            }
             return Subset(runs, parts[split].tolist())
         length, seed = self._split_options(split)
         if hp.streaming:
@@ -170,4 +181,6 @@ class CalibrationDataModule(_LeadfieldDataModule):
                 self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
                 hp.noise_var_scale, fresh_each_epoch=split == "train",
             )  # fmt: skip
-        return CalibrationDataset(self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale)
+        return CalibrationDataset(
+            self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale
+        )

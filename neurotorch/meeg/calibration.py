@@ -20,7 +20,9 @@ NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 DEFAULT_LEVELS = np.asarray(NOMINAL_LEVELS)
 #: Levels an isotonic map is fitted on: 0.01 ... 0.99 and 1 - 1e-3 ... 1 - 1e-12, so that
 #: strongly over-confident posteriors (which need nominal levels very close to 1) can be corrected.
-FIT_LEVELS = np.concatenate([np.round(np.arange(0.01, 1.0, 0.01), 2), 1.0 - np.logspace(-3, -12, 10)])
+FIT_LEVELS = np.concatenate(
+    [np.round(np.arange(0.01, 1.0, 0.01), 2), 1.0 - np.logspace(-3, -12, 10)]
+)
 
 
 def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -54,7 +56,10 @@ def coverage_curve(
 
 
 def ellipsoid_coverage_curve(
-    x_true: np.ndarray, mean: np.ndarray, cov_blocks: np.ndarray, levels: np.ndarray = DEFAULT_LEVELS
+    x_true: np.ndarray,
+    mean: np.ndarray,
+    cov_blocks: np.ndarray,
+    levels: np.ndarray = DEFAULT_LEVELS,
 ) -> np.ndarray:
     """Coverage of per-source credible ellipsoids (free orientation).
 
@@ -94,7 +99,9 @@ class IsotonicRecalibration:
     levels: np.ndarray | None = None
     fitted: np.ndarray | None = None
 
-    def fit(self, levels: np.ndarray, empirical: np.ndarray, weights: np.ndarray | None = None) -> IsotonicRecalibration:
+    def fit(
+        self, levels: np.ndarray, empirical: np.ndarray, weights: np.ndarray | None = None
+    ) -> IsotonicRecalibration:
         """Fit the isotonic regression of ``empirical`` on ``levels``."""
         order = np.argsort(levels)
         levels = np.asarray(levels, np.float64)[order]
@@ -145,8 +152,14 @@ def plot_coverage_curves(
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     for label, curve in curves.items():
         ax.plot(levels, curve, marker="o", ms=3, label=label)
-    ax.set(xlabel="nominal coverage", ylabel="empirical coverage", xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend(loc="upper left")
+    ax.set(
+        xlabel="nominal coverage",
+        ylabel="empirical coverage",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=title,
+    )
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

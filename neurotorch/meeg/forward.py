@@ -84,7 +84,9 @@ def cortical_shell(
     return rr, nn
 
 
-def sensor_info(sensor: str = "eeg", montage: str = "easycap-M43", n_sensors: int | None = None) -> mne.Info:
+def sensor_info(
+    sensor: str = "eeg", montage: str = "easycap-M43", n_sensors: int | None = None
+) -> mne.Info:
     """Measurement info for a sensor set, with no download.
 
     ``"eeg"`` uses ``make_standard_montage(montage)``; ``"mag"``/``"grad"`` pick the Neuromag-306
@@ -106,7 +108,9 @@ def sensor_info(sensor: str = "eeg", montage: str = "easycap-M43", n_sensors: in
             info = mne.pick_info(info, picks)
     if n_sensors is not None:
         if not 0 < n_sensors <= len(info["ch_names"]):
-            raise ValueError(f"n_sensors={n_sensors} but the {sensor} set has {len(info['ch_names'])} channels.")
+            raise ValueError(
+                f"n_sensors={n_sensors} but the {sensor} set has {len(info['ch_names'])} channels."
+            )
         info = mne.pick_info(info, list(range(n_sensors)))
     return info
 
@@ -133,7 +137,14 @@ def make_forward(
     has_meg = any(ch["kind"] == layout.KIND_MEG for ch in info["chs"])
     has_eeg = any(ch["kind"] == layout.KIND_EEG for ch in info["chs"])
     return mne.make_forward_solution(
-        info, trans=trans, src=src, bem=bem, meg=has_meg, eeg=has_eeg, ignore_ref=True, verbose=False
+        info,
+        trans=trans,
+        src=src,
+        bem=bem,
+        meg=has_meg,
+        eeg=has_eeg,
+        ignore_ref=True,
+        verbose=False,
     )
 
 
@@ -144,7 +155,9 @@ def _canonical_signs(q: np.ndarray) -> np.ndarray:
     return q * np.where(signs == 0, 1.0, signs)
 
 
-def tangential_reduction(leadfield_free: np.ndarray, n_keep: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def tangential_reduction(
+    leadfield_free: np.ndarray, n_keep: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Reduce each source's ``(n_sensors, 3)`` block to its ``n_keep`` strongest orientations.
 
     Returns ``(leadfield (n_sensors, n_sources, n_keep), Q_basis (n_sources, 3, n_keep))`` with
@@ -158,7 +171,9 @@ def tangential_reduction(leadfield_free: np.ndarray, n_keep: int = 2) -> tuple[n
     return reduced, q_basis
 
 
-def forward_to_leadfield(fwd: mne.Forward, orientation_type: str, normals: np.ndarray) -> LeadfieldData:
+def forward_to_leadfield(
+    fwd: mne.Forward, orientation_type: str, normals: np.ndarray
+) -> LeadfieldData:
     """CaliBrain `LeadfieldData` (scaled to µV/nAm or fT/nAm) from a free-orientation forward."""
     layout.check_orientation(orientation_type)
     chs = fwd["info"]["chs"]
@@ -172,7 +187,9 @@ def forward_to_leadfield(fwd: mne.Forward, orientation_type: str, normals: np.nd
         leadfield, q_basis = tangential_reduction(free)
     else:
         leadfield, q_basis = free, np.broadcast_to(np.eye(3), (n_sources, 3, 3)).copy()
-    leadfield, unitmult = scale_to_display_units(leadfield, int(first["unit"]), int(first["unit_mul"]))
+    leadfield, unitmult = scale_to_display_units(
+        leadfield, int(first["unit"]), int(first["unit_mul"])
+    )
     return LeadfieldData(
         leadfield=leadfield,
         sensor_kind=int(first["kind"]),
@@ -192,11 +209,15 @@ def _freesurfer_sources(
     """``n_sources`` evenly chosen cortical vertices (MRI frame) and the subject's BEM solution."""
     import mne
 
-    src = mne.setup_source_space(subject, spacing=spacing, subjects_dir=subjects_dir, add_dist=False, verbose=False)
+    src = mne.setup_source_space(
+        subject, spacing=spacing, subjects_dir=subjects_dir, add_dist=False, verbose=False
+    )
     rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
     nn = np.concatenate([s["nn"][s["vertno"]] for s in src])
     if n_sources > len(rr):
-        raise ValueError(f"{subject} has {len(rr)} vertices at spacing {spacing!r}; asked for {n_sources}.")
+        raise ValueError(
+            f"{subject} has {len(rr)} vertices at spacing {spacing!r}; asked for {n_sources}."
+        )
     keep = np.linspace(0, len(rr) - 1, n_sources).round().astype(int)
     bem_dir = subjects_dir / subject / "bem"
     solutions = sorted(bem_dir.glob("*-bem-sol.fif"))

@@ -7,6 +7,8 @@ to import MNE.
 
 from __future__ import annotations
 
+from neurotorch.errors import UnsafePathError
+
 ENV_VAR = "CALIBRAIN_DATA"
 LEADFIELD_DIR = "1284src_leadfield"
 FORWARD_DIR = "1284src_fwd"
@@ -40,6 +42,17 @@ def check_orientation(orientation_type: str) -> str:
     return orientation_type
 
 
+def check_subject(subject: str) -> str:
+    """Return ``subject`` if it is a plain name; raise `UnsafePathError` for path syntax."""
+    text = str(subject)
+    if not text or "/" in text or "\\" in text or ".." in text:
+        raise UnsafePathError(
+            f"Invalid subject {subject!r}: subjects are plain names such as 'fsaverage' or "
+            "'CC120166', never paths."
+        )
+    return text
+
+
 def leadfield_file(subject: str, orientation_type: str) -> str:
     """``1284src_leadfield/<subject>_<orientation>_leadfield.npz``."""
     return f"{LEADFIELD_DIR}/{leadfield_name(subject, orientation_type)}"
@@ -47,17 +60,17 @@ def leadfield_file(subject: str, orientation_type: str) -> str:
 
 def leadfield_name(subject: str, orientation_type: str) -> str:
     """File name of a leadfield inside a leadfield folder: ``<subject>_<orientation>_leadfield.npz``."""
-    return f"{subject}_{check_orientation(orientation_type)}_leadfield.npz"
+    return f"{check_subject(subject)}_{check_orientation(orientation_type)}_leadfield.npz"
 
 
 def forward_file(subject: str) -> str:
     """``1284src_fwd/<subject>-fwd.fif``."""
-    return f"{FORWARD_DIR}/{subject}-fwd.fif"
+    return f"{FORWARD_DIR}/{check_subject(subject)}-fwd.fif"
 
 
 def head_to_t1w_name(subject: str) -> str:
     """Name of the 4x4 head (m) to T1w (mm) transform written beside a subject's leadfields."""
-    return f"{subject}_head-to-T1w.txt"
+    return f"{check_subject(subject)}_head-to-T1w.txt"
 
 
 def posterior_summary_name(run_id: int, seed: int) -> str:

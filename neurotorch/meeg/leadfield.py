@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from neurotorch.config import resolve_data_dir
-from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError, UnsafePickleError
+from neurotorch.errors import (
+    CorruptFileError,
+    DataNotDownloadedError,
+    FormatError,
+    UnsafePickleError,
+)
 from neurotorch.meeg import layout
 
 _SCALE_TO_DISPLAY = {
@@ -152,7 +157,9 @@ def load_leadfield_npz(path: str | os.PathLike, allow_pickle: bool = False) -> L
     try:
         npz = np.load(path, allow_pickle=allow_pickle)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptFileError(f"Leadfield file {path} is not a readable NPZ archive: {exc}") from exc
+        raise CorruptFileError(
+            f"Leadfield file {path} is not a readable NPZ archive: {exc}"
+        ) from exc
     values: dict[str, np.ndarray] = {}
     skipped: list[str] = []
     with npz:
@@ -167,7 +174,9 @@ def load_leadfield_npz(path: str | os.PathLike, allow_pickle: bool = False) -> L
                     ) from exc
                 skipped.append(key)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise CorruptFileError(f"Array {key!r} in {path} is truncated or corrupt: {exc}") from exc
+                raise CorruptFileError(
+                    f"Array {key!r} in {path} is truncated or corrupt: {exc}"
+                ) from exc
     raw = values.get("leadfield", values.get("lead_field"))
     if raw is None:
         raise FormatError(f"{path} has no 'leadfield' array (keys: {sorted(npz.files)}).")
@@ -204,11 +213,15 @@ def _check_consistent(data: LeadfieldData, where: object) -> None:
     for name in ("src_coords", "src_normals"):
         arr = getattr(data, name)
         if arr is not None and arr.shape != (n_sources, 3):
-            raise FormatError(f"{name} in {where} has shape {arr.shape}; expected ({n_sources}, 3).")
+            raise FormatError(
+                f"{name} in {where} has shape {arr.shape}; expected ({n_sources}, 3)."
+            )
     if data.Q_basis is not None and data.orientation_type == "free":
         expected = (n_sources, 3, data.n_components)
         if data.Q_basis.shape != expected:
-            raise FormatError(f"Q_basis in {where} has shape {data.Q_basis.shape}; expected {expected}.")
+            raise FormatError(
+                f"Q_basis in {where} has shape {data.Q_basis.shape}; expected {expected}."
+            )
     if data.ch_names is not None and len(data.ch_names) != data.n_sensors:
         raise FormatError(
             f"{where} names {len(data.ch_names)} channels for {data.n_sensors} leadfield rows."
@@ -253,7 +266,11 @@ def random_leadfield(
     layout.check_orientation(orientation_type)
     rng = np.random.default_rng(seed)
     shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
-    q_basis = None if orientation_type == "fixed" else np.broadcast_to(np.eye(3), (n_sources, 3, 3)).copy()
+    q_basis = (
+        None
+        if orientation_type == "fixed"
+        else np.broadcast_to(np.eye(3), (n_sources, 3, 3)).copy()
+    )
     return LeadfieldData(leadfield=rng.standard_normal(shape), Q_basis=q_basis)
 
 
@@ -323,7 +340,9 @@ class LeadfieldBuilder:
         """
         layout.check_orientation(orientation_type)
         if retrieve_mode == "load":
-            data = load_leadfield_npz(self.path(subject, orientation_type), allow_pickle=allow_pickle)
+            data = load_leadfield_npz(
+                self.path(subject, orientation_type), allow_pickle=allow_pickle
+            )
             if data.orientation_type != orientation_type:
                 raise FormatError(
                     f"{self.path(subject, orientation_type)} holds a {data.orientation_type}-orientation "
@@ -358,7 +377,6 @@ class LeadfieldBuilder:
         return data if return_metadata else data.leadfield
 
 
-
 def read_transform(path: str | os.PathLike) -> np.ndarray:
     """Read a 4x4 affine written with ``np.savetxt`` (e.g. ``<subject>_head-to-T1w.txt``)."""
     path = Path(path)
@@ -369,5 +387,7 @@ def read_transform(path: str | os.PathLike) -> np.ndarray:
     except ValueError as exc:
         raise FormatError(f"{path} is not a whitespace-separated 4x4 matrix: {exc}") from exc
     if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]):
-        raise FormatError(f"{path} must hold a 4x4 affine with last row 0 0 0 1; got {matrix.shape}.")
+        raise FormatError(
+            f"{path} must hold a 4x4 affine with last row 0 0 0 1; got {matrix.shape}."
+        )
     return matrix

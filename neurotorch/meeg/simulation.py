@@ -195,9 +195,13 @@ class SourceSimulator:
         for length in torch.unique(lengths).tolist():
             rows = torch.nonzero(lengths == length).squeeze(1)
             segment = noise[rows, :length] @ self._operator(length).T
-            peak = segment.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(segment.dtype).tiny)
+            peak = (
+                segment.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(segment.dtype).tiny)
+            )
             segment = segment / peak * amplitudes[rows, None]
-            columns = cfg.onset_sample + starts[rows, None] + torch.arange(length, device=out.device)
+            columns = (
+                cfg.onset_sample + starts[rows, None] + torch.arange(length, device=out.device)
+            )
             out[rows[:, None], columns] = segment
         return out
 
@@ -220,14 +224,25 @@ class SourceSimulator:
         active = scores.topk(nnz, dim=1).indices
         n = batch_size * nnz
         lengths, starts = self.draw_timing(n, generator)
-        noise = torch.randn(n, self.config.n_post, generator=generator, device=self.device, dtype=self.dtype)
+        noise = torch.randn(
+            n, self.config.n_post, generator=generator, device=self.device, dtype=self.dtype
+        )
         amplitudes = self.draw_amplitudes(n, generator)
         waves = self.waveforms(noise, lengths, starts, amplitudes).reshape(batch_size, nnz, -1)
         orientations = None
         if n_components > 1:
-            orient = torch.randn(batch_size, nnz, n_components, generator=generator, device=self.device, dtype=self.dtype)
+            orient = torch.randn(
+                batch_size,
+                nnz,
+                n_components,
+                generator=generator,
+                device=self.device,
+                dtype=self.dtype,
+            )
             orientations = orient / orient.norm(dim=-1, keepdim=True)
-        return SourceBatch(active, waves, amplitudes.reshape(batch_size, nnz), orientations, n_sources)
+        return SourceBatch(
+            active, waves, amplitudes.reshape(batch_size, nnz), orientations, n_sources
+        )
 
 
 @dataclass
@@ -276,6 +291,12 @@ class SensorSimulator:
 
     def project(self, sources: SourceBatch) -> torch.Tensor:
         """Noise-free sensor data ``L x`` (B, M, T), using only the active columns."""
+        k = 1 if sources.orientations is None else sources.orientations.shape[-1]
+        if k != self.n_components:
+            raise ValueError(
+                f"The leadfield has {self.n_components} component(s) per source but the sources have "
+                f"{k}; simulate them with n_components={self.n_components}."
+            )
         columns = self.leadfield[:, sources.active_indices]  # (M, B, nnz[, K])
         if sources.orientations is not None:
             columns = (columns * sources.orientations[None]).sum(-1)

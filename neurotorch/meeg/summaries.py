@@ -25,7 +25,14 @@ import numpy as np
 from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError
 from neurotorch.meeg import layout
 
-_ARRAY_KEYS = ("x_true", "x_hat", "posterior_var", "posterior_cov_blocks", "posterior_cov", "Q_basis")
+_ARRAY_KEYS = (
+    "x_true",
+    "x_hat",
+    "posterior_var",
+    "posterior_cov_blocks",
+    "posterior_cov",
+    "Q_basis",
+)
 
 
 @dataclass
@@ -63,7 +70,9 @@ class PosteriorRun:
 
 def _blocks_from_full(cov: np.ndarray, n_sources: int, k: int, where: object) -> np.ndarray:
     if cov.shape != (n_sources * k, n_sources * k):
-        raise FormatError(f"posterior_cov in {where} is {cov.shape}; expected ({n_sources * k},) * 2.")
+        raise FormatError(
+            f"posterior_cov in {where} is {cov.shape}; expected ({n_sources * k},) * 2."
+        )
     full = cov.reshape(n_sources, k, n_sources, k)
     idx = np.arange(n_sources)
     return full[idx, :, idx, :]
@@ -92,7 +101,13 @@ def _build_run(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Pa
     if "posterior_cov_blocks" in arrays:
         blocks = np.asarray(arrays["posterior_cov_blocks"], np.float64)
     elif "posterior_var" in arrays:
-        var = np.asarray(arrays["posterior_var"], np.float64).reshape(x_true.shape[:-1])
+        var = np.asarray(arrays["posterior_var"], np.float64)
+        if var.size != int(np.prod(x_true.shape[:-1])):
+            raise FormatError(
+                f"posterior_var in {path} has {var.size} values; expected one per source (and "
+                f"component) of x_true {x_true.shape}, i.e. {x_true.shape[:-1]}."
+            )
+        var = var.reshape(x_true.shape[:-1])
     elif "posterior_cov" in arrays:
         cov = np.asarray(arrays["posterior_cov"], np.float64)
         if cov.ndim == 1:
@@ -103,7 +118,9 @@ def _build_run(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Pa
         raise FormatError(f"{path} holds no posterior_var, posterior_cov_blocks or posterior_cov.")
     if blocks is not None:
         if blocks.shape != (n_sources, k, k):
-            raise FormatError(f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k}).")
+            raise FormatError(
+                f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k})."
+            )
         var = np.diagonal(blocks, axis1=1, axis2=2).copy()
         if k == 1:
             var, blocks = var[:, 0], None
@@ -125,7 +142,9 @@ def read_posterior_summary(path: str | os.PathLike) -> PosteriorRun:
             arrays = {key: handle[key][()] for key in _ARRAY_KEYS if key in handle}
             raw_meta = handle.attrs.get("metadata_json")
     except OSError as exc:
-        raise CorruptFileError(f"Posterior summary {path} is not a readable HDF5 file: {exc}") from exc
+        raise CorruptFileError(
+            f"Posterior summary {path} is not a readable HDF5 file: {exc}"
+        ) from exc
     if isinstance(raw_meta, bytes):
         raw_meta = raw_meta.decode("utf-8")
     try:
@@ -171,7 +190,10 @@ def read_aggregated_run(path: str | os.PathLike) -> PosteriorRun:
         raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        info = json.loads(sidecar.read_text()).get("dataset_info") or {}
+        try:
+            info = json.loads(sidecar.read_text()).get("dataset_info") or {}
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise FormatError(f"{sidecar} is not a JSON object ({exc}); fix or remove it.") from exc
         for key, value in info.items():
             metadata.setdefault(key, value)
     return _build_run(arrays, metadata, path)

@@ -11,6 +11,7 @@ _EXPORTS = {
     "LinearEncoder": "neurotorch.models.linear_encoder",
     "IsotonicCalibrator": "neurotorch.models.calibrator",
     "NeuralCalibrator": "neurotorch.models.calibrator",
+    "LesionNetworkModel": "neurotorch.models.lesion_network",
 }
 
 __all__ = sorted(_EXPORTS)

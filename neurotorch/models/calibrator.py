@@ -8,8 +8,9 @@ CaliBrain's deviation metrics in the run directory (``output_dir`` or the traine
 * `IsotonicCalibrator` -- CaliBrain's method: one training pass collects the coverage curve,
   isotonic regression maps nominal to empirical coverage, intervals for a target level ``t``
   are built at nominal ``g^-1(t)``.
-* `NeuralCalibrator` -- a small MLP that rescales each source's posterior std from per-source
-  features, trained by Gaussian negative log-likelihood.
+* `NeuralCalibrator` -- a small MLP that predicts, from per-source features, the half-width of
+  each source's interval at every nominal level (in posterior stds), trained by quantile
+  (pinball) loss, so that the level-``c`` interval covers the truth with probability ``c``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ class CoverageCounter:
         self.counts = torch.zeros(len(thresholds) + 1, dtype=torch.float64, device=device)
 
     def update(self, scores: torch.Tensor) -> None:
-        buckets = torch.bucketize(scores.detach().reshape(-1).double(), self.thresholds, right=False)
+        buckets = torch.bucketize(
+            scores.detach().reshape(-1).double(), self.thresholds, right=False
+        )
         self.counts += torch.bincount(buckets, minlength=len(self.thresholds) + 1).double()
+
+    def update_covered(self, covered: torch.Tensor, total: int) -> None:
+        """Add per-threshold counts of covered elements out of ``total`` elements."""
+        cumulative = torch.cat([covered.double(), covered.new_tensor([total]).double()])
+        self.counts += torch.diff(cumulative, prepend=cumulative.new_zeros(1))
 
     def coverage(self) -> np.ndarray:
         total = self.counts.sum().clamp_min(1.0)
@@ -68,13 +76,15 @@ class _CoverageCalibrator(L.LightningModule):
         self.levels = np.asarray(levels, dtype=np.float64)
         self.output_dir = output_dir
         self._counters: dict[str, CoverageCounter] = {}
+        self._last_paths: tuple[Path, str] | None = None
         self.reports: dict[str, dict] = {}
 
-    # subclasses: std after calibration, and the nominal levels to build intervals at
-    def calibrated_scores(self, batch: dict) -> torch.Tensor:
+    def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
+        """Add the batch's coverage after calibration to ``counter`` (one count per level)."""
         raise NotImplementedError
 
     def calibrated_thresholds(self) -> np.ndarray:
+        """Thresholds on |z| of the calibrated intervals (ignored when counts are per element)."""
         return _z(self.levels)
 
     def _start(self, stage: str) -> None:
@@ -85,7 +95,7 @@ class _CoverageCalibrator(L.LightningModule):
 
     def _step(self, batch: dict) -> None:
         self._counters["raw"].update(_standardized(batch))
-        self._counters["calibrated"].update(self.calibrated_scores(batch))
+        self.calibrated_counts(batch, self._counters["calibrated"])
 
     def _end(self, stage: str) -> None:
         if not self._counters:
@@ -94,7 +104,10 @@ class _CoverageCalibrator(L.LightningModule):
             for counter in self._counters.values():
                 counter.counts.copy_(self.trainer.strategy.reduce(counter.counts, reduce_op="sum"))
         raw, calibrated = self._counters["raw"].coverage(), self._counters["calibrated"].coverage()
-        before, after = calibration_metrics(self.levels, raw), calibration_metrics(self.levels, calibrated)
+        before, after = (
+            calibration_metrics(self.levels, raw),
+            calibration_metrics(self.levels, calibrated),
+        )
         self.log(f"{stage}_mad_before", before["mean_absolute_deviation"])
         self.log(f"{stage}_mad_after", after["mean_absolute_deviation"], prog_bar=True)
         self.reports[stage] = {
@@ -149,7 +162,7 @@ class _CoverageCalibrator(L.LightningModule):
         self._end("test")
 
     def on_fit_end(self) -> None:
-        if "val" in self.reports and getattr(self, "_last_paths", None) and self.trainer.is_global_zero:
+        if "val" in self.reports and self._last_paths is not None and self.trainer.is_global_zero:
             self._print_report("val")
 
 
@@ -214,20 +227,22 @@ class IsotonicCalibrator(_CoverageCalibrator):
     def calibrated_thresholds(self) -> np.ndarray:
         return _z(self.recalibrated_levels(self.levels))
 
-    def calibrated_scores(self, batch: dict) -> torch.Tensor:
-        return _standardized(batch)
+    def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
+        counter.update(_standardized(batch))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.fitted = torch.empty_like(checkpoint["state_dict"]["fitted"])
 
 
 class NeuralCalibrator(_CoverageCalibrator):
-    """A small MLP that rescales posterior standard deviations.
+    """A small MLP that predicts per-source interval half-widths for every nominal level.
 
     For each source (and component) the features are ``log var``, ``log mean(mu**2)`` over time,
-    ``log gamma`` and ``log assumed_noise_var`` (the last two when the batch has them); the MLP
-    outputs ``log s`` and the calibrated std is ``s * sqrt(var)``. Training minimises the Gaussian
-    negative log-likelihood of ``x_true`` under ``N(mean, (s sigma)^2)``.
+    ``log gamma`` and ``log assumed_noise_var`` (zeros when the batch lacks the last two). The
+    MLP outputs increasing half-widths ``k_c`` (in posterior stds, one per level ``c``; initialised
+    at the uncalibrated ``Phi^-1((1 + c) / 2)``), and is trained with the pinball loss of level
+    ``c`` on ``|x_true - mean| / std``: the level-``c`` quantile, so the interval
+    ``mean +- k_c std`` covers the truth with probability ``c`` given the features.
 
     Parameters
     ----------
@@ -235,6 +250,9 @@ class NeuralCalibrator(_CoverageCalibrator):
         Width of the two hidden layers.
     lr
         Adam learning rate.
+    time_stride
+        The training loss uses every ``time_stride``-th time sample (neighbouring samples of a
+        band-limited trial carry little new information).
     levels, output_dir
         As in `IsotonicCalibrator`.
     """
@@ -243,47 +261,67 @@ class NeuralCalibrator(_CoverageCalibrator):
         self,
         hidden: int = 32,
         lr: float = 1e-2,
+        time_stride: int = 5,
         levels: Sequence[float] = NOMINAL_LEVELS,
         output_dir: str | None = None,
     ):
         super().__init__(levels, output_dir)
         self.save_hyperparameters()
+        n_levels = len(self.levels)
         self.net = nn.Sequential(
-            nn.Linear(4, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1)
+            nn.Linear(4, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, n_levels),
         )
+        steps = np.diff(np.concatenate([[0.0], _z(self.levels)]))
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        with torch.no_grad():  # softplus^-1 of the uncalibrated increments
+            self.net[-1].bias.copy_(torch.as_tensor(np.log(np.expm1(steps)), dtype=torch.float32))
+        self.register_buffer("level_tensor", torch.as_tensor(self.levels, dtype=torch.float32))
 
     @staticmethod
     def features(batch: dict) -> torch.Tensor:
         """``(..., 4)`` per-source features (see the class docstring)."""
         tiny = 1e-12
         var = batch["var"].float()
-        power = batch["mean"].float().pow(2).mean(-1)
-        extra = [batch.get(key) for key in ("gamma", "assumed_noise_var")]
         shape = var.shape
-        columns = [var.clamp_min(tiny).log(), power.clamp_min(tiny).log()]
-        for value in extra:
+        columns = [
+            var.clamp_min(tiny).log(),
+            batch["mean"].float().pow(2).mean(-1).clamp_min(tiny).log(),
+        ]
+        for key in ("gamma", "assumed_noise_var"):
+            value = batch.get(key)
             if value is None:
                 columns.append(torch.zeros(shape, device=var.device))
             else:
                 value = value.float().clamp_min(tiny).log()
-                columns.append(value.reshape(value.shape + (1,) * (len(shape) - value.ndim)).expand(shape))
+                columns.append(
+                    value.reshape(value.shape + (1,) * (len(shape) - value.ndim)).expand(shape)
+                )
         return torch.stack(columns, dim=-1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Calibrated posterior std, shaped like ``batch["var"]``."""
-        log_scale = self.net(self.features(batch)).squeeze(-1)
-        return batch["var"].float().clamp_min(1e-12).sqrt() * log_scale.exp()
+        """Half-widths ``(..., n_levels)`` in posterior stds, increasing with the level."""
+        return nn.functional.softplus(self.net(self.features(batch))).cumsum(-1)
 
-    def calibrated_scores(self, batch: dict) -> torch.Tensor:
-        return _standardized(batch, self(batch))
+    def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
+        scores, widths = _standardized(batch), self(batch)
+        covered = torch.stack(
+            [(scores <= widths[..., j, None]).sum() for j in range(widths.shape[-1])]
+        )
+        counter.update_covered(covered, scores.numel())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        std = self(batch)
-        z = (batch["x_true"] - batch["mean"]) / std[..., None]
-        loss = (0.5 * z.pow(2) + std.log()[..., None]).mean()
-        self.log("train_nll", loss, prog_bar=True)
+        scores = _standardized(batch)[..., :: self.hparams.time_stride]
+        widths = self(batch)
+        loss = scores.new_zeros(())
+        for j, level in enumerate(self.level_tensor):
+            residual = scores - widths[..., j, None]
+            loss = loss + torch.maximum(level * residual, (level - 1) * residual).mean()
+        loss = loss / len(self.level_tensor)
+        self.log("train_pinball", loss, prog_bar=True)
         return loss
 
     def configure_optimizers(self):

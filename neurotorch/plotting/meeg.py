@@ -63,9 +63,9 @@ def plot_leadfield_column_norms(leadfield: LeadfieldData | np.ndarray, path: Pat
     norms = column_norms(data)
     fig, (left, right) = new_figure(2)
     positive = norms[norms > 0]
-    edges = np.geomspace(positive.min(), positive.max(), 40) if positive.size and positive.min() < positive.max() else 40
-    left.hist(positive, bins=edges, color="tab:blue")
-    if positive.size:
+    log_scale = positive.size > 1 and positive.min() < positive.max()
+    left.hist(positive, bins=np.geomspace(positive.min(), positive.max(), 40) if log_scale else 40)
+    if log_scale:
         left.set_xscale("log")
     left.set(xlabel=f"column norm ({data.units})", ylabel="sources",
              title=f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}")  # fmt: skip

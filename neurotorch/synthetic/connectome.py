@@ -210,3 +210,18 @@ def make_connectome_dataset(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose from {', '.join(SIZES)}.")
     return make_connectome(out, seed=seed, overwrite=overwrite, **SIZES[size])
+
+
+def default_synthetic_connectome(size: str = "tiny", seed: int = 0) -> Path:
+    """The synthetic connectome in ``data_home()/synthetic/connectome-<size>-seed<seed>``, made once.
+
+    A file lock makes concurrent first uses (DDP ranks, parallel tests) write it once.
+    """
+    from filelock import FileLock
+
+    from neurotorch.config import data_home
+
+    root = data_home() / "synthetic" / f"connectome-{size}-seed{seed}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        return make_connectome_dataset(root, size=size, seed=seed)

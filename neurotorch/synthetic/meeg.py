@@ -37,7 +37,7 @@ from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator, item_ge
 
 SIZES = {
     "tiny": dict(n_sources=120, n_runs=4),
-    "small": dict(n_sources=300, n_runs=16),
+    "small": dict(n_sources=200, n_runs=12),
     "bench": dict(n_sources=1284, n_runs=8),
 }
 SUBJECTS = {"fsaverage": "eeg", "sub-meg01": "mag"}
@@ -72,7 +72,9 @@ def _full_posterior_cov(leadfield: np.ndarray, gamma: float, noise_var: float) -
 
 def _simulate_run(data: LeadfieldData, nnz: int, alpha: float, seed: int, index: int) -> dict:
     gen = item_generator(seed, index)
-    sources = SourceSimulator(dtype=torch.float64).simulate(1, data.n_sources, nnz, gen, data.n_components)
+    sources = SourceSimulator(dtype=torch.float64).simulate(
+        1, data.n_sources, nnz, gen, data.n_components
+    )
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     x = sources.dense()[0].numpy()
     gamma = float(np.mean(x**2))
@@ -112,7 +114,12 @@ def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez_compressed(tmp, **arrays, **scalars)
     os.replace(tmp, path)
-    sidecar = {"dataset_info": {key: metadata[key] for key in ("orientation_type", "coil_type", "sensor_kind", "subject", "solver")}}
+    sidecar = {
+        "dataset_info": {
+            key: metadata[key]
+            for key in ("orientation_type", "coil_type", "sensor_kind", "subject", "solver")
+        }
+    }
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
 
 
@@ -120,7 +127,9 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
     steps = tqdm(total=len(SUBJECTS) + n_runs, desc="synthetic CaliBrain", disable=not progress)
     leadfields = {}
     for subject, sensor in SUBJECTS.items():
-        rr, nn = forward.cortical_shell(n_sources, center=forward.SPHERE_ORIGIN["eeg" if sensor == "eeg" else "meg"])
+        rr, nn = forward.cortical_shell(
+            n_sources, center=forward.SPHERE_ORIGIN["eeg" if sensor == "eeg" else "meg"]
+        )
         info = forward.sensor_info(sensor)
         per_ori = _leadfields(info, rr, nn, sensor, root / layout.forward_file(subject))
         for ori, data in per_ori.items():
@@ -146,9 +155,16 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,
         }  # fmt: skip
         q_basis = data.Q_basis if ori == "free" else None
-        _write_summary(root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed), run, q_basis, metadata)
+        _write_summary(
+            root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed),
+            run,
+            q_basis,
+            metadata,
+        )
         _write_aggregated(
-            root / AGGREGATED_DIR / layout.aggregated_run_name(subject, SOLVER, run_id, run_seed), run, metadata
+            root / AGGREGATED_DIR / layout.aggregated_run_name(subject, SOLVER, run_id, run_seed),
+            run,
+            metadata,
         )
         steps.update()
     steps.close()
@@ -170,7 +186,7 @@ def make_calibrain(
         Output folder; default `default_root(size, seed)`. An existing complete root with the same
         size and seed is reused.
     size
-        ``"tiny"`` (120 sources, 4 runs), ``"small"`` (300 sources, 16 runs) or ``"bench"``
+        ``"tiny"`` (120 sources, 4 runs), ``"small"`` (200 sources, 12 runs) or ``"bench"``
         (1284 sources, 8 runs).
     seed
         Seed of every random choice.
@@ -185,7 +201,10 @@ def make_calibrain(
     wanted = {"size": size, "seed": seed}
     if root.exists() and not overwrite:
         info_path = root / DATASET_INFO
-        if info_path.exists() and {k: json.loads(info_path.read_text()).get(k) for k in wanted} == wanted:
+        if (
+            info_path.exists()
+            and {k: json.loads(info_path.read_text()).get(k) for k in wanted} == wanted
+        ):
             return root
         raise FileExistsError(
             f"{root} exists and is not a synthetic CaliBrain root of size={size!r}, seed={seed}; "
@@ -195,7 +214,12 @@ def make_calibrain(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        info = _write_calibrain(partial, **SIZES[size], seed=seed, progress=progress_enabled() if progress is None else progress)
+        info = _write_calibrain(
+            partial,
+            **SIZES[size],
+            seed=seed,
+            progress=progress_enabled() if progress is None else progress,
+        )
         (partial / DATASET_INFO).write_text(json.dumps({**wanted, **info}, indent=2))
         if root.exists():
             shutil.rmtree(root)
@@ -206,7 +230,12 @@ def make_calibrain(
 
 
 def _mask_shell(
-    mask: np.ndarray, affine: np.ndarray, n_sources: int, depth: float, max_radius_mm: float, seed: int
+    mask: np.ndarray,
+    affine: np.ndarray,
+    n_sources: int,
+    depth: float,
+    max_radius_mm: float,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sources (T1w mm) on a shell inside a brain mask, their radial normals and the mask centroid.
 
@@ -262,7 +291,9 @@ def write_subject_leadfields(
     root = Path(fmri_root)
     img = nib.load(root / fmri_layout.anatomical_brain_mask(subject))
     mask = np.asarray(img.dataobj) > 0
-    src_mm, normals, centroid = _mask_shell(mask, img.affine, n_sources, depth=0.8, max_radius_mm=70.0, seed=seed)
+    src_mm, normals, centroid = _mask_shell(
+        mask, img.affine, n_sources, depth=0.8, max_radius_mm=70.0, seed=seed
+    )
     origin_m = np.asarray(forward.SPHERE_ORIGIN["eeg"])
     head_to_t1w = np.eye(4)
     head_to_t1w[:3, :3] *= 1000.0

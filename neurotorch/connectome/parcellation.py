@@ -1,0 +1,82 @@
+"""Parcellations: a label image that groups the connectome's voxels into parcels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+
+from neurotorch.connectome.batches import ConnectomeBatches
+from neurotorch.connectome.grid import sample_at_mask
+from neurotorch.errors import ShapeMismatchError
+
+
+@dataclass(frozen=True)
+class Parcellation:
+    """Parcel label of every connectome voxel (0 = in no parcel).
+
+    Use `Parcellation.from_image` to build one from a label image on any grid.
+    """
+
+    voxel_labels: np.ndarray  # (n_voxels,) int
+
+    @classmethod
+    def from_image(
+        cls,
+        image: str | os.PathLike | nib.spatialimages.SpatialImage,
+        connectome: ConnectomeBatches,
+    ) -> Parcellation:
+        """Sample a 3-D label image (nearest neighbour) at the connectome's voxels.
+
+        Raises
+        ------
+        ShapeMismatchError
+            No parcel overlaps the brain mask (wrong space or affine).
+        OrientationMismatchError
+            The image's qform and sform disagree on orientation.
+        """
+        img = image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(image)
+        name = img.get_filename() or "parcellation"
+        labels = sample_at_mask(img, connectome.mask_indices, connectome.affine, name)
+        labels = np.rint(labels).astype(np.int64)
+        if not labels.any():
+            raise ShapeMismatchError(
+                f"{name} labels no voxel of the connectome's brain mask; check that it is in "
+                f"{connectome.space} and that its affine is right."
+            )
+        return cls(labels)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The parcel labels present, sorted; parcel p of `reduce` is ``labels[p]``."""
+        return np.unique(self.voxel_labels[self.voxel_labels != 0])
+
+    @property
+    def n_parcels(self) -> int:
+        return len(self.labels)
+
+    def reduce(self, timeseries: np.ndarray) -> np.ndarray:
+        """Mean over each parcel's voxels: (..., n_voxels) -> (..., n_parcels), in float64 sums."""
+        in_parcel = np.flatnonzero(self.voxel_labels != 0)
+        order = in_parcel[np.argsort(self.voxel_labels[in_parcel], kind="stable")]
+        sorted_labels = self.voxel_labels[order]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+        counts = np.diff(np.r_[starts, len(order)])
+        sums = np.add.reduceat(
+            np.asarray(timeseries, dtype=np.float64)[..., order], starts, axis=-1
+        )
+        return (sums / counts).astype(np.asarray(timeseries).dtype, copy=False)
+
+
+def connectivity_matrix(series: np.ndarray) -> np.ndarray:
+    """Pearson correlation between the columns of a (n_timepoints, n_regions) series.
+
+    NaN where a region has zero variance.
+    """
+    centred = np.asarray(series, dtype=np.float64)
+    centred = centred - centred.mean(axis=0)
+    norms = np.sqrt(np.sum(centred**2, axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (centred.T @ centred) / np.outer(norms, norms)
