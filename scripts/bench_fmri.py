@@ -14,8 +14,8 @@ Throughput is decompressed megabytes (10⁶ bytes) per second. The data set is t
 ``bench`` size (one session, 80×96×80 grid, 300 trials), written once with
 `neurotorch.synthetic.laion_fmri.make_laion_fmri` and reused.
 
-    python scripts/bench_fmri.py                 # bench size, best of 3 (~1 min after the data exist)
-    python scripts/bench_fmri.py --repeat 7      # more repeats on a noisy machine
+    python scripts/bench_fmri.py                 # bench size, best of 5 (~1 min once the data exist)
+    python scripts/bench_fmri.py --repeat 10     # more runs on a busy machine (~2 min)
     python scripts/bench_fmri.py --size small    # quick smoke run
 """
 
@@ -147,6 +147,7 @@ def plot(results: dict, megabytes: float, target: Path) -> None:
     for y, speed in enumerate(speeds):
         ax.text(speed, y, f" {speed:.0f}", va="center")
     ax.axvline(0.85 * speeds[names.index("limit")], color="#cc4444", ls="--", lw=1)
+    ax.set_xlim(0, 1.15 * max(speeds))
     ax.set_xlabel("decompressed MB/s (dashed: 0.85 × limit)")
     ax.set_title("one session of betas → trials × brain voxels")
     fig.tight_layout()
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="bench", choices=("tiny", "small", "bench"))
     parser.add_argument("--root", type=Path, default=None, help="synthetic dataset folder")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best is kept")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per path; the best is kept")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: cache dir)")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--betas", type=Path, help=argparse.SUPPRESS)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
 from neurotorch.errors import ShapeMismatchError, SplitError, UnsafePathError
 from neurotorch.fmri import splits
-from neurotorch.fmri.split_makers import (
-    make_splits,
-    nearest_train_distance,
-    plot_splits,
-    write_split_files,
-)
+from neurotorch.fmri.split_makers import make_splits, nearest_train_distance, write_split_files
+from neurotorch.plotting.fmri import plot_splits
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "laion-fmri-splits"
 N_IMAGES = 243  # 20 % is 48.6: the test sets hold 49 images, the train sets 194
@@ -202,5 +199,7 @@ def test_nearest_train_distance_and_plot(made, pool, tmp_path):
     test = np.isin(names, _ids(made["tau"])[1])
     by_loop = [min(1.0 - x[i] @ x[j] for j in np.flatnonzero(~test)) for i in np.flatnonzero(test)]
     np.testing.assert_allclose(nearest_train_distance(x, test), by_loop, rtol=0, atol=1e-12)
-    out = plot_splits(made, names, embeddings, tmp_path / "splits.png")
+    before = matplotlib.get_backend()
+    out = plot_splits(made, names, embeddings, tmp_path / "figures" / "splits.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == before

@@ -3,14 +3,21 @@
 `ConnectomeBatches` reads every file's header once, checks that all files agree (mask, affine,
 timepoints) and then reads subjects lazily. HDF5 handles are opened on first use in each process and
 dropped when pickled, so the object is safe to hand to ``DataLoader`` workers.
+
+The folder may be a local path or an fsspec URL (``s3://bucket/prefix``): headers are read through
+ranged requests, and a batch file's time series are read from a local copy fetched on first use
+(`neurotorch.io.storage.DataRoot.local_path`: one download per file version, shared by concurrent
+workers under a file lock).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +26,8 @@ import nibabel as nib
 import numpy as np
 
 from neurotorch.connectome import layout
+from neurotorch.io.storage import DataRoot
+from neurotorch.meeg.files import as_path, file_root
 
 try:  # ISA-L inflates about twice as fast as zlib
     from isal.isal_zlib import decompress as _inflate
@@ -38,7 +47,7 @@ from neurotorch.errors import (
 class BatchHeader:
     """What one batch file declares about itself."""
 
-    path: Path
+    path: Path | str  # a local path, or the URL of a remote file
     n_subjects: int
     n_timepoints: int
     n_voxels: int
@@ -50,6 +59,11 @@ class BatchHeader:
     source: str
     subject_ids: tuple[str, ...] | None
     chunk_rows: int
+
+    @property
+    def stem(self) -> str:
+        """The file name without ``.h5``."""
+        return posixpath.basename(os.fspath(self.path)).removesuffix(".h5")
 
     @property
     def mask_digest(self) -> str:
@@ -79,8 +93,15 @@ def _mask_indices_rows(raw: np.ndarray, n_voxels: int, path: Path) -> np.ndarray
     )
 
 
-def read_batch_header(path: str | os.PathLike) -> BatchHeader:
+def read_batch_header(path: str | os.PathLike, storage_options: dict | None = None) -> BatchHeader:
     """Read and check the header of one batch file (no time series are read).
+
+    Parameters
+    ----------
+    path
+        Local path or fsspec URL of the file; a remote header is read with small ranged requests.
+    storage_options
+        fsspec options of a URL (see `neurotorch.io.storage.DataRoot`).
 
     Raises
     ------
@@ -89,70 +110,85 @@ def read_batch_header(path: str | os.PathLike) -> BatchHeader:
     FormatError
         A required dataset or attribute is missing or disagrees with the data shapes.
     """
-    path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise CorruptFileError(
-            f"{path} is not a readable HDF5 file ({exc}); re-create or re-download it."
-        ) from exc
-    with f:
-        missing = [key for key in layout.REQUIRED_DATASETS if key not in f]
-        missing += [key for key in layout.REQUIRED_ATTRS if key not in f.attrs]
-        if missing:
-            raise FormatError(
-                f"{path} lacks {', '.join(missing)}; a connectome batch file needs the datasets "
-                f"{', '.join(layout.REQUIRED_DATASETS)} and the attributes "
-                f"{', '.join(layout.REQUIRED_ATTRS)}."
-            )
-        series = f[layout.TIMESERIES]
-        if series.ndim != 3:
-            raise FormatError(
-                f"{path}: '{layout.TIMESERIES}' has shape {series.shape}; expected "
-                "(n_subjects, n_timepoints, n_voxels)."
-            )
-        n_subjects, n_timepoints, n_voxels = (int(n) for n in series.shape)
-        declared = {key: int(f.attrs[key]) for key in ("n_subjects", "n_timepoints", "n_voxels")}
-        actual = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "n_voxels": n_voxels}
-        if declared != actual:
-            raise FormatError(
-                f"{path}: attributes say {declared} but '{layout.TIMESERIES}' has shape "
-                f"{series.shape}; the file is inconsistent, re-create it."
-            )
-        mask_indices = _mask_indices_rows(np.asarray(f[layout.MASK_INDICES]), n_voxels, path)
-        mask_shape = tuple(int(n) for n in np.asarray(f.attrs["mask_shape"]).ravel())
-        if len(mask_shape) != 3:
-            raise FormatError(f"{path}: attribute mask_shape={mask_shape} is not 3-D.")
-        if n_voxels and (mask_indices.min() < 0 or np.any(mask_indices.max(0) >= mask_shape)):
-            raise FormatError(
-                f"{path}: '{layout.MASK_INDICES}' points outside mask_shape {mask_shape}."
-            )
-        mask_affine = np.asarray(f[layout.MASK_AFFINE], dtype=np.float64)
-        if mask_affine.shape != (4, 4):
-            raise FormatError(
-                f"{path}: '{layout.MASK_AFFINE}' has shape {mask_affine.shape}, not (4, 4)."
-            )
-        ids = None
-        if layout.SUBJECT_IDS in f:
-            ids = tuple(_text(s) for s in f[layout.SUBJECT_IDS][()])
-            if len(ids) != n_subjects:
-                raise FormatError(
-                    f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
-                )
-        return BatchHeader(
-            path=path,
-            n_subjects=n_subjects,
-            n_timepoints=n_timepoints,
-            n_voxels=n_voxels,
-            mask_indices=mask_indices,
-            mask_affine=mask_affine,
-            mask_shape=mask_shape,
-            space=_text(f.attrs["space"]),
-            description=_text(f.attrs.get("description", "")),
-            source=_text(f.attrs.get("source", "")),
-            subject_ids=ids,
-            chunk_rows=int(series.chunks[0]) if series.chunks else n_subjects,
+    root, name = file_root(path, storage_options)
+    path = as_path(root, name)
+    with ExitStack() as stack:
+        source = (
+            path
+            if root.is_local
+            else stack.enter_context(root.open(name, block_size=HEADER_BLOCK_SIZE))
         )
+        try:
+            f = stack.enter_context(h5py.File(source, "r"))
+        except OSError as exc:
+            raise CorruptFileError(
+                f"{path} is not a readable HDF5 file ({exc}); re-create or re-download it."
+            ) from exc
+        return _header_of(f, path)
+
+
+def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
+    """Check and describe an open batch file."""
+    missing = [key for key in layout.REQUIRED_DATASETS if key not in f]
+    missing += [key for key in layout.REQUIRED_ATTRS if key not in f.attrs]
+    if missing:
+        raise FormatError(
+            f"{path} lacks {', '.join(missing)}; a connectome batch file needs the datasets "
+            f"{', '.join(layout.REQUIRED_DATASETS)} and the attributes "
+            f"{', '.join(layout.REQUIRED_ATTRS)}."
+        )
+    series = f[layout.TIMESERIES]
+    if series.ndim != 3:
+        raise FormatError(
+            f"{path}: '{layout.TIMESERIES}' has shape {series.shape}; expected "
+            "(n_subjects, n_timepoints, n_voxels)."
+        )
+    n_subjects, n_timepoints, n_voxels = (int(n) for n in series.shape)
+    declared = {key: int(f.attrs[key]) for key in ("n_subjects", "n_timepoints", "n_voxels")}
+    actual = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "n_voxels": n_voxels}
+    if declared != actual:
+        raise FormatError(
+            f"{path}: attributes say {declared} but '{layout.TIMESERIES}' has shape "
+            f"{series.shape}; the file is inconsistent, re-create it."
+        )
+    mask_indices = _mask_indices_rows(np.asarray(f[layout.MASK_INDICES]), n_voxels, path)
+    mask_shape = tuple(int(n) for n in np.asarray(f.attrs["mask_shape"]).ravel())
+    if len(mask_shape) != 3:
+        raise FormatError(f"{path}: attribute mask_shape={mask_shape} is not 3-D.")
+    if n_voxels and (mask_indices.min() < 0 or np.any(mask_indices.max(0) >= mask_shape)):
+        raise FormatError(
+            f"{path}: '{layout.MASK_INDICES}' points outside mask_shape {mask_shape}."
+        )
+    mask_affine = np.asarray(f[layout.MASK_AFFINE], dtype=np.float64)
+    if mask_affine.shape != (4, 4):
+        raise FormatError(
+            f"{path}: '{layout.MASK_AFFINE}' has shape {mask_affine.shape}, not (4, 4)."
+        )
+    ids = None
+    if layout.SUBJECT_IDS in f:
+        ids = tuple(_text(s) for s in f[layout.SUBJECT_IDS][()])
+        if len(ids) != n_subjects:
+            raise FormatError(
+                f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
+            )
+    return BatchHeader(
+        path=path,
+        n_subjects=n_subjects,
+        n_timepoints=n_timepoints,
+        n_voxels=n_voxels,
+        mask_indices=mask_indices,
+        mask_affine=mask_affine,
+        mask_shape=mask_shape,
+        space=_text(f.attrs["space"]),
+        description=_text(f.attrs.get("description", "")),
+        source=_text(f.attrs.get("source", "")),
+        subject_ids=ids,
+        chunk_rows=int(series.chunks[0]) if series.chunks else n_subjects,
+    )
+
+
+# Remote headers are read in requests of this size (HDF5 metadata sits in small scattered blocks).
+HEADER_BLOCK_SIZE = 2**20
 
 
 def _one_gzip_chunk_per_subject(dataset: h5py.Dataset) -> bool:
@@ -189,26 +225,29 @@ def _check_headers_agree(headers: Sequence[BatchHeader]) -> None:
             )
 
 
-def _batch_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    if isinstance(path, (str, os.PathLike)):
-        path = Path(path)
-        if path.is_file():
-            return [path]
-        if not path.is_dir():
-            raise DataNotDownloadedError(
-                f"No connectome at {path}; give a folder of *_chunk_NNN.h5 batch files or one file."
-            )
-        names = layout.sorted_batch_names(os.listdir(path))
-        if not names:
-            raise DataNotDownloadedError(
-                f"{path} holds no batch files named <prefix>_chunk_NNN.h5; convert a connectome "
-                "with neurotorch.connectome.convert_timeseries or point to the right folder."
-            )
-        return [path / name for name in names]
-    paths = [Path(p) for p in path]
-    if not paths:
-        raise ValueError("Empty list of connectome batch files.")
-    return paths
+def _batch_sources(
+    path: str | os.PathLike | Sequence[str | os.PathLike], storage_options: dict | None
+) -> list[tuple[DataRoot, str]]:
+    """(root of the folder, file name) of every batch file, in batch order."""
+    if not isinstance(path, (str, os.PathLike)):
+        sources = [file_root(p, storage_options) for p in path]
+        if not sources:
+            raise ValueError("Empty list of connectome batch files.")
+        return sources
+    root = DataRoot(path, storage_options)
+    if not root.isdir():
+        if root.exists():
+            return [file_root(path, storage_options)]
+        raise DataNotDownloadedError(
+            f"No connectome at {root.url}; give a folder of *_chunk_NNN.h5 batch files or one file."
+        )
+    names = layout.sorted_batch_names(root.listdir())
+    if not names:
+        raise DataNotDownloadedError(
+            f"{root.url} holds no batch files named <prefix>_chunk_NNN.h5; convert a connectome "
+            "with neurotorch.connectome.convert_timeseries or point to the right folder."
+        )
+    return [(root, name) for name in names]
 
 
 class ConnectomeBatches:
@@ -217,7 +256,11 @@ class ConnectomeBatches:
     Parameters
     ----------
     path
-        A folder of ``<prefix>_chunk_NNN.h5`` files, one batch file, or a list of batch files.
+        A folder of ``<prefix>_chunk_NNN.h5`` files, one batch file, or a list of batch files;
+        local paths or fsspec URLs (``s3://bucket/prefix``).
+    storage_options
+        fsspec options of a URL (credentials, ``endpoint_url``, ``anon``); public S3 buckets are
+        read anonymously when no credentials are configured.
 
     Raises
     ------
@@ -229,8 +272,15 @@ class ConnectomeBatches:
         The files disagree on mask, affine, space or number of timepoints.
     """
 
-    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike]):
-        self.headers = [read_batch_header(p) for p in _batch_paths(path)]
+    def __init__(
+        self,
+        path: str | os.PathLike | Sequence[str | os.PathLike],
+        storage_options: dict | None = None,
+    ):
+        self._sources = _batch_sources(path, storage_options)
+        self.headers = [
+            read_batch_header(root.path(name), root.storage_options) for root, name in self._sources
+        ]
         _check_headers_agree(self.headers)
         counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -239,8 +289,8 @@ class ConnectomeBatches:
 
     # -- description -------------------------------------------------------------------------
     @property
-    def files(self) -> list[Path]:
-        """The batch files, in batch order."""
+    def files(self) -> list[Path | str]:
+        """The batch files (local paths or URLs), in batch order."""
         return [h.path for h in self.headers]
 
     @property
@@ -285,7 +335,7 @@ class ConnectomeBatches:
         """Stored subject ids, or ``"<file stem>:<row>"`` where a file has none."""
         ids: list[str] = []
         for h in self.headers:
-            ids += list(h.subject_ids or (f"{h.path.stem}:{row}" for row in range(h.n_subjects)))
+            ids += list(h.subject_ids or (f"{h.stem}:{row}" for row in range(h.n_subjects)))
         return ids
 
     def mask_image(self) -> nib.Nifti1Image:
@@ -326,7 +376,8 @@ class ConnectomeBatches:
             self._pid = os.getpid()
         handle = self._handles.get(file_idx)
         if handle is None:
-            handle = h5py.File(self.headers[file_idx].path, "r")
+            root, name = self._sources[file_idx]
+            handle = h5py.File(root.local_path(name), "r")  # a cached copy of a remote file
             self._handles[file_idx] = handle
         return handle[layout.TIMESERIES]
 
@@ -340,22 +391,29 @@ class ConnectomeBatches:
                 f"({exc}); the file is truncated or corrupt, re-create it."
             ) from exc
 
-    def read_subject(self, subject: int) -> np.ndarray:
-        """One subject's (n_timepoints, n_voxels) float32 time series."""
+    def read_subject(self, subject: int, writable: bool = True) -> np.ndarray:
+        """One subject's (n_timepoints, n_voxels) float32 time series.
+
+        A subject stored as one plain deflate chunk is inflated straight from the raw chunk (ISA-L,
+        which releases the GIL, so reading overlaps with work in other threads); other filter
+        pipelines (shuffle, checksums, ...) go through h5py. ``writable=False`` may return a
+        read-only array and saves a copy.
+        """
         file_idx, row = self.locate(subject)
         dataset = self._dataset(file_idx)
         if not _one_gzip_chunk_per_subject(dataset):
             return self.read_rows(file_idx, row, row + 1)[0]
         try:
             filter_mask, raw = dataset.id.read_direct_chunk((row, 0, 0))
-            data = raw if filter_mask & 1 else _inflate(raw)
+            n_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))
+            data = raw if filter_mask & 1 else _inflate(raw, 15, n_bytes)
             values = np.frombuffer(data, dtype=dataset.dtype).reshape(dataset.shape[1:])
-            return values.copy()  # writable, as h5py's own reads are
         except (OSError, ValueError, _InflateError) as exc:
             raise CorruptFileError(
                 f"Reading subject {row} of {self.headers[file_idx].path} failed ({exc}); the file "
                 "is truncated or corrupt, re-create it."
             ) from exc
+        return values.copy() if writable else values
 
     def chunk_spans(self) -> list[tuple[int, int, int]]:
         """(file number, start row, stop row) of every HDF5 chunk along the subject axis."""
@@ -368,24 +426,25 @@ class ConnectomeBatches:
         return spans
 
     def iter_subjects(
-        self, subjects: Sequence[int] | None = None, prefetch: bool = False
+        self, subjects: Sequence[int] | None = None, prefetch: bool = False, writable: bool = True
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (subject index, (n_timepoints, n_voxels) array) in order.
 
         With ``prefetch`` the next subject is read and inflated in a background thread while the
-        caller works on the current one (two subjects in memory instead of one).
+        caller works on the current one (two subjects in memory instead of one). ``writable`` as
+        in `read_subject`.
         """
         order = [int(s) for s in (range(self.n_subjects) if subjects is None else subjects)]
         if not prefetch:
             for subject in order:
-                yield subject, self.read_subject(subject)
+                yield subject, self.read_subject(subject, writable)
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.read_subject, order[0]) if order else None
+            pending = pool.submit(self.read_subject, order[0], writable) if order else None
             for i, subject in enumerate(order):
                 data = pending.result()
                 if i + 1 < len(order):
-                    pending = pool.submit(self.read_subject, order[i + 1])
+                    pending = pool.submit(self.read_subject, order[i + 1], writable)
                 yield subject, data
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ float32 and the across-subject sums of z and z^2 are accumulated in float64.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ from neurotorch.errors import ShapeMismatchError
 # |r| is clipped here before arctanh so that a voxel equal to its seed stays finite
 R_CLIP = 1.0 - 1e-7
 MAP_KINDS = ("meanz", "t", "p", "q")
+# p values are computed with the t distribution's finite series up to this many degrees of
+# freedom, and with scipy below this p (see `two_sided_p`)
+MAX_SERIES_DOF = 100
+SERIES_P_FLOOR = 1e-6
 
 LesionInput = str | os.PathLike | nib.spatialimages.SpatialImage | np.ndarray
 
@@ -164,7 +169,10 @@ class SeedWeights:
 
 
 def seed_correlations(
-    timeseries: torch.Tensor, seeds: SeedWeights, inplace: bool = False
+    timeseries: torch.Tensor,
+    seeds: SeedWeights,
+    inplace: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pearson r of each seed time course with every voxel, for one subject.
 
@@ -176,6 +184,9 @@ def seed_correlations(
         Which voxels average into which seed, see `SeedWeights.from_masks`.
     inplace
         Centre ``timeseries`` in place instead of in a copy (for callers that own the tensor).
+    out
+        Optional (n_seeds, n_voxels) tensor to write the correlations into (reused across
+        subjects, it saves allocating and page-faulting a large array per subject).
 
     Returns
     -------
@@ -188,7 +199,7 @@ def seed_correlations(
     seed_series = centred[:, seeds.index] @ seeds.weights
     seed_series -= seed_series.mean(dim=0, keepdim=True)
     seed_series /= torch.linalg.vector_norm(seed_series, dim=0)
-    correlation = seed_series.T @ centred
+    correlation = torch.matmul(seed_series.T, centred, out=out)
     correlation /= torch.einsum("tv,tv->v", centred, centred).sqrt_()
     return correlation
 
@@ -198,19 +209,70 @@ def fisher_z_(r: torch.Tensor) -> torch.Tensor:
     return r.clamp_(-R_CLIP, R_CLIP).atanh_()
 
 
+def _tail_series_coefficients(dof: int) -> list[float]:
+    """Coefficients c_k of the finite series of the t distribution with integer ``dof``.
+
+    With x = dof / (dof + t^2) and s = |t| / sqrt(dof + t^2), P(|T| <= |t|) is
+    s * sum_k c_k x^k for even ``dof`` and (2/pi) * (atan(|t| / sqrt(dof)) + s sqrt(x)
+    sum_k c_k x^k) for odd ``dof`` (Abramowitz & Stegun 26.7.3-4).
+    """
+    even = dof % 2 == 0
+    coefficients = [1.0]
+    for k in range(1, (dof - 1) // 2 + (1 if even else 0)):
+        ratio = (2 * k - 1) / (2 * k) if even else (2 * k) / (2 * k + 1)
+        coefficients.append(coefficients[-1] * ratio)
+    return coefficients
+
+
+def two_sided_p(t: np.ndarray, dof: int) -> np.ndarray:
+    """Two-sided p values of t statistics with integer ``dof``, float64.
+
+    Up to `MAX_SERIES_DOF` degrees of freedom the t distribution's finite series is evaluated
+    with a few vectorised passes in torch (Horner's rule); it agrees with
+    ``scipy.special.stdtr`` to ~1e-9 relative while p >= `SERIES_P_FLOOR`. Smaller p values
+    (where 1 - P(|T| <= |t|) would cancel) and larger ``dof`` use ``scipy.special.stdtr``.
+    NaN stays NaN.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if dof < 1 or dof > MAX_SERIES_DOF:
+        return 2.0 * special.stdtr(dof, -np.abs(t))
+    abs_t = torch.from_numpy(t).abs()
+    x = abs_t.square().add_(dof)
+    x = x.reciprocal_().mul_(dof)  # cos^2 of the angle atan(|t| / sqrt(dof))
+    coefficients = _tail_series_coefficients(dof)
+    series = torch.full_like(x, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        series.mul_(x).add_(c)
+    series.mul_(torch.sub(1.0, x).sqrt_())  # times sin of the angle
+    if dof % 2 == 0:
+        inside = series
+    else:
+        inside = abs_t.div_(math.sqrt(dof)).atan_()
+        if dof > 1:
+            inside.add_(series.mul_(x.sqrt_()))
+        inside.mul_(2.0 / math.pi)
+    p = inside.neg_().add_(1.0).numpy()
+    small = p < SERIES_P_FLOOR  # False for NaN
+    p[small] = 2.0 * special.stdtr(dof, -np.abs(t[small]))
+    return p
+
+
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p values along the last axis.
 
     NaN p values (voxels without variance) stay NaN and do not count as tests.
     """
-    p_t = torch.as_tensor(np.asarray(p, dtype=np.float64))
-    sorted_p, order = torch.sort(p_t, dim=-1)  # NaN sorts last
-    n_tests = (~torch.isnan(p_t)).sum(dim=-1, keepdim=True)
-    ranks = torch.arange(1, p_t.shape[-1] + 1, dtype=torch.float64)
-    scaled = (sorted_p * n_tests / ranks).nan_to_num_(nan=torch.inf)
-    adjusted = scaled.flip(-1).cummin(dim=-1).values.flip(-1).clamp_(max=1.0)
-    adjusted[torch.isnan(sorted_p)] = torch.nan
-    return torch.empty_like(adjusted).scatter_(-1, order, adjusted).numpy()
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, axis=-1)  # NaN sorts last
+    ranked = np.take_along_axis(p, order, axis=-1)
+    n_tests = np.count_nonzero(~np.isnan(p), axis=-1, keepdims=True)
+    ranked *= n_tests / np.arange(1, p.shape[-1] + 1)
+    reversed_view = ranked[..., ::-1]
+    np.fmin.accumulate(reversed_view, axis=-1, out=reversed_view)  # fmin: NaN never wins
+    np.minimum(ranked, 1.0, out=ranked)
+    adjusted = np.empty_like(ranked)
+    np.put_along_axis(adjusted, order, ranked, axis=-1)
+    return adjusted
 
 
 @dataclass
@@ -289,6 +351,7 @@ def network_map(
     connectome: str | os.PathLike | ConnectomeBatches,
     subjects: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
+    storage_options: dict | None = None,
 ) -> NetworkMapResult:
     """Functional lesion network maps of many lesions in one pass over a connectome.
 
@@ -297,11 +360,14 @@ def network_map(
     lesions
         Lesion masks, see `load_lesions`, or an already loaded `LesionSet`.
     connectome
-        Folder of batch files or a `ConnectomeBatches`.
+        Folder of batch files (local path or fsspec URL such as ``s3://bucket/prefix``) or a
+        `ConnectomeBatches`.
     subjects
         Subject indices to use (default: all).
     device
         Torch device for the correlations (``"cuda"`` moves the per-subject work to a GPU).
+    storage_options
+        fsspec options when ``connectome`` is a URL.
 
     Returns
     -------
@@ -309,7 +375,9 @@ def network_map(
         Mean Fisher z, t, two-sided p and Benjamini-Hochberg q maps per lesion.
     """
     batches = (
-        connectome if isinstance(connectome, ConnectomeBatches) else ConnectomeBatches(connectome)
+        connectome
+        if isinstance(connectome, ConnectomeBatches)
+        else ConnectomeBatches(connectome, storage_options)
     )
     lesion_set = lesions if isinstance(lesions, LesionSet) else load_lesions(lesions, batches)
     subjects = list(range(batches.n_subjects)) if subjects is None else list(subjects)
@@ -321,16 +389,20 @@ def network_map(
     shape = (len(lesion_set.names), batches.n_voxels)
     total = torch.zeros(shape, dtype=torch.float64, device=device)
     total_sq = torch.zeros(shape, dtype=torch.float64, device=device)
+    # buffers reused for every subject: large fresh arrays would be page-faulted in each time
+    series_buffer = torch.empty((batches.n_timepoints, batches.n_voxels), dtype=torch.float32)
+    z = torch.empty(shape, dtype=torch.float32, device=device)
     for _, series in tqdm(
-        batches.iter_subjects(subjects, prefetch=True),
+        batches.iter_subjects(subjects, prefetch=True, writable=False),
         total=len(subjects),
         desc="lesion network mapping",
         unit="subject",
         disable=not progress_enabled(),
     ):
-        x = torch.from_numpy(series).to(device)
-        z = fisher_z_(seed_correlations(x, seeds, inplace=True)).double()
-        total.add_(z)
+        np.copyto(series_buffer.numpy(), series)
+        x = series_buffer.to(device, non_blocking=True)
+        fisher_z_(seed_correlations(x, seeds, inplace=True, out=z))
+        total.add_(z)  # accumulated in float64
         total_sq.addcmul_(z, z)
 
     n_subjects = len(subjects)
@@ -338,8 +410,7 @@ def network_map(
     squared_deviations = total_sq.addcmul_(total, total, value=-n_subjects).clamp_(min=0).cpu()
     standard_error = squared_deviations.div_((n_subjects - 1) * n_subjects).sqrt_()
     t = (mean / standard_error).numpy()
-    p = special.stdtr(n_subjects - 1, -np.abs(t))
-    p *= 2.0
+    p = two_sided_p(t, n_subjects - 1)
     return NetworkMapResult(
         names=list(lesion_set.names),
         mean_z=mean.numpy().astype(np.float32),

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, random_leadfield
 from neurotorch.meeg.posterior import bmn_posterior
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
-from neurotorch.meeg.summaries import find_posterior_summaries, read_run
+from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
 PAPER_NNZ = (1, 3, 5, 10, 100)
 PAPER_ALPHA = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -53,12 +53,14 @@ def build_leadfield(
     sensor: str = "eeg",
     montage: str = "easycap-M43",
     seed: int = 0,
+    storage_options: dict | None = None,
 ) -> LeadfieldData:
     """Get a leadfield for the datasets: load it, simulate it with MNE or draw it at random.
 
     ``"load"`` reads ``<subject>_<orientation>_leadfield.npz`` from ``leadfield_dir`` (default
-    ``$CALIBRAIN_DATA/1284src_leadfield``); ``"simulate"`` builds the forward model in memory and
-    ``"random"`` draws the matrix -- neither writes anything (use `LeadfieldBuilder` to save).
+    ``$CALIBRAIN_DATA/1284src_leadfield``; a local folder or an fsspec URL read with
+    ``storage_options``); ``"simulate"`` builds the forward model in memory and ``"random"``
+    draws the matrix -- neither writes anything (use `LeadfieldBuilder` to save).
     """
     if retrieve_mode == "simulate":
         from neurotorch.meeg.forward import simulate_leadfield
@@ -72,7 +74,7 @@ def build_leadfield(
         raise ValueError(
             f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
         )
-    return LeadfieldBuilder(leadfield_dir).get_leadfield(
+    return LeadfieldBuilder(leadfield_dir, storage_options).get_leadfield(
         subject, orientation_type, "load", return_metadata=True
     )
 
@@ -404,27 +406,34 @@ class CalibrationRunsDataset(Dataset):
     Parameters
     ----------
     files
-        Paths, or one folder searched for ``posterior_summary_run*_seed*.h5`` (or, when it holds
-        none, ``*.npz``).
+        Paths or URLs, or one folder (or URL prefix such as ``s3://bucket/runs``) searched for
+        ``posterior_summary_run*_seed*.h5`` (or, when it holds none, ``*.npz``).
+    storage_options
+        fsspec options for URLs (``endpoint_url``, ``anon``, ...). Remote HDF5 summaries are
+        read from cached local copies, NPZ runs into memory; nothing stays open between items.
     """
 
-    def __init__(self, files: str | os.PathLike | Sequence[str | os.PathLike]):
-        if isinstance(files, (str, os.PathLike)) and Path(files).is_dir():
-            root = Path(files)
-            paths = find_posterior_summaries(root) or sorted(root.rglob("*.npz"))
+    def __init__(
+        self,
+        files: str | os.PathLike | Sequence[str | os.PathLike],
+        storage_options: dict | None = None,
+    ):
+        single = isinstance(files, (str, os.PathLike))
+        folder = DataRoot(files, storage_options) if single else None
+        if folder is not None and folder.isdir():
+            paths = find_posterior_summaries(folder) or find_files(folder, "*.npz")
         else:
-            paths = (
-                [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(p) for p in files]
-            )
+            paths = [files] if single else list(files)
         if not paths:
             raise FileNotFoundError(f"No posterior summaries or calibration runs found in {files}.")
         self.paths = paths
+        self.storage_options = storage_options
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        run = read_run(self.paths[index])
+        run = read_run(self.paths[index], self.storage_options)
         item: dict[str, Any] = {
             "x_true": torch.as_tensor(run.x_true, dtype=torch.float32),
             "mean": torch.as_tensor(run.x_hat, dtype=torch.float32),
@@ -530,6 +539,7 @@ class FMRIInformedSensors(Dataset):
         subject: str = "sub-01",
         alpha: float = 0.5,
         seed: int = 0,
+        storage_options: dict | None = None,
         **kwargs: Any,
     ) -> FMRIInformedSensors:
         """Pair a LAION-fMRI `neurotorch.data.betas.BetasDataset` with the subject's leadfield.
@@ -537,18 +547,21 @@ class FMRIInformedSensors(Dataset):
         Reads the fixed leadfield and ``<subject>_head-to-T1w.txt`` from
         ``<fmri_root>/derivatives/meeg/`` (see `neurotorch.synthetic.meeg.write_subject_leadfields`)
         and the voxel grid's affine from the subject's anatomical brain mask; the voxel order is
-        ``betas_dataset.voxel_mask(subject)`` in C order. ``kwargs`` go to the constructor.
+        ``betas_dataset.voxel_mask(subject)`` in C order. ``fmri_root`` may be an fsspec URL
+        (with ``storage_options``). ``kwargs`` go to the constructor.
         """
         import nibabel as nib
 
         from neurotorch.fmri import layout as fmri_layout
         from neurotorch.meeg.leadfield import load_leadfield_npz, read_transform
 
-        root = Path(fmri_root)
-        meeg_dir = root / layout.FMRI_MEEG_DIR
-        leadfield = load_leadfield_npz(meeg_dir / layout.leadfield_file(subject, "fixed"))
-        transform = read_transform(meeg_dir / layout.head_to_t1w_name(subject))
-        affine = nib.load(root / fmri_layout.anatomical_brain_mask(subject)).affine
+        root = DataRoot(fmri_root, storage_options)
+        meeg_dir, options = layout.FMRI_MEEG_DIR, root.storage_options
+        leadfield = load_leadfield_npz(
+            root.path(meeg_dir, layout.leadfield_file(subject, "fixed")), storage_options=options
+        )
+        transform = read_transform(root.path(meeg_dir, layout.head_to_t1w_name(subject)), options)
+        affine = nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject))).affine
         coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
         return cls(betas_dataset, coords, leadfield, transform, alpha, seed, **kwargs)
 
@@ -579,6 +592,7 @@ _LEADFIELD_KEYS = (
     "n_sensors",
     "sensor",
     "montage",
+    "storage_options",
 )
 
 
@@ -604,7 +618,7 @@ def build_meeg_calibration(
     """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
     else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
     if "files" in config:
-        return CalibrationRunsDataset(config["files"])
+        return CalibrationRunsDataset(config["files"], config.get("storage_options"))
     leadfield = _leadfield_from_config(config)
     config["seed"] = split_seed(config.get("seed", 0), split)
     return (CalibrationBatches if streaming else CalibrationDataset)(leadfield, **config)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from neurotorch.config import progress_enabled
 from neurotorch.errors import ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
-from neurotorch.fmri.splits import split_family, validate_split_dict
+from neurotorch.fmri.splits import validate_split_dict
 
 TAU_TARGET_RATIO = 1.0
 TAU_PERCENTILE_STEP = 5
@@ -408,60 +408,12 @@ def make_splits(
     return splits
 
 
-# ── looking at splits ──────────────────────────────────────────────────────────────────────────
+# ── comparing splits (figures: `neurotorch.plotting.fmri.plot_splits`) ─────────────────────────
 
 
 def nearest_train_distance(x: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Cosine distance of every test row of unit-length ``x`` to its nearest train row."""
     return (1.0 - x[test] @ x[~test].T).min(1)
-
-
-def plot_splits(
-    splits: Mapping[str, Mapping[str, Any]],
-    image_names: Sequence[str],
-    embeddings: np.ndarray,
-    path: str | os.PathLike,
-) -> Path:
-    """Save a PNG comparing the split families of one pool.
-
-    Left: histograms of the test images' cosine distance to their nearest training image, per
-    family (variant 0 of every split). Right: the pool's first two principal components with the
-    tau split's test images highlighted.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [str(name) for name in image_names]
-    x = normalise_rows(np.asarray(embeddings))
-    by_family: dict[str, list[np.ndarray]] = {}
-    tests = {}
-    for name, split in splits.items():
-        tests[name] = np.isin(names, split["variants"][0]["test_ids"])
-        if split_family(name) in ("random", "cluster", "tau"):
-            by_family.setdefault(split_family(name), []).append(
-                nearest_train_distance(x, tests[name])
-            )
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    pooled = {family: np.concatenate(values) for family, values in by_family.items()}
-    bins = np.histogram_bin_edges(np.concatenate(list(pooled.values())), bins=40)
-    for family, values in pooled.items():
-        left.hist(values, bins=bins, histtype="step", density=True, label=family)
-    left.set(xlabel="cosine distance to nearest train image", ylabel="density of test images")
-    left.legend()
-    centred = x - x.mean(0)
-    coords = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
-    tau_test = tests.get("tau", np.zeros(len(names), dtype=bool))
-    right.scatter(*coords[~tau_test].T, s=6, c="0.7", label="train")
-    right.scatter(*coords[tau_test].T, s=8, c="tab:red", label="tau test")
-    right.set(xlabel="PC 1", ylabel="PC 2", title="tau split")
-    right.legend()
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
 
 
 # ── writing ────────────────────────────────────────────────────────────────────────────────────

@@ -51,6 +51,7 @@ class _LeadfieldDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         streaming: bool = False,
+        storage_options: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +71,7 @@ class _LeadfieldDataModule(L.LightningDataModule):
                 hp.sensor,
                 hp.montage,
                 hp.seed,
+                hp.storage_options,
             )
         return self.leadfield
 
@@ -126,6 +128,9 @@ class SensorSimDataModule(_LeadfieldDataModule):
     streaming
         Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to whole
         batches) instead of item by item; faster, but items then depend on the batch size.
+    storage_options
+        fsspec options when ``leadfield_dir`` (or ``runs_dir``) is a URL such as
+        ``s3://bucket/1284src_leadfield``.
     """
 
     def _make(self, split: str) -> Dataset:
@@ -147,8 +152,8 @@ class CalibrationDataModule(_LeadfieldDataModule):
     gamma, noise_var_scale
         Prior variance (``"oracle"`` or nAm²) and assumed/true noise variance of the posterior.
     runs_dir
-        A folder of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when given, the runs
-        are split 70/15/15 (by ``seed``) instead of simulating.
+        A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
+        given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
     **kwargs
         See `SensorSimDataModule`.
     """
@@ -166,7 +171,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
     def _make(self, split: str) -> Dataset:
         hp = self.hparams
         if hp.runs_dir is not None:
-            runs = CalibrationRunsDataset(os.fspath(hp.runs_dir))
+            runs = CalibrationRunsDataset(os.fspath(hp.runs_dir), hp.storage_options)
             order = np.random.default_rng(hp.seed).permutation(len(runs))
             n_train, n_val = int(0.7 * len(runs)), int(0.15 * len(runs))
             parts = {

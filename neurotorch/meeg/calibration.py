@@ -137,30 +137,3 @@ class IsotonicRecalibration:
     @classmethod
     def from_dict(cls, state: dict[str, list[float]]) -> IsotonicRecalibration:
         return cls(np.asarray(state["levels"]), np.asarray(state["fitted"]))
-
-
-def plot_coverage_curves(
-    levels: np.ndarray, curves: dict[str, np.ndarray], path: str, title: str = "Coverage"
-) -> str:
-    """Save empirical-vs-nominal coverage curves (one line per entry of ``curves``) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    for label, curve in curves.items():
-        ax.plot(levels, curve, marker="o", ms=3, label=label)
-    ax.set(
-        xlabel="nominal coverage",
-        ylabel="empirical coverage",
-        xlim=(0, 1),
-        ylim=(0, 1),
-        title=title,
-    )
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)

@@ -7,6 +7,7 @@ source coordinates are metres in the head frame. Files that store raw SI values 
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zipfile
@@ -18,11 +19,12 @@ import numpy as np
 from neurotorch.config import resolve_data_dir
 from neurotorch.errors import (
     CorruptFileError,
-    DataNotDownloadedError,
     FormatError,
     UnsafePickleError,
 )
+from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
+from neurotorch.meeg.files import FilePath, as_path, check_writable, read_bytes
 
 _SCALE_TO_DISPLAY = {
     layout.UNIT_V: (layout.UNITM_MU, 1e-3),
@@ -134,28 +136,31 @@ def _optional_array(value: np.ndarray | None, ndim: int) -> np.ndarray | None:
     return np.asarray(value, dtype=np.float64)
 
 
-def load_leadfield_npz(path: str | os.PathLike, allow_pickle: bool = False) -> LeadfieldData:
+def load_leadfield_npz(
+    path: FilePath, allow_pickle: bool = False, storage_options: dict | None = None
+) -> LeadfieldData:
     """Read a leadfield NPZ in the CaliBrain schema and scale raw SI values.
 
     Parameters
     ----------
     path
-        The ``.npz`` file.
+        The ``.npz`` file: a local path or an fsspec URL (``s3://bucket/prefix/x.npz``).
     allow_pickle
         CaliBrain's own writer stores a pickled MNE ``info`` and ``Q_basis=None`` as object
         arrays. By default such keys are skipped (listed in ``skipped_keys``); a file whose
         ``leadfield`` itself is an object array raises `UnsafePickleError`. Pass ``True`` only
         for files you trust.
+    storage_options
+        fsspec options when ``path`` is a URL (``endpoint_url``, ``anon``, ...).
 
     Raises
     ------
     DataNotDownloadedError, CorruptFileError, FormatError, UnsafePickleError
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotDownloadedError(f"Leadfield file {path} does not exist; check the data root.")
+    content = read_bytes(path, storage_options, what="Leadfield file")
+    path = os.fspath(path)
     try:
-        npz = np.load(path, allow_pickle=allow_pickle)
+        npz = np.load(io.BytesIO(content), allow_pickle=allow_pickle)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise CorruptFileError(
             f"Leadfield file {path} is not a readable NPZ archive: {exc}"
@@ -280,19 +285,32 @@ class LeadfieldBuilder:
     Parameters
     ----------
     leadfield_dir
-        Folder holding ``<subject>_<orientation>_leadfield.npz`` files. ``None`` uses
-        ``$CALIBRAIN_DATA/1284src_leadfield``.
+        Folder holding ``<subject>_<orientation>_leadfield.npz`` files: a local path or an fsspec
+        URL (``s3://bucket/prefix/1284src_leadfield``). ``None`` uses
+        ``$CALIBRAIN_DATA/1284src_leadfield`` (``CALIBRAIN_DATA`` may be a URL too).
+    storage_options
+        fsspec options for a URL (``endpoint_url``, ``anon``, ...).
+
+    Only ``retrieve_mode="load"`` (and ``"simulate"`` with ``save=False``) works on a URL;
+    saving needs a local folder. The builder holds no open handle and pickles.
     """
 
-    def __init__(self, leadfield_dir: str | os.PathLike | None = None):
+    def __init__(self, leadfield_dir: FilePath | None = None, storage_options: dict | None = None):
         if leadfield_dir is None:
-            root = resolve_data_dir(None, layout.ENV_VAR, "CaliBrain")
-            leadfield_dir = Path(root) / layout.LEADFIELD_DIR
-        self.leadfield_dir = Path(leadfield_dir).expanduser()
+            calibrain = DataRoot(
+                resolve_data_dir(None, layout.ENV_VAR, "CaliBrain"), storage_options
+            )
+            leadfield_dir = calibrain.path(layout.LEADFIELD_DIR)
+        self.root = DataRoot(leadfield_dir, storage_options)
 
-    def path(self, subject: str, orientation_type: str) -> Path:
-        """Where the leadfield of ``subject`` in ``orientation_type`` lives."""
-        return self.leadfield_dir / layout.leadfield_name(subject, orientation_type)
+    @property
+    def leadfield_dir(self) -> Path | str:
+        """The leadfield folder: a `Path` when local, the URL otherwise."""
+        return as_path(self.root, "")
+
+    def path(self, subject: str, orientation_type: str) -> Path | str:
+        """Where the leadfield of ``subject`` in ``orientation_type`` lives (a `Path` or a URL)."""
+        return as_path(self.root, layout.leadfield_name(subject, orientation_type))
 
     def get_leadfield(
         self,
@@ -334,14 +352,14 @@ class LeadfieldBuilder:
             Seed of the ``"random"`` leadfield.
         save, save_forward
             In ``"simulate"`` mode, write the NPZ (and ``<subject>-fwd.fif`` beside the
-            leadfield folder's ``1284src_fwd``).
+            leadfield folder's ``1284src_fwd``); the leadfield folder must then be local.
         allow_pickle
             Passed to `load_leadfield_npz`.
         """
         layout.check_orientation(orientation_type)
         if retrieve_mode == "load":
             data = load_leadfield_npz(
-                self.path(subject, orientation_type), allow_pickle=allow_pickle
+                self.path(subject, orientation_type), allow_pickle, self.root.storage_options
             )
             if data.orientation_type != orientation_type:
                 raise FormatError(
@@ -351,9 +369,11 @@ class LeadfieldBuilder:
         elif retrieve_mode == "simulate":
             from neurotorch.meeg.forward import simulate_leadfield
 
+            if save or save_forward:
+                check_writable(self.root, "Saving a simulated leadfield")
             fwd_path = None
             if save_forward:
-                fwd_path = self.leadfield_dir.parent / layout.forward_file(subject)
+                fwd_path = Path(self.root.url).parent / layout.forward_file(subject)
             data = simulate_leadfield(
                 orientation_type,
                 n_sources=n_sources or 1284,
@@ -377,13 +397,14 @@ class LeadfieldBuilder:
         return data if return_metadata else data.leadfield
 
 
-def read_transform(path: str | os.PathLike) -> np.ndarray:
-    """Read a 4x4 affine written with ``np.savetxt`` (e.g. ``<subject>_head-to-T1w.txt``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotDownloadedError(f"Transform file {path} does not exist.")
+def read_transform(path: FilePath, storage_options: dict | None = None) -> np.ndarray:
+    """Read a 4x4 affine written with ``np.savetxt`` (e.g. ``<subject>_head-to-T1w.txt``).
+
+    ``path`` is a local path or an fsspec URL (with ``storage_options``).
+    """
+    content = read_bytes(path, storage_options, what="Transform file")
     try:
-        matrix = np.loadtxt(path, dtype=np.float64)
+        matrix = np.loadtxt(io.BytesIO(content), dtype=np.float64)
     except ValueError as exc:
         raise FormatError(f"{path} is not a whitespace-separated 4x4 matrix: {exc}") from exc
     if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]):

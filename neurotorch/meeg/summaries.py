@@ -8,13 +8,18 @@
   ``alpha_SNR``, ``nnz``, ``seed``, ``run_id``, ...); older files carry ``posterior_cov``.
 
 Free-orientation sources must be stored as ``(N, K, T)`` arrays. Both readers return a
-`PosteriorRun` with marginal variances and, for free orientation, the per-source blocks.
+`PosteriorRun` with marginal variances and, for free orientation, the per-source blocks. Paths
+may be fsspec URLs (``s3://bucket/prefix/...``) with ``storage_options``: NPZ files are read into
+memory, HDF5 files from a cached local copy (see `neurotorch.meeg.files`).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import io
 import json
 import os
+import posixpath
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from neurotorch.errors import CorruptFileError, DataNotDownloadedError, FormatError
+from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
+from neurotorch.meeg.files import FilePath, as_path, file_root, local_copy, read_bytes
 
 _ARRAY_KEYS = (
     "x_true",
@@ -52,7 +59,7 @@ class PosteriorRun:
     metadata
         Run metadata (orientation_type, coil_type, alpha_SNR, nnz, seed, ...).
     path
-        The file it was read from.
+        The file it was read from (a `Path`, or the URL of a remote file).
     """
 
     x_true: np.ndarray
@@ -61,7 +68,7 @@ class PosteriorRun:
     cov_blocks: np.ndarray | None = None
     Q_basis: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    path: Path | str | None = None
 
     @property
     def orientation_type(self) -> str:
@@ -78,7 +85,9 @@ def _blocks_from_full(cov: np.ndarray, n_sources: int, k: int, where: object) ->
     return full[idx, :, idx, :]
 
 
-def _build_run(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Path) -> PosteriorRun:
+def _build_run(
+    arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Path | str
+) -> PosteriorRun:
     for key in ("x_true", "x_hat"):
         if key not in arrays:
             raise FormatError(f"{path} has no {key!r} array.")
@@ -130,15 +139,20 @@ def _build_run(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Pa
     return PosteriorRun(x_true, x_hat, var, blocks, q_basis, metadata, path)
 
 
-def read_posterior_summary(path: str | os.PathLike) -> PosteriorRun:
-    """Read a CaliBrain ``posterior_summary_*.h5`` file."""
+def _source(path: FilePath) -> Path | str:
+    """``path`` as recorded in `PosteriorRun.path`: a `Path`, or the URL of a remote file."""
+    root, name = file_root(path)
+    return as_path(root, name)
+
+
+def read_posterior_summary(path: FilePath, storage_options: dict | None = None) -> PosteriorRun:
+    """Read a CaliBrain ``posterior_summary_*.h5`` file (local path or fsspec URL)."""
     import h5py
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotDownloadedError(f"Posterior summary {path} does not exist.")
+    local = local_copy(path, storage_options, what="Posterior summary")
+    path = _source(path)
     try:
-        with h5py.File(path, "r") as handle:
+        with h5py.File(local, "r") as handle:
             arrays = {key: handle[key][()] for key in _ARRAY_KEYS if key in handle}
             raw_meta = handle.attrs.get("metadata_json")
     except OSError as exc:
@@ -161,18 +175,19 @@ def _npz_scalar(value: np.ndarray) -> Any:
     return item if isinstance(item, (str, int, float, bool)) else None
 
 
-def read_aggregated_run(path: str | os.PathLike) -> PosteriorRun:
+def read_aggregated_run(path: FilePath, storage_options: dict | None = None) -> PosteriorRun:
     """Read an aggregated per-run calibration NPZ (never unpickles; object entries are skipped).
 
-    A JSON sidecar with the same stem, when present, fills metadata the NPZ lacks.
+    A JSON sidecar with the same stem, when present, fills metadata the NPZ lacks. ``path`` is
+    a local path or an fsspec URL (with ``storage_options``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotDownloadedError(f"Calibration run file {path} does not exist.")
+    content = read_bytes(path, storage_options, what="Calibration run file")
+    root, name = file_root(path, storage_options)
+    path = _source(path)
     arrays: dict[str, np.ndarray] = {}
     metadata: dict[str, Any] = {}
     try:
-        npz = np.load(path, allow_pickle=False)
+        npz = np.load(io.BytesIO(content), allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
     try:
@@ -188,27 +203,48 @@ def read_aggregated_run(path: str | os.PathLike) -> PosteriorRun:
                     metadata[key] = scalar
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
+    sidecar = posixpath.splitext(name)[0] + ".json"
+    if root.exists(sidecar):
+        with root.open(sidecar, mode="r") as handle:
+            text = handle.read()
         try:
-            info = json.loads(sidecar.read_text()).get("dataset_info") or {}
+            info = json.loads(text).get("dataset_info") or {}
         except (json.JSONDecodeError, AttributeError) as exc:
-            raise FormatError(f"{sidecar} is not a JSON object ({exc}); fix or remove it.") from exc
+            raise FormatError(
+                f"{root.path(sidecar)} is not a JSON object ({exc}); fix or remove it."
+            ) from exc
         for key, value in info.items():
             metadata.setdefault(key, value)
     return _build_run(arrays, metadata, path)
 
 
-def find_posterior_summaries(root: str | os.PathLike) -> list[Path]:
-    """All ``posterior_summary_run*_seed*.h5`` files under ``root``, sorted."""
-    return sorted(Path(root).rglob(layout.POSTERIOR_SUMMARY_GLOB))
+def find_files(
+    root: FilePath | DataRoot, pattern: str, storage_options: dict | None = None
+) -> list[Path | str]:
+    """Files below ``root`` (folder or URL) whose name matches ``pattern``, sorted by path.
+
+    Local files come as `Path` objects, remote ones as URLs.
+    """
+    root = DataRoot(root, storage_options)
+    return [
+        as_path(root, relpath)
+        for relpath in root.files()
+        if fnmatch.fnmatch(posixpath.basename(relpath), pattern)
+    ]
 
 
-def read_run(path: str | os.PathLike) -> PosteriorRun:
+def find_posterior_summaries(
+    root: FilePath | DataRoot, storage_options: dict | None = None
+) -> list[Path | str]:
+    """All ``posterior_summary_run*_seed*.h5`` files under ``root`` (folder or URL), sorted."""
+    return find_files(root, layout.POSTERIOR_SUMMARY_GLOB, storage_options)
+
+
+def read_run(path: FilePath, storage_options: dict | None = None) -> PosteriorRun:
     """Read a posterior summary (``.h5``) or an aggregated run (``.npz``) by its suffix."""
-    suffix = Path(path).suffix.lower()
+    suffix = posixpath.splitext(os.fspath(path))[1].lower()
     if suffix in (".h5", ".hdf5"):
-        return read_posterior_summary(path)
+        return read_posterior_summary(path, storage_options)
     if suffix == ".npz":
-        return read_aggregated_run(path)
+        return read_aggregated_run(path, storage_options)
     raise FormatError(f"{path}: expected a .h5 posterior summary or an aggregated .npz run.")

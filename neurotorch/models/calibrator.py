@@ -30,8 +30,8 @@ from neurotorch.meeg.calibration import (
     NOMINAL_LEVELS,
     IsotonicRecalibration,
     calibration_metrics,
-    plot_coverage_curves,
 )
+from neurotorch.plotting.meeg import plot_coverage_curves
 
 
 def _z(levels: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ class _CoverageCalibrator(L.LightningModule):
         self.levels = np.asarray(levels, dtype=np.float64)
         self.output_dir = output_dir
         self._counters: dict[str, CoverageCounter] = {}
-        self._last_paths: tuple[Path, str] | None = None
+        self._last_paths: tuple[Path, Path] | None = None
         self.reports: dict[str, dict] = {}
 
     def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
@@ -126,7 +126,7 @@ class _CoverageCalibrator(L.LightningModule):
         png_path = plot_coverage_curves(
             self.levels,
             {"before calibration": raw, "after calibration": calibrated},
-            str(out / f"coverage_{stage}.png"),
+            out / f"coverage_{stage}.png",
             title=f"{type(self).__name__} ({stage})",
         )
         self._last_paths = (json_path, png_path)

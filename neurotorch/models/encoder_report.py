@@ -46,10 +46,7 @@ def write_encoder_report(
     r: np.ndarray, voxel_table: pd.DataFrame | None, metrics: dict, out_dir: str | os.PathLike
 ) -> dict[str, Path]:
     """Write ``metrics.json`` and ``encoder_test.png`` (r against ceiling, per-ROI medians)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from neurotorch.plotting._figure import new_figure, save_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +55,7 @@ def write_encoder_report(
     tmp.write_text(json.dumps(metrics, indent=2))
     os.replace(tmp, metrics_path)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = new_figure(2, panel_size=(5.0, 4.0))
     if voxel_table is not None and "ceiling_r" in voxel_table:
         ceiling = voxel_table["ceiling_r"].to_numpy()
         left.scatter(ceiling, r, s=4, alpha=0.4)
@@ -80,7 +77,5 @@ def write_encoder_report(
         right.set_title("per ROI")
     else:
         right.axis("off")
-    fig.tight_layout()
-    fig.savefig(plot_path, dpi=110)
-    plt.close(fig)
+    save_png(fig, plot_path)
     return {"metrics": metrics_path, "plot": plot_path}

@@ -10,12 +10,15 @@ returns its path::
     fmri_plots.plot_noise_ceilings(sub, "nc.png")
     fmri_plots.plot_roi_overlay(sub, ["face", "V1v"], "rois.png")
     fmri_plots.plot_split_projection(root, "tau", "shared", "tau.png")
+    fmri_plots.plot_splits(splits, names, clip, "splits.png")  # splits from make_splits
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +28,7 @@ from matplotlib.patches import Patch
 from neurotorch.errors import ShapeMismatchError, SplitError
 from neurotorch.fmri import layout
 from neurotorch.fmri.rois import RoiQuery, available_rois, read_roi_volume, resolve_roi_query
-from neurotorch.fmri.split_makers import nearest_train_distance, normalise_rows, plot_splits
+from neurotorch.fmri.split_makers import nearest_train_distance, normalise_rows
 from neurotorch.fmri.splits import load_all_splits, load_split, split_family
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import Subject
@@ -130,7 +133,9 @@ def plot_roi_overlay(
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}.")
     pairs = resolve_roi_query(roi, available_rois(subject.root, subject.subject_id))
     t1w = np.asarray(nib.load(subject.get_t1w(res="1pt8")).dataobj, dtype=np.float32)
-    volumes = {name: read_roi_volume(subject.root, subject.subject_id, cat, name) for cat, name in pairs}
+    volumes = {
+        name: read_roi_volume(subject.root, subject.subject_id, cat, name) for cat, name in pairs
+    }
     for name, volume in volumes.items():
         if volume.shape != t1w.shape:
             raise ShapeMismatchError(
@@ -156,7 +161,9 @@ def plot_roi_overlay(
         ax.imshow(rgba, origin="lower", interpolation="nearest")
         handles.append(Patch(color=colour, label=f"{name} ({int(volume.sum())} vox)"))
     ax.legend(handles=handles, fontsize="x-small", loc="upper right", framealpha=0.6)
-    ax.set(title=f"{subject.subject_id}: {AXIS_NAMES[axis]} slice {slice_index}", xticks=[], yticks=[])
+    ax.set(
+        title=f"{subject.subject_id}: {AXIS_NAMES[axis]} slice {slice_index}", xticks=[], yticks=[]
+    )
     return save_png(fig, path)
 
 
@@ -235,23 +242,76 @@ def plot_split_projection(
     return save_png(fig, path)
 
 
+def plot_splits(
+    splits: Mapping[str, Mapping[str, Any]],
+    image_names: Sequence[str],
+    embeddings: np.ndarray,
+    path: PathLike,
+) -> Path:
+    """Compare the split families of one pool (e.g. what `neurotorch.fmri.split_makers.make_splits` made).
+
+    Left: histograms of the test images' cosine distance to their nearest training image, per
+    family (variant 0 of every split). Right: the pool's first two principal components with the
+    tau split's test images highlighted.
+
+    Parameters
+    ----------
+    splits
+        ``{name: split}`` in the split-file schema.
+    image_names
+        The pool's images, in the row order of ``embeddings``.
+    embeddings
+        ``(n_images, dim)`` embeddings of ``image_names``.
+    path
+        Where the PNG goes.
+    """
+    names = [str(name) for name in image_names]
+    x = normalise_rows(np.asarray(embeddings))
+    by_family: dict[str, list[np.ndarray]] = {}
+    tests = {}
+    for name, split in splits.items():
+        tests[name] = np.isin(names, split["variants"][0]["test_ids"])
+        if split_family(name) in ("random", "cluster", "tau"):
+            by_family.setdefault(split_family(name), []).append(
+                nearest_train_distance(x, tests[name])
+            )
+    fig, (left, right) = new_figure(2, panel_size=(5.5, 4.2))
+    pooled = {family: np.concatenate(values) for family, values in by_family.items()}
+    if pooled:
+        bins = np.histogram_bin_edges(np.concatenate(list(pooled.values())), bins=40)
+    for family, values in pooled.items():
+        left.hist(values, bins=bins, histtype="step", density=True, lw=1.5, label=family)
+    left.set(xlabel="cosine distance to nearest train image", ylabel="density of test images")
+    if pooled:
+        left.legend(fontsize="small")
+    tau_test = tests.get("tau", np.zeros(len(names), dtype=bool))
+    coords = _pca_2d(x, np.ones(len(names), dtype=bool))
+    right.scatter(*coords[~tau_test].T, s=6, c=SPLIT_COLOURS["train"], label="train", linewidths=0)
+    right.scatter(*coords[tau_test].T, s=8, c="tab:red", label="tau test", linewidths=0)
+    right.set(xlabel="PC 1", ylabel="PC 2", title="tau split")
+    right.legend(fontsize="small")
+    return save_png(fig, path)
+
+
 def plot_split_families(
     data_dir: PathLike | DataRoot, pool: str, path: PathLike, model: str = "CLIP"
 ) -> Path:
-    """Compare every split family of a pool (`neurotorch.fmri.split_makers.plot_splits`).
+    """Compare every split family of a pool as stored in the dataset (`plot_splits`).
 
     The pool's images are those of its ``random_0`` split (train + test); their ``model``
     embeddings are read from the stimuli.
     """
-    splits = {name: split.to_dict() for name, split in load_all_splits(pool, data_dir=data_dir).items()}
+    splits = {
+        name: split.to_dict() for name, split in load_all_splits(pool, data_dir=data_dir).items()
+    }
     reference = next((s for name, s in splits.items() if split_family(name) == "random"), None)
     if reference is None:
-        raise SplitError(f"Pool {pool!r} has no random split to take its images from: {list(splits)}.")
+        raise SplitError(
+            f"Pool {pool!r} has no random split to take its images from: {list(splits)}."
+        )
     names = [*reference["variants"][0]["train_ids"], *reference["variants"][0]["test_ids"]]
     embeddings = load_stimuli(data_dir).embeddings.get(model, names, dtype=np.float64)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return plot_splits(splits, names, embeddings, out)
+    return plot_splits(splits, names, embeddings, path)
 
 
 __all__ = [
@@ -259,4 +319,5 @@ __all__ = [
     "plot_roi_overlay",
     "plot_split_families",
     "plot_split_projection",
+    "plot_splits",
 ]

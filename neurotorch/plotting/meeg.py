@@ -43,7 +43,9 @@ _UNIT_SENSOR = {layout.UNIT_V: "eeg", layout.UNIT_T: "mag", layout.UNIT_T_M: "gr
 
 
 def _as_leadfield(leadfield: LeadfieldData | np.ndarray) -> LeadfieldData:
-    return leadfield if isinstance(leadfield, LeadfieldData) else LeadfieldData(np.asarray(leadfield))
+    return (
+        leadfield if isinstance(leadfield, LeadfieldData) else LeadfieldData(np.asarray(leadfield))
+    )
 
 
 def column_norms(leadfield: LeadfieldData | np.ndarray) -> np.ndarray:
@@ -140,17 +142,27 @@ def plot_sensor_topomap(
         )
     gain = data.leadfield.reshape(data.n_sensors, data.n_sources, -1)
     if source is None:
-        values, what, cmap = np.sqrt(np.sum(gain**2, axis=(1, 2))), "sensor sensitivity (row norm)", "viridis"
+        values, what, cmap = (
+            np.sqrt(np.sum(gain**2, axis=(1, 2))),
+            "sensor sensitivity (row norm)",
+            "viridis",
+        )
     elif not 0 <= source < data.n_sources:
         raise ValueError(f"source {source} is outside 0..{data.n_sources - 1}.")
     elif gain.shape[2] == 1:  # fixed orientation: signed gain
         values, what, cmap = gain[:, source, 0], f"gain of source {source}", "RdBu_r"
     else:
-        values, what, cmap = np.linalg.norm(gain[:, source], axis=1), f"|gain| of source {source}", "viridis"
+        values, what, cmap = (
+            np.linalg.norm(gain[:, source], axis=1),
+            f"|gain| of source {source}",
+            "viridis",
+        )
     fig, (ax,) = new_figure(panel_size=(5.0, 4.4))
     limit = float(np.max(np.abs(values))) if cmap == "RdBu_r" else None
     vlim = (-limit, limit) if limit else (None, None)
-    image, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, cmap=cmap, vlim=vlim, contours=6)
+    image, _ = mne.viz.plot_topomap(
+        values, info, axes=ax, show=False, cmap=cmap, vlim=vlim, contours=6
+    )
     fig.colorbar(image, ax=ax, shrink=0.8, label=data.units)
     ax.set_title(f"{what}, {data.n_sensors} sensors")
     return save_png(fig, path)
@@ -163,43 +175,69 @@ def run_coverage(run: PosteriorRun, levels: np.ndarray = DEFAULT_LEVELS) -> np.n
     return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels)
 
 
+def plot_coverage_curves(
+    levels: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    path: PathLike,
+    title: str = "Coverage of credible intervals",
+) -> Path:
+    """Empirical against nominal coverage, one curve per entry of ``curves``.
+
+    Each label carries the curve's mean absolute deviation from the diagonal
+    (`neurotorch.meeg.calibration.calibration_metrics`). Below the diagonal the intervals are
+    over-confident (too narrow), above it under-confident.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    fig, (ax,) = new_figure(panel_size=(5.2, 5.0))
+    ax.fill_between([0, 1], [0, 1], 0, color="tab:red", alpha=0.06, lw=0)
+    ax.fill_between([0, 1], [0, 1], 1, color="tab:blue", alpha=0.06, lw=0)
+    ax.text(
+        0.97, 0.03, "over-confident", ha="right", va="bottom", color="tab:red", fontsize="small"
+    )
+    ax.text(0.03, 0.97, "under-confident", ha="left", va="top", color="tab:blue", fontsize="small")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    for name, curve in curves.items():
+        deviation = calibration_metrics(levels, curve)["mean_absolute_deviation"]
+        ax.plot(levels, curve, marker="o", ms=3, label=f"{name} (MAD {deviation:.3f})")
+    ax.set(
+        xlabel="nominal coverage",
+        ylabel="empirical coverage",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=title,
+    )
+    ax.legend(loc="lower right", fontsize="x-small", bbox_to_anchor=(1.0, 0.06))
+    return save_png(fig, path)
+
+
 def plot_coverage(
     runs: Mapping[str, PosteriorRun] | Sequence[PosteriorRun] | PosteriorRun,
     path: PathLike,
     levels: np.ndarray = DEFAULT_LEVELS,
     title: str = "Coverage of credible intervals",
 ) -> Path:
-    """Empirical against nominal coverage, one curve per posterior run.
+    """Empirical against nominal coverage, one curve per posterior run (`plot_coverage_curves`).
 
-    Curves come from `neurotorch.meeg.calibration` (`coverage_curve` for fixed orientation,
-    `ellipsoid_coverage_curve` for free); each label carries the run's mean absolute deviation
-    from the diagonal. Below the diagonal the intervals are over-confident (too narrow), above
-    it under-confident.
+    Curves come from `run_coverage`: `neurotorch.meeg.calibration.coverage_curve` for fixed
+    orientation, `~neurotorch.meeg.calibration.ellipsoid_coverage_curve` for free. Runs given
+    as a sequence are labelled by their file names.
     """
     if isinstance(runs, PosteriorRun):
         runs = [runs]
     if not isinstance(runs, Mapping):
-        runs = {(run.path.stem if run.path else f"run {k}"): run for k, run in enumerate(runs)}
+        runs = {
+            (Path(run.path).stem if run.path else f"run {k}"): run for k, run in enumerate(runs)
+        }
     levels = np.asarray(levels, dtype=np.float64)
-    fig, (ax,) = new_figure(panel_size=(5.2, 5.0))
-    ax.fill_between([0, 1], [0, 1], 0, color="tab:red", alpha=0.06, lw=0)
-    ax.fill_between([0, 1], [0, 1], 1, color="tab:blue", alpha=0.06, lw=0)
-    ax.text(0.97, 0.03, "over-confident", ha="right", va="bottom", color="tab:red", fontsize="small")
-    ax.text(0.03, 0.97, "under-confident", ha="left", va="top", color="tab:blue", fontsize="small")
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    for name, run in runs.items():
-        curve = run_coverage(run, levels)
-        deviation = calibration_metrics(levels, curve)["mean_absolute_deviation"]
-        ax.plot(levels, curve, marker="o", ms=3, label=f"{name} (MAD {deviation:.3f})")
-    ax.set(xlabel="nominal coverage", ylabel="empirical coverage", xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend(loc="lower right", fontsize="x-small", bbox_to_anchor=(1.0, 0.06))
-    return save_png(fig, path)
+    curves = {name: run_coverage(run, levels) for name, run in runs.items()}
+    return plot_coverage_curves(levels, curves, path, title)
 
 
 __all__ = [
     "column_norms",
     "leadfield_sensor_info",
     "plot_coverage",
+    "plot_coverage_curves",
     "plot_leadfield_column_norms",
     "plot_sensor_topomap",
     "run_coverage",
