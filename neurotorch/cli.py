@@ -173,7 +173,8 @@ def _cmd_lnm(args: argparse.Namespace) -> int:
     from neurotorch.connectome import ConnectomeBatches, load_lesions, network_map
     from neurotorch.plotting.connectome import plot_network_map
 
-    batches = ConnectomeBatches(args.connectome)
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    batches = ConnectomeBatches(args.connectome, storage_options=options)
     lesions = load_lesions(args.lesion_dir, batches)
     result = network_map(lesions, batches, device=args.device)
     paths = result.save(args.out, alpha=args.alpha)
@@ -188,7 +189,12 @@ def _cmd_lnm(args: argparse.Namespace) -> int:
 def _add_lnm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lnm", help="lesion network mapping of NIfTI lesion masks over a connectome")
     p.add_argument("lesion_dir", help="folder of lesion masks (.nii/.nii.gz) or one mask")
-    p.add_argument("--connectome", required=True, help="folder of connectome batch files")
+    p.add_argument(
+        "--connectome", required=True, help="folder or URL (s3://...) of connectome batch files"
+    )
+    p.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
+    )
     p.add_argument("--out", required=True, help="output folder for maps, summary.csv and PNGs")
     p.add_argument("--alpha", type=float, default=0.05, help="FDR level of the summary")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

@@ -83,7 +83,7 @@ def read_only(batch_dir: Path, lesion_dir: Path) -> dict:
     """Only read and inflate every subject: the I/O floor both implementations share."""
     from neurotorch.connectome import ConnectomeBatches
 
-    for _ in ConnectomeBatches(batch_dir).iter_subjects():
+    for _ in ConnectomeBatches(batch_dir).iter_subjects(reuse_buffers=True):
         pass
     return {}
 

@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
+from encoder_helpers import fit_and_test_encoder, ground_truth_rows
 
 from neurotorch.cli import main
 from neurotorch.lightning import LaionFMRIDataModule
-from neurotorch.models import LinearEncoder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _ground_truth_rows(root: Path, subject: str, voxels: np.ndarray) -> dict[str, np.ndarray]:
-    gt = np.load(root / "_groundtruth" / f"{subject}_encoding.npz")
-    position = {int(v): i for i, v in enumerate(gt["brain_index"])}
-    rows = np.array([position[int(v)] for v in voxels])
-    return {"attainable_r": gt["attainable_r"][rows], "signal": gt["amplitude"][rows] > 0}
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +21,13 @@ def trained(tiny_laion_root, tmp_path_factory):
     dm = LaionFMRIDataModule(
         data_dir=str(tiny_laion_root), subject="sub-01", roi=None, batch_size=64
     )
-    model = LinearEncoder(output_dir=str(tmp_path_factory.mktemp("encoder")))
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(model, dm)
-    trainer.test(model, dm)
+    model = fit_and_test_encoder(dm, tmp_path_factory.mktemp("encoder"))
     return dm, model
 
 
 def test_recovers_attainable_correlation(trained, tiny_laion_root):
     dm, model = trained
-    truth = _ground_truth_rows(tiny_laion_root, "sub-01", dm.voxel_table["voxel"].to_numpy())
+    truth = ground_truth_rows(tiny_laion_root, "sub-01", dm.voxel_table["voxel"].to_numpy())
     r, signal = model.per_voxel_r(), truth["signal"]
     assert signal.sum() > 50 and (~signal).sum() > 50
     assert np.median(r[signal]) >= 0.8 * np.median(truth["attainable_r"][signal])

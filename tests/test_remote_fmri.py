@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import nibabel as nib
 import numpy as np
 import pytest
+from encoder_helpers import fit_and_test_encoder, ground_truth_rows
 
 from neurotorch.fmri import layout, load_subject
 from neurotorch.io.nifti import read_masked_betas
 from neurotorch.io.storage import DataRoot
 from neurotorch.lightning import LaionFMRIDataModule
-from neurotorch.models import LinearEncoder
 
 pytest_plugins = ["s3_server"]
 
@@ -60,23 +59,15 @@ def test_datamodule_trains_from_s3(moto_server, public_laion_bucket, tiny_laion_
         storage_options=moto_server.options(),
         cache_dir=str(tmp_path / "store"),
     )
-    model = LinearEncoder(output_dir=str(tmp_path / "encoder"))
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(model, dm)
-    trainer.test(model, dm)
+    model = fit_and_test_encoder(dm, tmp_path / "encoder")
 
     # the voxels are the brain mask's, in C order, as nibabel reads the local mask
     brain = nib.load(tiny_laion_root / layout.anatomical_brain_mask(SUB)).get_fdata() > 0
     voxels = dm.voxel_table["voxel"].to_numpy()
     np.testing.assert_array_equal(voxels, np.flatnonzero(brain.ravel()))
     # what training recovered, against the generator's ground truth
-    truth = np.load(tiny_laion_root / layout.GROUNDTRUTH_DIR / f"{SUB}_encoding.npz")
-    rows = np.searchsorted(truth["brain_index"], voxels)
-    assert np.array_equal(truth["brain_index"][rows], voxels)
-    signal = truth["amplitude"][rows] > 0
+    truth = ground_truth_rows(tiny_laion_root, SUB, voxels)
+    signal = truth["signal"]
     r = model.per_voxel_r()
-    assert np.median(r[signal]) >= 0.8 * np.median(truth["attainable_r"][rows][signal])
+    assert np.median(r[signal]) >= 0.8 * np.median(truth["attainable_r"][signal])
     assert abs(np.median(r[~signal])) < 0.1

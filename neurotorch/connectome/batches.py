@@ -13,8 +13,10 @@ workers under a file lock).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -29,11 +31,11 @@ from neurotorch.connectome import layout
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg.files import as_path, file_root
 
-try:  # ISA-L inflates about twice as fast as zlib
-    from isal.isal_zlib import decompress as _inflate
+try:  # ISA-L inflates about twice as fast as zlib (both release the GIL while inflating)
+    from isal.isal_zlib import decompressobj as _inflater
     from isal.isal_zlib import error as _InflateError
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    from zlib import decompress as _inflate
+    from zlib import decompressobj as _inflater
     from zlib import error as _InflateError
 from neurotorch.errors import (
     CorruptFileError,
@@ -187,6 +189,10 @@ def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
     )
 
 
+# A raw chunk is inflated in input blocks of this size straight into the output array, so no
+# chunk-sized temporary is allocated (and page-faulted in) per subject.
+INFLATE_BLOCK_SIZE = 2**18
+
 # Remote headers are read in requests of this size (HDF5 metadata sits in small scattered blocks).
 HEADER_BLOCK_SIZE = 2**20
 
@@ -201,6 +207,27 @@ def _one_gzip_chunk_per_subject(dataset: h5py.Dataset) -> bool:
         and dataset.scaleoffset is None
         and dataset.dtype == np.dtype("<f4")
     )
+
+
+def _inflate_into(raw: memoryview, out: np.ndarray) -> None:
+    """Inflate the zlib stream ``raw`` into the bytes of the contiguous array ``out``.
+
+    Raises ``ValueError`` when the stream does not fill ``out`` exactly.
+    """
+    target = out.reshape(-1).view(np.uint8)
+    inflater = _inflater()
+    filled = 0
+
+    def put(piece: bytes) -> None:
+        nonlocal filled
+        target[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        filled += len(piece)
+
+    for start in range(0, len(raw), INFLATE_BLOCK_SIZE):
+        put(inflater.decompress(raw[start : start + INFLATE_BLOCK_SIZE]))
+    put(inflater.flush())
+    if filled != target.size or not inflater.eof:
+        raise ValueError(f"the chunk inflates to {filled} bytes, expected {target.size}")
 
 
 def _check_headers_agree(headers: Sequence[BatchHeader]) -> None:
@@ -284,7 +311,8 @@ class ConnectomeBatches:
         _check_headers_agree(self.headers)
         counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
-        self._handles: dict[int, h5py.File] = {}
+        self._handles: dict[int, tuple[h5py.File, io.FileIO]] = {}
+        self._scratch: dict[int, bytearray] = {}  # raw chunk buffer per reading thread
         self._pid: int | None = None
 
     # -- description -------------------------------------------------------------------------
@@ -370,16 +398,39 @@ class ConnectomeBatches:
         file_idx = int(np.searchsorted(self._offsets, subject, side="right") - 1)
         return file_idx, int(subject - self._offsets[file_idx])
 
-    def _dataset(self, file_idx: int) -> h5py.Dataset:
+    def _open(self, file_idx: int) -> tuple[h5py.File, io.FileIO]:
+        """This process's (HDF5 handle, raw file) of a batch file, opened on first use."""
         if self._pid != os.getpid():
-            self._handles = {}  # handles inherited through fork are not ours to use
+            self._handles, self._scratch = {}, {}  # inherited through fork: not ours to use
             self._pid = os.getpid()
-        handle = self._handles.get(file_idx)
-        if handle is None:
+        handles = self._handles.get(file_idx)
+        if handles is None:
             root, name = self._sources[file_idx]
-            handle = h5py.File(root.local_path(name), "r")  # a cached copy of a remote file
-            self._handles[file_idx] = handle
-        return handle[layout.TIMESERIES]
+            path = root.local_path(name)  # a cached copy of a remote file
+            handles = (h5py.File(path, "r"), open(path, "rb", buffering=0))  # noqa: SIM115
+            self._handles[file_idx] = handles
+        return handles
+
+    def _dataset(self, file_idx: int) -> h5py.Dataset:
+        return self._open(file_idx)[0][layout.TIMESERIES]
+
+    def _raw_chunk(self, file_idx: int, row: int) -> tuple[memoryview, int] | None:
+        """(bytes, filter mask) of a subject's stored chunk, or ``None`` if it is not stored.
+
+        Read with ``os.preadv`` into a buffer reused by the calling thread: no GIL held while
+        reading and no chunk-sized allocation per subject.
+        """
+        handle, raw_file = self._open(file_idx)
+        info = handle[layout.TIMESERIES].id.get_chunk_info_by_coord((row, 0, 0))
+        if info.byte_offset is None:
+            return None
+        buffer = self._scratch.get(threading.get_ident())
+        if buffer is None or len(buffer) < info.size:
+            buffer = self._scratch[threading.get_ident()] = bytearray(info.size)
+        view = memoryview(buffer)[: info.size]
+        if os.preadv(raw_file.fileno(), [view], info.byte_offset) != info.size:
+            raise OSError(f"short read of the chunk at byte {info.byte_offset}")
+        return view, info.filter_mask
 
     def read_rows(self, file_idx: int, start: int, stop: int) -> np.ndarray:
         """(stop - start, n_timepoints, n_voxels) float32 rows of one batch file."""
@@ -391,29 +442,46 @@ class ConnectomeBatches:
                 f"({exc}); the file is truncated or corrupt, re-create it."
             ) from exc
 
-    def read_subject(self, subject: int, writable: bool = True) -> np.ndarray:
+    def read_subject(self, subject: int, out: np.ndarray | None = None) -> np.ndarray:
         """One subject's (n_timepoints, n_voxels) float32 time series.
 
-        A subject stored as one plain deflate chunk is inflated straight from the raw chunk (ISA-L,
-        which releases the GIL, so reading overlaps with work in other threads); other filter
-        pipelines (shuffle, checksums, ...) go through h5py. ``writable=False`` may return a
-        read-only array and saves a copy.
+        A subject stored as one plain deflate chunk is read from the file and inflated directly
+        (ISA-L, without holding the GIL, so reading overlaps with work in other threads); other
+        filter pipelines (shuffle, checksums, scale-offset, ...) go through h5py.
+
+        Parameters
+        ----------
+        subject
+            Subject index.
+        out
+            Optional C-contiguous (n_timepoints, n_voxels) float32 array to read into (reused
+            across subjects, it saves allocating a large array per subject).
         """
         file_idx, row = self.locate(subject)
         dataset = self._dataset(file_idx)
-        if not _one_gzip_chunk_per_subject(dataset):
-            return self.read_rows(file_idx, row, row + 1)[0]
+        if out is None:
+            out = np.empty(dataset.shape[1:], dtype=np.float32)
+        elif (
+            out.shape != dataset.shape[1:] or out.dtype != np.float32 or not out.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"out must be a C-contiguous float32 array of shape {dataset.shape[1:]}, got "
+                f"{out.dtype} {out.shape}."
+            )
         try:
-            filter_mask, raw = dataset.id.read_direct_chunk((row, 0, 0))
-            n_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))
-            data = raw if filter_mask & 1 else _inflate(raw, 15, n_bytes)
-            values = np.frombuffer(data, dtype=dataset.dtype).reshape(dataset.shape[1:])
+            chunk = self._raw_chunk(file_idx, row) if _one_gzip_chunk_per_subject(dataset) else None
+            if chunk is None:
+                dataset.read_direct(out[np.newaxis], np.s_[row : row + 1])
+            elif chunk[1] & 1:  # the deflate filter was skipped for this chunk
+                out.reshape(-1).view(np.uint8)[:] = np.frombuffer(chunk[0], dtype=np.uint8)
+            else:
+                _inflate_into(chunk[0], out)
         except (OSError, ValueError, _InflateError) as exc:
             raise CorruptFileError(
                 f"Reading subject {row} of {self.headers[file_idx].path} failed ({exc}); the file "
                 "is truncated or corrupt, re-create it."
             ) from exc
-        return values.copy() if writable else values
+        return out
 
     def chunk_spans(self) -> list[tuple[int, int, int]]:
         """(file number, start row, stop row) of every HDF5 chunk along the subject axis."""
@@ -426,37 +494,51 @@ class ConnectomeBatches:
         return spans
 
     def iter_subjects(
-        self, subjects: Sequence[int] | None = None, prefetch: bool = False, writable: bool = True
+        self,
+        subjects: Sequence[int] | None = None,
+        prefetch: bool = False,
+        reuse_buffers: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (subject index, (n_timepoints, n_voxels) array) in order.
 
         With ``prefetch`` the next subject is read and inflated in a background thread while the
-        caller works on the current one (two subjects in memory instead of one). ``writable`` as
-        in `read_subject`.
+        caller works on the current one (two subjects in memory instead of one). With
+        ``reuse_buffers`` subjects are read into one array (two with ``prefetch``) allocated once:
+        a yielded array is the caller's until it asks for the next subject, then it is
+        overwritten.
         """
         order = [int(s) for s in (range(self.n_subjects) if subjects is None else subjects)]
+        shape = (self.n_timepoints, self.n_voxels)
+        buffers = (
+            [np.empty(shape, np.float32) for _ in range(1 + prefetch)] if reuse_buffers else []
+        )
+
+        def read(i: int) -> np.ndarray:
+            return self.read_subject(order[i], buffers[i % len(buffers)] if buffers else None)
+
         if not prefetch:
-            for subject in order:
-                yield subject, self.read_subject(subject, writable)
+            for i, subject in enumerate(order):
+                yield subject, read(i)
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.read_subject, order[0], writable) if order else None
+            pending = pool.submit(read, 0) if order else None
             for i, subject in enumerate(order):
                 data = pending.result()
                 if i + 1 < len(order):
-                    pending = pool.submit(self.read_subject, order[i + 1], writable)
+                    pending = pool.submit(read, i + 1)
                 yield subject, data
 
     def close(self) -> None:
-        """Close the HDF5 handles this process opened."""
+        """Close the files this process opened."""
         if self._pid == os.getpid():
-            for handle in self._handles.values():
+            for handle, raw_file in self._handles.values():
                 handle.close()
-        self._handles = {}
+                raw_file.close()
+        self._handles, self._scratch = {}, {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_scratch"] = {}, {}
         state["_pid"] = None
         return state
 

@@ -200,7 +200,7 @@ def seed_correlations(
     seed_series -= seed_series.mean(dim=0, keepdim=True)
     seed_series /= torch.linalg.vector_norm(seed_series, dim=0)
     correlation = torch.matmul(seed_series.T, centred, out=out)
-    correlation /= torch.einsum("tv,tv->v", centred, centred).sqrt_()
+    correlation /= torch.linalg.vector_norm(centred, dim=0)  # no (t, v) temporary
     return correlation
 
 
@@ -390,20 +390,19 @@ def network_map(
     total = torch.zeros(shape, dtype=torch.float64, device=device)
     total_sq = torch.zeros(shape, dtype=torch.float64, device=device)
     # buffers reused for every subject: large fresh arrays would be page-faulted in each time
-    series_buffer = torch.empty((batches.n_timepoints, batches.n_voxels), dtype=torch.float32)
     z = torch.empty(shape, dtype=torch.float32, device=device)
+    z64 = torch.empty(shape, dtype=torch.float64, device=device)
     for _, series in tqdm(
-        batches.iter_subjects(subjects, prefetch=True, writable=False),
+        batches.iter_subjects(subjects, prefetch=True, reuse_buffers=True),
         total=len(subjects),
         desc="lesion network mapping",
         unit="subject",
         disable=not progress_enabled(),
     ):
-        np.copyto(series_buffer.numpy(), series)
-        x = series_buffer.to(device, non_blocking=True)
-        fisher_z_(seed_correlations(x, seeds, inplace=True, out=z))
-        total.add_(z)  # accumulated in float64
-        total_sq.addcmul_(z, z)
+        x = torch.from_numpy(series).to(device)
+        z64.copy_(fisher_z_(seed_correlations(x, seeds, inplace=True, out=z)))
+        total.add_(z64)  # accumulated in float64
+        total_sq.addcmul_(z64, z64)
 
     n_subjects = len(subjects)
     mean = total.div_(n_subjects).cpu()

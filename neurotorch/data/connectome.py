@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -45,8 +44,13 @@ class _ConnectomeItems:
         subjects: Sequence[int] | None,
         parcellation: ParcellationInput,
         connectivity: bool,
+        storage_options: dict | None,
     ):
-        self.batches = path if isinstance(path, ConnectomeBatches) else ConnectomeBatches(path)
+        self.batches = (
+            path
+            if isinstance(path, ConnectomeBatches)
+            else ConnectomeBatches(path, storage_options)
+        )
         self.subjects = (
             list(range(self.batches.n_subjects)) if subjects is None else [int(s) for s in subjects]
         )
@@ -80,13 +84,16 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
     Parameters
     ----------
     path
-        Folder of batch files (or a `ConnectomeBatches`).
+        Folder of batch files, local or an fsspec URL (``s3://bucket/prefix``), or a
+        `ConnectomeBatches`.
     subjects
         Subject indices to serve (default: all).
     parcellation
         Optional label image (or `Parcellation`): voxels are averaged per parcel.
     connectivity
         Add the (n_parcels, n_parcels) Pearson connectivity matrix to each item.
+    storage_options
+        fsspec options when ``path`` is a URL.
     """
 
     def __init__(
@@ -95,8 +102,9 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
         subjects: Sequence[int] | None = None,
         parcellation: ParcellationInput = None,
         connectivity: bool = False,
+        storage_options: dict | None = None,
     ):
-        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity)
+        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity, storage_options)
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -116,7 +124,7 @@ class ConnectomeChunks(IterableDataset, _ConnectomeItems):
 
     Parameters
     ----------
-    path, subjects, parcellation, connectivity
+    path, subjects, parcellation, connectivity, storage_options
         As in `ConnectomeSubjects`; chunks without a selected subject are skipped.
     shuffle
         Shuffle the chunk order every epoch (call `set_epoch`).
@@ -132,8 +140,9 @@ class ConnectomeChunks(IterableDataset, _ConnectomeItems):
         connectivity: bool = False,
         shuffle: bool = False,
         seed: int = 0,
+        storage_options: dict | None = None,
     ):
-        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity)
+        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity, storage_options)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,6 +187,7 @@ def load_connectome(
     path: str | os.PathLike | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    storage_options: dict | None = None,
     **kwargs,
 ) -> ConnectomeSubjects | ConnectomeChunks:
     """`load_dataset("connectome", ...)`: subjects of a connectome as a torch dataset.
@@ -189,9 +199,12 @@ def load_connectome(
     streaming
         ``True`` gives `ConnectomeChunks`, else `ConnectomeSubjects`.
     path
-        Folder of batch files; ``None`` uses the tiny synthetic connectome (written on first use).
+        Folder (or URL) of batch files; ``None`` uses the tiny synthetic connectome (written on
+        first use).
     test_fraction, seed
         The subject split.
+    storage_options
+        fsspec options when ``path`` is a URL.
     **kwargs
         ``parcellation``, ``connectivity`` (and ``shuffle`` when streaming).
     """
@@ -199,7 +212,7 @@ def load_connectome(
         from neurotorch.synthetic.connectome import BATCH_DIR, default_synthetic_connectome
 
         path = default_synthetic_connectome() / BATCH_DIR
-    batches = ConnectomeBatches(Path(path))
+    batches = ConnectomeBatches(path, storage_options)
     subjects = None
     if split is not None:
         train, test = split_subjects(batches.n_subjects, test_fraction, seed)

@@ -18,8 +18,9 @@ class ConnectomeDataModule(L.LightningDataModule):
     Parameters
     ----------
     path
-        Folder of batch files; ``None`` uses the synthetic connectome of ``synthetic_size``
-        (written on first use under ``NEUROTORCH_DATA``).
+        Folder of batch files, a local path or an fsspec URL (``s3://bucket/prefix``); ``None``
+        uses the synthetic connectome of ``synthetic_size`` (written on first use under
+        ``NEUROTORCH_DATA``).
     batch_size, num_workers
         DataLoader settings.
     val_fraction, test_fraction
@@ -35,6 +36,8 @@ class ConnectomeDataModule(L.LightningDataModule):
         Seed of the subject split and of the shuffling.
     synthetic_size
         ``tiny``, ``small`` or ``bench`` when ``path`` is ``None``.
+    storage_options
+        fsspec options when ``path`` is a URL (credentials, ``endpoint_url``, ``anon``).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ConnectomeDataModule(L.LightningDataModule):
         streaming: bool = False,
         seed: int = 0,
         synthetic_size: str = "tiny",
+        storage_options: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -69,7 +73,7 @@ class ConnectomeDataModule(L.LightningDataModule):
     @property
     def batches(self) -> ConnectomeBatches:
         if self._batches is None:
-            self._batches = ConnectomeBatches(self._batch_dir())
+            self._batches = ConnectomeBatches(self._batch_dir(), self.hparams.storage_options)
         return self._batches
 
     def subject_splits(self) -> dict[str, list[int]]:

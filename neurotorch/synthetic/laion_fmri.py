@@ -12,9 +12,7 @@ test correlation of every brain voxel.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from neurotorch.config import data_home, progress_enabled
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
 from neurotorch.synthetic import brain as synth_brain
+from neurotorch.synthetic._once import write_dataset_once
 from neurotorch.synthetic.stimuli import (
     StimulusSet,
     make_embeddings,
@@ -99,33 +98,16 @@ def make_laion_fmri(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(root) if root is not None else default_root(size, seed)
-    wanted = {"size": size, "seed": seed, "meeg": meeg}
-    if root.exists() and not overwrite:
-        info_path = root / DATASET_INFO
-        if info_path.exists():
-            found = json.loads(info_path.read_text())
-            if {k: found.get(k) for k in wanted} == wanted:
-                return root
-        raise FileExistsError(
-            f"{root} exists and is not a synthetic dataset of size={size!r}, seed={seed}; "
-            "choose another folder or pass overwrite=True."
-        )
-    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        _write_dataset(
-            partial, SIZES[size], seed, meeg, progress_enabled() if progress is None else progress
-        )
-        (partial / DATASET_INFO).write_text(
-            json.dumps({**wanted, "version": __version__}, indent=2)
-        )
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(partial, root)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return root
+    show = progress_enabled() if progress is None else progress
+
+    def write(folder: Path) -> dict:
+        _write_dataset(folder, SIZES[size], seed, meeg, show)
+        return {"version": __version__}
+
+    return write_dataset_once(
+        root, {"size": size, "seed": seed, "meeg": meeg}, DATASET_INFO, write,
+        what="LAION-fMRI", overwrite=overwrite,
+    )  # fmt: skip
 
 
 def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from neurotorch.meeg import forward, layout
 from neurotorch.meeg.leadfield import LeadfieldData, save_leadfield_npz
 from neurotorch.meeg.posterior import bmn_posterior
 from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator, item_generator
+from neurotorch.synthetic._once import write_dataset_once
 
 SIZES = {
     "tiny": dict(n_sources=120, n_runs=4),
@@ -198,35 +198,14 @@ def make_calibrain(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(out) if out is not None else default_root(size, seed)
-    wanted = {"size": size, "seed": seed}
-    if root.exists() and not overwrite:
-        info_path = root / DATASET_INFO
-        if (
-            info_path.exists()
-            and {k: json.loads(info_path.read_text()).get(k) for k in wanted} == wanted
-        ):
-            return root
-        raise FileExistsError(
-            f"{root} exists and is not a synthetic CaliBrain root of size={size!r}, seed={seed}; "
-            "choose another folder or pass overwrite=True."
-        )
-    partial = root.with_name(f".{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        info = _write_calibrain(
-            partial,
-            **SIZES[size],
-            seed=seed,
-            progress=progress_enabled() if progress is None else progress,
-        )
-        (partial / DATASET_INFO).write_text(json.dumps({**wanted, **info}, indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(partial, root)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return root
+    show = progress_enabled() if progress is None else progress
+
+    def write(folder: Path) -> dict:
+        return _write_calibrain(folder, **SIZES[size], seed=seed, progress=show)
+
+    return write_dataset_once(
+        root, {"size": size, "seed": seed}, DATASET_INFO, write, what="CaliBrain", overwrite=overwrite
+    )
 
 
 def _mask_shell(
