@@ -173,3 +173,28 @@ def test_convert_mismatches_raise(tmp_path):
         with pytest.raises(ShapeMismatchError, match=bad.name):
             convert_timeseries([good, bad], mask_path, tmp_path / name)
         assert not any((tmp_path / name).glob("*.h5")), "no partial batch file may remain"
+
+
+@pytest.mark.parametrize(
+    "filters", [{}, {"shuffle": True}, {"fletcher32": True}, {"compression": None}]
+)
+def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters):
+    """Plain deflate chunks are inflated directly; other filter pipelines go through h5py."""
+    rng = np.random.default_rng(6)
+    mask = _mask()
+    path = _write(tmp_path / "x_chunk_000.h5", [_series(rng) for _ in range(3)], mask)
+    if filters:  # rewrite the time series with another filter pipeline
+        with h5py.File(path, "a") as f:
+            data = f["timeseries"][()]
+            del f["timeseries"]
+            options = {"compression": "gzip", **filters}
+            f.create_dataset("timeseries", data=data, chunks=(1,) + data.shape[1:], **options)
+    with h5py.File(path) as f:
+        expected = f["timeseries"][()]
+    batches = ConnectomeBatches(path)
+    buffer = np.empty(expected.shape[1:], dtype=np.float32)
+    for s in range(3):
+        assert batches.read_subject(s, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, expected[s])
+    streamed = [x.copy() for _, x in batches.iter_subjects(prefetch=True, reuse_buffers=True)]
+    np.testing.assert_array_equal(np.stack(streamed), expected)

@@ -17,6 +17,7 @@ from neurotorch.connectome import (
     network_map,
     seed_correlations,
 )
+from neurotorch.connectome.lnm import two_sided_p
 from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
 from neurotorch.synthetic.connectome import (
     BATCH_DIR,
@@ -179,3 +180,12 @@ def test_fdr_skips_nan_voxels():
     assert np.all(np.isnan(q[:, ~finite]))
     for row in range(3):
         np.testing.assert_allclose(q[row, finite], _bh(p[row, finite]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dof", [1, 2, 5, 19, 60, 150])
+def test_two_sided_p_matches_scipy(dof):
+    rng = np.random.default_rng(dof)
+    t = rng.standard_normal(5000) * rng.choice([0.01, 1.0, 5.0, 50.0], 5000)
+    t[:4] = [0.0, np.nan, np.inf, -np.inf]
+    expected = 2 * stats.t.sf(np.abs(t), dof)
+    np.testing.assert_allclose(two_sided_p(t, dof), expected, rtol=1e-8, atol=0)

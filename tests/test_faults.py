@@ -4,8 +4,9 @@ Each case in `FAULTS` damages one file of a fresh copy of the tiny synthetic tre
 M/EEG or connectome file), calls the public reader that a user would call, and records how it
 failed: ``named`` (a `NeurotorchError` subclass of the expected kind whose message names the file
 or value), ``misnamed`` (a neurotorch error of another kind, or one not naming the culprit),
-``unnamed`` (any other exception) or ``silent`` (no error at all). ``tests/conftest.py`` prints
-the totals at the end of the run as ``faults: N cases, N named errors, 0 silent``.
+``unnamed`` (any other exception), ``silent`` (no error at all) or ``left-temporary-files`` (a
+named error, but the failed build left temporary files in the cache). ``tests/conftest.py``
+prints the totals at the end of the run as ``faults: N cases, N named errors, 0 silent``.
 
 The durability tests below check the caches: a build killed with SIGKILL at any step, two
 processes building at once, a disk-full error and a corrupt source leave either the complete
@@ -821,13 +822,17 @@ def _disk_full_at(real: Callable, at: int) -> Callable:
 
 def _fill_disk(monkeypatch, where: str) -> None:
     """Make the next build run out of space at ``where``."""
-    if where == "rows":  # while the rows of the betas array are written (memory-mapped writes)
+    if where == "reserve":  # when the betas array's blocks are allocated, before any row
+        if not hasattr(os, "posix_fallocate"):
+            pytest.skip("this platform has no posix_fallocate")
+        monkeypatch.setattr(os, "posix_fallocate", _disk_full_at(os.posix_fallocate, 1))
+    elif where == "rows":  # while the rows of the betas array are written (memory-mapped writes)
         monkeypatch.setattr(np.memmap, "__setitem__", _disk_full_at(np.memmap.__setitem__, 40))
     else:  # when a finished file is flushed to disk: 1 = betas, 2 = statistics, 3 = manifest
         monkeypatch.setattr(os, "fsync", _disk_full_at(os.fsync, int(where.split(":")[1])))
 
 
-@pytest.mark.parametrize("where", ["rows", "fsync:1", "fsync:2", "fsync:3"])
+@pytest.mark.parametrize("where", ["reserve", "rows", "fsync:1", "fsync:2", "fsync:3"])
 def test_disk_full_keeps_previous_store(
     where: str, tiny_laion_root: Path, tmp_path: Path, monkeypatch, record_property
 ):

@@ -25,11 +25,11 @@ from torch.utils.data import Dataset
 from neurotorch.data.collate import ItemBatch
 from neurotorch.data.store import DEFAULT_NC_DESC, PreparedStore, SessionStore, build_store
 from neurotorch.data.trials import StimulusPairing, read_trials, select_trials
-from neurotorch.errors import ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
+from neurotorch.fmri.session_checks import check_trial_count
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.storage import DataRoot
 
@@ -162,12 +162,7 @@ class BetasDataset(Dataset):
             for session in store.sessions:
                 n_volumes = store.session(session).manifest()["shape"][0]
                 n_rows = len(read_trials(self.root, subject, session))
-                if n_rows != n_volumes:
-                    raise ShapeMismatchError(
-                        f"{self.root.path(layout.session_betas(subject, session))} has {n_volumes} "
-                        f"volumes but its trial table {layout.session_trials(subject, session)} has "
-                        f"{n_rows} rows; re-download the session."
-                    )
+                check_trial_count(self.root, subject, session, n_volumes, n_rows)
 
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""

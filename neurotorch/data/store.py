@@ -24,6 +24,7 @@ version; a mismatch in any of them rebuilds the session.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -43,12 +44,16 @@ from neurotorch.config import progress_enabled
 from neurotorch.errors import (
     CacheError,
     NeurotorchError,
-    OrientationMismatchError,
     ShapeMismatchError,
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
-from neurotorch.fmri.masks import combine_voxel_mask, read_brain_mask, read_volume
+from neurotorch.fmri.masks import (
+    brain_mask_file,
+    combine_voxel_mask,
+    read_brain_mask,
+    read_volume,
+)
 from neurotorch.fmri.nan_policy import (
     DEFAULT_NAN_POLICY,
     check_nan_policy,
@@ -56,6 +61,7 @@ from neurotorch.fmri.nan_policy import (
     nonfinite_error,
 )
 from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
+from neurotorch.fmri.session_checks import check_betas_grid
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -105,13 +111,6 @@ def voxel_selection(
     return _selection_on_grid(root, subject, roi, mask, nc_threshold, nc_desc, mask_source)[0]
 
 
-def brain_mask_file(subject: str, mask_source: str) -> str:
-    """The file that defines the voxel grid of a brain mask source."""
-    if mask_source == "rsquare":
-        return layout.subject_r2mean(subject)
-    return layout.anatomical_brain_mask(subject)
-
-
 def _selection_on_grid(
     root: DataRoot, subject: str, roi: RoiQuery | None, mask: np.ndarray | None,
     nc_threshold: float | None, nc_desc: str, mask_source: str,
@@ -130,24 +129,6 @@ def _selection_on_grid(
         brain, roi=roi_volume, custom=mask, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
     )
     return selection, affine
-
-
-def check_same_grid(
-    root: DataRoot, betas: str, header: Any, mask_file: str, mask: np.ndarray, affine: np.ndarray
-) -> None:
-    """Raise unless a betas file lies on the grid (shape and affine) of the brain mask."""
-    where = f"{root.path(betas)} and the brain mask {root.path(mask_file)}"
-    if tuple(header.grid) != tuple(mask.shape):
-        raise ShapeMismatchError(
-            f"Different voxel grids: {header.grid} vs {mask.shape} ({where}); both must come "
-            "from the same subject at the functional resolution (res-1pt8). Re-download the "
-            "file that differs from the others of this subject."
-        )
-    if not np.allclose(header.affine, affine, atol=1e-3):
-        raise OrientationMismatchError(
-            f"Different affines (voxel-to-world) in {where}; the betas would be masked in the "
-            "wrong place. Re-download the file that differs from the others of this subject."
-        )
 
 
 def cache_error(directory: Path, err: OSError) -> CacheError:
@@ -180,6 +161,19 @@ def source_identity(root: DataRoot, relpath: str) -> dict[str, Any]:
         "version": str(info["version"]),
         "header_sha256": _sha256(header),
     }
+
+
+def _reserve_space(path: Path) -> None:
+    """Allocate a file's blocks now, so that a full disk fails here with ENOSPC rather than with
+    SIGBUS in the middle of memory-mapped writes. Filesystems that cannot preallocate are skipped."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "rb+") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -340,6 +334,7 @@ def _write_session(
     squares = np.zeros(n_voxels, dtype=np.float64)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_volumes, n_voxels))
+        _reserve_space(tmp)
         n_read = 0
         with open_source(root, relpath) as source:
             for row, values in enumerate(iter_volumes(source, voxel_mask)):
@@ -490,7 +485,10 @@ def _plan_session(
     )
     with open_source(root, relpath) as source:
         header = read_nifti_header(source)
-    check_same_grid(root, relpath, header, mask_file, voxel_mask, affine)
+    check_betas_grid(
+        root.path(relpath), tuple(header.grid), header.affine, voxel_mask.shape, affine,
+        root.path(mask_file),
+    )  # fmt: skip
     shape = (header.n_volumes, int(voxel_mask.sum()))
     identity = source_identity(root, relpath)
     return (

@@ -36,6 +36,7 @@ from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
 from neurotorch.fmri.rois import RoiQuery
+from neurotorch.fmri.session_checks import check_session_files
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.storage import DataRoot
@@ -125,6 +126,8 @@ class BetasStream(IterableDataset):
         self.sessions = list(
             dict.fromkeys(zip(self.trials["subject"], self.trials["session"], strict=True))
         )
+        for subj, ses in self.sessions:  # grids, affines and trial counts, before any epoch
+            check_session_files(self.root, subj, ses, self.voxel_masks[subj], mask_source)
         self.pairing = StimulusPairing(
             self.root, self.trials["image_name"].tolist(), features, modalities, image_transform
         )

@@ -1,8 +1,9 @@
 """The end-of-run summary of the fault-injection suite.
 
 Every case of ``tests/test_faults.py`` records its outcome with ``record_property``: key
-``"fault"`` (``named``, ``misnamed``, ``unnamed`` or ``silent``) for a damaged input, key
-``"durability"`` (``intact`` or ``damaged``) for a crash, concurrency or disk-full scenario.
+``"fault"`` (``named``, ``misnamed``, ``unnamed``, ``silent`` or ``left-temporary-files``) for a
+damaged input, key ``"durability"`` (``intact`` or ``damaged``) for a crash, concurrency or
+disk-full scenario.
 """
 
 from __future__ import annotations
