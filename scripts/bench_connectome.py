@@ -3,7 +3,8 @@
 Both implementations compute the same maps (mean Fisher z, t, two-sided p, BH q) for the same
 lesions from the same batch files, each in its own child process so that its peak memory can be
 reported. The baseline reads subjects with h5py and does every product with ``np.einsum`` in float64.
-A third row times only reading and inflating the subjects, the floor both implementations share.
+A third row times only reading and inflating the subjects (neurotorch's reader), the floor of
+the neurotorch path.
 
     python scripts/bench_connectome.py            # 2 mm MNI mask, 20 subjects, 50 lesions
     python scripts/bench_connectome.py --large    # 60 subjects, 150 timepoints
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -89,8 +91,6 @@ def read_only(batch_dir: Path, lesion_dir: Path) -> dict:
 
 
 def _child(name: str, batch_dir: Path, lesion_dir: Path, out: mp.Queue) -> None:
-    import os
-
     os.environ["NEUROTORCH_PROGRESS"] = "0"
     import h5py  # noqa: F401 - imports are not part of the timing
     import nibabel  # noqa: F401
@@ -149,7 +149,8 @@ def main() -> None:
     subject_mb = batches.n_timepoints * batches.n_voxels * 4 / 1e6
     print(
         f"\n{n_lesions} lesions, {batches.n_subjects} subjects x {batches.n_timepoints} timepoints x "
-        f"{batches.n_voxels} voxels ({subject_mb:.0f} MB per subject in float32)\n"
+        f"{batches.n_voxels} voxels ({subject_mb:.0f} MB per subject in float32); "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} after the runs\n"
     )
     print(
         f"{'implementation':<28}{'wall s':>8}{'lesions/s':>11}{'speed-up':>10}"

@@ -192,9 +192,13 @@ def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters):
     with h5py.File(path) as f:
         expected = f["timeseries"][()]
     batches = ConnectomeBatches(path)
+    raw_reads = []
+    read_raw_chunk = batches._raw_chunk
+    batches._raw_chunk = lambda *args: raw_reads.append(args) or read_raw_chunk(*args)
     buffer = np.empty(expected.shape[1:], dtype=np.float32)
     for s in range(3):
         assert batches.read_subject(s, out=buffer) is buffer
         np.testing.assert_array_equal(buffer, expected[s])
     streamed = [x.copy() for _, x in batches.iter_subjects(prefetch=True, reuse_buffers=True)]
     np.testing.assert_array_equal(np.stack(streamed), expected)
+    assert len(raw_reads) == (0 if filters else 6), "only plain deflate chunks are read raw"

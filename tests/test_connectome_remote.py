@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -91,3 +92,20 @@ def test_datamodule_serves_subjects_from_s3(moto_server, bucket_url, local_root,
     batch = next(iter(data.val_dataloader()))
     for row, subject in enumerate(batch["subject"].tolist()):
         assert torch.equal(batch["timeseries"][row], torch.from_numpy(expected[subject]))
+
+
+def test_lnm_command_reads_a_public_bucket(
+    moto_server, local_root, tmp_path, no_aws_credentials, isolated_cache, capsys
+):
+    from neurotorch.cli import main
+
+    url = moto_server.upload_tree(local_root / BATCH_DIR, "connectome-public", public=True)
+    out = tmp_path / "maps"
+    lesions = local_root / LESION_DIR
+    main(["lnm", str(lesions), "--connectome", url, "--endpoint-url", moto_server.endpoint,
+          "--out", str(out)])  # fmt: skip
+    expected = network_map(lesions, local_root / BATCH_DIR)
+    name = expected.names[0]
+    t_map = nib.load(out / f"{name}_desc-t_map.nii.gz").get_fdata()
+    np.testing.assert_allclose(t_map[tuple(expected.mask_indices.T)], expected.t[0], rtol=1e-6)
+    assert name in capsys.readouterr().out

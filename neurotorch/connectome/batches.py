@@ -17,6 +17,7 @@ import io
 import os
 import posixpath
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -193,6 +194,9 @@ def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
 # chunk-sized temporary is allocated (and page-faulted in) per subject.
 INFLATE_BLOCK_SIZE = 2**18
 
+# Positional reads into a buffer (thread-safe, no GIL); elsewhere subjects are read through h5py.
+_HAVE_PREADV = hasattr(os, "preadv")
+
 # Remote headers are read in requests of this size (HDF5 metadata sits in small scattered blocks).
 HEADER_BLOCK_SIZE = 2**20
 
@@ -312,7 +316,7 @@ class ConnectomeBatches:
         counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, tuple[h5py.File, io.FileIO]] = {}
-        self._scratch: dict[int, bytearray] = {}  # raw chunk buffer per reading thread
+        self._scratch = threading.local()  # a raw chunk buffer per reading thread
         self._pid: int | None = None
 
     # -- description -------------------------------------------------------------------------
@@ -401,14 +405,17 @@ class ConnectomeBatches:
     def _open(self, file_idx: int) -> tuple[h5py.File, io.FileIO]:
         """This process's (HDF5 handle, raw file) of a batch file, opened on first use."""
         if self._pid != os.getpid():
-            self._handles, self._scratch = {}, {}  # inherited through fork: not ours to use
+            self._handles, self._scratch = {}, threading.local()  # not ours after a fork
             self._pid = os.getpid()
         handles = self._handles.get(file_idx)
         if handles is None:
             root, name = self._sources[file_idx]
             path = root.local_path(name)  # a cached copy of a remote file
-            handles = (h5py.File(path, "r"), open(path, "rb", buffering=0))  # noqa: SIM115
-            self._handles[file_idx] = handles
+            opened = (h5py.File(path, "r"), open(path, "rb", buffering=0))  # noqa: SIM115
+            handles = self._handles.setdefault(file_idx, opened)  # read-ahead threads may race
+            if handles is not opened:
+                for handle in opened:
+                    handle.close()
         return handles
 
     def _dataset(self, file_idx: int) -> h5py.Dataset:
@@ -424,9 +431,9 @@ class ConnectomeBatches:
         info = handle[layout.TIMESERIES].id.get_chunk_info_by_coord((row, 0, 0))
         if info.byte_offset is None:
             return None
-        buffer = self._scratch.get(threading.get_ident())
+        buffer = getattr(self._scratch, "buffer", None)
         if buffer is None or len(buffer) < info.size:
-            buffer = self._scratch[threading.get_ident()] = bytearray(info.size)
+            buffer = self._scratch.buffer = bytearray(info.size)
         view = memoryview(buffer)[: info.size]
         if os.preadv(raw_file.fileno(), [view], info.byte_offset) != info.size:
             raise OSError(f"short read of the chunk at byte {info.byte_offset}")
@@ -469,7 +476,8 @@ class ConnectomeBatches:
                 f"{out.dtype} {out.shape}."
             )
         try:
-            chunk = self._raw_chunk(file_idx, row) if _one_gzip_chunk_per_subject(dataset) else None
+            direct = _HAVE_PREADV and _one_gzip_chunk_per_subject(dataset)
+            chunk = self._raw_chunk(file_idx, row) if direct else None
             if chunk is None:
                 dataset.read_direct(out[np.newaxis], np.s_[row : row + 1])
             elif chunk[1] & 1:  # the deflate filter was skipped for this chunk
@@ -496,36 +504,40 @@ class ConnectomeBatches:
     def iter_subjects(
         self,
         subjects: Sequence[int] | None = None,
-        prefetch: bool = False,
+        prefetch: int = 0,
         reuse_buffers: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (subject index, (n_timepoints, n_voxels) array) in order.
 
-        With ``prefetch`` the next subject is read and inflated in a background thread while the
-        caller works on the current one (two subjects in memory instead of one). With
-        ``reuse_buffers`` subjects are read into one array (two with ``prefetch``) allocated once:
-        a yielded array is the caller's until it asks for the next subject, then it is
-        overwritten.
+        Parameters
+        ----------
+        subjects
+            Subject indices (default: all).
+        prefetch
+            Number of subjects read and inflated ahead in background threads (one thread each)
+            while the caller works on the current one; ``True`` means 1.
+        reuse_buffers
+            Read into ``prefetch + 1`` arrays allocated once: a yielded array is the caller's
+            until it asks for the next subject, then it is overwritten.
         """
         order = [int(s) for s in (range(self.n_subjects) if subjects is None else subjects)]
+        ahead = int(prefetch)
         shape = (self.n_timepoints, self.n_voxels)
-        buffers = (
-            [np.empty(shape, np.float32) for _ in range(1 + prefetch)] if reuse_buffers else []
-        )
+        buffers = [np.empty(shape, np.float32) for _ in range(ahead + 1)] if reuse_buffers else []
 
         def read(i: int) -> np.ndarray:
             return self.read_subject(order[i], buffers[i % len(buffers)] if buffers else None)
 
-        if not prefetch:
+        if not ahead:
             for i, subject in enumerate(order):
                 yield subject, read(i)
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(read, 0) if order else None
+        with ThreadPoolExecutor(max_workers=ahead) as pool:
+            pending = deque(pool.submit(read, i) for i in range(min(ahead, len(order))))
             for i, subject in enumerate(order):
-                data = pending.result()
-                if i + 1 < len(order):
-                    pending = pool.submit(read, i + 1)
+                data = pending.popleft().result()
+                if i + ahead < len(order):
+                    pending.append(pool.submit(read, i + ahead))
                 yield subject, data
 
     def close(self) -> None:
@@ -534,13 +546,17 @@ class ConnectomeBatches:
             for handle, raw_file in self._handles.values():
                 handle.close()
                 raw_file.close()
-        self._handles, self._scratch = {}, {}
+        self._handles, self._scratch = {}, threading.local()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"], state["_scratch"] = {}, {}
+        state["_handles"], state["_scratch"] = {}, None
         state["_pid"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
     def __del__(self) -> None:
         try:
