@@ -44,7 +44,11 @@ from neurotorch.meeg import layout as meeg_layout
 _LEADFIELD_FILE = re.compile(r"^(?P<subject>.+)_(?P<orientation>fixed|free)_leadfield\.npz$")
 _AGGREGATED_RUN = re.compile(r"_run\d{8}_seed\d+\.npz$")
 _SENSOR_KINDS = {meeg_layout.KIND_EEG: "EEG", meeg_layout.KIND_MEG: "MEG"}
-_COIL_NAMES = {meeg_layout.COIL_EEG: "EEG", meeg_layout.COIL_MAG: "MEG mag", meeg_layout.COIL_GRAD: "MEG grad"}
+_COIL_NAMES = {
+    meeg_layout.COIL_EEG: "EEG",
+    meeg_layout.COIL_MAG: "MEG mag",
+    meeg_layout.COIL_GRAD: "MEG grad",
+}
 CONNECTOME_SUBDIR = "batches"
 LESION_SUBDIR = "lesions"
 TRIAL_COLUMNS = ["subject", "session", "n_runs", "n_trials", "n_shared", "n_unique", "n_images"]
@@ -95,7 +99,9 @@ class LaionFMRISummary:
 
     def roi_counts(self) -> pd.DataFrame:
         """Number of ROIs per subject (rows) and category (columns)."""
-        counts = {sid: {cat: len(names) for cat, names in cats.items()} for sid, cats in self.rois.items()}
+        counts = {
+            sid: {cat: len(names) for cat, names in cats.items()} for sid, cats in self.rois.items()
+        }
         frame = pd.DataFrame.from_dict(counts, orient="index").fillna(0).astype(int)
         return frame.reindex(columns=sorted(frame.columns))
 
@@ -117,7 +123,9 @@ class LaionFMRISummary:
             for cats in self.rois.values():
                 for cat, rois in cats.items():
                     roi_names.setdefault(cat, set()).update(rois)
-            out += [f"    {cat}: {' '.join(sorted(rois))}" for cat, rois in sorted(roi_names.items())]
+            out += [
+                f"    {cat}: {' '.join(sorted(rois))}" for cat, rois in sorted(roi_names.items())
+            ]
         modalities = ", ".join(self.stimulus_modalities) or "none"
         out.append(f"  stimulus modalities: {modalities}")
         if self.images:
@@ -134,10 +142,17 @@ class LaionFMRISummary:
 
 def _stimulus_modalities(stimulus_files: set[str]) -> list[str]:
     found = []
-    for name, relpath in (("metadata", fmri_layout.stimuli_metadata()), ("images", fmri_layout.stimuli_images())):
+    for name, relpath in (
+        ("metadata", fmri_layout.stimuli_metadata()),
+        ("images", fmri_layout.stimuli_images()),
+    ):
         if relpath in stimulus_files:
             found.append(name)
-    found += [f"embeddings:{m}" for m in fmri_layout.EMBEDDING_MODELS if fmri_layout.embeddings(m) in stimulus_files]
+    found += [
+        f"embeddings:{m}"
+        for m in fmri_layout.EMBEDDING_MODELS
+        if fmri_layout.embeddings(m) in stimulus_files
+    ]
     if fmri_layout.captions() in stimulus_files:
         found.append("captions")
     if fmri_layout.segmentations() in stimulus_files:
@@ -170,11 +185,23 @@ def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
         tree = discovery.DatasetDescription(
             source=root.url,
             subjects={},
-            stimuli_files=[f"{fmri_layout.STIMULI_DIR}/{n}" for n in root.listdir(fmri_layout.STIMULI_DIR)],
-            splits={pool: sorted(n[:-5] for n in root.listdir(fmri_layout.SPLITS_DIR, pool) if n.endswith(".json"))
-                    for pool in root.listdir(fmri_layout.SPLITS_DIR)},  # fmt: skip
+            stimuli_files=[
+                f"{fmri_layout.STIMULI_DIR}/{n}" for n in root.listdir(fmri_layout.STIMULI_DIR)
+            ],
+            splits={
+                pool: sorted(
+                    n[:-5]
+                    for n in root.listdir(fmri_layout.SPLITS_DIR, pool)
+                    if n.endswith(".json")
+                )
+                for pool in root.listdir(fmri_layout.SPLITS_DIR)
+            },  # fmt: skip
         )
-    rows = [row for sid, info in tree.subjects.items() for row in _session_trials(root, sid, info.sessions)]
+    rows = [
+        row
+        for sid, info in tree.subjects.items()
+        for row in _session_trials(root, sid, info.sessions)
+    ]
     modalities = _stimulus_modalities(set(tree.stimuli_files))
     images: dict[str, int] = {}
     if "metadata" in modalities:
@@ -250,12 +277,25 @@ def describe_meeg(root: DataRoot, prefix: str = "") -> MEEGSummary:
     under = f"{prefix}/" if prefix else ""
     files = [rel[len(under) :] for rel in root.files(*([prefix] if prefix else []))]
     leadfields = [rel for rel in files if _LEADFIELD_FILE.match(_basename(rel))]
-    columns = ["file", "subject", "orientation", "sensors", "n_sensors", "n_sources", "n_components", "units"]
+    columns = [
+        "file",
+        "subject",
+        "orientation",
+        "sensors",
+        "n_sensors",
+        "n_sources",
+        "n_components",
+        "units",
+    ]
     return MEEGSummary(
         source=root.path(prefix) if prefix else root.url,
-        leadfields=pd.DataFrame([_leadfield_row(root, under + rel) for rel in leadfields], columns=columns),
+        leadfields=pd.DataFrame(
+            [_leadfield_row(root, under + rel) for rel in leadfields], columns=columns
+        ),
         forwards=sorted(rel for rel in files if rel.endswith("-fwd.fif")),
-        posterior_summaries=sum(fnmatch.fnmatch(_basename(rel), meeg_layout.POSTERIOR_SUMMARY_GLOB) for rel in files),
+        posterior_summaries=sum(
+            fnmatch.fnmatch(_basename(rel), meeg_layout.POSTERIOR_SUMMARY_GLOB) for rel in files
+        ),
         aggregated_runs=sum(bool(_AGGREGATED_RUN.search(_basename(rel))) for rel in files),
     )
 
@@ -328,7 +368,9 @@ def describe_connectome(root: DataRoot, folder: str = "") -> ConnectomeSummary:
     if folder and root.isdir(LESION_SUBDIR):
         lesions = sum(n.endswith((".nii", ".nii.gz")) for n in root.listdir(LESION_SUBDIR))
     return ConnectomeSummary(
-        source=root.path(folder) if folder else root.url, batches=pd.DataFrame(rows), n_lesions=lesions
+        source=root.path(folder) if folder else root.url,
+        batches=pd.DataFrame(rows),
+        n_lesions=lesions,
     )
 
 
@@ -347,7 +389,11 @@ class DatasetSummary:
     @property
     def kinds(self) -> list[str]:
         """Families found: ``"laion-fmri"``, ``"calibrain"``, ``"connectome"``."""
-        found = [("laion-fmri", self.laion_fmri), ("calibrain", self.meeg), ("connectome", self.connectome)]
+        found = [
+            ("laion-fmri", self.laion_fmri),
+            ("calibrain", self.meeg),
+            ("connectome", self.connectome),
+        ]
         return [kind for kind, part in found if part]
 
     def __str__(self) -> str:
@@ -391,7 +437,9 @@ def _meeg_prefixes(root: DataRoot) -> list[str]:
     return prefixes
 
 
-def describe(source: str | os.PathLike | DataRoot, storage_options: dict | None = None) -> DatasetSummary:
+def describe(
+    source: str | os.PathLike | DataRoot, storage_options: dict | None = None
+) -> DatasetSummary:
     """Recognise and summarise what a folder or URL holds (see the module docstring).
 
     Parameters

@@ -35,7 +35,10 @@ def parse_cells(text: str) -> list[nbformat.NotebookNode]:
     def flush() -> None:
         body = "\n".join(lines).strip("\n")
         if kind == "markdown":
-            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            body = "\n".join(
+                line[2:] if line.startswith("# ") else line.lstrip("#")
+                for line in body.splitlines()
+            )
             cells.append(nbformat.v4.new_markdown_cell(body))
         elif kind == "code" and body.strip():
             cells.append(nbformat.v4.new_code_cell(body))
@@ -56,7 +59,11 @@ def build_notebook(source: Path) -> nbformat.NotebookNode:
     nb.cells = parse_cells(source.read_text(encoding="utf-8"))
     for number, cell in enumerate(nb.cells):
         cell.id = f"cell-{number:02d}"  # stable ids keep rebuilt notebooks diff-friendly
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
@@ -91,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         nbformat.validate(nb)
         target = HERE / f"{source.stem}.ipynb"
         nbformat.write(nb, target)
-        print(f"{target.name}: {len(nb.cells)} cells, executed in {time.perf_counter() - start:.1f} s")
+        print(
+            f"{target.name}: {len(nb.cells)} cells, executed in {time.perf_counter() - start:.1f} s"
+        )
     return 0
 
 

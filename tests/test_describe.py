@@ -42,7 +42,10 @@ def hand_rois(root: Path) -> dict[str, dict[str, list[str]]]:
     for path in root.glob("derivatives/rois/sub-*/*/*"):
         if match := re.search(r"_label-(.+?)_mask\.", path.name):
             found.setdefault(path.parts[-3], {}).setdefault(path.parts[-2], set()).add(match[1])
-    return {sub: {cat: sorted(names) for cat, names in sorted(cats.items())} for sub, cats in sorted(found.items())}
+    return {
+        sub: {cat: sorted(names) for cat, names in sorted(cats.items())}
+        for sub, cats in sorted(found.items())
+    }
 
 
 def test_laion_fmri_summary_matches_hand_counts(tiny_laion_root):
@@ -66,8 +69,14 @@ def test_laion_fmri_summary_matches_hand_counts(tiny_laion_root):
     pools = sorted(p.name for p in (tiny_laion_root / "splits").iterdir())
     assert sorted(fmri.splits) == pools
     for pool in pools:
-        assert fmri.splits[pool] == sorted(p.stem for p in (tiny_laion_root / "splits" / pool).glob("*.json"))
-    tracked = [p for top in ("derivatives", "stimuli", "splits") for p in (tiny_laion_root / top).rglob("*")]
+        assert fmri.splits[pool] == sorted(
+            p.stem for p in (tiny_laion_root / "splits" / pool).glob("*.json")
+        )
+    tracked = [
+        p
+        for top in ("derivatives", "stimuli", "splits")
+        for p in (tiny_laion_root / top).rglob("*")
+    ]
     assert fmri.total_bytes == sum(p.stat().st_size for p in tracked if p.is_file())
 
 
@@ -84,7 +93,9 @@ def test_text_and_json_output_of_the_command(tiny_laion_root, capsys):
     assert main(["describe", str(tiny_laion_root), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["kinds"] == ["laion-fmri"]
-    assert [row["n_trials"] for row in payload["laion_fmri"]["trials"]] == expected["n_trials"].tolist()
+    assert [row["n_trials"] for row in payload["laion_fmri"]["trials"]] == expected[
+        "n_trials"
+    ].tolist()
 
 
 def test_stimuli_only_tree(tmp_path, tiny_laion_root):
@@ -105,7 +116,9 @@ def _write_leadfield(path: Path, n_sensors: int, n_sources: int, free: bool) -> 
     save_leadfield_npz(path, data)
 
 
-def _write_connectome(folder: Path, subjects_per_file: list[int], n_timepoints: int = 12) -> np.ndarray:
+def _write_connectome(
+    folder: Path, subjects_per_file: list[int], n_timepoints: int = 12
+) -> np.ndarray:
     from neurotorch.connectome.writer import write_batch
 
     mask_indices = np.argwhere(np.ones((4, 5, 3), dtype=bool))
@@ -132,7 +145,10 @@ def test_calibrain_and_connectome_are_recognised_together(tmp_path, capsys):
     mask_indices = _write_connectome(tmp_path / "batches", [3, 2])
     (tmp_path / "lesions").mkdir()
     for k in range(2):
-        nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.uint8), np.eye(4)), tmp_path / "lesions" / f"l{k}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(np.zeros((4, 5, 3), np.uint8), np.eye(4)),
+            tmp_path / "lesions" / f"l{k}.nii.gz",
+        )
 
     summary = describe(tmp_path)
     assert summary.kinds == ["calibrain", "connectome"]
@@ -173,7 +189,9 @@ def test_nothing_recognisable_is_a_clear_error(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_remote_tree_gives_the_local_summary(moto_server, public_laion_bucket, tiny_laion_root, tmp_path):
+def test_remote_tree_gives_the_local_summary(
+    moto_server, public_laion_bucket, tiny_laion_root, tmp_path
+):
     remote = describe(public_laion_bucket, storage_options=moto_server.options())
     local = describe(tiny_laion_root)
     pd.testing.assert_frame_equal(remote.laion_fmri.trials, local.laion_fmri.trials)
@@ -184,7 +202,9 @@ def test_remote_tree_gives_the_local_summary(moto_server, public_laion_bucket, t
 
     _write_connectome(tmp_path, [2, 3])
     (tmp_path / "1284src_leadfield").mkdir()
-    _write_leadfield(tmp_path / "1284src_leadfield" / "fsaverage_free_leadfield.npz", 16, 40, free=True)
+    _write_leadfield(
+        tmp_path / "1284src_leadfield" / "fsaverage_free_leadfield.npz", 16, 40, free=True
+    )
     url = moto_server.upload_tree(tmp_path, "describe-mixed", public=True)
     summary = describe(url, storage_options=moto_server.options())
     assert summary.kinds == ["calibrain", "connectome"]

@@ -64,3 +64,11 @@ def test_cli_fit_with_repository_config(tiny_laion_root, tmp_path, capsys):
     metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert set(metrics["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}
     assert metrics["median_r"] > 0.3
+
+
+def test_refuses_to_mix_subjects(tiny_laion_root):
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject=["sub-01", "sub-02"], roi="face", batch_size=16
+    )
+    with pytest.raises(ValueError, match="one subject"):
+        fit_and_test_encoder(dm, tiny_laion_root.parent / "mixed")

@@ -13,7 +13,9 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", NOTEBOOK_DIR / "build_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,9 +32,9 @@ def test_stored_notebook_is_valid_executed_and_matches_its_source(path):
     nbformat.validate(nb)
     assert nb.nbformat == 4
     expected = _builder().build_notebook(NOTEBOOK_DIR / "src" / f"{path.stem}.py")
-    assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in expected.cells], (
-        f"{path.name} is out of date: run python notebooks/build_notebooks.py {path.stem}"
-    )
+    assert [(c.cell_type, c.source) for c in nb.cells] == [
+        (c.cell_type, c.source) for c in expected.cells
+    ], f"{path.name} is out of date: run python notebooks/build_notebooks.py {path.stem}"
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
     outputs = [output for cell in code for output in cell.outputs]

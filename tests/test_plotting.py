@@ -112,11 +112,17 @@ def test_leadfield_column_norm_plot(leadfields, tmp_path, name):
     from neurotorch.plotting.meeg import plot_leadfield_column_norms
 
     data = leadfields[name]
-    assert_real_png(plot_leadfield_column_norms(data if name == "eeg_fixed" else data.leadfield, tmp_path / "lf.png"))
+    assert_real_png(
+        plot_leadfield_column_norms(
+            data if name == "eeg_fixed" else data.leadfield, tmp_path / "lf.png"
+        )
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "source"), [("eeg_fixed", 7), ("eeg_free", 7), ("mag_fixed", None)])
+@pytest.mark.parametrize(
+    ("name", "source"), [("eeg_fixed", 7), ("eeg_free", 7), ("mag_fixed", None)]
+)
 def test_sensor_topomap(leadfields, tmp_path, name, source):
     from neurotorch.plotting.meeg import plot_sensor_topomap
 
@@ -138,7 +144,9 @@ def test_sensor_positions_follow_the_leadfield_channels(leadfields):
         else:
             helmet = mne.channels.read_meg_canonical_info("neuromag")
             expected = mne.pick_info(helmet, [helmet["ch_names"].index(c) for c in lf.ch_names])
-        np.testing.assert_allclose([c["loc"][:3] for c in info["chs"]], [c["loc"][:3] for c in expected["chs"]])
+        np.testing.assert_allclose(
+            [c["loc"][:3] for c in info["chs"]], [c["loc"][:3] for c in expected["chs"]]
+        )
 
 
 def _run(rng, scale: float, free: bool = False):
@@ -150,7 +158,9 @@ def _run(rng, scale: float, free: bool = False):
         return PosteriorRun(x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat,
                             var=np.ones((40, 3)), cov_blocks=cov)  # fmt: skip
     x_hat = rng.standard_normal((60, 25))
-    return PosteriorRun(x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat, var=np.ones(60))
+    return PosteriorRun(
+        x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat, var=np.ones(60)
+    )
 
 
 def test_run_coverage_counts_covered_samples():
@@ -166,14 +176,20 @@ def test_run_coverage_counts_covered_samples():
     np.testing.assert_allclose(run_coverage(fixed, levels), expected)
     free = _run(rng, 1.0, free=True)
     d2 = np.sum((free.x_true - free.x_hat) ** 2, axis=1)  # identity covariance
-    np.testing.assert_allclose(run_coverage(free, levels), [np.mean(d2 <= chi2.ppf(c, 3)) for c in levels])
+    np.testing.assert_allclose(
+        run_coverage(free, levels), [np.mean(d2 <= chi2.ppf(c, 3)) for c in levels]
+    )
 
 
 def test_coverage_plot(tmp_path):
     from neurotorch.plotting.meeg import plot_coverage
 
     rng = np.random.default_rng(1)
-    runs = {"calibrated": _run(rng, 1.0), "over-confident": _run(rng, 2.5), "free": _run(rng, 1.0, True)}
+    runs = {
+        "calibrated": _run(rng, 1.0),
+        "over-confident": _run(rng, 2.5),
+        "free": _run(rng, 1.0, True),
+    }
     assert_real_png(plot_coverage(runs, tmp_path / "coverage.png"))
     assert_real_png(plot_coverage(runs["calibrated"], tmp_path / "one.png"))
 
@@ -191,7 +207,9 @@ def network_result(tmp_path_factory):
     mask = np.zeros(shape, dtype=bool)
     mask[1:-1, 1:-1, 1:-1] = True
     indices = np.argwhere(mask)
-    network = (np.abs(indices[:, 0] - 5.5) > 2.5) & (np.abs(indices[:, 1] - 6) < 2) & (indices[:, 2] < 5)
+    network = (
+        (np.abs(indices[:, 0] - 5.5) > 2.5) & (np.abs(indices[:, 1] - 6) < 2) & (indices[:, 2] < 5)
+    )
     rng = np.random.default_rng(0)
     folder = tmp_path_factory.mktemp("connectome")
 
@@ -202,13 +220,24 @@ def network_result(tmp_path_factory):
             yield data
 
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
-    write_batch(folder / "gsp1000_chunk_000.h5", series(), [f"s{i}" for i in range(5)], indices, affine, shape, 30)
+    write_batch(
+        folder / "gsp1000_chunk_000.h5",
+        series(),
+        [f"s{i}" for i in range(5)],
+        indices,
+        affine,
+        shape,
+        30,
+    )
     lesion = np.zeros(shape, dtype=bool)
     lesion[tuple(indices[network][0])] = True
     return network_map({"lesion-a": lesion}, folder), lesion
 
 
-@pytest.mark.parametrize(("kind", "threshold", "per_voxel"), [("t", None, False), ("meanz", 0.2, True), ("q", 1.3, False)])
+@pytest.mark.parametrize(
+    ("kind", "threshold", "per_voxel"),
+    [("t", None, False), ("meanz", 0.2, True), ("q", 1.3, False)],
+)
 def test_network_map_slices(network_result, tmp_path, kind, threshold, per_voxel):
     from neurotorch.plotting.connectome import plot_network_map
 

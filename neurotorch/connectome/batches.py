@@ -29,8 +29,8 @@ import nibabel as nib
 import numpy as np
 
 from neurotorch.connectome import layout
+from neurotorch.io.files import as_path, file_root
 from neurotorch.io.storage import DataRoot
-from neurotorch.meeg.files import as_path, file_root
 
 try:  # ISA-L inflates about twice as fast as zlib (both release the GIL while inflating)
     from isal.isal_zlib import decompressobj as _inflater

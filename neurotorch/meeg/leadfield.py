@@ -22,9 +22,9 @@ from neurotorch.errors import (
     FormatError,
     UnsafePickleError,
 )
+from neurotorch.io.files import FilePath, as_path, check_writable, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
-from neurotorch.meeg.files import FilePath, as_path, check_writable, read_bytes
 
 _SCALE_TO_DISPLAY = {
     layout.UNIT_V: (layout.UNITM_MU, 1e-3),

@@ -10,7 +10,7 @@
 Free-orientation sources must be stored as ``(N, K, T)`` arrays. Both readers return a
 `PosteriorRun` with marginal variances and, for free orientation, the per-source blocks. Paths
 may be fsspec URLs (``s3://bucket/prefix/...``) with ``storage_options``: NPZ files are read into
-memory, HDF5 files from a cached local copy (see `neurotorch.meeg.files`).
+memory, HDF5 files from a cached local copy (see `neurotorch.io.files`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.io.files import FilePath, as_path, file_root, local_copy, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
-from neurotorch.meeg.files import FilePath, as_path, file_root, local_copy, read_bytes
 
 _ARRAY_KEYS = (
     "x_true",

@@ -47,6 +47,7 @@ class LinearEncoder(L.LightningModule):
         self.register_buffer("bias", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("penalty_index", torch.zeros(0, dtype=torch.long))
         self._train_stats: RidgeStatistics | None = None
+        self._train_subjects: set[str] = set()
         self._candidates: tuple[torch.Tensor, torch.Tensor] | None = None
         self._val_stats: CorrelationStatistics | None = None
         self._test_stats: CorrelationStatistics | None = None
@@ -75,8 +76,15 @@ class LinearEncoder(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x, y = batch[self.hparams.feature_key], batch[self.hparams.target_key]
+        subjects = set(batch.get("subject", ()))
         if self._train_stats is None:
             self._train_stats = RidgeStatistics(x.shape[1], y.shape[1], device=x.device)
+            self._train_subjects = subjects
+        if subjects | self._train_subjects != self._train_subjects or len(subjects) > 1:
+            raise ValueError(
+                f"LinearEncoder fits the voxels of one subject, but the training batches hold "
+                f"{sorted(subjects | self._train_subjects)}; train one encoder per subject."
+            )
         self._train_stats.update(x, y)
 
     def _solve_if_trained(self) -> None:

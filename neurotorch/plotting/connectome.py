@@ -85,13 +85,23 @@ def plot_network_map(
     if cut is None:  # the strongest voxel, outside the lesion when it is known
         remote = values if lesion_volume is None else np.where(lesion_volume[voxels], 0.0, values)
         cut = tuple(int(i) for i in result.mask_indices[int(np.argmax(np.abs(remote)))])
-    shown = np.where(np.abs(volume) >= threshold, volume, np.nan) if threshold is not None else volume
-    limit = float(np.percentile(np.abs(values), 99)) or 1.0  # the lesion itself would dominate the max
-    colour_range = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if signed else dict(vmin=0, vmax=limit, cmap="hot")
+    shown = (
+        np.where(np.abs(volume) >= threshold, volume, np.nan) if threshold is not None else volume
+    )
+    limit = (
+        float(np.percentile(np.abs(values), 99)) or 1.0
+    )  # the lesion itself would dominate the max
+    colour_range = (
+        dict(vmin=-limit, vmax=limit, cmap="RdBu_r")
+        if signed
+        else dict(vmin=0, vmax=limit, cmap="hot")
+    )
 
     fig, axes = new_figure(3, panel_size=(3.6, 3.6))
     for ax, (view, axis) in zip(axes, VIEWS, strict=True):
-        ax.imshow(np.take(brain, cut[axis], axis=axis).T, cmap="gray", vmin=0, vmax=2.5, origin="lower")
+        ax.imshow(
+            np.take(brain, cut[axis], axis=axis).T, cmap="gray", vmin=0, vmax=2.5, origin="lower"
+        )
         image = ax.imshow(np.take(shown, cut[axis], axis=axis).T, origin="lower", interpolation="nearest",
                           **colour_range)  # fmt: skip
         if lesion_volume is not None:

@@ -204,7 +204,12 @@ def make_calibrain(
         return _write_calibrain(folder, **SIZES[size], seed=seed, progress=show)
 
     return write_dataset_once(
-        root, {"size": size, "seed": seed}, DATASET_INFO, write, what="CaliBrain", overwrite=overwrite
+        root,
+        {"size": size, "seed": seed},
+        DATASET_INFO,
+        write,
+        what="CaliBrain",
+        overwrite=overwrite,
     )
 
 

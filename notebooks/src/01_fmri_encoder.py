@@ -114,8 +114,12 @@ train_set = BetasDataset(root, "sub-01", roi="face", features="CLIP", split="tau
 loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_items)
 batch = next(iter(loader))
 print(len(train_set), "training trials")
-print({key: tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
-       for key, value in batch.items()})
+print(
+    {
+        key: tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
+        for key, value in batch.items()
+    }
+)
 
 # %% [markdown]
 # ## 5. A Lightning run
@@ -135,13 +139,28 @@ from neurotorch.lightning import LaionFMRIDataModule
 from neurotorch.models import LinearEncoder
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the output short
-warnings.filterwarnings("ignore", message=".*(configure_optimizers|LeafSpec).*")  # the ridge fit needs no optimizer
+warnings.filterwarnings(
+    "ignore", message=".*(configure_optimizers|LeafSpec).*"
+)  # the ridge fit needs no optimizer
 L.seed_everything(0, verbose=False)
-datamodule = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", roi=["face", "place", "V1v"],
-                                 features="CLIP", split="random_0", batch_size=64)
+datamodule = LaionFMRIDataModule(
+    data_dir=str(root),
+    subject="sub-01",
+    roi=["face", "place", "V1v"],
+    features="CLIP",
+    split="random_0",
+    batch_size=64,
+)
 model = LinearEncoder(output_dir="encoder-run")
-trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                    num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False)
+trainer = L.Trainer(
+    max_epochs=1,
+    accelerator="cpu",
+    logger=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
 trainer.fit(model, datamodule)
 trainer.test(model, datamodule, verbose=False)
 print({key: value for key, value in model.test_metrics.items() if np.isscalar(value)})
@@ -158,4 +177,6 @@ truth = np.load(root / "_groundtruth" / "sub-01_encoding.npz")
 attainable = np.full(int(np.prod(truth["grid_shape"])), np.nan)
 attainable[truth["brain_index"]] = truth["attainable_r"]  # on the flattened grid
 attainable = attainable[sub.get_brain_mask()][sub.get_roi_mask(["face", "place", "V1v"])]
-print(f"correlation of test r with the attainable r: {np.corrcoef(model.test_r, attainable)[0, 1]:.2f}")
+print(
+    f"correlation of test r with the attainable r: {np.corrcoef(model.test_r, attainable)[0, 1]:.2f}"
+)

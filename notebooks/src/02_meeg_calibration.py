@@ -84,7 +84,9 @@ top.plot(times, sources.waveforms[0].T)
 top.set(ylabel="source (nAm)", title=f"3 active sources: {sources.active_indices[0].tolist()}")
 bottom.plot(times, sensors.y[0].T, lw=0.5, color="0.4")
 bottom.plot(times, sensors.y_clean[0].T, lw=0.8, color="tab:blue", alpha=0.5)
-bottom.set(xlabel="time (s)", ylabel="EEG (µV)", title="64 sensors: noisy (grey) and clean (blue), α = 0.5")
+bottom.set(
+    xlabel="time (s)", ylabel="EEG (µV)", title="64 sensors: noisy (grey) and clean (blue), α = 0.5"
+)
 plt.tight_layout()
 plt.show()
 
@@ -116,7 +118,10 @@ print({key: tuple(value.shape) for key, value in batch.items() if hasattr(value,
 from neurotorch.meeg import read_run
 from neurotorch.plotting.meeg import plot_coverage
 
-runs = {path.stem.split("_seed")[0]: read_run(path) for path in sorted((root / "calibration_datasets").glob("*.npz"))}
+runs = {
+    path.stem.split("_seed")[0]: read_run(path)
+    for path in sorted((root / "calibration_datasets").glob("*.npz"))
+}
 display(Image(filename=plot_coverage(runs, figures / "coverage.png")))
 
 # %% [markdown]
@@ -136,14 +141,32 @@ from neurotorch.lightning import CalibrationDataModule
 from neurotorch.models import IsotonicCalibrator
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the output short
-warnings.filterwarnings("ignore", message=".*(configure_optimizers|LeafSpec|does not have many workers|__len__).*")
-datamodule = CalibrationDataModule(leadfield_dir=str(root / "1284src_leadfield"), retrieve_mode="load",
-                                   nnz=[1, 3, 5], alpha=[0.3, 0.5, 0.7, 0.9], noise_var_scale=0.25,
-                                   train_length=128, val_length=64, test_length=64, batch_size=32,
-                                   streaming=True, seed=0)
+warnings.filterwarnings(
+    "ignore", message=".*(configure_optimizers|LeafSpec|does not have many workers|__len__).*"
+)
+datamodule = CalibrationDataModule(
+    leadfield_dir=str(root / "1284src_leadfield"),
+    retrieve_mode="load",
+    nnz=[1, 3, 5],
+    alpha=[0.3, 0.5, 0.7, 0.9],
+    noise_var_scale=0.25,
+    train_length=128,
+    val_length=64,
+    test_length=64,
+    batch_size=32,
+    streaming=True,
+    seed=0,
+)
 calibrator = IsotonicCalibrator(output_dir="calibration-run")
-trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                    num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False)
+trainer = L.Trainer(
+    max_epochs=1,
+    accelerator="cpu",
+    logger=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
 trainer.fit(calibrator, datamodule)
 trainer.test(calibrator, datamodule, verbose=False)
 display(Image(filename="calibration-run/coverage_test.png"))

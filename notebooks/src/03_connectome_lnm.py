@@ -43,8 +43,10 @@ print(describe(root))
 from neurotorch.connectome import ConnectomeBatches
 
 batches = ConnectomeBatches(root / "batches")
-print(f"{batches.n_subjects} subjects × {batches.n_timepoints} timepoints × {batches.n_voxels} voxels, "
-      f"mask {batches.mask_shape} in {batches.space}")
+print(
+    f"{batches.n_subjects} subjects × {batches.n_timepoints} timepoints × {batches.n_voxels} voxels, "
+    f"mask {batches.mask_shape} in {batches.space}"
+)
 print(batches.subject_ids)
 series = batches.read_subject(0)
 print("subject 0:", series.shape, series.dtype)
@@ -69,8 +71,20 @@ from neurotorch.plotting.connectome import plot_network_map
 
 lesion_name = result.names[0]
 lesion = nib.load(root / "lesions" / f"{lesion_name}.nii.gz").get_fdata() > 0
-display(Image(filename=plot_network_map(result, lesion_name, figures / "t_map.png", kind="t", lesion_mask=lesion)))
-display(Image(filename=plot_network_map(result, lesion_name, figures / "q_map.png", kind="q", threshold=-np.log10(0.05))))
+display(
+    Image(
+        filename=plot_network_map(
+            result, lesion_name, figures / "t_map.png", kind="t", lesion_mask=lesion
+        )
+    )
+)
+display(
+    Image(
+        filename=plot_network_map(
+            result, lesion_name, figures / "q_map.png", kind="q", threshold=-np.log10(0.05)
+        )
+    )
+)
 
 # %% [markdown]
 # ## 3. Does it find the planted networks?
@@ -86,10 +100,15 @@ rows = []
 for lesion_row in truth.itertuples():
     significant = result.map("q", lesion_row.lesion) < 0.05
     own = voxel_network == lesion_row.network
-    rows.append({"lesion": lesion_row.lesion, "network": lesion_row.network,
-                 "significant voxels": int(significant.sum()),
-                 "inside its network": f"{(significant & own).sum() / max(significant.sum(), 1):.0%}",
-                 "network recovered": f"{(significant & own).sum() / own.sum():.0%}"})
+    rows.append(
+        {
+            "lesion": lesion_row.lesion,
+            "network": lesion_row.network,
+            "significant voxels": int(significant.sum()),
+            "inside its network": f"{(significant & own).sum() / max(significant.sum(), 1):.0%}",
+            "network recovered": f"{(significant & own).sum() / own.sum():.0%}",
+        }
+    )
 pd.DataFrame(rows)
 
 # %% [markdown]

@@ -1,9 +1,10 @@
-"""CaliBrain files on a local disk or behind an fsspec URL (``s3://bucket/prefix/file.npz``).
+"""Single files on a local disk or behind an fsspec URL (``s3://bucket/prefix/file.npz``).
 
-Every reader in `neurotorch.meeg` takes a path or URL plus ``storage_options`` and goes through
-a `neurotorch.io.storage.DataRoot` of the file's folder: NPZ files are read into memory and
-parsed by ``np.load(..., allow_pickle=False)``; HDF5 files are opened from a local path (the
-file itself, or a cached copy of a remote one, see `DataRoot.local_path`).
+Readers that take a file path or URL plus ``storage_options`` (leadfield NPZ files, posterior
+summaries, connectome batches) go through a `neurotorch.io.storage.DataRoot` of the file's
+folder: small files are read into memory (e.g. NPZ parsed by ``np.load(..., allow_pickle=False)``);
+HDF5 files are opened from a local path (the file itself, or a cached copy of a remote one, see
+`DataRoot.local_path`).
 """
 
 from __future__ import annotations
