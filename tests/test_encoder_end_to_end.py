@@ -49,21 +49,27 @@ def test_report_files(trained):
     assert (out / "encoder_test.png").stat().st_size > 10_000
 
 
-def test_cli_fit_with_repository_config(tiny_laion_root, tmp_path, capsys):
-    main(
-        [
-            "fit", "--config", str(REPO / "configs" / "encoder.yaml"),
-            "--data.init_args.data_dir", str(tiny_laion_root),
-            "--data.init_args.roi", "[face, V1v]",
-            "--trainer.logger.init_args.save_dir", str(tmp_path),
-            "--trainer.enable_progress_bar", "false",
-        ]
-    )  # fmt: skip
+def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys):
+    common = [
+        "--config", str(REPO / "configs" / "encoder.yaml"),
+        "--data.init_args.data_dir", str(tiny_laion_root),
+        "--data.init_args.roi", "[face, V1v]",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    main(["fit", *common])
     printed = capsys.readouterr().out
     assert "median r =" in printed and "fraction of noise ceiling" in printed
-    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
-    assert set(metrics["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}
-    assert metrics["median_r"] > 0.3
+    fitted = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert set(fitted["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}
+    assert fitted["median_r"] > 0.3
+
+    checkpoint = next(tmp_path.rglob("last.ckpt"))
+    main(["test", *common, "--ckpt_path", str(checkpoint)])
+    reports = sorted(tmp_path.rglob("metrics.json"))
+    assert len(reports) == 2
+    restored = json.loads(reports[-1].read_text())
+    assert restored["median_r"] == pytest.approx(fitted["median_r"], rel=1e-6)
 
 
 def test_refuses_to_mix_subjects(tiny_laion_root):
