@@ -56,26 +56,31 @@ def make_stimulus_set(
     n_unique: int,
     latent_dim: int,
 ) -> StimulusSet:
-    """Draw image names following the real patterns and a latent code per image."""
+    """Draw image names following the real patterns and a latent code per image.
+
+    In-distribution images cluster around one centre per category; each OOD type clusters around
+    a centre of its own, drawn farther out, so OOD images are far from the training images.
+    """
     centres = rng.normal(size=(len(CATEGORIES), latent_dim)) * 1.5
+    ood_centres = rng.normal(size=(len(layout.OOD_TYPES), latent_dim)) * 3.0
     names, kinds, cats, parts, latents = [], [], [], [], []
 
-    def add(name: str, kind: str, participant: str = "", scale: float = 1.0) -> None:
+    def add(name: str, kind: str, participant: str = "", centre: np.ndarray | None = None) -> None:
         c = int(rng.integers(len(CATEGORIES)))
         names.append(name)
         kinds.append(kind)
         cats.append(CATEGORIES[c])
         parts.append(participant)
-        latents.append(centres[c] + scale * rng.normal(size=latent_dim))
+        latents.append((centres[c] if centre is None else centre) + rng.normal(size=latent_dim))
 
     for i in range(n_shared12):
         add(f"shared_12rep_LAION_cluster_{1000 + i}_i{i % 5}.jpg", "shared12")
     for i in range(n_shared4):
         add(f"shared_4rep_LAION_cluster_{2000 + i}_i{i % 5}.jpg", "shared4")
-    for ood_type in layout.OOD_TYPES:
+    for ood_type, ood_centre in zip(layout.OOD_TYPES, ood_centres, strict=True):
         for j in range(n_ood_per_type):
             noun = OOD_NOUNS[j % len(OOD_NOUNS)] + ("" if j < len(OOD_NOUNS) else f"_{j}")
-            add(f"shared_4rep_OOD_{ood_type}_{noun}.png", "ood", scale=2.5)
+            add(f"shared_4rep_OOD_{ood_type}_{noun}.png", "ood", centre=ood_centre)
     for s, subject in enumerate(subjects):
         tag = subject.split("-", 1)[1]
         for i in range(n_unique):
