@@ -84,6 +84,24 @@ def execute(nb: nbformat.NotebookNode, workdir: str | os.PathLike) -> nbformat.N
     return nb
 
 
+def relative_paths(nb: nbformat.NotebookNode, workdir: str | os.PathLike) -> None:
+    """Show paths inside the temporary working folder relative to it (``./data/...``) in outputs."""
+    prefixes = {str(workdir), os.path.realpath(workdir)}
+
+    def relative(text: str) -> str:
+        for prefix in prefixes:
+            text = text.replace(prefix, ".")
+        return text
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if isinstance(output.get("text"), str):
+                output["text"] = relative(output["text"])
+            plain = output.get("data", {}).get("text/plain")
+            if isinstance(plain, str):
+                output["data"]["text/plain"] = relative(plain)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook names (default: every source)")
@@ -95,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="neurotorch-quickstart-") as workdir:
             os.environ.update(isolated_environment(workdir))
             execute(nb, workdir)
+            relative_paths(nb, workdir)
         nbformat.validate(nb)
         target = HERE / f"{source.stem}.ipynb"
         nbformat.write(nb, target)
