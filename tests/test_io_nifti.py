@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -343,9 +344,18 @@ def test_every_inflater_decodes_the_same(tmp_path, rng, inflater):
 
 def test_stopping_early_releases_the_file(pipeline, tmp_path, rng):
     path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (4, 4, 4, 20), "f4"))
+
+    def open_on_path() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+    threads_before = threading.active_count()
     volumes = iter_volumes(path)
     next(volumes)
+    assert open_on_path() == 1
     volumes.close()  # joins the inflating thread and closes the file
+    assert open_on_path() == 0
+    assert threading.active_count() == threads_before
 
 
 # -- errors ------------------------------------------------------------------------------------

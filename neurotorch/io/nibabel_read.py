@@ -3,7 +3,9 @@
 nibabel reads a ``.nii.gz`` only as far as the image data goes, so a damaged gzip trailer (CRC or
 length) can go unnoticed, and a damaged file surfaces as ``OSError``/``ImageFileError`` with no
 hint of what to do. `read_nifti_image` first drains the gzip stream once with the fast inflater
-(verifying CRC and length), then lets nibabel read the image.
+(verifying CRC and length, in constant memory), then lets nibabel read the image. Inflating the
+bytes once and handing them to nibabel would save ~12 % of the time but hold the decompressed file
+and the array in memory together, twice the peak for a full 4-D session.
 """
 
 from __future__ import annotations
