@@ -72,9 +72,9 @@ def test_chunks_shard_by_rank_and_worker(root):
     shards = {
         (rank, worker): stream.shard(rank, 2, worker, 2) for rank in (0, 1) for worker in (0, 1)
     }
-    per_rank = [sum(len(c) for w in (0, 1) for c in shards[(r, w)]) for r in (0, 1)]
-    assert per_rank[0] == per_rank[1]  # equal length per rank: DDP never waits
-    seen = [s for chunks in shards.values() for chunk in chunks for s in chunk]
+    per_rank = [len(shards[(r, 0)]) + len(shards[(r, 1)]) for r in (0, 1)]
+    assert per_rank == [4, 4]  # equal length per rank: DDP never waits
+    seen = [s for subjects in shards.values() for s in subjects]
     assert set(seen) == set(range(7)) and len(seen) == 8  # one subject repeated as padding
     stream.set_epoch(1)
     assert stream.chunks() != ConnectomeChunks(root / BATCH_DIR, shuffle=True, seed=1).chunks()

@@ -13,11 +13,17 @@ from collections.abc import Iterator, Sequence
 import nibabel as nib
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
-from neurotorch.data.stream import distributed_rank_and_size
+from neurotorch.data.sharding import (
+    ShardedIterable,
+    check_batch_size,
+    epoch_order,
+    shard_positions,
+    units_per_rank,
+)
 
 ParcellationInput = str | os.PathLike | nib.spatialimages.SpatialImage | Parcellation | None
 
@@ -114,13 +120,15 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
         return self.item(subject, self.batches.read_subject(subject))
 
 
-class ConnectomeChunks(IterableDataset, _ConnectomeItems):
-    """Iterable dataset over the HDF5 chunks of the batch files, sharded across rank x worker.
+class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
+    """Iterable dataset of subjects read chunk by chunk, sharded across rank x worker.
 
-    The chunks (one subject each in the Lacuna layout) are put in one order per epoch (seeded
-    shuffle when ``shuffle``), padded by wrapping around to a multiple of the world size so that
-    every rank gets the same number of chunks, dealt to ranks round-robin and, within a rank, to
-    ``DataLoader`` workers round-robin. Each worker reads only its own chunks.
+    The selected subjects are put in the order of the HDF5 chunks that hold them (one subject
+    each in the Lacuna layout; the chunk order is shuffled per epoch when ``shuffle``) and sharded
+    by `neurotorch.data.sharding`: equal contiguous blocks per rank, the last wrapping around,
+    cut into whole batches of ``batch_size`` per ``DataLoader`` worker. So every rank yields the
+    same number of subjects and batches, and a ``DataLoader`` with this ``batch_size`` yields
+    exactly ``ceil(len / batch_size)`` batches for any number of workers.
 
     Parameters
     ----------
@@ -130,6 +138,9 @@ class ConnectomeChunks(IterableDataset, _ConnectomeItems):
         Shuffle the chunk order every epoch (call `set_epoch`).
     seed
         Seed of the shuffle.
+    batch_size, drop_last
+        The ``DataLoader``'s batch size and ``drop_last`` (whole batches per worker; ``drop_last``
+        leaves out the tail that does not fill a rank's share instead of padding it).
     """
 
     def __init__(
@@ -141,9 +152,12 @@ class ConnectomeChunks(IterableDataset, _ConnectomeItems):
         shuffle: bool = False,
         seed: int = 0,
         storage_options: dict | None = None,
+        batch_size: int = 1,
+        drop_last: bool = False,
     ):
         _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity, storage_options)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -158,27 +172,24 @@ class ConnectomeChunks(IterableDataset, _ConnectomeItems):
             members = [s for s in members if s in selected]
             if members:
                 chunks.append(members)
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        return chunks
+        return [chunks[i] for i in epoch_order(len(chunks), self.epoch, self.seed, self.shuffle)]
 
-    def shard(self, rank: int, world_size: int, worker: int, n_workers: int) -> list[list[int]]:
-        """The chunks one worker of one rank reads."""
-        chunks = self.chunks()
-        if not chunks:
-            return []
-        per_rank = -(-len(chunks) // world_size)
-        padded = [chunks[k % len(chunks)] for k in range(per_rank * world_size)]
-        return padded[rank::world_size][worker::n_workers]
+    def __len__(self) -> int:
+        """Subjects this rank yields per epoch (all its workers together)."""
+        return units_per_rank(len(self.subjects), self.process_shard()[1], self.drop_last)
+
+    def shard(self, rank: int, world_size: int, worker: int, n_workers: int) -> list[int]:
+        """The subjects one worker of one rank reads, in read order."""
+        order = [subject for members in self.chunks() for subject in members]
+        positions = shard_positions(
+            len(order), rank, world_size, worker, n_workers,
+            batch_size=self.batch_size, drop_last=self.drop_last,
+        )  # fmt: skip
+        return [order[p] for p in positions]
 
     def __iter__(self) -> Iterator[dict]:
-        rank, world_size = distributed_rank_and_size()
-        info = get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        for members in self.shard(rank, world_size, worker, n_workers):
-            for subject in members:
-                yield self.item(subject, self.batches.read_subject(subject))
+        for subject in self.shard(*self.process_shard()):
+            yield self.item(subject, self.batches.read_subject(subject))
 
 
 def load_connectome(

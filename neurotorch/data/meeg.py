@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
+from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, random_leadfield
@@ -174,7 +175,7 @@ class SimulatedSensorDataset(Dataset):
     """Map-style simulated CaliBrain trials with a virtual length.
 
     Item ``i`` is drawn from a generator seeded by ``(seed, i)`` alone, so it is the same in any
-    worker, on any rank and in any order. Keys: ``y`` (M, T) sensors, ``x`` (N, T) or (N, K, T)
+    worker, on any rank and in any order. Keys: ``index`` (``i``), ``y`` (M, T) sensors, ``x`` (N, T) or (N, K, T)
     sources, ``active_indices`` (max nnz,), padded with -1, ``alpha``, ``nnz``, ``noise_var`` (scalars).
 
     Parameters
@@ -213,27 +214,22 @@ class SimulatedSensorDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
-        return _first(self._batch(1, self.simulation.generator(self.seed, index)))
+        item = _first(self._batch(1, self.simulation.generator(self.seed, index)))
+        item["index"] = torch.tensor(index)
+        return item
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
-def _shard() -> tuple[int, int]:
-    """(shard index, shard count) over distributed ranks x DataLoader workers."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    info = get_worker_info()
-    worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * n_workers + worker, world * n_workers
-
-
-class SimulatedSensorBatches(IterableDataset):
+class SimulatedSensorBatches(ShardedIterable):
     """Iterable simulated trials, generated a whole batch at a time (use ``batch_size=None``).
 
-    Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``;
-    batches are dealt round-robin to ranks and workers, so every batch is produced exactly once.
+    Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``
+    and its trials carry ``index`` ``b * batch_size + j``. Batches are sharded over ranks and
+    workers by `neurotorch.data.sharding` (the unit is a batch): every rank yields
+    ``ceil(n_batches / world_size)`` batches (`len`), every batch is produced at least once per
+    epoch, and the padding repeats the first batches.
     With ``fresh_each_epoch`` every iteration advances ``e`` (in the main process, or in
     persistent DataLoader workers), otherwise every iteration repeats the same batches (use that
     for validation and test); `set_epoch` sets ``e`` explicitly. Items differ from
@@ -266,16 +262,18 @@ class SimulatedSensorBatches(IterableDataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n_batches
+        """Batches this rank yields per epoch (all its workers together)."""
+        return units_per_rank(self.n_batches, self.process_shard()[1])
 
     def __iter__(self):
-        shard, n_shards = _shard()
         epoch = self.epoch
         if self.fresh_each_epoch:
             self.epoch += 1
-        for b in range(shard, self.n_batches, n_shards):
-            gen = self.simulation.generator(self.seed, epoch * self.n_batches + b)
-            yield self._batch(self.batch_size, gen)
+        for b in shard(self.n_batches, *self.process_shard()):
+            gen = self.simulation.generator(self.seed, epoch * self.n_batches + int(b))
+            batch = self._batch(self.batch_size, gen)
+            batch["index"] = int(b) * self.batch_size + torch.arange(self.batch_size)
+            yield batch
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)

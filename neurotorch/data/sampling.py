@@ -1,9 +1,10 @@
 """`GroupedBatchSampler`: batches that each hold one group's items (e.g. one subject's trials).
 
 Subjects have different voxel counts, so a batch of betas can only be stacked within a subject.
-The sampler shards whole batches across distributed ranks, giving every rank the same number of
-batches (the last ones wrap around), so DDP never waits on a rank that ran out. Under Lightning,
-the distributed sampler Lightning injects only tells it the rank, world size and epoch.
+The sampler shards whole batches across distributed ranks with `neurotorch.data.sharding` (the
+unit is a batch): every rank gets the same number of batches (the last ones wrap around to the
+first), so DDP never waits on a rank that ran out. Under Lightning, the distributed sampler
+Lightning injects only tells it the rank, world size and epoch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence, Sized
 import numpy as np
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, SequentialSampler
 
-from neurotorch.data.stream import distributed_rank_and_size
+from neurotorch.data.sharding import rank_and_world_size, shard_positions, units_per_rank
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -65,7 +66,7 @@ class GroupedBatchSampler(BatchSampler):
         """(rank, world size, epoch)."""
         if isinstance(self.sampler, DistributedSampler):
             return self.sampler.rank, self.sampler.num_replicas, max(self.epoch, self.sampler.epoch)
-        rank, size = distributed_rank_and_size()
+        rank, size = rank_and_world_size()
         return rank, size, self.epoch
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
@@ -83,12 +84,10 @@ class GroupedBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         _, size, epoch = self._shard()
-        return -(-len(self._batches(epoch)) // size)
+        return units_per_rank(len(self._batches(epoch)), size)
 
     def __iter__(self) -> Iterator[list[int]]:
         rank, size, epoch = self._shard()
         batches = self._batches(epoch)
-        per_rank = -(-len(batches) // size)
-        for k in range(rank * per_rank, (rank + 1) * per_rank):
-            if batches:
-                yield batches[k % len(batches)].tolist()
+        for k in shard_positions(len(batches), rank, size):
+            yield batches[k].tolist()

@@ -2,12 +2,12 @@
 
 For one-pass work and data too big to prepare. Each epoch the selected trials are put in one
 global order (sessions in a seeded order when shuffling, trials in volume order within a
-session), and cut into ``world_size`` contiguous shards of equal length (the last shard wraps
-around to the start, as ``DistributedSampler`` pads, so every rank yields the same number of
-items and DDP never waits on a rank that ran out). A rank's shard is cut again into contiguous
-pieces, one per ``DataLoader`` worker. A worker reads its sessions sequentially (one pass per
-session, stopping after its last trial) and passes trials through a seeded shuffle buffer whose
-seed changes with `BetasStream.set_epoch`.
+session) and sharded by `neurotorch.data.sharding`: equal contiguous blocks per rank (the last
+wraps around), cut into whole batches of ``batch_size`` per ``DataLoader`` worker, so that a
+loader yields exactly ``ceil(len(stream) / batch_size)`` batches for any number of workers
+(`StreamLoader` sets ``batch_size`` from its own). A worker reads its sessions sequentially (one
+pass per session, stopping after its last trial) and passes trials through a seeded shuffle
+buffer whose seed changes with `BetasStream.set_epoch`.
 
 Mid-epoch resume: the order of a worker's items is a pure function of (seed, epoch, rank,
 worker), so `state_dict` records the epoch and how many items the worker has yielded;
@@ -25,11 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.betas import as_subject_list
-from neurotorch.data.collate import collate_items
+from neurotorch.data.sharding import (
+    ShardedIterable,
+    check_batch_size,
+    epoch_order,
+    shard_positions,
+    units_per_rank,
+)
 from neurotorch.data.store import DEFAULT_NC_DESC, open_source, voxel_selection
 from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.fmri import layout
@@ -42,14 +46,7 @@ from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.storage import DataRoot
 
 
-def distributed_rank_and_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class BetasStream(IterableDataset):
+class BetasStream(ShardedIterable):
     """Iterable-style trials of one or more subjects, read volume by volume from ``.nii.gz``.
 
     Items are dicts like `neurotorch.data.betas.BetasDataset`'s (``betas``, ``embedding``,
@@ -70,8 +67,13 @@ class BetasStream(IterableDataset):
         seeded order when this is > 1.
     seed
         Seed of every shuffle; combined with the epoch, rank and worker.
+    batch_size, drop_last
+        Workers get whole batches of ``batch_size`` trials, so that a ``DataLoader`` with this
+        ``batch_size`` yields exactly ``ceil(len / batch_size)`` batches (`StreamLoader` sets it
+        from its own); ``drop_last`` leaves out the tail that does not fill a rank's share
+        instead of padding it (see `neurotorch.data.sharding`).
     rank, world_size
-        Shard of this process; default from ``torch.distributed`` when initialised.
+        Shard of this process; default from `neurotorch.data.sharding.rank_and_world_size`.
     storage_options
         fsspec options for a URL ``data_dir``.
     nan_policy
@@ -100,6 +102,8 @@ class BetasStream(IterableDataset):
         image_transform: Callable[[Any], Any] | None = None,
         shuffle_buffer: int = 0,
         seed: int = 0,
+        batch_size: int = 1,
+        drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
         storage_options: dict | None = None,
@@ -137,31 +141,21 @@ class BetasStream(IterableDataset):
         }
         self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
         self.nan_policy = check_nan_policy(nan_policy)
-        self._rank, self._world_size = rank, world_size
+        self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._yielded = 0
         self._skip = 0
 
     # -- sharding ----------------------------------------------------------------------------------
-    def _rank_and_size(self) -> tuple[int, int]:
-        found_rank, found_size = distributed_rank_and_size()
-        rank = found_rank if self._rank is None else self._rank
-        size = found_size if self._world_size is None else self._world_size
-        return rank, size
-
-    def items_per_rank(self) -> int:
-        """Items every rank yields per epoch: ``ceil(n_trials / world_size)``."""
-        return -(-len(self.trials) // self._rank_and_size()[1])
-
     def __len__(self) -> int:
         """Items this rank yields per epoch (all its workers together)."""
-        return self.items_per_rank()
+        world_size = self.process_shard()[1]
+        return units_per_rank(len(self.trials), world_size, self.drop_last)
 
     def epoch_order(self) -> np.ndarray:
         """Rows of `trials` in this epoch's global order (sessions shuffled when shuffling)."""
-        order = np.arange(len(self.sessions))
-        if self.shuffle_buffer > 1:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.sessions))
+        order = epoch_order(len(self.sessions), self.epoch, self.seed, self.shuffle_buffer > 1)
         session_of_trial = pd.MultiIndex.from_frame(self.trials[["subject", "session"]])
         position = pd.Series(np.argsort(order), index=pd.MultiIndex.from_tuples(self.sessions))
         rank_of_session = position.reindex(session_of_trial).to_numpy()
@@ -171,13 +165,11 @@ class BetasStream(IterableDataset):
         self, rank: int, world_size: int, worker: int = 0, num_workers: int = 1
     ) -> np.ndarray:
         """Trial-table rows of one (rank, worker) for the current epoch, in read order."""
-        order = self.epoch_order()
-        per_rank = -(-len(order) // world_size)
-        if len(order):
-            mine = np.take(order, np.arange(rank * per_rank, (rank + 1) * per_rank), mode="wrap")
-        else:
-            mine = order
-        return np.array_split(mine, num_workers)[worker]
+        positions = shard_positions(
+            len(self.trials), rank, world_size, worker, num_workers,
+            batch_size=self.batch_size, drop_last=self.drop_last,
+        )  # fmt: skip
+        return self.epoch_order()[positions]
 
     # -- epochs and resume -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -195,10 +187,6 @@ class BetasStream(IterableDataset):
         self._skip = int(state["yielded"])
 
     # -- iteration ---------------------------------------------------------------------------------
-    def _worker(self) -> tuple[int, int]:
-        info = get_worker_info()
-        return (0, 1) if info is None else (info.id, info.num_workers)
-
     def _rows_in_read_order(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """``(trial-table row, masked volume)`` for ``rows``, one sequential pass per session."""
         trials = self.trials
@@ -256,8 +244,7 @@ class BetasStream(IterableDataset):
         return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world_size = self._rank_and_size()
-        worker, num_workers = self._worker()
+        rank, world_size, worker, num_workers = self.process_shard()
         rows = self.shard(rank, world_size, worker, num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         skip, self._skip, self._yielded = self._skip, 0, 0
@@ -266,33 +253,3 @@ class BetasStream(IterableDataset):
             if self._yielded <= skip:
                 continue
             yield self._item(row, values)
-
-
-class StreamLoader(StatefulDataLoader):
-    """A ``StatefulDataLoader`` for `BetasStream` that advances the stream's epoch on every pass.
-
-    Its ``state_dict`` (saved by Lightning in checkpoints, or by hand) holds the epoch counter and
-    the position of every worker; ``load_state_dict`` resumes mid-epoch with no trial lost or
-    repeated. Uses `collate_items` by default.
-    """
-
-    def __init__(self, dataset: BetasStream, *args: Any, **kwargs: Any):
-        kwargs.setdefault("collate_fn", collate_items)
-        super().__init__(dataset, *args, **kwargs)
-        self._epochs_started = 0
-        self._restored = False
-
-    def __iter__(self):
-        if not self._restored:
-            self.dataset.set_epoch(self._epochs_started)
-        self._restored = False
-        self._epochs_started = self.dataset.epoch + 1
-        return super().__iter__()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"loader": super().state_dict(), "epoch": self.dataset.epoch}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.dataset.set_epoch(state_dict["epoch"])
-        super().load_state_dict(state_dict["loader"])
-        self._restored = True

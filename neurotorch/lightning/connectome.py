@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.data.collate import collate_items
 from neurotorch.data.connectome import ConnectomeChunks, ConnectomeSubjects, split_subjects
+from neurotorch.data.loader import StreamLoader
 
 _SPLITS = ("train", "val", "test")
 
@@ -98,8 +99,9 @@ class ConnectomeDataModule(L.LightningDataModule):
         for name in _SPLITS:
             if name == "train" and hp.streaming:
                 dataset = ConnectomeChunks(
-                    self.batches, splits[name], shuffle=True, seed=hp.seed, **options
-                )
+                    self.batches, splits[name], shuffle=True, seed=hp.seed,
+                    batch_size=hp.batch_size, **options,
+                )  # fmt: skip
             else:
                 dataset = ConnectomeSubjects(self.batches, splits[name], **options)
             options["parcellation"] = dataset.parcellation  # sample the label image once
@@ -117,23 +119,16 @@ class ConnectomeDataModule(L.LightningDataModule):
         return self.batches.n_timepoints
 
     def _loader(self, name: str) -> DataLoader:
-        dataset = self.datasets[name]
-        streamed = isinstance(dataset, ConnectomeChunks)
+        dataset, hp = self.datasets[name], self.hparams
+        settings = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        if isinstance(dataset, ConnectomeChunks):  # reshuffled every pass
+            return StreamLoader(dataset, hp.batch_size, **settings)
         return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=name == "train" and not streamed,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0 and not streamed,
-            collate_fn=collate_items,
+            dataset, hp.batch_size, shuffle=name == "train", collate_fn=collate_items, **settings
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Training subjects; a streamed set is reshuffled per epoch when the Trainer reloads
-        dataloaders every epoch (``reload_dataloaders_every_n_epochs: 1``)."""
-        dataset = self.datasets["train"]
-        if isinstance(dataset, ConnectomeChunks) and self.trainer is not None:
-            dataset.set_epoch(self.trainer.current_epoch)
+        """Training subjects (a streamed set is reshuffled every epoch)."""
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from neurotorch.data.betas import BetasDataset, as_subject_list
 from neurotorch.data.collate import collate_items
+from neurotorch.data.loader import StreamLoader
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.store import build_store
-from neurotorch.data.stream import BetasStream, StreamLoader
+from neurotorch.data.stream import BetasStream
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
@@ -186,7 +187,9 @@ class LaionFMRIDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
         if isinstance(dataset, BetasStream):
-            return StreamLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers)
+            return StreamLoader(
+                dataset, hp.batch_size, num_workers=hp.num_workers, advance_epoch=shuffle
+            )
         workers = {"num_workers": hp.num_workers, "persistent_workers": hp.num_workers > 0}
         if len(self.subjects) > 1:
             sampler = GroupedBatchSampler.for_dataset(

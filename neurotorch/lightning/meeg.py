@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from neurotorch.data.loader import StreamLoader
 from neurotorch.data.meeg import (
     PAPER_ALPHA,
     PAPER_NNZ,
@@ -92,14 +93,11 @@ class _LeadfieldDataModule(L.LightningDataModule):
         return length, split_seed(hp.seed, split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batched = isinstance(self.datasets[split], SimulatedSensorBatches)
-        return DataLoader(
-            self.datasets[split],
-            batch_size=None if batched else self.hparams.batch_size,
-            shuffle=shuffle and not batched,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        dataset, workers = self.datasets[split], self.hparams.num_workers
+        settings = dict(num_workers=workers, persistent_workers=workers > 0)
+        if isinstance(dataset, SimulatedSensorBatches):  # whole batches; epochs advance inside
+            return StreamLoader(dataset, None, advance_epoch=False, **settings)
+        return DataLoader(dataset, self.hparams.batch_size, shuffle=shuffle, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

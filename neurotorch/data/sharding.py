@@ -1,0 +1,180 @@
+"""The one sharding policy of every iterable dataset and batch sampler in neurotorch.
+
+An epoch puts its ``n`` units (items, batches or chunks) in one global order (a seeded
+permutation when shuffling, else ``0 … n-1``; a dataset may supply its own order, as the betas
+stream does to read sessions sequentially). Then:
+
+1. **Ranks.** Every rank gets the same number of units, ``ceil(n / world_size)``: a contiguous
+   block of the order, the last block wrapping around to the start (as ``DistributedSampler``
+   pads). With ``drop_last=True`` every rank gets ``floor(n / world_size)`` and the tail of the
+   order is left out instead.
+2. **Workers.** A rank's block is cut into batches of ``batch_size`` units (the last one may be
+   short); the batches are split into ``num_workers`` contiguous runs of whole batches, as even as
+   possible. Only the rank's last batch can be short, so a ``DataLoader`` that batches each
+   worker's items separately still yields exactly ``ceil(units_per_rank / batch_size)`` batches
+   (``floor`` with its ``drop_last``).
+
+The contract that follows, for every rank, worker count and epoch:
+
+* every rank yields the same number of units and batches (DDP never waits on a rank that ran
+  out);
+* with ``drop_last=False`` every unit appears at least once per epoch, and the only extras are
+  the ``ceil(n / world_size) * world_size - n`` padding units at the start of the order;
+* ``len()`` of a loader over such a dataset equals the number of batches it yields, for any
+  ``num_workers``.
+
+Rank and world size come from `rank_and_world_size`: an initialised process group first, then the
+``RANK`` and ``WORLD_SIZE`` variables that ``torchrun`` sets, else a single process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from neurotorch.errors import NeurotorchError
+
+
+class ShardingError(NeurotorchError, ValueError):
+    """A rank, world size, worker or batch size that cannot describe a shard."""
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process.
+
+    The default process group when one is initialised, else ``RANK``/``WORLD_SIZE`` as set by
+    ``torchrun`` (before the group exists), else ``(0, 1)``.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world_size = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is not None and world_size is not None:
+        try:
+            return _checked_rank(int(rank), int(world_size))
+        except ValueError as error:
+            raise ShardingError(
+                f"RANK={rank!r} and WORLD_SIZE={world_size!r} do not describe a process of a "
+                "distributed run; unset them or set integers with 0 <= RANK < WORLD_SIZE."
+            ) from error
+    return 0, 1
+
+
+def worker_and_count() -> tuple[int, int]:
+    """``(worker id, number of workers)`` of the current ``DataLoader`` worker, ``(0, 1)`` outside."""
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def _checked_rank(rank: int, world_size: int) -> tuple[int, int]:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ShardingError(f"rank {rank} does not lie in a world of size {world_size}.")
+    return rank, world_size
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` as a positive ``int``, or `ShardingError`."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise ShardingError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def units_per_rank(n: int, world_size: int, drop_last: bool = False) -> int:
+    """Units every rank yields per epoch: ``ceil(n / world_size)``, or ``floor`` with ``drop_last``."""
+    return n // world_size if drop_last else -(-n // world_size)
+
+
+def batches_per_rank(n: int, world_size: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches every rank yields per epoch (the last one short unless ``drop_last``)."""
+    per_rank = units_per_rank(n, world_size, drop_last)
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
+def epoch_order(n: int, epoch: int = 0, seed: int = 0, shuffle: bool = False) -> np.ndarray:
+    """The epoch's global order of ``n`` units: a permutation seeded by ``(seed, epoch)``."""
+    if shuffle:
+        return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    return np.arange(n)
+
+
+def shard_positions(
+    n: int,
+    rank: int = 0,
+    world_size: int = 1,
+    worker: int = 0,
+    num_workers: int = 1,
+    *,
+    batch_size: int = 1,
+    drop_last: bool = False,
+) -> np.ndarray:
+    """Positions in an epoch's global order of ``n`` units that one (rank, worker) reads, in order.
+
+    See the module docstring for the policy and the contract.
+    """
+    _checked_rank(rank, world_size)
+    if num_workers < 1 or not 0 <= worker < num_workers:
+        raise ShardingError(f"worker {worker} does not lie among {num_workers} workers.")
+    check_batch_size(batch_size)
+    per_rank = units_per_rank(n, world_size, drop_last)
+    if n == 0 or per_rank == 0:
+        return np.zeros(0, dtype=np.int64)
+    mine = np.arange(rank * per_rank, (rank + 1) * per_rank) % n
+    n_batches = -(-per_rank // batch_size)
+    batch_runs = np.array_split(np.arange(n_batches), num_workers)[worker]
+    if not len(batch_runs):
+        return np.zeros(0, dtype=np.int64)
+    return mine[batch_runs[0] * batch_size : (batch_runs[-1] + 1) * batch_size]
+
+
+def shard(
+    n: int,
+    rank: int = 0,
+    world_size: int = 1,
+    worker: int = 0,
+    num_workers: int = 1,
+    *,
+    epoch: int = 0,
+    seed: int = 0,
+    shuffle: bool = False,
+    batch_size: int = 1,
+    drop_last: bool = False,
+) -> np.ndarray:
+    """Units (``0 … n-1``) one (rank, worker) reads in one epoch, in read order.
+
+    A pure function of its arguments: `epoch_order` composed with `shard_positions`.
+    """
+    positions = shard_positions(
+        n, rank, world_size, worker, num_workers, batch_size=batch_size, drop_last=drop_last
+    )
+    return epoch_order(n, epoch, seed, shuffle)[positions]
+
+
+class ShardedIterable(IterableDataset):
+    """Base of the package's sharded iterable datasets: the shard of the calling process.
+
+    ``DataLoader`` worker processes do not see their parent's process group, so the parent pins
+    its rank and world size (`pin_shard`) before the workers start; neurotorch's loader
+    (`neurotorch.data.loader.StreamLoader`) does this on every pass. Explicit ``rank`` and
+    ``world_size`` attributes win over both.
+    """
+
+    rank: int | None = None
+    world_size: int | None = None
+    _pinned: tuple[int, int] | None = None
+
+    def pin_shard(self) -> None:
+        """Record this process's rank and world size for the ``DataLoader`` workers it starts."""
+        self._pinned = rank_and_world_size()
+
+    def process_shard(self) -> tuple[int, int, int, int]:
+        """``(rank, world_size, worker, num_workers)`` of the calling process and worker."""
+        rank, world_size = self._pinned or rank_and_world_size()
+        rank = rank if self.rank is None else int(self.rank)
+        world_size = world_size if self.world_size is None else int(self.world_size)
+        return (*_checked_rank(rank, world_size), *worker_and_count())

@@ -1,0 +1,100 @@
+"""Helpers of the exactly-once tests: a LightningModule that records every item id it sees.
+
+`RecordIds` writes, per rank, the ids of every item of every train/validation/test batch and the
+number of batches, to ``<out>/rank<r>.json``; `read_records` gathers the ranks' files. The
+expected ids come from the DataModule's own split tables, the padding from the sharding contract.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+def fmri_ids(batch) -> list:
+    trials = batch["trial"].tolist()
+    return [
+        [s, ses, int(t)]
+        for s, ses, t in zip(batch["subject"], batch["session"], trials, strict=True)
+    ]
+
+
+def index_ids(batch) -> list:
+    return [int(i) for i in batch["index"].tolist()]
+
+
+def subject_ids(batch) -> list:
+    subjects = batch["subject"]
+    return [int(s) for s in (subjects.tolist() if torch.is_tensor(subjects) else subjects)]
+
+
+class RecordIds(L.LightningModule):
+    """Records ``ids(batch)`` of every batch per stage and epoch; the loss is a zero that has a
+    gradient, so DDP synchronises."""
+
+    def __init__(self, out: str, ids: Callable):
+        super().__init__()
+        self.out, self.ids = out, ids
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[str, list] = {}
+
+    def _record(self, stage: str, batch) -> torch.Tensor:
+        if not self.trainer.sanity_checking:
+            key = f"{stage}/{self.current_epoch}" if stage != "test" else stage
+            self.seen.setdefault(key, []).append(self.ids(batch))
+        return (self.weight * 0.0).sum()
+
+    def training_step(self, batch, batch_idx):
+        return self._record("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._record("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._record("test", batch)
+
+    def _save(self) -> None:
+        Path(self.out, f"rank{self.global_rank}.json").write_text(json.dumps(self.seen))
+
+    def on_train_end(self):  # the test stage adds its batches and writes again
+        self._save()
+
+    def on_test_end(self):
+        self._save()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def trainer(tmp_path, **overrides) -> L.Trainer:
+    settings = dict(
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    settings.update(overrides)
+    return L.Trainer(**settings)
+
+
+def read_records(out: Path, world_size: int) -> list[dict[str, list]]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world_size)]
+
+
+def as_key(item_id) -> tuple | int:
+    return tuple(item_id) if isinstance(item_id, list) else item_id
+
+
+def check_exactly_once(records, key: str, expected: list, padding: int) -> None:
+    """Every expected id at least once, exactly ``padding`` extras, equal batch counts per rank."""
+    batch_counts = [len(record.get(key, [])) for record in records]
+    assert len(set(batch_counts)) == 1, f"{key}: ranks yielded {batch_counts} batches"
+    seen = Counter(as_key(i) for record in records for batch in record[key] for i in batch)
+    wanted = Counter(as_key(i) for i in expected)
+    assert set(seen) == set(wanted), f"{key}: {len(set(wanted) - set(seen))} ids never seen"
+    extras = seen - wanted
+    assert sum(extras.values()) == padding, f"{key}: {sum(extras.values())} extras, not {padding}"

@@ -1,0 +1,171 @@
+"""Every item exactly once (padding aside) through a real Trainer: every DataModule, 0 and 2
+workers, and 2-rank ``ddp_spawn`` (CPU, gloo).
+
+Split and batch sizes are chosen so that nothing divides evenly. Expected ids come from the
+DataModule's split tables; the allowed extras are the padding of the sharding contract
+(`neurotorch.data.sharding`): ``ceil(n / world) * world - n`` units, here 0 or 1 unit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from exactly_once import (
+    RecordIds,
+    check_exactly_once,
+    fmri_ids,
+    index_ids,
+    read_records,
+    subject_ids,
+    trainer,
+)
+
+from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.lightning import (
+    CalibrationDataModule,
+    ConnectomeDataModule,
+    LaionFMRIDataModule,
+    SensorSimDataModule,
+)
+
+BATCH = 7  # prime: no split size below divides by it
+EPOCHS = 2
+
+
+def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMRIDataModule:
+    return LaionFMRIDataModule(
+        data_dir=str(root), subject=subject, roi="face", split="random_0", mode=mode,
+        batch_size=BATCH, num_workers=num_workers, val_fraction=0.13, shuffle_buffer=16,
+    )  # fmt: skip
+
+
+def meeg_module(cls, num_workers: int):
+    return cls(
+        n_sources=97, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
+        num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9),
+    )  # fmt: skip
+
+
+def connectome_module(num_workers: int) -> ConnectomeDataModule:
+    return ConnectomeDataModule(batch_size=2, num_workers=num_workers, streaming=True)
+
+
+def fmri_expected(dm, split: str) -> list:
+    dataset = getattr(dm, f"{split}_set")
+    table = dataset.trials if dm.hparams.mode == "stream" else dataset.items
+    return [
+        [s, ses, int(t)]
+        for s, ses, t in zip(table["subject"], table["session"], table["trial"], strict=True)
+    ]
+
+
+def meeg_expected(dm, split: str) -> list:
+    dataset = dm.datasets[split]
+    return list(range(dataset.n_batches * dataset.batch_size))
+
+
+def connectome_expected(dm, split: str) -> list:
+    return dm.subject_splits()[split]
+
+
+CASES = {
+    "fmri-map": (lambda root, w: fmri_module(root, "map", w), fmri_ids, fmri_expected),
+    "fmri-stream": (lambda root, w: fmri_module(root, "stream", w), fmri_ids, fmri_expected),
+    "meeg-sim": (lambda root, w: meeg_module(SensorSimDataModule, w), index_ids, meeg_expected),
+    "meeg-calibration": (
+        lambda root, w: meeg_module(CalibrationDataModule, w),
+        index_ids,
+        meeg_expected,
+    ),  # fmt: skip
+    "connectome": (lambda root, w: connectome_module(w), subject_ids, connectome_expected),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_process_sees_every_item_once(case, num_workers, tiny_laion_root, tmp_path):
+    make, ids, expected = CASES[case]
+    dm = make(tiny_laion_root, num_workers)
+    model = RecordIds(str(tmp_path), ids)
+    run = trainer(tmp_path, max_epochs=EPOCHS)
+    run.fit(model, dm)
+    run.test(model, dm)
+    (record,) = read_records(tmp_path, 1)
+    check_exactly_once([record], "test", expected(dm, "test"), padding=0)
+    for epoch in range(EPOCHS):
+        for split in ("train", "val"):
+            check_exactly_once([record], f"{split}/{epoch}", expected(dm, split), padding=0)
+    assert len(record["train/0"]) == len(dm.train_dataloader())
+
+
+def _padding(n_units: int, world_size: int, unit_size: int = 1) -> int:
+    return (-n_units % world_size) * unit_size
+
+
+def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
+    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE="2", NODE_RANK="0",
+    )  # fmt: skip
+    for case, (make, ids, _) in CASES.items():
+        dm = make(Path(root), 2 if case == "fmri-stream" else 0)
+        if case == "fmri-map":  # two subjects: batches grouped by subject, sharded whole
+            dm = fmri_module(Path(root), "map", 0, subject=["sub-01", "sub-02"])
+        Path(out, case).mkdir(exist_ok=True)
+        model = RecordIds(str(Path(out, case)), ids)
+        run = trainer(out, max_epochs=EPOCHS, devices=2, strategy="ddp")
+        run.fit(model, dm)
+        run.test(model, dm)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_records(tiny_laion_root, tmp_path_factory) -> Path:
+    """All cases run once in one 2-rank DDP launch (starting the ranks is the expensive part)."""
+    out = tmp_path_factory.mktemp("ddp")
+    torch.multiprocessing.spawn(
+        _ddp_rank, args=(_free_port(), str(out), str(tiny_laion_root)), nprocs=2
+    )
+    return out
+
+
+def _expected_padding(case: str, dm, split: str, n_items: int) -> int:
+    name = split.split("/")[0]
+    if case.startswith("meeg"):  # whole batches pad
+        return _padding(n_items // BATCH, 2, BATCH)
+    if case == "fmri-map":  # whole subject-grouped batches pad: the epoch's first batch again
+        sampler = GroupedBatchSampler.for_dataset(
+            getattr(dm, f"{name}_set"), BATCH, shuffle=name == "train"
+        )
+        sampler.set_epoch(int(split[-1]) if name == "train" else 0)
+        batches = list(sampler)
+        return len(batches[0]) if len(batches) % 2 else 0
+    return _padding(n_items, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_ranks_see_every_item_once_with_equal_batch_counts(
+    case, two_rank_records, tiny_laion_root
+):
+    make, _, expected = CASES[case]
+    dm = make(tiny_laion_root, 0)
+    if case == "fmri-map":
+        dm = fmri_module(tiny_laion_root, "map", 0, subject=["sub-01", "sub-02"])
+    dm.prepare_data()
+    dm.setup("fit")
+    records = read_records(two_rank_records / case, 2)
+    for split in ("train/0", "train/1", "val/0", "val/1", "test"):
+        wanted = expected(dm, split.split("/")[0])
+        check_exactly_once(records, split, wanted, _expected_padding(case, dm, split, len(wanted)))
