@@ -121,7 +121,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare", help="build the prepared (memory-mappable) betas store of LAION-fMRI subjects"
     )
-    p.add_argument("--data-dir", default=None, help="dataset root (default: $LAION_FMRI_DATA_DIR)")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $LAION_FMRI_DATA_DIR, then laion_fmri's config file)")
     p.add_argument("--subject", nargs="+", default=["sub-01"], help="subject id(s)")
     p.add_argument("--session", nargs="+", default=None, help="session id(s); default all")
     p.add_argument(
@@ -131,7 +131,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "--nc-threshold",
         type=float,
         default=None,
-        help="keep voxels whose noise ceiling (%%) exceeds this",
+        help="keep voxels whose noise ceiling (%%) is at least this",
     )
     p.add_argument("--mask-source", default="anatomical", choices=["anatomical", "rsquare"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

@@ -102,7 +102,7 @@ def voxel_selection(
     nc_desc: str = DEFAULT_NC_DESC,
     mask_source: str = "anatomical",
 ) -> np.ndarray:
-    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling > threshold).
+    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling ≥ threshold).
 
     Unlike ``Subject.get_betas(nc_threshold=...)``, which thresholds each session's own noise
     ceiling, the threshold here applies to one subject-level map (``nc_desc``) so that every
@@ -386,7 +386,7 @@ def build_store(
     Parameters
     ----------
     data_dir
-        Dataset root (local path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (local path, URL or `DataRoot`); default: the configured root.
     subject
         Subject id (``"sub-01"``).
     sessions

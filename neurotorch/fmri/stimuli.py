@@ -407,7 +407,7 @@ class Stimuli:
     Parameters
     ----------
     data_dir
-        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
     storage_options
         fsspec options for a URL root.
 

@@ -93,7 +93,7 @@ def load_subject(
         ``"sub-01"`` or ``"01"``; an integer is the 1-based position in the dataset's sorted
         subject list (as in laion_fmri: with subjects sub-01, sub-03, ``2`` is ``"sub-03"``).
     data_dir
-        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
     storage_options
         fsspec options for a URL root.
 
@@ -288,7 +288,7 @@ class Subject:
         """Boolean brain mask over the flattened grid, shape ``(X*Y*Z,)`` (C order).
 
         ``source="anatomical"`` reads the shipped brain mask (``res="1pt8"``: functional grid;
-        ``None``: full resolution); ``"rsquare"`` is R2mean > 0 on the functional grid (``res``
+        ``None``: full resolution); ``"rsquare"`` is R2mean finite and != 0 on the functional grid (``res``
         is ignored).
         """
         return self._brain(source, res if source == "anatomical" else "1pt8")[0].ravel()
@@ -379,7 +379,7 @@ class Subject:
         mask
             Custom boolean voxel mask: one entry per brain voxel (or the 3-D grid); excludes ``roi``.
         nc_threshold
-            Keep voxels whose noise ceiling of that session (percent) exceeds this value.
+            Keep voxels whose noise ceiling of that session (percent) is at least this value.
         stimuli
             ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix.
         streaming
