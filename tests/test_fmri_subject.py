@@ -382,15 +382,11 @@ def test_metadata_joins_trials_with_stimulus_table(sub, root):
         left_on="label", right_on="image_name", how="left",
     )  # fmt: skip
     got = sub.metadata
-    assert list(got.columns[:6]) == [
-        "session",
-        "session_trial",
-        "image_name",
-        "stim_idx",
-        "unique_or_shared",
-        "dataset",
-    ]
-    assert {"run", "beta_index", "label"} <= set(got.columns)
+    # laion_fmri: the trials TSV's columns, then the derived ones ("session" keeps its place)
+    assert list(got.columns) == [
+        "session", "run", "beta_index", "label",
+        "session_trial", "image_name", "stim_idx", "unique_or_shared", "dataset",
+    ]  # fmt: skip
     for column in (
         "session",
         "session_trial",

@@ -19,9 +19,8 @@ import torch
 from neurotorch.data.store import list_sessions
 from neurotorch.errors import FormatError, SubjectNotFoundError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import read_table
 from neurotorch.fmri.discovery import get_subjects
-from neurotorch.fmri.session_checks import check_beta_index
+from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
 from neurotorch.fmri.splits import SHARED_POOL, get_train_test_ids
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.io.storage import DataRoot
@@ -46,11 +45,13 @@ def parse_split(split: str | None) -> tuple[str | None, str]:
 
 
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
-    """The session's trial table as ``subject, session, trial, image_name`` (``trial`` = beta_index)."""
-    table = read_table(
-        root, layout.session_trials(subject, session), f"Trial table of {subject} {session}",
-        layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
-    )  # fmt: skip
+    """The session's trial table as ``subject, session, trial, image_name``.
+
+    ``trial`` is the row's ``beta_index``: the volume of the session's betas file (and the row of
+    its prepared store) that holds the trial. The datasets check the table against the volume
+    count with `neurotorch.fmri.session_checks.trial_volumes` when they open a session.
+    """
+    table = read_session_trials(root, subject, session)
     check_beta_index(table, root.path(layout.session_trials(subject, session)))
     return pd.DataFrame(
         {

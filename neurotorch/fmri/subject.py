@@ -47,7 +47,12 @@ from neurotorch.fmri.rois import (
     roi_data,
     union_roi_volume,
 )
-from neurotorch.fmri.session_checks import check_betas_grid, check_trial_count
+from neurotorch.fmri.session_checks import (
+    check_betas_grid,
+    read_session_trials,
+    session_n_volumes,
+    trial_volumes,
+)
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.fmri.trial_stimuli import (
     TrialCaptions,
@@ -211,11 +216,11 @@ class Subject:
         stimuli = self.stimuli.metadata
         frames = []
         for session in self.get_sessions():
-            trials = self._read_trials(session)
-            with self._open_betas(layout.session_betas(self.subject_id, session)) as handle:
-                n_volumes = read_nifti_header(handle).n_volumes
-            check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
-            names = trials["label"].astype(str)
+            trials = read_session_trials(self.root, self.subject_id, session)
+            volumes = self._trial_volumes(session, trials)
+            order = np.argsort(volumes, kind="stable")
+            frame = trials.iloc[order].reset_index(drop=True)
+            names = frame["label"].astype(str)
             try:
                 rows = self.stimuli.rows(names.tolist())
             except KeyError as err:
@@ -224,29 +229,33 @@ class Subject:
                     f"{self.root.path(relpath)} names an image missing from the stimulus metadata: "
                     f"{err.args[0]} Re-download the stimulus metadata."
                 ) from None
-            frame = pd.DataFrame(
-                {
-                    "session": session,
-                    "session_trial": np.arange(len(trials)),
-                    "image_name": names.to_numpy(),
-                    "stim_idx": rows,
-                    "unique_or_shared": stimuli["unique_or_shared"].to_numpy()[rows],
-                    "dataset": stimuli["dataset"].to_numpy()[rows],
-                }
-            )
-            extras = trials.drop(columns=[c for c in trials.columns if c in frame.columns])
-            frames.append(pd.concat([frame, extras.reset_index(drop=True)], axis=1))
+            # laion_fmri's column order: the trials TSV's columns, then the derived ones
+            frame["session"] = session
+            frame["session_trial"] = volumes[order]
+            frame["image_name"] = names.to_numpy()
+            frame["stim_idx"] = rows
+            frame["unique_or_shared"] = stimuli["unique_or_shared"].to_numpy()[rows]
+            frame["dataset"] = stimuli["dataset"].to_numpy()[rows]
+            frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=list(TRIAL_TABLE_COLUMNS))
         return pd.concat(frames, ignore_index=True)
+
+    def _trial_volumes(self, session: str, trials: pd.DataFrame) -> np.ndarray:
+        """`trial_volumes` of a session, with the volume count read from the betas header."""
+        n_volumes = session_n_volumes(self.root, self.subject_id, session)
+        return trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
 
     @property
     def metadata(self) -> pd.DataFrame:
         """The trial table across sessions; its row index is the global trial index.
 
-        Columns: session, session_trial, image_name, stim_idx (row of the stimulus metadata),
-        unique_or_shared, dataset, then the other columns of the trials TSV (run, beta_index,
-        label, ...). Rows follow `get_sessions` order and, within a session, the beta volumes.
+        Columns, in laion_fmri's order: the trials TSV's columns (session, run, beta_index,
+        label, ...), then session_trial, image_name, stim_idx (row of the stimulus metadata),
+        unique_or_shared and dataset; ``session`` holds the session id (``"ses-01"``). Rows follow
+        `get_sessions` order and, within a session, the beta volumes: ``session_trial`` is the
+        trial's volume (its ``beta_index``), so row ``i`` of a session is row ``i`` of
+        ``get_betas(session)``, whatever the row order of the trials TSV.
         """
         return self._trials_metadata().copy()
 
@@ -434,7 +443,7 @@ class Subject:
         relpath = self._session_file(
             layout.session_betas(self.subject_id, session), f"Betas of {self.subject_id} {session}"
         )
-        trials = self._read_trials(session)
+        trials = read_session_trials(self.root, self.subject_id, session)
         if streaming:
             with self._open_betas(relpath) as handle:
                 header = read_nifti_header(handle)
@@ -446,11 +455,11 @@ class Subject:
         where = self.root.path(relpath)
         check_betas_grid(where, shape, affine, voxels.shape, axis.affine, axis.mask_file)
         n_volumes = shape[3] if len(shape) > 3 else 1
-        check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
+        trial_volume = trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
         volumes = None
         if stimuli is not None:
-            labels = trials["label"].astype(str)
-            volumes = np.flatnonzero(labels.str.startswith(f"{stimuli}_").to_numpy())
+            chosen = trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy()
+            volumes = np.sort(trial_volume[chosen])
         if streaming:
             with self._open_betas(relpath) as handle:
                 betas = read_masked_betas(handle, voxels, volumes=volumes, progress=True)
