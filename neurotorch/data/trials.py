@@ -244,7 +244,7 @@ class StimulusPairing:
         """All masks of an image, ``(k, H, W)`` uint8 (k = 0 for images without masks), and nouns."""
         seg = self.stimuli.segmentations
         stacks, nouns = [], []
-        for noun in seg.nouns(name):
+        for noun in seg.nouns(name, localized_only=False):
             masks = np.asarray(seg.get(name, noun, instance=None))
             masks = masks[None] if masks.ndim == 2 else masks
             stacks.append(masks)

@@ -44,6 +44,7 @@ METADATA_COLUMNS = ("image_name", "dataset", "participant", "unique_or_shared", 
 CAPTION_COLUMNS = ("image_name", "caption_idx", "source", "caption")
 SEGMENTATION_COLUMNS = (
     "mask_row", "image_name", "noun", "instance_id", "score", "box_x0", "box_y0", "box_x1", "box_y1",
+    "localized",
 )  # fmt: skip
 
 _SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
