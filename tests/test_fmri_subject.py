@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import pickle
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from neurotorch.errors import (
     DataDirNotSetError,
@@ -181,7 +184,7 @@ def test_brain_masks(sub, root):
 
 def test_available_rois_and_categories(sub, root):
     files = roi_files(root)
-    assert sorted(sub.get_available_rois()) == sorted(files)
+    assert sub.get_available_rois() == sorted(files)  # laion_fmri: one global sort
     assert sub.get_available_categories() == sorted({c for c, _ in files.values()})
     assert sub.get_available_rois(category="face") == sorted(
         n for n, (c, _) in files.items() if c == "face"
@@ -207,7 +210,13 @@ def test_roi_grammar(sub, root):
 def test_roi_data_formats(sub, root):
     _, volume_file = roi_files(root)["FFA1"]
     out = sub.get_roi_data("FFA1")
-    np.testing.assert_array_equal(out["FFA1"]["volume"], (load(volume_file) != 0).ravel())
+    # laion_fmri: the ROI over the brain voxels (the voxel axis), like get_roi_mask
+    np.testing.assert_array_equal(out["FFA1"]["volume"], (load(volume_file) != 0)[brain(root)])
+    r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
+    rsquare = np.isfinite(r2) & (r2 != 0)
+    got = sub.get_roi_data("FFA1", format="volume", mask_source="rsquare")["FFA1"]["volume"]
+    np.testing.assert_array_equal(got, (load(volume_file) != 0)[rsquare])
+    assert sub.get_roi_data("FFA1", format=None, hemi=None).keys() == out.keys()
     surface = volume_file.parent / f"{SUB}_hemi-L_space-fsnative_label-FFA1_mask"
     gii = nib.load(f"{surface}.func.gii").darrays[0].data != 0
     np.testing.assert_array_equal(out["FFA1"]["gii"]["hemi-L"]["func.gii"], gii)
@@ -418,6 +427,61 @@ def test_group_shared_betas(root):
         )
     metadata = group.get_shared_stimulus_metadata()
     assert (metadata["unique_or_shared"] == "shared").all()
+
+
+def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
+    from neurotorch.data.betas import BetasDataset
+    from neurotorch.fmri.discovery import get_rois
+
+    table = pd.read_csv(root / "stimuli/task-images_metadata.csv")
+    assert sub.get_n_stimuli() == len(table)
+    for kind in ("shared", "unique"):
+        assert sub.get_n_stimuli(kind) == (table["unique_or_shared"] == kind).sum()
+    with pytest.raises(ValueError, match="stimuli"):
+        sub.get_n_stimuli("both")
+    # FreeSurfer recon folder
+    assert not sub.has_freesurfer()
+    with pytest.raises(DataNotDownloadedError, match="derivatives/freesurfer/sub-01"):
+        sub.get_freesurfer_dir()
+    recon = root / "derivatives" / "freesurfer" / SUB
+    recon.mkdir(parents=True)
+    try:
+        assert sub.has_freesurfer() and sub.get_freesurfer_dir() == recon
+    finally:
+        recon.rmdir()
+        recon.parent.rmdir()
+    # noise ceilings by a list of desc, and a desc the dataset does not ship
+    b = brain(root)
+    both = sub.get_noise_ceiling(desc=["Noiseceiling4rep", "Noiseceiling12rep"])
+    assert list(both) == ["Noiseceiling4rep", "Noiseceiling12rep"]
+    for desc, values in both.items():
+        nc = load(glm(root, f"{SUB}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"))
+        np.testing.assert_array_equal(values, nc[b])
+    with pytest.raises(FileNotFoundError, match="noiseceiling33ses"):
+        sub.get_noise_ceiling(desc="noiseceiling33ses")
+    # ROIs of the first subject; an unknown subject gives [] and a warning
+    rois = sorted({name for name, _ in roi_files(root).items()})
+    assert get_rois(source=root) == get_rois(SUB, source=root) == rois
+    with pytest.warns(UserWarning, match="sub-99"):
+        assert get_rois("sub-99", source=root) == []
+    # to_torch_dataset: the neurotorch dataset of this subject
+    dataset = sub.to_torch_dataset(roi="FFA1", features=None, sessions=["ses-01"])
+    assert isinstance(dataset, BetasDataset)
+    assert len(dataset) == len(pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
+
+
+def test_group_shared_images(root):
+    group = load_subjects("all", root)
+    table = pd.read_csv(root / "stimuli/task-images_metadata.csv")
+    shared = np.flatnonzero(table["unique_or_shared"] == "shared")
+    stack = group.get_shared_images(format="numpy")
+    assert stack.shape[0] == len(shared) and stack.dtype == np.uint8
+    with h5py.File(root / "stimuli/task-images_stimuli.h5", "r") as f:
+        for position in (0, len(shared) - 1):
+            raw = f["images"][shared[position]].tobytes()
+            want = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+            np.testing.assert_array_equal(stack[position], want)
+    assert len(group.get_shared_images()) == len(shared)
 
 
 def test_subject_pickles(sub):

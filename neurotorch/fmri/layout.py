@@ -13,6 +13,7 @@ from neurotorch.errors import UnsafePathError
 GLM_DIR = "derivatives/glmsingle-tedana"
 ANAT_DIR = "derivatives/anatomical"
 ROI_DIR = "derivatives/rois"
+FREESURFER_DIR = "derivatives/freesurfer"
 STIMULI_DIR = "stimuli"
 SPLITS_DIR = "splits"
 GROUNDTRUTH_DIR = "_groundtruth"

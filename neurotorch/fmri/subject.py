@@ -15,7 +15,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -63,6 +63,9 @@ from neurotorch.fmri.trial_stimuli import (
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
+
+if TYPE_CHECKING:
+    from neurotorch.data.betas import BetasDataset
 
 STIMULUS_SUBSETS = ("shared", "unique")
 TRIAL_TABLE_COLUMNS = (
@@ -270,6 +273,21 @@ class Subject:
         """Whether the stimulus metadata is present (needed by `metadata` and the namespaces)."""
         return self.root.exists(layout.stimuli_metadata())
 
+    def get_n_stimuli(self, stimuli: str | None = None) -> int:
+        """Number of images in the stimulus metadata (``"shared"``/``"unique"``: of that kind)."""
+        kinds = self.stimuli.metadata["unique_or_shared"]
+        if stimuli is None:
+            return len(kinds)
+        if stimuli not in STIMULUS_SUBSETS:
+            raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        return int((kinds == stimuli).sum())
+
+    def to_torch_dataset(self, **kwargs: Any) -> BetasDataset:
+        """This subject's trials as a `neurotorch.data.betas.BetasDataset` (``kwargs`` go to it)."""
+        from neurotorch.data.betas import BetasDataset
+
+        return BetasDataset(self.root, self.subject_id, **kwargs)
+
     @cached_property
     def images(self) -> TrialImages:
         return TrialImages(self)
@@ -327,15 +345,15 @@ class Subject:
         return list(available_rois(self.root, self.subject_id))
 
     def get_available_rois(self, category: str | None = None) -> list[str]:
-        """ROI names of this subject (of one category if given), by category then name."""
+        """ROI names of this subject (of one category if given), sorted."""
         available = available_rois(self.root, self.subject_id)
         if category is None:
-            return [roi for names in available.values() for roi in names]
+            return sorted({roi for names in available.values() for roi in names})
         if category not in available and category not in layout.ROI_CATEGORIES:
             raise RoiNotFoundError(
                 f"Unknown ROI category {category!r}; available: {', '.join(available)}."
             )
-        return list(available.get(category, []))
+        return sorted(available.get(category, []))
 
     def get_roi_mask(self, roi: RoiQuery, mask_source: str = "anatomical") -> np.ndarray:
         """Boolean mask over the brain voxels (length `get_n_voxels`) of an ROI query.
@@ -354,15 +372,23 @@ class Subject:
         return {query: self.get_roi_mask(query, mask_source) for query in queries}
 
     def get_roi_data(
-        self, roi: RoiQuery, format: str = "all", hemi: str = "all"
+        self,
+        roi: RoiQuery,
+        format: str | None = "all",
+        hemi: str | None = "all",
+        mask_source: str = "anatomical",
     ) -> dict[str, dict]:
         """ROI files as arrays, one entry per ROI the query names.
 
-        ``{"FFA1": {"volume": bool (X*Y*Z,), "gii": {"hemi-L": {"func.gii": bool per vertex,
-        "label": vertex indices}, "hemi-R": {...}}}}``; ``format`` ("all", "volume"/"nii.gz",
-        "gii", "func.gii", "label") and ``hemi`` ("L", "R", "all") prune the tree.
+        ``{"FFA1": {"volume": bool (n_brain_voxels,), "gii": {"hemi-L": {"func.gii": bool per
+        vertex, "label": vertex indices}, "hemi-R": {...}}}}``; ``volume`` is over the brain
+        voxels of ``mask_source`` (as `get_roi_mask`); ``format`` ("all", "volume"/"nii.gz",
+        "gii", "func.gii", "label"; None = "all") and ``hemi`` ("L", "R", "all"; None = "all")
+        prune the tree.
         """
-        return roi_data(self.root, self.subject_id, self._roi_pairs(roi), format, hemi)
+        brain, _ = self._brain(mask_source)
+        pairs = self._roi_pairs(roi)
+        return roi_data(self.root, self.subject_id, pairs, brain, format or "all", hemi or "all")
 
     # -- betas and noise ceilings ------------------------------------------------------------
 
@@ -486,23 +512,34 @@ class Subject:
     def get_noise_ceiling(
         self,
         session: SessionArg = None,
-        desc: str | None = None,
+        desc: str | list[str] | None = None,
         roi: RoiQuery | None = None,
         mask: np.ndarray | None = None,
         mask_source: str = "anatomical",
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Noise ceiling (percent) per selected voxel, float32.
 
-        Give exactly one of ``session`` (per-session map; a list gives a dict) or ``desc``
-        (subject-level ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``).
+        Give exactly one of ``session`` (per-session map) or ``desc`` (subject-level
+        ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``); a list of
+        either gives a dict. A ``desc`` the dataset does not ship raises `DataNotDownloadedError`.
         """
         if (session is None) == (desc is None):
             raise ValueError(
                 "Pass exactly one of session= (per-session noise ceiling) or desc= (subject-level: "
                 f"{', '.join(layout.SUBJECT_NOISE_CEILINGS)})."
             )
+        if isinstance(desc, list | tuple):
+            return {
+                d: self.get_noise_ceiling(desc=d, roi=roi, mask=mask, mask_source=mask_source)
+                for d in desc
+            }
         selection, _ = self._selection(mask_source, roi, mask)
         if desc is not None:
+            if desc not in layout.SUBJECT_NOISE_CEILINGS:
+                raise DataNotDownloadedError(
+                    f"{self.subject_id} has no subject-level noise ceiling desc-{desc}; the "
+                    f"dataset ships {', '.join(layout.SUBJECT_NOISE_CEILINGS)}."
+                )
             relpath = layout.subject_noise_ceiling(self.subject_id, desc)
             data, _ = read_volume(self.root, relpath, f"Noise ceiling {desc} of {self.subject_id}")
             check_grid(data.shape, selection.shape, f"The noise-ceiling map {relpath}")
@@ -565,6 +602,20 @@ class Subject:
         if not self.has_anatomical():
             raise DataNotDownloadedError(
                 f"The anatomical folder of {self.subject_id} is missing: {self.root.path(relpath)}. {HOW_TO_GET}"
+            )
+        return Path(self.root.path(relpath)) if self.root.is_local else self.root.path(relpath)
+
+    def has_freesurfer(self) -> bool:
+        """Whether the FreeSurfer recon folder ``derivatives/freesurfer/<subject>/`` exists."""
+        return self.root.isdir(layout.FREESURFER_DIR, self.subject_id)
+
+    def get_freesurfer_dir(self) -> Path | str:
+        """``derivatives/freesurfer/<subject>/`` (a Path for a local root, the URL otherwise)."""
+        relpath = f"{layout.FREESURFER_DIR}/{self.subject_id}"
+        if not self.has_freesurfer():
+            raise DataNotDownloadedError(
+                f"The FreeSurfer folder of {self.subject_id} is missing: "
+                f"{self.root.path(relpath)}. {HOW_TO_GET}"
             )
         return Path(self.root.path(relpath)) if self.root.is_local else self.root.path(relpath)
 
