@@ -76,5 +76,10 @@ class NameNotFoundError(NeurotorchError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownModelError(NameNotFoundError, ValueError):
+    """An embedding model the dataset does not have (a ``KeyError`` as in laion_fmri, and a
+    ``ValueError`` as for every other unknown option)."""
+
+
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""

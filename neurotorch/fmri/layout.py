@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from neurotorch.errors import UnsafePathError
+from neurotorch.errors import UnknownModelError, UnsafePathError
 
 GLM_DIR = "derivatives/glmsingle-tedana"
 ANAT_DIR = "derivatives/anatomical"
@@ -174,7 +174,7 @@ def stimuli_images() -> str:
 
 def embeddings(model: str) -> str:
     if model not in EMBEDDING_MODELS:
-        raise ValueError(
+        raise UnknownModelError(
             f"Unknown embedding model {model!r}; choose one of {list(EMBEDDING_MODELS)}."
         )
     return f"{STIMULI_DIR}/task-images_desc-{model}_embeddings.h5"

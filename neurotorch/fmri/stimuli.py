@@ -246,10 +246,7 @@ class StimulusEmbeddings:
         return [model for model, h5 in self._files.items() if h5.exists()]
 
     def _file(self, model: str) -> LazyH5:
-        if model not in self._files:
-            raise NameNotFoundError(
-                f"Unknown embedding model {model!r}; choose one of {list(layout.EMBEDDING_MODELS)}."
-            )
+        layout.embeddings(model)  # an unknown model raises UnknownModelError naming the known ones
         return self._files[model]
 
     def image_ids(self, model: str) -> list[str]:
