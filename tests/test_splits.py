@@ -263,3 +263,12 @@ def test_unknown_names_list_the_available_ones(tmp_path):
         splits.get_train_test_ids("ood", ood_types=["circle"], splits_dir=tmp_path)
     with pytest.raises(KeyError, match="label_column"):
         splits.get_split_masks(pd.DataFrame({"image_name": ["a.jpg"]}), "ood", splits_dir=tmp_path)
+
+
+def test_dataset_split_strings_with_extra_path_components_are_named():
+    from neurotorch.data.trials import parse_split
+
+    assert parse_split("tau/train") == ("tau", "train") and parse_split("ood") == ("ood", "all")
+    for bad in ("tau/train/extra", "sub-01/tau/train", "../shared/tau"):
+        with pytest.raises(SplitError, match="Unknown split part"):
+            parse_split(bad)

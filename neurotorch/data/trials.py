@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from neurotorch.data.store import list_sessions
-from neurotorch.errors import FormatError, SubjectNotFoundError
+from neurotorch.errors import FormatError, SplitError, SubjectNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import get_subjects
 from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
@@ -38,8 +38,9 @@ def parse_split(split: str | None) -> tuple[str | None, str]:
     name, _, part = split.partition("/")
     part = part or "all"
     if part not in PARTS:
-        raise ValueError(
-            f"Unknown split part {part!r} in {split!r}; use '<split>/train', '/test' or '/all'."
+        raise SplitError(
+            f"Unknown split part {part!r} in {split!r}: a split is '<name>' or '<name>/<part>' "
+            "with part train, test or all (e.g. 'tau/train'); pick the pool with pool=."
         )
     return name, part
 
