@@ -168,3 +168,16 @@ def test_bad_beta_index_is_named_at_open_time(corrupt_copy, edit, error, message
         with pytest.raises(error, match=message) as info:
             check()
         assert where in str(info.value)
+
+
+def test_synth_command_passes_the_shuffle_option(monkeypatch, tmp_path, capsys):
+    import neurotorch.synthetic.laion_fmri as synthetic
+    from neurotorch.cli import main
+
+    calls = []
+    monkeypatch.setattr(synthetic, "make_laion_fmri", lambda out, **kw: calls.append(kw) or out)
+    main(["synth", "laion-fmri", "--out", str(tmp_path), "--size", "tiny", "--shuffled-trials"])
+    main(["synth", "laion-fmri", "--out", str(tmp_path), "--size", "tiny"])
+    assert calls[0]["shuffle_trials_tables"] is True and "shuffle_trials_tables" not in calls[1]
+    with pytest.raises(SystemExit, match="laion-fmri only"):
+        main(["synth", "calibrain", "--out", str(tmp_path), "--shuffled-trials"])
