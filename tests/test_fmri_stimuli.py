@@ -76,6 +76,7 @@ def test_images_by_name(stim, root, table):
     assert stim.images[7] == raw_image(root, table, names[7])
     assert stim.images[-1] == raw_image(root, table, names[-1])
     assert stim.images.index_of(names[7]) == 7
+    assert names[7] in stim.images and 7 in stim.images and len(names) not in stim.images
     with pytest.raises(IndexError):
         stim.images[len(names)]
     with pytest.raises(KeyError, match="not_an_image"):

@@ -182,8 +182,11 @@ class StimulusImages:
     def __len__(self) -> int:
         return len(self._hub.metadata)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._hub.row_index
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is an image name of the set, or a row number ``0 <= key < len``."""
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            return 0 <= key < len(self)
+        return key in self._hub.row_index
 
     def index_of(self, name: str) -> int:
         """Row of ``name`` in the metadata and the images file; `NameNotFoundError` if absent."""
