@@ -44,7 +44,6 @@ SHARED_POOL = "shared"
 FAMILIES = ("random", "cluster", "tau", "ood")
 BUNDLED_SPLITS_DIR = Path(__file__).resolve().parent / "official_splits"
 SPLIT_SUFFIXES = (".json", ".json.gz")
-SOURCE_KINDS = ("splits_dir", "data_dir", "laion_fmri", "bundled")
 
 PathLike = str | os.PathLike | DataRoot
 
@@ -153,7 +152,8 @@ def validate_split_dict(raw: Any, where: str) -> None:
     """Check one split against the file schema; raise `SplitError` naming ``where`` if it fails.
 
     Checks the keys, the types, that train and test ids are disjoint bare image names (no path
-    components) without repeats, that ``n_train``/``n_test`` agree with every variant and that variant ids are unique integers.
+    components) without repeats, that ``n_train``/``n_test`` agree with every variant and that
+    variant ids are unique integers.
     """
     if not isinstance(raw, Mapping):
         raise SplitError(f"{where}: expected a JSON object with keys {list(SPLIT_KEYS)}.")
@@ -230,6 +230,9 @@ class SplitSource:
         return f"{self.kind}: {self.root.url}"
 
 
+SplitsDir = PathLike | SplitSource  # a folder, or a source found before (passed on internally)
+
+
 def _installed_laion_fmri_splits() -> Path | None:
     """Split folder of an installed ``laion_fmri`` package (found without importing it)."""
     try:
@@ -292,7 +295,7 @@ def splits_root(data_dir: PathLike | None = None, splits_dir: PathLike | None = 
     return find_split_source(data_dir, splits_dir).root
 
 
-def _as_source(data_dir: PathLike | None, splits_dir: PathLike | SplitSource | None) -> SplitSource:
+def _as_source(data_dir: PathLike | None, splits_dir: SplitsDir | None) -> SplitSource:
     if isinstance(splits_dir, SplitSource):
         return splits_dir
     return find_split_source(data_dir, splits_dir)
@@ -343,8 +346,6 @@ def _check_pool(root: DataRoot, pool: str) -> None:
 
 
 # ── Public API ─────────────────────────────────────────────────────────────────────────────────
-
-SplitsDir = PathLike | SplitSource
 
 
 def list_pools(
