@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from neurotorch.data.betas import BetasDataset
+from neurotorch.data.store import build_store
 from neurotorch.data.stream import BetasStream
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.fmri import load_subject, load_subjects
@@ -161,6 +162,7 @@ def test_bad_beta_index_is_named_at_open_time(corrupt_copy, edit, error, message
         lambda: sub.get_betas(SES),
         lambda: sub.get_betas(SES, stimuli="shared", streaming=True),
         lambda: sub.metadata,
+        lambda: build_store(root, SUB, [SES]),
         lambda: BetasDataset(root, SUB, features=None, sessions=[SES]),
         lambda: BetasStream(root, SUB, features=None, sessions=[SES]),
     ]

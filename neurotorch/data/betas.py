@@ -29,7 +29,6 @@ from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
-from neurotorch.fmri.session_checks import read_session_trials, trial_volumes
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.storage import DataRoot
 
@@ -131,7 +130,6 @@ class BetasDataset(Dataset):
                 nc_desc=nc_desc, mask_source=mask_source, dtype=dtype, cache_dir=cache_dir,
                 nan_policy=nan_policy,
             )  # fmt: skip
-        self._check_trial_tables()
         self._session_stores = [
             (subj, ses) for subj, store in self.stores.items() for ses in store.sessions
         ]
@@ -155,15 +153,6 @@ class BetasDataset(Dataset):
         )
         self._arrays: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
         self._pid: int | None = None
-
-    def _check_trial_tables(self) -> None:
-        """Every prepared session's trials table names each of its volumes once (`trial_volumes`),
-        so every ``trial`` read later is a row of the store."""
-        for subject, store in self.stores.items():
-            for session in store.sessions:
-                n_volumes = store.session(session).manifest()["shape"][0]
-                table = read_session_trials(self.root, subject, session)
-                trial_volumes(self.root, subject, session, table, n_volumes)
 
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""
