@@ -416,7 +416,8 @@ class Subject:
         nc_threshold
             Keep voxels whose noise ceiling of that session (percent) is at least this value.
         stimuli
-            ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix.
+            ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix: the
+            volumes their ``beta_index`` names, in volume order.
         streaming
             False: nibabel loads the whole 4-D file, then masks it. True: one sequential pass,
             volume by volume, with the mask applied inline (peak memory one volume + output).
