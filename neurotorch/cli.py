@@ -35,7 +35,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     module_name, func_name = SYNTH_FAMILIES[args.family].split(":")
     writer = getattr(importlib.import_module(module_name), func_name)
-    root = writer(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    options = {"shuffle_trials_tables": True} if args.shuffled_trials else {}
+    if options and args.family != "laion-fmri":
+        raise SystemExit("error: --shuffled-trials applies to laion-fmri only")
+    root = writer(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite, **options)
     print(f"synthetic {args.family} dataset written to {root}")
     return 0
 
@@ -47,6 +50,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="small", help="size preset: tiny, small or bench")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument(
+        "--shuffled-trials",
+        action="store_true",
+        help="laion-fmri: write trials tables in a random row order (pairing is by beta_index)",
+    )
     p.set_defaults(func=_cmd_synth)
 
 
@@ -121,7 +129,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare", help="build the prepared (memory-mappable) betas store of LAION-fMRI subjects"
     )
-    p.add_argument("--data-dir", default=None, help="dataset root (default: $LAION_FMRI_DATA_DIR)")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: the configured root)")
     p.add_argument("--subject", nargs="+", default=["sub-01"], help="subject id(s)")
     p.add_argument("--session", nargs="+", default=None, help="session id(s); default all")
     p.add_argument(
@@ -131,7 +139,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "--nc-threshold",
         type=float,
         default=None,
-        help="keep voxels whose noise ceiling (%%) exceeds this",
+        help="keep voxels whose noise ceiling (%%) is at least this",
     )
     p.add_argument("--mask-source", default="anatomical", choices=["anatomical", "rsquare"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

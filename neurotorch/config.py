@@ -3,7 +3,7 @@
 =======================  ==========================================================
 ``NEUROTORCH_DATA``      default root of datasets (the ``synthetic`` dataset lives here)
 ``NEUROTORCH_CACHE``     prepared stores, seek indexes and remote-file cache
-``LAION_FMRI_DATA_DIR``  root of the LAION-fMRI tree, as laion_fmri reads it
+``LAION_FMRI_DATA_DIR``  root of the LAION-fMRI tree (neurotorch's own variable)
 ``CALIBRAIN_DATA``       root of CaliBrain leadfields and forward models
 ``NEUROTORCH_PROGRESS``  ``0`` silences every progress bar
 =======================  ==========================================================

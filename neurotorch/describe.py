@@ -35,7 +35,7 @@ from neurotorch.connectome import layout as connectome_layout
 from neurotorch.errors import DataNotDownloadedError
 from neurotorch.fmri import discovery
 from neurotorch.fmri import layout as fmri_layout
-from neurotorch.fmri.splits import FAMILIES, split_family
+from neurotorch.fmri.splits import FAMILIES, find_split_source, split_family
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import Subject
 from neurotorch.io.storage import DataRoot
@@ -84,9 +84,12 @@ class LaionFMRISummary:
     images
         Images of the stimulus metadata per ``unique_or_shared`` value (empty without metadata).
     splits
-        ``{pool: [split names]}``.
+        ``{pool: [split names]}`` of the tree's own ``splits/`` folder.
     total_bytes
         Size of the GLMsingle, ROI, anatomical, stimulus and split files.
+    split_source
+        Where the split functions read splits for this tree (see
+        `neurotorch.fmri.splits.find_split_source`), e.g. ``"bundled: <folder>"``.
     """
 
     subjects: list[str]
@@ -96,6 +99,7 @@ class LaionFMRISummary:
     images: dict[str, int]
     splits: dict[str, list[str]]
     total_bytes: int
+    split_source: str = ""
 
     def roi_counts(self) -> pd.DataFrame:
         """Number of ROIs per subject (rows) and category (columns)."""
@@ -137,6 +141,8 @@ class LaionFMRISummary:
             listed = ", ".join(f"{fam} ×{families[fam]}" if families[fam] > 1 else fam
                                for fam in order if fam in families)  # fmt: skip
             out.append(f"  splits/{pool}: {len(names)} splits ({listed})")
+        if self.split_source:
+            out.append(f"  splits are read from {self.split_source}")
         return out
 
 
@@ -215,6 +221,7 @@ def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
         images=images,
         splits=tree.splits,
         total_bytes=tree.total_bytes,
+        split_source=str(find_split_source(data_dir=root)),
     )
 
 

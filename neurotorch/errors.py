@@ -68,5 +68,18 @@ class LicenseNotAcceptedError(NeurotorchError):
     """Data with a licence of its own (e.g. stimulus images) were requested without accepting it."""
 
 
+class NameNotFoundError(NeurotorchError, KeyError):
+    """An image, noun, mask instance or embedding model is not in the dataset (a ``KeyError``,
+    as laion_fmri raises)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownModelError(NameNotFoundError, ValueError):
+    """An embedding model the dataset does not have (a ``KeyError`` as in laion_fmri, and a
+    ``ValueError`` as for every other unknown option)."""
+
+
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""

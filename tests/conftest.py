@@ -13,6 +13,7 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="neurotorch-tests-"))
 os.environ["NEUROTORCH_CACHE"] = str(_SESSION_HOME / "cache")
 os.environ["NEUROTORCH_DATA"] = str(_SESSION_HOME / "data")
 os.environ["NEUROTORCH_PROGRESS"] = "0"
+os.environ["XDG_CONFIG_HOME"] = str(_SESSION_HOME / "config")  # laion_fmri's data-dir config
 os.environ.pop("LAION_FMRI_DATA_DIR", None)
 os.environ.pop("CALIBRAIN_DATA", None)
 

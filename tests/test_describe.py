@@ -88,6 +88,7 @@ def test_text_and_json_output_of_the_command(tiny_laion_root, capsys):
         assert re.search(rf"{sub}: {group.n_trials.sum()} trials in {len(group)} sessions "
                          rf"\({group.n_shared.sum()} shared, {group.n_unique.sum()} unique\)", text)  # fmt: skip
     assert "splits/shared: 12 splits (random ×5, cluster ×5, tau, ood)" in text
+    assert f"splits are read from data_dir: {tiny_laion_root / 'splits'}" in text
     assert "embeddings:SigLIP2" in text
 
     assert main(["describe", str(tiny_laion_root), "--json"]) == 0

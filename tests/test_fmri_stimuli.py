@@ -72,6 +72,17 @@ def test_images_by_name(stim, root, table):
     assert stim.images[picked] == [raw_image(root, table, n) for n in picked]
     iterated = dict(stim.images)
     assert list(iterated) == names and iterated[names[-1]] == raw_image(root, table, names[-1])
+    # laion_fmri's positional access: an int is a row of the metadata table
+    assert stim.images[7] == raw_image(root, table, names[7])
+    assert stim.images[-1] == raw_image(root, table, names[-1])
+    assert stim.images.index_of(names[7]) == 7
+    assert names[7] in stim.images and 7 in stim.images and len(names) not in stim.images
+    with pytest.raises(IndexError):
+        stim.images[len(names)]
+    with pytest.raises(KeyError, match="not_an_image"):
+        stim.images.index_of("not_an_image.jpg")
+    pd.testing.assert_frame_equal(stim.images.metadata, table)  # blank participant: NaN
+    assert table["participant"].isna().sum() == (table["unique_or_shared"] == "shared").sum()
 
 
 def test_display_composites_transparency_on_grey():
@@ -106,8 +117,9 @@ def test_embeddings_by_name(stim, root, table):
     assert stim.embeddings.get("CLIP", names, dtype=np.float32).dtype == np.float32
     with pytest.raises(KeyError, match="not_an_image"):
         stim.embeddings.get("CLIP", ["not_an_image.jpg"])
-    with pytest.raises(ValueError, match="CLIP"):
-        stim.embeddings.get("ResNet", names[0])
+    for error in (KeyError, ValueError):  # laion_fmri: KeyError; any unknown option: ValueError
+        with pytest.raises(error, match="CLIP"):
+            stim.embeddings.get("ResNet", names[0])
 
 
 @pytest.mark.parametrize(
@@ -124,38 +136,67 @@ def test_read_rows_restores_caller_order(tmp_path, rows):
 
 
 def test_segmentations_by_name(stim, root, table):
-    seg = pd.read_csv(root / STIM / "task-images_desc-segmentations_metadata.csv")
-    shared = seg["image_name"].iloc[0]
-    rows = seg[seg["image_name"] == shared].sort_values("instance_id")
-    assert stim.segmentations.has_image(shared)
-    assert stim.segmentations.nouns(shared) == sorted(set(rows["noun"]))
-    noun = rows["noun"].iloc[0]
+    path = root / STIM / "task-images_desc-segmentations_metadata.csv"
+    seg = pd.read_csv(path)
+    assert len(stim.segmentations) == len(seg) and stim.segmentations.metadata.equals(seg)
+    # the real table's counting: instance_id numbers the masks of one noun, best score first
+    for _, group in seg.groupby(["image_name", "noun"]):
+        ordered = group.sort_values("instance_id")
+        assert ordered["instance_id"].tolist() == list(range(len(group)))
+        assert ordered["score"].is_monotonic_decreasing
+    not_localized = seg.loc[seg["localized"] == 0, "image_name"]
+    shared = not_localized.iloc[0]  # an image with a localized and a non-localized noun
+    rows = seg[seg["image_name"] == shared]
+    assert shared in stim.segmentations and stim.segmentations.has_image(shared)
+    # nouns: first appearance in the file; localized_only (default) drops localized == 0 rows
+    first_seen = list(dict.fromkeys(rows["noun"]))
+    localized = list(dict.fromkeys(rows.loc[rows["localized"] == 1, "noun"]))
+    assert localized != first_seen
+    assert stim.segmentations.nouns(shared) == localized
+    assert stim.segmentations.nouns(shared, localized_only=False) == first_seen
+    name = seg["image_name"].value_counts().index[0]  # the image with the most masks
     with h5py.File(root / STIM / "task-images_desc-segmentations.h5", "r") as f:
-        want = f["masks"][int(rows["mask_row"].iloc[0])]
-    np.testing.assert_array_equal(stim.segmentations.get(shared, noun), want)
-    assert len(stim.segmentations.for_image(shared)) == len(rows)
-    with pytest.raises(ValueError, match="nouns"):
+        for _, row in seg[seg["image_name"] == name].iterrows():
+            want = f["masks"][int(row["mask_row"])]
+            got = stim.segmentations.get(name, row["noun"], instance=int(row["instance_id"]))
+            np.testing.assert_array_equal(got, want)
+    noun = seg.loc[seg["image_name"] == name, "noun"].iloc[-1]
+    pd.testing.assert_frame_equal(stim.segmentations.for_image(shared), rows.reset_index(drop=True))
+    with pytest.raises(KeyError, match="nouns"):
         stim.segmentations.get(shared, "no_such_noun")
+    with pytest.raises(KeyError, match="instance=9"):
+        stim.segmentations.get(name, noun, instance=9)
     unique = table.loc[table["unique_or_shared"] == "unique", "image_name"].iloc[0]
-    assert not stim.segmentations.has_image(unique)
+    assert not stim.segmentations.has_image(unique) and unique not in stim.segmentations
     assert stim.segmentations.nouns(unique) == []
-    assert stim.segmentations.get(unique, noun) is None
+    with pytest.raises(KeyError, match="shared images only"):
+        stim.segmentations.get(unique, noun)
     assert stim.segmentations.for_image(unique).empty
+    assert stim.segmentations.images() == list(dict.fromkeys(seg["image_name"]))
 
 
 def test_captions_by_name(stim, root, table):
-    captions = pd.read_csv(root / STIM / "task-images_desc-captions.csv")
+    captions = pd.read_csv(root / STIM / "task-images_desc-captions.csv", keep_default_na=False)
+    assert len(stim.captions) == len(captions)
     for kind, n_human in (("shared", 5), ("unique", 3)):
         name = table.loc[table["unique_or_shared"] == kind, "image_name"].iloc[0]
+        assert name in stim.captions
         rows = captions[captions["image_name"] == name].sort_values("caption_idx")
-        human = stim.captions.human(name)
+        human = rows.loc[rows["source"] == "human", "caption"].tolist()
+        assert stim.captions.human(name) == human and len(human) == n_human
+        assert stim.captions.human(name, limit=2) == human[:2]
+        assert stim.captions.list(name, source="human") == human
+        assert stim.captions.list(name) == rows["caption"].tolist()
         assert (
-            human == rows.loc[rows["caption_idx"] > 0, "caption"].tolist() and len(human) == n_human
+            stim.captions.list(name, source="ai")
+            == rows.loc[rows["source"] == "ai", "caption"].tolist()
         )
         assert stim.captions.ai(name) == rows.loc[rows["caption_idx"] == 0, "caption"].iloc[0]
-        pd.testing.assert_frame_equal(
-            stim.captions.get(name).reset_index(drop=True), rows.reset_index(drop=True)
-        )
+        pd.testing.assert_frame_equal(stim.captions.get(name), rows.reset_index(drop=True))
+    with pytest.raises(ValueError, match="source"):
+        stim.captions.list(name, source="robot")
+    assert "not_an_image.jpg" not in stim.captions
+    assert stim.captions.get("not_an_image.jpg").empty
 
 
 # -- per-trial namespaces -------------------------------------------------------------------------
@@ -198,6 +239,12 @@ def test_trial_namespaces_align_with_trials(root, trials, table):
         == captions.loc[captions["image_name"] == labels[2], "caption"].tolist()
     )
     assert sub.captions.human(2) == load_stimuli(root).captions.human(labels[2])
+    assert sub.captions.human(2, limit=1) == sub.captions.human(2)[:1]
+    assert sub.captions.list(2, source="ai") == sub.captions.list(2)[:1]
+    pd.testing.assert_frame_equal(
+        sub.captions.for_image(2),
+        captions[captions["image_name"] == labels[2]].reset_index(drop=True),
+    )
 
     seg_names = set(
         pd.read_csv(root / STIM / "task-images_desc-segmentations_metadata.csv")["image_name"]
@@ -207,10 +254,10 @@ def test_trial_namespaces_align_with_trials(root, trials, table):
     assert [sub.segmentations.has_image(i) for i in range(len(labels))] == [
         n in seg_names for n in labels
     ]
-    assert (
-        sub.segmentations.nouns(uncovered[0]) == []
-        and sub.segmentations.get(uncovered[0], "tree") is None
-    )
+    assert sub.segmentations.nouns(uncovered[0]) == []
+    assert sub.segmentations.for_image(uncovered[0]).empty
+    with pytest.raises(KeyError):
+        sub.segmentations.get(uncovered[0], "tree")
     noun = sub.segmentations.nouns(covered[0])[0]
     assert (
         sub.segmentations.get(covered[0], noun).shape

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import pickle
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from neurotorch.errors import (
     DataDirNotSetError,
     DataNotDownloadedError,
+    FormatError,
     ShapeMismatchError,
     StimuliNotDownloadedError,
     SubjectNotFoundError,
@@ -109,10 +114,44 @@ def test_load_subject_ids_and_errors(root, monkeypatch, tmp_path):
     assert load_subject(SUB).root.url == str(root.resolve())
     monkeypatch.delenv("LAION_FMRI_DATA_DIR")
     monkeypatch.setenv("NEUROTORCH_DATA", str(tmp_path / "empty-home"))
-    with pytest.raises(DataDirNotSetError, match="LAION_FMRI_DATA_DIR"):
+    with pytest.raises(DataDirNotSetError, match="LAION_FMRI_DATA_DIR.*dataset_initialize"):
         load_subject(SUB)
     with pytest.raises(DataNotDownloadedError):
         load_subject(SUB, tmp_path)
+
+
+def test_laion_fmri_config_file_is_read_and_written(root, monkeypatch, tmp_path):
+    """laion_fmri keeps {"data_dir": ...} in $XDG_CONFIG_HOME/laion_fmri/config.json."""
+    from neurotorch.fmri import dataset_initialize, get_data_dir, set_data_dir
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("NEUROTORCH_DATA", str(tmp_path / "empty-home"))
+    config = tmp_path / "cfg" / "laion_fmri" / "config.json"
+    with pytest.raises(DataDirNotSetError, match="dataset_initialize"):
+        get_data_dir()
+    # a file as laion_fmri writes it
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"data_dir": str(root)}, indent=2))
+    assert get_data_dir() == str(root)
+    assert load_subject(SUB).root.url == str(root.resolve())
+    # neurotorch's own variable and an explicit argument come first
+    monkeypatch.setenv("LAION_FMRI_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert load_subject(SUB, root).root.url == str(root.resolve())
+    with pytest.raises(DataNotDownloadedError):
+        load_subject(SUB)
+    monkeypatch.delenv("LAION_FMRI_DATA_DIR")
+    # writing: the same file and key laion_fmri reads
+    set_data_dir(tmp_path)
+    assert json.loads(config.read_text()) == {"data_dir": str(tmp_path.resolve())}
+    dataset_initialize(str(root))
+    assert json.loads(config.read_text()) == {"data_dir": str(root.resolve())}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dataset_initialize(tmp_path / "missing")
+    with pytest.raises(TypeError):
+        dataset_initialize(3)
+    config.write_text("{not json")
+    with pytest.raises(FormatError, match="config.json"):
+        load_subject(SUB)
 
 
 def test_sessions_and_trial_info(sub, root):
@@ -135,7 +174,8 @@ def test_brain_masks(sub, root):
     full = load(anat_file(root, "_desc-brain_mask.nii.gz")) != 0
     np.testing.assert_array_equal(sub.get_brain_mask(res=None), full.ravel())
     r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
-    rsquare = np.nan_to_num(r2, nan=-1.0) > 0
+    rsquare = np.isfinite(r2) & (r2 != 0)  # laion_fmri: every finite, non-zero R², negatives too
+    assert (r2[rsquare] < 0).any()  # the case where "R² > 0" would differ
     np.testing.assert_array_equal(sub.get_brain_mask("rsquare"), rsquare.ravel())
     assert sub.get_n_voxels() == anatomical.sum() and sub.get_n_voxels("rsquare") == rsquare.sum()
     with pytest.raises(ValueError, match="source"):
@@ -144,7 +184,7 @@ def test_brain_masks(sub, root):
 
 def test_available_rois_and_categories(sub, root):
     files = roi_files(root)
-    assert sorted(sub.get_available_rois()) == sorted(files)
+    assert sub.get_available_rois() == sorted(files)  # laion_fmri: one global sort
     assert sub.get_available_categories() == sorted({c for c, _ in files.values()})
     assert sub.get_available_rois(category="face") == sorted(
         n for n, (c, _) in files.items() if c == "face"
@@ -170,7 +210,13 @@ def test_roi_grammar(sub, root):
 def test_roi_data_formats(sub, root):
     _, volume_file = roi_files(root)["FFA1"]
     out = sub.get_roi_data("FFA1")
-    np.testing.assert_array_equal(out["FFA1"]["volume"], (load(volume_file) != 0).ravel())
+    # laion_fmri: the ROI over the brain voxels (the voxel axis), like get_roi_mask
+    np.testing.assert_array_equal(out["FFA1"]["volume"], (load(volume_file) != 0)[brain(root)])
+    r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
+    rsquare = np.isfinite(r2) & (r2 != 0)
+    got = sub.get_roi_data("FFA1", format="volume", mask_source="rsquare")["FFA1"]["volume"]
+    np.testing.assert_array_equal(got, (load(volume_file) != 0)[rsquare])
+    assert sub.get_roi_data("FFA1", format=None, hemi=None).keys() == out.keys()
     surface = volume_file.parent / f"{SUB}_hemi-L_space-fsnative_label-FFA1_mask"
     gii = nib.load(f"{surface}.func.gii").darrays[0].data != 0
     np.testing.assert_array_equal(out["FFA1"]["gii"]["hemi-L"]["func.gii"], gii)
@@ -232,9 +278,10 @@ def test_get_betas_filters(sub, root):
     )
 
     nc = load(session_nc_file(root, "ses-01"))
-    threshold = float(np.nanmedian(nc[b]))
-    with np.errstate(invalid="ignore"):
-        passing = np.nan_to_num(nc, nan=-np.inf) > threshold
+    values = np.sort(nc[b & np.isfinite(nc)])
+    threshold = float(values[len(values) // 2])  # a value some voxel has: a tie
+    passing = np.nan_to_num(nc, nan=-np.inf) >= threshold  # laion_fmri keeps nc >= t
+    assert (nc == threshold).sum() >= 1
     got = sub.get_betas("ses-01", roi="all", nc_threshold=threshold)
     all_rois = roi(root, *roi_files(root))
     np.testing.assert_array_equal(got, expected_betas(root, "ses-01", b & all_rois & passing))
@@ -246,7 +293,7 @@ def test_get_betas_filters(sub, root):
         np.testing.assert_array_equal(sub.get_betas("ses-01", stimuli=subset), full[rows])
 
     r2 = load(glm(root, f"{SUB}_task-images_space-T1w_stat-rsquare_desc-R2mean_statmap.nii.gz"))
-    rsquare = np.nan_to_num(r2, nan=-1.0) > 0
+    rsquare = np.isfinite(r2) & (r2 != 0)
     got = sub.get_betas("ses-01", mask_source="rsquare")
     np.testing.assert_array_equal(got, expected_betas(root, "ses-01", rsquare))
 
@@ -344,15 +391,11 @@ def test_metadata_joins_trials_with_stimulus_table(sub, root):
         left_on="label", right_on="image_name", how="left",
     )  # fmt: skip
     got = sub.metadata
-    assert list(got.columns[:6]) == [
-        "session",
-        "session_trial",
-        "image_name",
-        "stim_idx",
-        "unique_or_shared",
-        "dataset",
-    ]
-    assert {"run", "beta_index", "label"} <= set(got.columns)
+    # laion_fmri: the trials TSV's columns, then the derived ones ("session" keeps its place)
+    assert list(got.columns) == [
+        "session", "run", "beta_index", "label",
+        "session_trial", "image_name", "stim_idx", "unique_or_shared", "dataset",
+    ]  # fmt: skip
     for column in (
         "session",
         "session_trial",
@@ -384,6 +427,61 @@ def test_group_shared_betas(root):
         )
     metadata = group.get_shared_stimulus_metadata()
     assert (metadata["unique_or_shared"] == "shared").all()
+
+
+def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
+    from neurotorch.data.betas import BetasDataset
+    from neurotorch.fmri.discovery import get_rois
+
+    table = pd.read_csv(root / "stimuli/task-images_metadata.csv")
+    assert sub.get_n_stimuli() == len(table)
+    for kind in ("shared", "unique"):
+        assert sub.get_n_stimuli(kind) == (table["unique_or_shared"] == kind).sum()
+    with pytest.raises(ValueError, match="stimuli"):
+        sub.get_n_stimuli("both")
+    # FreeSurfer recon folder
+    assert not sub.has_freesurfer()
+    with pytest.raises(DataNotDownloadedError, match="derivatives/freesurfer/sub-01"):
+        sub.get_freesurfer_dir()
+    recon = root / "derivatives" / "freesurfer" / SUB
+    recon.mkdir(parents=True)
+    try:
+        assert sub.has_freesurfer() and sub.get_freesurfer_dir() == recon
+    finally:
+        recon.rmdir()
+        recon.parent.rmdir()
+    # noise ceilings by a list of desc, and a desc the dataset does not ship
+    b = brain(root)
+    both = sub.get_noise_ceiling(desc=["Noiseceiling4rep", "Noiseceiling12rep"])
+    assert list(both) == ["Noiseceiling4rep", "Noiseceiling12rep"]
+    for desc, values in both.items():
+        nc = load(glm(root, f"{SUB}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"))
+        np.testing.assert_array_equal(values, nc[b])
+    with pytest.raises(FileNotFoundError, match="noiseceiling33ses"):
+        sub.get_noise_ceiling(desc="noiseceiling33ses")
+    # ROIs of the first subject; an unknown subject gives [] and a warning
+    rois = sorted({name for name, _ in roi_files(root).items()})
+    assert get_rois(source=root) == get_rois(SUB, source=root) == rois
+    with pytest.warns(UserWarning, match="sub-99"):
+        assert get_rois("sub-99", source=root) == []
+    # to_torch_dataset: the neurotorch dataset of this subject
+    dataset = sub.to_torch_dataset(roi="FFA1", features=None, sessions=["ses-01"])
+    assert isinstance(dataset, BetasDataset)
+    assert len(dataset) == len(pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
+
+
+def test_group_shared_images(root):
+    group = load_subjects("all", root)
+    table = pd.read_csv(root / "stimuli/task-images_metadata.csv")
+    shared = np.flatnonzero(table["unique_or_shared"] == "shared")
+    stack = group.get_shared_images(format="numpy")
+    assert stack.shape[0] == len(shared) and stack.dtype == np.uint8
+    with h5py.File(root / "stimuli/task-images_stimuli.h5", "r") as f:
+        for position in (0, len(shared) - 1):
+            raw = f["images"][shared[position]].tobytes()
+            want = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+            np.testing.assert_array_equal(stack[position], want)
+    assert len(group.get_shared_images()) == len(shared)
 
 
 def test_subject_pickles(sub):

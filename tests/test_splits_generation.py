@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -14,7 +14,6 @@ from neurotorch.fmri import splits
 from neurotorch.fmri.split_makers import make_splits, nearest_train_distance, write_split_files
 from neurotorch.plotting.fmri import plot_splits
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "laion-fmri-splits"
 N_IMAGES = 243  # 20 % is 48.6: the test sets hold 49 images, the train sets 194
 BLOB_SIZES = (80, 60, 50, 35, 18)
 OOD_COUNTS = {"shape": 7, "gabor": 5, "cropped": 3, "illusion-classic": 4}
@@ -154,8 +153,9 @@ def test_written_files_round_trip_with_the_official_schema(made, tmp_path):
     assert list(loaded) == list(made)
     split_keys = {"name", "pool", "splitter", "params", "n_train", "n_test", "variants"}
     variant_keys = {"variant_id", "train_ids", "test_ids"}
-    official_files = sorted((OFFICIAL / "shared").glob("*.json"))
-    for raw in (json.loads(p.read_text()) for p in official_files):
+    official_files = sorted((splits.BUNDLED_SPLITS_DIR / "shared").glob("*.json.gz"))
+    assert len(official_files) == 12
+    for raw in (json.loads(gzip.decompress(p.read_bytes())) for p in official_files):
         assert set(raw) == split_keys and set(raw["variants"][0]) == variant_keys
     for name, split in loaded.items():
         assert split.to_dict() == made[name]

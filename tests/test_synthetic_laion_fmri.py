@@ -193,15 +193,18 @@ def test_stimuli_files(tiny_laion_root, metadata):
     assert (per_image[shared[shared == "unique"].index] == 3).all()
     seg = pd.read_csv(stim / "task-images_desc-segmentations_metadata.csv")
     assert list(seg.columns) == ["mask_row", "image_name", "noun", "instance_id", "score",
-                                 "box_x0", "box_y0", "box_x1", "box_y1"]  # fmt: skip
+                                 "box_x0", "box_y0", "box_x1", "box_y1", "localized"]  # fmt: skip
     assert set(seg["image_name"]) <= set(shared[shared == "shared"].index)
+    assert set(seg["localized"]) == {0, 1}
     with h5py.File(stim / "task-images_desc-segmentations.h5") as f:
         masks = f["masks"]
         assert masks.dtype == np.uint8 and masks.shape[0] == len(seg)
-        row = seg.iloc[0]
-        m = masks[int(row["mask_row"])]
-        ys, xs = np.nonzero(m)
-        assert row["box_x0"] <= xs.min() and xs.max() <= row["box_x1"]
+        for _, row in seg.iterrows():
+            m = masks[int(row["mask_row"])]
+            ys, xs = np.nonzero(m)
+            assert row["box_x0"] <= xs.min() and xs.max() <= row["box_x1"]
+            # localized: a box and a mask covering less than 99 % of the image
+            assert row["localized"] == int(m.mean() < 0.99)
 
 
 def test_splits_follow_official_schema(tiny_laion_root):

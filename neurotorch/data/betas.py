@@ -24,12 +24,11 @@ from torch.utils.data import Dataset
 
 from neurotorch.data.collate import ItemBatch
 from neurotorch.data.store import DEFAULT_NC_DESC, PreparedStore, SessionStore, build_store
-from neurotorch.data.trials import StimulusPairing, read_trials, select_trials
+from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
-from neurotorch.fmri.session_checks import check_trial_count
 from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.io.storage import DataRoot
 
@@ -131,7 +130,6 @@ class BetasDataset(Dataset):
                 nc_desc=nc_desc, mask_source=mask_source, dtype=dtype, cache_dir=cache_dir,
                 nan_policy=nan_policy,
             )  # fmt: skip
-        self._check_trial_counts()
         self._session_stores = [
             (subj, ses) for subj, store in self.stores.items() for ses in store.sessions
         ]
@@ -155,14 +153,6 @@ class BetasDataset(Dataset):
         )
         self._arrays: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
         self._pid: int | None = None
-
-    def _check_trial_counts(self) -> None:
-        """Every prepared session has as many volumes as its trial table has rows."""
-        for subject, store in self.stores.items():
-            for session in store.sessions:
-                n_volumes = store.session(session).manifest()["shape"][0]
-                n_rows = len(read_trials(self.root, subject, session))
-                check_trial_count(self.root, subject, session, n_volumes, n_rows)
 
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""

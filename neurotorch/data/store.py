@@ -61,7 +61,7 @@ from neurotorch.fmri.nan_policy import (
     nonfinite_error,
 )
 from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
-from neurotorch.fmri.session_checks import check_betas_grid
+from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -102,7 +102,7 @@ def voxel_selection(
     nc_desc: str = DEFAULT_NC_DESC,
     mask_source: str = "anatomical",
 ) -> np.ndarray:
-    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling > threshold).
+    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling ≥ threshold).
 
     Unlike ``Subject.get_betas(nc_threshold=...)``, which thresholds each session's own noise
     ceiling, the threshold here applies to one subject-level map (``nc_desc``) so that every
@@ -386,7 +386,7 @@ def build_store(
     Parameters
     ----------
     data_dir
-        Dataset root (local path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (local path, URL or `DataRoot`); default: the configured root.
     subject
         Subject id (``"sub-01"``).
     sessions
@@ -478,7 +478,8 @@ def _plan_session(
 ) -> tuple[SessionStore, dict[str, Any], str]:
     """(files, the manifest a current build would have, source path) of one session.
 
-    ``grid`` is (brain mask file, 3-D selection, affine); the betas must lie on it."""
+    ``grid`` is (brain mask file, 3-D selection, affine); the betas must lie on it, and the
+    session's trials table must pair every volume with one trial (`trial_volumes`)."""
     mask_file, voxel_mask, affine = grid
     relpath = require(
         root, layout.session_betas(subject, store.session), f"Betas of {subject} {store.session}"
@@ -489,6 +490,8 @@ def _plan_session(
         root.path(relpath), tuple(header.grid), header.affine, voxel_mask.shape, affine,
         root.path(mask_file),
     )  # fmt: skip
+    # store row v is volume v: the trials table must name each volume once (its beta_index)
+    check_session_trials(root, subject, store.session, header.n_volumes)
     shape = (header.n_volumes, int(voxel_mask.sum()))
     identity = source_identity(root, relpath)
     return (

@@ -17,11 +17,10 @@ import pandas as pd
 import torch
 
 from neurotorch.data.store import list_sessions
-from neurotorch.errors import FormatError, SubjectNotFoundError
+from neurotorch.errors import FormatError, SplitError, SubjectNotFoundError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import read_table
 from neurotorch.fmri.discovery import get_subjects
-from neurotorch.fmri.session_checks import check_beta_index
+from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
 from neurotorch.fmri.splits import SHARED_POOL, get_train_test_ids
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.io.storage import DataRoot
@@ -39,18 +38,21 @@ def parse_split(split: str | None) -> tuple[str | None, str]:
     name, _, part = split.partition("/")
     part = part or "all"
     if part not in PARTS:
-        raise ValueError(
-            f"Unknown split part {part!r} in {split!r}; use '<split>/train', '/test' or '/all'."
+        raise SplitError(
+            f"Unknown split part {part!r} in {split!r}: a split is '<name>' or '<name>/<part>' "
+            "with part train, test or all (e.g. 'tau/train'); pick the pool with pool=."
         )
     return name, part
 
 
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
-    """The session's trial table as ``subject, session, trial, image_name`` (``trial`` = beta_index)."""
-    table = read_table(
-        root, layout.session_trials(subject, session), f"Trial table of {subject} {session}",
-        layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
-    )  # fmt: skip
+    """The session's trial table as ``subject, session, trial, image_name``.
+
+    ``trial`` is the row's ``beta_index``: the volume of the session's betas file (and the row of
+    its prepared store) that holds the trial. The datasets check the table against the volume
+    count with `neurotorch.fmri.session_checks.trial_volumes` when they open a session.
+    """
+    table = read_session_trials(root, subject, session)
     check_beta_index(table, root.path(layout.session_trials(subject, session)))
     return pd.DataFrame(
         {
@@ -243,7 +245,7 @@ class StimulusPairing:
         """All masks of an image, ``(k, H, W)`` uint8 (k = 0 for images without masks), and nouns."""
         seg = self.stimuli.segmentations
         stacks, nouns = [], []
-        for noun in seg.nouns(name):
+        for noun in seg.nouns(name, localized_only=False):
             masks = np.asarray(seg.get(name, noun, instance=None))
             masks = masks[None] if masks.ndim == 2 else masks
             stacks.append(masks)

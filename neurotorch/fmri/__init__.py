@@ -4,7 +4,7 @@ The API follows laion_fmri's names and semantics::
 
     from neurotorch.fmri import load_subject, load_stimuli
 
-    sub = load_subject("sub-01", data_dir="...")     # or set LAION_FMRI_DATA_DIR
+    sub = load_subject("sub-01", data_dir="...")     # or dataset_initialize("...") once
     betas = sub.get_betas(session="ses-01", roi="FFA1")
     clip = sub.embeddings.all("CLIP", session="ses-01")
 
@@ -22,6 +22,9 @@ from neurotorch.errors import (
 )
 
 _LAZY = {
+    "dataset_initialize": "neurotorch.fmri.data_dir_config",
+    "get_data_dir": "neurotorch.fmri.data_dir_config",
+    "set_data_dir": "neurotorch.fmri.data_dir_config",
     "Stimuli": "neurotorch.fmri.stimuli",
     "Subject": "neurotorch.fmri.subject",
     "SubjectGroup": "neurotorch.fmri.group",

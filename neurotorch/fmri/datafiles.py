@@ -8,13 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from neurotorch.config import data_home, resolve_data_dir
+from neurotorch.config import data_home
 from neurotorch.errors import (
     DataDirNotSetError,
     DataNotDownloadedError,
     FormatError,
     StimuliNotDownloadedError,
 )
+from neurotorch.fmri.data_dir_config import config_path, configured_data_dir
 from neurotorch.io.storage import DataRoot
 
 DATA_DIR_ENV = "LAION_FMRI_DATA_DIR"
@@ -30,10 +31,16 @@ HOW_TO_GET_STIMULI = (
 )
 
 
+def configured_root() -> str | None:
+    """The configured dataset root: ``$LAION_FMRI_DATA_DIR`` (neurotorch's own variable), else the
+    directory in laion_fmri's config file (see `neurotorch.fmri.data_dir_config`), else None."""
+    return os.environ.get(DATA_DIR_ENV) or configured_data_dir()
+
+
 def resolve_root(
     data_dir: str | os.PathLike | DataRoot | None = None, storage_options: dict | None = None
 ) -> DataRoot:
-    """The dataset root: ``data_dir``, else ``$LAION_FMRI_DATA_DIR``, else ``<data_home>/laion-fmri``.
+    """The dataset root: ``data_dir``, else `configured_root`, else ``<data_home>/laion-fmri``.
 
     Parameters
     ----------
@@ -45,20 +52,22 @@ def resolve_root(
     Raises
     ------
     DataDirNotSetError
-        When none of the three is available.
+        When none of them is available.
     """
     if isinstance(data_dir, DataRoot):
         return data_dir
-    try:
-        return DataRoot(resolve_data_dir(data_dir, DATA_DIR_ENV, "LAION-fMRI"), storage_options)
-    except DataDirNotSetError as err:
-        default = data_home() / DEFAULT_DIR_NAME
-        if default.is_dir():
-            return DataRoot(default, storage_options)
-        raise DataDirNotSetError(
-            f"{err} Alternatively put the dataset at {default} (NEUROTORCH_DATA moves its parent), "
-            f"e.g. with `neurotorch synth laion-fmri --out {default}`."
-        ) from None
+    chosen = os.fspath(data_dir) if data_dir is not None else configured_root()
+    if chosen:
+        return DataRoot(chosen, storage_options)
+    default = data_home() / DEFAULT_DIR_NAME
+    if default.is_dir():
+        return DataRoot(default, storage_options)
+    raise DataDirNotSetError(
+        f"No LAION-fMRI data directory given. Pass data_dir=DIR, set {DATA_DIR_ENV}=DIR, run "
+        f"neurotorch.fmri.dataset_initialize(DIR) (it writes {config_path()}, which laion_fmri "
+        f"reads too), or put the dataset at {default} (NEUROTORCH_DATA moves its parent), e.g. "
+        f"with `neurotorch synth laion-fmri --out {default}`."
+    )
 
 
 def require(

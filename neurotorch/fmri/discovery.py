@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,26 +103,34 @@ def _roi_names(file_names: list[str]) -> list[str]:
 
 
 def get_rois(
-    subject: str | int,
+    subject: str | int | None = None,
     category: str | None = None,
     source: Source = None,
     storage_options: dict | None = None,
 ) -> list[str]:
-    """ROI names a subject has (volume or surface files), optionally of one category.
+    """ROI names a subject has (volume or surface files), optionally of one category, sorted.
 
     Parameters
     ----------
     subject
-        ``"sub-01"``, ``"01"`` or ``1``.
+        ``"sub-01"``, ``"01"`` or ``1``; None: the first subject of the dataset. A subject that is
+        not in the dataset gives ``[]`` and a warning, as in laion_fmri.
     category
         One of `layout.ROI_CATEGORIES` (``"face"``, ``"place"``, ...); ``None`` for all.
     """
     root = open_source(source, storage_options)
-    sid = _checked_subject(root, subject)
     if category is not None and category not in layout.ROI_CATEGORIES:
         raise ValueError(
             f"Unknown ROI category {category!r}; choose one of {sorted(layout.ROI_CATEGORIES)}."
         )
+    subjects = get_subjects(root)
+    if subject is None:
+        subject = subjects[0]
+    try:
+        sid = _checked_subject(root, subject)
+    except SubjectNotFoundError as err:
+        warnings.warn(f"No ROIs: {err}", UserWarning, stacklevel=2)
+        return []
     categories = [category] if category else root.listdir(layout.ROI_DIR, sid)
     names: list[str] = []
     for cat in categories:

@@ -77,6 +77,18 @@ class SubjectGroup:
             for subject_id, subject in self
         }
 
+    def get_shared_images(self, format: str = "pil") -> list | np.ndarray:
+        """The shared images (``unique_or_shared == "shared"``), in stimulus-metadata order.
+
+        ``format="pil"``: a list of PIL images as displayed (RGB); ``"numpy"``: a
+        ``(n, H, W, 3)`` uint8 stack.
+        """
+        if format not in ("pil", "numpy"):
+            raise ValueError(f"format must be 'pil' or 'numpy', got {format!r}.")
+        names = self.get_shared_stimulus_metadata()["image_name"].tolist()
+        images = next(iter(self._subjects.values())).stimuli.images.get(names)
+        return images if format == "pil" else np.stack([np.asarray(i) for i in images])
+
     def get_shared_stimulus_metadata(self) -> pd.DataFrame:
         """Rows of the stimulus metadata whose images every subject saw (``unique_or_shared == "shared"``)."""
         if not self._subjects:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 
-from neurotorch.errors import UnsafePathError
+from neurotorch.errors import UnknownModelError, UnsafePathError
 
 GLM_DIR = "derivatives/glmsingle-tedana"
 ANAT_DIR = "derivatives/anatomical"
 ROI_DIR = "derivatives/rois"
+FREESURFER_DIR = "derivatives/freesurfer"
 STIMULI_DIR = "stimuli"
 SPLITS_DIR = "splits"
 GROUNDTRUTH_DIR = "_groundtruth"
@@ -44,6 +45,7 @@ METADATA_COLUMNS = ("image_name", "dataset", "participant", "unique_or_shared", 
 CAPTION_COLUMNS = ("image_name", "caption_idx", "source", "caption")
 SEGMENTATION_COLUMNS = (
     "mask_row", "image_name", "noun", "instance_id", "score", "box_x0", "box_y0", "box_x1", "box_y1",
+    "localized",
 )  # fmt: skip
 
 _SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
@@ -172,7 +174,7 @@ def stimuli_images() -> str:
 
 def embeddings(model: str) -> str:
     if model not in EMBEDDING_MODELS:
-        raise ValueError(
+        raise UnknownModelError(
             f"Unknown embedding model {model!r}; choose one of {list(EMBEDDING_MODELS)}."
         )
     return f"{STIMULI_DIR}/task-images_desc-{model}_embeddings.h5"

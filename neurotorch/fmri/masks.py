@@ -1,8 +1,9 @@
 """Brain masks and the combined voxel mask that defines the voxel axis of every array.
 
 The voxel axis of a subject is its brain mask (``"anatomical"``: the shipped
-``desc-brain_mask`` file; ``"rsquare"``: voxels whose mean R² is > 0, NaN counting as outside)
-flattened in C order. A selection narrows it: brain ∩ ROI ∩ noise-ceiling threshold ∩ custom mask.
+``desc-brain_mask`` file; ``"rsquare"``: voxels whose mean R² is finite and non-zero, negative R²
+included, as laion_fmri defines it) flattened in C order. A selection narrows it:
+brain ∩ ROI ∩ (noise ceiling ≥ threshold) ∩ custom mask.
 """
 
 from __future__ import annotations
@@ -51,14 +52,14 @@ def read_brain_mask(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The 3-D boolean brain mask of a subject and its affine.
 
-    ``source="rsquare"`` is derived from the subject's mean-R² map (R2mean > 0) and exists only on
-    the functional grid, so ``res`` applies to ``source="anatomical"`` only.
+    ``source="rsquare"`` is derived from the subject's mean-R² map (finite and != 0, so negative
+    R² counts as inside, as in laion_fmri) and exists only on the functional grid, so ``res``
+    applies to ``source="anatomical"`` only.
     """
     relpath = brain_mask_file(subject, source, res)
     if source == "rsquare":
         r2, affine = read_volume(root, relpath, f"Mean R² map of {subject}")
-        with np.errstate(invalid="ignore"):
-            return np.asarray(r2 > 0), affine
+        return np.isfinite(r2) & (r2 != 0), affine
     data, affine = read_volume(root, relpath, f"Anatomical brain mask of {subject}")
     return nonzero_mask(data), affine
 
@@ -128,10 +129,11 @@ def combine_voxel_mask(
     noise_ceiling: np.ndarray | None = None,
     nc_threshold: float | None = None,
 ) -> np.ndarray:
-    """brain ∩ ROI ∩ (noise ceiling > threshold) ∩ custom, as a 3-D boolean grid mask.
+    """brain ∩ ROI ∩ (noise ceiling ≥ threshold) ∩ custom, as a 3-D boolean grid mask.
 
     ``roi`` and ``noise_ceiling`` are grid volumes; ``custom`` is anything `custom_mask_on_grid`
-    accepts. Voxels whose noise ceiling is NaN never pass a threshold.
+    accepts. A voxel whose noise ceiling equals the threshold passes (``nc >= t``, as in
+    laion_fmri); one whose noise ceiling is NaN never does.
     """
     combined = brain.copy()
     if roi is not None:
@@ -144,7 +146,7 @@ def combine_voxel_mask(
             raise ValueError("nc_threshold needs a noise-ceiling volume.")
         check_grid(noise_ceiling.shape, brain.shape, "The noise-ceiling map")
         with np.errstate(invalid="ignore"):
-            combined &= np.asarray(noise_ceiling > nc_threshold)
+            combined &= np.asarray(noise_ceiling >= nc_threshold)
     return combined
 
 

@@ -141,16 +141,22 @@ def roi_data(
     root: DataRoot,
     subject: str,
     pairs: list[tuple[str, str]],
+    brain: np.ndarray,
     format: str = "all",
     hemi: str = "all",
 ) -> dict[str, dict]:
-    """Nested dict ``{roi: {"volume": flat bool grid, "gii": {"hemi-L": {"func.gii": ..., "label": ...}}}}``."""
+    """Nested dict ``{roi: {"volume": bool per brain voxel, "gii": {"hemi-L": {"func.gii": ...,
+    "label": ...}}}}``; ``volume`` is the ROI restricted to the 3-D ``brain`` mask (laion_fmri's
+    convention: one entry per voxel of the voxel axis)."""
     want_volume, kinds, hemis = check_roi_data_args(format, hemi)
     out: dict[str, dict] = {}
     for category, roi in pairs:
         entry: dict = {}
         if want_volume:
-            entry["volume"] = read_roi_volume(root, subject, category, roi).ravel()
+            volume = read_roi_volume(root, subject, category, roi)
+            relpath = layout.roi_volume(subject, category, roi)
+            check_grid(volume.shape, brain.shape, f"ROI {roi} of {subject} ({root.path(relpath)})")
+            entry["volume"] = volume[brain]
         if kinds:
             entry["gii"] = {
                 f"hemi-{h}": {

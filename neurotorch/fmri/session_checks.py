@@ -2,7 +2,8 @@
 one trials-table row (with its own ``beta_index``) per beta volume.
 
 Every reader of betas runs them when it opens a session, so a mismatch surfaces as a named error
-before any array is served.
+before any array is served. `trial_volumes` is the one place that pairs trials with volumes: the
+row whose ``beta_index`` is ``v`` is the trial of volume ``v``, whatever the row order.
 """
 
 from __future__ import annotations
@@ -57,15 +58,45 @@ def check_beta_index(table: pd.DataFrame, where: str, n_volumes: int | None = No
         )
 
 
+def trial_volumes(
+    root: DataRoot, subject: str, session: str, table: pd.DataFrame, n_volumes: int
+) -> np.ndarray:
+    """The beta volume of each row of a session's trials table: its ``beta_index``, checked.
+
+    The betas file holds one volume per trial; rows may come in any order (by run, by
+    presentation), so trials are paired with volumes by ``beta_index``, never by row position.
+    The table must name every volume ``0 … n_volumes-1`` exactly once: as many rows as volumes,
+    no ``beta_index`` repeated, none out of range.
+
+    Raises
+    ------
+    ShapeMismatchError
+        Rows and volumes differ in number, or a ``beta_index`` names no volume (both files named).
+    FormatError
+        A ``beta_index`` is repeated.
+    """
+    check_trial_count(root, subject, session, n_volumes, len(table))
+    check_beta_index(table, root.path(layout.session_trials(subject, session)), n_volumes)
+    return table["beta_index"].to_numpy(np.int64)
+
+
+def read_session_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
+    """A session's trials table, with the columns every reader needs (``layout.TRIAL_COLUMNS``)."""
+    return read_table(
+        root, layout.session_trials(subject, session), f"Trials table of {subject} {session}",
+        layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
+    )  # fmt: skip
+
+
 def check_session_trials(root: DataRoot, subject: str, session: str, n_volumes: int) -> None:
     """Read the session's trials table and check it against a betas file of ``n_volumes``."""
-    relpath = layout.session_trials(subject, session)
-    table = read_table(
-        root, relpath, f"Trials table of {subject} {session}", layout.TRIAL_COLUMNS, sep="\t",
-        keep_default_na=False, dtype={"label": str},
-    )  # fmt: skip
-    check_trial_count(root, subject, session, n_volumes, len(table))
-    check_beta_index(table, root.path(relpath), n_volumes)
+    trial_volumes(root, subject, session, read_session_trials(root, subject, session), n_volumes)
+
+
+def session_n_volumes(root: DataRoot, subject: str, session: str) -> int:
+    """Number of volumes of a session's betas file, from its header."""
+    relpath = require(root, layout.session_betas(subject, session), f"Betas of {subject} {session}")
+    return _header(root, relpath).n_volumes
 
 
 def _header(root: DataRoot, relpath: str) -> NiftiHeader:

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.errors import CorruptFileError, FormatError, NameNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import read_table, require, resolve_root
 from neurotorch.io.storage import DataRoot
@@ -125,7 +125,7 @@ def _rows_of(names: list[str], index: dict[str, int], what: str) -> np.ndarray:
     try:
         return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
     except KeyError as err:
-        raise KeyError(f"Image {err.args[0]!r} is not in the {what}.") from None
+        raise NameNotFoundError(f"Image {err.args[0]!r} is not in the {what}.") from None
 
 
 def decode_image(raw: bytes, as_displayed: bool = True):
@@ -170,6 +170,11 @@ class StimulusImages:
             self._checked = True
         return dataset
 
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The stimulus metadata; row ``i`` describes image ``i`` of the file."""
+        return self._hub.metadata
+
     def names(self) -> list[str]:
         """Every image name, in metadata (= file) order."""
         return self._hub.metadata["image_name"].tolist()
@@ -177,17 +182,30 @@ class StimulusImages:
     def __len__(self) -> int:
         return len(self._hub.metadata)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._hub.row_index
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is an image name of the set, or a row number ``0 <= key < len``."""
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            return 0 <= key < len(self)
+        return key in self._hub.row_index
+
+    def index_of(self, name: str) -> int:
+        """Row of ``name`` in the metadata and the images file; `NameNotFoundError` if absent."""
+        return int(self._hub.rows([name])[0])
 
     def read(self, names: Sequence[str]) -> list[bytes]:
         """Encoded bytes of several images, in the order of ``names``."""
         rows = self._hub.rows(list(names))
         return [_to_bytes(item) for item in read_rows(self._dataset(), rows)]
 
-    def __getitem__(self, names: Names) -> bytes | list[bytes]:
-        """Encoded (JPEG/PNG) bytes of one image, or a list for a list of names."""
-        listed, single = _as_list(names)
+    def __getitem__(self, key: int | Names) -> bytes | list[bytes]:
+        """Encoded (JPEG/PNG) bytes of one image (by name, or by metadata row for an int), or a
+        list for a list of names."""
+        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+            n_images = len(self)
+            if not -n_images <= key < n_images:
+                raise IndexError(f"Image row {key} is out of range; there are {n_images} images.")
+            return _to_bytes(self._dataset()[int(key) % n_images])
+        listed, single = _as_list(key)
         raw = self.read(listed)
         return raw[0] if single else raw
 
@@ -231,8 +249,7 @@ class StimulusEmbeddings:
         return [model for model, h5 in self._files.items() if h5.exists()]
 
     def _file(self, model: str) -> LazyH5:
-        if model not in self._files:
-            layout.embeddings(model)  # raises ValueError naming the known models
+        layout.embeddings(model)  # an unknown model raises UnknownModelError naming the known ones
         return self._files[model]
 
     def image_ids(self, model: str) -> list[str]:
@@ -275,7 +292,10 @@ class StimulusEmbeddings:
 
 
 class _GroupedTable:
-    """A CSV of the stimulus folder, read once, with its row positions grouped by image name."""
+    """A CSV of the stimulus folder, read once, with its row positions grouped by image name.
+
+    Rows of one image keep the file's order unless ``sort_by`` names a column to order them by.
+    """
 
     def __init__(
         self,
@@ -283,7 +303,7 @@ class _GroupedTable:
         relpath: str,
         what: str,
         columns: Sequence[str],
-        sort_by: str,
+        sort_by: str | None = None,
         **read_kwargs: Any,
     ):
         self._root, self._relpath, self._what = root, relpath, what
@@ -302,20 +322,32 @@ class _GroupedTable:
                 stimuli=True,
                 **self._read_kwargs,
             )
-            table = table.sort_values(["image_name", self._sort_by], kind="stable")
-            self._table = table.reset_index(drop=True)
+            self._table = table
+            groups = table.groupby("image_name", sort=False).indices
+            order = self._sort_by
             self._groups = {
-                name: np.asarray(rows)
-                for name, rows in self._table.groupby("image_name").indices.items()
+                name: np.asarray(rows)[
+                    np.argsort(table[order].to_numpy()[rows], kind="stable")
+                    if order
+                    else slice(None)
+                ]
+                for name, rows in groups.items()
             }
         return self._table
 
     def rows_for(self, name: str) -> pd.DataFrame:
+        """The rows of ``name`` (none for an unknown name), indexed 0…k-1."""
         table = self.table
         rows = self._groups.get(name)
-        return table.iloc[rows] if rows is not None else table.iloc[0:0]
+        selected = table.iloc[rows] if rows is not None else table.iloc[0:0]
+        return selected.reset_index(drop=True)
 
-    def has(self, name: str) -> bool:
+    def images(self) -> list[str]:
+        """Image names with at least one row, in order of first appearance."""
+        _ = self.table
+        return list(self._groups)
+
+    def has(self, name: object) -> bool:
         _ = self.table
         return name in self._groups
 
@@ -323,50 +355,85 @@ class _GroupedTable:
 class StimulusSegmentations:
     """Object masks of the shared images (``task-images_desc-segmentations.h5`` + metadata CSV).
 
-    Images without masks (every unique image) give empty results, never errors.
+    The metadata has one row per mask: ``instance_id`` numbers the masks of one noun in one image
+    (0 = the highest-scored detection) and ``localized`` is 1 where the detector gave a box and
+    the mask covers less than 99 % of the image. Images without masks (every unique image) give
+    empty results from `nouns` and `for_image`; `get` raises `NameNotFoundError` for them.
     """
 
     def __init__(self, hub: Stimuli):
         self._h5 = LazyH5(hub.root, layout.segmentations(), "Segmentation masks")
         self._meta = _GroupedTable(
             hub.root, layout.segmentations_metadata(), "Segmentation metadata",
-            layout.SEGMENTATION_COLUMNS, sort_by="instance_id", dtype={"image_name": str, "noun": str},
+            layout.SEGMENTATION_COLUMNS, dtype={"image_name": str, "noun": str},
         )  # fmt: skip
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The segmentation metadata table, one row per mask, in file order."""
+        return self._meta.table
+
+    def __len__(self) -> int:
+        return len(self._meta.table)
+
+    def __contains__(self, name: object) -> bool:
+        return self._meta.has(name)
+
+    def images(self) -> list[str]:
+        """Names of the images with at least one mask, in metadata order."""
+        return self._meta.images()
 
     def has_image(self, name: str) -> bool:
         """Whether any mask exists for ``name``."""
         return self._meta.has(name)
 
     def for_image(self, name: str) -> pd.DataFrame:
-        """Metadata rows (noun, instance_id, score, box, mask_row) of ``name``; empty if none."""
-        return self._meta.rows_for(name).copy()
+        """Metadata rows of ``name`` (indexed 0…k-1, in file order); empty if it has no masks."""
+        return self._meta.rows_for(name)
 
-    def nouns(self, name: str) -> list[str]:
-        """Sorted distinct nouns segmented in ``name``; ``[]`` for images without masks."""
-        return sorted(set(self._meta.rows_for(name)["noun"]))
+    def nouns(self, name: str, localized_only: bool = True) -> list[str]:
+        """Distinct nouns segmented in ``name``, in order of first appearance; ``[]`` without masks.
 
-    def get(self, name: str, noun: str, instance: int | None = 0) -> np.ndarray | None:
-        """Mask(s) of ``noun`` in ``name``: ``(H, W)`` uint8, or ``(k, H, W)`` with ``instance=None``.
+        ``localized_only`` drops the rows whose ``localized`` flag is 0 (the noun is present but
+        its mask is not localised).
+        """
+        rows = self._meta.rows_for(name)
+        if localized_only:
+            rows = rows[rows["localized"].astype(int) == 1]
+        return list(dict.fromkeys(rows["noun"]))
 
-        ``instance`` counts the masks of that noun (0 = first, in ``instance_id`` order).
-        Returns None for an image without masks; a noun or instance the image lacks is a
-        ValueError naming what is there.
+    def get(self, name: str, noun: str, instance: int | None = 0) -> np.ndarray:
+        """Mask of ``(name, noun, instance_id)``, ``(H, W)`` uint8.
+
+        ``instance`` is the ``instance_id`` (0 = highest-scored detection of that noun);
+        ``instance=None`` gives every mask of the noun, ``(k, H, W)`` in ``instance_id`` order.
+
+        Raises
+        ------
+        NameNotFoundError
+            The image has no masks (every unique image), or no such noun or instance (a
+            ``KeyError``, as laion_fmri raises).
         """
         rows = self._meta.rows_for(name)
         if rows.empty:
-            return None
-        matches = rows[rows["noun"] == noun]
+            raise NameNotFoundError(
+                f"No segmentation masks for image {name!r}: masks exist for the shared images "
+                "only (see segmentations.images())."
+            )
+        matches = rows[rows["noun"] == noun].sort_values("instance_id", kind="stable")
+        if instance is not None:
+            matches = matches[matches["instance_id"].astype(int) == instance]
         if matches.empty:
-            raise ValueError(f"No {noun!r} mask in {name!r}; nouns: {self.nouns(name)}.")
+            raise NameNotFoundError(
+                f"No mask for noun={noun!r} instance={instance} in image {name!r}; its nouns: "
+                f"{self.nouns(name, localized_only=False)}, instance_ids: "
+                f"{sorted(rows.loc[rows['noun'] == noun, 'instance_id'].astype(int))}."
+            )
         mask_rows = matches["mask_row"].to_numpy(dtype=np.int64)
         dataset = self._h5["masks"]
         if instance is None:
             return read_rows(dataset, mask_rows)
-        if not 0 <= instance < len(mask_rows):
-            raise ValueError(
-                f"{name!r} has {len(mask_rows)} {noun!r} mask(s); instance={instance}."
-            )
-        return np.asarray(dataset[int(mask_rows[instance])])
+        return np.asarray(dataset[int(mask_rows[0])])
 
     def close(self) -> None:
         self._h5.close()
@@ -381,24 +448,45 @@ class StimulusCaptions:
             keep_default_na=False, dtype={"image_name": str, "caption": str},
         )  # fmt: skip
 
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The captions table, one row per caption, in file order."""
+        return self._meta.table
+
+    def __len__(self) -> int:
+        return len(self._meta.table)
+
+    def __contains__(self, name: object) -> bool:
+        return self._meta.has(name)
+
+    def images(self) -> list[str]:
+        """Names of the images with at least one caption."""
+        return self._meta.images()
+
     def get(self, name: str) -> pd.DataFrame:
-        """All caption rows of ``name`` (image_name, caption_idx, source, caption)."""
-        return self._meta.rows_for(name).copy()
+        """All caption rows of ``name`` in ``caption_idx`` order, indexed 0…k-1 (empty if none)."""
+        return self._meta.rows_for(name)
 
-    def list(self, name: str) -> list[str]:
-        """Every caption of ``name`` in ``caption_idx`` order."""
-        return self._meta.rows_for(name)["caption"].tolist()
-
-    def human(self, name: str) -> list[str]:
-        """Human captions of ``name`` (five for shared images, three for unique ones)."""
+    def list(self, name: str, source: str | None = None) -> list[str]:
+        """Captions of ``name`` in ``caption_idx`` order; ``source`` ``"human"``/``"ai"`` keeps one
+        source."""
         rows = self._meta.rows_for(name)
-        return rows.loc[rows["caption_idx"].astype(int) > 0, "caption"].tolist()
+        if source is not None:
+            if source not in ("human", "ai"):
+                raise ValueError(f"source must be 'human', 'ai' or None, got {source!r}.")
+            rows = rows[rows["source"] == source]
+        return rows["caption"].tolist()
+
+    def human(self, name: str, limit: int | None = None) -> list[str]:
+        """Human captions of ``name`` in rank order (five for shared images, three for unique
+        ones); ``limit`` keeps the first ``limit``."""
+        captions = self.list(name, source="human")
+        return captions if limit is None else captions[:limit]
 
     def ai(self, name: str) -> str | None:
         """The AI caption of ``name``, or None where there is none."""
-        rows = self._meta.rows_for(name)
-        ai = rows.loc[rows["caption_idx"].astype(int) == 0, "caption"]
-        return str(ai.iloc[0]) if len(ai) and ai.iloc[0] != "" else None
+        captions = self.list(name, source="ai")
+        return captions[0] if captions and captions[0] != "" else None
 
 
 class Stimuli:
@@ -407,7 +495,7 @@ class Stimuli:
     Parameters
     ----------
     data_dir
-        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
     storage_options
         fsspec options for a URL root.
 
@@ -436,12 +524,17 @@ class Stimuli:
 
     @property
     def metadata(self) -> pd.DataFrame:
-        """``task-images_metadata.csv``: image_name, dataset, participant, unique_or_shared, n_reps."""
+        """``task-images_metadata.csv``: image_name, dataset, participant, unique_or_shared, n_reps.
+
+        A blank ``participant`` (the shared images) is NaN, as pandas and laion_fmri read it.
+        """
         if self._metadata is None:
-            self._metadata = read_table(
+            table = read_table(
                 self.root, layout.stimuli_metadata(), "Stimulus metadata", layout.METADATA_COLUMNS,
                 stimuli=True, keep_default_na=False, dtype={"image_name": str, "participant": str},
             )  # fmt: skip
+            table["participant"] = table["participant"].replace("", np.nan)
+            self._metadata = table
         return self._metadata
 
     @property

@@ -15,7 +15,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -47,7 +47,12 @@ from neurotorch.fmri.rois import (
     roi_data,
     union_roi_volume,
 )
-from neurotorch.fmri.session_checks import check_betas_grid, check_trial_count
+from neurotorch.fmri.session_checks import (
+    check_betas_grid,
+    read_session_trials,
+    session_n_volumes,
+    trial_volumes,
+)
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.fmri.trial_stimuli import (
     TrialCaptions,
@@ -58,6 +63,9 @@ from neurotorch.fmri.trial_stimuli import (
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
+
+if TYPE_CHECKING:
+    from neurotorch.data.betas import BetasDataset
 
 STIMULUS_SUBSETS = ("shared", "unique")
 TRIAL_TABLE_COLUMNS = (
@@ -93,7 +101,7 @@ def load_subject(
         ``"sub-01"`` or ``"01"``; an integer is the 1-based position in the dataset's sorted
         subject list (as in laion_fmri: with subjects sub-01, sub-03, ``2`` is ``"sub-03"``).
     data_dir
-        Dataset root (path, URL or `DataRoot`); default ``$LAION_FMRI_DATA_DIR``.
+        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
     storage_options
         fsspec options for a URL root.
 
@@ -211,11 +219,11 @@ class Subject:
         stimuli = self.stimuli.metadata
         frames = []
         for session in self.get_sessions():
-            trials = self._read_trials(session)
-            with self._open_betas(layout.session_betas(self.subject_id, session)) as handle:
-                n_volumes = read_nifti_header(handle).n_volumes
-            check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
-            names = trials["label"].astype(str)
+            trials = read_session_trials(self.root, self.subject_id, session)
+            volumes = self._trial_volumes(session, trials)
+            order = np.argsort(volumes, kind="stable")
+            frame = trials.iloc[order].reset_index(drop=True)
+            names = frame["label"].astype(str)
             try:
                 rows = self.stimuli.rows(names.tolist())
             except KeyError as err:
@@ -224,29 +232,33 @@ class Subject:
                     f"{self.root.path(relpath)} names an image missing from the stimulus metadata: "
                     f"{err.args[0]} Re-download the stimulus metadata."
                 ) from None
-            frame = pd.DataFrame(
-                {
-                    "session": session,
-                    "session_trial": np.arange(len(trials)),
-                    "image_name": names.to_numpy(),
-                    "stim_idx": rows,
-                    "unique_or_shared": stimuli["unique_or_shared"].to_numpy()[rows],
-                    "dataset": stimuli["dataset"].to_numpy()[rows],
-                }
-            )
-            extras = trials.drop(columns=[c for c in trials.columns if c in frame.columns])
-            frames.append(pd.concat([frame, extras.reset_index(drop=True)], axis=1))
+            # laion_fmri's column order: the trials TSV's columns, then the derived ones
+            frame["session"] = session
+            frame["session_trial"] = volumes[order]
+            frame["image_name"] = names.to_numpy()
+            frame["stim_idx"] = rows
+            frame["unique_or_shared"] = stimuli["unique_or_shared"].to_numpy()[rows]
+            frame["dataset"] = stimuli["dataset"].to_numpy()[rows]
+            frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=list(TRIAL_TABLE_COLUMNS))
         return pd.concat(frames, ignore_index=True)
+
+    def _trial_volumes(self, session: str, trials: pd.DataFrame) -> np.ndarray:
+        """`trial_volumes` of a session, with the volume count read from the betas header."""
+        n_volumes = session_n_volumes(self.root, self.subject_id, session)
+        return trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
 
     @property
     def metadata(self) -> pd.DataFrame:
         """The trial table across sessions; its row index is the global trial index.
 
-        Columns: session, session_trial, image_name, stim_idx (row of the stimulus metadata),
-        unique_or_shared, dataset, then the other columns of the trials TSV (run, beta_index,
-        label, ...). Rows follow `get_sessions` order and, within a session, the beta volumes.
+        Columns, in laion_fmri's order: the trials TSV's columns (session, run, beta_index,
+        label, ...), then session_trial, image_name, stim_idx (row of the stimulus metadata),
+        unique_or_shared and dataset; ``session`` holds the session id (``"ses-01"``). Rows follow
+        `get_sessions` order and, within a session, the beta volumes: ``session_trial`` is the
+        trial's volume (its ``beta_index``), so row ``i`` of a session is row ``i`` of
+        ``get_betas(session)``, whatever the row order of the trials TSV.
         """
         return self._trials_metadata().copy()
 
@@ -260,6 +272,21 @@ class Subject:
     def has_stimuli(self) -> bool:
         """Whether the stimulus metadata is present (needed by `metadata` and the namespaces)."""
         return self.root.exists(layout.stimuli_metadata())
+
+    def get_n_stimuli(self, stimuli: str | None = None) -> int:
+        """Number of images in the stimulus metadata (``"shared"``/``"unique"``: of that kind)."""
+        kinds = self.stimuli.metadata["unique_or_shared"]
+        if stimuli is None:
+            return len(kinds)
+        if stimuli not in STIMULUS_SUBSETS:
+            raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        return int((kinds == stimuli).sum())
+
+    def to_torch_dataset(self, **kwargs: Any) -> BetasDataset:
+        """This subject's trials as a `neurotorch.data.betas.BetasDataset` (``kwargs`` go to it)."""
+        from neurotorch.data.betas import BetasDataset
+
+        return BetasDataset(self.root, self.subject_id, **kwargs)
 
     @cached_property
     def images(self) -> TrialImages:
@@ -288,7 +315,7 @@ class Subject:
         """Boolean brain mask over the flattened grid, shape ``(X*Y*Z,)`` (C order).
 
         ``source="anatomical"`` reads the shipped brain mask (``res="1pt8"``: functional grid;
-        ``None``: full resolution); ``"rsquare"`` is R2mean > 0 on the functional grid (``res``
+        ``None``: full resolution); ``"rsquare"`` is R2mean finite and != 0 on the functional grid (``res``
         is ignored).
         """
         return self._brain(source, res if source == "anatomical" else "1pt8")[0].ravel()
@@ -318,15 +345,15 @@ class Subject:
         return list(available_rois(self.root, self.subject_id))
 
     def get_available_rois(self, category: str | None = None) -> list[str]:
-        """ROI names of this subject (of one category if given), by category then name."""
+        """ROI names of this subject (of one category if given), sorted."""
         available = available_rois(self.root, self.subject_id)
         if category is None:
-            return [roi for names in available.values() for roi in names]
+            return sorted({roi for names in available.values() for roi in names})
         if category not in available and category not in layout.ROI_CATEGORIES:
             raise RoiNotFoundError(
                 f"Unknown ROI category {category!r}; available: {', '.join(available)}."
             )
-        return list(available.get(category, []))
+        return sorted(available.get(category, []))
 
     def get_roi_mask(self, roi: RoiQuery, mask_source: str = "anatomical") -> np.ndarray:
         """Boolean mask over the brain voxels (length `get_n_voxels`) of an ROI query.
@@ -345,15 +372,23 @@ class Subject:
         return {query: self.get_roi_mask(query, mask_source) for query in queries}
 
     def get_roi_data(
-        self, roi: RoiQuery, format: str = "all", hemi: str = "all"
+        self,
+        roi: RoiQuery,
+        format: str | None = "all",
+        hemi: str | None = "all",
+        mask_source: str = "anatomical",
     ) -> dict[str, dict]:
         """ROI files as arrays, one entry per ROI the query names.
 
-        ``{"FFA1": {"volume": bool (X*Y*Z,), "gii": {"hemi-L": {"func.gii": bool per vertex,
-        "label": vertex indices}, "hemi-R": {...}}}}``; ``format`` ("all", "volume"/"nii.gz",
-        "gii", "func.gii", "label") and ``hemi`` ("L", "R", "all") prune the tree.
+        ``{"FFA1": {"volume": bool (n_brain_voxels,), "gii": {"hemi-L": {"func.gii": bool per
+        vertex, "label": vertex indices}, "hemi-R": {...}}}}``; ``volume`` is over the brain
+        voxels of ``mask_source`` (as `get_roi_mask`); ``format`` ("all", "volume"/"nii.gz",
+        "gii", "func.gii", "label"; None = "all") and ``hemi`` ("L", "R", "all"; None = "all")
+        prune the tree.
         """
-        return roi_data(self.root, self.subject_id, self._roi_pairs(roi), format, hemi)
+        brain, _ = self._brain(mask_source)
+        pairs = self._roi_pairs(roi)
+        return roi_data(self.root, self.subject_id, pairs, brain, format or "all", hemi or "all")
 
     # -- betas and noise ceilings ------------------------------------------------------------
 
@@ -379,9 +414,10 @@ class Subject:
         mask
             Custom boolean voxel mask: one entry per brain voxel (or the 3-D grid); excludes ``roi``.
         nc_threshold
-            Keep voxels whose noise ceiling of that session (percent) exceeds this value.
+            Keep voxels whose noise ceiling of that session (percent) is at least this value.
         stimuli
-            ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix.
+            ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix: the
+            volumes their ``beta_index`` names, in volume order.
         streaming
             False: nibabel loads the whole 4-D file, then masks it. True: one sequential pass,
             volume by volume, with the mask applied inline (peak memory one volume + output).
@@ -434,7 +470,7 @@ class Subject:
         relpath = self._session_file(
             layout.session_betas(self.subject_id, session), f"Betas of {self.subject_id} {session}"
         )
-        trials = self._read_trials(session)
+        trials = read_session_trials(self.root, self.subject_id, session)
         if streaming:
             with self._open_betas(relpath) as handle:
                 header = read_nifti_header(handle)
@@ -446,11 +482,11 @@ class Subject:
         where = self.root.path(relpath)
         check_betas_grid(where, shape, affine, voxels.shape, axis.affine, axis.mask_file)
         n_volumes = shape[3] if len(shape) > 3 else 1
-        check_trial_count(self.root, self.subject_id, session, n_volumes, len(trials))
+        trial_volume = trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
         volumes = None
         if stimuli is not None:
-            labels = trials["label"].astype(str)
-            volumes = np.flatnonzero(labels.str.startswith(f"{stimuli}_").to_numpy())
+            chosen = trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy()
+            volumes = np.sort(trial_volume[chosen])
         if streaming:
             with self._open_betas(relpath) as handle:
                 betas = read_masked_betas(handle, voxels, volumes=volumes, progress=True)
@@ -477,23 +513,34 @@ class Subject:
     def get_noise_ceiling(
         self,
         session: SessionArg = None,
-        desc: str | None = None,
+        desc: str | list[str] | None = None,
         roi: RoiQuery | None = None,
         mask: np.ndarray | None = None,
         mask_source: str = "anatomical",
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Noise ceiling (percent) per selected voxel, float32.
 
-        Give exactly one of ``session`` (per-session map; a list gives a dict) or ``desc``
-        (subject-level ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``).
+        Give exactly one of ``session`` (per-session map) or ``desc`` (subject-level
+        ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``); a list of
+        either gives a dict. A ``desc`` the dataset does not ship raises `DataNotDownloadedError`.
         """
         if (session is None) == (desc is None):
             raise ValueError(
                 "Pass exactly one of session= (per-session noise ceiling) or desc= (subject-level: "
                 f"{', '.join(layout.SUBJECT_NOISE_CEILINGS)})."
             )
+        if isinstance(desc, list | tuple):
+            return {
+                d: self.get_noise_ceiling(desc=d, roi=roi, mask=mask, mask_source=mask_source)
+                for d in desc
+            }
         selection, _ = self._selection(mask_source, roi, mask)
         if desc is not None:
+            if desc not in layout.SUBJECT_NOISE_CEILINGS:
+                raise DataNotDownloadedError(
+                    f"{self.subject_id} has no subject-level noise ceiling desc-{desc}; the "
+                    f"dataset ships {', '.join(layout.SUBJECT_NOISE_CEILINGS)}."
+                )
             relpath = layout.subject_noise_ceiling(self.subject_id, desc)
             data, _ = read_volume(self.root, relpath, f"Noise ceiling {desc} of {self.subject_id}")
             check_grid(data.shape, selection.shape, f"The noise-ceiling map {relpath}")
@@ -556,6 +603,20 @@ class Subject:
         if not self.has_anatomical():
             raise DataNotDownloadedError(
                 f"The anatomical folder of {self.subject_id} is missing: {self.root.path(relpath)}. {HOW_TO_GET}"
+            )
+        return Path(self.root.path(relpath)) if self.root.is_local else self.root.path(relpath)
+
+    def has_freesurfer(self) -> bool:
+        """Whether the FreeSurfer recon folder ``derivatives/freesurfer/<subject>/`` exists."""
+        return self.root.isdir(layout.FREESURFER_DIR, self.subject_id)
+
+    def get_freesurfer_dir(self) -> Path | str:
+        """``derivatives/freesurfer/<subject>/`` (a Path for a local root, the URL otherwise)."""
+        relpath = f"{layout.FREESURFER_DIR}/{self.subject_id}"
+        if not self.has_freesurfer():
+            raise DataNotDownloadedError(
+                f"The FreeSurfer folder of {self.subject_id} is missing: "
+                f"{self.root.path(relpath)}. {HOW_TO_GET}"
             )
         return Path(self.root.path(relpath)) if self.root.is_local else self.root.path(relpath)
 

@@ -116,34 +116,41 @@ class TrialEmbeddings(_TrialNamespace):
 
 
 class TrialSegmentations(_TrialNamespace):
-    """Object masks of each trial's image (shared images only; others give empty results)."""
+    """Object masks of each trial's image (shared images only; see `StimulusSegmentations`)."""
 
     def has_image(self, trial: int) -> bool:
+        """Whether the trial's image has any mask."""
         return self._hub.segmentations.has_image(self._name(trial))
 
-    def nouns(self, trial: int) -> list[str]:
-        return self._hub.segmentations.nouns(self._name(trial))
+    def nouns(self, trial: int, localized_only: bool = True) -> list[str]:
+        """Nouns segmented in the trial's image (``[]`` for images without masks)."""
+        return self._hub.segmentations.nouns(self._name(trial), localized_only=localized_only)
 
-    def for_trial(self, trial: int) -> pd.DataFrame:
+    def for_image(self, trial: int) -> pd.DataFrame:
+        """Segmentation metadata rows of the trial's image (empty without masks)."""
         return self._hub.segmentations.for_image(self._name(trial))
 
-    def get(self, trial: int, noun: str, instance: int | None = 0) -> np.ndarray | None:
-        """Mask of ``noun`` on the trial's image; None when the image has no masks."""
+    def get(self, trial: int, noun: str, instance: int | None = 0) -> np.ndarray:
+        """Mask ``(noun, instance_id)`` of the trial's image; `NameNotFoundError` if absent."""
         return self._hub.segmentations.get(self._name(trial), noun, instance)
 
 
 class TrialCaptions(_TrialNamespace):
-    """Captions of each trial's image."""
+    """Captions of each trial's image (see `StimulusCaptions`)."""
 
-    def list(self, trial: int) -> list[str]:
-        """Every caption (AI first where present, then human) of the trial's image."""
-        return self._hub.captions.list(self._name(trial))
+    def list(self, trial: int, source: str | None = None) -> list[str]:
+        """Captions of the trial's image in ``caption_idx`` order (AI first where present);
+        ``source`` ``"human"``/``"ai"`` keeps one source."""
+        return self._hub.captions.list(self._name(trial), source=source)
 
-    def human(self, trial: int) -> list[str]:
-        return self._hub.captions.human(self._name(trial))
+    def human(self, trial: int, limit: int | None = None) -> list[str]:
+        """Human captions of the trial's image in rank order (the first ``limit`` if given)."""
+        return self._hub.captions.human(self._name(trial), limit=limit)
 
     def ai(self, trial: int) -> str | None:
+        """AI caption of the trial's image, or None."""
         return self._hub.captions.ai(self._name(trial))
 
-    def get(self, trial: int) -> pd.DataFrame:
+    def for_image(self, trial: int) -> pd.DataFrame:
+        """Caption rows of the trial's image, indexed 0…k-1."""
         return self._hub.captions.get(self._name(trial))

@@ -70,6 +70,7 @@ def make_laion_fmri(
     overwrite: bool = False,
     meeg: bool = False,
     progress: bool | None = None,
+    shuffle_trials_tables: bool = False,
 ) -> Path:
     """Write (or reuse) a synthetic LAION-fMRI dataset.
 
@@ -89,6 +90,10 @@ def make_laion_fmri(
         Also write a CaliBrain-style leadfield folder consistent with each subject's anatomy.
     progress
         Show a progress bar (default: on unless ``NEUROTORCH_PROGRESS=0``).
+    shuffle_trials_tables
+        Write each session's trials table in a random row order (each row keeps its own
+        ``beta_index``), as a table ordered by run or presentation would be; readers must pair
+        trials with volumes by ``beta_index``, not by row. Everything else is unchanged.
 
     Returns
     -------
@@ -101,16 +106,20 @@ def make_laion_fmri(
     show = progress_enabled() if progress is None else progress
 
     def write(folder: Path) -> dict:
-        _write_dataset(folder, SIZES[size], seed, meeg, show)
+        _write_dataset(folder, SIZES[size], seed, meeg, show, shuffle_trials_tables)
         return {"version": __version__}
 
+    identity = {"size": size, "seed": seed, "meeg": meeg}
+    if shuffle_trials_tables:
+        identity["shuffle_trials_tables"] = True
     return write_dataset_once(
-        root, {"size": size, "seed": seed, "meeg": meeg}, DATASET_INFO, write,
-        what="LAION-fMRI", overwrite=overwrite,
-    )  # fmt: skip
+        root, identity, DATASET_INFO, write, what="LAION-fMRI", overwrite=overwrite
+    )
 
 
-def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool) -> None:
+def _write_dataset(
+    root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool, shuffle_trials: bool
+) -> None:
     rng = np.random.default_rng(seed)
     subjects = [f"sub-{i + 1:02d}" for i in range(preset.n_subjects)]
     steps = tqdm(total=len(subjects) + 2 + meeg, desc="synthetic LAION-fMRI", disable=not progress)
@@ -124,7 +133,13 @@ def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progre
     clip = embeddings["CLIP"].astype(np.float32)
     for subject in subjects:
         subject_rng = np.random.default_rng([seed, int(subject[4:])])
-        _write_subject(root, subject, preset, stimset, clip, projections["CLIP"], subject_rng)
+        # a generator of its own, so that shuffling leaves every other file unchanged
+        row_order_rng = (
+            np.random.default_rng([seed, int(subject[4:]), 1]) if shuffle_trials else None
+        )
+        _write_subject(
+            root, subject, preset, stimset, clip, projections["CLIP"], subject_rng, row_order_rng
+        )
         steps.update()
     _write_splits(root, stimset, clip, subjects, seed)
     steps.update()
@@ -183,6 +198,7 @@ def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...])
 def _write_subject(
     root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
     clip_projection: np.ndarray, rng: np.random.Generator,
+    row_order_rng: np.random.Generator | None = None,
 ) -> None:  # fmt: skip
     grid = preset.grid
     affine = synth_brain.grid_affine(grid)
@@ -207,7 +223,10 @@ def _write_subject(
             data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session)
         )
         table = _trial_table(trials, s, stimset)
-        table.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
+        written = (
+            table if row_order_rng is None else table.iloc[row_order_rng.permutation(len(table))]
+        )
+        written.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
         session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
         synth_brain.save_nifti(
             _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,

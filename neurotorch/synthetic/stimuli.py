@@ -7,6 +7,7 @@ the real dimensions), the long-form captions CSV and the segmentations HDF5 + CS
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,18 +139,22 @@ def write_stimuli(
         encoded.append(np.frombuffer(encode_picture(image, name), dtype=np.uint8))
         shared = stimset.kinds[i] != "unique"
         if shared:
-            for instance, obj in enumerate(objects):
+            scores = [round(float(rng.uniform(0.6, 1.0)), 3) for _ in objects]
+            # as in the real table: instance_id counts the masks of one noun, best score first
+            instance_of, seen = {}, Counter()
+            for k in sorted(range(len(objects)), key=lambda k: -scores[k]):
+                instance_of[k] = seen[objects[k].noun]
+                seen[objects[k].noun] += 1
+            for k, obj in enumerate(objects):
                 seg_rows.append(
-                    (
-                        len(seg_masks),
-                        name,
-                        obj.noun,
-                        instance,
-                        round(float(rng.uniform(0.6, 1.0)), 3),
-                        *obj.box,
-                    )
+                    (len(seg_masks), name, obj.noun, instance_of[k], scores[k], *obj.box, 1)
                 )
                 seg_masks.append(obj.mask)
+            if i % 4 == 0:  # a concept present but not localised: full-image mask, localized 0
+                seg_rows.append(
+                    (len(seg_masks), name, "scene", 0, 0.5, 0, 0, image_size, image_size, 0)
+                )
+                seg_masks.append(np.ones((image_size, image_size), dtype=np.uint8))
         captions.append((name, 0, "ai", _caption(category, rng, human=False)))
         for k in range(1, (5 if shared else 3) + 1):
             captions.append((name, k, "human", _caption(category, rng, human=True)))
