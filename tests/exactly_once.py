@@ -8,12 +8,16 @@ expected ids come from the DataModule's own split tables, the padding from the s
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from neurotorch.data.loader import StreamLoader
+from neurotorch.data.sharding import ShardedIterable, shard_positions, units_per_rank
 
 
 def fmri_ids(batch) -> list:
@@ -81,6 +85,12 @@ def trainer(tmp_path, **overrides) -> L.Trainer:
     return L.Trainer(**settings)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def read_records(out: Path, world_size: int) -> list[dict[str, list]]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world_size)]
 
@@ -98,3 +108,34 @@ def check_exactly_once(records, key: str, expected: list, padding: int) -> None:
     assert set(seen) == set(wanted), f"{key}: {len(set(wanted) - set(seen))} ids never seen"
     extras = seen - wanted
     assert sum(extras.values()) == padding, f"{key}: {sum(extras.values())} extras, not {padding}"
+
+
+class Numbers(ShardedIterable):
+    """The integers ``0 … n-1`` as a sharded iterable (items, batched by the loader)."""
+
+    def __init__(self, n: int):
+        self.n, self.epoch, self.batch_size, self.drop_last = n, 0, 1, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return units_per_rank(self.n, self.process_shard()[1], self.drop_last)
+
+    def __iter__(self):
+        positions = shard_positions(
+            self.n, *self.process_shard(), batch_size=self.batch_size, drop_last=self.drop_last
+        )
+        yield from ({"index": torch.tensor(int(p))} for p in positions)
+
+
+def numbers_seen_by_rank(rank: int, port: int, n: int, out: str) -> None:
+    """A process of a ``ddp_spawn``-style run (process group, no RANK variables): the numbers its
+    2-worker loader yields, written to ``<out>/rank<r>.json``."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    loader = StreamLoader(Numbers(n), batch_size=3, num_workers=2, collate_fn=None)
+    seen = [index_ids(batch) for batch in loader]
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"train": seen, "len": len(loader)}))
+    torch.distributed.destroy_process_group()

@@ -9,7 +9,6 @@ DataModule's split tables; the allowed extras are the padding of the sharding co
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,13 @@ from exactly_once import (
     RecordIds,
     check_exactly_once,
     fmri_ids,
+    free_port,
     index_ids,
     read_records,
     subject_ids,
     trainer,
 )
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.lightning import (
@@ -124,18 +125,12 @@ def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
         run.test(model, dm)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_rank_records(tiny_laion_root, tmp_path_factory) -> Path:
     """All cases run once in one 2-rank DDP launch (starting the ranks is the expensive part)."""
     out = tmp_path_factory.mktemp("ddp")
     torch.multiprocessing.spawn(
-        _ddp_rank, args=(_free_port(), str(out), str(tiny_laion_root)), nprocs=2
+        _ddp_rank, args=(free_port(), str(out), str(tiny_laion_root)), nprocs=2
     )
     return out
 
@@ -169,3 +164,29 @@ def test_two_ranks_see_every_item_once_with_equal_batch_counts(
     for split in ("train/0", "train/1", "val/0", "val/1", "test"):
         wanted = expected(dm, split.split("/")[0])
         check_exactly_once(records, split, wanted, _expected_padding(case, dm, split, len(wanted)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode, subject", [("stream", "sub-01"), ("map", "sub-01"), ("map", ["sub-01", "sub-02"])]
+)
+def test_resume_mid_epoch_from_a_checkpoint_with_workers(mode, subject, tiny_laion_root, tmp_path):
+    """A run stopped after 3 steps and resumed from its checkpoint sees the rest of the epoch:
+    before and after together are the training split, each trial once."""
+    stop = tmp_path / "stopped"
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
+    first = RecordIds(str(stop.mkdir() or stop), fmri_ids)
+    trainer(tmp_path, max_steps=3, callbacks=[checkpoint], enable_checkpointing=True).fit(
+        first, fmri_module(tiny_laion_root, mode, 2, subject)
+    )
+    resumed_out = tmp_path / "resumed"
+    resumed = RecordIds(str(resumed_out.mkdir() or resumed_out), fmri_ids)
+    dm = fmri_module(tiny_laion_root, mode, 2, subject)
+    trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(
+        resumed, dm, ckpt_path=tmp_path / "epoch=0-step=3.ckpt"
+    )
+    (before,) = read_records(stop, 1)
+    (after,) = read_records(resumed_out, 1)
+    assert len(before["train/0"]) == 3
+    record = {"train/0": before["train/0"] + after["train/0"]}
+    check_exactly_once([record], "train/0", fmri_expected(dm, "train"), padding=0)

@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.betas import BetasDataset, as_subject_list
 from neurotorch.data.collate import collate_items
@@ -195,8 +196,10 @@ class LaionFMRIDataModule(L.LightningDataModule):
             sampler = GroupedBatchSampler.for_dataset(
                 dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
             )
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **workers)
-        return DataLoader(
+            return StatefulDataLoader(
+                dataset, batch_sampler=sampler, collate_fn=collate_items, **workers
+            )
+        return StatefulDataLoader(
             dataset, batch_size=hp.batch_size, shuffle=shuffle, collate_fn=collate_items, **workers
         )
 

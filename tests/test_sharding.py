@@ -1,0 +1,140 @@
+"""The sharding contract (`neurotorch.data.sharding`) against hand-computed counts, for sizes that
+leave remainders, and the batch samplers and datasets that use it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from exactly_once import check_exactly_once, free_port, numbers_seen_by_rank, read_records
+
+from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.data.sharding import (
+    ShardingError,
+    epoch_order,
+    rank_and_world_size,
+    shard,
+    shard_positions,
+)
+from neurotorch.data.stream import BetasStream
+
+SIZES = [0, 1, 2, 5, 7, 13, 31]
+
+
+def _rank_units(n, rank, world, workers, batch, drop_last):
+    return [
+        shard_positions(n, rank, world, w, workers, batch_size=batch, drop_last=drop_last)
+        for w in range(workers)
+    ]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("batch", [1, 3, 7])
+@pytest.mark.parametrize("world, workers", [(1, 1), (1, 2), (2, 3), (3, 2), (4, 1)])
+@pytest.mark.parametrize("n", SIZES)
+def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last):
+    per_rank = n // world if drop_last else math.ceil(n / world)
+    seen = Counter()
+    for rank in range(world):
+        pieces = _rank_units(n, rank, world, workers, batch, drop_last)
+        units = np.concatenate(pieces)
+        assert len(units) == per_rank  # every rank the same number of units
+        batches = sum(len(p) // batch if drop_last else math.ceil(len(p) / batch) for p in pieces)
+        assert batches == (per_rank // batch if drop_last else math.ceil(per_rank / batch))
+        short = [p for p in pieces if len(p) % batch]
+        assert len(short) <= 1  # only the rank's last batch can be short
+        seen.update(units.tolist())
+    if drop_last:
+        assert sorted(seen) == list(range(world * per_rank)) and max(seen.values(), default=1) == 1
+    else:
+        assert set(seen) == set(range(n))
+        # padding: the order wraps around from its start (more than once when n < world)
+        assert seen == Counter(k % n for k in range(world * per_rank))
+        if n >= world:
+            padding = world * per_rank - n
+            assert {u for u, c in seen.items() if c == 2} == set(range(padding))
+            assert max(seen.values(), default=1) <= 2
+
+
+def test_three_ranks_of_sixteen_batches_get_six_each():
+    counts = [len(shard(16, rank, 3)) for rank in range(3)]
+    assert counts == [6, 6, 6]  # not 6/5/5: ranks that run out early hang DDP
+
+
+def test_shuffle_is_a_seeded_permutation_per_epoch():
+    a, b = epoch_order(31, epoch=0, seed=1, shuffle=True), epoch_order(31, 1, 1, shuffle=True)
+    assert sorted(a) == list(range(31)) and not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, epoch_order(31, 0, 1, shuffle=True))
+    together = np.concatenate([shard(31, r, 2, epoch=3, seed=1, shuffle=True) for r in (0, 1)])
+    assert set(together) == set(range(31)) and len(together) == 32
+
+
+@pytest.mark.parametrize(
+    "args", [dict(rank=2, world_size=2), dict(worker=1, num_workers=1), dict(batch_size=0)]
+)
+def test_impossible_shards_are_named(args):
+    with pytest.raises(ShardingError):
+        shard_positions(10, **args)
+
+
+def test_rank_from_torchrun_variables(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert rank_and_world_size() == (1, 3)
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(ShardingError, match="RANK"):
+        rank_and_world_size()
+    monkeypatch.delenv("RANK")
+    assert rank_and_world_size() == (0, 1)
+
+
+@pytest.mark.parametrize("n_items, batch_size", [(29, 5), (31, 4), (30, 5)])
+def test_grouped_batch_sampler_pads_whole_batches(monkeypatch, n_items, batch_size):
+    groups = np.array(["a"] * (n_items // 2) + ["b"] * (n_items - n_items // 2))
+    rng = np.random.default_rng(0)
+    groups = groups[rng.permutation(n_items)]  # a shuffled table
+    all_batches = list(
+        GroupedBatchSampler(range(n_items), batch_size, groups=groups, shuffle=True, seed=3)
+    )
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        sampler = GroupedBatchSampler(
+            range(n_items), batch_size, groups=groups, shuffle=True, seed=3
+        )
+        per_rank.append(list(sampler))
+        assert len(sampler) == math.ceil(len(all_batches) / 2)
+    assert len(per_rank[0]) == len(per_rank[1])
+    for batch in per_rank[0] + per_rank[1]:
+        assert len(set(groups[batch])) == 1  # one group per batch
+    padding = len(all_batches[0]) if len(all_batches) % 2 else 0
+    record = [{"train": per_rank[0]}, {"train": per_rank[1]}]
+    check_exactly_once(record, "train", list(range(n_items)), padding)
+
+
+def test_stream_with_a_batch_size_gives_workers_whole_batches(tiny_laion_root):
+    stream = BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], batch_size=7)
+    n = len(stream.trials)
+    for world, workers in itertools.product((1, 2), (2, 3)):
+        pieces = [stream.shard(0, world, w, workers) for w in range(workers)]
+        assert sum(math.ceil(len(p) / 7) for p in pieces) == math.ceil(math.ceil(n / world) / 7)
+
+
+@pytest.mark.slow
+def test_workers_of_a_spawned_rank_read_that_ranks_shard(tmp_path):
+    """Under ``ddp_spawn`` no RANK variable is set and workers cannot see the process group: the
+    loader pins the rank before its workers start."""
+    n = 23
+    torch.multiprocessing.spawn(
+        numbers_seen_by_rank, args=(free_port(), n, str(tmp_path)), nprocs=2
+    )
+    records = read_records(tmp_path, 2)
+    check_exactly_once(records, "train", list(range(n)), padding=1)
+    assert [r["len"] for r in records] == [len(r["train"]) for r in records] == [4, 4]
+    assert json.dumps(records[0]["train"]) != json.dumps(records[1]["train"])
