@@ -51,7 +51,15 @@ _COIL_NAMES = {
 }
 CONNECTOME_SUBDIR = "batches"
 LESION_SUBDIR = "lesions"
-TRIAL_COLUMNS = ["subject", "session", "n_runs", "n_trials", "n_shared", "n_unique", "n_images"]
+SESSION_SUMMARY_COLUMNS = [
+    "subject",
+    "session",
+    "n_runs",
+    "n_trials",
+    "n_shared",
+    "n_unique",
+    "n_images",
+]
 
 
 def _basename(relpath: str) -> str:
@@ -215,7 +223,7 @@ def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
         images = {str(kind): int(n) for kind, n in counts.sort_index().items()}
     return LaionFMRISummary(
         subjects=list(tree.subjects),
-        trials=pd.DataFrame(rows, columns=TRIAL_COLUMNS),
+        trials=pd.DataFrame(rows, columns=SESSION_SUMMARY_COLUMNS),
         rois={sid: info.rois for sid, info in tree.subjects.items() if info.rois},
         stimulus_modalities=modalities,
         images=images,

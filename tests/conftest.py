@@ -17,8 +17,6 @@ os.environ["XDG_CONFIG_HOME"] = str(_SESSION_HOME / "config")  # laion_fmri's da
 os.environ.pop("LAION_FMRI_DATA_DIR", None)
 os.environ.pop("CALIBRAIN_DATA", None)
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-
 
 @pytest.fixture(scope="session")
 def tiny_laion_root(tmp_path_factory) -> Path:
@@ -26,14 +24,6 @@ def tiny_laion_root(tmp_path_factory) -> Path:
     from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
     return make_laion_fmri(tmp_path_factory.mktemp("laion") / "tiny", size="tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The reference folder beside the repository; tests that need it skip when it is absent."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip("reference folder ../shared is not available")
-    return SHARED_DIR
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -7,7 +7,6 @@ imports the others (the M/EEG stack imports MNE, which takes seconds).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 _BUILDERS: dict[str, str] = {
@@ -16,17 +15,6 @@ _BUILDERS: dict[str, str] = {
     "meeg-calibration": "neurotorch.data.meeg:build_meeg_calibration",
     "connectome": "neurotorch.data.connectome:load_connectome",
 }
-
-
-def register_builder(name: str, target: str | Callable[..., Any]) -> None:
-    """Register a dataset builder under ``name``.
-
-    ``target`` is a callable or a ``"module:function"`` string. The builder is called as
-    ``builder(split=..., streaming=..., **config)`` and returns a torch ``Dataset``.
-    """
-    if callable(target):
-        target = f"{target.__module__}:{target.__qualname__}"
-    _BUILDERS[name] = target
 
 
 def list_datasets() -> list[str]:

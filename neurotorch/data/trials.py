@@ -26,9 +26,8 @@ from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.io.storage import DataRoot
 
 PARTS = ("train", "test", "all")
-STIMULUS_SUBSETS = ("shared", "unique")
 MODALITIES = ("image", "captions", "segmentation")
-TRIAL_COLUMNS = ["subject", "session", "trial", "image_name"]
+SELECTION_COLUMNS = ["subject", "session", "trial", "image_name"]
 
 
 def parse_split(split: str | None) -> tuple[str | None, str]:
@@ -95,7 +94,7 @@ def select_trials(
     image_names
         Keep only trials of these images (applied after the split).
     """
-    if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
+    if stimuli is not None and stimuli not in layout.STIMULUS_SUBSETS:
         raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
     available = get_subjects(root)
     unknown = [s for s in subjects if s not in available]
@@ -108,7 +107,9 @@ def select_trials(
         chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions
         for session in chosen if chosen is not None else list_sessions(root, subject):
             tables.append(read_trials(root, subject, layout.session_id(session)))
-    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TRIAL_COLUMNS)
+    trials = (
+        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SELECTION_COLUMNS)
+    )
     keep = np.ones(len(trials), dtype=bool)
     name, part = parse_split(split)
     if name is not None:

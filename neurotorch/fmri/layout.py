@@ -41,6 +41,8 @@ OOD_TYPES = (
 )  # fmt: skip
 
 TRIAL_COLUMNS = ("session", "run", "beta_index", "label")
+#: values of the metadata column ``unique_or_shared``: the stimulus subsets a selection can name
+STIMULUS_SUBSETS = ("shared", "unique")
 METADATA_COLUMNS = ("image_name", "dataset", "participant", "unique_or_shared", "n_reps")
 CAPTION_COLUMNS = ("image_name", "caption_idx", "source", "caption")
 SEGMENTATION_COLUMNS = (
@@ -161,9 +163,6 @@ def roi_surface(subject: str, category: str, roi: str, hemi: str, kind: str = "f
     return f"{roi_category_dir(subject, category)}/{name}"
 
 
-ROI_VOLUME_PATTERN = re.compile(r"^(sub-[A-Za-z0-9]+)_space-T1w_res-1pt8_label-(.+)_mask\.nii\.gz$")
-
-
 def stimuli_metadata() -> str:
     return f"{STIMULI_DIR}/task-images_metadata.csv"
 
@@ -190,11 +189,6 @@ def segmentations_metadata() -> str:
 
 def captions() -> str:
     return f"{STIMULI_DIR}/task-images_desc-captions.csv"
-
-
-def split_file(pool: str, name: str) -> str:
-    """Split JSON of the dataset's own split folder: ``splits/<pool>/<name>.json``."""
-    return f"{SPLITS_DIR}/{pool}/{name}.json"
 
 
 def ood_type(image_name: str) -> str | None:

@@ -67,7 +67,6 @@ from neurotorch.io.storage import DataRoot
 if TYPE_CHECKING:
     from neurotorch.data.betas import BetasDataset
 
-STIMULUS_SUBSETS = ("shared", "unique")
 TRIAL_TABLE_COLUMNS = (
     "session",
     "session_trial",
@@ -278,7 +277,7 @@ class Subject:
         kinds = self.stimuli.metadata["unique_or_shared"]
         if stimuli is None:
             return len(kinds)
-        if stimuli not in STIMULUS_SUBSETS:
+        if stimuli not in layout.STIMULUS_SUBSETS:
             raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
         return int((kinds == stimuli).sum())
 
@@ -436,7 +435,7 @@ class Subject:
         CorruptFileError
             The betas file is truncated or its gzip stream is damaged.
         """
-        if stimuli is not None and stimuli not in STIMULUS_SUBSETS:
+        if stimuli is not None and stimuli not in layout.STIMULUS_SUBSETS:
             raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
         check_nan_policy(nan_policy)
         sessions, as_dict = self._sessions(session)
