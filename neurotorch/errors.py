@@ -28,6 +28,10 @@ class SubjectNotFoundError(NeurotorchError, ValueError):
     """The requested subject is not in the dataset."""
 
 
+class DatasetExistsError(NeurotorchError, FileExistsError):
+    """An output folder holds something that neurotorch will not reuse or delete."""
+
+
 class CorruptFileError(NeurotorchError, OSError):
     """A file is truncated or its content fails a checksum or format check."""
 

@@ -15,7 +15,6 @@ CaliBrain's deviation metrics in the run directory (``output_dir`` or the traine
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from neurotorch.io.atomic import write_json
 from neurotorch.meeg.calibration import (
     FIT_LEVELS,
     NOMINAL_LEVELS,
@@ -122,7 +122,7 @@ class _CoverageCalibrator(L.LightningModule):
         out = Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path = out / f"calibration_{stage}.json"
-        json_path.write_text(json.dumps(self.reports[stage], indent=2))
+        write_json(json_path, self.reports[stage])
         png_path = plot_coverage_curves(
             self.levels,
             {"before calibration": raw, "after calibration": calibrated},

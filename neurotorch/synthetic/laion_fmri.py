@@ -24,6 +24,7 @@ from neurotorch import __version__
 from neurotorch.config import data_home, progress_enabled
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
+from neurotorch.io.atomic import atomic_open, write_text
 from neurotorch.synthetic import brain as synth_brain
 from neurotorch.synthetic._once import write_dataset_once
 from neurotorch.synthetic.stimuli import (
@@ -207,7 +208,9 @@ def _write_subject(
             data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session)
         )
         table = _trial_table(trials, s, stimset)
-        table.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
+        write_text(
+            root / layout.session_trials(subject, session), table.to_csv(sep="\t", index=False)
+        )
         session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
         synth_brain.save_nifti(
             _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,
@@ -240,12 +243,13 @@ def _write_subject(
     _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)
     gt = root / layout.GROUNDTRUTH_DIR
     gt.mkdir(exist_ok=True)
-    np.savez(
-        gt / f"{subject}_encoding.npz",
-        brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
-        amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
-        attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
-    )  # fmt: skip
+    with atomic_open(gt / f"{subject}_encoding.npz") as handle:
+        np.savez(
+            handle,
+            brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
+            amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
+            attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
+        )  # fmt: skip
 
 
 def _write_anatomy(root: Path, subject: str, brain: np.ndarray, affine: np.ndarray, rng) -> None:
