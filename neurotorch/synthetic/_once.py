@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from neurotorch.errors import DatasetExistsError
-from neurotorch.io.atomic import write_json
+from neurotorch.io.atomic import current_umask, write_json
 
 MARKER = ".neurotorch-synthetic.json"
 
@@ -110,6 +110,7 @@ def write_dataset_once(
             )
     root.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
+    partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the dataset from others
     try:
         extra = write(partial)
         info_path = partial / info_relpath
