@@ -16,6 +16,10 @@ class DataDirNotSetError(NeurotorchError):
     """No data root was given and none is configured."""
 
 
+class ConfigError(NeurotorchError, ValueError):
+    """A setting (argument or environment variable) has a value neurotorch does not understand."""
+
+
 class DataNotDownloadedError(NeurotorchError, FileNotFoundError):
     """A file the dataset should contain is missing."""
 

@@ -186,3 +186,15 @@ def test_empty_folder_is_written_and_marker_lists_every_file(tmp_path):
     assert listed == on_disk and "_groundtruth/parameters.json" in listed
     write_text(root / "extra.txt", "x")  # reuse with the same parameters ignores extra files
     assert make_connectome(root, **TINY_CONNECTOME) == root
+
+
+def test_removal_stops_at_a_file_that_appeared_after_the_check(tmp_path):
+    from neurotorch.synthetic._once import _remove_dataset
+
+    root = tmp_path / "d"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "ours.txt").write_text("generated")
+    (root / "sub" / "theirs.txt").write_text("a user's")
+    with pytest.raises(OSError):
+        _remove_dataset(root, ["sub/ours.txt"])
+    assert sorted(p.name for p in root.rglob("*")) == ["sub", "theirs.txt"]

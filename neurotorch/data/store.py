@@ -48,6 +48,7 @@ from neurotorch.errors import (
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
+from neurotorch.fmri.discovery import checked_subject
 from neurotorch.fmri.masks import (
     brain_mask_file,
     combine_voxel_mask,
@@ -401,7 +402,7 @@ def build_store(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
     values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
-    subject = layout.subject_id(subject)
+    subject = checked_subject(root, subject)
     sessions = [
         layout.session_id(s)
         for s in (list_sessions(root, subject) if sessions is None else sessions)

@@ -76,11 +76,14 @@ def get_subjects(source: Source = None, storage_options: dict | None = None) -> 
     return subjects
 
 
-def _checked_subject(root: DataRoot, subject: str | int) -> str:
+def checked_subject(root: DataRoot, subject: str | int) -> str:
+    """The id of ``subject``; `SubjectNotFoundError` listing those available if it is not there."""
     sid = layout.subject_id(subject)
     if not root.isdir(layout.subject_dir(sid)):
         available = ", ".join(get_subjects(root)) or "none"
-        raise SubjectNotFoundError(f"Subject {sid} is not in {root.url} (available: {available}).")
+        raise SubjectNotFoundError(
+            f"unknown subject {sid!r} in {root.url}; available: {available}. Pass one of those."
+        )
     return sid
 
 
@@ -89,7 +92,7 @@ def get_sessions(
 ) -> list[str]:
     """Session ids (``ses-XX``) of a subject that hold a betas file."""
     root = open_source(source, storage_options)
-    sid = _checked_subject(root, subject)
+    sid = checked_subject(root, subject)
     return [
         name
         for name in root.listdir(layout.subject_dir(sid))
@@ -117,7 +120,7 @@ def get_rois(
         One of `layout.ROI_CATEGORIES` (``"face"``, ``"place"``, ...); ``None`` for all.
     """
     root = open_source(source, storage_options)
-    sid = _checked_subject(root, subject)
+    sid = checked_subject(root, subject)
     if category is not None and category not in layout.ROI_CATEGORIES:
         raise ValueError(
             f"Unknown ROI category {category!r}; choose one of {sorted(layout.ROI_CATEGORIES)}."

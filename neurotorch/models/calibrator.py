@@ -15,6 +15,7 @@ CaliBrain's deviation metrics in the run directory (``output_dir`` or the traine
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from neurotorch.meeg.calibration import (
     calibration_metrics,
 )
 from neurotorch.plotting.meeg import plot_coverage_curves
+
+log = logging.getLogger(__name__)
 
 
 def _z(levels: np.ndarray) -> np.ndarray:
@@ -136,7 +139,7 @@ class _CoverageCalibrator(L.LightningModule):
     def _print_report(self, stage: str) -> None:
         before, after = self.reports[stage]["metrics_before"], self.reports[stage]["metrics_after"]
         json_path, png_path = self._last_paths
-        print(
+        log.info(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
             f"{after['mean_absolute_deviation']:.3f}; max over-confidence "
             f"{before['max_overconfidence_deviation']:.3f} -> {after['max_overconfidence_deviation']:.3f}"
