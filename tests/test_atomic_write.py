@@ -162,7 +162,7 @@ def test_overwrite_replaces_only_its_own_dataset(tmp_path):
     with pytest.raises(DatasetExistsError, match="lesions/my_patient.nii.gz"):
         make_connectome(root, seed=2, overwrite=True, **TINY_CONNECTOME)
     assert (root / "lesions" / "my_patient.nii.gz").read_bytes() == b"user data"
-    assert (root / MARKER).is_file()
+    assert (root / "_groundtruth" / MARKER).is_file()
 
     (root / "lesions" / "my_patient.nii.gz").unlink()
     make_connectome(root, seed=2, overwrite=True, **TINY_CONNECTOME)
@@ -179,7 +179,7 @@ def test_empty_folder_is_written_and_marker_lists_every_file(tmp_path):
 
     (tmp_path / "empty").mkdir()
     root = make_connectome(tmp_path / "empty", **TINY_CONNECTOME)
-    listed = json.loads((root / MARKER).read_text())["files"]
+    listed = json.loads((root / "_groundtruth" / MARKER).read_text())["files"]
     on_disk = sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MARKER
     )

@@ -1,15 +1,17 @@
 """Write a synthetic dataset folder atomically, or reuse the complete one already there.
 
-Every dataset written here carries a marker file, `MARKER`, that lists the generator's parameters
-and every file it wrote. Replacing a dataset (``overwrite=True``, ``--overwrite``) deletes only
-those files, and only in a folder that has the marker and holds nothing else: neurotorch never
-deletes a file it did not write.
+Every dataset written here carries a marker file, `MARKER`, beside its info file (so under
+``_groundtruth/`` where that folder holds the ground truth, outside what `describe` counts and
+`download` copies); it lists the generator's parameters and every file it wrote. Replacing a
+dataset (``overwrite=True``, ``--overwrite``) deletes only those files, and only in a folder that
+has the marker and holds nothing else: neurotorch never deletes a file it did not write.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,23 +32,28 @@ def _files_under(folder: Path) -> list[str]:
     )
 
 
-def _read_marker(root: Path) -> dict | None:
+def marker_relpath(info_relpath: str) -> str:
+    """Where the marker of a dataset with info file ``info_relpath`` lies, relative to its root."""
+    return posixpath.join(posixpath.dirname(info_relpath), MARKER)
+
+
+def _read_marker(path: Path) -> dict | None:
     try:
-        marker = json.loads((root / MARKER).read_text())
+        marker = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
 
 
-def _check_replaceable(root: Path, marker: dict | None, what: str) -> list[str]:
+def _check_replaceable(root: Path, marker: dict | None, marker_name: str, what: str) -> list[str]:
     """The files of the neurotorch dataset at ``root``; raise if anything else is there."""
     if marker is None:
         raise DatasetExistsError(
-            f"{root} is not empty and was not written by neurotorch's synthetic generators (it has "
-            f"no {MARKER}); neurotorch deletes only datasets it wrote. Choose a new or empty "
-            "folder (a synthetic dataset from an older neurotorch version must be deleted by hand)."
+            f"{root} is not empty and was not written by neurotorch's synthetic {what} generator "
+            f"(it has no {marker_name}); neurotorch deletes only datasets it wrote. Choose a new "
+            "or empty folder (a synthetic dataset of an older neurotorch must be deleted by hand)."
         )
-    ours = set(marker["files"]) | {MARKER}
+    ours = set(marker["files"]) | {marker_name}
     foreign = [name for name in _files_under(root) if name not in ours]
     if foreign:
         shown = ", ".join(foreign[:5]) + (
@@ -96,11 +103,12 @@ def write_dataset_once(
             f"{root} is a file; give a folder for the synthetic {what} dataset."
         )
     existing: list[str] = []
+    marker_name = marker_relpath(info_relpath)
     if root.is_dir() and any(root.iterdir()):
-        marker = _read_marker(root)
+        marker = _read_marker(root / marker_name)
         if marker is not None and marker.get("params") == params and not overwrite:
             return root
-        existing = _check_replaceable(root, marker, what)
+        existing = _check_replaceable(root, marker, marker_name, what)
         if not overwrite:
             described = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise DatasetExistsError(
@@ -116,9 +124,8 @@ def write_dataset_once(
         info_path = partial / info_relpath
         info_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(info_path, {**params, **extra})
-        write_json(
-            partial / MARKER, {"what": what, "params": params, "files": _files_under(partial)}
-        )
+        listing = {"what": what, "params": params, "files": _files_under(partial)}
+        write_json(partial / marker_name, listing)
         if root.is_dir():
             _remove_dataset(root, existing)
         os.replace(partial, root)
