@@ -198,3 +198,16 @@ def test_removal_stops_at_a_file_that_appeared_after_the_check(tmp_path):
     with pytest.raises(OSError):
         _remove_dataset(root, ["sub/ours.txt"])
     assert sorted(p.name for p in root.rglob("*")) == ["sub", "theirs.txt"]
+
+
+def test_dataset_of_an_older_version_is_reused_but_never_deleted(tmp_path):
+    from neurotorch.synthetic._once import MARKER
+    from neurotorch.synthetic.connectome import make_connectome
+
+    root = make_connectome(tmp_path / "old", **TINY_CONNECTOME)
+    (root / "_groundtruth" / MARKER).unlink()  # as written before datasets carried a marker
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert make_connectome(root, **TINY_CONNECTOME) == root
+    with pytest.raises(DatasetExistsError, match="not written by neurotorch"):
+        make_connectome(root, seed=5, overwrite=True, **TINY_CONNECTOME)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before

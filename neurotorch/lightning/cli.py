@@ -20,8 +20,13 @@ from neurotorch import config
 
 log = logging.getLogger(__name__)
 
-# Lightning warns that a fit "will run with no optimizer": true by design for closed-form models.
-NO_OPTIMIZER_WARNING = r"`LightningModule.configure_optimizers` returned `None`"
+# Lightning warnings that neurotorch's own models and datasets trigger by design: closed-form
+# models (ridge, isotonic) have no optimizer, and every neurotorch IterableDataset splits its
+# items between workers itself, so its length is right with any number of workers.
+BY_DESIGN_WARNINGS = (
+    r"`LightningModule.configure_optimizers` returned `None`",
+    r"Your `IterableDataset` has `__len__` defined",
+)
 
 
 class NeurotorchLightningCLI(LightningCLI):
@@ -32,7 +37,8 @@ class NeurotorchLightningCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=NO_OPTIMIZER_WARNING)
+            for message in BY_DESIGN_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             super().__init__(**kwargs)
 
     def parse_arguments(self, parser, args) -> None:

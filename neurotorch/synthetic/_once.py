@@ -45,6 +45,15 @@ def _read_marker(path: Path) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
 
 
+def _written_with(info_path: Path, params: dict) -> bool:
+    """Whether the info file of a complete dataset records ``params`` (it is written last)."""
+    try:
+        found = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and {k: found.get(k) for k in params} == params
+
+
 def _check_replaceable(root: Path, marker: dict | None, marker_name: str, what: str) -> list[str]:
     """The files of the neurotorch dataset at ``root``; raise if anything else is there."""
     if marker is None:
@@ -90,8 +99,8 @@ def write_dataset_once(
 ) -> Path:
     """Build a dataset with ``write(folder) -> extra_info`` and move it to ``root`` in one rename.
 
-    A missing or empty ``root`` is written. A dataset at ``root`` written by neurotorch with the
-    same ``params`` is reused as is; one with other ``params`` raises `DatasetExistsError` unless
+    A missing or empty ``root`` is written. A complete dataset at ``root`` whose info file records
+    the same ``params`` is reused as is; one with other ``params`` raises `DatasetExistsError` unless
     ``overwrite``, which replaces it. Any other non-empty ``root`` (no marker, or files the
     generator did not write) raises `DatasetExistsError` even with ``overwrite``. The dataset is
     written into a hidden sibling folder first, so an interrupted run never leaves a half-written
@@ -105,10 +114,9 @@ def write_dataset_once(
     existing: list[str] = []
     marker_name = marker_relpath(info_relpath)
     if root.is_dir() and any(root.iterdir()):
-        marker = _read_marker(root / marker_name)
-        if marker is not None and marker.get("params") == params and not overwrite:
+        if not overwrite and _written_with(root / info_relpath, params):
             return root
-        existing = _check_replaceable(root, marker, marker_name, what)
+        existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what)
         if not overwrite:
             described = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise DatasetExistsError(
