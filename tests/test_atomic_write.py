@@ -3,6 +3,7 @@ synthetic datasets that ``overwrite`` may replace without touching anyone else's
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import stat
@@ -130,6 +131,24 @@ def test_file_and_folder_are_synced_before_and_after_the_rename(tmp_path, monkey
     assert Path(file_path).parent == tmp_path and Path(file_path).name != "data.bin"
     assert not existed_then  # the data were synced before the rename made them visible
     assert Path(folder_path) == tmp_path and existed_after
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EINVAL])
+def test_folder_sync_reports_a_full_disk_but_not_an_unsupported_sync(code, tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def failing_on_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_on_folders)
+    if code == errno.ENOSPC:
+        with pytest.raises(OSError, match=os.strerror(code)):
+            atomic.write_bytes(tmp_path / "data.bin", b"x")
+    else:  # file systems that cannot sync folders: the write still succeeds
+        atomic.write_bytes(tmp_path / "data.bin", b"x")
+    assert (tmp_path / "data.bin").read_bytes() == b"x"  # the rename happened before the sync
 
 
 # -- synthetic datasets: overwrite deletes only what neurotorch wrote ------------------------------

@@ -16,6 +16,7 @@ with the same guarantees.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -29,6 +30,8 @@ import numpy as np
 # Temporary names are ".<random>.tmp.<name>": hidden, unique, and ending like the target, so that
 # writers which pick the format from the name (nibabel, np.savez, MNE's "-fwd.fif") keep it.
 TEMP_MARK = ".tmp."
+# fsync errors of file systems that cannot sync a folder (the rename is as durable as they allow)
+_NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
 
 
 def current_umask() -> int:
@@ -61,8 +64,9 @@ def _fsync_dir(folder: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:  # file systems that do not sync folders
-        pass
+    except OSError as err:
+        if err.errno not in _NO_FOLDER_SYNC:  # a full or failing disk is reported
+            raise
     finally:
         os.close(fd)
 
