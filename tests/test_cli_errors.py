@@ -179,3 +179,16 @@ def test_progress_variable_turns_lightnings_bar_off(tiny_laion_root, tmp_path, m
         monkeypatch.setenv("NEUROTORCH_PROGRESS", value)
         bars[value] = NeurotorchLightningCLI(args=args, run=False).trainer.progress_bar_callback
     assert bars["1"] is not None and bars["0"] is None
+
+
+def test_progress_variable_wins_over_progress_true(monkeypatch, capsys):
+    import numpy as np
+
+    from neurotorch.fmri.split_makers import make_splits
+
+    names = [f"img-{i:02d}.jpg" for i in range(23)]
+    embeddings = np.random.default_rng(1).standard_normal((23, 4))
+    for value, shown in (("1", True), ("0", False)):
+        monkeypatch.setenv("NEUROTORCH_PROGRESS", value)
+        make_splits(names, embeddings, pool="shared", n_random=1, k=2, progress=True)
+        assert ("splits shared" in capsys.readouterr().err) == shown

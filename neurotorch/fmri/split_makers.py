@@ -373,7 +373,7 @@ def make_splits(
     n_test = n_test_images(len(names), test_fraction)
     splits: dict[str, dict[str, Any]] = {}
     total = n_random + 2 + bool(ood)
-    disable = not (progress_enabled() if progress is None else progress)
+    disable = not (progress_enabled() and progress is not False)
     with tqdm(total=total, desc=f"splits {pool}", disable=disable) as bar:
         for r in range(n_random):
             params = {"method": "uniform_random", "seed": seed + r, "test_fraction": test_fraction}

@@ -99,7 +99,7 @@ def make_laion_fmri(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(root) if root is not None else default_root(size, seed)
-    show = progress_enabled() if progress is None else progress
+    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
 
     def write(folder: Path) -> dict:
         _write_dataset(folder, SIZES[size], seed, meeg, show)

@@ -197,7 +197,7 @@ def make_calibrain(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(out) if out is not None else default_root(size, seed)
-    show = progress_enabled() if progress is None else progress
+    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
 
     def write(folder: Path) -> dict:
         return _write_calibrain(folder, **SIZES[size], seed=seed, progress=show)
