@@ -10,6 +10,7 @@ has the marker and holds nothing else: neurotorch never deletes a file it did no
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -21,6 +22,8 @@ from neurotorch.errors import DatasetExistsError
 from neurotorch.io.atomic import current_umask, write_json
 
 MARKER = ".neurotorch-synthetic.json"
+
+log = logging.getLogger(__name__)
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -124,6 +127,7 @@ def write_dataset_once(
                 f"{described}; choose another folder, or replace it with overwrite=True (on the "
                 "command line: --overwrite)."
             )
+    log.info("writing a synthetic %s dataset to %s", what, root)
     root.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
     partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the dataset from others
