@@ -151,6 +151,24 @@ def test_folder_sync_reports_a_full_disk_but_not_an_unsupported_sync(code, tmp_p
     assert (tmp_path / "data.bin").read_bytes() == b"x"  # the rename happened before the sync
 
 
+def test_deferred_sync_syncs_once_when_the_block_ends(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(atomic.os, "sync", lambda: calls.append("sync"))
+    with atomic.deferred_sync():
+        for k in range(5):
+            write_text(tmp_path / f"f{k}.txt", str(k))
+        assert calls == []  # nothing synced yet, but every file is in place
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"f{k}.txt" for k in range(5)]
+    assert calls == ["sync"]
+    with pytest.raises(RuntimeError), atomic.deferred_sync():
+        write_text(tmp_path / "f0.txt", "new")
+        raise RuntimeError("the build failed")
+    assert calls == ["sync"]  # a failed build is not synced
+    write_text(tmp_path / "after.txt", "x")
+    assert calls == ["sync", "fsync", "fsync"]  # outside the block: file, then folder
+
+
 # -- synthetic datasets: overwrite deletes only what neurotorch wrote ------------------------------
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from neurotorch.errors import DatasetExistsError
-from neurotorch.io.atomic import current_umask, write_json
+from neurotorch.io.atomic import current_umask, deferred_sync, sync_folder, write_json
 
 MARKER = ".neurotorch-synthetic.json"
 
@@ -132,15 +132,17 @@ def write_dataset_once(
     partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
     partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the dataset from others
     try:
-        extra = write(partial)
-        info_path = partial / info_relpath
-        info_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(info_path, {**params, **extra})
-        listing = {"what": what, "params": params, "files": _files_under(partial)}
-        write_json(partial / marker_name, listing)
+        with deferred_sync():  # synced once, before the rename that publishes the dataset
+            extra = write(partial)
+            info_path = partial / info_relpath
+            info_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(info_path, {**params, **extra})
+            listing = {"what": what, "params": params, "files": _files_under(partial)}
+            write_json(partial / marker_name, listing)
         if root.is_dir():
             _remove_dataset(root, existing)
         os.replace(partial, root)
+        sync_folder(root.parent)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return root
