@@ -278,6 +278,23 @@ def _run(argv: list[str]) -> int:
     return int(args.func(args) or 0)
 
 
+def _message(exc: BaseException) -> str:
+    """The exception's own message, also when torch re-raised it from a DataLoader worker.
+
+    torch puts the worker's traceback into the message ("Caught X in DataLoader worker process
+    0. Original Traceback ..."); only the text after its last ``module.X: `` line is kept.
+    """
+    text = str(exc).rstrip() or type(exc).__name__
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    start = text.rfind(f"\n{name}: ")
+    if "Original Traceback" in text and start >= 0:
+        text = text[start + len(name) + 3 :]
+    return text
+
+
 def _fail(message: str, status: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return status
@@ -298,9 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, UsageError):
             return _fail(str(exc), EXIT_USAGE)
         if isinstance(exc, NeurotorchError | OSError | ValueError):
-            return _fail(str(exc) or type(exc).__name__, EXIT_DATA)
+            return _fail(_message(exc), EXIT_DATA)
         return _fail(
-            f"unexpected {type(exc).__name__}: {exc}. Rerun with --debug (or NEUROTORCH_DEBUG=1) "
+            f"unexpected {type(exc).__name__}: {_message(exc)}. Rerun with --debug (or NEUROTORCH_DEBUG=1) "
             "for the traceback, and report it.",
             EXIT_DATA,
         )

@@ -192,3 +192,27 @@ def test_progress_variable_wins_over_progress_true(monkeypatch, capsys):
         monkeypatch.setenv("NEUROTORCH_PROGRESS", value)
         make_splits(names, embeddings, pool="shared", n_random=1, k=2, progress=True)
         assert ("splits shared" in capsys.readouterr().err) == shown
+
+
+def test_an_error_in_a_dataloader_worker_is_shown_without_the_workers_traceback(
+    monkeypatch, capsys
+):
+    from torch.utils.data import DataLoader, Dataset
+
+    from neurotorch import cli
+    from neurotorch.errors import CorruptFileError
+
+    class Damaged(Dataset):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, index: int):
+            raise CorruptFileError("b.nii.gz fails its CRC:\ndownload it again")
+
+    def load(args) -> int:
+        next(iter(DataLoader(Damaged(), num_workers=1)))
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_describe", load)
+    assert cli.main(["describe", "anything"]) == 1
+    assert capsys.readouterr().err == "error: b.nii.gz fails its CRC:\ndownload it again\n"
