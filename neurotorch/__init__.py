@@ -9,5 +9,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from neurotorch.data.registry import list_datasets, load_dataset  # noqa: E402
+from neurotorch.log import set_log_level  # noqa: E402
 
-__all__ = ["__version__", "list_datasets", "load_dataset"]
+__all__ = ["__version__", "list_datasets", "load_dataset", "set_log_level"]

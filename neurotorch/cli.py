@@ -3,22 +3,47 @@
 ``fit``/``validate``/``test``/``predict`` go to Lightning's CLI (``--config configs/x.yaml``);
 the other sub-commands (``synth``, ``prepare``, ``describe``, ...) are plain argparse commands,
 each a small function below that calls the library.
+
+Every sub-command fails the same way: one ``error: <what is wrong and what to do>`` on standard
+error and exit status 2 for a usage error (unknown option, bad value) or 1 for anything else (a
+missing or damaged file, an unknown subject). ``--debug`` (anywhere on the line) or
+``NEUROTORCH_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SIZE_PRESETS = ("tiny", "small", "bench")  # the SIZES of every synthetic family
+DEBUG_FLAG = "--debug"
+EXIT_USAGE, EXIT_DATA = 2, 1
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser that raises `UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def run_lightning(argv: Sequence[str]) -> int:
     """Run LightningCLI with ``class_path``/``init_args`` configs for model and data."""
     from neurotorch.lightning.cli import NeurotorchLightningCLI
 
-    NeurotorchLightningCLI(args=list(argv))
+    try:
+        NeurotorchLightningCLI(
+            args=list(argv), parser_kwargs={"exit_on_error": False, "prog": "neurotorch"}
+        )
+    except argparse.ArgumentError as err:
+        raise UsageError(f"{err} (see 'neurotorch {argv[0]} --help')") from err
     return 0
 
 
@@ -47,7 +72,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic dataset in a real on-disk format")
     p.add_argument("family", choices=sorted(SYNTH_FAMILIES), help="dataset family")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", default="small", help="size preset: tiny, small or bench")
+    p.add_argument("--size", default="small", choices=SIZE_PRESETS, help="size preset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument(
@@ -59,25 +84,20 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from neurotorch.errors import NeurotorchError
     from neurotorch.fmri.download import download_laion_fmri
 
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
-    try:
-        result = download_laion_fmri(
-            args.out,
-            subjects=args.subject,
-            sessions=args.ses,
-            include_stimuli=args.include_stimuli,
-            include_anatomical=args.include_anatomical,
-            source=args.source,
-            storage_options=options,
-            accept_license=args.accept_license,
-            workers=args.workers,
-        )
-    except NeurotorchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = download_laion_fmri(
+        args.out,
+        subjects=args.subject,
+        sessions=args.ses,
+        include_stimuli=args.include_stimuli,
+        include_anatomical=args.include_anatomical,
+        source=args.source,
+        storage_options=options,
+        accept_license=args.accept_license,
+        workers=args.workers,
+    )
     present = len(result.files) - len(result.transferred)
     print(
         f"{len(result.files)} files in {result.out}: {len(result.transferred)} transferred "
@@ -107,7 +127,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
     )
-    p.add_argument("--workers", type=int, default=8, help="parallel transfers")
+    p.add_argument("--workers", type=positive_int, default=8, help="parallel transfers")
     p.set_defaults(func=_cmd_download)
 
 
@@ -151,14 +171,9 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     import json
 
     from neurotorch.describe import describe
-    from neurotorch.errors import NeurotorchError
 
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
-    try:
-        summary = describe(args.source, storage_options=options)
-    except NeurotorchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    summary = describe(args.source, storage_options=options)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary)
     return 0
 
@@ -204,9 +219,27 @@ def _add_lnm(sub: argparse._SubParsersAction) -> None:
         "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
     )
     p.add_argument("--out", required=True, help="output folder for maps, summary.csv and PNGs")
-    p.add_argument("--alpha", type=float, default=0.05, help="FDR level of the summary")
+    p.add_argument(
+        "--alpha", type=probability, default=0.05, help="FDR level of the summary, in (0, 1)"
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.set_defaults(func=_cmd_lnm)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
 
 
 PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -219,10 +252,18 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from neurotorch import __version__
+
+    parser = _Parser(
         prog="neurotorch",
         description="PyTorch-first data loading for NeuroAI. "
         "Training: neurotorch fit|validate|test --config configs/<experiment>.yaml",
+        epilog="Environment: NEUROTORCH_DATA, NEUROTORCH_CACHE, NEUROTORCH_PROGRESS=0, "
+        "NEUROTORCH_LOG_LEVEL, NEUROTORCH_DEBUG=1.",
+    )
+    parser.add_argument("--version", action="version", version=f"neurotorch {__version__}")
+    parser.add_argument(
+        DEBUG_FLAG, action="store_true", help="show the traceback of an error (any position)"
     )
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name in LIGHTNING_SUBCOMMANDS:
@@ -234,8 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _run(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_lightning(argv)
     parser = build_parser()
@@ -244,3 +284,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     return int(args.func(args) or 0)
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's own message, also when torch re-raised it from a DataLoader worker.
+
+    torch puts the worker's traceback into the message ("Caught X in DataLoader worker process
+    0. Original Traceback ..."); only the text after its last ``module.X: `` line is kept.
+    """
+    text = str(exc).rstrip() or type(exc).__name__
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    start = text.rfind(f"\n{name}: ")
+    if "Original Traceback" in text and start >= 0:
+        text = text[start + len(name) + 3 :]
+    return text
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``neurotorch`` command line; return its exit status."""
+    from neurotorch.errors import NeurotorchError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("NEUROTORCH_DEBUG", "0") not in ("", "0")
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    try:
+        return _run(argv)
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, UsageError):
+            return _fail(str(exc), EXIT_USAGE)
+        if isinstance(exc, NeurotorchError | OSError | ValueError):
+            return _fail(_message(exc), EXIT_DATA)
+        return _fail(
+            f"unexpected {type(exc).__name__}: {_message(exc)}. Rerun with --debug (or NEUROTORCH_DEBUG=1) "
+            "for the traceback, and report it.",
+            EXIT_DATA,
+        )
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)

@@ -1,12 +1,14 @@
 """Data roots, cache location and global settings, read from the environment.
 
-=======================  ==========================================================
-``NEUROTORCH_DATA``      default root of datasets (the ``synthetic`` dataset lives here)
-``NEUROTORCH_CACHE``     prepared stores, seek indexes and remote-file cache
-``LAION_FMRI_DATA_DIR``  root of the LAION-fMRI tree (neurotorch's own variable)
-``CALIBRAIN_DATA``       root of CaliBrain leadfields and forward models
-``NEUROTORCH_PROGRESS``  ``0`` silences every progress bar
-=======================  ==========================================================
+========================  ===============================================================
+``NEUROTORCH_DATA``       default root of datasets (the ``synthetic`` dataset lives here)
+``NEUROTORCH_CACHE``      prepared stores, seek indexes and remote-file cache
+``LAION_FMRI_DATA_DIR``   root of the LAION-fMRI tree (neurotorch's own variable)
+``CALIBRAIN_DATA``        root of CaliBrain leadfields and forward models
+``NEUROTORCH_PROGRESS``   ``0`` silences every progress bar (Lightning's too, in the CLI)
+``NEUROTORCH_LOG_LEVEL``  level of neurotorch's messages (`neurotorch.log`); INFO
+``NEUROTORCH_DEBUG``      ``1``: the command line shows tracebacks (`neurotorch.cli`)
+========================  ===============================================================
 """
 
 from __future__ import annotations

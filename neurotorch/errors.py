@@ -16,6 +16,10 @@ class DataDirNotSetError(NeurotorchError):
     """No data root was given and none is configured."""
 
 
+class ConfigError(NeurotorchError, ValueError):
+    """A setting (argument or environment variable) has a value neurotorch does not understand."""
+
+
 class DataNotDownloadedError(NeurotorchError, FileNotFoundError):
     """A file the dataset should contain is missing."""
 
@@ -26,6 +30,10 @@ class StimuliNotDownloadedError(DataNotDownloadedError):
 
 class SubjectNotFoundError(NeurotorchError, ValueError):
     """The requested subject is not in the dataset."""
+
+
+class DatasetExistsError(NeurotorchError, FileExistsError):
+    """An output folder holds something that neurotorch will not reuse or delete."""
 
 
 class CorruptFileError(NeurotorchError, OSError):

@@ -158,7 +158,7 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
-    interrupted_dir = next((killed_cache).rglob("ses-01.npy.tmp-*")).parent
+    interrupted_dir = next(killed_cache.rglob(".*.tmp.ses-01.npy")).parent
     assert not (interrupted_dir / "ses-01.json").exists()
 
     rerun = build_store(
@@ -166,7 +166,7 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
     )
     clean = build_store(tiny_laion_root, SUBJECT, roi="face", cache_dir=clean_cache, progress=False)
     assert _files(rerun) == _files(clean)
-    assert not list(rerun.directory.glob("*.tmp-*"))
+    assert not list(rerun.directory.glob(".*.tmp.*"))
 
 
 CONCURRENT_BUILD = """
@@ -190,7 +190,7 @@ def test_two_processes_building_at_once(tiny_laion_root, tmp_path):
             store.session(session).open_betas(),
             _nibabel_rows(tiny_laion_root, session, store.voxel_mask),
         )
-    assert not list(store.directory.glob("*.tmp-*"))
+    assert not list(store.directory.glob(".*.tmp.*"))
 
 
 def test_prepare_command(tiny_laion_root, tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     main(["fit", *common])
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # logged by neurotorch (stderr), not printed
     assert "median r =" in printed and "fraction of noise ceiling" in printed
     fitted = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert set(fitted["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}

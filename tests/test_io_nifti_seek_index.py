@@ -53,7 +53,7 @@ def test_volumes_equal_nibabel(scaled_betas, backend, cache):
     assert masked.dtype == full.dtype == np.float32
     saved = index_path(scaled_betas, backend)
     assert saved.parent == cache / "gzip-index" and saved.exists()
-    assert not list(saved.parent.glob("*.tmp"))
+    assert not list(saved.parent.glob("*.tmp*"))
 
 
 def test_index_is_built_once_and_reused(scaled_betas, backend, monkeypatch):

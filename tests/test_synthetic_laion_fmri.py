@@ -232,5 +232,6 @@ def test_reuse_and_refusal(tiny_laion_root, tmp_path):
     with pytest.raises(FileExistsError, match="seed=1"):
         make_laion_fmri(tiny_laion_root, size="tiny", seed=1)
     (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("a user's file")
     with pytest.raises(FileExistsError):
         make_laion_fmri(tmp_path / "other", size="tiny")

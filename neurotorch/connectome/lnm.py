@@ -32,6 +32,7 @@ from neurotorch.config import progress_enabled
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.grid import mask_world_coordinates, sample_at_mask
 from neurotorch.errors import ShapeMismatchError
+from neurotorch.io.atomic import atomic_path, write_text
 
 # |r| is clipped here before arctanh so that a voxel equal to its seed stays finite
 R_CLIP = 1.0 - 1e-7
@@ -377,12 +378,11 @@ class NetworkMapResult:
         for name in self.names:
             for kind in MAP_KINDS:
                 path = out_dir / f"{name}_desc-{kind}_map.nii.gz"
-                tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-                nib.save(self.to_nifti(kind, name), tmp)
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    nib.save(self.to_nifti(kind, name), tmp)
                 written.append(path)
         summary = out_dir / "summary.csv"
-        self.summary(alpha).to_csv(summary, index=False)
+        write_text(summary, self.summary(alpha).to_csv(index=False))
         return written + [summary]
 
 

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from neurotorch.connectome import layout
+from neurotorch.io.atomic import atomic_path
 
 try:  # ISA-L deflates an order of magnitude faster than zlib; both write standard zlib streams
     from isal.isal_zlib import compress as _deflate
@@ -56,8 +57,7 @@ def write_batch(
     path = Path(path)
     mask_indices = np.asarray(mask_indices, dtype=np.int32)
     n_subjects, n_voxels = len(subject_ids), len(mask_indices)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             series = f.create_dataset(
                 layout.TIMESERIES,
@@ -94,7 +94,4 @@ def write_batch(
                 description=description,
                 source=source,
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

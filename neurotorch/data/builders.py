@@ -15,7 +15,8 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
     ``features``, ``pool``, ``ood_types``, ``zscore``, ...). ``data_dir="synthetic"`` (with an
     optional ``synthetic_size``) uses the built-in synthetic dataset, writing it on first use.
     """
-    if config.get("data_dir") == "synthetic":
+    config.setdefault("data_dir", None)  # None: $LAION_FMRI_DATA_DIR, else DataDirNotSetError
+    if config["data_dir"] == "synthetic":
         from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
         config["data_dir"] = make_laion_fmri(size=config.pop("synthetic_size", "small"))

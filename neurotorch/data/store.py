@@ -48,6 +48,7 @@ from neurotorch.errors import (
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
+from neurotorch.fmri.discovery import checked_subject
 from neurotorch.fmri.masks import (
     brain_mask_file,
     combine_voxel_mask,
@@ -62,6 +63,7 @@ from neurotorch.fmri.nan_policy import (
 )
 from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
 from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
+from neurotorch.io.atomic import atomic_open, atomic_path, temporary_paths, write_bytes, write_npy
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -174,19 +176,6 @@ def _reserve_space(path: Path) -> None:
         except OSError as err:
             if err.errno == errno.ENOSPC:
                 raise
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then move it into place."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -316,8 +305,9 @@ def is_current(store: SessionStore, expected: dict[str, Any]) -> bool:
 
 
 def _remove_stale(store: SessionStore) -> None:
-    for stale in store.directory.glob(f"{store.session}.*.tmp-*"):
-        stale.unlink(missing_ok=True)
+    for path in (store.betas_path, store.stats_path, store.manifest_path):
+        for stale in temporary_paths(path):
+            stale.unlink(missing_ok=True)
 
 
 def _write_session(
@@ -329,10 +319,9 @@ def _write_session(
     Returns the number of non-finite values read (set to 0 when ``zero_nonfinite``)."""
     nonfinite = 0
     n_voxels = int(voxel_mask.sum())
-    tmp = store.betas_path.with_name(f"{store.betas_path.name}.tmp-{os.getpid()}")
     total = np.zeros(n_voxels, dtype=np.float64)
     squares = np.zeros(n_voxels, dtype=np.float64)
-    try:
+    with atomic_path(store.betas_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_volumes, n_voxels))
         _reserve_space(tmp)
         n_read = 0
@@ -350,18 +339,11 @@ def _write_session(
             )
         out.flush()
         del out
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, store.betas_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     mean = total / max(n_volumes, 1)
     std = np.sqrt(np.clip(squares / max(n_volumes, 1) - mean**2, 0.0, None))
 
-    def save_stats(handle: Any) -> None:
+    with atomic_open(store.stats_path) as handle:
         np.savez(handle, mean=mean.astype(np.float32), std=std.astype(np.float32))
-
-    _atomic_write(store.stats_path, save_stats)
     return nonfinite
 
 
@@ -420,7 +402,7 @@ def build_store(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
     values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
-    subject = layout.subject_id(subject)
+    subject = checked_subject(root, subject)
     sessions = [
         layout.session_id(s)
         for s in (list_sessions(root, subject) if sessions is None else sessions)
@@ -433,13 +415,11 @@ def build_store(
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(directory / "voxel_mask.lock"):
-            for stale in directory.glob("voxel_mask.npy.tmp-*"):
-                stale.unlink(missing_ok=True)
             mask_file = directory / "voxel_mask.npy"
+            for stale in temporary_paths(mask_file):
+                stale.unlink(missing_ok=True)
             if not mask_file.exists():
-                _atomic_write(
-                    mask_file, lambda handle: np.save(handle, voxel_mask, allow_pickle=False)
-                )
+                write_npy(mask_file, voxel_mask)
     except OSError as err:
         raise cache_error(directory, err) from err
     mask_sha = mask_hash(voxel_mask)
@@ -516,4 +496,4 @@ def _build_session(
             expected["values"] == "zeroed", bar,
         )  # fmt: skip
         manifest = json.dumps({**expected, "nonfinite": nonfinite}, indent=1).encode()
-        _atomic_write(store.manifest_path, lambda handle: handle.write(manifest))
+        write_bytes(store.manifest_path, manifest)

@@ -77,11 +77,14 @@ def get_subjects(source: Source = None, storage_options: dict | None = None) -> 
     return subjects
 
 
-def _checked_subject(root: DataRoot, subject: str | int) -> str:
+def checked_subject(root: DataRoot, subject: str | int) -> str:
+    """The id of ``subject``; `SubjectNotFoundError` listing those available if it is not there."""
     sid = layout.subject_id(subject)
     if not root.isdir(layout.subject_dir(sid)):
         available = ", ".join(get_subjects(root)) or "none"
-        raise SubjectNotFoundError(f"Subject {sid} is not in {root.url} (available: {available}).")
+        raise SubjectNotFoundError(
+            f"unknown subject {sid!r} in {root.url}; available: {available}. Pass one of those."
+        )
     return sid
 
 
@@ -90,7 +93,7 @@ def get_sessions(
 ) -> list[str]:
     """Session ids (``ses-XX``) of a subject that hold a betas file."""
     root = open_source(source, storage_options)
-    sid = _checked_subject(root, subject)
+    sid = checked_subject(root, subject)
     return [
         name
         for name in root.listdir(layout.subject_dir(sid))
@@ -127,7 +130,7 @@ def get_rois(
     if subject is None:
         subject = subjects[0]
     try:
-        sid = _checked_subject(root, subject)
+        sid = checked_subject(root, subject)
     except SubjectNotFoundError as err:
         warnings.warn(f"No ROIs: {err}", UserWarning, stacklevel=2)
         return []

@@ -18,10 +18,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from neurotorch.config import progress_enabled
 from neurotorch.errors import ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.fmri.splits import validate_split_dict
+from neurotorch.io.atomic import write_json
 
 TAU_TARGET_RATIO = 1.0
 TAU_PERCENTILE_STEP = 5
@@ -374,7 +373,7 @@ def make_splits(
     n_test = n_test_images(len(names), test_fraction)
     splits: dict[str, dict[str, Any]] = {}
     total = n_random + 2 + bool(ood)
-    disable = not (progress_enabled() if progress is None else progress)
+    disable = not (progress_enabled() and progress is not False)
     with tqdm(total=total, desc=f"splits {pool}", disable=disable) as bar:
         for r in range(n_random):
             params = {"method": "uniform_random", "seed": seed + r, "test_fraction": test_fraction}
@@ -419,17 +418,6 @@ def nearest_train_distance(x: np.ndarray, test: np.ndarray) -> np.ndarray:
 # ── writing ────────────────────────────────────────────────────────────────────────────────────
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_split_files(
     splits: Mapping[str, Mapping[str, Any]],
     folder: str | os.PathLike,
@@ -465,6 +453,6 @@ def write_split_files(
                 )
         path = Path(folder) / pool_dir / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(path, json.dumps(split) + "\n")
+        write_json(path, split, indent=None)
         written.append(path)
     return written

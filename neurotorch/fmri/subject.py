@@ -60,6 +60,7 @@ from neurotorch.fmri.trial_stimuli import (
     TrialImages,
     TrialSegmentations,
 )
+from neurotorch.io.atomic import atomic_path
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -569,15 +570,10 @@ class Subject:
         selection, affine = self._selection(mask_source, roi, mask)
         volume = scatter_to_grid(np.asarray(values), selection)
         path = Path(path)
-        suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
         image = nib.Nifti1Image(volume, affine)
         image.header.set_xyzt_units("mm")
-        try:
+        with atomic_path(path) as tmp:
             nib.save(image, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def get_voxel_coordinates(

@@ -2,7 +2,7 @@
 
 `fetch_file` copies one file of a `DataRoot` to a local path: it writes a partial file named
 after the remote version, continues it with a ranged read after an interruption, checks the
-size and renames it into place (``os.replace``), under a file lock so that concurrent processes
+size and moves it into place (`neurotorch.io.atomic.commit_file`), under a file lock so that concurrent processes
 never write the same file twice. `cached_local_copy` uses it to keep one local copy per remote
 file version under ``config.cache_dir()/remote`` for libraries that need a real path (h5py,
 nibabel on masks); `DataRoot.local_path` calls it.
@@ -23,6 +23,7 @@ from filelock import FileLock
 
 from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
+from neurotorch.io.atomic import commit_file
 
 if TYPE_CHECKING:
     from neurotorch.io.storage import DataRoot
@@ -118,7 +119,7 @@ def fetch_file(
                 "the file changed during the transfer or the server cut it short. Run again to "
                 "transfer it anew."
             )
-        os.replace(partial, destination)
+        commit_file(partial, destination)
     return transferred
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from neurotorch.config import cache_dir, progress_enabled
 from neurotorch.errors import CacheError, CorruptFileError
+from neurotorch.io.atomic import atomic_path
 from neurotorch.io.inflate import GZIP_MAGIC
 from neurotorch.io.nifti import (
     NiftiHeader,
@@ -115,27 +115,20 @@ def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress:
         desc=f"indexing {os.path.basename(path)}",
         disable=not (progress and progress_enabled()),
     )
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        with bar, _open_backend(path, backend) as handle:
-            try:
-                size = _decompress_through(handle, backend, expected, bar)
-            except _BACKEND_ERRORS as exc:
-                raise CorruptFileError(
-                    f"{path} is corrupt: decompressing it for the seek index failed ({exc}). "
-                    "Download or copy the file again."
-                ) from exc
-            if size < expected:
-                raise CorruptFileError(
-                    f"{path} is truncated: it decompresses to {size} bytes but its NIfTI header "
-                    f"needs {expected}. Download or copy the file again."
-                )
-            handle.export_index(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(target) as tmp, bar, _open_backend(path, backend) as handle:
+        try:
+            size = _decompress_through(handle, backend, expected, bar)
+        except _BACKEND_ERRORS as exc:
+            raise CorruptFileError(
+                f"{path} is corrupt: decompressing it for the seek index failed ({exc}). "
+                "Download or copy the file again."
+            ) from exc
+        if size < expected:
+            raise CorruptFileError(
+                f"{path} is truncated: it decompresses to {size} bytes but its NIfTI header "
+                f"needs {expected}. Download or copy the file again."
+            )
+        handle.export_index(str(tmp))
 
 
 def build_index(path: str | os.PathLike, *, progress: bool = True) -> Path:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from neurotorch.errors import DataNotDownloadedError
+from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldData, scale_to_display_units
 
@@ -289,5 +290,6 @@ def simulate_leadfield(
         )
     if forward_path is not None:
         Path(forward_path).parent.mkdir(parents=True, exist_ok=True)
-        mne.write_forward_solution(forward_path, fwd, overwrite=True, verbose=False)
+        with atomic_path(forward_path) as tmp:
+            mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
     return forward_to_leadfield(fwd, orientation_type, nn)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from neurotorch.errors import (
     FormatError,
     UnsafePickleError,
 )
+from neurotorch.io.atomic import atomic_path
 from neurotorch.io.files import FilePath, as_path, check_writable, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
@@ -253,14 +253,8 @@ def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
         payload["src_normals"] = np.asarray(data.src_normals, dtype=np.float64)
     if data.ch_names is not None:
         payload["ch_names"] = np.asarray(data.ch_names, dtype=str)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

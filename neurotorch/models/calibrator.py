@@ -15,7 +15,7 @@ CaliBrain's deviation metrics in the run directory (``output_dir`` or the traine
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from neurotorch.io.atomic import write_json
 from neurotorch.meeg.calibration import (
     FIT_LEVELS,
     NOMINAL_LEVELS,
@@ -32,6 +33,8 @@ from neurotorch.meeg.calibration import (
     calibration_metrics,
 )
 from neurotorch.plotting.meeg import plot_coverage_curves
+
+log = logging.getLogger(__name__)
 
 
 def _z(levels: np.ndarray) -> np.ndarray:
@@ -122,7 +125,7 @@ class _CoverageCalibrator(L.LightningModule):
         out = Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path = out / f"calibration_{stage}.json"
-        json_path.write_text(json.dumps(self.reports[stage], indent=2))
+        write_json(json_path, self.reports[stage])
         png_path = plot_coverage_curves(
             self.levels,
             {"before calibration": raw, "after calibration": calibrated},
@@ -136,7 +139,7 @@ class _CoverageCalibrator(L.LightningModule):
     def _print_report(self, stage: str) -> None:
         before, after = self.reports[stage]["metrics_before"], self.reports[stage]["metrics_after"]
         json_path, png_path = self._last_paths
-        print(
+        log.info(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
             f"{after['mean_absolute_deviation']:.3f}; max over-confidence "
             f"{before['max_overconfidence_deviation']:.3f} -> {after['max_overconfidence_deviation']:.3f}"

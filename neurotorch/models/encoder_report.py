@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from neurotorch.io.atomic import write_json
 
 MIN_CEILING_R = 0.1  # voxels below this single-trial ceiling are left out of ceiling ratios
 
@@ -51,9 +52,7 @@ def write_encoder_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, plot_path = out / "metrics.json", out / "encoder_test.png"
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, metrics_path)
+    write_json(metrics_path, metrics)
 
     fig, (left, right) = new_figure(2, panel_size=(5.0, 4.0))
     if voxel_table is not None and "ceiling_r" in voxel_table:

@@ -8,6 +8,7 @@ r relative to each voxel's single-trial noise ceiling, and writes ``metrics.json
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from neurotorch.models.ridge import DEFAULT_PENALTIES, CorrelationStatistics, RidgeStatistics
+
+log = logging.getLogger(__name__)
 
 
 class LinearEncoder(L.LightningModule):
@@ -165,7 +168,7 @@ class LinearEncoder(L.LightningModule):
                 self.hparams.output_dir or self.trainer.log_dir or self.trainer.default_root_dir
             )
             paths = write_encoder_report(r, voxel_table, metrics, out)
-            print(
+            log.info(
                 f"test: median r = {metrics['median_r']:.3f} over {metrics['n_voxels']} voxels"
                 + (
                     f"; median fraction of noise ceiling = {metrics['median_fraction_of_ceiling']:.3f}"

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from neurotorch.fmri import layout
+from neurotorch.io.atomic import atomic_path, write_text
 
 VOXEL_MM = 1.8
 ALWAYS_PRESENT_ROIS = (
@@ -83,7 +84,8 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path) -> None:
     image.header.set_xyzt_units("mm", "sec")
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
-    nib.save(image, path)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
 
 
 @dataclass
@@ -163,7 +165,8 @@ def write_surface_roi(path_gii, path_label, vertices: np.ndarray, n_vertices: in
     array = nib.gifti.GiftiDataArray(
         values, intent="NIFTI_INTENT_NONE", datatype="NIFTI_TYPE_FLOAT32"
     )
-    nib.save(nib.gifti.GiftiImage(darrays=[array]), path_gii)
+    with atomic_path(path_gii) as tmp:
+        nib.save(nib.gifti.GiftiImage(darrays=[array]), tmp)
     xyz = rng.normal(size=(len(vertices), 3))
     xyz = 60 * xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
     lines = [f"#!ascii label  , from subject {subject} vox2ras=TkReg", str(len(vertices))]
@@ -171,5 +174,4 @@ def write_surface_roi(path_gii, path_label, vertices: np.ndarray, n_vertices: in
         f"{v} {x:.3f} {y:.3f} {z:.3f} 1.0000000000"
         for v, (x, y, z) in zip(vertices, xyz, strict=True)
     ]
-    with open(path_label, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(path_label, "\n".join(lines) + "\n")

@@ -18,9 +18,7 @@ Layout of ``root``::
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +27,8 @@ import pandas as pd
 
 from neurotorch.connectome import layout
 from neurotorch.connectome.writer import write_batch
+from neurotorch.io.atomic import atomic_path, write_text
+from neurotorch.synthetic._once import write_dataset_once
 
 BATCH_DIR = "batches"
 LESION_DIR = "lesions"
@@ -123,8 +123,9 @@ def make_connectome(
     seed
         Seed of every random choice.
     overwrite
-        Replace an existing dataset at ``root``. Without it, a complete dataset written with the
-        same parameters is reused and an interrupted one is rebuilt.
+        Replace a synthetic dataset at ``root`` written with other parameters (see
+        `neurotorch.synthetic._once.write_dataset_once`). Without it, a dataset written with the
+        same parameters is reused.
 
     Returns
     -------
@@ -137,16 +138,17 @@ def make_connectome(
         lesions_per_network=lesions_per_network, subjects_per_chunk=subjects_per_chunk,
         signal=signal, noise=noise, seed=seed,
     )  # fmt: skip
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        done = root / COMPLETE_FILE
-        if done.exists() and json.loads(done.read_text()) == params:
-            return root
-        if done.exists() or not (root / BATCH_DIR).is_dir():
-            raise FileExistsError(
-                f"{root} holds another dataset; pass overwrite=True to replace it."
-            )
-    if root.exists():  # overwrite, or an interrupted earlier run
-        shutil.rmtree(root)
+    return write_dataset_once(
+        root, params, COMPLETE_FILE, lambda folder: _write_connectome(folder, **params),
+        what="connectome", overwrite=overwrite,
+    )  # fmt: skip
+
+
+def _write_connectome(
+    root: Path, n_subjects: int, n_timepoints: int, voxel_mm: float, n_networks: int,
+    lesions_per_network: int, subjects_per_chunk: int, signal: float, noise: float, seed: int,
+) -> dict:  # fmt: skip
+    """Write every file of the dataset into the (empty) folder ``root``."""
     (root / BATCH_DIR).mkdir(parents=True)
     (root / LESION_DIR).mkdir()
     (root / "_groundtruth").mkdir()
@@ -154,9 +156,9 @@ def make_connectome(
 
     mask_img = brain_mask(voxel_mm)
     mask = np.asarray(mask_img.dataobj) > 0
-    nib.save(mask_img, root / MASK_FILE)
+    _save_nifti(mask_img, root / MASK_FILE)
     labels = _plant_networks(mask, n_networks, rng)
-    nib.save(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
+    _save_nifti(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
 
     rows = []
     lesion_radius = max(1.0, 4.0 / voxel_mm)
@@ -168,12 +170,12 @@ def make_connectome(
             near = members[np.sum((members - centre) ** 2, axis=1) <= lesion_radius**2]
             lesion[tuple(near.T)] = True
             name = f"lesion-{len(rows):02d}_net-{net}"
-            nib.save(
+            _save_nifti(
                 nib.Nifti1Image(lesion.astype(np.uint8), mask_img.affine),
                 root / LESION_DIR / f"{name}_mask.nii.gz",
             )
             rows.append({"lesion": f"{name}_mask", "network": net, "n_voxels": int(lesion.sum())})
-    pd.DataFrame(rows).to_csv(root / LESIONS_TABLE, index=False)
+    write_text(root / LESIONS_TABLE, pd.DataFrame(rows).to_csv(index=False))
 
     mask_indices = np.argwhere(mask)
     voxel_network = labels[mask].astype(np.int64)
@@ -199,8 +201,12 @@ def make_connectome(
             description=f"synthetic connectome, {n_networks} planted networks, seed {seed}",
             source="neurotorch.synthetic.connectome",
         )
-    (root / COMPLETE_FILE).write_text(json.dumps(params))
-    return root
+    return {}
+
+
+def _save_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
 
 
 def make_connectome_dataset(

@@ -24,6 +24,7 @@ from neurotorch import __version__
 from neurotorch.config import data_home, progress_enabled
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
+from neurotorch.io.atomic import atomic_open, write_text
 from neurotorch.synthetic import brain as synth_brain
 from neurotorch.synthetic._once import write_dataset_once
 from neurotorch.synthetic.stimuli import (
@@ -103,7 +104,7 @@ def make_laion_fmri(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(root) if root is not None else default_root(size, seed)
-    show = progress_enabled() if progress is None else progress
+    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
 
     def write(folder: Path) -> dict:
         _write_dataset(folder, SIZES[size], seed, meeg, show, shuffle_trials_tables)
@@ -226,7 +227,9 @@ def _write_subject(
         written = (
             table if row_order_rng is None else table.iloc[row_order_rng.permutation(len(table))]
         )
-        written.to_csv(root / layout.session_trials(subject, session), sep="\t", index=False)
+        write_text(
+            root / layout.session_trials(subject, session), written.to_csv(sep="\t", index=False)
+        )
         session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
         synth_brain.save_nifti(
             _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,
@@ -259,12 +262,13 @@ def _write_subject(
     _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)
     gt = root / layout.GROUNDTRUTH_DIR
     gt.mkdir(exist_ok=True)
-    np.savez(
-        gt / f"{subject}_encoding.npz",
-        brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
-        amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
-        attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
-    )  # fmt: skip
+    with atomic_open(gt / f"{subject}_encoding.npz") as handle:
+        np.savez(
+            handle,
+            brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
+            amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
+            attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
+        )  # fmt: skip
 
 
 def _write_anatomy(root: Path, subject: str, brain: np.ndarray, affine: np.ndarray, rng) -> None:

@@ -29,6 +29,7 @@ from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from neurotorch.config import data_home, progress_enabled
+from neurotorch.io.atomic import atomic_open, atomic_path, write_json
 from neurotorch.meeg import forward, layout
 from neurotorch.meeg.leadfield import LeadfieldData, save_leadfield_npz
 from neurotorch.meeg.posterior import bmn_posterior
@@ -59,7 +60,8 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
     fwd = forward.make_forward(info, rr, nn, forward.sphere_model(sensor))
     if forward_path is not None:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
-        mne.write_forward_solution(forward_path, fwd, overwrite=True, verbose=False)
+        with atomic_path(forward_path) as tmp:
+            mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
     return {ori: forward.forward_to_leadfield(fwd, ori, nn) for ori in layout.ORIENTATIONS}
 
 
@@ -90,13 +92,11 @@ def _simulate_run(data: LeadfieldData, nnz: int, alpha: float, seed: int, index:
 def _write_summary(path: Path, run: dict, q_basis: np.ndarray | None, metadata: dict) -> None:
     import h5py
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as handle:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         for key in ("x_true", "x_hat", "posterior_cov"):
             handle.create_dataset(key, data=run[key])
         handle.create_dataset("Q_basis", data=q_basis if q_basis is not None else np.nan)
         handle.attrs["metadata_json"] = json.dumps(metadata)
-    os.replace(tmp, path)
 
 
 def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
@@ -111,16 +111,15 @@ def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
     else:
         arrays["posterior_cov_blocks"] = blocks
     scalars = {key: np.asarray(value) for key, value in metadata.items() if value is not None}
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays, **scalars)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays, **scalars)
     sidecar = {
         "dataset_info": {
             key: metadata[key]
             for key in ("orientation_type", "coil_type", "sensor_kind", "subject", "solver")
         }
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    write_json(path.with_suffix(".json"), sidecar)
 
 
 def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progress: bool) -> dict:
@@ -198,7 +197,7 @@ def make_calibrain(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(out) if out is not None else default_root(size, seed)
-    show = progress_enabled() if progress is None else progress
+    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
 
     def write(folder: Path) -> dict:
         return _write_calibrain(folder, **SIZES[size], seed=seed, progress=show)
@@ -287,5 +286,6 @@ def write_subject_leadfields(
     per_ori = _leadfields(forward.sensor_info("eeg", montage), src_head, normals, "eeg", None)
     for ori, data in per_ori.items():
         save_leadfield_npz(out / layout.leadfield_file(subject, ori), data)
-    np.savetxt(out / layout.head_to_t1w_name(subject), head_to_t1w)
+    with atomic_open(out / layout.head_to_t1w_name(subject)) as handle:
+        np.savetxt(handle, head_to_t1w)
     return out

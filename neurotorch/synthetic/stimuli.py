@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from neurotorch.fmri import layout
+from neurotorch.io.atomic import atomic_path, write_text
 from neurotorch.synthetic.pictures import CATEGORY_NOUNS, draw_picture, encode_picture
 
 CATEGORIES = tuple(CATEGORY_NOUNS)
@@ -123,7 +124,7 @@ def write_stimuli(
     """Write every file of ``stimuli/`` under ``root``."""
     (root / layout.STIMULI_DIR).mkdir(parents=True, exist_ok=True)
     n = len(stimset.names)
-    pd.DataFrame(
+    metadata = pd.DataFrame(
         {
             "image_name": stimset.names,
             "dataset": ["OOD" if k == "ood" else "LAION" for k in stimset.kinds],
@@ -131,7 +132,8 @@ def write_stimuli(
             "unique_or_shared": ["unique" if k == "unique" else "shared" for k in stimset.kinds],
             "n_reps": stimset.n_reps,
         }
-    ).to_csv(root / layout.stimuli_metadata(), index=False)
+    )
+    write_text(root / layout.stimuli_metadata(), metadata.to_csv(index=False))
 
     encoded, seg_rows, seg_masks, captions = [], [], [], []
     for i, (name, category) in enumerate(zip(stimset.names, stimset.categories, strict=True)):
@@ -159,24 +161,22 @@ def write_stimuli(
         for k in range(1, (5 if shared else 3) + 1):
             captions.append((name, k, "human", _caption(category, rng, human=True)))
 
-    with h5py.File(root / layout.stimuli_images(), "w") as f:
+    with atomic_path(root / layout.stimuli_images()) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_dataset("images", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
         for i, blob in enumerate(encoded):
             data[i] = blob
     ids = np.array(stimset.names, dtype=object)
     for model, emb in embeddings.items():
-        with h5py.File(root / layout.embeddings(model), "w") as f:
+        with atomic_path(root / layout.embeddings(model)) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("embedding", data=emb)
             f.create_dataset("image_ids", data=ids, dtype=h5py.string_dtype())
             f.create_dataset("valid", data=np.ones(n, dtype=bool))
-    with h5py.File(root / layout.segmentations(), "w") as f:
+    with atomic_path(root / layout.segmentations()) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(
             "masks", data=np.stack(seg_masks), compression="gzip", compression_opts=1,
             chunks=(1, image_size, image_size),
         )  # fmt: skip
-    pd.DataFrame(seg_rows, columns=list(layout.SEGMENTATION_COLUMNS)).to_csv(
-        root / layout.segmentations_metadata(), index=False
-    )
-    pd.DataFrame(captions, columns=list(layout.CAPTION_COLUMNS)).to_csv(
-        root / layout.captions(), index=False
-    )
+    segments = pd.DataFrame(seg_rows, columns=list(layout.SEGMENTATION_COLUMNS))
+    write_text(root / layout.segmentations_metadata(), segments.to_csv(index=False))
+    captions_table = pd.DataFrame(captions, columns=list(layout.CAPTION_COLUMNS))
+    write_text(root / layout.captions(), captions_table.to_csv(index=False))
