@@ -40,6 +40,14 @@ class ShapeMismatchError(FormatError):
     """Two arrays or files that must agree in shape, grid, affine or length do not."""
 
 
+class SpaceMismatchError(ShapeMismatchError):
+    """Two images or files that must share a template space (e.g. MNI152NLin6Asym) do not."""
+
+
+class NonFiniteValueError(FormatError):
+    """A file holds NaN or infinite values where finite numbers are required."""
+
+
 class OrientationMismatchError(ShapeMismatchError):
     """Two images that must share an orientation (e.g. RAS+) do not."""
 
