@@ -28,6 +28,10 @@ class SubjectNotFoundError(NeurotorchError, ValueError):
     """The requested subject is not in the dataset."""
 
 
+class ParameterError(NeurotorchError, ValueError):
+    """An argument is out of its valid range (a level outside (0, 1), a negative count, ...)."""
+
+
 class CorruptFileError(NeurotorchError, OSError):
     """A file is truncated or its content fails a checksum or format check."""
 

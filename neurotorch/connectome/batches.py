@@ -436,6 +436,10 @@ class ConnectomeBatches:
         file_idx = int(np.searchsorted(self._offsets, subject, side="right") - 1)
         return file_idx, int(subject - self._offsets[file_idx])
 
+    def locate_file(self, subject: int) -> Path | str:
+        """The batch file that holds a subject."""
+        return self.headers[self.locate(subject)[0]].path
+
     def _open(self, file_idx: int) -> tuple[h5py.File, io.FileIO]:
         """This process's (HDF5 handle, raw file) of a batch file, opened on first use."""
         if self._pid != os.getpid():
