@@ -8,8 +8,9 @@ Benjamini-Hochberg adjusted p (q) and, on request, sign-flip permutation FWER p 
 Rules at the edges, one for every path:
 
 * a voxel (or a seed) whose series is constant in a subject has r = 0 in that subject;
-* |r| is clipped at `R_MAX` = 1 - 2^-24, the largest float32 below 1, so the seed voxel of a
-  one-voxel lesion (r = 1) has z = `Z_MAX` = arctanh(1 - 2^-24) = 12.5 ln 2 ≈ 8.664;
+* the seed voxel of a one-voxel lesion has r = 1 exactly (not 1 minus float32 rounding), and |r|
+  is clipped at `R_MAX` = 1 - 2^-24, the largest float32 below 1, so that voxel has
+  z = `Z_MAX` = arctanh(1 - 2^-24) ≈ 8.664 in every subject (hence t = inf, p = 0);
 * a NaN or infinite value in a subject's series raises `NonFiniteValueError` naming the subject.
 
 All lesions are computed together in one pass over the subjects: one subject's time series is
@@ -39,7 +40,7 @@ from neurotorch.connectome.stats import ShiftedSums, benjamini_hochberg, two_sid
 from neurotorch.errors import NonFiniteValueError, ParameterError
 
 R_MAX = 1.0 - 2.0**-24
-Z_MAX = 12.5 * math.log(2.0)  # arctanh(R_MAX)
+Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
 METHODS = ("boes", "pini")
 # subjects read and inflated ahead, each in its own thread: inflating a subject takes about twice
 # as long as computing its correlations on one core
@@ -56,6 +57,10 @@ class SeedWeights:
     def __init__(self, index: torch.Tensor, weights: torch.Tensor):
         self.index = index  # (n_seed_voxels,) voxel columns used by any seed
         self.weights = weights  # (n_seed_voxels, n_seeds)
+        # seeds of one voxel, and that voxel: their correlation there is 1 by definition
+        used = weights != 0
+        self.one_voxel_seeds = torch.nonzero(used.sum(dim=0) == 1).flatten()
+        self.one_voxel_columns = index[used[:, self.one_voxel_seeds].int().argmax(dim=0)]
 
     @classmethod
     def from_masks(
@@ -120,6 +125,9 @@ def seed_correlations(
     seed_series /= _nonzero(torch.linalg.vector_norm(seed_series, dim=0))
     correlation = torch.matmul(seed_series.T, centred, out=out)
     correlation /= _nonzero(_column_norms(centred))
+    # exactly 1 rather than 1 - a few float32 ulps (0 if the voxel is constant in this subject)
+    one_voxel = seeds.one_voxel_columns
+    correlation[seeds.one_voxel_seeds, one_voxel] = (~constant[one_voxel]).to(correlation.dtype)
     return correlation
 
 

@@ -26,7 +26,7 @@ def write_batch(
     mask_affine: np.ndarray,
     mask_shape: tuple[int, int, int],
     n_timepoints: int,
-    space: str = layout.DEFAULT_SPACE,
+    space: str | None = layout.DEFAULT_SPACE,
     description: str = "",
     source: str = "",
     indices_layout: str = "rows",
@@ -100,10 +100,11 @@ def write_batch(
                 n_timepoints=n_timepoints,
                 n_voxels=n_voxels,
                 mask_shape=np.asarray(mask_shape, dtype=np.int64),
-                space=space,
                 description=description,
                 source=source,
             )
+            if space is not None:
+                f.attrs[layout.SPACE] = space
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
