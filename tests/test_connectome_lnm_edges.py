@@ -19,6 +19,7 @@ import torch
 from scipy import stats
 
 from neurotorch.connectome import ConnectomeBatches, load_lesions, network_map
+from neurotorch.connectome.atlas import Atlas
 from neurotorch.connectome.lnm import R_MAX, Z_MAX
 from neurotorch.connectome.permutation import fwe_p_values, permutation_max_t, sign_flips
 from neurotorch.connectome.pini import pini_masks, select_voxels
@@ -345,3 +346,75 @@ def test_shifted_sums_keep_t_exact_for_large_z_with_tiny_spread():
     variance = sum((v - exact_mean) ** 2 for v in exact) / (n - 1)
     assert mean[0] == pytest.approx(float(exact_mean), rel=1e-15)
     assert t[0] == pytest.approx(float(exact_mean) / math.sqrt(float(variance) / n), rel=1e-9)
+
+
+def _atlas_files(tmp_path, rng):
+    """Labels 1, 2, 5, 7 on the connectome grid (shuffled), a TSV naming them and absent label 9."""
+    labels = rng.choice([0, 1, 2, 5, 7], size=SHAPE, p=[0.2, 0.3, 0.2, 0.2, 0.1])
+    image = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(labels.astype(np.int16), AFFINE), image)
+    table = tmp_path / "atlas.tsv"
+    table.write_text("name\tindex\nseven\t7\nnine\t9\none\t1\nfive\t5\ntwo\t2\n")
+    return image, table, labels
+
+
+@pytest.mark.parametrize("how", ["mean", "sum", "median", "percent"])
+def test_atlas_aggregation_matches_numpy(tmp_path, series, how):
+    rng = np.random.default_rng(12)
+    image, table, labels = _atlas_files(tmp_path, rng)
+    batches = _write_connectome(tmp_path / "c", series)
+    result = network_map({"a": _lesion([8, 9]), "b": _lesion([44])}, batches)
+    frame = Atlas.from_files(image, table).aggregate(result, kinds=("t", "r"), how=how)
+    voxel_labels = labels[tuple(result.mask_indices.T)]
+    reference = {
+        "mean": np.mean,
+        "sum": np.sum,
+        "median": np.median,
+        "percent": lambda v: 100.0 * np.count_nonzero(v) / v.size,
+    }[how]
+    assert len(frame) == 2 * 2 * 5  # lesions x maps x named parcels
+    for row in frame.itertuples():
+        values = result.map(row.map, row.lesion)[voxel_labels == row.index]
+        assert row.n_voxels == values.size
+        if values.size:
+            assert row.value == pytest.approx(reference(values.astype(np.float64)), rel=1e-5)
+        else:
+            assert row.name == "nine" and np.isnan(row.value)
+
+
+def test_regional_damage_counts_lesioned_voxels(tmp_path):
+    rng = np.random.default_rng(13)
+    image, _, labels = _atlas_files(tmp_path, rng)
+    lut = tmp_path / "atlas.txt"
+    lut.write_text("1 one\n2 two\n5 five\n7 seven\n")
+    lesion = np.zeros(SHAPE, dtype=np.uint8)
+    lesion[1:4, 2:5, 1:3] = 1
+    lesion_path = tmp_path / "les.nii.gz"
+    nib.save(nib.Nifti1Image(lesion, AFFINE), lesion_path)
+    frame = Atlas.from_files(image, lut).regional_damage(lesion_path).set_index("index")
+    for label in (1, 2, 5, 7):
+        in_parcel = labels == label
+        hit = np.count_nonzero(in_parcel & (lesion == 1))
+        assert frame.loc[label, "n_lesioned_voxels"] == hit
+        assert frame.loc[label, "percent_damaged"] == pytest.approx(100 * hit / in_parcel.sum())
+        assert frame.loc[label, "lesioned_volume_mm3"] == pytest.approx(hit * 8.0)
+    with pytest.raises(FormatError, match="threshold"):
+        Atlas.from_files(image, lut).regional_damage(
+            {"soft": nib.Nifti1Image(lesion * 0.5, AFFINE)}
+        )
+
+
+def test_atlas_tables_are_checked(tmp_path):
+    image, _, _ = _atlas_files(tmp_path, np.random.default_rng(14))
+    cases = {
+        "missing.tsv": "index\tname\n1\tone\n2\ttwo\n",  # 5 and 7 are unnamed
+        "twice.tsv": "index\tname\n1\tone\n1\tuno\n2\ttwo\n5\tf\n7\ts\n",
+        "nocolumn.tsv": "label\tname\n1\tone\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(FormatError):
+            Atlas.from_files(image, tmp_path / name)
+    soft = nib.Nifti1Image(np.full(SHAPE, 1.5, dtype=np.float32), AFFINE)
+    with pytest.raises(FormatError, match="integer labels"):
+        Atlas.from_files(soft, {1: "one"})

@@ -61,7 +61,10 @@ def _lesion_name(path: Path) -> str:
     return name
 
 
-def _as_named_inputs(lesions: LesionInput | Sequence | Mapping) -> list[tuple[str, LesionInput]]:
+def named_lesion_inputs(
+    lesions: LesionInput | Sequence | Mapping,
+) -> list[tuple[str, LesionInput]]:
+    """(name, mask) pairs of any accepted lesion input; file names without extension name files."""
     if isinstance(lesions, Mapping):
         return [(str(k), v) for k, v in lesions.items()]
     if isinstance(lesions, (str, os.PathLike)):
@@ -200,7 +203,7 @@ def load_lesions(
     names, masks, volumes, sources = [], [], [], []
     voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
     world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
-    for name, item in _as_named_inputs(lesions):
+    for name, item in named_lesion_inputs(lesions):
         is_file = isinstance(item, (str, os.PathLike))
         declared = space if space is not None or not is_file else bids_space(item)
         if not allow_other_space:
