@@ -171,7 +171,8 @@ def test_save_writes_maps_and_summary(tmp_path, result):
     img = nib.load(tmp_path / f"{result.names[0]}_desc-t_map.nii.gz")
     vol = np.asarray(img.dataobj)
     np.testing.assert_allclose(vol[tuple(result.mask_indices.T)], result.t[0])
-    assert len(paths) == 6 * len(result.names) + 2  # 5 maps + FDR mask each, summary, provenance
+    # 5 maps + FDR mask per lesion, 2 group maps, summary, provenance
+    assert len(paths) == 6 * len(result.names) + 4
 
 
 def test_fdr_skips_nan_voxels():

@@ -14,6 +14,7 @@ from fractions import Fraction
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -418,3 +419,51 @@ def test_atlas_tables_are_checked(tmp_path):
     soft = nib.Nifti1Image(np.full(SHAPE, 1.5, dtype=np.float32), AFFINE)
     with pytest.raises(FormatError, match="integer labels"):
         Atlas.from_files(soft, {1: "one"})
+
+
+def test_group_overlap_maps(tmp_path, series):
+    batches = _write_connectome(tmp_path / "c", series)
+    lesions = {"a": _lesion([8, 9]), "b": _lesion([9, 44]), "c": _lesion([9, 10, 44])}
+    result = network_map(lesions, batches)
+    np.testing.assert_array_equal(result.lesion_overlap(), np.sum(list(lesions.values()), axis=0))
+    result.save(tmp_path / "out", alpha=0.2)
+    inside = tuple(result.mask_indices.T)
+    saved = np.asarray(nib.load(tmp_path / "out" / "group_desc-fdroverlap_map.nii.gz").dataobj)
+    q = [stats.false_discovery_control(result.p[k]) for k in range(3)]
+    np.testing.assert_array_equal(saved[inside], np.sum([qk < 0.2 for qk in q], axis=0))
+    saved = np.asarray(nib.load(tmp_path / "out" / "group_desc-lesionoverlap_map.nii.gz").dataobj)
+    assert saved[inside][9] == 3 and saved[inside][44] == 2 and saved[inside][8] == 1
+
+
+def test_lnm_command_options_and_bad_alpha(tmp_path, series, capsys):
+    from neurotorch.cli import main
+
+    _write_connectome(tmp_path / "c", series)
+    lesion_dir = tmp_path / "lesions"
+    lesion_dir.mkdir()
+    for name, columns in {"les-a": [8, 9], "les-b": [44, 45]}.items():
+        nib.save(_lesion_image(_lesion(columns) * 2.0), lesion_dir / f"{name}.nii.gz")
+    image, table, _ = _atlas_files(tmp_path, np.random.default_rng(15))
+    base = ["lnm", str(lesion_dir), "--connectome", str(tmp_path / "c"), "--out"]
+    for alpha in ("5", "0", "1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, str(tmp_path / "bad"), "--alpha", alpha])
+        assert exit_info.value.code == 2
+        assert "--alpha: must be in (0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(FormatError, match="threshold"):  # the masks hold 2: refused by default
+        main([*base, str(tmp_path / "out")])
+    out = tmp_path / "out"
+    options = ["--threshold", "1", "--atlas", str(image), "--atlas-labels", str(table)]
+    options += ["--permutations", "15", "--t-threshold", "2.5", "--table-format", "tsv"]
+    assert main([*base, str(out), *options]) == 0
+    parcels = pd.read_csv(out / "parcels.tsv", sep="\t")
+    assert set(parcels["lesion"]) == {"les-a", "les-b"} and set(parcels["map"]) == {"r", "t"}
+    damage = pd.read_csv(out / "regional_damage.tsv", sep="\t")
+    assert damage.groupby("lesion")["n_lesioned_voxels"].sum().to_dict() == {"les-a": 2, "les-b": 2}
+    for suffix in ("desc-pfwe_map", "desc-fwe_mask", "desc-tthreshold_mask", "desc-r_map"):
+        assert (out / f"les-a_{suffix}.nii.gz").exists()
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["parameters"]["lesions"]["threshold"] == 1.0
+    assert record["parameters"]["n_permutations"] == 15
+    assert {"parcels.tsv", "regional_damage.tsv", "summary.tsv"} <= set(record["outputs"]["files"])

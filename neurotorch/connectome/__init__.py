@@ -13,6 +13,7 @@ from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
 
 # name -> module, imported (with torch) on first use
 _LAZY_NAMES = {
+    "Atlas": "neurotorch.connectome.atlas",
     "NetworkMapResult": "neurotorch.connectome.result",
     "SeedWeights": "neurotorch.connectome.lnm",
     "benjamini_hochberg": "neurotorch.connectome.stats",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -45,6 +45,7 @@ class LesionSet:
     masks: np.ndarray  # (n_lesions, n_voxels) bool
     volumes_mm3: np.ndarray  # (n_lesions,) lesion volume in its own image
     sources: list[str]  # file of each lesion, or "<image>" / "<array>"
+    options: dict = field(default_factory=dict)  # the options they were loaded with
 
 
 def _lesion_files(folder: Path) -> list[Path]:
@@ -241,4 +242,7 @@ def load_lesions(
         masks.append(mask)
         volumes.append(float(own_volume))
         sources.append(source)
-    return LesionSet(names, np.stack(masks), np.asarray(volumes), sources)
+    options = dict(
+        threshold=threshold, space=space, resample=resample, allow_other_space=allow_other_space
+    )
+    return LesionSet(names, np.stack(masks), np.asarray(volumes), sources, options)

@@ -278,7 +278,7 @@ def network_map(
         seed=seed if n_permutations else None,
         device=str(device),
         r_max=R_MAX,
-        **lesion_options,
+        lesions=lesion_set.options,
     )
     provenance = {
         "inputs": {
@@ -300,6 +300,7 @@ def network_map(
         lesion_voxels=lesion_set.masks.sum(axis=1),
         seed_voxels=seed_masks.sum(axis=1),
         lesion_volumes_mm3=lesion_set.volumes_mm3,
+        lesion_masks=lesion_set.masks,
         mask_indices=batches.mask_indices,
         affine=batches.affine,
         mask_shape=batches.mask_shape,

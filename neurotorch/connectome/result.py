@@ -57,6 +57,7 @@ class NetworkMapResult:
     lesion_voxels: np.ndarray  # (n_lesions,) lesion voxels inside the brain mask
     seed_voxels: np.ndarray  # (n_lesions,) voxels averaged into the seed (PINI: a subset)
     lesion_volumes_mm3: np.ndarray
+    lesion_masks: np.ndarray  # (n_lesions, n_voxels) bool, the lesions on the connectome's voxels
     mask_indices: np.ndarray
     affine: np.ndarray
     mask_shape: tuple[int, int, int]
@@ -104,10 +105,15 @@ class NetworkMapResult:
         return self.map("pfwe", lesion) < check_alpha(alpha)
 
     def overlap(self, alpha: float | None = None, t_threshold: float | None = None) -> np.ndarray:
-        """(n_voxels,) number of lesions whose map is significant at each voxel (see `significant`)."""
+        """(n_voxels,) number of lesions whose map is significant at each voxel (see `significant`):
+        the group network map."""
         return np.sum(
             [self.significant(k, alpha, t_threshold) for k in range(len(self.names))], axis=0
         )
+
+    def lesion_overlap(self) -> np.ndarray:
+        """(n_voxels,) number of lesions covering each voxel."""
+        return self.lesion_masks.sum(axis=0)
 
     def _scatter(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
@@ -167,15 +173,19 @@ class NetworkMapResult:
         alpha: float = 0.05,
         t_threshold: float | None = None,
         table_format: str = "csv",
+        tables: dict[str, pd.DataFrame] | None = None,
     ) -> list[Path]:
-        """Write the maps, binary maps, a summary table and ``provenance.json``.
+        """Write the maps, binary maps, group maps, tables and ``provenance.json``.
 
         Per lesion: ``<lesion>_desc-<kind>_map.nii.gz`` for every map (``pfwe`` only with
         permutations), ``<lesion>_desc-fdr_mask.nii.gz`` (q < ``alpha``),
         ``<lesion>_desc-tthreshold_mask.nii.gz`` (|t| > ``t_threshold``, if given) and
-        ``<lesion>_desc-fwe_mask.nii.gz`` (FWER p < ``alpha``, with permutations). Then
-        ``summary.csv`` (or ``.tsv``) and ``provenance.json``: inputs, parameters, package
-        versions and the files written. Every file appears complete or not at all.
+        ``<lesion>_desc-fwe_mask.nii.gz`` (FWER p < ``alpha``, with permutations). For the group:
+        ``group_desc-lesionoverlap_map.nii.gz`` (lesions per voxel) and
+        ``group_desc-fdroverlap_map.nii.gz`` (lesions with q < ``alpha`` per voxel). Then
+        ``summary.csv`` (or ``.tsv``), each of ``tables`` as ``<key>.csv`` (e.g. the parcel
+        tables of `neurotorch.connectome.Atlas`) and ``provenance.json``: inputs, parameters,
+        package versions and the files written. Every file appears complete or not at all.
         """
         alpha = check_alpha(alpha)
         if table_format not in TABLE_SEPARATORS:
@@ -198,12 +208,17 @@ class NetworkMapResult:
                 masks["fwe"] = self.significant_fwe(name, alpha)
             for desc, mask in masks.items():
                 save_image(self.values_to_nifti(mask), f"{name}_desc-{desc}_mask.nii.gz")
-        table = self.summary(alpha, t_threshold)
-        summary = out_dir / f"summary.{table_format}"
+        group = {"lesionoverlap": self.lesion_overlap(), "fdroverlap": self.overlap(alpha=alpha)}
+        for desc, counts in group.items():
+            save_image(
+                self.values_to_nifti(counts.astype(np.float32)), f"group_desc-{desc}_map.nii.gz"
+            )
         sep = TABLE_SEPARATORS[table_format]
-        written.append(
-            write_atomically(summary, lambda tmp: table.to_csv(tmp, sep=sep, index=False))
-        )
+        for key, table in {"summary": self.summary(alpha, t_threshold), **(tables or {})}.items():
+            path = out_dir / f"{key}.{table_format}"
+            written.append(
+                write_atomically(path, lambda tmp, t=table: t.to_csv(tmp, sep=sep, index=False))
+            )
         record = {
             **self.provenance,
             "outputs": {
