@@ -17,8 +17,8 @@ import torch
 
 from neurotorch.connectome.stats import t_statistic
 
-# float64 elements of one block of z or of permuted sums held on the device at a time
-BLOCK_ELEMENTS = 2**25
+# float64 elements of one block of permuted sums (8 MiB): small enough to stay in cache on a CPU
+BLOCK_ELEMENTS = 2**20
 
 
 def sign_flips(n_permutations: int, n_subjects: int, seed: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def permutation_max_t(
             block = block.to(device=device, dtype=torch.float64)
             sum_sq = block.square().sum(dim=0)
             mean = (signs @ block).div_(n_subjects)  # (n_permutations, block voxels)
-            squared_deviations = (sum_sq - mean.square() * n_subjects).clamp_(min=0)
+            squared_deviations = mean.square().mul_(-n_subjects).add_(sum_sq).clamp_(min=0)
             standard_error = squared_deviations.div_(n_subjects * (n_subjects - 1)).sqrt_()
             block_max = t_statistic(mean, standard_error).abs_().amax(dim=1)
             torch.maximum(null[:, k], block_max, out=null[:, k])
