@@ -176,6 +176,39 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:
+    """The subject indices to use; raises `ParameterError` unless >= 2 distinct ones in range."""
+    subjects = list(range(n_subjects)) if subjects is None else [int(s) for s in subjects]
+    if len(subjects) < 2:
+        raise ParameterError(
+            f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}."
+        )
+    outside = [s for s in subjects if not 0 <= s < n_subjects]
+    if outside or len(set(subjects)) != len(subjects):
+        raise ParameterError(
+            f"subjects must be distinct indices in 0..{n_subjects - 1}; got "
+            f"{outside[:5] or 'repeated indices'}."
+        )
+    return subjects
+
+
+def _provenance(
+    lesions: LesionSet, batches: ConnectomeBatches, subjects: list[int], **parameters
+) -> dict:
+    """Inputs, parameters and package versions of a run, for ``provenance.json``."""
+    ids = batches.subject_ids
+    return {
+        "inputs": {
+            "lesions": dict(zip(lesions.names, lesions.sources, strict=True)),
+            "connectome": [str(f) for f in batches.files],
+            "connectome_space": batches.space,
+            "subjects": [ids[s] for s in subjects],
+        },
+        "parameters": {**parameters, "lesions": lesions.options},
+        "versions": _versions(),
+    }
+
+
 def network_map(
     lesions: LesionInput | Sequence | Mapping | LesionSet,
     connectome: str | os.PathLike | ConnectomeBatches,
@@ -233,22 +266,17 @@ def network_map(
         if isinstance(connectome, ConnectomeBatches)
         else ConnectomeBatches(connectome, storage_options)
     )
+    if isinstance(lesions, LesionSet) and lesion_options:
+        raise ParameterError(
+            f"{sorted(lesion_options)} apply when loading lesions; pass them to load_lesions, "
+            "not with an already loaded LesionSet."
+        )
     lesion_set = (
         lesions
         if isinstance(lesions, LesionSet)
         else load_lesions(lesions, batches, **lesion_options)
     )
-    subjects = list(range(batches.n_subjects)) if subjects is None else [int(s) for s in subjects]
-    if len(subjects) < 2:
-        raise ParameterError(
-            f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}."
-        )
-    outside = [s for s in subjects if not 0 <= s < batches.n_subjects]
-    if outside or len(set(subjects)) != len(subjects):
-        raise ParameterError(
-            f"subjects must be distinct indices in 0..{batches.n_subjects - 1}; got "
-            f"{outside[:5] or 'repeated indices'}."
-        )
+    subjects = _checked_subjects(subjects, batches.n_subjects)
     device = torch.device(device)
     seed_masks = (
         pini_masks(lesion_set.masks, batches, subjects, pini_percentile)
@@ -285,25 +313,17 @@ def network_map(
         signs = sign_flips(n_permutations, len(subjects), seed)
         max_t_null = permutation_max_t(z_maps, signs, device)
         p_fwe = fwe_p_values(t, max_t_null)
-    parameters = dict(
+    provenance = _provenance(
+        lesion_set,
+        batches,
+        subjects,
         method=method,
         pini_percentile=pini_percentile if method == "pini" else None,
         n_permutations=n_permutations,
         seed=seed if n_permutations else None,
         device=str(device),
         r_max=R_MAX,
-        lesions=lesion_set.options,
     )
-    provenance = {
-        "inputs": {
-            "lesions": dict(zip(lesion_set.names, lesion_set.sources, strict=True)),
-            "connectome": [str(f) for f in batches.files],
-            "connectome_space": batches.space,
-            "subjects": [ids[s] for s in subjects],
-        },
-        "parameters": parameters,
-        "versions": _versions(),
-    }
     return NetworkMapResult(
         names=list(lesion_set.names),
         mean_z=mean.astype(np.float32),
