@@ -317,3 +317,18 @@ def test_declared_space_must_match_the_given_one(tmp_path):
     assert ConnectomeBatches(path, space="MNI152NLin6Asym").space == "MNI152NLin6Asym"
     with pytest.raises(SpaceMismatchError, match="x_chunk_000.h5"):
         ConnectomeBatches(path, space="MNI152NLin2009cAsym")
+
+
+def test_flipped_byte_in_mask_indices_raises(tmp_path):
+    """The metadata datasets are checksummed too: a damaged mask is named, not served."""
+    rng = np.random.default_rng(10)
+    path = _write(tmp_path / "x_chunk_000.h5", [_series(rng)], _mask())
+    with h5py.File(path) as f:
+        offset = f["mask_indices"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 5)
+        byte = raw.read(1)[0]
+        raw.seek(offset + 5)
+        raw.write(bytes([byte ^ 0x01]))
+    with pytest.raises(CorruptFileError, match="x_chunk_000.h5"):
+        ConnectomeBatches(path)

@@ -125,12 +125,12 @@ def read_batch_header(path: str | os.PathLike, storage_options: dict | None = No
             else stack.enter_context(root.open(name, block_size=HEADER_BLOCK_SIZE))
         )
         try:
-            f = stack.enter_context(h5py.File(source, "r"))
-        except OSError as exc:
+            return _header_of(stack.enter_context(h5py.File(source, "r")), path)
+        except OSError as exc:  # not HDF5, truncated, or a metadata checksum fails
             raise CorruptFileError(
-                f"{path} is not a readable HDF5 file ({exc}); re-create or re-download it."
+                f"{path} is not a readable HDF5 file or its metadata are damaged ({exc}); "
+                "re-create or re-download it."
             ) from exc
-        return _header_of(f, path)
 
 
 def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
