@@ -79,7 +79,7 @@ def plot_network_map(
         (outside the lesion when ``lesion_mask`` is given: the lesion correlates with itself).
     """
     values = np.asarray(result.map(kind, lesion), dtype=np.float64)
-    signed = kind in ("meanz", "t")
+    signed = kind in ("meanz", "r", "t")
     if not signed:
         values = -np.log10(np.clip(values, 1e-300, 1.0))
     values = np.where(np.isfinite(values), values, 0.0)
