@@ -272,6 +272,14 @@ def test_r_thresholded_maps_and_provenance(tmp_path, series):
     assert record["inputs"]["connectome_space"] == SPACE
     assert record["parameters"]["method"] == "boes" and "torch" in record["versions"]
     assert set(record["outputs"]["files"]) == names - {"provenance.json"}
+    summary = result.summary(alpha=0.01).set_index("lesion")
+    for k, (name, lesion_columns) in enumerate({"a": [8, 9], "b": [44]}.items()):
+        outside = np.abs(result.t[k]).astype(np.float64)
+        outside[lesion_columns] = -1  # the seed voxel (t = inf for "b") is not the peak
+        peak = AFFINE @ np.r_[np.unravel_index(np.argmax(outside), SHAPE), 1.0]
+        row = summary.loc[name]
+        assert (row.peak_x_mm, row.peak_y_mm, row.peak_z_mm) == tuple(peak[:3])
+    assert summary.loc["b", "max_t"] == np.inf
     overlap = result.overlap(t_threshold=3.0)
     np.testing.assert_array_equal(overlap, (np.abs(result.t) > 3.0).sum(axis=0))
     for bad in (5, 0, 1, -0.1):

@@ -135,13 +135,14 @@ class NetworkMapResult:
         return nib.Nifti1Image(self._scatter(values), self.affine)
 
     def summary(self, alpha: float = 0.05, t_threshold: float | None = None) -> pd.DataFrame:
-        """One row per lesion: size, r and t ranges, peak t and where, significant voxels.
+        """One row per lesion: size, r and t ranges, the peak |t| outside the lesion and where,
+        significant voxels.
 
         Voxel counts: q < ``alpha`` (FDR), |t| > ``t_threshold`` if given, FWER p < ``alpha``
         if permutations were run.
         """
         alpha = check_alpha(alpha)
-        peak = np.argmax(np.abs(self.t), axis=1)
+        peak = np.argmax(np.where(self.lesion_masks, 0.0, np.abs(self.t)), axis=1)
         peak_mm = mask_world_coordinates(self.mask_indices[peak], self.affine)
         table = pd.DataFrame(
             {
