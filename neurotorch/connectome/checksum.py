@@ -21,16 +21,8 @@ _WEIGHTS = np.arange(BLOCK, 0, -1, dtype=np.float32)  # BLOCK - i for word i of 
 SEGMENT = 2**18  # words checked at a time
 
 
-def _words(data: memoryview) -> np.ndarray:
-    raw = np.frombuffer(data, dtype=np.uint8)
-    words = raw[: len(raw) // 2 * 2].view(">u2")
-    if len(raw) % 2:
-        words = np.append(words, np.uint16(int(raw[-1]) << 8))
-    return words
-
-
-def _segment_residues(words: np.ndarray) -> tuple[int, int]:
-    """(Σ w_j, Σ (n - j) w_j) modulo 65535 over one segment of n words."""
+def _segment_sums(words: np.ndarray) -> tuple[int, int]:
+    """(Σ w_j, Σ (n - j) w_j modulo 65535) over one segment of n words."""
     n_blocks = -(-len(words) // BLOCK)
     blocks = np.zeros((n_blocks, BLOCK), dtype=np.float32)
     blocks.reshape(-1)[blocks.size - len(words) :] = words  # leading zeros add nothing to the sums
@@ -39,30 +31,34 @@ def _segment_residues(words: np.ndarray) -> tuple[int, int]:
     # the words of block b are also counted once for every word of the later blocks
     later_words = BLOCK * np.arange(n_blocks - 1, -1, -1, dtype=np.int64)
     sum2 = int(weighted.sum()) + int((block_sums % MODULUS) @ (later_words % MODULUS))
-    return int(block_sums.sum()) % MODULUS, sum2 % MODULUS
+    return int(block_sums.sum()), sum2 % MODULUS
 
 
-def fletcher32_residues(data: memoryview | bytes) -> tuple[int, int]:
-    """(sum1, sum2) of HDF5's Fletcher-32 over ``data``, each modulo 65535.
+def fletcher32_sums(data: memoryview | bytes) -> tuple[int, int]:
+    """(sum1, sum2 modulo 65535) of HDF5's Fletcher-32 over ``data``; sum1 is exact.
 
     Computed over segments of `SEGMENT` words, so the float32 scratch stays small.
     """
-    words = _words(memoryview(data))
+    raw = np.frombuffer(memoryview(data), dtype=np.uint8)
+    words = raw[: len(raw) // 2 * 2].view(">u2")
     sum1 = sum2 = 0
     for start in range(0, len(words), SEGMENT):
         segment = words[start : start + SEGMENT]
-        seg_sum1, seg_sum2 = _segment_residues(segment)
+        seg_sum1, seg_sum2 = _segment_sums(segment)
         later_words = len(words) - start - len(segment)
         sum1 += seg_sum1
-        sum2 += seg_sum2 + later_words % MODULUS * seg_sum1
-    return sum1 % MODULUS, sum2 % MODULUS
+        sum2 += seg_sum2 + later_words % MODULUS * (seg_sum1 % MODULUS)
+    if len(raw) % 2:  # one more word, the odd byte as its high byte: weight 1 in sum2
+        sum1 += int(raw[-1]) << 8
+        sum2 += sum1
+    return sum1, sum2 % MODULUS
 
 
 def fletcher32(data: memoryview | bytes) -> int:
     """HDF5's Fletcher-32 checksum of ``data``, as HDF5 computes it (0 only for all-zero data)."""
-    any_set = bool(np.frombuffer(memoryview(data), dtype=np.uint8).any())
-    sum1, sum2 = (r or (MODULUS if any_set else 0) for r in fletcher32_residues(data))
-    return sum2 << 16 | sum1
+    total, sum2 = fletcher32_sums(data)
+    folded_zero = MODULUS if total else 0  # HDF5's folding keeps a non-zero sum non-zero
+    return (sum2 or folded_zero) << 16 | (total % MODULUS or folded_zero)
 
 
 def with_fletcher32(data: bytes) -> bytes:
