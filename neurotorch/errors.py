@@ -36,6 +36,10 @@ class DatasetExistsError(NeurotorchError, FileExistsError):
     """An output folder holds something that neurotorch will not reuse or delete."""
 
 
+class ParameterError(NeurotorchError, ValueError):
+    """An argument is out of its valid range (a level outside (0, 1), a negative count, ...)."""
+
+
 class CorruptFileError(NeurotorchError, OSError):
     """A file is truncated or its content fails a checksum or format check."""
 
@@ -46,6 +50,14 @@ class FormatError(NeurotorchError, ValueError):
 
 class ShapeMismatchError(FormatError):
     """Two arrays or files that must agree in shape, grid, affine or length do not."""
+
+
+class SpaceMismatchError(ShapeMismatchError):
+    """Two images or files that must share a template space (e.g. MNI152NLin6Asym) do not."""
+
+
+class NonFiniteValueError(FormatError):
+    """A file holds NaN or infinite values where finite numbers are required."""
 
 
 class OrientationMismatchError(ShapeMismatchError):

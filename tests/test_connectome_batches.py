@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from neurotorch.connectome import ConnectomeBatches, convert_timeseries
+from neurotorch.connectome.checksum import fletcher32_matches, with_fletcher32
 from neurotorch.connectome.writer import write_batch
 from neurotorch.errors import (
     CorruptFileError,
     FormatError,
     OrientationMismatchError,
     ShapeMismatchError,
+    SpaceMismatchError,
 )
 
 SHAPE = (6, 7, 5)
@@ -176,10 +178,17 @@ def test_convert_mismatches_raise(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "filters", [{}, {"shuffle": True}, {"fletcher32": True}, {"compression": None}]
+    ("filters", "direct"),
+    [
+        ({}, True),  # as written by neurotorch: deflate + Fletcher-32
+        ({"fletcher32": True}, True),  # the same, checksums computed by HDF5
+        ({"fletcher32": False}, True),  # plain deflate (Lacuna's converters)
+        ({"shuffle": True}, False),
+        ({"compression": None}, False),
+    ],
 )
-def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters):
-    """Plain deflate chunks are inflated directly; other filter pipelines go through h5py."""
+def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters, direct):
+    """Deflate chunks (checksummed or not) are inflated directly; other pipelines go via h5py."""
     rng = np.random.default_rng(6)
     mask = _mask()
     path = _write(tmp_path / "x_chunk_000.h5", [_series(rng) for _ in range(3)], mask)
@@ -201,4 +210,125 @@ def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters):
         np.testing.assert_array_equal(buffer, expected[s])
     streamed = [x.copy() for _, x in batches.iter_subjects(prefetch=True, reuse_buffers=True)]
     np.testing.assert_array_equal(np.stack(streamed), expected)
-    assert len(raw_reads) == (0 if filters else 6), "only plain deflate chunks are read raw"
+    assert len(raw_reads) == (6 if direct else 0), "only deflate chunks are read raw"
+
+
+@pytest.mark.parametrize("n_bytes", [1, 2, 3, 31, 32, 33, 4097, 300_001])
+@pytest.mark.parametrize("content", ["random", "zeros", "ones"])
+def test_fletcher32_matches_hdf5(tmp_path, n_bytes, content):
+    """The checksum neurotorch writes and verifies is the one HDF5 computes for the chunk."""
+    rng = np.random.default_rng(n_bytes)
+    data = {
+        "random": rng.integers(0, 256, n_bytes),
+        "zeros": np.zeros(n_bytes),
+        "ones": np.full(n_bytes, 255),
+    }[content]
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("x", data=data.astype(np.uint8), chunks=(n_bytes,), fletcher32=True)
+    with h5py.File(tmp_path / "f.h5") as f:
+        stored = f["x"].id.read_direct_chunk((0,))[1]
+    assert with_fletcher32(stored[:-4]) == stored
+    assert fletcher32_matches(stored)
+    damaged = bytearray(stored)
+    damaged[len(stored) // 2] ^= 0x10
+    assert not fletcher32_matches(bytes(damaged))
+
+
+def _flip_byte(path, subject, position):
+    """Flip one bit of a byte of a subject's stored chunk; ``position`` counts from its start."""
+    with h5py.File(path) as f:
+        info = f["timeseries"].id.get_chunk_info_by_coord((subject, 0, 0))
+    offset = info.byte_offset + (position % info.size)
+    with open(path, "r+b") as raw:
+        raw.seek(offset)
+        byte = raw.read(1)[0]
+        raw.seek(offset)
+        raw.write(bytes([byte ^ 0x04]))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("where", ["data", "checksum"])
+def test_flipped_byte_in_batch_file_raises(tmp_path, compress, where):
+    """A flipped byte anywhere in a subject's chunk, the checksum itself included, is named."""
+    rng = np.random.default_rng(7)
+    mask = _mask()
+    subjects = [_series(rng) for _ in range(3)]
+    idx = np.argwhere(mask)
+    path = write_batch(
+        tmp_path / "x_chunk_000.h5",
+        (s[tuple(idx.T)].T for s in subjects),
+        ["a", "b", "c"],
+        idx,
+        AFFINE,
+        mask.shape,
+        12,
+        compress=compress,
+    )
+    _flip_byte(path, 1, {"data": 57, "checksum": -2}[where])
+    batches = ConnectomeBatches(path)
+    assert batches.headers[0].checksummed
+    np.testing.assert_array_equal(batches.read_subject(0), subjects[0][mask].T)
+    with pytest.raises(CorruptFileError, match="x_chunk_000.h5"):
+        batches.read_subject(1)
+    np.testing.assert_array_equal(batches.read_subject(2), subjects[2][mask].T)
+
+
+def _write_like_lacuna_converter(path, subjects, mask, affine):
+    """A batch file as lacuna.utils.create_connectome_batches writes it (documented layout)."""
+    where = np.where(mask)
+    with h5py.File(path, "w") as f:
+        series = f.create_dataset(
+            "timeseries",
+            shape=(len(subjects), subjects[0].shape[-1], len(where[0])),
+            dtype=np.float32,
+            chunks=(1, subjects[0].shape[-1], len(where[0])),
+            compression="gzip",
+            compression_opts=1,
+        )
+        f.create_dataset("mask_indices", data=np.vstack(where))
+        f.create_dataset("mask_affine", data=affine)
+        f.attrs["n_subjects"] = len(subjects)
+        f.attrs["n_timepoints"] = subjects[0].shape[-1]
+        f.attrs["n_voxels"] = len(where[0])
+        f.attrs["mask_shape"] = mask.shape
+        for row, data in enumerate(subjects):
+            series[row] = data.astype(np.float64)[where].T
+
+
+def test_lacuna_second_converter_layout(tmp_path):
+    """``connectome_batch_NNN.h5``, (3, n) indices, no space: read; space from the caller."""
+    rng = np.random.default_rng(8)
+    mask = _mask()
+    subjects = [_series(rng) for _ in range(5)]
+    for k, chunk in enumerate([subjects[:2], subjects[2:]]):
+        _write_like_lacuna_converter(tmp_path / f"connectome_batch_{k:03d}.h5", chunk, mask, AFFINE)
+    batches = ConnectomeBatches(tmp_path)
+    assert batches.space == "unknown"
+    assert (batches.n_subjects, batches.n_voxels) == (5, mask.sum())
+    np.testing.assert_array_equal(batches.mask, mask)
+    for s, series in enumerate(subjects):
+        np.testing.assert_array_equal(batches.read_subject(s), series[mask].T)
+    assert ConnectomeBatches(tmp_path, space="MNI152NLin6Asym").space == "MNI152NLin6Asym"
+
+
+def test_declared_space_must_match_the_given_one(tmp_path):
+    rng = np.random.default_rng(9)
+    path = _write(tmp_path / "x_chunk_000.h5", [_series(rng)], _mask())
+    assert ConnectomeBatches(path, space="MNI152NLin6Asym").space == "MNI152NLin6Asym"
+    with pytest.raises(SpaceMismatchError, match="x_chunk_000.h5"):
+        ConnectomeBatches(path, space="MNI152NLin2009cAsym")
+
+
+def test_flipped_byte_in_mask_indices_raises(tmp_path):
+    """The metadata datasets are checksummed too: a damaged mask is named, not served."""
+    rng = np.random.default_rng(10)
+    path = _write(tmp_path / "x_chunk_000.h5", [_series(rng)], _mask())
+    with h5py.File(path) as f:
+        offset = f["mask_indices"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 5)
+        byte = raw.read(1)[0]
+        raw.seek(offset + 5)
+        raw.write(bytes([byte ^ 0x01]))
+    with pytest.raises(CorruptFileError, match="x_chunk_000.h5"):
+        ConnectomeBatches(path)

@@ -17,7 +17,7 @@ from neurotorch.connectome import (
     network_map,
     seed_correlations,
 )
-from neurotorch.connectome.lnm import two_sided_p
+from neurotorch.connectome.stats import two_sided_p
 from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
 from neurotorch.synthetic.connectome import (
     BATCH_DIR,
@@ -137,7 +137,10 @@ def test_lesion_from_finer_grid_is_resampled(connectome, batches):
     affine = img.affine.copy()
     affine[:3, :3] /= 2
     affine[:3, 3] -= np.diag(affine)[:3] / 2  # fine voxel centres straddle the coarse centres
-    lesions = load_lesions({"fine": nib.Nifti1Image(fine, affine)}, batches)
+    fine_img = nib.Nifti1Image(fine, affine)
+    with pytest.raises(ShapeMismatchError, match="resample=True"):
+        load_lesions({"fine": fine_img}, batches)  # another resolution only when asked for
+    lesions = load_lesions({"fine": fine_img}, batches, resample=True)
     np.testing.assert_array_equal(lesions.masks[0], load_lesions(path, batches).masks[0])
 
 
@@ -168,7 +171,8 @@ def test_save_writes_maps_and_summary(tmp_path, result):
     img = nib.load(tmp_path / f"{result.names[0]}_desc-t_map.nii.gz")
     vol = np.asarray(img.dataobj)
     np.testing.assert_allclose(vol[tuple(result.mask_indices.T)], result.t[0])
-    assert len(paths) == 4 * len(result.names) + 1
+    # 5 maps + FDR mask per lesion, 2 group maps, summary, provenance
+    assert len(paths) == 6 * len(result.names) + 4
 
 
 def test_fdr_skips_nan_voxels():

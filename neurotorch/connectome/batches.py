@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from neurotorch.connectome import layout
+from neurotorch.connectome.checksum import CHECKSUM_BYTES, fletcher32_matches
 from neurotorch.io.files import as_path, file_root
 from neurotorch.io.storage import DataRoot
 
@@ -43,6 +44,7 @@ from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
     ShapeMismatchError,
+    SpaceMismatchError,
 )
 
 
@@ -57,11 +59,12 @@ class BatchHeader:
     mask_indices: np.ndarray  # (n_voxels, 3) int64
     mask_affine: np.ndarray  # (4, 4) float64
     mask_shape: tuple[int, int, int]
-    space: str
+    space: str | None  # None: the file has no ``space`` attribute
     description: str
     source: str
     subject_ids: tuple[str, ...] | None
     chunk_rows: int
+    checksummed: bool  # the time series carry HDF5 Fletcher-32 checksums
 
     @property
     def stem(self) -> str:
@@ -122,12 +125,12 @@ def read_batch_header(path: str | os.PathLike, storage_options: dict | None = No
             else stack.enter_context(root.open(name, block_size=HEADER_BLOCK_SIZE))
         )
         try:
-            f = stack.enter_context(h5py.File(source, "r"))
-        except OSError as exc:
+            return _header_of(stack.enter_context(h5py.File(source, "r")), path)
+        except OSError as exc:  # not HDF5, truncated, or a metadata checksum fails
             raise CorruptFileError(
-                f"{path} is not a readable HDF5 file ({exc}); re-create or re-download it."
+                f"{path} is not a readable HDF5 file or its metadata are damaged ({exc}); "
+                "re-create or re-download it."
             ) from exc
-        return _header_of(f, path)
 
 
 def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
@@ -182,11 +185,12 @@ def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
         mask_indices=mask_indices,
         mask_affine=mask_affine,
         mask_shape=mask_shape,
-        space=_text(f.attrs["space"]),
+        space=_text(f.attrs[layout.SPACE]) if layout.SPACE in f.attrs else None,
         description=_text(f.attrs.get("description", "")),
         source=_text(f.attrs.get("source", "")),
         subject_ids=ids,
         chunk_rows=int(series.chunks[0]) if series.chunks else n_subjects,
+        checksummed=bool(series.fletcher32),
     )
 
 
@@ -202,15 +206,28 @@ HEADER_BLOCK_SIZE = 2**20
 
 
 def _one_gzip_chunk_per_subject(dataset: h5py.Dataset) -> bool:
-    """Whether each subject is one deflate-only HDF5 chunk, which can be inflated directly."""
+    """Whether each subject is one HDF5 chunk filtered by deflate (then, optionally, Fletcher-32
+    only), which can be checked and inflated directly."""
     return (
         dataset.chunks == (1,) + dataset.shape[1:]
         and dataset.compression == "gzip"
         and not dataset.shuffle
-        and not dataset.fletcher32
         and dataset.scaleoffset is None
         and dataset.dtype == np.dtype("<f4")
     )
+
+
+# bits of a chunk's filter mask: the filter at that position of the pipeline was skipped
+_DEFLATE_SKIPPED, _CHECKSUM_SKIPPED = 1, 2
+
+
+def _checked_payload(chunk: memoryview, filter_mask: int, checksummed: bool) -> memoryview:
+    """The chunk without its Fletcher-32 trailer, after checking it; raises ``ValueError``."""
+    if not checksummed or filter_mask & _CHECKSUM_SKIPPED:
+        return chunk
+    if not fletcher32_matches(chunk):
+        raise ValueError("the chunk fails its Fletcher-32 checksum")
+    return chunk[:-CHECKSUM_BYTES]
 
 
 def _inflate_into(raw: memoryview, out: np.ndarray) -> None:
@@ -270,15 +287,29 @@ def _batch_sources(
         if root.exists():
             return [file_root(path, storage_options)]
         raise DataNotDownloadedError(
-            f"No connectome at {root.url}; give a folder of *_chunk_NNN.h5 batch files or one file."
+            f"No connectome at {root.url}; give a folder of *_chunk_NNN.h5 (or "
+            "connectome_batch_NNN.h5) batch files or one file."
         )
     names = layout.sorted_batch_names(root.listdir())
     if not names:
         raise DataNotDownloadedError(
-            f"{root.url} holds no batch files named <prefix>_chunk_NNN.h5; convert a connectome "
+            f"{root.url} holds no batch files named <prefix>_chunk_NNN.h5 or "
+            "<prefix>_batch_NNN.h5; convert a connectome "
             "with neurotorch.connectome.convert_timeseries or point to the right folder."
         )
     return [(root, name) for name in names]
+
+
+def _resolve_space(header: BatchHeader, given: str | None) -> str:
+    """The connectome's space: declared by the files, else given by the caller, else unknown."""
+    if header.space is None:
+        return given or layout.UNKNOWN_SPACE
+    if given is not None and given != header.space:
+        raise SpaceMismatchError(
+            f"{header.path} declares space {header.space!r}, not {given!r}; drop space= or "
+            "point to the connectome in that space."
+        )
+    return header.space
 
 
 class ConnectomeBatches:
@@ -287,11 +318,14 @@ class ConnectomeBatches:
     Parameters
     ----------
     path
-        A folder of ``<prefix>_chunk_NNN.h5`` files, one batch file, or a list of batch files;
-        local paths or fsspec URLs (``s3://bucket/prefix``).
+        A folder of ``<prefix>_chunk_NNN.h5`` (or Lacuna's ``connectome_batch_NNN.h5``) files, one
+        batch file, or a list of batch files; local paths or fsspec URLs (``s3://bucket/prefix``).
     storage_options
         fsspec options of a URL (credentials, ``endpoint_url``, ``anon``); public S3 buckets are
         read anonymously when no credentials are configured.
+    space
+        The template space of files that declare none (e.g. ``"MNI152NLin6Asym"``); without it
+        their space is ``"unknown"``. Files that declare a space must declare this one.
 
     Raises
     ------
@@ -301,18 +335,22 @@ class ConnectomeBatches:
         A file is unreadable or does not follow the layout.
     ShapeMismatchError
         The files disagree on mask, affine, space or number of timepoints.
+    SpaceMismatchError
+        ``space`` differs from the space the files declare.
     """
 
     def __init__(
         self,
         path: str | os.PathLike | Sequence[str | os.PathLike],
         storage_options: dict | None = None,
+        space: str | None = None,
     ):
         self._sources = _batch_sources(path, storage_options)
         self.headers = [
             read_batch_header(root.path(name), root.storage_options) for root, name in self._sources
         ]
         _check_headers_agree(self.headers)
+        self.space = _resolve_space(self.headers[0], space)
         counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, tuple[h5py.File, io.FileIO]] = {}
@@ -350,10 +388,6 @@ class ConnectomeBatches:
     @property
     def mask_shape(self) -> tuple[int, int, int]:
         return self.headers[0].mask_shape
-
-    @property
-    def space(self) -> str:
-        return self.headers[0].space
 
     @property
     def mask(self) -> np.ndarray:
@@ -401,6 +435,10 @@ class ConnectomeBatches:
             raise IndexError(f"Subject {subject} out of range 0..{self.n_subjects - 1}.")
         file_idx = int(np.searchsorted(self._offsets, subject, side="right") - 1)
         return file_idx, int(subject - self._offsets[file_idx])
+
+    def locate_file(self, subject: int) -> Path | str:
+        """The batch file that holds a subject."""
+        return self.headers[self.locate(subject)[0]].path
 
     def _open(self, file_idx: int) -> tuple[h5py.File, io.FileIO]:
         """This process's (HDF5 handle, raw file) of a batch file, opened on first use."""
@@ -452,9 +490,10 @@ class ConnectomeBatches:
     def read_subject(self, subject: int, out: np.ndarray | None = None) -> np.ndarray:
         """One subject's (n_timepoints, n_voxels) float32 time series.
 
-        A subject stored as one plain deflate chunk is read from the file and inflated directly
-        (ISA-L, without holding the GIL, so reading overlaps with work in other threads); other
-        filter pipelines (shuffle, checksums, scale-offset, ...) go through h5py.
+        A subject stored as one deflate chunk (with or without a Fletcher-32 checksum) is read from
+        the file, its checksum verified (numpy) and inflated directly (ISA-L), without holding the
+        GIL, so reading overlaps with work in other threads; other filter pipelines (shuffle,
+        scale-offset, no compression, ...) go through h5py, which verifies checksums itself.
 
         Parameters
         ----------
@@ -480,10 +519,12 @@ class ConnectomeBatches:
             chunk = self._raw_chunk(file_idx, row) if direct else None
             if chunk is None:
                 dataset.read_direct(out[np.newaxis], np.s_[row : row + 1])
-            elif chunk[1] & 1:  # the deflate filter was skipped for this chunk
-                out.reshape(-1).view(np.uint8)[:] = np.frombuffer(chunk[0], dtype=np.uint8)
             else:
-                _inflate_into(chunk[0], out)
+                payload = _checked_payload(*chunk, checksummed=dataset.fletcher32)
+                if chunk[1] & _DEFLATE_SKIPPED:
+                    out.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, dtype=np.uint8)
+                else:
+                    _inflate_into(payload, out)
         except (OSError, ValueError, _InflateError) as exc:
             raise CorruptFileError(
                 f"Reading subject {row} of {self.headers[file_idx].path} failed ({exc}); the file "

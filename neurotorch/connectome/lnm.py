@@ -1,166 +1,66 @@
 """Functional lesion network mapping (LNM) over a connectome, in torch.
 
-For each lesion the seed is the mean time course of its voxels; per subject, r is the Pearson
-correlation of the seed with every voxel and z = arctanh(r); across subjects the map is the mean z,
-its one-sample t statistic, the two-sided p value and the Benjamini-Hochberg adjusted p (q).
+For each lesion the seed is the mean time course of its voxels (or of the voxels PINI selects);
+per subject, r is the Pearson correlation of the seed with every voxel and z = arctanh(r); across
+subjects the maps are the mean z, its one-sample t statistic, the two-sided p value, the
+Benjamini-Hochberg adjusted p (q) and, on request, sign-flip permutation FWER p values.
+
+Rules at the edges, one for every path:
+
+* a voxel (or a seed) whose series is constant in a subject has r = 0 in that subject;
+* the seed voxel of a one-voxel lesion has r = 1 exactly (not 1 minus float32 rounding), and |r|
+  is clipped at `R_MAX` = 1 - 2^-24, the largest float32 below 1, so that voxel has
+  z = `Z_MAX` = arctanh(1 - 2^-24) ≈ 8.664 in every subject (hence t = inf, p = 0);
+* a NaN or infinite value in a subject's series raises `NonFiniteValueError` naming the subject.
 
 All lesions are computed together in one pass over the subjects: one subject's time series is
 worked on at a time (while the next `READ_AHEAD` are read and inflated in threads, into buffers
-allocated once), correlations and z are computed in float32 and the across-subject sums of z and
-z^2 are accumulated in float64. p values use the t distribution's finite series (`two_sided_p`),
-the FDR one sort per lesion (`benjamini_hochberg`).
+allocated once), correlations and z are computed in float32 and the across-subject sums of z are
+accumulated in float64 (`neurotorch.connectome.stats.ShiftedSums`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 import torch
-from scipy import special
 from tqdm.auto import tqdm
 
 from neurotorch.config import progress_enabled
 from neurotorch.connectome.batches import ConnectomeBatches
-from neurotorch.connectome.grid import mask_world_coordinates, sample_at_mask
-from neurotorch.errors import ShapeMismatchError
-from neurotorch.io.atomic import atomic_path, write_text
+from neurotorch.connectome.lesions import LesionInput, LesionSet, load_lesions
+from neurotorch.connectome.permutation import fwe_p_values, permutation_max_t, sign_flips
+from neurotorch.connectome.pini import pini_masks
+from neurotorch.connectome.result import NetworkMapResult
+from neurotorch.connectome.stats import ShiftedSums, benjamini_hochberg, two_sided_p
+from neurotorch.errors import NonFiniteValueError, ParameterError
 
-# |r| is clipped here before arctanh so that a voxel equal to its seed stays finite
-R_CLIP = 1.0 - 1e-7
-MAP_KINDS = ("meanz", "t", "p", "q")
-# p values are computed with the t distribution's finite series up to this many degrees of
-# freedom, and with scipy below this p (see `two_sided_p`)
-MAX_SERIES_DOF = 100
-SERIES_P_FLOOR = 1e-6
+R_MAX = 1.0 - 2.0**-24
+Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
+METHODS = ("boes", "pini")
 # subjects read and inflated ahead, each in its own thread: inflating a subject takes about twice
 # as long as computing its correlations on one core
 READ_AHEAD = 2
-
-LesionInput = str | os.PathLike | nib.spatialimages.SpatialImage | np.ndarray
-
-
-@dataclass
-class LesionSet:
-    """Lesions on the connectome's voxels."""
-
-    names: list[str]
-    masks: np.ndarray  # (n_lesions, n_voxels) bool
-    volumes_mm3: np.ndarray  # (n_lesions,) lesion volume in its own image
+_VERSIONED_PACKAGES = ("neurotorch", "torch", "numpy", "scipy", "nibabel", "h5py")
 
 
-def _lesion_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-    if not files:
-        raise FileNotFoundError(f"No .nii/.nii.gz lesion masks in {folder}.")
-    return files
-
-
-def _lesion_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def _as_named_inputs(lesions: LesionInput | Sequence | Mapping) -> list[tuple[str, LesionInput]]:
-    if isinstance(lesions, Mapping):
-        return [(str(k), v) for k, v in lesions.items()]
-    if isinstance(lesions, (str, os.PathLike)):
-        path = Path(lesions)
-        files = _lesion_files(path) if path.is_dir() else [path]
-        return [(_lesion_name(f), f) for f in files]
-    if isinstance(lesions, (nib.spatialimages.SpatialImage, np.ndarray)):
-        lesions = [lesions]
-    named = []
-    for i, item in enumerate(lesions):
-        if isinstance(item, (str, os.PathLike)):
-            named.append((_lesion_name(Path(item)), item))
-        else:
-            named.append((f"lesion-{i:03d}", item))
-    return named
-
-
-def load_lesions(
-    lesions: LesionInput | Sequence | Mapping, connectome: ConnectomeBatches
-) -> LesionSet:
-    """Bring lesion masks onto the connectome's voxels.
-
-    Parameters
-    ----------
-    lesions
-        A folder of NIfTI masks, a file, an image, a list of these, or a mapping name -> mask. A
-        NIfTI mask on any grid is brought to RAS+ (after checking its header cannot flip left and
-        right) and sampled nearest-neighbour at the connectome's voxels. A numpy array is taken to
-        be on the connectome's grid already: 3-D of the mask's shape or 1-D over its voxels.
-    connectome
-        The connectome whose mask and affine define the target grid.
-
-    Raises
-    ------
-    ShapeMismatchError
-        An array does not match the grid, or a lesion has no voxel inside the brain mask (usually
-        a wrong affine or space).
-    OrientationMismatchError
-        A lesion file's qform and sform disagree on orientation.
-    """
-    names, masks, volumes = [], [], []
-    voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
-    world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
-    for name, item in _as_named_inputs(lesions):
-        if isinstance(item, np.ndarray):
-            if item.shape == connectome.mask_shape:
-                values = item[tuple(connectome.mask_indices.T)]
-                volume = float(np.count_nonzero(item)) * voxel_mm3
-            elif item.shape == (connectome.n_voxels,):
-                values, volume = item, float(np.count_nonzero(item)) * voxel_mm3
-            else:
-                raise ShapeMismatchError(
-                    f"Lesion {name!r} has shape {item.shape}; an array must have the mask shape "
-                    f"{connectome.mask_shape} or ({connectome.n_voxels},). Pass a NIfTI image to "
-                    "resample from another grid."
-                )
-        else:
-            img = (
-                item
-                if isinstance(item, nib.spatialimages.SpatialImage)
-                else nib.load(os.fspath(item))
-            )
-            values = sample_at_mask(
-                img, connectome.mask_indices, connectome.affine, name, world=world
-            )
-            volume = float(np.count_nonzero(np.asarray(img.dataobj))) * abs(
-                np.linalg.det(img.affine[:3, :3])
-            )
-        mask = np.asarray(values) > 0
-        if not mask.any():
-            raise ShapeMismatchError(
-                f"Lesion {name!r} has no voxel inside the connectome's brain mask; check that it is "
-                f"in the connectome's space ({connectome.space}) and that its affine is right."
-            )
-        names.append(name)
-        masks.append(mask)
-        volumes.append(volume)
-    return LesionSet(names, np.stack(masks), np.asarray(volumes))
-
-
-@dataclass
 class SeedWeights:
     """How seeds are formed from voxels: seed k = timeseries[:, index] @ weights[:, k].
 
     Only lesion voxels are touched, so building the seeds costs nothing next to the correlations.
     """
 
-    index: torch.Tensor  # (n_seed_voxels,) voxel columns used by any seed
-    weights: torch.Tensor  # (n_seed_voxels, n_seeds)
+    def __init__(self, index: torch.Tensor, weights: torch.Tensor):
+        self.index = index  # (n_seed_voxels,) voxel columns used by any seed
+        self.weights = weights  # (n_seed_voxels, n_seeds)
+        # seeds of one voxel, and that voxel: their correlation there is 1 by definition
+        used = weights != 0
+        self.one_voxel_seeds = torch.nonzero(used.sum(dim=0) == 1).flatten()
+        self.one_voxel_columns = index[used[:, self.one_voxel_seeds].int().argmax(dim=0)]
 
     @classmethod
     def from_masks(
@@ -181,6 +81,7 @@ def seed_correlations(
     seeds: SeedWeights,
     inplace: bool = False,
     out: torch.Tensor | None = None,
+    source: str = "the time series",
 ) -> torch.Tensor:
     """Pearson r of each seed time course with every voxel, for one subject.
 
@@ -195,21 +96,58 @@ def seed_correlations(
     out
         Optional (n_seeds, n_voxels) tensor to write the correlations into (reused across
         subjects, it saves allocating and page-faulting a large array per subject).
+    source
+        What ``timeseries`` is, for the error message.
 
     Returns
     -------
     torch.Tensor
-        (n_seeds, n_voxels) correlations; NaN where a voxel or a seed has zero variance.
+        (n_seeds, n_voxels) correlations; 0 where a voxel or a seed is constant over time.
+
+    Raises
+    ------
+    NonFiniteValueError
+        ``timeseries`` holds NaN or infinite values.
     """
     n_timepoints = timeseries.shape[0]
+    constant = _constant_columns(timeseries)  # exact, before any rounding
     mean = timeseries.new_full((1, n_timepoints), 1.0 / n_timepoints) @ timeseries  # BLAS gemv
+    non_finite = ~torch.isfinite(mean)  # a NaN or inf anywhere in a column reaches its mean
+    if non_finite.any():
+        raise NonFiniteValueError(
+            f"{source} holds NaN or infinite values in {int(non_finite.sum())} voxels; exclude "
+            "this subject (subjects=...) or re-create the connectome from finite series."
+        )
     centred = timeseries.sub_(mean) if inplace else timeseries - mean
+    if constant.any():
+        centred[:, constant] = 0.0
     seed_series = centred[:, seeds.index] @ seeds.weights
     seed_series -= seed_series.mean(dim=0, keepdim=True)
-    seed_series /= torch.linalg.vector_norm(seed_series, dim=0)
+    seed_series /= _nonzero(torch.linalg.vector_norm(seed_series, dim=0))
     correlation = torch.matmul(seed_series.T, centred, out=out)
-    correlation /= _column_norms(centred)
+    correlation /= _nonzero(_column_norms(centred))
+    # exactly 1 rather than 1 - a few float32 ulps (0 if the voxel is constant in this subject)
+    one_voxel = seeds.one_voxel_columns
+    correlation[seeds.one_voxel_seeds, one_voxel] = (~constant[one_voxel]).to(correlation.dtype)
     return correlation
+
+
+def _constant_columns(x: torch.Tensor) -> torch.Tensor:
+    """Whether each column of a (t, v) tensor is constant (max == min; False where NaN).
+
+    Taking running maxima and minima row by row walks memory in order, ~10x faster than a
+    reduction across rows.
+    """
+    high, low = x[0].clone(), x[0].clone()
+    for row in x[1:]:
+        torch.maximum(high, row, out=high)
+        torch.minimum(low, row, out=low)
+    return high == low
+
+
+def _nonzero(norms: torch.Tensor) -> torch.Tensor:
+    """Norms with 0 replaced by 1, so that an all-zero (constant) series gives r = 0."""
+    return norms.masked_fill_(norms == 0, 1.0)
 
 
 def _column_norms(x: torch.Tensor) -> torch.Tensor:
@@ -224,166 +162,51 @@ def _column_norms(x: torch.Tensor) -> torch.Tensor:
 
 
 def fisher_z_(r: torch.Tensor) -> torch.Tensor:
-    """arctanh(r) in place, with |r| clipped just below 1."""
-    return r.clamp_(-R_CLIP, R_CLIP).atanh_()
+    """arctanh(r) in place, with |r| clipped at `R_MAX` (so |z| <= `Z_MAX`)."""
+    return r.clamp_(-R_MAX, R_MAX).atanh_()
 
 
-def _tail_series_coefficients(dof: int) -> list[float]:
-    """Coefficients c_k of the finite series of the t distribution with integer ``dof``.
-
-    With x = dof / (dof + t^2) and s = |t| / sqrt(dof + t^2), P(|T| <= |t|) is
-    s * sum_k c_k x^k for even ``dof`` and (2/pi) * (atan(|t| / sqrt(dof)) + s sqrt(x)
-    sum_k c_k x^k) for odd ``dof`` (Abramowitz & Stegun 26.7.3-4).
-    """
-    even = dof % 2 == 0
-    coefficients = [1.0]
-    for k in range(1, (dof - 1) // 2 + (1 if even else 0)):
-        ratio = (2 * k - 1) / (2 * k) if even else (2 * k) / (2 * k + 1)
-        coefficients.append(coefficients[-1] * ratio)
-    return coefficients
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover - every one is a dependency
+            found[package] = "not installed"
+    return found
 
 
-def two_sided_p(t: np.ndarray, dof: int) -> np.ndarray:
-    """Two-sided p values of t statistics with integer ``dof``, float64.
-
-    Up to `MAX_SERIES_DOF` degrees of freedom the t distribution's finite series is evaluated
-    with a few vectorised passes in torch (Horner's rule); it agrees with
-    ``scipy.special.stdtr`` to ~1e-9 relative while p >= `SERIES_P_FLOOR`. Smaller p values
-    (where 1 - P(|T| <= |t|) would cancel) and larger ``dof`` use ``scipy.special.stdtr``.
-    NaN stays NaN.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    if dof < 1 or dof > MAX_SERIES_DOF:
-        return 2.0 * special.stdtr(dof, -np.abs(t))
-    abs_t = torch.from_numpy(t).abs()
-    x = abs_t.square().add_(dof)
-    x = x.reciprocal_().mul_(dof)  # cos^2 of the angle atan(|t| / sqrt(dof))
-    coefficients = _tail_series_coefficients(dof)
-    series = torch.full_like(x, coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        series.mul_(x).add_(c)
-    series.mul_(torch.sub(1.0, x).sqrt_())  # times sin of the angle
-    if dof % 2 == 0:
-        inside = series
-    else:
-        inside = abs_t.div_(math.sqrt(dof)).atan_()
-        if dof > 1:
-            inside.add_(series.mul_(x.sqrt_()))
-        inside.mul_(2.0 / math.pi)
-    p = inside.neg_().add_(1.0).numpy()
-    small = p < SERIES_P_FLOOR  # False for NaN
-    p[small] = 2.0 * special.stdtr(dof, -np.abs(t[small]))
-    return p
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p values along the last axis.
-
-    NaN p values (voxels without variance) stay NaN and do not count as tests. Rows of a 2-D
-    input are adjusted in parallel threads (numpy's sort releases the GIL).
-    """
-    p = np.asarray(p, dtype=np.float64)
-    n_threads = min(torch.get_num_threads(), p.shape[0]) if p.ndim == 2 else 1
-    if n_threads <= 1:
-        return _benjamini_hochberg_rows(p)
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        blocks = pool.map(_benjamini_hochberg_rows, np.array_split(p, n_threads))
-        return np.concatenate(list(blocks))
-
-
-def _benjamini_hochberg_rows(p: np.ndarray) -> np.ndarray:
-    order = np.argsort(p, axis=-1)  # NaN sorts last
-    ranked = np.take_along_axis(p, order, axis=-1)
-    n_tests = np.count_nonzero(~np.isnan(p), axis=-1, keepdims=True)
-    ranked *= n_tests / np.arange(1, p.shape[-1] + 1)
-    reversed_view = ranked[..., ::-1]
-    np.fmin.accumulate(reversed_view, axis=-1, out=reversed_view)  # fmin: NaN never wins
-    np.minimum(ranked, 1.0, out=ranked)
-    adjusted = np.empty_like(ranked)
-    np.put_along_axis(adjusted, order, ranked, axis=-1)
-    return adjusted
-
-
-@contextmanager
-def _one_core_for_reading(device: torch.device) -> Iterator[None]:
-    """Leave one core to the read-ahead thread while torch computes on the CPU."""
-    n_threads = torch.get_num_threads()
-    if device.type == "cpu" and n_threads > 1:
-        torch.set_num_threads(n_threads - 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n_threads)
-
-
-@dataclass
-class NetworkMapResult:
-    """Lesion network maps on the connectome's voxels, one row per lesion."""
-
-    names: list[str]
-    mean_z: np.ndarray  # (n_lesions, n_voxels) float32
-    t: np.ndarray  # (n_lesions, n_voxels) float32
-    p: np.ndarray  # (n_lesions, n_voxels) float64, two-sided
-    q: np.ndarray  # (n_lesions, n_voxels) float64, Benjamini-Hochberg adjusted
-    n_subjects: int
-    lesion_voxels: np.ndarray  # (n_lesions,) lesion voxels inside the brain mask
-    lesion_volumes_mm3: np.ndarray
-    mask_indices: np.ndarray
-    affine: np.ndarray
-    mask_shape: tuple[int, int, int]
-
-    def map(self, kind: str, lesion: int | str) -> np.ndarray:
-        """One (n_voxels,) map: ``kind`` in ``"meanz", "t", "p", "q"``."""
-        if kind not in MAP_KINDS:
-            raise ValueError(f"Unknown map {kind!r}; choose from {MAP_KINDS}.")
-        row = self.names.index(lesion) if isinstance(lesion, str) else int(lesion)
-        return {"meanz": self.mean_z, "t": self.t, "p": self.p, "q": self.q}[kind][row]
-
-    def volume(self, kind: str, lesion: int | str) -> np.ndarray:
-        """One map scattered into the 3-D mask grid (0 outside the mask)."""
-        values = self.map(kind, lesion)
-        out = np.zeros(self.mask_shape, dtype=np.float32)
-        out[tuple(self.mask_indices.T)] = values
-        return out
-
-    def to_nifti(self, kind: str, lesion: int | str) -> nib.Nifti1Image:
-        """One map as a NIfTI image on the connectome grid."""
-        return nib.Nifti1Image(self.volume(kind, lesion), self.affine)
-
-    def summary(self, alpha: float = 0.05) -> pd.DataFrame:
-        """One row per lesion: size, peak t and where, voxels significant at FDR ``alpha``."""
-        t = np.where(np.isnan(self.t), 0.0, self.t)
-        peak = np.argmax(np.abs(t), axis=1)
-        peak_mm = mask_world_coordinates(self.mask_indices[peak], self.affine)
-        return pd.DataFrame(
-            {
-                "lesion": self.names,
-                "n_lesion_voxels": self.lesion_voxels,
-                "lesion_volume_mm3": self.lesion_volumes_mm3,
-                "n_subjects": self.n_subjects,
-                "max_t": np.nanmax(self.t, axis=1),
-                "min_t": np.nanmin(self.t, axis=1),
-                "peak_x_mm": peak_mm[:, 0],
-                "peak_y_mm": peak_mm[:, 1],
-                "peak_z_mm": peak_mm[:, 2],
-                f"n_voxels_q<{alpha:g}": np.sum(self.q < alpha, axis=1),
-            }
+def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:
+    """The subject indices to use; raises `ParameterError` unless >= 2 distinct ones in range."""
+    subjects = list(range(n_subjects)) if subjects is None else [int(s) for s in subjects]
+    if len(subjects) < 2:
+        raise ParameterError(
+            f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}."
         )
+    outside = [s for s in subjects if not 0 <= s < n_subjects]
+    if outside or len(set(subjects)) != len(subjects):
+        raise ParameterError(
+            f"subjects must be distinct indices in 0..{n_subjects - 1}; got "
+            f"{outside[:5] or 'repeated indices'}."
+        )
+    return subjects
 
-    def save(self, out_dir: str | os.PathLike, alpha: float = 0.05) -> list[Path]:
-        """Write ``<lesion>_desc-<kind>_map.nii.gz`` per lesion and map, and ``summary.csv``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in self.names:
-            for kind in MAP_KINDS:
-                path = out_dir / f"{name}_desc-{kind}_map.nii.gz"
-                with atomic_path(path) as tmp:
-                    nib.save(self.to_nifti(kind, name), tmp)
-                written.append(path)
-        summary = out_dir / "summary.csv"
-        write_text(summary, self.summary(alpha).to_csv(index=False))
-        return written + [summary]
+
+def _provenance(
+    lesions: LesionSet, batches: ConnectomeBatches, subjects: list[int], **parameters
+) -> dict:
+    """Inputs, parameters and package versions of a run, for ``provenance.json``."""
+    ids = batches.subject_ids
+    return {
+        "inputs": {
+            "lesions": dict(zip(lesions.names, lesions.sources, strict=True)),
+            "connectome": [str(f) for f in batches.files],
+            "connectome_space": batches.space,
+            "subjects": [ids[s] for s in subjects],
+        },
+        "parameters": {**parameters, "lesions": lesions.options},
+        "versions": _versions(),
+    }
 
 
 def network_map(
@@ -392,76 +215,131 @@ def network_map(
     subjects: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
+    method: str = "boes",
+    pini_percentile: float = 20.0,
+    n_permutations: int = 0,
+    seed: int = 0,
+    **lesion_options,
 ) -> NetworkMapResult:
     """Functional lesion network maps of many lesions in one pass over a connectome.
 
     Parameters
     ----------
     lesions
-        Lesion masks, see `load_lesions`, or an already loaded `LesionSet`.
+        Lesion masks, see `neurotorch.connectome.load_lesions`, or an already loaded `LesionSet`.
     connectome
         Folder of batch files (local path or fsspec URL such as ``s3://bucket/prefix``) or a
         `ConnectomeBatches`.
     subjects
         Subject indices to use (default: all).
     device
-        Torch device for the correlations (``"cuda"`` moves the per-subject work to a GPU).
+        Torch device for the correlations and permutations (``"cuda"`` moves the work to a GPU).
     storage_options
         fsspec options when ``connectome`` is a URL.
+    method
+        ``"boes"``: the seed is the mean of all lesion voxels; ``"pini"``: the mean of the lesion
+        voxels whose loading on the first principal component of their correlation with the lesion
+        mean (over subjects) is at or above the ``pini_percentile`` percentile (one more pass).
+    pini_percentile
+        Percentile (0-100) of absolute PC1 loadings below which PINI drops a voxel.
+    n_permutations
+        Sign-flip permutations for family-wise error control (0: none). Keeps every subject's z
+        maps in memory (subjects x lesions x voxels x 4 bytes).
+    seed
+        Seed of the sign flips.
+    **lesion_options
+        ``threshold``, ``space``, ``resample``, ``allow_other_space`` of `load_lesions`.
 
     Returns
     -------
     NetworkMapResult
-        Mean Fisher z, t, two-sided p and Benjamini-Hochberg q maps per lesion.
+        Mean Fisher z, r, t, two-sided p, Benjamini-Hochberg q (and FWER p) maps per lesion.
     """
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {METHODS}, got {method!r}.")
+    if not 0 <= pini_percentile <= 100:
+        raise ParameterError(f"pini_percentile must be in [0, 100], got {pini_percentile}.")
+    if n_permutations < 0:
+        raise ParameterError(f"n_permutations must be >= 0, got {n_permutations}.")
     batches = (
         connectome
         if isinstance(connectome, ConnectomeBatches)
         else ConnectomeBatches(connectome, storage_options)
     )
-    lesion_set = lesions if isinstance(lesions, LesionSet) else load_lesions(lesions, batches)
-    subjects = list(range(batches.n_subjects)) if subjects is None else list(subjects)
-    if len(subjects) < 2:
-        raise ValueError(f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}.")
+    if isinstance(lesions, LesionSet) and lesion_options:
+        raise ParameterError(
+            f"{sorted(lesion_options)} apply when loading lesions; pass them to load_lesions, "
+            "not with an already loaded LesionSet."
+        )
+    lesion_set = (
+        lesions
+        if isinstance(lesions, LesionSet)
+        else load_lesions(lesions, batches, **lesion_options)
+    )
+    subjects = _checked_subjects(subjects, batches.n_subjects)
     device = torch.device(device)
-    seeds = SeedWeights.from_masks(lesion_set.masks, device)
-
+    seed_masks = (
+        pini_masks(lesion_set.masks, batches, subjects, pini_percentile)
+        if method == "pini"
+        else lesion_set.masks
+    )
+    seeds = SeedWeights.from_masks(seed_masks, device)
     shape = (len(lesion_set.names), batches.n_voxels)
-    total = torch.zeros(shape, dtype=torch.float64, device=device)
-    total_sq = torch.zeros(shape, dtype=torch.float64, device=device)
-    # buffers reused for every subject: large fresh arrays would be page-faulted in each time
-    z = torch.empty(shape, dtype=torch.float32, device=device)
-    z64 = torch.empty(shape, dtype=torch.float64, device=device)
+    sums = ShiftedSums(shape, device)
+    z = torch.empty(shape, dtype=torch.float32, device=device)  # reused for every subject
+    z_maps = np.empty((len(subjects),) + shape, np.float32) if n_permutations else None
+    ids = batches.subject_ids
     progress = tqdm(
         total=len(subjects),
         desc="lesion network mapping",
         unit="subject",
         disable=not progress_enabled(),
     )
-    with progress, _one_core_for_reading(device):
-        for _, series in batches.iter_subjects(subjects, prefetch=READ_AHEAD, reuse_buffers=True):
+    with progress:
+        iterator = batches.iter_subjects(subjects, prefetch=READ_AHEAD, reuse_buffers=True)
+        for row, (subject, series) in enumerate(iterator):
             x = torch.from_numpy(series).to(device)
-            z64.copy_(fisher_z_(seed_correlations(x, seeds, inplace=True, out=z)))
-            total.add_(z64)  # accumulated in float64
-            total_sq.addcmul_(z64, z64)
+            source = f"Subject {subject} ({ids[subject]}) in {batches.locate_file(subject)}"
+            fisher_z_(seed_correlations(x, seeds, inplace=True, out=z, source=source))
+            sums.add(z)
+            if z_maps is not None:
+                z_maps[row] = z.cpu().numpy()
             progress.update()
 
-    n_subjects = len(subjects)
-    mean = total.div_(n_subjects).cpu()
-    squared_deviations = total_sq.addcmul_(total, total, value=-n_subjects).clamp_(min=0).cpu()
-    standard_error = squared_deviations.div_((n_subjects - 1) * n_subjects).sqrt_()
-    t = (mean / standard_error).numpy()
-    p = two_sided_p(t, n_subjects - 1)
+    mean, t = sums.mean_and_t()
+    p = two_sided_p(t, len(subjects) - 1)
+    p_fwe = max_t_null = None
+    if n_permutations:
+        signs = sign_flips(n_permutations, len(subjects), seed)
+        max_t_null = permutation_max_t(z_maps, signs, device)
+        p_fwe = fwe_p_values(t, max_t_null)
+    provenance = _provenance(
+        lesion_set,
+        batches,
+        subjects,
+        method=method,
+        pini_percentile=pini_percentile if method == "pini" else None,
+        n_permutations=n_permutations,
+        seed=seed if n_permutations else None,
+        device=str(device),
+        r_max=R_MAX,
+    )
     return NetworkMapResult(
         names=list(lesion_set.names),
-        mean_z=mean.numpy().astype(np.float32),
+        mean_z=mean.astype(np.float32),
         t=t.astype(np.float32),
         p=p,
         q=benjamini_hochberg(p),
-        n_subjects=n_subjects,
+        n_subjects=len(subjects),
         lesion_voxels=lesion_set.masks.sum(axis=1),
+        seed_voxels=seed_masks.sum(axis=1),
         lesion_volumes_mm3=lesion_set.volumes_mm3,
+        lesion_masks=lesion_set.masks,
         mask_indices=batches.mask_indices,
         affine=batches.affine,
         mask_shape=batches.mask_shape,
+        space=batches.space,
+        p_fwe=p_fwe,
+        max_t_null=max_t_null,
+        provenance=provenance,
     )

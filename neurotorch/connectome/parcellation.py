@@ -10,7 +10,11 @@ import numpy as np
 
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.grid import sample_at_mask
-from neurotorch.errors import ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
+
+# how `Parcellation.reduce` summarises a parcel's voxels; "percent" is 100 x the fraction of them
+# that are non-zero (for a binary map: the percentage of the parcel it covers, as Lacuna)
+REDUCTIONS = ("mean", "sum", "median", "percent")
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,38 @@ class Parcellation:
     def n_parcels(self) -> int:
         return len(self.labels)
 
-    def reduce(self, timeseries: np.ndarray) -> np.ndarray:
-        """Mean over each parcel's voxels: (..., n_voxels) -> (..., n_parcels), in float64 sums."""
+    @property
+    def voxel_counts(self) -> np.ndarray:
+        """Voxels of each parcel, in the order of `labels`."""
+        return np.unique(self.voxel_labels[self.voxel_labels != 0], return_counts=True)[1]
+
+    def reduce(self, values: np.ndarray, how: str = "mean") -> np.ndarray:
+        """Summarise each parcel's voxels: (..., n_voxels) -> (..., n_parcels).
+
+        ``how`` is one of `REDUCTIONS`; means and sums are computed in float64 and returned in
+        the dtype of floating-point ``values`` (float64 otherwise).
+        """
+        if how not in REDUCTIONS:
+            raise ParameterError(f"Unknown reduction {how!r}; choose from {REDUCTIONS}.")
+        values = np.asarray(values)
         in_parcel = np.flatnonzero(self.voxel_labels != 0)
         order = in_parcel[np.argsort(self.voxel_labels[in_parcel], kind="stable")]
         sorted_labels = self.voxel_labels[order]
         starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
-        sums = np.add.reduceat(
-            np.asarray(timeseries, dtype=np.float64)[..., order], starts, axis=-1
-        )
-        return (sums / counts).astype(np.asarray(timeseries).dtype, copy=False)
+        grouped = values[..., order]
+        if how == "median":
+            parcels = np.split(grouped, starts[1:], axis=-1)
+            reduced = np.stack([np.median(p, axis=-1) for p in parcels], axis=-1)
+        else:
+            summed = grouped != 0 if how == "percent" else grouped
+            reduced = np.add.reduceat(summed.astype(np.float64), starts, axis=-1)
+            if how != "sum":
+                reduced /= counts
+            if how == "percent":
+                reduced *= 100.0
+        dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
+        return reduced.astype(dtype, copy=False)
 
 
 def connectivity_matrix(series: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from neurotorch.connectome import layout
+from neurotorch.connectome.checksum import with_fletcher32
 from neurotorch.io.atomic import atomic_path
 
 try:  # ISA-L deflates an order of magnitude faster than zlib; both write standard zlib streams
@@ -26,15 +27,17 @@ def write_batch(
     mask_affine: np.ndarray,
     mask_shape: tuple[int, int, int],
     n_timepoints: int,
-    space: str = layout.DEFAULT_SPACE,
+    space: str | None = layout.DEFAULT_SPACE,
     description: str = "",
     source: str = "",
     indices_layout: str = "rows",
+    compress: bool = True,
 ) -> Path:
     """Write a batch file; the file appears only once it is complete.
 
     Each subject is one HDF5 chunk (1, n_timepoints, n_voxels), deflated at level 1 and written
-    directly; any HDF5 reader inflates it with the standard gzip filter.
+    directly; any HDF5 reader inflates it with the standard gzip filter. Every dataset carries
+    HDF5's Fletcher-32 checksum, which h5py (and `ConnectomeBatches`) verify on each read.
 
     Parameters
     ----------
@@ -53,6 +56,8 @@ def write_batch(
     indices_layout
         ``"rows"`` stores ``mask_indices`` as (n_voxels, 3); ``"columns"`` as (3, n_voxels) like older
         files.
+    compress
+        ``False`` stores the time series without deflate (still checksummed).
     """
     path = Path(path)
     mask_indices = np.asarray(mask_indices, dtype=np.int32)
@@ -64,8 +69,9 @@ def write_batch(
                 shape=(n_subjects, n_timepoints, n_voxels),
                 dtype=np.float32,
                 chunks=(1, n_timepoints, n_voxels),
-                compression="gzip",
-                compression_opts=layout.GZIP_LEVEL,
+                compression="gzip" if compress else None,
+                compression_opts=layout.GZIP_LEVEL if compress else None,
+                fletcher32=True,
             )
             written = 0
             for row, data in enumerate(subject_series):
@@ -75,23 +81,28 @@ def write_batch(
                         f"{path.name}: subject {row} has shape {values.shape}, expected "
                         f"({n_timepoints}, {n_voxels})."
                     )
-                series.id.write_direct_chunk((row, 0, 0), _deflate(values.tobytes(), 1))
+                payload = values.tobytes()
+                if compress:
+                    payload = _deflate(payload, layout.GZIP_LEVEL)
+                series.id.write_direct_chunk((row, 0, 0), with_fletcher32(payload))
                 written += 1
             if written != n_subjects:
                 raise ValueError(f"{path.name}: got {written} subjects for {n_subjects} ids.")
-            f.create_dataset(
-                layout.MASK_INDICES,
-                data=mask_indices if indices_layout == "rows" else mask_indices.T,
-            )
-            f.create_dataset(layout.MASK_AFFINE, data=np.asarray(mask_affine, dtype=np.float64))
-            f.create_dataset(layout.SUBJECT_IDS, data=np.array(list(subject_ids), dtype="S"))
+            metadata = {
+                layout.MASK_INDICES: mask_indices if indices_layout == "rows" else mask_indices.T,
+                layout.MASK_AFFINE: np.asarray(mask_affine, dtype=np.float64),
+                layout.SUBJECT_IDS: np.array(list(subject_ids), dtype="S"),
+            }
+            for key, data in metadata.items():
+                f.create_dataset(key, data=data, fletcher32=True)  # h5py chunks it
             f.attrs.update(
                 n_subjects=n_subjects,
                 n_timepoints=n_timepoints,
                 n_voxels=n_voxels,
                 mask_shape=np.asarray(mask_shape, dtype=np.int64),
-                space=space,
                 description=description,
                 source=source,
             )
+            if space is not None:
+                f.attrs[layout.SPACE] = space
     return path

@@ -68,9 +68,7 @@ class LesionNetworkModel(L.LightningModule):
     def _seed_maps(self, timeseries: torch.Tensor, voxels: torch.Tensor) -> torch.Tensor:
         """Mean over the batch's subjects of the Fisher z maps of single-voxel seeds."""
         seeds = SeedWeights(voxels, torch.eye(len(voxels), device=timeseries.device))
-        z = [
-            fisher_z_(seed_correlations(subject, seeds)).nan_to_num_(0.0) for subject in timeseries
-        ]
+        z = [fisher_z_(seed_correlations(subject, seeds)) for subject in timeseries]
         return torch.stack(z).mean(dim=0)
 
     def _loss(self, batch: dict, voxels: torch.Tensor) -> torch.Tensor:

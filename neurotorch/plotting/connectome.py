@@ -16,13 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from neurotorch.connectome.lnm import NetworkMapResult
+from neurotorch.connectome.result import NetworkMapResult
 from neurotorch.errors import ShapeMismatchError
 from neurotorch.plotting._figure import new_figure, save_png
 
 PathLike = str | os.PathLike
 VIEWS = (("sagittal", 0), ("coronal", 1), ("axial", 2))
-KIND_LABELS = {"meanz": "mean Fisher z", "t": "t", "p": "p", "q": "q (FDR)"}
+KIND_LABELS = {
+    "meanz": "mean Fisher z",
+    "r": "r",
+    "t": "t",
+    "p": "p",
+    "q": "q (FDR)",
+    "pfwe": "p (FWER)",
+}
 
 
 def _lesion_volume(result: NetworkMapResult, lesion_mask: np.ndarray) -> np.ndarray:
@@ -72,7 +79,7 @@ def plot_network_map(
         (outside the lesion when ``lesion_mask`` is given: the lesion correlates with itself).
     """
     values = np.asarray(result.map(kind, lesion), dtype=np.float64)
-    signed = kind in ("meanz", "t")
+    signed = kind in ("meanz", "r", "t")
     if not signed:
         values = -np.log10(np.clip(values, 1e-300, 1.0))
     values = np.where(np.isfinite(values), values, 0.0)

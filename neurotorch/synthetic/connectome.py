@@ -1,7 +1,10 @@
 """A synthetic connectome with planted networks and lesions inside them.
 
 The brain mask is nilearn's bundled MNI152 2 mm brain mask when nilearn is installed (an ellipsoid
-otherwise), optionally subsampled to a coarser grid. Each planted network is a pair of mirrored
+otherwise), optionally subsampled to a coarser grid. nilearn's MNI152 template is the asymmetric
+ICBM152 2009 template, release a, so the batches declare the space ``MNI152NLin2009aAsym``
+(TemplateFlow's name); the ellipsoid is in no template space and is labelled
+``synthetic-ellipsoid``. Each planted network is a pair of mirrored
 spheres (left and right hemisphere) whose voxels share one latent time course per subject; every
 other voxel is noise. Lesions are small spheres placed inside a network. Ground truth (network
 labels per voxel, lesion -> network) lies under ``_groundtruth/``.
@@ -44,8 +47,13 @@ SIZES = {
 }
 
 
-def brain_mask(voxel_mm: int = 2) -> nib.Nifti1Image:
-    """The MNI152 2 mm brain mask (nilearn's bundled copy, else an ellipsoid), subsampled to ``voxel_mm``."""
+NILEARN_SPACE = "MNI152NLin2009aAsym"  # nilearn's MNI152 template: ICBM152 2009a asymmetric
+ELLIPSOID_SPACE = "synthetic-ellipsoid"
+
+
+def brain_mask(voxel_mm: int = 2) -> tuple[nib.Nifti1Image, str]:
+    """(mask, space): the MNI152 2 mm brain mask (nilearn's bundled copy, else an ellipsoid),
+    subsampled to ``voxel_mm``."""
     if voxel_mm % 2:
         raise ValueError(f"voxel_mm must be a multiple of 2, got {voxel_mm}.")
     try:
@@ -53,16 +61,17 @@ def brain_mask(voxel_mm: int = 2) -> nib.Nifti1Image:
 
         img = load_mni152_brain_mask(resolution=2)
         data = np.asarray(img.dataobj) > 0
-        affine = img.affine
+        affine, space = img.affine, NILEARN_SPACE
     except ImportError:
         shape = (91, 109, 91)
         grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
         data = np.sum((grid / np.array([0.78, 0.95, 0.8])[:, None, None, None]) ** 2, axis=0) <= 1
         affine = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+        space = ELLIPSOID_SPACE
     step = voxel_mm // 2
     affine = affine.copy()
     affine[:3, :3] *= step
-    return nib.Nifti1Image(data[::step, ::step, ::step].astype(np.uint8), affine)
+    return nib.Nifti1Image(data[::step, ::step, ::step].astype(np.uint8), affine), space
 
 
 def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator) -> np.ndarray:
@@ -154,7 +163,7 @@ def _write_connectome(
     (root / "_groundtruth").mkdir()
     rng = np.random.default_rng(seed)
 
-    mask_img = brain_mask(voxel_mm)
+    mask_img, space = brain_mask(voxel_mm)
     mask = np.asarray(mask_img.dataobj) > 0
     _save_nifti(mask_img, root / MASK_FILE)
     labels = _plant_networks(mask, n_networks, rng)
@@ -198,6 +207,7 @@ def _write_connectome(
             mask_img.affine,
             mask.shape,
             n_timepoints,
+            space=space,
             description=f"synthetic connectome, {n_networks} planted networks, seed {seed}",
             source="neurotorch.synthetic.connectome",
         )

@@ -54,10 +54,10 @@ print("subject 0:", series.shape, series.dtype)
 # %% [markdown]
 # ## 2. Lesion network maps
 #
-# `network_map` takes lesion masks (a folder of NIfTI files, images or arrays; files on another
-# grid are resampled to the connectome's voxels) and makes one pass over the subjects for all
-# lesions at once: per subject, the Pearson correlation of the lesion's seed time course with
-# every voxel, Fisher-z transformed; across subjects, mean z, t, two-sided p and
+# `network_map` takes binary lesion masks (a folder of NIfTI files, images or arrays, on the
+# connectome's grid; `resample=True` for masks on another grid) and makes one pass over the
+# subjects for all lesions at once: per subject, the Pearson correlation of the lesion's seed time
+# course with every voxel, Fisher-z transformed; across subjects, mean z, r, t, two-sided p and
 # Benjamini–Hochberg q.
 
 # %%
@@ -113,14 +113,17 @@ pd.DataFrame(rows)
 
 # %% [markdown]
 # And an independent check of the first step: for one subject, the seed correlation computed
-# with `np.corrcoef` equals the Fisher-z map's `tanh` averaged over that single subject.
+# with `np.corrcoef` equals the one `network_map` computes (`seed_correlations`).
 
 # %%
-from neurotorch.connectome import load_lesions
+import torch
+
+from neurotorch.connectome import SeedWeights, load_lesions, seed_correlations
 
 lesion_set = load_lesions(root / "lesions", batches)
 seed = series[:, lesion_set.masks[0]].mean(axis=1)
 r_numpy = np.array([np.corrcoef(seed, series[:, v])[0, 1] for v in range(batches.n_voxels)])
-single = network_map(lesion_set, batches, subjects=[0, 0])  # the same subject twice: mean z = its z
-np.testing.assert_allclose(np.tanh(single.mean_z[0]), r_numpy, atol=1e-4)
+seeds = SeedWeights.from_masks(lesion_set.masks[:1])
+r_torch = seed_correlations(torch.from_numpy(series), seeds)[0].numpy()
+np.testing.assert_allclose(r_torch, r_numpy, atol=1e-4)
 print("seed correlations match np.corrcoef for all", batches.n_voxels, "voxels")

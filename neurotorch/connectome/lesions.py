@@ -1,0 +1,248 @@
+"""Lesion masks brought onto a connectome's voxels, with their values, space and grid checked.
+
+A lesion mask must be binary (0 and 1) unless a threshold says how to binarise it, be in the
+connectome's template space, and lie on the connectome's grid unless resampling is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from neurotorch.connectome import layout
+from neurotorch.connectome.batches import ConnectomeBatches
+from neurotorch.connectome.grid import (
+    canonical,
+    check_same_grid,
+    mask_world_coordinates,
+    sample_at_mask,
+)
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    FormatError,
+    ParameterError,
+    ShapeMismatchError,
+    SpaceMismatchError,
+)
+from neurotorch.io.nibabel_read import read_nifti_image
+
+LesionInput = str | os.PathLike | nib.spatialimages.SpatialImage | np.ndarray
+
+_BIDS_SPACE = re.compile(r"(?:^|_)space-(?P<space>[A-Za-z0-9]+)(?:_|\.|$)")
+
+
+@dataclass
+class LesionSet:
+    """Lesions on the connectome's voxels."""
+
+    names: list[str]
+    masks: np.ndarray  # (n_lesions, n_voxels) bool
+    volumes_mm3: np.ndarray  # (n_lesions,) lesion volume in its own image
+    sources: list[str]  # file of each lesion, or "<image>" / "<array>"
+    options: dict = field(default_factory=dict)  # the options they were loaded with
+
+
+def _lesion_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    if not files:
+        raise DataNotDownloadedError(f"No .nii/.nii.gz lesion masks in {folder}.")
+    return files
+
+
+def _lesion_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def named_lesion_inputs(
+    lesions: LesionInput | Sequence | Mapping,
+) -> list[tuple[str, LesionInput]]:
+    """(name, mask) pairs of any accepted lesion input; file names without extension name files."""
+    if isinstance(lesions, Mapping):
+        return [(str(k), v) for k, v in lesions.items()]
+    if isinstance(lesions, (str, os.PathLike)):
+        path = Path(lesions)
+        if not path.exists():
+            raise DataNotDownloadedError(f"No lesion mask or folder at {path}.")
+        files = _lesion_files(path) if path.is_dir() else [path]
+        return [(_lesion_name(f), f) for f in files]
+    if isinstance(lesions, (nib.spatialimages.SpatialImage, np.ndarray)):
+        lesions = [lesions]
+    named = []
+    for i, item in enumerate(lesions):
+        if isinstance(item, (str, os.PathLike)):
+            named.append((_lesion_name(Path(item)), item))
+        else:
+            named.append((f"lesion-{i:03d}", item))
+    return named
+
+
+def bids_space(path: str | os.PathLike) -> str | None:
+    """The ``space-<label>`` entity of a BIDS file name, or ``None``."""
+    match = _BIDS_SPACE.search(Path(path).name)
+    return match.group("space") if match else None
+
+
+def binary_mask(values: np.ndarray, name: str, threshold: float | None) -> np.ndarray:
+    """``values`` as a boolean mask: 0/1 values as they are, anything else only with a threshold.
+
+    Raises
+    ------
+    FormatError
+        Values other than 0 and 1 (or NaN) without ``threshold``.
+    """
+    values = np.asarray(values)
+    if threshold is not None:
+        return values > threshold
+    if values.dtype == bool:
+        return values
+    odd = values[(values != 0) & (values != 1)]
+    if odd.size:
+        shown = ", ".join(f"{v:g}" for v in np.unique(odd)[:3])
+        raise FormatError(
+            f"Lesion {name!r} is not a binary mask: it holds {odd.size} voxels with values other "
+            f"than 0 and 1 (e.g. {shown}). Binarise it, or pass threshold=T (CLI: --threshold T) "
+            "to take the voxels with value > T."
+        )
+    return values == 1
+
+
+def _check_space(name: str, lesion_space: str | None, connectome: ConnectomeBatches) -> None:
+    if lesion_space is None or connectome.space == layout.UNKNOWN_SPACE:
+        return
+    if lesion_space != connectome.space:
+        raise SpaceMismatchError(
+            f"Lesion {name!r} is in space {lesion_space!r} but the connectome is in "
+            f"{connectome.space!r}; register the lesion to {connectome.space}, or pass "
+            "allow_other_space=True (CLI: --allow-other-space) if the two spaces are the same grid."
+        )
+
+
+def _image_values(
+    img: nib.spatialimages.SpatialImage,
+    name: str,
+    connectome: ConnectomeBatches,
+    world: np.ndarray,
+    resample: bool,
+) -> np.ndarray:
+    """The image's values at the connectome's voxels; off-grid images only with ``resample``."""
+    if not resample:
+        ras = canonical(img, name)
+        try:
+            check_same_grid(
+                ras.shape,
+                ras.affine,
+                connectome.mask_shape,
+                connectome.affine,
+                name,
+                "the connectome",
+            )
+        except ShapeMismatchError as exc:
+            raise ShapeMismatchError(
+                f"{exc} Voxel sizes: lesion {np.round(nib.affines.voxel_sizes(ras.affine), 3)} mm, "
+                f"connectome {np.round(nib.affines.voxel_sizes(connectome.affine), 3)} mm. Pass "
+                "resample=True (CLI: --resample) to sample it nearest-neighbour at the "
+                "connectome's voxels."
+            ) from None
+    return sample_at_mask(img, connectome.mask_indices, connectome.affine, name, world=world)
+
+
+def load_lesions(
+    lesions: LesionInput | Sequence | Mapping,
+    connectome: ConnectomeBatches,
+    threshold: float | None = None,
+    space: str | None = None,
+    resample: bool = False,
+    allow_other_space: bool = False,
+) -> LesionSet:
+    """Bring lesion masks onto the connectome's voxels.
+
+    Parameters
+    ----------
+    lesions
+        A folder of NIfTI masks, a file, an image, a list of these, or a mapping name -> mask. A
+        numpy array is taken to be on the connectome's grid already: 3-D of the mask's shape or
+        1-D over its voxels.
+    connectome
+        The connectome whose mask and affine define the target grid.
+    threshold
+        Binarise every mask as value > ``threshold``. Without it a mask holding values other than
+        0 and 1 is refused.
+    space
+        Template space of the lesions (e.g. ``"MNI152NLin6Asym"``); default: the ``space-<label>``
+        entity of a BIDS file name, else the connectome's space is assumed.
+    resample
+        Sample masks on another grid (voxel size, field of view) nearest-neighbour at the
+        connectome's voxel centres, after bringing them to RAS+; without it they are refused.
+    allow_other_space
+        Accept lesions whose declared space differs from the connectome's.
+
+    Raises
+    ------
+    FormatError
+        A mask is not binary (and no ``threshold`` was given), or a file is not a NIfTI image.
+    CorruptFileError
+        A file is truncated or damaged.
+    ShapeMismatchError
+        A mask is on another grid (and ``resample`` is off), an array does not match the grid,
+        or a lesion has no voxel inside the brain mask.
+    SpaceMismatchError
+        A lesion's space differs from the connectome's (and ``allow_other_space`` is off).
+    OrientationMismatchError
+        A lesion file's qform and sform disagree on orientation.
+    """
+    if threshold is not None and not np.isfinite(threshold):
+        raise ParameterError(f"threshold must be a finite number, got {threshold}.")
+    names, masks, volumes, sources = [], [], [], []
+    voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
+    world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
+    for name, item in named_lesion_inputs(lesions):
+        is_file = isinstance(item, (str, os.PathLike))
+        declared = space if space is not None or not is_file else bids_space(item)
+        if not allow_other_space:
+            _check_space(name, declared, connectome)
+        if isinstance(item, np.ndarray):
+            source, own, own_voxel_mm3 = "<array>", item, voxel_mm3
+            if item.shape == connectome.mask_shape:
+                values = item[tuple(connectome.mask_indices.T)]
+            elif item.shape == (connectome.n_voxels,):
+                values = item
+            else:
+                raise ShapeMismatchError(
+                    f"Lesion {name!r} has shape {item.shape}; an array must have the mask shape "
+                    f"{connectome.mask_shape} or ({connectome.n_voxels},). Pass a NIfTI image to "
+                    "resample from another grid."
+                )
+        else:
+            if is_file:
+                own, img = read_nifti_image(item)
+                source = os.fspath(item)
+            else:
+                img, source = item, item.get_filename() or "<image>"
+                own = np.asarray(img.dataobj)
+            values = _image_values(img, name, connectome, world, resample)
+            own_voxel_mm3 = abs(np.linalg.det(img.affine[:3, :3]))
+        # the whole mask must be binary, not only where it is sampled
+        own_volume = np.count_nonzero(binary_mask(own, name, threshold)) * own_voxel_mm3
+        mask = binary_mask(values, name, threshold)
+        if not mask.any():
+            raise ShapeMismatchError(
+                f"Lesion {name!r} has no voxel inside the connectome's brain mask; check that it is "
+                f"in the connectome's space ({connectome.space}) and that its affine is right."
+            )
+        names.append(name)
+        masks.append(mask)
+        volumes.append(float(own_volume))
+        sources.append(source)
+    options = dict(
+        threshold=threshold, space=space, resample=resample, allow_other_space=allow_other_space
+    )
+    return LesionSet(names, np.stack(masks), np.asarray(volumes), sources, options)
