@@ -14,6 +14,8 @@ URL and what to do, also when they happen in the middle of a read.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import os
 import posixpath
@@ -57,24 +59,35 @@ _CONFIG_CREDENTIAL_MARKERS = (
     "role_arn",
     "web_identity",
 )
-# Exception class names (anywhere in the MRO) that mean "the server could not be reached or
-# dropped the connection"; names, not imports, so botocore/aiohttp stay optional.
-_CONNECTION_ERROR_NAMES = frozenset(
-    {
-        "ConnectionError",
-        "TimeoutError",
-        "EndpointConnectionError",
-        "ConnectionClosedError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "HTTPClientError",
-        "ClientConnectionError",
-        "ClientPayloadError",
-        "ServerDisconnectedError",
-        "FSTimeoutError",
-    }
-)
-_CREDENTIAL_ERROR_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+
+
+def _classes(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The named exception classes of an optional package (none when it is not installed)."""
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return ()
+    return tuple(getattr(found, name) for name in names if hasattr(found, name))
+
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the server could not be reached or dropped the connection"."""
+    return (
+        ConnectionError,
+        TimeoutError,
+        *_classes(
+            "botocore.exceptions", "EndpointConnectionError", "ConnectionClosedError",
+            "ConnectTimeoutError", "ReadTimeoutError", "HTTPClientError",
+        ),
+        *_classes("aiohttp", "ClientConnectionError", "ClientPayloadError"),
+        *_classes("fsspec.exceptions", "FSTimeoutError"),
+    )  # fmt: skip
+
+
+@functools.cache
+def _credential_errors() -> tuple[type[BaseException], ...]:
+    return _classes("botocore.exceptions", "NoCredentialsError", "PartialCredentialsError")
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -157,7 +170,6 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
     """
     if isinstance(exc, NeurotorchError):
         return None
-    names = {cls.__name__ for cls in type(exc).__mro__}
     endpoint = _endpoint_of(options)
     where = f" (endpoint {endpoint})" if endpoint else ""
     is_s3 = url.startswith(("s3://", "s3a://"))
@@ -190,13 +202,13 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
                 f"and {endpoint_advice}."
             )
         return None
-    if names & _CREDENTIAL_ERROR_NAMES:
+    if isinstance(exc, _credential_errors()):
         return RemoteAccessError(
             f"No usable AWS credentials to read {url}: {exc}. For a public bucket pass "
             "storage_options={'anon': True}; otherwise configure AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
         )
-    if names & _CONNECTION_ERROR_NAMES:
+    if isinstance(exc, _connection_errors()):
         return RemoteAccessError(
             f"Could not reach the storage server for {url}{where}: {exc}. Check the network "
             f"connection and {endpoint_advice}, then retry; downloads resume where they stopped."
@@ -416,7 +428,7 @@ class DataRoot:
             entries = self._remote(target, self.fs.ls, target, detail=True)
         except FileNotFoundError:
             return []
-        stripped = self.fs._strip_protocol(target).rstrip("/")
+        stripped = fsspec.core.strip_protocol(target).rstrip("/")
         return sorted(
             posixpath.basename(entry["name"].rstrip("/"))
             for entry in entries
@@ -440,7 +452,7 @@ class DataRoot:
             listing = self._remote(target, self.fs.find, target, detail=True)
         except FileNotFoundError:
             return {}
-        base = self.fs._strip_protocol(self.url).rstrip("/") + "/"
+        base = fsspec.core.strip_protocol(self.url).rstrip("/") + "/"
         for name, details in listing.items():
             if details.get("type") != "directory" and name.startswith(base):
                 found[name[len(base) :]] = _remote_info(details)
