@@ -112,6 +112,25 @@ def test_default_collate_gives_the_same_batch(train_set):
     )
 
 
+@pytest.mark.parametrize("subjects", [["sub-01"], ["sub-01", "sub-02"]])
+def test_a_batch_comes_back_in_the_order_asked_for(tiny_laion_root, subjects):
+    dataset = BetasDataset(tiny_laion_root, subjects, roi="face", split="random_0/test")
+    indices = np.random.default_rng(7).permutation(len(dataset))[:11]  # not in read order
+    batch = collate_items(dataset.__getitems__(indices.tolist()))
+    assert batch["index"].tolist() == indices.tolist()
+    items = dataset.items
+    for k, index in enumerate(indices):
+        assert batch["subject"][k] == items["subject"].iloc[index]
+        assert batch["session"][k] == items["session"].iloc[index]
+        assert int(batch["trial"][k]) == int(items["trial"].iloc[index])
+    for k in range(len(indices)):
+        subject, session, trial = batch["subject"][k], batch["session"][k], int(batch["trial"][k])
+        volume = _volumes(tiny_laion_root, subject, session)[..., trial]
+        np.testing.assert_array_equal(
+            batch["betas"][k].numpy(), volume[dataset.voxel_mask(subject)]
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_spawned_workers_yield_every_trial_once(tiny_laion_root, train_set, context):

@@ -253,25 +253,26 @@ class BetasDataset(Dataset):
         return values
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch | list[dict[str, Any]]:
-        """A batch of items, read with one vectorised read per session.
+        """A batch of items in the order asked for, read with one vectorised read per session.
 
-        Items come back sorted by (session, trial), the order that reads the store sequentially;
-        the ``index`` entry gives each item's position in the dataset.
+        The store is read in (subject, session, trial) order; the ``index`` entry gives each
+        item's position in the dataset.
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"Index out of range for a dataset of {len(self)} items.")
         indices = np.where(indices < 0, indices + len(self), indices)
         first = self._item_ptr[indices]
-        indices = indices[
-            np.lexsort(
-                (self._read_row[first], self._read_store[first], self._item_subject[indices])
-            )
-        ]
-        per_subject = self.read_betas(indices)
-        betas: Any = torch.from_numpy(per_subject[0]) if len(per_subject) == 1 else [
-            torch.from_numpy(row) for array in per_subject for row in array
-        ]  # fmt: skip
+        read_order = np.lexsort(
+            (self._read_row[first], self._read_store[first], self._item_subject[indices])
+        )
+        per_subject = self.read_betas(indices[read_order])
+        asked_order = np.argsort(read_order)
+        if len(per_subject) == 1:
+            betas: Any = torch.from_numpy(per_subject[0][asked_order])
+        else:
+            rows = [row for array in per_subject for row in array]
+            betas = [torch.from_numpy(rows[k]) for k in asked_order]
         columns = self._columns
         data: dict[str, Any] = {"betas": betas}
         data.update(self.pairing.batch(columns["image_name"][indices]))
