@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurotorch.errors import InvalidParameterError
 from neurotorch.meeg.calibration import (
     DEFAULT_LEVELS,
     FIT_LEVELS,
@@ -78,7 +79,8 @@ def test_free_orientation_ellipsoids_cover_at_nominal_level():
     assert np.abs(marginal - DEFAULT_LEVELS).max() <= 0.02
 
 
-@pytest.mark.parametrize(("noise_factor", "direction"), [(0.25, "over"), (10.0, "under")])
+# CaliBrain's names: "underconfidence" is empirical < nominal (noise assumed too small)
+@pytest.mark.parametrize(("noise_factor", "direction"), [(0.25, "under"), (10.0, "over")])
 def test_misspecified_noise_is_recalibrated_by_isotonic_regression(noise_factor, direction):
     lf = np.random.default_rng(2).standard_normal((40, 40))
     gamma, noise_var = 2.0, 5.0
@@ -116,6 +118,11 @@ def test_calibration_metrics_by_hand():
             "mean_signed_deviation": 0.0,
         }
     )
+    # CaliBrain's own example: empirical below nominal is its "underconfidence" deviation
+    metrics = calibration_metrics(np.array([0.5, 0.9]), np.array([0.3, 0.8]))
+    assert metrics["max_underconfidence_deviation"] == pytest.approx(0.2)
+    assert metrics["max_overconfidence_deviation"] == 0.0
+    assert metrics["mean_signed_deviation"] == pytest.approx(-0.15)
 
 
 def test_coverage_counts_by_hand():
@@ -123,8 +130,13 @@ def test_coverage_counts_by_hand():
     mean = np.zeros((1, 4))
     var = np.ones(1)
     # |z| = 0, 1, 2, 3; the 68.27 % interval is |z| <= 1, the 95.45 % one |z| <= 2
+    levels = np.array([0.6827, 0.9545, 0.9974])
     np.testing.assert_allclose(
-        coverage_curve(x, mean, var, np.array([0.6827, 0.9545, 0.9974])), [0.5, 0.75, 1.0]
+        coverage_curve(x, mean, var, levels, mode="pointwise"), [0.5, 0.75, 1.0]
     )
+    # time-averaged: mean_t x = 1.5 against sd sqrt(1/4) = 0.5, i.e. |z| = 3, inside only z = 3.01
+    np.testing.assert_allclose(coverage_curve(x, mean, var, levels), [0.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))
+    with pytest.raises(InvalidParameterError, match="mode"):
+        coverage_curve(x, mean, var, mode="aggregated")

@@ -21,9 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from neurotorch.errors import InvalidParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
-from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, random_leadfield
+from neurotorch.meeg.leadfield import (
+    RANDOM_SENSORS,
+    LeadfieldBuilder,
+    LeadfieldData,
+    random_leadfield,
+)
 from neurotorch.meeg.posterior import bmn_posterior
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
@@ -67,9 +73,9 @@ def build_leadfield(
 
         return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
     if retrieve_mode == "random":
-        if n_sensors is None:
-            raise ValueError("retrieve_mode='random' needs n_sensors.")
-        return random_leadfield(orientation_type, n_sensors, n_sources, seed)
+        return random_leadfield(
+            orientation_type, RANDOM_SENSORS if n_sensors is None else n_sensors, n_sources, seed
+        )
     if retrieve_mode != "load":
         raise ValueError(
             f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
@@ -111,8 +117,8 @@ class TrialSimulation:
             raise ValueError(
                 f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
             )
-        if not self.alpha or not all(0.0 < a <= 1.0 for a in self.alpha):
-            raise ValueError(f"alpha values {self.alpha} must lie in (0, 1].")
+        if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
+            raise InvalidParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
         self.config = config or ERPConfig()
         self.device = torch.device(device)
         self.dtype = dtype

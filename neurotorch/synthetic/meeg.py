@@ -60,7 +60,7 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
     if forward_path is not None:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
         mne.write_forward_solution(forward_path, fwd, overwrite=True, verbose=False)
-    return {ori: forward.forward_to_leadfield(fwd, ori, nn) for ori in layout.ORIENTATIONS}
+    return {ori: forward.forward_to_leadfield(fwd, ori) for ori in layout.ORIENTATIONS}
 
 
 def _full_posterior_cov(leadfield: np.ndarray, gamma: float, noise_var: float) -> np.ndarray:
