@@ -30,7 +30,7 @@ from neurotorch.meeg.leadfield import (
     LeadfieldData,
     random_leadfield,
 )
-from neurotorch.meeg.posterior import bmn_posterior
+from neurotorch.meeg.posterior import baseline_noise_var, bmn_posterior, learn_hyperparameters
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
@@ -114,7 +114,7 @@ class TrialSimulation:
         self.nnz = tuple(int(n) for n in nnz)
         self.alpha = tuple(float(a) for a in alpha)
         if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
             )
         if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
@@ -287,21 +287,41 @@ class SimulatedSensorBatches(IterableDataset):
         return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
+#: How the posterior's noise variance is set (CaliBrain's ``noise_type`` names).
+NOISE_TYPES = ("oracle", "baseline", "adaptive_joint_learning")
+
+
 def posterior_item(
-    batch: dict[str, Any], leadfield: torch.Tensor, gamma: float | str, noise_var_scale: float
+    batch: dict[str, Any],
+    leadfield: torch.Tensor,
+    gamma: float | str,
+    noise_var_scale: float,
+    noise_type: str = "oracle",
+    config: ERPConfig | None = None,
 ) -> dict[str, Any]:
     """Add the BMN posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to ``batch``.
 
-    ``gamma="oracle"`` uses each trial's mean source power ``mean(x**2)``; the assumed noise
-    variance is the true one times ``noise_var_scale`` (1: well specified).
+    ``gamma``: ``"learn"`` (CaliBrain's evidence maximisation, see `learn_hyperparameters`),
+    ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a number (nAm²).
+    ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the pre-stimulus
+    estimate of `baseline_noise_var`, timing from ``config``) -- both times ``noise_var_scale`` --
+    or ``"adaptive_joint_learning"`` (learned with ``gamma``, which must then be ``"learn"``).
     """
-    x = batch["x"]
-    if gamma == "oracle":
+    x, y = batch["x"], batch["y"]
+    if noise_type == "oracle":
+        assumed = batch["noise_var"].double() * float(noise_var_scale)
+    elif noise_type == "baseline":
+        cfg = config or ERPConfig()
+        assumed = baseline_noise_var(y, cfg.tmin, cfg.stim_onset, cfg.sfreq) * noise_var_scale
+    else:
+        assumed = None
+    if gamma == "learn":
+        prior_var, assumed = learn_hyperparameters(y, leadfield, assumed)
+    elif gamma == "oracle":
         prior_var = x.double().flatten(1).pow(2).mean(dim=1)
     else:
         prior_var = torch.full((x.shape[0],), float(gamma), dtype=torch.float64, device=x.device)
-    assumed = batch["noise_var"].double() * float(noise_var_scale)
-    post = bmn_posterior(batch["y"], leadfield, prior_var, assumed)
+    post = bmn_posterior(y, leadfield, prior_var, assumed)
     batch.update(
         mean=post.mean,
         var=post.var,
@@ -319,22 +339,45 @@ class _PosteriorMixin:
 
     gamma: float | str
     noise_var_scale: float
+    noise_type: str
     simulation: TrialSimulation
 
-    def _init_posterior(self, gamma: float | str, noise_var_scale: float) -> None:
-        if any(a >= 1.0 for a in self.simulation.alpha):
-            raise ValueError(
-                "Calibration data need alpha < 1: the posterior needs a noise variance."
+    def _init_posterior(self, gamma: float | str, noise_var_scale: float, noise_type: str) -> None:
+        if noise_type not in NOISE_TYPES:
+            raise InvalidParameterError(
+                f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}."
             )
-        if gamma != "oracle" and not float(gamma) > 0:
-            raise ValueError(f"gamma must be 'oracle' or a positive number, got {gamma!r}.")
+        if noise_type == "adaptive_joint_learning" and gamma != "learn":
+            raise InvalidParameterError(
+                "noise_type='adaptive_joint_learning' learns the noise together with gamma; "
+                "pass gamma='learn'."
+            )
+        if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
+            raise InvalidParameterError(
+                "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
+                "noise variance."
+            )
+        if gamma not in ("learn", "oracle") and not float(gamma) > 0:
+            raise InvalidParameterError(
+                f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
+            )
+        if not float(noise_var_scale) > 0:
+            raise InvalidParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)
+        self.noise_type = noise_type
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
         leadfield = self.simulation.simulators[1].leadfield
-        return posterior_item(batch, leadfield, self.gamma, self.noise_var_scale)
+        return posterior_item(
+            batch,
+            leadfield,
+            self.gamma,
+            self.noise_var_scale,
+            self.noise_type,
+            self.simulation.config,
+        )
 
 
 class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
@@ -347,11 +390,15 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     Parameters
     ----------
     leadfield, length, nnz, alpha, seed, config, device
-        As in `SimulatedSensorDataset`; ``alpha`` must be < 1 (some noise is needed).
+        As in `SimulatedSensorDataset`; with ``noise_type="oracle"``, ``alpha`` must be < 1.
     gamma
-        Source prior variance (nAm²) or ``"oracle"`` (each trial's mean source power).
+        ``"learn"`` (CaliBrain's evidence maximisation, the default), ``"oracle"`` (each trial's
+        mean source power) or a source prior variance (nAm²).
     noise_var_scale
-        Assumed / true noise variance; values other than 1 give a misspecified posterior.
+        Assumed / true (or baseline) noise variance; values other than 1 misspecify the posterior.
+    noise_type
+        CaliBrain's ``"oracle"`` (true noise variance), ``"baseline"`` (pre-stimulus estimate)
+        or ``"adaptive_joint_learning"`` (learned jointly with ``gamma="learn"``).
     """
 
     def __init__(
@@ -361,13 +408,14 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         nnz: Sequence[int] = PAPER_NNZ,
         alpha: Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
-        gamma: float | str = "oracle",
+        gamma: float | str = "learn",
         noise_var_scale: float = 1.0,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
+        noise_type: str = "oracle",
     ):
         super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(gamma, noise_var_scale)
+        self._init_posterior(gamma, noise_var_scale, noise_type)
 
 
 class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
@@ -382,11 +430,12 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         nnz: Sequence[int] = PAPER_NNZ,
         alpha: Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
-        gamma: float | str = "oracle",
+        gamma: float | str = "learn",
         noise_var_scale: float = 1.0,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
         fresh_each_epoch: bool = True,
+        noise_type: str = "oracle",
     ):
         super().__init__(
             leadfield,
@@ -400,7 +449,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
             device,
             fresh_each_epoch,
         )
-        self._init_posterior(gamma, noise_var_scale)
+        self._init_posterior(gamma, noise_var_scale, noise_type)
 
 
 class CalibrationRunsDataset(Dataset):

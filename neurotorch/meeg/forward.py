@@ -193,11 +193,11 @@ def forward_to_leadfield(fwd: mne.Forward, orientation_type: str) -> LeadfieldDa
     first = chs[0]
     n_sources = fwd["nsource"]
     free = np.asarray(fwd["sol"]["data"], dtype=np.float64).reshape(len(chs), n_sources, 3)
-    fixed = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True, verbose=False)
-    normals = np.asarray(fixed["source_nn"], dtype=np.float64)
+    surface = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True, verbose=False)
+    normals = np.asarray(surface["source_nn"], dtype=np.float64)
     q_basis = None
-    if orientation_type == "fixed":
-        leadfield = np.asarray(fixed["sol"]["data"], dtype=np.float64)
+    if orientation_type == "fixed":  # MNE's fixed conversion, computed in float64
+        leadfield = np.einsum("msk,sk->ms", free, normals)
     elif first["kind"] == layout.KIND_MEG:
         leadfield, q_basis = tangential_reduction(free)
     else:
