@@ -102,6 +102,11 @@ def test_isotonic_fit_and_inverse():
     np.testing.assert_allclose(iso.predict(levels), [0.275, 0.275, 0.5, 0.7])
     targets = np.array([0.1, 0.5, 0.7, 0.9])
     np.testing.assert_allclose(iso.predict(iso.recalibrate(targets)), targets, atol=1e-3)
+    # by hand: 0.275 is the plateau 0.2..0.4 (its right end); 0.3 lies a quarter up to (0.6, 0.5)
+    flat = IsotonicRecalibration().fit(levels, np.array([0.3, 0.25, 0.5, 0.7]))
+    np.testing.assert_allclose(
+        flat.recalibrate(np.array([0.275, 0.3])), [0.4, 0.4 + 0.2 * 0.025 / 0.225]
+    )
     restored = IsotonicRecalibration.from_dict(iso.to_dict())
     np.testing.assert_allclose(restored.predict(levels), iso.predict(levels))
     with pytest.raises(RuntimeError, match="fit"):

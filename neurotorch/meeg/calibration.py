@@ -171,11 +171,18 @@ class IsotonicRecalibration:
     def recalibrate(self, targets: np.ndarray) -> np.ndarray:
         """Nominal levels whose expected empirical coverage is ``targets``.
 
-        The exact inverse of the piecewise-linear `predict` (on a flat stretch, its first level).
+        The exact inverse of the piecewise-linear `predict`: a target on a flat stretch gets the
+        stretch's last level (as CaliBrain's grid inversion), a target above it a level beyond.
         """
         self._check()
-        keep = np.concatenate([[True], np.diff(self.fitted) > 0])
-        return np.clip(np.interp(targets, self.fitted[keep], self.levels[keep]), 0.0, 1.0)
+        targets = np.clip(np.asarray(targets, np.float64), 0.0, 1.0)
+        # the last knot at or below each target; the next knot is then strictly above it
+        j = np.clip(
+            np.searchsorted(self.fitted, targets, side="right") - 1, 0, len(self.fitted) - 2
+        )
+        low, high = self.fitted[j], self.fitted[j + 1]
+        step = np.where(high > low, (targets - low) / np.where(high > low, high - low, 1.0), 1.0)
+        return np.clip(self.levels[j] + step * (self.levels[j + 1] - self.levels[j]), 0.0, 1.0)
 
     def to_dict(self) -> dict[str, list[float]]:
         self._check()
