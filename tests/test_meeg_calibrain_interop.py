@@ -253,3 +253,36 @@ def test_sensor_noise_scaling_equals_calibrain(alpha):
             rtol=1e-12,
             atol=1e-12 * np.linalg.norm(y_clean),
         )
+
+
+@pytest.mark.parametrize("mode", ["pointwise", "time_averaged"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_error_metrics_equal_calibrain(mode, k):
+    from neurotorch.meeg.metrics import earth_movers_distance, error_metrics, mean_posterior_std
+
+    rng = np.random.default_rng(k)
+    n = 31
+    x, mean, var = _runs(n, k, 1.0, seed=k)
+    x[rng.permutation(n)[:25]] = 0.0  # sparse truth, dense estimate
+    var = var * rng.uniform(0.5, 2.0, var.shape)
+    coords = rng.standard_normal((n, 3)) * 0.05
+    evaluator = calibrain.MetricEvaluator(calibrain.UncertaintyEstimator())
+    setting = "fixed" if k == 1 else "eeg_free"
+    their_mode = "aggregated" if mode == "time_averaged" else "pointwise"
+    kwargs = dict(x_true=x, x_hat=mean, setting=setting, mode=their_mode)
+    ours = error_metrics(x, mean, mode)
+    for name in ("mse", "mae", "rmse", "rmae"):
+        assert ours[name] == pytest.approx(getattr(evaluator, name)(**kwargs), rel=1e-12), name
+    uncert = var if k == 1 else np.stack([np.diag(v) for v in var])
+    if k > 1:  # CaliBrain reads free uncertainty as the full (NK, NK) covariance
+        full = np.zeros((n * k, n * k))
+        for i in range(n):
+            full[k * i : k * i + k, k * i : k * i + k] = uncert[i]
+        uncert = full
+    theirs = evaluator.mean_posterior_std(
+        posterior_uncert=uncert, setting=setting, mode=their_mode, n_times=50
+    )
+    assert mean_posterior_std(var, 50, mode) == pytest.approx(theirs, rel=1e-12)
+    their_emd = evaluator.emd(coords=coords, **kwargs)
+    # POT's network simplex and the LP reach the same optimum up to solver tolerance
+    assert earth_movers_distance(x, mean, coords, mode) == pytest.approx(their_emd, rel=1e-7)
