@@ -286,3 +286,57 @@ def test_error_metrics_equal_calibrain(mode, k):
     their_emd = evaluator.emd(coords=coords, **kwargs)
     # POT's network simplex and the LP reach the same optimum up to solver tolerance
     assert earth_movers_distance(x, mean, coords, mode) == pytest.approx(their_emd, rel=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sloreta_normalised_posterior_equals_calibrain(k):
+    from calibrain.source_estimation import BMN
+
+    from neurotorch.meeg.posterior import sloreta_weights, unweight_posterior, weight_leadfield
+
+    rng = np.random.default_rng(10 + k)
+    shape = (15, 26) if k == 1 else (15, 26, k)
+    lf = rng.standard_normal(shape)
+    flat = lf.reshape(15, -1)
+    y = flat @ rng.standard_normal((flat.shape[1], 30)) + 0.5 * rng.standard_normal((15, 30))
+    ref = BMN(flat, y, noise_var=0.25, n_orient=k, normalization=True)
+    yt = torch.tensor(y)[None]
+    weights = sloreta_weights(torch.tensor(lf))
+    weighted = weight_leadfield(torch.tensor(lf), weights)
+    gamma, noise = learn_hyperparameters(yt, weighted, 0.25)
+    post = unweight_posterior(bmn_posterior(yt, weighted, gamma, noise), weights)
+    mean = post.mean[0].reshape(flat.shape[1], -1).numpy()
+    np.testing.assert_allclose(
+        mean, ref["posterior_mean"], rtol=1e-8, atol=1e-10 * np.abs(mean).max()
+    )
+    diag = np.diag(ref["posterior_cov"]).reshape(26, k).squeeze()
+    np.testing.assert_allclose(post.var[0].numpy(), diag, rtol=1e-8)
+
+
+@pytest.mark.parametrize("normalization", [False, True])
+def test_calibration_dataset_posterior_equals_calibrain(normalization):
+    """A simulated calibration item's posterior is CaliBrain's BMN on the item's own data."""
+    from calibrain.source_estimation import BMN
+
+    from neurotorch.data.meeg import CalibrationDataset
+    from neurotorch.meeg.leadfield import random_leadfield
+
+    leadfield = random_leadfield("free", 12, 19, seed=3)
+    item = CalibrationDataset(
+        leadfield, length=1, nnz=(2,), alpha=(0.4,), normalization=normalization
+    )[0]
+    y = item["y"].double().numpy()
+    ref = BMN(
+        leadfield.leadfield.reshape(12, -1),
+        y,
+        noise_var=float(item["assumed_noise_var"]),
+        n_orient=3,
+        normalization=normalization,
+    )
+    expected = ref["posterior_mean"].reshape(19, 3, -1)
+    # items are float32: one rounding of values of this size
+    np.testing.assert_allclose(
+        item["mean"].numpy(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
+    diag = np.diag(ref["posterior_cov"]).reshape(19, 3)
+    np.testing.assert_allclose(item["var"].numpy(), diag, rtol=1e-5)

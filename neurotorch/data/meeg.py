@@ -30,7 +30,14 @@ from neurotorch.meeg.leadfield import (
     LeadfieldData,
     random_leadfield,
 )
-from neurotorch.meeg.posterior import baseline_noise_var, bmn_posterior, learn_hyperparameters
+from neurotorch.meeg.posterior import (
+    baseline_noise_var,
+    bmn_posterior,
+    learn_hyperparameters,
+    sloreta_weights,
+    unweight_posterior,
+    weight_leadfield,
+)
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
@@ -298,6 +305,7 @@ def posterior_item(
     noise_var_scale: float,
     noise_type: str = "oracle",
     config: ERPConfig | None = None,
+    normalization: bool = False,
 ) -> dict[str, Any]:
     """Add the BMN posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to ``batch``.
 
@@ -306,8 +314,13 @@ def posterior_item(
     ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the pre-stimulus
     estimate of `baseline_noise_var`, timing from ``config``) -- both times ``noise_var_scale`` --
     or ``"adaptive_joint_learning"`` (learned with ``gamma``, which must then be ``"learn"``).
+    ``normalization`` applies CaliBrain's sLORETA normalisation (its ``BMN(normalization=True)``):
+    the posterior is computed for ``x = W x'`` with a BMN prior on ``x'``.
     """
     x, y = batch["x"], batch["y"]
+    weights = sloreta_weights(leadfield) if normalization else None
+    if weights is not None:
+        leadfield = weight_leadfield(leadfield, weights)
     if noise_type == "oracle":
         assumed = batch["noise_var"].double() * float(noise_var_scale)
     elif noise_type == "baseline":
@@ -322,6 +335,8 @@ def posterior_item(
     else:
         prior_var = torch.full((x.shape[0],), float(gamma), dtype=torch.float64, device=x.device)
     post = bmn_posterior(y, leadfield, prior_var, assumed)
+    if weights is not None:
+        post = unweight_posterior(post, weights)
     batch.update(
         mean=post.mean,
         var=post.var,
@@ -340,9 +355,12 @@ class _PosteriorMixin:
     gamma: float | str
     noise_var_scale: float
     noise_type: str
+    normalization: bool
     simulation: TrialSimulation
 
-    def _init_posterior(self, gamma: float | str, noise_var_scale: float, noise_type: str) -> None:
+    def _init_posterior(
+        self, gamma: float | str, noise_var_scale: float, noise_type: str, normalization: bool
+    ) -> None:
         if noise_type not in NOISE_TYPES:
             raise InvalidParameterError(
                 f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}."
@@ -366,6 +384,7 @@ class _PosteriorMixin:
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)
         self.noise_type = noise_type
+        self.normalization = bool(normalization)
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
@@ -377,6 +396,7 @@ class _PosteriorMixin:
             self.noise_var_scale,
             self.noise_type,
             self.simulation.config,
+            self.normalization,
         )
 
 
@@ -399,6 +419,8 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     noise_type
         CaliBrain's ``"oracle"`` (true noise variance), ``"baseline"`` (pre-stimulus estimate)
         or ``"adaptive_joint_learning"`` (learned jointly with ``gamma="learn"``).
+    normalization
+        CaliBrain's sLORETA normalisation of the BMN posterior (see `posterior_item`).
     """
 
     def __init__(
@@ -413,9 +435,10 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
         noise_type: str = "oracle",
+        normalization: bool = False,
     ):
         super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(gamma, noise_var_scale, noise_type)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
 
 
 class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
@@ -436,6 +459,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         device: torch.device | str = "cpu",
         fresh_each_epoch: bool = True,
         noise_type: str = "oracle",
+        normalization: bool = False,
     ):
         super().__init__(
             leadfield,
@@ -449,7 +473,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
             device,
             fresh_each_epoch,
         )
-        self._init_posterior(gamma, noise_var_scale, noise_type)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
 
 
 class CalibrationRunsDataset(Dataset):

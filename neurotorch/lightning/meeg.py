@@ -153,6 +153,8 @@ class CalibrationDataModule(_LeadfieldDataModule):
         Prior variance (``"learn"``, ``"oracle"`` or nAm²), assumed/true noise variance and how
         the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
         see `neurotorch.data.meeg.CalibrationDataset`.
+    normalization
+        CaliBrain's sLORETA normalisation of the posterior.
     runs_dir
         A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
         given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
@@ -166,6 +168,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
         noise_var_scale: float = 1.0,
         runs_dir: str | None = None,
         noise_type: str = "oracle",
+        normalization: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -188,8 +191,9 @@ class CalibrationDataModule(_LeadfieldDataModule):
             return CalibrationBatches(
                 self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
                 hp.noise_var_scale, fresh_each_epoch=split == "train", noise_type=hp.noise_type,
+                normalization=hp.normalization,
             )  # fmt: skip
         return CalibrationDataset(
             self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale,
-            noise_type=hp.noise_type,
+            noise_type=hp.noise_type, normalization=hp.normalization,
         )  # fmt: skip

@@ -209,3 +209,44 @@ def baseline_noise_var(
     pre = y[..., :n_pre] if n_pre > 0 else y
     estimate = pre.to(torch.float64).var(dim=-1, correction=0).mean(dim=-1)
     return torch.where(estimate > 0, estimate, torch.ones_like(estimate))
+
+
+def sloreta_weights(leadfield: torch.Tensor, beta: float = 1e-6) -> torch.Tensor:
+    """CaliBrain's sLORETA normalisation ``W`` (its ``compute_W``), in float64.
+
+    With ``S = L^T (L L^T + beta I)^-1 L``: fixed orientation ``w_n = S_nn^-1/2`` (``(N,)``);
+    free orientation ``W_n = S_n^-1/2`` for each source's ``K x K`` block (``(N, K, K)``).
+    Eigenvalues below 1e-12 are raised to it, as in CaliBrain.
+    """
+    n_sensors = leadfield.shape[0]
+    free = leadfield.ndim == 3
+    lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
+    gram = lf @ lf.T + beta * torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
+    solved = torch.linalg.solve(gram, lf)  # (M, NK)
+    if not free:
+        return (lf * solved).sum(0).clamp_min(1e-12).rsqrt()
+    k = leadfield.shape[2]
+    blocks = torch.einsum(
+        "msi,msj->sij", lf.reshape(n_sensors, -1, k), solved.reshape(n_sensors, -1, k)
+    )
+    eigvals, eigvecs = torch.linalg.eigh(0.5 * (blocks + blocks.transpose(1, 2)))
+    return eigvecs @ torch.diag_embed(eigvals.clamp_min(1e-12).rsqrt()) @ eigvecs.transpose(1, 2)
+
+
+def weight_leadfield(leadfield: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``L W``: the leadfield seen by a posterior on normalised sources ``x = W x'``."""
+    lf = leadfield.to(torch.float64)
+    if weights.ndim == 1:
+        return lf * weights
+    return torch.einsum("msk,skj->msj", lf, weights)
+
+
+def unweight_posterior(posterior: GaussianPosterior, weights: torch.Tensor) -> GaussianPosterior:
+    """The posterior of ``x = W x'`` from that of the normalised sources ``x'``."""
+    dtype = posterior.mean.dtype
+    w = weights.to(dtype)
+    if w.ndim == 1:
+        return GaussianPosterior(posterior.mean * w[:, None], posterior.var * w**2)
+    mean = torch.einsum("skj,bsjt->bskt", w, posterior.mean)
+    blocks = w @ posterior.cov_blocks @ w.transpose(1, 2)
+    return GaussianPosterior(mean, torch.diagonal(blocks, dim1=-2, dim2=-1), blocks)
