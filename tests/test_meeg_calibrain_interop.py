@@ -340,3 +340,21 @@ def test_calibration_dataset_posterior_equals_calibrain(normalization):
     )
     diag = np.diag(ref["posterior_cov"]).reshape(19, 3)
     np.testing.assert_allclose(item["var"].numpy(), diag, rtol=1e-5)
+
+
+def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path):
+    """EEG and MEG, fixed and free: CaliBrain discovers, loads and concatenates the summaries of
+    a synthetic root, with the arrays neurotorch reads from them."""
+    from calibrain import calibration_dataset as cd
+
+    from neurotorch.meeg.summaries import read_posterior_summary
+    from neurotorch.synthetic.meeg import SUMMARY_DIR, make_calibrain
+
+    root = make_calibrain(tmp_path / "root", size="tiny", progress=False)
+    summaries = list(cd.discover_posterior_summaries(root / SUMMARY_DIR))
+    assert len(summaries) == 4
+    for summary in summaries:
+        theirs = cd.concatenate_summaries([summary])
+        ours = read_posterior_summary(summary.path)
+        np.testing.assert_array_equal(theirs["x_true"], ours.x_true)
+        assert summary.metadata["coil_type"] in (1, 3022)

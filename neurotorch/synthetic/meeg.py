@@ -10,8 +10,8 @@
 
 Subjects: ``fsaverage`` (EEG easycap-M43) and ``sub-meg01`` (Neuromag magnetometers), both in a
 spherical head with cortex-like shell sources. Each run simulates one CaliBrain trial and stores
-its Bayesian minimum-norm posterior (oracle prior and noise variances), so the files carry their
-own ground truth (``x_true``).
+its Bayesian minimum-norm posterior (CaliBrain's learned prior variance, oracle noise variance),
+so the files carry their own ground truth (``x_true``).
 
 `write_subject_leadfields` adds an EEG leadfield consistent with a synthetic LAION-fMRI subject's
 brain mask under ``<fmri_root>/derivatives/meeg/``.
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from neurotorch.config import data_home, progress_enabled
 from neurotorch.meeg import forward, layout
 from neurotorch.meeg.leadfield import LeadfieldData, save_leadfield_npz
-from neurotorch.meeg.posterior import bmn_posterior
+from neurotorch.meeg.posterior import bmn_posterior, learn_hyperparameters
 from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator, item_generator
 from neurotorch.synthetic._once import write_dataset_once
 
@@ -77,13 +77,16 @@ def _simulate_run(data: LeadfieldData, nnz: int, alpha: float, seed: int, index:
     )
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     x = sources.dense()[0].numpy()
-    gamma = float(np.mean(x**2))
-    noise_var = float(sensors.noise_var[0])
-    post = bmn_posterior(sensors.y, torch.as_tensor(data.leadfield), gamma, noise_var)
+    leadfield = torch.as_tensor(data.leadfield)
+    gammas, noise_vars = learn_hyperparameters(sensors.y, leadfield, sensors.noise_var)
+    gamma, noise_var = float(gammas[0]), float(noise_vars[0])
+    post = bmn_posterior(sensors.y, leadfield, gamma, noise_var)
     return {
         "x_true": x,
         "x_hat": post.mean[0].numpy(),
         "posterior_cov": _full_posterior_cov(data.leadfield, gamma, noise_var),
+        "gamma": gamma,
+        "noise_var": noise_var,
     }
 
 
@@ -152,6 +155,7 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
             "subject": subject, "orientation_type": ori, "nnz": nnz, "alpha_SNR": alpha,
             "n_sources": data.n_sources, "n_times": run["x_true"].shape[-1], "seed": run_seed,
             "sensor_kind": data.sensor_kind, "coil_type": data.coil_type,
+            "gamma": run["gamma"], "noise_var": run["noise_var"],
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,
         }  # fmt: skip
         q_basis = data.Q_basis if ori == "free" else None
