@@ -358,3 +358,50 @@ def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path)
         ours = read_posterior_summary(summary.path)
         np.testing.assert_array_equal(theirs["x_true"], ours.x_true)
         assert summary.metadata["coil_type"] in (1, 3022)
+
+
+def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(tmp_path, monkeypatch):
+    """CaliBrain reads neurotorch's run manifest, concatenates the runs and calibrates them to
+    the same curves, recalibrated levels and metrics as `calibrate_runs`."""
+    from calibrain import calibration_dataset as cd
+    from calibrain.run_manifest import summaries_from_manifest
+
+    from neurotorch.meeg.grid import MANIFEST, aggregate_runs, calibrate_runs, run_grid
+    from neurotorch.meeg.leadfield import LeadfieldBuilder
+
+    for orientation in layout.ORIENTATIONS:
+        data = simulate_leadfield(orientation, 17, "eeg", n_sensors=9)
+        save_leadfield_npz(tmp_path / layout.leadfield_name("s1", orientation), data)
+    grid = {
+        "subject": ["s1"],
+        "orientation_type": ["fixed", "free"],
+        "nnz": [2],
+        "alpha_SNR": [0.4],
+    }
+    run_grid(LeadfieldBuilder(tmp_path), tmp_path / "runs", grid, n_runs=4)
+    monkeypatch.chdir(tmp_path / "runs")  # CaliBrain resolves manifest paths from the cwd
+    summaries = summaries_from_manifest(MANIFEST)
+    ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
+    for orientation in layout.ORIENTATIONS:
+        picked = cd.filter_summaries_by_metadata(summaries, {"orientation_type": orientation})
+        train, test = cd.concatenate_summaries(picked[:2]), cd.concatenate_summaries(picked[2:])
+        theirs = calibrain.UncertaintyCalibrator(ue, calibrain.MetricEvaluator(ue)).calibrate(
+            train_data=train, test_data=test
+        )
+        ids = [s.metadata["global_run_id"] for s in picked]
+        ours = calibrate_runs(
+            aggregate_runs(MANIFEST, global_run_id=ids[:2]),
+            aggregate_runs(MANIFEST, global_run_id=ids[2:]),
+            LEVELS,
+        )
+        np.testing.assert_array_equal(
+            ours["coverage_before"], theirs["pre_calibration"]["empirical_coverages"]
+        )
+        np.testing.assert_allclose(
+            ours["recalibrated_levels"],
+            theirs["post_calibration"]["recalibrated_nominal_coverages"],
+            atol=1e-12,
+        )
+        np.testing.assert_array_equal(
+            ours["coverage_after"], theirs["post_calibration"]["empirical_coverages"]
+        )

@@ -24,15 +24,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from neurotorch.config import data_home, progress_enabled
 from neurotorch.meeg import forward, layout
-from neurotorch.meeg.leadfield import LeadfieldData, save_leadfield_npz
-from neurotorch.meeg.posterior import bmn_posterior, learn_hyperparameters
-from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator, item_generator
+from neurotorch.meeg.grid import simulate_run, write_posterior_summary
+from neurotorch.meeg.leadfield import save_leadfield_npz
 from neurotorch.synthetic._once import write_dataset_once
 
 SIZES = {
@@ -61,45 +59,6 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
         mne.write_forward_solution(forward_path, fwd, overwrite=True, verbose=False)
     return {ori: forward.forward_to_leadfield(fwd, ori) for ori in layout.ORIENTATIONS}
-
-
-def _full_posterior_cov(leadfield: np.ndarray, gamma: float, noise_var: float) -> np.ndarray:
-    """``gamma I - gamma^2 L^T (gamma L L^T + noise_var I)^-1 L`` (source-major for free leadfields)."""
-    lf = leadfield.reshape(leadfield.shape[0], -1)
-    cov_y = gamma * lf @ lf.T + noise_var * np.eye(lf.shape[0])
-    return gamma * np.eye(lf.shape[1]) - gamma**2 * lf.T @ np.linalg.solve(cov_y, lf)
-
-
-def _simulate_run(data: LeadfieldData, nnz: int, alpha: float, seed: int, index: int) -> dict:
-    gen = item_generator(seed, index)
-    sources = SourceSimulator(dtype=torch.float64).simulate(
-        1, data.n_sources, nnz, gen, data.n_components
-    )
-    sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
-    x = sources.dense()[0].numpy()
-    leadfield = torch.as_tensor(data.leadfield)
-    gammas, noise_vars = learn_hyperparameters(sensors.y, leadfield, sensors.noise_var)
-    gamma, noise_var = float(gammas[0]), float(noise_vars[0])
-    post = bmn_posterior(sensors.y, leadfield, gamma, noise_var)
-    return {
-        "x_true": x,
-        "x_hat": post.mean[0].numpy(),
-        "posterior_cov": _full_posterior_cov(data.leadfield, gamma, noise_var),
-        "gamma": gamma,
-        "noise_var": noise_var,
-    }
-
-
-def _write_summary(path: Path, run: dict, q_basis: np.ndarray | None, metadata: dict) -> None:
-    import h5py
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as handle:
-        for key in ("x_true", "x_hat", "posterior_cov"):
-            handle.create_dataset(key, data=run[key])
-        handle.create_dataset("Q_basis", data=q_basis if q_basis is not None else np.nan)
-        handle.attrs["metadata_json"] = json.dumps(metadata)
-    os.replace(tmp, path)
 
 
 def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
@@ -149,7 +108,7 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
         nnz = int(rng.choice([1, 3, 5, 10]))
         alpha = float(rng.choice([0.1, 0.3, 0.5, 0.7, 0.9]))
         run_seed = int(rng.integers(2**31))
-        run = _simulate_run(data, nnz, alpha, run_seed, run_id)
+        run = simulate_run(data, nnz, alpha, run_seed, index=run_id)
         metadata = {
             "global_run_id": run_id, "run_id": run_id, "solver": SOLVER, "noise_type": "oracle",
             "subject": subject, "orientation_type": ori, "nnz": nnz, "alpha_SNR": alpha,
@@ -159,7 +118,7 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,
         }  # fmt: skip
         q_basis = data.Q_basis if ori == "free" else None
-        _write_summary(
+        write_posterior_summary(
             root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed),
             run,
             q_basis,
