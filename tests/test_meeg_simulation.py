@@ -29,8 +29,10 @@ def test_waveforms_equal_scipy_filtfilt_recipe():
         seg = filtfilt(b, a, noise[r, :d].numpy()) * np.hanning(d)
         expected = np.zeros(cfg.n_times)
         expected[onset + s : onset + s + d] = seg / np.abs(seg).max() * float(amps[r])
-        # transfer-function filtfilt at this narrow low band is only accurate to a few 1e-6 of the peak
-        np.testing.assert_allclose(out[r], expected, rtol=0, atol=1e-5 * float(amps[r]))
+        # the (b, a) form of this narrow low band (poles near z = 1) is itself only accurate to
+        # ~2e-5 of the peak (against scipy's second-order-sections sosfiltfilt on the same
+        # padding), whether applied to the signal or to the identity: allow both errors
+        np.testing.assert_allclose(out[r], expected, rtol=0, atol=5e-5 * float(amps[r]))
     assert np.all(out[:, :onset] == 0)
 
 
