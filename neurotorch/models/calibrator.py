@@ -151,8 +151,9 @@ class _CoverageCalibrator(L.LightningModule):
         json_path, png_path = self._last_paths
         print(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
-            f"{after['mean_absolute_deviation']:.3f}; max over-confidence "
-            f"{before['max_overconfidence_deviation']:.3f} -> {after['max_overconfidence_deviation']:.3f}"
+            f"{after['mean_absolute_deviation']:.3f}; largest shortfall below nominal "
+            f"{before['max_underconfidence_deviation']:.3f} -> "
+            f"{after['max_underconfidence_deviation']:.3f}"
             f"\nmetrics: {json_path}\nplot:    {png_path}"
         )
 
