@@ -292,3 +292,18 @@ def test_synthetic_laion_fmri_triplets(tmp_path):
     item = triplets[3]
     assert item["sensors"].shape == (64,) and item["embedding"].shape == (1024,)
     assert torch.count_nonzero(item["sources"]) > 0
+
+
+def test_runs_with_non_finite_values_or_no_files_are_refused(tmp_path):
+    from neurotorch.errors import DataNotDownloadedError, NonFiniteError
+
+    path = tmp_path / "s_bmn_run00000001_seed1.npz"
+    x = np.zeros((4, 3))
+    np.savez(
+        path, x_true=x, x_hat=np.where(np.eye(4, 3) > 0, np.nan, 0.0), posterior_var=np.ones(4)
+    )
+    with pytest.raises(NonFiniteError, match="x_hat.*s_bmn_run00000001_seed1"):
+        read_aggregated_run(path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotDownloadedError, match="No posterior summaries"):
+        CalibrationRunsDataset(tmp_path / "empty")

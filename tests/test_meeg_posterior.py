@@ -145,3 +145,38 @@ def test_coverage_counts_by_hand():
         coverage_curve(x, mean, np.ones(4))
     with pytest.raises(InvalidParameterError, match="mode"):
         coverage_curve(x, mean, var, mode="aggregated")
+
+
+def test_bad_posterior_and_coverage_inputs_raise_named_errors():
+    from neurotorch.errors import NonFiniteError, ShapeMismatchError
+    from neurotorch.meeg.posterior import baseline_noise_var, learn_hyperparameters
+
+    lf = torch.tensor(np.random.default_rng(0).standard_normal((5, 7)))
+    y = torch.ones(2, 5, 4, dtype=torch.float64)
+    with pytest.raises(NonFiniteError, match="y holds NaN"):
+        bmn_posterior(y * float("nan"), lf, 1.0, 1.0)
+    with pytest.raises(NonFiniteError, match="leadfield"):
+        bmn_posterior(y, lf * float("inf"), 1.0, 1.0)
+    with pytest.raises(ShapeMismatchError, match="same M"):
+        bmn_posterior(y, lf[:4], 1.0, 1.0)
+    with pytest.raises(InvalidParameterError, match="gamma must be finite and > 0"):
+        bmn_posterior(y, lf, torch.tensor([1.0, -1.0]), 1.0)
+    with pytest.raises(InvalidParameterError, match="noise_var"):
+        bmn_posterior(y, lf, 1.0, 0.0)
+    with pytest.raises(ShapeMismatchError, match="one value per trial"):
+        bmn_posterior(y, lf, torch.ones(3), 1.0)
+    with pytest.raises(InvalidParameterError, match="all zeros"):
+        learn_hyperparameters(torch.zeros(1, 5, 4), lf, 1.0)
+    with pytest.raises(InvalidParameterError, match="max_iter"):
+        learn_hyperparameters(y, lf, 1.0, max_iter=0)
+    with pytest.raises(NonFiniteError):
+        baseline_noise_var(y * float("nan"))
+    x = np.zeros((3, 4))
+    with pytest.raises(NonFiniteError, match="mean"):
+        coverage_curve(x, x * np.nan, np.ones(3))
+    with pytest.raises(InvalidParameterError, match=r"\[0, 1\]"):
+        coverage_curve(x, x, np.ones(3), np.array([0.5, 1.5]))
+    with pytest.raises(NonFiniteError, match="cov_blocks"):
+        ellipsoid_coverage_curve(
+            np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.full((2, 3, 3), np.nan)
+        )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from neurotorch.errors import InvalidParameterError
+from neurotorch.errors import DataNotDownloadedError, InvalidParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import (
@@ -504,7 +504,10 @@ class CalibrationRunsDataset(Dataset):
         else:
             paths = [files] if single else list(files)
         if not paths:
-            raise FileNotFoundError(f"No posterior summaries or calibration runs found in {files}.")
+            raise DataNotDownloadedError(
+                f"No posterior summaries or calibration runs found in {files}; point files= at a "
+                "folder of posterior_summary_*.h5 or calibration .npz runs."
+            )
         self.paths = paths
         self.storage_options = storage_options
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import chi2, norm
 
-from neurotorch.errors import InvalidParameterError, ShapeMismatchError
+from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
 
 #: Nominal coverage levels 0.05, 0.10, ..., 0.95 (plain floats, so configs can show them).
 NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -41,11 +41,25 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def _check_levels(levels: np.ndarray) -> np.ndarray:
+    levels = np.asarray(levels, np.float64)
+    if not np.all((levels >= 0) & (levels <= 1)):  # also refuses NaN
+        raise InvalidParameterError(f"Nominal levels must lie in [0, 1], got {levels}.")
+    return levels
+
+
+def _check_finite(**arrays: np.ndarray) -> None:
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise NonFiniteError(f"{name} holds NaN or Inf; coverage needs finite values.")
+
+
 def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     """``|x - mu| / sqrt(var)``, with ``var`` broadcast over a trailing time axis.
 
     ``var`` has the shape of ``x_true`` without its last axis: ``(..., N)`` for ``(..., N, T)``
-    or ``(..., N, K)`` for ``(..., N, K, T)``.
+    or ``(..., N, K)`` for ``(..., N, K, T)``. Negative variances (rounding of a vanishing
+    posterior variance) count as 0, as in CaliBrain.
     """
     x_true, mean, var = (np.asarray(a, dtype=np.float64) for a in (x_true, mean, var))
     if x_true.shape != mean.shape or var.shape != x_true.shape[:-1]:
@@ -53,6 +67,7 @@ def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -
             f"x_true {x_true.shape} and mean {mean.shape} must match and var {var.shape} must be "
             f"{x_true.shape[:-1]}."
         )
+    _check_finite(x_true=x_true, mean=mean, var=var)
     std = np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))[..., None]
     return np.abs(x_true - mean) / std
 
@@ -75,7 +90,7 @@ def coverage_curve(
     ``x_true``/``mean`` are ``(..., T)`` and ``var`` is their shape without the time axis;
     ``mode`` is ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``.
     """
-    z = norm.ppf((1.0 + np.asarray(levels)) / 2.0)
+    z = norm.ppf((1.0 + _check_levels(levels)) / 2.0)
     if _check_mode(mode) == "time_averaged":
         x_true, mean, var = _time_average(x_true, mean, var)
     return coverage_from_scores(standardized_errors(x_true, mean, var), z)
@@ -112,10 +127,11 @@ def ellipsoid_coverage_curve(
         raise ShapeMismatchError(
             f"x_true/mean {diff.shape} need (..., N, K, T) and cov_blocks {cov.shape} (..., N, K, K)."
         )
+    _check_finite(x_true_minus_mean=diff, cov_blocks=cov)
     k = cov.shape[-1]
     solved = np.linalg.solve(cov[..., None, :, :], np.moveaxis(diff, -1, -2)[..., None])[..., 0]
     mahalanobis = np.einsum("...tk,...tk->...t", np.moveaxis(diff, -1, -2), solved)
-    return coverage_from_scores(mahalanobis, chi2.ppf(np.asarray(levels), k))
+    return coverage_from_scores(mahalanobis, chi2.ppf(_check_levels(levels), k))
 
 
 def calibration_metrics(levels: np.ndarray, empirical: np.ndarray) -> dict[str, float]:

@@ -159,6 +159,8 @@ def learn_hyperparameters(
         ``(B,)`` float64 tensors (``noise_var`` is the given one when it is not learned).
     """
     _check_inputs(y, leadfield)
+    if int(max_iter) < 1 or not tol > 0:
+        raise InvalidParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
     batch, n_sensors, n_times = y.shape
     lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
     eigvals, eigvecs = torch.linalg.eigh(lf @ lf.T)
