@@ -94,3 +94,6 @@ def test_grid_rejects_bad_parameters(tmp_path):
         run_grid(builder, tmp_path / "r", {"subject": ["s1"]})
     with pytest.raises(InvalidParameterError, match="alpha_SNR = 1"):
         run_grid(builder, tmp_path / "r", {**GRID, "alpha_SNR": [1.0]})
+    with pytest.raises(InvalidParameterError, match="noise_types"):
+        run_grid(builder, tmp_path / "r", GRID, noise_types=("known",))
+    assert not (tmp_path / "r").exists()  # refused before anything is written

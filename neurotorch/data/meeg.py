@@ -31,8 +31,9 @@ from neurotorch.meeg.leadfield import (
     random_leadfield,
 )
 from neurotorch.meeg.posterior import (
-    baseline_noise_var,
+    NOISE_TYPES,
     bmn_posterior,
+    known_noise_var,
     learn_hyperparameters,
     sloreta_weights,
     unweight_posterior,
@@ -294,10 +295,6 @@ class SimulatedSensorBatches(IterableDataset):
         return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
-#: How the posterior's noise variance is set (CaliBrain's ``noise_type`` names).
-NOISE_TYPES = ("oracle", "baseline", "adaptive_joint_learning")
-
-
 def posterior_item(
     batch: dict[str, Any],
     leadfield: torch.Tensor,
@@ -321,13 +318,9 @@ def posterior_item(
     weights = sloreta_weights(leadfield) if normalization else None
     if weights is not None:
         leadfield = weight_leadfield(leadfield, weights)
-    if noise_type == "oracle":
-        assumed = batch["noise_var"].double() * float(noise_var_scale)
-    elif noise_type == "baseline":
-        cfg = config or ERPConfig()
-        assumed = baseline_noise_var(y, cfg.tmin, cfg.stim_onset, cfg.sfreq) * noise_var_scale
-    else:
-        assumed = None
+    assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
+    if assumed is not None:
+        assumed = assumed * float(noise_var_scale)
     if gamma == "learn":
         prior_var, assumed = learn_hyperparameters(y, leadfield, assumed)
     elif gamma == "oracle":
@@ -347,6 +340,13 @@ def posterior_item(
         batch["cov_blocks"] = post.cov_blocks
     batch["x_true"] = batch.pop("x")
     return batch
+
+
+def _positive_number(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)) and float(value) > 0)
+    except (TypeError, ValueError):
+        return False
 
 
 class _PosteriorMixin:
@@ -375,11 +375,11 @@ class _PosteriorMixin:
                 "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
                 "noise variance."
             )
-        if gamma not in ("learn", "oracle") and not float(gamma) > 0:
+        if gamma not in ("learn", "oracle") and not _positive_number(gamma):
             raise InvalidParameterError(
                 f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
-        if not float(noise_var_scale) > 0:
+        if not _positive_number(noise_var_scale):
             raise InvalidParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)

@@ -33,14 +33,18 @@ from neurotorch.meeg.calibration import (
     ellipsoid_coverage_curve,
 )
 from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData
-from neurotorch.meeg.posterior import baseline_noise_var, bmn_posterior, learn_hyperparameters
+from neurotorch.meeg.posterior import (
+    NOISE_TYPES,
+    bmn_posterior,
+    known_noise_var,
+    learn_hyperparameters,
+)
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import PosteriorRun, read_posterior_summary
 
 MANIFEST = "run_manifest.csv"
 SOLVER = "BMN"
 DATA_KEYS = ("alpha_SNR", "nnz", "orientation_type", "subject")
-NOISE_TYPES = ("oracle", "baseline", "adaptive_joint_learning")
 #: CaliBrain's default nominal levels.
 CALIBRAIN_LEVELS = np.array(
     [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
@@ -75,8 +79,6 @@ def simulate_run(
 
     Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` and ``noise_var``.
     """
-    if noise_type not in NOISE_TYPES:
-        raise InvalidParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
     if noise_type == "oracle" and alpha >= 1.0:
         raise InvalidParameterError(
             "alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'."
@@ -88,12 +90,7 @@ def simulate_run(
     )
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     leadfield = torch.as_tensor(data.leadfield)
-    if noise_type == "oracle":
-        known = sensors.noise_var
-    elif noise_type == "baseline":
-        known = baseline_noise_var(sensors.y, config.tmin, config.stim_onset, config.sfreq)
-    else:
-        known = None
+    known = known_noise_var(noise_type, sensors.y, sensors.noise_var, config)
     gamma, noise_var = learn_hyperparameters(sensors.y, leadfield, known)
     post = bmn_posterior(sensors.y, leadfield, gamma, noise_var)
     return {
@@ -159,6 +156,12 @@ def run_grid(
         )
     if int(n_runs) < 1:
         raise InvalidParameterError(f"n_runs must be >= 1, got {n_runs}.")
+    if not noise_types or set(noise_types) - set(NOISE_TYPES):
+        raise InvalidParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
+    if "oracle" in noise_types and max(data_grid["alpha_SNR"]) >= 1.0:
+        raise InvalidParameterError(
+            "alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'."
+        )
     configs = [
         (data, noise) for data in parameter_grid(data_grid)
         for noise in parameter_grid({"noise_type": list(noise_types)})

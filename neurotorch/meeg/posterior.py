@@ -23,8 +23,11 @@ import numpy as np
 import torch
 
 from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
+from neurotorch.meeg.simulation import ERPConfig
 
 _EPS = float(np.finfo(np.float64).eps)
+#: How a posterior's noise variance is set (CaliBrain's ``noise_type`` names).
+NOISE_TYPES = ("oracle", "baseline", "adaptive_joint_learning")
 
 
 @dataclass
@@ -192,6 +195,21 @@ def learn_hyperparameters(
         if not bool(active.any()):
             break
     return gamma, sigma2
+
+
+def known_noise_var(
+    noise_type: str, y: torch.Tensor, true_noise_var: torch.Tensor, config: ERPConfig
+) -> torch.Tensor | None:
+    """The noise variance a posterior assumes under CaliBrain's ``noise_type``: the true one
+    (``"oracle"``), the pre-stimulus estimate (``"baseline"``, `baseline_noise_var`), or ``None``
+    when it is learned with gamma (``"adaptive_joint_learning"``)."""
+    if noise_type == "oracle":
+        return true_noise_var.to(torch.float64)
+    if noise_type == "baseline":
+        return baseline_noise_var(y, config.tmin, config.stim_onset, config.sfreq)
+    if noise_type == "adaptive_joint_learning":
+        return None
+    raise InvalidParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
 
 
 def baseline_noise_var(
