@@ -280,7 +280,8 @@ def _valid_npz(path, **overrides):
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
-        ({"src_coords": None}, FormatError, "no 'src_coords'"),
+        ({"src_coords": None}, FormatError, "no numeric 'src_coords'"),
+        ({"src_coords": np.zeros(5)}, FormatError, "no numeric 'src_coords'"),
         (
             {"leadfield": np.where(np.eye(4, 5) > 0, np.nan, 1.0)},
             NonFiniteError,

@@ -221,11 +221,6 @@ def load_leadfield_npz(
     leadfield, unitmult = scale_to_display_units(
         np.asarray(raw, dtype=np.float64), units, meta.get("sensor_unitmult")
     )
-    if require_src_coords and "src_coords" not in values:
-        raise FormatError(
-            f"{path} has no 'src_coords' (n_sources, 3) source positions; re-export the leadfield "
-            "with them, or pass require_src_coords=False to read it without positions."
-        )
     data = LeadfieldData(
         leadfield=leadfield,
         sensor_kind=meta.get("sensor_kind"),
@@ -239,6 +234,11 @@ def load_leadfield_npz(
         src_normals=_optional_array(values.get("src_normals"), 2),
         skipped_keys=skipped,
     )
+    if require_src_coords and data.src_coords is None:
+        raise FormatError(
+            f"{path} has no numeric 'src_coords' (n_sources, 3) source positions; re-export the "
+            "leadfield with them, or pass require_src_coords=False to read it without positions."
+        )
     check_leadfield(data, path)
     return data
 
