@@ -405,3 +405,30 @@ def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(tmp_path, mon
         np.testing.assert_array_equal(
             ours["coverage_after"], theirs["post_calibration"]["empirical_coverages"]
         )
+
+
+def test_mne_eloreta_and_gamma_map_equal_calibrains():
+    """CaliBrain's eLORETA and gamma-MAP against MNE's, on the same fixed MEG forward and data."""
+    from calibrain.source_estimation import eloreta
+    from calibrain.source_estimation import gamma_map as calibrain_gamma_map
+
+    from neurotorch.meeg.forward import cortical_shell, make_forward, sensor_info, sphere_model
+    from neurotorch.meeg.inverse import gamma_map, minimum_norm
+
+    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
+    info = sensor_info("mag", n_sensors=23)
+    fwd = make_forward(info, rr, nn, sphere_model("mag"))
+    lf = forward_to_leadfield(fwd, "fixed").leadfield
+    rng = np.random.default_rng(0)
+    x = np.zeros((29, 31))
+    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
+    y = lf @ x + 2.0 * rng.standard_normal((23, 31))
+    quiet = logging.getLogger("calibrain-interop")
+    theirs = eloreta(lf, y, 4.0, n_orient=1, logger=quiet)["posterior_mean"]
+    ours = minimum_norm(fwd, info, y, 4.0, "eLORETA", lambda2=1.0)
+    # same weight iteration (stops at a 1e-6 relative change); the forward is float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
+    theirs = calibrain_gamma_map(lf, y, 4.0, n_orient=1, logger=quiet)["posterior_mean"]
+    ours = gamma_map(fwd, info, y, 4.0, alpha=1.0)
+    # MNE prunes gammas that CaliBrain keeps; those sources carry < 1e-3 of the peak
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())

@@ -22,6 +22,8 @@ _EXPORTS = {
     "aggregate_runs": "grid",
     "calibrate_runs": "grid",
     "run_grid": "grid",
+    "gamma_map": "inverse",
+    "minimum_norm": "inverse",
     "earth_movers_distance": "metrics",
     "error_metrics": "metrics",
     "mean_posterior_std": "metrics",
