@@ -273,7 +273,9 @@ def _leadfield_row(root: DataRoot, relpath: str) -> dict[str, Any]:
     from neurotorch.meeg.leadfield import load_leadfield_npz
 
     match = _LEADFIELD_FILE.match(_basename(relpath))
-    data = load_leadfield_npz(root.path(relpath), storage_options=root.storage_options)
+    data = load_leadfield_npz(
+        root.path(relpath), storage_options=root.storage_options, require_src_coords=False
+    )
     sensors = _COIL_NAMES.get(data.coil_type) or _SENSOR_KINDS.get(data.sensor_kind, "unknown")
     return {
         "file": relpath,

@@ -103,3 +103,11 @@ class UnknownModelError(NameNotFoundError, ValueError):
 
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""
+
+
+class InvalidParameterError(NeurotorchError, ValueError):
+    """An argument is out of range or of the wrong kind (e.g. a negative variance, alpha > 1)."""
+
+
+class NonFiniteError(FormatError):
+    """An array that must be finite holds NaN or Inf."""

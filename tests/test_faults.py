@@ -938,7 +938,7 @@ def test_leadfield_pickled_info_is_skipped(tmp_path: Path):
     info = np.empty((), dtype=object)
     info[()] = {"sfreq": 250.0}
     leadfield = np.arange(24, dtype=np.float64).reshape(4, 6)
-    np.savez(path, leadfield=leadfield, info=info)
+    np.savez(path, leadfield=leadfield, info=info, src_coords=np.zeros((6, 3)))
     data = load_leadfield(path)
     assert data.skipped_keys == ["info"]
     np.testing.assert_array_equal(data.leadfield, leadfield)

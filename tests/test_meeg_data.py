@@ -21,7 +21,7 @@ from neurotorch.data.meeg import (
     mask_voxel_coords_mm,
 )
 from neurotorch.data.registry import load_dataset
-from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.errors import CorruptFileError, FormatError, InvalidParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, random_leadfield
 from neurotorch.meeg.summaries import read_aggregated_run, read_posterior_summary
 
@@ -64,7 +64,7 @@ def test_items_are_identical_in_worker_processes(leadfield):
 
 
 def test_calibration_items_hold_the_posterior(leadfield):
-    ds = CalibrationDataset(leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0)
+    ds = CalibrationDataset(leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0, gamma="oracle")
     item = ds[1]
     lf = leadfield.leadfield
     gamma, noise = float(item["gamma"]), float(item["assumed_noise_var"])
@@ -85,6 +85,37 @@ def test_calibration_items_hold_the_posterior(leadfield):
     torch.testing.assert_close(batch["assumed_noise_var"], 2.0 * batch["noise_var"])
     with pytest.raises(ValueError, match="alpha < 1"):
         CalibrationDataset(leadfield, nnz=(1,), alpha=(1.0,))
+
+
+def test_learned_gamma_is_calibrains_fixed_point(leadfield):
+    """gamma="learn" (default) solves CaliBrain's update, checked with dense numpy algebra."""
+    item = CalibrationDataset(leadfield, length=2, nnz=(3,), alpha=(0.4,), seed=5)[0]
+    lf, y = leadfield.leadfield, item["y"].double().numpy()
+    gamma, noise = float(item["gamma"]), float(item["assumed_noise_var"])
+    assert noise == pytest.approx(float(item["noise_var"]), rel=1e-6)
+    c_inv = np.linalg.inv(gamma * lf @ lf.T + noise * np.eye(lf.shape[0]))
+    llt = lf @ lf.T
+    scale = np.sum(y**2) / np.linalg.norm(lf, 2) ** 2
+    update = scale * np.trace(y.T @ c_inv @ llt @ c_inv @ y) / y.shape[1] / np.trace(c_inv @ llt)
+    assert update == pytest.approx(gamma, rel=1e-6)
+
+
+@pytest.mark.parametrize("noise_type", ["baseline", "adaptive_joint_learning"])
+def test_noise_types(leadfield, noise_type):
+    ds = CalibrationDataset(leadfield, length=2, nnz=(2,), alpha=(0.5,), noise_type=noise_type)
+    item = ds[0]
+    y = item["y"].double().numpy()
+    if (
+        noise_type == "baseline"
+    ):  # mean over sensors of the variance of the 125 pre-stimulus samples
+        expected = np.mean(np.var(y[:, :125], axis=1))
+        assert float(item["assumed_noise_var"]) == pytest.approx(expected, rel=1e-5)
+    else:
+        assert float(item["assumed_noise_var"]) > 0
+    with pytest.raises(InvalidParameterError, match="noise_type"):
+        CalibrationDataset(leadfield, nnz=(2,), noise_type="known")
+    with pytest.raises(InvalidParameterError, match="gamma='learn'"):
+        CalibrationDataset(leadfield, nnz=(2,), gamma=2.0, noise_type="adaptive_joint_learning")
 
 
 def test_registry_builders(leadfield):
@@ -261,3 +292,18 @@ def test_synthetic_laion_fmri_triplets(tmp_path):
     item = triplets[3]
     assert item["sensors"].shape == (64,) and item["embedding"].shape == (1024,)
     assert torch.count_nonzero(item["sources"]) > 0
+
+
+def test_runs_with_non_finite_values_or_no_files_are_refused(tmp_path):
+    from neurotorch.errors import DataNotDownloadedError, NonFiniteError
+
+    path = tmp_path / "s_bmn_run00000001_seed1.npz"
+    x = np.zeros((4, 3))
+    np.savez(
+        path, x_true=x, x_hat=np.where(np.eye(4, 3) > 0, np.nan, 0.0), posterior_var=np.ones(4)
+    )
+    with pytest.raises(NonFiniteError, match="x_hat.*s_bmn_run00000001_seed1"):
+        read_aggregated_run(path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotDownloadedError, match="No posterior summaries"):
+        CalibrationRunsDataset(tmp_path / "empty")

@@ -9,6 +9,8 @@ from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
     FormatError,
+    InvalidParameterError,
+    NonFiniteError,
     UnsafePickleError,
 )
 from neurotorch.meeg.leadfield import (
@@ -123,7 +125,9 @@ def test_simulate_then_load_round_trips(tmp_path):
         assert getattr(loaded, key) == getattr(made, key)
     np.testing.assert_array_equal(loaded.Q_basis, made.Q_basis)
     with pytest.raises(FormatError, match="free-orientation"):
-        np.savez(builder.path("demo", "fixed"), leadfield=made.leadfield)
+        np.savez(
+            builder.path("demo", "fixed"), leadfield=made.leadfield, src_coords=made.src_coords
+        )
         builder.get_leadfield("demo", "fixed", "load")
 
 
@@ -161,12 +165,14 @@ def test_pickled_entries_are_skipped_unless_opted_in(tmp_path):
         sensor_units=107,
         sensor_unitmult=0,
         Q_basis=np.array(None, dtype=object),
-        info=np.array({"a": 1}, dtype=object),
+        info=np.array({"ch_names": ["E1", "E2", "E3", "E4"]}, dtype=object),
+        src_coords=np.zeros((3, 3)),
     )
     data = load_leadfield_npz(path)
-    assert sorted(data.skipped_keys) == ["Q_basis", "info"]
+    assert sorted(data.skipped_keys) == ["Q_basis", "info"] and data.ch_names is None
     np.testing.assert_allclose(data.leadfield, raw * 1e-3)
-    assert load_leadfield_npz(path, allow_pickle=True).skipped_keys == []
+    trusted = load_leadfield_npz(path, allow_pickle=True)
+    assert trusted.skipped_keys == [] and trusted.ch_names == ["E1", "E2", "E3", "E4"]
     bad = tmp_path / "bad_fixed_leadfield.npz"
     np.savez(bad, leadfield=np.array([[object()]], dtype=object))
     with pytest.raises(UnsafePickleError, match="allow_pickle"):
@@ -201,7 +207,113 @@ def test_random_mode_and_arguments(tmp_path):
     builder = LeadfieldBuilder(tmp_path)
     lf = builder.get_leadfield("r", "free", "random", n_sensors=4, n_sources=9, seed=1)
     assert lf.shape == (4, 9, 3)
-    with pytest.raises(ValueError, match="n_sensors"):
-        builder.get_leadfield("r", "fixed", "random")
-    with pytest.raises(ValueError, match="orientation_type"):
+    # CaliBrain's default random sizes
+    assert builder.get_leadfield("r", "fixed", "random").shape == (64, 1284)
+    with pytest.raises(InvalidParameterError, match="n_sensors"):
+        builder.get_leadfield("r", "fixed", "random", n_sensors=0)
+    with pytest.raises(InvalidParameterError, match="orientation_type"):
         builder.get_leadfield("r", "both", "random", n_sensors=2, n_sources=2)
+
+
+def test_fixed_orientation_uses_head_frame_normals_under_a_rotated_transform():
+    """With a rotated head<->MRI transform, fixed == MNE's surface-oriented fixed conversion and
+    coordinates/normals come back in the head frame."""
+    from scipy.spatial.transform import Rotation
+
+    from neurotorch.meeg.forward import cortical_shell, simulate_leadfield
+
+    rr, nn = cortical_shell(41)  # head frame
+    rotation = Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix()
+    centre = np.array([0.0, 0.0, 0.04])  # rotate about the sphere centre: sources stay inside
+    head_to_mri = np.eye(4)
+    head_to_mri[:3, :3], head_to_mri[:3, 3] = rotation, centre - rotation @ centre
+    trans = mne.transforms.Transform("head", "mri", head_to_mri)
+    rr_mri, nn_mri = rr @ rotation.T + head_to_mri[:3, 3], nn @ rotation.T
+    fixed = simulate_leadfield("fixed", src_coords=rr_mri, src_normals=nn_mri, trans=trans)
+    info = mne.create_info(fixed.ch_names, 250.0, "eeg")
+    info.set_montage(mne.channels.make_standard_montage("easycap-M43"))
+    src = mne.setup_volume_source_space(pos=dict(rr=rr_mri, nn=nn_mri), verbose=False)
+    sphere = mne.make_sphere_model(r0=tuple(centre), head_radius=0.095, verbose=False)
+    ref = mne.make_forward_solution(info, trans=trans, src=src, bem=sphere, verbose=False)
+    ref_fixed = mne.convert_forward_solution(ref, surf_ori=True, force_fixed=True, verbose=False)
+    expected = ref_fixed["sol"]["data"].astype(np.float64) * 1e-3  # V/Am -> µV/nAm
+    scale = np.abs(expected).max()
+    # MNE rotates in float32: a 3-term dot product is within 3 float32 roundings of the scale
+    np.testing.assert_allclose(fixed.leadfield, expected, rtol=0, atol=4 * 2.0**-24 * scale)
+    # the MRI-frame normals give a different (wrong) projection
+    free = ref["sol"]["data"].astype(np.float64).reshape(len(info["chs"]), 41, 3) * 1e-3
+    assert np.abs(np.einsum("msk,sk->ms", free, nn_mri) - expected).max() > 0.1 * scale
+    np.testing.assert_allclose(fixed.src_coords, rr, atol=1e-12)
+    np.testing.assert_allclose(fixed.src_normals, nn, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("sensor", "coil", "mne_coil"), [("eeg", 1, 1), ("mag", 3022, 3024), ("grad", 3012, 3012)]
+)
+def test_coil_type_is_calibrain_class_and_mne_type_is_kept(tmp_path, sensor, coil, mne_coil):
+    from neurotorch.meeg.forward import sensor_info, simulate_leadfield
+
+    data = simulate_leadfield("free", n_sources=12, sensor=sensor, n_sensors=6)
+    # independent: MNE's own channel description of the same sensors
+    assert sensor_info(sensor, n_sensors=6)["chs"][0]["coil_type"] == mne_coil
+    assert (data.coil_type, data.mne_coil_type) == (coil, mne_coil)
+    assert data.n_components == (3 if sensor == "eeg" else 2)
+    loaded = load_leadfield_npz(save_leadfield_npz(tmp_path / "s_free_leadfield.npz", data))
+    assert (loaded.coil_type, loaded.mne_coil_type) == (coil, mne_coil)
+
+
+def _valid_npz(path, **overrides):
+    rng = np.random.default_rng(0)
+    normals = rng.standard_normal((5, 3))
+    arrays = {
+        "leadfield": rng.standard_normal((4, 5)),
+        "src_coords": rng.standard_normal((5, 3)) * 0.05,
+        "src_normals": normals / np.linalg.norm(normals, axis=1, keepdims=True),
+        "sensor_units": 107,
+        "sensor_unitmult": -6,
+    }
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        ({"src_coords": None}, FormatError, "no numeric 'src_coords'"),
+        ({"src_coords": np.zeros(5)}, FormatError, "no numeric 'src_coords'"),
+        (
+            {"leadfield": np.where(np.eye(4, 5) > 0, np.nan, 1.0)},
+            NonFiniteError,
+            "leadfield.*4 NaN",
+        ),
+        ({"leadfield": np.full((4, 5), np.inf)}, NonFiniteError, "leadfield"),
+        ({"src_coords": np.full((5, 3), np.nan)}, NonFiniteError, "src_coords"),
+        ({"src_coords": np.zeros((4, 3))}, FormatError, "src_coords.*expected \\(5, 3\\)"),
+        ({"src_normals": np.ones((5, 3))}, FormatError, "unit vectors"),
+        ({"leadfield": np.ones((4, 0))}, FormatError, "non-empty"),
+        ({"ch_names": np.array(["a", "b", "a", "c"])}, FormatError, "more than once"),
+        ({"ch_names": np.array(["a", "b"])}, FormatError, "2 channels for 4"),
+        (
+            {"leadfield": np.ones((4, 5, 2)), "coil_type": 1},
+            FormatError,
+            "2 components.*coil_type 1 needs 3",
+        ),
+        (
+            {"leadfield": np.ones((4, 5, 3)), "Q_basis": np.ones((5, 3, 3))},
+            FormatError,
+            "orthonormal",
+        ),
+    ],
+)
+def test_bad_leadfield_files_raise_named_errors(tmp_path, overrides, error, match):
+    path = _valid_npz(tmp_path / "bad_fixed_leadfield.npz", **overrides)
+    with pytest.raises(error, match=match) as info:
+        load_leadfield_npz(path)
+    assert "bad_fixed_leadfield" in str(info.value)
+
+
+def test_leadfield_without_coordinates_loads_on_request(tmp_path):
+    path = _valid_npz(tmp_path / "legacy_fixed_leadfield.npz", src_coords=None)
+    assert load_leadfield_npz(path, require_src_coords=False).src_coords is None
+    assert load_leadfield_npz(_valid_npz(tmp_path / "ok.npz")).src_coords.shape == (5, 3)

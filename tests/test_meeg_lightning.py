@@ -30,7 +30,7 @@ def _trainer(tmp_path, epochs: int) -> L.Trainer:
 
 
 def test_isotonic_calibrator_reports_before_and_after(tmp_path, capsys):
-    dm = CalibrationDataModule(noise_var_scale=0.3, **DATA)
+    dm = CalibrationDataModule(noise_var_scale=0.05, **DATA)
     model = IsotonicCalibrator(output_dir=str(tmp_path))
     trainer = _trainer(tmp_path, 1)
     trainer.fit(model, dm)
@@ -53,7 +53,7 @@ def test_isotonic_calibrator_reports_before_and_after(tmp_path, capsys):
 
 def test_neural_calibrator_trains(tmp_path):
     L.seed_everything(0)
-    dm = CalibrationDataModule(noise_var_scale=0.3, **DATA)
+    dm = CalibrationDataModule(noise_var_scale=0.05, **DATA)
     model = NeuralCalibrator(hidden=8, lr=0.01, output_dir=str(tmp_path))
     trainer = _trainer(tmp_path, 3)
     trainer.fit(model, dm)

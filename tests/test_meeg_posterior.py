@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurotorch.errors import InvalidParameterError
 from neurotorch.meeg.calibration import (
     DEFAULT_LEVELS,
     FIT_LEVELS,
@@ -78,7 +79,8 @@ def test_free_orientation_ellipsoids_cover_at_nominal_level():
     assert np.abs(marginal - DEFAULT_LEVELS).max() <= 0.02
 
 
-@pytest.mark.parametrize(("noise_factor", "direction"), [(0.25, "over"), (10.0, "under")])
+# CaliBrain's names: "underconfidence" is empirical < nominal (noise assumed too small)
+@pytest.mark.parametrize(("noise_factor", "direction"), [(0.25, "under"), (10.0, "over")])
 def test_misspecified_noise_is_recalibrated_by_isotonic_regression(noise_factor, direction):
     lf = np.random.default_rng(2).standard_normal((40, 40))
     gamma, noise_var = 2.0, 5.0
@@ -100,6 +102,11 @@ def test_isotonic_fit_and_inverse():
     np.testing.assert_allclose(iso.predict(levels), [0.275, 0.275, 0.5, 0.7])
     targets = np.array([0.1, 0.5, 0.7, 0.9])
     np.testing.assert_allclose(iso.predict(iso.recalibrate(targets)), targets, atol=1e-3)
+    # by hand: 0.275 is the plateau 0.2..0.4 (its right end); 0.3 lies a quarter up to (0.6, 0.5)
+    flat = IsotonicRecalibration().fit(levels, np.array([0.3, 0.25, 0.5, 0.7]))
+    np.testing.assert_allclose(
+        flat.recalibrate(np.array([0.275, 0.3])), [0.4, 0.4 + 0.2 * 0.025 / 0.225]
+    )
     restored = IsotonicRecalibration.from_dict(iso.to_dict())
     np.testing.assert_allclose(restored.predict(levels), iso.predict(levels))
     with pytest.raises(RuntimeError, match="fit"):
@@ -116,6 +123,11 @@ def test_calibration_metrics_by_hand():
             "mean_signed_deviation": 0.0,
         }
     )
+    # CaliBrain's own example: empirical below nominal is its "underconfidence" deviation
+    metrics = calibration_metrics(np.array([0.5, 0.9]), np.array([0.3, 0.8]))
+    assert metrics["max_underconfidence_deviation"] == pytest.approx(0.2)
+    assert metrics["max_overconfidence_deviation"] == 0.0
+    assert metrics["mean_signed_deviation"] == pytest.approx(-0.15)
 
 
 def test_coverage_counts_by_hand():
@@ -123,8 +135,48 @@ def test_coverage_counts_by_hand():
     mean = np.zeros((1, 4))
     var = np.ones(1)
     # |z| = 0, 1, 2, 3; the 68.27 % interval is |z| <= 1, the 95.45 % one |z| <= 2
+    levels = np.array([0.6827, 0.9545, 0.9974])
     np.testing.assert_allclose(
-        coverage_curve(x, mean, var, np.array([0.6827, 0.9545, 0.9974])), [0.5, 0.75, 1.0]
+        coverage_curve(x, mean, var, levels, mode="pointwise"), [0.5, 0.75, 1.0]
     )
+    # time-averaged: mean_t x = 1.5 against sd sqrt(1/4) = 0.5, i.e. |z| = 3, inside only z = 3.01
+    np.testing.assert_allclose(coverage_curve(x, mean, var, levels), [0.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))
+    with pytest.raises(InvalidParameterError, match="mode"):
+        coverage_curve(x, mean, var, mode="aggregated")
+
+
+def test_bad_posterior_and_coverage_inputs_raise_named_errors():
+    from neurotorch.errors import NonFiniteError, ShapeMismatchError
+    from neurotorch.meeg.posterior import baseline_noise_var, learn_hyperparameters
+
+    lf = torch.tensor(np.random.default_rng(0).standard_normal((5, 7)))
+    y = torch.ones(2, 5, 4, dtype=torch.float64)
+    with pytest.raises(NonFiniteError, match="y holds NaN"):
+        bmn_posterior(y * float("nan"), lf, 1.0, 1.0)
+    with pytest.raises(NonFiniteError, match="leadfield"):
+        bmn_posterior(y, lf * float("inf"), 1.0, 1.0)
+    with pytest.raises(ShapeMismatchError, match="same M"):
+        bmn_posterior(y, lf[:4], 1.0, 1.0)
+    with pytest.raises(InvalidParameterError, match="gamma must be finite and > 0"):
+        bmn_posterior(y, lf, torch.tensor([1.0, -1.0]), 1.0)
+    with pytest.raises(InvalidParameterError, match="noise_var"):
+        bmn_posterior(y, lf, 1.0, 0.0)
+    with pytest.raises(ShapeMismatchError, match="one value per trial"):
+        bmn_posterior(y, lf, torch.ones(3), 1.0)
+    with pytest.raises(InvalidParameterError, match="all zeros"):
+        learn_hyperparameters(torch.zeros(1, 5, 4), lf, 1.0)
+    with pytest.raises(InvalidParameterError, match="max_iter"):
+        learn_hyperparameters(y, lf, 1.0, max_iter=0)
+    with pytest.raises(NonFiniteError):
+        baseline_noise_var(y * float("nan"))
+    x = np.zeros((3, 4))
+    with pytest.raises(NonFiniteError, match="mean"):
+        coverage_curve(x, x * np.nan, np.ones(3))
+    with pytest.raises(InvalidParameterError, match=r"\[0, 1\]"):
+        coverage_curve(x, x, np.ones(3), np.array([0.5, 1.5]))
+    with pytest.raises(NonFiniteError, match="cov_blocks"):
+        ellipsoid_coverage_curve(
+            np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.full((2, 3, 3), np.nan)
+        )

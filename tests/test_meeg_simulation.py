@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 from scipy.signal import butter, filtfilt, sosfiltfilt
 
+from neurotorch.errors import InvalidParameterError
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 
 
@@ -115,17 +116,45 @@ def test_noise_ratio_and_projection(n_components, alpha):
     np.testing.assert_allclose(
         sensors.noise_var.numpy(), noise.reshape(8, -1).var(axis=1), rtol=0.1
     )
-    if n_components > 1:
-        np.testing.assert_allclose(sources.orientations.norm(dim=-1).numpy(), 1.0, rtol=1e-6)
+    assert sources.orientations is None  # CaliBrain's recipe: one waveform per component
 
 
-def test_alpha_one_means_no_noise_and_bad_alpha_rejected():
+def test_free_recipes():
+    """``components``: every component is a waveform of its own (own peak amplitude);
+    ``orientation``: one waveform along a unit vector (components proportional)."""
+    gen = torch.Generator().manual_seed(9)
+    own = SourceSimulator(dtype=torch.float64).simulate(6, 30, 4, gen, 3)
+    assert own.waveforms.shape == (6, 4, 3, 250) and own.amplitudes.shape == (6, 4, 3)
+    np.testing.assert_allclose(own.waveforms.abs().amax(-1).numpy(), own.amplitudes.numpy())
+    gram = np.einsum("bjkt,bjlt->bjkl", own.waveforms.numpy(), own.waveforms.numpy())
+    norms = np.sqrt(np.einsum("bjkk->bjk", gram))
+    cosine = gram[..., 0, 1] / (norms[..., 0] * norms[..., 1])
+    assert np.abs(cosine).max() < 0.999  # independent waveforms are never collinear
+    config = ERPConfig(free_recipe="orientation")
+    one = SourceSimulator(config, dtype=torch.float64).simulate(6, 30, 4, gen, 3)
+    np.testing.assert_allclose(one.orientations.norm(dim=-1).numpy(), 1.0, rtol=1e-12)
+    # the three components are one waveform times the orientation's entries
+    ratio = one.waveforms / one.waveforms.norm(dim=(2, 3), keepdim=True)
+    np.testing.assert_allclose(
+        ratio.norm(dim=-1).numpy(), one.orientations.abs().numpy(), rtol=1e-10, atol=1e-12
+    )
+    with pytest.raises(InvalidParameterError, match="free_recipe"):
+        ERPConfig(free_recipe="random")
+
+
+def test_alpha_one_means_no_noise_and_alpha_zero_pure_noise():
     gen = torch.Generator().manual_seed(0)
     sources = SourceSimulator().simulate(2, 10, 2, gen)
     sim = SensorSimulator(np.ones((3, 10)))
     assert torch.all(sim.simulate(sources, 1.0, gen).noise == 0)
-    with pytest.raises(ValueError, match="alpha"):
-        sim.simulate(sources, 0.0, gen)
+    # alpha = 0 (CaliBrain): the data are the noise alone, scaled to the signal's norm
+    pure = sim.simulate(sources, 0.0, gen)
+    torch.testing.assert_close(pure.y, pure.noise)
+    torch.testing.assert_close(
+        pure.noise.flatten(1).norm(dim=1), pure.y_clean.flatten(1).norm(dim=1), rtol=1e-5, atol=0
+    )
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        sim.simulate(sources, 1.5, gen)
     with pytest.raises(ValueError, match="n_components=3"):
         SensorSimulator(np.ones((3, 10, 3))).simulate(sources, 0.5, gen)
 

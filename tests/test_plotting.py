@@ -173,11 +173,15 @@ def test_run_coverage_counts_covered_samples():
     fixed = _run(rng, 2.0)
     z = np.abs(fixed.x_true - fixed.x_hat) / np.sqrt(fixed.var)[:, None]
     expected = [np.mean(z <= norm.ppf((1 + c) / 2)) for c in levels]
+    np.testing.assert_allclose(run_coverage(fixed, levels, "pointwise"), expected)
+    # time-averaged (default): |mean_t (x - mu)| against sqrt(var / T), T = 25
+    z_bar = np.abs((fixed.x_true - fixed.x_hat).mean(axis=1)) / np.sqrt(fixed.var / 25)
+    expected = [np.mean(z_bar <= norm.ppf((1 + c) / 2)) for c in levels]
     np.testing.assert_allclose(run_coverage(fixed, levels), expected)
     free = _run(rng, 1.0, free=True)
     d2 = np.sum((free.x_true - free.x_hat) ** 2, axis=1)  # identity covariance
     np.testing.assert_allclose(
-        run_coverage(free, levels), [np.mean(d2 <= chi2.ppf(c, 3)) for c in levels]
+        run_coverage(free, levels, "pointwise"), [np.mean(d2 <= chi2.ppf(c, 3)) for c in levels]
     )
 
 

@@ -22,10 +22,24 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
+from neurotorch.errors import DataNotDownloadedError, InvalidParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
-from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData, random_leadfield
-from neurotorch.meeg.posterior import bmn_posterior
+from neurotorch.meeg.leadfield import (
+    RANDOM_SENSORS,
+    LeadfieldBuilder,
+    LeadfieldData,
+    random_leadfield,
+)
+from neurotorch.meeg.posterior import (
+    NOISE_TYPES,
+    bmn_posterior,
+    known_noise_var,
+    learn_hyperparameters,
+    sloreta_weights,
+    unweight_posterior,
+    weight_leadfield,
+)
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
@@ -68,9 +82,9 @@ def build_leadfield(
 
         return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
     if retrieve_mode == "random":
-        if n_sensors is None:
-            raise ValueError("retrieve_mode='random' needs n_sensors.")
-        return random_leadfield(orientation_type, n_sensors, n_sources, seed)
+        return random_leadfield(
+            orientation_type, RANDOM_SENSORS if n_sensors is None else n_sensors, n_sources, seed
+        )
     if retrieve_mode != "load":
         raise ValueError(
             f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
@@ -109,11 +123,11 @@ class TrialSimulation:
         self.nnz = tuple(int(n) for n in nnz)
         self.alpha = tuple(float(a) for a in alpha)
         if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
             )
-        if not self.alpha or not all(0.0 < a <= 1.0 for a in self.alpha):
-            raise ValueError(f"alpha values {self.alpha} must lie in (0, 1].")
+        if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
+            raise InvalidParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
         self.config = config or ERPConfig()
         self.device = torch.device(device)
         self.dtype = dtype
@@ -280,20 +294,40 @@ class SimulatedSensorBatches(ShardedIterable):
 
 
 def posterior_item(
-    batch: dict[str, Any], leadfield: torch.Tensor, gamma: float | str, noise_var_scale: float
+    batch: dict[str, Any],
+    leadfield: torch.Tensor,
+    gamma: float | str,
+    noise_var_scale: float,
+    noise_type: str = "oracle",
+    config: ERPConfig | None = None,
+    normalization: bool = False,
 ) -> dict[str, Any]:
     """Add the BMN posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to ``batch``.
 
-    ``gamma="oracle"`` uses each trial's mean source power ``mean(x**2)``; the assumed noise
-    variance is the true one times ``noise_var_scale`` (1: well specified).
+    ``gamma``: ``"learn"`` (CaliBrain's evidence maximisation, see `learn_hyperparameters`),
+    ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a number (nAm²).
+    ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the pre-stimulus
+    estimate of `baseline_noise_var`, timing from ``config``) -- both times ``noise_var_scale`` --
+    or ``"adaptive_joint_learning"`` (learned with ``gamma``, which must then be ``"learn"``).
+    ``normalization`` applies CaliBrain's sLORETA normalisation (its ``BMN(normalization=True)``):
+    the posterior is computed for ``x = W x'`` with a BMN prior on ``x'``.
     """
-    x = batch["x"]
-    if gamma == "oracle":
+    x, y = batch["x"], batch["y"]
+    weights = sloreta_weights(leadfield) if normalization else None
+    if weights is not None:
+        leadfield = weight_leadfield(leadfield, weights)
+    assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
+    if assumed is not None:
+        assumed = assumed * float(noise_var_scale)
+    if gamma == "learn":
+        prior_var, assumed = learn_hyperparameters(y, leadfield, assumed)
+    elif gamma == "oracle":
         prior_var = x.double().flatten(1).pow(2).mean(dim=1)
     else:
         prior_var = torch.full((x.shape[0],), float(gamma), dtype=torch.float64, device=x.device)
-    assumed = batch["noise_var"].double() * float(noise_var_scale)
-    post = bmn_posterior(batch["y"], leadfield, prior_var, assumed)
+    post = bmn_posterior(y, leadfield, prior_var, assumed)
+    if weights is not None:
+        post = unweight_posterior(post, weights)
     batch.update(
         mean=post.mean,
         var=post.var,
@@ -306,27 +340,62 @@ def posterior_item(
     return batch
 
 
+def _positive_number(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)) and float(value) > 0)
+    except (TypeError, ValueError):
+        return False
+
+
 class _PosteriorMixin:
     """Adds the BMN posterior to every simulated batch (see `posterior_item`)."""
 
     gamma: float | str
     noise_var_scale: float
+    noise_type: str
+    normalization: bool
     simulation: TrialSimulation
 
-    def _init_posterior(self, gamma: float | str, noise_var_scale: float) -> None:
-        if any(a >= 1.0 for a in self.simulation.alpha):
-            raise ValueError(
-                "Calibration data need alpha < 1: the posterior needs a noise variance."
+    def _init_posterior(
+        self, gamma: float | str, noise_var_scale: float, noise_type: str, normalization: bool
+    ) -> None:
+        if noise_type not in NOISE_TYPES:
+            raise InvalidParameterError(
+                f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}."
             )
-        if gamma != "oracle" and not float(gamma) > 0:
-            raise ValueError(f"gamma must be 'oracle' or a positive number, got {gamma!r}.")
+        if noise_type == "adaptive_joint_learning" and gamma != "learn":
+            raise InvalidParameterError(
+                "noise_type='adaptive_joint_learning' learns the noise together with gamma; "
+                "pass gamma='learn'."
+            )
+        if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
+            raise InvalidParameterError(
+                "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
+                "noise variance."
+            )
+        if gamma not in ("learn", "oracle") and not _positive_number(gamma):
+            raise InvalidParameterError(
+                f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
+            )
+        if not _positive_number(noise_var_scale):
+            raise InvalidParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)
+        self.noise_type = noise_type
+        self.normalization = bool(normalization)
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
         leadfield = self.simulation.simulators[1].leadfield
-        return posterior_item(batch, leadfield, self.gamma, self.noise_var_scale)
+        return posterior_item(
+            batch,
+            leadfield,
+            self.gamma,
+            self.noise_var_scale,
+            self.noise_type,
+            self.simulation.config,
+            self.normalization,
+        )
 
 
 class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
@@ -339,11 +408,17 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     Parameters
     ----------
     leadfield, length, nnz, alpha, seed, config, device
-        As in `SimulatedSensorDataset`; ``alpha`` must be < 1 (some noise is needed).
+        As in `SimulatedSensorDataset`; with ``noise_type="oracle"``, ``alpha`` must be < 1.
     gamma
-        Source prior variance (nAm²) or ``"oracle"`` (each trial's mean source power).
+        ``"learn"`` (CaliBrain's evidence maximisation, the default), ``"oracle"`` (each trial's
+        mean source power) or a source prior variance (nAm²).
     noise_var_scale
-        Assumed / true noise variance; values other than 1 give a misspecified posterior.
+        Assumed / true (or baseline) noise variance; values other than 1 misspecify the posterior.
+    noise_type
+        CaliBrain's ``"oracle"`` (true noise variance), ``"baseline"`` (pre-stimulus estimate)
+        or ``"adaptive_joint_learning"`` (learned jointly with ``gamma="learn"``).
+    normalization
+        CaliBrain's sLORETA normalisation of the BMN posterior (see `posterior_item`).
     """
 
     def __init__(
@@ -353,13 +428,15 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         nnz: Sequence[int] = PAPER_NNZ,
         alpha: Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
-        gamma: float | str = "oracle",
+        gamma: float | str = "learn",
         noise_var_scale: float = 1.0,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
+        noise_type: str = "oracle",
+        normalization: bool = False,
     ):
         super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(gamma, noise_var_scale)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
 
 
 class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
@@ -374,11 +451,13 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         nnz: Sequence[int] = PAPER_NNZ,
         alpha: Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
-        gamma: float | str = "oracle",
+        gamma: float | str = "learn",
         noise_var_scale: float = 1.0,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
         fresh_each_epoch: bool = True,
+        noise_type: str = "oracle",
+        normalization: bool = False,
     ):
         super().__init__(
             leadfield,
@@ -392,7 +471,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
             device,
             fresh_each_epoch,
         )
-        self._init_posterior(gamma, noise_var_scale)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
 
 
 class CalibrationRunsDataset(Dataset):
@@ -423,7 +502,10 @@ class CalibrationRunsDataset(Dataset):
         else:
             paths = [files] if single else list(files)
         if not paths:
-            raise FileNotFoundError(f"No posterior summaries or calibration runs found in {files}.")
+            raise DataNotDownloadedError(
+                f"No posterior summaries or calibration runs found in {files}; point files= at a "
+                "folder of posterior_summary_*.h5 or calibration .npz runs."
+            )
         self.paths = paths
         self.storage_options = storage_options
 

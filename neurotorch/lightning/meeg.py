@@ -147,8 +147,12 @@ class CalibrationDataModule(_LeadfieldDataModule):
 
     Parameters
     ----------
-    gamma, noise_var_scale
-        Prior variance (``"oracle"`` or nAm²) and assumed/true noise variance of the posterior.
+    gamma, noise_var_scale, noise_type
+        Prior variance (``"learn"``, ``"oracle"`` or nAm²), assumed/true noise variance and how
+        the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
+        see `neurotorch.data.meeg.CalibrationDataset`.
+    normalization
+        CaliBrain's sLORETA normalisation of the posterior.
     runs_dir
         A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
         given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
@@ -158,9 +162,11 @@ class CalibrationDataModule(_LeadfieldDataModule):
 
     def __init__(
         self,
-        gamma: float | str = "oracle",
+        gamma: float | str = "learn",
         noise_var_scale: float = 1.0,
         runs_dir: str | None = None,
+        noise_type: str = "oracle",
+        normalization: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -182,8 +188,10 @@ class CalibrationDataModule(_LeadfieldDataModule):
         if hp.streaming:
             return CalibrationBatches(
                 self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
-                hp.noise_var_scale, fresh_each_epoch=split == "train",
+                hp.noise_var_scale, fresh_each_epoch=split == "train", noise_type=hp.noise_type,
+                normalization=hp.normalization,
             )  # fmt: skip
         return CalibrationDataset(
-            self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale
-        )
+            self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale,
+            noise_type=hp.noise_type, normalization=hp.normalization,
+        )  # fmt: skip

@@ -2,9 +2,15 @@
 
 A Gaussian posterior with mean ``mu`` and std ``s`` gives, at nominal level ``c``, the interval
 ``mu +- z s`` with ``z = Phi^-1((1 + c) / 2)``. Its empirical coverage is the fraction of true
-values inside. CaliBrain's recalibration fits the monotone map ``g: nominal -> empirical`` by
-isotonic regression on training runs and, to reach a target coverage ``t`` on new runs, builds
-intervals at the nominal level ``g^-1(t)``.
+values inside. Two ways of counting (``mode``):
+
+* ``"time_averaged"`` (CaliBrain's calibrator): one interval per source (component), for the
+  time-averaged source ``mean_t x`` with mean ``mean_t mu`` and variance ``var / T``;
+* ``"pointwise"``: one interval per source (component) and time sample.
+
+CaliBrain's recalibration fits the monotone map ``g: nominal -> empirical`` by isotonic
+regression on training runs and, to reach a target coverage ``t`` on new runs, builds intervals
+at the nominal level ``g^-1(t)``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import chi2, norm
 
+from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
+
 #: Nominal coverage levels 0.05, 0.10, ..., 0.95 (plain floats, so configs can show them).
 NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 DEFAULT_LEVELS = np.asarray(NOMINAL_LEVELS)
@@ -23,20 +31,43 @@ DEFAULT_LEVELS = np.asarray(NOMINAL_LEVELS)
 FIT_LEVELS = np.concatenate(
     [np.round(np.arange(0.01, 1.0, 0.01), 2), 1.0 - np.logspace(-3, -12, 10)]
 )
+#: Ways of counting coverage (see the module docstring); the first is CaliBrain's default.
+COVERAGE_MODES = ("time_averaged", "pointwise")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in COVERAGE_MODES:
+        raise InvalidParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+    return mode
+
+
+def _check_levels(levels: np.ndarray) -> np.ndarray:
+    levels = np.asarray(levels, np.float64)
+    if not np.all((levels >= 0) & (levels <= 1)):  # also refuses NaN
+        raise InvalidParameterError(f"Nominal levels must lie in [0, 1], got {levels}.")
+    return levels
+
+
+def _check_finite(**arrays: np.ndarray) -> None:
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise NonFiniteError(f"{name} holds NaN or Inf; coverage needs finite values.")
 
 
 def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     """``|x - mu| / sqrt(var)``, with ``var`` broadcast over a trailing time axis.
 
     ``var`` has the shape of ``x_true`` without its last axis: ``(..., N)`` for ``(..., N, T)``
-    or ``(..., N, K)`` for ``(..., N, K, T)``.
+    or ``(..., N, K)`` for ``(..., N, K, T)``. Negative variances (rounding of a vanishing
+    posterior variance) count as 0, as in CaliBrain.
     """
     x_true, mean, var = (np.asarray(a, dtype=np.float64) for a in (x_true, mean, var))
     if x_true.shape != mean.shape or var.shape != x_true.shape[:-1]:
-        raise ValueError(
+        raise ShapeMismatchError(
             f"x_true {x_true.shape} and mean {mean.shape} must match and var {var.shape} must be "
             f"{x_true.shape[:-1]}."
         )
+    _check_finite(x_true=x_true, mean=mean, var=var)
     std = np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))[..., None]
     return np.abs(x_true - mean) / std
 
@@ -48,11 +79,31 @@ def coverage_from_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarr
 
 
 def coverage_curve(
-    x_true: np.ndarray, mean: np.ndarray, var: np.ndarray, levels: np.ndarray = DEFAULT_LEVELS
+    x_true: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    levels: np.ndarray = DEFAULT_LEVELS,
+    mode: str = "time_averaged",
 ) -> np.ndarray:
-    """Empirical coverage of the marginal central intervals at each nominal level."""
-    z = norm.ppf((1.0 + np.asarray(levels)) / 2.0)
+    """Empirical coverage of the marginal central intervals at each nominal level.
+
+    ``x_true``/``mean`` are ``(..., T)`` and ``var`` is their shape without the time axis;
+    ``mode`` is ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``.
+    """
+    z = norm.ppf((1.0 + _check_levels(levels)) / 2.0)
+    if _check_mode(mode) == "time_averaged":
+        x_true, mean, var = _time_average(x_true, mean, var)
     return coverage_from_scores(standardized_errors(x_true, mean, var), z)
+
+
+def _time_average(
+    x_true: np.ndarray, mean: np.ndarray, cov: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-averaged sources as one-sample ``(..., 1)`` series, with (co)variance ``cov / T``."""
+    n_times = np.shape(x_true)[-1]
+    x_bar = np.mean(np.asarray(x_true, np.float64), axis=-1, keepdims=True)
+    mu_bar = np.mean(np.asarray(mean, np.float64), axis=-1, keepdims=True)
+    return x_bar, mu_bar, np.asarray(cov, np.float64) / n_times
 
 
 def ellipsoid_coverage_curve(
@@ -60,29 +111,41 @@ def ellipsoid_coverage_curve(
     mean: np.ndarray,
     cov_blocks: np.ndarray,
     levels: np.ndarray = DEFAULT_LEVELS,
+    mode: str = "time_averaged",
 ) -> np.ndarray:
     """Coverage of per-source credible ellipsoids (free orientation).
 
-    ``x_true``/``mean`` are ``(..., N, K, T)``, ``cov_blocks`` ``(..., N, K, K)``; a sample is
-    covered when its Mahalanobis distance² is at most the chi² quantile with K degrees of freedom.
+    ``x_true``/``mean`` are ``(..., N, K, T)``, ``cov_blocks`` ``(..., N, K, K)``; a sample (or,
+    with ``mode="time_averaged"``, the time average with covariance ``cov / T``) is covered when
+    its Mahalanobis distance² is at most the chi² quantile with K degrees of freedom.
     """
+    if _check_mode(mode) == "time_averaged":
+        x_true, mean, cov_blocks = _time_average(x_true, mean, cov_blocks)
     diff = np.asarray(x_true, np.float64) - np.asarray(mean, np.float64)
     cov = np.asarray(cov_blocks, np.float64)
+    if diff.shape[:-1] != cov.shape[:-1] or cov.shape[-1] != cov.shape[-2]:
+        raise ShapeMismatchError(
+            f"x_true/mean {diff.shape} need (..., N, K, T) and cov_blocks {cov.shape} (..., N, K, K)."
+        )
+    _check_finite(x_true_minus_mean=diff, cov_blocks=cov)
     k = cov.shape[-1]
     solved = np.linalg.solve(cov[..., None, :, :], np.moveaxis(diff, -1, -2)[..., None])[..., 0]
     mahalanobis = np.einsum("...tk,...tk->...t", np.moveaxis(diff, -1, -2), solved)
-    return coverage_from_scores(mahalanobis, chi2.ppf(np.asarray(levels), k))
+    return coverage_from_scores(mahalanobis, chi2.ppf(_check_levels(levels), k))
 
 
 def calibration_metrics(levels: np.ndarray, empirical: np.ndarray) -> dict[str, float]:
-    """CaliBrain's deviation metrics of an empirical coverage curve.
+    """CaliBrain's deviation metrics of an empirical coverage curve, under CaliBrain's names.
 
-    Over-confidence is empirical < nominal (intervals too narrow); under-confidence the reverse.
+    As in CaliBrain's ``calibration_metrics_4``, ``max_underconfidence_deviation`` is the largest
+    shortfall ``nominal - empirical`` (intervals that cover too little) and
+    ``max_overconfidence_deviation`` the largest excess ``empirical - nominal``; the signed
+    deviation is ``mean(empirical - nominal)``.
     """
     diff = np.asarray(empirical, np.float64) - np.asarray(levels, np.float64)
     return {
-        "max_underconfidence_deviation": float(np.max(np.maximum(diff, 0.0))),
-        "max_overconfidence_deviation": float(np.max(np.maximum(-diff, 0.0))),
+        "max_underconfidence_deviation": float(np.max(np.maximum(-diff, 0.0))),
+        "max_overconfidence_deviation": float(np.max(np.maximum(diff, 0.0))),
         "mean_absolute_deviation": float(np.mean(np.abs(diff))),
         "mean_signed_deviation": float(np.mean(diff)),
     }
@@ -124,11 +187,18 @@ class IsotonicRecalibration:
     def recalibrate(self, targets: np.ndarray) -> np.ndarray:
         """Nominal levels whose expected empirical coverage is ``targets``.
 
-        The exact inverse of the piecewise-linear `predict` (on a flat stretch, its first level).
+        The exact inverse of the piecewise-linear `predict`: a target on a flat stretch gets the
+        stretch's last level (as CaliBrain's grid inversion), a target above it a level beyond.
         """
         self._check()
-        keep = np.concatenate([[True], np.diff(self.fitted) > 0])
-        return np.clip(np.interp(targets, self.fitted[keep], self.levels[keep]), 0.0, 1.0)
+        targets = np.clip(np.asarray(targets, np.float64), 0.0, 1.0)
+        # the last knot at or below each target; the next knot is then strictly above it
+        j = np.clip(
+            np.searchsorted(self.fitted, targets, side="right") - 1, 0, len(self.fitted) - 2
+        )
+        low, high = self.fitted[j], self.fitted[j + 1]
+        step = np.where(high > low, (targets - low) / np.where(high > low, high - low, 1.0), 1.0)
+        return np.clip(self.levels[j] + step * (self.levels[j + 1] - self.levels[j]), 0.0, 1.0)
 
     def to_dict(self) -> dict[str, list[float]]:
         self._check()

@@ -3,7 +3,9 @@
 Sources sit on a folded, cortex-like shell with outward normals (or on a FreeSurfer subject's
 cortex when ``subjects_dir`` is given) and enter MNE as a discrete source space through
 ``setup_volume_source_space(pos=dict(rr=..., nn=...))``. The free-orientation forward is MNE's;
-the fixed one projects it on the source normals; free MEG keeps the 2 components with signal.
+the fixed one is MNE's ``convert_forward_solution(surf_ori=True, force_fixed=True)`` (the free
+forward projected on the head-frame normals, as CaliBrain extracts it); free MEG keeps the
+2 components with signal. Coordinates and normals are returned in the MNE head frame.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from neurotorch.errors import DataNotDownloadedError
+from neurotorch.errors import DataNotDownloadedError, InvalidParameterError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldData, scale_to_display_units
@@ -33,7 +35,7 @@ SHELL_RADIUS = 0.065
 
 def _modality(sensor: str) -> str:
     if sensor not in SENSORS:
-        raise ValueError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
+        raise InvalidParameterError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
     return "eeg" if sensor == "eeg" else "meg"
 
 
@@ -109,7 +111,7 @@ def sensor_info(
             info = mne.pick_info(info, picks)
     if n_sensors is not None:
         if not 0 < n_sensors <= len(info["ch_names"]):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"n_sensors={n_sensors} but the {sensor} set has {len(info['ch_names'])} channels."
             )
         info = mne.pick_info(info, list(range(n_sensors)))
@@ -172,17 +174,30 @@ def tangential_reduction(
     return reduced, q_basis
 
 
-def forward_to_leadfield(
-    fwd: mne.Forward, orientation_type: str, normals: np.ndarray
-) -> LeadfieldData:
-    """CaliBrain `LeadfieldData` (scaled to µV/nAm or fT/nAm) from a free-orientation forward."""
+def forward_to_leadfield(fwd: mne.Forward, orientation_type: str) -> LeadfieldData:
+    """CaliBrain `LeadfieldData` (scaled to µV/nAm or fT/nAm) from a free-orientation forward.
+
+    Fixed orientation is MNE's surface-oriented conversion, i.e. the free forward projected on
+    the source normals in the head frame (whatever the head<->MRI transform). ``coil_type`` is
+    CaliBrain's coil class of the first channel; its exact MNE coil type is kept in
+    ``mne_coil_type``. ``src_coords`` and ``src_normals`` are head-frame.
+    """
+    import mne
+
     layout.check_orientation(orientation_type)
+    if fwd["surf_ori"] or fwd["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI:
+        raise InvalidParameterError(
+            "forward_to_leadfield needs a free-orientation forward in head-frame xyz components "
+            "(as returned by make_forward_solution, before convert_forward_solution)."
+        )
     chs = fwd["info"]["chs"]
     first = chs[0]
     n_sources = fwd["nsource"]
     free = np.asarray(fwd["sol"]["data"], dtype=np.float64).reshape(len(chs), n_sources, 3)
+    surface = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True, verbose=False)
+    normals = np.asarray(surface["source_nn"], dtype=np.float64)
     q_basis = None
-    if orientation_type == "fixed":
+    if orientation_type == "fixed":  # MNE's fixed conversion, computed in float64
         leadfield = np.einsum("msk,sk->ms", free, normals)
     elif first["kind"] == layout.KIND_MEG:
         leadfield, q_basis = tangential_reduction(free)
@@ -196,11 +211,12 @@ def forward_to_leadfield(
         sensor_kind=int(first["kind"]),
         sensor_units=int(first["unit"]),
         sensor_unitmult=unitmult,
-        coil_type=int(first["coil_type"]),
+        coil_type=layout.calibrain_coil_type(int(first["kind"]), int(first["unit"])),
+        mne_coil_type=int(first["coil_type"]),
         src_coords=np.asarray(fwd["source_rr"], dtype=np.float64),
         Q_basis=q_basis,
         ch_names=list(fwd["info"]["ch_names"]),
-        src_normals=np.asarray(normals, dtype=np.float64),
+        src_normals=normals,
     )
 
 
@@ -216,7 +232,7 @@ def _freesurfer_sources(
     rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
     nn = np.concatenate([s["nn"][s["vertno"]] for s in src])
     if n_sources > len(rr):
-        raise ValueError(
+        raise InvalidParameterError(
             f"{subject} has {len(rr)} vertices at spacing {spacing!r}; asked for {n_sources}."
         )
     keep = np.linspace(0, len(rr) - 1, n_sources).round().astype(int)
@@ -260,7 +276,9 @@ def simulate_leadfield(
     subject, subjects_dir, trans, spacing
         With ``subjects_dir``: sources are ``n_sources`` vertices of the subject's FreeSurfer
         cortex at ``spacing`` and the head model is its BEM (``bem/*-bem-sol.fif`` or a new
-        ``ico=4`` model); ``trans`` is the head<->MRI transform file (or ``"fsaverage"``).
+        ``ico=4`` model). ``trans`` is the head<->MRI transform (a file, ``"fsaverage"`` or an
+        ``mne.transforms.Transform``); with it, ``src_coords``/``src_normals`` and FreeSurfer
+        sources are MRI-frame, while the returned coordinates and normals are head-frame.
     forward_path
         Also write the free-orientation forward to this ``-fwd.fif`` file.
     """
@@ -280,16 +298,16 @@ def simulate_leadfield(
             rr, nn = cortical_shell(n_sources, center=SPHERE_ORIGIN[_modality(sensor)])
         else:
             if src_normals is None:
-                raise ValueError("src_coords needs src_normals (outward unit normals).")
+                raise InvalidParameterError("src_coords needs src_normals (outward unit normals).")
             rr, nn = np.asarray(src_coords, float), np.asarray(src_normals, float)
         bem = sphere_model(sensor)
     fwd = make_forward(info, rr, nn, bem, trans=trans)
     if fwd["nsource"] != len(rr):
-        raise ValueError(
+        raise InvalidParameterError(
             f"MNE kept {fwd['nsource']} of {len(rr)} sources; sources must lie inside the inner skull."
         )
     if forward_path is not None:
         Path(forward_path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(forward_path) as tmp:
             mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
-    return forward_to_leadfield(fwd, orientation_type, nn)
+    return forward_to_leadfield(fwd, orientation_type)

@@ -7,7 +7,7 @@ to import MNE.
 
 from __future__ import annotations
 
-from neurotorch.errors import UnsafePathError
+from neurotorch.errors import InvalidParameterError, UnsafePathError
 
 ENV_VAR = "CALIBRAIN_DATA"
 LEADFIELD_DIR = "1284src_leadfield"
@@ -27,18 +27,38 @@ UNITM_NONE = 0
 UNITM_MU = -6
 UNITM_N = -9
 UNITM_F = -15
+#: CaliBrain's coil classes: 1 EEG, 3022 any sensor measured in T, 3012 planar gradiometers (T/m).
 COIL_EEG = 1
 COIL_MAG = 3022
 COIL_GRAD = 3012
+CALIBRAIN_COILS = (COIL_EEG, COIL_MAG, COIL_GRAD)
 
 UNIT_NAMES = {UNIT_V: "V", UNIT_T: "T", UNIT_T_M: "T/m"}
 UNITM_PREFIX = {UNITM_NONE: "", UNITM_MU: "µ", UNITM_N: "n", UNITM_F: "f"}
 
 
+def calibrain_coil_type(kind: int, unit: int) -> int:
+    """CaliBrain's coil class of a channel from its FIFF kind and unit (see `CALIBRAIN_COILS`).
+
+    CaliBrain 1.0.3 only knows 1 (EEG), 3022 (magnetometer) and 3012 (planar gradiometer); every
+    MEG sensor measured in T (Neuromag T1/T2/T3 magnetometers, CTF axial gradiometers) maps to 3022.
+    """
+    if kind == KIND_EEG:
+        return COIL_EEG
+    if kind == KIND_MEG and unit in (UNIT_T, UNIT_T_M):
+        return COIL_MAG if unit == UNIT_T else COIL_GRAD
+    raise InvalidParameterError(
+        f"Channel kind {kind} with unit {unit} has no CaliBrain coil class; use EEG (kind 2) or "
+        "MEG (kind 1) channels measured in T or T/m."
+    )
+
+
 def check_orientation(orientation_type: str) -> str:
-    """Return ``orientation_type`` if it is ``"fixed"`` or ``"free"``; raise `ValueError` otherwise."""
+    """Return ``orientation_type`` if it is ``"fixed"`` or ``"free"``; raise otherwise."""
     if orientation_type not in ORIENTATIONS:
-        raise ValueError(f"orientation_type must be 'fixed' or 'free', got {orientation_type!r}.")
+        raise InvalidParameterError(
+            f"orientation_type must be 'fixed' or 'free', got {orientation_type!r}."
+        )
     return orientation_type
 
 

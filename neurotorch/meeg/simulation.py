@@ -5,8 +5,12 @@ without replacement; each waveform is white noise, zero-phase 4th-order Butterwo
 ``fmin..fmax`` (scipy ``filtfilt``), Hann window, peak-normalised, scaled by a peak amplitude
 ~ LogNormal(median, sigma) clipped to ``amplitude_clip`` nAm, and placed after the stimulus onset
 (random duration >= ``erp_min_length`` samples and random start when ``random_erp_timing``).
+Free orientation (`ERPConfig.free_recipe`): CaliBrain's ``"components"`` gives every component of an
+active source its own waveform (own timing, band-limited noise and amplitude); ``"orientation"``
+draws one waveform and a random unit orientation per source.
 Sensors: ``y = L x + eta * eps`` with white ``eps`` and ``eta`` such that
-``||eta eps|| / ||L x|| = (1 - alpha) / alpha`` per trial (Frobenius norms over sensors x time).
+``||eta eps|| / ||L x|| = (1 - alpha) / alpha`` per trial (Frobenius norms over sensors x time);
+``alpha = 0`` is pure noise with ``||eta eps|| = ||L x||`` (CaliBrain's convention).
 
 Filtering is exact and batched: ``filtfilt`` is linear, so for every segment length ``D`` the
 operator ``diag(hann_D) @ filtfilt_D`` is computed once (with scipy) and applied as a matrix
@@ -21,12 +25,21 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from neurotorch.errors import InvalidParameterError, ShapeMismatchError
 from neurotorch.meeg.leadfield import LeadfieldData
+
+#: Free-orientation recipes; the first is CaliBrain's.
+FREE_RECIPES = ("components", "orientation")
 
 
 @dataclass(frozen=True)
 class ERPConfig:
-    """Timing, band and amplitude of the simulated ERP waveforms (CaliBrain defaults)."""
+    """Timing, band and amplitude of the simulated ERP waveforms (CaliBrain defaults).
+
+    ``free_recipe`` is how free-orientation sources are drawn: ``"components"`` (CaliBrain's, an
+    independent waveform per component) or ``"orientation"`` (one waveform along a random unit
+    orientation).
+    """
 
     tmin: float = -0.5
     tmax: float = 0.5
@@ -39,6 +52,23 @@ class ERPConfig:
     amplitude_clip: tuple[float, float] = (2.5, 50.0)
     random_erp_timing: bool = True
     erp_min_length: int = 82
+    free_recipe: str = "components"
+
+    def __post_init__(self) -> None:
+        if self.free_recipe not in FREE_RECIPES:
+            raise InvalidParameterError(
+                f"free_recipe must be one of {FREE_RECIPES}, got {self.free_recipe!r}."
+            )
+        if not (self.tmin <= self.stim_onset < self.tmax and self.sfreq > 0):
+            raise InvalidParameterError(
+                f"ERPConfig needs tmin <= stim_onset < tmax and sfreq > 0; got tmin={self.tmin}, "
+                f"stim_onset={self.stim_onset}, tmax={self.tmax}, sfreq={self.sfreq}."
+            )
+        if not 0 < self.fmin < self.fmax < self.sfreq / 2:
+            raise InvalidParameterError(
+                f"The ERP band needs 0 < fmin < fmax < sfreq/2; got {self.fmin}..{self.fmax} Hz "
+                f"at {self.sfreq} Hz."
+            )
 
     @property
     def times(self) -> np.ndarray:
@@ -91,11 +121,12 @@ class SourceBatch:
     active_indices
         ``(B, nnz)`` indices of the active sources.
     waveforms
-        ``(B, nnz, T)`` peak-scaled waveforms.
+        ``(B, nnz, T)`` (fixed) or ``(B, nnz, K, T)`` (free) moments of the active sources.
     amplitudes
-        ``(B, nnz)`` sampled peak amplitudes (nAm).
+        Sampled peak amplitudes (nAm): ``(B, nnz)``, or ``(B, nnz, K)`` when every component has
+        its own waveform.
     orientations
-        ``(B, nnz, K)`` unit orientation of each active source (free orientation) or ``None``.
+        ``(B, nnz, K)`` unit orientations (free ``"orientation"`` recipe), else ``None``.
     n_sources
         Total number of sources.
     """
@@ -106,18 +137,17 @@ class SourceBatch:
     orientations: torch.Tensor | None
     n_sources: int
 
+    @property
+    def n_components(self) -> int:
+        """1 for fixed orientation, else K."""
+        return 1 if self.waveforms.ndim == 3 else int(self.waveforms.shape[2])
+
     def dense(self) -> torch.Tensor:
         """``(B, n_sources, T)`` (fixed) or ``(B, n_sources, K, T)`` (free) source time courses."""
-        batch, nnz, n_times = self.waveforms.shape
-        if self.orientations is None:
-            out = self.waveforms.new_zeros(batch, self.n_sources, n_times)
-            out.scatter_(1, self.active_indices[..., None].expand(-1, -1, n_times), self.waveforms)
-            return out
-        k = self.orientations.shape[-1]
-        moments = self.orientations[..., None] * self.waveforms[:, :, None, :]
-        out = self.waveforms.new_zeros(batch, self.n_sources, k, n_times)
-        index = self.active_indices[:, :, None, None].expand(-1, -1, k, n_times)
-        out.scatter_(1, index, moments)
+        batch, nnz = self.waveforms.shape[:2]
+        out = self.waveforms.new_zeros(batch, self.n_sources, *self.waveforms.shape[2:])
+        index = self.active_indices.reshape(batch, nnz, *[1] * (self.waveforms.ndim - 2))
+        out.scatter_(1, index.expand_as(self.waveforms), self.waveforms)
         return out
 
 
@@ -141,7 +171,7 @@ class SourceSimulator:
     ):
         self.config = config or ERPConfig()
         if self.config.n_post < self.config.erp_min_length:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Only {self.config.n_post} samples follow the onset; erp_min_length is "
                 f"{self.config.erp_min_length}."
             )
@@ -216,21 +246,25 @@ class SourceSimulator:
         """Draw ``batch_size`` trials of ``nnz`` active sources among ``n_sources``.
 
         ``n_components`` is 1 for fixed orientation, else the number of free components (3 for
-        EEG, 2 for reduced MEG); each active source then gets a random unit orientation.
+        EEG, 2 for reduced MEG); free sources follow `ERPConfig.free_recipe`.
         """
         if not 0 < nnz <= n_sources:
-            raise ValueError(f"nnz must be in 1..{n_sources}, got {nnz}.")
+            raise InvalidParameterError(f"nnz must be in 1..{n_sources}, got {nnz}.")
+        free_recipe = self.config.free_recipe
         scores = torch.rand(batch_size, n_sources, generator=generator, device=self.device)
         active = scores.topk(nnz, dim=1).indices
-        n = batch_size * nnz
+        per_source = n_components if n_components > 1 and free_recipe == "components" else 1
+        n = batch_size * nnz * per_source
         lengths, starts = self.draw_timing(n, generator)
         noise = torch.randn(
             n, self.config.n_post, generator=generator, device=self.device, dtype=self.dtype
         )
         amplitudes = self.draw_amplitudes(n, generator)
-        waves = self.waveforms(noise, lengths, starts, amplitudes).reshape(batch_size, nnz, -1)
+        waves = self.waveforms(noise, lengths, starts, amplitudes)
+        shape = (batch_size, nnz, n_components) if per_source > 1 else (batch_size, nnz)
+        waves, amplitudes = waves.reshape(*shape, -1), amplitudes.reshape(shape)
         orientations = None
-        if n_components > 1:
+        if n_components > 1 and per_source == 1:
             orient = torch.randn(
                 batch_size,
                 nnz,
@@ -240,9 +274,8 @@ class SourceSimulator:
                 dtype=self.dtype,
             )
             orientations = orient / orient.norm(dim=-1, keepdim=True)
-        return SourceBatch(
-            active, waves, amplitudes.reshape(batch_size, nnz), orientations, n_sources
-        )
+            waves = orientations[..., None] * waves[:, :, None, :]
+        return SourceBatch(active, waves, amplitudes, orientations, n_sources)
 
 
 @dataclass
@@ -291,31 +324,39 @@ class SensorSimulator:
 
     def project(self, sources: SourceBatch) -> torch.Tensor:
         """Noise-free sensor data ``L x`` (B, M, T), using only the active columns."""
-        k = 1 if sources.orientations is None else sources.orientations.shape[-1]
+        k = sources.n_components
         if k != self.n_components:
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"The leadfield has {self.n_components} component(s) per source but the sources have "
                 f"{k}; simulate them with n_components={self.n_components}."
             )
         columns = self.leadfield[:, sources.active_indices]  # (M, B, nnz[, K])
-        if sources.orientations is not None:
-            columns = (columns * sources.orientations[None]).sum(-1)
-        return torch.bmm(columns.permute(1, 0, 2), sources.waveforms)
+        batch = columns.shape[1]
+        columns = columns.permute(1, 0, *range(2, columns.ndim)).reshape(
+            batch, columns.shape[0], -1
+        )
+        return torch.bmm(columns, sources.waveforms.reshape(batch, columns.shape[2], -1))
 
     def add_noise(
         self, y_clean: torch.Tensor, alpha: float | torch.Tensor, generator: torch.Generator
     ) -> SensorBatch:
-        """Add ``eta * eps`` with ``||eta eps|| / ||y_clean|| = (1 - alpha) / alpha`` per trial."""
+        """Add ``eta * eps`` with ``||eta eps|| / ||y_clean|| = (1 - alpha) / alpha`` per trial.
+
+        ``alpha = 0`` returns pure noise ``eta * eps`` with ``||eta eps|| = ||y_clean||``.
+        """
         batch = y_clean.shape[0]
         alpha = torch.as_tensor(alpha, dtype=torch.float64, device=self.device).expand(batch)
-        if bool(((alpha <= 0) | (alpha > 1)).any()):
-            raise ValueError("alpha (SNR) must lie in (0, 1].")
+        if not bool(((alpha >= 0) & (alpha <= 1)).all()):
+            raise InvalidParameterError("alpha (SNR) must lie in [0, 1].")
         eps = torch.randn(y_clean.shape, generator=generator, device=self.device, dtype=self.dtype)
         signal_norm = y_clean.double().flatten(1).norm(dim=1)
         eps_norm = eps.double().flatten(1).norm(dim=1)
-        eta = (1.0 - alpha) / alpha * signal_norm / eps_norm
+        pure = alpha == 0
+        ratio = torch.where(pure, 1.0, (1.0 - alpha) / torch.where(pure, 1.0, alpha))
+        eta = ratio * signal_norm / eps_norm
         noise = eps * eta.to(self.dtype)[:, None, None]
-        return SensorBatch(y_clean + noise, y_clean, noise, (eta**2).to(self.dtype))
+        signal = torch.where(pure[:, None, None], 0.0, y_clean)
+        return SensorBatch(signal + noise, y_clean, noise, (eta**2).to(self.dtype))
 
     def simulate(
         self, sources: SourceBatch, alpha: float | torch.Tensor, generator: torch.Generator

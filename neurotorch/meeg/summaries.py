@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.errors import CorruptFileError, FormatError, NonFiniteError
 from neurotorch.io.files import FilePath, as_path, file_root, local_copy, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
@@ -136,6 +136,12 @@ def _build_run(
     q_basis = arrays.get("Q_basis")
     if q_basis is not None and (q_basis.ndim != 3 or q_basis.size == 0):
         q_basis = None
+    for name, value in (("x_true", x_true), ("x_hat", x_hat), ("posterior variance", var)):
+        if not np.isfinite(value).all():
+            raise NonFiniteError(
+                f"The {name} in {path} holds NaN or Inf; the run failed or the file is damaged: "
+                "re-create it."
+            )
     return PosteriorRun(x_true, x_hat, var, blocks, q_basis, metadata, path)
 
 

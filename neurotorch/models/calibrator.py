@@ -1,7 +1,8 @@
 """Calibrators of source-imaging credible intervals, as LightningModules.
 
 Both read batches with ``x_true``, ``mean`` and ``var`` (marginal variances; free orientation is
-calibrated component-wise) and report, on validation and test, the empirical coverage of the
+calibrated component-wise) and count coverage as CaliBrain's calibrator does, on time-averaged
+sources (``coverage_mode="time_averaged"``; ``"pointwise"`` counts every time sample), and report, on validation and test, the empirical coverage of the
 central credible intervals before and after calibration: a PNG of the curves and a JSON of
 CaliBrain's deviation metrics in the run directory (``output_dir`` or the trainer's log dir).
 
@@ -25,8 +26,10 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from neurotorch.errors import InvalidParameterError
 from neurotorch.io.atomic import write_json
 from neurotorch.meeg.calibration import (
+    COVERAGE_MODES,
     FIT_LEVELS,
     NOMINAL_LEVELS,
     IsotonicRecalibration,
@@ -41,11 +44,16 @@ def _z(levels: np.ndarray) -> np.ndarray:
     return norm.ppf((1.0 + np.asarray(levels, np.float64)) / 2.0)
 
 
-def _standardized(batch: dict, std: torch.Tensor | None = None) -> torch.Tensor:
-    """|x_true - mean| / std, with std (default sqrt(var)) broadcast over time."""
-    if std is None:
-        std = batch["var"].clamp_min(torch.finfo(batch["var"].dtype).tiny).sqrt()
-    return (batch["x_true"] - batch["mean"]).abs() / std[..., None]
+def _standardized(batch: dict, mode: str) -> torch.Tensor:
+    """``|x_true - mean| / sqrt(var)`` per time sample (``(..., T)``), or for ``"time_averaged"``
+    of the time averages with variance ``var / T`` (``(..., 1)``)."""
+    x_true, mean, var = batch["x_true"], batch["mean"], batch["var"]
+    if mode == "time_averaged":
+        n_times = x_true.shape[-1]
+        x_true, mean = x_true.mean(-1, keepdim=True), mean.mean(-1, keepdim=True)
+        var = var / n_times
+    std = var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
+    return (x_true - mean).abs() / std[..., None]
 
 
 class CoverageCounter:
@@ -74,8 +82,13 @@ class CoverageCounter:
 class _CoverageCalibrator(L.LightningModule):
     """Before/after coverage bookkeeping and the PNG/JSON report shared by the calibrators."""
 
-    def __init__(self, levels: Sequence[float], output_dir: str | None):
+    def __init__(self, levels: Sequence[float], output_dir: str | None, coverage_mode: str):
         super().__init__()
+        if coverage_mode not in COVERAGE_MODES:
+            raise InvalidParameterError(
+                f"coverage_mode must be one of {COVERAGE_MODES}, got {coverage_mode!r}."
+            )
+        self.coverage_mode = coverage_mode
         self.levels = np.asarray(levels, dtype=np.float64)
         self.output_dir = output_dir
         self._counters: dict[str, CoverageCounter] = {}
@@ -97,7 +110,7 @@ class _CoverageCalibrator(L.LightningModule):
         }
 
     def _step(self, batch: dict) -> None:
-        self._counters["raw"].update(_standardized(batch))
+        self._counters["raw"].update(_standardized(batch, self.coverage_mode))
         self.calibrated_counts(batch, self._counters["calibrated"])
 
     def _end(self, stage: str) -> None:
@@ -141,8 +154,9 @@ class _CoverageCalibrator(L.LightningModule):
         json_path, png_path = self._last_paths
         log.info(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
-            f"{after['mean_absolute_deviation']:.3f}; max over-confidence "
-            f"{before['max_overconfidence_deviation']:.3f} -> {after['max_overconfidence_deviation']:.3f}"
+            f"{after['mean_absolute_deviation']:.3f}; largest shortfall below nominal "
+            f"{before['max_underconfidence_deviation']:.3f} -> "
+            f"{after['max_underconfidence_deviation']:.3f}"
             f"\nmetrics: {json_path}\nplot:    {png_path}"
         )
 
@@ -178,10 +192,17 @@ class IsotonicCalibrator(_CoverageCalibrator):
         Nominal coverage levels that are reported (and targeted after calibration).
     output_dir
         Folder for ``calibration_{val,test}.json`` and ``coverage_{val,test}.png``.
+    coverage_mode
+        ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``.
     """
 
-    def __init__(self, levels: Sequence[float] = NOMINAL_LEVELS, output_dir: str | None = None):
-        super().__init__(levels, output_dir)
+    def __init__(
+        self,
+        levels: Sequence[float] = NOMINAL_LEVELS,
+        output_dir: str | None = None,
+        coverage_mode: str = "time_averaged",
+    ):
+        super().__init__(levels, output_dir, coverage_mode)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.register_buffer("fitted", torch.zeros(0, dtype=torch.float64))
@@ -201,7 +222,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         self._train_counter = CoverageCounter(_z(FIT_LEVELS), self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        self._train_counter.update(_standardized(batch))
+        self._train_counter.update(_standardized(batch, self.coverage_mode))
 
     def _fit_if_trained(self) -> None:
         """Fit the isotonic map on the training counts collected since the last fit."""
@@ -231,7 +252,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         return _z(self.recalibrated_levels(self.levels))
 
     def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
-        counter.update(_standardized(batch))
+        counter.update(_standardized(batch, self.coverage_mode))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.fitted = torch.empty_like(checkpoint["state_dict"]["fitted"])
@@ -256,7 +277,7 @@ class NeuralCalibrator(_CoverageCalibrator):
     time_stride
         The training loss uses every ``time_stride``-th time sample (neighbouring samples of a
         band-limited trial carry little new information).
-    levels, output_dir
+    levels, output_dir, coverage_mode
         As in `IsotonicCalibrator`.
     """
 
@@ -267,8 +288,9 @@ class NeuralCalibrator(_CoverageCalibrator):
         time_stride: int = 5,
         levels: Sequence[float] = NOMINAL_LEVELS,
         output_dir: str | None = None,
+        coverage_mode: str = "time_averaged",
     ):
-        super().__init__(levels, output_dir)
+        super().__init__(levels, output_dir, coverage_mode)
         self.save_hyperparameters()
         n_levels = len(self.levels)
         self.net = nn.Sequential(
@@ -310,14 +332,14 @@ class NeuralCalibrator(_CoverageCalibrator):
         return nn.functional.softplus(self.net(self.features(batch))).cumsum(-1)
 
     def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
-        scores, widths = _standardized(batch), self(batch)
+        scores, widths = _standardized(batch, self.coverage_mode), self(batch)
         covered = torch.stack(
             [(scores <= widths[..., j, None]).sum() for j in range(widths.shape[-1])]
         )
         counter.update_covered(covered, scores.numel())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        scores = _standardized(batch)[..., :: self.hparams.time_stride]
+        scores = _standardized(batch, self.coverage_mode)[..., :: self.hparams.time_stride]
         widths = self(batch)
         loss = scores.new_zeros(())
         for j, level in enumerate(self.level_tensor):

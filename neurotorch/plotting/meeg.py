@@ -168,11 +168,14 @@ def plot_sensor_topomap(
     return save_png(fig, path)
 
 
-def run_coverage(run: PosteriorRun, levels: np.ndarray = DEFAULT_LEVELS) -> np.ndarray:
-    """Empirical coverage of a run's credible intervals (fixed) or ellipsoids (free) at ``levels``."""
+def run_coverage(
+    run: PosteriorRun, levels: np.ndarray = DEFAULT_LEVELS, mode: str = "time_averaged"
+) -> np.ndarray:
+    """Empirical coverage of a run's credible intervals (fixed) or ellipsoids (free) at ``levels``,
+    counted ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``."""
     if run.orientation_type == "fixed" or run.cov_blocks is None:
-        return coverage_curve(run.x_true, run.x_hat, run.var, levels)
-    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels)
+        return coverage_curve(run.x_true, run.x_hat, run.var, levels, mode)
+    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels, mode)
 
 
 def plot_coverage_curves(
@@ -215,10 +218,11 @@ def plot_coverage(
     path: PathLike,
     levels: np.ndarray = DEFAULT_LEVELS,
     title: str = "Coverage of credible intervals",
+    mode: str = "time_averaged",
 ) -> Path:
     """Empirical against nominal coverage, one curve per posterior run (`plot_coverage_curves`).
 
-    Curves come from `run_coverage`: `neurotorch.meeg.calibration.coverage_curve` for fixed
+    Curves come from `run_coverage` (with ``mode``): `neurotorch.meeg.calibration.coverage_curve` for fixed
     orientation, `~neurotorch.meeg.calibration.ellipsoid_coverage_curve` for free. Runs given
     as a sequence are labelled by their file names.
     """
@@ -229,7 +233,7 @@ def plot_coverage(
             (Path(run.path).stem if run.path else f"run {k}"): run for k, run in enumerate(runs)
         }
     levels = np.asarray(levels, dtype=np.float64)
-    curves = {name: run_coverage(run, levels) for name, run in runs.items()}
+    curves = {name: run_coverage(run, levels, mode) for name, run in runs.items()}
     return plot_coverage_curves(levels, curves, path, title)
 
 

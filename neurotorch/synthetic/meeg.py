@@ -10,8 +10,8 @@
 
 Subjects: ``fsaverage`` (EEG easycap-M43) and ``sub-meg01`` (Neuromag magnetometers), both in a
 spherical head with cortex-like shell sources. Each run simulates one CaliBrain trial and stores
-its Bayesian minimum-norm posterior (oracle prior and noise variances), so the files carry their
-own ground truth (``x_true``).
+its Bayesian minimum-norm posterior (CaliBrain's learned prior variance, oracle noise variance),
+so the files carry their own ground truth (``x_true``).
 
 `write_subject_leadfields` adds an EEG leadfield consistent with a synthetic LAION-fMRI subject's
 brain mask under ``<fmri_root>/derivatives/meeg/``.
@@ -19,21 +19,18 @@ brain mask under ``<fmri_root>/derivatives/meeg/``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from neurotorch.config import data_home, progress_enabled
 from neurotorch.io.atomic import atomic_open, atomic_path, write_json
 from neurotorch.meeg import forward, layout
-from neurotorch.meeg.leadfield import LeadfieldData, save_leadfield_npz
-from neurotorch.meeg.posterior import bmn_posterior
-from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator, item_generator
+from neurotorch.meeg.grid import simulate_run, write_posterior_summary
+from neurotorch.meeg.leadfield import save_leadfield_npz
 from neurotorch.synthetic._once import write_dataset_once
 
 SIZES = {
@@ -62,41 +59,7 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(forward_path) as tmp:
             mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
-    return {ori: forward.forward_to_leadfield(fwd, ori, nn) for ori in layout.ORIENTATIONS}
-
-
-def _full_posterior_cov(leadfield: np.ndarray, gamma: float, noise_var: float) -> np.ndarray:
-    """``gamma I - gamma^2 L^T (gamma L L^T + noise_var I)^-1 L`` (source-major for free leadfields)."""
-    lf = leadfield.reshape(leadfield.shape[0], -1)
-    cov_y = gamma * lf @ lf.T + noise_var * np.eye(lf.shape[0])
-    return gamma * np.eye(lf.shape[1]) - gamma**2 * lf.T @ np.linalg.solve(cov_y, lf)
-
-
-def _simulate_run(data: LeadfieldData, nnz: int, alpha: float, seed: int, index: int) -> dict:
-    gen = item_generator(seed, index)
-    sources = SourceSimulator(dtype=torch.float64).simulate(
-        1, data.n_sources, nnz, gen, data.n_components
-    )
-    sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
-    x = sources.dense()[0].numpy()
-    gamma = float(np.mean(x**2))
-    noise_var = float(sensors.noise_var[0])
-    post = bmn_posterior(sensors.y, torch.as_tensor(data.leadfield), gamma, noise_var)
-    return {
-        "x_true": x,
-        "x_hat": post.mean[0].numpy(),
-        "posterior_cov": _full_posterior_cov(data.leadfield, gamma, noise_var),
-    }
-
-
-def _write_summary(path: Path, run: dict, q_basis: np.ndarray | None, metadata: dict) -> None:
-    import h5py
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
-        for key in ("x_true", "x_hat", "posterior_cov"):
-            handle.create_dataset(key, data=run[key])
-        handle.create_dataset("Q_basis", data=q_basis if q_basis is not None else np.nan)
-        handle.attrs["metadata_json"] = json.dumps(metadata)
+    return {ori: forward.forward_to_leadfield(fwd, ori) for ori in layout.ORIENTATIONS}
 
 
 def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
@@ -145,16 +108,17 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
         nnz = int(rng.choice([1, 3, 5, 10]))
         alpha = float(rng.choice([0.1, 0.3, 0.5, 0.7, 0.9]))
         run_seed = int(rng.integers(2**31))
-        run = _simulate_run(data, nnz, alpha, run_seed, run_id)
+        run = simulate_run(data, nnz, alpha, run_seed, index=run_id)
         metadata = {
             "global_run_id": run_id, "run_id": run_id, "solver": SOLVER, "noise_type": "oracle",
             "subject": subject, "orientation_type": ori, "nnz": nnz, "alpha_SNR": alpha,
             "n_sources": data.n_sources, "n_times": run["x_true"].shape[-1], "seed": run_seed,
             "sensor_kind": data.sensor_kind, "coil_type": data.coil_type,
+            "gamma": run["gamma"], "noise_var": run["noise_var"],
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,
         }  # fmt: skip
         q_basis = data.Q_basis if ori == "free" else None
-        _write_summary(
+        write_posterior_summary(
             root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed),
             run,
             q_basis,

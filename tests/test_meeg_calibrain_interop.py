@@ -1,0 +1,434 @@
+"""Interoperability with the real ``calibrain`` package: files both ways, posteriors, coverage,
+recalibration and simulated-trial statistics on identical inputs."""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neurotorch.meeg import layout
+from neurotorch.meeg.calibration import (
+    IsotonicRecalibration,
+    calibration_metrics,
+    coverage_curve,
+    ellipsoid_coverage_curve,
+)
+from neurotorch.meeg.forward import forward_to_leadfield, simulate_leadfield
+from neurotorch.meeg.leadfield import load_leadfield_npz, save_leadfield_npz
+from neurotorch.meeg.posterior import bmn_posterior, learn_hyperparameters
+from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator
+
+calibrain = pytest.importorskip("calibrain")
+mne = pytest.importorskip("mne")
+pytestmark = pytest.mark.slow
+logging.getLogger("calibrain").setLevel(logging.ERROR)
+
+#: neurotorch sensor set -> (CaliBrain coil name, number of channels kept)
+SENSORS = {"eeg": ("eeg", 13), "mag": ("mag", 11), "grad": ("grad", 14)}
+N_SOURCES = 23
+LEVELS = np.array([0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0])
+#: two-sample Kolmogorov-Smirnov critical constant at significance 1e-3
+KS_C = np.sqrt(-np.log(1e-3 / 2) / 2)
+
+
+def _ks_bound(n: int, m: int) -> float:
+    return KS_C * np.sqrt((n + m) / (n * m))
+
+
+def _extract_leadfield():
+    """CaliBrain's own ``extract_leadfield`` (its module runs a script on import, so only the
+    function and its helpers are taken from the installed source)."""
+    source = Path(calibrain.__file__).with_name("extract_leadfield.py").read_text()
+    tree = ast.parse(source)
+    tree.body = [
+        n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef))
+    ]
+    namespace: dict = {}
+    exec(compile(tree, "calibrain/extract_leadfield.py", "exec"), namespace)  # noqa: S102
+    return namespace["extract_leadfield"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One free MNE forward per sensor set, written where CaliBrain expects it."""
+    root = tmp_path_factory.mktemp("calibrain")
+    for sensor, (_, n_sensors) in SENSORS.items():
+        simulate_leadfield(
+            "free",
+            N_SOURCES,
+            sensor,
+            n_sensors=n_sensors,
+            forward_path=root / layout.forward_file(sensor),
+        )
+    return root
+
+
+def _forward(root: Path, sensor: str):
+    return mne.read_forward_solution(root / layout.forward_file(sensor), verbose=False)
+
+
+@pytest.mark.parametrize("orientation", ["fixed", "free"])
+@pytest.mark.parametrize("sensor", list(SENSORS))
+def test_neurotorch_files_are_read_and_simulated_by_calibrain(root, tmp_path, sensor, orientation):
+    data = forward_to_leadfield(_forward(root, sensor), orientation)
+    save_leadfield_npz(tmp_path / layout.leadfield_name(sensor, orientation), data)
+    builder = calibrain.LeadfieldBuilder(leadfield_dir=str(tmp_path))
+    theirs = builder.get_leadfield(sensor, orientation, "load", return_metadata=True)
+    np.testing.assert_array_equal(theirs.leadfield, data.leadfield)
+    for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
+        assert int(getattr(theirs, key)) == getattr(data, key), key
+    np.testing.assert_array_equal(theirs.src_coords, data.src_coords)
+    # CaliBrain simulates sources for the coil class and projects them through the leadfield
+    x, active = calibrain.SourceSimulator().simulate(
+        N_SOURCES, 3, orientation, int(theirs.coil_type), seed=4
+    )
+    assert x.shape[1:-1] == theirs.leadfield.shape[2:]
+    _, y, _, _ = calibrain.SensorSimulator().simulate(x, theirs.leadfield, 0.5, seed=5)
+    assert y.shape == (data.n_sensors, 250) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("orientation", ["fixed", "free"])
+@pytest.mark.parametrize("sensor", list(SENSORS))
+def test_calibrain_files_are_read_by_neurotorch(root, tmp_path, sensor, orientation):
+    coil_name, _ = SENSORS[sensor]
+    _extract_leadfield()(str(root / layout.FORWARD_DIR), sensor, coil_name, orientation, tmp_path)
+    path = tmp_path / layout.leadfield_name(sensor, orientation)
+    theirs = calibrain.LeadfieldBuilder(leadfield_dir=str(tmp_path)).get_leadfield(
+        sensor, orientation, "load", return_metadata=True
+    )
+    ours = load_leadfield_npz(path, allow_pickle=True)
+    # CaliBrain scales the float32 file in float32 (1e-3 and the product each rounded once),
+    # neurotorch in float64
+    np.testing.assert_allclose(ours.leadfield, theirs.leadfield, rtol=2.0**-23, atol=0)
+    assert ours.sensor_unitmult == int(theirs.sensor_unitmult)
+    fwd = _forward(root, sensor)
+    assert ours.ch_names == fwd["info"]["ch_names"]
+    np.testing.assert_array_equal(ours.src_coords, fwd["source_rr"])
+    plain = load_leadfield_npz(path)  # without pickles: no channel names, nothing unpickled
+    assert plain.ch_names is None and "info" in plain.skipped_keys
+    # and both packages extract the same leadfield from the same forward
+    reference = forward_to_leadfield(fwd, orientation)
+    scale = np.abs(reference.leadfield).max()
+    # CaliBrain's fixed leadfield is MNE's float32 rotation (3-term dot products)
+    np.testing.assert_allclose(
+        ours.leadfield, reference.leadfield, rtol=0, atol=4 * 2.0**-24 * scale
+    )
+    if orientation == "free":
+        np.testing.assert_allclose(ours.Q_basis, reference.Q_basis, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 2])
+@pytest.mark.parametrize("learn_noise", [False, True])
+def test_posterior_equals_calibrain_bmn(k, learn_noise):
+    from calibrain.source_estimation import BMN, BMN_joint
+
+    rng = np.random.default_rng(k)
+    shape = (17, 29) if k == 1 else (17, 29, k)
+    lf = rng.standard_normal(shape)
+    flat = lf.reshape(17, -1)
+    y = flat @ (3.0 * rng.standard_normal((flat.shape[1], 40))) + 2.0 * rng.standard_normal(
+        (17, 40)
+    )
+    if learn_noise:
+        ref = BMN_joint(flat, y, n_orient=k, track_history=False)
+    else:
+        ref = BMN(flat, y, noise_var=4.0, n_orient=k)
+    yt = torch.tensor(y)[None]
+    gamma, noise_var = learn_hyperparameters(yt, torch.tensor(lf), None if learn_noise else 4.0)
+    post = bmn_posterior(yt, torch.tensor(lf), gamma, noise_var)
+    assert float(noise_var[0]) == pytest.approx(ref["noise_var"], rel=1e-9)
+    mean = post.mean[0].reshape(flat.shape[1], -1).numpy()
+    np.testing.assert_allclose(
+        mean, ref["posterior_mean"], rtol=1e-8, atol=1e-10 * np.abs(mean).max()
+    )
+    cov = ref["posterior_cov"]
+    diag_blocks = np.stack([cov[k * i : k * i + k, k * i : k * i + k] for i in range(29)])
+    var = post.var[0].numpy().reshape(29, k)
+    np.testing.assert_allclose(var, np.diagonal(diag_blocks, axis1=1, axis2=2), rtol=1e-8)
+    if k > 1:
+        np.testing.assert_allclose(post.cov_blocks[0].numpy(), diag_blocks, rtol=1e-8, atol=1e-12)
+
+
+def _runs(n_sources: int, k: int, scale: float, seed: int):
+    """Posterior-like runs: truth, mean and a (mis)specified variance, shapes (N[, K], T)."""
+    rng = np.random.default_rng(seed)
+    shape = (n_sources, 50) if k == 1 else (n_sources, k, 50)
+    x = rng.standard_normal(shape) * 2.0
+    mean = x + rng.standard_normal(shape) * 2.0
+    var = np.full(shape[:-1], 4.0 * scale)
+    return x, mean, var
+
+
+@pytest.mark.parametrize("mode", ["time_averaged", "pointwise"])
+def test_coverage_curves_equal_calibrain(mode):
+    ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
+    x, mean, var = _runs(97, 1, 0.03, seed=0)
+    curve = {
+        "time_averaged": ue.calibration_curve_intervals_aggregated,
+        "pointwise": ue.calibration_curve_intervals_pointwise,
+    }[mode](x, mean, var)["empirical_coverages"]
+    np.testing.assert_array_equal(coverage_curve(x, mean, var, LEVELS, mode=mode), curve)
+    x, mean, var = _runs(61, 3, 0.05, seed=1)
+    blocks = np.einsum("nk,kl->nkl", var, np.eye(3)) + 0.3  # correlated components
+    theirs = ue.calibration_curve_ellipsoid_eeg_free_aggregated(x, mean, blocks)
+    ours = ellipsoid_coverage_curve(x, mean, blocks, LEVELS)
+    np.testing.assert_array_equal(ours, theirs["empirical_coverages"])
+
+
+def test_recalibrated_levels_and_metrics_equal_calibrain():
+    ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
+    calibrator = calibrain.UncertaintyCalibrator(ue, calibrain.MetricEvaluator(ue))
+
+    def dataset(seed):
+        x, mean, var = _runs(211, 1, 0.04, seed)
+        return dict(orientation_type="fixed", coil_type=1, x_true=x, x_hat=mean,
+                    posterior_var=var, n_sources=211, n_times=50)  # fmt: skip
+
+    train, test = dataset(2), dataset(3)
+    result = calibrator.calibrate(train_data=train, test_data=test)
+    train_curve = coverage_curve(train["x_true"], train["x_hat"], train["posterior_var"], LEVELS)
+    recalibrated = IsotonicRecalibration().fit(LEVELS, train_curve).recalibrate(LEVELS)
+    post = result["post_calibration"]
+    # CaliBrain inverts on a 2001-point grid that contains every fitted level: exact
+    np.testing.assert_allclose(recalibrated, post["recalibrated_nominal_coverages"], atol=1e-12)
+    after = coverage_curve(test["x_true"], test["x_hat"], test["posterior_var"], recalibrated)
+    np.testing.assert_array_equal(after, post["empirical_coverages"])
+    for stage, curve in (("pre_calibration", None), ("post_calibration", after)):
+        if curve is None:
+            curve = coverage_curve(test["x_true"], test["x_hat"], test["posterior_var"], LEVELS)
+        ours = calibration_metrics(LEVELS, curve)
+        assert ours == pytest.approx(result[stage]["calibration_metrics"], abs=1e-12)
+
+
+def test_simulated_free_sources_match_calibrain_statistics():
+    """Per-component waveforms: peak amplitudes, ERP durations and the independence of the
+    components follow the same distributions (KS bounds from the sample sizes)."""
+    n_sources = 300
+    x_cb, active = calibrain.SourceSimulator().simulate(n_sources, n_sources, "free", 1, seed=8)
+    ours = SourceSimulator(ERPConfig(), dtype=torch.float64).simulate(
+        1, n_sources, n_sources, torch.Generator().manual_seed(8), 3
+    )
+    x_nt = ours.waveforms[0].numpy()  # (nnz, 3, T)
+    x_cb = x_cb[active]
+
+    def summaries(x):
+        flat = x.reshape(-1, x.shape[-1])
+        peaks = np.abs(flat).max(-1)
+        durations = (flat != 0).sum(-1)
+        cos = np.einsum("nt,nt->n", x[:, 0], x[:, 1]) / np.linalg.norm(x[:, 0], axis=-1)
+        cos = cos / np.linalg.norm(x[:, 1], axis=-1)
+        return peaks, durations, np.abs(cos)
+
+    for ours_stat, theirs_stat in zip(summaries(x_nt), summaries(x_cb), strict=True):
+        result = stats.ks_2samp(ours_stat, theirs_stat)
+        assert result.statistic < _ks_bound(len(ours_stat), len(theirs_stat))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_sensor_noise_scaling_equals_calibrain(alpha):
+    rng = np.random.default_rng(0)
+    lf = rng.standard_normal((9, 20))
+    sources = SourceSimulator(dtype=torch.float64).simulate(
+        1, 20, 4, torch.Generator().manual_seed(1)
+    )
+    x = sources.dense()[0].numpy()
+    y_clean, y, noise, _ = calibrain.SensorSimulator().simulate(x, lf, alpha, seed=3)
+    ours = SensorSimulator(lf, dtype=torch.float64).simulate(
+        sources, alpha, torch.Generator().manual_seed(3)
+    )
+    np.testing.assert_allclose(ours.y_clean[0].numpy(), y_clean, rtol=1e-12)
+    for batch, (their_y, their_noise) in ((ours, (y, noise)),):
+        np.testing.assert_allclose(
+            np.linalg.norm(batch.noise[0].numpy()), np.linalg.norm(their_noise), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            np.linalg.norm(batch.y[0].numpy() - batch.noise[0].numpy()),
+            np.linalg.norm(their_y - their_noise),
+            rtol=1e-12,
+            atol=1e-12 * np.linalg.norm(y_clean),
+        )
+
+
+@pytest.mark.parametrize("mode", ["pointwise", "time_averaged"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_error_metrics_equal_calibrain(mode, k):
+    from neurotorch.meeg.metrics import earth_movers_distance, error_metrics, mean_posterior_std
+
+    rng = np.random.default_rng(k)
+    n = 31
+    x, mean, var = _runs(n, k, 1.0, seed=k)
+    x[rng.permutation(n)[:25]] = 0.0  # sparse truth, dense estimate
+    var = var * rng.uniform(0.5, 2.0, var.shape)
+    coords = rng.standard_normal((n, 3)) * 0.05
+    evaluator = calibrain.MetricEvaluator(calibrain.UncertaintyEstimator())
+    setting = "fixed" if k == 1 else "eeg_free"
+    their_mode = "aggregated" if mode == "time_averaged" else "pointwise"
+    kwargs = dict(x_true=x, x_hat=mean, setting=setting, mode=their_mode)
+    ours = error_metrics(x, mean, mode)
+    for name in ("mse", "mae", "rmse", "rmae"):
+        assert ours[name] == pytest.approx(getattr(evaluator, name)(**kwargs), rel=1e-12), name
+    uncert = var if k == 1 else np.stack([np.diag(v) for v in var])
+    if k > 1:  # CaliBrain reads free uncertainty as the full (NK, NK) covariance
+        full = np.zeros((n * k, n * k))
+        for i in range(n):
+            full[k * i : k * i + k, k * i : k * i + k] = uncert[i]
+        uncert = full
+    theirs = evaluator.mean_posterior_std(
+        posterior_uncert=uncert, setting=setting, mode=their_mode, n_times=50
+    )
+    assert mean_posterior_std(var, 50, mode) == pytest.approx(theirs, rel=1e-12)
+    their_emd = evaluator.emd(coords=coords, **kwargs)
+    # POT's network simplex and the LP reach the same optimum up to solver tolerance
+    assert earth_movers_distance(x, mean, coords, mode) == pytest.approx(their_emd, rel=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sloreta_normalised_posterior_equals_calibrain(k):
+    from calibrain.source_estimation import BMN
+
+    from neurotorch.meeg.posterior import sloreta_weights, unweight_posterior, weight_leadfield
+
+    rng = np.random.default_rng(10 + k)
+    shape = (15, 26) if k == 1 else (15, 26, k)
+    lf = rng.standard_normal(shape)
+    flat = lf.reshape(15, -1)
+    y = flat @ rng.standard_normal((flat.shape[1], 30)) + 0.5 * rng.standard_normal((15, 30))
+    ref = BMN(flat, y, noise_var=0.25, n_orient=k, normalization=True)
+    yt = torch.tensor(y)[None]
+    weights = sloreta_weights(torch.tensor(lf))
+    weighted = weight_leadfield(torch.tensor(lf), weights)
+    gamma, noise = learn_hyperparameters(yt, weighted, 0.25)
+    post = unweight_posterior(bmn_posterior(yt, weighted, gamma, noise), weights)
+    mean = post.mean[0].reshape(flat.shape[1], -1).numpy()
+    np.testing.assert_allclose(
+        mean, ref["posterior_mean"], rtol=1e-8, atol=1e-10 * np.abs(mean).max()
+    )
+    diag = np.diag(ref["posterior_cov"]).reshape(26, k).squeeze()
+    np.testing.assert_allclose(post.var[0].numpy(), diag, rtol=1e-8)
+
+
+@pytest.mark.parametrize("normalization", [False, True])
+def test_calibration_dataset_posterior_equals_calibrain(normalization):
+    """A simulated calibration item's posterior is CaliBrain's BMN on the item's own data."""
+    from calibrain.source_estimation import BMN
+
+    from neurotorch.data.meeg import CalibrationDataset
+    from neurotorch.meeg.leadfield import random_leadfield
+
+    leadfield = random_leadfield("free", 12, 19, seed=3)
+    item = CalibrationDataset(
+        leadfield, length=1, nnz=(2,), alpha=(0.4,), normalization=normalization
+    )[0]
+    y = item["y"].double().numpy()
+    ref = BMN(
+        leadfield.leadfield.reshape(12, -1),
+        y,
+        noise_var=float(item["assumed_noise_var"]),
+        n_orient=3,
+        normalization=normalization,
+    )
+    expected = ref["posterior_mean"].reshape(19, 3, -1)
+    # items are float32: one rounding of values of this size
+    np.testing.assert_allclose(
+        item["mean"].numpy(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
+    diag = np.diag(ref["posterior_cov"]).reshape(19, 3)
+    np.testing.assert_allclose(item["var"].numpy(), diag, rtol=1e-5)
+
+
+def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path):
+    """EEG and MEG, fixed and free: CaliBrain discovers, loads and concatenates the summaries of
+    a synthetic root, with the arrays neurotorch reads from them."""
+    from calibrain import calibration_dataset as cd
+
+    from neurotorch.meeg.summaries import read_posterior_summary
+    from neurotorch.synthetic.meeg import SUMMARY_DIR, make_calibrain
+
+    root = make_calibrain(tmp_path / "root", size="tiny", progress=False)
+    summaries = list(cd.discover_posterior_summaries(root / SUMMARY_DIR))
+    assert len(summaries) == 4
+    for summary in summaries:
+        theirs = cd.concatenate_summaries([summary])
+        ours = read_posterior_summary(summary.path)
+        np.testing.assert_array_equal(theirs["x_true"], ours.x_true)
+        assert summary.metadata["coil_type"] in (1, 3022)
+
+
+def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(tmp_path, monkeypatch):
+    """CaliBrain reads neurotorch's run manifest, concatenates the runs and calibrates them to
+    the same curves, recalibrated levels and metrics as `calibrate_runs`."""
+    from calibrain import calibration_dataset as cd
+    from calibrain.run_manifest import summaries_from_manifest
+
+    from neurotorch.meeg.grid import MANIFEST, aggregate_runs, calibrate_runs, run_grid
+    from neurotorch.meeg.leadfield import LeadfieldBuilder
+
+    for orientation in layout.ORIENTATIONS:
+        data = simulate_leadfield(orientation, 17, "eeg", n_sensors=9)
+        save_leadfield_npz(tmp_path / layout.leadfield_name("s1", orientation), data)
+    grid = {
+        "subject": ["s1"],
+        "orientation_type": ["fixed", "free"],
+        "nnz": [2],
+        "alpha_SNR": [0.4],
+    }
+    run_grid(LeadfieldBuilder(tmp_path), tmp_path / "runs", grid, n_runs=4)
+    monkeypatch.chdir(tmp_path / "runs")  # CaliBrain resolves manifest paths from the cwd
+    summaries = summaries_from_manifest(MANIFEST)
+    ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
+    for orientation in layout.ORIENTATIONS:
+        picked = cd.filter_summaries_by_metadata(summaries, {"orientation_type": orientation})
+        train, test = cd.concatenate_summaries(picked[:2]), cd.concatenate_summaries(picked[2:])
+        theirs = calibrain.UncertaintyCalibrator(ue, calibrain.MetricEvaluator(ue)).calibrate(
+            train_data=train, test_data=test
+        )
+        ids = [s.metadata["global_run_id"] for s in picked]
+        ours = calibrate_runs(
+            aggregate_runs(MANIFEST, global_run_id=ids[:2]),
+            aggregate_runs(MANIFEST, global_run_id=ids[2:]),
+            LEVELS,
+        )
+        np.testing.assert_array_equal(
+            ours["coverage_before"], theirs["pre_calibration"]["empirical_coverages"]
+        )
+        np.testing.assert_allclose(
+            ours["recalibrated_levels"],
+            theirs["post_calibration"]["recalibrated_nominal_coverages"],
+            atol=1e-12,
+        )
+        np.testing.assert_array_equal(
+            ours["coverage_after"], theirs["post_calibration"]["empirical_coverages"]
+        )
+
+
+def test_mne_eloreta_and_gamma_map_equal_calibrains():
+    """CaliBrain's eLORETA and gamma-MAP against MNE's, on the same fixed MEG forward and data."""
+    from calibrain.source_estimation import eloreta
+    from calibrain.source_estimation import gamma_map as calibrain_gamma_map
+
+    from neurotorch.meeg.forward import cortical_shell, make_forward, sensor_info, sphere_model
+    from neurotorch.meeg.inverse import gamma_map, minimum_norm
+
+    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
+    info = sensor_info("mag", n_sensors=23)
+    fwd = make_forward(info, rr, nn, sphere_model("mag"))
+    lf = forward_to_leadfield(fwd, "fixed").leadfield
+    rng = np.random.default_rng(0)
+    x = np.zeros((29, 31))
+    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
+    y = lf @ x + 2.0 * rng.standard_normal((23, 31))
+    quiet = logging.getLogger("calibrain-interop")
+    theirs = eloreta(lf, y, 4.0, n_orient=1, logger=quiet)["posterior_mean"]
+    ours = minimum_norm(fwd, info, y, 4.0, "eLORETA", lambda2=1.0)
+    # same weight iteration (stops at a 1e-6 relative change); the forward is float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
+    theirs = calibrain_gamma_map(lf, y, 4.0, n_orient=1, logger=quiet)["posterior_mean"]
+    ours = gamma_map(fwd, info, y, 4.0, alpha=1.0)
+    # MNE prunes gammas that CaliBrain keeps; those sources carry < 1e-3 of the peak
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())
