@@ -45,6 +45,7 @@ __all__ = [
     "check_file",
     "check_files",
     "is_verified",
+    "record_verified",
     "verify_before_use",
 ]
 
@@ -54,7 +55,6 @@ RECORD_DIR = "verified"
 _HDF5_SLAB_BYTES = 1 << 26
 _CHUNK = 1 << 22
 _log = logging.getLogger(__name__)
-_HEADINGS = ("status", "kind", "path", "detail")
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -164,24 +164,23 @@ def _read_dataset(dataset: h5py.Dataset) -> None:
 
 def _check_hdf5(root: DataRoot, relpath: str) -> tuple[str, str]:
     name = root.path(relpath)
+    datasets: list[h5py.Dataset] = []
     try:
-        local = root.local_path(relpath)
-        with h5py.File(local, "r") as handle:
-            datasets: list[h5py.Dataset] = []
+        with h5py.File(root.local_path(relpath), "r") as handle:
             handle.visititems(
                 lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None
             )
             for dataset in datasets:
                 _read_dataset(dataset)
+            unchecked = [d.name for d in datasets if d.ndim and d.size and not d.fletcher32]
+            n_data = sum(1 for d in datasets if d.ndim and d.size)
     except OSError as exc:
         if isinstance(exc, NeurotorchError):
             raise
         raise _corrupt(name, f"HDF5 read failed ({exc})") from exc
-    data = [d for d in datasets if d.size and d.ndim]
-    unchecked = [d.name for d in data if not d.fletcher32]
     if not unchecked:
         return "verified", f"{len(datasets)} dataset(s); fletcher32 checksums match"
-    if len(unchecked) == len(data):
+    if len(unchecked) == n_data:
         return "no checksum", f"{len(datasets)} dataset(s) read; no fletcher32 checksums"
     return "no checksum", f"read; no fletcher32 checksum on {', '.join(unchecked)}"
 
@@ -292,7 +291,7 @@ def check_files(
         for relpath in names:
             result = check_file(root, relpath)
             if result.status in ("verified", "no checksum"):
-                _write_record(root, relpath, listing.get(relpath) or root.info(relpath))
+                record_verified(root, relpath, listing.get(relpath) or root.info(relpath))
             results.append(result)
             bar.update(listing.get(relpath, {}).get("size", 0))
     return results
@@ -311,8 +310,13 @@ def is_verified(root: DataRoot, relpath: str) -> bool:
     return _record_path(root, relpath, root.info(relpath)["version"]).is_file()
 
 
-def _write_record(root: DataRoot, relpath: str, info: dict) -> None:
-    """Record a file as verified; a cache that cannot be written only costs a later re-check."""
+def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:
+    """Record a file as verified after a full pass over it found nothing wrong.
+
+    ``info`` is the ``root.info(relpath)`` taken before that pass (read now by default). A cache
+    that cannot be written is only logged: it costs a later re-check, nothing else.
+    """
+    info = info or root.info(relpath)
     path = _record_path(root, relpath, info["version"])
     record = {"path": root.path(relpath), "size": int(info["size"]), "version": info["version"]}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
@@ -368,14 +372,36 @@ def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> 
         result = check_file(root, relpath)
         if result.error is not None:
             raise result.error
-        _write_record(root, relpath, info)
+        record_verified(root, relpath, info)
+
+
+STATUSES = ("verified", "no checksum", "bad", "skipped")
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> Iterator[str]:
+    """Rows as text columns (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True))
+
+
+def file_table(results: Iterable[FileCheck]) -> Iterator[str]:
+    """Lines of a plain-text table of ``results``, one file per row: status, kind, path, detail."""
+    yield from _aligned(
+        [
+            ("status", "kind", "path", "detail"),
+            *((r.status, r.kind, r.path, r.detail) for r in results),
+        ]
+    )
 
 
 def summary_table(results: Iterable[FileCheck]) -> Iterator[str]:
-    """Lines of a plain-text table of ``results``: status, kind, path and detail."""
-    rows = [(r.status, r.kind, r.path, r.detail) for r in results]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(_HEADINGS[:3])]
-    for row in [_HEADINGS, *rows]:
-        yield "  ".join(
-            cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True)
-        ).rstrip()
+    """Lines of a plain-text table counting ``results`` per kind of file and status."""
+    results = list(results)
+    kinds = sorted({r.kind for r in results})
+    counts = [
+        (kind, *(str(sum(r.kind == kind and r.status == s for r in results)) for s in STATUSES))
+        for kind in kinds
+    ]
+    total = ("all", *(str(sum(r.status == s for r in results)) for s in STATUSES))
+    yield from _aligned([("kind", *STATUSES), *counts, total])
