@@ -70,3 +70,8 @@ class LicenseNotAcceptedError(NeurotorchError):
 
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""
+
+
+class ParameterError(NeurotorchError, ValueError):
+    """An argument has a value the function does not accept: an unknown name, a value out of
+    range, a duplicate, or a selection that leaves nothing (no trials, no voxels)."""

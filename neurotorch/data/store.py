@@ -49,6 +49,7 @@ from neurotorch.config import progress_enabled
 from neurotorch.errors import (
     CacheError,
     NeurotorchError,
+    ParameterError,
     ShapeMismatchError,
 )
 from neurotorch.fmri import layout
@@ -477,7 +478,7 @@ def build_store(
         The cache folder cannot be written.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+        raise ParameterError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
     values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
     subject = layout.subject_id(subject)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotorch.errors import ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.io.nibabel_read import read_nifti_image
@@ -33,7 +33,7 @@ def read_volume(root: DataRoot, relpath: str, what: str) -> tuple[np.ndarray, np
 
 def check_source(source: str) -> str:
     if source not in BRAIN_MASK_SOURCES:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown brain mask source {source!r}; choose one of {BRAIN_MASK_SOURCES}."
         )
     return source
@@ -104,7 +104,9 @@ def custom_mask_on_grid(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """
     mask = np.asarray(mask)
     if mask.dtype != bool:
-        raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}.")
+        raise ParameterError(
+            f"mask must be a boolean array, got dtype {mask.dtype}; pass e.g. mask > 0."
+        )
     n_brain = int(brain.sum())
     if mask.ndim == 1 and mask.size == n_brain:
         grid = np.zeros(brain.shape, dtype=bool)
@@ -132,6 +134,12 @@ def combine_voxel_mask(
 
     ``roi`` and ``noise_ceiling`` are grid volumes; ``custom`` is anything `custom_mask_on_grid`
     accepts. Voxels whose noise ceiling is NaN never pass a threshold.
+
+    Raises
+    ------
+    ParameterError
+        The selection holds no voxel (the message gives the highest noise ceiling available when
+        ``nc_threshold`` is what empties it).
     """
     combined = brain.copy()
     if roi is not None:
@@ -139,12 +147,26 @@ def combine_voxel_mask(
         combined &= roi
     if custom is not None:
         combined &= custom_mask_on_grid(custom, brain)
+    if not combined.any():
+        raise ParameterError(
+            "The voxel selection is empty: no voxel of the brain mask lies in the requested "
+            "roi=/mask=. Choose another ROI or mask."
+        )
     if nc_threshold is not None:
         if noise_ceiling is None:
-            raise ValueError("nc_threshold needs a noise-ceiling volume.")
+            raise ParameterError("nc_threshold needs a noise-ceiling volume.")
         check_grid(noise_ceiling.shape, brain.shape, "The noise-ceiling map")
+        candidates = noise_ceiling[combined]
         with np.errstate(invalid="ignore"):
             combined &= np.asarray(noise_ceiling > nc_threshold)
+        if not combined.any():
+            finite = candidates[np.isfinite(candidates)]
+            highest = f"{finite.max():.4g}" if finite.size else "undefined (all NaN)"
+            raise ParameterError(
+                f"nc_threshold={nc_threshold} leaves no voxel: the highest noise ceiling among the "
+                f"{candidates.size} selected voxels is {highest} (percent). Pass a lower "
+                "nc_threshold."
+            )
     return combined
 
 

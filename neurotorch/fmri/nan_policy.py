@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotorch.errors import FormatError
+from neurotorch.errors import FormatError, ParameterError
 
 NAN_POLICIES = ("raise", "zero", "keep")
 DEFAULT_NAN_POLICY = "raise"
@@ -20,7 +20,7 @@ DEFAULT_NAN_POLICY = "raise"
 def check_nan_policy(policy: str) -> str:
     """Return ``policy`` if it is one of `NAN_POLICIES`; raise `ValueError` otherwise."""
     if policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}.")
+        raise ParameterError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}.")
     return policy
 
 

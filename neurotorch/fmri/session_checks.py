@@ -12,7 +12,7 @@ import pandas as pd
 
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import read_table, require
+from neurotorch.fmri.datafiles import check_integer_column, read_table, require
 from neurotorch.fmri.masks import brain_mask_file, check_affine, check_grid
 from neurotorch.io.nifti import NiftiHeader, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -42,7 +42,9 @@ def check_trial_count(
 
 
 def check_beta_index(table: pd.DataFrame, where: str, n_volumes: int | None = None) -> None:
-    """Each ``beta_index`` of a trials table occurs once (and names a volume, if ``n_volumes``)."""
+    """Each ``beta_index`` of a trials table is an integer and occurs once (and names a volume, if
+    ``n_volumes``)."""
+    check_integer_column(table, "beta_index", where)
     index = table["beta_index"]
     repeated = index.duplicated()
     if repeated.any():

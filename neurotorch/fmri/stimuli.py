@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from neurotorch.errors import CorruptFileError, FormatError
+from neurotorch.errors import CorruptFileError, FormatError, ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import read_table, require, resolve_root
 from neurotorch.io.storage import DataRoot
@@ -357,13 +357,13 @@ class StimulusSegmentations:
             return None
         matches = rows[rows["noun"] == noun]
         if matches.empty:
-            raise ValueError(f"No {noun!r} mask in {name!r}; nouns: {self.nouns(name)}.")
+            raise ParameterError(f"No {noun!r} mask in {name!r}; nouns: {self.nouns(name)}.")
         mask_rows = matches["mask_row"].to_numpy(dtype=np.int64)
         dataset = self._h5["masks"]
         if instance is None:
             return read_rows(dataset, mask_rows)
         if not 0 <= instance < len(mask_rows):
-            raise ValueError(
+            raise ParameterError(
                 f"{name!r} has {len(mask_rows)} {noun!r} mask(s); instance={instance}."
             )
         return np.asarray(dataset[int(mask_rows[instance])])

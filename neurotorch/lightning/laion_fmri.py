@@ -25,6 +25,7 @@ from neurotorch.data.collate import collate_items
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.store import build_store
 from neurotorch.data.stream import BetasStream, StreamLoader
+from neurotorch.errors import ParameterError
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
@@ -112,7 +113,19 @@ class LaionFMRIDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+            raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+        if not 0 < val_fraction < 1:
+            raise ParameterError(
+                f"val_fraction must lie strictly between 0 and 1, got {val_fraction}; the "
+                "validation images are carved out of the training images."
+            )
+        for name, value, least in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("shuffle_buffer", shuffle_buffer, 0),
+        ):
+            if int(value) != value or value < least:
+                raise ParameterError(f"{name} must be an integer >= {least}, got {value!r}.")
         self.save_hyperparameters()
         self.voxel_table = None
 
