@@ -38,7 +38,8 @@ def nonfinite_error(where: str, count: int) -> FormatError:
     return FormatError(
         f"{where} holds {count} non-finite value(s) (NaN or ±inf) among the selected voxels. "
         "Pass nan_policy='zero' to replace them with 0 or nan_policy='keep' to keep them, or "
-        "leave those voxels out of the selection (roi=, mask=, nc_threshold=)."
+        "leave those voxels out of the selection (roi=, mask=, nc_threshold=). If the file may "
+        "be damaged, check it first with `neurotorch verify`."
     )
 
 
