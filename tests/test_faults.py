@@ -63,6 +63,7 @@ BRAIN = (
 FFA1 = f"derivatives/rois/{SUB}/face/{SUB}_space-T1w_res-1pt8_label-FFA1_mask.nii.gz"
 METADATA = "stimuli/task-images_metadata.csv"
 CLIP = "stimuli/task-images_desc-CLIP_embeddings.h5"
+IMAGES = "stimuli/task-images_stimuli.h5"
 SPLIT = "splits/shared/random_0.json"
 
 
@@ -475,6 +476,17 @@ def _embedding_vectorless(root: Path) -> str:
     return Path(CLIP).name
 
 
+def _image_cut(root: Path) -> str:
+    """The first stimulus image loses all but its first 10 bytes (a damaged JPEG)."""
+
+    def change(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays["images"][0] = arrays["images"][0][:10]
+        return arrays
+
+    rewrite_h5(root / IMAGES, change)
+    return Path(IMAGES).name
+
+
 def _store_truncated_after_open(root: Path) -> Callable[[], object]:
     """A dataset whose prepared ``.npy`` is cut after the dataset was created; its modification
     time is put back (as a copy that preserves times would), so only the size can tell."""
@@ -857,6 +869,32 @@ FAULTS: list[Fault] = [
         _nothing,
         _datamodule_call(subject=[SUB, SUB]),
         SUB,
+    ),
+    tree_case(
+        "brain-mask-empty",
+        FormatError,
+        _damage(lambda p: rewrite_nifti(p, np.zeros_like), BRAIN),
+        betas,
+    ),
+    tree_case(
+        "nc-threshold-not-a-number",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, nc_threshold="high"),
+        "high",
+    ),
+    tree_case(
+        "sessions-of-unselected-subject",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, sessions={"sub-02": [SES]}),
+        "sub-02",
+    ),
+    tree_case(
+        "stimulus-image-damaged",
+        CorruptFileError,
+        _image_cut,
+        lambda r: [item["image"] for item in stream(r, modalities=["image"])],
     ),
     # M/EEG and connectome files.
     tmp_case("npz-object-array", UnsafePickleError, _npz_object),

@@ -114,6 +114,12 @@ def select_trials(
         raise SubjectNotFoundError(
             f"Subject(s) {', '.join(unknown)} not in {root.url}; available: {', '.join(available)}."
         )
+    stray = sorted(set(sessions) - set(subjects)) if isinstance(sessions, dict) else []
+    if stray:
+        raise ParameterError(
+            f"sessions names subject(s) {stray} that are not selected (subject={list(subjects)}); "
+            "key the sessions dict by the selected subjects."
+        )
     tables = []
     for subject in subjects:
         chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions

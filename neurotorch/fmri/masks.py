@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotorch.errors import ParameterError, ShapeMismatchError
+from neurotorch.errors import FormatError, ParameterError, ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.io.nibabel_read import read_nifti_image
@@ -60,7 +60,13 @@ def read_brain_mask(
         with np.errstate(invalid="ignore"):
             return np.asarray(r2 > 0), affine
     data, affine = read_volume(root, relpath, f"Anatomical brain mask of {subject}")
-    return nonzero_mask(data), affine
+    mask = nonzero_mask(data)
+    if not mask.any():
+        raise FormatError(
+            f"The brain mask {root.path(relpath)} holds no voxel (every value is 0 or NaN); "
+            "re-download it."
+        )
+    return mask, affine
 
 
 def nonzero_mask(data: np.ndarray) -> np.ndarray:
@@ -153,6 +159,10 @@ def combine_voxel_mask(
             "roi=/mask=. Choose another ROI or mask."
         )
     if nc_threshold is not None:
+        if not isinstance(nc_threshold, (int, float, np.number)) or not np.isfinite(nc_threshold):
+            raise ParameterError(
+                f"nc_threshold must be a finite number (percent), got {nc_threshold!r}."
+            )
         if noise_ceiling is None:
             raise ParameterError("nc_threshold needs a noise-ceiling volume.")
         check_grid(noise_ceiling.shape, brain.shape, "The noise-ceiling map")
