@@ -24,6 +24,8 @@ from neurotorch.io import integrity
 from neurotorch.io.integrity import check_file, is_verified, verify_before_use
 from neurotorch.io.storage import DataRoot
 
+pytest_plugins = ["s3_server"]
+
 
 def flip(path: Path, offset: int, n: int = 1) -> None:
     data = bytearray(path.read_bytes())
@@ -216,3 +218,22 @@ def test_records_survive_json_round_trip(tmp_path):
     contents = [json.loads(r.read_text()) for r in records]
     mine = [c for c in contents if c["path"] == root.path(path.name)]
     assert mine and mine[0]["size"] == path.stat().st_size
+
+
+def test_remote_files_are_verified_and_recorded_by_etag(moto_server, tmp_path, capsys):
+    """The same checks through ``s3://``: a damaged object is found, a sound one is recorded."""
+    local = tmp_path / "tree"
+    local.mkdir()
+    write_betas(local / "good.nii.gz")
+    bad = write_betas(local / "bad.nii.gz")
+    write_h5(local / "checked.h5", fletcher32=True)
+    flip(bad, bad.stat().st_size // 2)
+    url = moto_server.upload_tree(local, "verify-remote", prefix="data", public=True)
+    root = DataRoot(url, moto_server.options())
+    with pytest.raises(CorruptFileError, match="bad.nii.gz"):
+        verify_before_use(root, "bad.nii.gz")
+    verify_before_use(root, "good.nii.gz")
+    assert is_verified(root, "good.nii.gz") and not is_verified(root, "bad.nii.gz")
+    assert main(["verify", url, "--endpoint-url", moto_server.endpoint]) == 1
+    out = capsys.readouterr().out
+    assert "bad.nii.gz" in out and "good.nii.gz" not in out  # only bad files are listed
