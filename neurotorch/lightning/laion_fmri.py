@@ -63,7 +63,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
         The split (``"random_0"``, ``"cluster_k5_2"``, ``"tau"``, ``"ood"``) of a pool
         (``"shared"`` or a subject), its variant, and the OOD types kept in an ``ood`` test set.
     val_fraction
-        Fraction of the training images held out for validation (penalty selection).
+        Fraction of the training images held out for validation (penalty selection); 0 means
+        no validation set (`val_dataloader` returns no batches).
     batch_size, num_workers
         DataLoader settings.
     synthetic_size, seed
@@ -114,10 +115,10 @@ class LaionFMRIDataModule(L.LightningDataModule):
         super().__init__()
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
-        if not 0 < val_fraction < 1:
+        if not 0 <= val_fraction < 1:
             raise ParameterError(
-                f"val_fraction must lie strictly between 0 and 1, got {val_fraction}; the "
-                "validation images are carved out of the training images."
+                f"val_fraction must lie in [0, 1), got {val_fraction}; the validation images "
+                "are carved out of the training images (0: no validation set)."
             )
         for name, value, least in (
             ("batch_size", batch_size, 1),
@@ -188,7 +189,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         )
         train_ids, val_ids = carve_validation(train_ids, hp.val_fraction, hp.seed)
         self.train_set = self._dataset(train_ids, train=True)
-        self.val_set = self._dataset(val_ids, train=False)
+        self.val_set = self._dataset(val_ids, train=False) if val_ids else None
         self.test_set = self._dataset(test_ids, train=False)
         subjects = self.subjects
         if len(subjects) == 1:
@@ -213,8 +214,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
