@@ -169,12 +169,11 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from neurotorch.errors import NeurotorchError
-    from neurotorch.io.integrity import check_files, file_table, summary_table
-    from neurotorch.io.storage import DataRoot
+    from neurotorch.io.integrity import file_table, summary_table, verify_path
 
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     try:
-        results = check_files(DataRoot(args.source, options))
+        results = verify_path(args.source, options)
     except NeurotorchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -188,7 +187,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify", help="read every file of a dataset folder or URL in full and check its checksums"
     )
-    p.add_argument("source", help="a folder or a URL such as s3://bucket/prefix")
+    p.add_argument("source", help="a folder, a file, or a URL such as s3://bucket/prefix")
     p.add_argument(
         "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
     )

@@ -194,6 +194,17 @@ def test_verify_command(tmp_path, capsys):
     assert "good.nii.gz" in capsys.readouterr().out
 
 
+def test_verify_command_on_one_file_and_on_a_missing_path(tmp_path, capsys):
+    good = write_betas(tmp_path / "good.nii.gz")
+    bad = write_betas(tmp_path / "bad.nii.gz")
+    flip(bad, -8)
+    assert main(["verify", str(good)]) == 0
+    assert main(["verify", str(bad)]) == 1
+    assert "bad.nii.gz" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_summary_table_counts_per_kind():
     results = [
         integrity.FileCheck("a.nii.gz", "nifti-gzip", "verified", ""),

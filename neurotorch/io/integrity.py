@@ -34,7 +34,13 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from neurotorch.config import cache_dir, progress_enabled
-from neurotorch.errors import CorruptFileError, FormatError, NeurotorchError
+from neurotorch.errors import (
+    CorruptFileError,
+    DataNotDownloadedError,
+    FormatError,
+    NeurotorchError,
+)
+from neurotorch.io.files import file_root
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import read_header_from
 from neurotorch.io.storage import DataRoot
@@ -47,6 +53,7 @@ __all__ = [
     "is_verified",
     "record_verified",
     "verify_before_use",
+    "verify_path",
 ]
 
 #: ``"first-use"`` reads an unverified file in full before serving from it; ``"off"`` does not
@@ -297,17 +304,40 @@ def check_files(
     return results
 
 
+def verify_path(
+    source: str | os.PathLike, storage_options: dict | None = None, *, progress: bool = True
+) -> list[FileCheck]:
+    """`check_files` for every file of a folder (or URL prefix), or for a single file.
+
+    Raises
+    ------
+    DataNotDownloadedError
+        ``source`` does not exist.
+    """
+    root = DataRoot(source, storage_options)
+    if root.isdir():
+        return check_files(root, progress=progress)
+    if not root.exists():
+        raise DataNotDownloadedError(
+            f"{root.url} does not exist; give a dataset folder, one of its files or a URL."
+        )
+    parent, name = file_root(source, storage_options)
+    return check_files(parent, [name], progress=progress)
+
+
 # -- the record of verified files -------------------------------------------------------------------
 
 
-def _record_path(root: DataRoot, relpath: str, version: str) -> Path:
-    key = hashlib.sha256(f"{root.path(relpath)}\0{version}".encode()).hexdigest()
+def _record_path(root: DataRoot, relpath: str, info: dict) -> Path:
+    """Where the record of this version of a file lives (keyed by path or URL, size, version)."""
+    identity = f"{root.path(relpath)}\0{int(info['size'])}\0{info['version']}"
+    key = hashlib.sha256(identity.encode()).hexdigest()
     return cache_dir() / RECORD_DIR / key[:2] / f"{key}.json"
 
 
 def is_verified(root: DataRoot, relpath: str) -> bool:
     """Whether this version of the file passed a full check before (on this machine's cache)."""
-    return _record_path(root, relpath, root.info(relpath)["version"]).is_file()
+    return _record_path(root, relpath, root.info(relpath)).is_file()
 
 
 def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:
@@ -317,7 +347,7 @@ def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> N
     that cannot be written is only logged: it costs a later re-check, nothing else.
     """
     info = info or root.info(relpath)
-    path = _record_path(root, relpath, info["version"])
+    path = _record_path(root, relpath, info)
     record = {"path": root.path(relpath), "size": int(info["size"]), "version": info["version"]}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
@@ -363,7 +393,7 @@ def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> 
     if check_verify_mode(mode) == "off":
         return
     info = root.info(relpath)
-    record = _record_path(root, relpath, info["version"])
+    record = _record_path(root, relpath, info)
     if record.is_file():
         return
     with _lock(record):  # one full pass, however many readers start at once
