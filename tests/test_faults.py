@@ -1016,7 +1016,7 @@ def test_prepare_rebuilds_a_truncated_store_file(tiny_laion_root: Path, tmp_path
     truncate(npy, 0.6)
     with caplog.at_level("WARNING"):
         assert main(args) == 0
-    assert f"{npy} is damaged" in caplog.text
+    assert caplog.text.count(f"{npy} is damaged") == 1
     np.testing.assert_array_equal(np.load(npy), nibabel_betas(tiny_laion_root))
 
 

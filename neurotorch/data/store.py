@@ -361,17 +361,17 @@ def file_crc32(path: Path) -> str:
     return f"{crc:08x}"
 
 
-def is_current(store: SessionStore, expected: dict[str, Any]) -> bool:
+def is_current(store: SessionStore, expected: dict[str, Any], *, report: bool = True) -> bool:
     """Whether a session's manifest matches ``expected`` and its files are present and intact.
 
-    A damaged ``.npy`` (see `SessionStore.betas_damage`) is reported in the log and is not current."""
+    A damaged ``.npy`` (see `SessionStore.betas_damage`) is not current; ``report`` logs it."""
     found = store.manifest()
     if found is None or any(found.get(key) != value for key, value in expected.items()):
         return False
     if not store.stats_path.exists():
         return False
     problem = store.betas_damage(found)
-    if problem is not None:
+    if problem is not None and report:
         _log.warning("%s is damaged (%s); rebuilding it.", store.betas_path, problem)
     return problem is None
 
@@ -564,7 +564,7 @@ def _build_session(
     bar: tqdm,
 ) -> None:  # fmt: skip
     with FileLock(store.lock_path):
-        if is_current(store, expected):  # another process finished it while we waited
+        if is_current(store, expected, report=False):  # another process built it meanwhile
             bar.update(expected["shape"][0])
             return
         store.manifest_path.unlink(missing_ok=True)
