@@ -9,7 +9,7 @@ unfiltered HDF5) is reported as ``"no checksum"``: it is readable and complete, 
 inside it cannot be detected.
 
 A file that passes is recorded in the cache (``<NEUROTORCH_CACHE>/verified/``), keyed by its full
-path or URL and its version (size and modification time for local files, ETag for remote ones),
+path or URL, its size and its version (modification time for local files, ETag for remote ones),
 so that `verify_before_use` reads each file once in full, on first use, and never again until the
 file changes.
 """
@@ -60,7 +60,6 @@ __all__ = [
 VERIFY_MODES = ("first-use", "off")
 RECORD_DIR = "verified"
 _HDF5_SLAB_BYTES = 1 << 26
-_CHUNK = 1 << 22
 _log = logging.getLogger(__name__)
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
@@ -99,6 +98,8 @@ class FileCheck:
         that is not checked) or ``"bad"``.
     detail
         What was checked, or what is wrong.
+    error
+        The error a reader would raise for this file (``status == "bad"`` only).
     """
 
     path: str
@@ -185,7 +186,7 @@ def _check_hdf5(root: DataRoot, relpath: str) -> tuple[str, str]:
         if isinstance(exc, NeurotorchError):
             raise
         raise _corrupt(name, f"HDF5 read failed ({exc})") from exc
-    if not unchecked:
+    if n_data and not unchecked:
         return "verified", f"{len(datasets)} dataset(s); fletcher32 checksums match"
     if len(unchecked) == n_data:
         return "no checksum", f"{len(datasets)} dataset(s) read; no fletcher32 checksums"
@@ -199,8 +200,6 @@ def _check_npz(root: DataRoot, relpath: str) -> str:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise _corrupt(name, f"not a readable zip archive ({exc})") from exc
-    except zipfile.LargeZipFile as exc:  # pragma: no cover - ZIP64 is enabled by default
-        raise _corrupt(name, str(exc)) from exc
     if bad is not None:
         raise _corrupt(name, f"the member {bad} fails its zip CRC-32")
     return "zip CRC-32 of every member"
