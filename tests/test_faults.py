@@ -840,6 +840,13 @@ FAULTS: list[Fault] = [
         "ghost",
     ),
     tree_case(
+        "unknown-verify-mode",
+        ParameterError,
+        _nothing,
+        lambda r: stream(r, verify="sometimes"),
+        "sometimes",
+    ),
+    tree_case(
         "unknown-nan-policy",
         ParameterError,
         _nothing,

@@ -39,6 +39,7 @@ from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
     NeurotorchError,
+    ParameterError,
 )
 from neurotorch.io.files import file_root
 from neurotorch.io.inflate import SequentialReader
@@ -360,9 +361,9 @@ def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> N
 
 
 def check_verify_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of `VERIFY_MODES`; raise `FormatError` otherwise."""
+    """Return ``mode`` if it is one of `VERIFY_MODES`; raise `ParameterError` otherwise."""
     if mode not in VERIFY_MODES:
-        raise FormatError(f"verify must be one of {VERIFY_MODES}, got {mode!r}.")
+        raise ParameterError(f"verify must be one of {VERIFY_MODES}, got {mode!r}.")
     return mode
 
 
