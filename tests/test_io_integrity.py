@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -248,3 +249,20 @@ def test_remote_files_are_verified_and_recorded_by_etag(moto_server, tmp_path, c
     assert main(["verify", url, "--endpoint-url", moto_server.endpoint]) == 1
     out = capsys.readouterr().out
     assert "bad.nii.gz" in out and "good.nii.gz" not in out  # only bad files are listed
+
+
+def test_download_checks_what_it_transferred(tiny_laion_root, tmp_path):
+    """A damaged source file is named after the download; the sound ones are recorded."""
+    from neurotorch.fmri import layout
+    from neurotorch.fmri.download import download_laion_fmri
+
+    source = Path(shutil.copytree(tiny_laion_root, tmp_path / "source"))
+    betas = layout.session_betas("sub-01", "ses-01")
+    flip(source / betas, (source / betas).stat().st_size // 2)
+    out = tmp_path / "out"
+    selection = dict(subjects=["sub-01"], sessions=["ses-01"], source=source, workers=2)
+    with pytest.raises(CorruptFileError, match=Path(betas).name):
+        download_laion_fmri(out, **selection)
+    local = DataRoot(out)
+    trials = layout.session_trials("sub-01", "ses-01")
+    assert is_verified(local, trials) and not is_verified(local, betas)
