@@ -871,6 +871,13 @@ FAULTS: list[Fault] = [
         "config-batch-size", ParameterError, _nothing, _datamodule_call(batch_size=0), "batch_size"
     ),
     tree_case(
+        "config-verify-mode",
+        ParameterError,
+        _nothing,
+        _datamodule_call(mode="stream", verify="never"),
+        "never",
+    ),
+    tree_case(
         "config-duplicate-subject",
         ParameterError,
         _nothing,

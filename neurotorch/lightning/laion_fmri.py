@@ -29,6 +29,7 @@ from neurotorch.errors import ParameterError
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
+from neurotorch.io.integrity import check_verify_mode
 from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import default_root, make_laion_fmri
 
@@ -82,6 +83,9 @@ class LaionFMRIDataModule(L.LightningDataModule):
         Folder of the prepared store (default ``NEUROTORCH_CACHE``).
     nan_policy
         Non-finite betas: ``"raise"``, ``"zero"`` or ``"keep"``.
+    verify
+        Stream mode: ``"first-use"`` (default) reads each betas file in full once before serving
+        from it, ``"off"`` does not (see `BetasStream`).
     """
 
     def __init__(
@@ -111,10 +115,12 @@ class LaionFMRIDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1024,
         cache_dir: str | None = None,
         nan_policy: str = "raise",
+        verify: str = "first-use",
     ):
         super().__init__()
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+        check_verify_mode(verify)
         if not 0 <= val_fraction < 1:
             raise ParameterError(
                 f"val_fraction must lie in [0, 1), got {val_fraction}; the validation images "
@@ -175,6 +181,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
                 features=hp.features,
                 shuffle_buffer=shuffle,
                 seed=hp.seed,
+                verify=hp.verify,
                 **common,
             )
         return BetasDataset(
