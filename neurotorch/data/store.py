@@ -582,6 +582,5 @@ def _build_session(
         manifest = {**expected, "nonfinite": nonfinite, "betas_file": betas_file}
         text = json.dumps(manifest, indent=1).encode()
         _atomic_write(store.manifest_path, lambda handle: handle.write(text))
-    record_verified(
-        root, relpath, expected["source"]
-    )  # the build read the source in full, gzip trailer included
+    # the build read the source in full, gzip trailer included: no need to verify it again
+    record_verified(root, relpath, expected["source"])
