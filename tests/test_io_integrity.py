@@ -266,3 +266,15 @@ def test_download_checks_what_it_transferred(tiny_laion_root, tmp_path):
     local = DataRoot(out)
     trials = layout.session_trials("sub-01", "ses-01")
     assert is_verified(local, trials) and not is_verified(local, betas)
+
+
+def test_a_store_build_records_its_source(tiny_laion_root, tmp_path):
+    from neurotorch.data.store import build_store
+    from neurotorch.fmri import layout
+
+    root = DataRoot(Path(shutil.copytree(tiny_laion_root, tmp_path / "tree")))
+    betas = layout.session_betas("sub-01", "ses-01")
+    assert not is_verified(root, betas)
+    build_store(root, "sub-01", ["ses-01"], cache_dir=tmp_path / "cache", progress=False)
+    assert is_verified(root, betas)
+    assert not is_verified(root, layout.session_betas("sub-01", "ses-02"))  # not built
