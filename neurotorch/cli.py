@@ -190,6 +190,34 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_describe)
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from neurotorch.errors import NeurotorchError
+    from neurotorch.io.integrity import file_table, summary_table, verify_path
+
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        results = verify_path(args.source, options)
+    except NeurotorchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    listed = [r for r in results if args.all or r.status == "bad"]
+    for line in [*(file_table(listed) if listed else ()), *summary_table(results)]:
+        print(line)
+    return 1 if any(r.status == "bad" for r in results) else 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="read every file of a dataset folder or URL in full and check its checksums"
+    )
+    p.add_argument("source", help="a folder, a file, or a URL such as s3://bucket/prefix")
+    p.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
+    )
+    p.add_argument("--all", action="store_true", help="list every file, not only the bad ones")
+    p.set_defaults(func=_cmd_verify)
+
+
 def _cmd_lnm(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -286,6 +314,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare,
     _add_download,
     _add_describe,
+    _add_verify,
     _add_lnm,
 ]
 

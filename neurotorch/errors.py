@@ -37,7 +37,9 @@ class DatasetExistsError(NeurotorchError, FileExistsError):
 
 
 class ParameterError(NeurotorchError, ValueError):
-    """An argument is out of its valid range (a level outside (0, 1), a negative count, ...)."""
+    """An argument has a value the function does not accept: an unknown name, a value out of
+    range (a level outside (0, 1), a negative variance), a duplicate, or a selection that leaves
+    nothing (no trials, no voxels)."""
 
 
 class CorruptFileError(NeurotorchError, OSError):
@@ -103,10 +105,6 @@ class UnknownModelError(NameNotFoundError, ValueError):
 
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""
-
-
-class InvalidParameterError(NeurotorchError, ValueError):
-    """An argument is out of range or of the wrong kind (e.g. a negative variance, alpha > 1)."""
 
 
 class NonFiniteError(FormatError):

@@ -41,6 +41,7 @@ from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
     NeurotorchError,
+    ParameterError,
     RoiNotFoundError,
     ShapeMismatchError,
     SplitError,
@@ -62,6 +63,7 @@ BRAIN = (
 FFA1 = f"derivatives/rois/{SUB}/face/{SUB}_space-T1w_res-1pt8_label-FFA1_mask.nii.gz"
 METADATA = "stimuli/task-images_metadata.csv"
 CLIP = "stimuli/task-images_desc-CLIP_embeddings.h5"
+IMAGES = "stimuli/task-images_stimuli.h5"
 SPLIT = "splits/shared/random_0.json"
 
 
@@ -418,7 +420,7 @@ def datamodule(root: Path, **kwargs):
 def stream(root: Path, **kwargs):
     from neurotorch.data.stream import BetasStream
 
-    return list(BetasStream(root, SUB, sessions=[SES], **kwargs))
+    return list(BetasStream(root, kwargs.pop("subject", SUB), sessions=[SES], **kwargs))
 
 
 def _root_escape(relpath: str) -> Callable[[Path], tuple[Callable[[], object], str]]:
@@ -429,6 +431,77 @@ def _root_escape(relpath: str) -> Callable[[Path], tuple[Callable[[], object], s
         return (lambda: root.open(relpath).read()), relpath
 
     return make
+
+
+def flip_at(path: Path, fraction: float, n: int = 1) -> None:
+    """XOR ``n`` consecutive bytes starting at ``fraction`` of the file."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * fraction)
+    for k in range(n):
+        data[start + k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_trials(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], str]:
+    def apply(root: Path) -> str:
+        table = pd.read_csv(root / TRIALS, sep="\t", dtype=str, keep_default_na=False)
+        change(table).to_csv(root / TRIALS, sep="\t", index=False)
+        return Path(TRIALS).name
+
+    return apply
+
+
+def _beta_index(value: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(table: pd.DataFrame) -> pd.DataFrame:
+        table.loc[3, "beta_index"] = value
+        return table
+
+    return change
+
+
+def _embedding_value(value: float) -> Callable[[Path], str]:
+    def apply(root: Path) -> str:
+        def change(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            arrays["embedding"][2, 0] = value
+            return arrays
+
+        rewrite_h5(root / CLIP, change)
+        return Path(CLIP).name
+
+    return apply
+
+
+def _embedding_vectorless(root: Path) -> str:
+    rewrite_h5(root / CLIP, lambda arrays: {**arrays, "embedding": arrays["embedding"][:, 0]})
+    return Path(CLIP).name
+
+
+def _image_cut(root: Path) -> str:
+    """The first stimulus image loses all but its first 10 bytes (a damaged JPEG)."""
+
+    def change(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays["images"][0] = arrays["images"][0][:10]
+        return arrays
+
+    rewrite_h5(root / IMAGES, change)
+    return Path(IMAGES).name
+
+
+def _store_truncated_after_open(root: Path) -> Callable[[], object]:
+    """A dataset whose prepared ``.npy`` is cut after the dataset was created; its modification
+    time is put back (as a copy that preserves times would), so only the size can tell."""
+    from neurotorch.data.betas import BetasDataset
+
+    ds = BetasDataset(root, SUB, sessions=[SES], cache_dir=root.parent / "cache")
+    npy = ds.stores[SUB].session(SES).betas_path
+    written = npy.stat()
+    truncate(npy, 0.6)
+    os.utime(npy, ns=(written.st_atime_ns, written.st_mtime_ns))
+    return lambda: ds[0]
+
+
+def _datamodule_call(**kwargs) -> Callable[[Path], object]:
+    return lambda r: datamodule(r, **kwargs)
 
 
 FAULTS: list[Fault] = [
@@ -662,6 +735,181 @@ FAULTS: list[Fault] = [
     tree_case(
         "nifti-crc-stream", CorruptFileError, _damage(lambda p: flip_byte(p, -8), BETAS), stream
     ),
+    # Integrity before data: the stream verifies a file in full before serving from it.
+    tree_case(
+        "nifti-corrupt-75pc-stream",
+        CorruptFileError,
+        _damage(lambda p: flip_at(p, 0.75, 2), BETAS),
+        stream,
+    ),
+    tree_case(
+        "nifti-corrupt-30pc-tau-train-zero-stream",
+        CorruptFileError,
+        _damage(lambda p: flip_at(p, 0.30), BETAS),
+        lambda r: stream(r, split="tau/train", nan_policy="zero"),
+    ),
+    tree_case(
+        "nifti-corrupt-30pc-raise-stream",  # corruption, not "NaN: pass nan_policy='zero'"
+        CorruptFileError,
+        _damage(lambda p: flip_at(p, 0.30), BETAS),
+        stream,
+    ),
+    tree_case(
+        "store-npy-truncated-after-open",
+        CacheError,
+        lambda r: f"{SES}.npy",
+        lambda r: _store_truncated_after_open(r)(),
+    ),
+    # Tables and values that used to pass unchecked.
+    tree_case(
+        "trials-empty-file", FormatError, _damage(lambda p: p.write_text(""), TRIALS), dataset
+    ),
+    tree_case(
+        "trials-header-only",
+        FormatError,
+        _edit_trials(lambda t: t.iloc[:0]),
+        stream,
+    ),
+    tree_case(
+        "metadata-empty-file",
+        FormatError,
+        _damage(lambda p: p.write_text(""), METADATA),
+        lambda r: subject(r).metadata,
+    ),
+    tree_case(
+        "beta-index-fraction", FormatError, _edit_trials(_beta_index("3.5")), dataset, "'3.5'"
+    ),
+    tree_case("beta-index-text", FormatError, _edit_trials(_beta_index("abc")), stream, "'abc'"),
+    tree_case("embedding-nan", FormatError, _embedding_value(np.nan), dataset),
+    tree_case("embedding-inf-stream", FormatError, _embedding_value(np.inf), stream),
+    tree_case("embedding-not-vectors", FormatError, _embedding_vectorless, dataset),
+    tree_case(
+        "nc-threshold-leaves-no-voxel",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, nc_threshold=150),
+        "nc_threshold=150",
+    ),
+    tree_case(
+        "nc-threshold-leaves-no-voxel-betas",
+        ParameterError,
+        _nothing,
+        lambda r: betas(r, nc_threshold=150),
+        "nc_threshold=150",
+    ),
+    tree_case(
+        "empty-voxel-mask",
+        ParameterError,
+        _nothing,
+        lambda r: betas(r, mask=np.zeros(subject(r).get_n_voxels(), dtype=bool)),
+        "empty",
+    ),
+    tree_case(
+        "duplicate-subject",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, subject=[SUB, SUB]),
+        SUB,
+    ),
+    tree_case(
+        "duplicate-subject-stream",
+        ParameterError,
+        _nothing,
+        lambda r: stream(r, subject=[SUB, SUB]),
+        SUB,
+    ),
+    tree_case(
+        "duplicate-session",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, sessions=[SES, SES]),
+        SES,
+    ),
+    tree_case(
+        "no-trial-selected",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, image_names=["no-such-image.png"]),
+        "image_names",
+    ),
+    tree_case(
+        "unknown-ood-type",
+        ParameterError,
+        _nothing,
+        lambda r: stream(r, ood_types="ghost"),
+        "ghost",
+    ),
+    tree_case(
+        "unknown-verify-mode",
+        ParameterError,
+        _nothing,
+        lambda r: stream(r, verify="sometimes"),
+        "sometimes",
+    ),
+    tree_case(
+        "unknown-nan-policy",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, nan_policy="ignore"),
+        "ignore",
+    ),
+    tree_case(
+        "float-voxel-mask",
+        ParameterError,
+        _nothing,
+        lambda r: betas(r, mask=np.ones(subject(r).get_n_voxels())),
+        "float64",
+    ),
+    tree_case(
+        "config-val-fraction",
+        ParameterError,
+        _nothing,
+        _datamodule_call(val_fraction=1.0),
+        "val_fraction",
+    ),
+    tree_case(
+        "config-batch-size", ParameterError, _nothing, _datamodule_call(batch_size=0), "batch_size"
+    ),
+    tree_case(
+        "config-verify-mode",
+        ParameterError,
+        _nothing,
+        _datamodule_call(mode="stream", verify="never"),
+        "never",
+    ),
+    tree_case(
+        "config-duplicate-subject",
+        ParameterError,
+        _nothing,
+        _datamodule_call(subject=[SUB, SUB]),
+        SUB,
+    ),
+    tree_case(
+        "brain-mask-empty",
+        FormatError,
+        _damage(lambda p: rewrite_nifti(p, np.zeros_like), BRAIN),
+        betas,
+    ),
+    tree_case(
+        "nc-threshold-not-a-number",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, nc_threshold="high"),
+        "high",
+    ),
+    tree_case(
+        "sessions-of-unselected-subject",
+        ParameterError,
+        _nothing,
+        lambda r: dataset(r, sessions={"sub-02": [SES]}),
+        "sub-02",
+    ),
+    tree_case(
+        "stimulus-image-damaged",
+        CorruptFileError,
+        _image_cut,
+        lambda r: [item["image"] for item in stream(r, modalities=["image"])],
+    ),
     # M/EEG and connectome files.
     tmp_case("npz-object-array", UnsafePickleError, _npz_object),
     tmp_case("npz-truncated", CorruptFileError, _npz_truncated),
@@ -705,6 +953,96 @@ def test_fault_gives_named_error(
         f"{fault.name}: expected {fault.error.__name__} naming {culprit!r}, got {outcome}: "
         f"{type(exc).__name__ if exc else ''} {exc} {leftovers}"
     )
+
+
+# -- integrity before data ----------------------------------------------------------------------------
+
+
+def _stream_items(
+    root: Path, num_workers: int, **kwargs
+) -> tuple[list[dict], BaseException | None]:
+    """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
+    from neurotorch.data.stream import BetasStream, StreamLoader
+
+    kwargs.setdefault("sessions", [SES])
+    items: list[dict] = []
+    try:
+        dataset = BetasStream(root, SUB, **kwargs)
+        for batch in StreamLoader(dataset, batch_size=1, num_workers=num_workers):
+            items.append(batch)
+    except NeurotorchError as exc:
+        return items, exc
+    return items, None
+
+
+STREAM_DAMAGE = {
+    "2-bytes-at-75pc": ((0.75, 2), {}, 0),
+    "1-byte-at-30pc-tau-train-zero-2-workers": (
+        (0.30, 1),
+        {"split": "tau/train", "nan_policy": "zero"},
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_DAMAGE))
+def test_stream_serves_nothing_from_a_corrupt_file(
+    case: str, tiny_laion_root: Path, tmp_path: Path, record_property
+):
+    (fraction, n_bytes), kwargs, workers = STREAM_DAMAGE[case]
+    root = Path(shutil.copytree(tiny_laion_root, tmp_path / "tree"))
+    flip_at(root / BETAS, fraction, n_bytes)
+    clean, _ = _stream_items(tiny_laion_root, 0, verify="off", **kwargs)
+    unchecked, _ = _stream_items(root, 0, verify="off", **kwargs)
+    truth = {int(item["trial"]): item["betas"] for item in clean}
+    wrong = sum(not np.array_equal(item["betas"], truth[int(item["trial"])]) for item in unchecked)
+    assert wrong > 0, "without verification the damage must reach the items (else no test)"
+    items, error = _stream_items(root, workers, **kwargs)
+    named = isinstance(error, CorruptFileError) and Path(BETAS).name in str(error)
+    record_property("fault", "named" if named and not items else "silent")
+    assert items == [] and named, (len(items), error)
+
+
+def test_nan_of_a_corrupt_file_is_reported_as_corruption(tiny_laion_root: Path, tmp_path: Path):
+    root = Path(shutil.copytree(tiny_laion_root, tmp_path / "tree"))
+    flip_at(root / BETAS, 0.30)
+    with pytest.raises(FormatError, match="non-finite"):  # what the damage looks like unchecked
+        stream(root, verify="off")
+    with pytest.raises(CorruptFileError, match=Path(BETAS).name):
+        stream(root)
+
+
+def test_prepare_rebuilds_a_truncated_store_file(tiny_laion_root: Path, tmp_path: Path, caplog):
+    from neurotorch.cli import main
+
+    cache = tmp_path / "cache"
+    args = [
+        "prepare",
+        "--data-dir",
+        str(tiny_laion_root),
+        "--session",
+        SES,
+        "--cache-dir",
+        str(cache),
+    ]
+    assert main(args) == 0
+    npy = next(cache.rglob(f"{SES}.npy"))
+    truncate(npy, 0.6)
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert caplog.text.count(f"{npy} is damaged") == 1
+    np.testing.assert_array_equal(np.load(npy), nibabel_betas(tiny_laion_root))
+
+
+def test_store_file_changed_in_place_is_rebuilt(tiny_laion_root: Path, tmp_path: Path):
+    """Same size, new modification time, other bytes: the CRC-32 finds it."""
+    store = build(tiny_laion_root, tmp_path / "cache")
+    npy = store.session(SES).betas_path
+    flip_byte(npy, -3)
+    with pytest.raises(CacheError, match="CRC-32"):
+        store.session(SES).open_betas()
+    rebuilt = build(tiny_laion_root, tmp_path / "cache")
+    np.testing.assert_array_equal(rebuilt.session(SES).open_betas(), nibabel_betas(tiny_laion_root))
 
 
 # -- durability of the prepared store ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from neurotorch.data.meeg import (
     mask_voxel_coords_mm,
 )
 from neurotorch.data.registry import load_dataset
-from neurotorch.errors import CorruptFileError, FormatError, InvalidParameterError
+from neurotorch.errors import CorruptFileError, FormatError, ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, random_leadfield
 from neurotorch.meeg.summaries import read_aggregated_run, read_posterior_summary
 
@@ -112,9 +112,9 @@ def test_noise_types(leadfield, noise_type):
         assert float(item["assumed_noise_var"]) == pytest.approx(expected, rel=1e-5)
     else:
         assert float(item["assumed_noise_var"]) > 0
-    with pytest.raises(InvalidParameterError, match="noise_type"):
+    with pytest.raises(ParameterError, match="noise_type"):
         CalibrationDataset(leadfield, nnz=(2,), noise_type="known")
-    with pytest.raises(InvalidParameterError, match="gamma='learn'"):
+    with pytest.raises(ParameterError, match="gamma='learn'"):
         CalibrationDataset(leadfield, nnz=(2,), gamma=2.0, noise_type="adaptive_joint_learning")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurotorch.errors import FormatError, InvalidParameterError
+from neurotorch.errors import FormatError, ParameterError
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import coverage_curve
 from neurotorch.meeg.grid import (
@@ -75,7 +75,7 @@ def test_aggregate_and_calibrate(grid_dir):
     assert free.cov_blocks.shape == (8 * 13, 3, 3)
     with pytest.raises(FormatError, match="mix orientations"):
         aggregate_runs(grid_dir / MANIFEST, noise_type="oracle")
-    with pytest.raises(InvalidParameterError, match="No run"):
+    with pytest.raises(ParameterError, match="No run"):
         aggregate_runs(grid_dir / MANIFEST, nnz=5)
     result = calibrate_runs(fixed, fixed)
     # evaluated on its own training runs, the recalibrated curve is the identity up to the
@@ -90,10 +90,10 @@ def test_aggregate_and_calibrate(grid_dir):
 
 def test_grid_rejects_bad_parameters(tmp_path):
     builder = _builder(tmp_path)
-    with pytest.raises(InvalidParameterError, match="keys"):
+    with pytest.raises(ParameterError, match="keys"):
         run_grid(builder, tmp_path / "r", {"subject": ["s1"]})
-    with pytest.raises(InvalidParameterError, match="alpha_SNR = 1"):
+    with pytest.raises(ParameterError, match="alpha_SNR = 1"):
         run_grid(builder, tmp_path / "r", {**GRID, "alpha_SNR": [1.0]})
-    with pytest.raises(InvalidParameterError, match="noise_types"):
+    with pytest.raises(ParameterError, match="noise_types"):
         run_grid(builder, tmp_path / "r", GRID, noise_types=("known",))
     assert not (tmp_path / "r").exists()  # refused before anything is written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurotorch.errors import InvalidParameterError, ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.forward import (
     cortical_shell,
     forward_to_leadfield,
@@ -59,9 +59,9 @@ def test_free_eeg_and_sparse_estimates_have_neurotorch_shapes(meg):
 
 def test_inverse_inputs_are_checked(meg):
     fwd, info, _, _, y = meg
-    with pytest.raises(InvalidParameterError, match="method"):
+    with pytest.raises(ParameterError, match="method"):
         minimum_norm(fwd, info, y, 4.0, "LORETA")
-    with pytest.raises(InvalidParameterError, match="noise_var"):
+    with pytest.raises(ParameterError, match="noise_var"):
         minimum_norm(fwd, info, y, 0.0)
     with pytest.raises(ShapeMismatchError, match="n_channels=23"):
         minimum_norm(fwd, info, y[:5], 4.0)

@@ -9,8 +9,8 @@ from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
     FormatError,
-    InvalidParameterError,
     NonFiniteError,
+    ParameterError,
     UnsafePickleError,
 )
 from neurotorch.meeg.leadfield import (
@@ -209,9 +209,9 @@ def test_random_mode_and_arguments(tmp_path):
     assert lf.shape == (4, 9, 3)
     # CaliBrain's default random sizes
     assert builder.get_leadfield("r", "fixed", "random").shape == (64, 1284)
-    with pytest.raises(InvalidParameterError, match="n_sensors"):
+    with pytest.raises(ParameterError, match="n_sensors"):
         builder.get_leadfield("r", "fixed", "random", n_sensors=0)
-    with pytest.raises(InvalidParameterError, match="orientation_type"):
+    with pytest.raises(ParameterError, match="orientation_type"):
         builder.get_leadfield("r", "both", "random", n_sensors=2, n_sources=2)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurotorch.errors import InvalidParameterError, ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.metrics import earth_movers_distance, error_metrics, mean_posterior_std
 
 
@@ -24,7 +24,7 @@ def test_error_metrics_by_hand():
     assert error_metrics(free, np.zeros_like(free))["mae"] == pytest.approx(5.0)
     with pytest.raises(ShapeMismatchError):
         error_metrics(x, x_hat[:1])
-    with pytest.raises(InvalidParameterError, match="mode"):
+    with pytest.raises(ParameterError, match="mode"):
         error_metrics(x, x_hat, "aggregated")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurotorch.errors import InvalidParameterError
+from neurotorch.errors import ParameterError
 from neurotorch.meeg.calibration import (
     DEFAULT_LEVELS,
     FIT_LEVELS,
@@ -143,7 +143,7 @@ def test_coverage_counts_by_hand():
     np.testing.assert_allclose(coverage_curve(x, mean, var, levels), [0.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))
-    with pytest.raises(InvalidParameterError, match="mode"):
+    with pytest.raises(ParameterError, match="mode"):
         coverage_curve(x, mean, var, mode="aggregated")
 
 
@@ -159,22 +159,22 @@ def test_bad_posterior_and_coverage_inputs_raise_named_errors():
         bmn_posterior(y, lf * float("inf"), 1.0, 1.0)
     with pytest.raises(ShapeMismatchError, match="same M"):
         bmn_posterior(y, lf[:4], 1.0, 1.0)
-    with pytest.raises(InvalidParameterError, match="gamma must be finite and > 0"):
+    with pytest.raises(ParameterError, match="gamma must be finite and > 0"):
         bmn_posterior(y, lf, torch.tensor([1.0, -1.0]), 1.0)
-    with pytest.raises(InvalidParameterError, match="noise_var"):
+    with pytest.raises(ParameterError, match="noise_var"):
         bmn_posterior(y, lf, 1.0, 0.0)
     with pytest.raises(ShapeMismatchError, match="one value per trial"):
         bmn_posterior(y, lf, torch.ones(3), 1.0)
-    with pytest.raises(InvalidParameterError, match="all zeros"):
+    with pytest.raises(ParameterError, match="all zeros"):
         learn_hyperparameters(torch.zeros(1, 5, 4), lf, 1.0)
-    with pytest.raises(InvalidParameterError, match="max_iter"):
+    with pytest.raises(ParameterError, match="max_iter"):
         learn_hyperparameters(y, lf, 1.0, max_iter=0)
     with pytest.raises(NonFiniteError):
         baseline_noise_var(y * float("nan"))
     x = np.zeros((3, 4))
     with pytest.raises(NonFiniteError, match="mean"):
         coverage_curve(x, x * np.nan, np.ones(3))
-    with pytest.raises(InvalidParameterError, match=r"\[0, 1\]"):
+    with pytest.raises(ParameterError, match=r"\[0, 1\]"):
         coverage_curve(x, x, np.ones(3), np.array([0.5, 1.5]))
     with pytest.raises(NonFiniteError, match="cov_blocks"):
         ellipsoid_coverage_curve(

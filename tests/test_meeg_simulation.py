@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from scipy.signal import butter, filtfilt, sosfiltfilt
 
-from neurotorch.errors import InvalidParameterError
+from neurotorch.errors import ParameterError
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 
 
@@ -138,7 +138,7 @@ def test_free_recipes():
     np.testing.assert_allclose(
         ratio.norm(dim=-1).numpy(), one.orientations.abs().numpy(), rtol=1e-10, atol=1e-12
     )
-    with pytest.raises(InvalidParameterError, match="free_recipe"):
+    with pytest.raises(ParameterError, match="free_recipe"):
         ERPConfig(free_recipe="random")
 
 
@@ -153,7 +153,7 @@ def test_alpha_one_means_no_noise_and_alpha_zero_pure_noise():
     torch.testing.assert_close(
         pure.noise.flatten(1).norm(dim=1), pure.y_clean.flatten(1).norm(dim=1), rtol=1e-5, atol=0
     )
-    with pytest.raises(InvalidParameterError, match="alpha"):
+    with pytest.raises(ParameterError, match="alpha"):
         sim.simulate(sources, 1.5, gen)
     with pytest.raises(ValueError, match="n_components=3"):
         SensorSimulator(np.ones((3, 10, 3))).simulate(sources, 0.5, gen)

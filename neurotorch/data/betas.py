@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from neurotorch.data.collate import ItemBatch
 from neurotorch.data.store import DEFAULT_NC_DESC, PreparedStore, SessionStore, build_store
-from neurotorch.data.trials import StimulusPairing, select_trials
+from neurotorch.data.trials import StimulusPairing, check_unique, select_trials
+from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
@@ -34,9 +35,19 @@ from neurotorch.io.storage import DataRoot
 
 
 def as_subject_list(subject: str | Sequence[str]) -> list[str]:
-    """One subject id or several, normalised (``"01"`` → ``"sub-01"``)."""
+    """One subject id or several, normalised (``"01"`` → ``"sub-01"``).
+
+    Raises
+    ------
+    ParameterError
+        No subject, or one subject twice (its trials would be served twice per epoch).
+    """
     subjects = [subject] if isinstance(subject, (str, int)) else list(subject)
-    return [layout.subject_id(s) for s in subjects]
+    ids = [layout.subject_id(s) for s in subjects]
+    if not ids:
+        raise ParameterError("subject is an empty list; give at least one subject id.")
+    check_unique(ids, "subject")
+    return ids
 
 
 class BetasDataset(Dataset):

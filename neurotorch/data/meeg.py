@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
-from neurotorch.errors import DataNotDownloadedError, InvalidParameterError
+from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import (
@@ -123,11 +123,11 @@ class TrialSimulation:
         self.nnz = tuple(int(n) for n in nnz)
         self.alpha = tuple(float(a) for a in alpha)
         if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
             )
         if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
-            raise InvalidParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
+            raise ParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
         self.config = config or ERPConfig()
         self.device = torch.device(device)
         self.dtype = dtype
@@ -360,25 +360,23 @@ class _PosteriorMixin:
         self, gamma: float | str, noise_var_scale: float, noise_type: str, normalization: bool
     ) -> None:
         if noise_type not in NOISE_TYPES:
-            raise InvalidParameterError(
-                f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}."
-            )
+            raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
         if noise_type == "adaptive_joint_learning" and gamma != "learn":
-            raise InvalidParameterError(
+            raise ParameterError(
                 "noise_type='adaptive_joint_learning' learns the noise together with gamma; "
                 "pass gamma='learn'."
             )
         if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
-            raise InvalidParameterError(
+            raise ParameterError(
                 "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
                 "noise variance."
             )
         if gamma not in ("learn", "oracle") and not _positive_number(gamma):
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
         if not _positive_number(noise_var_scale):
-            raise InvalidParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
+            raise ParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)
         self.noise_type = noise_type

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from neurotorch.errors import ParameterError
+
 _BUILDERS: dict[str, str] = {
     "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
     "meeg-sim": "neurotorch.data.meeg:build_meeg_sim",
@@ -39,7 +41,7 @@ def load_dataset(
         Passed to the family's builder (data_dir, subject, roi, features, ...).
     """
     if name not in _BUILDERS:
-        raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(list_datasets())}.")
+        raise ParameterError(f"Unknown dataset {name!r}; available: {', '.join(list_datasets())}.")
     module_name, func_name = _BUILDERS[name].split(":")
     builder = getattr(importlib.import_module(module_name), func_name)
     return builder(split=split, streaming=streaming, **config)

@@ -18,7 +18,10 @@ is killed leaves at most a stale temporary file that the next build of that sess
 sessions already complete are kept (the build resumes per session). Two processes building the
 same session serialise on the lock and the second finds the session done. The manifest records
 the source's size, modification version and header hash, the mask hash, dtype, shape and package
-version; a mismatch in any of them rebuilds the session.
+version; a mismatch in any of them rebuilds the session. It also records the size, modification
+time and CRC-32 of the ``.npy`` as written: a file whose size differs, or whose modification time
+changed and whose CRC-32 no longer matches, is damaged and rebuilt by `build_store`, and
+`SessionStore.open_betas` refuses it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +49,7 @@ from neurotorch.config import progress_enabled
 from neurotorch.errors import (
     CacheError,
     NeurotorchError,
+    ParameterError,
     ShapeMismatchError,
 )
 from neurotorch.fmri import layout
@@ -65,6 +71,7 @@ from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, un
 from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
 from neurotorch.io.atomic import atomic_open, atomic_path, temporary_paths, write_bytes, write_npy
 from neurotorch.io.inflate import SequentialReader
+from neurotorch.io.integrity import record_verified
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
 from neurotorch.io.storage import DataRoot
 
@@ -73,6 +80,8 @@ STORE_DIR = "laion-fmri-store"
 DTYPES = ("float32", "float16")
 DEFAULT_NC_DESC = "NoiseceilingAllrep"
 HEADER_BYTES = 352  # NIfTI-1 header plus its extension flag; a prefix of a NIfTI-2 header
+_CRC_CHUNK = 1 << 24
+_log = logging.getLogger(__name__)
 
 
 def _sha256(data: bytes) -> str:
@@ -208,8 +217,44 @@ class SessionStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def betas_damage(self, manifest: dict[str, Any] | None) -> str | None:
+        """What is wrong with the ``.npy`` against ``manifest`` (None if nothing).
+
+        The size is compared every time; the CRC-32 only when the modification time changed
+        since the file was written (reading it all on every open would cost a full pass).
+        """
+        if manifest is None:
+            return f"its manifest {self.manifest_path.name} is missing (the build did not finish)"
+        written = manifest.get("betas_file")
+        if written is None:
+            return "the manifest has no record of it (written by an older version)"
+        try:
+            found = self.betas_path.stat()
+        except FileNotFoundError:
+            return "it is missing"
+        if found.st_size != written["size"]:
+            return f"it has {found.st_size} bytes where {written['size']} were written"
+        if (
+            found.st_mtime_ns != written["mtime_ns"]
+            and file_crc32(self.betas_path) != written["crc32"]
+        ):
+            return "it was modified after it was written (its CRC-32 differs)"
+        return None
+
     def open_betas(self) -> np.ndarray:
-        """The ``(n_trials, n_voxels)`` array, memory-mapped read-only."""
+        """The ``(n_trials, n_voxels)`` array, memory-mapped read-only.
+
+        Raises
+        ------
+        CacheError
+            The ``.npy`` does not match its manifest (truncated, modified or missing).
+        """
+        problem = self.betas_damage(self.manifest())
+        if problem is not None:
+            raise CacheError(
+                f"The prepared betas {self.betas_path} are damaged: {problem}. Run "
+                "`neurotorch prepare` (or create the dataset again) to rebuild them."
+            )
         return np.load(self.betas_path, mmap_mode="r", allow_pickle=False)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -296,12 +341,28 @@ def store_directory(
     return base / STORE_DIR / root_key / subject / f"{mask_hash(voxel_mask)[:20]}-{dtype}{suffix}"
 
 
-def is_current(store: SessionStore, expected: dict[str, Any]) -> bool:
-    """Whether a session's manifest matches ``expected`` and its files are present."""
+def file_crc32(path: Path) -> str:
+    """CRC-32 of a file's bytes, as 8 hex digits."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CRC_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def is_current(store: SessionStore, expected: dict[str, Any], *, report: bool = True) -> bool:
+    """Whether a session's manifest matches ``expected`` and its files are present and intact.
+
+    A damaged ``.npy`` (see `SessionStore.betas_damage`) is not current; ``report`` logs it."""
     found = store.manifest()
     if found is None or any(found.get(key) != value for key, value in expected.items()):
         return False
-    return store.betas_path.exists() and store.stats_path.exists()
+    if not store.stats_path.exists():
+        return False
+    problem = store.betas_damage(found)
+    if problem is not None and report:
+        _log.warning("%s is damaged (%s); rebuilding it.", store.betas_path, problem)
+    return problem is None
 
 
 def _remove_stale(store: SessionStore) -> None:
@@ -399,7 +460,7 @@ def build_store(
         The cache folder cannot be written.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+        raise ParameterError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
     values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
     subject = checked_subject(root, subject)
@@ -486,7 +547,7 @@ def _build_session(
     bar: tqdm,
 ) -> None:  # fmt: skip
     with FileLock(store.lock_path):
-        if is_current(store, expected):  # another process finished it while we waited
+        if is_current(store, expected, report=False):  # another process built it meanwhile
             bar.update(expected["shape"][0])
             return
         store.manifest_path.unlink(missing_ok=True)
@@ -495,5 +556,13 @@ def _build_session(
             root, relpath, store, voxel_mask, expected["dtype"], expected["shape"][0],
             expected["values"] == "zeroed", bar,
         )  # fmt: skip
-        manifest = json.dumps({**expected, "nonfinite": nonfinite}, indent=1).encode()
-        write_bytes(store.manifest_path, manifest)
+        written = store.betas_path.stat()
+        betas_file = {
+            "size": written.st_size,
+            "mtime_ns": written.st_mtime_ns,
+            "crc32": file_crc32(store.betas_path),
+        }
+        manifest = {**expected, "nonfinite": nonfinite, "betas_file": betas_file}
+        write_bytes(store.manifest_path, json.dumps(manifest, indent=1).encode())
+    # the build read the source in full, gzip trailer included: no need to verify it again
+    record_verified(root, relpath, expected["source"])

@@ -42,6 +42,7 @@ from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, che
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.session_checks import check_session_files
 from neurotorch.fmri.splits import SHARED_POOL
+from neurotorch.io.integrity import check_verify_mode, verify_before_use
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.storage import DataRoot
 
@@ -78,6 +79,9 @@ class BetasStream(ShardedIterable):
         fsspec options for a URL ``data_dir``.
     nan_policy
         Non-finite betas: ``"raise"`` (default), ``"zero"`` or ``"keep"``, applied per volume.
+    verify
+        ``"first-use"`` (default): a betas file not yet verified is read in full (gzip CRC and
+        length) before any item is served from it, once per file version; ``"off"`` skips that.
     """
 
     def __init__(
@@ -108,7 +112,9 @@ class BetasStream(ShardedIterable):
         world_size: int | None = None,
         storage_options: dict | None = None,
         nan_policy: str = DEFAULT_NAN_POLICY,
+        verify: str = "first-use",
     ):
+        self.verify = check_verify_mode(verify)
         self.root = resolve_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
         self.trials = select_trials(
@@ -202,6 +208,7 @@ class BetasStream(ShardedIterable):
             by_volume = pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
             last = max(by_volume)
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
+            verify_before_use(self.root, relpath, self.verify)
             with open_source(self.root, relpath) as source:
                 for volume, values in enumerate(iter_volumes(source, self.voxel_masks[key[0]])):
                     if volume in by_volume:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from neurotorch.data.store import list_sessions
-from neurotorch.errors import FormatError, SplitError, SubjectNotFoundError
+from neurotorch.errors import FormatError, ParameterError, SplitError, SubjectNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import get_subjects
 from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
@@ -42,6 +42,16 @@ def parse_split(split: str | None) -> tuple[str | None, str]:
             "with part train, test or all (e.g. 'tau/train'); pick the pool with pool=."
         )
     return name, part
+
+
+def check_unique(ids: Sequence[str], what: str) -> None:
+    """`ParameterError` if an id occurs twice in ``ids`` (its trials would be served twice)."""
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ParameterError(
+            f"{what} {', '.join(repeated)} is given more than once, so its trials would be "
+            f"served twice per epoch; pass each {what} once."
+        )
 
 
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
@@ -95,18 +105,26 @@ def select_trials(
         Keep only trials of these images (applied after the split).
     """
     if stimuli is not None and stimuli not in layout.STIMULUS_SUBSETS:
-        raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        raise ParameterError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
     available = get_subjects(root)
     unknown = [s for s in subjects if s not in available]
     if unknown:
         raise SubjectNotFoundError(
             f"Subject(s) {', '.join(unknown)} not in {root.url}; available: {', '.join(available)}."
         )
+    stray = sorted(set(sessions) - set(subjects)) if isinstance(sessions, dict) else []
+    if stray:
+        raise ParameterError(
+            f"sessions names subject(s) {stray} that are not selected (subject={list(subjects)}); "
+            "key the sessions dict by the selected subjects."
+        )
     tables = []
     for subject in subjects:
         chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions
-        for session in chosen if chosen is not None else list_sessions(root, subject):
-            tables.append(read_trials(root, subject, layout.session_id(session)))
+        chosen = list_sessions(root, subject) if chosen is None else list(chosen)
+        ids = [layout.session_id(session) for session in chosen]
+        check_unique(ids, "session")
+        tables.extend(read_trials(root, subject, session) for session in ids)
     trials = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SELECTION_COLUMNS)
     )
@@ -118,11 +136,23 @@ def select_trials(
         keep &= trials["image_name"].isin(set(ids)).to_numpy()
     elif ood_types is not None:
         kinds = {ood_types} if isinstance(ood_types, str) else set(ood_types)
+        unknown = sorted(kinds - set(layout.OOD_TYPES))
+        if unknown:
+            raise ParameterError(
+                f"Unknown ood_types {unknown}; choose from {list(layout.OOD_TYPES)}."
+            )
         keep &= trials["image_name"].map(layout.ood_type).isin(kinds).to_numpy()
     if stimuli is not None:
         keep &= trials["image_name"].str.startswith(f"{stimuli}_").to_numpy()
     if image_names is not None:
         keep &= trials["image_name"].isin(set(image_names)).to_numpy()
+    if not keep.any():
+        raise ParameterError(
+            f"No trial of {', '.join(subjects)} (sessions {sessions or 'all'}) passes the "
+            f"selection split={split!r}, ood_types={ood_types!r}, stimuli={stimuli!r}, "
+            f"image_names={'given' if image_names is not None else None}; "
+            f"{len(trials)} trials before it. Widen the selection."
+        )
     return trials[keep].reset_index(drop=True)
 
 
@@ -162,7 +192,7 @@ class StimulusPairing:
     ):
         unknown = sorted(set(modalities) - set(MODALITIES))
         if unknown:
-            raise ValueError(f"Unknown modalities {unknown}; choose from {MODALITIES}.")
+            raise ParameterError(f"Unknown modalities {unknown}; choose from {MODALITIES}.")
         self.root = root
         self.features = (
             [] if features is None else [features] if isinstance(features, str) else list(features)
@@ -179,7 +209,8 @@ class StimulusPairing:
         self._check_embeddings()
 
     def _check_embeddings(self) -> None:
-        """Every paired image has a row in each embedding file (checked on open, not mid-epoch)."""
+        """Every paired image has a finite row in each embedding file (checked on open, not
+        mid-epoch)."""
         if not self.features:
             return
         with Stimuli(self.root) as hub:
@@ -191,6 +222,22 @@ class StimulusPairing:
                         f"of the {len(self.names)} images of this dataset (e.g. {missing[:3]}); "
                         "re-download the embeddings, or pass features=None."
                     )
+        for model, matrix in self.embeddings().items():
+            if matrix.ndim != 2:
+                raise FormatError(
+                    f"{self.root.path(layout.embeddings(model))} holds embeddings of shape "
+                    f"{matrix.shape[1:]} per image; expected one vector per image, "
+                    "(n_images, D). Re-download the file."
+                )
+            bad = ~np.isfinite(matrix).all(axis=1)
+            if bad.any():
+                names = [self.names[i] for i in np.flatnonzero(bad)[:3]]
+                raise FormatError(
+                    f"{self.root.path(layout.embeddings(model))} ({model}) holds NaN or ±inf in "
+                    f"the rows of {int(bad.sum())} of the {len(self.names)} images of this "
+                    f"dataset (e.g. {names}); re-download the embeddings, leave those images out "
+                    "(image_names=) or pass another features= model."
+                )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_stimuli": None, "_embeddings": None, "_pid": None}

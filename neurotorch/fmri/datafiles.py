@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from neurotorch.config import data_home
@@ -86,6 +87,22 @@ def require(
     raise error(f"{what} not found: {root.path(relpath)}.{extra} {how}")
 
 
+def check_integer_column(table: pd.DataFrame, column: str, where: str) -> None:
+    """Every value of ``table[column]`` is an integer; `FormatError` naming ``where`` and the first
+    value that is not (text, an empty cell, a fraction)."""
+    values = table[column]
+    if values.dtype.kind in "iu":
+        return
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers % 1 != 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise FormatError(
+            f"{where} has {column} {str(values.iloc[row])!r} in data row {row + 1}, which is not an "
+            "integer; re-download the file."
+        )
+
+
 def read_table(
     root: DataRoot,
     relpath: str,
@@ -98,11 +115,17 @@ def read_table(
     """Read a CSV/TSV of the tree and check that it has ``columns``.
 
     Raises the not-downloaded error of `require` for a missing file and `FormatError` naming the
-    file and the missing columns for a file with another schema.
+    file for an empty or unparsable file and for one with another schema (missing columns).
     """
     require(root, relpath, what, stimuli=stimuli)
-    with root.open(relpath) as handle:
-        table = pd.read_csv(handle, **read_csv_kwargs)
+    try:
+        with root.open(relpath) as handle:
+            table = pd.read_csv(handle, **read_csv_kwargs)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise FormatError(
+            f"{root.path(relpath)} cannot be read as a table ({exc}); the file is empty or "
+            "damaged. Re-download it."
+        ) from exc
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise FormatError(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from neurotorch.errors import DataNotDownloadedError, SubjectNotFoundError
+from neurotorch.errors import DataNotDownloadedError, ParameterError, SubjectNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.io.storage import ENDPOINT_ENV_VARS, DataRoot
 
@@ -123,7 +123,7 @@ def get_rois(
     """
     root = open_source(source, storage_options)
     if category is not None and category not in layout.ROI_CATEGORIES:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown ROI category {category!r}; choose one of {sorted(layout.ROI_CATEGORIES)}."
         )
     subjects = get_subjects(root)

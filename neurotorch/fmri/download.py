@@ -1,9 +1,11 @@
 """Download a subset of LAION-fMRI (subjects, sessions, optionally stimuli and anatomy).
 
 Files are transferred in parallel with one progress bar in bytes; every file is size-checked and
-renamed into place only when complete, an interrupted run resumes from its partial files, and a
-rerun over a complete download transfers nothing. The stimulus images carry their own licence,
-which is shown and must be accepted (interactively, or with ``accept_license=True``).
+renamed into place only when complete, then read in full and checked (gzip CRC, HDF5 and NPZ
+checksums, table parse; see `neurotorch.io.integrity`) and recorded as verified; an interrupted
+run resumes from its partial files, and a rerun over a complete download transfers nothing. The
+stimulus images carry their own licence, which is shown and must be accepted (interactively, or
+with ``accept_license=True``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neurotorch import config
 from neurotorch.errors import (
+    CorruptFileError,
     DataNotDownloadedError,
     LicenseNotAcceptedError,
     RemoteAccessError,
@@ -27,6 +30,7 @@ from neurotorch.errors import (
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, open_source
+from neurotorch.io.integrity import check_files
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
 
@@ -274,4 +278,13 @@ def download_laion_fmri(
             f"({first_rel}: {first}). Completed and partial files are kept; run the same "
             "download again to resume."
         ) from first
+    damaged = [
+        c for c in check_files(DataRoot(out), result.transferred, progress=False) if not c.ok
+    ]
+    if damaged:
+        raise CorruptFileError(
+            f"{len(damaged)} downloaded file(s) in {out} fail their integrity check: "
+            f"{', '.join(c.path for c in damaged)} (first: {damaged[0].detail}). Delete them and "
+            f"run the download again; if they are damaged again, so is the copy at {root.url}."
+        )
     return result

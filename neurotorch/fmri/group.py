@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from neurotorch.errors import ParameterError
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.discovery import get_subjects
 from neurotorch.fmri.rois import RoiQuery
@@ -92,7 +93,7 @@ class SubjectGroup:
     def get_shared_stimulus_metadata(self) -> pd.DataFrame:
         """Rows of the stimulus metadata whose images every subject saw (``unique_or_shared == "shared"``)."""
         if not self._subjects:
-            raise ValueError("The group is empty.")
+            raise ParameterError("The group is empty.")
         metadata = next(iter(self._subjects.values())).stimuli.metadata
         return metadata[metadata["unique_or_shared"] == "shared"].reset_index(drop=True)
 

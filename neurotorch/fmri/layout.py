@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from neurotorch.errors import UnknownModelError, UnsafePathError
+from neurotorch.errors import ParameterError, UnknownModelError, UnsafePathError
 
 GLM_DIR = "derivatives/glmsingle-tedana"
 ANAT_DIR = "derivatives/anatomical"
@@ -70,7 +70,7 @@ def subject_id(subject: str | int) -> str:
     _refuse_path_like(text, "subject")
     match = _SUBJECT.match(text)
     if not match:
-        raise ValueError(f"Invalid subject id {subject!r}; expected e.g. 'sub-01'.")
+        raise ParameterError(f"Invalid subject id {subject!r}; expected e.g. 'sub-01'.")
     return f"sub-{match.group(2)}"
 
 
@@ -80,7 +80,7 @@ def session_id(session: str | int) -> str:
     _refuse_path_like(text, "session")
     match = _SESSION.match(text)
     if not match:
-        raise ValueError(f"Invalid session id {session!r}; expected e.g. 'ses-01'.")
+        raise ParameterError(f"Invalid session id {session!r}; expected e.g. 'ses-01'.")
     return f"ses-{match.group(2)}"
 
 
@@ -118,7 +118,7 @@ def subject_r2mean(subject: str) -> str:
 
 def subject_noise_ceiling(subject: str, desc: str) -> str:
     if desc not in SUBJECT_NOISE_CEILINGS:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown noise-ceiling desc {desc!r}; choose one of {SUBJECT_NOISE_CEILINGS}."
         )
     return f"{GLM_DIR}/{subject}/{subject}_task-images_space-T1w_desc-{desc}_statmap.nii.gz"
@@ -126,7 +126,9 @@ def subject_noise_ceiling(subject: str, desc: str) -> str:
 
 def _res_entity(res: str | None) -> str:
     if res not in RESOLUTIONS:
-        raise ValueError(f"Unknown resolution {res!r}; choose '1pt8' or None (full resolution).")
+        raise ParameterError(
+            f"Unknown resolution {res!r}; choose '1pt8' or None (full resolution)."
+        )
     return f"_res-{res}" if res else ""
 
 
@@ -141,7 +143,7 @@ def anatomical_brain_mask(subject: str, res: str | None = "1pt8") -> str:
 
 def anatomical_image(subject: str, modality: str = "T1w", res: str | None = "1pt8") -> str:
     if modality not in ("T1w", "T2w"):
-        raise ValueError(f"Unknown anatomical modality {modality!r}; choose 'T1w' or 'T2w'.")
+        raise ParameterError(f"Unknown anatomical modality {modality!r}; choose 'T1w' or 'T2w'.")
     name = f"{subject}_{ANAT_SESSION}_space-T1w{_res_entity(res)}_{modality}.nii.gz"
     return f"{anatomical_dir(subject)}/{name}"
 
@@ -156,9 +158,9 @@ def roi_volume(subject: str, category: str, roi: str) -> str:
 
 def roi_surface(subject: str, category: str, roi: str, hemi: str, kind: str = "func.gii") -> str:
     if hemi not in ("L", "R"):
-        raise ValueError(f"Unknown hemisphere {hemi!r}; choose 'L' or 'R'.")
+        raise ParameterError(f"Unknown hemisphere {hemi!r}; choose 'L' or 'R'.")
     if kind not in ("func.gii", "label"):
-        raise ValueError(f"Unknown surface ROI format {kind!r}; choose 'func.gii' or 'label'.")
+        raise ParameterError(f"Unknown surface ROI format {kind!r}; choose 'func.gii' or 'label'.")
     name = f"{subject}_hemi-{hemi}_space-fsnative_label-{roi}_mask.{kind}"
     return f"{roi_category_dir(subject, category)}/{name}"
 

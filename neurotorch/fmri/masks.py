@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotorch.errors import ShapeMismatchError
+from neurotorch.errors import FormatError, ParameterError, ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.io.nibabel_read import read_nifti_image
@@ -34,7 +34,7 @@ def read_volume(root: DataRoot, relpath: str, what: str) -> tuple[np.ndarray, np
 
 def check_source(source: str) -> str:
     if source not in BRAIN_MASK_SOURCES:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown brain mask source {source!r}; choose one of {BRAIN_MASK_SOURCES}."
         )
     return source
@@ -61,7 +61,13 @@ def read_brain_mask(
         r2, affine = read_volume(root, relpath, f"Mean R² map of {subject}")
         return np.isfinite(r2) & (r2 != 0), affine
     data, affine = read_volume(root, relpath, f"Anatomical brain mask of {subject}")
-    return nonzero_mask(data), affine
+    mask = nonzero_mask(data)
+    if not mask.any():
+        raise FormatError(
+            f"The brain mask {root.path(relpath)} holds no voxel (every value is 0 or NaN); "
+            "re-download it."
+        )
+    return mask, affine
 
 
 def nonzero_mask(data: np.ndarray) -> np.ndarray:
@@ -105,7 +111,9 @@ def custom_mask_on_grid(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """
     mask = np.asarray(mask)
     if mask.dtype != bool:
-        raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}.")
+        raise ParameterError(
+            f"mask must be a boolean array, got dtype {mask.dtype}; pass e.g. mask > 0."
+        )
     n_brain = int(brain.sum())
     if mask.ndim == 1 and mask.size == n_brain:
         grid = np.zeros(brain.shape, dtype=bool)
@@ -134,6 +142,12 @@ def combine_voxel_mask(
     ``roi`` and ``noise_ceiling`` are grid volumes; ``custom`` is anything `custom_mask_on_grid`
     accepts. A voxel whose noise ceiling equals the threshold passes (``nc >= t``, as in
     laion_fmri); one whose noise ceiling is NaN never does.
+
+    Raises
+    ------
+    ParameterError
+        The selection holds no voxel (the message gives the highest noise ceiling available when
+        ``nc_threshold`` is what empties it).
     """
     combined = brain.copy()
     if roi is not None:
@@ -141,12 +155,30 @@ def combine_voxel_mask(
         combined &= roi
     if custom is not None:
         combined &= custom_mask_on_grid(custom, brain)
+    if not combined.any():
+        raise ParameterError(
+            "The voxel selection is empty: no voxel of the brain mask lies in the requested "
+            "roi=/mask=. Choose another ROI or mask."
+        )
     if nc_threshold is not None:
+        if not isinstance(nc_threshold, (int, float, np.number)) or not np.isfinite(nc_threshold):
+            raise ParameterError(
+                f"nc_threshold must be a finite number (percent), got {nc_threshold!r}."
+            )
         if noise_ceiling is None:
-            raise ValueError("nc_threshold needs a noise-ceiling volume.")
+            raise ParameterError("nc_threshold needs a noise-ceiling volume.")
         check_grid(noise_ceiling.shape, brain.shape, "The noise-ceiling map")
+        candidates = noise_ceiling[combined]
         with np.errstate(invalid="ignore"):
             combined &= np.asarray(noise_ceiling >= nc_threshold)
+        if not combined.any():
+            finite = candidates[np.isfinite(candidates)]
+            highest = f"{finite.max():.4g}" if finite.size else "undefined (all NaN)"
+            raise ParameterError(
+                f"nc_threshold={nc_threshold} leaves no voxel: the highest noise ceiling among the "
+                f"{candidates.size} selected voxels is {highest} (percent). Pass a lower "
+                "nc_threshold."
+            )
     return combined
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotorch.errors import FormatError
+from neurotorch.errors import FormatError, ParameterError
 
 NAN_POLICIES = ("raise", "zero", "keep")
 DEFAULT_NAN_POLICY = "raise"
@@ -20,7 +20,7 @@ DEFAULT_NAN_POLICY = "raise"
 def check_nan_policy(policy: str) -> str:
     """Return ``policy`` if it is one of `NAN_POLICIES`; raise `ValueError` otherwise."""
     if policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}.")
+        raise ParameterError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}.")
     return policy
 
 
@@ -38,7 +38,8 @@ def nonfinite_error(where: str, count: int) -> FormatError:
     return FormatError(
         f"{where} holds {count} non-finite value(s) (NaN or ±inf) among the selected voxels. "
         "Pass nan_policy='zero' to replace them with 0 or nan_policy='keep' to keep them, or "
-        "leave those voxels out of the selection (roi=, mask=, nc_threshold=)."
+        "leave those voxels out of the selection (roi=, mask=, nc_threshold=). If the file may "
+        "be damaged, check it first with `neurotorch verify`."
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from neurotorch.errors import RoiNotFoundError
+from neurotorch.errors import ParameterError, RoiNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.fmri.masks import check_grid, nonzero_mask, read_volume
@@ -57,7 +57,9 @@ def resolve_roi_query(query: RoiQuery, available: dict[str, list[str]]) -> list[
     """
     terms = [query] if isinstance(query, str) else list(query)
     if not terms:
-        raise ValueError("Empty ROI query; give an ROI name, a category, 'all' or a list of them.")
+        raise ParameterError(
+            "Empty ROI query; give an ROI name, a category, 'all' or a list of them."
+        )
     pairs: list[tuple[str, str]] = []
     for term in terms:
         for pair in _resolve_term(term, available):
@@ -122,9 +124,9 @@ def read_surface_roi(
 def check_roi_data_args(format: str, hemi: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
     """(want volume, surface kinds, hemispheres) for `roi_data`'s ``format`` and ``hemi``."""
     if format not in ROI_DATA_FORMATS:
-        raise ValueError(f"Unknown ROI format {format!r}; choose one of {ROI_DATA_FORMATS}.")
+        raise ParameterError(f"Unknown ROI format {format!r}; choose one of {ROI_DATA_FORMATS}.")
     if hemi not in (*HEMISPHERES, "all"):
-        raise ValueError(f"Unknown hemisphere {hemi!r}; choose 'L', 'R' or 'all'.")
+        raise ParameterError(f"Unknown hemisphere {hemi!r}; choose 'L', 'R' or 'all'.")
     volume = format in ("all", "volume", "nii.gz")
     kinds = (
         SURFACE_FORMATS

@@ -13,7 +13,7 @@ import pandas as pd
 
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import read_table, require
+from neurotorch.fmri.datafiles import check_integer_column, read_table, require
 from neurotorch.fmri.masks import brain_mask_file, check_affine, check_grid
 from neurotorch.io.nifti import NiftiHeader, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -43,7 +43,9 @@ def check_trial_count(
 
 
 def check_beta_index(table: pd.DataFrame, where: str, n_volumes: int | None = None) -> None:
-    """Each ``beta_index`` of a trials table occurs once (and names a volume, if ``n_volumes``)."""
+    """Each ``beta_index`` of a trials table is an integer and occurs once (and names a volume, if
+    ``n_volumes``)."""
+    check_integer_column(table, "beta_index", where)
     index = table["beta_index"]
     repeated = index.duplicated()
     if repeated.any():
@@ -81,11 +83,16 @@ def trial_volumes(
 
 
 def read_session_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
-    """A session's trials table, with the columns every reader needs (``layout.TRIAL_COLUMNS``)."""
-    return read_table(
-        root, layout.session_trials(subject, session), f"Trials table of {subject} {session}",
+    """A session's trials table, with the columns every reader needs (``layout.TRIAL_COLUMNS``);
+    `FormatError` if it has no trial rows."""
+    relpath = layout.session_trials(subject, session)
+    table = read_table(
+        root, relpath, f"Trials table of {subject} {session}",
         layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
     )  # fmt: skip
+    if table.empty:
+        raise FormatError(f"{root.path(relpath)} has a header but no trial rows; re-download it.")
+    return table
 
 
 def check_session_trials(root: DataRoot, subject: str, session: str, n_volumes: int) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neurotorch.config import progress_enabled
-from neurotorch.errors import ShapeMismatchError, UnsafePathError
+from neurotorch.errors import ParameterError, ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.fmri.splits import validate_split_dict
 from neurotorch.io.atomic import write_json
@@ -69,10 +69,12 @@ def _holdout_dict(
 def n_test_images(n_images: int, test_fraction: float) -> int:
     """Test-set size of an 80/20-style split: ``test_fraction * n_images`` rounded half up."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
+        raise ParameterError(
+            f"test_fraction must lie strictly between 0 and 1, got {test_fraction}."
+        )
     n_test = int(np.floor(test_fraction * n_images + 0.5))
     if not 0 < n_test < n_images:
-        raise ValueError(
+        raise ParameterError(
             f"test_fraction={test_fraction} of {n_images} images leaves an empty train or test "
             "set; give more images or another fraction."
         )
@@ -85,7 +87,7 @@ def normalise_rows(embeddings: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
     if bad.any():
-        raise ValueError(
+        raise ParameterError(
             f"{int(bad.sum())} embedding rows are all zero or not finite (first at row "
             f"{int(np.flatnonzero(bad)[0])}); fix or drop those images."
         )
@@ -151,7 +153,7 @@ def kmeans_labels(
     size, largest first (ties: by their first member).
     """
     if len(x) < k:
-        raise ValueError(f"k-means with k={k} needs at least {k} images, got {len(x)}.")
+        raise ParameterError(f"k-means with k={k} needs at least {k} images, got {len(x)}.")
     rng = np.random.default_rng(seed)
     best_labels, best_inertia = None, np.inf
     for _ in range(n_init):
@@ -159,7 +161,7 @@ def kmeans_labels(
         if inertia < best_inertia and np.unique(labels).size == k:
             best_labels, best_inertia = labels, inertia
     if best_labels is None:
-        raise ValueError(
+        raise ParameterError(
             f"k-means found fewer than {k} distinct clusters; are the embeddings constant?"
         )
     sizes = np.bincount(best_labels, minlength=k)
@@ -272,7 +274,7 @@ def tau_test_mask(
         if mmd2 <= target:
             break
     if not candidates:
-        raise ValueError("No tau threshold leaves enough isolated images; lower test_fraction.")
+        raise ParameterError("No tau threshold leaves enough isolated images; lower test_fraction.")
     matched = candidates[-1][0] <= target
     mmd2, test, tau, percentile, n_feasible = (
         candidates[-1] if matched else min(candidates, key=lambda row: row[0])
@@ -298,7 +300,7 @@ def _ood_types_present(ood_names: Iterable[str]) -> list[str]:
     for image in ood_names:
         kind = layout.ood_type(image)
         if kind is None:
-            raise ValueError(
+            raise ParameterError(
                 f"OOD image {image!r} does not name an OOD type (expected '..._OOD_<type>_...' "
                 f"with a type in {list(layout.OOD_TYPES)})."
             )
@@ -359,11 +361,11 @@ def make_splits(
             "pass one embedding row per image."
         )
     if len(set(names)) != len(names):
-        raise ValueError("image_names lists some images more than once; pass each image once.")
+        raise ParameterError("image_names lists some images more than once; pass each image once.")
     ood = sorted({str(name) for name in ood_names})
     clash = sorted(set(ood) & set(names))
     if clash:
-        raise ValueError(f"{len(clash)} OOD images are also pool images, e.g. {clash[:3]}.")
+        raise ParameterError(f"{len(clash)} OOD images are also pool images, e.g. {clash[:3]}.")
     ood_kinds = _ood_types_present(ood)
     if not _SAFE_COMPONENT.match(pool):
         raise UnsafePathError(f"Pool id {pool!r} is not a plain folder name such as 'sub-01'.")
@@ -445,7 +447,9 @@ def write_split_files(
         validate_split_dict(split, f"split {key!r}")
         name, pool_dir = split["name"], pool or split["pool"]
         if name != key:
-            raise ValueError(f"Split keyed {key!r} is named {name!r}; key splits by their name.")
+            raise ParameterError(
+                f"Split keyed {key!r} is named {name!r}; key splits by their name."
+            )
         for part in (name, pool_dir):
             if not _SAFE_COMPONENT.match(str(part)):
                 raise UnsafePathError(

@@ -212,8 +212,20 @@ class StimulusImages:
     def get(self, names: Names, as_displayed: bool = True):
         """PIL image of one name (a list of images for a list of names); see `decode_image`."""
         listed, single = _as_list(names)
-        images = [decode_image(raw, as_displayed) for raw in self.read(listed)]
+        images = [
+            self._decode(name, raw, as_displayed)
+            for name, raw in zip(listed, self.read(listed), strict=True)
+        ]
         return images[0] if single else images
+
+    def _decode(self, name: str, raw: bytes, as_displayed: bool):
+        try:
+            return decode_image(raw, as_displayed)
+        except (OSError, ValueError) as exc:  # PIL: unidentified, truncated or damaged data
+            raise CorruptFileError(
+                f"Image {name!r} in {self._h5.root.path(self._h5.relpath)} cannot be decoded "
+                f"({exc}); the file is damaged, download it again."
+            ) from exc
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         """``(name, encoded bytes)`` for every image, in file order."""

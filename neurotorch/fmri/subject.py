@@ -24,6 +24,7 @@ import pandas as pd
 from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
+    ParameterError,
     RoiNotFoundError,
     SubjectNotFoundError,
     UnsafePathError,
@@ -138,7 +139,7 @@ def load_subject(
 
 def _check_roi_or_mask(roi: RoiQuery | None, mask: np.ndarray | None) -> None:
     if roi is not None and mask is not None:
-        raise ValueError(
+        raise ParameterError(
             "roi and mask are mutually exclusive; combine them yourself, e.g. "
             "mask=sub.get_roi_mask(roi) & my_mask."
         )
@@ -180,7 +181,7 @@ class Subject:
         """(session ids, whether a list was given); None is an error, as in laion_fmri."""
         if session is None:
             example = (self.get_sessions() or ["ses-01"])[0]
-            raise ValueError(
+            raise ParameterError(
                 f"session is required: pass one session (e.g. {example!r}), a list of them, "
                 "or sub.get_sessions() for all of them."
             )
@@ -437,7 +438,7 @@ class Subject:
             The betas file is truncated or its gzip stream is damaged.
         """
         if stimuli is not None and stimuli not in layout.STIMULUS_SUBSETS:
-            raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+            raise ParameterError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
         check_nan_policy(nan_policy)
         sessions, as_dict = self._sessions(session)
         selection, affine = self._selection(mask_source, roi, mask)
@@ -525,7 +526,7 @@ class Subject:
         either gives a dict. A ``desc`` the dataset does not ship raises `DataNotDownloadedError`.
         """
         if (session is None) == (desc is None):
-            raise ValueError(
+            raise ParameterError(
                 "Pass exactly one of session= (per-session noise ceiling) or desc= (subject-level: "
                 f"{', '.join(layout.SUBJECT_NOISE_CEILINGS)})."
             )

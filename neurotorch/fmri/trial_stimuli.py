@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.stimuli import decode_image
 
@@ -59,7 +60,7 @@ class _TrialNamespace:
         selected = table.loc[table["session"] == session_id, "image_name"]
         if selected.empty:
             sessions = sorted(set(table["session"]))
-            raise ValueError(
+            raise ParameterError(
                 f"No trials in session {session_id!r}; sessions: {', '.join(sessions)}."
             )
         return selected.tolist()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from neurotorch.errors import DataNotDownloadedError
+from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.storage import DataRoot, is_url
 
 FilePath = str | os.PathLike
@@ -64,7 +64,7 @@ def local_copy(path: FilePath, storage_options: dict | None = None, what: str = 
 def check_writable(root: DataRoot, what: str) -> None:
     """Raise `ValueError` naming ``what`` when ``root`` is a URL (neurotorch writes locally only)."""
     if not root.is_local:
-        raise ValueError(
+        raise ParameterError(
             f"{what} writes to a local folder, but {root.url} is a URL; neurotorch only reads "
             "from object stores. Use a local folder (and upload the files yourself) or do not save."
         )

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import IO, Any
 
-from neurotorch.errors import CorruptFileError
+from neurotorch.errors import CorruptFileError, ParameterError
 
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATERS = ("isal", "zlib-ng", "gzip")
@@ -41,7 +41,7 @@ def _load_inflater(
         return (lambda f: gzip_ng.GzipNGFile(fileobj=f, mode="rb")), (zlib_ng.error,)
     if name == "gzip":
         return (lambda f: gzip.GzipFile(fileobj=f, mode="rb")), ()
-    raise ValueError(f"Unknown inflater {name!r}; choose one of {INFLATERS}.")
+    raise ParameterError(f"Unknown inflater {name!r}; choose one of {INFLATERS}.")
 
 
 def _importable(name: str) -> bool:

@@ -3,6 +3,9 @@
 The values returned agree with nibabel's reading of the same file: the affine is nibabel's
 ``img.affine`` (sform if its code is set, else qform, else the centred Analyze affine), and the
 effective scaling follows nibabel's ``get_slope_inter`` (a slope of 0 or NaN means no scaling).
+Header fields that nibabel repairs when it loads a file are repaired the same way: a ``pixdim[0]``
+(qfac) other than ±1 counts as 1, zero voxel sizes in ``pixdim[1:4]`` as 1 and negative ones as
+their absolute value, and an sform or qform code outside 0..5 as 0 (unset).
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ _NIFTI2_FIELDS = np.dtype(
         ("_tail", "V44"),
     ]
 )
+
+#: NIFTI_XFORM_UNKNOWN .. NIFTI_XFORM_TEMPLATE_OTHER; other codes are read as 0, as nibabel does
+XFORM_CODES = range(6)
 
 assert _NIFTI1_FIELDS.itemsize == NIFTI1_HEADER_SIZE
 assert _NIFTI2_FIELDS.itemsize == NIFTI2_HEADER_SIZE
@@ -225,11 +231,11 @@ def parse_nifti_header(raw: bytes, name: str) -> NiftiHeader:
             f"{name} has a valid scl_slope ({slope}) but a non-finite scl_inter ({inter}); "
             "the intensities cannot be scaled. Fix the header (e.g. set scl_inter to 0)."
         )
-    pixdim = [float(p) for p in fields["pixdim"]]
+    pixdim = _repaired_pixdim([float(p) for p in fields["pixdim"]])
     return NiftiHeader(
         shape=shape,
         dtype=dtype,
-        affine=_best_affine(fields, shape, pixdim, name),
+        affine=_best_affine(fields, shape, pixdim),
         zooms=tuple(pixdim[1 : ndim + 1]),
         scl_slope=slope,
         scl_inter=inter,
@@ -263,23 +269,29 @@ def _datatype(code: int, name: str) -> str:
     )
 
 
-def _best_affine(
-    fields: np.void, shape: tuple[int, ...], pixdim: list[float], name: str
-) -> np.ndarray:
-    """sform if its code is non-zero, else qform if its code is non-zero, else centred base affine."""
+def _repaired_pixdim(pixdim: list[float]) -> list[float]:
+    """``pixdim`` with nibabel's load-time repairs: qfac ±1 (else 1), voxel sizes positive."""
+    qfac = pixdim[0] if pixdim[0] in (-1.0, 1.0) else 1.0
+    sizes = [abs(p) if p != 0 else 1.0 for p in pixdim[1:4]]
+    return [qfac, *sizes, *pixdim[4:]]
+
+
+def _xform_code(fields: np.void, which: str) -> int:
+    code = int(fields[which])
+    return code if code in XFORM_CODES else 0
+
+
+def _best_affine(fields: np.void, shape: tuple[int, ...], pixdim: list[float]) -> np.ndarray:
+    """sform if its code is set, else qform if its code is set, else the centred base affine.
+
+    ``pixdim`` is already repaired (see `_repaired_pixdim`)."""
     affine = np.eye(4)
-    if int(fields["sform_code"]) != 0:
+    if _xform_code(fields, "sform_code") != 0:
         affine[:3, :] = np.asarray(fields["srow"], dtype=np.float64)
         return affine
-    if int(fields["qform_code"]) != 0:
+    if _xform_code(fields, "qform_code") != 0:
         zooms = np.array(pixdim[1:4])
-        qfac = pixdim[0]
-        if np.any(zooms < 0) or qfac not in (-1.0, 1.0):
-            raise FormatError(
-                f"{name} has an invalid qform: pixdim[1:4] must be positive and pixdim[0] "
-                f"(qfac) 1 or -1, got {pixdim[:4]}."
-            )
-        zooms[2] *= qfac
+        zooms[2] *= pixdim[0]  # qfac: -1 flips the third axis
         affine[:3, :3] = _quaternion_rotation(np.asarray(fields["quatern"], np.float64)) * zooms
         affine[:3, 3] = np.asarray(fields["qoffset"], dtype=np.float64)
         return affine

@@ -27,9 +27,11 @@ from neurotorch.data.loader import StreamLoader
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.store import build_store
 from neurotorch.data.stream import BetasStream
+from neurotorch.errors import ParameterError
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
+from neurotorch.io.integrity import check_verify_mode
 from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import default_root, make_laion_fmri
 
@@ -64,7 +66,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
         The split (``"random_0"``, ``"cluster_k5_2"``, ``"tau"``, ``"ood"``) of a pool
         (``"shared"`` or a subject), its variant, and the OOD types kept in an ``ood`` test set.
     val_fraction
-        Fraction of the training images held out for validation (penalty selection).
+        Fraction of the training images held out for validation (penalty selection); 0 means
+        no validation set (`val_dataloader` returns no batches).
     batch_size, num_workers
         DataLoader settings.
     synthetic_size, seed
@@ -82,6 +85,9 @@ class LaionFMRIDataModule(L.LightningDataModule):
         Folder of the prepared store (default ``NEUROTORCH_CACHE``).
     nan_policy
         Non-finite betas: ``"raise"``, ``"zero"`` or ``"keep"``.
+    verify
+        Stream mode: ``"first-use"`` (default) reads each betas file in full once before serving
+        from it, ``"off"`` does not (see `BetasStream`).
     """
 
     def __init__(
@@ -111,10 +117,24 @@ class LaionFMRIDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1024,
         cache_dir: str | None = None,
         nan_policy: str = "raise",
+        verify: str = "first-use",
     ):
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+            raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+        check_verify_mode(verify)
+        if not 0 <= val_fraction < 1:
+            raise ParameterError(
+                f"val_fraction must lie in [0, 1), got {val_fraction}; the validation images "
+                "are carved out of the training images (0: no validation set)."
+            )
+        for name, value, least in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("shuffle_buffer", shuffle_buffer, 0),
+        ):
+            if int(value) != value or value < least:
+                raise ParameterError(f"{name} must be an integer >= {least}, got {value!r}.")
         self.save_hyperparameters()
         self.voxel_table = None
 
@@ -163,6 +183,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
                 features=hp.features,
                 shuffle_buffer=shuffle,
                 seed=hp.seed,
+                verify=hp.verify,
                 **common,
             )
         return BetasDataset(
@@ -177,7 +198,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         )
         train_ids, val_ids = carve_validation(train_ids, hp.val_fraction, hp.seed)
         self.train_set = self._dataset(train_ids, train=True)
-        self.val_set = self._dataset(val_ids, train=False)
+        self.val_set = self._dataset(val_ids, train=False) if val_ids else None
         self.test_set = self._dataset(test_ids, train=False)
         subjects = self.subjects
         if len(subjects) == 1:
@@ -206,8 +227,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)

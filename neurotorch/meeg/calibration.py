@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import chi2, norm
 
-from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
+from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 
 #: Nominal coverage levels 0.05, 0.10, ..., 0.95 (plain floats, so configs can show them).
 NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -37,14 +37,14 @@ COVERAGE_MODES = ("time_averaged", "pointwise")
 
 def _check_mode(mode: str) -> str:
     if mode not in COVERAGE_MODES:
-        raise InvalidParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
     return mode
 
 
 def _check_levels(levels: np.ndarray) -> np.ndarray:
     levels = np.asarray(levels, np.float64)
     if not np.all((levels >= 0) & (levels <= 1)):  # also refuses NaN
-        raise InvalidParameterError(f"Nominal levels must lie in [0, 1], got {levels}.")
+        raise ParameterError(f"Nominal levels must lie in [0, 1], got {levels}.")
     return levels
 
 

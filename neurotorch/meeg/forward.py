@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from neurotorch.errors import DataNotDownloadedError, InvalidParameterError
+from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldData, scale_to_display_units
@@ -35,7 +35,7 @@ SHELL_RADIUS = 0.065
 
 def _modality(sensor: str) -> str:
     if sensor not in SENSORS:
-        raise InvalidParameterError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
+        raise ParameterError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
     return "eeg" if sensor == "eeg" else "meg"
 
 
@@ -111,7 +111,7 @@ def sensor_info(
             info = mne.pick_info(info, picks)
     if n_sensors is not None:
         if not 0 < n_sensors <= len(info["ch_names"]):
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"n_sensors={n_sensors} but the {sensor} set has {len(info['ch_names'])} channels."
             )
         info = mne.pick_info(info, list(range(n_sensors)))
@@ -186,7 +186,7 @@ def forward_to_leadfield(fwd: mne.Forward, orientation_type: str) -> LeadfieldDa
 
     layout.check_orientation(orientation_type)
     if fwd["surf_ori"] or fwd["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI:
-        raise InvalidParameterError(
+        raise ParameterError(
             "forward_to_leadfield needs a free-orientation forward in head-frame xyz components "
             "(as returned by make_forward_solution, before convert_forward_solution)."
         )
@@ -232,7 +232,7 @@ def _freesurfer_sources(
     rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
     nn = np.concatenate([s["nn"][s["vertno"]] for s in src])
     if n_sources > len(rr):
-        raise InvalidParameterError(
+        raise ParameterError(
             f"{subject} has {len(rr)} vertices at spacing {spacing!r}; asked for {n_sources}."
         )
     keep = np.linspace(0, len(rr) - 1, n_sources).round().astype(int)
@@ -298,12 +298,12 @@ def simulate_leadfield(
             rr, nn = cortical_shell(n_sources, center=SPHERE_ORIGIN[_modality(sensor)])
         else:
             if src_normals is None:
-                raise InvalidParameterError("src_coords needs src_normals (outward unit normals).")
+                raise ParameterError("src_coords needs src_normals (outward unit normals).")
             rr, nn = np.asarray(src_coords, float), np.asarray(src_normals, float)
         bem = sphere_model(sensor)
     fwd = make_forward(info, rr, nn, bem, trans=trans)
     if fwd["nsource"] != len(rr):
-        raise InvalidParameterError(
+        raise ParameterError(
             f"MNE kept {fwd['nsource']} of {len(rr)} sources; sources must lie inside the inner skull."
         )
     if forward_path is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurotorch.errors import FormatError, InvalidParameterError
+from neurotorch.errors import FormatError, ParameterError
 from neurotorch.io.atomic import atomic_path, write_text
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import (
@@ -81,9 +81,7 @@ def simulate_run(
     Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` and ``noise_var``.
     """
     if noise_type == "oracle" and alpha >= 1.0:
-        raise InvalidParameterError(
-            "alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'."
-        )
+        raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     config = config or ERPConfig()
     gen = item_generator(seed, index)
     sources = SourceSimulator(config, dtype=torch.float64).simulate(
@@ -150,17 +148,15 @@ def run_grid(
     """
     unknown = set(data_grid) - set(DATA_KEYS)
     if unknown or set(data_grid) != set(DATA_KEYS):
-        raise InvalidParameterError(
+        raise ParameterError(
             f"data_grid needs exactly the keys {DATA_KEYS}; got {sorted(data_grid)}."
         )
     if int(n_runs) < 1:
-        raise InvalidParameterError(f"n_runs must be >= 1, got {n_runs}.")
+        raise ParameterError(f"n_runs must be >= 1, got {n_runs}.")
     if not noise_types or set(noise_types) - set(NOISE_TYPES):
-        raise InvalidParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
+        raise ParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
     if "oracle" in noise_types and max(data_grid["alpha_SNR"]) >= 1.0:
-        raise InvalidParameterError(
-            "alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'."
-        )
+        raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     configs = [
         (data, noise) for data in parameter_grid(data_grid)
         for noise in parameter_grid({"noise_type": list(noise_types)})
@@ -211,11 +207,11 @@ def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> Posteri
     manifest = pd.read_csv(manifest_path)
     for key, value in criteria.items():
         if key not in manifest:
-            raise InvalidParameterError(f"{manifest_path} has no column {key!r} to filter on.")
+            raise ParameterError(f"{manifest_path} has no column {key!r} to filter on.")
         accepted = value if isinstance(value, (list, tuple, set)) else [value]
         manifest = manifest[manifest[key].isin(accepted)]
     if manifest.empty:
-        raise InvalidParameterError(f"No run in {manifest_path} matches {criteria}.")
+        raise ParameterError(f"No run in {manifest_path} matches {criteria}.")
     runs = [read_posterior_summary(manifest_path.parent / p) for p in manifest["posterior_summary"]]
     signature = {
         (r.orientation_type, r.metadata.get("coil_type"), r.x_true.shape[-1]) for r in runs

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
+from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg import layout
 
 if TYPE_CHECKING:
@@ -44,10 +44,10 @@ def _evoked_and_cov(
     if not np.isfinite(y).all():
         raise NonFiniteError("y holds NaN or Inf; the inverse needs finite data.")
     if not (np.isfinite(noise_var) and noise_var > 0):
-        raise InvalidParameterError(f"noise_var must be finite and > 0, got {noise_var}.")
+        raise ParameterError(f"noise_var must be finite and > 0, got {noise_var}.")
     kinds = {ch["kind"] for ch in info["chs"]}
     if len(kinds) != 1 or not kinds <= set(_DATA_TO_SI):
-        raise InvalidParameterError("The forward must hold EEG or MEG channels only, not both.")
+        raise ParameterError("The forward must hold EEG or MEG channels only, not both.")
     scale = _DATA_TO_SI[kinds.pop()]
     evoked = mne.EvokedArray(y * scale, info, tmin=0.0, verbose=False)
     if layout.KIND_EEG in {ch["kind"] for ch in info["chs"]}:
@@ -90,7 +90,7 @@ def minimum_norm(
     import mne
 
     if method not in METHODS:
-        raise InvalidParameterError(f"method must be one of {METHODS}, got {method!r}.")
+        raise ParameterError(f"method must be one of {METHODS}, got {method!r}.")
     fixed = layout.check_orientation(orientation_type) == "fixed"
     evoked, cov = _evoked_and_cov(fwd, info, y, noise_var)
     inverse = mne.minimum_norm.make_inverse_operator(

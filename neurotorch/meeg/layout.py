@@ -7,7 +7,7 @@ to import MNE.
 
 from __future__ import annotations
 
-from neurotorch.errors import InvalidParameterError, UnsafePathError
+from neurotorch.errors import ParameterError, UnsafePathError
 
 ENV_VAR = "CALIBRAIN_DATA"
 LEADFIELD_DIR = "1284src_leadfield"
@@ -47,7 +47,7 @@ def calibrain_coil_type(kind: int, unit: int) -> int:
         return COIL_EEG
     if kind == KIND_MEG and unit in (UNIT_T, UNIT_T_M):
         return COIL_MAG if unit == UNIT_T else COIL_GRAD
-    raise InvalidParameterError(
+    raise ParameterError(
         f"Channel kind {kind} with unit {unit} has no CaliBrain coil class; use EEG (kind 2) or "
         "MEG (kind 1) channels measured in T or T/m."
     )
@@ -56,7 +56,7 @@ def calibrain_coil_type(kind: int, unit: int) -> int:
 def check_orientation(orientation_type: str) -> str:
     """Return ``orientation_type`` if it is ``"fixed"`` or ``"free"``; raise otherwise."""
     if orientation_type not in ORIENTATIONS:
-        raise InvalidParameterError(
+        raise ParameterError(
             f"orientation_type must be 'fixed' or 'free', got {orientation_type!r}."
         )
     return orientation_type

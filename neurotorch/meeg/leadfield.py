@@ -20,8 +20,8 @@ from neurotorch.config import resolve_data_dir
 from neurotorch.errors import (
     CorruptFileError,
     FormatError,
-    InvalidParameterError,
     NonFiniteError,
+    ParameterError,
     UnsafePickleError,
 )
 from neurotorch.io.atomic import atomic_path
@@ -361,7 +361,7 @@ def random_leadfield(
     layout.check_orientation(orientation_type)
     for name, value in (("n_sensors", n_sensors), ("n_sources", n_sources)):
         if int(value) < 1:
-            raise InvalidParameterError(f"{name} must be a positive integer, got {value}.")
+            raise ParameterError(f"{name} must be a positive integer, got {value}.")
     rng = np.random.default_rng(seed)
     shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
     q_basis = (
@@ -487,7 +487,7 @@ class LeadfieldBuilder:
                 seed,
             )
         else:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
             )
         return data if return_metadata else data.leadfield

@@ -14,7 +14,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_array, eye_array, kron, vstack
 from scipy.spatial.distance import cdist
 
-from neurotorch.errors import InvalidParameterError, ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.calibration import COVERAGE_MODES
 
 #: Masses at or below this are left out of the earth mover's distance (CaliBrain's threshold).
@@ -23,7 +23,7 @@ EMD_EPS = 1e-12
 
 def _check(x_true: np.ndarray, x_hat: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     if mode not in COVERAGE_MODES:
-        raise InvalidParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
     x_true, x_hat = np.asarray(x_true, np.float64), np.asarray(x_hat, np.float64)
     if x_true.shape != x_hat.shape or x_true.ndim not in (2, 3):
         raise ShapeMismatchError(
@@ -59,10 +59,10 @@ def mean_posterior_std(
     per_source = np.sqrt(var if var.ndim == 1 else var.mean(axis=1))
     if mode == "time_averaged":
         if not n_times or n_times < 1:
-            raise InvalidParameterError("mode='time_averaged' needs n_times >= 1.")
+            raise ParameterError("mode='time_averaged' needs n_times >= 1.")
         per_source = per_source / np.sqrt(n_times)
     elif mode != "pointwise":
-        raise InvalidParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
     return float(np.mean(per_source))
 
 
@@ -105,5 +105,5 @@ def earth_movers_distance(
         method="highs",
     )
     if result.status != 0:
-        raise InvalidParameterError(f"The transport problem could not be solved: {result.message}")
+        raise ParameterError(f"The transport problem could not be solved: {result.message}")
     return float(result.fun)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurotorch.errors import InvalidParameterError, NonFiniteError, ShapeMismatchError
+from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg.simulation import ERPConfig
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -120,7 +120,7 @@ def _positive(
     if tensor.ndim > 1 or (tensor.ndim == 1 and tensor.shape[0] not in (1, batch)):
         raise ShapeMismatchError(f"{name} must be a scalar or have one value per trial ({batch}).")
     if not bool((torch.isfinite(tensor) & (tensor > 0)).all()):
-        raise InvalidParameterError(f"{name} must be finite and > 0, got {tensor.tolist()}.")
+        raise ParameterError(f"{name} must be finite and > 0, got {tensor.tolist()}.")
     return tensor.expand(batch)
 
 
@@ -163,7 +163,7 @@ def learn_hyperparameters(
     """
     _check_inputs(y, leadfield)
     if int(max_iter) < 1 or not tol > 0:
-        raise InvalidParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
+        raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
     batch, n_sensors, n_times = y.shape
     lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
     eigvals, eigvecs = torch.linalg.eigh(lf @ lf.T)
@@ -171,7 +171,7 @@ def learn_hyperparameters(
     power = (eigvecs.T @ y.to(torch.float64)).pow(2).sum(-1)  # (B, M): ||U_i^T Y||^2
     y_norm2 = power.sum(-1)
     if not bool((y_norm2 > 0).all()):
-        raise InvalidParameterError("Some trials are all zeros; their evidence has no maximum.")
+        raise ParameterError("Some trials are all zeros; their evidence has no maximum.")
     learn_noise = noise_var is None
     sigma2 = _positive(
         init_noise_var if learn_noise else noise_var, "noise_var", batch, torch.float64, y.device
@@ -209,7 +209,7 @@ def known_noise_var(
         return baseline_noise_var(y, config.tmin, config.stim_onset, config.sfreq)
     if noise_type == "adaptive_joint_learning":
         return None
-    raise InvalidParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
+    raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
 
 
 def baseline_noise_var(

@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from neurotorch.errors import InvalidParameterError, ShapeMismatchError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.leadfield import LeadfieldData
 
 #: Free-orientation recipes; the first is CaliBrain's.
@@ -56,16 +56,16 @@ class ERPConfig:
 
     def __post_init__(self) -> None:
         if self.free_recipe not in FREE_RECIPES:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"free_recipe must be one of {FREE_RECIPES}, got {self.free_recipe!r}."
             )
         if not (self.tmin <= self.stim_onset < self.tmax and self.sfreq > 0):
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"ERPConfig needs tmin <= stim_onset < tmax and sfreq > 0; got tmin={self.tmin}, "
                 f"stim_onset={self.stim_onset}, tmax={self.tmax}, sfreq={self.sfreq}."
             )
         if not 0 < self.fmin < self.fmax < self.sfreq / 2:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"The ERP band needs 0 < fmin < fmax < sfreq/2; got {self.fmin}..{self.fmax} Hz "
                 f"at {self.sfreq} Hz."
             )
@@ -171,7 +171,7 @@ class SourceSimulator:
     ):
         self.config = config or ERPConfig()
         if self.config.n_post < self.config.erp_min_length:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"Only {self.config.n_post} samples follow the onset; erp_min_length is "
                 f"{self.config.erp_min_length}."
             )
@@ -249,7 +249,7 @@ class SourceSimulator:
         EEG, 2 for reduced MEG); free sources follow `ERPConfig.free_recipe`.
         """
         if not 0 < nnz <= n_sources:
-            raise InvalidParameterError(f"nnz must be in 1..{n_sources}, got {nnz}.")
+            raise ParameterError(f"nnz must be in 1..{n_sources}, got {nnz}.")
         free_recipe = self.config.free_recipe
         scores = torch.rand(batch_size, n_sources, generator=generator, device=self.device)
         active = scores.topk(nnz, dim=1).indices
@@ -347,7 +347,7 @@ class SensorSimulator:
         batch = y_clean.shape[0]
         alpha = torch.as_tensor(alpha, dtype=torch.float64, device=self.device).expand(batch)
         if not bool(((alpha >= 0) & (alpha <= 1)).all()):
-            raise InvalidParameterError("alpha (SNR) must lie in [0, 1].")
+            raise ParameterError("alpha (SNR) must lie in [0, 1].")
         eps = torch.randn(y_clean.shape, generator=generator, device=self.device, dtype=self.dtype)
         signal_norm = y_clean.double().flatten(1).norm(dim=1)
         eps_norm = eps.double().flatten(1).norm(dim=1)

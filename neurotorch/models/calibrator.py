@@ -26,7 +26,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from neurotorch.errors import InvalidParameterError
+from neurotorch.errors import ParameterError
 from neurotorch.io.atomic import write_json
 from neurotorch.meeg.calibration import (
     COVERAGE_MODES,
@@ -85,7 +85,7 @@ class _CoverageCalibrator(L.LightningModule):
     def __init__(self, levels: Sequence[float], output_dir: str | None, coverage_mode: str):
         super().__init__()
         if coverage_mode not in COVERAGE_MODES:
-            raise InvalidParameterError(
+            raise ParameterError(
                 f"coverage_mode must be one of {COVERAGE_MODES}, got {coverage_mode!r}."
             )
         self.coverage_mode = coverage_mode

@@ -47,7 +47,7 @@ def main() -> None:
         if hit and args[1] == "before":
             die()
         real_replace(src, dst, *rest, **kwargs)
-        if str(dst).endswith(".json"):
+        if str(dst).endswith(".json") and str(dst).startswith(cache):  # a store manifest
             manifests.append(str(dst))
         if hit and args[1] == "after":
             die()

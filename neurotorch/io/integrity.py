@@ -1,0 +1,437 @@
+"""Integrity of data files: full-pass checks and the record of files already verified.
+
+`check_file` reads a file in full and checks what its format can prove: the CRC-32 and length
+trailer of every gzip member (``.nii.gz`` and any other ``.gz``), every HDF5 dataset read through
+h5py's filter pipeline (which verifies ``fletcher32`` checksums where the writer stored them), the
+CRC-32 of every NPZ member, the parse of TSV/CSV/JSON tables, and the size a NIfTI or ``.npy``
+header implies. A file whose format carries no checksum (plain ``.nii``, ``.npy``, tables,
+unfiltered HDF5) is reported as ``"no checksum"``: it is readable and complete, but flipped bytes
+inside it cannot be detected.
+
+A file that passes is recorded in the cache (``<NEUROTORCH_CACHE>/verified/``), keyed by its full
+path or URL, its size and its version (modification time for local files, ETag for remote ones),
+so that `verify_before_use` reads each file once in full, on first use, and never again until the
+file changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from neurotorch.config import cache_dir, progress_enabled
+from neurotorch.errors import (
+    CorruptFileError,
+    DataNotDownloadedError,
+    FormatError,
+    NeurotorchError,
+    ParameterError,
+)
+from neurotorch.io.files import file_root
+from neurotorch.io.inflate import SequentialReader
+from neurotorch.io.nifti import read_header_from
+from neurotorch.io.storage import DataRoot
+
+__all__ = [
+    "VERIFY_MODES",
+    "FileCheck",
+    "check_file",
+    "check_files",
+    "is_verified",
+    "record_verified",
+    "verify_before_use",
+    "verify_path",
+]
+
+#: ``"first-use"`` reads an unverified file in full before serving from it; ``"off"`` does not
+VERIFY_MODES = ("first-use", "off")
+RECORD_DIR = "verified"
+_HDF5_SLAB_BYTES = 1 << 26
+_log = logging.getLogger(__name__)
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+#: how each kind of file is checked, by the end of its name
+_KINDS = (
+    (".nii.gz", "nifti-gzip"),
+    (".gz", "gzip"),
+    (".nii", "nifti"),
+    (".h5", "hdf5"),
+    (".hdf5", "hdf5"),
+    (".npz", "npz"),
+    (".npy", "npy"),
+    (".tsv", "table"),
+    (".csv", "table"),
+    (".json", "json"),
+)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The outcome of `check_file` for one file.
+
+    Attributes
+    ----------
+    path
+        Path relative to the data root.
+    kind
+        ``"nifti-gzip"``, ``"gzip"``, ``"nifti"``, ``"hdf5"``, ``"npz"``, ``"npy"``, ``"table"``,
+        ``"json"`` or ``"other"`` (not checked).
+    status
+        ``"verified"`` (a checksum covers every byte of content and matched), ``"no checksum"``
+        (complete and readable, but the format carries no checksum), ``"skipped"`` (a kind of file
+        that is not checked) or ``"bad"``.
+    detail
+        What was checked, or what is wrong.
+    error
+        The error a reader would raise for this file (``status == "bad"`` only).
+    """
+
+    path: str
+    kind: str
+    status: str
+    detail: str
+    error: Exception | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing wrong was found."""
+        return self.status != "bad"
+
+
+def file_kind(relpath: str) -> str:
+    """The kind of check that applies to a file, from its name (see `FileCheck.kind`)."""
+    name = relpath.lower()
+    return next((kind for suffix, kind in _KINDS if name.endswith(suffix)), "other")
+
+
+def _corrupt(name: str, detail: str) -> CorruptFileError:
+    return CorruptFileError(
+        f"{name} is corrupt: {detail}. Download or copy the file again (a partial or damaged "
+        "transfer is the usual cause)."
+    )
+
+
+def _check_gzip(root: DataRoot, relpath: str, nifti: bool) -> str:
+    """Inflate every member, so that each CRC-32 and length trailer is compared."""
+    name = root.path(relpath)
+    with root.open(relpath) as handle, SequentialReader(handle, name=name) as reader:
+        if not reader.compressed:
+            raise _corrupt(name, "the name ends in .gz but the content is not gzip-compressed")
+        needed = 0
+        if nifti:
+            header = read_header_from(reader)
+            needed = header.vox_offset + header.n_volumes * header.volume_nbytes
+        reader.finish()
+        if reader.position < needed:
+            raise _corrupt(
+                name,
+                f"its header needs {needed} bytes of image data but it holds {reader.position}",
+            )
+    return "gzip CRC-32 and length of every member"
+
+
+def _check_nifti(root: DataRoot, relpath: str) -> str:
+    name = root.path(relpath)
+    with root.open(relpath) as handle, SequentialReader(handle, name=name) as reader:
+        header = read_header_from(reader)
+    needed = header.vox_offset + header.n_volumes * header.volume_nbytes
+    size = root.size(relpath)
+    if size < needed:
+        raise _corrupt(name, f"its header needs {needed} bytes but the file has {size}")
+    return "complete (uncompressed NIfTI has no checksum)"
+
+
+def _read_dataset(dataset: h5py.Dataset) -> None:
+    """Read every element (through the filter pipeline) in slabs of bounded size."""
+    if dataset.shape is None or dataset.size == 0:
+        return
+    if dataset.ndim == 0:
+        dataset[()]
+        return
+    row_bytes = max(1, dataset.dtype.itemsize * dataset.size // dataset.shape[0])
+    step = max(1, _HDF5_SLAB_BYTES // row_bytes)
+    for start in range(0, dataset.shape[0], step):
+        dataset[start : start + step]
+
+
+def _check_hdf5(root: DataRoot, relpath: str) -> tuple[str, str]:
+    name = root.path(relpath)
+    datasets: list[h5py.Dataset] = []
+    try:
+        with h5py.File(root.local_path(relpath), "r") as handle:
+            handle.visititems(
+                lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None
+            )
+            for dataset in datasets:
+                _read_dataset(dataset)
+            unchecked = [d.name for d in datasets if d.ndim and d.size and not d.fletcher32]
+            n_data = sum(1 for d in datasets if d.ndim and d.size)
+    except OSError as exc:
+        if isinstance(exc, NeurotorchError):
+            raise
+        raise _corrupt(name, f"HDF5 read failed ({exc})") from exc
+    if n_data and not unchecked:
+        return "verified", f"{len(datasets)} dataset(s); fletcher32 checksums match"
+    if len(unchecked) == n_data:
+        return "no checksum", f"{len(datasets)} dataset(s) read; no fletcher32 checksums"
+    return "no checksum", f"read; no fletcher32 checksum on {', '.join(unchecked)}"
+
+
+def _check_npz(root: DataRoot, relpath: str) -> str:
+    name = root.path(relpath)
+    try:
+        with root.open(relpath) as handle, zipfile.ZipFile(handle) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise _corrupt(name, f"not a readable zip archive ({exc})") from exc
+    if bad is not None:
+        raise _corrupt(name, f"the member {bad} fails its zip CRC-32")
+    return "zip CRC-32 of every member"
+
+
+def _check_npy(root: DataRoot, relpath: str) -> str:
+    name = root.path(relpath)
+    with root.open(relpath) as handle:
+        try:
+            read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(handle))
+            if read_header is None:
+                raise ValueError("unsupported .npy format version")
+            shape, _, dtype = read_header(handle)
+        except ValueError as exc:
+            raise _corrupt(name, f"not a readable .npy file ({exc})") from exc
+        needed = handle.tell() + int(np.prod(shape)) * dtype.itemsize
+    size = root.size(relpath)
+    if size != needed:
+        raise _corrupt(name, f"its header implies {needed} bytes but the file has {size}")
+    return "complete (.npy has no checksum)"
+
+
+def _check_table(root: DataRoot, relpath: str) -> str:
+    name = root.path(relpath)
+    sep = "\t" if relpath.lower().endswith(".tsv") else ","
+    try:
+        with root.open(relpath) as handle:
+            table = pd.read_csv(handle, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{name} cannot be parsed as a table ({exc}).") from exc
+    return f"parsed, {len(table)} rows × {table.shape[1]} columns (tables have no checksum)"
+
+
+def _check_json(root: DataRoot, relpath: str) -> str:
+    name = root.path(relpath)
+    try:
+        with root.open(relpath) as handle:
+            json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{name} is not valid JSON ({exc}).") from exc
+    return "parsed (JSON has no checksum)"
+
+
+def check_file(root: DataRoot, relpath: str) -> FileCheck:
+    """Read one file in full and check what its format can prove (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        The data root (local folder or URL).
+    relpath
+        The file, relative to ``root``.
+
+    Returns
+    -------
+    FileCheck
+        ``status`` is ``"bad"`` with the error message as ``detail`` when the file is damaged.
+    """
+    kind = file_kind(relpath)
+    try:
+        if kind in ("nifti-gzip", "gzip"):
+            status, detail = "verified", _check_gzip(root, relpath, nifti=kind == "nifti-gzip")
+        elif kind == "hdf5":
+            status, detail = _check_hdf5(root, relpath)
+        elif kind == "npz":
+            status, detail = "verified", _check_npz(root, relpath)
+        elif kind == "other":
+            status, detail = "skipped", "not a format neurotorch checks"
+        else:
+            check = {"nifti": _check_nifti, "npy": _check_npy, "table": _check_table}
+            status, detail = "no checksum", check.get(kind, _check_json)(root, relpath)
+    except (NeurotorchError, OSError) as exc:
+        return FileCheck(relpath, kind, "bad", str(exc) or type(exc).__name__, exc)
+    return FileCheck(relpath, kind, status, detail)
+
+
+def check_files(
+    root: DataRoot, relpaths: Iterable[str] | None = None, *, progress: bool = True
+) -> list[FileCheck]:
+    """`check_file` for every file under ``root`` (or for ``relpaths``), with a progress bar.
+
+    Files that pass are recorded as verified (see `is_verified`).
+    """
+    listing = root.files()
+    names = list(listing) if relpaths is None else list(relpaths)
+    results = []
+    show = progress and progress_enabled()
+    with tqdm(
+        total=sum(listing[n]["size"] for n in names if n in listing),
+        desc="verify",
+        unit="B",
+        unit_scale=True,
+        disable=not show,
+    ) as bar:
+        for relpath in names:
+            result = check_file(root, relpath)
+            if result.status in ("verified", "no checksum"):
+                record_verified(root, relpath, listing.get(relpath) or root.info(relpath))
+            results.append(result)
+            bar.update(listing.get(relpath, {}).get("size", 0))
+    return results
+
+
+def verify_path(
+    source: str | os.PathLike, storage_options: dict | None = None, *, progress: bool = True
+) -> list[FileCheck]:
+    """`check_files` for every file of a folder (or URL prefix), or for a single file.
+
+    Raises
+    ------
+    DataNotDownloadedError
+        ``source`` does not exist.
+    """
+    root = DataRoot(source, storage_options)
+    if root.isdir():
+        return check_files(root, progress=progress)
+    if not root.exists():
+        raise DataNotDownloadedError(
+            f"{root.url} does not exist; give a dataset folder, one of its files or a URL."
+        )
+    parent, name = file_root(source, storage_options)
+    return check_files(parent, [name], progress=progress)
+
+
+# -- the record of verified files -------------------------------------------------------------------
+
+
+def _record_path(root: DataRoot, relpath: str, info: dict) -> Path:
+    """Where the record of this version of a file lives (keyed by path or URL, size, version)."""
+    identity = f"{root.path(relpath)}\0{int(info['size'])}\0{info['version']}"
+    key = hashlib.sha256(identity.encode()).hexdigest()
+    return cache_dir() / RECORD_DIR / key[:2] / f"{key}.json"
+
+
+def is_verified(root: DataRoot, relpath: str) -> bool:
+    """Whether this version of the file passed a full check before (on this machine's cache)."""
+    return _record_path(root, relpath, root.info(relpath)).is_file()
+
+
+def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:
+    """Record a file as verified after a full pass over it found nothing wrong.
+
+    ``info`` is the ``root.info(relpath)`` taken before that pass (read now by default). A cache
+    that cannot be written is only logged: it costs a later re-check, nothing else.
+    """
+    info = info or root.info(relpath)
+    path = _record_path(root, relpath, info)
+    record = {"path": root.path(relpath), "size": int(info["size"]), "version": info["version"]}
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x") as handle:
+            json.dump(record, handle)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _log.warning("could not record %s as verified in %s: %s", record["path"], path, exc)
+
+
+def check_verify_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of `VERIFY_MODES`; raise `ParameterError` otherwise."""
+    if mode not in VERIFY_MODES:
+        raise ParameterError(f"verify must be one of {VERIFY_MODES}, got {mode!r}.")
+    return mode
+
+
+def _lock(record: Path) -> contextlib.AbstractContextManager:
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only cache: check without the lock (and without recording)
+        return contextlib.nullcontext()
+    return FileLock(record.with_suffix(".lock"))
+
+
+def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> None:
+    """Check a file in full unless this version of it is recorded as verified.
+
+    Parameters
+    ----------
+    root, relpath
+        The file.
+    mode
+        ``"first-use"`` (check once per file version) or ``"off"`` (do nothing).
+
+    Raises
+    ------
+    CorruptFileError, FormatError
+        The file is damaged; the message names it.
+    """
+    if check_verify_mode(mode) == "off":
+        return
+    info = root.info(relpath)
+    record = _record_path(root, relpath, info)
+    if record.is_file():
+        return
+    with _lock(record):  # one full pass, however many readers start at once
+        if record.is_file():
+            return
+        result = check_file(root, relpath)
+        if result.error is not None:
+            raise result.error
+        record_verified(root, relpath, info)
+
+
+STATUSES = ("verified", "no checksum", "bad", "skipped")
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> Iterator[str]:
+    """Rows as text columns (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True))
+
+
+def file_table(results: Iterable[FileCheck]) -> Iterator[str]:
+    """Lines of a plain-text table of ``results``, one file per row: status, kind, path, detail."""
+    yield from _aligned(
+        [
+            ("status", "kind", "path", "detail"),
+            *((r.status, r.kind, r.path, r.detail) for r in results),
+        ]
+    )
+
+
+def summary_table(results: Iterable[FileCheck]) -> Iterator[str]:
+    """Lines of a plain-text table counting ``results`` per kind of file and status."""
+    results = list(results)
+    kinds = sorted({r.kind for r in results})
+    counts = [
+        (kind, *(str(sum(r.kind == kind and r.status == s for r in results)) for s in STATUSES))
+        for kind in kinds
+    ]
+    total = ("all", *(str(sum(r.status == s for r in results)) for s in STATUSES))
+    yield from _aligned([("kind", *STATUSES), *counts, total])
