@@ -962,7 +962,8 @@ def _stream_items(
     root: Path, num_workers: int, **kwargs
 ) -> tuple[list[dict], BaseException | None]:
     """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
-    from neurotorch.data.stream import BetasStream, StreamLoader
+    from neurotorch.data.loader import StreamLoader
+    from neurotorch.data.stream import BetasStream
 
     kwargs.setdefault("sessions", [SES])
     items: list[dict] = []
