@@ -42,6 +42,10 @@ class ParameterError(NeurotorchError, ValueError):
     nothing (no trials, no voxels)."""
 
 
+class ShardingError(ParameterError):
+    """A rank, world size, worker or batch size that cannot describe a shard."""
+
+
 class CorruptFileError(NeurotorchError, OSError):
     """A file is truncated or its content fails a checksum or format check."""
 

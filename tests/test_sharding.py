@@ -22,6 +22,7 @@ from neurotorch.data.sharding import (
     shard_positions,
 )
 from neurotorch.data.stream import BetasStream
+from neurotorch.errors import ParameterError
 
 SIZES = [0, 1, 2, 5, 7, 13, 31]
 
@@ -138,3 +139,12 @@ def test_workers_of_a_spawned_rank_read_that_ranks_shard(tmp_path):
     check_exactly_once(records, "train", list(range(n)), padding=1)
     assert [r["len"] for r in records] == [len(r["train"]) for r in records] == [4, 4]
     assert json.dumps(records[0]["train"]) != json.dumps(records[1]["train"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(shuffle_buffer=-1), dict(rank=2, world_size=2), dict(world_size=0), dict(rank=-1)],
+)
+def test_impossible_stream_arguments_are_named(tiny_laion_root, kwargs):
+    with pytest.raises(ParameterError):
+        BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], **kwargs)

@@ -35,11 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from neurotorch.errors import NeurotorchError
-
-
-class ShardingError(NeurotorchError, ValueError):
-    """A rank, world size, worker or batch size that cannot describe a shard."""
+from neurotorch.errors import ShardingError
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -53,7 +49,7 @@ def rank_and_world_size() -> tuple[int, int]:
     rank, world_size = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
     if rank is not None and world_size is not None:
         try:
-            return _checked_rank(int(rank), int(world_size))
+            return check_rank(int(rank), int(world_size))
         except ValueError as error:
             raise ShardingError(
                 f"RANK={rank!r} and WORLD_SIZE={world_size!r} do not describe a process of a "
@@ -68,7 +64,8 @@ def worker_and_count() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
-def _checked_rank(rank: int, world_size: int) -> tuple[int, int]:
+def check_rank(rank: int, world_size: int) -> tuple[int, int]:
+    """``(rank, world_size)`` if ``0 <= rank < world_size``, else `ShardingError`."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ShardingError(f"rank {rank} does not lie in a world of size {world_size}.")
     return rank, world_size
@@ -117,7 +114,7 @@ def shard_positions(
 
     See the module docstring for the policy and the contract.
     """
-    _checked_rank(rank, world_size)
+    check_rank(rank, world_size)
     if num_workers < 1 or not 0 <= worker < num_workers:
         raise ShardingError(f"worker {worker} does not lie among {num_workers} workers.")
     check_batch_size(batch_size)
@@ -177,4 +174,4 @@ class ShardedIterable(IterableDataset):
         rank, world_size = self._pinned or rank_and_world_size()
         rank = rank if self.rank is None else int(self.rank)
         world_size = world_size if self.world_size is None else int(self.world_size)
-        return (*_checked_rank(rank, world_size), *worker_and_count())
+        return (*check_rank(rank, world_size), *worker_and_count())

@@ -30,12 +30,14 @@ from neurotorch.data.betas import as_subject_list
 from neurotorch.data.sharding import (
     ShardedIterable,
     check_batch_size,
+    check_rank,
     epoch_order,
     shard_positions,
     units_per_rank,
 )
 from neurotorch.data.store import DEFAULT_NC_DESC, open_source, voxel_selection
 from neurotorch.data.trials import StimulusPairing, select_trials
+from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
@@ -145,6 +147,11 @@ class BetasStream(ShardedIterable):
             key: self.trials[key].to_numpy()
             for key in ("subject", "session", "trial", "image_name")
         }
+        if shuffle_buffer < 0:
+            raise ParameterError(f"shuffle_buffer must be 0 or more, got {shuffle_buffer}.")
+        if rank is not None or world_size is not None:  # a missing one comes from the process
+            given_rank = 0 if rank is None else rank
+            check_rank(given_rank, max(given_rank, 0) + 1 if world_size is None else world_size)
         self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
         self.nan_policy = check_nan_policy(nan_policy)
         self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
