@@ -116,7 +116,7 @@ def test_discovery_through_s3_matches_the_local_tree(
 
 
 def test_default_source_is_the_public_laion_bucket(no_aws_credentials):
-    root = discovery.open_source()
+    root = discovery.source_root()
     assert root.url == "s3://laion-fmri"
     assert root.storage_options == {"client_kwargs": {"region_name": "us-west-2"}}
     assert root.anonymous

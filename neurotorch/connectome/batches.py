@@ -119,11 +119,7 @@ def read_batch_header(path: str | os.PathLike, storage_options: dict | None = No
     root, name = file_root(path, storage_options)
     path = as_path(root, name)
     with ExitStack() as stack:
-        source = (
-            path
-            if root.is_local
-            else stack.enter_context(root.open(name, block_size=HEADER_BLOCK_SIZE))
-        )
+        source = stack.enter_context(root.readable(name, block_size=HEADER_BLOCK_SIZE))
         try:
             return _header_of(stack.enter_context(h5py.File(source, "r")), path)
         except OSError as exc:  # not HDF5, truncated, or a metadata checksum fails

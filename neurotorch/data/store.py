@@ -26,14 +26,13 @@ changed and whose CRC-32 no longer matches, is damaged and rebuilt by `build_sto
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -151,20 +150,10 @@ def cache_error(directory: Path, err: OSError) -> CacheError:
     )
 
 
-@contextlib.contextmanager
-def open_source(root: DataRoot, relpath: str) -> Iterator[Any]:
-    """A local path, or an open binary handle for a remote file, that the NIfTI readers accept."""
-    if root.is_local:
-        yield root.local_path(relpath)
-    else:
-        with root.open(relpath) as handle:
-            yield handle
-
-
 def source_identity(root: DataRoot, relpath: str) -> dict[str, Any]:
     """What identifies the content of a betas file: size, version (mtime or ETag), header hash."""
     info = root.info(relpath)
-    with open_source(root, relpath) as source, SequentialReader(source) as reader:
+    with root.readable(relpath) as source, SequentialReader(source) as reader:
         header = reader.read_exact(HEADER_BYTES)
     return {
         "path": relpath,
@@ -386,7 +375,7 @@ def _write_session(
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_volumes, n_voxels))
         _reserve_space(tmp)
         n_read = 0
-        with open_source(root, relpath) as source:
+        with root.readable(relpath) as source:
             for row, values in enumerate(iter_volumes(source, voxel_mask)):
                 nonfinite += fix_nonfinite(values, "zero" if zero_nonfinite else "keep")
                 out[row] = values
@@ -525,7 +514,7 @@ def _plan_session(
     relpath = require(
         root, layout.session_betas(subject, store.session), f"Betas of {subject} {store.session}"
     )
-    with open_source(root, relpath) as source:
+    with root.readable(relpath) as source:
         header = read_nifti_header(source)
     check_betas_grid(
         root.path(relpath), tuple(header.grid), header.affine, voxel_mask.shape, affine,

@@ -35,7 +35,7 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
-from neurotorch.data.store import DEFAULT_NC_DESC, open_source, voxel_selection
+from neurotorch.data.store import DEFAULT_NC_DESC, voxel_selection
 from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
@@ -216,7 +216,7 @@ class BetasStream(ShardedIterable):
             last = max(by_volume)
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
             verify_before_use(self.root, relpath, self.verify)
-            with open_source(self.root, relpath) as source:
+            with self.root.readable(relpath) as source:
                 for volume, values in enumerate(iter_volumes(source, self.voxel_masks[key[0]])):
                     if volume in by_volume:
                         apply_nan_policy(values, self.nan_policy, self.root.path(relpath))

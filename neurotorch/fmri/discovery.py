@@ -38,7 +38,7 @@ _SUBJECT_IN_PATH = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|$)")
 _SESSION_IN_PATH = re.compile(r"(?:^|/)(ses-[A-Za-z0-9]+)(?:/|$)")
 
 
-def open_source(source: Source = None, storage_options: dict | None = None) -> DataRoot:
+def source_root(source: Source = None, storage_options: dict | None = None) -> DataRoot:
     """The `DataRoot` of a LAION-fMRI tree.
 
     Parameters
@@ -67,7 +67,7 @@ def get_subjects(source: Source = None, storage_options: dict | None = None) -> 
     DataNotDownloadedError
         The root holds no ``derivatives/glmsingle-tedana`` subjects.
     """
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     subjects = [name for name in root.listdir(layout.GLM_DIR) if _SUBJECT_DIR.match(name)]
     if not subjects:
         raise DataNotDownloadedError(
@@ -92,7 +92,7 @@ def get_sessions(
     subject: str | int, source: Source = None, storage_options: dict | None = None
 ) -> list[str]:
     """Session ids (``ses-XX``) of a subject that hold a betas file."""
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     sid = checked_subject(root, subject)
     return [
         name
@@ -121,7 +121,7 @@ def get_rois(
     category
         One of `layout.ROI_CATEGORIES` (``"face"``, ``"place"``, ...); ``None`` for all.
     """
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     if category is not None and category not in layout.ROI_CATEGORIES:
         raise ParameterError(
             f"Unknown ROI category {category!r}; choose one of {sorted(layout.ROI_CATEGORIES)}."
@@ -180,7 +180,7 @@ def inspect_bucket(
     ``path`` is relative to the root; ``size`` in bytes; see `classify` for ``kind``. Sum
     ``size`` over a selection to plan a download.
     """
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     rows = [
         {"path": rel, "size": details["size"], **classify(rel)}
         for rel, details in root.files(prefix).items()
@@ -238,7 +238,7 @@ class DatasetDescription:
 
 def describe(source: Source = None, storage_options: dict | None = None) -> DatasetDescription:
     """Subjects, sessions, ROIs, stimuli and splits of a tree, from one listing of each part."""
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     listing: dict[str, int] = {}
     for top in (
         layout.GLM_DIR,

@@ -29,7 +29,7 @@ from neurotorch.errors import (
     SubjectNotFoundError,
 )
 from neurotorch.fmri import layout
-from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, open_source
+from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, source_root
 from neurotorch.io.integrity import check_files
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
@@ -70,7 +70,7 @@ class DownloadResult:
 
 def stimulus_license_text(source: Source = None, storage_options: dict | None = None) -> str:
     """The licence of the stimuli: the source's own licence file, else the standard notice."""
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     for relpath in LICENSE_FILES:
         if root.exists(relpath):
             with root.open(relpath, mode="r") as handle:
@@ -208,7 +208,7 @@ def download_laion_fmri(
     LicenseNotAcceptedError
         ``include_stimuli`` without accepting the licence.
     """
-    root = open_source(source, storage_options)
+    root = source_root(source, storage_options)
     if include_stimuli:
         confirm_license(stimulus_license_text(root), accept_license)
     out = Path(out).expanduser()

@@ -107,10 +107,8 @@ def session_n_volumes(root: DataRoot, subject: str, session: str) -> int:
 
 
 def _header(root: DataRoot, relpath: str) -> NiftiHeader:
-    if root.is_local:
-        return read_nifti_header(root.local_path(relpath))
-    with root.open(relpath) as handle:
-        return read_nifti_header(handle)
+    with root.readable(relpath) as source:
+        return read_nifti_header(source)
 
 
 def check_session_files(

@@ -12,7 +12,6 @@ default, or ``"rsquare"``) flattened in C order, narrowed by ``roi=`` / ``mask=`
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -473,7 +472,7 @@ class Subject:
         )
         trials = read_session_trials(self.root, self.subject_id, session)
         if streaming:
-            with self._open_betas(relpath) as handle:
+            with self.root.readable(relpath) as handle:
                 header = read_nifti_header(handle)
             shape, affine = header.shape, header.affine
         else:
@@ -489,7 +488,7 @@ class Subject:
             chosen = trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy()
             volumes = np.sort(trial_volume[chosen])
         if streaming:
-            with self._open_betas(relpath) as handle:
+            with self.root.readable(relpath) as handle:
                 betas = read_masked_betas(handle, voxels, volumes=volumes, progress=True)
         else:
             betas = data[voxels].T
@@ -497,12 +496,6 @@ class Subject:
                 betas = betas[volumes]
             betas = np.ascontiguousarray(betas, dtype=np.float32)
         return apply_nan_policy(betas, nan_policy, where)
-
-    def _open_betas(self, relpath: str) -> AbstractContextManager:
-        """A local path (local root) or an open remote handle, for the streaming reader."""
-        if self.root.is_local:
-            return nullcontext(self.root.local_path(relpath))
-        return self.root.open(relpath)
 
     def _noise_ceiling_volume(self, session: str) -> tuple[np.ndarray, np.ndarray]:
         relpath = self._session_file(

@@ -14,11 +14,13 @@ URL and what to do, also when they happen in the middle of a read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
 import os
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -491,6 +493,19 @@ class DataRoot:
         if "b" in mode:
             return wrapped
         return io.TextIOWrapper(io.BufferedReader(wrapped), encoding=encoding)
+
+    @contextlib.contextmanager
+    def readable(self, relpath: str, **open_options: Any) -> Iterator[Path | IO[bytes]]:
+        """The file as a local path (local root) or an open binary handle (remote root).
+
+        What the format readers accept (NIfTI, HDF5): local files are opened by the reader
+        itself, remote ones stream through fsspec with ``open_options`` (e.g. ``block_size``).
+        """
+        if self.is_local:
+            yield self.local_path(relpath)
+        else:
+            with self.open(relpath, **open_options) as handle:
+                yield handle
 
     def local_path(self, *parts: str) -> Path:
         """A local filesystem path of the file: itself when local, a cached copy when remote."""
