@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch.data.collate import ItemBatch
-from neurotorch.data.store import DEFAULT_NC_DESC, PreparedStore, SessionStore, build_store
+from neurotorch.data.store import PreparedStore, SessionStore, build_store
 from neurotorch.data.trials import StimulusPairing, check_unique, select_trials
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
@@ -31,6 +31,7 @@ from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import SHARED_POOL
+from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC
 from neurotorch.io.storage import DataRoot
 
 

@@ -53,12 +53,9 @@ from neurotorch.errors import (
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
-from neurotorch.fmri.discovery import checked_subject
+from neurotorch.fmri.discovery import checked_subject, get_sessions
 from neurotorch.fmri.masks import (
     brain_mask_file,
-    combine_voxel_mask,
-    read_brain_mask,
-    read_volume,
 )
 from neurotorch.fmri.nan_policy import (
     DEFAULT_NAN_POLICY,
@@ -66,8 +63,9 @@ from neurotorch.fmri.nan_policy import (
     fix_nonfinite,
     nonfinite_error,
 )
-from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query, union_roi_volume
+from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
+from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC, voxel_selection_on_grid
 from neurotorch.io.atomic import atomic_open, atomic_path, temporary_paths, write_bytes, write_npy
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.integrity import record_verified
@@ -77,7 +75,6 @@ from neurotorch.io.storage import DataRoot
 STORE_FORMAT = 1
 STORE_DIR = "laion-fmri-store"
 DTYPES = ("float32", "float16")
-DEFAULT_NC_DESC = "NoiseceilingAllrep"
 HEADER_BYTES = 352  # NIfTI-1 header plus its extension flag; a prefix of a NIfTI-2 header
 _CRC_CHUNK = 1 << 24
 _log = logging.getLogger(__name__)
@@ -87,58 +84,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def list_sessions(root: DataRoot, subject: str) -> list[str]:
-    """Sessions of a subject that have a betas file, sorted."""
-    return [
-        s
-        for s in root.listdir(layout.subject_dir(subject))
-        if s.startswith("ses-") and root.exists(layout.session_betas(subject, s))
-    ]
-
-
 def mask_hash(mask: np.ndarray) -> str:
     """Hash of a boolean grid mask (shape and bits)."""
     mask = np.asarray(mask, dtype=bool)
     return _sha256(repr(mask.shape).encode() + np.packbits(mask.ravel()).tobytes())
-
-
-def voxel_selection(
-    root: DataRoot,
-    subject: str,
-    *,
-    roi: RoiQuery | None = None,
-    mask: np.ndarray | None = None,
-    nc_threshold: float | None = None,
-    nc_desc: str = DEFAULT_NC_DESC,
-    mask_source: str = "anatomical",
-) -> np.ndarray:
-    """The 3-D boolean voxel selection brain ∩ ROI ∩ custom mask ∩ (noise ceiling ≥ threshold).
-
-    Unlike ``Subject.get_betas(nc_threshold=...)``, which thresholds each session's own noise
-    ceiling, the threshold here applies to one subject-level map (``nc_desc``) so that every
-    session of a dataset shares one voxel axis.
-    """
-    return _selection_on_grid(root, subject, roi, mask, nc_threshold, nc_desc, mask_source)[0]
-
-
-def _selection_on_grid(
-    root: DataRoot, subject: str, roi: RoiQuery | None, mask: np.ndarray | None,
-    nc_threshold: float | None, nc_desc: str, mask_source: str,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(3-D selection, affine of the brain mask it lives on)."""
-    brain, affine = read_brain_mask(root, subject, mask_source)
-    roi_volume = None
-    if roi is not None:
-        pairs = resolve_roi_query(roi, available_rois(root, subject))
-        roi_volume = union_roi_volume(root, subject, pairs, brain.shape)
-    noise_ceiling = None
-    if nc_threshold is not None:
-        relpath = layout.subject_noise_ceiling(subject, nc_desc)
-        noise_ceiling, _ = read_volume(root, relpath, f"Noise ceiling {nc_desc} of {subject}")
-    selection = combine_voxel_mask(
-        brain, roi=roi_volume, custom=mask, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
-    )
-    return selection, affine
 
 
 def cache_error(directory: Path, err: OSError) -> CacheError:
@@ -455,11 +404,12 @@ def build_store(
     subject = checked_subject(root, subject)
     sessions = [
         layout.session_id(s)
-        for s in (list_sessions(root, subject) if sessions is None else sessions)
+        for s in (get_sessions(subject, root) if sessions is None else sessions)
     ]
-    voxel_mask, affine = _selection_on_grid(
-        root, subject, roi, mask, nc_threshold, nc_desc, mask_source
-    )
+    voxel_mask, affine = voxel_selection_on_grid(
+        root, subject, roi=roi, mask=mask, nc_threshold=nc_threshold, nc_desc=nc_desc,
+        mask_source=mask_source,
+    )  # fmt: skip
     grid = (brain_mask_file(subject, mask_source), voxel_mask, affine)
     directory = store_directory(root, subject, voxel_mask, dtype, cache_dir, values)
     try:

@@ -35,7 +35,6 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
-from neurotorch.data.store import DEFAULT_NC_DESC, voxel_selection
 from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
@@ -44,6 +43,7 @@ from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, che
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.session_checks import check_session_files
 from neurotorch.fmri.splits import SHARED_POOL
+from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC, voxel_selection
 from neurotorch.io.integrity import check_verify_mode, verify_before_use
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.storage import DataRoot

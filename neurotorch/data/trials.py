@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurotorch.data.store import list_sessions
 from neurotorch.errors import FormatError, ParameterError, SplitError, SubjectNotFoundError
 from neurotorch.fmri import layout
-from neurotorch.fmri.discovery import get_subjects
+from neurotorch.fmri.discovery import get_sessions, get_subjects
 from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
 from neurotorch.fmri.splits import SHARED_POOL, get_train_test_ids
 from neurotorch.fmri.stimuli import Stimuli
@@ -121,7 +120,7 @@ def select_trials(
     tables = []
     for subject in subjects:
         chosen = sessions.get(subject) if isinstance(sessions, dict) else sessions
-        chosen = list_sessions(root, subject) if chosen is None else list(chosen)
+        chosen = get_sessions(subject, root) if chosen is None else list(chosen)
         ids = [layout.session_id(session) for session in chosen]
         check_unique(ids, "session")
         tables.extend(read_trials(root, subject, session) for session in ids)
