@@ -318,7 +318,7 @@ def test_calibration_dataset_posterior_equals_calibrain(normalization):
     """A simulated calibration item's posterior is CaliBrain's BMN on the item's own data."""
     from calibrain.source_estimation import BMN
 
-    from neurotorch.data.meeg import CalibrationDataset
+    from neurotorch.data.meeg_calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
     leadfield = random_leadfield("free", 12, 19, seed=3)

@@ -11,15 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from neurotorch.data.meeg import (
+from neurotorch.data.fmri_meeg import FMRIInformedSensors, mask_voxel_coords_mm
+from neurotorch.data.meeg_calibration import (
     CalibrationBatches,
     CalibrationDataset,
     CalibrationRunsDataset,
-    FMRIInformedSensors,
-    SimulatedSensorBatches,
-    SimulatedSensorDataset,
-    mask_voxel_coords_mm,
 )
+from neurotorch.data.meeg_simulation import SimulatedSensorBatches, SimulatedSensorDataset
 from neurotorch.data.registry import load_dataset
 from neurotorch.errors import CorruptFileError, FormatError, ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, random_leadfield

@@ -27,3 +27,56 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
     from neurotorch.data.betas import BetasDataset
 
     return BetasDataset(split=split, **config)
+
+
+# -- M/EEG (imported on use: the M/EEG stack imports MNE) -------------------------------------
+_LEADFIELD_KEYS = (
+    "leadfield_dir",
+    "subject",
+    "orientation_type",
+    "retrieve_mode",
+    "n_sources",
+    "n_sensors",
+    "sensor",
+    "montage",
+    "storage_options",
+)
+
+
+def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``leadfield`` built from the `build_leadfield` keys and a split's seed."""
+    from neurotorch.data.meeg_simulation import split_seed
+    from neurotorch.meeg.leadfield import build_leadfield
+
+    options = {key: config.pop(key) for key in _LEADFIELD_KEYS if key in config}
+    if config.get("leadfield") is None:
+        config["leadfield"] = build_leadfield(**options)
+    config["seed"] = split_seed(config.get("seed", 0), split)
+    return config
+
+
+def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
+    """``load_dataset("meeg-sim", ...)``: `SimulatedSensorDataset` (or `SimulatedSensorBatches`
+    with ``streaming=True``). Leadfield options: ``leadfield`` or the `build_leadfield` keys;
+    ``split`` ("train", "val", "test") picks an independent seed stream."""
+    from neurotorch.data.meeg_simulation import SimulatedSensorBatches, SimulatedSensorDataset
+
+    cls = SimulatedSensorBatches if streaming else SimulatedSensorDataset
+    return cls(**_meeg_config(split, config))
+
+
+def build_meeg_calibration(
+    split: str | None = None, streaming: bool = False, **config: Any
+) -> Dataset:
+    """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
+    else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
+    from neurotorch.data.meeg_calibration import (
+        CalibrationBatches,
+        CalibrationDataset,
+        CalibrationRunsDataset,
+    )
+
+    if "files" in config:
+        return CalibrationRunsDataset(config["files"], config.get("storage_options"))
+    cls = CalibrationBatches if streaming else CalibrationDataset
+    return cls(**_meeg_config(split, config))

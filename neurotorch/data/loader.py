@@ -16,6 +16,7 @@ datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.str
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -24,7 +25,17 @@ from neurotorch.data.collate import collate_items
 from neurotorch.data.sharding import ShardedIterable, check_batch_size
 
 
-class StreamLoader(StatefulDataLoader):
+class StatefulLoader(StatefulDataLoader):
+    """torchdata's ``StatefulDataLoader`` (saves and restores its position mid-epoch), without the
+    deprecation warning its constructor emits on current torch (an internal call of torchdata)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            super().__init__(*args, **kwargs)
+
+
+class StreamLoader(StatefulLoader):
     """Loader of a `ShardedIterable` (see the module docstring).
 
     Parameters

@@ -13,8 +13,8 @@ from neurotorch.errors import ParameterError
 
 _BUILDERS: dict[str, str] = {
     "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
-    "meeg-sim": "neurotorch.data.meeg:build_meeg_sim",
-    "meeg-calibration": "neurotorch.data.meeg:build_meeg_calibration",
+    "meeg-sim": "neurotorch.data.builders:build_meeg_sim",
+    "meeg-calibration": "neurotorch.data.builders:build_meeg_calibration",
     "connectome": "neurotorch.data.connectome:load_connectome",
 }
 

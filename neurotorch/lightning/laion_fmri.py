@@ -19,11 +19,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.betas import BetasDataset, as_subject_list
 from neurotorch.data.collate import collate_items
-from neurotorch.data.loader import StreamLoader
+from neurotorch.data.loader import StatefulLoader, StreamLoader
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.store import build_store
 from neurotorch.data.stream import BetasStream
@@ -217,10 +216,10 @@ class LaionFMRIDataModule(L.LightningDataModule):
             sampler = GroupedBatchSampler.for_dataset(
                 dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
             )
-            return StatefulDataLoader(
+            return StatefulLoader(
                 dataset, batch_sampler=sampler, collate_fn=collate_items, **workers
             )
-        return StatefulDataLoader(
+        return StatefulLoader(
             dataset, batch_size=hp.batch_size, shuffle=shuffle, collate_fn=collate_items, **workers
         )
 

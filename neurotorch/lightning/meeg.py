@@ -1,7 +1,7 @@
 """DataModules of leadfield-simulated M/EEG trials and calibrator training data.
 
 Both build (or load) one leadfield in ``setup`` and give train/val/test datasets with
-independent seed streams (`neurotorch.data.meeg.split_seed`); items are reproducible per index.
+independent seed streams (`neurotorch.data.meeg_simulation.split_seed`); items are reproducible per index.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from neurotorch.data.loader import StreamLoader
-from neurotorch.data.meeg import (
-    PAPER_ALPHA,
-    PAPER_NNZ,
+from neurotorch.data.meeg_calibration import (
     CalibrationBatches,
     CalibrationDataset,
     CalibrationRunsDataset,
+)
+from neurotorch.data.meeg_simulation import (
+    PAPER_ALPHA,
+    PAPER_NNZ,
     SimulatedSensorBatches,
     SimulatedSensorDataset,
-    build_leadfield,
     split_seed,
 )
-from neurotorch.meeg.leadfield import LeadfieldData
+from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
 
 _SPLITS = ("train", "val", "test")
 
@@ -115,7 +116,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
     Parameters
     ----------
     leadfield_dir, subject, orientation_type, retrieve_mode, n_sources, n_sensors, sensor, montage
-        Which leadfield (see `neurotorch.data.meeg.build_leadfield`); the default simulates an
+        Which leadfield (see `neurotorch.meeg.leadfield.build_leadfield`); the default simulates an
         EEG easycap-M43 forward model in memory.
     nnz, alpha
         Grids of active-source counts and SNRs.
@@ -150,7 +151,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
     gamma, noise_var_scale, noise_type
         Prior variance (``"learn"``, ``"oracle"`` or nAm²), assumed/true noise variance and how
         the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
-        see `neurotorch.data.meeg.CalibrationDataset`.
+        see `neurotorch.data.meeg_calibration.CalibrationDataset`.
     normalization
         CaliBrain's sLORETA normalisation of the posterior.
     runs_dir

@@ -508,3 +508,39 @@ def read_transform(path: FilePath, storage_options: dict | None = None) -> np.nd
             f"{path} must hold a 4x4 affine with last row 0 0 0 1; got {matrix.shape}."
         )
     return matrix
+
+
+def build_leadfield(
+    leadfield_dir: str | os.PathLike | None = None,
+    subject: str = "fsaverage",
+    orientation_type: str = "fixed",
+    retrieve_mode: str = "simulate",
+    n_sources: int = 1284,
+    n_sensors: int | None = None,
+    sensor: str = "eeg",
+    montage: str = "easycap-M43",
+    seed: int = 0,
+    storage_options: dict | None = None,
+) -> LeadfieldData:
+    """Get a leadfield for the datasets: load it, simulate it with MNE or draw it at random.
+
+    ``"load"`` reads ``<subject>_<orientation>_leadfield.npz`` from ``leadfield_dir`` (default
+    ``$CALIBRAIN_DATA/1284src_leadfield``; a local folder or an fsspec URL read with
+    ``storage_options``); ``"simulate"`` builds the forward model in memory and ``"random"``
+    draws the matrix -- neither writes anything (use `LeadfieldBuilder` to save).
+    """
+    if retrieve_mode == "simulate":
+        from neurotorch.meeg.forward import simulate_leadfield
+
+        return simulate_leadfield(orientation_type, n_sources, sensor, montage, n_sensors)
+    if retrieve_mode == "random":
+        return random_leadfield(
+            orientation_type, RANDOM_SENSORS if n_sensors is None else n_sensors, n_sources, seed
+        )
+    if retrieve_mode != "load":
+        raise ParameterError(
+            f"retrieve_mode must be 'load', 'simulate' or 'random', got {retrieve_mode!r}."
+        )
+    return LeadfieldBuilder(leadfield_dir, storage_options).get_leadfield(
+        subject, orientation_type, "load", return_metadata=True
+    )

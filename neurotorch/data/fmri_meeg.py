@@ -1,0 +1,149 @@
+"""`FMRIInformedSensors`: a betas dataset whose trials get M/EEG sensor data ``L s + noise``,
+with sources ``s`` read from the fMRI betas at the leadfield's source positions."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from neurotorch.io.storage import DataRoot
+from neurotorch.meeg import layout
+from neurotorch.meeg.leadfield import LeadfieldData
+from neurotorch.meeg.simulation import item_generator
+
+
+def mask_voxel_coords_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World (mm) coordinates of a 3-D mask's True voxels, in C order (the voxel-array order)."""
+    ijk = np.argwhere(np.asarray(mask, dtype=bool))
+    return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+class FMRIInformedSensors(Dataset):
+    """A betas dataset whose trials also carry leadfield-simulated sensor data.
+
+    For trial ``i`` the source amplitudes ``s`` (nAm) are that trial's betas sampled at the
+    leadfield's source positions: each source (head frame, m) is mapped to T1w mm by
+    ``head_to_t1w`` and takes the beta of the nearest masked voxel, times ``nam_per_unit``.
+    **Sources outside the mask** -- farther than ``max_distance_mm`` from every masked voxel
+    centre (default: half a voxel diagonal, i.e. the source's own voxel is not in the mask) -- get
+    amplitude 0; ``in_mask`` tells which. Sensors: ``y = L s + eta * eps`` with
+    ``||eta eps|| / ||L s|| = (1 - alpha) / alpha`` and ``eps`` drawn from ``(seed, i)``.
+
+    Parameters
+    ----------
+    betas_dataset
+        Map-style dataset of dicts with ``betas`` (n_voxels,) float32.
+    voxel_coords_mm
+        ``(n_voxels, 3)`` T1w world coordinates (mm) of the betas' voxels, in the betas' order
+        (see `mask_voxel_coords_mm`).
+    leadfield
+        A fixed-orientation leadfield with ``src_coords``.
+    head_to_t1w
+        4x4 affine from head coordinates (m) to T1w world coordinates (mm).
+    alpha
+        SNR in (0, 1].
+    seed
+        Base seed of the sensor noise.
+    max_distance_mm
+        Farthest a source may lie from a masked voxel centre and still be inside.
+    nam_per_unit
+        Source amplitude (nAm) per beta unit.
+
+    Items are the wrapped items plus ``sensors`` (M,) and ``sources`` (N,) float32 tensors.
+    """
+
+    def __init__(
+        self,
+        betas_dataset: Dataset,
+        voxel_coords_mm: np.ndarray,
+        leadfield: LeadfieldData,
+        head_to_t1w: np.ndarray,
+        alpha: float = 0.5,
+        seed: int = 0,
+        max_distance_mm: float | None = None,
+        nam_per_unit: float = 1.0,
+    ):
+        from scipy.spatial import cKDTree
+
+        if leadfield.orientation_type != "fixed" or leadfield.src_coords is None:
+            raise ValueError(
+                "FMRIInformedSensors needs a fixed-orientation leadfield with src_coords."
+            )
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
+        coords = np.asarray(voxel_coords_mm, dtype=np.float64)
+        transform = np.asarray(head_to_t1w, dtype=np.float64)
+        src_mm = leadfield.src_coords @ transform[:3, :3].T + transform[:3, 3]
+        tree = cKDTree(coords)
+        if max_distance_mm is None:
+            spacing = np.median(tree.query(coords[: min(len(coords), 2000)], k=2)[0][:, 1])
+            max_distance_mm = 0.5 * np.sqrt(3.0) * spacing + 1e-6
+        distance, nearest = tree.query(src_mm)
+        self.in_mask = distance <= max_distance_mm
+        if not self.in_mask.any():
+            raise ValueError(
+                "No leadfield source falls inside the betas' mask; check head_to_t1w (head metres -> "
+                "T1w millimetres) and voxel_coords_mm."
+            )
+        self.betas_dataset = betas_dataset
+        self.voxel_index = torch.as_tensor(nearest, dtype=torch.long)
+        self.source_weight = torch.as_tensor(
+            self.in_mask * float(nam_per_unit), dtype=torch.float32
+        )
+        self.leadfield = torch.as_tensor(leadfield.leadfield, dtype=torch.float32)
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_laion_fmri(
+        cls,
+        betas_dataset: Dataset,
+        fmri_root: str | os.PathLike,
+        subject: str = "sub-01",
+        alpha: float = 0.5,
+        seed: int = 0,
+        storage_options: dict | None = None,
+        **kwargs: Any,
+    ) -> FMRIInformedSensors:
+        """Pair a LAION-fMRI `neurotorch.data.betas.BetasDataset` with the subject's leadfield.
+
+        Reads the fixed leadfield and ``<subject>_head-to-T1w.txt`` from
+        ``<fmri_root>/derivatives/meeg/`` (see `neurotorch.synthetic.meeg.write_subject_leadfields`)
+        and the voxel grid's affine from the subject's anatomical brain mask; the voxel order is
+        ``betas_dataset.voxel_mask(subject)`` in C order. ``fmri_root`` may be an fsspec URL
+        (with ``storage_options``). ``kwargs`` go to the constructor.
+        """
+        import nibabel as nib
+
+        from neurotorch.fmri import layout as fmri_layout
+        from neurotorch.meeg.leadfield import load_leadfield_npz, read_transform
+
+        root = DataRoot(fmri_root, storage_options)
+        meeg_dir, options = layout.FMRI_MEEG_DIR, root.storage_options
+        leadfield = load_leadfield_npz(
+            root.path(meeg_dir, layout.leadfield_file(subject, "fixed")), storage_options=options
+        )
+        transform = read_transform(root.path(meeg_dir, layout.head_to_t1w_name(subject)), options)
+        affine = nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject))).affine
+        coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
+        return cls(betas_dataset, coords, leadfield, transform, alpha, seed, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.betas_dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.betas_dataset[index])
+        betas = torch.as_tensor(item["betas"], dtype=torch.float32)
+        sources = betas[self.voxel_index] * self.source_weight
+        clean = self.leadfield @ sources
+        eps = torch.randn(clean.shape, generator=item_generator(self.seed, index))
+        eta = 0.0
+        if self.alpha < 1.0 and clean.norm() > 0:
+            eta = (1.0 - self.alpha) / self.alpha * clean.double().norm() / eps.double().norm()
+        item["sensors"] = clean + float(eta) * eps
+        item["sources"] = sources
+        return item

@@ -1,0 +1,235 @@
+"""torch Datasets of leadfield-simulated M/EEG trials (CaliBrain's recipe).
+
+* `SimulatedSensorDataset`: map-style, virtual length; item ``i`` depends only on ``(seed, i)``.
+* `SimulatedSensorBatches`: iterable, yields whole batches generated at once (sharded over
+  DataLoader workers and distributed ranks by `neurotorch.data.sharding`).
+
+Units: sources nAm, sensors µV (EEG) or fT (MEG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
+from neurotorch.errors import ParameterError
+from neurotorch.meeg.leadfield import LeadfieldData
+from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
+
+PAPER_NNZ = (1, 3, 5, 10, 100)
+PAPER_ALPHA = (0.1, 0.3, 0.5, 0.7, 0.9)
+_SPLIT_CODES = {None: 0, "train": 0, "val": 1, "validation": 1, "test": 2}
+
+
+def split_seed(seed: int, split: str | None) -> int:
+    """A seed for ``split`` derived from ``seed`` (train keeps ``seed``; val/test get new streams)."""
+    if split not in _SPLIT_CODES:
+        raise ValueError(f"split must be one of train, val, test (or None), got {split!r}.")
+    code = _SPLIT_CODES[split]
+    if code == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), code]).generate_state(1, np.uint32)[0])
+
+
+class TrialSimulation:
+    """Draws batches of simulated trials (sources and sensors) from a leadfield.
+
+    Parameters
+    ----------
+    leadfield
+        Fixed ``(M, N)`` or free ``(M, N, K)`` leadfield.
+    nnz, alpha
+        Grids the number of active sources (one value per draw) and the SNR (one value per
+        trial) are drawn from.
+    config
+        ERP settings.
+    device, dtype
+        Where the simulation runs.
+    """
+
+    def __init__(
+        self,
+        leadfield: LeadfieldData,
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        config: ERPConfig | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.leadfield = leadfield
+        self.nnz = tuple(int(n) for n in nnz)
+        self.alpha = tuple(float(a) for a in alpha)
+        if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
+            raise ParameterError(
+                f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
+            )
+        if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
+            raise ParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
+        self.config = config or ERPConfig()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._sims: tuple[SourceSimulator, SensorSimulator] | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_sims"] = None
+        return state
+
+    @property
+    def simulators(self) -> tuple[SourceSimulator, SensorSimulator]:
+        """The source and sensor simulators, created on first use in each process."""
+        if self._sims is None:
+            self._sims = (
+                SourceSimulator(self.config, self.device, self.dtype),
+                SensorSimulator(self.leadfield, self.device, self.dtype),
+            )
+        return self._sims
+
+    def generator(self, seed: int, index: int) -> torch.Generator:
+        return item_generator(seed, index, self.device)
+
+    def draw(
+        self, batch_size: int, generator: torch.Generator, dense_sources: bool = True
+    ) -> dict[str, Any]:
+        """One batch: ``y`` (B, M, T), ``x`` (dense sources), ``active_indices`` (B, max nnz;
+        padded with -1), ``alpha``, ``nnz``, ``noise_var`` (B,)."""
+        source_sim, sensor_sim = self.simulators
+        pick = torch.randint(len(self.nnz), (1,), generator=generator, device=self.device)
+        nnz = self.nnz[int(pick)]
+        alpha_idx = torch.randint(
+            len(self.alpha), (batch_size,), generator=generator, device=self.device
+        )
+        alpha = torch.tensor(self.alpha, dtype=self.dtype, device=self.device)[alpha_idx]
+        sources = source_sim.simulate(
+            batch_size, self.leadfield.n_sources, nnz, generator, sensor_sim.n_components
+        )
+        sensors = sensor_sim.simulate(sources, alpha, generator)
+        padded = torch.full((batch_size, max(self.nnz)), -1, dtype=torch.long, device=self.device)
+        padded[:, :nnz] = sources.active_indices
+        out = {
+            "y": sensors.y,
+            "active_indices": padded,
+            "alpha": alpha,
+            "nnz": torch.full((batch_size,), nnz, dtype=torch.long, device=self.device),
+            "noise_var": sensors.noise_var,
+        }
+        if dense_sources:
+            out["x"] = sources.dense()
+        return out
+
+
+def _first(batch: dict[str, Any]) -> dict[str, Any]:
+    return {key: value[0] for key, value in batch.items()}
+
+
+class SimulatedSensorDataset(Dataset):
+    """Map-style simulated CaliBrain trials with a virtual length.
+
+    Item ``i`` is drawn from a generator seeded by ``(seed, i)`` alone, so it is the same in any
+    worker, on any rank and in any order. Keys: ``index`` (``i``), ``y`` (M, T) sensors, ``x`` (N, T) or (N, K, T)
+    sources, ``active_indices`` (max nnz,), padded with -1, ``alpha``, ``nnz``, ``noise_var`` (scalars).
+
+    Parameters
+    ----------
+    leadfield
+        The forward model (see `build_leadfield`).
+    length
+        Virtual number of items.
+    nnz, alpha, config, device
+        See `TrialSimulation`.
+    seed
+        Base seed.
+    return_sources
+        Include the dense ``x`` (set ``False`` to save memory when only sensors are needed).
+    """
+
+    def __init__(
+        self,
+        leadfield: LeadfieldData,
+        length: int = 1000,
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        seed: int = 0,
+        config: ERPConfig | None = None,
+        return_sources: bool = True,
+        device: torch.device | str = "cpu",
+    ):
+        self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.return_sources = return_sources
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
+        item = _first(self._batch(1, self.simulation.generator(self.seed, index)))
+        item["index"] = torch.tensor(index)
+        return item
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+        return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
+
+
+class SimulatedSensorBatches(ShardedIterable):
+    """Iterable simulated trials, generated a whole batch at a time (use ``batch_size=None``).
+
+    Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``
+    and its trials carry ``index`` ``b * batch_size + j``. Batches are sharded over ranks and
+    workers by `neurotorch.data.sharding` (the unit is a batch): every rank yields
+    ``ceil(n_batches / world_size)`` batches (`len`), every batch is produced at least once per
+    epoch, and the padding repeats the first batches.
+    With ``fresh_each_epoch`` every iteration advances ``e`` (in the main process, or in
+    persistent DataLoader workers), otherwise every iteration repeats the same batches (use that
+    for validation and test); `set_epoch` sets ``e`` explicitly. Items differ from
+    `SimulatedSensorDataset`'s (one random stream per batch, not per item).
+    """
+
+    def __init__(
+        self,
+        leadfield: LeadfieldData,
+        batch_size: int = 64,
+        n_batches: int = 16,
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        seed: int = 0,
+        config: ERPConfig | None = None,
+        return_sources: bool = True,
+        device: torch.device | str = "cpu",
+        fresh_each_epoch: bool = True,
+    ):
+        self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
+        self.batch_size = int(batch_size)
+        self.n_batches = int(n_batches)
+        self.seed = int(seed)
+        self.return_sources = return_sources
+        self.fresh_each_epoch = fresh_each_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different batches in each epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (all its workers together)."""
+        return units_per_rank(self.n_batches, self.process_shard()[1])
+
+    def __iter__(self):
+        epoch = self.epoch
+        if self.fresh_each_epoch:
+            self.epoch += 1
+        for b in shard(self.n_batches, *self.process_shard()):
+            gen = self.simulation.generator(self.seed, epoch * self.n_batches + int(b))
+            batch = self._batch(self.batch_size, gen)
+            batch["index"] = int(b) * self.batch_size + torch.arange(self.batch_size)
+            yield batch
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
+        return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
