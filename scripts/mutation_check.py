@@ -75,6 +75,41 @@ MUTANTS = [
         "",
         ("tests/test_sharding.py::test_workers_of_a_spawned_rank_read_that_ranks_shard",),
     ),
+    Mutant(
+        "float-scaling-in-float32",
+        "neurotorch/io/nifti.py",
+        "        return np.result_type(dtype, np.float64)",
+        "        return np.result_type(dtype, np.float32)",
+        ("tests/test_io_nifti_header.py",),
+    ),
+    Mutant(
+        "qfac-ignored",
+        "neurotorch/io/nifti_header.py",
+        "        zooms[2] *= pixdim[0]  # qfac: -1 flips the third axis",
+        "",
+        ("tests/test_io_nifti_header.py",),
+    ),
+    Mutant(
+        "store-session-rebuilt-every-call",
+        "neurotorch/data/store.py",
+        "    if found is None or any(found.get(key) != value for key, value in expected.items()):",
+        "    if True:",
+        ("tests/test_data_store.py::test_touching_the_source_or_changing_the_mask_rebuilds",),
+    ),
+    Mutant(
+        "network-map-subjects-ignored",
+        "neurotorch/connectome/lnm.py",
+        "    subjects = _checked_subjects(subjects, batches.n_subjects)",
+        "    subjects = _checked_subjects(None, batches.n_subjects)",
+        ("tests/test_connectome_lnm_edges.py::test_subject_subset_matches_a_direct_computation",),
+    ),
+    Mutant(
+        "batch-out-of-sampler-order",
+        "neurotorch/data/betas.py",
+        "        asked_order = np.argsort(read_order)",
+        "        asked_order = np.arange(len(read_order))",
+        ("tests/test_data_betas.py::test_a_batch_comes_back_in_the_order_asked_for",),
+    ),
 ]
 
 

@@ -88,6 +88,8 @@ def test_touching_the_source_or_changing_the_mask_rebuilds(own_root, tmp_path):
     store = build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
     files = store.session("ses-01")
     built_at = files.betas_path.stat().st_mtime_ns
+    other_path = store.session("ses-02").betas_path
+    other_built_at, other_inode = other_path.stat().st_mtime_ns, other_path.stat().st_ino
     build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
     assert files.betas_path.stat().st_mtime_ns == built_at  # current: reused
 
@@ -98,8 +100,8 @@ def test_touching_the_source_or_changing_the_mask_rebuilds(own_root, tmp_path):
     build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
     assert files.betas_path.stat().st_mtime_ns != built_at
     assert json.loads(files.manifest_path.read_text())["source"]["version"] != ""
-    other = store.session("ses-02").betas_path.stat().st_mtime_ns
-    assert other <= built_at + 10**9  # the untouched session was not rebuilt
+    other = other_path.stat()  # the untouched session was not rebuilt (nor replaced)
+    assert (other.st_mtime_ns, other.st_ino) == (other_built_at, other_inode)
 
     # Rewrite the ROI file with one voxel fewer: a new selection, a new store with the new voxels.
     roi_path = own_root / layout.roi_volume(SUBJECT, "face", "FFA1")

@@ -376,16 +376,22 @@ def gz_betas(tmp_path, rng) -> Path:
     return write_nifti(tmp_path / "sub-01_betas.nii.gz", random_raw(rng, (6, 7, 8, 10), "f4"))
 
 
+def _read_through(path, inflater: str, size: int) -> None:
+    """Inflate exactly the ``size`` bytes the intact file holds, then check its trailer."""
+    with SequentialReader(path, inflater=inflater) as reader:
+        reader.skip(size)
+        reader.finish()
+
+
 @pytest.mark.parametrize("inflater", available_inflaters())
 @pytest.mark.parametrize("keep", [0.3, 0.999])
 def test_truncated_gzip_is_corrupt(pipeline, tmp_path, gz_betas, inflater, keep):
     content = gz_betas.read_bytes()
+    _read_through(gz_betas, inflater, len(gzip.decompress(content)))  # the intact file reads
     path = tmp_path / "truncated.nii.gz"
     path.write_bytes(content[: int(len(content) * keep)])
     with pytest.raises(CorruptFileError, match="truncated.nii.gz"):
-        with SequentialReader(path, inflater=inflater) as reader:
-            reader.skip(10**6)
-            reader.finish()
+        _read_through(path, inflater, len(gzip.decompress(content)))
     with pytest.raises(CorruptFileError, match="truncated.nii.gz"):
         read_masked_betas(path, None)
     with pytest.raises(CorruptFileError, match="truncated.nii.gz"):
@@ -400,9 +406,10 @@ def test_checksum_failures_are_corrupt(pipeline, tmp_path, gz_betas, inflater, w
     content[position] ^= 0x5A
     path = tmp_path / "damaged.nii.gz"
     path.write_bytes(bytes(content))
+    size = len(gzip.decompress(gz_betas.read_bytes()))
+    _read_through(gz_betas, inflater, size)  # the intact file reads
     with pytest.raises(CorruptFileError, match="damaged.nii.gz"):
-        with SequentialReader(path, inflater=inflater) as reader:
-            reader.skip(10**6)
+        _read_through(path, inflater, size)
     with pytest.raises(CorruptFileError, match="damaged.nii.gz"):
         read_masked_betas(path, None)
     with pytest.raises(CorruptFileError, match="damaged.nii.gz"):
