@@ -62,10 +62,6 @@ class SpaceMismatchError(ShapeMismatchError):
     """Two images or files that must share a template space (e.g. MNI152NLin6Asym) do not."""
 
 
-class NonFiniteValueError(FormatError):
-    """A file holds NaN or infinite values where finite numbers are required."""
-
-
 class OrientationMismatchError(ShapeMismatchError):
     """Two images that must share an orientation (e.g. RAS+) do not."""
 
@@ -112,4 +108,4 @@ class RoiNotFoundError(NeurotorchError, ValueError):
 
 
 class NonFiniteError(FormatError):
-    """An array that must be finite holds NaN or Inf."""
+    """An array or file that must be finite holds NaN or infinite values."""

@@ -29,7 +29,7 @@ from neurotorch.connectome.writer import write_batch
 from neurotorch.errors import (
     CorruptFileError,
     FormatError,
-    NonFiniteValueError,
+    NonFiniteError,
     ParameterError,
     ShapeMismatchError,
     SpaceMismatchError,
@@ -127,7 +127,7 @@ def test_constant_seed_gives_r_zero_everywhere_for_that_subject(tmp_path, series
 def test_non_finite_series_raise_naming_the_subject(tmp_path, series):
     series[5, 7, 30] = np.nan
     batches = _write_connectome(tmp_path, series)
-    with pytest.raises(NonFiniteValueError, match=r"sub-05.*t_chunk_001\.h5"):
+    with pytest.raises(NonFiniteError, match=r"sub-05.*t_chunk_001\.h5"):
         network_map({"les": _lesion([1, 2])}, batches)
     # the subjects without NaN are served as usual
     network_map({"les": _lesion([1, 2])}, batches, subjects=[0, 1, 2])

@@ -11,7 +11,7 @@ Rules at the edges, one for every path:
 * the seed voxel of a one-voxel lesion has r = 1 exactly (not 1 minus float32 rounding), and |r|
   is clipped at `R_MAX` = 1 - 2^-24, the largest float32 below 1, so that voxel has
   z = `Z_MAX` = arctanh(1 - 2^-24) ≈ 8.664 in every subject (hence t = inf, p = 0);
-* a NaN or infinite value in a subject's series raises `NonFiniteValueError` naming the subject.
+* a NaN or infinite value in a subject's series raises `NonFiniteError` naming the subject.
 
 All lesions are computed together in one pass over the subjects: one subject's time series is
 worked on at a time (while the next `READ_AHEAD` are read and inflated in threads, into buffers
@@ -37,7 +37,7 @@ from neurotorch.connectome.permutation import fwe_p_values, permutation_max_t, s
 from neurotorch.connectome.pini import pini_masks
 from neurotorch.connectome.result import NetworkMapResult
 from neurotorch.connectome.stats import ShiftedSums, benjamini_hochberg, two_sided_p
-from neurotorch.errors import NonFiniteValueError, ParameterError
+from neurotorch.errors import NonFiniteError, ParameterError
 
 R_MAX = 1.0 - 2.0**-24
 Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
@@ -106,7 +106,7 @@ def seed_correlations(
 
     Raises
     ------
-    NonFiniteValueError
+    NonFiniteError
         ``timeseries`` holds NaN or infinite values.
     """
     n_timepoints = timeseries.shape[0]
@@ -114,7 +114,7 @@ def seed_correlations(
     mean = timeseries.new_full((1, n_timepoints), 1.0 / n_timepoints) @ timeseries  # BLAS gemv
     non_finite = ~torch.isfinite(mean)  # a NaN or inf anywhere in a column reaches its mean
     if non_finite.any():
-        raise NonFiniteValueError(
+        raise NonFiniteError(
             f"{source} holds NaN or infinite values in {int(non_finite.sum())} voxels; exclude "
             "this subject (subjects=...) or re-create the connectome from finite series."
         )

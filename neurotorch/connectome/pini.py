@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neurotorch.connectome.batches import ConnectomeBatches
-from neurotorch.errors import NonFiniteValueError
+from neurotorch.errors import NonFiniteError
 
 
 def _correlations_with_mean(series: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def pini_masks(
     for row, (subject, series) in enumerate(batches.iter_subjects(subjects, prefetch=1)):
         lesion_series = series[:, used].astype(np.float64)
         if not np.isfinite(lesion_series).all():
-            raise NonFiniteValueError(
+            raise NonFiniteError(
                 f"Subject {subject} ({ids[subject]}) in {batches.locate_file(subject)} holds NaN "
                 "or infinite values in lesion voxels; exclude this subject (subjects=...)."
             )
