@@ -70,3 +70,7 @@ class LicenseNotAcceptedError(NeurotorchError):
 
 class RoiNotFoundError(NeurotorchError, ValueError):
     """The requested ROI or ROI category is not available for the subject."""
+
+
+class EncoderConfigError(NeurotorchError, ValueError):
+    """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
