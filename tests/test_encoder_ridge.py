@@ -3,6 +3,8 @@ a closed-form refit, for the primal and dual solves, banded ridge, every score a
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -33,12 +35,10 @@ def reference_fit(x, y, folds, penalties, bands, ratios, score, per_target=True)
     average over folds, pick the best, refit on every trial. Penalty of feature space ``s`` is
     ``p / γ_s × mean eigenvalue of its centred covariance over all trials``."""
     n_targets = y.shape[1]
-    edges = np.cumsum([0, *bands])
+    spaces = np.split(np.arange(x.shape[1]), np.cumsum(bands)[:-1])
     centred = x - x.mean(0)
-    mean_eig = [
-        np.trace(centred[:, a:b].T @ centred[:, a:b]) / (b - a) for a, b in zip(edges, edges[1:])
-    ]
-    gammas = [np.array([1.0, *rest]) for rest in np.array(np.meshgrid(*[ratios] * (len(bands) - 1), indexing="ij")).reshape(len(bands) - 1, -1).T] if len(bands) > 1 else [np.ones(1)]  # fmt: skip
+    mean_eig = [np.trace(centred[:, s].T @ centred[:, s]) / len(s) for s in spaces]
+    gammas = [(1.0, *rest) for rest in itertools.product(ratios, repeat=len(bands) - 1)]
 
     def closed_form(rows, lam):  # lam: (D,) penalty per feature, one target set
         xm, ym = x[rows].mean(0), y[rows].mean(0)
@@ -47,7 +47,10 @@ def reference_fit(x, y, folds, penalties, bands, ratios, score, per_target=True)
         return w, ym - xm @ w
 
     def penalty_vector(gamma, p):
-        return np.concatenate([np.full(b - a, p / g * e) for a, b, g, e in zip(edges, edges[1:], gamma, mean_eig)])  # fmt: skip
+        lam = np.empty(x.shape[1])
+        for space, g, e in zip(spaces, gamma, mean_eig, strict=True):
+            lam[space] = p / g * e
+        return lam
 
     def fold_score(pred, truth):
         if score == "mse":
