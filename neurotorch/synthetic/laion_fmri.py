@@ -58,9 +58,15 @@ SIZES = {
 }
 
 
-def default_root(size: str = "small", seed: int = 0) -> Path:
-    """Where the synthetic dataset of a size and seed lives by default."""
-    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}"
+# Noise SD multiplier of the signal voxels. "default": single-trial ceilings r 0.53-0.85;
+# "realistic": 0.21-0.47, where real single-trial fMRI encoding models sit.
+SNR_PRESETS = {"default": 1.0, "realistic": 3.0}
+
+
+def default_root(size: str = "small", seed: int = 0, snr: str = "default") -> Path:
+    """Where the synthetic dataset of a size, seed and SNR preset lives by default."""
+    suffix = "" if snr == "default" else f"-{snr}"
+    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}{suffix}"
 
 
 def make_laion_fmri(
@@ -70,6 +76,7 @@ def make_laion_fmri(
     overwrite: bool = False,
     meeg: bool = False,
     progress: bool | None = None,
+    snr: str = "default",
 ) -> Path:
     """Write (or reuse) a synthetic LAION-fMRI dataset.
 
@@ -89,6 +96,9 @@ def make_laion_fmri(
         Also write a CaliBrain-style leadfield folder consistent with each subject's anatomy.
     progress
         Show a progress bar (default: on unless ``NEUROTORCH_PROGRESS=0``).
+    snr
+        Signal-to-noise preset of the signal voxels (`SNR_PRESETS`): ``"default"`` (single-trial
+        ceilings r 0.53–0.85) or ``"realistic"`` (0.21–0.47, like real single-trial betas).
 
     Returns
     -------
@@ -97,20 +107,27 @@ def make_laion_fmri(
     """
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
-    root = Path(root) if root is not None else default_root(size, seed)
+    if snr not in SNR_PRESETS:
+        raise ValueError(f"Unknown snr {snr!r}; choose one of {sorted(SNR_PRESETS)}.")
+    root = Path(root) if root is not None else default_root(size, seed, snr)
     show = progress_enabled() if progress is None else progress
 
     def write(folder: Path) -> dict:
-        _write_dataset(folder, SIZES[size], seed, meeg, show)
+        _write_dataset(folder, SIZES[size], seed, meeg, show, SNR_PRESETS[snr])
         return {"version": __version__}
 
+    identity = {"size": size, "seed": seed, "meeg": meeg}
+    if snr != "default":  # default datasets written before the option keep their identity
+        identity["snr"] = snr
     return write_dataset_once(
-        root, {"size": size, "seed": seed, "meeg": meeg}, DATASET_INFO, write,
+        root, identity, DATASET_INFO, write,
         what="LAION-fMRI", overwrite=overwrite,
     )  # fmt: skip
 
 
-def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool) -> None:
+def _write_dataset(
+    root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool, noise_scale: float
+) -> None:
     rng = np.random.default_rng(seed)
     subjects = [f"sub-{i + 1:02d}" for i in range(preset.n_subjects)]
     steps = tqdm(total=len(subjects) + 2 + meeg, desc="synthetic LAION-fMRI", disable=not progress)
@@ -124,7 +141,9 @@ def _write_dataset(root: Path, preset: SizePreset, seed: int, meeg: bool, progre
     clip = embeddings["CLIP"].astype(np.float32)
     for subject in subjects:
         subject_rng = np.random.default_rng([seed, int(subject[4:])])
-        _write_subject(root, subject, preset, stimset, clip, projections["CLIP"], subject_rng)
+        _write_subject(
+            root, subject, preset, stimset, clip, projections["CLIP"], subject_rng, noise_scale
+        )
         steps.update()
     _write_splits(root, stimset, clip, subjects, seed)
     steps.update()
@@ -182,7 +201,7 @@ def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...])
 
 def _write_subject(
     root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
-    clip_projection: np.ndarray, rng: np.random.Generator,
+    clip_projection: np.ndarray, rng: np.random.Generator, noise_scale: float,
 ) -> None:  # fmt: skip
     grid = preset.grid
     affine = synth_brain.grid_affine(grid)
@@ -191,6 +210,7 @@ def _write_subject(
     model = synth_brain.make_encoding_model(
         brain, rois, stimset.latent, stimset.categories, clip, clip_projection, rng
     )
+    model.noise_sd[model.signal_rows] *= noise_scale  # after every draw: same data otherwise
     signal = model.signal(clip)  # (n_images, n_brain)
 
     all_betas, all_labels, all_sessions, r2_maps = [], [], [], []
@@ -309,4 +329,4 @@ def _write_splits(
         write_split_files(splits, root / layout.SPLITS_DIR)
 
 
-__all__ = ["SIZES", "SizePreset", "default_root", "make_laion_fmri"]
+__all__ = ["SIZES", "SNR_PRESETS", "SizePreset", "default_root", "make_laion_fmri"]

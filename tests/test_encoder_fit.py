@@ -1,0 +1,92 @@
+"""`LinearEncoder` inside Lightning on the tiny synthetic tree: the fit equals the brute-force
+reference over exactly the trials it saw, predictions are unbiased, and the test trials' ceiling
+agrees with the generator's ground truth (default and realistic SNR)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from encoder_helpers import fit_and_test_encoder, reference_fit, split_arrays, true_test_ceiling
+
+from neurotorch.lightning import LaionFMRIDataModule
+from neurotorch.models.encoder_report import MIN_CEILING_R
+from neurotorch.models.held_out import median_fraction_margin
+from neurotorch.models.ridge import folds_of
+from neurotorch.synthetic.laion_fmri import make_laion_fmri
+
+PENALTIES = (0.03, 1.0, 30.0)
+
+
+def fitted(root, tmp_path, **encoder_args):
+    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", roi=None, batch_size=64)
+    model = fit_and_test_encoder(dm, tmp_path, penalties=PENALTIES, **encoder_args)
+    return dm, model
+
+
+@pytest.fixture(scope="module")
+def per_voxel(tiny_laion_root, tmp_path_factory):
+    return fitted(tiny_laion_root, tmp_path_factory.mktemp("fit"), score="r", per_voxel=True)
+
+
+def test_fit_equals_reference_on_training_and_validation_trials(per_voxel):
+    dm, model = per_voxel
+    parts = [split_arrays(dm, part) for part in ("train", "val")]
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    names = [n for p in parts for n in p[2]]
+    folds = folds_of(names, model.hparams.n_folds).numpy()
+    weight, intercept, penalty = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r")
+    np.testing.assert_array_equal(model.penalty.numpy(), penalty)
+    assert len(np.unique(penalty)) > 1
+    np.testing.assert_allclose(model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max())  # fmt: skip
+    np.testing.assert_allclose(model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+
+
+def test_test_predictions_are_unbiased(per_voxel):
+    dm, model = per_voxel
+    x, y, names = split_arrays(dm, "test")
+    residual = y - (x @ model.weight.numpy() + model.bias.numpy())
+    n_test = len(set(names))
+    n_train = len(set(dm.train_set.trials["label"]) | set(dm.val_set.trials["label"]))
+    # images differ between the parts, so the standard error is per image, not per trial
+    standard_error = residual.std(0) * np.sqrt(1 / n_test + 1 / n_train)
+    assert np.median(np.abs(residual.mean(0)) / standard_error) < 1.5
+
+
+def assert_ceiling_matches_truth(root, dm, model):
+    truth = true_test_ceiling(root, dm)
+    estimate = model.test_ceiling
+    signal = truth["signal"]
+    assert estimate["n_rows"] == len(dm.test_set) and signal.sum() > 50
+    # per voxel: within four of the documented standard errors
+    error = np.abs(estimate["ceiling_r"] - truth["ceiling_r"])[signal]
+    assert np.mean(error <= 4 * estimate["ceiling_sd"][signal]) > 0.95
+    # the median fraction of ceiling: within its documented margin of the true one
+    usable = signal & (estimate["ceiling_r"] >= MIN_CEILING_R)
+    r, c = model.test_r[usable], estimate["ceiling_r"][usable]
+    margin = median_fraction_margin(r / c, c, estimate["ceiling_sd"][usable])
+    true_fraction = np.median(r / truth["ceiling_r"][usable])
+    assert abs(np.median(r / c) - true_fraction) <= margin
+    assert model.test_metrics["median_fraction_of_ceiling"] == pytest.approx(np.median(r / c), abs=margin)  # fmt: skip
+    return truth
+
+
+def test_ceiling_of_the_test_trials_matches_the_ground_truth(per_voxel, tiny_laion_root):
+    dm, model = per_voxel
+    truth = assert_ceiling_matches_truth(tiny_laion_root, dm, model)
+    assert np.median(truth["ceiling_r"][truth["signal"]]) > 0.55
+
+
+@pytest.mark.slow
+def test_realistic_snr_preset(tmp_path, tiny_laion_root):
+    root = make_laion_fmri(tmp_path / "realistic", size="tiny", seed=0, snr="realistic")
+    truth = np.load(root / "_groundtruth" / "sub-01_encoding.npz")
+    default = np.load(tiny_laion_root / "_groundtruth" / "sub-01_encoding.npz")
+    signal = truth["amplitude"] > 0
+    np.testing.assert_array_equal(truth["weights"], default["weights"])  # only the noise differs
+    assert (
+        0.2 <= truth["attainable_r"][signal].min() and truth["attainable_r"][signal].max() <= 0.48
+    )
+    dm, model = fitted(root, tmp_path / "run", per_voxel=False)
+    truth = assert_ceiling_matches_truth(root, dm, model)
+    assert 0.2 < np.median(truth["ceiling_r"][truth["signal"]]) < 0.48
+    assert np.median(model.test_r[truth["signal"]]) > 0.1
