@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from encoder_helpers import fit_and_test_encoder, reference_fit, split_arrays, true_test_ceiling
+from encoder_helpers import fit_and_test_encoder, split_arrays, true_test_ceiling
+from ridge_reference import reference_fit
 
 from neurotorch.lightning import LaionFMRIDataModule
 from neurotorch.models.encoder_report import MIN_CEILING_R

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from encoder_helpers import make_problem, reference_fit
+from ridge_reference import make_problem, reference_fit
 
 from neurotorch.errors import EncoderConfigError
 from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
