@@ -91,3 +91,31 @@ def test_realistic_snr_preset(tmp_path, tiny_laion_root):
     truth = assert_ceiling_matches_truth(root, dm, model)
     assert 0.2 < np.median(truth["ceiling_r"][truth["signal"]]) < 0.48
     assert np.median(model.test_r[truth["signal"]]) > 0.1
+
+
+def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_path):
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject="sub-01", roi="face", features=["CLIP", "DINOv2"],
+        batch_size=64,
+    )  # fmt: skip
+    keys = ["embedding_CLIP", "embedding_DINOv2"]
+    model = fit_and_test_encoder(dm, tmp_path, feature_key=keys, band_ratios=(0.1, 1.0, 10.0))
+    assert model.penalty.shape == (2, len(dm.voxel_table))
+    assert (model.penalty[0] != model.penalty[1]).any()
+    batches = list(dm._loader(dm.test_set, shuffle=False))
+    x = np.concatenate([np.concatenate([b[k].double().numpy() for k in keys], 1) for b in batches])
+    y = np.concatenate([b["betas"].double().numpy() for b in batches])
+    pred = x @ model.weight.numpy() + model.bias.numpy()
+    yc, pc = y - y.mean(0), pred - pred.mean(0)
+    centred_r2 = 1 - ((yc - pc) ** 2).sum(0) / (yc**2).sum(0)
+    shares = model.test_metrics["feature_spaces"]
+    assert set(shares) == set(keys)
+    clip = x[:, :1024] @ model.weight.numpy()[:1024]
+    clip_share = (clip - clip.mean(0)) * (2 * yc - pc)
+    assert shares["embedding_CLIP"]["median_variance_share"] == pytest.approx(
+        np.median(clip_share.sum(0) / (yc**2).sum(0)), rel=1e-9
+    )
+    dino_share = centred_r2 - clip_share.sum(0) / (yc**2).sum(0)
+    assert shares["embedding_DINOv2"]["median_variance_share"] == pytest.approx(
+        np.median(dino_share), rel=1e-9
+    )
