@@ -28,25 +28,26 @@ F64 = torch.float64
 
 
 class CeilingStatistics:
-    """Per-image sums of the test rows (``n_i``, ``Σ y``) and ``Σ y²`` per target."""
+    """Per-image sums of the test rows (count, ``Σ y``) and ``Σ y²`` per target."""
 
     def __init__(self, n_targets: int, device: torch.device | str = "cpu"):
-        self.n_targets, self.device = n_targets, device
+        kw = {"dtype": F64, "device": device}
         self.images: dict[str, int] = {}
-        self._count: list[float] = []
-        self._sums: list[torch.Tensor] = []
-        self.sum_yy = torch.zeros(n_targets, dtype=F64, device=device)
+        self.count = torch.zeros(0, **kw)
+        self.sums = torch.zeros(0, n_targets, **kw)
+        self.sum_yy = torch.zeros(n_targets, **kw)
 
     def update(self, y: torch.Tensor, images: Sequence[str]) -> None:
+        """Add test rows ``y (n, V)`` showing ``images``."""
         y = y.to(F64)
+        rows = [self.images.setdefault(str(name), len(self.images)) for name in images]
+        new = len(self.images) - len(self.count)
+        self.count = torch.cat([self.count, self.count.new_zeros(new)])
+        self.sums = torch.cat([self.sums, self.sums.new_zeros(new, self.sums.shape[1])])
+        index = torch.tensor(rows, device=y.device)
+        self.count.index_add_(0, index, torch.ones_like(index, dtype=F64))
+        self.sums.index_add_(0, index, y)
         self.sum_yy += (y**2).sum(0)
-        for row, name in zip(y, images, strict=True):
-            index = self.images.setdefault(str(name), len(self.images))
-            if index == len(self._count):
-                self._count.append(0.0)
-                self._sums.append(torch.zeros(self.n_targets, dtype=F64, device=self.device))
-            self._count[index] += 1
-            self._sums[index] += row
 
     def sum_over_ranks(self) -> None:
         """Add up the statistics of every rank of the default process group (all ranks call it)."""
@@ -54,27 +55,22 @@ class CeilingStatistics:
             return
         names: list[list[str]] = [[] for _ in range(dist.get_world_size())]
         dist.all_gather_object(names, list(self.images))
-        union = sorted({n for part in names for n in part})
-        count = torch.zeros(len(union), dtype=F64, device=self.device)
-        sums = torch.zeros(len(union), self.n_targets, dtype=F64, device=self.device)
-        for name, index in self.images.items():
-            count[union.index(name)] = self._count[index]
-            sums[union.index(name)] = self._sums[index]
+        union = {name: i for i, name in enumerate(sorted({n for part in names for n in part}))}
+        own = torch.tensor([union[name] for name in self.images], device=self.count.device)
+        count = self.count.new_zeros(len(union)).index_add_(0, own, self.count)
+        sums = self.sums.new_zeros(len(union), self.sums.shape[1]).index_add_(0, own, self.sums)
         for tensor in (count, sums, self.sum_yy):
             dist.all_reduce(tensor)
-        self.images = {name: i for i, name in enumerate(union)}
-        self._count, self._sums = count.tolist(), list(sums)
+        self.images, self.count, self.sums = union, count, sums
 
     def ceiling(self) -> dict[str, np.ndarray | int] | None:
         """Per target ``ceiling_r``, ``explainable`` (``ĉ²``) and ``ceiling_sd``; ``n_rows``,
         ``n_images``. None without repeated images."""
-        n_rows, n_images = int(sum(self._count)), len(self._count)
+        n_rows, n_images = int(self.count.sum()), len(self.count)
         if n_rows - n_images < 1:
             return None
-        count = torch.tensor(self._count, dtype=F64, device=self.device)
-        sums = torch.stack(self._sums)
-        total = sums.sum(0)
-        within = self.sum_yy - (sums**2 / count[:, None]).sum(0)
+        total = self.sums.sum(0)
+        within = self.sum_yy - (self.sums**2 / self.count[:, None]).sum(0)
         var_y = (self.sum_yy - total**2 / n_rows) / (n_rows - 1)
         noise = within / (n_rows - n_images)
         explainable = (1 - noise / var_y).clamp(min=0)
