@@ -4,12 +4,15 @@ agrees with the generator's ground truth (default and realistic SNR)."""
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
+import torch
 from encoder_helpers import fit_and_test_encoder, split_arrays, true_test_ceiling
 from ridge_reference import reference_fit
 
 from neurotorch.lightning import LaionFMRIDataModule
+from neurotorch.models import LinearEncoder
 from neurotorch.models.encoder_report import MIN_CEILING_R
 from neurotorch.models.held_out import median_fraction_margin
 from neurotorch.models.ridge import folds_of
@@ -119,3 +122,20 @@ def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_p
     assert shares["embedding_DINOv2"]["median_variance_share"] == pytest.approx(
         np.median(dino_share), rel=1e-9
     )
+
+
+def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
+    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=64)  # fmt: skip
+    model = LinearEncoder(penalties=PENALTIES, per_voxel=False)
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    predictions = torch.cat(trainer.predict(model, dm.test_dataloader())).numpy()
+    x, y, names = split_arrays(dm, "train")
+    folds = folds_of(names, model.hparams.n_folds).numpy()
+    weight, intercept, _ = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r2", False)
+    x_test, _, _ = split_arrays(dm, "test")
+    expected = x_test @ weight + intercept
+    np.testing.assert_allclose(predictions, expected, rtol=0, atol=1e-5 * np.abs(expected).max())

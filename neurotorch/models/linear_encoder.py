@@ -152,7 +152,8 @@ class LinearEncoder(L.LightningModule):
             band_ratios=hp.band_ratios, score=hp.score, per_target=hp.per_voxel, solver=hp.solver,
         )  # fmt: skip
         self.weight, self.bias, self.penalty = fit.weight, fit.intercept, fit.penalty
-        self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
+        if not self.trainer.predicting:  # Lightning logs nothing while predicting
+            self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
 
     # -- validation: joins the cross-validation during fit, else scores the fitted model -----
     def on_validation_epoch_start(self) -> None:
