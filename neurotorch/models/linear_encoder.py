@@ -80,6 +80,8 @@ class LinearEncoder(L.LightningModule):
         self.register_buffer("bias", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("penalty", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("band_sizes", torch.zeros(0, dtype=torch.long))
+        # DDP wraps only modules with a trainable parameter; the fit itself needs none
+        self.ddp_anchor = torch.nn.Parameter(torch.zeros(0))
         self._stats: RidgeStatistics | None = None
         self._collecting = False
         self._subjects: set[str] = set()
@@ -233,12 +235,13 @@ class LinearEncoder(L.LightningModule):
                 _summary_line(metrics) + f"\nmetrics: {paths['metrics']}\nplot:    {paths['plot']}"
             )
 
-    # -- checkpoints: buffers are sized by the data, so resize before loading ------------------
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    # -- checkpoints and DDP spawn results: buffers are sized by the data, resize before loading
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         for name in ("weight", "bias", "penalty", "band_sizes"):
-            saved = checkpoint["state_dict"].get(name)
+            saved = state_dict.get(prefix + name)
             if saved is not None:
                 setattr(self, name, torch.empty_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def per_voxel_r(self) -> np.ndarray:
         """Per-voxel test correlation of the last test run."""
