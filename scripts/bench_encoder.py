@@ -14,11 +14,14 @@ Two problems:
 Both use five folds grouped by image and the same relative grid (himalaya gets the matching
 absolute penalties, ``relative × trace(XᵀX_centred) / D``). Each library runs in a fresh child
 process, so the peak memory reported is its own: the RSS high-water mark (``VmHWM``, reset before
-each run; Linux) on CPU, ``torch.cuda.max_memory_allocated`` on a GPU. Both include the arrays. Times are the best of
+each run; Linux) on CPU, ``torch.cuda.max_memory_allocated`` on a GPU. Both include the arrays.
+One CPU thread each by default: on an oversubscribed machine multi-threaded LAPACK calls (MKL's
+``syevd``, ``gesdd``) slow down by tens of times and the timings say more about the load than the
+libraries. Times are the best of
 ``--repeat`` runs. himalaya is optional (``pip install himalaya``); without it only neurotorch runs.
 
-    python scripts/bench_encoder.py                        # CPU, ~1 min on two idle cores
-    python scripts/bench_encoder.py --threads 1            # a busy, shared machine
+    python scripts/bench_encoder.py                        # CPU, one thread each, ~1 min
+    python scripts/bench_encoder.py --threads 0            # torch's default threads (idle machine)
     python scripts/bench_encoder.py --device cuda --trials 20000 --features 1024 --voxels 50000
 """
 
@@ -176,7 +179,7 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads of both libraries (0: torch's default)"
+        "--threads", type=int, default=1, help="CPU threads of both libraries (0: torch's default)"
     )
     args = parser.parse_args()
     if args.worker:
