@@ -11,6 +11,7 @@ import torch
 from encoder_helpers import fit_and_test_encoder, split_arrays, true_test_ceiling
 from ridge_reference import reference_fit
 
+from neurotorch.errors import EncoderConfigError
 from neurotorch.lightning import LaionFMRIDataModule
 from neurotorch.models import LinearEncoder
 from neurotorch.models.encoder_report import MIN_CEILING_R
@@ -139,3 +140,12 @@ def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
     x_test, _, _ = split_arrays(dm, "test")
     expected = x_test @ weight + intercept
     np.testing.assert_allclose(predictions, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"score": "accuracy"}, "score"), ({"solver": "qr"}, "solver"), ({"n_folds": 1}, "n_folds")],
+)
+def test_settings_are_checked_when_the_encoder_is_made(settings, message):
+    with pytest.raises(EncoderConfigError, match=message):
+        LinearEncoder(**settings)

@@ -23,8 +23,11 @@ from neurotorch.models.held_out import CeilingStatistics, PartitionStatistics
 from neurotorch.models.ridge import (
     DEFAULT_BAND_RATIOS,
     DEFAULT_PENALTIES,
+    SCORES,
+    SOLVERS,
     CorrelationStatistics,
     RidgeStatistics,
+    check_choice,
     fit_ridge,
     folds_of,
 )
@@ -73,6 +76,8 @@ class LinearEncoder(L.LightningModule):
         super().__init__()
         if n_folds < 2:
             raise EncoderConfigError(f"n_folds must be at least 2, got {n_folds}.")
+        check_choice("score", score, SCORES)
+        check_choice("solver", solver, SOLVERS)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.feature_keys = [feature_key] if isinstance(feature_key, str) else list(feature_key)

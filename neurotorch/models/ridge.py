@@ -29,6 +29,7 @@ from neurotorch.errors import EncoderConfigError
 DEFAULT_PENALTIES = tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 1e-3 … 1e3, half decades
 DEFAULT_BAND_RATIOS = (0.01, 0.1, 1.0, 10.0, 100.0)
 SCORES = ("r", "r2", "mse")
+SOLVERS = ("auto", "primal", "dual")
 F64 = torch.float64
 
 
@@ -37,7 +38,8 @@ def folds_of(names: Sequence[str], n_folds: int) -> torch.Tensor:
     return torch.tensor([zlib.crc32(str(n).encode()) % n_folds for n in names], dtype=torch.long)
 
 
-def _check_choice(name: str, value, allowed) -> None:
+def check_choice(name: str, value, allowed) -> None:
+    """Raise `EncoderConfigError` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise EncoderConfigError(f"{name} must be one of {tuple(allowed)}, got {value!r}.")
 
@@ -159,8 +161,8 @@ def fit_ridge(
         ``"primal"``, ``"dual"`` (needs the trials, see `RidgeStatistics`) or ``"auto"`` (dual
         when the trials were kept).
     """
-    _check_choice("score", score, SCORES)
-    _check_choice("solver", solver, ("auto", "primal", "dual"))
+    check_choice("score", score, SCORES)
+    check_choice("solver", solver, SOLVERS)
     n_features = stats.xtx.shape[1]
     bands = [n_features] if bands is None else [int(b) for b in bands]
     if sum(bands) != n_features or min(bands) < 1:
