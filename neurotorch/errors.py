@@ -109,3 +109,7 @@ class RoiNotFoundError(NeurotorchError, ValueError):
 
 class NonFiniteError(FormatError):
     """An array or file that must be finite holds NaN or infinite values."""
+
+
+class EncoderConfigError(ParameterError):
+    """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""

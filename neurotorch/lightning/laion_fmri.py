@@ -72,6 +72,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
     synthetic_size, seed
         Size preset and seed of the synthetic dataset; the seed also carves the validation set and
         seeds the stream's shuffling.
+    synthetic_snr
+        SNR preset of the synthetic dataset (``"default"`` or ``"realistic"``).
     storage_options
         fsspec options for a URL ``data_dir``.
     mode
@@ -117,6 +119,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         nan_policy: str = "raise",
         verify: str = "first-use",
+        synthetic_snr: str = "default",
     ):
         super().__init__()
         if mode not in MODES:
@@ -141,7 +144,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
     def root(self) -> DataRoot:
         hp = self.hparams
         if hp.data_dir == SYNTHETIC:
-            return DataRoot(default_root(hp.synthetic_size, hp.seed))
+            return DataRoot(default_root(hp.synthetic_size, hp.seed, hp.synthetic_snr))
         return DataRoot(hp.data_dir, hp.storage_options)
 
     @property
@@ -156,7 +159,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         """Write the synthetic dataset if asked for, and build the prepared store (map mode)."""
         hp = self.hparams
         if hp.data_dir == SYNTHETIC:
-            make_laion_fmri(size=hp.synthetic_size, seed=hp.seed)
+            make_laion_fmri(size=hp.synthetic_size, seed=hp.seed, snr=hp.synthetic_snr)
         if hp.mode == "map":
             for subject in self.subjects:
                 build_store(

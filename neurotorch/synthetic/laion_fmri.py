@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neurotorch import __version__
 from neurotorch.config import data_home, progress_enabled
+from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
 from neurotorch.io.atomic import atomic_open, write_text
@@ -59,9 +60,15 @@ SIZES = {
 }
 
 
-def default_root(size: str = "small", seed: int = 0) -> Path:
-    """Where the synthetic dataset of a size and seed lives by default."""
-    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}"
+# Noise SD multiplier of the signal voxels. "default": single-trial ceilings r 0.53-0.85;
+# "realistic": 0.21-0.47, where real single-trial fMRI encoding models sit.
+SNR_PRESETS = {"default": 1.0, "realistic": 3.0}
+
+
+def default_root(size: str = "small", seed: int = 0, snr: str = "default") -> Path:
+    """Where the synthetic dataset of a size, seed and SNR preset lives by default."""
+    suffix = "" if snr == "default" else f"-{snr}"
+    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}{suffix}"
 
 
 def make_laion_fmri(
@@ -72,6 +79,7 @@ def make_laion_fmri(
     meeg: bool = False,
     progress: bool | None = None,
     shuffle_trials_tables: bool = False,
+    snr: str = "default",
 ) -> Path:
     """Write (or reuse) a synthetic LAION-fMRI dataset.
 
@@ -95,6 +103,9 @@ def make_laion_fmri(
         Write each session's trials table in a random row order (each row keeps its own
         ``beta_index``), as a table ordered by run or presentation would be; readers must pair
         trials with volumes by ``beta_index``, not by row. Everything else is unchanged.
+    snr
+        Signal-to-noise preset of the signal voxels (`SNR_PRESETS`): ``"default"`` (single-trial
+        ceilings r 0.53–0.85) or ``"realistic"`` (0.21–0.47, like real single-trial betas).
 
     Returns
     -------
@@ -102,24 +113,36 @@ def make_laion_fmri(
         The dataset root.
     """
     if size not in SIZES:
-        raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
-    root = Path(root) if root is not None else default_root(size, seed)
+        raise ParameterError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
+    if snr not in SNR_PRESETS:
+        raise ParameterError(f"Unknown snr {snr!r}; choose one of {sorted(SNR_PRESETS)}.")
+    root = Path(root) if root is not None else default_root(size, seed, snr)
     show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
 
     def write(folder: Path) -> dict:
-        _write_dataset(folder, SIZES[size], seed, meeg, show, shuffle_trials_tables)
+        _write_dataset(
+            folder, SIZES[size], seed, meeg, show, shuffle_trials_tables, SNR_PRESETS[snr]
+        )
         return {"version": __version__}
 
     identity = {"size": size, "seed": seed, "meeg": meeg}
     if shuffle_trials_tables:
         identity["shuffle_trials_tables"] = True
+    if snr != "default":  # default datasets written before the option keep their identity
+        identity["snr"] = snr
     return write_dataset_once(
         root, identity, DATASET_INFO, write, what="LAION-fMRI", overwrite=overwrite
     )
 
 
 def _write_dataset(
-    root: Path, preset: SizePreset, seed: int, meeg: bool, progress: bool, shuffle_trials: bool
+    root: Path,
+    preset: SizePreset,
+    seed: int,
+    meeg: bool,
+    progress: bool,
+    shuffle_trials: bool,
+    noise_scale: float,
 ) -> None:
     rng = np.random.default_rng(seed)
     subjects = [f"sub-{i + 1:02d}" for i in range(preset.n_subjects)]
@@ -139,7 +162,15 @@ def _write_dataset(
             np.random.default_rng([seed, int(subject[4:]), 1]) if shuffle_trials else None
         )
         _write_subject(
-            root, subject, preset, stimset, clip, projections["CLIP"], subject_rng, row_order_rng
+            root,
+            subject,
+            preset,
+            stimset,
+            clip,
+            projections["CLIP"],
+            subject_rng,
+            noise_scale,
+            row_order_rng,
         )
         steps.update()
     _write_splits(root, stimset, clip, subjects, seed)
@@ -198,7 +229,7 @@ def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...])
 
 def _write_subject(
     root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
-    clip_projection: np.ndarray, rng: np.random.Generator,
+    clip_projection: np.ndarray, rng: np.random.Generator, noise_scale: float,
     row_order_rng: np.random.Generator | None = None,
 ) -> None:  # fmt: skip
     grid = preset.grid
@@ -208,6 +239,7 @@ def _write_subject(
     model = synth_brain.make_encoding_model(
         brain, rois, stimset.latent, stimset.categories, clip, clip_projection, rng
     )
+    model.noise_sd[model.signal_rows] *= noise_scale  # after every draw: same data otherwise
     signal = model.signal(clip)  # (n_images, n_brain)
 
     all_betas, all_labels, all_sessions, r2_maps = [], [], [], []
@@ -332,4 +364,4 @@ def _write_splits(
         write_split_files(splits, root / layout.SPLITS_DIR)
 
 
-__all__ = ["SIZES", "SizePreset", "default_root", "make_laion_fmri"]
+__all__ = ["SIZES", "SNR_PRESETS", "SizePreset", "default_root", "make_laion_fmri"]
