@@ -40,6 +40,12 @@ def progress_enabled() -> bool:
     return os.environ.get("NEUROTORCH_PROGRESS", "1") not in ("0", "false", "False", "")
 
 
+def show_progress(progress: bool | None = None) -> bool:
+    """The one rule of every ``progress=`` argument: ``None`` (the default everywhere) shows the bar
+    of long work, ``False`` hides it, and ``NEUROTORCH_PROGRESS=0`` hides every bar."""
+    return progress is not False and progress_enabled()
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None, env_var: str, what: str) -> str:
     """Return ``data_dir`` or the value of ``env_var``; raise `DataDirNotSetError` if neither is set."""
     if data_dir is not None:

@@ -16,6 +16,10 @@ class DataDirNotSetError(NeurotorchError):
     """No data root was given and none is configured."""
 
 
+class MissingDependencyError(NeurotorchError, ImportError):
+    """An optional package that this call needs is not installed (the message names the extra)."""
+
+
 class ConfigError(NeurotorchError, ValueError):
     """A setting (argument or environment variable) has a value neurotorch does not understand."""
 

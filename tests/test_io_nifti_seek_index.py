@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurotorch.errors import CorruptFileError, ShapeMismatchError
+from neurotorch.errors import CorruptFileError, MissingDependencyError, ShapeMismatchError
 from neurotorch.io import seek_index
 from neurotorch.io.seek_index import build_index, index_path, read_volumes
 
@@ -106,3 +107,14 @@ def test_corrupt_file_leaves_no_index(scaled_betas, backend, cache, damage):
 def test_mask_mismatch(scaled_betas):
     with pytest.raises(ShapeMismatchError, match=r"\(9, 8, 6\)"):
         read_volumes(scaled_betas, [0], np.ones((9, 8, 6), dtype=bool))
+
+
+def test_without_a_seek_backend_the_error_names_the_extra(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("rapidgzip", "indexed_gzip") else real(name, *a),
+    )
+    with pytest.raises(MissingDependencyError, match=r"neurotorch\[fast\]"):
+        seek_index.index_backend()

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurotorch.config import progress_enabled
+from neurotorch.config import show_progress
 from neurotorch.connectome import layout
 from neurotorch.connectome.batches import indices_digest, read_batch_header
 from neurotorch.connectome.grid import canonical, check_same_grid
@@ -150,7 +150,7 @@ def convert_timeseries(
         total=len(nifti_paths),
         desc="convert connectome",
         unit="subject",
-        disable=not progress_enabled(),
+        disable=not show_progress(),
     ) as bar:
         for batch, start in enumerate(range(0, len(nifti_paths), subjects_per_chunk)):
             stop = min(start + subjects_per_chunk, len(nifti_paths))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neurotorch.config import progress_enabled
+from neurotorch.config import show_progress
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.lesions import LesionInput, LesionSet, load_lesions
 from neurotorch.connectome.permutation import fwe_p_values, permutation_max_t, sign_flips
@@ -293,7 +293,7 @@ def network_map(
         total=len(subjects),
         desc="lesion network mapping",
         unit="subject",
-        disable=not progress_enabled(),
+        disable=not show_progress(),
     )
     with progress:
         iterator = batches.iter_subjects(subjects, prefetch=READ_AHEAD, reuse_buffers=True)

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from neurotorch import __version__
 from neurotorch.config import cache_dir as default_cache_dir
-from neurotorch.config import progress_enabled
+from neurotorch.config import show_progress
 from neurotorch.errors import (
     CacheError,
     NeurotorchError,
@@ -380,7 +380,7 @@ def build_store(
     cache_dir
         Base folder; default `neurotorch.config.cache_dir` (``NEUROTORCH_CACHE``).
     progress
-        Show a progress bar over volumes (default: `neurotorch.config.progress_enabled`).
+        Show a progress bar over volumes (``None``: `neurotorch.config.show_progress`).
     storage_options
         fsspec options for a URL ``data_dir``.
     nan_policy
@@ -429,7 +429,7 @@ def build_store(
     ]
     stale = [plan for plan in plans if not is_current(plan[0], plan[1])]
     if stale:
-        show = progress_enabled() if progress is None else progress and progress_enabled()
+        show = show_progress(progress)
         total = sum(expected["shape"][0] for _, expected, _ in stale)
         with tqdm(total=total, desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
             for store, expected, relpath in stale:

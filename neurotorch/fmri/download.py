@@ -228,7 +228,7 @@ def download_laion_fmri(
         unit_scale=True,
         unit_divisor=1024,
         desc=f"download {len(pending)} files",
-        disable=not config.progress_enabled(),
+        disable=not config.show_progress(),
     )
 
     stop = threading.Event()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurotorch.config import progress_enabled
+from neurotorch.config import show_progress
 from neurotorch.errors import ParameterError, ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.fmri.splits import validate_split_dict
@@ -346,7 +346,7 @@ def make_splits(
     seed
         Base seed: ``random_r`` uses ``seed + r``; k-means and tau use ``seed``.
     progress
-        Show a progress bar (default: `neurotorch.config.progress_enabled`).
+        Show a progress bar (``None``: `neurotorch.config.show_progress`).
 
     Returns
     -------
@@ -375,7 +375,7 @@ def make_splits(
     n_test = n_test_images(len(names), test_fraction)
     splits: dict[str, dict[str, Any]] = {}
     total = n_random + 2 + bool(ood)
-    disable = not (progress_enabled() and progress is not False)
+    disable = not show_progress(progress)
     with tqdm(total=total, desc=f"splits {pool}", disable=disable) as bar:
         for r in range(n_random):
             params = {"method": "uniform_random", "seed": seed + r, "test_fraction": test_fraction}

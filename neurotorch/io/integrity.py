@@ -33,7 +33,7 @@ import pandas as pd
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from neurotorch.config import cache_dir, progress_enabled
+from neurotorch.config import cache_dir, show_progress
 from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
@@ -278,7 +278,7 @@ def check_file(root: DataRoot, relpath: str) -> FileCheck:
 
 
 def check_files(
-    root: DataRoot, relpaths: Iterable[str] | None = None, *, progress: bool = True
+    root: DataRoot, relpaths: Iterable[str] | None = None, *, progress: bool | None = None
 ) -> list[FileCheck]:
     """`check_file` for every file under ``root`` (or for ``relpaths``), with a progress bar.
 
@@ -287,7 +287,7 @@ def check_files(
     listing = root.files()
     names = list(listing) if relpaths is None else list(relpaths)
     results = []
-    show = progress and progress_enabled()
+    show = show_progress(progress)
     with tqdm(
         total=sum(listing[n]["size"] for n in names if n in listing),
         desc="verify",
@@ -305,7 +305,7 @@ def check_files(
 
 
 def verify_path(
-    source: str | os.PathLike, storage_options: dict | None = None, *, progress: bool = True
+    source: str | os.PathLike, storage_options: dict | None = None, *, progress: bool | None = None
 ) -> list[FileCheck]:
     """`check_files` for every file of a folder (or URL prefix), or for a single file.
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurotorch.config import progress_enabled
+from neurotorch.config import show_progress
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.io.inflate import SequentialReader, Source
 from neurotorch.io.nifti_header import (
@@ -179,23 +179,10 @@ class VolumeDecoder:
         return work
 
 
-class _NoProgress:
-    """Stands in for a disabled bar (creating even a disabled tqdm costs milliseconds)."""
-
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-
-def _progress(total: int, name: str, enabled: bool) -> tqdm | _NoProgress:
-    if not (enabled and progress_enabled()):
-        return _NoProgress()
-    return tqdm(total=total, desc=os.path.basename(name), unit="vol")
+def _progress(total: int, name: str, progress: bool | None) -> tqdm:
+    return tqdm(
+        total=total, desc=os.path.basename(name), unit="vol", disable=not show_progress(progress)
+    )
 
 
 def _volume_bytes(
@@ -285,7 +272,7 @@ def _decoded_volumes(
 
 
 def iter_volumes(
-    source: Source, mask: np.ndarray | None = None, *, progress: bool = False
+    source: Source, mask: np.ndarray | None = None, *, progress: bool | None = None
 ) -> Iterator[np.ndarray]:
     """Yield the volumes of a 4-D NIfTI image one by one, in one sequential pass.
 
@@ -364,7 +351,7 @@ def read_masked_betas(
     mask: np.ndarray | None,
     *,
     volumes: Sequence[int] | np.ndarray | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """Read the masked voxels of every (or the chosen) volume into a ``(n_volumes, n_voxels)`` array.
 

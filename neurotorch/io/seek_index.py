@@ -16,6 +16,7 @@ is faster.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 from collections.abc import Sequence
@@ -26,8 +27,8 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from neurotorch.config import cache_dir, progress_enabled
-from neurotorch.errors import CacheError, CorruptFileError
+from neurotorch.config import cache_dir, show_progress
+from neurotorch.errors import CacheError, CorruptFileError, MissingDependencyError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.io.inflate import GZIP_MAGIC
 from neurotorch.io.nifti import (
@@ -46,12 +47,14 @@ _BACKEND_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 def index_backend() -> str:
-    """``"rapidgzip"`` when installed, else ``"indexed_gzip"``."""
-    try:
-        import rapidgzip  # noqa: F401
-    except ImportError:
-        return "indexed_gzip"
-    return "rapidgzip"
+    """``"rapidgzip"`` when installed, else ``"indexed_gzip"``; `MissingDependencyError` if neither."""
+    for backend in ("rapidgzip", "indexed_gzip"):
+        if importlib.util.find_spec(backend) is not None:
+            return backend
+    raise MissingDependencyError(
+        "Random access to volumes of a .nii.gz needs rapidgzip or indexed_gzip: "
+        "pip install 'neurotorch[fast]' (or read whole files, or build the prepared store)."
+    )
 
 
 def file_identity(path: str | os.PathLike) -> str:
@@ -113,7 +116,7 @@ def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress:
         unit="B",
         unit_scale=True,
         desc=f"indexing {os.path.basename(path)}",
-        disable=not (progress and progress_enabled()),
+        disable=not show_progress(progress),
     )
     with atomic_path(target) as tmp, bar, _open_backend(path, backend) as handle:
         try:
@@ -131,7 +134,7 @@ def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress:
         handle.export_index(str(tmp))
 
 
-def build_index(path: str | os.PathLike, *, progress: bool = True) -> Path:
+def build_index(path: str | os.PathLike, *, progress: bool | None = None) -> Path:
     """Build (once) and return the saved seek index of a ``.nii.gz`` file.
 
     Concurrent callers wait for one build (a file lock beside the index).
@@ -196,7 +199,7 @@ def read_volumes(
     indices: Sequence[int] | np.ndarray,
     mask: np.ndarray | None = None,
     *,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """Read a few volumes of a 4-D NIfTI file by index, without decompressing the rest.
 

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from neurotorch import __version__
-from neurotorch.config import data_home, progress_enabled
+from neurotorch.config import data_home, show_progress
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
@@ -117,7 +117,7 @@ def make_laion_fmri(
     if snr not in SNR_PRESETS:
         raise ParameterError(f"Unknown snr {snr!r}; choose one of {sorted(SNR_PRESETS)}.")
     root = Path(root) if root is not None else default_root(size, seed, snr)
-    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
+    show = show_progress(progress)
 
     def write(folder: Path) -> dict:
         _write_dataset(

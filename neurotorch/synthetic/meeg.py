@@ -26,7 +26,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
-from neurotorch.config import data_home, progress_enabled
+from neurotorch.config import data_home, show_progress
 from neurotorch.io.atomic import atomic_open, atomic_path, write_json
 from neurotorch.meeg import forward, layout
 from neurotorch.meeg.grid import simulate_run, write_posterior_summary
@@ -161,7 +161,7 @@ def make_calibrain(
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     root = Path(out) if out is not None else default_root(size, seed)
-    show = progress_enabled() and progress is not False  # NEUROTORCH_PROGRESS=0 always wins
+    show = show_progress(progress)
 
     def write(folder: Path) -> dict:
         return _write_calibrain(folder, **SIZES[size], seed=seed, progress=show)
