@@ -18,10 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
-import threading
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -34,6 +31,7 @@ from neurotorch.io.nifti_header import (
     header_size_and_byteorder,
     parse_nifti_header,
 )
+from neurotorch.io.read_ahead import read_ahead
 
 __all__ = [
     "NiftiHeader",
@@ -48,7 +46,6 @@ __all__ = [
 
 #: files with more data than this are inflated ahead on a helper thread
 _READ_AHEAD_MIN_BYTES = 1 << 24
-T = TypeVar("T")
 
 
 def read_header_from(reader: SequentialReader) -> NiftiHeader:
@@ -214,54 +211,7 @@ def _raw_volumes(
     """
     if header.n_volumes * header.volume_nbytes <= _READ_AHEAD_MIN_BYTES:
         return _volume_bytes(reader, header, volumes)
-    return _read_ahead(_volume_bytes(reader, header, volumes, n_buffers=3), depth=1)
-
-
-def _read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Run ``items`` on a helper thread, at most ``depth`` items ahead of the consumer.
-
-    The inflaters and numpy release the GIL, so the next item is produced while the consumer works
-    on the current one. Exceptions reach the consumer; closing the returned iterator stops the
-    thread (after the item it is producing).
-    """
-    ready: queue.Queue[tuple[bool, T | BaseException | None]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not _put(ready, (True, item), stop):
-                    return
-            _put(ready, (False, None), stop)
-        except BaseException as exc:  # handed to the consumer
-            _put(ready, (False, exc), stop)
-
-    worker = threading.Thread(target=produce, name="neurotorch-read-ahead", daemon=True)
-    worker.start()
-    owner = os.getpid()
-    try:
-        while True:
-            more, item = ready.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        if os.getpid() == owner:  # a forked child has no worker (and must not touch its locks)
-            stop.set()
-            worker.join()
-
-
-def _put(target: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set first; True if it was put."""
-    while not stop.is_set():
-        try:
-            target.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
+    return read_ahead(_volume_bytes(reader, header, volumes, n_buffers=3), depth=1)
 
 
 def _decoded_volumes(
@@ -313,7 +263,7 @@ def iter_volumes(
         decoder = VolumeDecoder(header, mask, reader.name)
         volumes = _decoded_volumes(reader, header, decoder)
         if header.n_volumes * header.volume_nbytes > _READ_AHEAD_MIN_BYTES:
-            volumes = _read_ahead(volumes, depth=2)
+            volumes = read_ahead(volumes, depth=2)
         owner = os.getpid()
         # closing the volume iterator first stops a read-ahead thread before the file is closed
         with contextlib.closing(volumes), _progress(header.n_volumes, reader.name, progress) as bar:
