@@ -33,8 +33,7 @@ def index_ids(batch) -> list:
 
 
 def subject_ids(batch) -> list:
-    subjects = batch["subject"]
-    return [int(s) for s in (subjects.tolist() if torch.is_tensor(subjects) else subjects)]
+    return [int(s) for s in batch["index"].tolist()]
 
 
 class RecordIds(L.LightningModule):

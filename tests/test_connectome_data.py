@@ -47,7 +47,7 @@ def test_subjects_dataset_matches_h5py(root):
     clone = pickle.loads(pickle.dumps(dataset))
     for k, subject in enumerate([6, 0, 4]):
         item = clone[k]
-        assert item["subject"] == subject and item["subject_id"] == f"sub-{subject:04d}"
+        assert item["index"] == subject and item["subject"] == f"sub-{subject:04d}"
         np.testing.assert_array_equal(item["timeseries"].numpy(), _h5py_subject(root, subject))
 
 
@@ -85,19 +85,19 @@ def test_chunks_two_workers_yield_every_subject_once(root):
     stream = ConnectomeChunks(root / BATCH_DIR, subjects=[0, 2, 3, 5, 6])
     loader = DataLoader(stream, batch_size=None, num_workers=2)
     items = list(loader)
-    assert sorted(item["subject"] for item in items) == [0, 2, 3, 5, 6]
+    assert sorted(item["index"] for item in items) == [0, 2, 3, 5, 6]
     for item in items:
         np.testing.assert_array_equal(
-            item["timeseries"].numpy(), _h5py_subject(root, item["subject"])
+            item["timeseries"].numpy(), _h5py_subject(root, item["index"])
         )
 
 
 def test_registry_split(root):
-    train = load_dataset("connectome", split="train", path=root / BATCH_DIR, test_fraction=0.3)
-    test = load_dataset("connectome", split="test", path=root / BATCH_DIR, test_fraction=0.3)
+    train = load_dataset("connectome", split="train", data_dir=root / BATCH_DIR, test_fraction=0.3)
+    test = load_dataset("connectome", split="test", data_dir=root / BATCH_DIR, test_fraction=0.3)
     assert sorted(train.subjects + test.subjects) == list(range(7)) and len(test.subjects) == 2
     assert isinstance(
-        load_dataset("connectome", path=root / BATCH_DIR, streaming=True), ConnectomeChunks
+        load_dataset("connectome", data_dir=root / BATCH_DIR, streaming=True), ConnectomeChunks
     )
 
 
@@ -107,7 +107,7 @@ def test_datamodule_trains_with_plain_trainer(root):
     from neurotorch.lightning.connectome import ConnectomeDataModule
     from neurotorch.models.lesion_network import LesionNetworkModel
 
-    data = ConnectomeDataModule(path=str(root / BATCH_DIR), batch_size=2, seed=0)
+    data = ConnectomeDataModule(data_dir=str(root / BATCH_DIR), batch_size=2, seed=0)
     data.setup("fit")
     splits = data.subject_splits()
     assert sorted(sum(splits.values(), [])) == list(range(7))
@@ -132,7 +132,7 @@ def test_lnm_yaml_runs_through_the_cli(root, tmp_path, monkeypatch):
             "--config", str(REPO / "configs" / "lnm.yaml"),
             "--trainer.max_epochs=1",
             "--trainer.enable_progress_bar=false",
-            f"--data.init_args.path={root / BATCH_DIR}",
+            f"--data.init_args.data_dir={root / BATCH_DIR}",
         ]
     )  # fmt: skip
     assert list((tmp_path / "runs" / "lnm").rglob("metrics.csv"))
@@ -154,8 +154,10 @@ def test_lnm_command_writes_maps_table_and_png(root, tmp_path, capsys):
 def test_datamodule_streaming_serves_the_train_subjects(root):
     from neurotorch.lightning.connectome import ConnectomeDataModule
 
-    data = ConnectomeDataModule(path=str(root / BATCH_DIR), batch_size=2, streaming=True, seed=3)
+    data = ConnectomeDataModule(
+        data_dir=str(root / BATCH_DIR), batch_size=2, streaming=True, seed=3
+    )
     data.setup("fit")
     assert isinstance(data.datasets["train"], ConnectomeChunks)
-    served = [s for batch in data.train_dataloader() for s in batch["subject"].tolist()]
+    served = [s for batch in data.train_dataloader() for s in batch["index"].tolist()]
     assert sorted(served) == data.subject_splits()["train"]

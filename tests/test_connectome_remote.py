@@ -85,12 +85,12 @@ def test_datamodule_serves_subjects_from_s3(moto_server, bucket_url, local_root,
     from neurotorch.lightning.connectome import ConnectomeDataModule
 
     data = ConnectomeDataModule(
-        path=bucket_url, batch_size=2, seed=0, storage_options=moto_server.options()
+        data_dir=bucket_url, batch_size=2, seed=0, storage_options=moto_server.options()
     )
     data.setup("fit")
     expected = _h5py_subjects(local_root / BATCH_DIR)
     batch = next(iter(data.val_dataloader()))
-    for row, subject in enumerate(batch["subject"].tolist()):
+    for row, subject in enumerate(batch["index"].tolist()):
         assert torch.equal(batch["timeseries"][row], torch.from_numpy(expected[subject]))
 
 

@@ -114,7 +114,7 @@ def test_runs_dataset_and_datamodule_from_a_url_prefix(calibrain_root, calibrain
     module.setup()
     assert sum(len(module.datasets[split]) for split in ("train", "val", "test")) == 4
     sim = CalibrationDataModule(
-        leadfield_dir=f"{calibrain_url}/{layout.LEADFIELD_DIR}", retrieve_mode="load",
+        data_dir=f"{calibrain_url}/{layout.LEADFIELD_DIR}", retrieve_mode="load",
         nnz=(1,), train_length=2, val_length=1, test_length=1, storage_options=options,
     )  # fmt: skip
     sim.setup()

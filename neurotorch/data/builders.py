@@ -31,7 +31,6 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
 
 # -- M/EEG (imported on use: the M/EEG stack imports MNE) -------------------------------------
 _LEADFIELD_KEYS = (
-    "leadfield_dir",
     "subject",
     "orientation_type",
     "retrieve_mode",
@@ -49,6 +48,7 @@ def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
     from neurotorch.meeg.leadfield import build_leadfield
 
     options = {key: config.pop(key) for key in _LEADFIELD_KEYS if key in config}
+    options["leadfield_dir"] = config.pop("data_dir", None)  # the folder of leadfield NPZs
     if config.get("leadfield") is None:
         config["leadfield"] = build_leadfield(**options)
     config["seed"] = split_seed(config.get("seed", 0), split)
@@ -57,7 +57,8 @@ def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
 
 def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
     """``load_dataset("meeg-sim", ...)``: `SimulatedSensorDataset` (or `SimulatedSensorBatches`
-    with ``streaming=True``). Leadfield options: ``leadfield`` or the `build_leadfield` keys;
+    with ``streaming=True``). Leadfield options: ``leadfield``, or ``data_dir`` (the folder of
+    leadfield NPZs) and the other `build_leadfield` keys;
     ``split`` ("train", "val", "test") picks an independent seed stream."""
     from neurotorch.data.meeg_simulation import SimulatedSensorBatches, SimulatedSensorDataset
 

@@ -1,7 +1,8 @@
 """Torch datasets over a Lacuna connectome: subjects map-style, or streamed chunk by chunk.
 
 Items are dicts: ``timeseries`` (n_timepoints, n_voxels) float32 (or (n_timepoints, n_parcels)
-with a parcellation), ``subject`` (index) and ``subject_id``, plus ``connectivity``
+with a parcellation), ``subject`` (the subject's id, as in fMRI items) and ``index`` (its
+position in the connectome), plus ``connectivity``
 (n_parcels, n_parcels) when asked for. HDF5 handles open lazily in each worker process.
 """
 
@@ -46,16 +47,16 @@ class _ConnectomeItems:
 
     def __init__(
         self,
-        path: str | os.PathLike | ConnectomeBatches,
+        data_dir: str | os.PathLike | ConnectomeBatches,
         subjects: Sequence[int] | None,
         parcellation: ParcellationInput,
         connectivity: bool,
         storage_options: dict | None,
     ):
         self.batches = (
-            path
-            if isinstance(path, ConnectomeBatches)
-            else ConnectomeBatches(path, storage_options)
+            data_dir
+            if isinstance(data_dir, ConnectomeBatches)
+            else ConnectomeBatches(data_dir, storage_options)
         )
         self.subjects = (
             list(range(self.batches.n_subjects)) if subjects is None else [int(s) for s in subjects]
@@ -76,8 +77,8 @@ class _ConnectomeItems:
             series = self.parcellation.reduce(series)
         item = {
             "timeseries": torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32)),
-            "subject": subject,
-            "subject_id": self._ids[subject],
+            "subject": self._ids[subject],  # the id, as fMRI items carry theirs
+            "index": subject,  # the subject's position in the connectome
         }
         if self.connectivity:
             item["connectivity"] = torch.from_numpy(connectivity_matrix(series).astype(np.float32))
@@ -89,7 +90,7 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
 
     Parameters
     ----------
-    path
+    data_dir
         Folder of batch files, local or an fsspec URL (``s3://bucket/prefix``), or a
         `ConnectomeBatches`.
     subjects
@@ -99,18 +100,20 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
     connectivity
         Add the (n_parcels, n_parcels) Pearson connectivity matrix to each item.
     storage_options
-        fsspec options when ``path`` is a URL.
+        fsspec options when ``data_dir`` is a URL.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike | ConnectomeBatches,
+        data_dir: str | os.PathLike | ConnectomeBatches,
         subjects: Sequence[int] | None = None,
         parcellation: ParcellationInput = None,
         connectivity: bool = False,
         storage_options: dict | None = None,
     ):
-        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity, storage_options)
+        _ConnectomeItems.__init__(
+            self, data_dir, subjects, parcellation, connectivity, storage_options
+        )
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -132,7 +135,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
 
     Parameters
     ----------
-    path, subjects, parcellation, connectivity, storage_options
+    data_dir, subjects, parcellation, connectivity, storage_options
         As in `ConnectomeSubjects`; chunks without a selected subject are skipped.
     shuffle
         Shuffle the chunk order every epoch (call `set_epoch`).
@@ -145,7 +148,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
 
     def __init__(
         self,
-        path: str | os.PathLike | ConnectomeBatches,
+        data_dir: str | os.PathLike | ConnectomeBatches,
         subjects: Sequence[int] | None = None,
         parcellation: ParcellationInput = None,
         connectivity: bool = False,
@@ -155,7 +158,9 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         batch_size: int = 1,
         drop_last: bool = False,
     ):
-        _ConnectomeItems.__init__(self, path, subjects, parcellation, connectivity, storage_options)
+        _ConnectomeItems.__init__(
+            self, data_dir, subjects, parcellation, connectivity, storage_options
+        )
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
 
@@ -195,7 +200,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
 def load_connectome(
     split: str | None = None,
     streaming: bool = False,
-    path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
     storage_options: dict | None = None,
@@ -209,21 +214,21 @@ def load_connectome(
         ``None`` for all subjects, ``"train"`` or ``"test"`` for a seeded subject split.
     streaming
         ``True`` gives `ConnectomeChunks`, else `ConnectomeSubjects`.
-    path
+    data_dir
         Folder (or URL) of batch files; ``None`` uses the tiny synthetic connectome (written on
         first use).
     test_fraction, seed
         The subject split.
     storage_options
-        fsspec options when ``path`` is a URL.
+        fsspec options when ``data_dir`` is a URL.
     **kwargs
         ``parcellation``, ``connectivity`` (and ``shuffle`` when streaming).
     """
-    if path is None:
+    if data_dir is None:
         from neurotorch.synthetic.connectome import BATCH_DIR, default_synthetic_connectome
 
-        path = default_synthetic_connectome() / BATCH_DIR
-    batches = ConnectomeBatches(path, storage_options)
+        data_dir = default_synthetic_connectome() / BATCH_DIR
+    batches = ConnectomeBatches(data_dir, storage_options)
     subjects = None
     if split is not None:
         train, test = split_subjects(batches.n_subjects, test_fraction, seed)

@@ -18,7 +18,7 @@ class ConnectomeDataModule(L.LightningDataModule):
 
     Parameters
     ----------
-    path
+    data_dir
         Folder of batch files, a local path or an fsspec URL (``s3://bucket/prefix``); ``None``
         uses the synthetic connectome of ``synthetic_size`` (written on first use under
         ``NEUROTORCH_DATA``).
@@ -36,14 +36,14 @@ class ConnectomeDataModule(L.LightningDataModule):
     seed
         Seed of the subject split and of the shuffling.
     synthetic_size
-        ``tiny``, ``small`` or ``bench`` when ``path`` is ``None``.
+        ``tiny``, ``small`` or ``bench`` when ``data_dir`` is ``None``.
     storage_options
-        fsspec options when ``path`` is a URL (credentials, ``endpoint_url``, ``anon``).
+        fsspec options when ``data_dir`` is a URL (credentials, ``endpoint_url``, ``anon``).
     """
 
     def __init__(
         self,
-        path: str | None = None,
+        data_dir: str | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         val_fraction: float = 0.2,
@@ -61,8 +61,8 @@ class ConnectomeDataModule(L.LightningDataModule):
         self._batches: ConnectomeBatches | None = None
 
     def _batch_dir(self) -> str:
-        if self.hparams.path is not None:
-            return self.hparams.path
+        if self.hparams.data_dir is not None:
+            return self.hparams.data_dir
         from neurotorch.synthetic.connectome import BATCH_DIR, default_synthetic_connectome
 
         root = default_synthetic_connectome(self.hparams.synthetic_size, self.hparams.seed)

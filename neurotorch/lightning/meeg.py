@@ -36,7 +36,7 @@ class _LeadfieldDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        leadfield_dir: str | None = None,
+        data_dir: str | None = None,
         subject: str = "fsaverage",
         orientation_type: str = "fixed",
         retrieve_mode: str = "simulate",
@@ -64,7 +64,7 @@ class _LeadfieldDataModule(L.LightningDataModule):
         if self.leadfield is None:
             hp = self.hparams
             self.leadfield = build_leadfield(
-                hp.leadfield_dir,
+                hp.data_dir,
                 hp.subject,
                 hp.orientation_type,
                 hp.retrieve_mode,
@@ -115,7 +115,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
 
     Parameters
     ----------
-    leadfield_dir, subject, orientation_type, retrieve_mode, n_sources, n_sensors, sensor, montage
+    data_dir, subject, orientation_type, retrieve_mode, n_sources, n_sensors, sensor, montage
         Which leadfield (see `neurotorch.meeg.leadfield.build_leadfield`); the default simulates an
         EEG easycap-M43 forward model in memory.
     nnz, alpha
@@ -128,7 +128,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
         Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to whole
         batches) instead of item by item; faster, but items then depend on the batch size.
     storage_options
-        fsspec options when ``leadfield_dir`` (or ``runs_dir``) is a URL such as
+        fsspec options when ``data_dir`` (or ``runs_dir``) is a URL such as
         ``s3://bucket/1284src_leadfield``.
     """
 

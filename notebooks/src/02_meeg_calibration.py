@@ -145,7 +145,7 @@ warnings.filterwarnings(
     "ignore", message=".*(configure_optimizers|LeafSpec|does not have many workers|__len__).*"
 )
 datamodule = CalibrationDataModule(
-    leadfield_dir=str(root / "1284src_leadfield"),
+    data_dir=str(root / "1284src_leadfield"),
     retrieve_mode="load",
     nnz=[1, 3, 5],
     alpha=[0.3, 0.5, 0.7, 0.9],
