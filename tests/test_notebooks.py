@@ -40,6 +40,8 @@ def test_stored_notebook_is_valid_executed_and_matches_its_source(path):
     outputs = [output for cell in code for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure was stored"
+    claims = [cell for cell in code if "assert" in cell.source]
+    assert claims, "the notebook checks none of its results"  # they run again in the slow test
 
 
 @pytest.mark.slow

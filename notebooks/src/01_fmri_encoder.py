@@ -180,9 +180,9 @@ truth = np.load(root / "_groundtruth" / "sub-01_encoding.npz")
 attainable = np.full(int(np.prod(truth["grid_shape"])), np.nan)
 attainable[truth["brain_index"]] = truth["attainable_r"]  # on the flattened grid
 attainable = attainable[sub.get_brain_mask()][sub.get_roi_mask(["face", "place", "V1v"])]
-print(
-    f"correlation of test r with the attainable r: {np.corrcoef(model.test_r, attainable)[0, 1]:.2f}"
-)
+agreement = np.corrcoef(model.test_r, attainable)[0, 1]
+print(f"correlation of test r with the attainable r: {agreement:.2f}")
+assert agreement > 0.6, "the encoder should follow the ground truth (0.77 when written)"
 
 # %% [markdown]
 # ## 6. A realistic SNR
@@ -221,3 +221,5 @@ attainable = attainable[sub.get_brain_mask()][sub.get_roi_mask(["face", "place",
 print(f"median test r: {model.test_metrics['median_r']:.3f}")
 print(f"median ceiling of the test trials: {model.test_metrics['median_ceiling_r']:.3f}")
 print(f"median attainable r (ground truth): {np.median(attainable):.3f}")
+realistic_r = model.test_metrics["median_r"]
+assert 0.1 < realistic_r < 0.5, "the realistic preset should look like real single-trial data"

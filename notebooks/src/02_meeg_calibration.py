@@ -170,3 +170,7 @@ trainer = L.Trainer(
 trainer.fit(calibrator, datamodule)
 trainer.test(calibrator, datamodule, verbose=False)
 display(Image(filename="calibration-run/coverage_test.png"))
+report = calibrator.reports["test"]
+before = report["metrics_before"]["mean_absolute_deviation"]
+after = report["metrics_after"]["mean_absolute_deviation"]
+assert after < before, "recalibration should bring coverage closer to nominal on held-out trials"
