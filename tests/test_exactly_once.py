@@ -86,9 +86,12 @@ CASES = {
 }
 
 
+ONE_PROCESS = [(case, workers) for case in CASES for workers in (0, 2)]
+ONE_PROCESS += [("fmri-stream", 1), ("fmri-stream", 3), ("connectome", 3)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case, num_workers", ONE_PROCESS)
 def test_one_process_sees_every_item_once(case, num_workers, tiny_laion_root, tmp_path):
     make, ids, expected = CASES[case]
     dm = make(tiny_laion_root, num_workers)
