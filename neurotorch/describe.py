@@ -329,8 +329,9 @@ class ConnectomeSummary:
     source
         The batch folder (path or URL).
     batches
-        One row per batch file: ``file, n_subjects, n_timepoints, n_voxels, mask_shape, space``
-        (read from the file attributes and dataset shapes; no time series are read).
+        One row per batch file: ``file, n_subjects, n_timepoints, n_voxels, mask_shape, space,
+        checksum`` (read from the file attributes and dataset layouts; no time series are read;
+        ``checksum`` is ``none`` when the time series carry no Fletcher-32 checksums).
     n_lesions
         Lesion masks in a ``lesions/`` folder beside the batches (``None`` when there is none).
     """
@@ -350,6 +351,12 @@ class ConnectomeSummary:
                f"{first.n_timepoints} timepoints, {first.n_voxels} voxels in a {first.mask_shape} mask "
                f"({first.space})"]  # fmt: skip
         out.append(_table(self.batches))
+        unchecked = int((self.batches["checksum"] == "none").sum())
+        if unchecked:
+            out.append(
+                f"  {unchecked} batch file(s) carry no checksum: flipped bytes in them cannot be "
+                "detected; re-create them with neurotorch's converter to add Fletcher-32."
+            )
         if self.n_lesions is not None:
             out.append(f"  lesion masks: {self.n_lesions}")
         return out
@@ -367,6 +374,7 @@ def _batch_row(root: DataRoot, relpath: str) -> dict[str, Any]:
             "n_voxels": int(series.shape[2]),
             "mask_shape": "×".join(map(str, mask_shape)),
             "space": space.decode() if isinstance(space, bytes) else str(space),
+            "checksum": "fletcher32" if series.fletcher32 else "none",
         }
 
 

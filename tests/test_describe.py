@@ -170,6 +170,22 @@ def test_calibrain_and_connectome_are_recognised_together(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "2 batch files, 5 subjects, 12 timepoints, 60 voxels in a 4×5×3 mask" in text
     assert "2 leadfields, 1 forward models, 3 posterior summaries, 1 aggregated runs" in text
+    assert set(connectome.batches["checksum"]) == {"fletcher32"} and "no checksum" not in text
+
+
+def test_batch_files_without_checksums_are_reported(tmp_path):
+    """A batch file as another converter may write it: plain h5py, no Fletcher-32."""
+    import h5py
+
+    _write_connectome(tmp_path, [2])
+    with h5py.File(tmp_path / "gsp1000_chunk_001.h5", "w") as f:
+        f.create_dataset("timeseries", data=np.zeros((1, 12, 60), np.float32), chunks=(1, 12, 60))
+        f.create_dataset("mask_indices", data=np.argwhere(np.ones((4, 5, 3), dtype=bool)))
+        f.create_dataset("mask_affine", data=np.eye(4))
+        f.attrs.update(n_subjects=1, n_timepoints=12, n_voxels=60, mask_shape=[4, 5, 3])
+    connectome = describe(tmp_path).connectome
+    assert connectome.batches["checksum"].tolist() == ["fletcher32", "none"]
+    assert any("1 batch file(s) carry no checksum" in line for line in connectome.lines())
 
 
 def test_a_folder_of_batch_files_or_leadfields_alone(tmp_path):
