@@ -86,7 +86,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _cmd_download(args: argparse.Namespace) -> int:
     from neurotorch.fmri.download import download_laion_fmri
 
-    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    options = _storage_options(args)
     result = download_laion_fmri(
         args.out,
         subjects=args.subject,
@@ -104,6 +104,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
         f"({result.bytes_transferred / 1e6:.1f} MB), {present} already complete"
     )
     return 0
+
+
+def _storage_options(args: argparse.Namespace) -> dict | None:
+    """fsspec options from ``--endpoint-url`` (``None``: the environment decides)."""
+    return {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+
+
+def _add_endpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
+    )
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
@@ -124,9 +135,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--source", default=None, help="URL or folder to copy from (default s3://laion-fmri)"
     )
-    p.add_argument(
-        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
-    )
+    _add_endpoint_option(p)
     p.add_argument("--workers", type=positive_int, default=8, help="parallel transfers")
     p.set_defaults(func=_cmd_download)
 
@@ -172,7 +181,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
     from neurotorch.describe import describe
 
-    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    options = _storage_options(args)
     summary = describe(args.source, storage_options=options)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary)
     return 0
@@ -183,23 +192,16 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
         "describe", help="summarise a dataset folder or URL (fMRI, M/EEG, connectome)"
     )
     p.add_argument("source", help="dataset root: a folder or a URL such as s3://bucket/prefix")
-    p.add_argument(
-        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
-    )
+    _add_endpoint_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_describe)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from neurotorch.errors import NeurotorchError
     from neurotorch.io.integrity import file_table, summary_table, verify_path
 
-    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
-    try:
-        results = verify_path(args.source, options)
-    except NeurotorchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    options = _storage_options(args)
+    results = verify_path(args.source, options)
     listed = [r for r in results if args.all or r.status == "bad"]
     for line in [*(file_table(listed) if listed else ()), *summary_table(results)]:
         print(line)
@@ -211,9 +213,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         "verify", help="read every file of a dataset folder or URL in full and check its checksums"
     )
     p.add_argument("source", help="a folder, a file, or a URL such as s3://bucket/prefix")
-    p.add_argument(
-        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
-    )
+    _add_endpoint_option(p)
     p.add_argument("--all", action="store_true", help="list every file, not only the bad ones")
     p.set_defaults(func=_cmd_verify)
 
@@ -227,7 +227,7 @@ def _cmd_lnm(args: argparse.Namespace) -> int:
 
     if bool(args.atlas) != bool(args.atlas_labels):
         raise ParameterError("--atlas and --atlas-labels go together: give both or neither.")
-    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    options = _storage_options(args)
     batches = ConnectomeBatches(args.connectome, storage_options=options, space=args.space)
     lesion_options = dict(
         threshold=args.threshold,
@@ -263,9 +263,7 @@ def _add_lnm(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--connectome", required=True, help="folder or URL (s3://...) of connectome batch files"
     )
-    p.add_argument(
-        "--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)"
-    )
+    _add_endpoint_option(p)
     p.add_argument("--out", required=True, help="output folder for maps, tables and PNGs")
     p.add_argument(
         "--alpha", type=probability, default=0.05, help="FDR (and FWER) level, in (0, 1)"

@@ -364,7 +364,28 @@ class _GroupedTable:
         return name in self._groups
 
 
-class StimulusSegmentations:
+class _TableNamespace:
+    """What the caption and segmentation namespaces share: their table (``metadata``, one row per
+    caption or mask, in file order), its length, and the images it names."""
+
+    _meta: _GroupedTable
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        return self._meta.table
+
+    def __len__(self) -> int:
+        return len(self._meta.table)
+
+    def __contains__(self, name: object) -> bool:
+        return self._meta.has(name)
+
+    def images(self) -> list[str]:
+        """Names of the images with at least one row, in order of first appearance."""
+        return self._meta.images()
+
+
+class StimulusSegmentations(_TableNamespace):
     """Object masks of the shared images (``task-images_desc-segmentations.h5`` + metadata CSV).
 
     The metadata has one row per mask: ``instance_id`` numbers the masks of one noun in one image
@@ -379,21 +400,6 @@ class StimulusSegmentations:
             hub.root, layout.segmentations_metadata(), "Segmentation metadata",
             layout.SEGMENTATION_COLUMNS, dtype={"image_name": str, "noun": str},
         )  # fmt: skip
-
-    @property
-    def metadata(self) -> pd.DataFrame:
-        """The segmentation metadata table, one row per mask, in file order."""
-        return self._meta.table
-
-    def __len__(self) -> int:
-        return len(self._meta.table)
-
-    def __contains__(self, name: object) -> bool:
-        return self._meta.has(name)
-
-    def images(self) -> list[str]:
-        """Names of the images with at least one mask, in metadata order."""
-        return self._meta.images()
 
     def has_image(self, name: str) -> bool:
         """Whether any mask exists for ``name``."""
@@ -451,7 +457,7 @@ class StimulusSegmentations:
         self._h5.close()
 
 
-class StimulusCaptions:
+class StimulusCaptions(_TableNamespace):
     """Captions (long-form CSV): ``caption_idx`` 0 is the AI caption, 1.. are human captions."""
 
     def __init__(self, hub: Stimuli):
@@ -459,21 +465,6 @@ class StimulusCaptions:
             hub.root, layout.captions(), "Captions", layout.CAPTION_COLUMNS, sort_by="caption_idx",
             keep_default_na=False, dtype={"image_name": str, "caption": str},
         )  # fmt: skip
-
-    @property
-    def metadata(self) -> pd.DataFrame:
-        """The captions table, one row per caption, in file order."""
-        return self._meta.table
-
-    def __len__(self) -> int:
-        return len(self._meta.table)
-
-    def __contains__(self, name: object) -> bool:
-        return self._meta.has(name)
-
-    def images(self) -> list[str]:
-        """Names of the images with at least one caption."""
-        return self._meta.images()
 
     def get(self, name: str) -> pd.DataFrame:
         """All caption rows of ``name`` in ``caption_idx`` order, indexed 0…k-1 (empty if none)."""
