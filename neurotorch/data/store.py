@@ -325,7 +325,7 @@ def _write_session(
         _reserve_space(tmp)
         n_read = 0
         with root.readable(relpath) as source:
-            for row, values in enumerate(iter_volumes(source, voxel_mask)):
+            for row, values in enumerate(iter_volumes(source, voxel_mask, progress=False)):
                 nonfinite += fix_nonfinite(values, "zero" if zero_nonfinite else "keep")
                 out[row] = values
                 total += values

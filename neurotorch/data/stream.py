@@ -217,7 +217,9 @@ class BetasStream(ShardedIterable):
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
             verify_before_use(self.root, relpath, self.verify)
             with self.root.readable(relpath) as source:
-                for volume, values in enumerate(iter_volumes(source, self.voxel_masks[key[0]])):
+                for volume, values in enumerate(
+                    iter_volumes(source, self.voxel_masks[key[0]], progress=False)
+                ):
                     if volume in by_volume:
                         apply_nan_policy(values, self.nan_policy, self.root.path(relpath))
                     for row in by_volume.get(volume, ()):
