@@ -183,11 +183,11 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         """Subjects this rank yields per epoch (all its workers together)."""
         return units_per_rank(len(self.subjects), self.process_shard()[1], self.drop_last)
 
-    def shard(self, rank: int, world_size: int, worker: int, n_workers: int) -> list[int]:
+    def shard(self, rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
         """The subjects one worker of one rank reads, in read order."""
         order = [subject for members in self.chunks() for subject in members]
         positions = shard_positions(
-            len(order), rank, world_size, worker, n_workers,
+            len(order), rank, world_size, worker, num_workers,
             batch_size=self.batch_size, drop_last=self.drop_last,
         )  # fmt: skip
         return [order[p] for p in positions]
