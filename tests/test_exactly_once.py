@@ -52,7 +52,8 @@ def meeg_module(cls, num_workers: int):
 
 
 def connectome_module(num_workers: int) -> ConnectomeDataModule:
-    return ConnectomeDataModule(batch_size=2, num_workers=num_workers, streaming=True)
+    # 6 subjects: 4 train (batches of 3 and 1), 1 val, 1 test
+    return ConnectomeDataModule(batch_size=3, num_workers=num_workers, streaming=True)
 
 
 def fmri_expected(dm, split: str) -> list:
