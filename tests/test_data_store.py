@@ -139,8 +139,8 @@ from pathlib import Path
 import neurotorch.data.store as store
 
 real = store.iter_volumes
-def slow(source, mask):
-    for i, row in enumerate(real(source, mask)):
+def slow(source, mask, **options):
+    for i, row in enumerate(real(source, mask, **options)):
         if i == 5:
             Path(sys.argv[3]).write_text("started")
             time.sleep(600)
