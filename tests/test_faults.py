@@ -44,6 +44,7 @@ from neurotorch.errors import (
     ParameterError,
     RoiNotFoundError,
     ShapeMismatchError,
+    ShardingError,
     SplitError,
     StimuliNotDownloadedError,
     SubjectNotFoundError,
@@ -504,6 +505,47 @@ def _datamodule_call(**kwargs) -> Callable[[Path], object]:
     return lambda r: datamodule(r, **kwargs)
 
 
+def _value_case(call: Callable[[], object], culprit: str):
+    """A case where only a value is wrong: nothing is damaged."""
+    return lambda tmp: (call, culprit)
+
+
+def _shard_batch_zero() -> object:
+    from neurotorch.data.sharding import shard_positions
+
+    return shard_positions(10, batch_size=0)
+
+
+def _grouped_batch_zero() -> object:
+    from neurotorch.data.sampling import GroupedBatchSampler
+
+    return GroupedBatchSampler(range(3), 0, groups=[0, 0, 0])
+
+
+def _meeg_module(**kwargs) -> Callable[[], object]:
+    def call() -> object:
+        from neurotorch.lightning import SensorSimDataModule
+
+        module = SensorSimDataModule(**{"n_sources": 20, "nnz": (1,), **kwargs})
+        module.setup()
+        return module
+
+    return call
+
+
+def _runs_missing(tmp: Path) -> tuple[Callable[[], object], str]:
+    from neurotorch.data.meeg_calibration import CalibrationRunsDataset
+
+    missing = tmp / "no-such-run.npz"
+    return (lambda: CalibrationRunsDataset(str(missing))), missing.name
+
+
+def _chunks_999() -> object:
+    from neurotorch.data.connectome import load_connectome
+
+    return load_connectome(streaming=True, subjects=[999])
+
+
 FAULTS: list[Fault] = [
     # Damaged .nii.gz, streaming reader and nibabel path.
     tree_case(
@@ -910,6 +952,21 @@ FAULTS: list[Fault] = [
         _image_cut,
         lambda r: [item["image"] for item in stream(r, modalities=["image"])],
     ),
+    # Values that describe no shard, no leadfield or no selection.
+    tmp_case("shard-batch-size-zero", ShardingError, _value_case(_shard_batch_zero, "0")),
+    tmp_case("grouped-batch-size-zero", ShardingError, _value_case(_grouped_batch_zero, "0")),
+    tmp_case("meeg-batch-size-zero", ParameterError, _value_case(_meeg_module(batch_size=0), "0")),
+    tmp_case(
+        "meeg-length-negative", ParameterError, _value_case(_meeg_module(train_length=-5), "-5")
+    ),
+    tmp_case(
+        "meeg-no-sources", ParameterError, _value_case(_meeg_module(n_sources=0), "n_sources")
+    ),
+    tmp_case(
+        "meeg-unknown-montage", ParameterError, _value_case(_meeg_module(montage="nope"), "nope")
+    ),
+    tmp_case("calibration-runs-missing", DataNotDownloadedError, _runs_missing),
+    tmp_case("connectome-subject-out-of-range", ParameterError, _value_case(_chunks_999, "999")),
     # M/EEG and connectome files.
     tmp_case("npz-object-array", UnsafePickleError, _npz_object),
     tmp_case("npz-truncated", CorruptFileError, _npz_truncated),

@@ -25,6 +25,7 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
+from neurotorch.errors import ParameterError
 
 ParcellationInput = str | os.PathLike | nib.spatialimages.SpatialImage | Parcellation | None
 
@@ -58,17 +59,20 @@ class _ConnectomeItems:
             if isinstance(data_dir, ConnectomeBatches)
             else ConnectomeBatches(data_dir, storage_options)
         )
-        self.subjects = (
-            list(range(self.batches.n_subjects)) if subjects is None else [int(s) for s in subjects]
-        )
-        for s in self.subjects:
-            self.batches.locate(s)  # raises IndexError for a subject that is not there
+        n = self.batches.n_subjects
+        self.subjects = list(range(n)) if subjects is None else [int(s) for s in subjects]
+        outside = [s for s in self.subjects if not 0 <= s < n]
+        if outside or len(set(self.subjects)) != len(self.subjects):
+            raise ParameterError(
+                f"subjects must be distinct indices in 0..{n - 1} (the connectome has {n}); got "
+                f"{outside[:5] or 'repeated indices'}."
+            )
         if parcellation is None or isinstance(parcellation, Parcellation):
             self.parcellation = parcellation
         else:
             self.parcellation = Parcellation.from_image(parcellation, self.batches)
         if connectivity and self.parcellation is None:
-            raise ValueError("connectivity=True needs a parcellation (a label image).")
+            raise ParameterError("connectivity=True needs a parcellation (a label image).")
         self.connectivity = connectivity
         self._ids = self.batches.subject_ids
 
@@ -229,12 +233,16 @@ def load_connectome(
 
         data_dir = default_synthetic_connectome() / BATCH_DIR
     batches = ConnectomeBatches(data_dir, storage_options)
-    subjects = None
+    subjects = kwargs.pop("subjects", None)
+    if split is not None and subjects is not None:
+        raise ParameterError("Pass either split= or subjects=, not both.")
     if split is not None:
         train, test = split_subjects(batches.n_subjects, test_fraction, seed)
         parts = {"train": train, "test": test}
         if split not in parts:
-            raise ValueError(f"Unknown connectome split {split!r}; use 'train', 'test' or None.")
+            raise ParameterError(
+                f"Unknown connectome split {split!r}; use 'train', 'test' or None."
+            )
         subjects = parts[split]
     cls = ConnectomeChunks if streaming else ConnectomeSubjects
     return cls(batches, subjects=subjects, **kwargs)

@@ -20,7 +20,7 @@ from neurotorch.data.meeg_simulation import (
     TrialSimulation,
 )
 from neurotorch.errors import DataNotDownloadedError, ParameterError
-from neurotorch.io.storage import DataRoot
+from neurotorch.io.storage import DataRoot, is_url
 from neurotorch.meeg.leadfield import LeadfieldData
 from neurotorch.meeg.posterior import (
     NOISE_TYPES,
@@ -241,6 +241,12 @@ class CalibrationRunsDataset(Dataset):
             paths = find_posterior_summaries(folder) or find_files(folder, "*.npz")
         else:
             paths = [files] if single else list(files)
+            missing = [p for p in paths if not is_url(p) and not os.path.isfile(p)]
+            if missing:
+                raise DataNotDownloadedError(
+                    f"Calibration run file(s) not found: {', '.join(map(str, missing[:3]))}; give "
+                    "a folder of posterior_summary_*.h5 or .npz runs, or existing files."
+                )
         if not paths:
             raise DataNotDownloadedError(
                 f"No posterior summaries or calibration runs found in {files}; point files= at a "

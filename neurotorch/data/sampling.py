@@ -14,7 +14,12 @@ from collections.abc import Iterator, Sequence, Sized
 import numpy as np
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, SequentialSampler
 
-from neurotorch.data.sharding import rank_and_world_size, shard_positions, units_per_rank
+from neurotorch.data.sharding import (
+    check_batch_size,
+    rank_and_world_size,
+    shard_positions,
+    units_per_rank,
+)
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -48,7 +53,7 @@ class GroupedBatchSampler(BatchSampler):
         shuffle: bool = False,
         seed: int = 0,
     ):
-        super().__init__(sampler, batch_size, drop_last)
+        super().__init__(sampler, check_batch_size(batch_size), drop_last)
         self.groups = np.asarray(groups)
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0

@@ -115,6 +115,8 @@ def shard_positions(
     See the module docstring for the policy and the contract.
     """
     check_rank(rank, world_size)
+    if n < 0:
+        raise ShardingError(f"the number of units must be 0 or more, got {n}.")
     if num_workers < 1 or not 0 <= worker < num_workers:
         raise ShardingError(f"worker {worker} does not lie among {num_workers} workers.")
     check_batch_size(batch_size)

@@ -26,6 +26,7 @@ from neurotorch.data.meeg_simulation import (
     SimulatedSensorDataset,
     split_seed,
 )
+from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
 
 _SPLITS = ("train", "val", "test")
@@ -55,6 +56,12 @@ class _LeadfieldDataModule(L.LightningDataModule):
         streaming: bool = False,
         storage_options: dict | None = None,
     ):
+        for name, value in dict(
+            batch_size=batch_size, train_length=train_length, val_length=val_length,
+            test_length=test_length,
+        ).items():  # fmt: skip
+            if value < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {value}.")
         super().__init__()
         self.save_hyperparameters()
         self.leadfield: LeadfieldData | None = None

@@ -99,6 +99,11 @@ def sensor_info(
     import mne
 
     if _modality(sensor) == "eeg":
+        if montage not in mne.channels.get_builtin_montages():
+            raise ParameterError(
+                f"Unknown EEG montage {montage!r}; choose one of MNE's built-in montages, e.g. "
+                "'easycap-M43' or 'standard_1005' (mne.channels.get_builtin_montages())."
+            )
         mont = mne.channels.make_standard_montage(montage)
         info = mne.create_info(mont.ch_names, 250.0, "eeg")
         info.set_montage(mont)

@@ -529,6 +529,10 @@ def build_leadfield(
     ``storage_options``); ``"simulate"`` builds the forward model in memory and ``"random"``
     draws the matrix -- neither writes anything (use `LeadfieldBuilder` to save).
     """
+    if n_sources < 1 or (n_sensors is not None and n_sensors < 1):
+        raise ParameterError(
+            f"n_sources ({n_sources}) and n_sensors ({n_sensors}) must be positive counts."
+        )
     if retrieve_mode == "simulate":
         from neurotorch.meeg.forward import simulate_leadfield
 
