@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from neurotorch.errors import DataDirNotSetError, DataNotDownloadedError, FormatError
+from neurotorch.io.atomic import write_json
 
 CONFIG_KEY = "data_dir"
 
@@ -75,9 +76,7 @@ def dataset_initialize(path: str | os.PathLike) -> None:
         )
     target = config_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({CONFIG_KEY: str(folder.resolve())}, indent=2), encoding="utf-8")
-    os.replace(tmp, target)
+    write_json(target, {CONFIG_KEY: str(folder.resolve())})
 
 
 def set_data_dir(path: str | os.PathLike) -> None:

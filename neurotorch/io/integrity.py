@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from neurotorch.errors import (
     NeurotorchError,
     ParameterError,
 )
+from neurotorch.io.atomic import write_json
 from neurotorch.io.files import file_root
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import read_header_from
@@ -349,14 +349,10 @@ def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> N
     info = info or root.info(relpath)
     path = _record_path(root, relpath, info)
     record = {"path": root.path(relpath), "size": int(info["size"]), "version": info["version"]}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "x") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, path)
+        write_json(path, record)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         _log.warning("could not record %s as verified in %s: %s", record["path"], path, exc)
 
 
