@@ -155,17 +155,24 @@ datamodule = LaionFMRIDataModule(
     batch_size=64,
 )
 model = LinearEncoder(output_dir="encoder-run")
-trainer = L.Trainer(
-    max_epochs=1,
-    accelerator="cpu",
-    logger=False,
-    enable_checkpointing=False,
-    num_sanity_val_steps=0,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-)
-trainer.fit(model, datamodule)
-trainer.test(model, datamodule, verbose=False)
+
+
+def fit_and_test(model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """One epoch (the ridge fit is closed-form), then the test split."""
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule)
+    trainer.test(model, datamodule, verbose=False)
+
+
+fit_and_test(model, datamodule)
 print({key: value for key, value in model.test_metrics.items() if np.isscalar(value)})
 
 # %%
@@ -203,17 +210,7 @@ datamodule = LaionFMRIDataModule(
     batch_size=64,
 )
 model = LinearEncoder(per_voxel=False, output_dir="encoder-realistic")
-trainer = L.Trainer(
-    max_epochs=1,
-    accelerator="cpu",
-    logger=False,
-    enable_checkpointing=False,
-    num_sanity_val_steps=0,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-)
-trainer.fit(model, datamodule)
-trainer.test(model, datamodule, verbose=False)
+fit_and_test(model, datamodule)
 truth = np.load(realistic / "_groundtruth" / "sub-01_encoding.npz")
 attainable = np.full(int(np.prod(truth["grid_shape"])), np.nan)
 attainable[truth["brain_index"]] = truth["attainable_r"]
