@@ -281,7 +281,9 @@ class BetasDataset(Dataset):
         per_subject = self.read_betas(indices[read_order])
         asked_order = np.argsort(read_order)
         if len(per_subject) == 1:
-            betas: Any = torch.from_numpy(per_subject[0][asked_order])
+            in_order = bool((np.diff(read_order) > 0).all())  # no copy when asked in read order
+            rows = per_subject[0] if in_order else per_subject[0][asked_order]
+            betas: Any = torch.from_numpy(rows)
         else:
             rows = [row for array in per_subject for row in array]
             betas = [torch.from_numpy(rows[k]) for k in asked_order]
