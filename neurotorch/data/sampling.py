@@ -20,6 +20,7 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
+from neurotorch.errors import ParameterError
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -36,7 +37,9 @@ class GroupedBatchSampler(BatchSampler):
     drop_last
         Drop each group's incomplete last batch.
     groups
-        Group label of every dataset index.
+        Group label of every dataset index; ``None``: the subject of every item of the
+        `BetasDataset` the sampler draws from (so that Lightning can re-create the sampler around
+        a sampler of its own, e.g. for ``Trainer.predict``).
     shuffle
         Shuffle items within groups and the order of batches, anew each epoch (`set_epoch`).
     seed
@@ -49,20 +52,19 @@ class GroupedBatchSampler(BatchSampler):
         batch_size: int,
         drop_last: bool = False,
         *,
-        groups: Sequence | np.ndarray,
+        groups: Sequence | np.ndarray | None = None,
         shuffle: bool = False,
         seed: int = 0,
     ):
         super().__init__(sampler, check_batch_size(batch_size), drop_last)
-        self.groups = np.asarray(groups)
+        self.groups = np.asarray(_subjects_of(sampler) if groups is None else groups)
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
 
     @classmethod
     def for_dataset(cls, dataset, batch_size: int, **kwargs) -> GroupedBatchSampler:
         """Batches of one subject each, for a `BetasDataset`."""
-        groups = dataset.items["subject"].to_numpy()
-        return cls(SequentialSampler(dataset), batch_size, groups=groups, **kwargs)
+        return cls(SequentialSampler(dataset), batch_size, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -96,3 +98,14 @@ class GroupedBatchSampler(BatchSampler):
         batches = self._batches(epoch)
         for k in shard_positions(len(batches), rank, size):
             yield batches[k].tolist()
+
+
+def _subjects_of(sampler: Sampler | Sized) -> np.ndarray:
+    """The subject of every item of the dataset a (sequential or distributed) sampler draws from."""
+    dataset = getattr(sampler, "data_source", None) or getattr(sampler, "dataset", None)
+    items = getattr(dataset, "items", None)
+    if items is None or "subject" not in items:
+        raise ParameterError(
+            "GroupedBatchSampler needs groups=, or a sampler over a BetasDataset to group by subject."
+        )
+    return items["subject"].to_numpy()

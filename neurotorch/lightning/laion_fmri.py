@@ -214,17 +214,15 @@ class LaionFMRIDataModule(L.LightningDataModule):
             return StreamLoader(
                 dataset, hp.batch_size, num_workers=hp.num_workers, advance_epoch=shuffle
             )
-        workers = {"num_workers": hp.num_workers, "persistent_workers": hp.num_workers > 0}
-        if len(self.subjects) > 1:
-            sampler = GroupedBatchSampler.for_dataset(
-                dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
-            )
-            return StatefulLoader(
-                dataset, batch_sampler=sampler, collate_fn=collate_items, **workers
-            )
-        return StatefulLoader(
-            dataset, batch_size=hp.batch_size, shuffle=shuffle, collate_fn=collate_items, **workers
+        # One sampler for one subject or several: seeded batches of one subject each, sharded
+        # whole over DDP ranks by `neurotorch.data.sharding` (equal counts, documented padding)
+        sampler = GroupedBatchSampler.for_dataset(
+            dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
         )
+        return StatefulLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate_items,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
