@@ -1,4 +1,5 @@
-"""Calibrator training data: simulated trials with their Bayesian minimum-norm posterior, per item
+"""Calibrator training data: simulated trials with the posterior of a CaliBrain solver (BMN,
+eLORETA or gamma-MAP), per item
 (`CalibrationDataset`) or per batch (`CalibrationBatches`), and the same items read from CaliBrain
 posterior summaries or NPZ runs (`CalibrationRunsDataset`)."""
 
@@ -21,17 +22,11 @@ from neurotorch.data.meeg_simulation import (
 )
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.storage import DataRoot, is_url
+from neurotorch.meeg.eloreta import eloreta_weights
 from neurotorch.meeg.leadfield import LeadfieldData
-from neurotorch.meeg.posterior import (
-    NOISE_TYPES,
-    bmn_posterior,
-    known_noise_var,
-    learn_hyperparameters,
-    sloreta_weights,
-    unweight_posterior,
-    weight_leadfield,
-)
+from neurotorch.meeg.posterior import known_noise_var
 from neurotorch.meeg.simulation import ERPConfig
+from neurotorch.meeg.solvers import check_solver, fit_posterior
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
 
@@ -43,41 +38,35 @@ def posterior_item(
     noise_type: str = "oracle",
     config: ERPConfig | None = None,
     normalization: bool = False,
+    solver: str = "BMN",
+    eloreta_prior: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Add the BMN posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to ``batch``.
+    """Add ``solver``'s posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to
+    ``batch`` (see `neurotorch.meeg.solvers`).
 
-    ``gamma``: ``"learn"`` (CaliBrain's evidence maximisation, see `learn_hyperparameters`),
-    ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a number (nAm²).
-    ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the pre-stimulus
-    estimate of `baseline_noise_var`, timing from ``config``) -- both times ``noise_var_scale`` --
-    or ``"adaptive_joint_learning"`` (learned with ``gamma``, which must then be ``"learn"``).
-    ``normalization`` applies CaliBrain's sLORETA normalisation (its ``BMN(normalization=True)``):
-    the posterior is computed for ``x = W x'`` with a BMN prior on ``x'``.
+    ``gamma`` (BMN only): ``"learn"`` (CaliBrain's evidence maximisation, see
+    `learn_hyperparameters`), ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a
+    number (nAm²). ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the
+    pre-stimulus estimate of `baseline_noise_var`, timing from ``config``) -- both times
+    ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (BMN, learned with ``gamma="learn"``).
+    ``normalization`` applies CaliBrain's sLORETA normalisation to BMN (its
+    ``BMN(normalization=True)``). ``eloreta_prior``: the leadfield's `eloreta_weights`, if known.
     """
     x, y = batch["x"], batch["y"]
-    weights = sloreta_weights(leadfield) if normalization else None
-    if weights is not None:
-        leadfield = weight_leadfield(leadfield, weights)
     assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
     if assumed is not None:
         assumed = assumed * float(noise_var_scale)
-    if gamma == "learn":
-        prior_var, assumed = learn_hyperparameters(y, leadfield, assumed)
-    elif gamma == "oracle":
-        prior_var = x.double().flatten(1).pow(2).mean(dim=1)
-    else:
-        prior_var = torch.full((x.shape[0],), float(gamma), dtype=torch.float64, device=x.device)
-    post = bmn_posterior(y, leadfield, prior_var, assumed)
-    if weights is not None:
-        post = unweight_posterior(post, weights)
+    if gamma == "oracle":
+        gamma = x.double().flatten(1).pow(2).mean(dim=1)
+    fit = fit_posterior(solver, y, leadfield, assumed, gamma, normalization, eloreta_prior)
     batch.update(
-        mean=post.mean,
-        var=post.var,
-        gamma=prior_var.to(x.dtype),
-        assumed_noise_var=assumed.to(x.dtype),
+        mean=fit.posterior.mean,
+        var=fit.posterior.var,
+        gamma=fit.gamma.to(x.dtype),
+        assumed_noise_var=fit.noise_var.to(x.dtype),
     )
-    if post.cov_blocks is not None:
-        batch["cov_blocks"] = post.cov_blocks
+    if fit.posterior.cov_blocks is not None:
+        batch["cov_blocks"] = fit.posterior.cov_blocks
     batch["x_true"] = batch.pop("x")
     return batch
 
@@ -90,32 +79,32 @@ def _positive_number(value: Any) -> bool:
 
 
 class _PosteriorMixin:
-    """Adds the BMN posterior to every simulated batch (see `posterior_item`)."""
+    """Adds ``solver``'s posterior to every simulated batch (see `posterior_item`)."""
 
     gamma: float | str
     noise_var_scale: float
     noise_type: str
     normalization: bool
+    solver: str
     simulation: TrialSimulation
 
     def _init_posterior(
-        self, gamma: float | str, noise_var_scale: float, noise_type: str, normalization: bool
+        self,
+        gamma: float | str,
+        noise_var_scale: float,
+        noise_type: str,
+        normalization: bool,
+        solver: str,
     ) -> None:
-        if noise_type not in NOISE_TYPES:
-            raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
-        if noise_type == "adaptive_joint_learning" and gamma != "learn":
+        if gamma not in ("learn", "oracle") and not _positive_number(gamma):
             raise ParameterError(
-                "noise_type='adaptive_joint_learning' learns the noise together with gamma; "
-                "pass gamma='learn'."
+                f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
+        check_solver(solver, gamma, noise_type, normalization)
         if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
             raise ParameterError(
                 "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
                 "noise variance."
-            )
-        if gamma not in ("learn", "oracle") and not _positive_number(gamma):
-            raise ParameterError(
-                f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
         if not _positive_number(noise_var_scale):
             raise ParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
@@ -123,10 +112,14 @@ class _PosteriorMixin:
         self.noise_var_scale = float(noise_var_scale)
         self.noise_type = noise_type
         self.normalization = bool(normalization)
+        self.solver = solver
+        self._eloreta_prior: torch.Tensor | None = None
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
         leadfield = self.simulation.simulators[1].leadfield
+        if self.solver == "eloreta" and self._eloreta_prior is None:
+            self._eloreta_prior = eloreta_weights(leadfield)  # once per leadfield and process
         return posterior_item(
             batch,
             leadfield,
@@ -135,11 +128,13 @@ class _PosteriorMixin:
             self.noise_type,
             self.simulation.config,
             self.normalization,
+            self.solver,
+            self._eloreta_prior,
         )
 
 
 class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
-    """Calibrator training items: simulated trials and their Bayesian minimum-norm posterior.
+    """Calibrator training items: simulated trials and a CaliBrain solver's posterior.
 
     Keys: ``y`` (M, T), ``x_true`` (N, T) or (N, K, T), ``mean`` (like ``x_true``), ``var`` (N,)
     or (N, K), ``cov_blocks`` (N, K, K, free only), ``alpha``, ``nnz``, ``noise_var`` (true),
@@ -150,8 +145,10 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     leadfield, length, nnz, alpha, seed, config, device
         As in `SimulatedSensorDataset`; with ``noise_type="oracle"``, ``alpha`` must be < 1.
     gamma
-        ``"learn"`` (CaliBrain's evidence maximisation, the default), ``"oracle"`` (each trial's
-        mean source power) or a source prior variance (nAm²).
+        BMN's source prior variance: ``"learn"`` (CaliBrain's evidence maximisation, the
+        default), ``"oracle"`` (each trial's mean source power) or a value (nAm²). The item's
+        ``gamma`` is that value, or for eLORETA / gamma-MAP the mean of their per-source prior
+        variances.
     noise_var_scale
         Assumed / true (or baseline) noise variance; values other than 1 misspecify the posterior.
     noise_type
@@ -159,6 +156,10 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         or ``"adaptive_joint_learning"`` (learned jointly with ``gamma="learn"``).
     normalization
         CaliBrain's sLORETA normalisation of the BMN posterior (see `posterior_item`).
+    solver
+        CaliBrain's ``"BMN"`` (default), ``"eloreta"`` (`neurotorch.meeg.eloreta`) or
+        ``"gamma_map"`` (`neurotorch.meeg.sparse_bayes`); the last two need a noise variance
+        (``noise_type`` ``"oracle"`` or ``"baseline"``).
     """
 
     def __init__(
@@ -174,9 +175,10 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         device: torch.device | str = "cpu",
         noise_type: str = "oracle",
         normalization: bool = False,
+        solver: str = "BMN",
     ):
         super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization, solver)
 
 
 class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
@@ -198,6 +200,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         fresh_each_epoch: bool = True,
         noise_type: str = "oracle",
         normalization: bool = False,
+        solver: str = "BMN",
     ):
         super().__init__(
             leadfield,
@@ -211,7 +214,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
             device,
             fresh_each_epoch,
         )
-        self._init_posterior(gamma, noise_var_scale, noise_type, normalization)
+        self._init_posterior(gamma, noise_var_scale, noise_type, normalization, solver)
 
 
 class CalibrationRunsDataset(Dataset):

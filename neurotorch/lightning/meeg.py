@@ -28,6 +28,7 @@ from neurotorch.data.meeg_simulation import (
 )
 from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
+from neurotorch.meeg.solvers import check_solver
 
 _SPLITS = ("train", "val", "test")
 
@@ -151,7 +152,8 @@ class SensorSimDataModule(_LeadfieldDataModule):
 
 
 class CalibrationDataModule(_LeadfieldDataModule):
-    """Calibrator data: simulated trials with their BMN posterior, or CaliBrain runs from disk.
+    """Calibrator data: simulated trials with a CaliBrain solver's posterior, or CaliBrain runs
+    from disk.
 
     Parameters
     ----------
@@ -160,7 +162,9 @@ class CalibrationDataModule(_LeadfieldDataModule):
         the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
         see `neurotorch.data.meeg_calibration.CalibrationDataset`.
     normalization
-        CaliBrain's sLORETA normalisation of the posterior.
+        CaliBrain's sLORETA normalisation of the BMN posterior.
+    solver
+        CaliBrain's ``"BMN"`` (default), ``"eloreta"`` or ``"gamma_map"`` posterior.
     runs_dir
         A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
         given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
@@ -175,9 +179,11 @@ class CalibrationDataModule(_LeadfieldDataModule):
         runs_dir: str | None = None,
         noise_type: str = "oracle",
         normalization: bool = False,
+        solver: str = "BMN",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_solver(solver, gamma, noise_type, normalization)
         self.save_hyperparameters()
 
     def _make(self, split: str) -> Dataset:
@@ -197,9 +203,9 @@ class CalibrationDataModule(_LeadfieldDataModule):
             return CalibrationBatches(
                 self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
                 hp.noise_var_scale, fresh_each_epoch=split == "train", noise_type=hp.noise_type,
-                normalization=hp.normalization,
+                normalization=hp.normalization, solver=hp.solver,
             )  # fmt: skip
         return CalibrationDataset(
             self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale,
-            noise_type=hp.noise_type, normalization=hp.normalization,
+            noise_type=hp.noise_type, normalization=hp.normalization, solver=hp.solver,
         )  # fmt: skip

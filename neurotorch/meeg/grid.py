@@ -4,7 +4,8 @@ summaries and run manifest, and the aggregation and calibration of the runs.
 `run_grid` expands the data grid (``subject``, ``orientation_type``, ``nnz``, ``alpha_SNR``) and the
 noise types as scikit-learn's ``ParameterGrid`` does (keys sorted, the noise type varying
 fastest), draws one seed per run as CaliBrain does (``RandomState(random_state).randint(0, 2**32)``),
-simulates one trial per run, learns the BMN prior variance (`learn_hyperparameters`) and writes
+simulates one trial per run, computes the chosen solver's posterior (`neurotorch.meeg.solvers`:
+BMN with a learned prior variance, eLORETA or gamma-MAP) and writes
 ``posterior_summary_run{global_run_id:08d}_seed{seed}.h5`` plus ``run_manifest.csv`` (one row per
 run, summary paths relative to the manifest's folder). `aggregate_runs` concatenates the runs a
 manifest lists (filtered by metadata) and `calibrate_runs` fits CaliBrain's isotonic
@@ -34,17 +35,12 @@ from neurotorch.meeg.calibration import (
     ellipsoid_coverage_curve,
 )
 from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData
-from neurotorch.meeg.posterior import (
-    NOISE_TYPES,
-    bmn_posterior,
-    known_noise_var,
-    learn_hyperparameters,
-)
+from neurotorch.meeg.posterior import NOISE_TYPES, known_noise_var
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
+from neurotorch.meeg.solvers import check_solver, fit_posterior, full_posterior_cov
 from neurotorch.meeg.summaries import PosteriorRun, read_posterior_summary
 
 MANIFEST = "run_manifest.csv"
-SOLVER = "BMN"
 DATA_KEYS = ("alpha_SNR", "nnz", "orientation_type", "subject")
 #: CaliBrain's default nominal levels.
 CALIBRAIN_LEVELS = np.array(
@@ -60,13 +56,6 @@ def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def full_posterior_cov(leadfield: np.ndarray, gamma: float, noise_var: float) -> np.ndarray:
-    """``gamma I - gamma^2 L^T (gamma L L^T + noise_var I)^-1 L`` (source-major for free leadfields)."""
-    lf = leadfield.reshape(leadfield.shape[0], -1)
-    cov_y = gamma * lf @ lf.T + noise_var * np.eye(lf.shape[0])
-    return gamma * np.eye(lf.shape[1]) - gamma**2 * lf.T @ np.linalg.solve(cov_y, lf)
-
-
 def simulate_run(
     data: LeadfieldData,
     nnz: int,
@@ -75,11 +64,15 @@ def simulate_run(
     noise_type: str = "oracle",
     config: ERPConfig | None = None,
     index: int = 0,
+    solver: str = "BMN",
 ) -> dict[str, Any]:
-    """One CaliBrain run: a trial drawn from ``(seed, index)`` and its BMN posterior (float64).
+    """One CaliBrain run: a trial drawn from ``(seed, index)`` and ``solver``'s posterior (BMN
+    with a learned ``gamma``, eLORETA or gamma-MAP; float64).
 
-    Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` and ``noise_var``.
+    Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` (BMN's, or the mean
+    per-source prior variance) and ``noise_var``.
     """
+    check_solver(solver, "learn", noise_type, False)
     if noise_type == "oracle" and alpha >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     config = config or ERPConfig()
@@ -90,14 +83,14 @@ def simulate_run(
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     leadfield = torch.as_tensor(data.leadfield)
     known = known_noise_var(noise_type, sensors.y, sensors.noise_var, config)
-    gamma, noise_var = learn_hyperparameters(sensors.y, leadfield, known)
-    post = bmn_posterior(sensors.y, leadfield, gamma, noise_var)
+    fit = fit_posterior(solver, sensors.y, leadfield, known)
+    noise_var = float(fit.noise_var[0])
     return {
         "x_true": sources.dense()[0].numpy(),
-        "x_hat": post.mean[0].numpy(),
-        "posterior_cov": full_posterior_cov(data.leadfield, float(gamma[0]), float(noise_var[0])),
-        "gamma": float(gamma[0]),
-        "noise_var": float(noise_var[0]),
+        "x_hat": fit.posterior.mean[0].numpy(),
+        "posterior_cov": full_posterior_cov(data.leadfield, fit.prior_blocks[0].numpy(), noise_var),
+        "gamma": float(fit.gamma[0]),
+        "noise_var": noise_var,
     }
 
 
@@ -122,6 +115,7 @@ def run_grid(
     n_runs: int = 2,
     random_state: int = 42,
     config: ERPConfig | None = None,
+    solver: str = "BMN",
 ) -> pd.DataFrame:
     """Simulate every grid configuration ``n_runs`` times and write summaries and the manifest.
 
@@ -140,6 +134,9 @@ def run_grid(
         Runs per configuration and the seed of the per-run seeds.
     config
         ERP settings.
+    solver
+        CaliBrain's ``"BMN"`` (``gamma`` learned; the default), ``"eloreta"`` or
+        ``"gamma_map"`` (these two need ``noise_types`` ``"oracle"`` / ``"baseline"``).
 
     Returns
     -------
@@ -155,6 +152,8 @@ def run_grid(
         raise ParameterError(f"n_runs must be >= 1, got {n_runs}.")
     if not noise_types or set(noise_types) - set(NOISE_TYPES):
         raise ParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
+    for noise_type in noise_types:
+        check_solver(solver, "learn", noise_type, False)
     if "oracle" in noise_types and max(data_grid["alpha_SNR"]) >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     configs = [
@@ -178,12 +177,12 @@ def run_grid(
         data = leadfields[subject, orientation]
         run = simulate_run(
             data, int(data_params["nnz"]), float(data_params["alpha_SNR"]), int(seed),
-            noise_params["noise_type"], config,
+            noise_params["noise_type"], config, solver=solver,
         )  # fmt: skip
         name = layout.posterior_summary_name(global_id, int(seed))
         metadata = {
             "global_run_id": global_id, "run_id": (global_id - 1) % n_runs + 1, "nruns": n_runs,
-            "solver": SOLVER, **noise_params, **data_params, "n_sources": data.n_sources,
+            "solver": solver, **noise_params, **data_params, "n_sources": data.n_sources,
             "n_times": run["x_true"].shape[-1], "seed": int(seed), "posterior_filename": name,
             "sensor_kind": data.sensor_kind, "coil_type": data.coil_type,
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,

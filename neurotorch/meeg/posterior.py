@@ -70,7 +70,7 @@ def bmn_posterior(
         Precision of the solve (``gamma - gamma^2 ...`` cancels, so float64 by default); the
         results come back in ``y``'s dtype.
     """
-    _check_inputs(y, leadfield)
+    check_inputs(y, leadfield)
     out_dtype = y.dtype
     batch, n_sensors, _ = y.shape
     free = leadfield.ndim == 3
@@ -78,8 +78,8 @@ def bmn_posterior(
     k = leadfield.shape[2] if free else 1
     lf = leadfield.reshape(n_sensors, n_sources * k).to(compute_dtype)
     yd = y.to(compute_dtype)
-    gamma = _positive(gamma, "gamma", batch, compute_dtype, y.device)
-    noise_var = _positive(noise_var, "noise_var", batch, compute_dtype, y.device)
+    gamma = positive_per_trial(gamma, "gamma", batch, compute_dtype, y.device)
+    noise_var = positive_per_trial(noise_var, "noise_var", batch, compute_dtype, y.device)
     eye = torch.eye(n_sensors, dtype=compute_dtype, device=y.device)
     cov_y = gamma[:, None, None] * (lf @ lf.T) + noise_var[:, None, None] * eye
     chol = torch.linalg.cholesky(cov_y)
@@ -101,7 +101,7 @@ def bmn_posterior(
     )
 
 
-def _check_inputs(y: torch.Tensor, leadfield: torch.Tensor) -> None:
+def check_inputs(y: torch.Tensor, leadfield: torch.Tensor) -> None:
     if y.ndim != 3 or leadfield.ndim not in (2, 3) or leadfield.shape[0] != y.shape[1]:
         raise ShapeMismatchError(
             f"y must be (B, M, T) and the leadfield (M, N) or (M, N, K) with the same M; got "
@@ -112,7 +112,7 @@ def _check_inputs(y: torch.Tensor, leadfield: torch.Tensor) -> None:
             raise NonFiniteError(f"{name} holds NaN or Inf; the posterior needs finite inputs.")
 
 
-def _positive(
+def positive_per_trial(
     value: float | torch.Tensor, name: str, batch: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """``value`` as a ``(batch,)`` tensor, checked to be finite and > 0."""
@@ -161,7 +161,7 @@ def learn_hyperparameters(
     gamma, noise_var
         ``(B,)`` float64 tensors (``noise_var`` is the given one when it is not learned).
     """
-    _check_inputs(y, leadfield)
+    check_inputs(y, leadfield)
     if int(max_iter) < 1 or not tol > 0:
         raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
     batch, n_sensors, n_times = y.shape
@@ -173,7 +173,7 @@ def learn_hyperparameters(
     if not bool((y_norm2 > 0).all()):
         raise ParameterError("Some trials are all zeros; their evidence has no maximum.")
     learn_noise = noise_var is None
-    sigma2 = _positive(
+    sigma2 = positive_per_trial(
         init_noise_var if learn_noise else noise_var, "noise_var", batch, torch.float64, y.device
     ).clone()
     gamma_scale = y_norm2 / eigvals.max()  # CaliBrain's internal unit of gamma

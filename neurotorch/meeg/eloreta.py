@@ -1,0 +1,127 @@
+"""The eLORETA posterior (CaliBrain's ``eloreta`` solver), batched in torch.
+
+eLORETA is a Gaussian model with white sensor noise ``sigma2 I`` and a source prior covariance
+``R`` found by a fixed-point iteration (Pascual-Marqui's weights, as in MNE and CaliBrain):
+``R_n = (L_n^T N L_n)^-1/2`` per source (a scalar for fixed orientation, a K x K block for free
+orientation) with ``N = (L R L^T + lambda2 I)^-1`` in whitened units, ``R`` rescaled every step so
+that ``trace(L R L^T) = M``. Its posterior, with ``C = L R L^T + lambda2 sigma2 I``:
+
+* mean ``mu = R L^T C^-1 y``
+* covariance ``Sigma = R - R L^T C^-1 L R``
+
+The normalised weights do not depend on the scale of ``L``, so they are fitted once per leadfield
+(`eloreta_weights`, for unit noise) and a trial with noise ``sigma2`` has the prior
+``sigma2 R``: the mean operator is shared by all trials and the covariance is ``sigma2`` times a
+fixed one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neurotorch.errors import ParameterError
+from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
+
+#: CaliBrain's (and MNE's) stopping rule of the weight iteration.
+WEIGHT_TOL = 1e-6
+WEIGHT_MAX_ITER = 20
+_EPS = float(torch.finfo(torch.float64).eps)
+
+
+def eloreta_weights(
+    leadfield: torch.Tensor,
+    lambda2: float = 1.0,
+    max_iter: int = WEIGHT_MAX_ITER,
+    tol: float = WEIGHT_TOL,
+) -> torch.Tensor:
+    """eLORETA's source prior for unit white noise: ``(N,)`` (fixed) or ``(N, K, K)`` (free).
+
+    Iterates until the relative change of the weights is below ``tol`` (at most ``max_iter``
+    steps, as CaliBrain and MNE). ``lambda2`` is the regularisation, CaliBrain's is 1.
+    """
+    if not (float(lambda2) > 0 and torch.isfinite(torch.tensor(float(lambda2)))):
+        raise ParameterError(f"lambda2 must be finite and > 0, got {lambda2!r}.")
+    if int(max_iter) < 1 or not tol > 0:
+        raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
+    n_sensors = leadfield.shape[0]
+    free = leadfield.ndim == 3
+    lf = leadfield.to(torch.float64)
+    blocks = lf.reshape(n_sensors, lf.shape[1], -1).permute(1, 0, 2)  # (N, M, K)
+    k = blocks.shape[-1]
+    prior = (
+        torch.eye(k, dtype=torch.float64, device=lf.device).expand(blocks.shape[0], k, k).clone()
+    )
+    prior = _normalise(blocks, prior, n_sensors)
+    eye = torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
+    for _ in range(int(max_iter)):
+        inv = torch.linalg.inv(_sensor_cov(blocks, prior) + lambda2 * eye)
+        gram = blocks.transpose(1, 2) @ inv @ blocks  # (N, K, K): L_n^T N L_n
+        eigvals, eigvecs = torch.linalg.eigh(0.5 * (gram + gram.transpose(1, 2)))
+        scale = eigvals.clamp_min(_EPS * float(eigvals.max())).rsqrt()
+        last = prior
+        prior = _normalise(blocks, eigvecs @ torch.diag_embed(scale) @ eigvecs.transpose(1, 2),
+                           n_sensors)  # fmt: skip
+        if torch.linalg.norm(prior - last) < tol * torch.linalg.norm(last):
+            break
+    return prior if free else prior[:, 0, 0]
+
+
+def _sensor_cov(blocks: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """``L R L^T`` for per-source blocks ``(N, M, K)`` and priors ``(N, K, K)``."""
+    return torch.einsum("nmi,nij,nsj->ms", blocks, prior, blocks)
+
+
+def _normalise(blocks: torch.Tensor, prior: torch.Tensor, n_sensors: int) -> torch.Tensor:
+    return prior * (n_sensors / torch.trace(_sensor_cov(blocks, prior)))
+
+
+def eloreta_posterior(
+    y: torch.Tensor,
+    leadfield: torch.Tensor,
+    noise_var: float | torch.Tensor,
+    lambda2: float = 1.0,
+    weights: torch.Tensor | None = None,
+) -> GaussianPosterior:
+    """eLORETA's posterior mean and (block-)marginal variances for a batch of trials.
+
+    Parameters
+    ----------
+    y
+        ``(B, M, T)`` sensor data.
+    leadfield
+        ``(M, N)`` or ``(M, N, K)``.
+    noise_var
+        The white noise variance each trial assumes: a scalar or ``(B,)``.
+    lambda2
+        eLORETA's regularisation (CaliBrain uses 1).
+    weights
+        `eloreta_weights` of this leadfield and ``lambda2``, when already computed.
+    """
+    check_inputs(y, leadfield)
+    batch, n_sensors, _ = y.shape
+    noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+    prior = eloreta_weights(leadfield, lambda2) if weights is None else weights
+    free = leadfield.ndim == 3
+    lf = leadfield.to(torch.float64)
+    blocks = lf.reshape(n_sensors, lf.shape[1], -1).permute(1, 0, 2)  # (N, M, K)
+    prior_blocks = prior.to(torch.float64).reshape(blocks.shape[0], -1)
+    prior_blocks = torch.diag_embed(prior_blocks) if not free else prior.to(torch.float64)
+    eye = torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
+    cov_y = _sensor_cov(blocks, prior_blocks) + lambda2 * eye
+    gain = prior_blocks @ blocks.transpose(1, 2)  # (N, K, M): R_n L_n^T
+    solved = torch.linalg.solve(cov_y, gain.reshape(-1, n_sensors).T)  # (M, NK)
+    mean = solved.T @ y.to(torch.float64)  # (B, NK, T)
+    # Sigma_n = R_n - R_n L_n^T C^-1 L_n R_n, per source
+    post_blocks = prior_blocks - torch.einsum(
+        "nim,mnj->nij", gain, solved.reshape(n_sensors, blocks.shape[0], -1)
+    )
+    out = y.dtype
+    scale = noise_var[:, None, None, None]
+    blocks_b = scale * post_blocks
+    if not free:
+        return GaussianPosterior(mean.to(out), blocks_b[:, :, 0, 0].to(out))
+    return GaussianPosterior(
+        mean.reshape(batch, blocks.shape[0], -1, mean.shape[-1]).to(out),
+        torch.diagonal(blocks_b, dim1=-2, dim2=-1).to(out),
+        blocks_b.to(out),
+    )
