@@ -51,6 +51,31 @@ def test_isotonic_calibrator_reports_before_and_after(tmp_path, capsys):
     assert report["levels"] == pytest.approx(DEFAULT_LEVELS.tolist())
 
 
+@pytest.mark.parametrize(("solver", "num_workers"), [("eloreta", 0), ("gamma_map", 2)])
+def test_isotonic_calibrator_on_eloreta_and_gamma_map_posteriors(tmp_path, solver, num_workers):
+    """The other CaliBrain solvers through a real Trainer: each batch carries the solver's
+    posterior of its own trials (with the misspecified noise), and recalibration helps."""
+    from neurotorch.meeg.solvers import fit_posterior
+
+    dm = CalibrationDataModule(noise_var_scale=0.05, solver=solver, num_workers=num_workers, **DATA)
+    model = IsotonicCalibrator(output_dir=str(tmp_path))
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(model, dm)
+    trainer.test(model, dm)
+    report = json.loads((tmp_path / "calibration_test.json").read_text())
+    before, after = report["metrics_before"], report["metrics_after"]
+    assert after["mean_absolute_deviation"] < before["mean_absolute_deviation"]
+    batch = next(iter(dm.test_dataloader()))
+    fit = fit_posterior(
+        solver, batch["y"].double(), torch.as_tensor(dm._leadfield().leadfield),
+        batch["assumed_noise_var"].double(),
+    )  # fmt: skip
+    assert torch.allclose(batch["assumed_noise_var"].double(), 0.05 * batch["noise_var"].double())
+    scale = fit.posterior.mean.abs().amax()
+    assert torch.allclose(batch["mean"].double(), fit.posterior.mean, rtol=0, atol=1e-5 * scale)
+    assert torch.allclose(batch["var"].double(), fit.posterior.var, rtol=1e-4, atol=0)
+
+
 def test_neural_calibrator_trains(tmp_path):
     L.seed_everything(0)
     dm = CalibrationDataModule(noise_var_scale=0.05, **DATA)

@@ -33,6 +33,8 @@ FIT_LEVELS = np.concatenate(
 )
 #: Ways of counting coverage (see the module docstring); the first is CaliBrain's default.
 COVERAGE_MODES = ("time_averaged", "pointwise")
+#: Floor of a free-orientation covariance block's eigenvalues (nAm²), CaliBrain's.
+BLOCK_EPSILON = 1e-12
 
 
 def _check_mode(mode: str) -> str:
@@ -117,7 +119,8 @@ def ellipsoid_coverage_curve(
 
     ``x_true``/``mean`` are ``(..., N, K, T)``, ``cov_blocks`` ``(..., N, K, K)``; a sample (or,
     with ``mode="time_averaged"``, the time average with covariance ``cov / T``) is covered when
-    its Mahalanobis distance² is at most the chi² quantile with K degrees of freedom.
+    its Mahalanobis distance² is at most the chi² quantile with K degrees of freedom. Block
+    eigenvalues below `BLOCK_EPSILON` (nAm²) count as that value, as in CaliBrain.
     """
     if _check_mode(mode) == "time_averaged":
         x_true, mean, cov_blocks = _time_average(x_true, mean, cov_blocks)
@@ -129,9 +132,12 @@ def ellipsoid_coverage_curve(
         )
     _check_finite(x_true_minus_mean=diff, cov_blocks=cov)
     k = cov.shape[-1]
-    solved = np.linalg.solve(cov[..., None, :, :], np.moveaxis(diff, -1, -2)[..., None])[..., 0]
-    mahalanobis = np.einsum("...tk,...tk->...t", np.moveaxis(diff, -1, -2), solved)
-    return coverage_from_scores(mahalanobis, chi2.ppf(_check_levels(levels), k))
+    # CaliBrain's inverse: eigenvalues of the symmetrised block raised to BLOCK_EPSILON, so a
+    # degenerate block (a source gamma-MAP pruned) covers only an exact estimate
+    eigvals, eigvecs = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
+    rotated = np.einsum("...ij,...it->...jt", eigvecs, diff)
+    scaled = rotated**2 / np.maximum(eigvals, BLOCK_EPSILON)[..., None]
+    return coverage_from_scores(scaled.sum(-2), chi2.ppf(_check_levels(levels), k))
 
 
 def calibration_metrics(levels: np.ndarray, empirical: np.ndarray) -> dict[str, float]:

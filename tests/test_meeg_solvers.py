@@ -1,0 +1,257 @@
+"""eLORETA and gamma-MAP posteriors against independent dense computations, the generative model
+they assume, and MNE; the solver entry point and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
+from neurotorch.meeg.eloreta import eloreta_posterior, eloreta_weights
+from neurotorch.meeg.solvers import SOLVERS, check_solver, fit_posterior, full_posterior_cov
+from neurotorch.meeg.sparse_bayes import gamma_map_posterior
+
+
+def _problem(k: int, seed: int = 0, n_sensors: int = 13, n_sources: int = 31, n_times: int = 25):
+    rng = np.random.default_rng(seed)
+    shape = (n_sensors, n_sources) if k == 1 else (n_sensors, n_sources, k)
+    lf = rng.standard_normal(shape) * 0.7
+    flat = lf.reshape(n_sensors, -1)
+    x = np.zeros((flat.shape[1], n_times))
+    x[rng.choice(flat.shape[1], 3, replace=False)] = 5.0 * rng.standard_normal((3, n_times))
+    y = flat @ x + 1.5 * rng.standard_normal((n_sensors, n_times))
+    return lf, y
+
+
+def _dense_posterior(lf: np.ndarray, prior: np.ndarray, noise_var: float, y: np.ndarray):
+    """Textbook Gaussian posterior with a dense prior covariance (numpy, independent of torch)."""
+    flat = lf.reshape(lf.shape[0], -1)
+    cov_y = flat @ prior @ flat.T + noise_var * np.eye(flat.shape[0])
+    gain = prior @ flat.T @ np.linalg.inv(cov_y)
+    return gain @ y, prior - gain @ flat @ prior
+
+
+def _block_diag(blocks: np.ndarray) -> np.ndarray:
+    n, k = blocks.shape[:2]
+    out = np.zeros((n * k, n * k))
+    for i, block in enumerate(blocks):
+        out[i * k : (i + 1) * k, i * k : (i + 1) * k] = block
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 2])
+def test_eloreta_weights_are_the_normalised_fixed_point(k):
+    """R_n = (L_n^T (L R L^T + I)^-1 L_n)^-1/2 up to one common scale, trace(L R L^T) = M."""
+    lf, _ = _problem(k)
+    weights = eloreta_weights(torch.tensor(lf)).numpy()
+    blocks = weights[:, None, None] if k == 1 else weights
+    flat = lf.reshape(lf.shape[0], -1)
+    prior = _block_diag(blocks)
+    assert np.trace(flat @ prior @ flat.T) == pytest.approx(lf.shape[0], rel=1e-12)
+    inv = np.linalg.inv(flat @ prior @ flat.T + np.eye(lf.shape[0]))
+    per_source = flat.reshape(lf.shape[0], -1, k).transpose(1, 0, 2)
+    target = []
+    for block in per_source:
+        vals, vecs = np.linalg.eigh(block.T @ inv @ block)
+        target.append(vecs @ np.diag(vals**-0.5) @ vecs.T)
+    target = np.stack(target)
+    target *= lf.shape[0] / np.trace(flat @ _block_diag(target) @ flat.T)
+    # the iteration stops once a step changes the weights by < 1e-6 (relative)
+    np.testing.assert_allclose(blocks, target, rtol=0, atol=1e-5 * np.abs(target).max())
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_eloreta_posterior_is_the_gaussian_posterior_of_its_prior(k):
+    lf, y = _problem(k, seed=1)
+    noise = np.array([2.25, 0.5])
+    ys = np.stack([y, 0.3 * y])
+    post = eloreta_posterior(torch.tensor(ys), torch.tensor(lf), torch.tensor(noise))
+    weights = eloreta_weights(torch.tensor(lf)).numpy()
+    blocks = weights[:, None, None] if k == 1 else weights
+    for b in range(2):
+        mean, cov = _dense_posterior(lf, noise[b] * _block_diag(blocks), noise[b], ys[b])
+        np.testing.assert_allclose(
+            post.mean[b].numpy().reshape(mean.shape), mean, rtol=1e-9, atol=1e-12
+        )
+        diag = np.diag(cov).reshape(-1, k)
+        np.testing.assert_allclose(post.var[b].numpy().reshape(diag.shape), diag, rtol=1e-9)
+        if k > 1:
+            dense_blocks = np.stack(
+                [cov[i * k : (i + 1) * k, i * k : (i + 1) * k] for i in range(len(blocks))]
+            )
+            np.testing.assert_allclose(
+                post.cov_blocks[b].numpy(), dense_blocks, rtol=1e-9, atol=1e-12
+            )
+
+
+def test_eloreta_intervals_cover_at_the_nominal_rate_under_its_own_model():
+    """Sources drawn from eLORETA's prior, noise at the assumed variance: the 90 % intervals of
+    the posterior cover 90 % of the sources (CaliBrain's variance would cover ~91.4 % here)."""
+    lf, _ = _problem(1, seed=2, n_sources=40)
+    noise_var = 3.0
+    weights = eloreta_weights(torch.tensor(lf)).numpy()
+    rng = np.random.default_rng(7)
+    n_trials, n_times = 800, 20
+    x = rng.standard_normal((n_trials, 40, n_times)) * np.sqrt(noise_var * weights)[:, None]
+    y = lf @ x + np.sqrt(noise_var) * rng.standard_normal((n_trials, lf.shape[0], n_times))
+    post = eloreta_posterior(torch.tensor(y), torch.tensor(lf), noise_var)
+    z = stats.norm.ppf(0.95)
+    inside = np.abs(x - post.mean.numpy()) <= z * np.sqrt(post.var.numpy())[..., None]
+    # (trial, sample) pairs are independent; the 40 sources of one pair are correlated, so their
+    # mean varies by at most 0.9 * 0.1: a binomial bound over pairs (significance 1e-4) holds
+    bound = stats.norm.ppf(1 - 1e-4 / 2) * np.sqrt(0.9 * 0.1 / (n_trials * n_times))
+    assert abs(inside.mean() - 0.9) < bound
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orientation", ["fixed", "free"])
+def test_eloreta_mean_equals_mne(orientation):
+    """MNE's eLORETA (`mne.minimum_norm`, lambda2 = 1) on the same MEG forward and data; free
+    MEG leadfields have 2 tangential components, mapped to xyz with ``Q_basis``."""
+    from neurotorch.meeg.forward import (
+        cortical_shell,
+        forward_to_leadfield,
+        make_forward,
+        sensor_info,
+        sphere_model,
+    )
+    from neurotorch.meeg.inverse import minimum_norm
+
+    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
+    info = sensor_info("mag", n_sensors=23)
+    fwd = make_forward(info, rr, nn, sphere_model("mag"))
+    data = forward_to_leadfield(fwd, orientation)
+    flat = data.leadfield.reshape(23, -1)
+    rng = np.random.default_rng(0)
+    x = np.zeros((flat.shape[1], 31))
+    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
+    y = flat @ x + 2.0 * rng.standard_normal((23, 31))
+    ours = eloreta_posterior(torch.tensor(y)[None], torch.tensor(data.leadfield), 4.0).mean[0]
+    ours = ours.numpy()
+    if orientation == "free":
+        ours = np.einsum("nck,nkt->nct", data.Q_basis, ours)
+    theirs = minimum_norm(fwd, info, y, 4.0, "eLORETA", lambda2=1.0, orientation_type=orientation)
+    # MNE rotates the fixed-orientation forward in float32
+    atol = (1e-6 if orientation == "fixed" else 1e-10) * np.abs(theirs).max()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_gamma_map_posterior_is_the_gaussian_posterior_of_its_learned_gammas(k):
+    lf, y = _problem(k, seed=3)
+    ys = np.stack([y, 2.0 * y + 0.1])
+    noise = np.array([2.25, 9.0])
+    res = gamma_map_posterior(torch.tensor(ys), torch.tensor(lf), torch.tensor(noise))
+    for b in range(2):
+        gamma = res.gamma[b].numpy().ravel()
+        assert (gamma >= 0).all() and (gamma == 0).any()  # sparse: some sources pruned
+        mean, cov = _dense_posterior(lf, np.diag(gamma), noise[b], ys[b])
+        peak = np.abs(mean).max()
+        np.testing.assert_allclose(
+            res.posterior.mean[b].numpy().reshape(mean.shape), mean, rtol=0, atol=1e-9 * peak
+        )
+        diag = np.diag(cov)
+        np.testing.assert_allclose(
+            res.posterior.var[b].numpy().ravel(), diag, rtol=0, atol=1e-9 * diag.max()
+        )
+        if k > 1:
+            groups = gamma.reshape(-1, k)
+            assert np.all(groups == groups[:, :1])  # one gamma per free source
+
+
+def test_gamma_map_gammas_are_a_fixed_point_of_the_update():
+    """At convergence another step of the update (written out in numpy) moves gamma by about
+    the stopping tolerance only."""
+    lf, y = _problem(1, seed=4)
+    noise = 2.25
+    res = gamma_map_posterior(
+        torch.tensor(y)[None], torch.tensor(lf), noise, max_iter=5000, tol=1e-10
+    )
+    gamma = res.gamma[0].numpy()
+    cov_y = lf @ np.diag(gamma) @ lf.T + noise * np.eye(lf.shape[0])
+    cinv_l = np.linalg.solve(cov_y, lf)
+    a = cinv_l.T @ y
+    updated = gamma * np.sqrt((a**2).mean(1)) / np.sqrt((lf * cinv_l).sum(0))
+    assert np.abs(updated - gamma).sum() / gamma.sum() < 1e-8
+    assert int(res.n_iter[0]) < 5000
+
+
+def test_gamma_map_trials_are_independent_of_their_batch():
+    lf, y = _problem(3, seed=5)
+    ys = torch.tensor(np.stack([y, 0.5 * y[:, ::-1].copy(), y + 1.0]))
+    batch = gamma_map_posterior(ys, torch.tensor(lf), torch.tensor([2.0, 1.0, 3.0]))
+    alone = gamma_map_posterior(ys[1:2], torch.tensor(lf), 1.0)
+    assert int(batch.n_iter[1]) == int(alone.n_iter[0])
+    np.testing.assert_allclose(batch.gamma[1].numpy(), alone.gamma[0].numpy(), rtol=1e-9, atol=0)
+
+
+def test_full_posterior_cov_matches_the_batched_marginals():
+    lf, y = _problem(3, seed=6)
+    fit = fit_posterior("gamma_map", torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]))
+    cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), 2.0)
+    blocks = np.stack([cov[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] for i in range(lf.shape[1])])
+    np.testing.assert_allclose(
+        blocks, fit.posterior.cov_blocks[0].numpy(), rtol=0, atol=1e-10 * np.abs(blocks).max()
+    )
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_fit_posterior_reports_prior_and_noise(solver):
+    lf, y = _problem(1, seed=8)
+    fit = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]))
+    prior_diag = torch.diagonal(fit.prior_blocks[0], dim1=-2, dim2=-1).ravel()
+    assert float(fit.gamma[0]) == pytest.approx(float(prior_diag.mean()), rel=1e-12)
+    assert float(fit.noise_var[0]) == 2.0
+    if solver == "eloreta":  # the prior scales with the assumed noise
+        double = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([4.0]))
+        np.testing.assert_allclose(double.prior_blocks.numpy(), 2 * fit.prior_blocks.numpy())
+        np.testing.assert_allclose(double.posterior.mean.numpy(), fit.posterior.mean.numpy())
+
+
+@pytest.mark.parametrize(
+    ("solver", "gamma", "noise_type", "normalization", "match"),
+    [
+        ("sLORETA", "learn", "oracle", False, "solver must be one of"),
+        ("eloreta", 2.0, "oracle", False, "sets its own source prior"),
+        ("gamma_map", "learn", "baseline", True, "sets its own source prior"),
+        ("gamma_map", "learn", "adaptive_joint_learning", False, "adaptive_joint_learning"),
+        ("BMN", "oracle", "adaptive_joint_learning", False, "adaptive_joint_learning"),
+        ("BMN", "learn", "exact", False, "noise_type must be one of"),
+    ],
+)
+def test_check_solver_refuses_undefined_combinations(
+    solver, gamma, noise_type, normalization, match
+):
+    with pytest.raises(ParameterError, match=match):
+        check_solver(solver, gamma, noise_type, normalization)
+
+
+def test_bad_inputs_raise_named_errors():
+    lf, y = _problem(1)
+    yt, lt = torch.tensor(y)[None], torch.tensor(lf)
+    with pytest.raises(ParameterError, match="lambda2"):
+        eloreta_weights(lt, lambda2=0.0)
+    with pytest.raises(ParameterError, match="lambda2"):
+        eloreta_weights(lt, lambda2=float("nan"))
+    with pytest.raises(ParameterError, match="noise_var"):
+        eloreta_posterior(yt, lt, -1.0)
+    with pytest.raises(ParameterError, match="noise_var"):
+        gamma_map_posterior(yt, lt, 0.0)
+    with pytest.raises(ParameterError, match="all zeros"):
+        gamma_map_posterior(torch.zeros_like(yt), lt, 1.0)
+    with pytest.raises(ParameterError, match="all zeros"):
+        gamma_map_posterior(yt, torch.zeros_like(lt), 1.0)
+    with pytest.raises(ParameterError, match="max_iter"):
+        gamma_map_posterior(yt, lt, 1.0, max_iter=0)
+    with pytest.raises(ShapeMismatchError):
+        gamma_map_posterior(yt[:, :5], lt, 1.0)
+    with pytest.raises(ShapeMismatchError):
+        eloreta_posterior(yt, lt[:5], 1.0)
+    bad = yt.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError):
+        gamma_map_posterior(bad, lt, 1.0)
+    with pytest.raises(NonFiniteError):
+        eloreta_posterior(bad, lt, 1.0)
