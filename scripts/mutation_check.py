@@ -130,6 +130,34 @@ MUTANTS = [
         "    best = scores.argmin(0) if per_target else scores.mean(1).argmin().expand(scores.shape[1])",
         ("tests/test_encoder_ridge.py",),
     ),
+    Mutant(
+        "eloreta-noise-applied-twice",
+        "neurotorch/meeg/eloreta.py",
+        "    scale = noise_var[:, None, None, None]",
+        "    scale = noise_var[:, None, None, None] ** 2",
+        ("tests/test_meeg_solvers.py",),
+    ),
+    Mutant(
+        "eloreta-weights-not-normalised",
+        "neurotorch/meeg/eloreta.py",
+        "    return prior * (n_sensors / torch.trace(_sensor_cov(blocks, prior)))",
+        "    return prior",
+        ("tests/test_meeg_solvers.py",),
+    ),
+    Mutant(
+        "gamma-map-free-gamma-not-shared",
+        "neurotorch/meeg/sparse_bayes.py",
+        "    grouped = numer / denom.clamp_min(_EPS).sqrt() / k",
+        "    grouped = numer / denom.clamp_min(_EPS).sqrt()",
+        ("tests/test_meeg_calibrain_interop.py::test_gamma_map_posterior_against_calibrain",),
+    ),
+    Mutant(
+        "gamma-map-variance-internal-units",
+        "neurotorch/meeg/sparse_bayes.py",
+        "    var_scale = (scale**2).reshape(-1, *[1] * (posterior.var.ndim - 1))",
+        "    var_scale = scale.reshape(-1, *[1] * (posterior.var.ndim - 1))",
+        ("tests/test_meeg_solvers.py",),
+    ),
 ]
 
 

@@ -533,6 +533,25 @@ def _meeg_module(**kwargs) -> Callable[[], object]:
     return call
 
 
+def _calibration_module(**kwargs) -> Callable[[], object]:
+    def call() -> object:
+        from neurotorch.lightning import CalibrationDataModule
+
+        return CalibrationDataModule(**{"n_sources": 20, "nnz": (1,), **kwargs})
+
+    return call
+
+
+def _grid_solver(tmp: Path) -> tuple[Callable[[], object], str]:
+    from neurotorch.meeg.grid import run_grid
+    from neurotorch.meeg.leadfield import LeadfieldBuilder
+
+    grid = {"subject": ["s"], "orientation_type": ["fixed"], "nnz": [1], "alpha_SNR": [0.5]}
+    return (lambda: run_grid(LeadfieldBuilder(tmp), tmp / "runs", grid, solver="champagne")), (
+        "champagne"
+    )
+
+
 def _runs_missing(tmp: Path) -> tuple[Callable[[], object], str]:
     from neurotorch.data.meeg_calibration import CalibrationRunsDataset
 
@@ -965,6 +984,25 @@ FAULTS: list[Fault] = [
     tmp_case(
         "meeg-unknown-montage", ParameterError, _value_case(_meeg_module(montage="nope"), "nope")
     ),
+    tmp_case(
+        "calibration-unknown-solver",
+        ParameterError,
+        _value_case(_calibration_module(solver="sLORETA"), "sLORETA"),
+    ),
+    tmp_case(
+        "calibration-gamma-map-learned-noise",
+        ParameterError,
+        _value_case(
+            _calibration_module(solver="gamma_map", noise_type="adaptive_joint_learning"),
+            "adaptive_joint_learning",
+        ),
+    ),
+    tmp_case(
+        "calibration-eloreta-normalised",
+        ParameterError,
+        _value_case(_calibration_module(solver="eloreta", normalization=True), "normalization"),
+    ),
+    tmp_case("grid-unknown-solver", ParameterError, _grid_solver),
     tmp_case("calibration-runs-missing", DataNotDownloadedError, _runs_missing),
     tmp_case("connectome-subject-out-of-range", ParameterError, _value_case(_chunks_999, "999")),
     # M/EEG and connectome files.
