@@ -990,10 +990,10 @@ FAULTS: list[Fault] = [
         _value_case(_calibration_module(solver="sLORETA"), "sLORETA"),
     ),
     tmp_case(
-        "calibration-gamma-map-learned-noise",
+        "calibration-eloreta-learned-noise",
         ParameterError,
         _value_case(
-            _calibration_module(solver="gamma_map", noise_type="adaptive_joint_learning"),
+            _calibration_module(solver="eloreta", noise_type="adaptive_joint_learning"),
             "adaptive_joint_learning",
         ),
     ),

@@ -368,8 +368,14 @@ def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path)
         assert summary.metadata["coil_type"] in (1, 3022)
 
 
-@pytest.mark.parametrize("solver", ["BMN", "eloreta", "gamma_map"])
-def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(tmp_path, monkeypatch, solver):
+@pytest.mark.parametrize(
+    ("solver", "noise_type"),
+    [("BMN", "oracle"), ("eloreta", "oracle"), ("gamma_map", "oracle"),
+     ("gamma_map", "adaptive_joint_learning")],
+)  # fmt: skip
+def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(
+    tmp_path, monkeypatch, solver, noise_type
+):
     """CaliBrain reads neurotorch's run manifest, concatenates the runs and calibrates them to
     the same curves, recalibrated levels and metrics as `calibrate_runs`, for each solver."""
     from calibrain import calibration_dataset as cd
@@ -387,7 +393,9 @@ def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(tmp_path, mon
         "nnz": [2],
         "alpha_SNR": [0.4],
     }
-    run_grid(LeadfieldBuilder(tmp_path), tmp_path / "runs", grid, n_runs=4, solver=solver)
+    run_grid(
+        LeadfieldBuilder(tmp_path), tmp_path / "runs", grid, (noise_type,), n_runs=4, solver=solver
+    )
     monkeypatch.chdir(tmp_path / "runs")  # CaliBrain resolves manifest paths from the cwd
     summaries = summaries_from_manifest(MANIFEST)
     assert {s.metadata["solver"] for s in summaries} == {solver}
@@ -545,4 +553,73 @@ def test_calibration_dataset_solver_means_equal_calibrain(solver, orientation):
     close = 1e-5 if solver == "eloreta" else 1e-4
     np.testing.assert_allclose(
         item["mean"].numpy(), expected, rtol=0, atol=close * np.abs(expected).max()
+    )
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_gamma_map_with_learned_sensor_noise_against_calibrain(k):
+    """``noise_var=None`` is CaliBrain's ``gamma_lambda_map``: the same iterations, pruned set
+    and per-sensor noise; at a tight tolerance the same posterior (its posterior lags one iterate
+    in gamma and noise, as in `test_gamma_map_posterior_against_calibrain`)."""
+    from calibrain.source_estimation import gamma_lambda_map
+
+    from neurotorch.meeg.sparse_bayes import gamma_map_posterior
+
+    # free sources need more sensors, or the per-sensor noise absorbs every source
+    n_sensors = 17 if k == 1 else 60
+    rng = np.random.default_rng(k)
+    lf = rng.standard_normal((n_sensors, 29) if k == 1 else (n_sensors, 29, k)) * 0.3
+    flat = lf.reshape(n_sensors, -1)
+    x = np.zeros((flat.shape[1], 40))
+    x[[2, 11]] = 10.0 * rng.standard_normal((2, 40))
+    noise_sd = 0.3 * np.linspace(0.5, 2.0, n_sensors)[:, None]  # heteroscedastic sensors
+    y = flat @ x + noise_sd * rng.standard_normal((n_sensors, 40))
+    quiet = logging.getLogger("calibrain-interop")
+    for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
+        ref = gamma_lambda_map(flat, y, n_orient=k, logger=quiet, tol=tol, max_iter=max_iter)
+        res = gamma_map_posterior(
+            torch.tensor(y)[None], torch.tensor(lf), None, max_iter=max_iter, tol=tol
+        )
+        # near 1e-11 rounding (eigh here, SVD there) may move the last step by one
+        slack = 0 if tol > 1e-10 else 1
+        assert abs(int(res.n_iter[0]) - len(ref["err_gamma_hist"])) <= slack
+        gamma = res.gamma[0].numpy().ravel()
+        assert gamma.any()
+        np.testing.assert_array_equal(np.flatnonzero(gamma), ref["active_indices"])
+        np.testing.assert_allclose(res.noise_var[0].numpy(), ref["lambdas"], rtol=1e-8)
+        if tol < 1e-10:
+            mean = res.posterior.mean[0].numpy().reshape(flat.shape[1], -1)
+            var = res.posterior.var[0].numpy().ravel()
+            theirs = ref["posterior_mean"].reshape(flat.shape[1], -1)
+            np.testing.assert_allclose(mean, theirs, rtol=0, atol=1e-8 * np.abs(mean).max())
+            np.testing.assert_allclose(
+                var, np.diag(ref["posterior_cov"]), rtol=0, atol=1e-7 * var.max()
+            )
+
+
+def test_calibration_dataset_gamma_map_with_learned_noise_equals_calibrain():
+    """``solver="gamma_map", noise_type="adaptive_joint_learning"``: the item's posterior mean
+    and learned noise are CaliBrain's ``gamma_lambda_map`` on the item's own data."""
+    from calibrain.source_estimation import gamma_lambda_map
+
+    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.meeg.leadfield import random_leadfield
+
+    leadfield = random_leadfield("fixed", 12, 19, seed=4)
+    item = CalibrationDataset(
+        leadfield,
+        length=1,
+        nnz=(2,),
+        alpha=(0.6,),
+        solver="gamma_map",
+        noise_type="adaptive_joint_learning",
+    )[0]
+    ref = gamma_lambda_map(
+        leadfield.leadfield, item["y"].double().numpy(), logger=logging.getLogger("quiet")
+    )
+    expected = ref["posterior_mean"]
+    assert float(item["assumed_noise_var"]) == pytest.approx(ref["noise_var"], rel=1e-6)
+    # float32 items; CaliBrain's posterior lags one iterate
+    np.testing.assert_allclose(
+        item["mean"].numpy(), expected, rtol=0, atol=1e-4 * np.abs(expected).max()
     )

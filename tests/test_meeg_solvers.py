@@ -28,7 +28,7 @@ def _problem(k: int, seed: int = 0, n_sensors: int = 13, n_sources: int = 31, n_
 def _dense_posterior(lf: np.ndarray, prior: np.ndarray, noise_var: float, y: np.ndarray):
     """Textbook Gaussian posterior with a dense prior covariance (numpy, independent of torch)."""
     flat = lf.reshape(lf.shape[0], -1)
-    cov_y = flat @ prior @ flat.T + noise_var * np.eye(flat.shape[0])
+    cov_y = flat @ prior @ flat.T + noise_var * np.eye(flat.shape[0])  # noise: scalar or diag
     gain = prior @ flat.T @ np.linalg.inv(cov_y)
     return gain @ y, prior - gain @ flat @ prior
 
@@ -165,16 +165,21 @@ def test_gamma_map_mean_matches_mne():
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())
 
 
+@pytest.mark.parametrize("learn_noise", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
-def test_gamma_map_posterior_is_the_gaussian_posterior_of_its_learned_gammas(k):
+def test_gamma_map_posterior_is_the_gaussian_posterior_of_its_learned_gammas(k, learn_noise):
     lf, y = _problem(k, seed=3)
     ys = np.stack([y, 2.0 * y + 0.1])
     noise = np.array([2.25, 9.0])
-    res = gamma_map_posterior(torch.tensor(ys), torch.tensor(lf), torch.tensor(noise))
+    given = None if learn_noise else torch.tensor(noise)
+    res = gamma_map_posterior(torch.tensor(ys), torch.tensor(lf), given)
+    assert res.noise_var.shape == (2, lf.shape[0])
+    if not learn_noise:
+        np.testing.assert_array_equal(res.noise_var.numpy(), noise[:, None].repeat(lf.shape[0], 1))
     for b in range(2):
         gamma = res.gamma[b].numpy().ravel()
         assert (gamma >= 0).all() and (gamma == 0).any()  # sparse: some sources pruned
-        mean, cov = _dense_posterior(lf, np.diag(gamma), noise[b], ys[b])
+        mean, cov = _dense_posterior(lf, np.diag(gamma), np.diag(res.noise_var[b].numpy()), ys[b])
         peak = np.abs(mean).max()
         np.testing.assert_allclose(
             res.posterior.mean[b].numpy().reshape(mean.shape), mean, rtol=0, atol=1e-9 * peak
@@ -214,10 +219,12 @@ def test_gamma_map_trials_are_independent_of_their_batch():
     np.testing.assert_allclose(batch.gamma[1].numpy(), alone.gamma[0].numpy(), rtol=1e-9, atol=0)
 
 
-def test_full_posterior_cov_matches_the_batched_marginals():
+@pytest.mark.parametrize("noise", [2.0, None])
+def test_full_posterior_cov_matches_the_batched_marginals(noise):
     lf, y = _problem(3, seed=6)
-    fit = fit_posterior("gamma_map", torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]))
-    cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), 2.0)
+    given = None if noise is None else torch.tensor([noise])
+    fit = fit_posterior("gamma_map", torch.tensor(y)[None], torch.tensor(lf), given)
+    cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy())
     blocks = np.stack([cov[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] for i in range(lf.shape[1])])
     np.testing.assert_allclose(
         blocks, fit.posterior.cov_blocks[0].numpy(), rtol=0, atol=1e-10 * np.abs(blocks).max()
@@ -243,7 +250,7 @@ def test_fit_posterior_reports_prior_and_noise(solver):
         ("sLORETA", "learn", "oracle", False, "solver must be one of"),
         ("eloreta", 2.0, "oracle", False, "sets its own source prior"),
         ("gamma_map", "learn", "baseline", True, "sets its own source prior"),
-        ("gamma_map", "learn", "adaptive_joint_learning", False, "adaptive_joint_learning"),
+        ("eloreta", "learn", "adaptive_joint_learning", False, "adaptive_joint_learning"),
         ("BMN", "oracle", "adaptive_joint_learning", False, "adaptive_joint_learning"),
         ("BMN", "learn", "exact", False, "noise_type must be one of"),
     ],

@@ -48,7 +48,8 @@ def posterior_item(
     `learn_hyperparameters`), ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a
     number (nAm²). ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the
     pre-stimulus estimate of `baseline_noise_var`, timing from ``config``) -- both times
-    ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (BMN, learned with ``gamma="learn"``).
+    ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (learned with the prior: one variance
+    for BMN, one per sensor for gamma-MAP).
     ``normalization`` applies CaliBrain's sLORETA normalisation to BMN (its
     ``BMN(normalization=True)``). ``eloreta_prior``: the leadfield's `eloreta_weights`, if known.
     """
@@ -153,13 +154,14 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         Assumed / true (or baseline) noise variance; values other than 1 misspecify the posterior.
     noise_type
         CaliBrain's ``"oracle"`` (true noise variance), ``"baseline"`` (pre-stimulus estimate)
-        or ``"adaptive_joint_learning"`` (learned jointly with ``gamma="learn"``).
+        or ``"adaptive_joint_learning"`` (learned jointly with the prior, ``gamma="learn"``).
     normalization
         CaliBrain's sLORETA normalisation of the BMN posterior (see `posterior_item`).
     solver
         CaliBrain's ``"BMN"`` (default), ``"eloreta"`` (`neurotorch.meeg.eloreta`) or
-        ``"gamma_map"`` (`neurotorch.meeg.sparse_bayes`); the last two need a noise variance
-        (``noise_type`` ``"oracle"`` or ``"baseline"``).
+        ``"gamma_map"`` (`neurotorch.meeg.sparse_bayes`). eLORETA needs a noise variance
+        (``noise_type`` ``"oracle"`` or ``"baseline"``); gamma-MAP with
+        ``"adaptive_joint_learning"`` learns one per sensor (CaliBrain's ``gamma_lambda_map``).
     """
 
     def __init__(

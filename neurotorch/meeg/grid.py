@@ -88,7 +88,9 @@ def simulate_run(
     return {
         "x_true": sources.dense()[0].numpy(),
         "x_hat": fit.posterior.mean[0].numpy(),
-        "posterior_cov": full_posterior_cov(data.leadfield, fit.prior_blocks[0].numpy(), noise_var),
+        "posterior_cov": full_posterior_cov(
+            data.leadfield, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy()
+        ),
         "gamma": float(fit.gamma[0]),
         "noise_var": noise_var,
     }
@@ -136,7 +138,7 @@ def run_grid(
         ERP settings.
     solver
         CaliBrain's ``"BMN"`` (``gamma`` learned; the default), ``"eloreta"`` or
-        ``"gamma_map"`` (these two need ``noise_types`` ``"oracle"`` / ``"baseline"``).
+        ``"gamma_map"`` (eLORETA needs ``noise_types`` ``"oracle"`` / ``"baseline"``).
 
     Returns
     -------

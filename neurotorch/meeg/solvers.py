@@ -47,15 +47,19 @@ class SolverFit:
         ``(B,)`` the source prior variance, nAm²: BMN's ``gamma``; for eLORETA and gamma-MAP the
         mean of their per-source prior variances.
     noise_var
-        ``(B,)`` the noise variance the posterior assumes (learned or given).
+        ``(B,)`` the noise variance the posterior assumes (learned or given; the mean over
+        sensors when gamma-MAP learns one per sensor).
     prior_blocks
         ``(B, N, K, K)`` the source prior covariance, one block per source.
+    sensor_noise_var
+        ``(B, M)`` the noise variance of each sensor (all equal unless learned per sensor).
     """
 
     posterior: GaussianPosterior
     gamma: torch.Tensor
     noise_var: torch.Tensor
     prior_blocks: torch.Tensor
+    sensor_noise_var: torch.Tensor
 
 
 def check_solver(solver: str, gamma: object, noise_type: str, normalization: bool) -> None:
@@ -64,10 +68,10 @@ def check_solver(solver: str, gamma: object, noise_type: str, normalization: boo
         raise ParameterError(f"solver must be one of {SOLVERS}, got {solver!r}.")
     if noise_type not in NOISE_TYPES:
         raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
-    if noise_type == "adaptive_joint_learning" and (solver != "BMN" or gamma != "learn"):
+    if noise_type == "adaptive_joint_learning" and (solver == "eloreta" or gamma != "learn"):
         raise ParameterError(
-            "noise_type='adaptive_joint_learning' learns the noise together with BMN's gamma; "
-            "pass solver='BMN' and gamma='learn'."
+            "noise_type='adaptive_joint_learning' learns the noise together with the prior "
+            "variances; pass solver='BMN' or 'gamma_map' and gamma='learn'."
         )
     if solver != "BMN" and (gamma != "learn" or normalization):
         raise ParameterError(
@@ -88,7 +92,7 @@ def fit_posterior(
     """The posterior of ``solver`` for trials ``y`` (B, M, T) on ``leadfield`` (M, N[, K]).
 
     ``noise_var``: the assumed noise variance (scalar or ``(B,)``), or ``None`` to learn it with
-    BMN's ``gamma``. ``gamma``: BMN's prior variance, ``"learn"`` or a value (scalar or ``(B,)``,
+    the prior (BMN: one variance; gamma-MAP: one per sensor, CaliBrain's ``gamma_lambda_map``). ``gamma``: BMN's prior variance, ``"learn"`` or a value (scalar or ``(B,)``,
     nAm²). ``eloreta_prior``: `eloreta_weights` of ``leadfield``, when already computed.
     """
     batch = y.shape[0]
@@ -97,11 +101,12 @@ def fit_posterior(
         post = eloreta_posterior(y, leadfield, noise_var, weights=prior)
         noise = _per_trial(noise_var, y)
         blocks = noise[:, None, None, None] * _as_blocks(prior, leadfield)[None]
-        return SolverFit(post, _mean_prior_var(blocks), noise, blocks)
+        return SolverFit(post, _mean_prior_var(blocks), noise, blocks, _per_sensor(noise, y))
     if solver == "gamma_map":
         fit = gamma_map_posterior(y, leadfield, noise_var)
         blocks = torch.diag_embed(fit.gamma.reshape(batch, leadfield.shape[1], -1))
-        return SolverFit(fit.posterior, _mean_prior_var(blocks), _per_trial(noise_var, y), blocks)
+        mean_noise = fit.noise_var.mean(1)
+        return SolverFit(fit.posterior, _mean_prior_var(blocks), mean_noise, blocks, fit.noise_var)
     weights = sloreta_weights(leadfield) if normalization else None
     weighted = leadfield if weights is None else weight_leadfield(leadfield, weights)
     if isinstance(gamma, str):
@@ -115,13 +120,18 @@ def fit_posterior(
         post = unweight_posterior(post, weights)
         w = _as_blocks(weights, leadfield)
         blocks = w @ blocks @ w.transpose(1, 2)
-    return SolverFit(post, prior_var, _per_trial(noise_var, y), blocks)
+    noise = _per_trial(noise_var, y)
+    return SolverFit(post, prior_var, noise, blocks, _per_sensor(noise, y))
 
 
 def _per_trial(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` as a float64 ``(B,)`` tensor on ``like``'s device (``like`` is ``(B, ...)``)."""
     value = torch.as_tensor(value, dtype=torch.float64, device=like.device)
     return value.expand(like.shape[0]).clone()
+
+
+def _per_sensor(noise_var: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return noise_var[:, None].expand(-1, y.shape[1]).clone()
 
 
 def _as_blocks(per_source: torch.Tensor, leadfield: torch.Tensor) -> torch.Tensor:
@@ -137,15 +147,16 @@ def _mean_prior_var(blocks: torch.Tensor) -> torch.Tensor:
 
 
 def full_posterior_cov(
-    leadfield: np.ndarray, prior_blocks: np.ndarray, noise_var: float
+    leadfield: np.ndarray, prior_blocks: np.ndarray, noise_var: float | np.ndarray
 ) -> np.ndarray:
-    """``P - P L^T (L P L^T + noise_var I)^-1 L P`` for the block-diagonal prior ``P`` of
-    ``prior_blocks`` (N, K, K); source-major ``(NK, NK)``."""
+    """``P - P L^T (L P L^T + diag(noise_var))^-1 L P`` for the block-diagonal prior ``P`` of
+    ``prior_blocks`` (N, K, K) and a noise variance (scalar or one per sensor); source-major
+    ``(NK, NK)``."""
     lf = leadfield.reshape(leadfield.shape[0], -1)
     n, k = prior_blocks.shape[:2]
     prior = np.zeros((n * k, n * k))
     for i, block in enumerate(prior_blocks):
         prior[i * k : i * k + k, i * k : i * k + k] = block
     gain = lf @ prior
-    cov_y = gain @ lf.T + noise_var * np.eye(lf.shape[0])
+    cov_y = gain @ lf.T + np.diag(np.broadcast_to(noise_var, lf.shape[:1]))
     return prior - gain.T @ np.linalg.solve(cov_y, gain)

@@ -24,6 +24,8 @@ from neurotorch.errors import ParameterError
 from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
 
 _EPS = float(torch.finfo(torch.float64).eps)
+#: CaliBrain's floor of a learned sensor noise variance (its units).
+_LAMBDA_FLOOR = 1e-16
 
 
 @dataclass
@@ -36,19 +38,22 @@ class GammaMapResult:
         Mean ``(B, N, T)`` / ``(B, N, K, T)`` nAm, variances (and free-orientation blocks) nAm².
     gamma
         Learned prior variances ``(B, N)`` or ``(B, N, K)``, nAm² (0 where pruned).
+    noise_var
+        ``(B, M)`` the sensor noise variances of the posterior: the given ones, or those learned.
     n_iter
         ``(B,)`` iterations each trial ran.
     """
 
     posterior: GaussianPosterior
     gamma: torch.Tensor
+    noise_var: torch.Tensor
     n_iter: torch.Tensor
 
 
 def gamma_map_posterior(
     y: torch.Tensor,
     leadfield: torch.Tensor,
-    noise_var: float | torch.Tensor,
+    noise_var: float | torch.Tensor | None,
     max_iter: int = 300,
     tol: float = 1e-6,
 ) -> GammaMapResult:
@@ -61,7 +66,10 @@ def gamma_map_posterior(
     leadfield
         ``(M, N)`` or ``(M, N, K)``.
     noise_var
-        The white noise variance each trial assumes: a scalar or ``(B,)``.
+        The white noise variance each trial assumes (a scalar or ``(B,)``; CaliBrain's
+        ``gamma_map``), or ``None`` to learn one noise variance per sensor with the gammas
+        (CaliBrain's ``gamma_lambda_map``: ``lambda_m <- sqrt(mean_t r_m^2 / (C^-1)_mm)`` with the
+        residual ``r = Y - L X``, from ``lambda = 1`` in its units).
     max_iter, tol
         CaliBrain's defaults.
     """
@@ -69,7 +77,9 @@ def gamma_map_posterior(
     if int(max_iter) < 1 or not tol > 0:
         raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
     batch, n_sensors, n_times = y.shape
-    noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+    learn_noise = noise_var is None
+    if not learn_noise:
+        noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
     free = leadfield.ndim == 3
     k = leadfield.shape[2] if free else 1
     lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
@@ -80,25 +90,31 @@ def gamma_map_posterior(
     data_norm = torch.linalg.matrix_norm(yd @ yd.transpose(1, 2))  # ||Y Y^T||_F, data units
     if not bool((data_norm > 0).all()):
         raise ParameterError("Some trials are all zeros; gamma-MAP has nothing to fit.")
-    # CaliBrain's units: G = L / ||L||_inf, Y / sqrt(||Y Y^T||_F), noise sigma2 / ||Y Y^T||_F
-    g = lf / lf_norm
-    m = yd / data_norm.sqrt()[:, None, None]
-    s2 = noise_var / data_norm
+    # CaliBrain's units: G = L / ||L||_inf, Y / sqrt(||Y Y^T||_F), noise / ||Y Y^T||_F (its
+    # noise-learning variant adds eps to both norms)
+    pad = _EPS if learn_noise else 0.0
+    g = lf / (lf_norm + pad)
+    m = yd / (data_norm.sqrt() + pad)[:, None, None]
+    if learn_noise:
+        lam = torch.ones(batch, n_sensors, dtype=torch.float64, device=y.device)
+    else:
+        lam = (noise_var / data_norm)[:, None].expand(batch, n_sensors).clone()
     data_power = m @ m.transpose(1, 2) / n_times  # (B, M, M)
     gamma = torch.ones(batch, lf.shape[1], dtype=torch.float64, device=y.device)
     n_iter = torch.zeros(batch, dtype=torch.long, device=y.device)
     active = torch.arange(batch, device=y.device)
     for _ in range(int(max_iter)):
         old = gamma[active]
-        new = _update(old, g, s2[active], data_power[active], k)
-        err = (new - old).abs().sum(1) / (old.abs() + _EPS).sum(1)
-        gamma[active] = new
+        new, new_lam = _update(old, g, lam[active], data_power[active], k, learn_noise)
+        total = old.abs().sum(1) + (_EPS if learn_noise else _EPS * old.shape[1])
+        err = (new - old).abs().sum(1) / total
+        gamma[active], lam[active] = new, new_lam
         n_iter[active] += 1
         active = active[(err >= tol) & (new > 0).any(1)]
         if active.numel() == 0:
             break
-    posterior = _posterior(gamma, g, s2, m, k, free)
-    scale = data_norm.sqrt() / lf_norm  # CaliBrain's n_const: back to nAm
+    posterior = _posterior(gamma, g, lam, m, k, free)
+    scale = data_norm.sqrt() / (lf_norm + pad)  # CaliBrain's n_const: back to nAm
     out = y.dtype
     mean = posterior.mean * scale.reshape(-1, *[1] * (posterior.mean.ndim - 1))
     var_scale = (scale**2).reshape(-1, *[1] * (posterior.var.ndim - 1))
@@ -109,42 +125,66 @@ def gamma_map_posterior(
     return GammaMapResult(
         GaussianPosterior(mean.to(out), (posterior.var * var_scale).to(out), blocks),
         learned.reshape(batch, -1, k) if free else learned,
+        lam * data_norm[:, None],
         n_iter,
     )
 
 
 def _update(
-    gamma: torch.Tensor, g: torch.Tensor, s2: torch.Tensor, data_power: torch.Tensor, k: int
-) -> torch.Tensor:
-    """One fixed-point step for a batch of ``gamma`` (B, NK), pruning groups at ``eps`` first."""
+    gamma: torch.Tensor,
+    g: torch.Tensor,
+    lam: torch.Tensor,
+    data_power: torch.Tensor,
+    k: int,
+    learn_noise: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fixed-point step for a batch of ``gamma`` (B, NK) and noise ``lam`` (B, M), pruning
+    at ``eps`` first (whole groups: the components of a source share one value)."""
     batch, n_coeffs = gamma.shape
     gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
     groups = gamma.reshape(batch, -1, k)
     gamma = torch.where(groups.mean(-1, keepdim=True) > _EPS, groups, 0.0).reshape(batch, n_coeffs)
-    cinv_g = _solve_sensor_cov(gamma, g, s2)  # (B, M, NK)
+    cov_inv = _inverse_sensor_cov(gamma, g, lam)
+    cinv_g = cov_inv @ g  # (B, M, NK)
     # mean over time of (G^T C^-1 Y)^2, without forming the (NK, T) product
     numer = gamma * (cinv_g * (data_power @ cinv_g)).sum(1).clamp_min(0.0).sqrt()
     denom = (g * cinv_g).sum(1)
     numer = numer.reshape(batch, -1, k).sum(-1)
     denom = denom.reshape(batch, -1, k).sum(-1)
-    grouped = numer / denom.clamp_min(_EPS).sqrt() / k
-    return grouped.repeat_interleave(k, dim=1).clamp_min(0.0)
-
-
-def _solve_sensor_cov(gamma: torch.Tensor, g: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """``C^-1 G`` with ``C = G diag(gamma) G^T + s2 I``, per trial."""
+    if learn_noise:  # CaliBrain's two variants guard the square root differently
+        root = denom.clamp_min(0.0).sqrt().clamp_min(_EPS)
+    else:
+        root = denom.clamp_min(_EPS).sqrt()
+    new = (numer / root / k).repeat_interleave(k, dim=1).clamp_min(0.0)
+    if not learn_noise:
+        return new, lam
+    # residual R Y with R = I - G Gamma_new G^T C^-1 (C of the previous step, as CaliBrain)
     eye = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    cov = (g * gamma[:, None, :]) @ g.T + s2[:, None, None] * eye
-    chol = torch.linalg.cholesky(cov)
-    return torch.cholesky_solve(g.expand(gamma.shape[0], -1, -1), chol)
+    resid = eye - (g * new[:, None, :]) @ cinv_g.transpose(1, 2)
+    numer_noise = (resid * (resid @ data_power)).sum(-1)  # mean_t r_m^2
+    diag = torch.diagonal(cov_inv, dim1=-2, dim2=-1)
+    updated = torch.where(
+        diag > _LAMBDA_FLOOR,
+        (numer_noise.clamp_min(0.0) / diag.clamp_min(_LAMBDA_FLOOR)).sqrt(),
+        lam,
+    )
+    return new, updated.clamp_min(_LAMBDA_FLOOR)
+
+
+def _inverse_sensor_cov(gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``C^-1`` with ``C = G diag(gamma) G^T + diag(lam)``, per trial; eigenvalues get ``+eps``
+    as in CaliBrain, so a noise-free fit stays finite."""
+    cov = (g * gamma[:, None, :]) @ g.T + torch.diag_embed(lam)
+    eigvals, eigvecs = torch.linalg.eigh(cov)
+    return (eigvecs / (eigvals.clamp_min(0.0) + _EPS)[:, None, :]) @ eigvecs.transpose(1, 2)
 
 
 def _posterior(
-    gamma: torch.Tensor, g: torch.Tensor, s2: torch.Tensor, m: torch.Tensor, k: int, free: bool
+    gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor, m: torch.Tensor, k: int, free: bool
 ) -> GaussianPosterior:
-    """The Gaussian posterior of ``gamma`` in CaliBrain's units."""
+    """The Gaussian posterior of ``gamma`` and noise ``lam`` in CaliBrain's units."""
     batch = gamma.shape[0]
-    cinv_g = _solve_sensor_cov(gamma, g, s2)
+    cinv_g = _inverse_sensor_cov(gamma, g, lam) @ g
     mean = gamma[:, :, None] * (cinv_g.transpose(1, 2) @ m)  # (B, NK, T)
     n_sources = gamma.shape[1] // k
     gain = (g * gamma[:, None, :]).reshape(batch, -1, n_sources, k)  # L Gamma, per source
