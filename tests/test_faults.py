@@ -542,6 +542,13 @@ def _calibration_module(**kwargs) -> Callable[[], object]:
     return call
 
 
+def _sflex_without_positions() -> object:
+    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.meeg.leadfield import random_leadfield
+
+    return CalibrationDataset(random_leadfield("fixed", 8, 12), nnz=(2,), solver="gamma_map_sflex")
+
+
 def _grid_solver(tmp: Path) -> tuple[Callable[[], object], str]:
     from neurotorch.meeg.grid import run_grid
     from neurotorch.meeg.leadfield import LeadfieldBuilder
@@ -1003,6 +1010,24 @@ FAULTS: list[Fault] = [
         _value_case(_calibration_module(solver="eloreta", normalization=True), "normalization"),
     ),
     tmp_case("grid-unknown-solver", ParameterError, _grid_solver),
+    tmp_case(
+        "calibration-solver-option-unknown",
+        ParameterError,
+        _value_case(_calibration_module(solver="eloreta", solver_options={"sigma": 1}), "sigma"),
+    ),
+    tmp_case(
+        "calibration-sflex-width-negative",
+        ParameterError,
+        _value_case(
+            _calibration_module(solver="gamma_map_sflex", solver_options={"sigma": -0.01}),
+            "sigma",
+        ),
+    ),
+    tmp_case(
+        "calibration-sflex-without-positions",
+        ParameterError,
+        _value_case(_sflex_without_positions, "src_coords"),
+    ),
     tmp_case("calibration-runs-missing", DataNotDownloadedError, _runs_missing),
     tmp_case("connectome-subject-out-of-range", ParameterError, _value_case(_chunks_999, "999")),
     # M/EEG and connectome files.

@@ -371,7 +371,7 @@ def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path)
 @pytest.mark.parametrize(
     ("solver", "noise_type"),
     [("BMN", "oracle"), ("eloreta", "oracle"), ("gamma_map", "oracle"),
-     ("gamma_map", "adaptive_joint_learning")],
+     ("gamma_map", "adaptive_joint_learning"), ("gamma_map_sflex", "baseline")],
 )  # fmt: skip
 def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(
     tmp_path, monkeypatch, solver, noise_type
@@ -619,6 +619,92 @@ def test_calibration_dataset_gamma_map_with_learned_noise_equals_calibrain():
     )
     expected = ref["posterior_mean"]
     assert float(item["assumed_noise_var"]) == pytest.approx(ref["noise_var"], rel=1e-6)
+    # float32 items; CaliBrain's posterior lags one iterate
+    np.testing.assert_allclose(
+        item["mean"].numpy(), expected, rtol=0, atol=1e-4 * np.abs(expected).max()
+    )
+
+
+@pytest.mark.parametrize("normalize", ["sym", "row", None])
+def test_spatial_basis_equals_calibrains(normalize):
+    from calibrain.source_estimation import compute_B
+
+    from neurotorch.meeg.forward import cortical_shell
+    from neurotorch.meeg.sparse_bayes import spatial_basis
+
+    rr, _ = cortical_shell(60, center=(0.0, 0.0, 0.0))
+    theirs = compute_B(0.02, threshold_factor=2.5, normalize=normalize, src_coords=rr).toarray()
+    ours = spatial_basis(rr, 0.02, 2.5, normalize).numpy()
+    assert 0.05 < (theirs > 0).mean() < 0.9  # a kernel that is neither diagonal nor full
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("learn_noise", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+def test_sflex_posterior_against_calibrain(k, learn_noise):
+    """``gamma_map_sflex`` (known noise) and ``gamma_lambda_map_sflex`` (per-sensor noise): the
+    same iterations and pruned set, and at a tight tolerance the same posterior of the sources
+    (free sources with learned noise end with every source pruned, in both packages)."""
+    from calibrain.source_estimation import gamma_lambda_map_sflex, gamma_map_sflex
+
+    from neurotorch.meeg.forward import cortical_shell
+    from neurotorch.meeg.solvers import prepare_solver
+    from neurotorch.meeg.sparse_bayes import gamma_map_posterior
+
+    rr, _ = cortical_shell(40, center=(0.0, 0.0, 0.0))
+    n_sensors = 25 if k == 1 else 60
+    rng = np.random.default_rng(k)
+    lf = rng.standard_normal((n_sensors, 40) if k == 1 else (n_sensors, 40, k)) * 0.3
+    flat = lf.reshape(n_sensors, -1)
+    x = np.zeros((flat.shape[1], 40))
+    x[[2, 11]] = 5.0 * rng.standard_normal((2, 40))
+    y = flat @ x + 0.5 * rng.standard_normal((n_sensors, 40))
+    basis = prepare_solver("gamma_map_sflex", torch.tensor(lf), rr, {"sigma": 0.02})["basis"]
+    quiet = logging.getLogger("calibrain-interop")
+    for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
+        common = dict(n_orient=k, sigma=0.02, src_coords=rr, logger=quiet, tol=tol)
+        if learn_noise:
+            ref = gamma_lambda_map_sflex(flat, y, max_iter=max_iter, **common)
+            n_iter = len(ref["err_gamma_hist"])
+        else:
+            ref = gamma_map_sflex(flat, y, 0.25, max_iter=max_iter, **common)
+            n_iter = ref["n_iter"]
+        res = gamma_map_posterior(
+            torch.tensor(y)[None], torch.tensor(lf), None if learn_noise else 0.25,
+            max_iter, tol, basis,
+        )  # fmt: skip
+        slack = 0 if tol > 1e-10 else 1  # rounding at a 1e-11 stopping rule
+        assert abs(int(res.n_iter[0]) - n_iter) <= slack
+        gamma = res.gamma[0].numpy().ravel()
+        np.testing.assert_array_equal(np.flatnonzero(gamma), ref["active_indices"])
+        if tol > 1e-10:
+            continue
+        mean = res.posterior.mean[0].numpy().reshape(flat.shape[1], -1)
+        var = res.posterior.var[0].numpy().ravel()
+        theirs = ref["posterior_mean"].reshape(flat.shape[1], -1)
+        np.testing.assert_allclose(mean, theirs, rtol=0, atol=1e-8 * np.abs(mean).max())
+        np.testing.assert_allclose(
+            var, np.diag(ref["posterior_cov"]), rtol=0, atol=1e-7 * var.max()
+        )
+
+
+def test_calibration_dataset_sflex_equals_calibrain():
+    """sFlex items on an MNE leadfield (its source positions give the basis) carry CaliBrain's
+    ``gamma_map_sflex`` mean of the item's own data."""
+    from calibrain.source_estimation import gamma_map_sflex
+
+    from neurotorch.data.meeg_calibration import CalibrationDataset
+
+    leadfield = simulate_leadfield("fixed", 30, "eeg", n_sensors=16)
+    item = CalibrationDataset(
+        leadfield, length=1, nnz=(2,), alpha=(0.5,), solver="gamma_map_sflex",
+        solver_options={"sigma": 0.015},
+    )[0]  # fmt: skip
+    ref = gamma_map_sflex(
+        leadfield.leadfield, item["y"].double().numpy(), float(item["assumed_noise_var"]),
+        sigma=0.015, src_coords=leadfield.src_coords, logger=logging.getLogger("quiet"),
+    )  # fmt: skip
+    expected = ref["posterior_mean"]
     # float32 items; CaliBrain's posterior lags one iterate
     np.testing.assert_allclose(
         item["mean"].numpy(), expected, rtol=0, atol=1e-4 * np.abs(expected).max()

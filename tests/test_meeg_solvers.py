@@ -10,8 +10,15 @@ from scipy import stats
 
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg.eloreta import eloreta_posterior, eloreta_weights
-from neurotorch.meeg.solvers import SOLVERS, check_solver, fit_posterior, full_posterior_cov
-from neurotorch.meeg.sparse_bayes import gamma_map_posterior
+from neurotorch.meeg.solvers import (
+    SOLVERS,
+    check_solver,
+    fit_posterior,
+    full_posterior_cov,
+    prepare_solver,
+    resolve_options,
+)
+from neurotorch.meeg.sparse_bayes import gamma_map_posterior, spatial_basis
 
 
 def _problem(k: int, seed: int = 0, n_sensors: int = 13, n_sources: int = 31, n_times: int = 25):
@@ -231,10 +238,18 @@ def test_full_posterior_cov_matches_the_batched_marginals(noise):
     )
 
 
+def _positions(n_sources: int, seed: int = 0) -> np.ndarray:
+    """Source positions (m) a few millimetres to centimetres apart."""
+    return np.random.default_rng(seed).uniform(-0.03, 0.03, (n_sources, 3))
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_fit_posterior_reports_prior_and_noise(solver):
     lf, y = _problem(1, seed=8)
-    fit = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]))
+    fit = fit_posterior(
+        solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]),
+        src_coords=_positions(lf.shape[1]),
+    )  # fmt: skip
     prior_diag = torch.diagonal(fit.prior_blocks[0], dim1=-2, dim2=-1).ravel()
     assert float(fit.gamma[0]) == pytest.approx(float(prior_diag.mean()), rel=1e-12)
     assert float(fit.noise_var[0]) == 2.0
@@ -242,6 +257,53 @@ def test_fit_posterior_reports_prior_and_noise(solver):
         double = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([4.0]))
         np.testing.assert_allclose(double.prior_blocks.numpy(), 2 * fit.prior_blocks.numpy())
         np.testing.assert_allclose(double.posterior.mean.numpy(), fit.posterior.mean.numpy())
+
+
+@pytest.mark.parametrize("learn_noise", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+def test_sflex_posterior_is_the_gaussian_posterior_of_its_source_prior(k, learn_noise):
+    """sFlex: sources x = (B kron I) c with the learned coefficient gammas; the posterior of x
+    equals the textbook one with the prior covariance (B kron I) Gamma (B kron I)^T, and the
+    dense covariance of the grid agrees with the batched blocks."""
+    lf, y = _problem(k, seed=9)
+    coords = _positions(lf.shape[1], seed=1)
+    given = None if learn_noise else torch.tensor([2.25])
+    prepared = prepare_solver("gamma_map_sflex", torch.tensor(lf), coords, {"sigma": 0.015})
+    fit = fit_posterior("gamma_map_sflex", torch.tensor(y)[None], torch.tensor(lf), given,
+                        prepared=prepared)  # fmt: skip
+    basis = spatial_basis(coords, 0.015).numpy()
+    assert np.abs(basis - np.eye(len(basis))).max() > 0.05  # the basis mixes sources
+    expand = np.kron(basis, np.eye(k))
+    gammas = torch.diagonal(fit.prior_blocks[0], dim1=-2, dim2=-1).numpy().ravel()
+    noise = np.diag(fit.sensor_noise_var[0].numpy())
+    mean, cov = _dense_posterior(lf, expand @ np.diag(gammas) @ expand.T, noise, y)
+    peak = np.abs(mean).max()
+    np.testing.assert_allclose(
+        fit.posterior.mean[0].numpy().reshape(mean.shape), mean, rtol=0, atol=1e-9 * peak
+    )
+    diag = np.diag(cov)
+    var = fit.posterior.var[0].numpy().ravel()
+    np.testing.assert_allclose(var, diag, rtol=0, atol=1e-9 * diag.max())
+    full = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), np.diag(noise), basis)
+    np.testing.assert_allclose(full, cov, rtol=0, atol=1e-9 * diag.max())
+
+
+def test_solver_options_are_checked():
+    lf, y = _problem(1)
+    lt = torch.tensor(lf)
+    with pytest.raises(ParameterError, match=r"no option\(s\) \['sigma'\]"):
+        resolve_options("gamma_map", {"sigma": 0.01})
+    for bad in ({"sigma": 0.0}, {"sigma": float("nan")}, {"max_iter": 2.5}, {"max_iter": True},
+                {"tol": -1.0}, {"normalize": "max"}, {"threshold_factor": "3"}):  # fmt: skip
+        with pytest.raises(ParameterError):
+            resolve_options("gamma_map_sflex", bad)
+    with pytest.raises(ParameterError, match="src_coords"):
+        prepare_solver("gamma_map_sflex", lt)
+    with pytest.raises(ShapeMismatchError, match="src_coords"):
+        spatial_basis(np.zeros((5, 2)))
+    with pytest.raises(ShapeMismatchError, match="spatial basis"):
+        gamma_map_posterior(torch.tensor(y)[None], lt, 1.0, basis=torch.eye(3))
+    assert resolve_options("eloreta", {"lambda2": 0.5}) == {"lambda2": 0.5}
 
 
 @pytest.mark.parametrize(

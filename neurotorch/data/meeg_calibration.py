@@ -6,7 +6,7 @@ posterior summaries or NPZ runs (`CalibrationRunsDataset`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,10 @@ from neurotorch.data.meeg_simulation import (
 )
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.storage import DataRoot, is_url
-from neurotorch.meeg.eloreta import eloreta_weights
 from neurotorch.meeg.leadfield import LeadfieldData
 from neurotorch.meeg.posterior import known_noise_var
 from neurotorch.meeg.simulation import ERPConfig
-from neurotorch.meeg.solvers import check_solver, fit_posterior
+from neurotorch.meeg.solvers import check_solver, fit_posterior, prepare_solver
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
 
@@ -39,7 +38,7 @@ def posterior_item(
     config: ERPConfig | None = None,
     normalization: bool = False,
     solver: str = "BMN",
-    eloreta_prior: torch.Tensor | None = None,
+    prepared: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add ``solver``'s posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to
     ``batch`` (see `neurotorch.meeg.solvers`).
@@ -51,7 +50,7 @@ def posterior_item(
     ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (learned with the prior: one variance
     for BMN, one per sensor for gamma-MAP).
     ``normalization`` applies CaliBrain's sLORETA normalisation to BMN (its
-    ``BMN(normalization=True)``). ``eloreta_prior``: the leadfield's `eloreta_weights`, if known.
+    ``BMN(normalization=True)``). ``prepared``: `prepare_solver`'s result for this leadfield.
     """
     x, y = batch["x"], batch["y"]
     assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
@@ -59,7 +58,7 @@ def posterior_item(
         assumed = assumed * float(noise_var_scale)
     if gamma == "oracle":
         gamma = x.double().flatten(1).pow(2).mean(dim=1)
-    fit = fit_posterior(solver, y, leadfield, assumed, gamma, normalization, eloreta_prior)
+    fit = fit_posterior(solver, y, leadfield, assumed, gamma, normalization, prepared)
     batch.update(
         mean=fit.posterior.mean,
         var=fit.posterior.var,
@@ -87,6 +86,7 @@ class _PosteriorMixin:
     noise_type: str
     normalization: bool
     solver: str
+    solver_options: dict[str, Any]
     simulation: TrialSimulation
 
     def _init_posterior(
@@ -96,12 +96,18 @@ class _PosteriorMixin:
         noise_type: str,
         normalization: bool,
         solver: str,
+        solver_options: Mapping[str, Any] | None,
     ) -> None:
         if gamma not in ("learn", "oracle") and not _positive_number(gamma):
             raise ParameterError(
                 f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
-        check_solver(solver, gamma, noise_type, normalization)
+        check_solver(solver, gamma, noise_type, normalization, solver_options)
+        if solver == "gamma_map_sflex" and self.simulation.leadfield.src_coords is None:
+            raise ParameterError(
+                "solver='gamma_map_sflex' needs the source positions (src_coords) of the "
+                "leadfield, and this leadfield has none: load or simulate one with positions."
+            )
         if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
             raise ParameterError(
                 "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
@@ -114,13 +120,16 @@ class _PosteriorMixin:
         self.noise_type = noise_type
         self.normalization = bool(normalization)
         self.solver = solver
-        self._eloreta_prior: torch.Tensor | None = None
+        self.solver_options = dict(solver_options or {})
+        self._prepared: dict[str, Any] | None = None
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
         leadfield = self.simulation.simulators[1].leadfield
-        if self.solver == "eloreta" and self._eloreta_prior is None:
-            self._eloreta_prior = eloreta_weights(leadfield)  # once per leadfield and process
+        if self._prepared is None:  # once per leadfield and process
+            self._prepared = prepare_solver(
+                self.solver, leadfield, self.simulation.leadfield.src_coords, self.solver_options
+            )
         return posterior_item(
             batch,
             leadfield,
@@ -130,7 +139,7 @@ class _PosteriorMixin:
             self.simulation.config,
             self.normalization,
             self.solver,
-            self._eloreta_prior,
+            self._prepared,
         )
 
 
@@ -161,7 +170,12 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         CaliBrain's ``"BMN"`` (default), ``"eloreta"`` (`neurotorch.meeg.eloreta`) or
         ``"gamma_map"`` (`neurotorch.meeg.sparse_bayes`). eLORETA needs a noise variance
         (``noise_type`` ``"oracle"`` or ``"baseline"``); gamma-MAP with
-        ``"adaptive_joint_learning"`` learns one per sensor (CaliBrain's ``gamma_lambda_map``).
+        ``"adaptive_joint_learning"`` learns one per sensor (CaliBrain's ``gamma_lambda_map``);
+        ``"gamma_map_sflex"`` is gamma-MAP on a spatial basis of the source positions (sFlex;
+        the leadfield needs ``src_coords``).
+    solver_options
+        CaliBrain's solver parameters, e.g. ``{"sigma": 0.02}`` for sFlex (see
+        `neurotorch.meeg.solvers.SOLVER_OPTIONS`).
     """
 
     def __init__(
@@ -178,9 +192,12 @@ class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
         noise_type: str = "oracle",
         normalization: bool = False,
         solver: str = "BMN",
+        solver_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(gamma, noise_var_scale, noise_type, normalization, solver)
+        self._init_posterior(
+            gamma, noise_var_scale, noise_type, normalization, solver, solver_options
+        )
 
 
 class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
@@ -203,6 +220,7 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
         noise_type: str = "oracle",
         normalization: bool = False,
         solver: str = "BMN",
+        solver_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(
             leadfield,
@@ -216,7 +234,9 @@ class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
             device,
             fresh_each_epoch,
         )
-        self._init_posterior(gamma, noise_var_scale, noise_type, normalization, solver)
+        self._init_posterior(
+            gamma, noise_var_scale, noise_type, normalization, solver, solver_options
+        )
 
 
 class CalibrationRunsDataset(Dataset):

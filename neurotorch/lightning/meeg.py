@@ -163,8 +163,9 @@ class CalibrationDataModule(_LeadfieldDataModule):
         see `neurotorch.data.meeg_calibration.CalibrationDataset`.
     normalization
         CaliBrain's sLORETA normalisation of the BMN posterior.
-    solver
-        CaliBrain's ``"BMN"`` (default), ``"eloreta"`` or ``"gamma_map"`` posterior.
+    solver, solver_options
+        CaliBrain's ``"BMN"`` (default), ``"eloreta"``, ``"gamma_map"`` or ``"gamma_map_sflex"``
+        posterior, and its parameters (e.g. ``{"sigma": 0.02}``).
     runs_dir
         A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
         given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
@@ -180,10 +181,11 @@ class CalibrationDataModule(_LeadfieldDataModule):
         noise_type: str = "oracle",
         normalization: bool = False,
         solver: str = "BMN",
+        solver_options: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_solver(solver, gamma, noise_type, normalization)
+        check_solver(solver, gamma, noise_type, normalization, solver_options)
         self.save_hyperparameters()
 
     def _make(self, split: str) -> Dataset:
@@ -204,8 +206,10 @@ class CalibrationDataModule(_LeadfieldDataModule):
                 self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
                 hp.noise_var_scale, fresh_each_epoch=split == "train", noise_type=hp.noise_type,
                 normalization=hp.normalization, solver=hp.solver,
+                solver_options=hp.solver_options,
             )  # fmt: skip
         return CalibrationDataset(
             self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale,
             noise_type=hp.noise_type, normalization=hp.normalization, solver=hp.solver,
+            solver_options=hp.solver_options,
         )  # fmt: skip

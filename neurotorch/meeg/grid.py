@@ -37,7 +37,13 @@ from neurotorch.meeg.calibration import (
 from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData
 from neurotorch.meeg.posterior import NOISE_TYPES, known_noise_var
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
-from neurotorch.meeg.solvers import check_solver, fit_posterior, full_posterior_cov
+from neurotorch.meeg.solvers import (
+    check_solver,
+    fit_posterior,
+    full_posterior_cov,
+    prepare_solver,
+    resolve_options,
+)
 from neurotorch.meeg.summaries import PosteriorRun, read_posterior_summary
 
 MANIFEST = "run_manifest.csv"
@@ -65,10 +71,12 @@ def simulate_run(
     config: ERPConfig | None = None,
     index: int = 0,
     solver: str = "BMN",
+    prepared: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One CaliBrain run: a trial drawn from ``(seed, index)`` and ``solver``'s posterior (BMN
     with a learned ``gamma``, eLORETA or gamma-MAP; float64).
 
+    ``prepared``: `prepare_solver`'s result for this leadfield (default options otherwise).
     Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` (BMN's, or the mean
     per-source prior variance) and ``noise_var``.
     """
@@ -83,13 +91,18 @@ def simulate_run(
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     leadfield = torch.as_tensor(data.leadfield)
     known = known_noise_var(noise_type, sensors.y, sensors.noise_var, config)
-    fit = fit_posterior(solver, sensors.y, leadfield, known)
+    if prepared is None:
+        prepared = prepare_solver(solver, leadfield, data.src_coords)
+    fit = fit_posterior(solver, sensors.y, leadfield, known, prepared=prepared)
     noise_var = float(fit.noise_var[0])
     return {
         "x_true": sources.dense()[0].numpy(),
         "x_hat": fit.posterior.mean[0].numpy(),
         "posterior_cov": full_posterior_cov(
-            data.leadfield, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy()
+            data.leadfield,
+            fit.prior_blocks[0].numpy(),
+            fit.sensor_noise_var[0].numpy(),
+            None if fit.basis is None else fit.basis.numpy(),
         ),
         "gamma": float(fit.gamma[0]),
         "noise_var": noise_var,
@@ -118,6 +131,7 @@ def run_grid(
     random_state: int = 42,
     config: ERPConfig | None = None,
     solver: str = "BMN",
+    solver_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Simulate every grid configuration ``n_runs`` times and write summaries and the manifest.
 
@@ -138,7 +152,11 @@ def run_grid(
         ERP settings.
     solver
         CaliBrain's ``"BMN"`` (``gamma`` learned; the default), ``"eloreta"`` or
-        ``"gamma_map"`` (eLORETA needs ``noise_types`` ``"oracle"`` / ``"baseline"``).
+        ``"gamma_map"`` or ``"gamma_map_sflex"`` (eLORETA needs ``noise_types`` ``"oracle"`` /
+        ``"baseline"``; sFlex needs leadfields with ``src_coords``).
+    solver_options
+        CaliBrain's solver parameters (`neurotorch.meeg.solvers.SOLVER_OPTIONS`), written to the
+        manifest as ``solver_params``.
 
     Returns
     -------
@@ -155,7 +173,7 @@ def run_grid(
     if not noise_types or set(noise_types) - set(NOISE_TYPES):
         raise ParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
     for noise_type in noise_types:
-        check_solver(solver, "learn", noise_type, False)
+        check_solver(solver, "learn", noise_type, False, solver_options)
     if "oracle" in noise_types and max(data_grid["alpha_SNR"]) >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     configs = [
@@ -165,7 +183,8 @@ def run_grid(
     seeds = np.random.RandomState(random_state).randint(0, 2**32, size=len(configs) * n_runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    leadfields: dict[tuple[str, str], LeadfieldData] = {}
+    leadfields: dict[tuple[str, str], tuple[LeadfieldData, dict[str, Any]]] = {}
+    params = json.dumps(resolve_options(solver, solver_options), sort_keys=True)
     rows = []
     runs = [config for config in configs for _ in range(n_runs)]
     for global_id, ((data_params, noise_params), seed) in enumerate(
@@ -173,18 +192,20 @@ def run_grid(
     ):
         subject, orientation = data_params["subject"], data_params["orientation_type"]
         if (subject, orientation) not in leadfields:
-            leadfields[subject, orientation] = builder.get_leadfield(
-                subject, orientation, "load", return_metadata=True
+            data = builder.get_leadfield(subject, orientation, "load", return_metadata=True)
+            prepared = prepare_solver(
+                solver, torch.as_tensor(data.leadfield), data.src_coords, solver_options
             )
-        data = leadfields[subject, orientation]
+            leadfields[subject, orientation] = data, prepared
+        data, prepared = leadfields[subject, orientation]
         run = simulate_run(
             data, int(data_params["nnz"]), float(data_params["alpha_SNR"]), int(seed),
-            noise_params["noise_type"], config, solver=solver,
+            noise_params["noise_type"], config, solver=solver, prepared=prepared,
         )  # fmt: skip
         name = layout.posterior_summary_name(global_id, int(seed))
         metadata = {
             "global_run_id": global_id, "run_id": (global_id - 1) % n_runs + 1, "nruns": n_runs,
-            "solver": solver, **noise_params, **data_params, "n_sources": data.n_sources,
+            "solver": solver, "solver_params": params, **noise_params, **data_params, "n_sources": data.n_sources,
             "n_times": run["x_true"].shape[-1], "seed": int(seed), "posterior_filename": name,
             "sensor_kind": data.sensor_kind, "coil_type": data.coil_type,
             "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,

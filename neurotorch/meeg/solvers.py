@@ -4,16 +4,22 @@ run grid.
 * ``"BMN"``: Bayesian minimum norm (`neurotorch.meeg.posterior`), one prior variance ``gamma``
   (learned by evidence maximisation, given, or the oracle one), optionally sLORETA-normalised.
 * ``"eloreta"``: eLORETA's weighted minimum norm (`neurotorch.meeg.eloreta`).
-* ``"gamma_map"``: sparse Bayesian learning (`neurotorch.meeg.sparse_bayes`).
+* ``"gamma_map"``: sparse Bayesian learning (`neurotorch.meeg.sparse_bayes`); with a learned
+  per-sensor noise it is CaliBrain's ``gamma_lambda_map``.
+* ``"gamma_map_sflex"``: gamma-MAP on the coefficients of a spatial basis (sFlex).
 
-Every solver is a Gaussian model with white noise and a source prior that is block diagonal
-(one ``K x K`` block per source), returned as ``prior_blocks`` so that a full posterior
-covariance can be formed from it (`full_posterior_cov`).
+Every solver is a Gaussian model with a diagonal noise covariance and a prior that is block
+diagonal (one ``K x K`` block per source, or per coefficient of sFlex's basis), returned as
+``prior_blocks`` so that a full posterior covariance can be formed from it
+(`full_posterior_cov`). What depends on the leadfield only (eLORETA's weights, sFlex's basis) is
+computed once by `prepare_solver`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +35,19 @@ from neurotorch.meeg.posterior import (
     unweight_posterior,
     weight_leadfield,
 )
-from neurotorch.meeg.sparse_bayes import gamma_map_posterior
+from neurotorch.meeg.sparse_bayes import BASIS_NORMALIZATIONS, gamma_map_posterior, spatial_basis
 
 #: CaliBrain's solver names (its ``solver`` metadata).
-SOLVERS = ("BMN", "eloreta", "gamma_map")
+SOLVERS = ("BMN", "eloreta", "gamma_map", "gamma_map_sflex")
+#: The options each solver takes (CaliBrain's ``solver_params`` names) and their defaults.
+SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
+    "BMN": {},
+    "eloreta": {"lambda2": 1.0},
+    "gamma_map": {"max_iter": 300, "tol": 1e-6},
+    "gamma_map_sflex": {
+        "max_iter": 300, "tol": 1e-6, "sigma": 0.01, "threshold_factor": 3.0, "normalize": "sym"
+    },
+}  # fmt: skip
 
 
 @dataclass
@@ -42,17 +57,19 @@ class SolverFit:
     Attributes
     ----------
     posterior
-        Mean, marginal variances and (free orientation) covariance blocks.
+        Mean, marginal variances and (free orientation) covariance blocks of the sources.
     gamma
         ``(B,)`` the source prior variance, nAm²: BMN's ``gamma``; for eLORETA and gamma-MAP the
-        mean of their per-source prior variances.
+        mean of their per-source prior variances (sFlex: of its coefficients).
     noise_var
         ``(B,)`` the noise variance the posterior assumes (learned or given; the mean over
         sensors when gamma-MAP learns one per sensor).
     prior_blocks
-        ``(B, N, K, K)`` the source prior covariance, one block per source.
+        ``(B, N, K, K)`` the prior covariance, one block per source (sFlex: per coefficient).
     sensor_noise_var
         ``(B, M)`` the noise variance of each sensor (all equal unless learned per sensor).
+    basis
+        sFlex's ``(N, N)`` spatial basis (sources ``x = B c``), else ``None``.
     """
 
     posterior: GaussianPosterior
@@ -60,24 +77,85 @@ class SolverFit:
     noise_var: torch.Tensor
     prior_blocks: torch.Tensor
     sensor_noise_var: torch.Tensor
+    basis: torch.Tensor | None = None
 
 
-def check_solver(solver: str, gamma: object, noise_type: str, normalization: bool) -> None:
-    """Refuse combinations CaliBrain does not define, with a named error."""
+def resolve_options(solver: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``solver``'s options: its defaults updated by ``options``, each checked."""
     if solver not in SOLVERS:
         raise ParameterError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    merged = dict(SOLVER_OPTIONS[solver])
+    unknown = set(options or {}) - set(merged)
+    if unknown:
+        raise ParameterError(
+            f"solver={solver!r} has no option(s) {sorted(unknown)}; it takes {sorted(merged)}."
+        )
+    merged.update(options or {})
+    for key, value in merged.items():
+        if key == "normalize":
+            if value not in BASIS_NORMALIZATIONS:
+                raise ParameterError(
+                    f"normalize must be one of {BASIS_NORMALIZATIONS}, got {value!r}."
+                )
+        elif key == "max_iter":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"max_iter must be an integer >= 1, got {value!r}.")
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (np.isfinite(value) and value > 0)
+        ):
+            raise ParameterError(f"{key} must be a finite number > 0, got {value!r}.")
+    return merged
+
+
+def check_solver(
+    solver: str,
+    gamma: object,
+    noise_type: str,
+    normalization: bool,
+    options: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse combinations CaliBrain does not define, and bad options, with a named error."""
+    resolve_options(solver, options)
     if noise_type not in NOISE_TYPES:
         raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
     if noise_type == "adaptive_joint_learning" and (solver == "eloreta" or gamma != "learn"):
         raise ParameterError(
             "noise_type='adaptive_joint_learning' learns the noise together with the prior "
-            "variances; pass solver='BMN' or 'gamma_map' and gamma='learn'."
+            "variances; pass solver='BMN', 'gamma_map' or 'gamma_map_sflex' and gamma='learn'."
         )
     if solver != "BMN" and (gamma != "learn" or normalization):
         raise ParameterError(
             f"solver={solver!r} sets its own source prior: gamma must stay 'learn' and "
             "normalization False (both are BMN options)."
         )
+
+
+def prepare_solver(
+    solver: str,
+    leadfield: torch.Tensor,
+    src_coords: np.ndarray | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``solver``'s options with what depends on the leadfield only, computed once: eLORETA's
+    ``weights`` (`eloreta_weights`), sFlex's ``basis`` (`spatial_basis` of ``src_coords``)."""
+    prepared = resolve_options(solver, options)
+    if solver == "eloreta":
+        prepared["weights"] = eloreta_weights(leadfield, prepared["lambda2"])
+    elif solver == "gamma_map_sflex":
+        if src_coords is None:
+            raise ParameterError(
+                "solver='gamma_map_sflex' needs the source positions (src_coords) of the "
+                "leadfield, and this leadfield has none: load or simulate one with positions."
+            )
+        prepared["basis"] = spatial_basis(
+            src_coords,
+            prepared.pop("sigma"),
+            prepared.pop("threshold_factor"),
+            prepared.pop("normalize"),
+        ).to(leadfield.device)
+    return prepared
 
 
 def fit_posterior(
@@ -87,26 +165,36 @@ def fit_posterior(
     noise_var: torch.Tensor | None,
     gamma: str | float | torch.Tensor = "learn",
     normalization: bool = False,
-    eloreta_prior: torch.Tensor | None = None,
+    prepared: Mapping[str, Any] | None = None,
+    src_coords: np.ndarray | None = None,
 ) -> SolverFit:
     """The posterior of ``solver`` for trials ``y`` (B, M, T) on ``leadfield`` (M, N[, K]).
 
     ``noise_var``: the assumed noise variance (scalar or ``(B,)``), or ``None`` to learn it with
-    the prior (BMN: one variance; gamma-MAP: one per sensor, CaliBrain's ``gamma_lambda_map``). ``gamma``: BMN's prior variance, ``"learn"`` or a value (scalar or ``(B,)``,
-    nAm²). ``eloreta_prior``: `eloreta_weights` of ``leadfield``, when already computed.
+    the prior (BMN: one variance; gamma-MAP: one per sensor, CaliBrain's ``gamma_lambda_map``).
+    ``gamma``: BMN's prior variance, ``"learn"`` or a value (scalar or ``(B,)``, nAm²).
+    ``prepared``: `prepare_solver`'s result for this leadfield (default options otherwise, with
+    ``src_coords`` for sFlex).
     """
     batch = y.shape[0]
+    if prepared is None:
+        prepared = prepare_solver(solver, leadfield, src_coords)
     if solver == "eloreta":
-        prior = eloreta_weights(leadfield) if eloreta_prior is None else eloreta_prior
-        post = eloreta_posterior(y, leadfield, noise_var, weights=prior)
+        weights = prepared["weights"]
+        post = eloreta_posterior(y, leadfield, noise_var, prepared["lambda2"], weights)
         noise = _per_trial(noise_var, y)
-        blocks = noise[:, None, None, None] * _as_blocks(prior, leadfield)[None]
+        blocks = noise[:, None, None, None] * _as_blocks(weights, leadfield)[None]
         return SolverFit(post, _mean_prior_var(blocks), noise, blocks, _per_sensor(noise, y))
-    if solver == "gamma_map":
-        fit = gamma_map_posterior(y, leadfield, noise_var)
+    if solver in ("gamma_map", "gamma_map_sflex"):
+        basis = prepared.get("basis")
+        fit = gamma_map_posterior(
+            y, leadfield, noise_var, prepared["max_iter"], prepared["tol"], basis
+        )
         blocks = torch.diag_embed(fit.gamma.reshape(batch, leadfield.shape[1], -1))
         mean_noise = fit.noise_var.mean(1)
-        return SolverFit(fit.posterior, _mean_prior_var(blocks), mean_noise, blocks, fit.noise_var)
+        return SolverFit(
+            fit.posterior, _mean_prior_var(blocks), mean_noise, blocks, fit.noise_var, basis
+        )
     weights = sloreta_weights(leadfield) if normalization else None
     weighted = leadfield if weights is None else weight_leadfield(leadfield, weights)
     if isinstance(gamma, str):
@@ -147,16 +235,24 @@ def _mean_prior_var(blocks: torch.Tensor) -> torch.Tensor:
 
 
 def full_posterior_cov(
-    leadfield: np.ndarray, prior_blocks: np.ndarray, noise_var: float | np.ndarray
+    leadfield: np.ndarray,
+    prior_blocks: np.ndarray,
+    noise_var: float | np.ndarray,
+    basis: np.ndarray | None = None,
 ) -> np.ndarray:
     """``P - P L^T (L P L^T + diag(noise_var))^-1 L P`` for the block-diagonal prior ``P`` of
     ``prior_blocks`` (N, K, K) and a noise variance (scalar or one per sensor); source-major
-    ``(NK, NK)``."""
-    lf = leadfield.reshape(leadfield.shape[0], -1)
+    ``(NK, NK)``. With sFlex's ``basis`` ``B`` the prior is on coefficients ``c`` and the result
+    is the covariance of ``x = (B kron I_K) c``."""
     n, k = prior_blocks.shape[:2]
+    expand = None if basis is None else np.kron(np.asarray(basis, np.float64), np.eye(k))
+    lf = leadfield.reshape(leadfield.shape[0], -1)
+    if expand is not None:
+        lf = lf @ expand
     prior = np.zeros((n * k, n * k))
     for i, block in enumerate(prior_blocks):
         prior[i * k : i * k + k, i * k : i * k + k] = block
     gain = lf @ prior
     cov_y = gain @ lf.T + np.diag(np.broadcast_to(noise_var, lf.shape[:1]))
-    return prior - gain.T @ np.linalg.solve(cov_y, gain)
+    cov = prior - gain.T @ np.linalg.solve(cov_y, gain)
+    return cov if expand is None else expand @ cov @ expand.T

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from neurotorch.errors import ParameterError
+from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
 
 _EPS = float(torch.finfo(torch.float64).eps)
+#: sFlex basis normalisations (CaliBrain's ``compute_B``).
+BASIS_NORMALIZATIONS = ("sym", "row", None)
 #: CaliBrain's floor of a learned sensor noise variance (its units).
 _LAMBDA_FLOOR = 1e-16
 
@@ -56,6 +59,7 @@ def gamma_map_posterior(
     noise_var: float | torch.Tensor | None,
     max_iter: int = 300,
     tol: float = 1e-6,
+    basis: torch.Tensor | None = None,
 ) -> GammaMapResult:
     """Learn gamma-MAP's prior variances for each trial and return its Gaussian posterior.
 
@@ -72,6 +76,10 @@ def gamma_map_posterior(
         residual ``r = Y - L X``, from ``lambda = 1`` in its units).
     max_iter, tol
         CaliBrain's defaults.
+    basis
+        ``(N, N)`` spatial basis ``B`` (`spatial_basis`): sFlex, the sources are ``x = B c``
+        (per component) and the gammas belong to the coefficients ``c``; the posterior is
+        returned for ``x``.
     """
     check_inputs(y, leadfield)
     if int(max_iter) < 1 or not tol > 0:
@@ -82,7 +90,11 @@ def gamma_map_posterior(
         noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
     free = leadfield.ndim == 3
     k = leadfield.shape[2] if free else 1
-    lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
+    lf = leadfield.to(torch.float64).reshape(n_sensors, leadfield.shape[1], k)
+    if basis is not None:
+        basis = _check_basis(basis, leadfield.shape[1]).to(lf.device)
+        lf = torch.einsum("mnk,nj->mjk", lf, basis)  # the leadfield of the coefficients
+    lf = lf.reshape(n_sensors, -1)
     lf_norm = lf.abs().sum(dim=1).max()
     if not lf_norm > 0:
         raise ParameterError("The leadfield is all zeros; gamma-MAP needs a non-zero leadfield.")
@@ -105,15 +117,21 @@ def gamma_map_posterior(
     active = torch.arange(batch, device=y.device)
     for _ in range(int(max_iter)):
         old = gamma[active]
+        # a trial whose every source is pruned stops before the step, with all gammas 0
+        alive = (old.reshape(len(active), -1, k).mean(-1) > _EPS).any(1)
+        gamma[active[~alive]] = 0.0
+        active, old = active[alive], old[alive]
+        if active.numel() == 0:
+            break
         new, new_lam = _update(old, g, lam[active], data_power[active], k, learn_noise)
         total = old.abs().sum(1) + (_EPS if learn_noise else _EPS * old.shape[1])
         err = (new - old).abs().sum(1) / total
         gamma[active], lam[active] = new, new_lam
         n_iter[active] += 1
-        active = active[(err >= tol) & (new > 0).any(1)]
+        active = active[err >= tol]
         if active.numel() == 0:
             break
-    posterior = _posterior(gamma, g, lam, m, k, free)
+    posterior = _posterior(gamma, g, lam, m, k, free, basis)
     scale = data_norm.sqrt() / (lf_norm + pad)  # CaliBrain's n_const: back to nAm
     out = y.dtype
     mean = posterior.mean * scale.reshape(-1, *[1] * (posterior.mean.ndim - 1))
@@ -180,19 +198,77 @@ def _inverse_sensor_cov(gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor)
 
 
 def _posterior(
-    gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor, m: torch.Tensor, k: int, free: bool
+    gamma: torch.Tensor,
+    g: torch.Tensor,
+    lam: torch.Tensor,
+    m: torch.Tensor,
+    k: int,
+    free: bool,
+    basis: torch.Tensor | None,
 ) -> GaussianPosterior:
-    """The Gaussian posterior of ``gamma`` and noise ``lam`` in CaliBrain's units."""
-    batch = gamma.shape[0]
-    cinv_g = _inverse_sensor_cov(gamma, g, lam) @ g
-    mean = gamma[:, :, None] * (cinv_g.transpose(1, 2) @ m)  # (B, NK, T)
+    """The Gaussian posterior of ``gamma`` and noise ``lam`` in CaliBrain's units, for the
+    sources (``x = B c`` when there is a basis): with ``H = G Gamma B^T`` (``G Gamma`` without a
+    basis), mean ``H^T C^-1 Y`` and blocks ``diag(B^2 gamma) - H_n^T C^-1 H_n``."""
+    batch, n_sensors = gamma.shape[0], g.shape[0]
     n_sources = gamma.shape[1] // k
-    gain = (g * gamma[:, None, :]).reshape(batch, -1, n_sources, k)  # L Gamma, per source
-    solved = cinv_g.reshape(batch, -1, n_sources, k) * gamma.reshape(batch, 1, n_sources, k)
-    gram = torch.einsum("bmsi,bmsj->bsij", gain, solved)  # Gamma L^T C^-1 L Gamma blocks
-    blocks = torch.diag_embed(gamma.reshape(batch, n_sources, k)) - gram
+    gain = (g * gamma[:, None, :]).reshape(batch, n_sensors, n_sources, k)
+    prior = gamma.reshape(batch, n_sources, k)
+    if basis is not None:
+        gain = torch.einsum("bmjk,nj->bmnk", gain, basis)
+        prior = torch.einsum("nj,bjk->bnk", basis**2, prior)
+    solved = _inverse_sensor_cov(gamma, g, lam) @ gain.reshape(batch, n_sensors, -1)
+    mean = solved.transpose(1, 2) @ m  # (B, NK, T)
+    solved = solved.reshape(gain.shape)
+    blocks = torch.diag_embed(prior) - torch.einsum("bmsi,bmsj->bsij", gain, solved)
     if not free:
         return GaussianPosterior(mean, blocks[:, :, 0, 0])
     return GaussianPosterior(
         mean.reshape(batch, n_sources, k, -1), torch.diagonal(blocks, dim1=-2, dim2=-1), blocks
     )
+
+
+def spatial_basis(
+    src_coords: np.ndarray | torch.Tensor,
+    sigma: float = 0.01,
+    threshold_factor: float = 3.0,
+    normalize: str | None = "sym",
+) -> torch.Tensor:
+    """sFlex's spatial basis (CaliBrain's ``compute_B``): a Gaussian kernel of width ``sigma``
+    (m) between source positions ``(N, 3)``, zero beyond ``threshold_factor * sigma``, then
+    normalised by its row sums ``s``: ``"sym"`` ``S^-1/2 B S^-1/2`` (the default), ``"row"``
+    ``S^-1 B``, or ``None``. Returns a dense float64 ``(N, N)`` tensor."""
+    coords = torch.as_tensor(np.asarray(src_coords, dtype=np.float64))
+    if coords.ndim != 2 or coords.shape[1] != 3 or not bool(torch.isfinite(coords).all()):
+        raise ShapeMismatchError(
+            f"src_coords must be finite (n_sources, 3) positions, got shape {tuple(coords.shape)}."
+        )
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ParameterError(f"sigma must be a positive width in metres, got {sigma!r}.")
+    if not (np.isfinite(threshold_factor) and threshold_factor > 0):
+        raise ParameterError(f"threshold_factor must be > 0, got {threshold_factor!r}.")
+    if normalize not in BASIS_NORMALIZATIONS:
+        raise ParameterError(f"normalize must be one of {BASIS_NORMALIZATIONS}, got {normalize!r}.")
+    dist2 = torch.cdist(coords, coords).pow(2)
+    kernel = torch.where(
+        dist2 <= (threshold_factor * sigma) ** 2, torch.exp(-dist2 / (2 * sigma**2)), 0.0
+    )
+    kernel = 0.5 * (kernel + kernel.T)
+    if normalize is None:
+        return kernel
+    row_sums = kernel.sum(1).clamp_min(1e-12)
+    if normalize == "row":
+        return kernel / row_sums[:, None]
+    scaled = kernel * row_sums.rsqrt()[:, None] * row_sums.rsqrt()[None, :]
+    return 0.5 * (scaled + scaled.T)
+
+
+def _check_basis(basis: torch.Tensor, n_sources: int) -> torch.Tensor:
+    basis = torch.as_tensor(basis, dtype=torch.float64)
+    if basis.shape != (n_sources, n_sources):
+        raise ShapeMismatchError(
+            f"The spatial basis must be (n_sources, n_sources) = ({n_sources}, {n_sources}), got "
+            f"{tuple(basis.shape)}."
+        )
+    if not bool(torch.isfinite(basis).all()):
+        raise NonFiniteError("The spatial basis holds NaN or Inf.")
+    return basis
