@@ -158,6 +158,22 @@ MUTANTS = [
         "    var_scale = scale.reshape(-1, *[1] * (posterior.var.ndim - 1))",
         ("tests/test_meeg_solvers.py",),
     ),
+    Mutant(
+        "gamma-map-noise-update-without-root",
+        "neurotorch/meeg/sparse_bayes.py",
+        "        (numer_noise.clamp_min(0.0) / diag.clamp_min(_LAMBDA_FLOOR)).sqrt(),",
+        "        (numer_noise.clamp_min(0.0) / diag.clamp_min(_LAMBDA_FLOOR)),",
+        (
+            "tests/test_meeg_calibrain_interop.py::test_gamma_map_with_learned_sensor_noise_against_calibrain",
+        ),
+    ),
+    Mutant(
+        "sflex-prior-without-basis",
+        "neurotorch/meeg/sparse_bayes.py",
+        '        prior = torch.einsum("nj,bjk->bnk", basis**2, prior)',
+        '        prior = torch.einsum("nj,bjk->bnk", basis, prior)',
+        ("tests/test_meeg_solvers.py",),
+    ),
 ]
 
 

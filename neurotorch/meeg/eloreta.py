@@ -1,21 +1,22 @@
 """The eLORETA posterior (CaliBrain's ``eloreta`` solver), batched in torch.
 
 eLORETA is a Gaussian model with white sensor noise ``sigma2 I`` and a source prior covariance
-``R`` found by a fixed-point iteration (Pascual-Marqui's weights, as in MNE and CaliBrain):
-``R_n = (L_n^T N L_n)^-1/2`` per source (a scalar for fixed orientation, a K x K block for free
-orientation) with ``N = (L R L^T + lambda2 I)^-1`` in whitened units, ``R`` rescaled every step so
-that ``trace(L R L^T) = M``. Its posterior, with ``C = L R L^T + lambda2 sigma2 I``:
+``sigma2 R``. The weights ``R`` come from a fixed-point iteration (Pascual-Marqui's, as in MNE and
+CaliBrain): ``R_n = (L_n^T (L R L^T + lambda2 I)^-1 L_n)^-1/2`` per source (a scalar for fixed
+orientation, a K x K block for free orientation), ``R`` rescaled every step so that
+``trace(L R L^T) = M``. With ``A = L R L^T + lambda2 I`` the posterior of a trial is
 
-* mean ``mu = R L^T C^-1 y``
-* covariance ``Sigma = R - R L^T C^-1 L R``
+* mean ``mu = R L^T A^-1 y``
+* covariance ``Sigma = sigma2 (R - R L^T A^-1 L R)``
 
 The normalised weights do not depend on the scale of ``L``, so they are fitted once per leadfield
-(`eloreta_weights`, for unit noise) and a trial with noise ``sigma2`` has the prior
-``sigma2 R``: the mean operator is shared by all trials and the covariance is ``sigma2`` times a
-fixed one.
+(`eloreta_weights`): the mean operator is shared by all trials and the covariance is ``sigma2``
+times a fixed one.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -39,7 +40,7 @@ def eloreta_weights(
     Iterates until the relative change of the weights is below ``tol`` (at most ``max_iter``
     steps, as CaliBrain and MNE). ``lambda2`` is the regularisation, CaliBrain's is 1.
     """
-    if not (float(lambda2) > 0 and torch.isfinite(torch.tensor(float(lambda2)))):
+    if not _positive_finite(lambda2):
         raise ParameterError(f"lambda2 must be finite and > 0, got {lambda2!r}.")
     if int(max_iter) < 1 or not tol > 0:
         raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
@@ -58,12 +59,18 @@ def eloreta_weights(
         gram = blocks.transpose(1, 2) @ inv @ blocks  # (N, K, K): L_n^T N L_n
         eigvals, eigvecs = torch.linalg.eigh(0.5 * (gram + gram.transpose(1, 2)))
         scale = eigvals.clamp_min(_EPS * float(eigvals.max())).rsqrt()
-        last = prior
-        prior = _normalise(blocks, eigvecs @ torch.diag_embed(scale) @ eigvecs.transpose(1, 2),
-                           n_sensors)  # fmt: skip
+        inv_root = eigvecs @ torch.diag_embed(scale) @ eigvecs.transpose(1, 2)
+        last, prior = prior, _normalise(blocks, inv_root, n_sensors)
         if torch.linalg.norm(prior - last) < tol * torch.linalg.norm(last):
             break
     return prior if free else prior[:, 0, 0]
+
+
+def _positive_finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _sensor_cov(blocks: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -104,8 +111,9 @@ def eloreta_posterior(
     free = leadfield.ndim == 3
     lf = leadfield.to(torch.float64)
     blocks = lf.reshape(n_sensors, lf.shape[1], -1).permute(1, 0, 2)  # (N, M, K)
-    prior_blocks = prior.to(torch.float64).reshape(blocks.shape[0], -1)
-    prior_blocks = torch.diag_embed(prior_blocks) if not free else prior.to(torch.float64)
+    prior_blocks = prior.to(torch.float64)
+    if not free:
+        prior_blocks = prior_blocks[:, None, None]
     eye = torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
     cov_y = _sensor_cov(blocks, prior_blocks) + lambda2 * eye
     gain = prior_blocks @ blocks.transpose(1, 2)  # (N, K, M): R_n L_n^T
