@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from meeg_helpers import mag_problem
 from scipy import stats
 
 from neurotorch.meeg import layout
@@ -430,17 +431,10 @@ def test_mne_eloreta_and_gamma_map_equal_calibrains():
     from calibrain.source_estimation import eloreta
     from calibrain.source_estimation import gamma_map as calibrain_gamma_map
 
-    from neurotorch.meeg.forward import cortical_shell, make_forward, sensor_info, sphere_model
     from neurotorch.meeg.inverse import gamma_map, minimum_norm
 
-    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
-    info = sensor_info("mag", n_sensors=23)
-    fwd = make_forward(info, rr, nn, sphere_model("mag"))
-    lf = forward_to_leadfield(fwd, "fixed").leadfield
-    rng = np.random.default_rng(0)
-    x = np.zeros((29, 31))
-    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
-    y = lf @ x + 2.0 * rng.standard_normal((23, 31))
+    fwd, info, data, y = mag_problem()
+    lf = data.leadfield
     quiet = logging.getLogger("calibrain-interop")
     theirs = eloreta(lf, y, 4.0, n_orient=1, logger=quiet)["posterior_mean"]
     ours = minimum_norm(fwd, info, y, 4.0, "eLORETA", lambda2=1.0)
@@ -450,6 +444,17 @@ def test_mne_eloreta_and_gamma_map_equal_calibrains():
     ours = gamma_map(fwd, info, y, 4.0, alpha=1.0)
     # MNE prunes gammas that CaliBrain keeps; those sources carry < 1e-3 of the peak
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())
+
+
+def _assert_same_posterior(post, ref: dict) -> None:
+    """A one-trial posterior equals a CaliBrain solver's output (mean and marginal variances) to
+    1e-8 / 1e-7 of their peaks: the precision of two float64 runs of a 1e-11 stopping rule."""
+    n_coeff = ref["posterior_cov"].shape[0]
+    mean = post.mean[0].numpy().reshape(n_coeff, -1)
+    var = post.var[0].numpy().ravel()
+    theirs = ref["posterior_mean"].reshape(n_coeff, -1)
+    np.testing.assert_allclose(mean, theirs, rtol=0, atol=1e-8 * np.abs(mean).max())
+    np.testing.assert_allclose(var, np.diag(ref["posterior_cov"]), rtol=0, atol=1e-7 * var.max())
 
 
 def _n_const2(flat: np.ndarray, y: np.ndarray, noise_var: float) -> float:
@@ -588,13 +593,7 @@ def test_gamma_map_with_learned_sensor_noise_against_calibrain(k):
         np.testing.assert_array_equal(np.flatnonzero(gamma), ref["active_indices"])
         np.testing.assert_allclose(res.noise_var[0].numpy(), ref["lambdas"], rtol=1e-8)
         if tol < 1e-10:
-            mean = res.posterior.mean[0].numpy().reshape(flat.shape[1], -1)
-            var = res.posterior.var[0].numpy().ravel()
-            theirs = ref["posterior_mean"].reshape(flat.shape[1], -1)
-            np.testing.assert_allclose(mean, theirs, rtol=0, atol=1e-8 * np.abs(mean).max())
-            np.testing.assert_allclose(
-                var, np.diag(ref["posterior_cov"]), rtol=0, atol=1e-7 * var.max()
-            )
+            _assert_same_posterior(res.posterior, ref)
 
 
 def test_calibration_dataset_gamma_map_with_learned_noise_equals_calibrain():
@@ -677,15 +676,8 @@ def test_sflex_posterior_against_calibrain(k, learn_noise):
         assert abs(int(res.n_iter[0]) - n_iter) <= slack
         gamma = res.gamma[0].numpy().ravel()
         np.testing.assert_array_equal(np.flatnonzero(gamma), ref["active_indices"])
-        if tol > 1e-10:
-            continue
-        mean = res.posterior.mean[0].numpy().reshape(flat.shape[1], -1)
-        var = res.posterior.var[0].numpy().ravel()
-        theirs = ref["posterior_mean"].reshape(flat.shape[1], -1)
-        np.testing.assert_allclose(mean, theirs, rtol=0, atol=1e-8 * np.abs(mean).max())
-        np.testing.assert_allclose(
-            var, np.diag(ref["posterior_cov"]), rtol=0, atol=1e-7 * var.max()
-        )
+        if tol < 1e-10:
+            _assert_same_posterior(res.posterior, ref)
 
 
 def test_calibration_dataset_sflex_equals_calibrain():

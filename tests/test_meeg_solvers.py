@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from meeg_helpers import mag_problem
 from scipy import stats
 
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
@@ -117,24 +118,9 @@ def test_eloreta_intervals_cover_at_the_nominal_rate_under_its_own_model():
 def test_eloreta_mean_equals_mne(orientation):
     """MNE's eLORETA (`mne.minimum_norm`, lambda2 = 1) on the same MEG forward and data; free
     MEG leadfields have 2 tangential components, mapped to xyz with ``Q_basis``."""
-    from neurotorch.meeg.forward import (
-        cortical_shell,
-        forward_to_leadfield,
-        make_forward,
-        sensor_info,
-        sphere_model,
-    )
     from neurotorch.meeg.inverse import minimum_norm
 
-    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
-    info = sensor_info("mag", n_sensors=23)
-    fwd = make_forward(info, rr, nn, sphere_model("mag"))
-    data = forward_to_leadfield(fwd, orientation)
-    flat = data.leadfield.reshape(23, -1)
-    rng = np.random.default_rng(0)
-    x = np.zeros((flat.shape[1], 31))
-    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
-    y = flat @ x + 2.0 * rng.standard_normal((23, 31))
+    fwd, info, data, y = mag_problem(orientation)
     ours = eloreta_posterior(torch.tensor(y)[None], torch.tensor(data.leadfield), 4.0).mean[0]
     ours = ours.numpy()
     if orientation == "free":
@@ -150,23 +136,10 @@ def test_gamma_map_mean_matches_mne():
     """MNE's ``mne.inverse_sparse.gamma_map`` (alpha = 1, the same update) on the same MEG forward
     and data. MNE prunes gammas below its own threshold, which the CaliBrain recipe keeps; those
     sources carry < 1e-3 of the peak."""
-    from neurotorch.meeg.forward import (
-        cortical_shell,
-        forward_to_leadfield,
-        make_forward,
-        sensor_info,
-        sphere_model,
-    )
     from neurotorch.meeg.inverse import gamma_map
 
-    rr, nn = cortical_shell(29, center=(0.0, 0.0, 0.0))
-    info = sensor_info("mag", n_sensors=23)
-    fwd = make_forward(info, rr, nn, sphere_model("mag"))
-    lf = forward_to_leadfield(fwd, "fixed").leadfield
-    rng = np.random.default_rng(0)
-    x = np.zeros((29, 31))
-    x[[3, 17]] = 20.0 * rng.standard_normal((2, 31))
-    y = lf @ x + 2.0 * rng.standard_normal((23, 31))
+    fwd, info, data, y = mag_problem()
+    lf = data.leadfield
     ours = gamma_map_posterior(torch.tensor(y)[None], torch.tensor(lf), 4.0).posterior.mean[0]
     theirs = gamma_map(fwd, info, y, 4.0, alpha=1.0)
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())
