@@ -446,6 +446,18 @@ def test_mne_eloreta_and_gamma_map_equal_calibrains():
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3 * np.abs(theirs).max())
 
 
+def _sparse_problem(k: int, n_sensors: int, n_sources: int, amplitude: float, noise_sd):
+    """A random leadfield (``k`` components), two active source components of ``amplitude``,
+    40 samples with noise of standard deviation ``noise_sd`` (scalar or per sensor)."""
+    rng = np.random.default_rng(k)
+    shape = (n_sensors, n_sources) if k == 1 else (n_sensors, n_sources, k)
+    lf = rng.standard_normal(shape) * 0.3
+    flat = lf.reshape(n_sensors, -1)
+    x = np.zeros((flat.shape[1], 40))
+    x[[2, 11]] = amplitude * rng.standard_normal((2, 40))
+    return lf, flat, flat @ x + noise_sd * rng.standard_normal((n_sensors, 40))
+
+
 def _assert_same_posterior(post, ref: dict) -> None:
     """A one-trial posterior equals a CaliBrain solver's output (mean and marginal variances) to
     1e-8 / 1e-7 of their peaks: the precision of two float64 runs of a 1e-11 stopping rule."""
@@ -502,12 +514,7 @@ def test_gamma_map_posterior_against_calibrain(k):
 
     from neurotorch.meeg.sparse_bayes import gamma_map_posterior
 
-    rng = np.random.default_rng(k)
-    lf = rng.standard_normal((17, 29) if k == 1 else (17, 29, k)) * 0.3
-    flat = lf.reshape(17, -1)
-    x = np.zeros((flat.shape[1], 40))
-    x[[2, 11]] = 3.0 * rng.standard_normal((2, 40))
-    y = flat @ x + 0.5 * rng.standard_normal((17, 40))
+    lf, flat, y = _sparse_problem(k, 17, 29, 3.0, 0.5)
     quiet = logging.getLogger("calibrain-interop")
     for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
         ref = gamma_map(flat, y, 0.25, n_orient=k, logger=quiet, tol=tol, max_iter=max_iter)
@@ -572,13 +579,8 @@ def test_gamma_map_with_learned_sensor_noise_against_calibrain(k):
 
     # free sources need more sensors, or the per-sensor noise absorbs every source
     n_sensors = 17 if k == 1 else 60
-    rng = np.random.default_rng(k)
-    lf = rng.standard_normal((n_sensors, 29) if k == 1 else (n_sensors, 29, k)) * 0.3
-    flat = lf.reshape(n_sensors, -1)
-    x = np.zeros((flat.shape[1], 40))
-    x[[2, 11]] = 10.0 * rng.standard_normal((2, 40))
     noise_sd = 0.3 * np.linspace(0.5, 2.0, n_sensors)[:, None]  # heteroscedastic sensors
-    y = flat @ x + noise_sd * rng.standard_normal((n_sensors, 40))
+    lf, flat, y = _sparse_problem(k, n_sensors, 29, 10.0, noise_sd)
     quiet = logging.getLogger("calibrain-interop")
     for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
         ref = gamma_lambda_map(flat, y, n_orient=k, logger=quiet, tol=tol, max_iter=max_iter)
@@ -651,13 +653,7 @@ def test_sflex_posterior_against_calibrain(k, learn_noise):
     from neurotorch.meeg.sparse_bayes import gamma_map_posterior
 
     rr, _ = cortical_shell(40, center=(0.0, 0.0, 0.0))
-    n_sensors = 25 if k == 1 else 60
-    rng = np.random.default_rng(k)
-    lf = rng.standard_normal((n_sensors, 40) if k == 1 else (n_sensors, 40, k)) * 0.3
-    flat = lf.reshape(n_sensors, -1)
-    x = np.zeros((flat.shape[1], 40))
-    x[[2, 11]] = 5.0 * rng.standard_normal((2, 40))
-    y = flat @ x + 0.5 * rng.standard_normal((n_sensors, 40))
+    lf, flat, y = _sparse_problem(k, 25 if k == 1 else 60, 40, 5.0, 0.5)
     basis = prepare_solver("gamma_map_sflex", torch.tensor(lf), rr, {"sigma": 0.02})["basis"]
     quiet = logging.getLogger("calibrain-interop")
     for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
