@@ -274,6 +274,10 @@ def test_solver_options_are_checked():
         prepare_solver("gamma_map_sflex", lt)
     with pytest.raises(ShapeMismatchError, match="src_coords"):
         spatial_basis(np.zeros((5, 2)))
+    with pytest.raises(NonFiniteError, match="src_coords"):
+        spatial_basis(np.full((5, 3), np.nan))
+    with pytest.raises(ShapeMismatchError, match="eLORETA weights"):
+        eloreta_posterior(torch.tensor(y)[None], lt, 1.0, weights=torch.ones(5))
     with pytest.raises(ShapeMismatchError, match="spatial basis"):
         gamma_map_posterior(torch.tensor(y)[None], lt, 1.0, basis=torch.eye(3))
     assert resolve_options("eloreta", {"lambda2": 0.5}) == {"lambda2": 0.5}

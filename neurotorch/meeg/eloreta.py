@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from neurotorch.errors import ParameterError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
 
 #: CaliBrain's (and MNE's) stopping rule of the weight iteration.
@@ -109,6 +109,13 @@ def eloreta_posterior(
     noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
     prior = eloreta_weights(leadfield, lambda2) if weights is None else weights
     free = leadfield.ndim == 3
+    k = leadfield.shape[2] if free else 1
+    expected = (leadfield.shape[1], k, k) if free else (leadfield.shape[1],)
+    if tuple(prior.shape) != expected:
+        raise ShapeMismatchError(
+            f"eLORETA weights {tuple(prior.shape)} do not fit this leadfield (need {expected}); "
+            "compute them with eloreta_weights(leadfield)."
+        )
     lf = leadfield.to(torch.float64)
     blocks = lf.reshape(n_sensors, lf.shape[1], -1).permute(1, 0, 2)  # (N, M, K)
     prior_blocks = prior.to(torch.float64)

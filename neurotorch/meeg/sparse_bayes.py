@@ -238,10 +238,12 @@ def spatial_basis(
     normalised by its row sums ``s``: ``"sym"`` ``S^-1/2 B S^-1/2`` (the default), ``"row"``
     ``S^-1 B``, or ``None``. Returns a dense float64 ``(N, N)`` tensor."""
     coords = torch.as_tensor(np.asarray(src_coords, dtype=np.float64))
-    if coords.ndim != 2 or coords.shape[1] != 3 or not bool(torch.isfinite(coords).all()):
+    if coords.ndim != 2 or coords.shape[1] != 3:
         raise ShapeMismatchError(
-            f"src_coords must be finite (n_sources, 3) positions, got shape {tuple(coords.shape)}."
+            f"src_coords must be (n_sources, 3) positions, got shape {tuple(coords.shape)}."
         )
+    if not bool(torch.isfinite(coords).all()):
+        raise NonFiniteError("src_coords hold NaN or Inf; sFlex needs every source position.")
     if not (np.isfinite(sigma) and sigma > 0):
         raise ParameterError(f"sigma must be a positive width in metres, got {sigma!r}.")
     if not (np.isfinite(threshold_factor) and threshold_factor > 0):
