@@ -147,8 +147,8 @@ MUTANTS = [
     Mutant(
         "gamma-map-free-gamma-not-shared",
         "neurotorch/meeg/sparse_bayes.py",
-        "    grouped = numer / denom.clamp_min(_EPS).sqrt() / k",
-        "    grouped = numer / denom.clamp_min(_EPS).sqrt()",
+        "    new = (numer / root / k).repeat_interleave(k, dim=1).clamp_min(0.0)",
+        "    new = (numer / root).repeat_interleave(k, dim=1).clamp_min(0.0)",
         ("tests/test_meeg_calibrain_interop.py::test_gamma_map_posterior_against_calibrain",),
     ),
     Mutant(
