@@ -199,16 +199,46 @@ def test_gamma_map_trials_are_independent_of_their_batch():
     np.testing.assert_allclose(batch.gamma[1].numpy(), alone.gamma[0].numpy(), rtol=1e-9, atol=0)
 
 
-@pytest.mark.parametrize("noise", [2.0, None])
-def test_full_posterior_cov_matches_the_batched_marginals(noise):
+@pytest.mark.parametrize(
+    ("solver", "options", "noise"),
+    [("gamma_map", None, 2.0), ("gamma_map", None, None), ("BMN", {"normalization": True}, 2.0),
+     ("eloreta", None, 2.0)],
+)  # fmt: skip
+def test_full_posterior_cov_matches_the_batched_marginals(solver, options, noise):
+    """The dense covariance of the grid's summaries (from the prior blocks, numpy) and the
+    batched per-source blocks of the datasets (torch) are two computations of one posterior."""
     lf, y = _problem(3, seed=6)
     given = None if noise is None else torch.tensor([noise])
-    fit = fit_posterior("gamma_map", torch.tensor(y)[None], torch.tensor(lf), given)
+    prepared = prepare_solver(solver, torch.tensor(lf), options=options)
+    fit = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), given, prepared=prepared)
     cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy())
     blocks = np.stack([cov[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] for i in range(lf.shape[1])])
     np.testing.assert_allclose(
         blocks, fit.posterior.cov_blocks[0].numpy(), rtol=0, atol=1e-10 * np.abs(blocks).max()
     )
+
+
+def test_per_leadfield_parts_are_computed_once_per_dataset(monkeypatch):
+    """sLORETA and eLORETA weights depend on the leadfield only: one computation for many
+    batches, not one per batch."""
+    from neurotorch.data.meeg_calibration import CalibrationBatches
+    from neurotorch.meeg import solvers
+    from neurotorch.meeg.leadfield import random_leadfield
+
+    calls = []
+    for name in ("sloreta_weights", "eloreta_weights"):
+        original = getattr(solvers, name)
+        monkeypatch.setattr(
+            solvers, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
+        )
+    leadfield = random_leadfield("fixed", 9, 14, seed=1)
+    for solver, normalization in (("BMN", True), ("eloreta", False)):
+        batches = CalibrationBatches(
+            leadfield, batch_size=3, n_batches=4, nnz=(2,), alpha=(0.5,),
+            solver=solver, normalization=normalization,
+        )  # fmt: skip
+        assert len(list(batches)) == 4
+    assert calls == ["sloreta_weights", "eloreta_weights"]
 
 
 def _positions(n_sources: int, seed: int = 0) -> np.ndarray:
@@ -284,21 +314,20 @@ def test_solver_options_are_checked():
 
 
 @pytest.mark.parametrize(
-    ("solver", "gamma", "noise_type", "normalization", "match"),
+    ("solver", "gamma", "noise_type", "options", "match"),
     [
-        ("sLORETA", "learn", "oracle", False, "solver must be one of"),
-        ("eloreta", 2.0, "oracle", False, "sets its own source prior"),
-        ("gamma_map", "learn", "baseline", True, "sets its own source prior"),
-        ("eloreta", "learn", "adaptive_joint_learning", False, "adaptive_joint_learning"),
-        ("BMN", "oracle", "adaptive_joint_learning", False, "adaptive_joint_learning"),
-        ("BMN", "learn", "exact", False, "noise_type must be one of"),
+        ("sLORETA", "learn", "oracle", None, "solver must be one of"),
+        ("eloreta", 2.0, "oracle", None, "sets its own source prior"),
+        ("gamma_map", "learn", "baseline", {"normalization": True}, "normalization"),
+        ("BMN", "learn", "oracle", {"normalization": 1}, "True or False"),
+        ("eloreta", "learn", "adaptive_joint_learning", None, "adaptive_joint_learning"),
+        ("BMN", "oracle", "adaptive_joint_learning", None, "adaptive_joint_learning"),
+        ("BMN", "learn", "exact", None, "noise_type must be one of"),
     ],
 )
-def test_check_solver_refuses_undefined_combinations(
-    solver, gamma, noise_type, normalization, match
-):
+def test_check_solver_refuses_undefined_combinations(solver, gamma, noise_type, options, match):
     with pytest.raises(ParameterError, match=match):
-        check_solver(solver, gamma, noise_type, normalization)
+        check_solver(solver, gamma, noise_type, options)
 
 
 def test_bad_inputs_raise_named_errors():

@@ -25,7 +25,12 @@ from neurotorch.io.storage import DataRoot, is_url
 from neurotorch.meeg.leadfield import LeadfieldData
 from neurotorch.meeg.posterior import known_noise_var
 from neurotorch.meeg.simulation import ERPConfig
-from neurotorch.meeg.solvers import check_solver, fit_posterior, prepare_solver
+from neurotorch.meeg.solvers import (
+    check_solver,
+    fit_posterior,
+    prepare_solver,
+    with_normalization,
+)
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
 
@@ -36,7 +41,6 @@ def posterior_item(
     noise_var_scale: float,
     noise_type: str = "oracle",
     config: ERPConfig | None = None,
-    normalization: bool = False,
     solver: str = "BMN",
     prepared: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -48,9 +52,9 @@ def posterior_item(
     number (nAm²). ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the
     pre-stimulus estimate of `baseline_noise_var`, timing from ``config``) -- both times
     ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (learned with the prior: one variance
-    for BMN, one per sensor for gamma-MAP).
-    ``normalization`` applies CaliBrain's sLORETA normalisation to BMN (its
-    ``BMN(normalization=True)``). ``prepared``: `prepare_solver`'s result for this leadfield.
+    for BMN, one per sensor for gamma-MAP). ``prepared``: `prepare_solver`'s result for this
+    leadfield, with the solver's options (e.g. BMN's ``normalization``, CaliBrain's sLORETA
+    normalisation).
     """
     x, y = batch["x"], batch["y"]
     assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
@@ -58,7 +62,7 @@ def posterior_item(
         assumed = assumed * float(noise_var_scale)
     if gamma == "oracle":
         gamma = x.double().flatten(1).pow(2).mean(dim=1)
-    fit = fit_posterior(solver, y, leadfield, assumed, gamma, normalization, prepared)
+    fit = fit_posterior(solver, y, leadfield, assumed, gamma, prepared)
     batch.update(
         mean=fit.posterior.mean,
         var=fit.posterior.var,
@@ -84,7 +88,6 @@ class _PosteriorMixin:
     gamma: float | str
     noise_var_scale: float
     noise_type: str
-    normalization: bool
     solver: str
     solver_options: dict[str, Any]
     simulation: TrialSimulation
@@ -102,7 +105,8 @@ class _PosteriorMixin:
             raise ParameterError(
                 f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
             )
-        check_solver(solver, gamma, noise_type, normalization, solver_options)
+        options = with_normalization(solver_options, normalization)
+        check_solver(solver, gamma, noise_type, options)
         if solver == "gamma_map_sflex" and self.simulation.leadfield.src_coords is None:
             raise ParameterError(
                 "solver='gamma_map_sflex' needs the source positions (src_coords) of the "
@@ -118,9 +122,8 @@ class _PosteriorMixin:
         self.gamma = gamma
         self.noise_var_scale = float(noise_var_scale)
         self.noise_type = noise_type
-        self.normalization = bool(normalization)
         self.solver = solver
-        self.solver_options = dict(solver_options or {})
+        self.solver_options = options
         self._prepared: dict[str, Any] | None = None
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
@@ -137,7 +140,6 @@ class _PosteriorMixin:
             self.noise_var_scale,
             self.noise_type,
             self.simulation.config,
-            self.normalization,
             self.solver,
             self._prepared,
         )

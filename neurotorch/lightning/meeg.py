@@ -28,7 +28,7 @@ from neurotorch.data.meeg_simulation import (
 )
 from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
-from neurotorch.meeg.solvers import check_solver
+from neurotorch.meeg.solvers import check_solver, with_normalization
 
 _SPLITS = ("train", "val", "test")
 
@@ -185,7 +185,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_solver(solver, gamma, noise_type, normalization, solver_options)
+        check_solver(solver, gamma, noise_type, with_normalization(solver_options, normalization))
         self.save_hyperparameters()
 
     def _make(self, split: str) -> Dataset:

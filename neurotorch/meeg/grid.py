@@ -80,7 +80,7 @@ def simulate_run(
     Returns ``x_true``, ``x_hat``, the full ``posterior_cov``, ``gamma`` (BMN's, or the mean
     per-source prior variance) and ``noise_var``.
     """
-    check_solver(solver, "learn", noise_type, False)
+    check_solver(solver, "learn", noise_type)
     if noise_type == "oracle" and alpha >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     config = config or ERPConfig()
@@ -173,7 +173,7 @@ def run_grid(
     if not noise_types or set(noise_types) - set(NOISE_TYPES):
         raise ParameterError(f"noise_types must be among {NOISE_TYPES}, got {noise_types}.")
     for noise_type in noise_types:
-        check_solver(solver, "learn", noise_type, False, solver_options)
+        check_solver(solver, "learn", noise_type, solver_options)
     if "oracle" in noise_types and max(data_grid["alpha_SNR"]) >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
     configs = [

@@ -41,7 +41,7 @@ from neurotorch.meeg.sparse_bayes import BASIS_NORMALIZATIONS, gamma_map_posteri
 SOLVERS = ("BMN", "eloreta", "gamma_map", "gamma_map_sflex")
 #: The options each solver takes (CaliBrain's ``solver_params`` names) and their defaults.
 SOLVER_OPTIONS: dict[str, dict[str, Any]] = {
-    "BMN": {},
+    "BMN": {"normalization": False},
     "eloreta": {"lambda2": 1.0},
     "gamma_map": {"max_iter": 300, "tol": 1e-6},
     "gamma_map_sflex": {
@@ -92,7 +92,10 @@ def resolve_options(solver: str, options: Mapping[str, Any] | None = None) -> di
         )
     merged.update(options or {})
     for key, value in merged.items():
-        if key == "normalize":
+        if key == "normalization":
+            if not isinstance(value, bool):
+                raise ParameterError(f"normalization must be True or False, got {value!r}.")
+        elif key == "normalize":
             if value not in BASIS_NORMALIZATIONS:
                 raise ParameterError(
                     f"normalize must be one of {BASIS_NORMALIZATIONS}, got {value!r}."
@@ -109,12 +112,16 @@ def resolve_options(solver: str, options: Mapping[str, Any] | None = None) -> di
     return merged
 
 
+def with_normalization(options: Mapping[str, Any] | None, normalization: bool) -> dict[str, Any]:
+    """``options`` with the datasets' ``normalization`` keyword folded in (a BMN option)."""
+    options = dict(options or {})
+    if normalization:
+        options["normalization"] = True
+    return options
+
+
 def check_solver(
-    solver: str,
-    gamma: object,
-    noise_type: str,
-    normalization: bool,
-    options: Mapping[str, Any] | None = None,
+    solver: str, gamma: object, noise_type: str, options: Mapping[str, Any] | None = None
 ) -> None:
     """Refuse combinations CaliBrain does not define, and bad options, with a named error."""
     resolve_options(solver, options)
@@ -125,10 +132,9 @@ def check_solver(
             "noise_type='adaptive_joint_learning' learns the noise together with the prior "
             "variances; pass solver='BMN', 'gamma_map' or 'gamma_map_sflex' and gamma='learn'."
         )
-    if solver != "BMN" and (gamma != "learn" or normalization):
+    if solver != "BMN" and gamma != "learn":
         raise ParameterError(
-            f"solver={solver!r} sets its own source prior: gamma must stay 'learn' and "
-            "normalization False (both are BMN options)."
+            f"solver={solver!r} sets its own source prior: gamma must stay 'learn' (a BMN option)."
         )
 
 
@@ -138,10 +144,13 @@ def prepare_solver(
     src_coords: np.ndarray | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``solver``'s options with what depends on the leadfield only, computed once: eLORETA's
-    ``weights`` (`eloreta_weights`), sFlex's ``basis`` (`spatial_basis` of ``src_coords``)."""
+    """``solver``'s options with what depends on the leadfield only, computed once: BMN's
+    sLORETA ``weights`` (`sloreta_weights`, with ``normalization``), eLORETA's ``weights``
+    (`eloreta_weights`), sFlex's ``basis`` (`spatial_basis` of ``src_coords``)."""
     prepared = resolve_options(solver, options)
-    if solver == "eloreta":
+    if solver == "BMN" and prepared["normalization"]:
+        prepared["weights"] = sloreta_weights(leadfield)
+    elif solver == "eloreta":
         prepared["weights"] = eloreta_weights(leadfield, prepared["lambda2"])
     elif solver == "gamma_map_sflex":
         if src_coords is None:
@@ -164,7 +173,6 @@ def fit_posterior(
     leadfield: torch.Tensor,
     noise_var: torch.Tensor | None,
     gamma: str | float | torch.Tensor = "learn",
-    normalization: bool = False,
     prepared: Mapping[str, Any] | None = None,
     src_coords: np.ndarray | None = None,
 ) -> SolverFit:
@@ -195,7 +203,7 @@ def fit_posterior(
         return SolverFit(
             fit.posterior, _mean_prior_var(blocks), mean_noise, blocks, fit.noise_var, basis
         )
-    weights = sloreta_weights(leadfield) if normalization else None
+    weights = prepared.get("weights")  # sLORETA normalisation
     weighted = leadfield if weights is None else weight_leadfield(leadfield, weights)
     if isinstance(gamma, str):
         gamma, noise_var = learn_hyperparameters(y, weighted, noise_var)
