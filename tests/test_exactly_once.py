@@ -44,10 +44,10 @@ def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMR
     )  # fmt: skip
 
 
-def meeg_module(cls, num_workers: int):
+def meeg_module(cls, num_workers: int, **options):
     return cls(
         n_sources=97, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
-        num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9),
+        num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9), **options,
     )  # fmt: skip
 
 
@@ -83,6 +83,14 @@ CASES = {
         index_ids,
         meeg_expected,
     ),  # fmt: skip
+    # sFlex: a per-leadfield basis prepared in every worker and rank, per-trial iterations
+    "meeg-calibration-sflex": (
+        lambda root, w: meeg_module(
+            CalibrationDataModule, w, solver="gamma_map_sflex", noise_type="baseline"
+        ),
+        index_ids,
+        meeg_expected,
+    ),
     "connectome": (lambda root, w: connectome_module(w), subject_ids, connectome_expected),
 }
 
@@ -116,11 +124,12 @@ DDP_CASES = [*CASES, "fmri-map-two-subjects"]
 
 
 def _ddp_module(case: str, root: Path):
-    """A case's DataModule in the 2-rank run: the stream with 2 workers; the map-style set with
-    one subject and with two (batches of one subject each, sharded whole)."""
+    """A case's DataModule in the 2-rank run: the fMRI stream and the sFlex calibration data
+    with 2 workers; the map-style set with one subject and with two (batches of one subject
+    each, sharded whole)."""
     if case == "fmri-map-two-subjects":
         return fmri_module(root, "map", 0, subject=["sub-01", "sub-02"])
-    return CASES[case][0](root, 2 if case == "fmri-stream" else 0)
+    return CASES[case][0](root, 2 if case in ("fmri-stream", "meeg-calibration-sflex") else 0)
 
 
 def _ids_and_expected(case: str):
