@@ -248,16 +248,27 @@ def _positions(n_sources: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_fit_posterior_reports_prior_and_noise(solver):
+    """``gamma``, the prior blocks and the noise of each solver, against the solver's own
+    module called directly: BMN's evidence maximisation, eLORETA's weights times the noise,
+    gamma-MAP's (and sFlex's) learned gammas on the diagonal."""
+    from neurotorch.meeg.posterior import learn_hyperparameters
+
     lf, y = _problem(1, seed=8)
-    fit = fit_posterior(
-        solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([2.0]),
-        src_coords=_positions(lf.shape[1]),
-    )  # fmt: skip
-    prior_diag = torch.diagonal(fit.prior_blocks[0], dim1=-2, dim2=-1).ravel()
-    assert float(fit.gamma[0]) == pytest.approx(float(prior_diag.mean()), rel=1e-12)
-    assert float(fit.noise_var[0]) == 2.0
-    if solver == "eloreta":  # the prior scales with the assumed noise
-        double = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), torch.tensor([4.0]))
+    yt, lt, coords = torch.tensor(y)[None], torch.tensor(lf), _positions(lf.shape[1])
+    fit = fit_posterior(solver, yt, lt, torch.tensor([2.0]), src_coords=coords)
+    if solver == "BMN":
+        prior = learn_hyperparameters(yt, lt, 2.0)[0].expand(lf.shape[1])
+    elif solver == "eloreta":
+        prior = 2.0 * eloreta_weights(lt)
+    else:
+        basis = spatial_basis(coords) if solver == "gamma_map_sflex" else None
+        prior = gamma_map_posterior(yt, lt, 2.0, basis=basis).gamma[0]
+    blocks = fit.prior_blocks[0].numpy()
+    np.testing.assert_allclose(blocks[:, 0, 0], prior.numpy(), rtol=1e-12)
+    assert float(fit.gamma[0]) == pytest.approx(float(prior.mean()), rel=1e-12)
+    np.testing.assert_array_equal(fit.sensor_noise_var.numpy(), np.full((1, lf.shape[0]), 2.0))
+    if solver == "eloreta":  # the prior scales with the assumed noise, the mean does not
+        double = fit_posterior(solver, yt, lt, torch.tensor([4.0]))
         np.testing.assert_allclose(double.prior_blocks.numpy(), 2 * fit.prior_blocks.numpy())
         np.testing.assert_allclose(double.posterior.mean.numpy(), fit.posterior.mean.numpy())
 
