@@ -11,8 +11,8 @@ run grid.
 Every solver is a Gaussian model with a diagonal noise covariance and a prior that is block
 diagonal (one ``K x K`` block per source, or per coefficient of sFlex's basis), returned as
 ``prior_blocks`` so that a full posterior covariance can be formed from it
-(`full_posterior_cov`). What depends on the leadfield only (sLORETA and eLORETA weights, sFlex's basis) is
-computed once by `prepare_solver`.
+(`full_posterior_cov`). What depends on the leadfield only (sLORETA and eLORETA weights,
+sFlex's basis) is computed once by `prepare_solver`.
 """
 
 from __future__ import annotations
