@@ -697,3 +697,18 @@ def test_calibration_dataset_sflex_equals_calibrain():
     np.testing.assert_allclose(
         item["mean"].numpy(), expected, rtol=0, atol=1e-4 * np.abs(expected).max()
     )
+
+
+def test_parity_script_prints_agreement():
+    """``scripts/calibrain_parity.py`` runs and reports what the parity table says: equal pruned
+    sets, and neurotorch's eLORETA intervals at their nominal coverage."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "calibrain_parity.py"
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    assert out.count("same_pruned True") == 8 and "same_pruned False" not in out
+    assert "coverage: neurotorch 0.900" in out
+    assert len([line for line in out.splitlines() if "iterations" in line]) == 12
