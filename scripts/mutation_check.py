@@ -133,8 +133,8 @@ MUTANTS = [
     Mutant(
         "eloreta-noise-applied-twice",
         "neurotorch/meeg/eloreta.py",
-        "    scale = noise_var[:, None, None, None]",
-        "    scale = noise_var[:, None, None, None] ** 2",
+        "    blocks = noise_var[:, None, None, None] * operator.unit_blocks",
+        "    blocks = noise_var[:, None, None, None] ** 2 * operator.unit_blocks",
         ("tests/test_meeg_solvers.py",),
     ),
     Mutant(

@@ -10,7 +10,7 @@ from meeg_helpers import mag_problem
 from scipy import stats
 
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
-from neurotorch.meeg.eloreta import eloreta_posterior, eloreta_weights
+from neurotorch.meeg.eloreta import eloreta_operator, eloreta_posterior, eloreta_weights
 from neurotorch.meeg.solvers import (
     SOLVERS,
     check_solver,
@@ -219,14 +219,14 @@ def test_full_posterior_cov_matches_the_batched_marginals(solver, options, noise
 
 
 def test_per_leadfield_parts_are_computed_once_per_dataset(monkeypatch):
-    """sLORETA and eLORETA weights depend on the leadfield only: one computation for many
-    batches, not one per batch."""
+    """The sLORETA weights and eLORETA's operator depend on the leadfield only: one computation
+    for many batches, not one per batch."""
     from neurotorch.data.meeg_calibration import CalibrationBatches
     from neurotorch.meeg import solvers
     from neurotorch.meeg.leadfield import random_leadfield
 
     calls = []
-    for name in ("sloreta_weights", "eloreta_weights"):
+    for name in ("sloreta_weights", "eloreta_operator"):
         original = getattr(solvers, name)
         monkeypatch.setattr(
             solvers, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
@@ -238,7 +238,7 @@ def test_per_leadfield_parts_are_computed_once_per_dataset(monkeypatch):
             solver=solver, normalization=normalization,
         )  # fmt: skip
         assert len(list(batches)) == 4
-    assert calls == ["sloreta_weights", "eloreta_weights"]
+    assert calls == ["sloreta_weights", "eloreta_operator"]
 
 
 def _positions(n_sources: int, seed: int = 0) -> np.ndarray:
@@ -318,7 +318,9 @@ def test_solver_options_are_checked():
     with pytest.raises(NonFiniteError, match="src_coords"):
         spatial_basis(np.full((5, 3), np.nan))
     with pytest.raises(ShapeMismatchError, match="eLORETA weights"):
-        eloreta_posterior(torch.tensor(y)[None], lt, 1.0, weights=torch.ones(5))
+        eloreta_operator(lt, weights=torch.ones(5))
+    with pytest.raises(ShapeMismatchError, match="another leadfield"):
+        eloreta_posterior(torch.tensor(y)[None], lt, 1.0, operator=eloreta_operator(lt[:, :7]))
     with pytest.raises(ShapeMismatchError, match="spatial basis"):
         gamma_map_posterior(torch.tensor(y)[None], lt, 1.0, basis=torch.eye(3))
     assert resolve_options("eloreta", {"lambda2": 0.5}) == {"lambda2": 0.5}

@@ -24,6 +24,7 @@ _EXPORTS = {
     "run_grid": "grid",
     "gamma_map": "inverse",
     "minimum_norm": "inverse",
+    "eloreta_operator": "eloreta",
     "eloreta_posterior": "eloreta",
     "eloreta_weights": "eloreta",
     "earth_movers_distance": "metrics",

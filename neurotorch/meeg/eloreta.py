@@ -10,13 +10,14 @@ orientation, a K x K block for free orientation), ``R`` rescaled every step so t
 * covariance ``Sigma = sigma2 (R - R L^T A^-1 L R)``
 
 The normalised weights do not depend on the scale of ``L``, so they are fitted once per leadfield
-(`eloreta_weights`): the mean operator is shared by all trials and the covariance is ``sigma2``
-times a fixed one.
+(`eloreta_weights`), and so is the rest (`eloreta_operator`): the mean operator is shared by all
+trials and the covariance is ``sigma2`` times a fixed one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -82,12 +83,53 @@ def _normalise(blocks: torch.Tensor, prior: torch.Tensor, n_sensors: int) -> tor
     return prior * (n_sensors / torch.trace(_sensor_cov(blocks, prior)))
 
 
+@dataclass
+class EloretaOperator:
+    """What eLORETA's posterior needs of one leadfield, for unit noise: the ``weights``
+    (`eloreta_weights`), the mean operator ``kernel = R L^T A^-1`` (``(NK, M)``) and the
+    posterior blocks ``R_n - R_n L_n^T A^-1 L_n R_n`` (``(N, K, K)``)."""
+
+    weights: torch.Tensor
+    kernel: torch.Tensor
+    unit_blocks: torch.Tensor
+
+
+def eloreta_operator(
+    leadfield: torch.Tensor, lambda2: float = 1.0, weights: torch.Tensor | None = None
+) -> EloretaOperator:
+    """eLORETA's operator for ``leadfield`` (M, N) or (M, N, K): computed once, shared by every
+    trial (``weights``: `eloreta_weights` of this leadfield, when already computed)."""
+    weights = eloreta_weights(leadfield, lambda2) if weights is None else weights
+    free = leadfield.ndim == 3
+    n_sensors, n_sources = leadfield.shape[:2]
+    k = leadfield.shape[2] if free else 1
+    expected = (n_sources, k, k) if free else (n_sources,)
+    if tuple(weights.shape) != expected:
+        raise ShapeMismatchError(
+            f"eLORETA weights {tuple(weights.shape)} do not fit this leadfield (need "
+            f"{expected}); compute them with eloreta_weights(leadfield)."
+        )
+    lf = leadfield.to(torch.float64)
+    blocks = lf.reshape(n_sensors, n_sources, k).permute(1, 0, 2)  # (N, M, K)
+    prior = weights.to(torch.float64)
+    prior = prior if free else prior[:, None, None]
+    eye = torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
+    gain = prior @ blocks.transpose(1, 2)  # (N, K, M): R_n L_n^T
+    solved = torch.linalg.solve(
+        _sensor_cov(blocks, prior) + lambda2 * eye, gain.reshape(-1, n_sensors).T
+    )  # (M, NK)
+    unit_blocks = prior - torch.einsum(
+        "nim,mnj->nij", gain, solved.reshape(n_sensors, n_sources, k)
+    )
+    return EloretaOperator(weights, solved.T, unit_blocks)
+
+
 def eloreta_posterior(
     y: torch.Tensor,
     leadfield: torch.Tensor,
     noise_var: float | torch.Tensor,
     lambda2: float = 1.0,
-    weights: torch.Tensor | None = None,
+    operator: EloretaOperator | None = None,
 ) -> GaussianPosterior:
     """eLORETA's posterior mean and (block-)marginal variances for a batch of trials.
 
@@ -101,42 +143,26 @@ def eloreta_posterior(
         The white noise variance each trial assumes: a scalar or ``(B,)``.
     lambda2
         eLORETA's regularisation (CaliBrain uses 1).
-    weights
-        `eloreta_weights` of this leadfield and ``lambda2``, when already computed.
+    operator
+        `eloreta_operator` of this leadfield and ``lambda2``, when already computed.
     """
     check_inputs(y, leadfield)
     batch, n_sensors, _ = y.shape
     noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
-    prior = eloreta_weights(leadfield, lambda2) if weights is None else weights
-    free = leadfield.ndim == 3
-    k = leadfield.shape[2] if free else 1
-    expected = (leadfield.shape[1], k, k) if free else (leadfield.shape[1],)
-    if tuple(prior.shape) != expected:
+    operator = eloreta_operator(leadfield, lambda2) if operator is None else operator
+    n_sources = leadfield.shape[1]
+    if operator.kernel.shape[1] != n_sensors or operator.unit_blocks.shape[0] != n_sources:
         raise ShapeMismatchError(
-            f"eLORETA weights {tuple(prior.shape)} do not fit this leadfield (need {expected}); "
-            "compute them with eloreta_weights(leadfield)."
+            "The eLORETA operator belongs to another leadfield; compute it with "
+            "eloreta_operator(leadfield)."
         )
-    lf = leadfield.to(torch.float64)
-    blocks = lf.reshape(n_sensors, lf.shape[1], -1).permute(1, 0, 2)  # (N, M, K)
-    prior_blocks = prior.to(torch.float64)
-    if not free:
-        prior_blocks = prior_blocks[:, None, None]
-    eye = torch.eye(n_sensors, dtype=torch.float64, device=lf.device)
-    cov_y = _sensor_cov(blocks, prior_blocks) + lambda2 * eye
-    gain = prior_blocks @ blocks.transpose(1, 2)  # (N, K, M): R_n L_n^T
-    solved = torch.linalg.solve(cov_y, gain.reshape(-1, n_sensors).T)  # (M, NK)
-    mean = solved.T @ y.to(torch.float64)  # (B, NK, T)
-    # Sigma_n = R_n - R_n L_n^T C^-1 L_n R_n, per source
-    post_blocks = prior_blocks - torch.einsum(
-        "nim,mnj->nij", gain, solved.reshape(n_sensors, blocks.shape[0], -1)
-    )
+    mean = operator.kernel @ y.to(torch.float64)  # (B, NK, T)
+    blocks = noise_var[:, None, None, None] * operator.unit_blocks
     out = y.dtype
-    scale = noise_var[:, None, None, None]
-    blocks_b = scale * post_blocks
-    if not free:
-        return GaussianPosterior(mean.to(out), blocks_b[:, :, 0, 0].to(out))
+    if leadfield.ndim == 2:
+        return GaussianPosterior(mean.to(out), blocks[:, :, 0, 0].to(out))
     return GaussianPosterior(
-        mean.reshape(batch, blocks.shape[0], -1, mean.shape[-1]).to(out),
-        torch.diagonal(blocks_b, dim1=-2, dim2=-1).to(out),
-        blocks_b.to(out),
+        mean.reshape(batch, n_sources, -1, mean.shape[-1]).to(out),
+        torch.diagonal(blocks, dim1=-2, dim2=-1).to(out),
+        blocks.to(out),
     )

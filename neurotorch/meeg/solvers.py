@@ -11,8 +11,8 @@ run grid.
 Every solver is a Gaussian model with a diagonal noise covariance and a prior that is block
 diagonal (one ``K x K`` block per source, or per coefficient of sFlex's basis), returned as
 ``prior_blocks`` so that a full posterior covariance can be formed from it
-(`full_posterior_cov`). What depends on the leadfield only (sLORETA and eLORETA weights,
-sFlex's basis) is computed once by `prepare_solver`.
+(`full_posterior_cov`). What depends on the leadfield only (the sLORETA weights, eLORETA's
+operator, sFlex's basis) is computed once by `prepare_solver`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from neurotorch.errors import ParameterError
-from neurotorch.meeg.eloreta import eloreta_posterior, eloreta_weights
+from neurotorch.meeg.eloreta import eloreta_operator, eloreta_posterior
 from neurotorch.meeg.posterior import (
     NOISE_TYPES,
     GaussianPosterior,
@@ -145,13 +145,13 @@ def prepare_solver(
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``solver``'s options with what depends on the leadfield only, computed once: BMN's
-    sLORETA ``weights`` (`sloreta_weights`, with ``normalization``), eLORETA's ``weights``
-    (`eloreta_weights`), sFlex's ``basis`` (`spatial_basis` of ``src_coords``)."""
+    sLORETA ``weights`` (`sloreta_weights`, with ``normalization``), eLORETA's ``operator``
+    (`eloreta_operator`), sFlex's ``basis`` (`spatial_basis` of ``src_coords``)."""
     prepared = resolve_options(solver, options)
     if solver == "BMN" and prepared["normalization"]:
         prepared["weights"] = sloreta_weights(leadfield)
     elif solver == "eloreta":
-        prepared["weights"] = eloreta_weights(leadfield, prepared["lambda2"])
+        prepared["operator"] = eloreta_operator(leadfield, prepared["lambda2"])
     elif solver == "gamma_map_sflex":
         if src_coords is None:
             raise ParameterError(
@@ -188,10 +188,10 @@ def fit_posterior(
     if prepared is None:
         prepared = prepare_solver(solver, leadfield, src_coords)
     if solver == "eloreta":
-        weights = prepared["weights"]
-        post = eloreta_posterior(y, leadfield, noise_var, prepared["lambda2"], weights)
+        operator = prepared["operator"]
+        post = eloreta_posterior(y, leadfield, noise_var, prepared["lambda2"], operator)
         noise = _per_trial(noise_var, y)
-        blocks = noise[:, None, None, None] * _as_blocks(weights, leadfield)[None]
+        blocks = noise[:, None, None, None] * _as_blocks(operator.weights, leadfield)[None]
         return SolverFit(post, _mean_prior_var(blocks), noise, blocks, _per_sensor(noise, y))
     if solver in ("gamma_map", "gamma_map_sflex"):
         basis = prepared.get("basis")
