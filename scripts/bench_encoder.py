@@ -55,8 +55,8 @@ def config_arrays(out: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     parts = {}
-    for name, dataset in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set)):
-        batches = list(dm._loader(dataset, shuffle=False))
+    for name in ("train", "val", "test"):
+        batches = list(dm.dataloader(name, shuffle=False))
         parts[name] = (
             np.concatenate([b["embedding"].numpy() for b in batches]).astype(np.float32),
             np.concatenate([b["betas"].numpy() for b in batches]).astype(np.float32),

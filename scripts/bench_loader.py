@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from neurotorch.data.betas import BetasDataset
 from neurotorch.data.collate import collate_items
-from neurotorch.data.store import build_store
-from neurotorch.data.stream import BetasStream
+from neurotorch.data.fmri.betas import BetasDataset
+from neurotorch.data.fmri.store import build_store
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.fmri import layout
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import load_subject

@@ -34,8 +34,7 @@ def ground_truth_rows(root: Path, subject: str, voxels: np.ndarray) -> dict[str,
 
 def split_arrays(datamodule, part: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features (float64), betas (float64) and image names of a data module's split, in order."""
-    dataset = getattr(datamodule, f"{part}_set")
-    loader = datamodule._loader(dataset, shuffle=False)
+    loader = datamodule.dataloader(part, shuffle=False)
     xs, ys, names = [], [], []
     for batch in loader:
         xs.append(batch["embedding"].double().numpy())

@@ -46,7 +46,7 @@ def test_current_umask_reads_without_changing_it(umask):
 def test_representative_outputs_get_the_umask_mode(umask, tmp_path):
     from neurotorch.fmri.split_makers import make_splits, write_split_files
     from neurotorch.meeg.leadfield import random_leadfield, save_leadfield_npz
-    from neurotorch.plotting._figure import new_figure, save_png
+    from neurotorch.plotting.figure import new_figure, save_png
 
     fig, (ax,) = new_figure()
     ax.plot([0, 1], [1, 0])

@@ -115,8 +115,9 @@ def test_version():
 
 def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
     from neurotorch import cli
+    from neurotorch.cli import synth
 
-    monkeypatch.setitem(cli.SYNTH_FAMILIES, "laion-fmri", "neurotorch.cli:missing_function")
+    monkeypatch.setitem(synth.FAMILIES, "laion-fmri", "neurotorch.cli:missing_function")
     assert cli.main(["synth", "laion-fmri", "--out", "x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: unexpected AttributeError") and "--debug" in err
@@ -140,7 +141,7 @@ def restore_level():
 
 
 def test_one_switch_sets_the_level_of_every_neurotorch_logger(restore_level, capsys, monkeypatch):
-    child = logging.getLogger("neurotorch.data.store")
+    child = logging.getLogger("neurotorch.data.fmri.store")
     assert neurotorch.set_log_level("warning") == logging.INFO
     child.info("hidden")
     child.warning("shown")
@@ -213,6 +214,6 @@ def test_an_error_in_a_dataloader_worker_is_shown_without_the_workers_traceback(
         next(iter(DataLoader(Damaged(), num_workers=1)))
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_describe", load)
+    monkeypatch.setattr(cli.describe, "run", load)
     assert cli.main(["describe", "anything"]) == 1
     assert capsys.readouterr().err == "error: b.nii.gz fails its CRC:\ndownload it again\n"

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from neurotorch.cli import main
 from neurotorch.connectome import ConnectomeBatches, Parcellation, connectivity_matrix
 from neurotorch.data.collate import collate_items
-from neurotorch.data.connectome import ConnectomeChunks, ConnectomeSubjects
+from neurotorch.data.connectome.subjects import ConnectomeChunks, ConnectomeSubjects
 from neurotorch.data.registry import load_dataset
 from neurotorch.synthetic.connectome import BATCH_DIR, LESION_DIR, NETWORKS_FILE, make_connectome
 

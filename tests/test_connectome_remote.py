@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from neurotorch.connectome import ConnectomeBatches, network_map
-from neurotorch.data.connectome import ConnectomeSubjects
+from neurotorch.data.connectome.subjects import ConnectomeSubjects
 from neurotorch.synthetic.connectome import BATCH_DIR, LESION_DIR, make_connectome
 
 pytest_plugins = ["s3_server"]

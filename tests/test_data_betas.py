@@ -17,8 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 import neurotorch
-from neurotorch.data.betas import BetasDataset
 from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.betas import BetasDataset
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.fmri import layout
 

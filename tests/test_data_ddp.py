@@ -16,8 +16,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.sampling import GroupedBatchSampler
-from neurotorch.data.stream import BetasStream
 from neurotorch.lightning import LaionFMRIDataModule
 
 
@@ -40,7 +40,7 @@ class RecordTrials(L.LightningModule):
     def on_train_epoch_end(self):
         dm = self.trainer.datamodule
         stream = BetasStream(
-            dm.root, dm.subjects, roi="face", image_names=dm.train_set.trials["image_name"]
+            dm.root, dm.subjects, roi="face", image_names=dm.datasets["train"].trials["image_name"]
         )
         streamed = [[i["subject"], i["session"], int(i["trial"])] for i in stream]
         record = {"map": self.seen, "stream": streamed}
@@ -64,7 +64,7 @@ def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_p
     trainer.fit(RecordTrials(str(tmp_path)), dm)
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     dm.setup("fit")
-    trials = dm.train_set.trials
+    trials = dm.datasets["train"].trials
     expected = set(
         zip(trials["subject"], trials["session"], trials["trial"].astype(int), strict=True)
     )
@@ -76,7 +76,7 @@ def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_p
     assert len(set(stream[0]) & set(stream[1])) == -len(expected) % 2
     mapped = [[tuple(k) for k in record["map"]] for record in records]
     assert set(mapped[0]) | set(mapped[1]) == expected
-    batches = list(GroupedBatchSampler.for_dataset(dm.train_set, 16, shuffle=True, seed=0))
+    batches = list(GroupedBatchSampler.for_dataset(dm.datasets["train"], 16, shuffle=True, seed=0))
     repeated = len(batches[0]) if len(batches) % 2 else 0  # the wrap-around batch
     assert len(set(mapped[0]) & set(mapped[1])) == repeated
     assert len(mapped[0]) + len(mapped[1]) == len(expected) + repeated
@@ -86,7 +86,7 @@ def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_p
 def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_path):
     def datamodule():
         return LaionFMRIDataModule(
-            data_dir=str(tiny_laion_root), roi="face", batch_size=16, mode="stream", val_fraction=0.0,
+            data_dir=str(tiny_laion_root), roi="face", batch_size=16, streaming=True, val_fraction=0.0,
             shuffle_buffer=8,
         )  # fmt: skip
 
@@ -106,6 +106,6 @@ def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_
 
 
 def datamodule_trials(root):
-    dm = LaionFMRIDataModule(data_dir=str(root), roi="face", val_fraction=0.0, mode="stream")
+    dm = LaionFMRIDataModule(data_dir=str(root), roi="face", val_fraction=0.0, streaming=True)
     dm.setup("fit")
-    return dm.train_set.trials
+    return dm.datasets["train"].trials

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from neurotorch.cli import main
-from neurotorch.data.store import build_store
+from neurotorch.data.fmri.store import build_store
 from neurotorch.fmri import layout
 
 SUBJECT = "sub-01"
@@ -136,7 +136,7 @@ def test_a_corrupted_manifest_mask_hash_rebuilds(own_root, tmp_path):
 KILLED_BUILD = """
 import sys, time
 from pathlib import Path
-import neurotorch.data.store as store
+import neurotorch.data.fmri.store as store
 
 real = store.iter_volumes
 def slow(source, mask, **options):
@@ -181,7 +181,7 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
 
 CONCURRENT_BUILD = """
 import sys
-from neurotorch.data.store import build_store
+from neurotorch.data.fmri.store import build_store
 build_store(sys.argv[1], "sub-01", roi="all", cache_dir=sys.argv[2], progress=False)
 """
 

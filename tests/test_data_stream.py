@@ -8,8 +8,8 @@ import pytest
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.loader import StreamLoader
-from neurotorch.data.stream import BetasStream
 from neurotorch.fmri import layout
 
 SUBJECTS = ["sub-01", "sub-02"]

@@ -36,7 +36,10 @@ def test_recovers_attainable_correlation(trained, tiny_laion_root):
 
 def test_splits_do_not_share_images(trained):
     dm, _ = trained
-    parts = [set(d.trials["label"]) for d in (dm.train_set, dm.val_set, dm.test_set)]
+    parts = [
+        set(d.trials["label"])
+        for d in (dm.datasets["train"], dm.datasets["val"], dm.datasets["test"])
+    ]
     assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
 
 

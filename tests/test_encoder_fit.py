@@ -51,7 +51,9 @@ def test_test_predictions_are_unbiased(per_voxel):
     x, y, names = split_arrays(dm, "test")
     residual = y - (x @ model.weight.numpy() + model.bias.numpy())
     n_test = len(set(names))
-    n_train = len(set(dm.train_set.trials["label"]) | set(dm.val_set.trials["label"]))
+    n_train = len(
+        set(dm.datasets["train"].trials["label"]) | set(dm.datasets["val"].trials["label"])
+    )
     # images differ between the parts, so the standard error is per image, not per trial
     standard_error = residual.std(0) * np.sqrt(1 / n_test + 1 / n_train)
     assert np.median(np.abs(residual.mean(0)) / standard_error) < 1.5
@@ -61,7 +63,7 @@ def assert_ceiling_matches_truth(root, dm, model):
     truth = true_test_ceiling(root, dm)
     estimate = model.test_ceiling
     signal = truth["signal"]
-    assert estimate["n_rows"] == len(dm.test_set) and signal.sum() > 50
+    assert estimate["n_rows"] == len(dm.datasets["test"]) and signal.sum() > 50
     # per voxel: within four of the documented standard errors
     error = np.abs(estimate["ceiling_r"] - truth["ceiling_r"])[signal]
     assert np.mean(error <= 4 * estimate["ceiling_sd"][signal]) > 0.95
@@ -106,7 +108,7 @@ def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_p
     model = fit_and_test_encoder(dm, tmp_path, feature_key=keys, band_ratios=(0.1, 1.0, 10.0))
     assert model.penalty.shape == (2, len(dm.voxel_table))
     assert (model.penalty[0] != model.penalty[1]).any()
-    batches = list(dm._loader(dm.test_set, shuffle=False))
+    batches = list(dm.dataloader("test", shuffle=False))
     x = np.concatenate([np.concatenate([b[k].double().numpy() for k in keys], 1) for b in batches])
     y = np.concatenate([b["betas"].double().numpy() for b in batches])
     pred = x @ model.weight.numpy() + model.bias.numpy()

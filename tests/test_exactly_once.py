@@ -39,7 +39,8 @@ EPOCHS = 2
 
 def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMRIDataModule:
     return LaionFMRIDataModule(
-        data_dir=str(root), subject=subject, roi="face", split="random_0", mode=mode,
+        data_dir=str(root), subject=subject, roi="face", split="random_0",
+        streaming=mode == "stream",
         batch_size=BATCH, num_workers=num_workers, val_fraction=0.13, shuffle_buffer=16,
     )  # fmt: skip
 
@@ -57,8 +58,8 @@ def connectome_module(num_workers: int) -> ConnectomeDataModule:
 
 
 def fmri_expected(dm, split: str) -> list:
-    dataset = getattr(dm, f"{split}_set")
-    table = dataset.trials if dm.hparams.mode == "stream" else dataset.items
+    dataset = dm.datasets[split]
+    table = dataset.trials if dm.hparams.streaming else dataset.items
     return [
         [s, ses, int(t)]
         for s, ses, t in zip(table["subject"], table["session"], table["trial"], strict=True)
@@ -166,9 +167,7 @@ def _expected_padding(case: str, dm, split: str, n_items: int) -> int:
     if case.startswith("meeg"):  # whole batches pad
         return _padding(n_items // BATCH, 2, BATCH)
     if case.startswith("fmri-map"):  # whole subject-grouped batches pad: the first again
-        sampler = GroupedBatchSampler.for_dataset(
-            getattr(dm, f"{name}_set"), BATCH, shuffle=name == "train"
-        )
+        sampler = GroupedBatchSampler.for_dataset(dm.datasets[name], BATCH, shuffle=name == "train")
         sampler.set_epoch(int(split[-1]) if name == "train" else 0)
         batches = list(sampler)
         return len(batches[0]) if len(batches) % 2 else 0

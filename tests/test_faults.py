@@ -1,12 +1,8 @@
-"""Fault injection: every damaged or inconsistent input gives a named error, never a wrong array.
+"""Fault injection of the fMRI readers and the caches (the framework: `tests/faults/framework.py`).
 
-Each case in `FAULTS` damages one file of a fresh copy of the tiny synthetic tree (or writes one bad
-M/EEG or connectome file), calls the public reader that a user would call, and records how it
-failed: ``named`` (a `NeurotorchError` subclass of the expected kind whose message names the file
-or value), ``misnamed`` (a neurotorch error of another kind, or one not naming the culprit),
-``unnamed`` (any other exception), ``silent`` (no error at all) or ``left-temporary-files`` (a
-named error, but the failed build left temporary files in the cache). ``tests/conftest.py``
-prints the totals at the end of the run as ``faults: N cases, N named errors, 0 silent``.
+Every damaged or inconsistent input gives a named error, never a wrong array: each case in
+`FAULTS` damages one file of a fresh copy of the tiny synthetic tree (or writes one bad M/EEG or
+connectome file), calls the public reader that a user would call, and records how it failed.
 
 The durability tests below check the caches: a build killed with SIGKILL at any step, two
 processes building at once, a disk-full error and a corrupt source leave either the complete
@@ -17,16 +13,13 @@ previous state or nothing a later run would use, and the next run rebuilds the c
 from __future__ import annotations
 
 import errno
-import gzip
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -34,6 +27,32 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from faults.framework import (
+    BETAS,
+    BRAIN,
+    CLIP,
+    FFA1,
+    IMAGES,
+    METADATA,
+    SES,
+    SESSION_NC,
+    SPLIT,
+    SUB,
+    TRIALS,
+    Fault,
+    _damage,
+    brain_voxel,
+    flip_at,
+    flip_byte,
+    rewrite_h5,
+    rewrite_nifti,
+    run_fault,
+    set_volume_count,
+    temporary_files,
+    tmp_case,
+    tree_case,
+    truncate,
+)
 
 from neurotorch.errors import (
     CacheError,
@@ -52,47 +71,7 @@ from neurotorch.errors import (
     UnsafePickleError,
 )
 
-SUB, SES = "sub-01", "ses-01"
-FUNC = f"derivatives/glmsingle-tedana/{SUB}/{SES}/func"
-BETAS = f"{FUNC}/{SUB}_{SES}_task-images_space-T1w_stat-effect_desc-SingletrialBetas_statmap.nii.gz"
-TRIALS = f"{FUNC}/{SUB}_{SES}_task-images_desc-SingletrialBetas_trials.tsv"
-SESSION_NC = f"{FUNC}/{SUB}_{SES}_task-images_space-T1w_desc-Noiseceiling_statmap.nii.gz"
-BRAIN = (
-    f"derivatives/anatomical/{SUB}/ses-PrismaAnat/anat/"
-    f"{SUB}_ses-PrismaAnat_space-T1w_res-1pt8_desc-brain_mask.nii.gz"
-)
-FFA1 = f"derivatives/rois/{SUB}/face/{SUB}_space-T1w_res-1pt8_label-FFA1_mask.nii.gz"
-METADATA = "stimuli/task-images_metadata.csv"
-CLIP = "stimuli/task-images_desc-CLIP_embeddings.h5"
-IMAGES = "stimuli/task-images_stimuli.h5"
-SPLIT = "splits/shared/random_0.json"
-
-
 # -- damaging files -----------------------------------------------------------------------------
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    """XOR one byte; a negative offset counts from the end (-8 is the first gzip CRC byte)."""
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def rewrite_nifti(path: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
-    image = nib.load(path)
-    data = change(np.asarray(image.dataobj).copy())
-    nib.save(nib.Nifti1Image(data, image.affine), path)
-
-
-def brain_voxel(root: Path) -> tuple[int, int, int]:
-    """Grid index of the first voxel inside the brain mask."""
-    mask = np.asarray(nib.load(root / BRAIN).dataobj) != 0
-    return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
 def put_nonfinite(root: Path) -> None:
@@ -107,29 +86,10 @@ def put_nonfinite(root: Path) -> None:
     rewrite_nifti(root / BETAS, change)
 
 
-def set_volume_count(path: Path, n_volumes: int) -> None:
-    """Rewrite dim[4] of a little-endian NIfTI-1 ``.nii.gz`` header, leaving the data as they are."""
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    assert struct.unpack_from("<i", raw, 0)[0] == 348, "expected a little-endian NIfTI-1 header"
-    struct.pack_into("<h", raw, 48, n_volumes)
-    path.write_bytes(gzip.compress(bytes(raw), compresslevel=1))
-
-
 def drop_trial_rows(root: Path, n: int = 5) -> None:
     path = root / TRIALS
     table = pd.read_csv(path, sep="\t")
     table.iloc[:-n].to_csv(path, sep="\t", index=False)
-
-
-def rewrite_h5(
-    path: Path, change: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-) -> None:
-    with h5py.File(path, "r") as f:
-        arrays = {key: f[key][()] for key in f}
-    arrays = change(arrays)
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            f[key] = value
 
 
 def write_split(root: Path, text: str) -> None:
@@ -156,7 +116,7 @@ def betas(root: Path, **kwargs):
 
 
 def dataset(root: Path, **kwargs):
-    from neurotorch.data.betas import BetasDataset
+    from neurotorch.data.fmri.betas import BetasDataset
 
     kwargs.setdefault("sessions", [SES])
     ds = BetasDataset(root, kwargs.pop("subject", SUB), cache_dir=root.parent / "cache", **kwargs)
@@ -219,51 +179,6 @@ def connectome(paths):
 
 
 # -- the cases ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One damaged input: ``run(tree, tmp)`` damages it and returns ``(call, culprit)``.
-
-    ``call()`` must raise ``error`` with ``culprit`` (a file name or value) in its message.
-    """
-
-    name: str
-    error: type[NeurotorchError]
-    run: Callable[[Path, Path], tuple[Callable[[], object], str]]
-
-
-def _damage(fn: Callable[[Path], None], relpath: str) -> Callable[[Path], str]:
-    def apply(root: Path) -> str:
-        fn(root / relpath)
-        return Path(relpath).name
-
-    return apply
-
-
-def tree_case(
-    name: str,
-    error: type[NeurotorchError],
-    damage: Callable[[Path], object],
-    call: Callable[[Path], object],
-    culprit: str | None = None,
-) -> Fault:
-    """A case on the LAION-fMRI tree: ``damage(root)`` returns the culprit unless it is given."""
-
-    def run(root: Path, tmp: Path) -> tuple[Callable[[], object], str]:
-        found = damage(root)
-        return (lambda: call(root)), culprit if culprit is not None else str(found)
-
-    return Fault(name, error, run)
-
-
-def tmp_case(
-    name: str,
-    error: type[NeurotorchError],
-    make: Callable[[Path], tuple[Callable[[], object], str]],
-) -> Fault:
-    """A case on files written from scratch in an empty folder."""
-    return Fault(name, error, lambda root, tmp: make(tmp))
 
 
 def _nothing(root: Path) -> None:
@@ -419,7 +334,7 @@ def datamodule(root: Path, **kwargs):
 
 
 def stream(root: Path, **kwargs):
-    from neurotorch.data.stream import BetasStream
+    from neurotorch.data.fmri.stream import BetasStream
 
     return list(BetasStream(root, kwargs.pop("subject", SUB), sessions=[SES], **kwargs))
 
@@ -432,15 +347,6 @@ def _root_escape(relpath: str) -> Callable[[Path], tuple[Callable[[], object], s
         return (lambda: root.open(relpath).read()), relpath
 
     return make
-
-
-def flip_at(path: Path, fraction: float, n: int = 1) -> None:
-    """XOR ``n`` consecutive bytes starting at ``fraction`` of the file."""
-    data = bytearray(path.read_bytes())
-    start = int(len(data) * fraction)
-    for k in range(n):
-        data[start + k] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def _edit_trials(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], str]:
@@ -491,7 +397,7 @@ def _image_cut(root: Path) -> str:
 def _store_truncated_after_open(root: Path) -> Callable[[], object]:
     """A dataset whose prepared ``.npy`` is cut after the dataset was created; its modification
     time is put back (as a copy that preserves times would), so only the size can tell."""
-    from neurotorch.data.betas import BetasDataset
+    from neurotorch.data.fmri.betas import BetasDataset
 
     ds = BetasDataset(root, SUB, sessions=[SES], cache_dir=root.parent / "cache")
     npy = ds.stores[SUB].session(SES).betas_path
@@ -543,7 +449,7 @@ def _calibration_module(**kwargs) -> Callable[[], object]:
 
 
 def _sflex_without_positions() -> object:
-    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.data.meeg.calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
     return CalibrationDataset(random_leadfield("fixed", 8, 12), nnz=(2,), solver="gamma_map_sflex")
@@ -560,14 +466,14 @@ def _grid_solver(tmp: Path) -> tuple[Callable[[], object], str]:
 
 
 def _runs_missing(tmp: Path) -> tuple[Callable[[], object], str]:
-    from neurotorch.data.meeg_calibration import CalibrationRunsDataset
+    from neurotorch.data.meeg.calibration import CalibrationRunsDataset
 
     missing = tmp / "no-such-run.npz"
     return (lambda: CalibrationRunsDataset(str(missing))), missing.name
 
 
 def _chunks_999() -> object:
-    from neurotorch.data.connectome import load_connectome
+    from neurotorch.data.connectome.subjects import load_connectome
 
     return load_connectome(streaming=True, subjects=[999])
 
@@ -942,7 +848,7 @@ FAULTS: list[Fault] = [
         "config-verify-mode",
         ParameterError,
         _nothing,
-        _datamodule_call(mode="stream", verify="never"),
+        _datamodule_call(streaming=True, verify="never"),
         "never",
     ),
     tree_case(
@@ -1042,37 +948,11 @@ FAULTS: list[Fault] = [
 ]
 
 
-def classify(
-    fault: Fault, call: Callable[[], object], culprit: str
-) -> tuple[str, BaseException | None]:
-    """Run ``call`` and say how it failed (see the module docstring)."""
-    try:
-        call()
-    except NeurotorchError as exc:
-        named = isinstance(exc, fault.error) and culprit in str(exc)
-        return ("named" if named else "misnamed"), exc
-    except Exception as exc:  # noqa: BLE001 - any other exception is the finding
-        return "unnamed", exc
-    return "silent", None
-
-
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_fault_gives_named_error(
     fault: Fault, tiny_laion_root: Path, tmp_path: Path, record_property
 ):
-    root = Path(shutil.copytree(tiny_laion_root, tmp_path / "tree"))
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    call, culprit = fault.run(root, scratch)
-    outcome, exc = classify(fault, call, culprit)
-    leftovers = temporary_files(tmp_path / "cache") if (tmp_path / "cache").exists() else []
-    if outcome == "named" and leftovers:
-        outcome = "left-temporary-files"
-    record_property("fault", outcome)
-    assert outcome == "named", (
-        f"{fault.name}: expected {fault.error.__name__} naming {culprit!r}, got {outcome}: "
-        f"{type(exc).__name__ if exc else ''} {exc} {leftovers}"
-    )
+    run_fault(fault, tiny_laion_root, tmp_path, record_property)
 
 
 # -- integrity before data ----------------------------------------------------------------------------
@@ -1082,8 +962,8 @@ def _stream_items(
     root: Path, num_workers: int, **kwargs
 ) -> tuple[list[dict], BaseException | None]:
     """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
+    from neurotorch.data.fmri.stream import BetasStream
     from neurotorch.data.loader import StreamLoader
-    from neurotorch.data.stream import BetasStream
 
     kwargs.setdefault("sessions", [SES])
     items: list[dict] = []
@@ -1192,13 +1072,8 @@ def nibabel_betas(root: Path, session: str = SES) -> np.ndarray:
     return np.ascontiguousarray(data[mask].T, dtype=np.float32)
 
 
-def temporary_files(folder: Path) -> list[str]:
-    """Files a build leaves behind under temporary names."""
-    return sorted(p.name for p in folder.rglob("*") if p.is_file() and ".tmp" in p.name)
-
-
 def build(root: Path, cache: Path, sessions: list[str] | None = None, **kwargs):
-    from neurotorch.data.store import build_store
+    from neurotorch.data.fmri.store import build_store
 
     return build_store(root, SUB, sessions or [SES], cache_dir=cache, progress=False, **kwargs)
 

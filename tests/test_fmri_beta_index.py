@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurotorch.data.betas import BetasDataset
-from neurotorch.data.store import build_store
-from neurotorch.data.stream import BetasStream
+from neurotorch.data.fmri.betas import BetasDataset
+from neurotorch.data.fmri.store import build_store
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.fmri import load_subject, load_subjects
 from neurotorch.synthetic.laion_fmri import make_laion_fmri

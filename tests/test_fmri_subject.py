@@ -430,7 +430,7 @@ def test_group_shared_betas(root):
 
 
 def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
-    from neurotorch.data.betas import BetasDataset
+    from neurotorch.data.fmri.betas import BetasDataset
     from neurotorch.fmri.discovery import get_rois
 
     table = pd.read_csv(root / "stimuli/task-images_metadata.csv")
@@ -464,8 +464,10 @@ def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
     assert get_rois(source=root) == get_rois(SUB, source=root) == rois
     with pytest.warns(UserWarning, match="sub-99"):
         assert get_rois("sub-99", source=root) == []
-    # to_torch_dataset: the neurotorch dataset of this subject
-    dataset = sub.to_torch_dataset(roi="FFA1", features=None, sessions=["ses-01"])
+    # laion_fmri's to_torch_dataset: the torch layer's BetasDataset.from_subject
+    with pytest.raises(AttributeError, match="from_subject"):
+        sub.to_torch_dataset()
+    dataset = BetasDataset.from_subject(sub, roi="FFA1", features=None, sessions=["ses-01"])
     assert isinstance(dataset, BetasDataset)
     assert len(dataset) == len(pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
 

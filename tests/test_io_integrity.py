@@ -269,7 +269,7 @@ def test_download_checks_what_it_transferred(tiny_laion_root, tmp_path):
 
 
 def test_a_store_build_records_its_source(tiny_laion_root, tmp_path):
-    from neurotorch.data.store import build_store
+    from neurotorch.data.fmri.store import build_store
     from neurotorch.fmri import layout
 
     root = DataRoot(Path(shutil.copytree(tiny_laion_root, tmp_path / "tree")))

@@ -327,7 +327,7 @@ def test_calibration_dataset_posterior_equals_calibrain(normalization):
     """A simulated calibration item's posterior is CaliBrain's BMN on the item's own data."""
     from calibrain.source_estimation import BMN
 
-    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.data.meeg.calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
     leadfield = random_leadfield("free", 12, 19, seed=3)
@@ -545,7 +545,7 @@ def test_calibration_dataset_solver_means_equal_calibrain(solver, orientation):
     assumed noise variance (its free eLORETA does not run: CaliBrain 1.0.3 fails there)."""
     from calibrain.source_estimation import eloreta, gamma_map
 
-    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.data.meeg.calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
     leadfield = random_leadfield(orientation, 12, 19, seed=4)
@@ -603,7 +603,7 @@ def test_calibration_dataset_gamma_map_with_learned_noise_equals_calibrain():
     and learned noise are CaliBrain's ``gamma_lambda_map`` on the item's own data."""
     from calibrain.source_estimation import gamma_lambda_map
 
-    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.data.meeg.calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
     leadfield = random_leadfield("fixed", 12, 19, seed=4)
@@ -681,7 +681,7 @@ def test_calibration_dataset_sflex_equals_calibrain():
     ``gamma_map_sflex`` mean of the item's own data."""
     from calibrain.source_estimation import gamma_map_sflex
 
-    from neurotorch.data.meeg_calibration import CalibrationDataset
+    from neurotorch.data.meeg.calibration import CalibrationDataset
 
     leadfield = simulate_leadfield("fixed", 30, "eeg", n_sensors=16)
     item = CalibrationDataset(

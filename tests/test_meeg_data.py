@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from neurotorch.data.fmri_meeg import FMRIInformedSensors, mask_voxel_coords_mm
-from neurotorch.data.meeg_calibration import (
+from neurotorch.data.meeg.calibration import (
     CalibrationBatches,
     CalibrationDataset,
     CalibrationRunsDataset,
 )
-from neurotorch.data.meeg_simulation import SimulatedSensorBatches, SimulatedSensorDataset
+from neurotorch.data.meeg.from_fmri import FMRIInformedSensors, mask_voxel_coords_mm
+from neurotorch.data.meeg.simulation import SimulatedSensorBatches, SimulatedSensorDataset
 from neurotorch.data.registry import load_dataset
 from neurotorch.errors import CorruptFileError, FormatError, ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, random_leadfield
@@ -285,7 +285,7 @@ def test_make_calibrain_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_laion_fmri_triplets(tmp_path):
-    from neurotorch.data.betas import BetasDataset
+    from neurotorch.data.fmri.betas import BetasDataset
     from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
     root = make_laion_fmri(tmp_path / "laion", size="tiny", seed=0, meeg=True, progress=False)

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neurotorch.data.meeg_calibration import CalibrationRunsDataset
+from neurotorch.data.meeg.calibration import CalibrationRunsDataset
 from neurotorch.errors import DataNotDownloadedError
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldBuilder

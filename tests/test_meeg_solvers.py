@@ -221,7 +221,7 @@ def test_full_posterior_cov_matches_the_batched_marginals(solver, options, noise
 def test_per_leadfield_parts_are_computed_once_per_dataset(monkeypatch):
     """The sLORETA weights and eLORETA's operator depend on the leadfield only: one computation
     for many batches, not one per batch."""
-    from neurotorch.data.meeg_calibration import CalibrationBatches
+    from neurotorch.data.meeg.calibration import CalibrationBatches
     from neurotorch.meeg import solvers
     from neurotorch.meeg.leadfield import random_leadfield
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from exactly_once import check_exactly_once, free_port, numbers_seen_by_rank, read_records
 
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.sharding import (
     ShardingError,
@@ -21,7 +22,6 @@ from neurotorch.data.sharding import (
     shard,
     shard_positions,
 )
-from neurotorch.data.stream import BetasStream
 from neurotorch.errors import ParameterError
 
 SIZES = [0, 1, 2, 5, 7, 13, 31]

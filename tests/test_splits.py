@@ -266,7 +266,7 @@ def test_unknown_names_list_the_available_ones(tmp_path):
 
 
 def test_dataset_split_strings_with_extra_path_components_are_named():
-    from neurotorch.data.trials import parse_split
+    from neurotorch.data.fmri.trials import parse_split
 
     assert parse_split("tau/train") == ("tau", "train") and parse_split("ood") == ("ood", "all")
     for bad in ("tau/train/extra", "sub-01/tau/train", "../shared/tau"):

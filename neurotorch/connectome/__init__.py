@@ -4,8 +4,7 @@ Reading and converting batch files needs numpy, h5py and nibabel only; the lesio
 names (`network_map`, ...) import torch on first use.
 """
 
-from importlib import import_module
-
+from neurotorch._lazy import lazy_exports
 from neurotorch.connectome.batches import BatchHeader, ConnectomeBatches, read_batch_header
 from neurotorch.connectome.convert import convert_timeseries
 from neurotorch.connectome.lesions import LesionSet, load_lesions
@@ -21,20 +20,17 @@ _LAZY_NAMES = {
     "seed_correlations": "neurotorch.connectome.lnm",
 }
 
-__all__ = [
-    "BatchHeader",
-    "ConnectomeBatches",
-    "LesionSet",
-    "Parcellation",
-    "connectivity_matrix",
-    "convert_timeseries",
-    "load_lesions",
-    "read_batch_header",
-    *_LAZY_NAMES,
-]
-
-
-def __getattr__(name: str):
-    if name in _LAZY_NAMES:
-        return getattr(import_module(_LAZY_NAMES[name]), name)
-    raise AttributeError(f"module 'neurotorch.connectome' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    _LAZY_NAMES,
+    eager={
+        "BatchHeader": BatchHeader,
+        "ConnectomeBatches": ConnectomeBatches,
+        "LesionSet": LesionSet,
+        "Parcellation": Parcellation,
+        "connectivity_matrix": connectivity_matrix,
+        "convert_timeseries": convert_timeseries,
+        "load_lesions": load_lesions,
+        "read_batch_header": read_batch_header,
+    },
+)

@@ -21,10 +21,10 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
 
         config["data_dir"] = make_laion_fmri(size=config.pop("synthetic_size", "small"))
     if streaming:
-        from neurotorch.data.stream import BetasStream
+        from neurotorch.data.fmri.stream import BetasStream
 
         return BetasStream(split=split, **config)
-    from neurotorch.data.betas import BetasDataset
+    from neurotorch.data.fmri.betas import BetasDataset
 
     return BetasDataset(split=split, **config)
 
@@ -44,7 +44,7 @@ _LEADFIELD_KEYS = (
 
 def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with ``leadfield`` built from the `build_leadfield` keys and a split's seed."""
-    from neurotorch.data.meeg_simulation import split_seed
+    from neurotorch.data.meeg.simulation import split_seed
     from neurotorch.meeg.leadfield import build_leadfield
 
     options = {key: config.pop(key) for key in _LEADFIELD_KEYS if key in config}
@@ -60,7 +60,7 @@ def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: 
     with ``streaming=True``). Leadfield options: ``leadfield``, or ``data_dir`` (the folder of
     leadfield NPZs) and the other `build_leadfield` keys;
     ``split`` ("train", "val", "test") picks an independent seed stream."""
-    from neurotorch.data.meeg_simulation import SimulatedSensorBatches, SimulatedSensorDataset
+    from neurotorch.data.meeg.simulation import SimulatedSensorBatches, SimulatedSensorDataset
 
     cls = SimulatedSensorBatches if streaming else SimulatedSensorDataset
     return cls(**_meeg_config(split, config))
@@ -71,7 +71,7 @@ def build_meeg_calibration(
 ) -> Dataset:
     """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
     else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
-    from neurotorch.data.meeg_calibration import (
+    from neurotorch.data.meeg.calibration import (
         CalibrationBatches,
         CalibrationDataset,
         CalibrationRunsDataset,

@@ -11,7 +11,7 @@ A ``StatefulDataLoader`` (torchdata) that, on every pass,
 
 Its ``state_dict`` (saved by Lightning in checkpoints, or by hand) holds the epoch counter and the
 position of every worker; ``load_state_dict`` resumes mid-epoch with no item lost or repeated for
-datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.stream.BetasStream`).
+datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.fmri.stream.BetasStream`).
 """
 
 from __future__ import annotations

@@ -6,16 +6,16 @@ imports the others (the M/EEG stack imports MNE, which takes seconds).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from neurotorch._lazy import import_object
 from neurotorch.errors import ParameterError
 
 _BUILDERS: dict[str, str] = {
     "laion-fmri": "neurotorch.data.builders:build_laion_fmri",
     "meeg-sim": "neurotorch.data.builders:build_meeg_sim",
     "meeg-calibration": "neurotorch.data.builders:build_meeg_calibration",
-    "connectome": "neurotorch.data.connectome:load_connectome",
+    "connectome": "neurotorch.data.connectome.subjects:load_connectome",
 }
 
 
@@ -42,6 +42,4 @@ def load_dataset(
     """
     if name not in _BUILDERS:
         raise ParameterError(f"Unknown dataset {name!r}; available: {', '.join(list_datasets())}.")
-    module_name, func_name = _BUILDERS[name].split(":")
-    builder = getattr(importlib.import_module(module_name), func_name)
-    return builder(split=split, streaming=streaming, **config)
+    return import_object(_BUILDERS[name])(split=split, streaming=streaming, **config)

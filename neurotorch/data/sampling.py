@@ -37,11 +37,14 @@ class GroupedBatchSampler(BatchSampler):
     drop_last
         Drop each group's incomplete last batch.
     groups
-        Group label of every dataset index; ``None``: the subject of every item of the
-        `BetasDataset` the sampler draws from (so that Lightning can re-create the sampler around
-        a sampler of its own, e.g. for ``Trainer.predict``).
+        Group label of every dataset index; ``None``: the ``batch_groups`` of the dataset the
+        sampler draws from (a `BetasDataset` groups by subject), or one group when it has none
+        (so that Lightning can re-create the sampler around a sampler of its own, e.g. for
+        ``Trainer.predict``).
     shuffle
-        Shuffle items within groups and the order of batches, anew each epoch (`set_epoch`).
+        Shuffle items within groups and the order of batches, anew each epoch: the epoch set by
+        `set_epoch` (as Lightning does), or the next one at every pass when no one sets it (a
+        plain ``DataLoader`` loop).
     seed
         Seed of the shuffling.
     """
@@ -57,17 +60,19 @@ class GroupedBatchSampler(BatchSampler):
         seed: int = 0,
     ):
         super().__init__(sampler, check_batch_size(batch_size), drop_last)
-        self.groups = np.asarray(_subjects_of(sampler) if groups is None else groups)
+        self.groups = np.asarray(_groups_of(sampler) if groups is None else groups)
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
+        self._epoch_was_set, self._passes = False, 0
 
     @classmethod
     def for_dataset(cls, dataset, batch_size: int, **kwargs) -> GroupedBatchSampler:
-        """Batches of one subject each, for a `BetasDataset`."""
+        """Batches of one group each (one subject's trials for a `BetasDataset`)."""
         return cls(SequentialSampler(dataset), batch_size, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self._epoch_was_set = True
 
     def _shard(self) -> tuple[int, int, int]:
         """(rank, world size, epoch)."""
@@ -94,18 +99,22 @@ class GroupedBatchSampler(BatchSampler):
         return units_per_rank(len(self._batches(epoch)), size)
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self._passes and not self._epoch_was_set:  # nobody sets epochs: move on by itself
+            self.epoch += 1
+        self._epoch_was_set, self._passes = False, self._passes + 1
         rank, size, epoch = self._shard()
         batches = self._batches(epoch)
         for k in shard_positions(len(batches), rank, size):
             yield batches[k].tolist()
 
 
-def _subjects_of(sampler: Sampler | Sized) -> np.ndarray:
-    """The subject of every item of the dataset a (sequential or distributed) sampler draws from."""
+def _groups_of(sampler: Sampler | Sized) -> np.ndarray:
+    """The group of every item of the dataset a (sequential or distributed) sampler draws from:
+    its ``batch_groups``, else one group."""
     dataset = getattr(sampler, "data_source", None) or getattr(sampler, "dataset", None)
-    items = getattr(dataset, "items", None)
-    if items is None or "subject" not in items:
+    if dataset is None:
         raise ParameterError(
-            "GroupedBatchSampler needs groups=, or a sampler over a BetasDataset to group by subject."
+            "GroupedBatchSampler needs groups=, or a sampler over a dataset (its batch_groups)."
         )
-    return items["subject"].to_numpy()
+    groups = getattr(dataset, "batch_groups", None)
+    return np.zeros(len(dataset), dtype=np.int64) if groups is None else np.asarray(groups)

@@ -155,21 +155,31 @@ def shard(
 
 
 class ShardedIterable(IterableDataset):
-    """Base of the package's sharded iterable datasets: the shard of the calling process.
+    """Base of the package's sharded iterable datasets: the shard and the epoch of the calling
+    process.
 
-    ``DataLoader`` worker processes do not see their parent's process group, so the parent pins
-    its rank and world size (`pin_shard`) before the workers start; neurotorch's loader
-    (`neurotorch.data.loader.StreamLoader`) does this on every pass. Explicit ``rank`` and
+    **Shard.** ``DataLoader`` worker processes do not see their parent's process group, so the
+    parent pins its rank and world size (`pin_shard`) before the workers start; neurotorch's
+    loader (`neurotorch.data.loader.StreamLoader`) does this on every pass. Explicit ``rank`` and
     ``world_size`` attributes win over both.
+
+    **Epoch.** `set_epoch` (or assigning `epoch`) writes the epoch into a small shared-memory
+    tensor that the ``DataLoader`` workers share with the process that made the dataset, so it
+    reaches workers that persist across epochs (``persistent_workers=True``) as well as new ones.
+    A dataset with ``auto_advance`` (a simulator that should draw fresh data every pass) also
+    moves on by one epoch at every pass a process starts without a new `set_epoch`
+    (`pass_epoch`).
     """
 
     rank: int | None = None
     world_size: int | None = None
     _pinned: tuple[int, int] | None = None
+    auto_advance: bool = False
 
     def pin_shard(self) -> None:
         """Record this process's rank and world size for the ``DataLoader`` workers it starts."""
         self._pinned = rank_and_world_size()
+        self._epoch_state()  # made here, in the parent, so that the workers share it
 
     def process_shard(self) -> tuple[int, int, int, int]:
         """``(rank, world_size, worker, num_workers)`` of the calling process and worker."""
@@ -177,3 +187,41 @@ class ShardedIterable(IterableDataset):
         rank = rank if self.rank is None else int(self.rank)
         world_size = world_size if self.world_size is None else int(self.world_size)
         return (*check_rank(rank, world_size), *worker_and_count())
+
+    # -- epochs --------------------------------------------------------------------------------
+    def _epoch_state(self) -> torch.Tensor:
+        """``[epoch, generation]`` in shared memory; the generation counts `set_epoch` calls."""
+        state = self.__dict__.get("_shared_epoch")
+        if state is None:
+            state = torch.zeros(2, dtype=torch.int64).share_memory_()
+            self.__dict__["_shared_epoch"] = state
+        return state
+
+    @property
+    def epoch(self) -> int:
+        """The epoch last set (by `set_epoch`, in this process or the one that made the workers)."""
+        return int(self._epoch_state()[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ShardingError(f"epoch must be an integer >= 0, got {value!r}.")
+        state = self._epoch_state()
+        state[0] = int(value)
+        state[1] += 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch of the next passes (their order, seeds, fresh draws)."""
+        self.epoch = epoch
+
+    def pass_epoch(self) -> int:
+        """The epoch of the pass this process starts now (call once at the start of a pass).
+
+        The epoch last set; with ``auto_advance``, plus the passes this process has started since.
+        """
+        epoch, generation = (int(v) for v in self._epoch_state())
+        if self.__dict__.get("_generation") != generation:
+            self._generation, self._passes = generation, 0
+        current = epoch + self._passes if self.auto_advance else epoch
+        self._passes += 1
+        return current

@@ -13,7 +13,7 @@ The loaders are imported on first use, so ``neurotorch.fmri.layout`` stays light
 
 from __future__ import annotations
 
-from neurotorch._lazy import lazy_getattr
+from neurotorch._lazy import lazy_exports
 from neurotorch.errors import (
     DataDirNotSetError,
     DataNotDownloadedError,
@@ -33,17 +33,13 @@ _LAZY = {
     "load_subjects": "neurotorch.fmri.group",
 }
 
-__all__ = [
-    "DataDirNotSetError",
-    "DataNotDownloadedError",
-    "StimuliNotDownloadedError",
-    "SubjectNotFoundError",
-    *_LAZY,
-]
-
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    _LAZY,
+    eager={
+        "DataDirNotSetError": DataDirNotSetError,
+        "DataNotDownloadedError": DataNotDownloadedError,
+        "StimuliNotDownloadedError": StimuliNotDownloadedError,
+        "SubjectNotFoundError": SubjectNotFoundError,
+    },
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -64,9 +64,6 @@ from neurotorch.io.atomic import atomic_path
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
-
-if TYPE_CHECKING:
-    from neurotorch.data.betas import BetasDataset
 
 TRIAL_TABLE_COLUMNS = (
     "session",
@@ -210,7 +207,8 @@ class Subject:
             self.root, relpath, "Trials table", ("label",), sep="\t", dtype={"label": str}
         )
 
-    def _trials_metadata(self) -> pd.DataFrame:
+    def trials_metadata(self) -> pd.DataFrame:
+        """The trial table behind `metadata`, read once and shared (not a copy: do not modify)."""
         if self._trial_table is None:
             self._trial_table = self._build_metadata()
         return self._trial_table
@@ -260,7 +258,7 @@ class Subject:
         trial's volume (its ``beta_index``), so row ``i`` of a session is row ``i`` of
         ``get_betas(session)``, whatever the row order of the trials TSV.
         """
-        return self._trials_metadata().copy()
+        return self.trials_metadata().copy()
 
     # -- stimuli ---------------------------------------------------------------------------
 
@@ -282,11 +280,13 @@ class Subject:
             raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
         return int((kinds == stimuli).sum())
 
-    def to_torch_dataset(self, **kwargs: Any) -> BetasDataset:
-        """This subject's trials as a `neurotorch.data.betas.BetasDataset` (``kwargs`` go to it)."""
-        from neurotorch.data.betas import BetasDataset
-
-        return BetasDataset(self.root, self.subject_id, **kwargs)
+    def __getattr__(self, name: str) -> Any:
+        if name == "to_torch_dataset":  # laion_fmri's call; the torch layer sits above this one
+            raise AttributeError(
+                "neurotorch's Subject has no to_torch_dataset: the torch datasets live in "
+                "neurotorch.data; use neurotorch.data.BetasDataset.from_subject(sub, **kwargs)."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @cached_property
     def images(self) -> TrialImages:

@@ -9,26 +9,33 @@ trial's beta when the sessions' betas are concatenated in ``sub.get_sessions()``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
-from neurotorch.fmri.stimuli import decode_image
-
-if TYPE_CHECKING:
-    from neurotorch.fmri.stimuli import Stimuli
-    from neurotorch.fmri.subject import Subject
+from neurotorch.fmri.stimuli import Stimuli, decode_image
 
 READ_CHUNK = 64
+
+
+class TrialSource(Protocol):
+    """What the namespaces need of a subject (`neurotorch.fmri.subject.Subject` has it)."""
+
+    subject_id: str
+
+    @property
+    def stimuli(self) -> Stimuli: ...
+
+    def trials_metadata(self) -> pd.DataFrame: ...
 
 
 class _TrialNamespace:
     """Maps global trial indices of a subject to image names of the stimulus hub."""
 
-    def __init__(self, subject: Subject):
+    def __init__(self, subject: TrialSource):
         self._subject = subject
 
     @property
@@ -36,7 +43,7 @@ class _TrialNamespace:
         return self._subject.stimuli
 
     def _table(self) -> pd.DataFrame:
-        return self._subject._trials_metadata()
+        return self._subject.trials_metadata()
 
     def __len__(self) -> int:
         return len(self._table())

@@ -17,7 +17,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, Any, Protocol
 
 from filelock import FileLock
 
@@ -25,8 +25,21 @@ from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
 from neurotorch.io.atomic import commit_file
 
-if TYPE_CHECKING:
-    from neurotorch.io.storage import DataRoot
+
+class DataRoot(Protocol):
+    """What this module needs of a dataset root (`neurotorch.io.storage.DataRoot` has it)."""
+
+    is_local: bool
+    protocol: str
+
+    def path(self, *parts: str) -> str: ...
+
+    def info(self, relpath: str) -> Any: ...
+
+    def open(self, relpath: str, mode: str = "rb", **options: Any) -> IO[bytes]: ...
+
+    def resolved_options(self) -> dict: ...
+
 
 # Read size of a transfer; the remote file is read ahead in blocks of TRANSFER_BLOCK_SIZE.
 TRANSFER_CHUNK_SIZE = 4 * 2**20

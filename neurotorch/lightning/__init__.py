@@ -5,7 +5,7 @@ Classes are imported on first use (`neurotorch._lazy`).
 
 from __future__ import annotations
 
-from neurotorch._lazy import lazy_getattr
+from neurotorch._lazy import lazy_exports
 
 _EXPORTS = {
     "LaionFMRIDataModule": "neurotorch.lightning.laion_fmri",
@@ -14,5 +14,4 @@ _EXPORTS = {
     "ConnectomeDataModule": "neurotorch.lightning.connectome",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from neurotorch.connectome.batches import ConnectomeBatches
-from neurotorch.data.collate import collate_items
-from neurotorch.data.connectome import ConnectomeChunks, ConnectomeSubjects, split_subjects
-from neurotorch.data.loader import StreamLoader
-
-_SPLITS = ("train", "val", "test")
+from neurotorch.data.connectome.subjects import ConnectomeChunks, ConnectomeSubjects
+from neurotorch.data.partition import check_fractions, partition
+from neurotorch.lightning.base import NeurotorchDataModule
 
 
-class ConnectomeDataModule(L.LightningDataModule):
+class ConnectomeDataModule(NeurotorchDataModule):
     """Batches of whole subjects (time series, optionally parcel means and connectivity).
 
     Parameters
@@ -55,9 +52,13 @@ class ConnectomeDataModule(L.LightningDataModule):
         synthetic_size: str = "tiny",
         storage_options: dict | None = None,
     ):
-        super().__init__()
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+        )
+        check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
-        self.datasets: dict[str, Dataset] = {}
+        self._splits: dict[str, list[int]] | None = None
+        self._parcellation = None
         self._batches: ConnectomeBatches | None = None
 
     def _batch_dir(self) -> str:
@@ -78,61 +79,40 @@ class ConnectomeDataModule(L.LightningDataModule):
         return self._batches
 
     def subject_splits(self) -> dict[str, list[int]]:
-        """Subject indices of train, val and test."""
-        hp = self.hparams
-        n = self.batches.n_subjects
-        rest, test = split_subjects(n, hp.test_fraction, hp.seed)
-        val_share = hp.val_fraction / (1.0 - hp.test_fraction) if hp.val_fraction else 0.0
-        train_pos, val_pos = split_subjects(len(rest), val_share, hp.seed + 1)
-        return {
-            "train": [rest[i] for i in train_pos],
-            "val": [rest[i] for i in val_pos],
-            "test": test,
-        }
+        """Subject indices of train, val and test (`neurotorch.data.partition.partition`)."""
+        if self._splits is None:
+            hp = self.hparams
+            subjects = range(self.batches.n_subjects)
+            self._splits = partition(subjects, hp.val_fraction, hp.test_fraction, hp.seed)
+        return self._splits
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def build_dataset(self, part: str) -> Dataset | None:
         hp = self.hparams
-        options = dict(parcellation=hp.parcellation, connectivity=hp.connectivity)
-        splits = self.subject_splits()
-        for name in _SPLITS:
-            if name == "train" and hp.streaming:
-                dataset = ConnectomeChunks(
-                    self.batches, splits[name], shuffle=True, seed=hp.seed,
-                    batch_size=hp.batch_size, **options,
-                )  # fmt: skip
-            else:
-                dataset = ConnectomeSubjects(self.batches, splits[name], **options)
-            options["parcellation"] = dataset.parcellation  # sample the label image once
-            self.datasets[name] = dataset
+        subjects = self.subject_splits()[part]
+        if not subjects:
+            return None
+        options = dict(
+            parcellation=self._parcellation or hp.parcellation, connectivity=hp.connectivity
+        )
+        if part == "train" and hp.streaming:
+            dataset = ConnectomeChunks(
+                self.batches, subjects, shuffle=True, seed=hp.seed, batch_size=hp.batch_size,
+                **options,
+            )  # fmt: skip
+        else:
+            dataset = ConnectomeSubjects(self.batches, subjects, **options)
+        self._parcellation = dataset.parcellation  # sample the label image once
+        return dataset
 
     @property
     def n_features(self) -> int:
         """Columns of an item's time series: voxels, or parcels with a parcellation."""
-        self.setup()
-        parcellation = self.datasets["train"].parcellation
+        parcellation = self.dataset("train").parcellation
         return parcellation.n_parcels if parcellation is not None else self.batches.n_voxels
 
     @property
     def n_timepoints(self) -> int:
         return self.batches.n_timepoints
 
-    def _loader(self, name: str) -> DataLoader:
-        dataset, hp = self.datasets[name], self.hparams
-        settings = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
-        if isinstance(dataset, ConnectomeChunks):  # reshuffled every pass
-            return StreamLoader(dataset, hp.batch_size, **settings)
-        return DataLoader(
-            dataset, hp.batch_size, shuffle=name == "train", collate_fn=collate_items, **settings
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Training subjects (a streamed set is reshuffled every epoch)."""
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def describe_source(self) -> str:
+        return f"{self._batch_dir()} ({self.batches.n_subjects} subjects)"

@@ -1,14 +1,13 @@
 """`LaionFMRIDataModule`: LAION-fMRI trials with the bundled splits, for Lightning.
 
 Splits are applied by the trials' stimulus label; a validation set of images is carved
-deterministically (by seed) from the training images, so no image is in two parts.
-``data_dir="synthetic"`` generates the synthetic dataset on first use.
+deterministically (by seed) from the training images (`neurotorch.data.partition.carve`), so no
+image is in two parts. ``data_dir="synthetic"`` generates the synthetic dataset on first use.
 
-Map mode (default) serves `BetasDataset` from the prepared store: ``prepare_data`` (one process
-per node under DDP) builds the store, ``setup`` (every rank) opens it, and Lightning shards the
-batches with its distributed sampler. Stream mode serves `BetasStream` straight from the
-``.nii.gz`` files, sharded across ranks and workers by the stream itself, with mid-epoch resume
-through the loader's ``state_dict`` (saved in Lightning checkpoints).
+Map-style (default) serves `BetasDataset` from the prepared store: ``prepare_data`` (one process
+per node under DDP) builds the store, ``setup`` (every rank) opens it. ``streaming=True`` serves
+`BetasStream` straight from the ``.nii.gz`` files. Loaders, epochs, resume and ``predict`` come
+from `neurotorch.lightning.base.NeurotorchDataModule`.
 """
 
 from __future__ import annotations
@@ -16,41 +15,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
-import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from neurotorch.data.betas import BetasDataset, as_subject_list
-from neurotorch.data.collate import collate_items
-from neurotorch.data.loader import StatefulLoader, StreamLoader
-from neurotorch.data.sampling import GroupedBatchSampler
-from neurotorch.data.store import build_store
-from neurotorch.data.stream import BetasStream
+from neurotorch.data.fmri.betas import BetasDataset, as_subject_list
+from neurotorch.data.fmri.store import build_store
+from neurotorch.data.fmri.stream import BetasStream
+from neurotorch.data.partition import carve, check_fractions
 from neurotorch.errors import ParameterError
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import get_train_test_ids
 from neurotorch.fmri.voxel_table import voxel_table
 from neurotorch.io.integrity import check_verify_mode
 from neurotorch.io.storage import DataRoot
+from neurotorch.lightning.base import NeurotorchDataModule
 from neurotorch.synthetic.laion_fmri import default_root, make_laion_fmri
 
 SYNTHETIC = "synthetic"
-MODES = ("map", "stream")
 
 
-def carve_validation(
-    train_ids: Sequence[str], fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Split image ids into (train, validation), deterministically for a seed."""
-    ids = sorted(train_ids)
-    n_val = int(round(fraction * len(ids)))
-    chosen = set(np.random.default_rng(seed).permutation(len(ids))[:n_val].tolist())
-    return [x for i, x in enumerate(ids) if i not in chosen], [
-        x for i, x in enumerate(ids) if i in chosen
-    ]
-
-
-class LaionFMRIDataModule(L.LightningDataModule):
+class LaionFMRIDataModule(NeurotorchDataModule):
     """Train/val/test DataLoaders of one or more subjects' trials, split by stimulus.
 
     Parameters
@@ -76,8 +59,8 @@ class LaionFMRIDataModule(L.LightningDataModule):
         SNR preset of the synthetic dataset (``"default"`` or ``"realistic"``).
     storage_options
         fsspec options for a URL ``data_dir``.
-    mode
-        ``"map"`` (prepared store, random access) or ``"stream"`` (sequential ``.nii.gz`` reads).
+    streaming
+        ``False``: the prepared store (random access); ``True``: sequential ``.nii.gz`` reads.
     sessions, stimuli, nc_threshold, zscore, average_repeats, modalities, dtype
         Passed to `BetasDataset` (``zscore``, ``average_repeats`` and ``dtype`` apply to map mode).
     shuffle_buffer
@@ -107,7 +90,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         synthetic_size: str = "small",
         seed: int = 0,
         storage_options: dict | None = None,
-        mode: str = "map",
+        streaming: bool = False,
         sessions: list[str] | None = None,
         stimuli: str | None = None,
         nc_threshold: float | None = None,
@@ -121,24 +104,16 @@ class LaionFMRIDataModule(L.LightningDataModule):
         verify: str = "first-use",
         synthetic_snr: str = "default",
     ):
-        super().__init__()
-        if mode not in MODES:
-            raise ParameterError(f"mode must be one of {MODES}, got {mode!r}.")
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+        )
         check_verify_mode(verify)
-        if not 0 <= val_fraction < 1:
-            raise ParameterError(
-                f"val_fraction must lie in [0, 1), got {val_fraction}; the validation images "
-                "are carved out of the training images (0: no validation set)."
-            )
-        for name, value, least in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("shuffle_buffer", shuffle_buffer, 0),
-        ):
-            if int(value) != value or value < least:
-                raise ParameterError(f"{name} must be an integer >= {least}, got {value!r}.")
+        check_fractions(val_fraction)
+        if int(shuffle_buffer) != shuffle_buffer or shuffle_buffer < 0:
+            raise ParameterError(f"shuffle_buffer must be an integer >= 0, got {shuffle_buffer!r}.")
         self.save_hyperparameters()
         self.voxel_table = None
+        self._ids: dict[str, list[str]] | None = None
 
     @property
     def root(self) -> DataRoot:
@@ -160,7 +135,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.data_dir == SYNTHETIC:
             make_laion_fmri(size=hp.synthetic_size, seed=hp.seed, snr=hp.synthetic_snr)
-        if hp.mode == "map":
+        if not hp.streaming:
             for subject in self.subjects:
                 build_store(
                     self.root,
@@ -177,7 +152,7 @@ class LaionFMRIDataModule(L.LightningDataModule):
             sessions=hp.sessions, image_names=ids, stimuli=hp.stimuli, modalities=hp.modalities or (),
             **self._selection(),
         )  # fmt: skip
-        if hp.mode == "stream":
+        if hp.streaming:
             shuffle = hp.shuffle_buffer if train else 0
             return BetasStream(
                 self.root,
@@ -193,45 +168,36 @@ class LaionFMRIDataModule(L.LightningDataModule):
             dtype=hp.dtype, cache_dir=hp.cache_dir, **common,
         )  # fmt: skip
 
+    def image_ids(self) -> dict[str, list[str]]:
+        """The image names of each part: the split's test images, and its training images
+        carved into train and val."""
+        if self._ids is None:
+            hp = self.hparams
+            train_ids, test_ids = get_train_test_ids(
+                hp.split, hp.pool, variant_id=hp.variant_id, ood_types=hp.ood_types,
+                data_dir=self.root,
+            )  # fmt: skip
+            train_ids, val_ids = carve(train_ids, hp.val_fraction, hp.seed)
+            self._ids = {"train": train_ids, "val": val_ids, "test": list(test_ids)}
+        return self._ids
+
+    def build_dataset(self, part: str) -> Dataset | None:
+        ids = self.image_ids()[part]
+        return self._dataset(ids, train=part == "train") if ids else None
+
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         hp, root = self.hparams, self.root
-        train_ids, test_ids = get_train_test_ids(
-            hp.split, hp.pool, variant_id=hp.variant_id, ood_types=hp.ood_types, data_dir=root
-        )
-        train_ids, val_ids = carve_validation(train_ids, hp.val_fraction, hp.seed)
-        self.train_set = self._dataset(train_ids, train=True)
-        self.val_set = self._dataset(val_ids, train=False) if val_ids else None
-        self.test_set = self._dataset(test_ids, train=False)
         subjects = self.subjects
         if len(subjects) == 1:
             self.voxel_table = voxel_table(root, subjects[0], hp.roi)
         else:
             self.voxel_table = {s: voxel_table(root, s, hp.roi) for s in subjects}
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def describe_source(self) -> str:
         hp = self.hparams
-        if isinstance(dataset, BetasStream):
-            return StreamLoader(
-                dataset, hp.batch_size, num_workers=hp.num_workers, advance_epoch=shuffle
-            )
-        # One sampler for one subject or several: seeded batches of one subject each, sharded
-        # whole over DDP ranks by `neurotorch.data.sharding` (equal counts, documented padding)
-        sampler = GroupedBatchSampler.for_dataset(
-            dataset, hp.batch_size, shuffle=shuffle, seed=hp.seed
-        )
-        return StatefulLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate_items,
-            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
-        )  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        subjects = ",".join(self.subjects)
+        return f"{hp.data_dir} {subjects}, split {hp.split} of pool {hp.pool}"
 
 
-__all__ = ["LaionFMRIDataModule", "carve_validation"]
+__all__ = ["LaionFMRIDataModule"]

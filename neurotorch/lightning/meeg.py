@@ -1,7 +1,7 @@
 """DataModules of leadfield-simulated M/EEG trials and calibrator training data.
 
 Both build (or load) one leadfield in ``setup`` and give train/val/test datasets with
-independent seed streams (`neurotorch.data.meeg_simulation.split_seed`); items are reproducible per index.
+independent seed streams (`neurotorch.data.meeg.simulation.split_seed`); items are reproducible per index.
 """
 
 from __future__ import annotations
@@ -9,31 +9,30 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import lightning as L
-import numpy as np
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from neurotorch.data.loader import StreamLoader
-from neurotorch.data.meeg_calibration import (
+from neurotorch.data.meeg.calibration import (
     CalibrationBatches,
     CalibrationDataset,
     CalibrationRunsDataset,
 )
-from neurotorch.data.meeg_simulation import (
+from neurotorch.data.meeg.simulation import (
     PAPER_ALPHA,
     PAPER_NNZ,
     SimulatedSensorBatches,
     SimulatedSensorDataset,
     split_seed,
 )
+from neurotorch.data.partition import partition
 from neurotorch.errors import ParameterError
+from neurotorch.lightning.base import NeurotorchDataModule
 from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
 from neurotorch.meeg.solvers import check_solver, with_normalization
 
-_SPLITS = ("train", "val", "test")
+RUN_FRACTIONS = {"val": 0.15, "test": 0.15}  # calibration runs from disk: 70/15/15
 
 
-class _LeadfieldDataModule(L.LightningDataModule):
+class _LeadfieldDataModule(NeurotorchDataModule):
     """Shared leadfield options, split lengths and DataLoaders."""
 
     def __init__(
@@ -63,10 +62,11 @@ class _LeadfieldDataModule(L.LightningDataModule):
         ).items():  # fmt: skip
             if value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value}.")
-        super().__init__()
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+        )
         self.save_hyperparameters()
         self.leadfield: LeadfieldData | None = None
-        self.datasets: dict[str, Dataset] = {}
 
     def _leadfield(self) -> LeadfieldData:
         if self.leadfield is None:
@@ -85,14 +85,6 @@ class _LeadfieldDataModule(L.LightningDataModule):
             )
         return self.leadfield
 
-    def _make(self, split: str) -> Dataset:
-        raise NotImplementedError
-
-    def setup(self, stage: str | None = None) -> None:
-        for split in _SPLITS:
-            if split not in self.datasets:
-                self.datasets[split] = self._make(split)
-
     def _split_options(self, split: str) -> tuple[int, int]:
         """(length or batch count, seed) of a split."""
         hp = self.hparams
@@ -101,21 +93,9 @@ class _LeadfieldDataModule(L.LightningDataModule):
             length = -(-length // hp.batch_size)
         return length, split_seed(hp.seed, split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset, workers = self.datasets[split], self.hparams.num_workers
-        settings = dict(num_workers=workers, persistent_workers=workers > 0)
-        if isinstance(dataset, SimulatedSensorBatches):  # whole batches; epochs advance inside
-            return StreamLoader(dataset, None, advance_epoch=False, **settings)
-        return DataLoader(dataset, self.hparams.batch_size, shuffle=shuffle, **settings)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def describe_source(self) -> str:
+        hp = self.hparams
+        return f"{hp.sensor} leadfield of {hp.subject} ({hp.retrieve_mode}, {hp.orientation_type})"
 
 
 class SensorSimDataModule(_LeadfieldDataModule):
@@ -140,7 +120,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
         ``s3://bucket/1284src_leadfield``.
     """
 
-    def _make(self, split: str) -> Dataset:
+    def build_dataset(self, split: str) -> Dataset:
         hp = self.hparams
         length, seed = self._split_options(split)
         if hp.streaming:
@@ -160,7 +140,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
     gamma, noise_var_scale, noise_type
         Prior variance (``"learn"``, ``"oracle"`` or nAm²), assumed/true noise variance and how
         the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
-        see `neurotorch.data.meeg_calibration.CalibrationDataset`.
+        see `neurotorch.data.meeg.calibration.CalibrationDataset`.
     normalization
         CaliBrain's sLORETA normalisation of the BMN posterior.
     solver, solver_options
@@ -168,7 +148,8 @@ class CalibrationDataModule(_LeadfieldDataModule):
         posterior, and its parameters (e.g. ``{"sigma": 0.02}``).
     runs_dir
         A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
-        given, the runs are split 70/15/15 (by ``seed``) instead of simulating.
+        given, the runs are split 70/15/15 (by ``seed``, `neurotorch.data.partition`) instead of
+        simulating.
     **kwargs
         See `SensorSimDataModule`.
     """
@@ -188,18 +169,14 @@ class CalibrationDataModule(_LeadfieldDataModule):
         check_solver(solver, gamma, noise_type, with_normalization(solver_options, normalization))
         self.save_hyperparameters()
 
-    def _make(self, split: str) -> Dataset:
+    def build_dataset(self, split: str) -> Dataset:
         hp = self.hparams
         if hp.runs_dir is not None:
             runs = CalibrationRunsDataset(os.fspath(hp.runs_dir), hp.storage_options)
-            order = np.random.default_rng(hp.seed).permutation(len(runs))
-            n_train, n_val = int(0.7 * len(runs)), int(0.15 * len(runs))
-            parts = {
-                "train": order[:n_train],
-                "val": order[n_train : n_train + n_val],
-                "test": order[n_train + n_val :],
-            }
-            return Subset(runs, parts[split].tolist())
+            parts = partition(
+                range(len(runs)), RUN_FRACTIONS["val"], RUN_FRACTIONS["test"], hp.seed
+            )
+            return Subset(runs, parts[split])
         length, seed = self._split_options(split)
         if hp.streaming:
             return CalibrationBatches(

@@ -6,52 +6,45 @@ Reading files needs only numpy/h5py; the torch parts (`simulation`, `posterior`)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from neurotorch._lazy import lazy_exports
 
 _EXPORTS = {
-    "IsotonicRecalibration": "calibration",
-    "calibration_metrics": "calibration",
-    "coverage_curve": "calibration",
-    "ellipsoid_coverage_curve": "calibration",
-    "LeadfieldBuilder": "leadfield",
-    "LeadfieldData": "leadfield",
-    "load_leadfield_npz": "leadfield",
-    "save_leadfield_npz": "leadfield",
-    "simulate_leadfield": "forward",
-    "aggregate_runs": "grid",
-    "calibrate_runs": "grid",
-    "run_grid": "grid",
-    "gamma_map": "inverse",
-    "minimum_norm": "inverse",
-    "eloreta_operator": "eloreta",
-    "eloreta_posterior": "eloreta",
-    "eloreta_weights": "eloreta",
-    "earth_movers_distance": "metrics",
-    "error_metrics": "metrics",
-    "mean_posterior_std": "metrics",
-    "GaussianPosterior": "posterior",
-    "baseline_noise_var": "posterior",
-    "bmn_posterior": "posterior",
-    "learn_hyperparameters": "posterior",
-    "SOLVERS": "solvers",
-    "fit_posterior": "solvers",
-    "prepare_solver": "solvers",
-    "gamma_map_posterior": "sparse_bayes",
-    "spatial_basis": "sparse_bayes",
-    "ERPConfig": "simulation",
-    "SensorSimulator": "simulation",
-    "SourceSimulator": "simulation",
-    "PosteriorRun": "summaries",
-    "read_aggregated_run": "summaries",
-    "read_posterior_summary": "summaries",
-    "read_run": "summaries",
+    "IsotonicRecalibration": "neurotorch.meeg.calibration",
+    "calibration_metrics": "neurotorch.meeg.calibration",
+    "coverage_curve": "neurotorch.meeg.calibration",
+    "ellipsoid_coverage_curve": "neurotorch.meeg.calibration",
+    "LeadfieldBuilder": "neurotorch.meeg.leadfield",
+    "LeadfieldData": "neurotorch.meeg.leadfield",
+    "load_leadfield_npz": "neurotorch.meeg.leadfield",
+    "save_leadfield_npz": "neurotorch.meeg.leadfield",
+    "simulate_leadfield": "neurotorch.meeg.forward",
+    "aggregate_runs": "neurotorch.meeg.grid",
+    "calibrate_runs": "neurotorch.meeg.grid",
+    "run_grid": "neurotorch.meeg.grid",
+    "gamma_map": "neurotorch.meeg.inverse",
+    "minimum_norm": "neurotorch.meeg.inverse",
+    "eloreta_operator": "neurotorch.meeg.eloreta",
+    "eloreta_posterior": "neurotorch.meeg.eloreta",
+    "eloreta_weights": "neurotorch.meeg.eloreta",
+    "earth_movers_distance": "neurotorch.meeg.metrics",
+    "error_metrics": "neurotorch.meeg.metrics",
+    "mean_posterior_std": "neurotorch.meeg.metrics",
+    "GaussianPosterior": "neurotorch.meeg.posterior",
+    "baseline_noise_var": "neurotorch.meeg.posterior",
+    "bmn_posterior": "neurotorch.meeg.posterior",
+    "learn_hyperparameters": "neurotorch.meeg.posterior",
+    "SOLVERS": "neurotorch.meeg.solvers",
+    "fit_posterior": "neurotorch.meeg.solvers",
+    "prepare_solver": "neurotorch.meeg.solvers",
+    "gamma_map_posterior": "neurotorch.meeg.sparse_bayes",
+    "spatial_basis": "neurotorch.meeg.sparse_bayes",
+    "ERPConfig": "neurotorch.meeg.simulation",
+    "SensorSimulator": "neurotorch.meeg.simulation",
+    "SourceSimulator": "neurotorch.meeg.simulation",
+    "PosteriorRun": "neurotorch.meeg.summaries",
+    "read_aggregated_run": "neurotorch.meeg.summaries",
+    "read_posterior_summary": "neurotorch.meeg.summaries",
+    "read_run": "neurotorch.meeg.summaries",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

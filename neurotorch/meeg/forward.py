@@ -19,7 +19,7 @@ import numpy as np
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
-from neurotorch.meeg.leadfield import LeadfieldData, scale_to_display_units
+from neurotorch.meeg.leadfield_data import LeadfieldData, scale_to_display_units
 
 if TYPE_CHECKING:
     import mne

@@ -1,375 +1,44 @@
-"""Leadfields in the CaliBrain NPZ schema: the `LeadfieldData` record, NPZ load/save, the builder.
+"""Leadfield retrieval in CaliBrain's ways: load an NPZ, simulate one with MNE, or draw one.
 
-Units: leadfields are returned in µV/nAm (EEG) or fT/nAm (MEG, fT/m/nAm for gradiometers);
-source coordinates (metres) and normals are in the MNE head frame, as ``fwd["source_rr"]``.
-Files that store raw SI values (``sensor_unitmult`` 0 or missing) are scaled on load:
-V/Am -> µV/nAm is x1e-3, T/Am (or T/m/Am) -> fT/nAm is x1e6.
+The record, its checks and the NPZ format are in `neurotorch.meeg.leadfield_data` (re-exported
+here); `LeadfieldBuilder` and `build_leadfield` choose among the three retrieval modes.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from neurotorch.config import resolve_data_dir
-from neurotorch.errors import (
-    CorruptFileError,
-    FormatError,
-    NonFiniteError,
-    ParameterError,
-    UnsafePickleError,
-)
-from neurotorch.io.atomic import atomic_path
+from neurotorch.errors import FormatError, ParameterError
 from neurotorch.io.files import FilePath, as_path, check_writable, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
+from neurotorch.meeg.leadfield_data import (
+    RANDOM_SENSORS,
+    RANDOM_SOURCES,
+    LeadfieldData,
+    check_leadfield,
+    load_leadfield_npz,
+    random_leadfield,
+    save_leadfield_npz,
+    scale_to_display_units,
+)
 
-_SCALE_TO_DISPLAY = {
-    layout.UNIT_V: (layout.UNITM_MU, 1e-3),
-    layout.UNIT_T: (layout.UNITM_F, 1e6),
-    layout.UNIT_T_M: (layout.UNITM_F, 1e6),
-}
-_SCALAR_KEYS = ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type", "mne_coil_type")
-#: CaliBrain's ``get_leadfield(retrieve_mode="random")`` sizes.
-RANDOM_SENSORS = 64
-RANDOM_SOURCES = 1284
-#: How far from orthonormal a stored basis or unit normal may be (float32 storage rounding).
-_UNIT_TOLERANCE = 1e-5
-
-
-@dataclass
-class LeadfieldData:
-    """A leadfield and the metadata CaliBrain stores with it.
-
-    Attributes
-    ----------
-    leadfield
-        ``(n_sensors, n_sources)`` (fixed) or ``(n_sensors, n_sources, n_components)`` (free;
-        3 components for EEG, 2 tangential components for MEG).
-    sensor_kind, sensor_units, sensor_unitmult
-        FIFF codes (see `neurotorch.meeg.layout`); ``None`` when unknown.
-    coil_type
-        CaliBrain's coil class: 1 (EEG), 3022 (sensors in T) or 3012 (planar gradiometers);
-        ``None`` when unknown.
-    mne_coil_type
-        The exact MNE coil type of the first channel (e.g. 3024 for a Neuromag T3
-        magnetometer), when the file records it.
-    src_coords
-        ``(n_sources, 3)`` source positions in metres (MNE head frame), or ``None``.
-    Q_basis
-        ``(n_sources, 3, n_components)`` orthonormal basis of the free components in xyz, or ``None``.
-    ch_names
-        Sensor names, or ``None``.
-    src_normals
-        ``(n_sources, 3)`` unit outward normals (head frame) the fixed orientation projects on,
-        or ``None``.
-    skipped_keys
-        Pickled entries that were not loaded (see `load_leadfield_npz`).
-    """
-
-    leadfield: np.ndarray
-    sensor_kind: int | None = None
-    sensor_units: int | None = None
-    sensor_unitmult: int | None = None
-    coil_type: int | None = None
-    src_coords: np.ndarray | None = None
-    Q_basis: np.ndarray | None = None
-    ch_names: list[str] | None = None
-    src_normals: np.ndarray | None = None
-    skipped_keys: list[str] = field(default_factory=list)
-    mne_coil_type: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.leadfield.ndim not in (2, 3) or 0 in self.leadfield.shape:
-            raise FormatError(
-                f"A leadfield must be a non-empty (n_sensors, n_sources) or (n_sensors, n_sources, "
-                f"k) array; got shape {self.leadfield.shape}."
-            )
-
-    @property
-    def orientation_type(self) -> str:
-        """``"fixed"`` for a 2-D leadfield, ``"free"`` for a 3-D one."""
-        return "fixed" if self.leadfield.ndim == 2 else "free"
-
-    @property
-    def n_sensors(self) -> int:
-        return int(self.leadfield.shape[0])
-
-    @property
-    def n_sources(self) -> int:
-        return int(self.leadfield.shape[1])
-
-    @property
-    def n_components(self) -> int:
-        """1 for fixed orientation, else the size of the last axis."""
-        return 1 if self.leadfield.ndim == 2 else int(self.leadfield.shape[2])
-
-    @property
-    def units(self) -> str:
-        """Human-readable unit of the leadfield entries, e.g. ``"µV/nAm"``."""
-        if self.sensor_units not in layout.UNIT_NAMES:
-            return "a.u./nAm"
-        prefix = layout.UNITM_PREFIX.get(self.sensor_unitmult or 0, f"1e{self.sensor_unitmult} ")
-        return f"{prefix}{layout.UNIT_NAMES[self.sensor_units]}/nAm"
-
-
-def scale_to_display_units(
-    leadfield: np.ndarray, sensor_units: int | None, sensor_unitmult: int | None
-) -> tuple[np.ndarray, int | None]:
-    """Scale a raw-SI leadfield to µV/nAm (EEG) or fT/nAm (MEG).
-
-    Only leadfields whose ``sensor_unitmult`` is 0 or unknown are scaled; a leadfield already in
-    the target multiplier (or in any other multiplier) is returned unchanged.
-
-    Returns
-    -------
-    (leadfield, sensor_unitmult)
-        The possibly scaled array and its new unit multiplier.
-    """
-    if sensor_units not in _SCALE_TO_DISPLAY:
-        return leadfield, sensor_unitmult
-    target, factor = _SCALE_TO_DISPLAY[sensor_units]
-    if sensor_unitmult not in (None, layout.UNITM_NONE):
-        return leadfield, sensor_unitmult
-    return leadfield * factor, target
-
-
-def _scalar_or_none(value: np.ndarray) -> int | None:
-    if value.dtype.kind not in "iuf" or value.size != 1:
-        return None
-    scalar = value.reshape(()).item()
-    if isinstance(scalar, float) and not np.isfinite(scalar):
-        return None
-    return int(scalar)
-
-
-def _optional_array(value: np.ndarray | None, ndim: int) -> np.ndarray | None:
-    if value is None or value.dtype.kind not in "iuf" or value.ndim != ndim or value.size == 0:
-        return None
-    return np.asarray(value, dtype=np.float64)
-
-
-def load_leadfield_npz(
-    path: FilePath,
-    allow_pickle: bool = False,
-    storage_options: dict | None = None,
-    require_src_coords: bool = True,
-) -> LeadfieldData:
-    """Read a leadfield NPZ in the CaliBrain schema, check it and scale raw SI values.
-
-    Parameters
-    ----------
-    path
-        The ``.npz`` file: a local path or an fsspec URL (``s3://bucket/prefix/x.npz``).
-    allow_pickle
-        CaliBrain's own writer stores a pickled MNE ``info`` and ``Q_basis=None`` as object
-        arrays. By default such keys are skipped (listed in ``skipped_keys``); a file whose
-        ``leadfield`` itself is an object array raises `UnsafePickleError`. Pass ``True`` only
-        for files you trust: the channel names are then taken from the pickled ``info``.
-    storage_options
-        fsspec options when ``path`` is a URL (``endpoint_url``, ``anon``, ...).
-    require_src_coords
-        Refuse a file without ``src_coords`` (source positions are needed by the spatial
-        metrics and plots). ``False`` reads such a file with ``src_coords=None``.
-
-    Raises
-    ------
-    DataNotDownloadedError, CorruptFileError, FormatError, NonFiniteError, UnsafePickleError
-    """
-    content = read_bytes(path, storage_options, what="Leadfield file")
-    path = os.fspath(path)
-    try:
-        npz = np.load(io.BytesIO(content), allow_pickle=allow_pickle)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptFileError(
-            f"Leadfield file {path} is not a readable NPZ archive: {exc}"
-        ) from exc
-    values: dict[str, np.ndarray] = {}
-    skipped: list[str] = []
-    with npz:
-        for key in npz.files:
-            try:
-                values[key] = npz[key]
-            except ValueError as exc:  # an object array while allow_pickle=False
-                if key in ("leadfield", "lead_field"):
-                    raise UnsafePickleError(
-                        f"The {key!r} array in {path} is stored as pickled objects; load it with "
-                        "allow_pickle=True only if you trust the file."
-                    ) from exc
-                skipped.append(key)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise CorruptFileError(
-                    f"Array {key!r} in {path} is truncated or corrupt: {exc}"
-                ) from exc
-    raw = values.get("leadfield", values.get("lead_field"))
-    if raw is None:
-        raise FormatError(f"{path} has no 'leadfield' array (keys: {sorted(npz.files)}).")
-    if raw.dtype.kind not in "iuf" or raw.ndim not in (2, 3) or raw.size == 0:
-        raise FormatError(
-            f"'leadfield' in {path} must be a non-empty numeric 2-D or 3-D array; got {raw.dtype} "
-            f"{raw.shape}."
-        )
-    meta = {key: _scalar_or_none(values[key]) for key in _SCALAR_KEYS if key in values}
-    units = meta.get("sensor_units")
-    if units is None and "units" in values:
-        units = _scalar_or_none(values["units"])
-    leadfield, unitmult = scale_to_display_units(
-        np.asarray(raw, dtype=np.float64), units, meta.get("sensor_unitmult")
-    )
-    data = LeadfieldData(
-        leadfield=leadfield,
-        sensor_kind=meta.get("sensor_kind"),
-        sensor_units=units,
-        sensor_unitmult=unitmult,
-        coil_type=meta.get("coil_type"),
-        mne_coil_type=meta.get("mne_coil_type"),
-        src_coords=_optional_array(values.get("src_coords"), 2),
-        Q_basis=_optional_array(values.get("Q_basis"), 3),
-        ch_names=_channel_names(values, path),
-        src_normals=_optional_array(values.get("src_normals"), 2),
-        skipped_keys=skipped,
-    )
-    if require_src_coords and data.src_coords is None:
-        raise FormatError(
-            f"{path} has no numeric 'src_coords' (n_sources, 3) source positions; re-export the "
-            "leadfield with them, or pass require_src_coords=False to read it without positions."
-        )
-    check_leadfield(data, path)
-    return data
-
-
-def _channel_names(values: dict[str, np.ndarray], path: object) -> list[str] | None:
-    """``ch_names`` as stored by neurotorch, else those of CaliBrain's pickled MNE ``info``."""
-    names = values.get("ch_names")
-    if names is not None and names.dtype.kind == "U":
-        return [str(n) for n in names.ravel()]
-    info = values.get("info")
-    if info is None or info.dtype.kind != "O" or info.size != 1:
-        return None
-    info = info.reshape(()).item()
-    names = info.get("ch_names") if hasattr(info, "get") else None
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise FormatError(f"The pickled 'info' in {path} has malformed ch_names: {names!r:.80}.")
-    return list(names)
-
-
-def check_leadfield(data: LeadfieldData, where: object) -> None:
-    """Check that every array of ``data`` is finite and that shapes and bases agree.
-
-    Raises
-    ------
-    NonFiniteError
-        NaN or Inf in the leadfield, the coordinates, the normals or the basis.
-    FormatError
-        Shapes that disagree, non-unit normals, a non-orthonormal ``Q_basis``, a free leadfield
-        whose component count does not match its coil class, or duplicate channel names.
-    """
-    n_sources = data.n_sources
-    for name in ("leadfield", "src_coords", "src_normals", "Q_basis"):
-        arr = getattr(data, name)
-        if arr is not None and not np.isfinite(arr).all():
-            bad = int(arr.size - np.isfinite(arr).sum())
-            raise NonFiniteError(
-                f"{name} in {where} holds {bad} NaN/Inf value(s); the file is damaged or was "
-                "exported from a failed forward model: re-create it."
-            )
-    for name in ("src_coords", "src_normals"):
-        arr = getattr(data, name)
-        if arr is not None and arr.shape != (n_sources, 3):
-            raise FormatError(
-                f"{name} in {where} has shape {arr.shape}; expected ({n_sources}, 3)."
-            )
-    if data.src_normals is not None:
-        lengths = np.linalg.norm(data.src_normals, axis=1)
-        if np.abs(lengths - 1.0).max() > _UNIT_TOLERANCE:
-            raise FormatError(
-                f"src_normals in {where} are not unit vectors (lengths {lengths.min():.3g} to "
-                f"{lengths.max():.3g}); normalise them."
-            )
-    if data.orientation_type == "free":
-        k = data.n_components
-        expected_k = {layout.COIL_EEG: 3, layout.COIL_MAG: 2, layout.COIL_GRAD: 2}
-        if data.coil_type in expected_k and k not in (expected_k[data.coil_type], 3):
-            raise FormatError(
-                f"{where} is a free leadfield with {k} components per source, but coil_type "
-                f"{data.coil_type} needs {expected_k[data.coil_type]} (or all 3)."
-            )
-        if data.Q_basis is not None:
-            if data.Q_basis.shape != (n_sources, 3, k):
-                raise FormatError(
-                    f"Q_basis in {where} has shape {data.Q_basis.shape}; expected "
-                    f"({n_sources}, 3, {k})."
-                )
-            gram = np.einsum("sik,sil->skl", data.Q_basis, data.Q_basis)
-            if np.abs(gram - np.eye(k)).max() > _UNIT_TOLERANCE:
-                raise FormatError(
-                    f"Q_basis in {where} does not have orthonormal columns for every source."
-                )
-    if data.ch_names is not None:
-        if len(data.ch_names) != data.n_sensors:
-            raise FormatError(
-                f"{where} names {len(data.ch_names)} channels for {data.n_sensors} leadfield rows."
-            )
-        if len(set(data.ch_names)) != len(data.ch_names):
-            raise FormatError(f"{where} names some channels more than once.")
-
-
-def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
-    """Write ``data`` as a CaliBrain-schema NPZ (no pickled objects), atomically.
-
-    Fixed-orientation files store ``Q_basis`` as an empty ``(n_sources, 3, 0)`` array (CaliBrain
-    stores a pickled ``None``). The data are checked first (`check_leadfield`). Returns the
-    written path.
-    """
-    path = Path(path)
-    check_leadfield(data, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    q_basis = data.Q_basis if data.Q_basis is not None else np.zeros((data.n_sources, 3, 0))
-    payload: dict[str, np.ndarray] = {"leadfield": np.asarray(data.leadfield), "Q_basis": q_basis}
-    for key in _SCALAR_KEYS:
-        value = getattr(data, key)
-        if value is not None:
-            payload[key] = np.asarray(int(value))
-    if data.src_coords is not None:
-        payload["src_coords"] = np.asarray(data.src_coords, dtype=np.float64)
-    if data.src_normals is not None:
-        payload["src_normals"] = np.asarray(data.src_normals, dtype=np.float64)
-    if data.ch_names is not None:
-        payload["ch_names"] = np.asarray(data.ch_names, dtype=str)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **payload)
-    return path
-
-
-def random_leadfield(
-    orientation_type: str,
-    n_sensors: int = RANDOM_SENSORS,
-    n_sources: int = RANDOM_SOURCES,
-    seed: int = 0,
-) -> LeadfieldData:
-    """A standard-normal leadfield (free: 3 components) for shape tests; no physical head.
-
-    The default sizes are CaliBrain's (64 sensors x 1284 sources).
-    """
-    layout.check_orientation(orientation_type)
-    for name, value in (("n_sensors", n_sensors), ("n_sources", n_sources)):
-        if int(value) < 1:
-            raise ParameterError(f"{name} must be a positive integer, got {value}.")
-    rng = np.random.default_rng(seed)
-    shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
-    q_basis = (
-        None
-        if orientation_type == "fixed"
-        else np.broadcast_to(np.eye(3), (n_sources, 3, 3)).copy()
-    )
-    return LeadfieldData(leadfield=rng.standard_normal(shape), Q_basis=q_basis)
+__all__ = [
+    "LeadfieldBuilder",
+    "LeadfieldData",
+    "build_leadfield",
+    "check_leadfield",
+    "load_leadfield_npz",
+    "random_leadfield",
+    "read_transform",
+    "save_leadfield_npz",
+    "scale_to_display_units",
+]
 
 
 class LeadfieldBuilder:

@@ -107,7 +107,7 @@ def write_encoder_report(
 ) -> dict[str, Path]:
     """Write ``metrics.json`` and ``encoder_test.png`` (r against the test trials' ceiling, and
     per-ROI medians)."""
-    from neurotorch.plotting._figure import new_figure, save_png
+    from neurotorch.plotting.figure import new_figure, save_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

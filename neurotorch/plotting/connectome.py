@@ -18,7 +18,7 @@ import numpy as np
 
 from neurotorch.connectome.result import NetworkMapResult
 from neurotorch.errors import ShapeMismatchError
-from neurotorch.plotting._figure import new_figure, save_png
+from neurotorch.plotting.figure import new_figure, save_png
 
 PathLike = str | os.PathLike
 VIEWS = (("sagittal", 0), ("coronal", 1), ("axial", 2))

@@ -33,7 +33,7 @@ from neurotorch.fmri.splits import load_all_splits, load_split, split_family
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import Subject
 from neurotorch.io.storage import DataRoot
-from neurotorch.plotting._figure import new_figure, save_png
+from neurotorch.plotting.figure import new_figure, save_png
 
 PathLike = str | os.PathLike
 AXIS_NAMES = ("sagittal", "coronal", "axial")

@@ -33,7 +33,7 @@ from neurotorch.meeg.calibration import (
 )
 from neurotorch.meeg.leadfield import LeadfieldData
 from neurotorch.meeg.summaries import PosteriorRun
-from neurotorch.plotting._figure import new_figure, save_png
+from neurotorch.plotting.figure import new_figure, save_png
 
 if TYPE_CHECKING:
     import mne

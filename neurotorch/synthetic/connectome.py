@@ -229,15 +229,7 @@ def make_connectome_dataset(
 
 
 def default_synthetic_connectome(size: str = "tiny", seed: int = 0) -> Path:
-    """The synthetic connectome in ``data_home()/synthetic/connectome-<size>-seed<seed>``, made once.
+    """The synthetic connectome of a size and seed under ``NEUROTORCH_DATA``, written once."""
+    from neurotorch.synthetic.resolve import make_synthetic
 
-    A file lock makes concurrent first uses (DDP ranks, parallel tests) write it once.
-    """
-    from filelock import FileLock
-
-    from neurotorch.config import data_home
-
-    root = data_home() / "synthetic" / f"connectome-{size}-seed{seed}"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        return make_connectome_dataset(root, size=size, seed=seed)
+    return make_synthetic("connectome", size, seed)

@@ -21,13 +21,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from neurotorch import __version__
-from neurotorch.config import data_home, show_progress
+from neurotorch.config import show_progress
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
 from neurotorch.io.atomic import atomic_open, write_text
 from neurotorch.synthetic import brain as synth_brain
 from neurotorch.synthetic._once import write_dataset_once
+from neurotorch.synthetic.resolve import synthetic_root
 from neurotorch.synthetic.stimuli import (
     StimulusSet,
     make_embeddings,
@@ -67,8 +68,7 @@ SNR_PRESETS = {"default": 1.0, "realistic": 3.0}
 
 def default_root(size: str = "small", seed: int = 0, snr: str = "default") -> Path:
     """Where the synthetic dataset of a size, seed and SNR preset lives by default."""
-    suffix = "" if snr == "default" else f"-{snr}"
-    return data_home() / f"synthetic-laion-fmri-{size}-seed{seed}{suffix}"
+    return synthetic_root("laion-fmri", size, seed, **({} if snr == "default" else {"snr": snr}))
 
 
 def make_laion_fmri(

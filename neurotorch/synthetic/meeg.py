@@ -26,12 +26,13 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
-from neurotorch.config import data_home, show_progress
+from neurotorch.config import show_progress
 from neurotorch.io.atomic import atomic_open, atomic_path, write_json
 from neurotorch.meeg import forward, layout
 from neurotorch.meeg.grid import simulate_run, write_posterior_summary
 from neurotorch.meeg.leadfield import save_leadfield_npz
 from neurotorch.synthetic._once import write_dataset_once
+from neurotorch.synthetic.resolve import synthetic_root
 
 SIZES = {
     "tiny": dict(n_sources=120, n_runs=4),
@@ -47,7 +48,7 @@ SOLVER = "bmn"
 
 def default_root(size: str = "small", seed: int = 0) -> Path:
     """Where the synthetic CaliBrain root of a size and seed lives by default."""
-    return data_home() / f"synthetic-calibrain-{size}-seed{seed}"
+    return synthetic_root("calibrain", size, seed)
 
 
 def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path: Path | None):

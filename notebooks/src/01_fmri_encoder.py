@@ -108,8 +108,8 @@ display(Image(filename=plot_split_projection(root, "tau", "shared", figures / "t
 # %%
 from torch.utils.data import DataLoader
 
-from neurotorch.data.betas import BetasDataset
 from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.betas import BetasDataset
 
 train_set = BetasDataset(root, "sub-01", roi="face", features="CLIP", split="tau/train")
 loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_items)

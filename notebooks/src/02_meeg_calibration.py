@@ -101,7 +101,7 @@ plt.show()
 # %%
 from torch.utils.data import DataLoader
 
-from neurotorch.data.meeg_calibration import CalibrationDataset
+from neurotorch.data.meeg.calibration import CalibrationDataset
 
 dataset = CalibrationDataset(eeg, length=64, nnz=(1, 3, 5), alpha=(0.3, 0.5, 0.9), seed=0)
 batch = next(iter(DataLoader(dataset, batch_size=16)))

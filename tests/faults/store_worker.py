@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from neurotorch.data.store import build_store
+from neurotorch.data.fmri.store import build_store
 from neurotorch.io import inflate
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurotorch.data.betas import as_subject_list
+from neurotorch.data.fmri.betas import as_subject_list
+from neurotorch.data.fmri.trials import StimulusPairing, select_trials
 from neurotorch.data.sharding import (
     ShardedIterable,
     check_batch_size,
@@ -35,7 +36,6 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
-from neurotorch.data.trials import StimulusPairing, select_trials
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
@@ -52,7 +52,7 @@ from neurotorch.io.storage import DataRoot
 class BetasStream(ShardedIterable):
     """Iterable-style trials of one or more subjects, read volume by volume from ``.nii.gz``.
 
-    Items are dicts like `neurotorch.data.betas.BetasDataset`'s (``betas``, ``embedding``,
+    Items are dicts like `neurotorch.data.fmri.betas.BetasDataset`'s (``betas``, ``embedding``,
     requested ``modalities``, ``subject``, ``session``, ``trial``, ``image_name``), in stream order.
 
     Parameters
@@ -185,10 +185,6 @@ class BetasStream(ShardedIterable):
         return self.epoch_order()[positions]
 
     # -- epochs and resume -------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch (changes the session order and the shuffle buffer's seed)."""
-        self.epoch = int(epoch)
-
     def state_dict(self) -> dict[str, int]:
         """Position in the stream: epoch and items yielded so far in this epoch (this worker)."""
         return {"epoch": self.epoch, "yielded": self._yielded, "seed": self.seed}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from neurotorch.data.meeg_simulation import (
+from neurotorch.data.meeg.simulation import (
     PAPER_ALPHA,
     PAPER_NNZ,
     SimulatedSensorBatches,

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
+from neurotorch.data.partition import partition
 from neurotorch.data.sharding import (
     ShardedIterable,
     check_batch_size,
@@ -28,19 +29,6 @@ from neurotorch.data.sharding import (
 from neurotorch.errors import ParameterError
 
 ParcellationInput = str | os.PathLike | nib.spatialimages.SpatialImage | Parcellation | None
-
-
-def split_subjects(
-    n_subjects: int, test_fraction: float, seed: int = 0
-) -> tuple[list[int], list[int]]:
-    """Seeded split of subject indices into (train, test), each sorted."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    order = np.random.default_rng(seed).permutation(n_subjects)
-    n_test = int(round(test_fraction * n_subjects))
-    if test_fraction > 0 and n_test == 0:
-        n_test = 1
-    return sorted(order[n_test:].tolist()), sorted(order[:n_test].tolist())
 
 
 class _ConnectomeItems:
@@ -168,9 +156,6 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def chunks(self) -> list[list[int]]:
         """The selected subjects of every chunk that has any, in this epoch's order."""
         selected = set(self.subjects)
@@ -237,8 +222,7 @@ def load_connectome(
     if split is not None and subjects is not None:
         raise ParameterError("Pass either split= or subjects=, not both.")
     if split is not None:
-        train, test = split_subjects(batches.n_subjects, test_fraction, seed)
-        parts = {"train": train, "test": test}
+        parts = partition(range(batches.n_subjects), 0.0, test_fraction, seed)
         if split not in parts:
             raise ParameterError(
                 f"Unknown connectome split {split!r}; use 'train', 'test' or None."

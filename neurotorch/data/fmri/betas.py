@@ -1,6 +1,6 @@
 """`BetasDataset`: single-trial betas paired with their stimuli, map-style, from the prepared store.
 
-The betas come from the prepared store (`neurotorch.data.store`): one memory-mapped, already
+The betas come from the prepared store (`neurotorch.data.fmri.store`): one memory-mapped, already
 masked trials × voxels ``.npy`` per (subject, session), built once from the ``.nii.gz`` files.
 Nothing but the trial table and the small per-session statistics is held by the dataset object;
 memory maps and HDF5 handles open on first use in each process, so the dataset is safe under
@@ -23,14 +23,15 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch.data.collate import ItemBatch
-from neurotorch.data.store import PreparedStore, SessionStore, build_store
-from neurotorch.data.trials import StimulusPairing, check_unique, select_trials
+from neurotorch.data.fmri.store import PreparedStore, SessionStore, build_store
+from neurotorch.data.fmri.trials import StimulusPairing, check_unique, select_trials
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
 from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.splits import SHARED_POOL
+from neurotorch.fmri.subject import Subject
 from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC
 from neurotorch.io.storage import DataRoot
 
@@ -166,6 +167,12 @@ class BetasDataset(Dataset):
         self._arrays: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
         self._pid: int | None = None
 
+    @classmethod
+    def from_subject(cls, subject: Subject, **kwargs: Any) -> BetasDataset:
+        """The trials of a `neurotorch.fmri.Subject` (what laion_fmri's ``to_torch_dataset`` is
+        for); ``kwargs`` go to the constructor."""
+        return cls(subject.root, subject.subject_id, **kwargs)
+
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""
         if not self.average_repeats:
@@ -198,6 +205,11 @@ class BetasDataset(Dataset):
         """Voxels per item (a dict per subject when they differ)."""
         counts = {s: store.n_voxels for s, store in self.stores.items()}
         return next(iter(counts.values())) if len(set(counts.values())) == 1 else counts
+
+    @property
+    def batch_groups(self) -> np.ndarray:
+        """The subject of every item: a batch holds one subject's items (their voxel counts differ)."""
+        return self._columns["subject"]
 
     def voxel_mask(self, subject: str | None = None) -> np.ndarray:
         """The 3-D selection that defines the voxel axis of ``subject`` (default: the only one)."""

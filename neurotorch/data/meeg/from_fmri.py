@@ -109,7 +109,7 @@ class FMRIInformedSensors(Dataset):
         storage_options: dict | None = None,
         **kwargs: Any,
     ) -> FMRIInformedSensors:
-        """Pair a LAION-fMRI `neurotorch.data.betas.BetasDataset` with the subject's leadfield.
+        """Pair a LAION-fMRI `neurotorch.data.fmri.betas.BetasDataset` with the subject's leadfield.
 
         Reads the fixed leadfield and ``<subject>_head-to-T1w.txt`` from
         ``<fmri_root>/derivatives/meeg/`` (see `neurotorch.synthetic.meeg.write_subject_leadfields`)

@@ -186,11 +186,13 @@ class SimulatedSensorBatches(ShardedIterable):
     workers by `neurotorch.data.sharding` (the unit is a batch): every rank yields
     ``ceil(n_batches / world_size)`` batches (`len`), every batch is produced at least once per
     epoch, and the padding repeats the first batches.
-    With ``fresh_each_epoch`` every iteration advances ``e`` (in the main process, or in
-    persistent DataLoader workers), otherwise every iteration repeats the same batches (use that
-    for validation and test); `set_epoch` sets ``e`` explicitly. Items differ from
+    With ``fresh_each_epoch`` every pass advances ``e`` (`set_epoch`, as `StreamLoader` does for
+    training, or by itself when no one sets it), otherwise every pass repeats the same batches
+    (use that for validation and test). Items differ from
     `SimulatedSensorDataset`'s (one random stream per batch, not per item).
     """
+
+    yields_batches = True  # whole batches: a loader passes them through (batch_size=None)
 
     def __init__(
         self,
@@ -210,21 +212,14 @@ class SimulatedSensorBatches(ShardedIterable):
         self.n_batches = int(n_batches)
         self.seed = int(seed)
         self.return_sources = return_sources
-        self.fresh_each_epoch = fresh_each_epoch
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw different batches in each epoch."""
-        self.epoch = int(epoch)
+        self.fresh_each_epoch = self.auto_advance = fresh_each_epoch
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
         return units_per_rank(self.n_batches, self.process_shard()[1])
 
     def __iter__(self):
-        epoch = self.epoch
-        if self.fresh_each_epoch:
-            self.epoch += 1
+        epoch = self.pass_epoch()
         for b in shard(self.n_batches, *self.process_shard()):
             gen = self.simulation.generator(self.seed, epoch * self.n_batches + int(b))
             batch = self._batch(self.batch_size, gen)

@@ -1,0 +1,68 @@
+"""Shared parameter documentation: each parameter is described once, here (MNE's docdict).
+
+A docstring names an entry as ``%(name)s`` on a line of its own, indented like the other
+parameters; `fill_doc` replaces it with the entry, re-indented. Entries are numpydoc blocks
+(``name`` line, then the description indented by four spaces), grouped by family below.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", bound=Callable)
+
+docdict: dict[str, str] = {}
+
+# -- every family --------------------------------------------------------------------------------
+docdict["data_dir"] = """
+data_dir
+    The dataset root: a local folder, an fsspec URL (``s3://bucket/prefix``), or
+    ``"synthetic"`` for the built-in synthetic dataset of this family (written on first use under
+    ``NEUROTORCH_DATA``).
+"""
+docdict["storage_options"] = """
+storage_options
+    fsspec options for a URL ``data_dir`` (``{"profile": "lab"}``, ``{"endpoint_url": ...}``);
+    passed to fsspec unchanged.
+"""
+docdict["seed"] = """
+seed
+    Seed of every random choice (an integer); the same seed gives the same result on any
+    machine, worker and rank.
+"""
+docdict["batch_size"] = """
+batch_size
+    Items per batch (a positive integer).
+"""
+docdict["num_workers"] = """
+num_workers
+    ``DataLoader`` worker processes (0: load in the main process).
+"""
+docdict["streaming"] = """
+streaming
+    ``True``: serve an iterable dataset that reads its files front to back, sharded across
+    ranks and workers; ``False``: a map-style dataset with random access.
+"""
+
+
+def fill_doc(obj: T) -> T:
+    """Replace every ``%(name)s`` line of ``obj.__doc__`` with ``docdict[name]``, indented.
+
+    Raises ``KeyError`` at import time for a name without an entry, so a typo cannot ship.
+    """
+    doc = obj.__doc__
+    if not doc:
+        return obj
+    lines = []
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("%(") and stripped.endswith(")s"):
+            indent = line[: len(line) - len(line.lstrip())]
+            entry = docdict[stripped[2:-2]].strip("\n")
+            lines.append(textwrap.indent(entry, indent))
+        else:
+            lines.append(line)
+    obj.__doc__ = "\n".join(lines)
+    return obj

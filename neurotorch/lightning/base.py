@@ -1,0 +1,150 @@
+"""`NeurotorchDataModule`: what every neurotorch DataModule shares.
+
+A family (LAION-fMRI, M/EEG, connectome) only says which dataset serves a part (`build_dataset`);
+this base class owns the rest, once:
+
+* **parts**: ``train``, ``val``, ``test``, and ``predict`` (the test part unless told otherwise);
+  a family returns ``None`` for a part it does not have (no validation set), and its loader then
+  yields no batch;
+* **loaders**: a sharded iterable dataset (the streaming variant of every family) goes to
+  `neurotorch.data.loader.StreamLoader`; a map-style dataset to a
+  `neurotorch.data.loader.StatefulLoader` driven by a
+  `neurotorch.data.sampling.GroupedBatchSampler` (batches of one group each: one subject's trials,
+  or the whole set as one group), sharded over DDP ranks by `neurotorch.data.sharding`;
+* **epochs**: the training order changes every epoch, with or without ``persistent_workers``, by
+  hand or under Lightning, and a checkpoint taken mid-epoch resumes that epoch's order (the
+  loaders' ``state_dict`` is saved by Lightning in the checkpoint);
+* **what a model needs before fit**: `describe_batches` (keys, shapes) and the family's own
+  properties (voxel counts, feature dimension);
+* a `__repr__` that says what the module serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from neurotorch._options import check_bool, check_int, check_option
+from neurotorch.data.collate import collate_items
+from neurotorch.data.loader import StatefulLoader, StreamLoader
+from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.data.sharding import ShardedIterable
+
+PARTS = ("train", "val", "test")
+PREDICT_PARTS = ("train", "val", "test")
+
+
+class NeurotorchDataModule(L.LightningDataModule):
+    """Base of neurotorch's DataModules (see the module docstring).
+
+    Parameters
+    ----------
+    batch_size
+        Items per batch (a positive integer).
+    num_workers
+        ``DataLoader`` worker processes (0: load in the main process); workers persist across
+        epochs.
+    seed
+        Seed of the splits and of the shuffling.
+    streaming
+        Serve the streaming (sharded iterable) variant of the family's datasets.
+    predict_part
+        The part ``predict`` runs on: ``"test"`` (default), ``"val"`` or ``"train"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        streaming: bool = False,
+        predict_part: str = "test",
+    ):
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.num_workers = check_int("num_workers", num_workers, minimum=0)
+        self.seed = check_int("seed", seed)
+        self.streaming = check_bool("streaming", streaming)
+        self.predict_part = check_option("predict_part", predict_part, PREDICT_PARTS)
+        self.datasets: dict[str, Dataset | None] = {}
+
+    # -- what a family provides -------------------------------------------------------------
+    def build_dataset(self, part: str) -> Dataset | None:
+        """The dataset of ``part`` (``"train"``, ``"val"``, ``"test"``), or ``None`` if absent."""
+        raise NotImplementedError
+
+    # -- datasets ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        for part in PARTS:
+            if part not in self.datasets:
+                self.datasets[part] = self.build_dataset(part)
+
+    def dataset(self, part: str) -> Dataset | None:
+        """The dataset of ``part`` (set up on first use)."""
+        check_option("part", part, PARTS)
+        if part not in self.datasets:
+            self.setup()
+        return self.datasets[part]
+
+    # -- loaders -----------------------------------------------------------------------------
+    def dataloader(self, part: str, *, shuffle: bool | None = None) -> DataLoader | list:
+        """The loader of ``part`` (shuffled for ``train`` unless ``shuffle`` says otherwise);
+        ``[]`` for a part the family does not have."""
+        dataset = self.dataset(part)
+        if dataset is None:
+            return []
+        shuffle = part == "train" if shuffle is None else shuffle
+        settings: dict[str, Any] = dict(
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+        )
+        if isinstance(dataset, ShardedIterable):
+            whole = getattr(dataset, "yields_batches", False)  # whole batches pass through
+            batch_size = None if whole else self.batch_size
+            return StreamLoader(dataset, batch_size, advance_epoch=shuffle, **settings)
+        sampler = GroupedBatchSampler.for_dataset(
+            dataset, self.batch_size, shuffle=shuffle, seed=self.seed
+        )
+        return StatefulLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **settings)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The ``predict_part`` part in order, unshuffled (each item keeps its ids)."""
+        return self.dataloader(self.predict_part, shuffle=False)
+
+    # -- description -------------------------------------------------------------------------
+    def sizes(self) -> dict[str, int]:
+        """Items per part (0 for a part the family does not have)."""
+        return {part: len(d) if d is not None else 0 for part, d in self._datasets()}
+
+    def _datasets(self) -> Iterator[tuple[str, Dataset | None]]:
+        for part in PARTS:
+            yield part, self.dataset(part)
+
+    def describe_source(self) -> str:
+        """One line: where the data come from (the family says)."""
+        return ""
+
+    def __repr__(self) -> str:
+        parts = (
+            ", ".join(f"{part}={n}" for part, n in self.sizes().items())
+            if self.datasets
+            else "not set up"
+        )
+        source = self.describe_source()
+        return (
+            f"{type(self).__name__}({source + '; ' if source else ''}{parts}; "
+            f"batch_size={self.batch_size}, num_workers={self.num_workers}, "
+            f"streaming={self.streaming}, seed={self.seed})"
+        )
