@@ -117,3 +117,13 @@ class NonFiniteError(FormatError):
 
 class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
+
+
+class OutputWriteError(NeurotorchError, OSError):
+    """An output file or folder could not be written (a full disk, no permission); the message
+    names the path, and nothing partial is left at the output."""
+
+
+class DuplicateSubjectError(FormatError):
+    """The same subject appears twice in a dataset (e.g. a connectome batch file copied under a
+    second chunk number), which would count it twice."""

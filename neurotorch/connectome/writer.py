@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from neurotorch.connectome import layout
-from neurotorch.connectome.checksum import with_fletcher32
+from neurotorch.connectome.checksum import metadata_digest, with_fletcher32
 from neurotorch.io.atomic import atomic_path
 
 try:  # ISA-L deflates an order of magnitude faster than zlib; both write standard zlib streams
@@ -95,14 +95,17 @@ def write_batch(
             }
             for key, data in metadata.items():
                 f.create_dataset(key, data=data, fletcher32=True)  # h5py chunks it
-            f.attrs.update(
-                n_subjects=n_subjects,
-                n_timepoints=n_timepoints,
-                n_voxels=n_voxels,
-                mask_shape=np.asarray(mask_shape, dtype=np.int64),
-                description=description,
-                source=source,
-            )
+            attributes = {
+                "n_subjects": n_subjects,
+                "n_timepoints": n_timepoints,
+                "n_voxels": n_voxels,
+                "mask_shape": np.asarray(mask_shape, dtype=np.int64),
+                layout.DESCRIPTION: description,
+                layout.SOURCE: source,
+            }
             if space is not None:
-                f.attrs[layout.SPACE] = space
+                attributes[layout.SPACE] = space
+            f.attrs.update(attributes)
+            digest = metadata_digest(attributes, mask_indices, mask_affine)
+            f.attrs[layout.METADATA_DIGEST] = digest
     return path
