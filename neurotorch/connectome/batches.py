@@ -221,7 +221,7 @@ def _subject_ids(f: h5py.File, n_subjects: int, path) -> tuple[str, ...] | None:
     return ids
 
 
-def _check_digest(f: h5py.File, path, indices: np.ndarray, affine: np.ndarray) -> bool:
+def _check_digest(f: h5py.File, path, *, indices: np.ndarray, affine: np.ndarray) -> bool:
     """Compare the stored metadata digest (if any) with the metadata as read."""
     stored = _text_attribute(f, layout.METADATA_DIGEST, path)
     if stored is None:
@@ -353,7 +353,7 @@ def _header_of(f: h5py.File, path: Path | str, source: Path | IO[bytes]) -> Batc
         first_subject_fingerprint=_read_key(
             path, layout.TIMESERIES, lambda: _first_subject_fingerprint(series, source)
         ),
-        metadata_checked=_check_digest(f, path, mask_indices, mask_affine),
+        metadata_checked=_check_digest(f, path, indices=mask_indices, affine=mask_affine),
     )
 
 
