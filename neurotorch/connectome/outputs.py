@@ -147,6 +147,14 @@ def _previous_output(path: Path, what: str, overwrite: bool) -> list[str]:
     return present
 
 
+def check_output_folder(
+    path: str | os.PathLike, *, overwrite: bool = False, what: str = "outputs"
+) -> None:
+    """Raise `DatasetExistsError` now if `output_folder` would refuse ``path`` (so a long run
+    fails before its work, not after); see `output_folder` for the rule."""
+    _previous_output(Path(path), what, overwrite)
+
+
 def _remove_output(folder: Path, files: list[str]) -> None:
     """Delete ``files`` under ``folder``, the sub-folders they leave empty, then ``folder``."""
     for name in files:

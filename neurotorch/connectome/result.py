@@ -102,7 +102,8 @@ class NetworkMapResult:
         """tanh of the mean Fisher z: the correlation map, as Lacuna's ``correlation_map``."""
         return np.tanh(self.mean_z)
 
-    def _row(self, lesion: int | str) -> int:
+    def row(self, lesion: int | str) -> int:
+        """The row of a lesion given by row number or name."""
         if isinstance(lesion, str):
             return self.names.index(check_option("lesion", lesion, self.names))
         if not -len(self.names) <= int(lesion) < len(self.names):
@@ -115,7 +116,7 @@ class NetworkMapResult:
         if kind == "pfwe" and self.p_fwe is None:
             raise ParameterError("No FWER map: run network_map with n_permutations > 0.")
         maps = {"meanz": self.mean_z, "t": self.t, "p": self.p, "q": self.q, "pfwe": self.p_fwe}
-        row = self._row(lesion)
+        row = self.row(lesion)
         return self.r[row] if kind == "r" else maps[kind][row]
 
     def significant(
