@@ -88,8 +88,12 @@ class OutputFolder:
 
     @contextlib.contextmanager
     def file(self, name: str) -> Iterator[Path]:
-        """A temporary path to write the file ``name`` to; it is kept when the block ends."""
-        with atomic_path(self.staging / name) as tmp:
+        """A temporary path to write the file ``name`` to; it is kept when the block ends.
+
+        An ``OSError`` while writing it (a full disk) becomes `OutputWriteError` naming the file
+        at its final place.
+        """
+        with reported_write(self.path / name), atomic_path(self.staging / name) as tmp:
             yield tmp
         self.files.append(name)
 
