@@ -33,7 +33,7 @@ def result(root):
     return network_map(root / LESION_DIR, root / BATCH_DIR)
 
 
-def test_printed_summary_shows_every_column_and_the_peak(result):
+def test_printed_summary_shows_every_column_and_the_peak(root, result):
     table = result.summary(t_threshold=3.0)
     text = str(table)
     with pd.option_context("display.width", 80):
@@ -56,6 +56,10 @@ def test_printed_summary_shows_every_column_and_the_peak(result):
         world = result.affine @ np.r_[result.mask_indices[voxel], 1.0]
         assert (row.peak_x_mm, row.peak_y_mm, row.peak_z_mm) == tuple(world[:3])
     assert isinstance(table.head(2), pd.DataFrame)
+    one_voxel = np.zeros(len(result.mask_indices), dtype=bool)
+    one_voxel[100] = True  # its own voxel has t = inf: never the peak
+    single = network_map({"one": one_voxel}, root / BATCH_DIR).summary()
+    assert single.max_t[0] == np.inf and np.isfinite(single.peak_t[0])
 
 
 def test_reprs_say_what_where_and_how_many(root, result):

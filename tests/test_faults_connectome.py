@@ -382,8 +382,12 @@ FAULTS: list[Fault] = [
     tmp_case("out-folder-not-neurotorchs", DatasetExistsError, _out_not_ours),
     tmp_case("out-previous-no-overwrite", DatasetExistsError, _out_previous_without_overwrite),
     tmp_case("out-previous-plus-user-file", DatasetExistsError, _out_previous_with_user_file),
-    tmp_case("out-disk-full-save", OutputWriteError, _disk_full(_save_maps, "maps/les_desc-t_map.nii.gz")),
-    tmp_case("out-disk-full-to-nifti", OutputWriteError, _disk_full(_t_map_to_nifti, "les_t.nii.gz")),
+    tmp_case(
+        "out-disk-full-save", OutputWriteError, _disk_full(_save_maps, "maps/les_desc-t_map.nii.gz")
+    ),
+    tmp_case(
+        "out-disk-full-to-nifti", OutputWriteError, _disk_full(_t_map_to_nifti, "les_t.nii.gz")
+    ),
     tmp_case("out-table-name-escapes", ParameterError, _unsafe_table_name),
     tmp_case("convert-over-foreign-batch", DatasetExistsError, _convert_over_foreign_batch),
 ]

@@ -33,7 +33,7 @@ def non_negative_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from neurotorch.connectome import Atlas, ConnectomeBatches, load_lesions, network_map
     from neurotorch.connectome.outputs import check_output_folder
-    from neurotorch.errors import ParameterError
+    from neurotorch.errors import MissingDependencyError, ParameterError
     from neurotorch.plotting.connectome import plot_network_map, require_nilearn
 
     if bool(args.atlas) != bool(args.atlas_labels):
@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     # refuse what would fail at the end before minutes of work, not after
     check_output_folder(args.out, overwrite=args.overwrite, what="lesion network maps")
     if args.figures:
-        require_nilearn()
+        try:
+            require_nilearn()
+        except MissingDependencyError as exc:
+            raise MissingDependencyError(f"{exc} Or pass --no-figures.") from None
     batches = ConnectomeBatches(
         args.connectome, storage_options=storage_options(args), space=args.space
     )
