@@ -257,8 +257,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         return [order[p] for p in positions]
 
     def __iter__(self) -> Iterator[dict]:
-        rank, world_size, worker, num_workers = self.process_shard()
-        for subject in self.shard(rank, world_size, worker, num_workers):
+        for subject in self.shard(*self.process_shard()):
             yield self.item(subject, self.batches.read_subject(subject))
 
     def __repr__(self) -> str:
