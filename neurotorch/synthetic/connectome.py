@@ -113,7 +113,10 @@ def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator)
                 labels[blob] = net
                 break
         else:
-            raise RuntimeError("Could not place the planted networks; use fewer networks.")
+            raise ParameterError(
+                f"Could not place {n_networks} planted networks without overlap in this mask; "
+                "use fewer networks (n_networks) or a finer grid (voxel_mm)."
+            )
     volume = np.zeros(mask.shape, dtype=np.int16)
     volume[tuple(coords.T)] = labels
     return volume
