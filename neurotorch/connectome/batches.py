@@ -17,7 +17,7 @@ import io
 import os
 import posixpath
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -91,6 +91,11 @@ def indices_digest(mask_indices: np.ndarray) -> str:
     """A hash of (n_voxels, 3) mask indices."""
     rows = np.ascontiguousarray(np.asarray(mask_indices, dtype=np.int64))
     return hashlib.sha1(rows.tobytes()).hexdigest()
+
+
+def repeated(items: Sequence[str]) -> list[str]:
+    """The items that occur more than once, sorted."""
+    return sorted(item for item, count in Counter(items).items() if count > 1)
 
 
 def _text(value: object) -> str:
@@ -212,10 +217,10 @@ def _subject_ids(f: h5py.File, n_subjects: int, path) -> tuple[str, ...] | None:
         raise FormatError(
             f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
         )
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
+    twice = repeated(ids)
+    if twice:
         raise DuplicateSubjectError(
-            f"{path} holds the subject(s) {repeated[:5]} more than once; each would count "
+            f"{path} holds the subject(s) {twice[:5]} more than once; each would count "
             "twice in every statistic. Re-create the file with each subject once."
         )
     return ids

@@ -17,7 +17,7 @@ import numpy as np
 
 from neurotorch._options import check_number
 from neurotorch.connectome import layout
-from neurotorch.connectome.batches import ConnectomeBatches
+from neurotorch.connectome.batches import ConnectomeBatches, repeated
 from neurotorch.connectome.grid import (
     canonical,
     check_same_grid,
@@ -106,11 +106,10 @@ def named_lesion_inputs(
         named = [(_item_name(item, i), item) for i, item in enumerate(items)]
     if not named:
         raise ParameterError("No lesion given; pass a folder, a file, an image or a list of them.")
-    names = [name for name, _ in named]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
+    twice = repeated([name for name, _ in named])
+    if twice:
         raise ParameterError(
-            f"Two lesions are named {repeated[:3]} (the same file name in different folders?); "
+            f"Two lesions are named {twice[:3]} (the same file name in different folders?); "
             "rename them or pass a mapping {name: mask}."
         )
     return named
