@@ -148,6 +148,9 @@ RESUME_VARIANTS = [
     pytest.param(True, 0, id="stream-0-workers"),
     pytest.param(True, 2, id="stream-2-workers"),
 ]
+# by hand, the failing map-style case runs without workers: its loaders, kept alive by the
+# expected failure's traceback, would otherwise leave two workers to a later test's teardown
+BY_HAND_VARIANTS = [p for p in RESUME_VARIANTS if p.id != "map-2-workers"]
 CHECKPOINT_STEP = 6  # inside epoch 1: 9 training subjects make 5 batches of 2 per epoch
 
 
@@ -188,7 +191,7 @@ def test_lightning_resumes_mid_epoch_in_that_epochs_order(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("streaming", "num_workers"), RESUME_VARIANTS)
+@pytest.mark.parametrize(("streaming", "num_workers"), BY_HAND_VARIANTS)
 def test_datamodule_loader_resumes_by_hand(batch_dir, streaming, num_workers):
     """The DataModule's loader, stopped after two batches of epoch 1 and restored in a fresh one."""
     loader = _module(batch_dir, streaming, num_workers).train_dataloader()

@@ -37,7 +37,7 @@ import pandas as pd
 from neurotorch._options import as_names, check_option
 from neurotorch.connectome.grid import canonical, mask_world_coordinates, sample_at_world
 from neurotorch.connectome.lesions import LesionInput, binary_mask, named_lesion_inputs
-from neurotorch.connectome.parcellation import REDUCTIONS, Parcellation
+from neurotorch.connectome.parcellation import REDUCTIONS, Parcellation, Reduction
 from neurotorch.connectome.result import NetworkMapResult
 from neurotorch.errors import (
     DataNotDownloadedError,
@@ -168,7 +168,7 @@ class Atlas:
         self,
         result: NetworkMapResult,
         kinds: str | tuple[str, ...] = ("r", "t"),
-        how: str = "mean",
+        how: Reduction = "mean",
         convention: Convention = "neurotorch",
     ) -> pd.DataFrame:
         """Parcel summaries of lesion network maps, one row per lesion, map and parcel.

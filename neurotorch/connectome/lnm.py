@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from neurotorch.errors import NonFiniteError, ParameterError
 R_MAX = 1.0 - 2.0**-24
 Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
 METHODS = ("boes", "pini")
+Method = Literal["boes", "pini"]
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # subjects read and inflated ahead, each in its own thread: inflating a subject takes about twice
 # as long as computing its correlations on one core
@@ -245,7 +247,7 @@ def network_map(
     subjects: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
-    method: str = "boes",
+    method: Method = "boes",
     pini_percentile: float = 20.0,
     n_permutations: int = 0,
     seed: int = 0,

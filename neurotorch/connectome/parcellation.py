@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +18,7 @@ from neurotorch.io.nibabel_read import read_nifti_image
 # how `Parcellation.reduce` summarises a parcel's voxels; "percent" is 100 x the fraction of them
 # that are non-zero (for a binary map: the percentage of the parcel it covers, as Lacuna)
 REDUCTIONS = ("mean", "sum", "median", "percent")
+Reduction = Literal["mean", "sum", "median", "percent"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Parcellation:
         """Voxels of each parcel, in the order of `labels`."""
         return np.unique(self.voxel_labels[self.voxel_labels != 0], return_counts=True)[1]
 
-    def reduce(self, values: np.ndarray, how: str = "mean") -> np.ndarray:
+    def reduce(self, values: np.ndarray, how: Reduction = "mean") -> np.ndarray:
         """Summarise each parcel's voxels: (..., n_voxels) -> (..., n_parcels).
 
         ``how`` is one of `REDUCTIONS`; means and sums are computed in float64 and returned in

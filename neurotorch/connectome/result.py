@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -20,6 +21,7 @@ from neurotorch.connectome.outputs import OutputFolder, output_folder, write_ima
 from neurotorch.errors import ParameterError
 
 MAP_KINDS = ("meanz", "r", "t", "p", "q", "pfwe")
+MapKind = Literal["meanz", "r", "t", "p", "q", "pfwe"]
 # names that become file names: no folder separators, no leading dot
 _FILE_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -110,7 +112,7 @@ class NetworkMapResult:
             raise ParameterError(f"Lesion {lesion} out of range for {len(self.names)} lesions.")
         return int(lesion)
 
-    def map(self, kind: str, lesion: int | str) -> np.ndarray:
+    def map(self, kind: MapKind, lesion: int | str) -> np.ndarray:
         """One (n_voxels,) map: ``kind`` in ``"meanz", "r", "t", "p", "q", "pfwe"``."""
         check_option("kind", kind, MAP_KINDS)
         if kind == "pfwe" and self.p_fwe is None:
@@ -154,12 +156,12 @@ class NetworkMapResult:
         out[tuple(self.mask_indices.T)] = values
         return out
 
-    def volume(self, kind: str, lesion: int | str) -> np.ndarray:
+    def volume(self, kind: MapKind, lesion: int | str) -> np.ndarray:
         """One map scattered into the 3-D mask grid (0 outside the mask)."""
         return self._scatter(self.map(kind, lesion))
 
     def to_nifti(
-        self, kind: str, lesion: int | str, path: str | os.PathLike | None = None
+        self, kind: MapKind, lesion: int | str, path: str | os.PathLike | None = None
     ) -> nib.Nifti1Image:
         """One map as a NIfTI image on the connectome grid (0 outside the brain mask).
 
@@ -224,7 +226,7 @@ class NetworkMapResult:
         *,
         alpha: float = 0.05,
         t_threshold: float | None = None,
-        table_format: str = "csv",
+        table_format: Literal["csv", "tsv"] = "csv",
         tables: Mapping[str, pd.DataFrame] | None = None,
         figure: Callable[[NetworkMapResult, int, Path], object] | None = None,
         overwrite: bool = False,

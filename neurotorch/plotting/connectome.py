@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from neurotorch._options import check_option
-from neurotorch.connectome.result import MAP_KINDS, NetworkMapResult
+from neurotorch.connectome.result import MAP_KINDS, MapKind, NetworkMapResult
 from neurotorch.errors import MissingDependencyError, ShapeMismatchError
 from neurotorch.plotting.figure import new_figure, save_png
 
@@ -122,7 +122,7 @@ def plot_network_map(
     result: NetworkMapResult,
     lesion: int | str,
     path: PathLike,
-    kind: str = "t",
+    kind: MapKind = "t",
     *,
     threshold: float | None = None,
     lesion_mask: np.ndarray | None = None,
