@@ -140,4 +140,18 @@ MUTANTS = [
         '            f"{path} holds other subjects',
         (f"{FAULTS}::test_fault_gives_named_error[convert-over-foreign-batch]",),
     ),
+    Mutant(
+        "connectome-stream-loader-epoch-not-advanced",
+        "neurotorch/data/loader.py",
+        "                self.dataset.set_epoch(self._epochs_started)",
+        "                pass",
+        ("tests/test_connectome_epochs.py::test_stream_loader_reshuffles_and_resumes_mid_epoch",),
+    ),
+    Mutant(
+        "connectome-stream-resume-in-epoch-zero",
+        "neurotorch/data/loader.py",
+        '        self.dataset.set_epoch(state_dict["epoch"])',
+        "        self.dataset.set_epoch(0)",
+        ("tests/test_connectome_epochs.py::test_stream_loader_reshuffles_and_resumes_mid_epoch",),
+    ),
 ]
