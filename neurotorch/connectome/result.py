@@ -16,6 +16,7 @@ import pandas as pd
 
 from neurotorch._options import check_number, check_option
 from neurotorch.connectome import layout
+from neurotorch.connectome._summary_table import SummaryTable
 from neurotorch.connectome.grid import mask_world_coordinates
 from neurotorch.connectome.outputs import OutputFolder, output_folder, write_image
 from neurotorch.errors import ParameterError
@@ -42,21 +43,6 @@ def _check_file_name_parts(what: str, names: list[str]) -> None:
             f"{what} {odd[:3]} cannot name files: use letters, digits and . _ + - only, "
             "starting with a letter or digit."
         )
-
-
-class SummaryTable(pd.DataFrame):
-    """A ``pandas.DataFrame`` whose printed form shows every column.
-
-    pandas elides the middle columns of a table wider than the terminal (``...``), which would
-    hide the peak t of a lesion summary; ``print(table)`` shows them all.
-    """
-
-    @property
-    def _constructor(self) -> type[SummaryTable]:
-        return SummaryTable
-
-    def __repr__(self) -> str:
-        return self.to_string(index=False)
 
 
 @dataclass(repr=False)

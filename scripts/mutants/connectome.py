@@ -111,7 +111,7 @@ MUTANTS = [
     ),
     Mutant(
         "summary-hides-columns",
-        "neurotorch/connectome/result.py",
+        "neurotorch/connectome/_summary_table.py",
         "        return self.to_string(index=False)",
         "        return super().__repr__()",
         ("tests/test_connectome_api.py::test_printed_summary_shows_every_column_and_the_peak",),
