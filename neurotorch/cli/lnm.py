@@ -77,5 +77,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--aggregation", choices=["mean", "sum", "median", "percent"], default="mean",
         help="how --atlas parcels summarise the maps",
     )  # fmt: skip
-    p.add_argument("--table-format", choices=["csv", "tsv"], default="csv")
+    p.add_argument("--table-format", choices=["csv", "tsv"], default="csv", help="table format")
     p.set_defaults(func=run)

@@ -36,7 +36,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="keep voxels whose noise ceiling (%%) is at least this",
     )
-    p.add_argument("--mask-source", default="anatomical", choices=["anatomical", "rsquare"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument(
+        "--mask-source",
+        default="anatomical",
+        choices=["anatomical", "rsquare"],
+        help="brain mask: the anatomical mask, or R2mean > 0",
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16"], help="dtype of the store"
+    )
     p.add_argument("--cache-dir", default=None, help="store folder (default: $NEUROTORCH_CACHE)")
     p.set_defaults(func=run)

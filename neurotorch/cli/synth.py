@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("family", choices=sorted(FAMILIES), help="dataset family")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", default="small", choices=SIZE_PRESETS, help="size preset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument(
         "--shuffled-trials",
