@@ -8,7 +8,7 @@ import pytest
 import torch
 from ridge_reference import make_problem, reference_fit
 
-from neurotorch.errors import EncoderConfigError
+from neurotorch.errors import EncoderConfigError, ParameterError
 from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -101,7 +101,7 @@ def test_folds_group_repeats_of_an_image():
 
 def test_named_errors():
     x, y, names = make_problem(n_images=13, n_features=5)
-    with pytest.raises(EncoderConfigError, match="score"):
+    with pytest.raises(ParameterError, match="score"):
         neurotorch_fit(x, y, names, score="accuracy")
     with pytest.raises(EncoderConfigError, match="do not add up"):
         neurotorch_fit(x, y, names, bands=[2, 2])

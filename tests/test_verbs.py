@@ -224,3 +224,46 @@ def test_a_missing_checkpoint_is_named_before_any_work(tmp_path, monkeypatch, ca
         "fit printed.\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def quiet_trainer():
+    import lightning as L
+
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root, record_property):
+    from neurotorch.errors import ParameterError
+    from neurotorch.lightning import CalibrationDataModule, LaionFMRIDataModule
+    from neurotorch.models import IsotonicCalibrator, LinearEncoder
+
+    encoder_data = LaionFMRIDataModule(data_dir=str(tiny_laion_root), roi="FFA1", batch_size=64)
+    calibration_data = CalibrationDataModule(
+        n_sources=30,
+        nnz=[1, 3],
+        train_length=8,
+        val_length=8,
+        test_length=8,
+        batch_size=8,
+        gamma="oracle",
+    )
+    for model, data in ((LinearEncoder(), encoder_data), (IsotonicCalibrator(), calibration_data)):
+        with pytest.raises(ParameterError, match=f"cannot {stage}.*not fitted.*ckpt_path"):
+            getattr(quiet_trainer(), stage)(model, data)
+    record_property("fault", "named")
+
+
+def test_the_encoder_report_refuses_a_voxel_table_of_other_voxels(record_property):
+    import pandas as pd
+
+    from neurotorch.errors import ShapeMismatchError
+    from neurotorch.models.encoder_report import summarise_encoder
+
+    r = np.linspace(0, 1, 695)
+    table = pd.DataFrame({"voxel": np.arange(976), "roi": "FFA1"})
+    with pytest.raises(ShapeMismatchError, match="976 rows but the encoder scored 695 voxels"):
+        summarise_encoder(r, r**2, voxel_table=table)
+    assert summarise_encoder(r, r**2, voxel_table=table[:695])["per_roi"]["FFA1"]["n_voxels"] == 695
+    record_property("fault", "named")

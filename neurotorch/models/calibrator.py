@@ -290,7 +290,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         # validation runs inside the training epoch, before on_train_epoch_end
         self._fit_if_trained()
         if not self.trainer.sanity_checking:  # the sanity check runs before any training
-            self._check_fitted(stage)
+            self._check_fitted("validate" if stage == "val" else stage)
         super()._start(stage)
 
     def _check_fitted(self, what: str) -> None:
