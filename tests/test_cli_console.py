@@ -33,12 +33,7 @@ def neurotorch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess
 
 
 def tiny_encoder(root: Path) -> list[str]:
-    return ["--config", "encoder", "--data.init_args.data_dir", str(root)] + [
-        "--data.init_args.roi",
-        "[face]",
-        "--data.init_args.batch_size",
-        "64",
-    ]
+    return ["--config", "encoder", "--data.init_args.data_dir", str(root)]
 
 
 @pytest.mark.slow
