@@ -42,8 +42,12 @@ def test_fit_equals_reference_on_training_and_validation_trials(per_voxel):
     weight, intercept, penalty = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r")
     np.testing.assert_array_equal(model.penalty.numpy(), penalty)
     assert len(np.unique(penalty)) > 1
-    np.testing.assert_allclose(model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max())  # fmt: skip
-    np.testing.assert_allclose(model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max()
+    )
+    np.testing.assert_allclose(
+        model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
 
 
 def test_test_predictions_are_unbiased(per_voxel):
@@ -73,7 +77,9 @@ def assert_ceiling_matches_truth(root, dm, model):
     margin = median_fraction_margin(r / c, c, estimate["ceiling_sd"][usable])
     true_fraction = np.median(r / truth["ceiling_r"][usable])
     assert abs(np.median(r / c) - true_fraction) <= margin
-    assert model.test_metrics["median_fraction_of_ceiling"] == pytest.approx(np.median(r / c), abs=margin)  # fmt: skip
+    assert model.test_metrics["median_fraction_of_ceiling"] == pytest.approx(
+        np.median(r / c), abs=margin
+    )
     return truth
 
 

@@ -26,15 +26,23 @@ def neurotorch_fit(x, y, names, n_folds=5, batch=37, **kwargs):
 
 
 def assert_matches_reference(x, y, names, bands=None, ratios=RATIOS, **kwargs):
-    fit, folds = neurotorch_fit(x, y, names, bands=bands, band_ratios=ratios, **kwargs)  # fmt: skip
+    fit, folds = neurotorch_fit(x, y, names, bands=bands, band_ratios=ratios, **kwargs)
     weight, intercept, penalty = reference_fit(
-        x, y, folds, PENALTIES, bands or [x.shape[1]], ratios, kwargs.get("score", "r"),
+        x,
+        y,
+        folds,
+        PENALTIES,
+        bands or [x.shape[1]],
+        ratios,
+        kwargs.get("score", "r"),
         kwargs.get("per_target", True),
-    )  # fmt: skip
+    )
     np.testing.assert_array_equal(fit.penalty.numpy(), penalty)
     scale = np.abs(weight).max()
     np.testing.assert_allclose(fit.weight.numpy(), weight, rtol=0, atol=1e-8 * scale)
-    np.testing.assert_allclose(fit.intercept.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        fit.intercept.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
     return fit
 
 

@@ -227,8 +227,12 @@ def _run(rng, scale: float, free: bool = False):
     if free:
         x_hat = rng.standard_normal((40, 3, 25))
         cov = np.broadcast_to(np.eye(3), (40, 3, 3)).copy()
-        return PosteriorRun(x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat,
-                            var=np.ones((40, 3)), cov_blocks=cov)  # fmt: skip
+        return PosteriorRun(
+            x_true=x_hat + scale * rng.standard_normal(x_hat.shape),
+            x_hat=x_hat,
+            var=np.ones((40, 3)),
+            cov_blocks=cov,
+        )
     x_hat = rng.standard_normal((60, 25))
     return PosteriorRun(
         x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat, var=np.ones(60)
@@ -319,8 +323,14 @@ def test_network_map_slices(network_result, tmp_path, kind, threshold, per_voxel
 
     result, lesion = network_result
     mask = lesion[tuple(result.mask_indices.T)] if per_voxel else lesion
-    out = plot_network_map(result, "lesion-a", tmp_path / f"{kind}.png", kind=kind, threshold=threshold,
-                           lesion_mask=mask)  # fmt: skip
+    out = plot_network_map(
+        result,
+        "lesion-a",
+        tmp_path / f"{kind}.png",
+        kind=kind,
+        threshold=threshold,
+        lesion_mask=mask,
+    )
     assert_real_png(out)
 
 

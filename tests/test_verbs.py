@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -90,6 +92,13 @@ def check_encoder(predictions: dict, state: dict, laion_root: Path, spaces: list
     assert set(predictions["subject"]) == {"sub-01"}
     pairs = list(zip(predictions["session"], predictions["trial"], strict=True))
     assert len(set(pairs)) == len(pairs), "each trial predicted once"
+    # every test trial of the split, read from the split file and the trials tables
+    split = json.loads((laion_root / "splits" / "shared" / "random_0.json").read_text())
+    test_images = set(split["variants"][0]["test_ids"])
+    tables = (laion_root / "derivatives").rglob("sub-01_ses-*_desc-SingletrialBetas_trials.tsv")
+    shown = [label for t in tables for label in pd.read_csv(t, sep="\t")["label"]]
+    expected_rows = Counter(label for label in shown if label in test_images)
+    assert Counter(predictions["image_name"].tolist()) == expected_rows
 
 
 def check_calibrator(predictions: dict, state: dict, datamodule_args: dict) -> None:

@@ -10,9 +10,15 @@ def run(args: argparse.Namespace) -> int:
 
     for subject in args.subject:
         store = build_store(
-            args.data_dir, subject, args.session, roi=args.roi, nc_threshold=args.nc_threshold,
-            mask_source=args.mask_source, dtype=args.dtype, cache_dir=args.cache_dir,
-        )  # fmt: skip
+            args.data_dir,
+            subject,
+            args.session,
+            roi=args.roi,
+            nc_threshold=args.nc_threshold,
+            mask_source=args.mask_source,
+            dtype=args.dtype,
+            cache_dir=args.cache_dir,
+        )
         print(
             f"{subject}: {len(store.sessions)} session(s) × {store.n_voxels} voxels "
             f"({store.dtype}) in {store.directory}"

@@ -98,8 +98,13 @@ def plot_noise_ceilings(
     ):
         for label, values in maps.items():
             values = _finite(values)
-            ax.hist(values, bins=edges, histtype="step", lw=1.5,
-                    label=f"{label} (median {np.median(values):.1f} %)" if values.size else label)  # fmt: skip
+            ax.hist(
+                values,
+                bins=edges,
+                histtype="step",
+                lw=1.5,
+                label=f"{label} (median {np.median(values):.1f} %)" if values.size else label,
+            )
         ax.set(xlabel="noise ceiling (%)", ylabel="voxels", title=f"{subject.subject_id}: {title}")
         if maps:
             ax.legend(fontsize="small")
@@ -337,8 +342,14 @@ def plot_split_projection(
     for group, colour in SPLIT_COLOURS.items():
         rows = labels == group
         if rows.any():
-            left.scatter(*coords[rows].T, s=8 if group == "train" else 14, c=colour,
-                         label=f"{group} ({int(rows.sum())})", alpha=0.8, linewidths=0)  # fmt: skip
+            left.scatter(
+                *coords[rows].T,
+                s=8 if group == "train" else 14,
+                c=colour,
+                label=f"{group} ({int(rows.sum())})",
+                alpha=0.8,
+                linewidths=0,
+            )
     left.set(xlabel="PC 1", ylabel="PC 2", title=f"{pool} / {split}: {model} embeddings")
     left.legend(fontsize="small")
     train = labels == "train"
@@ -350,8 +361,14 @@ def plot_split_projection(
     if distances:
         edges = np.histogram_bin_edges(np.concatenate(list(distances.values())), bins=30)
     for group, values in distances.items():
-        right.hist(values, bins=edges, histtype="step", lw=1.5, color=SPLIT_COLOURS[group],
-                   label=f"{group} (median {np.median(values):.3f})")  # fmt: skip
+        right.hist(
+            values,
+            bins=edges,
+            histtype="step",
+            lw=1.5,
+            color=SPLIT_COLOURS[group],
+            label=f"{group} (median {np.median(values):.3f})",
+        )
     right.set(xlabel="cosine distance to nearest train image", ylabel="images")
     right.legend(fontsize="small")
     return save_png(fig, path)
