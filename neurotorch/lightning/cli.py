@@ -186,10 +186,8 @@ class NeurotorchLightningCLI(LightningCLI):
         root = getattr(self.datamodule, "root", None)
         where = f"data: {getattr(root, 'url', root)}; " if root is not None else ""
         log.info(
-            "%sgenerated datasets: %s (NEUROTORCH_DATA); caches: %s (NEUROTORCH_CACHE)",
-            where,
-            config.data_home(),
-            config.cache_dir(),
+            f"{where}generated datasets: {config.data_home()} (NEUROTORCH_DATA); caches: "
+            f"{config.cache_dir()} (NEUROTORCH_CACHE)"
         )
 
     def after_fit(self) -> None:

@@ -158,12 +158,10 @@ class LesionNetworkModel(L.LightningModule):
         out.mkdir(parents=True, exist_ok=True)
         metrics_path = write_json(out / "metrics.json", self.test_metrics)
         plot_path = _plot_test(out / "lnm_test.png", pairs=test["pairs"], map_r=map_r)
+        metrics = self.test_metrics
         results.info(
-            "test: network-map mean squared error = %.4f; median map correlation r = %.3f over "
-            "%d seeds",
-            self.test_metrics["mse"],
-            self.test_metrics["median_map_r"],
-            len(map_r),
+            f"test: network-map mean squared error = {metrics['mse']:.4f}; median map "
+            f"correlation r = {metrics['median_map_r']:.3f} over {len(map_r)} seeds"
         )
         results.info("metrics: %s\nplot:    %s", metrics_path, plot_path)
 

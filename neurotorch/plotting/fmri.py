@@ -133,7 +133,7 @@ def _underlay(subject: Subject) -> nib.Nifti1Image | None:
         return None
 
 
-def _draw_map(kind: str, image: nib.Nifti1Image, subject: Subject, options: dict) -> Any:
+def _draw_map(kind: str, image: nib.Nifti1Image, subject: Subject, *, options: dict) -> Any:
     """A figure with nilearn's ``plot_roi`` or ``plot_stat_map`` of ``image`` over the subject's
     T1w (none where the dataset has no T1w): scanner coordinates in mm, L/R marked."""
     plotting = _nilearn_plotting()
@@ -206,7 +206,7 @@ def plot_roi_overlay(
         "roi",
         nib.Nifti1Image(labels, affine),
         subject,
-        dict(
+        options=dict(
             display_mode=display_mode,
             cut_coords=cut_coords,
             cmap=colours,
@@ -277,7 +277,7 @@ def plot_voxel_map(
         "stat",
         nib.Nifti1Image(volume.reshape(mask.shape), affine),
         subject,
-        dict(
+        options=dict(
             display_mode=display_mode,
             threshold=np.finfo(np.float32).tiny if threshold is None else threshold,
             draw_cross=False,
