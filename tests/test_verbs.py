@@ -35,7 +35,7 @@ TINY_CALIBRATION = {"train_length": 64, "val_length": 32, "test_length": 32, "ba
 def overrides(name: str, laion_root: Path) -> list[str]:
     """Command-line overrides that put a built-in config on tiny data."""
     if name.startswith("encoder"):
-        return ["--data.init_args.data_dir", str(laion_root), "--data.init_args.batch_size", "64"]
+        return ["--data.init_args.data_dir", str(laion_root), "--data.init_args.batch_size", "16"]
     if name == "calibrator":
         return [
             arg for k, v in TINY_CALIBRATION.items() for arg in (f"--data.init_args.{k}", str(v))
