@@ -210,3 +210,13 @@ def test_no_arguments_prints_usage_and_exits_2(capsys):
     status, out, err = run(capsys)
     assert status == 2 and out == ""
     assert err.startswith("usage: neurotorch") and "configs" in err and "fit" in err
+
+
+def test_models_and_datamodules_are_found_by_short_name(capsys):
+    short = ["--model", "NeuralCalibrator", "--data", "CalibrationDataModule"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", "calibrator", *short, "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "neurotorch.models.NeuralCalibrator"
+    assert config["data"]["class_path"] == "neurotorch.lightning.CalibrationDataModule"
