@@ -75,6 +75,24 @@ synthetic_size
 """
 
 
+# -- reference models (neurotorch.models) --------------------------------------------------------
+docdict["output_dir"] = """
+output_dir
+    Folder of the reports the model writes when it is tested (metrics JSON, PNG figures); default
+    the trainer's log folder (``runs/<name>/version_N/`` on the command line).
+"""
+docdict["levels"] = """
+levels
+    Nominal coverage levels of the central credible intervals that are reported, and targeted
+    after calibration (numbers in (0, 1)).
+"""
+docdict["coverage_mode"] = """
+coverage_mode
+    What an interval covers: ``"time_averaged"`` (the time average of each source, as
+    CaliBrain's calibrator) or ``"pointwise"`` (every time sample).
+"""
+
+
 def fill_doc(obj: T) -> T:
     """Replace every ``%(name)s`` line of ``obj.__doc__`` with ``docdict[name]``, indented.
 
