@@ -202,9 +202,9 @@ def test_every_verb_of_a_builtin_config(name, tiny_laion_root, tmp_path, monkeyp
         settings = yaml.safe_load(Path(resolve_config(name)).read_text())["data"]["init_args"]
         check_calibrator(predictions, state, {**settings, **TINY_CALIBRATION})
     else:
-        from neurotorch.synthetic.connectome import default_synthetic_connectome
+        from neurotorch.synthetic.resolve import make_synthetic
 
-        check_lnm(predictions, state, default_synthetic_connectome("tiny", 0))
+        check_lnm(predictions, state, make_synthetic("connectome", "tiny", 0))
 
 
 @pytest.mark.parametrize("verb", ["validate", "test", "predict"])

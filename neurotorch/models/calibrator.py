@@ -31,7 +31,7 @@ from torch import nn
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_int, check_number, check_option
-from neurotorch.errors import ParameterError
+from neurotorch.errors import NotFittedError
 from neurotorch.io.atomic import write_json
 from neurotorch.log import results
 from neurotorch.meeg.calibration import (
@@ -295,11 +295,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
 
     def _check_fitted(self, what: str) -> None:
         if self.fitted.numel() == 0:
-            raise ParameterError(
-                f"IsotonicCalibrator cannot {what}: it is not fitted. Run trainer.fit first, or "
-                "give the checkpoint of a fitted calibrator (ckpt_path=..., on the command line "
-                "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
-            )
+            raise NotFittedError("IsotonicCalibrator", what)
 
     def recalibrated_levels(self, targets: np.ndarray) -> np.ndarray:
         """Nominal levels to use so that the empirical coverage becomes ``targets`` (the targets

@@ -22,7 +22,7 @@ import torch
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_int, check_number, check_option
-from neurotorch.errors import EncoderConfigError, ParameterError
+from neurotorch.errors import EncoderConfigError, NotFittedError
 from neurotorch.log import results
 from neurotorch.models.batch_keys import require_keys
 from neurotorch.models.held_out import CeilingStatistics, PartitionStatistics
@@ -153,11 +153,7 @@ class LinearEncoder(L.LightningModule):
 
     @staticmethod
     def _refuse(what: str) -> None:
-        raise ParameterError(
-            f"LinearEncoder cannot {what}: it is not fitted. Run trainer.fit first, or give "
-            "the checkpoint of a fitted encoder (ckpt_path=..., on the command line "
-            "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
-        )
+        raise NotFittedError("LinearEncoder", what)
 
     def configure_optimizers(self):
         return None
