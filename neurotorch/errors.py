@@ -117,3 +117,12 @@ class NonFiniteError(FormatError):
 
 class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
+
+
+class DtypeRangeError(ParameterError):
+    """Values beyond the range of the storage dtype asked for (float16 holds ``|x| <= 65504``)."""
+
+
+class MixedBatchError(ParameterError):
+    """A batch that mixes items of different subjects (their voxel counts differ): the loader needs
+    a batch sampler that groups by subject."""

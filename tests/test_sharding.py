@@ -120,7 +120,9 @@ def test_grouped_batch_sampler_pads_whole_batches(monkeypatch, n_items, batch_si
 
 
 def test_stream_with_a_batch_size_gives_workers_whole_batches(tiny_laion_root):
-    stream = BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], batch_size=7)
+    stream = BetasStream(
+        tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, batch_size=7
+    )
     n = len(stream.trials)
     for world, workers in itertools.product((1, 2), (2, 3)):
         pieces = [stream.shard(0, world, w, workers) for w in range(workers)]
@@ -143,8 +145,22 @@ def test_workers_of_a_spawned_rank_read_that_ranks_shard(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(shuffle_buffer=-1), dict(rank=2, world_size=2), dict(world_size=0), dict(rank=-1)],
+    [
+        dict(read={"shuffle_buffer": -1}),
+        dict(batch_size=0),
+        dict(batch_size=2.5),
+        dict(seed=1.5),
+        dict(drop_last="yes"),
+    ],
 )
 def test_impossible_stream_arguments_are_named(tiny_laion_root, kwargs):
     with pytest.raises(ParameterError):
-        BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], **kwargs)
+        BetasStream(tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, **kwargs)
+
+
+@pytest.mark.parametrize("rank, world_size", [(2, 2), (0, 0), (-1, 2)])
+def test_an_impossible_shard_is_named_at_the_first_pass(tiny_laion_root, rank, world_size):
+    stream = BetasStream(tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"})
+    stream.rank, stream.world_size = rank, world_size
+    with pytest.raises(ShardingError, match="rank"):
+        next(iter(stream))
