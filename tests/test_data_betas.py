@@ -237,7 +237,10 @@ def test_modalities_and_several_models(tiny_laion_root):
 
 def test_several_subjects_batch_by_subject(tiny_laion_root):
     dataset = BetasDataset(
-        tiny_laion_root, ["sub-01", "sub-02"], voxels={"roi": "face"}, trials=_split("random_0", "test")
+        tiny_laion_root,
+        ["sub-01", "sub-02"],
+        voxels={"roi": "face"},
+        trials=_split("random_0", "test"),
     )
     assert isinstance(dataset.n_voxels, dict) and len(set(dataset.n_voxels.values())) == 2
     sampler = GroupedBatchSampler.for_dataset(dataset, 16, shuffle=True, seed=1)

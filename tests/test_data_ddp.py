@@ -39,8 +39,9 @@ class RecordTrials(L.LightningModule):
 
     def on_train_epoch_end(self):
         dm = self.trainer.datamodule
+        names = dm.datasets["train"].trials["image_name"]
         stream = BetasStream(
-            dm.root, dm.subjects, roi="face", image_names=dm.datasets["train"].trials["image_name"]
+            dm.root, dm.subjects, voxels={"roi": "face"}, trials={"image_names": names}
         )
         streamed = [[i["subject"], i["session"], int(i["trial"])] for i in stream]
         record = {"map": self.seen, "stream": streamed}
@@ -53,9 +54,12 @@ class RecordTrials(L.LightningModule):
 @pytest.mark.slow
 def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_path):
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject=["sub-01", "sub-02"], roi="face", split="random_0",
-        val_fraction=0.0, batch_size=16,
-    )  # fmt: skip
+        data_dir=str(tiny_laion_root),
+        subject=["sub-01", "sub-02"],
+        voxels={"roi": "face"},
+        trials={"split": "random_0"},
+        batch_size=16,
+    )
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -86,9 +90,13 @@ def test_two_ranks_see_disjoint_trials_covering_the_split(tiny_laion_root, tmp_p
 def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_path):
     def datamodule():
         return LaionFMRIDataModule(
-            data_dir=str(tiny_laion_root), roi="face", batch_size=16, streaming=True, val_fraction=0.0,
-            shuffle_buffer=8,
-        )  # fmt: skip
+            data_dir=str(tiny_laion_root),
+            voxels={"roi": "face"},
+            trials={"split": "random_0"},
+            read={"shuffle_buffer": 8},
+            batch_size=16,
+            streaming=True,
+        )
 
     settings = dict(
         accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -106,6 +114,8 @@ def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_
 
 
 def datamodule_trials(root):
-    dm = LaionFMRIDataModule(data_dir=str(root), roi="face", val_fraction=0.0, streaming=True)
+    dm = LaionFMRIDataModule(
+        data_dir=str(root), voxels={"roi": "face"}, trials={"split": "random_0"}, streaming=True
+    )
     dm.setup("fit")
     return dm.datasets["train"].trials

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 from neurotorch.cli import main
+from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.betas import BetasDataset
 from neurotorch.data.fmri.store import build_store
+from neurotorch.errors import CacheError, DtypeRangeError
 from neurotorch.fmri import layout
 from neurotorch.fmri.voxel_selection import VoxelSelection
 
@@ -179,7 +182,9 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
     rerun = build_store(
         tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=killed_cache, progress=False
     )
-    clean = build_store(tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=clean_cache, progress=False)
+    clean = build_store(
+        tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=clean_cache, progress=False
+    )
     assert _files(rerun) == _files(clean)
     assert not list(rerun.directory.glob(".*.tmp.*"))
 
@@ -215,3 +220,94 @@ def test_prepare_command(tiny_laion_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sub-02: 2 session(s)" in out and "float16" in out
     assert len(list(tmp_path.rglob("ses-0*.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    "field, stale",
+    [
+        ("format", 1),
+        ("package_version", "0.0.1"),
+        ("mask_sha256", "0" * 64),
+        ("dtype", "float16"),
+        ("values", "zeroed"),
+    ],
+)
+def test_a_manifest_of_another_format_version_mask_or_dtype_rebuilds(
+    own_root, tmp_path, field, stale
+):
+    """Only the manifest says the session was built otherwise; the ``.npy`` is intact."""
+    store = build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
+    files = store.session("ses-01")
+    current = files.manifest()
+    files.manifest_path.write_text(json.dumps({**current, field: stale}))
+    build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
+    assert files.manifest()[field] == current[field]  # rebuilt, with the right value
+
+
+def _zscored(root: Path, session: str, mask: np.ndarray) -> np.ndarray:
+    rows = _nibabel_rows(root, session, mask).astype(np.float64)
+    return (rows - rows.mean(0)) / rows.std(0)
+
+
+def test_statistics_copied_from_another_session_are_detected(own_root, tmp_path):
+    """``cp -p`` of ses-02's statistics over ses-01's: the next build rebuilds them, and a
+    dataset made before the swap refuses them by name."""
+    dataset = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        read={"zscore": True, "cache_dir": tmp_path},
+    )
+    mask = dataset.voxel_mask()
+    first = dataset.stores[SUBJECT].session("ses-01")
+    shutil.copy2(dataset.stores[SUBJECT].session("ses-02").stats_path, first.stats_path)
+    with pytest.raises(CacheError, match=r"ses-01\.stats\.npz"):
+        dataset[0]
+    rebuilt = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        read={"zscore": True, "cache_dir": tmp_path},
+    )
+    batch = collate_items(rebuilt.__getitems__(np.arange(len(rebuilt))))
+    expected = {
+        "ses-01": _zscored(own_root, "ses-01", mask),
+        "ses-02": _zscored(own_root, "ses-02", mask),
+    }
+    for k in range(len(rebuilt)):
+        wanted = expected[batch["session"][k]][int(batch["trial"][k])]
+        np.testing.assert_allclose(batch["betas"][k].numpy(), wanted, rtol=1e-4, atol=1e-4)
+
+
+def test_float16_store_refuses_betas_beyond_its_range(own_root, tmp_path):
+    betas = own_root / layout.session_betas(SUBJECT, "ses-02")
+    image = nib.load(betas)
+    data = np.asarray(image.dataobj).astype(np.float32)
+    voxel = tuple(
+        np.argwhere(
+            build_store(own_root, SUBJECT, ["ses-02"], voxels=FFA1, cache_dir=tmp_path).voxel_mask
+        )[0]
+    )
+    data[(*voxel, 3)] = 70000.0  # finite in float32, inf in float16 (max 65504)
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), betas)
+    with pytest.raises(DtypeRangeError, match=r"70000.*float32"):
+        BetasDataset(
+            own_root,
+            SUBJECT,
+            voxels=FFA1,
+            trials={"sessions": "ses-02"},
+            read={"dtype": "float16", "cache_dir": tmp_path},
+        )
+    assert not list(tmp_path.rglob("*-float16/ses-02.json"))  # no float16 session completed
+    kept = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        trials={"sessions": "ses-02"},
+        read={"cache_dir": tmp_path},
+    )
+    row = kept.items.index[kept.items["trial"] == 3][0]
+    assert float(kept[row]["betas"].max()) == 70000.0

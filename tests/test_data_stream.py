@@ -76,9 +76,7 @@ def test_shuffle_is_seeded_and_changes_with_the_epoch(tiny_laion_root):
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_get_equal_counts_and_together_cover_everything(tiny_laion_root, world_size):
-    shards = [
-        _keys(_rank_stream(tiny_laion_root, r, world_size)) for r in range(world_size)
-    ]
+    shards = [_keys(_rank_stream(tiny_laion_root, r, world_size)) for r in range(world_size)]
     total = len(_stream(tiny_laion_root).trials)
     per_rank = -(-total // world_size)
     assert [len(s) for s in shards] == [per_rank] * world_size

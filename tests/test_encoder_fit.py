@@ -23,7 +23,7 @@ PENALTIES = (0.03, 1.0, 30.0)
 
 
 def fitted(root, tmp_path, **encoder_args):
-    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", roi=None, batch_size=64)
+    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", batch_size=64)
     model = fit_and_test_encoder(dm, tmp_path, penalties=PENALTIES, **encoder_args)
     return dm, model
 
@@ -101,7 +101,7 @@ def test_realistic_snr_preset(tmp_path, tiny_laion_root):
 
 def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_path):
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi="face", features=["CLIP", "DINOv2"],
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "face"}, features=["CLIP", "DINOv2"],
         batch_size=64,
     )  # fmt: skip
     keys = ["embedding_CLIP", "embedding_DINOv2"]
@@ -128,7 +128,7 @@ def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_p
 
 
 def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
-    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=64)  # fmt: skip
+    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=64)  # fmt: skip
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False)
     trainer = L.Trainer(
         max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -39,10 +39,15 @@ EPOCHS = 2
 
 def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMRIDataModule:
     return LaionFMRIDataModule(
-        data_dir=str(root), subject=subject, roi="face", split="random_0",
+        data_dir=str(root),
+        subject=subject,
+        voxels={"roi": "face"},
+        trials={"split": "random_0", "val_fraction": 0.13},
+        read={"shuffle_buffer": 16} if mode == "stream" else None,
         streaming=mode == "stream",
-        batch_size=BATCH, num_workers=num_workers, val_fraction=0.13, shuffle_buffer=16,
-    )  # fmt: skip
+        batch_size=BATCH,
+        num_workers=num_workers,
+    )
 
 
 def meeg_module(cls, num_workers: int, **options):

@@ -17,6 +17,7 @@ from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.sharding import (
     ShardingError,
+    batches_per_rank,
     epoch_order,
     rank_and_world_size,
     shard,
@@ -47,6 +48,7 @@ def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last)
         assert len(units) == per_rank  # every rank the same number of units
         batches = sum(len(p) // batch if drop_last else math.ceil(len(p) / batch) for p in pieces)
         assert batches == (per_rank // batch if drop_last else math.ceil(per_rank / batch))
+        assert batches_per_rank(n, world, batch, drop_last) == batches
         short = [p for p in pieces if len(p) % batch]
         assert len(short) <= 1  # only the rank's last batch can be short
         seen.update(units.tolist())
@@ -60,6 +62,13 @@ def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last)
             padding = world * per_rank - n
             assert {u for u, c in seen.items() if c == 2} == set(range(padding))
             assert max(seen.values(), default=1) <= 2
+
+
+def test_batches_per_rank_by_hand():
+    # 31 units over 2 ranks: 16 each (15 with drop_last); batches of 7: 3 (2 with drop_last)
+    assert batches_per_rank(31, 2, 7) == 3 and batches_per_rank(31, 2, 7, drop_last=True) == 2
+    assert batches_per_rank(13, 4, 3, drop_last=True) == 1  # 3 units each: one full batch
+    assert batches_per_rank(5, 1, 2, drop_last=True) == 2 and batches_per_rank(5, 1, 2) == 3
 
 
 def test_three_ranks_of_sixteen_batches_get_six_each():
@@ -155,7 +164,9 @@ def test_workers_of_a_spawned_rank_read_that_ranks_shard(tmp_path):
 )
 def test_impossible_stream_arguments_are_named(tiny_laion_root, kwargs):
     with pytest.raises(ParameterError):
-        BetasStream(tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, **kwargs)
+        BetasStream(
+            tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, **kwargs
+        )
 
 
 @pytest.mark.parametrize("rank, world_size", [(2, 2), (0, 0), (-1, 2)])

@@ -22,31 +22,21 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
     ``synthetic`` (``{"size": "tiny"}``), writing it on first use.
     """
     import inspect
-    from dataclasses import fields
 
     from neurotorch._options import check_option
     from neurotorch.data.fmri.settings import (
-        ReadSettings,
         SyntheticOptions,
         as_settings,
         laion_root,
+        nest_settings,
     )
     from neurotorch.data.fmri.trials import TrialSelection
-    from neurotorch.fmri.voxel_selection import VoxelSelection
 
     if streaming:
         from neurotorch.data.fmri.stream import BetasStream as cls
     else:
         from neurotorch.data.fmri.betas import BetasDataset as cls
-    groups = {"trials": TrialSelection, "voxels": VoxelSelection, "read": ReadSettings}
-    for name, settings_class in groups.items():
-        flat = {f.name: config.pop(f.name) for f in fields(settings_class) if f.name in config}
-        if flat and config.get(name) is not None:
-            raise ParameterError(
-                f"{sorted(flat)} and {name}= both set {name} settings; give them one way."
-            )
-        if flat:
-            config[name] = flat
+    config = nest_settings(config)
     if split is not None:
         trials = as_settings(TrialSelection, config.get("trials"), "trials")
         if trials.split is not None:

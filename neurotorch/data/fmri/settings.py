@@ -16,9 +16,11 @@ from typing import Any, Literal, TypeVar
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_int, check_option
+from neurotorch.data.fmri.trials import TrialSelection
 from neurotorch.errors import ParameterError
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.nan_policy import NAN_POLICIES
+from neurotorch.fmri.voxel_selection import VoxelSelection
 from neurotorch.io.integrity import VERIFY_MODES
 from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import SIZES, SNR_PRESETS
@@ -126,6 +128,29 @@ def as_settings(cls: type[S], value: S | Mapping[str, Any] | None, name: str) ->
         f"{name} must be a {cls.__name__} or a dict of its fields, got {value!r} "
         f"({type(value).__name__})."
     )
+
+
+def nest_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the fields of the settings objects given by name moved into them:
+    ``{"roi": "face", "zscore": True}`` becomes ``{"voxels": {"roi": "face"}, "read":
+    {"zscore": True}}`` (the way Hugging Face routes config keywords). Other keys pass through.
+
+    Raises
+    ------
+    ParameterError
+        A settings object given both ways (``roi=`` and ``voxels=``).
+    """
+    nested = dict(config)
+    groups = {"trials": TrialSelection, "voxels": VoxelSelection, "read": ReadSettings}
+    for name, settings_class in groups.items():
+        flat = {f.name: nested.pop(f.name) for f in fields(settings_class) if f.name in nested}
+        if flat and nested.get(name) is not None:
+            raise ParameterError(
+                f"{sorted(flat)} and {name}= both set {name} settings; give them one way."
+            )
+        if flat:
+            nested[name] = flat
+    return nested
 
 
 def laion_root(

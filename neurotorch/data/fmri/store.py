@@ -304,7 +304,12 @@ def is_current(store: SessionStore, expected: dict[str, Any], *, report: bool = 
         return False
     problem = store.stats_damage(found) or store.betas_damage(found)
     if problem is not None and report:
-        _log.warning("The store of %s is damaged (%s); rebuilding it.", store.session, problem)
+        _log.warning(
+            "The prepared session %s in %s is damaged (%s); rebuilding it.",
+            store.session,
+            store.directory,
+            problem,
+        )
     return problem is None
 
 
@@ -346,7 +351,8 @@ def _write_session(
         with root.readable(relpath) as source:
             for row, values in enumerate(iter_volumes(source, voxel_mask, progress=False)):
                 nonfinite += fix_nonfinite(values, policy)
-                out[row] = values
+                with np.errstate(over="ignore"):  # checked just below, with the file named
+                    out[row] = values
                 _check_range(out[row], values, root.path(relpath))
                 total += values
                 squares += np.square(values, dtype=np.float64)

@@ -24,7 +24,7 @@ import pandas as pd
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_names, check_int, check_number, check_option
 from neurotorch.data.partition import carve
-from neurotorch.errors import ParameterError, SubjectNotFoundError
+from neurotorch.errors import ParameterError, SplitError, SubjectNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import get_sessions, get_subjects
 from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
@@ -97,7 +97,7 @@ class TrialSelection:
         set_field = object.__setattr__
         if self.split is not None:
             if not isinstance(self.split, str) or "/" in self.split or not self.split:
-                raise ParameterError(
+                raise SplitError(
                     f"split={self.split!r} is not a split name; a trial selection names the "
                     "split and its part separately, e.g. split='random_0', part='train' "
                     "(load_dataset writes both as split='random_0/train')."
@@ -176,10 +176,13 @@ class TrialSelection:
             parts.append(f"OOD types {', '.join(self.ood_types)}")
         if self.stimuli:
             parts.append(f"{self.stimuli} stimuli")
-        if self.sessions is not None:
-            parts.append(f"sessions {self.sessions}")
+        if isinstance(self.sessions, dict):
+            named = "; ".join(f"{s}: {', '.join(v)}" for s, v in self.sessions.items())
+            parts.append(f"sessions {named}")
+        elif self.sessions is not None:
+            parts.append(f"sessions {', '.join(self.sessions)}")
         if self.image_names is not None:
-            parts.append(f"{len(self.image_names)} named images")
+            parts.append(f"image_names ({len(self.image_names)} given)")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
