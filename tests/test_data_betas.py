@@ -267,3 +267,34 @@ def test_load_dataset_builds_both_kinds(tiny_laion_root):
         "laion-fmri", split="tau/train", streaming=True, data_dir=tiny_laion_root, roi="face"
     )
     assert isinstance(mapped, BetasDataset) and len(mapped) == len(streamed.trials) > 0
+
+
+@pytest.mark.slow
+def test_a_plain_dataloader_over_several_subjects_names_what_to_use(tiny_laion_root):
+    dataset = neurotorch.load_dataset(
+        "laion-fmri", data_dir=tiny_laion_root, subject=["sub-01", "sub-02"], roi="face"
+    )
+    loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)
+    with pytest.raises(MixedBatchError, match=r"dataset\.loader\(batch_size=32"):
+        next(iter(loader))
+
+
+@pytest.mark.slow
+def test_the_plain_pytorch_recipe_for_several_subjects(tiny_laion_root):
+    """The recipe of docs/data.md: one subject per batch, every trial once per epoch, a new
+    order every epoch with nobody calling set_epoch."""
+    dataset = neurotorch.load_dataset(
+        "laion-fmri", data_dir=tiny_laion_root, subject=["sub-01", "sub-02"], roi="face"
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=dataset.batch_sampler(32, shuffle=True),
+        collate_fn=collate_items,
+        num_workers=2,
+        persistent_workers=True,
+    )
+    epochs = [list(loader) for _ in range(2)]
+    for batches in epochs:
+        assert all(len(set(b["subject"])) == 1 for b in batches)
+        _check_batches(tiny_laion_root, dataset, batches)
+    assert [b["index"].tolist() for b in epochs[0]] != [b["index"].tolist() for b in epochs[1]]

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_int, check_option
+from neurotorch.data.fmri.store import DTYPES
 from neurotorch.data.fmri.trials import TrialSelection
 from neurotorch.errors import ParameterError
 from neurotorch.fmri.datafiles import resolve_root
@@ -27,7 +28,6 @@ from neurotorch.synthetic.laion_fmri import SIZES, SNR_PRESETS
 from neurotorch.synthetic.resolve import resolve_data_dir
 
 S = TypeVar("S")
-STORE_DTYPES = ("float32", "float16")
 #: the shuffle buffer of a DataModule's training stream when ``shuffle_buffer`` is None
 TRAINING_SHUFFLE_BUFFER = 1024
 
@@ -57,7 +57,7 @@ class ReadSettings:
     shuffle_buffer: int | None = None
 
     def __post_init__(self) -> None:
-        check_option("dtype", self.dtype, STORE_DTYPES)
+        check_option("dtype", self.dtype, DTYPES)
         check_bool("zscore", self.zscore)
         check_bool("average_repeats", self.average_repeats)
         check_option("nan_policy", self.nan_policy, NAN_POLICIES)

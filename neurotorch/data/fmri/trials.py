@@ -86,12 +86,12 @@ class TrialSelection:
     part: Part = "all"
     pool: str = SHARED_POOL
     variant_id: int = 0
-    ood_types: list[OodType] | None = None
+    ood_types: OodType | list[OodType] | None = None
     val_fraction: float = 0.0
     val_seed: int = 0
-    sessions: list[str] | dict[str, list[str]] | None = None
+    sessions: str | list[str] | dict[str, str | list[str]] | None = None
     stimuli: Literal["shared", "unique"] | None = None
-    image_names: list[str] | None = None
+    image_names: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
