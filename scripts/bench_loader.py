@@ -169,8 +169,10 @@ def main() -> None:
         print(
             f"{name:34s} {ours:10.0f}   {base_name:28s} {base:10.0f} {ours / base:6.2f}x {target:>6.1f}x"
         )
-    print(f"{'first epoch from cold .nii.gz':34s} {cold:9.2f}s   {'warm epoch':28s} {warm:9.3f}s "
-          f"{cold / warm:6.0f}x")  # fmt: skip
+    print(
+        f"{'first epoch from cold .nii.gz':34s} {cold:9.2f}s   {'warm epoch':28s} {warm:9.3f}s "
+        f"{cold / warm:6.0f}x"
+    )
 
 
 if __name__ == "__main__":

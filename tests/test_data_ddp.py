@@ -44,9 +44,14 @@ def test_lightning_checkpoint_resumes_the_stream_mid_epoch(tiny_laion_root, tmp_
         )
 
     settings = dict(
-        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     every_step = ModelCheckpoint(
         dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}"
     )

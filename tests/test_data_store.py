@@ -215,8 +215,24 @@ def test_two_processes_building_at_once(tiny_laion_root, tmp_path):
 
 
 def test_prepare_command(tiny_laion_root, tmp_path, capsys):
-    assert main(["prepare", "--data-dir", str(tiny_laion_root), "--subject", "sub-02", "--roi", "place",
-                 "--dtype", "float16", "--cache-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "--data-dir",
+                str(tiny_laion_root),
+                "--subject",
+                "sub-02",
+                "--roi",
+                "place",
+                "--dtype",
+                "float16",
+                "--cache-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "sub-02: 2 session(s)" in out and "float16" in out
     assert len(list(tmp_path.rglob("ses-0*.json"))) == 2

@@ -58,9 +58,17 @@ def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMR
 
 def meeg_module(cls, num_workers: int, **options):
     return cls(
-        n_sources=97, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
-        num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9), **options,
-    )  # fmt: skip
+        n_sources=97,
+        train_length=45,
+        val_length=17,
+        test_length=11,
+        batch_size=BATCH,
+        num_workers=num_workers,
+        streaming=True,
+        nnz=(1, 3),
+        alpha=(0.5, 0.9),
+        **options,
+    )
 
 
 def connectome_module(num_workers: int) -> ConnectomeDataModule:
@@ -94,7 +102,7 @@ CASES = {
         lambda root, w: meeg_module(CalibrationDataModule, w),
         index_ids,
         meeg_expected,
-    ),  # fmt: skip
+    ),
     # sFlex: a per-leadfield basis prepared in every worker and rank, per-trial iterations
     "meeg-calibration-sflex": (
         lambda root, w: meeg_module(
@@ -153,11 +161,20 @@ def _ids_and_expected(case: str):
 
 
 def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
-    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test."""
+    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test.
+
+    A process started by ``spawn`` makes ``spawn`` its default start method, so its DataLoader
+    workers would each import the whole stack again (tens of seconds per loader); a ``torchrun``
+    rank forks them, and so does this one."""
+    torch.multiprocessing.set_start_method("fork", force=True)
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-        WORLD_SIZE="2", NODE_RANK="0",
-    )  # fmt: skip
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        NODE_RANK="0",
+    )
     for case in DDP_CASES:
         dm = _ddp_module(case, Path(root))
         Path(out, case).mkdir(exist_ok=True)

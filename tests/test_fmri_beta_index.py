@@ -101,8 +101,12 @@ def test_metadata_rows_follow_the_volumes(shuffled):
     meta = sub.metadata
     assert list(meta.columns[:4]) == ["session", "run", "beta_index", "label"]
     assert list(meta.columns[4:9]) == [
-        "session_trial", "image_name", "stim_idx", "unique_or_shared", "dataset",
-    ]  # fmt: skip
+        "session_trial",
+        "image_name",
+        "stim_idx",
+        "unique_or_shared",
+        "dataset",
+    ]
     for ses in ("ses-01", "ses-02"):
         table = pd.read_csv(trials_file(shuffled, ses), sep="\t")
         label_of_volume = dict(zip(table["beta_index"], table["label"], strict=True))

@@ -30,7 +30,9 @@ SIZES = [0, 1, 2, 5, 7, 13, 31]
 
 def _rank_units(n, rank, world, workers, batch, drop_last):
     return [
-        shard_positions(n, rank, world, w, workers, batch_size=batch, drop_last=drop_last)
+        shard_positions(
+            n, rank, world, worker=w, num_workers=workers, batch_size=batch, drop_last=drop_last
+        )
         for w in range(workers)
     ]
 
@@ -48,7 +50,7 @@ def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last)
         assert len(units) == per_rank  # every rank the same number of units
         batches = sum(len(p) // batch if drop_last else math.ceil(len(p) / batch) for p in pieces)
         assert batches == (per_rank // batch if drop_last else math.ceil(per_rank / batch))
-        assert batches_per_rank(n, world, batch, drop_last) == batches
+        assert batches_per_rank(n, world, batch, drop_last=drop_last) == batches
         short = [p for p in pieces if len(p) % batch]
         assert len(short) <= 1  # only the rank's last batch can be short
         seen.update(units.tolist())
@@ -134,7 +136,7 @@ def test_stream_with_a_batch_size_gives_workers_whole_batches(tiny_laion_root):
     )
     n = len(stream.trials)
     for world, workers in itertools.product((1, 2), (2, 3)):
-        pieces = [stream.shard(0, world, w, workers) for w in range(workers)]
+        pieces = [stream.shard(0, world, worker=w, num_workers=workers) for w in range(workers)]
         assert sum(math.ceil(len(p) / 7) for p in pieces) == math.ceil(math.ceil(n / world) / 7)
 
 

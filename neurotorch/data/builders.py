@@ -30,7 +30,7 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
         laion_root,
         nest_settings,
     )
-    from neurotorch.data.fmri.trials import TrialSelection
+    from neurotorch.data.fmri.trials import TrialSelection, parse_split
 
     if streaming:
         from neurotorch.data.fmri.stream import BetasStream as cls
@@ -44,8 +44,8 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
                 f"split={split!r} and trials={{'split': {trials.split!r}}} both name the split; "
                 "give it once."
             )
-        name, _, part = split.partition("/")
-        config["trials"] = replace(trials, split=name, part=part or "all")
+        name, part = parse_split(split)
+        config["trials"] = replace(trials, split=name, part=part)
     synthetic = as_settings(SyntheticOptions, config.pop("synthetic", None), "synthetic")
     allowed = [p for p in inspect.signature(cls).parameters if p != "self"] + ["synthetic"]
     for key in config:

@@ -206,6 +206,26 @@ class TrialSelection:
         }
 
 
+def parse_split(split: str) -> tuple[str, Part]:
+    """``load_dataset``'s split string as ``(name, part)``: ``"tau/train"`` → ``("tau", "train")``,
+    ``"random_0"`` → ``("random_0", "all")``.
+
+    Raises
+    ------
+    SplitError
+        A part other than train, val, test or all (``"tau/train/extra"``, ``"../shared/tau"``).
+    """
+    name, _, part = split.partition("/")
+    part = part or "all"
+    if part not in PARTS:
+        raise SplitError(
+            f"Unknown split part {part!r} in {split!r}: load_dataset's split is '<name>' or "
+            "'<name>/<part>' with part train, val, test or all (e.g. 'tau/train'); pick the "
+            "pool with pool=."
+        )
+    return name, part  # type: ignore[return-value]
+
+
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
     """The session's trial table as ``subject, session, trial, image_name``.
 
