@@ -66,8 +66,8 @@ MUTANTS = [
     Mutant(
         "store-statistics-not-checked-on-build",
         "neurotorch/data/fmri/store.py",
-        "    problem = store.stats_damage(found) or store.betas_damage(found)",
-        "    problem = store.betas_damage(found)",
+        "    checks = {store.betas_path: store.betas_damage, store.stats_path: store.stats_damage}",
+        "    checks = {store.betas_path: store.betas_damage}",
         (f"{STORE}::test_statistics_copied_from_another_session_are_detected",),
     ),
     Mutant(

@@ -302,15 +302,12 @@ def is_current(store: SessionStore, expected: dict[str, Any], *, report: bool = 
     found = store.manifest()
     if found is None or any(found.get(key) != value for key, value in expected.items()):
         return False
-    problem = store.stats_damage(found) or store.betas_damage(found)
-    if problem is not None and report:
-        _log.warning(
-            "The prepared session %s in %s is damaged (%s); rebuilding it.",
-            store.session,
-            store.directory,
-            problem,
-        )
-    return problem is None
+    checks = {store.betas_path: store.betas_damage, store.stats_path: store.stats_damage}
+    damaged = {path: check(found) for path, check in checks.items()}
+    for path, problem in damaged.items():
+        if problem is not None and report:
+            _log.warning("%s is damaged (%s); rebuilding it.", path, problem)
+    return all(problem is None for problem in damaged.values())
 
 
 def _remove_stale(store: SessionStore) -> None:
