@@ -53,8 +53,9 @@ def as_subject_list(subject: str | Sequence[str]) -> list[str]:
     return ids
 
 
-def describe_dataset(dataset: BetasDataset | Any, n_items: int, unit: str) -> str:
-    """The ``repr`` of a LAION-fMRI dataset: what, where, subjects, items, voxels, selection."""
+def describe_dataset(dataset: Any, items: str, *, details: str) -> str:
+    """The ``repr`` of a `BetasDataset` or `BetasStream`: what, where, subjects, ``items`` (how
+    many), voxels, selection, features, then ``details``."""
     counts = {s: int(mask.sum()) for s, mask in dataset.voxel_masks().items()}
     voxels = (
         f"{next(iter(counts.values()))} voxels"
@@ -64,8 +65,9 @@ def describe_dataset(dataset: BetasDataset | Any, n_items: int, unit: str) -> st
     features = dataset.pairing.features + list(dataset.pairing.modalities)
     return (
         f"{type(dataset).__name__}({', '.join(dataset.subjects)} of {dataset.root.url}; "
-        f"{n_items} {unit}; {voxels} ({dataset.voxel_selection.describe()}); "
-        f"{dataset.trial_selection.describe()}; features {', '.join(features) or 'none'})"
+        f"{items}; {voxels} ({dataset.voxel_selection.describe()}); "
+        f"{dataset.trial_selection.describe()}; features {', '.join(features) or 'none'}; "
+        f"{details})"
     )
 
 
@@ -151,7 +153,7 @@ class BetasDataset(Dataset):
     def __repr__(self) -> str:
         unit = "images (repeats averaged)" if self.read.average_repeats else "trials"
         store = f"{self.read.dtype} store" + (", z-scored" if self.read.zscore else "")
-        return describe_dataset(self, len(self), unit)[:-1] + f"; {store})"
+        return describe_dataset(self, f"{len(self)} {unit}", details=store)
 
     @classmethod
     def from_subject(cls, subject: Subject, **kwargs: Any) -> BetasDataset:

@@ -139,10 +139,8 @@ class BetasStream(ShardedIterable):
 
     def __repr__(self) -> str:
         order = f"shuffle buffer {self.shuffle_buffer}" if self.shuffle_buffer > 1 else "file order"
-        return (
-            describe_dataset(self, len(self.trials), "trials")[:-1]
-            + f"; {order}, seed {self.seed})"
-        )
+        details = f"{order}, seed {self.seed}"
+        return describe_dataset(self, f"{len(self.trials)} trials", details=details)
 
     def voxel_masks(self) -> dict[str, np.ndarray]:
         """The 3-D selection of every subject (its C-order flattening is the voxel axis)."""
