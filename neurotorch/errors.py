@@ -153,3 +153,12 @@ class NotFittedError(ParameterError):
             "checkpoint of a fitted model (ckpt_path=..., on the command line "
             "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
         )
+
+
+class DtypeRangeError(ParameterError):
+    """Values beyond the range of the storage dtype asked for (float16 holds ``|x| <= 65504``)."""
+
+
+class MixedBatchError(ParameterError):
+    """A batch that mixes items of different subjects (their voxel counts differ): the loader needs
+    a batch sampler that groups by subject."""

@@ -467,7 +467,9 @@ def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
     # laion_fmri's to_torch_dataset: the torch layer's BetasDataset.from_subject
     with pytest.raises(AttributeError, match="from_subject"):
         sub.to_torch_dataset()
-    dataset = BetasDataset.from_subject(sub, roi="FFA1", features=None, sessions=["ses-01"])
+    dataset = BetasDataset.from_subject(
+        sub, voxels={"roi": "FFA1"}, features=None, trials={"sessions": "ses-01"}
+    )
     assert isinstance(dataset, BetasDataset)
     assert len(dataset) == len(pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
 
