@@ -226,9 +226,20 @@ def _is_missing_bucket(exc: BaseException) -> bool:
     return "bucket does not exist" in str(exc).lower()
 
 
+def local_version(stat: os.stat_result) -> str:
+    """The version of a local file: its size, modification time, inode and change time (ns).
+
+    The change time (ctime) is set by the kernel on every write, rename or change of metadata,
+    and no call sets it back: ``touch -r``, ``os.utime``, ``cp -p`` and ``rsync -t`` restore only
+    the modification time. A file rewritten in place with its size and modification time restored
+    therefore gets a new version, and so does one replaced by another file (a new inode).
+    """
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"
+
+
 def _local_info(path: str) -> dict[str, Any]:
     stat = os.stat(path)
-    return {"size": stat.st_size, "version": f"{stat.st_size}-{stat.st_mtime_ns}"}
+    return {"size": stat.st_size, "version": local_version(stat)}
 
 
 def _remote_info(details: dict[str, Any]) -> dict[str, Any]:
@@ -412,7 +423,7 @@ class DataRoot:
 
     def info(self, *parts: str) -> dict[str, Any]:
         """``{"size": bytes, "version": str}`` of a file; ``version`` changes when the file does
-        (the ETag on object stores, size and mtime locally)."""
+        (the ETag on object stores; locally `local_version`: size, mtime, inode and ctime)."""
         target = self.path(*parts)
         if self.is_local:
             return _local_info(target)
