@@ -71,8 +71,8 @@ def get_subjects(source: Source = None, storage_options: dict | None = None) -> 
     subjects = [name for name in root.listdir(layout.GLM_DIR) if _SUBJECT_DIR.match(name)]
     if not subjects:
         raise DataNotDownloadedError(
-            f"No subjects under {root.path(layout.GLM_DIR)}. Check that {root.url} is a LAION-fMRI "
-            "tree, or download one with `neurotorch download laion-fmri --out DIR`."
+            f"No subjects under {root.path(layout.GLM_DIR)}. Check that {root.described} is a "
+            "LAION-fMRI tree, or download one with `neurotorch download laion-fmri --out DIR`."
         )
     return subjects
 
@@ -83,7 +83,8 @@ def checked_subject(root: DataRoot, subject: str | int) -> str:
     if not root.isdir(layout.subject_dir(sid)):
         available = ", ".join(get_subjects(root)) or "none"
         raise SubjectNotFoundError(
-            f"unknown subject {sid!r} in {root.url}; available: {available}. Pass one of those."
+            f"unknown subject {sid!r} in {root.described}; available: {available}. Pass one of "
+            "those."
         )
     return sid
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from neurotorch._options import check_option
 from neurotorch.errors import ParameterError
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.discovery import get_subjects
@@ -84,8 +85,7 @@ class SubjectGroup:
         ``format="pil"``: a list of PIL images as displayed (RGB); ``"numpy"``: a
         ``(n, H, W, 3)`` uint8 stack.
         """
-        if format not in ("pil", "numpy"):
-            raise ValueError(f"format must be 'pil' or 'numpy', got {format!r}.")
+        check_option("format", format, ("pil", "numpy"))
         names = self.get_shared_stimulus_metadata()["image_name"].tolist()
         images = next(iter(self._subjects.values())).stimuli.images.get(names)
         return images if format == "pil" else np.stack([np.asarray(i) for i in images])

@@ -377,8 +377,13 @@ def _record_path(root: DataRoot, relpath: str, info: dict) -> Path:
 
 
 def is_verified(root: DataRoot, relpath: str) -> bool:
-    """Whether this version of the file passed a full check before (on this machine's cache)."""
-    return _record_path(root, relpath, root.info(relpath)).is_file()
+    """Whether this version of the file passed a full check before (on this machine's cache);
+    False for a missing file."""
+    try:
+        info = root.info(relpath)
+    except FileNotFoundError:
+        return False
+    return _record_path(root, relpath, info).is_file()
 
 
 def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:

@@ -327,11 +327,21 @@ class DataRoot:
     storage_options
         Passed to fsspec (e.g. ``{"anon": True}`` or ``{"endpoint_url": ...}``); for ``s3`` they
         are completed by `resolve_storage_options` in each process.
+    origin
+        Where the root came from when the caller did not give it (``"LAION_FMRI_DATA_DIR"``, a
+        config file), so that an error about it can name the setting to change; ``""`` otherwise.
     """
 
-    def __init__(self, root: str | os.PathLike | DataRoot, storage_options: dict | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike | DataRoot,
+        storage_options: dict | None = None,
+        *,
+        origin: str = "",
+    ):
         if isinstance(root, DataRoot):
             storage_options = storage_options or root.storage_options
+            origin = origin or root.origin
             root = root.url
         text = os.fspath(root)
         if text.startswith("file://"):
@@ -340,12 +350,18 @@ class DataRoot:
         self.url = str(Path(text).expanduser().resolve()) if self.is_local else text.rstrip("/")
         self.protocol = "file" if self.is_local else self.url.split("://", 1)[0]
         self.storage_options = dict(storage_options or {})
+        self.origin = origin
         self._fs: fsspec.AbstractFileSystem | None = None
         self._fs_pid: int | None = None
         self._options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"DataRoot({self.url!r})"
+
+    @property
+    def described(self) -> str:
+        """The URL, followed by where the root came from when it was not given (for messages)."""
+        return f"{self.url} (the data root set by {self.origin})" if self.origin else self.url
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DataRoot) and (self.url, self.storage_options) == (
