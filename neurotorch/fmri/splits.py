@@ -49,7 +49,6 @@ BUNDLED_PROVENANCE = (
     "the official files as laion_fmri published them: upstream commit 2d7a36c, ood.json from "
     "cd9f141; upstream has since regenerated the per-subject random_* and cluster_k5_* files"
 )
-SPLIT_SUFFIXES = (".json", ".json.gz")
 
 PathLike = str | os.PathLike | DataRoot
 
@@ -335,9 +334,8 @@ def _split_files(root: DataRoot, pool: str) -> dict[str, str]:
     """``{split name: file name}`` of one pool folder (``.json`` preferred over ``.json.gz``)."""
     files: dict[str, str] = {}
     for entry in sorted(root.listdir(pool), key=len, reverse=True):
-        for suffix in SPLIT_SUFFIXES:
-            if entry.endswith(suffix) and not entry.startswith("."):
-                files[entry[: -len(suffix)]] = entry
+        if name := layout.split_name(entry):
+            files[name] = entry
     return files
 
 
