@@ -106,8 +106,8 @@ def confirm_license(text: str, accept_license: bool) -> None:
 
 def select_files(
     root: DataRoot,
-    subjects: Iterable[str | int] | None = None,
-    sessions: Iterable[str | int] | None = None,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
     include_stimuli: bool = False,
     include_anatomical: bool = False,
 ) -> dict[str, dict]:
@@ -119,13 +119,13 @@ def select_files(
     every anatomical image (``include_anatomical``) and ``stimuli/`` (``include_stimuli``).
     """
     all_subjects = get_subjects(root)
-    chosen = all_subjects if subjects is None else [layout.subject_id(s) for s in subjects]
+    chosen = all_subjects if subjects is None else [layout.subject_id(s) for s in _ids(subjects)]
     missing = sorted(set(chosen) - set(all_subjects))
     if missing:
         raise SubjectNotFoundError(
             f"Subjects {missing} are not in {root.url} (available: {', '.join(all_subjects)})."
         )
-    wanted_sessions = None if sessions is None else {layout.session_id(s) for s in sessions}
+    wanted_sessions = None if sessions is None else {layout.session_id(s) for s in _ids(sessions)}
     selected: dict[str, dict] = {}
     selected.update(_top_level_files(root))
     for rel, info in root.files(layout.SPLITS_DIR).items():
@@ -157,6 +157,11 @@ def select_files(
     return dict(sorted(selected.items()))
 
 
+def _ids(ids: str | int | Iterable[str | int]) -> list[str | int]:
+    """One id or several as a list: a string is one id, never its characters."""
+    return [ids] if isinstance(ids, str | int) else list(ids)
+
+
 def _top_level_files(root: DataRoot) -> dict[str, dict]:
     """Files directly at the root (README, dataset_description.json, ...) without a deep listing."""
     return {name: root.info(name) for name in root.listdir() if not root.isdir(name)}
@@ -164,8 +169,8 @@ def _top_level_files(root: DataRoot) -> dict[str, dict]:
 
 def download_laion_fmri(
     out: str | os.PathLike,
-    subjects: Iterable[str | int] | None = None,
-    sessions: Iterable[str | int] | None = None,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
     include_stimuli: bool = False,
     include_anatomical: bool = False,
     source: Source = None,
@@ -186,7 +191,8 @@ def download_laion_fmri(
     out
         Local folder that becomes a LAION-fMRI root (same relative paths as the source).
     subjects, sessions
-        Subject and session ids (``"sub-01"``, ``"01"`` or ``1``); ``None`` for all.
+        Subject and session ids (``"sub-01"``, ``"01"`` or ``1``), one or a list (a string is one
+        id); ``None`` for all.
     include_stimuli
         Also copy ``stimuli/`` (images, embeddings, captions, segmentations); needs the
         stimulus licence accepted.

@@ -75,7 +75,7 @@ class LazyH5:
             yield
         except NeurotorchError:
             raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CorruptFileError(
                 f"{self.root.path(self.relpath)} cannot be read ({type(exc).__name__}: {exc}); "
                 "the HDF5 file is truncated or damaged, download it again."
@@ -98,7 +98,13 @@ class LazyH5:
                     f"{self.root.path(self.relpath)} has no dataset {key!r} (found "
                     f"{list(self.file)}); re-download the file."
                 )
-            return self.file[key]
+            found = self.file[key]
+            if not isinstance(found, h5py.Dataset):  # a damaged object header reads as another type
+                raise CorruptFileError(
+                    f"{self.root.path(self.relpath)}: {key!r} is a {type(found).__name__}, not a "
+                    "dataset; the file is damaged, download it again."
+                )
+            return found
 
     def read(self, key: str, index: Any = ()) -> np.ndarray:
         """``dataset[index]`` of the dataset ``key``."""

@@ -22,7 +22,7 @@ from typing import IO, Any, Protocol
 
 from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
-from neurotorch.io.atomic import commit_file
+from neurotorch.io.atomic import commit_file, write_error
 from neurotorch.io.locks import path_lock
 
 
@@ -90,6 +90,8 @@ def fetch_file(
         The store could not be read (the partial file is kept; call again to resume).
     CorruptFileError
         The copy ended with a size other than the remote size.
+    OutputWriteError
+        ``destination`` cannot be written (a full disk, no permission); the partial file is kept.
     """
     destination = Path(destination)
     if size is None or version is None:
@@ -110,19 +112,25 @@ def fetch_file(
         if offset and on_bytes:
             on_bytes(offset)
         transferred = 0
-        if offset < size:
-            with (
-                root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
-                open(partial, "ab") as sink,
-            ):
-                source.seek(offset)
-                while chunk := source.read(TRANSFER_CHUNK_SIZE):
-                    sink.write(chunk)
-                    transferred += len(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-        elif not partial.exists():
-            partial.touch()
+        try:
+            if offset < size:
+                with (
+                    root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
+                    open(partial, "ab") as sink,
+                ):
+                    source.seek(offset)
+                    while chunk := source.read(TRANSFER_CHUNK_SIZE):
+                        sink.write(chunk)
+                        transferred += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+            elif not partial.exists():
+                partial.touch()
+        except OSError as exc:  # a full disk names the file (the partial file is kept)
+            translated = write_error(destination, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         final_size = partial.stat().st_size
         if final_size != size:
             partial.unlink()

@@ -193,12 +193,15 @@ def write_dataset_once(
                 _remove_dataset(root, existing)
             _publish(partial, root, params, info_relpath, what)
         except OSError as exc:
-            if isinstance(exc, NeurotorchError):
+            if isinstance(exc, NeurotorchError) and not isinstance(exc, OutputWriteError):
                 raise
-            raise OutputWriteError(
-                f"Could not write the synthetic {what} dataset to {root}: {exc}. Nothing was "
-                "left there; free space or choose a writable folder, then run again."
-            ) from exc
+            error = OutputWriteError(
+                f"Could not write the synthetic {what} dataset to {root}: "
+                f"{exc.strerror or exc}. Nothing was left there; free space or choose a "
+                "writable folder, then run again."
+            )
+            error.errno = exc.errno
+            raise error from exc
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return root
