@@ -31,7 +31,7 @@ from neurotorch.config import show_progress
 from neurotorch.errors import ParameterError, ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.fmri.splits import validate_split_dict
-from neurotorch.io.atomic import write_json
+from neurotorch.io.atomic import named_write_errors, write_json
 
 TAU_TARGET_RATIO = 1.0
 TAU_PERCENTILE_STEP = 5
@@ -441,6 +441,12 @@ def write_split_files(
     -------
     list of pathlib.Path
         The files written.
+
+    Raises
+    ------
+    OutputWriteError
+        A file cannot be written (a full disk, no permission); the message names it, and the
+        previous file of that name is unchanged.
     """
     written = []
     for key, split in splits.items():
@@ -456,7 +462,8 @@ def write_split_files(
                     f"{part!r} is not a plain file name; rename the split or pool."
                 )
         path = Path(folder) / pool_dir / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, split, indent=None)
+        with named_write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, split, indent=None)
         written.append(path)
     return written

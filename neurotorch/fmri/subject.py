@@ -62,7 +62,7 @@ from neurotorch.fmri.trial_stimuli import (
     TrialImages,
     TrialSegmentations,
 )
-from neurotorch.io.atomic import atomic_path
+from neurotorch.io.atomic import atomic_path, named_write_errors
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -585,7 +585,7 @@ class Subject:
         image = nib.Nifti1Image(volume, affine)
         image.header.set_xyzt_units("mm")
         if path is not None:
-            with atomic_path(Path(path)) as tmp:
+            with named_write_errors(path), atomic_path(Path(path)) as tmp:
                 nib.save(image, tmp)
         return image
 

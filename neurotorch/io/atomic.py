@@ -4,8 +4,9 @@ A file is written under a unique temporary name in its target folder, flushed an
 given the mode a plain ``open()`` would give it (``0o666`` minus the umask: 0644 under umask 022,
 0600 under 077) and moved into place with ``os.replace``; the folder is then ``fsync``-ed so the
 rename itself survives a power cut. A reader sees the previous file or the new one, never a part;
-an exception mid-write leaves the previous file as it was and removes the temporary file; a full
-disk, a quota, a read-only or unwritable folder raise `OutputWriteError` naming the target.
+an exception mid-write leaves the previous file as it was and removes the temporary file. Writers
+of outputs wrap their writes in `named_write_errors`, so that a full disk, a quota, a read-only or
+unwritable folder raise `OutputWriteError` naming the target (caches give their own `CacheError`).
 
 `atomic_path` yields the temporary path, for writers that open files themselves (h5py, nibabel,
 ``np.savez``, ``Figure.savefig``, ``np.lib.format.open_memmap``); `atomic_open` yields an open
@@ -145,13 +146,24 @@ def write_error(path: str | os.PathLike, exc: OSError) -> OSError:
 
 
 @contextlib.contextmanager
+def named_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, an error that says ``path`` cannot be written (`write_error`) is raised
+    as `OutputWriteError` naming it; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        translated = write_error(path, exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a unique temporary path beside ``path``; on success move the file written there to it.
 
     The temporary name ends with ``path``'s name, so writers that infer the format from it
     (``.npz``, ``.nii.gz``, ``-fwd.fif`` ...) write the right one. The parent folder must exist.
-    A full disk or an unwritable folder raises `OutputWriteError` naming ``path``; the previous
-    file stays as it was.
 
     Examples
     --------
@@ -159,20 +171,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ...     nib.save(image, tmp)
     """
     path = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=TEMP_MARK + path.name)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=TEMP_MARK + path.name)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         commit_file(tmp, path)
-    except OSError as exc:
-        translated = write_error(path, exc)
-        if translated is exc:
-            raise
-        raise translated from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -22,7 +22,7 @@ from typing import IO, Any, Protocol
 
 from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
-from neurotorch.io.atomic import commit_file, write_error
+from neurotorch.io.atomic import commit_file, named_write_errors
 from neurotorch.io.locks import path_lock
 
 
@@ -112,7 +112,7 @@ def fetch_file(
         if offset and on_bytes:
             on_bytes(offset)
         transferred = 0
-        try:
+        with named_write_errors(destination):  # a full disk names the file; the part is kept
             if offset < size:
                 with (
                     root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
@@ -126,11 +126,6 @@ def fetch_file(
                             on_bytes(len(chunk))
             elif not partial.exists():
                 partial.touch()
-        except OSError as exc:  # a full disk names the file (the partial file is kept)
-            translated = write_error(destination, exc)
-            if translated is exc:
-                raise
-            raise translated from exc
         final_size = partial.stat().st_size
         if final_size != size:
             partial.unlink()
