@@ -134,6 +134,21 @@ class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
 
 
+class UnitsFailedError(NeurotorchError, RuntimeError):
+    """Some units of a parallel run raised; the others finished and kept their outputs, so the
+    same command run again redoes only the failed ones. ``results`` holds every unit's result."""
+
+    def __init__(self, results: list):
+        self.results = results
+        failed = [r for r in results if r.status == "failed"]
+        listed = "; ".join(f"{r.key}: {r.error}" for r in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(
+            f"{len(failed)} of {len(results)} units failed: {listed}{more}. The other units' "
+            "outputs are kept; fix the cause and run the same command again to redo only these."
+        )
+
+
 class OutputWriteError(NeurotorchError, OSError):
     """An output file or folder could not be written (a full disk, no permission); the message
     names the path, and nothing partial is left at the output."""

@@ -38,6 +38,7 @@ class DataRoot(Protocol):
 
     def open(self, relpath: str, mode: str = "rb", **options: Any) -> IO[bytes]: ...
 
+    @property
     def resolved_options(self) -> dict: ...
 
 
