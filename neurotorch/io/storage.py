@@ -14,6 +14,7 @@ URL and what to do, also when they happen in the middle of a read.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import functools
 import importlib
@@ -109,13 +110,27 @@ def check_relative(relpath: str) -> str:
     return "" if norm == "." else norm
 
 
+def _profile_settings(path: Path, section: str) -> str:
+    """The settings of one section of an AWS ini file, lower-cased ('' if absent or unreadable)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return ""
+    if not parser.has_section(section):
+        return ""
+    return " ".join(f"{key}={value}" for key, value in parser.items(section)).lower()
+
+
 def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
-    """Whether AWS credentials are configured in the environment or the shared AWS files.
+    """Whether AWS credentials are configured for the requests neurotorch signs.
 
     Looks at the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, web-identity and
-    container credentials), ``~/.aws/credentials`` (or ``AWS_SHARED_CREDENTIALS_FILE``) and
-    credential settings in ``~/.aws/config`` (or ``AWS_CONFIG_FILE``). Instance-metadata
-    credentials are not probed (that needs a network round trip); pass
+    container credentials), then at the ``default`` profile (the one used when no variable names
+    another): its keys in ``~/.aws/credentials`` (or ``AWS_SHARED_CREDENTIALS_FILE``) and its
+    credential settings in ``~/.aws/config`` (or ``AWS_CONFIG_FILE``). Other profiles do not
+    count; they are used only when named (``AWS_PROFILE``, ``storage_options={"profile": ...}``).
+    Instance-metadata credentials are not probed (that needs a network round trip); pass
     ``storage_options={"anon": False}`` to use them.
     """
     env = os.environ if environ is None else environ
@@ -123,14 +138,12 @@ def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
         return True
     credentials = Path(
         env.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"
-    )
-    if credentials.expanduser().is_file():
+    ).expanduser()
+    if "aws_access_key_id" in _profile_settings(credentials, "default"):
         return True
     config = Path(env.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config").expanduser()
-    if config.is_file():
-        text = config.read_text(errors="replace").lower()
-        return any(marker in text for marker in _CONFIG_CREDENTIAL_MARKERS)
-    return False
+    settings = _profile_settings(config, "default")
+    return any(marker in settings for marker in _CONFIG_CREDENTIAL_MARKERS)
 
 
 def _endpoint_of(options: dict[str, Any]) -> str | None:
