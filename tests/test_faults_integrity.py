@@ -336,12 +336,13 @@ def test_seek_index_of_a_rewritten_file_is_not_reused(tmp_path: Path):
 # -- the command line ----------------------------------------------------------------------------------
 
 
-def _cli(*args: str, **options) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), NEUROTORCH_PROGRESS="0")
-    return subprocess.run(
-        [sys.executable, "-m", "neurotorch", *args], env=env, capture_output=True, text=True,
-        **options,
-    )  # fmt: skip
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO), NEUROTORCH_PROGRESS="0")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "neurotorch", *args]
+    return subprocess.run(command, env=_env(), capture_output=True, text=True)
 
 
 @pytest.mark.slow
@@ -354,10 +355,9 @@ def test_verify_of_an_empty_folder_is_one_line_and_exit_1(tmp_path: Path):
 @pytest.mark.slow
 def test_verify_into_head_ends_quietly(tiny_laion_root: Path):
     """``neurotorch verify DIR --all | head -3``: the Unix way, no 'Broken pipe' error."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), NEUROTORCH_PROGRESS="0")
     command = f"{sys.executable} -m neurotorch verify {tiny_laion_root} --all | head -3"
     result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command], env=env, capture_output=True, text=True
+        ["bash", "-o", "pipefail", "-c", command], env=_env(), capture_output=True, text=True
     )
     assert len(result.stdout.splitlines()) == 3
     assert "Broken pipe" not in result.stderr and "error" not in result.stderr, result.stderr
@@ -407,8 +407,11 @@ def test_a_rerun_after_a_damaged_download_does_not_keep_it(
         with pytest.raises(CorruptFileError, match=Path(BETAS).name) as info:
             download_laion_fmri(out, **selection)
         outcomes.append(not (out / BETAS).exists() and "damaged twice" in str(info.value))
-    assert is_verified(DataRoot(out), f"derivatives/glmsingle-tedana/{SUB}/{SES}/func/"
-                       f"{SUB}_{SES}_task-images_desc-SingletrialBetas_trials.tsv")  # fmt: skip
+    trials = BETAS.replace(
+        "space-T1w_stat-effect_desc-SingletrialBetas_statmap.nii.gz",
+        "desc-SingletrialBetas_trials.tsv",
+    )
+    assert (out / trials).is_file() and is_verified(DataRoot(out), trials)
     record_property("fault", "named" if all(outcomes) else "silent")
     assert all(outcomes)
 
@@ -470,6 +473,40 @@ def test_a_synthetic_dataset_on_a_full_disk_names_the_folder(
     nothing_left = sorted(p.name for p in tmp_path.iterdir()) == []
     record_property("fault", "named" if named and nothing_left else "silent")
     assert named and nothing_left, (str(info.value), list(tmp_path.iterdir()))
+
+
+class _FullDisk:
+    """A file open for writing on a disk that is full."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+def test_a_download_onto_a_full_disk_names_the_file(
+    tiny_laion_root: Path, tmp_path: Path, monkeypatch, record_property
+):
+    """Not a 'could not reach the server' error: the local file that cannot be written."""
+    from neurotorch.fmri.download import download_laion_fmri
+    from neurotorch.io import remote_cache
+
+    monkeypatch.setattr(
+        remote_cache, "open", lambda path, mode: _FullDisk(open(path, mode)), raising=False
+    )
+    out = tmp_path / "out"
+    with pytest.raises(OutputWriteError) as info:
+        download_laion_fmri(out, subjects=SUB, sessions=SES, source=tiny_laion_root, workers=2)
+    named = str(out) in str(info.value) and info.value.errno == errno.ENOSPC
+    record_property("fault", "named" if named else "misnamed")
+    assert named, str(info.value)
 
 
 # -- settings that name the data root: the error names the setting -----------------------------------
@@ -535,8 +572,8 @@ def test_stale_variable_overriding_the_config(
 
     config_home.write_text(json.dumps({"data_dir": str(tiny_laion_root)}))
     stale = tmp_path / "old-tree"
-    shutil.copytree(tiny_laion_root / "derivatives/glmsingle-tedana/sub-02",
-                    stale / "derivatives/glmsingle-tedana/sub-02")  # fmt: skip
+    other_subject = "derivatives/glmsingle-tedana/sub-02"
+    shutil.copytree(tiny_laion_root / other_subject, stale / other_subject)
     monkeypatch.setenv("LAION_FMRI_DATA_DIR", str(stale))
     outcomes = [
         _outcome(
@@ -601,24 +638,14 @@ FIRST_USE = textwrap.dedent(
 
 def _three_processes(call: str, tmp_path: Path) -> list[subprocess.CompletedProcess]:
     """Run ``call`` in three processes released at the same moment."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), NEUROTORCH_PROGRESS="0")
     script = FIRST_USE.format(call=call)
     go = tmp_path / "go"
     procs = []
     for k in range(3):
         ready = tmp_path / f"ready-{k}"
-        procs.append(
-            (
-                subprocess.Popen(
-                    [sys.executable, "-c", script, str(ready), str(go)],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),  # fmt: skip
-                ready,
-            )
-        )
+        command = [sys.executable, "-c", script, str(ready), str(go)]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        procs.append((subprocess.Popen(command, env=_env(), **pipes), ready))
     deadline = time.monotonic() + 120
     while not all(ready.exists() for _, ready in procs) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from neurotorch.errors import DataDirNotSetError, DataNotDownloadedError, FormatError
-from neurotorch.io.atomic import write_json
+from neurotorch.io.atomic import named_write_errors, write_json
 
 CONFIG_KEY = "data_dir"
 #: laion_fmri's metadata folder inside the data directory
@@ -87,8 +87,9 @@ def dataset_initialize(path: str | os.PathLike) -> None:
     except OSError as exc:  # a read-only dataset is still a valid root to read from
         log.warning("could not create laion_fmri's folder %s: %s", folder / METADATA_DIR, exc)
     target = config_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_json(target, {CONFIG_KEY: str(folder.resolve())})
+    with named_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, {CONFIG_KEY: str(folder.resolve())})
 
 
 def set_data_dir(path: str | os.PathLike) -> None:

@@ -25,6 +25,7 @@ from neurotorch.errors import (
     CorruptFileError,
     LicenseNotAcceptedError,
     NoMatchingDataError,
+    OutputWriteError,
     RemoteAccessError,
     SubjectNotFoundError,
 )
@@ -216,6 +217,8 @@ def download_laion_fmri(
     RemoteAccessError
         Some files could not be transferred; completed and partial files are kept, so running
         the same call again resumes.
+    OutputWriteError
+        ``out`` cannot be written (a full disk, no permission): the message names the file.
     CorruptFileError
         Files were damaged after two transfers (they are deleted; the message lists them).
     LicenseNotAcceptedError
@@ -333,6 +336,9 @@ class _Transfer:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        full_disk = [exc for exc in failures.values() if isinstance(exc, OutputWriteError)]
+        if full_disk:  # the local side: names the file, partial files are kept
+            raise full_disk[0]
         if failures:
             first_rel, first = sorted(failures.items())[0]
             raise RemoteAccessError(

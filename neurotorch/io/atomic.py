@@ -40,9 +40,10 @@ TEMP_MARK = ".tmp."
 # fsync errors of file systems that cannot sync a folder (the rename is as durable as they allow)
 _NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
 # errors that mean "this target cannot be written", reported as `OutputWriteError` naming it
-_WRITE_ERRNOS = {
-    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-}  # fmt: skip
+_WRITE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO")
+)
 # Files written inside a `deferred_sync` block, or None outside one.
 _deferred: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
     "deferred_sync", default=None

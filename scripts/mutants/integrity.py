@@ -83,6 +83,14 @@ MUTANTS = [
         ("tests/test_io_integrity.py::test_download_checks_what_it_transferred",),
     ),
     Mutant(
+        "download-full-disk-called-network",
+        "neurotorch/fmri/download.py",
+        "        if full_disk:  # the local side: names the file, partial files are kept\n"
+        "            raise full_disk[0]\n",
+        "",
+        (f"{FAULTS}::test_a_download_onto_a_full_disk_names_the_file",),
+    ),
+    Mutant(
         "synthetic-first-use-unlocked",
         "neurotorch/synthetic/_once.py",
         "    with path_lock(root):",
