@@ -593,15 +593,14 @@ class StimulusCaptions(_TableNamespace):
         return captions[0] if captions and captions[0] != "" else None
 
 
+@fill_doc
 class Stimuli:
     """The LAION-fMRI stimulus set, keyed by image name.
 
     Parameters
     ----------
-    data_dir
-        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
-    storage_options
-        fsspec options for a URL root.
+    %(fmri_data_dir)s
+    %(storage_options)s
 
     Attributes
     ----------

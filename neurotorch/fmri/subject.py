@@ -499,6 +499,7 @@ class Subject:
         )
         return read_volume(self.root, relpath, "Noise ceiling")
 
+    @fill_doc
     def get_noise_ceiling(
         self,
         session: SessionArg = None,
@@ -512,6 +513,15 @@ class Subject:
         Give exactly one of ``session`` (per-session map) or ``desc`` (subject-level
         ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``); a list of
         either gives a dict. A ``desc`` the dataset does not ship raises `DataNotDownloadedError`.
+
+        Parameters
+        ----------
+        %(session)s
+        desc
+            A subject-level noise ceiling, or a list of them.
+        %(roi)s
+        %(mask)s
+        %(mask_source)s
         """
         if (session is None) == (desc is None):
             raise ParameterError(
