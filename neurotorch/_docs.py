@@ -83,6 +83,53 @@ nan_policy
 """
 
 
+# -- connectome ----------------------------------------------------------------------------------
+docdict["connectome_data_dir"] = """
+data_dir
+    The connectome: a folder of batch files, one file or a list of them (local paths or fsspec
+    URLs such as ``s3://bucket/prefix``), a `neurotorch.connectome.ConnectomeBatches`, or
+    ``"synthetic"`` for the synthetic connectome of ``synthetic_size`` (written on first use
+    under ``NEUROTORCH_DATA``). ``None`` is an alias of ``"synthetic"``.
+"""
+docdict["connectome_subjects"] = """
+subjects
+    Subject indices to serve, distinct, in ``0 .. n_subjects - 1`` (default: all).
+"""
+docdict["connectome_parcellation"] = """
+parcellation
+    Optional 3-D label image (file, image or `neurotorch.connectome.Parcellation`), sampled at
+    the connectome's voxels: each item's time series becomes the mean of every parcel.
+"""
+docdict["connectome_connectivity"] = """
+connectivity
+    Add each subject's (n_parcels, n_parcels) Pearson connectivity matrix (needs a
+    ``parcellation``).
+"""
+docdict["connectome_synthetic_size"] = """
+synthetic_size
+    Size of the synthetic connectome when ``data_dir`` is ``"synthetic"``: ``"tiny"`` (6
+    subjects, 8 mm grid), ``"small"`` (20 subjects, 4 mm) or ``"bench"`` (10 subjects, 2 mm).
+"""
+
+
+# -- reference models (neurotorch.models) --------------------------------------------------------
+docdict["output_dir"] = """
+output_dir
+    Folder of the reports the model writes when it is tested (metrics JSON, PNG figures); default
+    the trainer's log folder (``runs/<name>/version_N/`` on the command line).
+"""
+docdict["levels"] = """
+levels
+    Nominal coverage levels of the central credible intervals that are reported, and targeted
+    after calibration (numbers in (0, 1)).
+"""
+docdict["coverage_mode"] = """
+coverage_mode
+    What an interval covers: ``"time_averaged"`` (the time average of each source, as
+    CaliBrain's calibrator) or ``"pointwise"`` (every time sample).
+"""
+
+
 def fill_doc(obj: T) -> T:
     """Replace every ``%(name)s`` line of ``obj.__doc__`` with ``docdict[name]``, indented.
 

@@ -152,3 +152,19 @@ class UnitsFailedError(NeurotorchError, RuntimeError):
 class OutputWriteError(NeurotorchError, OSError):
     """An output file or folder could not be written (a full disk, no permission); the message
     names the path, and nothing partial is left at the output."""
+
+
+class DuplicateSubjectError(FormatError):
+    """The same subject appears twice in a dataset (e.g. a connectome batch file copied under a
+    second chunk number), which would count it twice."""
+
+
+class NotFittedError(ParameterError):
+    """A model asked to validate, test or predict before it was fitted or loaded from a checkpoint."""
+
+    def __init__(self, model: str, what: str):
+        super().__init__(
+            f"{model} cannot {what}: it is not fitted. Run trainer.fit first, or give the "
+            "checkpoint of a fitted model (ckpt_path=..., on the command line "
+            "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
+        )

@@ -54,14 +54,14 @@ def test_report_files(trained):
 
 def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys):
     common = [
-        "--config", str(REPO / "configs" / "encoder.yaml"),
-        "--data.init_args.data_dir", str(tiny_laion_root),
-        "--data.init_args.roi", "[face, V1v]",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+        *("--config", str(REPO / "configs" / "encoder.yaml")),
+        *("--data.init_args.data_dir", str(tiny_laion_root)),
+        *("--data.init_args.roi", "[face, V1v]"),
+        *("--trainer.logger.init_args.save_dir", str(tmp_path)),
+        *("--trainer.enable_progress_bar", "false"),
+    ]
     main(["fit", *common])
-    printed = capsys.readouterr().err  # logged by neurotorch (stderr), not printed
+    printed = capsys.readouterr().out  # results go to standard output
     assert "median r =" in printed and "fraction of noise ceiling" in printed
     fitted = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert set(fitted["per_roi"]) <= {"FFA1", "FFA2", "OFA", "pSTSfaces", "V1v"}

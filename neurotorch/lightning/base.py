@@ -148,3 +148,5 @@ class NeurotorchDataModule(L.LightningDataModule):
             f"batch_size={self.batch_size}, num_workers={self.num_workers}, "
             f"streaming={self.streaming}, seed={self.seed})"
         )
+
+    __str__ = __repr__  # print(dm): LightningDataModule has a __str__ of its own

@@ -131,7 +131,8 @@ print(
 # (folds grouped by image), picks each voxel's penalty by 5-fold cross-validation and refits on
 # all of them. The test step reports the median correlation and R², and the fraction reached of
 # the noise ceiling of the test trials themselves (with its sampling margin).
-# The same run from the command line: `neurotorch fit --config configs/encoder.yaml`.
+# The same run from the command line: `neurotorch fit --config encoder` (then `neurotorch predict
+# --config encoder --ckpt_path <the last.ckpt it prints>` writes the predictions with their ids).
 
 # %%
 import logging
