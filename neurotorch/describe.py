@@ -80,8 +80,6 @@ _COIL_NAMES = {
     meeg_layout.COIL_MAG: "MEG mag",
     meeg_layout.COIL_GRAD: "MEG grad",
 }
-CONNECTOME_SUBDIR = "batches"
-LESION_SUBDIR = "lesions"
 SESSION_SUMMARY_COLUMNS = [
     "subject",
     "session",
@@ -403,7 +401,7 @@ def _batch_row(root: DataRoot, relpath: str) -> dict[str, Any]:
 
 
 def _batch_folder(root: DataRoot) -> str | None:
-    for folder in ("", CONNECTOME_SUBDIR):
+    for folder in ("", connectome_layout.BATCH_DIR):
         if connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir()):
             return folder
     return None
@@ -414,8 +412,10 @@ def describe_connectome(root: DataRoot, folder: str = "") -> ConnectomeSummary:
     names = connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir())
     rows = [_batch_row(root, f"{folder}/{name}" if folder else name) for name in names]
     lesions = None
-    if folder and root.isdir(LESION_SUBDIR):
-        lesions = sum(n.endswith((".nii", ".nii.gz")) for n in root.listdir(LESION_SUBDIR))
+    if folder and root.isdir(connectome_layout.LESION_DIR):
+        lesions = sum(
+            n.endswith((".nii", ".nii.gz")) for n in root.listdir(connectome_layout.LESION_DIR)
+        )
     return ConnectomeSummary(
         source=root.path(folder) if folder else root.url,
         batches=pd.DataFrame(rows),
@@ -516,7 +516,7 @@ def describe(
             f"Nothing neurotorch reads was found at {root.url}: expected a LAION-fMRI tree "
             f"({fmri_layout.GLM_DIR}/ or {fmri_layout.STIMULI_DIR}/), a CaliBrain root "
             f"({meeg_layout.LEADFIELD_DIR}/, {meeg_layout.FORWARD_DIR}/ or posterior summaries) or "
-            f"connectome batch files (*_chunk_000.h5, here or in {CONNECTOME_SUBDIR}/). Check the path."
+            f"connectome batch files (*_chunk_000.h5, here or in {connectome_layout.BATCH_DIR}/). Check the path."
         )
     return summary
 
