@@ -46,6 +46,43 @@ streaming
     ranks and workers; ``False``: a map-style dataset with random access.
 """
 
+# -- LAION-fMRI readers (neurotorch.fmri) ---------------------------------------------------------
+docdict["fmri_data_dir"] = """
+data_dir
+    The LAION-fMRI root: a local folder, an fsspec URL (``s3://bucket/prefix``) or a
+    `neurotorch.io.storage.DataRoot`. Default: ``$LAION_FMRI_DATA_DIR``, then the folder in
+    laion_fmri's config file, then ``<NEUROTORCH_DATA>/laion-fmri``.
+"""
+docdict["session"] = """
+session
+    A session id (``"ses-01"``, ``"01"``), or a list of them (the result is then a dict keyed by
+    session). Required: single-trial betas are stored per session.
+"""
+docdict["roi"] = """
+roi
+    An ROI query: an ROI name (``"FFA1"``), a category (``"face"``), ``"all"``, or a list mixing
+    them (their union, overlapping voxels counted once). Excludes ``mask``.
+"""
+docdict["mask"] = """
+mask
+    Your own boolean voxel mask: one entry per brain voxel (or the 3-D grid). Excludes ``roi``.
+"""
+docdict["nc_threshold"] = """
+nc_threshold
+    Keep the voxels whose noise ceiling of the session (percent) is at least this value.
+"""
+docdict["mask_source"] = """
+mask_source
+    The brain mask that defines the voxel axis: ``"anatomical"`` (the shipped brain mask, the
+    default, as in laion_fmri) or ``"rsquare"`` (mean R² finite and non-zero).
+"""
+docdict["nan_policy"] = """
+nan_policy
+    NaN/±inf among the selected betas: ``"raise"`` (default: `FormatError` naming the file and
+    the count), ``"zero"`` (replaced by 0) or ``"keep"``.
+"""
+
+
 # -- connectome ----------------------------------------------------------------------------------
 docdict["connectome_data_dir"] = """
 data_dir
