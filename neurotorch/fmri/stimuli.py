@@ -15,6 +15,7 @@ return them in the caller's order.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
@@ -572,7 +573,7 @@ class StimulusCaptions(_TableNamespace):
         """All caption rows of ``name`` in ``caption_idx`` order, indexed 0…k-1 (empty if none)."""
         return self._meta.rows_for(name)
 
-    def list(self, name: str, source: str | None = None) -> list[str]:
+    def list(self, name: str, source: str | None = None) -> builtins.list[str]:
         """Captions of ``name`` in ``caption_idx`` order; ``source`` ``"human"``/``"ai"`` keeps one
         source."""
         rows = self._meta.rows_for(name)
@@ -581,7 +582,7 @@ class StimulusCaptions(_TableNamespace):
             rows = rows[rows["source"] == source]
         return rows["caption"].tolist()
 
-    def human(self, name: str, limit: int | None = None) -> list[str]:
+    def human(self, name: str, limit: int | None = None) -> builtins.list[str]:
         """Human captions of ``name`` in rank order (five for shared images, three for unique
         ones); ``limit`` keeps the first ``limit``."""
         captions = self.list(name, source="human")
