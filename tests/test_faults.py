@@ -48,6 +48,7 @@ from faults.framework import (
     rewrite_nifti,
     run_fault,
     set_volume_count,
+    stream_items,
     temporary_files,
     tmp_case,
     tree_case,
@@ -59,7 +60,6 @@ from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
     FormatError,
-    NeurotorchError,
     ParameterError,
     RoiNotFoundError,
     ShapeMismatchError,
@@ -967,25 +967,6 @@ def test_fault_gives_named_error(
 # -- integrity before data ----------------------------------------------------------------------------
 
 
-def _stream_items(
-    root: Path, num_workers: int, **kwargs
-) -> tuple[list[dict], BaseException | None]:
-    """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
-    from neurotorch.data.fmri.settings import nest_settings
-    from neurotorch.data.fmri.stream import BetasStream
-    from neurotorch.data.loader import StreamLoader
-
-    kwargs.setdefault("sessions", [SES])
-    items: list[dict] = []
-    try:
-        dataset = BetasStream(root, SUB, **nest_settings(kwargs))
-        for batch in StreamLoader(dataset, batch_size=1, num_workers=num_workers):
-            items.append(batch)
-    except NeurotorchError as exc:
-        return items, exc
-    return items, None
-
-
 STREAM_DAMAGE = {
     "2-bytes-at-75pc": ((0.75, 2), {}, 0),
     "1-byte-at-30pc-tau-train-zero-2-workers": (
@@ -1003,12 +984,12 @@ def test_stream_serves_nothing_from_a_corrupt_file(
     (fraction, n_bytes), kwargs, workers = STREAM_DAMAGE[case]
     root = Path(shutil.copytree(tiny_laion_root, tmp_path / "tree"))
     flip_at(root / BETAS, fraction, n_bytes)
-    clean, _ = _stream_items(tiny_laion_root, 0, verify="off", **kwargs)
-    unchecked, _ = _stream_items(root, 0, verify="off", **kwargs)
+    clean, _ = stream_items(tiny_laion_root, 0, verify="off", **kwargs)
+    unchecked, _ = stream_items(root, 0, verify="off", **kwargs)
     truth = {int(item["trial"]): item["betas"] for item in clean}
     wrong = sum(not np.array_equal(item["betas"], truth[int(item["trial"])]) for item in unchecked)
     assert wrong > 0, "without verification the damage must reach the items (else no test)"
-    items, error = _stream_items(root, workers, **kwargs)
+    items, error = stream_items(root, workers, **kwargs)
     named = isinstance(error, CorruptFileError) and Path(BETAS).name in str(error)
     record_property("fault", "named" if named and not items else "silent")
     assert items == [] and named, (len(items), error)

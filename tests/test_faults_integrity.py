@@ -34,6 +34,7 @@ from faults.framework import (
     flip_at,
     flip_byte,
     run_fault,
+    stream_items,
     tmp_case,
     tree_case,
 )
@@ -43,7 +44,6 @@ from neurotorch.errors import (
     DataNotDownloadedError,
     DataNotFoundError,
     FormatError,
-    NeurotorchError,
     OutputWriteError,
     SubjectNotFoundError,
 )
@@ -278,20 +278,6 @@ def test_damaged_npz_is_not_called_pickled(tmp_path: Path):
 # -- a file rewritten after verification, its modification time restored ------------------------------
 
 
-def _stream(root: Path, workers: int, **kwargs) -> tuple[list[dict], BaseException | None]:
-    from neurotorch.data.fmri.stream import BetasStream
-    from neurotorch.data.loader import StreamLoader
-
-    items: list[dict] = []
-    try:
-        dataset = BetasStream(root, SUB, sessions=[SES], **kwargs)
-        for batch in StreamLoader(dataset, batch_size=1, num_workers=workers):
-            items.append(batch)
-    except NeurotorchError as exc:
-        return items, exc
-    return items, None
-
-
 @pytest.mark.slow
 def test_a_rewrite_with_restored_mtime_is_verified_again(
     tiny_laion_root: Path, tmp_path: Path, record_property
@@ -306,12 +292,12 @@ def test_a_rewrite_with_restored_mtime_is_verified_again(
     os.utime(betas, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = betas.stat()
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    clean, _ = _stream(tiny_laion_root, 0, verify="off", nan_policy="zero")
-    unchecked, _ = _stream(root, 0, verify="off", nan_policy="zero")
+    clean, _ = stream_items(tiny_laion_root, 0, verify="off", nan_policy="zero")
+    unchecked, _ = stream_items(root, 0, verify="off", nan_policy="zero")
     truth = {int(item["trial"]): item["betas"] for item in clean}
     wrong = sum(not np.array_equal(item["betas"], truth[int(item["trial"])]) for item in unchecked)
     assert wrong > 0, "without verification the rewrite must reach the items (else no test)"
-    items, error = _stream(root, 2, nan_policy="zero")
+    items, error = stream_items(root, 2, nan_policy="zero")
     named = isinstance(error, CorruptFileError) and betas.name in str(error)
     record_property("fault", "named" if named and not items else "silent")
     assert items == [] and named, (len(items), error)

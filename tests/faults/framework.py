@@ -184,3 +184,20 @@ def run_fault(fault: Fault, tiny_laion_root: Path, tmp_path: Path, record_proper
         f"{fault.name}: expected {fault.error.__name__} naming {culprit!r}, got {outcome}: "
         f"{type(exc).__name__ if exc else ''} {exc} {leftovers}"
     )
+
+
+def stream_items(root: Path, num_workers: int, **kwargs) -> tuple[list[dict], BaseException | None]:
+    """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
+    from neurotorch.data.fmri.settings import nest_settings
+    from neurotorch.data.fmri.stream import BetasStream
+    from neurotorch.data.loader import StreamLoader
+
+    kwargs.setdefault("sessions", [SES])
+    items: list[dict] = []
+    try:
+        dataset = BetasStream(root, SUB, **nest_settings(kwargs))
+        for batch in StreamLoader(dataset, batch_size=1, num_workers=num_workers):
+            items.append(batch)
+    except NeurotorchError as exc:
+        return items, exc
+    return items, None
