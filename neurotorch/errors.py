@@ -117,3 +117,10 @@ class NonFiniteError(FormatError):
 
 class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
+
+
+class ImplausibleDataError(FormatError, ParameterError):
+    """Well-formed data that describe something physically impossible: an all-zero leadfield,
+    EEG measured in tesla, a gradiometer coil on an EEG channel, a negative posterior variance or
+    a covariance that is not positive semi-definite. A `FormatError` when it comes from a file, a
+    `ParameterError` when it is an argument (both ``except`` clauses catch it)."""

@@ -67,7 +67,9 @@ def test_items_are_identical_in_worker_processes(leadfield):
 
 
 def test_calibration_items_hold_the_posterior(leadfield):
-    ds = CalibrationDataset(leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0, gamma="oracle")
+    ds = CalibrationDataset(
+        leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0, posterior={"gamma": "oracle"}
+    )
     item = ds[1]
     lf = leadfield.leadfield
     gamma, noise = float(item["gamma"]), float(item["assumed_noise_var"])
@@ -80,7 +82,12 @@ def test_calibration_items_hold_the_posterior(leadfield):
     batch = next(
         iter(
             CalibrationBatches(
-                leadfield, batch_size=3, n_batches=1, nnz=(2,), alpha=(0.5,), noise_var_scale=2.0
+                leadfield,
+                batch_size=3,
+                n_batches=1,
+                nnz=(2,),
+                alpha=(0.5,),
+                posterior={"noise_var_scale": 2.0},
             )
         )
     )
@@ -105,7 +112,9 @@ def test_learned_gamma_is_calibrains_fixed_point(leadfield):
 
 @pytest.mark.parametrize("noise_type", ["baseline", "adaptive_joint_learning"])
 def test_noise_types(leadfield, noise_type):
-    ds = CalibrationDataset(leadfield, length=2, nnz=(2,), alpha=(0.5,), noise_type=noise_type)
+    ds = CalibrationDataset(
+        leadfield, length=2, nnz=(2,), alpha=(0.5,), posterior={"noise_type": noise_type}
+    )
     item = ds[0]
     y = item["y"].double().numpy()
     if (
@@ -116,9 +125,13 @@ def test_noise_types(leadfield, noise_type):
     else:
         assert float(item["assumed_noise_var"]) > 0
     with pytest.raises(ParameterError, match="noise_type"):
-        CalibrationDataset(leadfield, nnz=(2,), noise_type="known")
+        CalibrationDataset(leadfield, nnz=(2,), posterior={"noise_type": "known"})
     with pytest.raises(ParameterError, match="gamma='learn'"):
-        CalibrationDataset(leadfield, nnz=(2,), gamma=2.0, noise_type="adaptive_joint_learning")
+        CalibrationDataset(
+            leadfield,
+            nnz=(2,),
+            posterior={"gamma": 2.0, "noise_type": "adaptive_joint_learning"},
+        )
 
 
 def test_registry_builders(leadfield):
@@ -126,8 +139,15 @@ def test_registry_builders(leadfield):
     assert len(ds) == 5 and isinstance(ds, SimulatedSensorDataset)
     train = load_dataset("meeg-sim", split="train", leadfield=leadfield, length=5, nnz=(1,))
     assert not torch.equal(ds[0]["y"], train[0]["y"])
-    stream = load_dataset("meeg-calibration", streaming=True, retrieve_mode="random", n_sensors=8, n_sources=20,
-                          batch_size=2, n_batches=1, nnz=(1,), alpha=(0.5,))  # fmt: skip
+    stream = load_dataset(
+        "meeg-calibration",
+        streaming=True,
+        leadfield={"retrieve_mode": "random", "n_sensors": 8, "n_sources": 20},
+        batch_size=2,
+        n_batches=1,
+        nnz=(1,),
+        alpha=(0.5,),
+    )
     assert next(iter(stream))["y"].shape == (2, 8, 250)
 
 
@@ -175,9 +195,16 @@ def test_read_calibrain_files_written_independently(tmp_path):
     )
 
     npz = tmp_path / "fsaverage_bmn_run00000001_seed3.npz"
-    np.savez_compressed(npz, x_true=x[:, 0], x_hat=x[:, 0] * 2, posterior_var=np.full(n, 0.5),
-                        orientation_type=np.array("fixed"), alpha_SNR=np.array(0.7), nnz=np.array(1),
-                        info=np.array({"pickled": True}, dtype=object))  # fmt: skip
+    np.savez_compressed(
+        npz,
+        x_true=x[:, 0],
+        x_hat=x[:, 0] * 2,
+        posterior_var=np.full(n, 0.5),
+        orientation_type=np.array("fixed"),
+        alpha_SNR=np.array(0.7),
+        nnz=np.array(1),
+        info=np.array({"pickled": True}, dtype=object),
+    )
     agg = read_aggregated_run(npz)
     np.testing.assert_allclose(agg.x_hat, 2 * x[:, 0])
     assert agg.metadata["alpha_SNR"] == 0.7 and "info" not in agg.metadata

@@ -146,10 +146,15 @@ def test_calibrain_npz_scaling(tmp_path, units, unitmult, factor, expected_mult)
     raw = rng.standard_normal((5, 7))
     path = tmp_path / "s_fixed_leadfield.npz"
     np.savez(
-        path, leadfield=raw, sensor_kind=2 if units == 107 else 1, sensor_units=units,
-        sensor_unitmult=unitmult, coil_type=1, src_coords=rng.standard_normal((7, 3)),
+        path,
+        leadfield=raw,
+        sensor_kind=2 if units == 107 else 1,
+        sensor_units=units,
+        sensor_unitmult=unitmult,
+        coil_type={107: 1, 112: 3022, 201: 3012}[units],
+        src_coords=rng.standard_normal((7, 3)),
         Q_basis=np.zeros((7, 3, 0)),
-    )  # fmt: skip
+    )
     data = load_leadfield_npz(path)
     np.testing.assert_allclose(data.leadfield, raw * factor)
     assert data.sensor_unitmult == expected_mult

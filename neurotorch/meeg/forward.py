@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurotorch._options import check_option
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
@@ -34,9 +35,7 @@ SHELL_RADIUS = 0.065
 
 
 def _modality(sensor: str) -> str:
-    if sensor not in SENSORS:
-        raise ParameterError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
-    return "eeg" if sensor == "eeg" else "meg"
+    return "eeg" if check_option("sensor", sensor, SENSORS) == "eeg" else "meg"
 
 
 def _fold(u: np.ndarray, depth: float, waves: float) -> np.ndarray:

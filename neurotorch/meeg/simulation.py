@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from neurotorch._options import check_option
 from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.leadfield import LeadfieldData
 
@@ -55,10 +56,7 @@ class ERPConfig:
     free_recipe: str = "components"
 
     def __post_init__(self) -> None:
-        if self.free_recipe not in FREE_RECIPES:
-            raise ParameterError(
-                f"free_recipe must be one of {FREE_RECIPES}, got {self.free_recipe!r}."
-            )
+        check_option("free_recipe", self.free_recipe, FREE_RECIPES)
         if not (self.tmin <= self.stim_onset < self.tmax and self.sfreq > 0):
             raise ParameterError(
                 f"ERPConfig needs tmin <= stim_onset < tmax and sfreq > 0; got tmin={self.tmin}, "

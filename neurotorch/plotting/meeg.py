@@ -69,8 +69,8 @@ def plot_leadfield_column_norms(leadfield: LeadfieldData | np.ndarray, path: Pat
     left.hist(positive, bins=np.geomspace(positive.min(), positive.max(), 40) if log_scale else 40)
     if log_scale:
         left.set_xscale("log")
-    left.set(xlabel=f"column norm ({data.units})", ylabel="sources",
-             title=f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}")  # fmt: skip
+    title = f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}"
+    left.set(xlabel=f"column norm ({data.units})", ylabel="sources", title=title)
     if data.src_coords is not None and len(data.src_coords) == data.n_sources:
         xy = 100 * np.asarray(data.src_coords)[:, :2]
         shown = right.scatter(*xy.T, c=norms, s=12, cmap="viridis")
