@@ -47,7 +47,7 @@ def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMR
 
 def meeg_module(cls, num_workers: int, **options):
     return cls(
-        n_sources=97, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
+        leadfield={"n_sources": 97}, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
         num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9), **options,
     )  # fmt: skip
 
@@ -87,7 +87,9 @@ CASES = {
     # sFlex: a per-leadfield basis prepared in every worker and rank, per-trial iterations
     "meeg-calibration-sflex": (
         lambda root, w: meeg_module(
-            CalibrationDataModule, w, solver="gamma_map_sflex", noise_type="baseline"
+            CalibrationDataModule,
+            w,
+            posterior={"solver": "gamma_map_sflex", "noise_type": "baseline"},
         ),
         index_ids,
         meeg_expected,

@@ -215,7 +215,8 @@ def run_grid(
     """
     grid = check_data_grid(data_grid)
     noise_types = [
-        check_option("noise_type", n, NOISE_TYPES) for n in as_names("noise_types", noise_types)
+        check_option(f"noise_types[{k}]", n, NOISE_TYPES)
+        for k, n in enumerate(as_names("noise_types", noise_types))
     ]
     n_runs = check_int("n_runs", n_runs, minimum=1)
     random_state = check_int("random_state", random_state, minimum=0)
