@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from neurotorch.errors import (
-    DatasetExistsError,
     DataNotDownloadedError,
+    DatasetExistsError,
     FormatError,
     ParameterError,
     UnsafePathError,
