@@ -228,7 +228,7 @@ def test_simulated_free_sources_match_calibrain_statistics():
     n_sources = 300
     x_cb, active = calibrain.SourceSimulator().simulate(n_sources, n_sources, "free", 1, seed=8)
     ours = SourceSimulator(ERPConfig(), dtype=torch.float64).simulate(
-        1, n_sources, n_sources, torch.Generator().manual_seed(8), 3
+        1, n_sources, n_sources, generator=torch.Generator().manual_seed(8), n_components=3
     )
     x_nt = ours.waveforms[0].numpy()  # (nnz, 3, T)
     x_cb = x_cb[active]
@@ -251,7 +251,7 @@ def test_sensor_noise_scaling_equals_calibrain(alpha):
     rng = np.random.default_rng(0)
     lf = rng.standard_normal((9, 20))
     sources = SourceSimulator(dtype=torch.float64).simulate(
-        1, 20, 4, torch.Generator().manual_seed(1)
+        1, 20, 4, generator=torch.Generator().manual_seed(1)
     )
     x = sources.dense()[0].numpy()
     y_clean, y, noise, _ = calibrain.SensorSimulator().simulate(x, lf, alpha, seed=3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from meeg_helpers import mag_problem
+from meeg_helpers import mag_problem, one_torch_thread  # noqa: F401 - a fixture
 from scipy import stats
 
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
@@ -20,6 +20,8 @@ from neurotorch.meeg.solvers import (
     make_solver,
 )
 from neurotorch.meeg.sparse_bayes import gamma_map_posterior, spatial_basis
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _problem(k: int, seed: int = 0, n_sensors: int = 13, n_sources: int = 31, n_times: int = 25):
@@ -215,7 +217,9 @@ def test_full_posterior_cov_matches_the_batched_marginals(solver, options, noise
     given = None if noise is None else torch.tensor([noise])
     strategy = make_solver(solver, options)
     fit = fit_posterior(strategy, torch.tensor(y)[None], torch.tensor(lf), noise_var=given)
-    cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy())
+    cov = full_posterior_cov(
+        lf, fit.prior_blocks[0].numpy(), noise_var=fit.sensor_noise_var[0].numpy()
+    )
     blocks = np.stack([cov[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] for i in range(lf.shape[1])])
     np.testing.assert_allclose(
         blocks, fit.posterior.cov_blocks[0].numpy(), rtol=0, atol=1e-10 * np.abs(blocks).max()
@@ -301,7 +305,9 @@ def test_sflex_posterior_is_the_gaussian_posterior_of_its_source_prior(k, learn_
     diag = np.diag(cov)
     var = fit.posterior.var[0].numpy().ravel()
     np.testing.assert_allclose(var, diag, rtol=0, atol=1e-9 * diag.max())
-    full = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), np.diag(noise), basis)
+    full = full_posterior_cov(
+        lf, fit.prior_blocks[0].numpy(), noise_var=np.diag(noise), basis=basis
+    )
     np.testing.assert_allclose(full, cov, rtol=0, atol=1e-9 * diag.max())
 
 

@@ -143,7 +143,9 @@ def eloreta_posterior(
     """
     check_inputs(y, leadfield)
     batch, n_sensors, _ = y.shape
-    noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+    noise_var = positive_per_trial(
+        noise_var, "noise_var", batch=batch, dtype=torch.float64, device=y.device
+    )
     operator = eloreta_operator(leadfield, lambda2) if operator is None else operator
     n_sources = leadfield.shape[1]
     if operator.kernel.shape[1] != n_sensors or operator.unit_blocks.shape[0] != n_sources:

@@ -118,11 +118,11 @@ def simulate_run(
     config = config or ERPConfig()
     gen = item_generator(seed, index)
     sources = SourceSimulator(config, dtype=torch.float64).simulate(
-        1, data.n_sources, nnz, gen, n_components=data.n_components
+        1, data.n_sources, nnz, generator=gen, n_components=data.n_components
     )
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     leadfield = torch.as_tensor(data.leadfield)
-    known = known_noise_var(noise_type, sensors.y, sensors.noise_var, config)
+    known = known_noise_var(noise_type, sensors.y, true_noise_var=sensors.noise_var, config=config)
     if prepared is None:
         prepared = solver.prepare(leadfield, data.src_coords)
     fit = solver.fit(sensors.y, leadfield, prepared, noise_var=known)
@@ -132,8 +132,8 @@ def simulate_run(
         "posterior_cov": full_posterior_cov(
             data.leadfield,
             fit.prior_blocks[0].numpy(),
-            fit.sensor_noise_var[0].numpy(),
-            None if fit.basis is None else fit.basis.numpy(),
+            noise_var=fit.sensor_noise_var[0].numpy(),
+            basis=None if fit.basis is None else fit.basis.numpy(),
         ),
         "gamma": float(fit.gamma[0]),
         "noise_var": float(fit.noise_var[0]),
@@ -141,7 +141,7 @@ def simulate_run(
 
 
 def write_posterior_summary(
-    path: Path, run: dict[str, Any], q_basis: np.ndarray | None, metadata: dict[str, Any]
+    path: Path, run: dict[str, Any], *, q_basis: np.ndarray | None, metadata: dict[str, Any]
 ) -> None:
     """Write a CaliBrain ``posterior_summary_*.h5`` (``Q_basis`` NaN when there is none)."""
     import h5py
@@ -310,7 +310,7 @@ def _write_runs(
             "noise_var": run["noise_var"],
         }
         q_basis = data.Q_basis if orientation == "free" else None
-        write_posterior_summary(folder / name, run, q_basis, metadata)
+        write_posterior_summary(folder / name, run, q_basis=q_basis, metadata=metadata)
         rows.append({**metadata, "posterior_summary": prefix + name})
     manifest = pd.DataFrame(rows)
     write_text(folder / MANIFEST, manifest.to_csv(index=False))
@@ -390,10 +390,10 @@ def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> Posteri
         )
     blocks = None if runs[0].cov_blocks is None else np.concatenate([r.cov_blocks for r in runs])
     return PosteriorRun(
-        np.concatenate([r.x_true for r in runs]),
-        np.concatenate([r.x_hat for r in runs]),
-        np.concatenate([r.var for r in runs]),
-        blocks,
+        x_true=np.concatenate([r.x_true for r in runs]),
+        x_hat=np.concatenate([r.x_hat for r in runs]),
+        var=np.concatenate([r.var for r in runs]),
+        cov_blocks=blocks,
         metadata={"n_runs": len(runs), **criteria},
         path=manifest_path,
     )
@@ -401,8 +401,8 @@ def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> Posteri
 
 def _curve(run: PosteriorRun, levels: np.ndarray, mode: str) -> np.ndarray:
     if run.cov_blocks is None:
-        return coverage_curve(run.x_true, run.x_hat, run.var, levels, mode)
-    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels, mode)
+        return coverage_curve(run.x_true, run.x_hat, run.var, levels=levels, mode=mode)
+    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels=levels, mode=mode)
 
 
 def calibrate_runs(

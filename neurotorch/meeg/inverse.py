@@ -31,7 +31,7 @@ _NAM = 1e-9
 
 
 def _evoked_and_cov(
-    fwd: mne.Forward, info: mne.Info, y: np.ndarray, noise_var: float
+    fwd: mne.Forward, info: mne.Info, *, y: np.ndarray, noise_var: float
 ) -> tuple[mne.EvokedArray, mne.Covariance]:
     import mne
 
@@ -92,7 +92,7 @@ def minimum_norm(
 
     check_option("method", method, METHODS)
     fixed = layout.check_orientation(orientation_type) == "fixed"
-    evoked, cov = _evoked_and_cov(fwd, info, y, noise_var)
+    evoked, cov = _evoked_and_cov(fwd, info, y=y, noise_var=noise_var)
     inverse = mne.minimum_norm.make_inverse_operator(
         evoked.info, fwd, cov, loose=0.0 if fixed else 1.0, fixed=fixed, depth=None, verbose=False
     )
@@ -115,7 +115,7 @@ def gamma_map(
     import mne
 
     fixed = layout.check_orientation(orientation_type) == "fixed"
-    evoked, cov = _evoked_and_cov(fwd, info, y, noise_var)
+    evoked, cov = _evoked_and_cov(fwd, info, y=y, noise_var=noise_var)
     stc = mne.inverse_sparse.gamma_map(
         evoked,
         fwd,

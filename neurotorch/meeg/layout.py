@@ -95,6 +95,6 @@ def posterior_summary_name(run_id: int, seed: int) -> str:
     return f"posterior_summary_run{int(run_id):08d}_seed{int(seed)}.h5"
 
 
-def aggregated_run_name(subject: str, solver: str, run_id: int, seed: int) -> str:
+def aggregated_run_name(subject: str, solver: str, *, run_id: int, seed: int) -> str:
     """Name of an aggregated per-run calibration NPZ: ``<subject>_<solver>_run{id:08d}_seed{seed}.npz``."""
     return f"{subject}_{solver}_run{int(run_id):08d}_seed{int(seed)}.npz"

@@ -153,7 +153,12 @@ class LeadfieldBuilder:
         layout.check_orientation(orientation_type)
         check_option("retrieve_mode", retrieve_mode, RETRIEVE_MODES)
         if retrieve_mode == "load":
-            data = self._load(subject, orientation_type, allow_pickle, require_src_coords)
+            data = self._load(
+                subject,
+                orientation_type,
+                allow_pickle=allow_pickle,
+                require_src_coords=require_src_coords,
+            )
             _check_sizes(data, n_sensors, n_sources)
         elif retrieve_mode == "simulate":
             data = self._simulate(
@@ -170,14 +175,14 @@ class LeadfieldBuilder:
         else:
             data = random_leadfield(
                 orientation_type,
-                RANDOM_SENSORS if n_sensors is None else n_sensors,
-                RANDOM_SOURCES if n_sources is None else n_sources,
-                seed,
+                n_sensors=RANDOM_SENSORS if n_sensors is None else n_sensors,
+                n_sources=RANDOM_SOURCES if n_sources is None else n_sources,
+                seed=seed,
             )
         return data if return_metadata else data.leadfield
 
     def _load(
-        self, subject: str, orientation_type: str, allow_pickle: bool, require_src_coords: bool
+        self, subject: str, orientation_type: str, *, allow_pickle: bool, require_src_coords: bool
     ) -> LeadfieldData:
         path = self.path(subject, orientation_type)
         data = load_leadfield_npz(
@@ -338,8 +343,8 @@ class LeadfieldSpec:
             self.subject,
             self.orientation_type,
             self.mode,
-            self.n_sensors,
-            self.n_sources,
+            n_sensors=self.n_sensors,
+            n_sources=self.n_sources,
             return_metadata=True,
             sensor=self.sensor,
             montage=self.montage,

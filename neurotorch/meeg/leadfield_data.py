@@ -218,7 +218,7 @@ def load_leadfield_npz(
     """
     content = read_bytes(path, storage_options, what="Leadfield file")
     path = os.fspath(path)
-    npz = read_npz(content, path, "Leadfield file", allow_pickle)
+    npz = read_npz(content, path, what="Leadfield file", allow_pickle=allow_pickle)
     values, skipped = npz.arrays, npz.pickled
     for key in ("leadfield", "lead_field"):
         if key in skipped:

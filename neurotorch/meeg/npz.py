@@ -45,7 +45,7 @@ class NpzContent:
     pickled: list[str] = field(default_factory=list)
 
 
-def read_npz(content: bytes, path: object, what: str, allow_pickle: bool = False) -> NpzContent:
+def read_npz(content: bytes, path: object, *, what: str, allow_pickle: bool = False) -> NpzContent:
     """Parse the bytes of an ``.npz`` file (``path`` and ``what`` only name it in errors).
 
     Raises `CorruptFileError` naming ``path`` (and the damaged key) for anything that is not a

@@ -82,8 +82,9 @@ def bmn_posterior(
     k = leadfield.shape[2] if free else 1
     lf = leadfield.reshape(n_sensors, n_sources * k).to(compute_dtype)
     yd = y.to(compute_dtype)
-    gamma = positive_per_trial(gamma, "gamma", batch, compute_dtype, y.device)
-    noise_var = positive_per_trial(noise_var, "noise_var", batch, compute_dtype, y.device)
+    per_trial = dict(batch=batch, dtype=compute_dtype, device=y.device)
+    gamma = positive_per_trial(gamma, "gamma", **per_trial)
+    noise_var = positive_per_trial(noise_var, "noise_var", **per_trial)
     eye = torch.eye(n_sensors, dtype=compute_dtype, device=y.device)
     cov_y = gamma[:, None, None] * (lf @ lf.T) + noise_var[:, None, None] * eye
     chol = torch.linalg.cholesky(cov_y)
@@ -117,7 +118,12 @@ def check_inputs(y: torch.Tensor, leadfield: torch.Tensor) -> None:
 
 
 def positive_per_trial(
-    value: float | torch.Tensor, name: str, batch: int, dtype: torch.dtype, device: torch.device
+    value: float | torch.Tensor,
+    name: str,
+    *,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
     """``value`` as a ``(batch,)`` tensor, checked to be finite and > 0."""
     tensor = torch.as_tensor(value, dtype=dtype, device=device)
@@ -173,7 +179,11 @@ def learn_hyperparameters(
         raise ParameterError("Some trials are all zeros; their evidence has no maximum.")
     learn_noise = noise_var is None
     sigma2 = positive_per_trial(
-        init_noise_var if learn_noise else noise_var, "noise_var", batch, torch.float64, y.device
+        init_noise_var if learn_noise else noise_var,
+        "noise_var",
+        batch=batch,
+        dtype=torch.float64,
+        device=y.device,
     ).clone()
     gamma_scale = y_norm2 / eigvals.max()  # CaliBrain's internal unit of gamma
     gamma = gamma_scale.clone()
@@ -203,7 +213,7 @@ def check_iterations(max_iter: int, tol: float) -> None:
 
 
 def known_noise_var(
-    noise_type: str, y: torch.Tensor, true_noise_var: torch.Tensor, config: ERPConfig
+    noise_type: str, y: torch.Tensor, *, true_noise_var: torch.Tensor, config: ERPConfig
 ) -> torch.Tensor | None:
     """The noise variance a posterior assumes under CaliBrain's ``noise_type``: the true one
     (``"oracle"``), the pre-stimulus estimate (``"baseline"``, `baseline_noise_var`), or ``None``
@@ -211,7 +221,9 @@ def known_noise_var(
     if check_option("noise_type", noise_type, NOISE_TYPES) == "oracle":
         return true_noise_var.to(torch.float64)
     if noise_type == "baseline":
-        return baseline_noise_var(y, config.tmin, config.stim_onset, config.sfreq)
+        return baseline_noise_var(
+            y, tmin=config.tmin, stim_onset=config.stim_onset, sfreq=config.sfreq
+        )
     return None
 
 

@@ -238,6 +238,7 @@ class SourceSimulator:
         batch_size: int,
         n_sources: int,
         nnz: int,
+        *,
         generator: torch.Generator,
         n_components: int = 1,
     ) -> SourceBatch:
@@ -258,7 +259,7 @@ class SourceSimulator:
             n, self.config.n_post, generator=generator, device=self.device, dtype=self.dtype
         )
         amplitudes = self.draw_amplitudes(n, generator)
-        waves = self.waveforms(noise, lengths, starts, amplitudes)
+        waves = self.waveforms(noise, lengths, starts=starts, amplitudes=amplitudes)
         shape = (batch_size, nnz, n_components) if per_source > 1 else (batch_size, nnz)
         waves, amplitudes = waves.reshape(*shape, -1), amplitudes.reshape(shape)
         orientations = None
@@ -273,7 +274,13 @@ class SourceSimulator:
             )
             orientations = orient / orient.norm(dim=-1, keepdim=True)
             waves = orientations[..., None] * waves[:, :, None, :]
-        return SourceBatch(active, waves, amplitudes, orientations, n_sources)
+        return SourceBatch(
+            active_indices=active,
+            waveforms=waves,
+            amplitudes=amplitudes,
+            orientations=orientations,
+            n_sources=n_sources,
+        )
 
 
 @dataclass
@@ -354,7 +361,9 @@ class SensorSimulator:
         eta = ratio * signal_norm / eps_norm
         noise = eps * eta.to(self.dtype)[:, None, None]
         signal = torch.where(pure[:, None, None], 0.0, y_clean)
-        return SensorBatch(signal + noise, y_clean, noise, (eta**2).to(self.dtype))
+        return SensorBatch(
+            y=signal + noise, y_clean=y_clean, noise=noise, noise_var=(eta**2).to(self.dtype)
+        )
 
     def simulate(
         self, sources: SourceBatch, alpha: float | torch.Tensor, generator: torch.Generator

@@ -90,7 +90,9 @@ def gamma_map_posterior(
     batch, n_sensors, n_times = y.shape
     learn_noise = noise_var is None
     if not learn_noise:
-        noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+        noise_var = positive_per_trial(
+            noise_var, "noise_var", batch=batch, dtype=torch.float64, device=y.device
+        )
     free = leadfield.ndim == 3
     k = leadfield.shape[2] if free else 1
     lf = leadfield.to(torch.float64).reshape(n_sensors, leadfield.shape[1], k)
@@ -126,7 +128,9 @@ def gamma_map_posterior(
         active, old = active[alive], old[alive]
         if active.numel() == 0:
             break
-        new, new_lam = _update(old, g, lam[active], data_power[active], k, learn_noise)
+        new, new_lam = _update(
+            old, g, lam=lam[active], data_power=data_power[active], k=k, learn_noise=learn_noise
+        )
         total = old.abs().sum(1) + (_EPS if learn_noise else _EPS * old.shape[1])
         err = (new - old).abs().sum(1) / total
         gamma[active], lam[active] = new, new_lam
@@ -134,7 +138,7 @@ def gamma_map_posterior(
         active = active[err >= tol]
         if active.numel() == 0:
             break
-    posterior = _posterior(gamma, g, lam, m, k, free, basis)
+    posterior = _posterior(gamma, g, lam=lam, m=m, k=k, free=free, basis=basis)
     scale = data_norm.sqrt() / (lf_norm + pad)  # CaliBrain's n_const: back to nAm
     out = y.dtype
     mean = posterior.mean * scale.reshape(-1, *[1] * (posterior.mean.ndim - 1))
@@ -144,16 +148,17 @@ def gamma_map_posterior(
         blocks = (blocks * (scale**2)[:, None, None, None]).to(out)
     learned = gamma * (scale**2)[:, None]
     return GammaMapResult(
-        GaussianPosterior(mean.to(out), (posterior.var * var_scale).to(out), blocks),
-        learned.reshape(batch, -1, k) if free else learned,
-        lam * data_norm[:, None],
-        n_iter,
+        posterior=GaussianPosterior(mean.to(out), (posterior.var * var_scale).to(out), blocks),
+        gamma=learned.reshape(batch, -1, k) if free else learned,
+        noise_var=lam * data_norm[:, None],
+        n_iter=n_iter,
     )
 
 
 def _update(
     gamma: torch.Tensor,
     g: torch.Tensor,
+    *,
     lam: torch.Tensor,
     data_power: torch.Tensor,
     k: int,
@@ -203,6 +208,7 @@ def _inverse_sensor_cov(gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor)
 def _posterior(
     gamma: torch.Tensor,
     g: torch.Tensor,
+    *,
     lam: torch.Tensor,
     m: torch.Tensor,
     k: int,

@@ -87,7 +87,7 @@ class PosteriorRun:
         )
 
 
-def _blocks_from_full(cov: np.ndarray, n_sources: int, k: int, where: object) -> np.ndarray:
+def _blocks_from_full(cov: np.ndarray, *, n_sources: int, k: int, where: object) -> np.ndarray:
     if cov.shape != (n_sources * k, n_sources * k):
         raise FormatError(
             f"posterior_cov in {where} is {cov.shape}; expected ({n_sources * k},) * 2."
@@ -134,7 +134,7 @@ def _build_run(
         if cov.ndim == 1:
             var = cov.reshape(x_true.shape[:-1])
         else:
-            blocks = _blocks_from_full(cov, n_sources, k, path)
+            blocks = _blocks_from_full(cov, n_sources=n_sources, k=k, where=path)
     else:
         raise FormatError(f"{path} holds no posterior_var, posterior_cov_blocks or posterior_cov.")
     if blocks is not None:
@@ -156,7 +156,15 @@ def _build_run(
                 f"The {name} in {path} holds NaN or Inf; the run failed or the file is damaged: "
                 "re-create it."
             )
-    return PosteriorRun(x_true, x_hat, var, blocks, q_basis, metadata, path)
+    return PosteriorRun(
+        x_true=x_true,
+        x_hat=x_hat,
+        var=var,
+        cov_blocks=blocks,
+        Q_basis=q_basis,
+        metadata=metadata,
+        path=path,
+    )
 
 
 def _source(path: FilePath) -> Path | str:
@@ -215,7 +223,7 @@ def read_aggregated_run(path: FilePath, storage_options: dict | None = None) -> 
     path = _source(path)
     arrays: dict[str, np.ndarray] = {}
     metadata: dict[str, Any] = {}
-    for key, value in read_npz(content, path, "Calibration run file").arrays.items():
+    for key, value in read_npz(content, path, what="Calibration run file").arrays.items():
         if key in _ARRAY_KEYS:
             arrays[key] = value
         elif (scalar := _npz_scalar(value)) is not None:

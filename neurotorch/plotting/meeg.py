@@ -174,8 +174,8 @@ def run_coverage(
     """Empirical coverage of a run's credible intervals (fixed) or ellipsoids (free) at ``levels``,
     counted ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``."""
     if run.orientation_type == "fixed" or run.cov_blocks is None:
-        return coverage_curve(run.x_true, run.x_hat, run.var, levels, mode)
-    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels, mode)
+        return coverage_curve(run.x_true, run.x_hat, run.var, levels=levels, mode=mode)
+    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels=levels, mode=mode)
 
 
 def plot_coverage_curves(
@@ -234,7 +234,7 @@ def plot_coverage(
         }
     levels = np.asarray(levels, dtype=np.float64)
     curves = {name: run_coverage(run, levels, mode) for name, run in runs.items()}
-    return plot_coverage_curves(levels, curves, path, title)
+    return plot_coverage_curves(levels, curves, path, title=title)
 
 
 __all__ = [

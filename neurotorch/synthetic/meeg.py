@@ -53,11 +53,11 @@ def default_root(size: str = "small", seed: int = 0) -> Path:
     return synthetic_root("calibrain", size, seed)
 
 
-def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path: Path | None):
+def _leadfields(info, *, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path: Path | None):
     """Fixed and free `LeadfieldData` from one free MNE forward (optionally written to disk)."""
     import mne
 
-    fwd = forward.make_forward(info, rr, nn, forward.sphere_model(sensor))
+    fwd = forward.make_forward(info, rr, nn, bem=forward.sphere_model(sensor))
     if forward_path is not None:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(forward_path) as tmp:
@@ -65,7 +65,7 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
     return {ori: forward.forward_to_leadfield(fwd, ori) for ori in layout.ORIENTATIONS}
 
 
-def _write_aggregated(path: Path, run: dict, metadata: dict, q_basis: np.ndarray | None) -> None:
+def _write_aggregated(path: Path, run: dict, *, metadata: dict, q_basis: np.ndarray | None) -> None:
     """CaliBrain's aggregated per-run NPZ: marginal variances (fixed) or covariance blocks and
     the component basis ``Q_basis`` (free; CaliBrain's calibration needs it for MEG)."""
     n_sources = run["x_true"].shape[0]
@@ -99,7 +99,9 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
             n_sources, center=forward.SPHERE_ORIGIN["eeg" if sensor == "eeg" else "meg"]
         )
         info = forward.sensor_info(sensor)
-        per_ori = _leadfields(info, rr, nn, sensor, root / layout.forward_file(subject))
+        per_ori = _leadfields(
+            info, rr=rr, nn=nn, sensor=sensor, forward_path=root / layout.forward_file(subject)
+        )
         for ori, data in per_ori.items():
             save_leadfield_npz(root / layout.leadfield_file(subject, ori), data)
             leadfields[subject, ori] = data
@@ -138,15 +140,11 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
         write_posterior_summary(
             root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed),
             run,
-            q_basis,
-            metadata,
+            q_basis=q_basis,
+            metadata=metadata,
         )
-        _write_aggregated(
-            root / AGGREGATED_DIR / layout.aggregated_run_name(subject, SOLVER, run_id, run_seed),
-            run,
-            metadata,
-            q_basis,
-        )
+        name = layout.aggregated_run_name(subject, SOLVER, run_id=run_id, seed=run_seed)
+        _write_aggregated(root / AGGREGATED_DIR / name, run, metadata=metadata, q_basis=q_basis)
         steps.update()
     steps.close()
     return {"subjects": SUBJECTS, "n_sources": n_sources, "n_runs": n_runs}
@@ -185,9 +183,9 @@ def make_calibrain(
 
     return write_dataset_once(
         root,
-        {"size": size, "seed": seed},
-        DATASET_INFO,
-        write,
+        params={"size": size, "seed": seed},
+        info_relpath=DATASET_INFO,
+        write=write,
         what="CaliBrain",
         overwrite=overwrite,
     )
@@ -264,7 +262,8 @@ def write_subject_leadfields(
     head_to_t1w[:3, 3] = centroid - 1000.0 * origin_m
     src_head = (src_mm - centroid) / 1000.0 + origin_m
     out = root / layout.FMRI_MEEG_DIR
-    per_ori = _leadfields(forward.sensor_info("eeg", montage), src_head, normals, "eeg", None)
+    info = forward.sensor_info("eeg", montage)
+    per_ori = _leadfields(info, rr=src_head, nn=normals, sensor="eeg", forward_path=None)
     for ori, data in per_ori.items():
         save_leadfield_npz(out / layout.leadfield_file(subject, ori), data)
     with atomic_open(out / layout.head_to_t1w_name(subject)) as handle:

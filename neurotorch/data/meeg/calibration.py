@@ -44,7 +44,7 @@ def add_posterior(
     ``"oracle"`` gamma is each trial's mean source power ``mean(x**2)``). ``prepared`` is
     ``solver.prepare``'s result for this leadfield."""
     x, y = batch["x"], batch["y"]
-    assumed = known_noise_var(spec.noise_type, y, batch["noise_var"], config)
+    assumed = known_noise_var(spec.noise_type, y, true_noise_var=batch["noise_var"], config=config)
     if assumed is not None:
         assumed = assumed * spec.noise_var_scale
     gamma = spec.gamma

@@ -130,7 +130,15 @@ class FMRIInformedSensors(Dataset):
         transform = read_transform(root.path(meeg_dir, layout.head_to_t1w_name(subject)), options)
         affine = nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject))).affine
         coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
-        return cls(betas_dataset, coords, leadfield, transform, alpha, seed, **kwargs)
+        return cls(
+            betas_dataset,
+            coords,
+            leadfield,
+            head_to_t1w=transform,
+            alpha=alpha,
+            seed=seed,
+            **kwargs,
+        )
 
     def __len__(self) -> int:
         return len(self.betas_dataset)

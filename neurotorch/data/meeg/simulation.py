@@ -138,7 +138,7 @@ class TrialSimulation:
             batch_size,
             self.leadfield.n_sources,
             nnz,
-            generator,
+            generator=generator,
             n_components=sensor_sim.n_components,
         )
         sensors = sensor_sim.simulate(sources, alpha, generator)

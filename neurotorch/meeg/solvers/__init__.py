@@ -178,6 +178,7 @@ def fit_posterior(
 def full_posterior_cov(
     leadfield: np.ndarray,
     prior_blocks: np.ndarray,
+    *,
     noise_var: float | np.ndarray,
     basis: np.ndarray | None = None,
 ) -> np.ndarray:

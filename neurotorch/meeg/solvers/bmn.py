@@ -56,7 +56,7 @@ class BMN(Solver[BMNOperator]):
         if isinstance(gamma, str):
             gamma, noise_var = learn_hyperparameters(y, weighted, noise_var)
         prior_var = per_trial(gamma, y)
-        post = bmn_posterior(y, weighted, prior_var, noise_var)
+        post = bmn_posterior(y, weighted, gamma=prior_var, noise_var=noise_var)
         batch, n_sources = y.shape[0], leadfield.shape[1]
         k = leadfield.shape[2] if leadfield.ndim == 3 else 1
         eye = torch.eye(k, dtype=torch.float64, device=y.device)
@@ -66,4 +66,10 @@ class BMN(Solver[BMNOperator]):
             w = as_blocks(weights)
             blocks = w @ blocks @ w.transpose(1, 2)
         noise = per_trial(noise_var, y)
-        return SolverFit(post, prior_var, noise, blocks, per_sensor(noise, y))
+        return SolverFit(
+            posterior=post,
+            gamma=prior_var,
+            noise_var=noise,
+            prior_blocks=blocks,
+            sensor_noise_var=per_sensor(noise, y),
+        )

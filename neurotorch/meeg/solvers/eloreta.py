@@ -43,7 +43,15 @@ class Eloreta(Solver[EloretaOperator]):
         return eloreta_operator(leadfield, self.lambda2)
 
     def fit(self, y, leadfield, prepared, *, noise_var, gamma="learn") -> SolverFit:
-        post = eloreta_posterior(y, leadfield, noise_var, self.lambda2, prepared)
+        post = eloreta_posterior(
+            y, leadfield, noise_var=noise_var, lambda2=self.lambda2, operator=prepared
+        )
         noise = per_trial(noise_var, y)
         blocks = noise[:, None, None, None] * as_blocks(prepared.weights)[None]
-        return SolverFit(post, mean_prior_var(blocks), noise, blocks, per_sensor(noise, y))
+        return SolverFit(
+            posterior=post,
+            gamma=mean_prior_var(blocks),
+            noise_var=noise,
+            prior_blocks=blocks,
+            sensor_noise_var=per_sensor(noise, y),
+        )

@@ -48,14 +48,19 @@ class GammaMap(Solver[SpatialPrior]):
 
     def fit(self, y, leadfield, prepared, *, noise_var, gamma="learn") -> SolverFit:
         fit = gamma_map_posterior(
-            y, leadfield, noise_var, self.max_iter, self.tol, basis=prepared.basis
+            y,
+            leadfield,
+            noise_var=noise_var,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            basis=prepared.basis,
         )
         blocks = torch.diag_embed(fit.gamma.reshape(y.shape[0], leadfield.shape[1], -1))
         return SolverFit(
-            fit.posterior,
-            mean_prior_var(blocks),
-            fit.noise_var.mean(1),
-            blocks,
-            fit.noise_var,
-            prepared.basis,
+            posterior=fit.posterior,
+            gamma=mean_prior_var(blocks),
+            noise_var=fit.noise_var.mean(1),
+            prior_blocks=blocks,
+            sensor_noise_var=fit.noise_var,
+            basis=prepared.basis,
         )

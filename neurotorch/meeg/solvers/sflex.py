@@ -53,5 +53,10 @@ class SFlex(GammaMap):
                 "solver='gamma_map_sflex' needs the source positions (src_coords) of the "
                 "leadfield, and this leadfield has none: load or simulate one with positions."
             )
-        basis = spatial_basis(src_coords, self.sigma, self.threshold_factor, self.normalize)
+        basis = spatial_basis(
+            src_coords,
+            sigma=self.sigma,
+            threshold_factor=self.threshold_factor,
+            normalize=self.normalize,
+        )
         return SpatialPrior(basis.to(leadfield.device))
