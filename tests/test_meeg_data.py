@@ -337,3 +337,63 @@ def test_runs_with_non_finite_values_or_no_files_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotDownloadedError, match="No posterior summaries"):
         CalibrationRunsDataset(tmp_path / "empty")
+
+
+def test_datasets_say_what_they_serve(leadfield, tmp_path):
+    """Every M/EEG dataset prints its leadfield, size and posterior, not an object address."""
+    sim = SimulatedSensorDataset(leadfield, length=7, nnz=(1, 2), alpha=(0.5,), seed=3)
+    assert repr(sim) == (
+        "SimulatedSensorDataset(random fixed leadfield 16x40, 7 trials, nnz=[1, 2], "
+        "alpha=[0.5], seed=3)"
+    )
+    batches = CalibrationBatches(
+        leadfield,
+        batch_size=4,
+        n_batches=2,
+        nnz=(2,),
+        alpha=(0.5,),
+        posterior={"solver": "gamma_map", "noise_type": "adaptive_joint_learning"},
+    )
+    assert repr(batches) == (
+        "CalibrationBatches(random fixed leadfield 16x40, 2 batches of 4 trials, nnz=[2], "
+        "alpha=[0.5], seed=0, fresh_each_epoch=True, solver=gamma_lambda_map)"
+    )
+    path = tmp_path / "s_BMN_run00000001_seed1.npz"
+    np.savez(path, x_true=np.ones((3, 4)), x_hat=np.ones((3, 4)), posterior_var=np.ones(3))
+    assert repr(CalibrationRunsDataset(str(tmp_path))) == (
+        f"CalibrationRunsDataset(1 runs (.npz) in {tmp_path})"
+    )
+
+
+def test_datasets_take_settings_as_objects_or_mappings(leadfield):
+    from neurotorch.meeg.leadfield import LeadfieldSpec
+    from neurotorch.meeg.solvers import PosteriorSpec
+
+    spec = LeadfieldSpec(retrieve_mode="random", n_sensors=16, n_sources=40)
+    as_object = CalibrationDataset(spec, length=2, nnz=(1,), posterior=PosteriorSpec(gamma=3.0))
+    as_mapping = CalibrationDataset(
+        {"retrieve_mode": "random", "n_sensors": 16, "n_sources": 40},
+        length=2,
+        nnz=(1,),
+        posterior={"gamma": 3.0},
+    )
+    first, second = as_object[1], as_mapping[1]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert float(first["gamma"]) == 3.0
+    with pytest.raises(ParameterError, match="nnz\\[0\\] must be an integer"):
+        SimulatedSensorDataset(leadfield, nnz=(2.5,))
+    with pytest.raises(ParameterError, match="posterior must be a PosteriorSpec"):
+        CalibrationDataset(leadfield, nnz=(1,), posterior="gamma_map")
+
+
+@pytest.mark.slow
+def test_synthetic_data_dir_is_the_synthetic_calibrain_root():
+    """``data_dir="synthetic"`` goes through the one synthetic resolver: the leadfield is the
+    one of the synthetic CaliBrain root under NEUROTORCH_DATA, read back with numpy."""
+    from neurotorch.meeg import layout
+    from neurotorch.synthetic.resolve import synthetic_root
+
+    dataset = load_dataset("meeg-sim", data_dir="synthetic", length=2, nnz=(1,))
+    path = synthetic_root("calibrain") / layout.leadfield_file("fsaverage", "fixed")
+    with np.load(path) as raw:
+        np.testing.assert_array_equal(dataset.simulation.leadfield.leadfield, raw["leadfield"])

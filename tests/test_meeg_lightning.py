@@ -113,3 +113,66 @@ def test_sensor_sim_datamodule_splits_differ():
     assert train["y"].shape == (16, 24, 250)
     assert not torch.equal(dm.datasets["train"][0]["y"], dm.datasets["val"][0]["y"])
     assert val["x"].shape == (16, 24, 250)
+
+
+def _cli(init_args: dict, tmp_path):
+    from lightning.pytorch.cli import LightningCLI
+
+    config = {
+        "model": {"class_path": "neurotorch.models.IsotonicCalibrator"},
+        "data": {
+            "class_path": "neurotorch.lightning.meeg.CalibrationDataModule",
+            "init_args": init_args,
+        },
+        "trainer": {
+            "logger": False,
+            "enable_checkpointing": False,
+            "default_root_dir": str(tmp_path),
+        },
+    }
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=config,
+        save_config_callback=None,
+    )
+
+
+def test_config_settings_are_nested_mappings_checked_when_parsed(tmp_path, capsys):
+    """A LightningCLI config gives the leadfield and posterior settings as plain nested
+    mappings; a typo in a choice is refused when the config is parsed, before any data work."""
+    from neurotorch.meeg.leadfield import LeadfieldSpec
+    from neurotorch.meeg.solvers import PosteriorSpec
+
+    cli = _cli(
+        {
+            "leadfield": {"retrieve_mode": "random", "n_sensors": 8, "n_sources": 12},
+            "posterior": {
+                "solver": "gamma_map",
+                "noise_type": "baseline",
+                "options": {"tol": 1e-5},
+            },
+            "nnz": [1, 2],
+            "train_length": 8,
+        },
+        tmp_path,
+    )
+    dm = cli.datamodule
+    assert dm.leadfield_spec == LeadfieldSpec(retrieve_mode="random", n_sensors=8, n_sources=12)
+    assert dm.posterior == PosteriorSpec(
+        solver="gamma_map", noise_type="baseline", options={"max_iter": 300, "tol": 1e-5}
+    )
+    assert (dm.n_sensors, dm.n_sources) == (8, 12)
+    assert repr(dm).startswith(
+        "CalibrationDataModule(random fixed leadfield (random), gamma_map posterior; not set up"
+    )
+    for setting, key, typo in (
+        ("posterior", "solver", "gamma_mapp"),
+        ("leadfield", "sensor", "megg"),
+    ):
+        with pytest.raises(SystemExit):
+            _cli({setting: {key: typo}}, tmp_path)
+        assert typo in capsys.readouterr().err
