@@ -171,6 +171,25 @@ def _damaged_summary(what: str) -> Callable[[Path], Case]:
     return make
 
 
+def _damaged_written_summary(tmp: Path) -> Case:
+    """A summary written by neurotorch with one byte of its ``x_true`` values flipped: found by
+    the arrays' checksums instead of read as a wrong value."""
+    from neurotorch.meeg.grid import write_posterior_summary
+
+    rng = np.random.default_rng(2)
+    run = {
+        "x_true": rng.standard_normal((4, 6)),
+        "x_hat": np.zeros((4, 6)),
+        "posterior_cov": np.eye(4),
+    }
+    path = tmp / "posterior_summary_run00000001_seed1.h5"
+    write_posterior_summary(path, run, q_basis=None, metadata={"orientation_type": "fixed"})
+    data = bytearray(path.read_bytes())
+    data[data.find(run["x_true"].tobytes()) + 21] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return (lambda: _read_run(path)), path.name
+
+
 def _coverage(var: list[float]) -> Callable[[], object]:
     def call() -> object:
         from neurotorch.meeg.calibration import coverage_curve
@@ -276,14 +295,21 @@ FAULTS: list[Fault] = [
         ImplausibleDataError,
         _value(_zero_leadfield_in_memory, "all zeros"),
     ),
-    tmp_case("leadfield-eeg-in-tesla", ImplausibleDataError, _leadfield_case(sensor_units=112)),
+    # each case gives only the codes one check compares (the checks overlap)
+    tmp_case(
+        "leadfield-eeg-in-tesla",
+        ImplausibleDataError,
+        _leadfield_case(sensor_units=112, coil_type=None),
+    ),
     tmp_case(
         "leadfield-meg-in-volt",
         ImplausibleDataError,
         _leadfield_case(sensor_kind=1, coil_type=3022),
     ),
     tmp_case(
-        "leadfield-eeg-gradiometer-coil", ImplausibleDataError, _leadfield_case(coil_type=3012)
+        "leadfield-eeg-gradiometer-coil",
+        ImplausibleDataError,
+        _leadfield_case(coil_type=3012, sensor_units=None, sensor_unitmult=None),
     ),
     tmp_case(
         "leadfield-meg-electrode-coil",
@@ -308,6 +334,7 @@ FAULTS: list[Fault] = [
     tmp_case("run-negative-variance", ImplausibleDataError, _negative_run_variance),
     tmp_case("summary-damaged-object-header", CorruptFileError, _damaged_summary("header")),
     tmp_case("summary-damaged-attribute", CorruptFileError, _damaged_summary("attribute")),
+    tmp_case("summary-damaged-values", CorruptFileError, _damaged_written_summary),
     tmp_case(
         "coverage-negative-variance",
         ImplausibleDataError,

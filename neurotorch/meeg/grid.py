@@ -143,12 +143,17 @@ def simulate_run(
 def write_posterior_summary(
     path: Path, run: dict[str, Any], *, q_basis: np.ndarray | None, metadata: dict[str, Any]
 ) -> None:
-    """Write a CaliBrain ``posterior_summary_*.h5`` (``Q_basis`` NaN when there is none)."""
+    """Write a CaliBrain ``posterior_summary_*.h5`` (``Q_basis`` NaN when there is none).
+
+    The arrays carry Fletcher-32 checksums and the file the HDF5 1.10 format, whose metadata are
+    checksummed too, so that a damaged byte is found when the file is read (a `CorruptFileError`
+    naming it) instead of giving wrong values; CaliBrain (h5py) reads such files as any other.
+    """
     import h5py
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="latest") as handle:
         for key in ("x_true", "x_hat", "posterior_cov"):
-            handle.create_dataset(key, data=run[key])
+            handle.create_dataset(key, data=run[key], fletcher32=True)
         handle.create_dataset("Q_basis", data=q_basis if q_basis is not None else np.nan)
         handle.attrs["metadata_json"] = json.dumps(metadata)
 
