@@ -171,6 +171,20 @@ def _damaged_summary(what: str) -> Callable[[Path], Case]:
     return make
 
 
+def _damaged_structure(signature: bytes) -> Callable[[Path], Case]:
+    """A summary in h5py's default format (CaliBrain's) whose B-tree (``TREE``), local heap
+    (``HEAP``) or symbol-table node (``SNOD``) signature is damaged: h5py raises RuntimeError."""
+
+    def make(tmp: Path) -> Case:
+        path = _summary(tmp, np.eye(4), 4)
+        data = bytearray(path.read_bytes())
+        data[data.find(signature)] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return (lambda: _read_run(path)), path.name
+
+    return make
+
+
 def _damaged_written_summary(tmp: Path) -> Case:
     """A summary written by neurotorch with one byte of its ``x_true`` values flipped: found by
     the arrays' checksums instead of read as a wrong value."""
@@ -335,6 +349,9 @@ FAULTS: list[Fault] = [
     tmp_case("summary-damaged-object-header", CorruptFileError, _damaged_summary("header")),
     tmp_case("summary-damaged-attribute", CorruptFileError, _damaged_summary("attribute")),
     tmp_case("summary-damaged-values", CorruptFileError, _damaged_written_summary),
+    tmp_case("summary-damaged-btree", CorruptFileError, _damaged_structure(b"TREE")),
+    tmp_case("summary-damaged-local-heap", CorruptFileError, _damaged_structure(b"HEAP")),
+    tmp_case("summary-damaged-symbol-node", CorruptFileError, _damaged_structure(b"SNOD")),
     tmp_case(
         "coverage-negative-variance",
         ImplausibleDataError,

@@ -155,7 +155,9 @@ def write_posterior_summary(
         for key in ("x_true", "x_hat", "posterior_cov"):
             handle.create_dataset(key, data=run[key], fletcher32=True)
         handle.create_dataset("Q_basis", data=q_basis if q_basis is not None else np.nan)
-        handle.attrs["metadata_json"] = json.dumps(metadata)
+        # a fixed-length string lives in the checksummed object header (a variable-length one
+        # in the unchecked global heap); CaliBrain decodes bytes
+        handle.attrs["metadata_json"] = np.bytes_(json.dumps(metadata).encode("utf-8"))
 
 
 def _new_output_folder(out: Path) -> Path:

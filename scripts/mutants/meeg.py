@@ -169,7 +169,7 @@ MUTANTS = [
         "neurotorch/meeg/summaries.py",
         "    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:",
         "    except OSError as exc:",
-        (f"{FAULTS}[summary-damaged-object-header]", f"{FAULTS}[summary-damaged-attribute]"),
+        (f"{FAULTS}[summary-damaged-btree]", f"{FAULTS}[summary-damaged-local-heap]"),
     ),
     Mutant(
         "summary-written-without-checksums",
