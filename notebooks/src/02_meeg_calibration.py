@@ -199,20 +199,20 @@ curves, truths, switched_off = {}, [], {}
 for name, solver in solvers.items():
     trials = CalibrationDataset(
         eeg,
-        length=32,
+        length=16,
         nnz=(1, 3, 5),
         alpha=(0.3, 0.5, 0.7),
         seed=1,
         posterior={"solver": solver, "noise_type": "baseline"},
     )
-    batch = next(iter(DataLoader(trials, batch_size=32)))
+    batch = next(iter(DataLoader(trials, batch_size=16)))
     truths.append(batch["x_true"])
     var = batch["var"]
     switched_off[name] = float((var <= 1e-6 * var.amax(dim=1, keepdim=True)).float().mean())
     curves[name] = coverage_curve(
         batch["x_true"].numpy(), batch["mean"].numpy(), batch["var"].numpy(), DEFAULT_LEVELS
     )
-title = "Four solvers, the same 32 EEG trials (baseline noise)"
+title = "Four solvers, the same 16 EEG trials (baseline noise)"
 display(
     Image(filename=plot_coverage_curves(DEFAULT_LEVELS, curves, figures / "solvers.png", title))
 )
