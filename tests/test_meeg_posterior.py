@@ -236,7 +236,7 @@ def test_coverage_refuses_impossible_variances_and_returns_its_levels():
     table = rounded.to_frame()
     assert table.columns.tolist() == ["nominal", "empirical"]
     assert table["empirical"].tolist() == [0.25, 0.375]
-    assert "0.6827: 0.250" in repr(rounded)
+    assert "0.6827: 0.250" in repr(rounded) and str(rounded) == repr(rounded)
     blocks = np.tile(np.eye(3), (2, 1, 1))
     blocks[1, 0, 0] = -1.0  # an indefinite covariance
     with pytest.raises(ImplausibleDataError, match="positive semi-definite"):

@@ -96,6 +96,8 @@ class CoverageCurve(np.ndarray):
         )
         return f"CoverageCurve({{{pairs}}})"
 
+    __str__ = __repr__
+
 
 def check_variances(var: np.ndarray, name: str = "var") -> np.ndarray:
     """``var`` as float64 with rounded zeros (down to `ROUNDING` times the largest variance below
