@@ -358,14 +358,15 @@ def test_calibrain_simulate_mode_files_load_without_positions(tmp_path):
     builder = LeadfieldBuilder(tmp_path)
     with pytest.raises(FormatError, match="require_src_coords=False"):
         builder.get_leadfield("demo")
-    data = builder.get_leadfield("demo", require_src_coords=False, return_metadata=True)
+    trusting = LeadfieldBuilder(tmp_path, require_src_coords=False)
+    data = trusting.get_leadfield("demo", return_metadata=True)
     np.testing.assert_allclose(data.leadfield, raw * 1e6)  # T/Am -> fT/nAm
     assert data.src_coords is None and data.units == "fT/nAm"
     spec = LeadfieldSpec(data_dir=str(tmp_path.parent), subject="demo", require_src_coords=False)
     with pytest.raises(DataNotDownloadedError):  # the spec reads <root>/1284src_leadfield
         spec.build()
     with pytest.raises(ShapeMismatchError, match="n_sources=12"):
-        builder.get_leadfield("demo", n_sources=12, require_src_coords=False)
+        trusting.get_leadfield("demo", n_sources=12)
 
 
 def test_a_silent_source_is_accepted_and_listed(capsys):

@@ -67,14 +67,27 @@ class LeadfieldBuilder:
         need no folder.
     storage_options
         fsspec options for a URL (``endpoint_url``, ``anon``, ...).
+    allow_pickle, require_src_coords
+        How the folder's files are read (see `load_leadfield_npz`): unpickle CaliBrain's pickled
+        entries (only for files you trust), and refuse files without source positions
+        (``require_src_coords=False`` reads those CaliBrain's own simulate mode writes).
 
     Only ``retrieve_mode="load"`` (and ``"simulate"`` with ``save=False``) works on a URL;
     saving needs a local folder. The builder holds no open handle and pickles.
     """
 
-    def __init__(self, leadfield_dir: FilePath | None = None, storage_options: dict | None = None):
+    def __init__(
+        self,
+        leadfield_dir: FilePath | None = None,
+        storage_options: dict | None = None,
+        *,
+        allow_pickle: bool = False,
+        require_src_coords: bool = True,
+    ):
         self._leadfield_dir = leadfield_dir
         self._storage_options = storage_options
+        self.allow_pickle = check_bool("allow_pickle", allow_pickle)
+        self.require_src_coords = check_bool("require_src_coords", require_src_coords)
         self._root: DataRoot | None = None
 
     @property
@@ -118,8 +131,6 @@ class LeadfieldBuilder:
         seed: int = 0,
         save: bool = True,
         save_forward: bool = False,
-        allow_pickle: bool = False,
-        require_src_coords: bool = True,
     ) -> LeadfieldData | np.ndarray:
         """Return a leadfield by loading it, simulating it with MNE or drawing it at random.
 
@@ -146,19 +157,13 @@ class LeadfieldBuilder:
         save, save_forward
             In ``"simulate"`` mode, write the NPZ (and ``<subject>-fwd.fif`` beside the
             leadfield folder's ``1284src_fwd``); the leadfield folder must then be local.
-        allow_pickle, require_src_coords
-            Passed to `load_leadfield_npz`: ``require_src_coords=False`` reads files without
-            source positions, such as those CaliBrain's own simulate mode writes.
+
+        Files are read as the builder's ``allow_pickle`` and ``require_src_coords`` say.
         """
         layout.check_orientation(orientation_type)
         check_option("retrieve_mode", retrieve_mode, RETRIEVE_MODES)
         if retrieve_mode == "load":
-            data = self._load(
-                subject,
-                orientation_type,
-                allow_pickle=allow_pickle,
-                require_src_coords=require_src_coords,
-            )
+            data = self._load(subject, orientation_type)
             _check_sizes(data, n_sensors, n_sources)
         elif retrieve_mode == "simulate":
             data = self._simulate(
@@ -181,15 +186,13 @@ class LeadfieldBuilder:
             )
         return data if return_metadata else data.leadfield
 
-    def _load(
-        self, subject: str, orientation_type: str, *, allow_pickle: bool, require_src_coords: bool
-    ) -> LeadfieldData:
+    def _load(self, subject: str, orientation_type: str) -> LeadfieldData:
         path = self.path(subject, orientation_type)
         data = load_leadfield_npz(
             path,
-            allow_pickle=allow_pickle,
+            allow_pickle=self.allow_pickle,
             storage_options=self.root.storage_options,
-            require_src_coords=require_src_coords,
+            require_src_coords=self.require_src_coords,
         )
         if data.orientation_type != orientation_type:
             raise FormatError(
@@ -338,7 +341,9 @@ class LeadfieldSpec:
         leadfield_dir = None
         if self.data_dir is not None:
             leadfield_dir = DataRoot(self.data_dir, self.storage_options).path(layout.LEADFIELD_DIR)
-        builder = LeadfieldBuilder(leadfield_dir, self.storage_options)
+        builder = LeadfieldBuilder(
+            leadfield_dir, self.storage_options, require_src_coords=self.require_src_coords
+        )
         return builder.get_leadfield(
             self.subject,
             self.orientation_type,
@@ -350,7 +355,6 @@ class LeadfieldSpec:
             montage=self.montage,
             seed=self.seed,
             save=False,
-            require_src_coords=self.require_src_coords,
         )
 
 

@@ -144,8 +144,8 @@ MUTANTS = [
     Mutant(
         "builder-ignores-require-src-coords",
         "neurotorch/meeg/leadfield.py",
-        "                require_src_coords=require_src_coords,\n            )",
-        "                require_src_coords=True,\n            )",
+        "            require_src_coords=self.require_src_coords,",
+        "            require_src_coords=True,",
         (
             "tests/test_meeg_leadfield.py::test_calibrain_simulate_mode_files_load_without_positions",
         ),
