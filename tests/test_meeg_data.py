@@ -260,6 +260,10 @@ def test_fmri_informed_sensors_sample_betas_at_sources():
     noise = item["sensors"].double().numpy() - clean
     np.testing.assert_allclose(np.linalg.norm(noise) / np.linalg.norm(clean), 0.6 / 0.4, rtol=1e-4)
     assert torch.equal(ds[1]["sensors"], item["sensors"])
+    assert repr(ds).startswith("FMRIInformedSensors(3 trials of [")
+    assert f"8 sensors x 30 sources, {int(inside.sum())} inside the mask; alpha=0.4" in repr(ds)
+    with pytest.raises(ParameterError, match="alpha"):
+        FMRIInformedSensors(trials, coords, lf, head_to_t1w, alpha=0.0)
 
 
 @pytest.mark.slow
