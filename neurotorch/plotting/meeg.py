@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurotorch._options import check_int
 from neurotorch.errors import ShapeMismatchError
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import (
@@ -141,14 +142,14 @@ def plot_sensor_topomap(
             f"info has {len(info['ch_names'])} channels but the leadfield has {data.n_sensors} sensors."
         )
     gain = data.leadfield.reshape(data.n_sensors, data.n_sources, -1)
+    if source is not None:
+        check_int("source", source, minimum=0, maximum=data.n_sources - 1)
     if source is None:
         values, what, cmap = (
             np.sqrt(np.sum(gain**2, axis=(1, 2))),
             "sensor sensitivity (row norm)",
             "viridis",
         )
-    elif not 0 <= source < data.n_sources:
-        raise ValueError(f"source {source} is outside 0..{data.n_sources - 1}.")
     elif gain.shape[2] == 1:  # fixed orientation: signed gain
         values, what, cmap = gain[:, source, 0], f"gain of source {source}", "RdBu_r"
     else:
