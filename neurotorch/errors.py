@@ -1,8 +1,9 @@
 """The neurotorch exception hierarchy.
 
 Every error names the file or value at fault and says what to do about it. The laion_fmri names
-(`DataDirNotSetError`, `DataNotDownloadedError`, `StimuliNotDownloadedError`,
-`SubjectNotFoundError`) are kept so code written against that package keeps working.
+(`DataDirNotSetError`, `DataNotFoundError`, `DataNotDownloadedError`, `NoMatchingDataError`,
+`StimuliNotDownloadedError`, `SubjectNotFoundError`, `LicenseNotAcceptedError`) are kept, with
+laion_fmri's base classes among theirs, so ``except`` clauses written for that package keep working.
 """
 
 from __future__ import annotations
@@ -24,16 +25,25 @@ class ConfigError(NeurotorchError, ValueError):
     """A setting (argument or environment variable) has a value neurotorch does not understand."""
 
 
-class DataNotDownloadedError(NeurotorchError, FileNotFoundError):
+class DataNotFoundError(NeurotorchError, FileNotFoundError):
+    """Requested data are absent from the dataset or the source (laion_fmri's base class)."""
+
+
+class DataNotDownloadedError(DataNotFoundError):
     """A file the dataset should contain is missing."""
+
+
+class NoMatchingDataError(DataNotFoundError):
+    """A download selection matches nothing at the source (no such session, no file)."""
 
 
 class StimuliNotDownloadedError(DataNotDownloadedError):
     """A stimulus file (images, embeddings, captions, segmentations) is missing."""
 
 
-class SubjectNotFoundError(NeurotorchError, ValueError):
-    """The requested subject is not in the dataset."""
+class SubjectNotFoundError(DataNotDownloadedError, ValueError):
+    """The requested subject is not in the dataset: a ``ValueError`` (laion_fmri's class for a
+    malformed id) and a `DataNotDownloadedError` (what laion_fmri raises for an absent subject)."""
 
 
 class DatasetExistsError(NeurotorchError, FileExistsError):
@@ -74,6 +84,11 @@ class SplitError(FormatError):
     """A split file is malformed or names a split, pool or variant that does not exist."""
 
 
+class SplitNotFoundError(SplitError, DataNotFoundError):
+    """The split, pool or split file asked for does not exist: a ``ValueError`` (laion_fmri's class
+    for an unknown name) and a ``FileNotFoundError`` (its class for a missing split file)."""
+
+
 class UnsafePathError(NeurotorchError, ValueError):
     """A path or identifier would escape the data root."""
 
@@ -90,7 +105,7 @@ class UnsafePickleError(FormatError):
     """A file holds pickled objects and the caller did not opt in to loading them."""
 
 
-class LicenseNotAcceptedError(NeurotorchError):
+class LicenseNotAcceptedError(NeurotorchError, RuntimeError):
     """Data with a licence of its own (e.g. stimulus images) were requested without accepting it."""
 
 
@@ -117,6 +132,51 @@ class NonFiniteError(FormatError):
 
 class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
+
+
+class UnitsFailedError(NeurotorchError, RuntimeError):
+    """Some units of a parallel run raised; the others finished and kept their outputs, so the
+    same command run again redoes only the failed ones. ``results`` holds every unit's result."""
+
+    def __init__(self, results: list):
+        self.results = results
+        failed = [r for r in results if r.status == "failed"]
+        listed = "; ".join(f"{r.key}: {r.error}" for r in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(
+            f"{len(failed)} of {len(results)} units failed: {listed}{more}. The other units' "
+            "outputs are kept; fix the cause and run the same command again to redo only these."
+        )
+
+
+class OutputWriteError(NeurotorchError, OSError):
+    """An output file or folder could not be written (a full disk, no permission); the message
+    names the path, and nothing partial is left at the output."""
+
+
+class DuplicateSubjectError(FormatError):
+    """The same subject appears twice in a dataset (e.g. a connectome batch file copied under a
+    second chunk number), which would count it twice."""
+
+
+class NotFittedError(ParameterError):
+    """A model asked to validate, test or predict before it was fitted or loaded from a checkpoint."""
+
+    def __init__(self, model: str, what: str):
+        super().__init__(
+            f"{model} cannot {what}: it is not fitted. Run trainer.fit first, or give the "
+            "checkpoint of a fitted model (ckpt_path=..., on the command line "
+            "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
+        )
+
+
+class DtypeRangeError(ParameterError):
+    """Values beyond the range of the storage dtype asked for (float16 holds ``|x| <= 65504``)."""
+
+
+class MixedBatchError(ParameterError):
+    """A batch that mixes items of different subjects (their voxel counts differ): the loader needs
+    a batch sampler that groups by subject."""
 
 
 class ImplausibleDataError(FormatError, ParameterError):

@@ -7,6 +7,12 @@ never with ``print``. Messages are written to standard error (as ``message`` for
 pass its records on to the root logger, so a ``logging.basicConfig`` in user code does not print
 them twice; to handle them yourself, remove its handler and set ``propagate = True``.
 
+Results worth reading (where a report, a figure, a checkpoint or predictions were written, the
+test line of a model) go to the ``neurotorch.results`` logger instead: it writes plain lines to
+standard output and keeps its own level, so ``NEUROTORCH_LOG_LEVEL=WARNING`` quiets the messages
+and keeps the results (``logging.getLogger("neurotorch.results").setLevel("WARNING")`` hides
+them too).
+
 Warnings that ask the caller to change something stay Python warnings (``warnings.warn``).
 """
 
@@ -20,18 +26,25 @@ import warnings
 from neurotorch.errors import ConfigError
 
 LOGGER_NAME = "neurotorch"
+RESULTS_LOGGER_NAME = "neurotorch.results"
 LEVEL_VARIABLE = "NEUROTORCH_LOG_LEVEL"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 logger = logging.getLogger(LOGGER_NAME)
+results = logging.getLogger(RESULTS_LOGGER_NAME)
 
 
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to ``sys.stderr`` as it is at each message (pytest and notebooks replace it)."""
+class _CurrentStream(logging.StreamHandler):
+    """Writes to ``sys.stderr`` (or ``sys.stdout``) as it is at each message: pytest and
+    notebooks replace them."""
+
+    def __init__(self, which: str = "stderr"):
+        self.which = which
+        super().__init__()
 
     @property
     def stream(self):
-        return sys.stderr
+        return getattr(sys, self.which)
 
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the property wins
@@ -80,11 +93,15 @@ def set_log_level(level: int | str | None = None) -> int:
 
 
 def _install() -> None:
-    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
-        handler = _CurrentStderr()
+    if not any(isinstance(h, _CurrentStream) for h in logger.handlers):
+        handler = _CurrentStream("stderr")
         handler.setFormatter(_Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.propagate = False
+    if not any(isinstance(h, _CurrentStream) for h in results.handlers):
+        results.addHandler(_CurrentStream("stdout"))
+    results.propagate = False
+    results.setLevel(logging.INFO)
     try:
         set_log_level()
     except ConfigError as err:  # importing must not fail on a typo in the environment

@@ -16,9 +16,13 @@ def fit_and_test_encoder(
     """Fit `LinearEncoder` for one epoch on ``datamodule`` and run its test split."""
     model = LinearEncoder(output_dir=str(output_dir), **encoder_args)
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule)
     trainer.test(model, datamodule)
     return model

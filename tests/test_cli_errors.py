@@ -62,14 +62,15 @@ def test_usage_errors_exit_2_with_one_line(case):
 
 def test_data_errors_of_every_command_exit_1_without_traceback(tiny_laion_root, tmp_path):
     missing = str(tmp_path / "missing")
+    unknown_subject = ["prepare", "--data-dir", str(tiny_laion_root), "--subject", "sub-99"]
+    download = ["download", "laion-fmri", "--out", str(tmp_path / "dl"), "--source", missing]
     cases = [
-        (["prepare", "--data-dir", str(tiny_laion_root), "--subject", "sub-99"],
-         ["unknown subject", "sub-99", "sub-01, sub-02"]),
+        (unknown_subject, ["unknown subject", "sub-99", "sub-01, sub-02"]),
         (["prepare"], ["LAION_FMRI_DATA_DIR"]),
         (["describe", missing], [missing]),
-        (["download", "laion-fmri", "--out", str(tmp_path / "dl"), "--source", missing], [missing]),
+        (download, [missing]),
         (["lnm", missing, "--connectome", missing, "--out", str(tmp_path / "o")], [missing]),
-    ]  # fmt: skip
+    ]
     for args, phrases in cases:
         assert_one_error(run_cli(*args, env={"LAION_FMRI_DATA_DIR": ""}), 1, *phrases)
 
@@ -86,12 +87,13 @@ def test_synth_overwrite_leaves_a_users_folder_alone(tmp_path):
 
 @pytest.mark.slow
 def test_fit_usage_and_data_errors(tmp_path):
-    assert_one_error(run_cli("fit", "--config", "no-such.yaml"), 2, "no-such.yaml", "--help")
+    assert_one_error(run_cli("fit", "--config", "no-such.yaml"), 2, "no-such.yaml", "configs")
     result = run_cli(
-        "fit", "--config", str(REPO / "configs" / "encoder.yaml"),
-        "--data.init_args.data_dir", str(tmp_path / "nowhere"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-    )  # fmt: skip
+        "fit",
+        *("--config", str(REPO / "configs" / "encoder.yaml")),
+        *("--data.init_args.data_dir", str(tmp_path / "nowhere")),
+        *("--trainer.logger.init_args.save_dir", str(tmp_path)),
+    )
     assert_one_error(result, 1, str(tmp_path / "nowhere"), first=False)
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: ")
 
@@ -160,9 +162,11 @@ def test_info_is_shown_by_default_and_the_variable_silences_it():
     env["PYTHONPATH"] = str(REPO)
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     quiet = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
         env={**env, "NEUROTORCH_LOG_LEVEL": "error"},
-    )  # fmt: skip
+    )
     assert (shown.stderr, quiet.stderr) == ("hello\n", "")
 
 
@@ -171,10 +175,10 @@ def test_progress_variable_turns_lightnings_bar_off(tiny_laion_root, tmp_path, m
     from neurotorch.lightning.cli import NeurotorchLightningCLI
 
     args = [
-        "--config", str(REPO / "configs" / "encoder.yaml"),
-        "--data.init_args.data_dir", str(tiny_laion_root),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-    ]  # fmt: skip
+        *("--config", str(REPO / "configs" / "encoder.yaml")),
+        *("--data.init_args.data_dir", str(tiny_laion_root)),
+        *("--trainer.logger.init_args.save_dir", str(tmp_path)),
+    ]
     bars = {}
     for value in ("1", "0"):
         monkeypatch.setenv("NEUROTORCH_PROGRESS", value)
@@ -217,3 +221,20 @@ def test_an_error_in_a_dataloader_worker_is_shown_without_the_workers_traceback(
     monkeypatch.setattr(cli.describe, "run", load)
     assert cli.main(["describe", "anything"]) == 1
     assert capsys.readouterr().err == "error: b.nii.gz fails its CRC:\ndownload it again\n"
+
+
+def test_synth_says_when_the_dataset_is_already_there(tmp_path, capsys):
+    from neurotorch import cli
+
+    out = tmp_path / "laion"
+    args = ["synth", "laion-fmri", "--size", "tiny", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.endswith(f"dataset written to {out}\n")
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out == (
+        f"synthetic laion-fmri dataset already in {out} (same size and seed); kept\n"
+    )
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+    assert cli.main([*args, "--seed", "1"]) == 1  # another dataset: refused, not "already there"
+    assert "other parameters" in capsys.readouterr().err

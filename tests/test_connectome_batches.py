@@ -40,7 +40,7 @@ def _write(path, subjects, mask, n_timepoints=12, affine=AFFINE, indices_layout=
     return write_batch(
         path,
         (s[tuple(idx.T)].T for s in subjects),
-        [f"s{i}" for i in range(len(subjects))],
+        [f"{path.stem}-s{i}" for i in range(len(subjects))],  # ids unique across files
         idx,
         affine,
         mask.shape,

@@ -115,9 +115,13 @@ def test_datamodule_trains_with_plain_trainer(root):
     assert batch["timeseries"].shape == (2, 30, data.n_features)
     model = LesionNetworkModel(rank=4, n_seeds=8)
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=data)
     assert torch.isfinite(trainer.callback_metrics["train_loss"])
     assert model.encoder.shape == (data.n_features, 4)
@@ -126,15 +130,9 @@ def test_datamodule_trains_with_plain_trainer(root):
 @pytest.mark.slow
 def test_lnm_yaml_runs_through_the_cli(root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(
-        [
-            "fit",
-            "--config", str(REPO / "configs" / "lnm.yaml"),
-            "--trainer.max_epochs=1",
-            "--trainer.enable_progress_bar=false",
-            f"--data.init_args.data_dir={root / BATCH_DIR}",
-        ]
-    )  # fmt: skip
+    config = ["--config", str(REPO / "configs" / "lnm.yaml")]
+    options = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", *config, *options, f"--data.init_args.data_dir={root / BATCH_DIR}"])
     assert list((tmp_path / "runs" / "lnm").rglob("metrics.csv"))
 
 
@@ -145,7 +143,7 @@ def test_lnm_command_writes_maps_table_and_png(root, tmp_path, capsys):
     names = sorted(p.name.removesuffix(".nii.gz") for p in (root / LESION_DIR).iterdir())
     assert sorted(summary["lesion"]) == names
     for name in names:
-        assert (out / f"{name}_desc-t_map.png").stat().st_size > 0
+        assert (out / f"{name}_figure.png").stat().st_size > 0
         t_img = nib.load(out / f"{name}_desc-t_map.nii.gz")
         np.testing.assert_array_equal(t_img.affine, nib.load(root / "mask.nii.gz").affine)
     assert names[0] in capsys.readouterr().out

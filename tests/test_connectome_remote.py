@@ -102,8 +102,8 @@ def test_lnm_command_reads_a_public_bucket(
     url = moto_server.upload_tree(local_root / BATCH_DIR, "connectome-public", public=True)
     out = tmp_path / "maps"
     lesions = local_root / LESION_DIR
-    main(["lnm", str(lesions), "--connectome", url, "--endpoint-url", moto_server.endpoint,
-          "--out", str(out)])  # fmt: skip
+    remote = ["--connectome", url, "--endpoint-url", moto_server.endpoint]
+    assert main(["lnm", str(lesions), *remote, "--out", str(out), "--no-figures"]) == 0
     expected = network_map(lesions, local_root / BATCH_DIR)
     name = expected.names[0]
     t_map = nib.load(out / f"{name}_desc-t_map.nii.gz").get_fdata()

@@ -40,10 +40,13 @@ def rank_main(rank: int, rendezvous: str, out: str) -> None:
         if rank == 0:
             fit = fit_ridge(stats, penalties=PENALTIES)
             np.savez(
-                out, *[t.numpy() for t in stats.tensors()], weight=fit.weight.numpy(),
-                intercept=fit.intercept.numpy(), penalty=fit.penalty.numpy(),
+                out,
+                *[t.numpy() for t in stats.tensors()],
+                weight=fit.weight.numpy(),
+                intercept=fit.intercept.numpy(),
+                penalty=fit.penalty.numpy(),
                 ceiling=ceiling.ceiling()["ceiling_r"],
-            )  # fmt: skip
+            )
     finally:
         dist.destroy_process_group()
 
@@ -69,7 +72,9 @@ def test_statistics_summed_over_two_ranks_equal_one_process(tmp_path):
     weight, intercept, penalty = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r")
     np.testing.assert_array_equal(saved["penalty"], penalty)
     np.testing.assert_allclose(saved["weight"], weight, rtol=0, atol=1e-8 * np.abs(weight).max())
-    np.testing.assert_allclose(saved["intercept"], intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        saved["intercept"], intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
     np.testing.assert_allclose(saved["ceiling"], numpy_ceiling(y, names), rtol=1e-10)
 
 
@@ -85,12 +90,20 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
 
     # 156 training, 20 validation and 64 test trials: no rank is padded with repeated trials.
     # The training epoch runs on the ranks; the test runs in fresh ranks from the returned model.
-    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=16)  # fmt: skip
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=16
+    )
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False, output_dir=str(tmp_path))
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
-        enable_progress_bar=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-    )  # fmt: skip
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, dm)
     trainer.test(model, dm)
     dm.setup("fit")
@@ -100,12 +113,18 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
     folds = folds_of(names, N_FOLDS).numpy()
     weight, intercept, _ = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r2", False)
     # the spawned ranks' fit, returned to this process through the model's state dict
-    np.testing.assert_allclose(model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max())  # fmt: skip
-    np.testing.assert_allclose(model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max()
+    )
+    np.testing.assert_allclose(
+        model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
     x_test, y_test, test_names = split_arrays(dm, "test")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     expected = x_test @ weight + intercept
     pc, yc = expected - expected.mean(0), y_test - y_test.mean(0)
     r = (pc * yc).sum(0) / np.sqrt((pc**2).sum(0) * (yc**2).sum(0))
     assert metrics["median_r"] == pytest.approx(np.median(r), abs=1e-6)
-    assert metrics["median_ceiling_r"] == pytest.approx(np.median(numpy_ceiling(y_test, test_names)), rel=1e-9)  # fmt: skip
+    assert metrics["median_ceiling_r"] == pytest.approx(
+        np.median(numpy_ceiling(y_test, test_names)), rel=1e-9
+    )

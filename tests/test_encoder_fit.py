@@ -11,7 +11,7 @@ import torch
 from encoder_helpers import fit_and_test_encoder, split_arrays, true_test_ceiling
 from ridge_reference import reference_fit
 
-from neurotorch.errors import EncoderConfigError
+from neurotorch.errors import ParameterError
 from neurotorch.lightning import LaionFMRIDataModule
 from neurotorch.models import LinearEncoder
 from neurotorch.models.encoder_report import MIN_CEILING_R
@@ -23,7 +23,7 @@ PENALTIES = (0.03, 1.0, 30.0)
 
 
 def fitted(root, tmp_path, **encoder_args):
-    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", roi=None, batch_size=64)
+    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", batch_size=64)
     model = fit_and_test_encoder(dm, tmp_path, penalties=PENALTIES, **encoder_args)
     return dm, model
 
@@ -42,8 +42,12 @@ def test_fit_equals_reference_on_training_and_validation_trials(per_voxel):
     weight, intercept, penalty = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r")
     np.testing.assert_array_equal(model.penalty.numpy(), penalty)
     assert len(np.unique(penalty)) > 1
-    np.testing.assert_allclose(model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max())  # fmt: skip
-    np.testing.assert_allclose(model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        model.weight.numpy(), weight, rtol=0, atol=1e-8 * np.abs(weight).max()
+    )
+    np.testing.assert_allclose(
+        model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
 
 
 def test_test_predictions_are_unbiased(per_voxel):
@@ -73,7 +77,9 @@ def assert_ceiling_matches_truth(root, dm, model):
     margin = median_fraction_margin(r / c, c, estimate["ceiling_sd"][usable])
     true_fraction = np.median(r / truth["ceiling_r"][usable])
     assert abs(np.median(r / c) - true_fraction) <= margin
-    assert model.test_metrics["median_fraction_of_ceiling"] == pytest.approx(np.median(r / c), abs=margin)  # fmt: skip
+    assert model.test_metrics["median_fraction_of_ceiling"] == pytest.approx(
+        np.median(r / c), abs=margin
+    )
     return truth
 
 
@@ -99,11 +105,26 @@ def test_realistic_snr_preset(tmp_path, tiny_laion_root):
     assert np.median(model.test_r[truth["signal"]]) > 0.1
 
 
-def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_path):
+def test_banded_encoder_partitions_the_explained_variance(
+    tiny_laion_root, tmp_path, monkeypatch, capsys
+):
+    from neurotorch.plotting import figure
+
+    drawn = {}
+    save_png = figure.save_png
+
+    def record(fig, path):  # what the report's figure says, read before it is saved
+        drawn[path.name] = [fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]
+        return save_png(fig, path)
+
+    monkeypatch.setattr(figure, "save_png", record)
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi="face", features=["CLIP", "DINOv2"],
+        data_dir=str(tiny_laion_root),
+        subject="sub-01",
+        voxels={"roi": "face"},
+        features=["CLIP", "DINOv2"],
         batch_size=64,
-    )  # fmt: skip
+    )
     keys = ["embedding_CLIP", "embedding_DINOv2"]
     model = fit_and_test_encoder(dm, tmp_path, feature_key=keys, band_ratios=(0.1, 1.0, 10.0))
     assert model.penalty.shape == (2, len(dm.voxel_table))
@@ -115,27 +136,45 @@ def test_banded_encoder_partitions_the_explained_variance(tiny_laion_root, tmp_p
     yc, pc = y - y.mean(0), pred - pred.mean(0)
     centred_r2 = 1 - ((yc - pc) ** 2).sum(0) / (yc**2).sum(0)
     shares = model.test_metrics["feature_spaces"]
-    assert set(shares) == set(keys)
+    assert set(shares) == {"CLIP", "DINOv2"}
     clip = x[:, :1024] @ model.weight.numpy()[:1024]
     clip_share = (clip - clip.mean(0)) * (2 * yc - pc)
-    assert shares["embedding_CLIP"]["median_variance_share"] == pytest.approx(
-        np.median(clip_share.sum(0) / (yc**2).sum(0)), rel=1e-9
+    expected = {
+        "CLIP": np.median(clip_share.sum(0) / (yc**2).sum(0)),
+        "DINOv2": np.median(centred_r2 - clip_share.sum(0) / (yc**2).sum(0)),
+    }
+    for space, share in expected.items():
+        assert shares[space]["median_variance_share"] == pytest.approx(share, rel=1e-9)
+    # the partition in the console's test line and in the figure, which names its data
+    line = capsys.readouterr().out
+    assert (
+        f"median variance share: CLIP {expected['CLIP']:.3f}, DINOv2 {expected['DINOv2']:.3f}"
+        in line
     )
-    dino_share = centred_r2 - clip_share.sum(0) / (yc**2).sum(0)
-    assert shares["embedding_DINOv2"]["median_variance_share"] == pytest.approx(
-        np.median(dino_share), rel=1e-9
+    title, *panels = drawn["encoder_test.png"]
+    assert (
+        "sub-01" in title and "CLIP + DINOv2" in title and "split random_0 of pool shared" in title
     )
+    assert f"{len(y)} test trials" in title
+    assert any(p.startswith("variance partition") and "CLIP" in p for p in panels)
 
 
 def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
-    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=64)  # fmt: skip
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=64
+    )
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False)
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0,
-    )  # fmt: skip
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
-    predictions = torch.cat(trainer.predict(model, dm.test_dataloader())).numpy()
+    batches = trainer.predict(model, dm.test_dataloader())
+    predictions = torch.cat([batch["prediction"] for batch in batches]).numpy()
     x, y, names = split_arrays(dm, "train")
     folds = folds_of(names, model.hparams.n_folds).numpy()
     weight, intercept, _ = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r2", False)
@@ -149,5 +188,5 @@ def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
     [({"score": "accuracy"}, "score"), ({"solver": "qr"}, "solver"), ({"n_folds": 1}, "n_folds")],
 )
 def test_settings_are_checked_when_the_encoder_is_made(settings, message):
-    with pytest.raises(EncoderConfigError, match=message):
+    with pytest.raises(ParameterError, match=message):
         LinearEncoder(**settings)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ridge_reference import make_problem, reference_fit
 
-from neurotorch.errors import EncoderConfigError
+from neurotorch.errors import EncoderConfigError, ParameterError
 from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -26,15 +26,23 @@ def neurotorch_fit(x, y, names, n_folds=5, batch=37, **kwargs):
 
 
 def assert_matches_reference(x, y, names, bands=None, ratios=RATIOS, **kwargs):
-    fit, folds = neurotorch_fit(x, y, names, bands=bands, band_ratios=ratios, **kwargs)  # fmt: skip
+    fit, folds = neurotorch_fit(x, y, names, bands=bands, band_ratios=ratios, **kwargs)
     weight, intercept, penalty = reference_fit(
-        x, y, folds, PENALTIES, bands or [x.shape[1]], ratios, kwargs.get("score", "r"),
+        x,
+        y,
+        folds,
+        PENALTIES,
+        bands or [x.shape[1]],
+        ratios,
+        kwargs.get("score", "r"),
         kwargs.get("per_target", True),
-    )  # fmt: skip
+    )
     np.testing.assert_array_equal(fit.penalty.numpy(), penalty)
     scale = np.abs(weight).max()
     np.testing.assert_allclose(fit.weight.numpy(), weight, rtol=0, atol=1e-8 * scale)
-    np.testing.assert_allclose(fit.intercept.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max())  # fmt: skip
+    np.testing.assert_allclose(
+        fit.intercept.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
     return fit
 
 
@@ -101,7 +109,7 @@ def test_folds_group_repeats_of_an_image():
 
 def test_named_errors():
     x, y, names = make_problem(n_images=13, n_features=5)
-    with pytest.raises(EncoderConfigError, match="score"):
+    with pytest.raises(ParameterError, match="score"):
         neurotorch_fit(x, y, names, score="accuracy")
     with pytest.raises(EncoderConfigError, match="do not add up"):
         neurotorch_fit(x, y, names, bands=[2, 2])

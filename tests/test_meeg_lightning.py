@@ -49,7 +49,7 @@ def test_isotonic_calibrator_reports_before_and_after(tmp_path, capsys):
     trainer.test(model, dm)
     report = json.loads((tmp_path / "calibration_test.json").read_text())
     assert (tmp_path / "coverage_test.png").stat().st_size > 0
-    assert str(tmp_path / "calibration_test.json") in capsys.readouterr().err
+    assert str(tmp_path / "calibration_test.json") in capsys.readouterr().out
     # the "before" curve is the coverage of the test split, recomputed here with numpy
     batches = list(dm.test_dataloader())
     stacked = {k: torch.cat([b[k] for b in batches]).numpy() for k in ("x_true", "mean", "var")}

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
+from neurotorch.errors import ShapeMismatchError
+
 MIN_PNG_BYTES = 5_000
 
 
@@ -43,19 +45,89 @@ def test_noise_ceiling_histograms(subject, tmp_path, roi):
     assert_real_png(out)
 
 
-def test_roi_overlay_defaults_to_the_fullest_slice(subject, tiny_laion_root, tmp_path):
+@pytest.fixture
+def drawn(monkeypatch):
+    """What nilearn is asked to draw: the image, the underlay and the options of every call."""
+    from nilearn import plotting
+
+    calls = []
+    for name in ("plot_roi", "plot_stat_map"):
+        real = getattr(plotting, name)
+
+        def record(image, real=real, name=name, **options):
+            calls.append({"function": name, "image": image, **options})
+            return real(image, **options)
+
+        monkeypatch.setattr(plotting, name, record)
+    return calls
+
+
+def test_roi_overlay_with_nilearn_in_mm_over_the_t1w(subject, tiny_laion_root, tmp_path, drawn):
     import nibabel as nib
 
     from neurotorch.fmri import layout
     from neurotorch.plotting.fmri import plot_roi_overlay
 
-    assert_real_png(plot_roi_overlay(subject, ["face", "V1v"], tmp_path / "rois.png"))
-    assert_real_png(plot_roi_overlay(subject, "FFA1", tmp_path / "ffa.png", axis=0, slice_index=3))
-    with pytest.raises(ValueError, match="slice_index"):
-        ffa = nib.load(tiny_laion_root / layout.roi_volume("sub-01", "face", "FFA1"))
-        plot_roi_overlay(subject, "FFA1", tmp_path / "bad.png", axis=1, slice_index=ffa.shape[1])
-    with pytest.raises(ValueError, match="axis"):
-        plot_roi_overlay(subject, "FFA1", tmp_path / "bad.png", axis=3)
+    assert_real_png(plot_roi_overlay(subject, ["FFA1", "V1v"], tmp_path / "rois.png"))
+    (call,) = drawn
+    labels = np.asarray(call["image"].dataobj)
+    for label, (category, name) in enumerate([("face", "FFA1"), ("retinotopy", "V1v")], 1):
+        roi = nib.load(tiny_laion_root / layout.roi_volume("sub-01", category, name))
+        np.testing.assert_array_equal(labels == label, np.asarray(roi.dataobj) > 0)
+        np.testing.assert_allclose(call["image"].affine, roi.affine)  # mm, scanner space
+    t1w = tiny_laion_root / layout.anatomical_image("sub-01", "T1w", "1pt8")
+    np.testing.assert_array_equal(call["bg_img"].get_fdata(), nib.load(t1w).get_fdata())
+    assert call.get("annotate", True)  # nilearn's L/R and mm labels
+    assert_real_png(
+        plot_roi_overlay(subject, "FFA1", tmp_path / "x.png", display_mode="x", cut_coords=[10.0])
+    )
+    assert drawn[1]["cut_coords"] == [10.0]
+
+
+def test_brain_maps_without_an_anatomical_folder_have_no_underlay(tiny_laion_root, tmp_path):
+    import shutil
+
+    from neurotorch.fmri import layout, load_subject
+    from neurotorch.plotting.fmri import plot_roi_overlay
+
+    root = tmp_path / "tree"
+    shutil.copytree(tiny_laion_root, root, ignore=shutil.ignore_patterns("anatomical"))
+    assert not (root / layout.ANAT_DIR).exists()
+    assert_real_png(plot_roi_overlay(load_subject("sub-01", root), "face", tmp_path / "r.png"))
+
+
+def test_voxel_map_puts_each_value_on_its_voxel(subject, tiny_laion_root, tmp_path, drawn):
+    import nibabel as nib
+
+    from neurotorch.fmri import layout
+    from neurotorch.plotting.fmri import plot_voxel_map
+
+    mask = nib.load(tiny_laion_root / layout.anatomical_brain_mask("sub-01", "1pt8"))
+    voxels = np.flatnonzero(np.asarray(mask.dataobj).ravel() > 0)[::7]
+    values = np.linspace(-1, 1, len(voxels))
+    assert_real_png(plot_voxel_map(subject, voxels, values, tmp_path / "r.png", title="test r"))
+    (call,) = drawn
+    volume = np.asarray(call["image"].dataobj)
+    assert volume.shape == mask.shape
+    np.testing.assert_allclose(volume[np.unravel_index(voxels, mask.shape)], values, rtol=1e-6)
+    assert np.count_nonzero(volume) == np.count_nonzero(values)
+    np.testing.assert_allclose(call["image"].affine, mask.affine)
+    with pytest.raises(ShapeMismatchError, match="voxel indices"):
+        plot_voxel_map(subject, np.array([np.prod(mask.shape)]), [1.0], tmp_path / "bad.png")
+    with pytest.raises(ShapeMismatchError, match="one length"):
+        plot_voxel_map(subject, voxels, values[:-1], tmp_path / "bad.png")
+
+
+def test_brain_maps_name_the_extra_when_nilearn_is_missing(subject, tmp_path, monkeypatch):
+    import sys
+
+    from neurotorch.errors import MissingDependencyError
+    from neurotorch.plotting.fmri import plot_roi_overlay
+
+    monkeypatch.setitem(sys.modules, "nilearn", None)  # import nilearn fails
+    with pytest.raises(MissingDependencyError, match=r"neurotorch\[plot\]"):
+        plot_roi_overlay(subject, "face", tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()
 
 
 @pytest.mark.parametrize(("split", "pool"), [("tau", "shared"), ("ood", "sub-01")])
@@ -155,8 +227,12 @@ def _run(rng, scale: float, free: bool = False):
     if free:
         x_hat = rng.standard_normal((40, 3, 25))
         cov = np.broadcast_to(np.eye(3), (40, 3, 3)).copy()
-        return PosteriorRun(x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat,
-                            var=np.ones((40, 3)), cov_blocks=cov)  # fmt: skip
+        return PosteriorRun(
+            x_true=x_hat + scale * rng.standard_normal(x_hat.shape),
+            x_hat=x_hat,
+            var=np.ones((40, 3)),
+            cov_blocks=cov,
+        )
     x_hat = rng.standard_normal((60, 25))
     return PosteriorRun(
         x_true=x_hat + scale * rng.standard_normal(x_hat.shape), x_hat=x_hat, var=np.ones(60)
@@ -247,8 +323,14 @@ def test_network_map_slices(network_result, tmp_path, kind, threshold, per_voxel
 
     result, lesion = network_result
     mask = lesion[tuple(result.mask_indices.T)] if per_voxel else lesion
-    out = plot_network_map(result, "lesion-a", tmp_path / f"{kind}.png", kind=kind, threshold=threshold,
-                           lesion_mask=mask)  # fmt: skip
+    out = plot_network_map(
+        result,
+        "lesion-a",
+        tmp_path / f"{kind}.png",
+        kind=kind,
+        threshold=threshold,
+        lesion_mask=mask,
+    )
     assert_real_png(out)
 
 

@@ -11,8 +11,22 @@ class UsageError(Exception):
     """The command line itself is wrong (exit status 2)."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help text followed by the default of every option that has one (not None, not off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        return f"{text} (default: %(default)s)" if shown and "%(default)" not in text else text
+
+
 class Parser(argparse.ArgumentParser):
-    """An argparse parser that raises `UsageError` instead of printing usage and exiting."""
+    """An argparse parser that raises `UsageError` instead of printing usage and exiting, and
+    whose ``--help`` shows every option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see '{self.prog} --help')")

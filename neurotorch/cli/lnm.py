@@ -6,43 +6,82 @@ import argparse
 
 from neurotorch.cli.arguments import add_endpoint_option, probability, storage_options
 
+AGGREGATIONS = ("mean", "sum", "median", "percent")
+CONVENTIONS = ("neurotorch", "lacuna")
+
+
+def torch_device(text: str) -> str:
+    """An argparse type: a torch device that exists on this machine (``cuda`` needs a GPU)."""
+    from neurotorch.connectome.lnm import check_device
+    from neurotorch.errors import ParameterError
+
+    try:
+        check_device(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from neurotorch.connectome import Atlas, ConnectomeBatches, load_lesions, network_map
-    from neurotorch.errors import ParameterError
-    from neurotorch.plotting.connectome import plot_network_map
+    from neurotorch.connectome.outputs import check_output_folder
+    from neurotorch.errors import MissingDependencyError, ParameterError
+    from neurotorch.plotting.connectome import plot_network_map, require_nilearn
 
     if bool(args.atlas) != bool(args.atlas_labels):
         raise ParameterError("--atlas and --atlas-labels go together: give both or neither.")
+    # refuse what would fail at the end before minutes of work, not after
+    check_output_folder(args.out, overwrite=args.overwrite, what="lesion network maps")
+    if args.figures:
+        try:
+            require_nilearn()
+        except MissingDependencyError as exc:
+            raise MissingDependencyError(f"{exc} Or pass --no-figures.") from None
     batches = ConnectomeBatches(
         args.connectome, storage_options=storage_options(args), space=args.space
     )
-    lesion_options = dict(
+    lesions = load_lesions(
+        args.lesion_dir,
+        batches,
         threshold=args.threshold,
         space=args.lesion_space,
         resample=args.resample,
         allow_other_space=args.allow_other_space,
     )
-    lesions = load_lesions(args.lesion_dir, batches, **lesion_options)
     result = network_map(
-        lesions, batches, device=args.device, method=args.method,
-        pini_percentile=args.pini_percentile, n_permutations=args.permutations, seed=args.seed,
-    )  # fmt: skip
+        lesions,
+        batches,
+        device=args.device,
+        method=args.method,
+        pini_percentile=args.pini_percentile,
+        n_permutations=args.permutations,
+        seed=args.seed,
+    )
     tables = {}
     if args.atlas:
         atlas = Atlas.from_files(args.atlas, args.atlas_labels)
-        tables["parcels"] = atlas.aggregate(result, kinds=("r", "t"), how=args.aggregation)
+        tables["parcels"] = atlas.aggregate(
+            result, kinds=("r", "t"), how=args.aggregation, convention=args.convention
+        )
         tables["regional_damage"] = atlas.regional_damage(args.lesion_dir, args.threshold)
     paths = result.save(
-        args.out, alpha=args.alpha, t_threshold=args.t_threshold,
-        table_format=args.table_format, tables=tables,
-    )  # fmt: skip
-    for k, name in enumerate(result.names):
-        png = Path(args.out) / f"{name}_desc-t_map.png"
-        paths.append(plot_network_map(result, k, png, kind="t", lesion_mask=lesions.masks[k]))
-    print(result.summary(args.alpha, args.t_threshold).to_string(index=False))
+        args.out,
+        alpha=args.alpha,
+        t_threshold=args.t_threshold,
+        table_format=args.table_format,
+        tables=tables,
+        figure=plot_network_map if args.figures else None,
+        overwrite=args.overwrite,
+    )
+    print(result.summary(args.alpha, args.t_threshold))
     print(f"{len(paths)} files written to {args.out}")
     return 0
 
@@ -54,15 +93,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--connectome", required=True, help="folder or URL (s3://...) of connectome batch files"
     )
     add_endpoint_option(p)
-    p.add_argument("--out", required=True, help="output folder for maps, tables and PNGs")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new, empty, or a previous neurotorch output (with --overwrite)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a previous neurotorch output at --out"
+    )
     p.add_argument(
         "--alpha", type=probability, default=0.05, help="FDR (and FWER) level, in (0, 1)"
     )
     p.add_argument("--t-threshold", type=float, default=None, help="also write |t| > T masks")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--method", choices=["boes", "pini"], default="boes", help="seed voxels")
     p.add_argument("--pini-percentile", type=float, default=20.0, help="PINI loading percentile")
-    p.add_argument("--permutations", type=int, default=0, help="sign flips for FWER p maps")
+    p.add_argument(
+        "--permutations", type=non_negative_int, default=0, help="sign flips for FWER p maps"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the sign flips")
     p.add_argument("--threshold", type=float, default=None, help="binarise masks as value > T")
     p.add_argument("--resample", action="store_true", help="resample masks on another grid")
@@ -74,8 +122,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atlas", default=None, help="label image for parcel tables")
     p.add_argument("--atlas-labels", default=None, help="labels table of --atlas (tsv/csv/txt)")
     p.add_argument(
-        "--aggregation", choices=["mean", "sum", "median", "percent"], default="mean",
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default="mean",
         help="how --atlas parcels summarise the maps",
-    )  # fmt: skip
-    p.add_argument("--table-format", choices=["csv", "tsv"], default="csv")
+    )
+    p.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="neurotorch",
+        help="parcel statistics over the brain mask (neurotorch) or the whole grid (lacuna)",
+    )
+    p.add_argument(
+        "--table-format", choices=["csv", "tsv"], default="csv", help="format of the tables"
+    )
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="skip the <lesion>_figure.png maps (drawn with nilearn)",
+    )
     p.set_defaults(func=run)

@@ -12,11 +12,26 @@ import os
 import sys
 from collections.abc import Sequence
 
-from neurotorch.cli import describe, download, lightning, lnm, prepare, synth, verify
+from neurotorch.cli import (
+    configs,
+    describe,
+    download,
+    lightning,
+    lnm,
+    prepare,
+    synth,
+    verify,
+)
 from neurotorch.cli.arguments import EXIT_DATA, EXIT_USAGE, Parser, UsageError
 
 DEBUG_FLAG = "--debug"
-COMMANDS = (synth, prepare, download, describe, verify, lnm)
+COMMANDS = (configs, synth, prepare, download, describe, verify, lnm)
+LIGHTNING_HELP = {
+    "fit": "train a model from a config (--config NAME_OR_FILE), then test it",
+    "validate": "score a fitted model (--ckpt_path) on the validation split",
+    "test": "score a fitted model (--ckpt_path) on the test split",
+    "predict": "write a fitted model's predictions (--ckpt_path) with their item ids",
+}
 
 
 def build_parser() -> Parser:
@@ -24,8 +39,9 @@ def build_parser() -> Parser:
 
     parser = Parser(
         prog="neurotorch",
-        description="PyTorch-first data loading for NeuroAI. "
-        "Training: neurotorch fit|validate|test|predict --config configs/<experiment>.yaml",
+        description="PyTorch-first data loading for NeuroAI. Training: neurotorch "
+        "fit|validate|test|predict --config NAME_OR_FILE (neurotorch configs lists the "
+        "built-in configs).",
         epilog="Environment: NEUROTORCH_DATA, NEUROTORCH_CACHE, NEUROTORCH_PROGRESS=0, "
         "NEUROTORCH_LOG_LEVEL, NEUROTORCH_DEBUG=1.",
     )
@@ -33,11 +49,9 @@ def build_parser() -> Parser:
     parser.add_argument(
         DEBUG_FLAG, action="store_true", help="show the traceback of an error (any position)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=Parser)
     for name in lightning.SUBCOMMANDS:
-        sub.add_parser(
-            name, help=f"Lightning {name} from a YAML config (--config FILE)", add_help=False
-        )
+        sub.add_parser(name, help=LIGHTNING_HELP[name], add_help=False)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
@@ -49,8 +63,8 @@ def _run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     return int(args.func(args) or 0)
 
 

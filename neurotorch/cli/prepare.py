@@ -7,12 +7,20 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from neurotorch.data.fmri.store import build_store
+    from neurotorch.fmri.voxel_selection import VoxelSelection
 
+    voxels = VoxelSelection(
+        roi=args.roi, nc_threshold=args.nc_threshold, mask_source=args.mask_source
+    )
     for subject in args.subject:
         store = build_store(
-            args.data_dir, subject, args.session, roi=args.roi, nc_threshold=args.nc_threshold,
-            mask_source=args.mask_source, dtype=args.dtype, cache_dir=args.cache_dir,
-        )  # fmt: skip
+            args.data_dir,
+            subject,
+            args.session,
+            voxels=voxels,
+            dtype=args.dtype,
+            cache_dir=args.cache_dir,
+        )
         print(
             f"{subject}: {len(store.sessions)} session(s) × {store.n_voxels} voxels "
             f"({store.dtype}) in {store.directory}"
@@ -36,7 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="keep voxels whose noise ceiling (%%) is at least this",
     )
-    p.add_argument("--mask-source", default="anatomical", choices=["anatomical", "rsquare"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument(
+        "--mask-source",
+        default="anatomical",
+        choices=["anatomical", "rsquare"],
+        help="brain mask: the anatomical mask, or R2mean > 0",
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16"], help="dtype of the store"
+    )
     p.add_argument("--cache-dir", default=None, help="store folder (default: $NEUROTORCH_CACHE)")
     p.set_defaults(func=run)

@@ -8,6 +8,18 @@ Any 3-D integer label image works, with a labels table in one of these forms:
 
 Label 0 is background. Every label of the image must be named in the table; table entries absent
 from the image are reported with 0 voxels.
+
+Parcel summaries of a map follow one of two conventions (`Atlas.aggregate`, ``convention``):
+
+* ``"neurotorch"`` (default): a statistic over the parcel's voxels inside the connectome's brain
+  mask, where the map is defined; ``percent`` is 100 x the share of those voxels where the map
+  is non-zero (for a binary map: the share of the parcel it covers).
+* ``"lacuna"``: as Lacuna's ``ParcelAggregation`` computes it (nilearn's ``NiftiLabelsMasker``
+  on the saved map): the map is a volume with 0 outside the brain mask and a statistic runs
+  over all the parcel's voxels of the grid, those zeros included; ``percent`` is 100 x the mean.
+
+``sum`` is the same under both. For a map that is 0 nowhere inside the mask, a parcel that lies
+entirely inside the mask gets the same mean and median under both.
 """
 
 from __future__ import annotations
@@ -16,19 +28,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from neurotorch._options import as_names, check_option
 from neurotorch.connectome.grid import canonical, mask_world_coordinates, sample_at_world
 from neurotorch.connectome.lesions import LesionInput, binary_mask, named_lesion_inputs
-from neurotorch.connectome.parcellation import REDUCTIONS, Parcellation
+from neurotorch.connectome.parcellation import REDUCTIONS, Parcellation, Reduction
 from neurotorch.connectome.result import NetworkMapResult
-from neurotorch.errors import DataNotDownloadedError, FormatError, ParameterError
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    FormatError,
+    ParameterError,
+    ShapeMismatchError,
+)
 from neurotorch.io.nibabel_read import read_nifti_image
 
 LABEL_COLUMNS = ("index", "name")
+CONVENTIONS = ("neurotorch", "lacuna")
+Convention = Literal["neurotorch", "lacuna"]
 
 
 def _read_label_table(labels: str | os.PathLike | Mapping) -> pd.DataFrame:
@@ -98,6 +119,8 @@ class Atlas:
             data = data[..., 0]
         if data.ndim != 3 or not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
             raise FormatError(f"{source} is not a 3-D image of integer labels.")
+        if not np.any(data):
+            raise FormatError(f"{source} labels no voxel (it is all 0, the background).")
         table = _read_label_table(labels)
         unnamed = sorted(set(np.unique(data).astype(np.int64)) - set(table["index"]) - {0})
         if unnamed:
@@ -111,10 +134,28 @@ class Atlas:
     def label_volume(self) -> np.ndarray:
         return np.asarray(self.image.dataobj)
 
-    def parcellation(self, mask_indices: np.ndarray, affine: np.ndarray) -> Parcellation:
-        """Parcel label of each connectome voxel (nearest neighbour), as a `Parcellation`."""
+    def parcellation(
+        self, mask_indices: np.ndarray, affine: np.ndarray, space: str = "unknown"
+    ) -> Parcellation:
+        """Parcel label of each connectome voxel (nearest neighbour), as a `Parcellation`.
+
+        Raises
+        ------
+        ShapeMismatchError
+            No connectome voxel lies in a parcel (the atlas is in another space, or its affine
+            is wrong).
+        """
         world = mask_world_coordinates(mask_indices, affine)
-        return Parcellation(sample_at_world(self.image, world, self.source).astype(np.int64))
+        labels = sample_at_world(self.image, world, self.source).astype(np.int64)
+        if not labels.any():
+            raise ShapeMismatchError(
+                f"The atlas {self.source} labels no voxel of the connectome's brain mask (space "
+                f"{space}; brain from {np.round(world.min(axis=0), 1).tolist()} to "
+                f"{np.round(world.max(axis=0), 1).tolist()} mm, atlas from "
+                f"{_extent_mm(self.image)}); the atlas is in another space or its affine is "
+                "wrong. Use an atlas registered to the connectome's template."
+            )
+        return Parcellation(labels)
 
     def _table(self, labels: np.ndarray, counts: np.ndarray, values: np.ndarray) -> pd.DataFrame:
         """Every named parcel with its voxel count and value (NaN where it has no voxel)."""
@@ -124,7 +165,11 @@ class Atlas:
         return table
 
     def aggregate(
-        self, result: NetworkMapResult, kinds: tuple[str, ...] = ("r", "t"), how: str = "mean"
+        self,
+        result: NetworkMapResult,
+        kinds: str | tuple[str, ...] = ("r", "t"),
+        how: Reduction = "mean",
+        convention: Convention = "neurotorch",
     ) -> pd.DataFrame:
         """Parcel summaries of lesion network maps, one row per lesion, map and parcel.
 
@@ -133,18 +178,49 @@ class Atlas:
         result
             Output of `neurotorch.connectome.network_map`.
         kinds
-            Maps to summarise (see `NetworkMapResult.map`).
+            Maps to summarise (see `NetworkMapResult.map`): one name or several.
         how
-            ``"mean"``, ``"sum"``, ``"median"`` or ``"percent"`` (100 x the fraction of the
-            parcel's voxels where the map is non-zero), over the parcel's connectome voxels.
+            ``"mean"``, ``"sum"``, ``"median"`` or ``"percent"``.
+        convention
+            ``"neurotorch"``: over the parcel's voxels inside the brain mask, ``percent`` = 100 x
+            the share of them where the map is non-zero; ``"lacuna"``: over all the parcel's
+            voxels of the grid, 0 outside the brain mask, ``percent`` = 100 x the mean (Lacuna's
+            numbers). See the module docstring.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``lesion, map, aggregation, index, name, n_voxels, value``; ``n_voxels``
+            counts the voxels the statistic ran over (NaN value for a parcel without any).
+
+        Raises
+        ------
+        ShapeMismatchError
+            The atlas labels no voxel of the connectome's brain mask.
         """
-        if how not in REDUCTIONS:
-            raise ParameterError(f"Unknown aggregation {how!r}; choose from {REDUCTIONS}.")
-        parcels = self.parcellation(result.mask_indices, result.affine)
+        kinds = as_names("kinds", kinds)
+        for kind in kinds:
+            check_option("kinds", kind, result.kinds)
+        check_option("how", how, REDUCTIONS)
+        check_option("convention", convention, CONVENTIONS)
+        parcels = self.parcellation(result.mask_indices, result.affine, result.space)
+        lacuna = convention == "lacuna"
+        if lacuna:  # every voxel of the grid, the map 0 outside the brain mask (the saved map)
+            grid = np.argwhere(np.ones(result.mask_shape, dtype=bool))  # C order, as ravel()
+            world = mask_world_coordinates(grid, result.affine)
+            parcels = Parcellation(sample_at_world(self.image, world, self.source).astype(np.int64))
         rows = []
         for kind in kinds:
-            values = np.stack([result.map(kind, k) for k in range(len(result.names))])
-            reduced = parcels.reduce(values, how)
+            values = np.stack(
+                [
+                    result.volume(kind, k).ravel() if lacuna else result.map(kind, k)
+                    for k in range(len(result.names))
+                ]
+            )
+            if lacuna and how == "percent":
+                reduced = 100.0 * parcels.reduce(values, "mean")
+            else:
+                reduced = parcels.reduce(values, how)
             for k, lesion in enumerate(result.names):
                 table = self._table(parcels.labels, parcels.voxel_counts, reduced[k])
                 rows.append(table.assign(lesion=lesion, map=kind, aggregation=how))
@@ -194,3 +270,11 @@ class Atlas:
             rows.append(table.assign(lesion=name))
         table = pd.concat(rows, ignore_index=True)
         return table[["lesion", *table.columns.drop("lesion")]]
+
+
+def _extent_mm(image: nib.spatialimages.SpatialImage) -> str:
+    """ "<min> to <max> mm" of an image's labelled voxels (world coordinates)."""
+    voxels = np.argwhere(np.asarray(image.dataobj) != 0)
+    world = mask_world_coordinates(voxels, image.affine)
+    low, high = np.round(world.min(axis=0), 1).tolist(), np.round(world.max(axis=0), 1).tolist()
+    return f"{low} to {high} mm"

@@ -17,19 +17,21 @@ import io
 import os
 import posixpath
 import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TypeVar
 
 import h5py
 import nibabel as nib
 import numpy as np
 
 from neurotorch.connectome import layout
-from neurotorch.connectome.checksum import CHECKSUM_BYTES, fletcher32_matches
+from neurotorch.connectome.checksum import CHECKSUM_BYTES, fletcher32_matches, metadata_digest
+from neurotorch.connectome.outputs import write_image
 from neurotorch.io.files import as_path, file_root
 from neurotorch.io.storage import DataRoot
 
@@ -42,15 +44,20 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
 from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
+    DuplicateSubjectError,
     FormatError,
+    NeurotorchError,
+    ParameterError,
     ShapeMismatchError,
     SpaceMismatchError,
 )
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class BatchHeader:
-    """What one batch file declares about itself."""
+    """What one batch file declares about itself, after `read_batch_header` checked it."""
 
     path: Path | str  # a local path, or the URL of a remote file
     n_subjects: int
@@ -65,6 +72,9 @@ class BatchHeader:
     subject_ids: tuple[str, ...] | None
     chunk_rows: int
     checksummed: bool  # the time series carry HDF5 Fletcher-32 checksums
+    # hash of the first subject's stored bytes: two files that share it hold the same subject
+    first_subject_fingerprint: str | None = None
+    metadata_checked: bool = False  # the file carries a metadata digest and it matched
 
     @property
     def stem(self) -> str:
@@ -83,24 +93,190 @@ def indices_digest(mask_indices: np.ndarray) -> str:
     return hashlib.sha1(rows.tobytes()).hexdigest()
 
 
+def repeated(items: Sequence[str]) -> list[str]:
+    """The items that occur more than once, sorted."""
+    return sorted(item for item, count in Counter(items).items() if count > 1)
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _mask_indices_rows(raw: np.ndarray, n_voxels: int, path: Path) -> np.ndarray:
-    """(n_voxels, 3) indices from either stored layout."""
+# Exceptions h5py raises for damaged object headers and attribute messages (besides OSError).
+_DAMAGED = (OSError, KeyError, RuntimeError, TypeError, ValueError, NotImplementedError)
+# The largest plausible grid axis (voxels); a larger mask_shape is a damaged attribute.
+MAX_GRID_AXIS = 4096
+# Bytes of the first subject's stored chunk hashed into `BatchHeader.first_subject_fingerprint`.
+FINGERPRINT_BYTES = 2**16
+
+
+def _read_key(path: Path | str, key: str, read: Callable[[], T]) -> T:
+    """``read()``; an exception of a damaged HDF5 object becomes `CorruptFileError` naming ``key``."""
+    try:
+        return read()
+    except NeurotorchError:
+        raise
+    except _DAMAGED as exc:
+        raise CorruptFileError(
+            f"{path}: reading '{key}' failed ({type(exc).__name__}: {exc}); the file's metadata "
+            "are damaged, re-create or re-download it."
+        ) from exc
+
+
+def _int_attribute(f: h5py.File, key: str, path: Path | str) -> int:
+    value = _read_key(path, key, lambda: f.attrs[key])
+    array = np.asarray(value)
+    if array.size != 1 or not np.issubdtype(array.dtype, np.integer) or int(array) < 0:
+        raise FormatError(
+            f"{path}: attribute '{key}' = {value!r} is not a count (a non-negative integer); "
+            "the file is damaged or not a connectome batch file."
+        )
+    return int(array)
+
+
+def _text_attribute(f: h5py.File, key: str, path: Path | str) -> str | None:
+    if not _read_key(path, key, lambda: key in f.attrs):
+        return None
+    value = _read_key(path, key, lambda: f.attrs[key])
+    if not isinstance(value, (str, bytes)):
+        raise FormatError(f"{path}: attribute '{key}' = {value!r} is not text.")
+    return _text(value)
+
+
+def _mask_shape(f: h5py.File, path: Path | str) -> tuple[int, int, int]:
+    value = np.asarray(_read_key(path, "mask_shape", lambda: f.attrs["mask_shape"]))
+    if value.size != 3 or not np.issubdtype(value.dtype, np.integer):
+        raise FormatError(f"{path}: attribute mask_shape={value.tolist()} is not 3 integers.")
+    shape = tuple(int(n) for n in value.ravel())
+    if not all(0 < n <= MAX_GRID_AXIS for n in shape):
+        raise FormatError(
+            f"{path}: attribute mask_shape={shape} is not a plausible grid (every axis must hold "
+            f"1 to {MAX_GRID_AXIS} voxels); the attribute is damaged, re-create the file."
+        )
+    return shape
+
+
+def _mask_indices_rows(raw: np.ndarray, n_voxels: int, path: Path | str) -> np.ndarray:
+    """(n_voxels, 3) int64 indices from either stored layout."""
     if raw.ndim == 2 and raw.shape == (n_voxels, 3):
-        return raw.astype(np.int64)
-    if raw.ndim == 2 and raw.shape == (3, n_voxels):
-        return raw.T.astype(np.int64)
-    raise FormatError(
-        f"{path}: '{layout.MASK_INDICES}' has shape {raw.shape}; expected ({n_voxels}, 3) or "
-        f"(3, {n_voxels}) to match the {n_voxels} voxels of '{layout.TIMESERIES}'."
-    )
+        rows = raw
+    elif raw.ndim == 2 and raw.shape == (3, n_voxels):
+        rows = raw.T
+    else:
+        raise FormatError(
+            f"{path}: '{layout.MASK_INDICES}' has shape {raw.shape}; expected ({n_voxels}, 3) or "
+            f"(3, {n_voxels}) to match the {n_voxels} voxels of '{layout.TIMESERIES}'."
+        )
+    if not np.issubdtype(rows.dtype, np.integer):
+        if not np.issubdtype(rows.dtype, np.floating) or not np.all(rows == np.round(rows)):
+            raise FormatError(
+                f"{path}: '{layout.MASK_INDICES}' holds {rows.dtype} values that are not voxel "
+                "indices (integers)."
+            )
+    return rows.astype(np.int64)
+
+
+def _check_mask_indices(rows: np.ndarray, mask_shape: tuple[int, int, int], path) -> None:
+    if not len(rows):
+        return
+    if rows.min() < 0 or np.any(rows.max(axis=0) >= mask_shape):
+        raise FormatError(
+            f"{path}: '{layout.MASK_INDICES}' points outside mask_shape {mask_shape}; the file is "
+            "damaged or its mask_shape attribute is wrong."
+        )
+    flat = np.ravel_multi_index(tuple(rows.T), mask_shape)
+    if len(np.unique(flat)) != len(flat):
+        raise FormatError(
+            f"{path}: '{layout.MASK_INDICES}' names {len(flat) - len(np.unique(flat))} voxels "
+            "twice; every column of the time series must be its own voxel."
+        )
+
+
+def _mask_affine(f: h5py.File, path: Path | str) -> np.ndarray:
+    key = layout.MASK_AFFINE
+    affine = np.asarray(_read_key(path, key, lambda: f[key][()]))
+    if affine.shape != (4, 4) or not np.issubdtype(affine.dtype, np.number):
+        raise FormatError(f"{path}: '{key}' has shape {affine.shape}, not (4, 4) numbers.")
+    affine = affine.astype(np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise FormatError(f"{path}: '{key}' holds NaN or infinite values: {affine.tolist()}.")
+    if not np.allclose(affine[3], [0, 0, 0, 1]) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise FormatError(
+            f"{path}: '{key}' = {np.round(affine, 4).tolist()} is not an invertible voxel-to-mm "
+            "affine (last row 0 0 0 1, non-zero voxel sizes); the file is damaged."
+        )
+    return affine
+
+
+def _subject_ids(f: h5py.File, n_subjects: int, path) -> tuple[str, ...] | None:
+    key = layout.SUBJECT_IDS
+    if not _read_key(path, key, lambda: key in f):
+        return None
+    ids = tuple(_text(s) for s in _read_key(path, key, lambda: f[key][()]))
+    if len(ids) != n_subjects:
+        raise FormatError(
+            f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
+        )
+    twice = repeated(ids)
+    if twice:
+        raise DuplicateSubjectError(
+            f"{path} holds the subject(s) {twice[:5]} more than once; each would count "
+            "twice in every statistic. Re-create the file with each subject once."
+        )
+    return ids
+
+
+def _check_digest(f: h5py.File, path, *, indices: np.ndarray, affine: np.ndarray) -> bool:
+    """Compare the stored metadata digest (if any) with the metadata as read."""
+    stored = _text_attribute(f, layout.METADATA_DIGEST, path)
+    if stored is None:
+        return False
+    present = [key for key in layout.DIGESTED_ATTRS if key in f.attrs]
+    attributes = {key: _read_key(path, key, lambda k=key: f.attrs[k]) for key in present}
+    if metadata_digest(attributes, indices, affine) != stored:
+        raise CorruptFileError(
+            f"{path}: the metadata (attributes {', '.join(present)}, '{layout.MASK_INDICES}', "
+            f"'{layout.MASK_AFFINE}') fail their checksum ('{layout.METADATA_DIGEST}'): an "
+            "attribute is damaged. Re-create or re-download the file."
+        )
+    return True
+
+
+def _read_at(source: Path | IO[bytes], offset: int, size: int) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+    source.seek(offset)
+    return source.read(size)
+
+
+def _first_subject_fingerprint(series: h5py.Dataset, source: Path | IO[bytes]) -> str | None:
+    """SHA-1 of the stored bytes of the first subject (its chunk, or the start of contiguous
+    data), or ``None`` when the file has no subject or the data are not stored yet."""
+    if series.shape[0] == 0:
+        return None
+    if series.chunks:
+        info = series.id.get_chunk_info_by_coord((0,) * series.ndim)
+        offset, size = info.byte_offset, info.size
+    else:
+        offset, size = series.id.get_offset(), series.id.get_storage_size()
+    if offset is None:
+        return None
+    data = _read_at(source, offset, min(size, FINGERPRINT_BYTES))
+    return hashlib.sha1(size.to_bytes(8, "little") + data).hexdigest()
 
 
 def read_batch_header(path: str | os.PathLike, storage_options: dict | None = None) -> BatchHeader:
-    """Read and check the header of one batch file (no time series are read).
+    """Read and check the metadata of one batch file (no time series are read).
+
+    This is the complete check of a batch file's metadata: every dataset and attribute the layout
+    requires, readable (a damaged HDF5 object header or attribute message is reported, naming the
+    key); the attributes consistent with the shape of ``timeseries``; ``mask_shape`` a plausible
+    3-D grid; ``mask_indices`` integer indices inside ``mask_shape``, each voxel once;
+    ``mask_affine`` a finite, invertible voxel-to-mm affine; the subject ids one per subject,
+    each once; and, for files written by neurotorch, the metadata digest (`layout.METADATA_DIGEST`,
+    the attributes, indices and affine), since HDF5's checksums cover data chunks only.
 
     Parameters
     ----------
@@ -112,67 +288,59 @@ def read_batch_header(path: str | os.PathLike, storage_options: dict | None = No
     Raises
     ------
     CorruptFileError
-        The file is not a readable HDF5 file.
+        The file is not a readable HDF5 file, or its metadata are damaged.
     FormatError
         A required dataset or attribute is missing or disagrees with the data shapes.
+    DuplicateSubjectError
+        The file lists a subject id twice.
     """
     root, name = file_root(path, storage_options)
     path = as_path(root, name)
     with ExitStack() as stack:
         source = stack.enter_context(root.readable(name, block_size=HEADER_BLOCK_SIZE))
         try:
-            return _header_of(stack.enter_context(h5py.File(source, "r")), path)
+            handle = stack.enter_context(h5py.File(source, "r"))
         except OSError as exc:  # not HDF5, truncated, or a metadata checksum fails
             raise CorruptFileError(
                 f"{path} is not a readable HDF5 file or its metadata are damaged ({exc}); "
                 "re-create or re-download it."
             ) from exc
+        return _header_of(handle, path, source)
 
 
-def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
+def _header_of(f: h5py.File, path: Path | str, source: Path | IO[bytes]) -> BatchHeader:
     """Check and describe an open batch file."""
-    missing = [key for key in layout.REQUIRED_DATASETS if key not in f]
-    missing += [key for key in layout.REQUIRED_ATTRS if key not in f.attrs]
+    missing = [
+        key for key in layout.REQUIRED_DATASETS if not _read_key(path, key, lambda k=key: k in f)
+    ]
+    missing += [
+        key for key in layout.REQUIRED_ATTRS if not _read_key(path, key, lambda k=key: k in f.attrs)
+    ]
     if missing:
         raise FormatError(
             f"{path} lacks {', '.join(missing)}; a connectome batch file needs the datasets "
             f"{', '.join(layout.REQUIRED_DATASETS)} and the attributes "
             f"{', '.join(layout.REQUIRED_ATTRS)}."
         )
-    series = f[layout.TIMESERIES]
-    if series.ndim != 3:
+    series = _read_key(path, layout.TIMESERIES, lambda: f[layout.TIMESERIES])
+    if series.ndim != 3 or not np.issubdtype(series.dtype, np.floating):
         raise FormatError(
-            f"{path}: '{layout.TIMESERIES}' has shape {series.shape}; expected "
-            "(n_subjects, n_timepoints, n_voxels)."
+            f"{path}: '{layout.TIMESERIES}' is {series.dtype} of shape {series.shape}; expected "
+            "floating-point (n_subjects, n_timepoints, n_voxels)."
         )
-    n_subjects, n_timepoints, n_voxels = (int(n) for n in series.shape)
-    declared = {key: int(f.attrs[key]) for key in ("n_subjects", "n_timepoints", "n_voxels")}
-    actual = {"n_subjects": n_subjects, "n_timepoints": n_timepoints, "n_voxels": n_voxels}
-    if declared != actual:
+    actual = dict(zip(("n_subjects", "n_timepoints", "n_voxels"), series.shape, strict=True))
+    declared = {key: _int_attribute(f, key, path) for key in actual}
+    if declared != {key: int(n) for key, n in actual.items()}:
         raise FormatError(
             f"{path}: attributes say {declared} but '{layout.TIMESERIES}' has shape "
             f"{series.shape}; the file is inconsistent, re-create it."
         )
-    mask_indices = _mask_indices_rows(np.asarray(f[layout.MASK_INDICES]), n_voxels, path)
-    mask_shape = tuple(int(n) for n in np.asarray(f.attrs["mask_shape"]).ravel())
-    if len(mask_shape) != 3:
-        raise FormatError(f"{path}: attribute mask_shape={mask_shape} is not 3-D.")
-    if n_voxels and (mask_indices.min() < 0 or np.any(mask_indices.max(0) >= mask_shape)):
-        raise FormatError(
-            f"{path}: '{layout.MASK_INDICES}' points outside mask_shape {mask_shape}."
-        )
-    mask_affine = np.asarray(f[layout.MASK_AFFINE], dtype=np.float64)
-    if mask_affine.shape != (4, 4):
-        raise FormatError(
-            f"{path}: '{layout.MASK_AFFINE}' has shape {mask_affine.shape}, not (4, 4)."
-        )
-    ids = None
-    if layout.SUBJECT_IDS in f:
-        ids = tuple(_text(s) for s in f[layout.SUBJECT_IDS][()])
-        if len(ids) != n_subjects:
-            raise FormatError(
-                f"{path}: {len(ids)} subject ids for {n_subjects} subjects; re-create the file."
-            )
+    n_subjects, n_timepoints, n_voxels = (int(n) for n in series.shape)
+    mask_shape = _mask_shape(f, path)
+    raw_indices = _read_key(path, layout.MASK_INDICES, lambda: np.asarray(f[layout.MASK_INDICES]))
+    mask_indices = _mask_indices_rows(raw_indices, n_voxels, path)
+    _check_mask_indices(mask_indices, mask_shape, path)
+    mask_affine = _mask_affine(f, path)
     return BatchHeader(
         path=path,
         n_subjects=n_subjects,
@@ -181,12 +349,16 @@ def _header_of(f: h5py.File, path: Path | str) -> BatchHeader:
         mask_indices=mask_indices,
         mask_affine=mask_affine,
         mask_shape=mask_shape,
-        space=_text(f.attrs[layout.SPACE]) if layout.SPACE in f.attrs else None,
-        description=_text(f.attrs.get("description", "")),
-        source=_text(f.attrs.get("source", "")),
-        subject_ids=ids,
+        space=_text_attribute(f, layout.SPACE, path),
+        description=_text_attribute(f, layout.DESCRIPTION, path) or "",
+        source=_text_attribute(f, layout.SOURCE, path) or "",
+        subject_ids=_subject_ids(f, n_subjects, path),
         chunk_rows=int(series.chunks[0]) if series.chunks else n_subjects,
         checksummed=bool(series.fletcher32),
+        first_subject_fingerprint=_read_key(
+            path, layout.TIMESERIES, lambda: _first_subject_fingerprint(series, source)
+        ),
+        metadata_checked=_check_digest(f, path, indices=mask_indices, affine=mask_affine),
     )
 
 
@@ -269,6 +441,32 @@ def _check_headers_agree(headers: Sequence[BatchHeader]) -> None:
             )
 
 
+def _subject_keys(header: BatchHeader) -> list[tuple[str, str]]:
+    """(key, description) of what identifies the subjects of a file: their stored ids, and the
+    fingerprint of its first subject's stored data."""
+    keys = [
+        (f"id:{subject}", f"the subject id {subject!r}") for subject in header.subject_ids or ()
+    ]
+    if header.first_subject_fingerprint is not None:
+        keys.append((f"data:{header.first_subject_fingerprint}", "identical stored data"))
+    return keys
+
+
+def _check_no_duplicate_subjects(headers: Sequence[BatchHeader]) -> None:
+    """Refuse a subject held by two files: by stored id, or by identical stored data (a batch
+    file copied under a second chunk number)."""
+    seen: dict[str, BatchHeader] = {}
+    for header in headers:
+        for key, shown in _subject_keys(header):
+            other = seen.setdefault(key, header)
+            if other is not header:
+                raise DuplicateSubjectError(
+                    f"{header.path} and {other.path} hold the same subject ({shown}); it would "
+                    "count twice in every statistic (a batch file copied under a second chunk "
+                    "number?). Remove one of the two files."
+                )
+
+
 def _batch_sources(
     path: str | os.PathLike | Sequence[str | os.PathLike], storage_options: dict | None
 ) -> list[tuple[DataRoot, str]]:
@@ -276,7 +474,7 @@ def _batch_sources(
     if not isinstance(path, (str, os.PathLike)):
         sources = [file_root(p, storage_options) for p in path]
         if not sources:
-            raise ValueError("Empty list of connectome batch files.")
+            raise ParameterError("Empty list of connectome batch files; give at least one.")
         return sources
     root = DataRoot(path, storage_options)
     if not root.isdir():
@@ -328,7 +526,10 @@ class ConnectomeBatches:
     DataNotDownloadedError
         No batch files at ``path``.
     FormatError, CorruptFileError
-        A file is unreadable or does not follow the layout.
+        A file is unreadable, its metadata are damaged, or it does not follow the layout (see
+        `read_batch_header`).
+    DuplicateSubjectError
+        Two files hold the same subject (the same id, or the same stored data).
     ShapeMismatchError
         The files disagree on mask, affine, space or number of timepoints.
     SpaceMismatchError
@@ -346,6 +547,7 @@ class ConnectomeBatches:
             read_batch_header(root.path(name), root.storage_options) for root, name in self._sources
         ]
         _check_headers_agree(self.headers)
+        _check_no_duplicate_subjects(self.headers)
         self.space = _resolve_space(self.headers[0], space)
         counts = np.array([h.n_subjects for h in self.headers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -411,17 +613,30 @@ class ConnectomeBatches:
         out[(...,) + tuple(self.mask_indices.T)] = values
         return out
 
-    def to_nifti(self, values: np.ndarray, fill: float = 0.0) -> nib.Nifti1Image:
-        """A (n_voxels,) map as a 3-D NIfTI image on the mask grid."""
-        return nib.Nifti1Image(self.to_volume(np.asarray(values), fill), self.affine)
+    def to_nifti(
+        self, values: np.ndarray, fill: float = 0.0, path: str | os.PathLike | None = None
+    ) -> nib.Nifti1Image:
+        """A (n_voxels,) map as a 3-D NIfTI image on the mask grid (``fill`` outside the mask);
+        with ``path``, also written there atomically (see `NetworkMapResult.to_nifti`)."""
+        image = nib.Nifti1Image(self.to_volume(np.asarray(values), fill), self.affine)
+        if path is not None:
+            write_image(image, path)
+        return image
 
     def __len__(self) -> int:
         return self.n_subjects
 
+    @property
+    def location(self) -> str:
+        """The folder (or URL prefix) of the batch files."""
+        folders = {posixpath.dirname(os.fspath(path)) for path in self.files}
+        return folders.pop() if len(folders) == 1 else f"{len(folders)} folders"
+
     def __repr__(self) -> str:
         return (
-            f"ConnectomeBatches({len(self.headers)} files, {self.n_subjects} subjects, "
-            f"{self.n_timepoints} timepoints, {self.n_voxels} voxels, space={self.space!r})"
+            f"ConnectomeBatches({self.location!r}: {len(self.headers)} files, "
+            f"{self.n_subjects} subjects, {self.n_timepoints} timepoints, {self.n_voxels} voxels "
+            f"of a {self.mask_shape} grid, space={self.space!r})"
         )
 
     # -- reading -----------------------------------------------------------------------------
@@ -506,7 +721,7 @@ class ConnectomeBatches:
         elif (
             out.shape != dataset.shape[1:] or out.dtype != np.float32 or not out.flags.c_contiguous
         ):
-            raise ValueError(
+            raise ParameterError(
                 f"out must be a C-contiguous float32 array of shape {dataset.shape[1:]}, got "
                 f"{out.dtype} {out.shape}."
             )

@@ -10,6 +10,9 @@ stored as 65535 unless every byte is 0.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 MODULUS = 65535
@@ -74,3 +77,30 @@ def fletcher32_matches(chunk: memoryview | bytes) -> bool:
     trailer = bytes(chunk[-CHECKSUM_BYTES:])
     expected = fletcher32(chunk[:-CHECKSUM_BYTES])
     return expected in (int.from_bytes(trailer, "little"), int.from_bytes(trailer, "big"))
+
+
+def metadata_digest(attributes: dict, mask_indices: np.ndarray, mask_affine: np.ndarray) -> str:
+    """SHA-256 of a batch file's metadata: its attributes, mask indices ((n, 3) rows) and affine.
+
+    HDF5 checksums cover the data chunks but not the attributes, so neurotorch stores this digest
+    as an attribute of the files it writes and checks it when it opens them: a damaged attribute
+    is reported, not used.
+    """
+    canonical = json.dumps(
+        {key: _plain(value) for key, value in sorted(attributes.items())}, sort_keys=True
+    )
+    digest = hashlib.sha256(canonical.encode())
+    digest.update(np.ascontiguousarray(mask_indices, dtype="<i8").tobytes())
+    digest.update(np.ascontiguousarray(mask_affine, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def _plain(value: object) -> object:
+    """An attribute value as JSON: numpy scalars and arrays as numbers and lists, bytes as text."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

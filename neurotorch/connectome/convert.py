@@ -8,22 +8,50 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 from tqdm.auto import tqdm
 
+from neurotorch._options import check_int
 from neurotorch.config import show_progress
 from neurotorch.connectome import layout
 from neurotorch.connectome.batches import indices_digest, read_batch_header
 from neurotorch.connectome.grid import canonical, check_same_grid
 from neurotorch.connectome.writer import write_batch
-from neurotorch.errors import NeurotorchError, ShapeMismatchError
+from neurotorch.errors import (
+    CorruptFileError,
+    DatasetExistsError,
+    FormatError,
+    NeurotorchError,
+    ParameterError,
+    ShapeMismatchError,
+)
 
 PathOrImage = str | os.PathLike | nib.spatialimages.SpatialImage
 
 
 def _load(image: PathOrImage) -> tuple[nib.spatialimages.SpatialImage, str]:
+    """The image (header read, data not yet) and its name; a file nibabel cannot parse raises
+    `FormatError` naming it."""
     if isinstance(image, nib.spatialimages.SpatialImage):
         return image, image.get_filename() or "<in-memory image>"
-    return nib.load(os.fspath(image)), os.fspath(image)
+    try:
+        return nib.load(os.fspath(image)), os.fspath(image)
+    except FileNotFoundError:
+        raise
+    except (ImageFileError, OSError, ValueError, EOFError) as exc:
+        raise FormatError(
+            f"{image} cannot be read as a NIfTI image ({type(exc).__name__}: {exc}); replace it."
+        ) from exc
+
+
+def _data(img: nib.spatialimages.SpatialImage, name: str) -> np.ndarray:
+    """The image's float32 data; a truncated or damaged file raises `CorruptFileError`."""
+    try:
+        return np.asarray(img.dataobj, dtype=np.float32)
+    except (OSError, EOFError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{name} is truncated or damaged ({type(exc).__name__}: {exc}); copy it again."
+        ) from exc
 
 
 def _subject_id(image: PathOrImage, position: int) -> str:
@@ -37,8 +65,8 @@ def _subject_id(image: PathOrImage, position: int) -> str:
 
 def _masked_series(
     image: PathOrImage,
-    mask: np.ndarray,
-    mask_affine: np.ndarray,
+    mask: nib.spatialimages.SpatialImage,
+    *,
     n_timepoints: int | None,
     reorient: bool,
 ) -> np.ndarray:
@@ -50,28 +78,39 @@ def _masked_series(
         )
     if reorient:
         img = canonical(img, name)
-    check_same_grid(img.shape, img.affine, mask.shape, mask_affine, name, "the mask")
+    inside = np.asarray(mask.dataobj) > 0
+    check_same_grid(img, (inside.shape, mask.affine), name=name, ref_name="the mask")
     if n_timepoints is not None and img.shape[3] != n_timepoints:
         raise ShapeMismatchError(
             f"{name} has {img.shape[3]} timepoints but the connectome has {n_timepoints}; every "
             "subject of one connectome needs the same number (trim or exclude this subject)."
         )
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    return np.ascontiguousarray(data[mask].T)
+    return np.ascontiguousarray(_data(img, name)[inside].T)
 
 
-def _batch_is_complete(path: Path, ids: list[str], digest: str, n_timepoints: int | None) -> bool:
+def _batch_is_complete(path: Path, ids: list[str], *, digest: str, n_timepoints: int) -> bool:
+    """Whether ``path`` is this conversion's batch file, complete (resume skips it); `False` when
+    there is no file. Any other file there is refused rather than replaced."""
     if not path.exists():
         return False
     try:
         header = read_batch_header(path)
-    except NeurotorchError:
-        return False
-    return (
-        header.subject_ids == tuple(ids)
-        and header.mask_digest == digest
-        and (n_timepoints is None or header.n_timepoints == n_timepoints)
-    )
+    except NeurotorchError as exc:
+        raise DatasetExistsError(
+            f"{path} exists and is not a readable batch file ({exc}); neurotorch does not "
+            "replace files it cannot identify as its own. Remove it, or convert into another folder."
+        ) from exc
+    if (header.subject_ids, header.mask_digest, header.n_timepoints) != (
+        tuple(ids),
+        digest,
+        n_timepoints,
+    ):
+        raise DatasetExistsError(
+            f"{path} holds other subjects, another mask or another number of timepoints than "
+            "this conversion writes there; neurotorch does not replace it. Convert into a new or "
+            "empty folder (or remove the old batch files)."
+        )
+    return True
 
 
 def convert_timeseries(
@@ -115,14 +154,19 @@ def convert_timeseries(
 
     Raises
     ------
+    DatasetExistsError
+        A file of another connectome (or an unreadable one) sits where a batch file goes.
+    ParameterError
+        No series, ``subjects_per_chunk`` below 1, or ids that do not name each series once.
     ShapeMismatchError
         A series is not 4-D, is on another grid, or has a different number of timepoints.
     OrientationMismatchError
         A series is oriented differently from the mask (with ``reorient=False``) or its header
         transforms disagree on left/right.
     """
-    if subjects_per_chunk < 1:
-        raise ValueError(f"subjects_per_chunk must be >= 1, got {subjects_per_chunk}.")
+    check_int("subjects_per_chunk", subjects_per_chunk, minimum=1)
+    if not len(nifti_paths):
+        raise ParameterError("nifti_paths is empty; give at least one 4-D series.")
     mask_img, mask_name = _load(mask)
     if reorient:
         mask_img = canonical(mask_img, mask_name)
@@ -135,16 +179,21 @@ def convert_timeseries(
         if subject_ids is not None
         else [_subject_id(p, i) for i, p in enumerate(nifti_paths)]
     )
-    if len(ids) != len(nifti_paths):
-        raise ValueError(f"{len(ids)} subject ids for {len(nifti_paths)} series.")
+    if len(ids) != len(nifti_paths) or len(set(ids)) != len(ids):
+        raise ParameterError(
+            f"subject_ids must name each of the {len(nifti_paths)} series once; got {len(ids)} "
+            f"ids, {len(ids) - len(set(ids))} repeated."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = indices_digest(mask_indices)
 
-    first_img, _ = _load(nifti_paths[0]) if len(nifti_paths) else (None, "")
-    n_timepoints = (
-        int(first_img.shape[3]) if first_img is not None and len(first_img.shape) == 4 else None
-    )
+    first_img, first_name = _load(nifti_paths[0])
+    if len(first_img.shape) != 4:
+        raise ShapeMismatchError(
+            f"{first_name} has shape {first_img.shape}; expected a 4-D (x, y, z, t) series."
+        )
+    n_timepoints = int(first_img.shape[3])
     paths = []
     with tqdm(
         total=len(nifti_paths),
@@ -156,23 +205,25 @@ def convert_timeseries(
             stop = min(start + subjects_per_chunk, len(nifti_paths))
             path = out_dir / layout.batch_file_name(batch, prefix)
             paths.append(path)
-            if _batch_is_complete(path, ids[start:stop], digest, n_timepoints):
+            if _batch_is_complete(path, ids[start:stop], digest=digest, n_timepoints=n_timepoints):
                 bar.update(stop - start)
                 continue
 
             def series(start: int = start, stop: int = stop) -> Iterator[np.ndarray]:
                 for image in nifti_paths[start:stop]:
-                    yield _masked_series(image, mask_bool, mask_img.affine, n_timepoints, reorient)
+                    yield _masked_series(
+                        image, mask_img, n_timepoints=n_timepoints, reorient=reorient
+                    )
                     bar.update(1)
 
             write_batch(
                 path,
                 series(),
                 ids[start:stop],
-                mask_indices,
-                mask_img.affine,
-                mask_bool.shape,
-                n_timepoints or 0,
+                mask_indices=mask_indices,
+                mask_affine=mask_img.affine,
+                mask_shape=mask_bool.shape,
+                n_timepoints=n_timepoints,
                 space=space,
                 description=description,
                 source="neurotorch.connectome.convert_timeseries",

@@ -43,18 +43,19 @@ def canonical(img: nib.spatialimages.SpatialImage, name: str) -> nib.spatialimag
 
 
 def check_same_grid(
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-    ref_shape: tuple[int, ...],
-    ref_affine: np.ndarray,
+    img: nib.spatialimages.SpatialImage,
+    reference: tuple[tuple[int, ...], np.ndarray],
+    *,
     name: str,
     ref_name: str,
 ) -> None:
-    """Raise unless two 3-D grids are identical.
+    """Raise unless the 3-D grid of ``img`` is the ``reference`` grid, given as (shape, affine).
 
     Differing axis directions raise `OrientationMismatchError`; differing shapes, voxel sizes or
     origins raise `ShapeMismatchError`.
     """
+    shape, affine = img.shape, img.affine
+    ref_shape, ref_affine = reference
     if nib.aff2axcodes(affine) != nib.aff2axcodes(ref_affine):
         raise OrientationMismatchError(
             f"{name} is oriented {''.join(nib.aff2axcodes(affine))} but {ref_name} is "
@@ -104,9 +105,10 @@ def sample_at_world(
 
 def sample_at_mask(
     img: nib.spatialimages.SpatialImage,
+    name: str,
+    *,
     mask_indices: np.ndarray,
     mask_affine: np.ndarray,
-    name: str,
     world: np.ndarray | None = None,
 ) -> np.ndarray:
     """Values of a 3-D image at the connectome's mask voxels, nearest neighbour, shape (n_voxels,).

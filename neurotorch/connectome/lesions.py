@@ -15,8 +15,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from neurotorch._options import check_number
 from neurotorch.connectome import layout
-from neurotorch.connectome.batches import ConnectomeBatches
+from neurotorch.connectome.batches import ConnectomeBatches, repeated
 from neurotorch.connectome.grid import (
     canonical,
     check_same_grid,
@@ -37,7 +38,7 @@ LesionInput = str | os.PathLike | nib.spatialimages.SpatialImage | np.ndarray
 _BIDS_SPACE = re.compile(r"(?:^|_)space-(?P<space>[A-Za-z0-9]+)(?:_|\.|$)")
 
 
-@dataclass
+@dataclass(repr=False)
 class LesionSet:
     """Lesions on the connectome's voxels."""
 
@@ -46,6 +47,17 @@ class LesionSet:
     volumes_mm3: np.ndarray  # (n_lesions,) lesion volume in its own image
     sources: list[str]  # file of each lesion, or "<image>" / "<array>"
     options: dict = field(default_factory=dict)  # the options they were loaded with
+    space: str = layout.UNKNOWN_SPACE  # the connectome's space, whose voxels the masks cover
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.names[:3]) + (", ..." if len(self.names) > 3 else "")
+        folders = {os.path.dirname(source) for source in self.sources}
+        where = f" from {folders.pop()!r}" if len(folders) == 1 and "" not in folders else ""
+        voxels = self.masks.sum(axis=1)
+        return (
+            f"LesionSet({len(self.names)} lesions [{shown}]{where}, {voxels.min()}-{voxels.max()} "
+            f"voxels each of the connectome's {self.masks.shape[1]}, space={self.space!r})"
+        )
 
 
 def _lesion_files(folder: Path) -> list[Path]:
@@ -62,26 +74,44 @@ def _lesion_name(path: Path) -> str:
     return name
 
 
+def _item_name(item: LesionInput, position: int) -> str:
+    """A file's name without extension, else ``lesion-<position>``."""
+    if isinstance(item, (str, os.PathLike)):
+        return _lesion_name(Path(item))
+    return f"lesion-{position:03d}"
+
+
 def named_lesion_inputs(
     lesions: LesionInput | Sequence | Mapping,
 ) -> list[tuple[str, LesionInput]]:
-    """(name, mask) pairs of any accepted lesion input; file names without extension name files."""
+    """(name, mask) pairs of any accepted lesion input; file names without extension name files.
+
+    Raises `ParameterError` for no lesion at all and for two lesions of the same name (their
+    output files would overwrite each other).
+    """
     if isinstance(lesions, Mapping):
-        return [(str(k), v) for k, v in lesions.items()]
-    if isinstance(lesions, (str, os.PathLike)):
+        named = [(str(k), v) for k, v in lesions.items()]
+    elif isinstance(lesions, (str, os.PathLike)):
         path = Path(lesions)
         if not path.exists():
             raise DataNotDownloadedError(f"No lesion mask or folder at {path}.")
         files = _lesion_files(path) if path.is_dir() else [path]
-        return [(_lesion_name(f), f) for f in files]
-    if isinstance(lesions, (nib.spatialimages.SpatialImage, np.ndarray)):
-        lesions = [lesions]
-    named = []
-    for i, item in enumerate(lesions):
-        if isinstance(item, (str, os.PathLike)):
-            named.append((_lesion_name(Path(item)), item))
-        else:
-            named.append((f"lesion-{i:03d}", item))
+        named = [(_lesion_name(f), f) for f in files]
+    else:
+        items = (
+            [lesions]
+            if isinstance(lesions, (nib.spatialimages.SpatialImage, np.ndarray))
+            else lesions
+        )
+        named = [(_item_name(item, i), item) for i, item in enumerate(items)]
+    if not named:
+        raise ParameterError("No lesion given; pass a folder, a file, an image or a list of them.")
+    twice = repeated([name for name, _ in named])
+    if twice:
+        raise ParameterError(
+            f"Two lesions are named {twice[:3]} (the same file name in different folders?); "
+            "rename them or pass a mapping {name: mask}."
+        )
     return named
 
 
@@ -130,6 +160,7 @@ def _image_values(
     img: nib.spatialimages.SpatialImage,
     name: str,
     connectome: ConnectomeBatches,
+    *,
     world: np.ndarray,
     resample: bool,
 ) -> np.ndarray:
@@ -138,12 +169,10 @@ def _image_values(
         ras = canonical(img, name)
         try:
             check_same_grid(
-                ras.shape,
-                ras.affine,
-                connectome.mask_shape,
-                connectome.affine,
-                name,
-                "the connectome",
+                ras,
+                (connectome.mask_shape, connectome.affine),
+                name=name,
+                ref_name="the connectome",
             )
         except ShapeMismatchError as exc:
             raise ShapeMismatchError(
@@ -152,7 +181,9 @@ def _image_values(
                 "resample=True (CLI: --resample) to sample it nearest-neighbour at the "
                 "connectome's voxels."
             ) from None
-    return sample_at_mask(img, connectome.mask_indices, connectome.affine, name, world=world)
+    return sample_at_mask(
+        img, name, mask_indices=connectome.mask_indices, mask_affine=connectome.affine, world=world
+    )
 
 
 def load_lesions(
@@ -199,8 +230,8 @@ def load_lesions(
     OrientationMismatchError
         A lesion file's qform and sform disagree on orientation.
     """
-    if threshold is not None and not np.isfinite(threshold):
-        raise ParameterError(f"threshold must be a finite number, got {threshold}.")
+    if threshold is not None:
+        threshold = check_number("threshold", threshold)
     names, masks, volumes, sources = [], [], [], []
     voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
     world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
@@ -228,7 +259,7 @@ def load_lesions(
             else:
                 img, source = item, item.get_filename() or "<image>"
                 own = np.asarray(img.dataobj)
-            values = _image_values(img, name, connectome, world, resample)
+            values = _image_values(img, name, connectome, world=world, resample=resample)
             own_voxel_mm3 = abs(np.linalg.det(img.affine[:3, :3]))
         # the whole mask must be binary, not only where it is sampled
         own_volume = np.count_nonzero(binary_mask(own, name, threshold)) * own_voxel_mm3
@@ -245,4 +276,11 @@ def load_lesions(
     options = dict(
         threshold=threshold, space=space, resample=resample, allow_other_space=allow_other_space
     )
-    return LesionSet(names, np.stack(masks), np.asarray(volumes), sources, options)
+    return LesionSet(
+        names,
+        np.stack(masks),
+        np.asarray(volumes),
+        sources=sources,
+        options=options,
+        space=connectome.space,
+    )

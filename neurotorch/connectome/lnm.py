@@ -25,15 +25,18 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_int, check_number, check_option
 from neurotorch.config import show_progress
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.lesions import LesionInput, LesionSet, load_lesions
-from neurotorch.connectome.permutation import fwe_p_values, permutation_max_t, sign_flips
+from neurotorch.connectome.permutation import fwe_p_values, permutation_t_max, sign_flips
 from neurotorch.connectome.pini import pini_masks
 from neurotorch.connectome.result import NetworkMapResult
 from neurotorch.connectome.stats import ShiftedSums, benjamini_hochberg, two_sided_p
@@ -42,6 +45,8 @@ from neurotorch.errors import NonFiniteError, ParameterError
 R_MAX = 1.0 - 2.0**-24
 Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
 METHODS = ("boes", "pini")
+Method = Literal["boes", "pini"]
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 # subjects read and inflated ahead, each in its own thread: inflating a subject takes about twice
 # as long as computing its correlations on one core
 READ_AHEAD = 2
@@ -176,6 +181,32 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; `ParameterError` otherwise.
+
+    ``"cuda"`` without a CUDA device (or with a CPU-only torch build) is refused here, with a
+    message naming the cause, rather than failing inside torch.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ParameterError(
+            f"device={device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'."
+        ) from None
+    check_option("device", resolved.type, DEVICE_TYPES)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise ParameterError(
+                f"device={str(device)!r}: this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "use device='cpu' or a device that exists."
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(f"device={str(device)!r}: MPS is not available here; use 'cpu'.")
+    return resolved
+
+
 def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:
     """The subject indices to use; raises `ParameterError` unless >= 2 distinct ones in range."""
     subjects = list(range(n_subjects)) if subjects is None else [int(s) for s in subjects]
@@ -209,13 +240,14 @@ def _provenance(
     }
 
 
+@fill_doc
 def network_map(
     lesions: LesionInput | Sequence | Mapping | LesionSet,
     connectome: str | os.PathLike | ConnectomeBatches,
     subjects: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     storage_options: dict | None = None,
-    method: str = "boes",
+    method: Method = "boes",
     pini_percentile: float = 20.0,
     n_permutations: int = 0,
     seed: int = 0,
@@ -233,9 +265,9 @@ def network_map(
     subjects
         Subject indices to use (default: all).
     device
-        Torch device for the correlations and permutations (``"cuda"`` moves the work to a GPU).
-    storage_options
-        fsspec options when ``connectome`` is a URL.
+        Torch device for the correlations and permutations (``"cuda"`` moves the work to a GPU;
+        refused with `ParameterError` where no CUDA device exists).
+    %(storage_options)s
     method
         ``"boes"``: the seed is the mean of all lesion voxels; ``"pini"``: the mean of the lesion
         voxels whose loading on the first principal component of their correlation with the lesion
@@ -244,9 +276,11 @@ def network_map(
         Percentile (0-100) of absolute PC1 loadings below which PINI drops a voxel.
     n_permutations
         Sign-flip permutations for family-wise error control (0: none). Keeps every subject's z
-        maps in memory (subjects x lesions x voxels x 4 bytes).
+        maps in memory (subjects x lesions x voxels x 4 bytes). The observed |t| and the null
+        come from one float64 computation (`neurotorch.connectome.permutation`).
     seed
-        Seed of the sign flips.
+        Seed of the sign flips (`neurotorch.connectome.permutation.sign_flips`): the same seed
+        gives the same FWER maps on any machine and device.
     **lesion_options
         ``threshold``, ``space``, ``resample``, ``allow_other_space`` of `load_lesions`.
 
@@ -254,13 +288,17 @@ def network_map(
     -------
     NetworkMapResult
         Mean Fisher z, r, t, two-sided p, Benjamini-Hochberg q (and FWER p) maps per lesion.
+
+    Raises
+    ------
+    ParameterError
+        An argument out of range, an unknown method, or a device this machine does not have.
     """
-    if method not in METHODS:
-        raise ParameterError(f"method must be one of {METHODS}, got {method!r}.")
-    if not 0 <= pini_percentile <= 100:
-        raise ParameterError(f"pini_percentile must be in [0, 100], got {pini_percentile}.")
-    if n_permutations < 0:
-        raise ParameterError(f"n_permutations must be >= 0, got {n_permutations}.")
+    check_option("method", method, METHODS)
+    pini_percentile = check_number("pini_percentile", pini_percentile, minimum=0, maximum=100)
+    n_permutations = check_int("n_permutations", n_permutations, minimum=0)
+    seed = check_int("seed", seed)
+    device = check_device(device)
     batches = (
         connectome
         if isinstance(connectome, ConnectomeBatches)
@@ -277,9 +315,8 @@ def network_map(
         else load_lesions(lesions, batches, **lesion_options)
     )
     subjects = _checked_subjects(subjects, batches.n_subjects)
-    device = torch.device(device)
     seed_masks = (
-        pini_masks(lesion_set.masks, batches, subjects, pini_percentile)
+        pini_masks(lesion_set.masks, batches, subjects=subjects, percentile=pini_percentile)
         if method == "pini"
         else lesion_set.masks
     )
@@ -311,8 +348,8 @@ def network_map(
     p_fwe = max_t_null = None
     if n_permutations:
         signs = sign_flips(n_permutations, len(subjects), seed)
-        max_t_null = permutation_max_t(z_maps, signs, device)
-        p_fwe = fwe_p_values(t, max_t_null)
+        observed, max_t_null = permutation_t_max(z_maps, signs, device)
+        p_fwe = fwe_p_values(observed, max_t_null)
     provenance = _provenance(
         lesion_set,
         batches,

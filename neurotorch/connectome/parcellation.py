@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
 
+from neurotorch._options import check_option
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.grid import sample_at_mask
 from neurotorch.errors import ParameterError, ShapeMismatchError
+from neurotorch.io.nibabel_read import read_nifti_image
 
 # how `Parcellation.reduce` summarises a parcel's voxels; "percent" is 100 x the fraction of them
 # that are non-zero (for a binary map: the percentage of the parcel it covers, as Lacuna)
 REDUCTIONS = ("mean", "sum", "median", "percent")
+Reduction = Literal["mean", "sum", "median", "percent"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class Parcellation:
     """
 
     voxel_labels: np.ndarray  # (n_voxels,) int
+
+    def __repr__(self) -> str:
+        return f"Parcellation({self.n_parcels} parcels over {len(self.voxel_labels)} voxels)"
 
     @classmethod
     def from_image(
@@ -40,10 +47,16 @@ class Parcellation:
             No parcel overlaps the brain mask (wrong space or affine).
         OrientationMismatchError
             The image's qform and sform disagree on orientation.
+        CorruptFileError, FormatError
+            The file is damaged or not a NIfTI image.
         """
-        img = image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(image)
-        name = img.get_filename() or "parcellation"
-        labels = sample_at_mask(img, connectome.mask_indices, connectome.affine, name)
+        if isinstance(image, nib.spatialimages.SpatialImage):
+            img, name = image, image.get_filename() or "the parcellation image"
+        else:
+            img, name = read_nifti_image(image)[1], os.fspath(image)
+        labels = sample_at_mask(
+            img, name, mask_indices=connectome.mask_indices, mask_affine=connectome.affine
+        )
         labels = np.rint(labels).astype(np.int64)
         if not labels.any():
             raise ShapeMismatchError(
@@ -66,14 +79,15 @@ class Parcellation:
         """Voxels of each parcel, in the order of `labels`."""
         return np.unique(self.voxel_labels[self.voxel_labels != 0], return_counts=True)[1]
 
-    def reduce(self, values: np.ndarray, how: str = "mean") -> np.ndarray:
+    def reduce(self, values: np.ndarray, how: Reduction = "mean") -> np.ndarray:
         """Summarise each parcel's voxels: (..., n_voxels) -> (..., n_parcels).
 
         ``how`` is one of `REDUCTIONS`; means and sums are computed in float64 and returned in
         the dtype of floating-point ``values`` (float64 otherwise).
         """
-        if how not in REDUCTIONS:
-            raise ParameterError(f"Unknown reduction {how!r}; choose from {REDUCTIONS}.")
+        check_option("how", how, REDUCTIONS)
+        if not self.voxel_labels.any():
+            raise ParameterError("The parcellation puts no voxel in a parcel; nothing to reduce.")
         values = np.asarray(values)
         in_parcel = np.flatnonzero(self.voxel_labels != 0)
         order = in_parcel[np.argsort(self.voxel_labels[in_parcel], kind="stable")]

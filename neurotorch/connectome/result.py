@@ -4,35 +4,48 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from neurotorch._options import check_number, check_option
+from neurotorch.connectome import layout
+from neurotorch.connectome._summary_table import SummaryTable
 from neurotorch.connectome.grid import mask_world_coordinates
+from neurotorch.connectome.outputs import OutputFolder, output_folder, write_image
 from neurotorch.errors import ParameterError
-from neurotorch.io.atomic import atomic_path, write_text
 
 MAP_KINDS = ("meanz", "r", "t", "p", "q", "pfwe")
-TABLE_SEPARATORS = {"csv": ",", "tsv": "\t"}
+MapKind = Literal["meanz", "r", "t", "p", "q", "pfwe"]
+# names that become file names: no folder separators, no leading dot
+_FILE_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 def check_alpha(alpha: float) -> float:
     """``alpha`` if it is a level in (0, 1); raises `ParameterError` otherwise."""
-    if not 0.0 < alpha < 1.0:
-        raise ParameterError(f"alpha must be in (0, 1), got {alpha}; e.g. 0.05.")
-    return float(alpha)
+    return check_number("alpha", alpha, minimum=0, maximum=1, open_minimum=True, open_maximum=True)
 
 
 def _check_t_threshold(threshold: float) -> float:
-    if not threshold > 0 or not np.isfinite(threshold):
-        raise ParameterError(f"t_threshold must be a positive number, got {threshold}.")
-    return float(threshold)
+    return check_number("t_threshold", threshold, minimum=0, open_minimum=True)
 
 
-@dataclass
+def _check_file_name_parts(what: str, names: list[str]) -> None:
+    odd = [name for name in names if not _FILE_NAME_PART.match(str(name))]
+    if odd:
+        raise ParameterError(
+            f"{what} {odd[:3]} cannot name files: use letters, digits and . _ + - only, "
+            "starting with a letter or digit."
+        )
+
+
+@dataclass(repr=False)
 class NetworkMapResult:
     """Lesion network maps on the connectome's voxels, one row per lesion."""
 
@@ -54,28 +67,44 @@ class NetworkMapResult:
     max_t_null: np.ndarray | None = None  # (n_permutations, n_lesions)
     provenance: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(self.names[:3]) + (", ..." if len(self.names) > 3 else "")
+        permutations = (
+            f", {len(self.max_t_null)} sign-flip permutations"
+            if self.max_t_null is not None
+            else ""
+        )
+        return (
+            f"NetworkMapResult({len(self.names)} lesions [{shown}], {self.n_subjects} subjects, "
+            f"{len(self.mask_indices)} voxels of a {tuple(self.mask_shape)} grid, "
+            f"space={self.space!r}, maps {'/'.join(self.kinds)}{permutations})"
+        )
+
+    @property
+    def kinds(self) -> list[str]:
+        """The maps this result holds (``"pfwe"`` only with permutations)."""
+        return [kind for kind in MAP_KINDS if kind != "pfwe" or self.p_fwe is not None]
+
     @property
     def r(self) -> np.ndarray:
         """tanh of the mean Fisher z: the correlation map, as Lacuna's ``correlation_map``."""
         return np.tanh(self.mean_z)
 
-    def _row(self, lesion: int | str) -> int:
+    def row(self, lesion: int | str) -> int:
+        """The row of a lesion given by row number or name."""
         if isinstance(lesion, str):
-            if lesion not in self.names:
-                raise ParameterError(f"No lesion {lesion!r}; the lesions are {self.names}.")
-            return self.names.index(lesion)
+            return self.names.index(check_option("lesion", lesion, self.names))
         if not -len(self.names) <= int(lesion) < len(self.names):
             raise ParameterError(f"Lesion {lesion} out of range for {len(self.names)} lesions.")
         return int(lesion)
 
-    def map(self, kind: str, lesion: int | str) -> np.ndarray:
+    def map(self, kind: MapKind, lesion: int | str) -> np.ndarray:
         """One (n_voxels,) map: ``kind`` in ``"meanz", "r", "t", "p", "q", "pfwe"``."""
-        if kind not in MAP_KINDS:
-            raise ParameterError(f"Unknown map {kind!r}; choose from {MAP_KINDS}.")
+        check_option("kind", kind, MAP_KINDS)
         if kind == "pfwe" and self.p_fwe is None:
             raise ParameterError("No FWER map: run network_map with n_permutations > 0.")
         maps = {"meanz": self.mean_z, "t": self.t, "p": self.p, "q": self.q, "pfwe": self.p_fwe}
-        row = self._row(lesion)
+        row = self.row(lesion)
         return self.r[row] if kind == "r" else maps[kind][row]
 
     def significant(
@@ -96,7 +125,11 @@ class NetworkMapResult:
         """(n_voxels,) number of lesions whose map is significant at each voxel (see `significant`):
         the group network map."""
         return np.sum(
-            [self.significant(k, alpha, t_threshold) for k in range(len(self.names))], axis=0
+            [
+                self.significant(k, alpha=alpha, t_threshold=t_threshold)
+                for k in range(len(self.names))
+            ],
+            axis=0,
         )
 
     def lesion_overlap(self) -> np.ndarray:
@@ -109,44 +142,61 @@ class NetworkMapResult:
         out[tuple(self.mask_indices.T)] = values
         return out
 
-    def volume(self, kind: str, lesion: int | str) -> np.ndarray:
+    def volume(self, kind: MapKind, lesion: int | str) -> np.ndarray:
         """One map scattered into the 3-D mask grid (0 outside the mask)."""
         return self._scatter(self.map(kind, lesion))
 
-    def to_nifti(self, kind: str, lesion: int | str) -> nib.Nifti1Image:
-        """One map as a NIfTI image on the connectome grid."""
-        return self.values_to_nifti(self.map(kind, lesion))
+    def to_nifti(
+        self, kind: MapKind, lesion: int | str, path: str | os.PathLike | None = None
+    ) -> nib.Nifti1Image:
+        """One map as a NIfTI image on the connectome grid (0 outside the brain mask).
+
+        Parameters
+        ----------
+        kind, lesion
+            The map (see `map`) and the lesion (row or name).
+        path
+            Also write the image there (``.nii`` or ``.nii.gz``), atomically: the file is
+            complete or absent; a full disk raises `neurotorch.errors.OutputWriteError` naming it.
+        """
+        image = self.values_to_nifti(self.map(kind, lesion))
+        if path is not None:
+            write_image(image, path)
+        return image
 
     def values_to_nifti(self, values: np.ndarray) -> nib.Nifti1Image:
         """(n_voxels,) values (a boolean map, an overlap count, ...) as a NIfTI image; booleans
         as uint8."""
         return nib.Nifti1Image(self._scatter(values), self.affine)
 
-    def summary(self, alpha: float = 0.05, t_threshold: float | None = None) -> pd.DataFrame:
-        """One row per lesion: size, r and t ranges, the peak |t| outside the lesion and where,
-        significant voxels.
+    def summary(self, alpha: float = 0.05, t_threshold: float | None = None) -> SummaryTable:
+        """One row per lesion: size, the peak t outside the lesion and where it lies (mm), the t
+        and r ranges, and the number of significant voxels.
 
-        Voxel counts: q < ``alpha`` (FDR), |t| > ``t_threshold`` if given, FWER p < ``alpha``
-        if permutations were run.
+        The peak is the voxel of largest |t| outside the lesion (the lesion correlates with
+        itself). Voxel counts: q < ``alpha`` (FDR), |t| > ``t_threshold`` if given, FWER p <
+        ``alpha`` if permutations were run. Printing the table shows every column.
         """
         alpha = check_alpha(alpha)
-        peak = np.argmax(np.where(self.lesion_masks, 0.0, np.abs(self.t)), axis=1)
+        outside = np.where(self.lesion_masks, -1.0, np.abs(self.t.astype(np.float64)))
+        peak = np.argmax(outside, axis=1)
         peak_mm = mask_world_coordinates(self.mask_indices[peak], self.affine)
-        table = pd.DataFrame(
+        table = SummaryTable(
             {
                 "lesion": self.names,
+                "n_subjects": self.n_subjects,
                 "n_lesion_voxels": self.lesion_voxels,
                 "n_seed_voxels": self.seed_voxels,
                 "lesion_volume_mm3": self.lesion_volumes_mm3,
-                "n_subjects": self.n_subjects,
-                "max_r": self.r.max(axis=1),
-                "min_r": self.r.min(axis=1),
-                "max_t": self.t.max(axis=1),
-                "min_t": self.t.min(axis=1),
+                "peak_t": self.t[np.arange(len(self.names)), peak],
                 "peak_x_mm": peak_mm[:, 0],
                 "peak_y_mm": peak_mm[:, 1],
                 "peak_z_mm": peak_mm[:, 2],
                 f"n_voxels_q<{alpha:g}": np.sum(self.q < alpha, axis=1),
+                "max_t": self.t.max(axis=1),
+                "min_t": self.t.min(axis=1),
+                "max_r": self.r.max(axis=1),
+                "min_r": self.r.min(axis=1),
             }
         )
         if t_threshold is not None:
@@ -159,12 +209,15 @@ class NetworkMapResult:
     def save(
         self,
         out_dir: str | os.PathLike,
+        *,
         alpha: float = 0.05,
         t_threshold: float | None = None,
-        table_format: str = "csv",
-        tables: dict[str, pd.DataFrame] | None = None,
+        table_format: Literal["csv", "tsv"] = "csv",
+        tables: Mapping[str, pd.DataFrame] | None = None,
+        figure: Callable[[NetworkMapResult, int, Path], object] | None = None,
+        overwrite: bool = False,
     ) -> list[Path]:
-        """Write the maps, binary maps, group maps, tables and ``provenance.json``.
+        """Write the maps, binary maps, group maps, tables and ``provenance.json`` to a folder.
 
         Per lesion: ``<lesion>_desc-<kind>_map.nii.gz`` for every map (``pfwe`` only with
         permutations), ``<lesion>_desc-fdr_mask.nii.gz`` (q < ``alpha``),
@@ -172,50 +225,95 @@ class NetworkMapResult:
         ``<lesion>_desc-fwe_mask.nii.gz`` (FWER p < ``alpha``, with permutations). For the group:
         ``group_desc-lesionoverlap_map.nii.gz`` (lesions per voxel) and
         ``group_desc-fdroverlap_map.nii.gz`` (lesions with q < ``alpha`` per voxel). Then
-        ``summary.csv`` (or ``.tsv``), each of ``tables`` as ``<key>.csv`` (e.g. the parcel
-        tables of `neurotorch.connectome.Atlas`) and ``provenance.json``: inputs, parameters,
-        package versions and the files written. Every file appears complete or not at all.
+        ``summary.csv`` (or ``.tsv``), each of ``tables`` as ``<key>.csv``, one
+        ``<lesion>_figure.png`` per lesion if ``figure`` is given, and ``provenance.json``:
+        inputs, parameters, package versions and the files written.
+
+        The folder is written whole, next to ``out_dir``, and appears at ``out_dir`` complete or
+        not at all. ``out_dir`` must be absent, empty, or a previous output of neurotorch (which
+        only ``overwrite=True`` replaces); a folder holding anything else is refused.
+
+        Parameters
+        ----------
+        out_dir
+            The output folder.
+        alpha
+            Level of the FDR (and FWER) masks and counts, in (0, 1).
+        t_threshold
+            Also write |t| > ``t_threshold`` masks (Lacuna's thresholded map).
+        table_format
+            ``"csv"`` or ``"tsv"``.
+        tables
+            Extra tables by name, e.g. the parcel tables of `neurotorch.connectome.Atlas`.
+        figure
+            Draws one lesion's figure: ``figure(result, lesion_row, path)``, e.g.
+            `neurotorch.plotting.connectome.plot_network_map`.
+        overwrite
+            Replace a previous neurotorch output at ``out_dir``.
+
+        Returns
+        -------
+        list of Path
+            The files written, at their final place.
+
+        Raises
+        ------
+        DatasetExistsError
+            ``out_dir`` holds files neurotorch did not write, or a previous output without
+            ``overwrite``.
+        OutputWriteError
+            A file could not be written (e.g. the disk is full); ``out_dir`` is left as it was.
         """
         alpha = check_alpha(alpha)
-        if table_format not in TABLE_SEPARATORS:
-            raise ParameterError(f"table_format must be 'csv' or 'tsv', got {table_format!r}.")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        kinds = [k for k in MAP_KINDS if k != "pfwe" or self.p_fwe is not None]
-        written = []
+        if t_threshold is not None:
+            _check_t_threshold(t_threshold)
+        check_option("table_format", table_format, layout.TABLE_FORMATS)
+        tables = dict(tables or {})
+        _check_file_name_parts("Lesion names", self.names)
+        _check_file_name_parts("Table names", list(tables))
+        with output_folder(out_dir, overwrite=overwrite, what="lesion network maps") as folder:
+            self._write_images(folder, alpha=alpha, t_threshold=t_threshold)
+            sep = layout.TABLE_FORMATS[table_format]
+            for key, table in {
+                layout.SUMMARY_TABLE: self.summary(alpha, t_threshold),
+                **tables,
+            }.items():
+                with folder.file(layout.table_file_name(key, table_format)) as tmp:
+                    tmp.write_text(table.to_csv(sep=sep, index=False))
+            if figure is not None:
+                for k, name in enumerate(self.names):
+                    figure(self, k, folder.target(layout.figure_file_name(name)))
+            record = {
+                **self.provenance,
+                "outputs": {
+                    "alpha": alpha,
+                    "t_threshold": t_threshold,
+                    "files": list(folder.files),
+                },
+            }
+            with folder.file(layout.PROVENANCE_FILE) as tmp:
+                tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return folder.final_paths()
 
-        def save_image(image: nib.Nifti1Image, name: str) -> None:
-            with atomic_path(out_dir / name) as tmp:
+    def _write_images(
+        self, folder: OutputFolder, *, alpha: float, t_threshold: float | None
+    ) -> None:
+        """Every per-lesion map and mask and the group maps, into ``folder``."""
+
+        def save(image: nib.Nifti1Image, name: str) -> None:
+            with folder.file(name) as tmp:
                 nib.save(image, tmp)
-            written.append(out_dir / name)
 
         for name in self.names:
-            for kind in kinds:
-                save_image(self.to_nifti(kind, name), f"{name}_desc-{kind}_map.nii.gz")
+            for kind in self.kinds:
+                save(self.to_nifti(kind, name), layout.map_file_name(name, kind))
             masks = {"fdr": self.significant(name, alpha=alpha)}
             if t_threshold is not None:
                 masks["tthreshold"] = self.significant(name, t_threshold=t_threshold)
             if self.p_fwe is not None:
                 masks["fwe"] = self.significant_fwe(name, alpha)
             for desc, mask in masks.items():
-                save_image(self.values_to_nifti(mask), f"{name}_desc-{desc}_mask.nii.gz")
+                save(self.values_to_nifti(mask), layout.mask_file_name(name, desc))
         group = {"lesionoverlap": self.lesion_overlap(), "fdroverlap": self.overlap(alpha=alpha)}
         for desc, counts in group.items():
-            save_image(
-                self.values_to_nifti(counts.astype(np.float32)), f"group_desc-{desc}_map.nii.gz"
-            )
-        sep = TABLE_SEPARATORS[table_format]
-        for key, table in {"summary": self.summary(alpha, t_threshold), **(tables or {})}.items():
-            path = out_dir / f"{key}.{table_format}"
-            written.append(write_text(path, table.to_csv(sep=sep, index=False)))
-        record = {
-            **self.provenance,
-            "outputs": {
-                "alpha": alpha,
-                "t_threshold": t_threshold,
-                "files": [p.name for p in written],
-            },
-        }
-        provenance = out_dir / "provenance.json"
-        written.append(write_text(provenance, json.dumps(record, indent=2, default=str) + "\n"))
-        return written
+            save(self.values_to_nifti(counts.astype(np.float32)), layout.group_map_file_name(desc))

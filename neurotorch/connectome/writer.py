@@ -9,9 +9,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from neurotorch._options import check_bool, check_option
 from neurotorch.connectome import layout
-from neurotorch.connectome.checksum import with_fletcher32
+from neurotorch.connectome.checksum import metadata_digest, with_fletcher32
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.io.atomic import atomic_path
+
+# how mask_indices are stored: (n_voxels, 3) as neurotorch writes them, (3, n_voxels) as older files
+INDICES_LAYOUTS = ("rows", "columns")
 
 try:  # ISA-L deflates an order of magnitude faster than zlib; both write standard zlib streams
     from isal.isal_zlib import compress as _deflate
@@ -60,6 +65,8 @@ def write_batch(
         ``False`` stores the time series without deflate (still checksummed).
     """
     path = Path(path)
+    check_option("indices_layout", indices_layout, INDICES_LAYOUTS)
+    check_bool("compress", compress)
     mask_indices = np.asarray(mask_indices, dtype=np.int32)
     n_subjects, n_voxels = len(subject_ids), len(mask_indices)
     with atomic_path(path) as tmp:
@@ -77,9 +84,9 @@ def write_batch(
             for row, data in enumerate(subject_series):
                 values = np.ascontiguousarray(data, dtype="<f4")
                 if values.shape != (n_timepoints, n_voxels):
-                    raise ValueError(
-                        f"{path.name}: subject {row} has shape {values.shape}, expected "
-                        f"({n_timepoints}, {n_voxels})."
+                    raise ShapeMismatchError(
+                        f"{path}: subject {row} ({subject_ids[row]}) has shape {values.shape}, "
+                        f"expected ({n_timepoints}, {n_voxels}) (timepoints, mask voxels)."
                     )
                 payload = values.tobytes()
                 if compress:
@@ -87,7 +94,10 @@ def write_batch(
                 series.id.write_direct_chunk((row, 0, 0), with_fletcher32(payload))
                 written += 1
             if written != n_subjects:
-                raise ValueError(f"{path.name}: got {written} subjects for {n_subjects} ids.")
+                raise ParameterError(
+                    f"{path}: got {written} subject series for {n_subjects} subject ids; give one "
+                    "series per id."
+                )
             metadata = {
                 layout.MASK_INDICES: mask_indices if indices_layout == "rows" else mask_indices.T,
                 layout.MASK_AFFINE: np.asarray(mask_affine, dtype=np.float64),
@@ -95,14 +105,17 @@ def write_batch(
             }
             for key, data in metadata.items():
                 f.create_dataset(key, data=data, fletcher32=True)  # h5py chunks it
-            f.attrs.update(
-                n_subjects=n_subjects,
-                n_timepoints=n_timepoints,
-                n_voxels=n_voxels,
-                mask_shape=np.asarray(mask_shape, dtype=np.int64),
-                description=description,
-                source=source,
-            )
+            attributes = {
+                "n_subjects": n_subjects,
+                "n_timepoints": n_timepoints,
+                "n_voxels": n_voxels,
+                "mask_shape": np.asarray(mask_shape, dtype=np.int64),
+                layout.DESCRIPTION: description,
+                layout.SOURCE: source,
+            }
             if space is not None:
-                f.attrs[layout.SPACE] = space
+                attributes[layout.SPACE] = space
+            f.attrs.update(attributes)
+            digest = metadata_digest(attributes, mask_indices, mask_affine)
+            f.attrs[layout.METADATA_DIGEST] = digest
     return path

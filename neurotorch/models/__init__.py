@@ -1,4 +1,5 @@
-"""Small reference models for the main jobs (encoders, calibrators).
+"""Small reference models for the main jobs (encoders, calibrators, lesion network maps), and
+`PredictionWriter`, which writes their predictions with the items' ids.
 
 Classes are imported on first use (`neurotorch._lazy`).
 """
@@ -12,6 +13,7 @@ _EXPORTS = {
     "IsotonicCalibrator": "neurotorch.models.calibrator",
     "NeuralCalibrator": "neurotorch.models.calibrator",
     "LesionNetworkModel": "neurotorch.models.lesion_network",
+    "PredictionWriter": "neurotorch.models.predictions",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -12,22 +12,28 @@ CaliBrain's deviation metrics in the run directory (``output_dir`` or the traine
 * `NeuralCalibrator` -- a small MLP that predicts, from per-source features, the half-width of
   each source's interval at every nominal level (in posterior stds), trained by quantile
   (pinball) loss, so that the level-``c`` interval covers the truth with probability ``c``.
+
+Predicting returns each trial's recalibrated intervals (`_CoverageCalibrator.predict_step`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from scipy.stats import norm
 from torch import nn
 
-from neurotorch.errors import ParameterError
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_int, check_number, check_option
+from neurotorch.errors import NotFittedError
 from neurotorch.io.atomic import write_json
+from neurotorch.log import results
 from neurotorch.meeg.calibration import (
     COVERAGE_MODES,
     FIT_LEVELS,
@@ -35,25 +41,38 @@ from neurotorch.meeg.calibration import (
     IsotonicRecalibration,
     calibration_metrics,
 )
+from neurotorch.models.batch_keys import require_keys
 from neurotorch.plotting.meeg import plot_coverage_curves
 
-log = logging.getLogger(__name__)
+CoverageMode = Literal["time_averaged", "pointwise"]
+#: Batch keys that identify a simulated trial; predictions carry those the batches hold.
+ID_KEYS = ("index", "nnz", "alpha")
+CALIBRATOR = "A calibrator"
+SOURCE = "a CalibrationDataModule (trials with their posterior)"
 
 
 def _z(levels: np.ndarray) -> np.ndarray:
     return norm.ppf((1.0 + np.asarray(levels, np.float64)) / 2.0)
 
 
-def _standardized(batch: dict, mode: str) -> torch.Tensor:
-    """``|x_true - mean| / sqrt(var)`` per time sample (``(..., T)``), or for ``"time_averaged"``
-    of the time averages with variance ``var / T`` (``(..., 1)``)."""
-    x_true, mean, var = batch["x_true"], batch["mean"], batch["var"]
+def _std(batch: dict, mode: str) -> torch.Tensor:
+    """Posterior std of what an interval covers: each time sample (``sqrt(var)``), or for
+    ``"time_averaged"`` the time average (``sqrt(var / T)``)."""
+    require_keys(batch, ("mean", "var"), model=CALIBRATOR, source=SOURCE)
+    var = batch["var"]
     if mode == "time_averaged":
-        n_times = x_true.shape[-1]
+        var = var / batch["mean"].shape[-1]
+    return var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
+
+
+def _standardized(batch: dict, mode: str) -> torch.Tensor:
+    """``|x_true - mean| / std`` per time sample (``(..., T)``), or for ``"time_averaged"`` of the
+    time averages (``(..., 1)``)."""
+    require_keys(batch, ("x_true",), model=CALIBRATOR, source=SOURCE)
+    x_true, mean = batch["x_true"], batch["mean"]
+    if mode == "time_averaged":
         x_true, mean = x_true.mean(-1, keepdim=True), mean.mean(-1, keepdim=True)
-        var = var / n_times
-    std = var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
-    return (x_true - mean).abs() / std[..., None]
+    return (x_true - mean).abs() / _std(batch, mode)[..., None]
 
 
 class CoverageCounter:
@@ -80,15 +99,18 @@ class CoverageCounter:
 
 
 class _CoverageCalibrator(L.LightningModule):
-    """Before/after coverage bookkeeping and the PNG/JSON report shared by the calibrators."""
+    """Before/after coverage bookkeeping, the PNG/JSON report and the predicted intervals shared
+    by the calibrators."""
 
-    def __init__(self, levels: Sequence[float], output_dir: str | None, coverage_mode: str):
+    def __init__(
+        self, *, levels: Sequence[float], output_dir: str | None, coverage_mode: CoverageMode
+    ):
         super().__init__()
-        if coverage_mode not in COVERAGE_MODES:
-            raise ParameterError(
-                f"coverage_mode must be one of {COVERAGE_MODES}, got {coverage_mode!r}."
+        self.coverage_mode = check_option("coverage_mode", coverage_mode, COVERAGE_MODES)
+        for k, level in enumerate(levels):
+            check_number(
+                f"levels[{k}]", level, minimum=0, maximum=1, open_minimum=True, open_maximum=True
             )
-        self.coverage_mode = coverage_mode
         self.levels = np.asarray(levels, dtype=np.float64)
         self.output_dir = output_dir
         self._counters: dict[str, CoverageCounter] = {}
@@ -146,19 +168,42 @@ class _CoverageCalibrator(L.LightningModule):
             title=f"{type(self).__name__} ({stage})",
         )
         self._last_paths = (json_path, png_path)
-        if stage == "test":
+        if self.trainer.state.fn in (TrainerFn.TESTING, TrainerFn.VALIDATING):  # fit: at its end
             self._print_report(stage)
 
     def _print_report(self, stage: str) -> None:
         before, after = self.reports[stage]["metrics_before"], self.reports[stage]["metrics_after"]
         json_path, png_path = self._last_paths
-        log.info(
+        results.info(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
             f"{after['mean_absolute_deviation']:.3f}; largest shortfall below nominal "
             f"{before['max_underconfidence_deviation']:.3f} -> "
             f"{after['max_underconfidence_deviation']:.3f}"
-            f"\nmetrics: {json_path}\nplot:    {png_path}"
         )
+        results.info("metrics: %s\nplot:    %s", json_path, png_path)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Calibrated half-widths ``(..., n_levels)`` of each source's interval at every level,
+        in posterior stds of what the intervals cover (see ``coverage_mode``)."""
+        raise NotImplementedError
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Each trial's recalibrated intervals at ``levels``, in the sources' unit (nAm).
+
+        ``half_width`` ``(n, n_sources[, n_components], n_levels)``: the interval at level ``c``
+        is ``center ± half_width[..., c]``, where ``center`` (also returned) is the time average
+        of the posterior mean for ``coverage_mode="time_averaged"``, and the posterior mean at
+        each time sample for ``"pointwise"`` (not returned: it is the batch's ``mean``). Ids: the
+        trial's ``index`` (and ``nnz``, ``alpha`` of simulated trials).
+        """
+        rows = {"half_width": self(batch) * _std(batch, self.coverage_mode)[..., None]}
+        if self.coverage_mode == "time_averaged":
+            rows["center"] = batch["mean"].mean(-1)
+        return {**rows, **{key: batch[key] for key in ID_KEYS if key in batch}}
+
+    def prediction_axes(self) -> dict[str, np.ndarray]:
+        """``level``: the coverage level of each last-axis column of ``half_width``."""
+        return {"level": self.levels}
 
     def on_validation_epoch_start(self) -> None:
         self._start("val")
@@ -183,26 +228,29 @@ class _CoverageCalibrator(L.LightningModule):
             self._print_report("val")
 
 
+@fill_doc
 class IsotonicCalibrator(_CoverageCalibrator):
     """CaliBrain's isotonic recalibration of nominal coverage.
 
+    One training pass collects the empirical coverage of the raw intervals at `FIT_LEVELS`;
+    isotonic regression maps nominal to empirical coverage, and the interval for a target level
+    ``t`` is then built at the nominal level ``g^-1(t)``. Validation and test report the coverage
+    before and after (``calibration_{val,test}.json`` and ``coverage_{val,test}.png``).
+
     Parameters
     ----------
-    levels
-        Nominal coverage levels that are reported (and targeted after calibration).
-    output_dir
-        Folder for ``calibration_{val,test}.json`` and ``coverage_{val,test}.png``.
-    coverage_mode
-        ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``.
+    %(levels)s
+    %(output_dir)s
+    %(coverage_mode)s
     """
 
     def __init__(
         self,
         levels: Sequence[float] = NOMINAL_LEVELS,
         output_dir: str | None = None,
-        coverage_mode: str = "time_averaged",
+        coverage_mode: CoverageMode = "time_averaged",
     ):
-        super().__init__(levels, output_dir, coverage_mode)
+        super().__init__(levels=levels, output_dir=output_dir, coverage_mode=coverage_mode)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.register_buffer("fitted", torch.zeros(0, dtype=torch.float64))
@@ -241,15 +289,33 @@ class IsotonicCalibrator(_CoverageCalibrator):
     def _start(self, stage: str) -> None:
         # validation runs inside the training epoch, before on_train_epoch_end
         self._fit_if_trained()
+        if not self.trainer.sanity_checking:  # the sanity check runs before any training
+            self._check_fitted("validate" if stage == "val" else stage)
         super()._start(stage)
 
+    def _check_fitted(self, what: str) -> None:
+        if self.fitted.numel() == 0:
+            raise NotFittedError("IsotonicCalibrator", what)
+
     def recalibrated_levels(self, targets: np.ndarray) -> np.ndarray:
-        """Nominal levels to use so that the empirical coverage becomes ``targets``."""
+        """Nominal levels to use so that the empirical coverage becomes ``targets`` (the targets
+        themselves before the calibrator is fitted)."""
         recal = self.recalibration
         return np.asarray(targets) if recal is None else recal.recalibrate(targets)
 
     def calibrated_thresholds(self) -> np.ndarray:
         return _z(self.recalibrated_levels(self.levels))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Half-widths ``(..., n_levels)`` in posterior stds: ``Φ^-1((1 + g^-1(c)) / 2)`` for each
+        level ``c``, the same for every source."""
+        self._check_fitted("predict")
+        widths = torch.as_tensor(self.calibrated_thresholds(), dtype=torch.float32)
+        shape = batch["var"].shape
+        return widths.to(batch["var"].device).expand(*shape, len(widths))
+
+    def on_predict_epoch_start(self) -> None:
+        self._check_fitted("predict")
 
     def calibrated_counts(self, batch: dict, counter: CoverageCounter) -> None:
         counter.update(_standardized(batch, self.coverage_mode))
@@ -258,6 +324,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         self.fitted = torch.empty_like(checkpoint["state_dict"]["fitted"])
 
 
+@fill_doc
 class NeuralCalibrator(_CoverageCalibrator):
     """A small MLP that predicts per-source interval half-widths for every nominal level.
 
@@ -271,14 +338,15 @@ class NeuralCalibrator(_CoverageCalibrator):
     Parameters
     ----------
     hidden
-        Width of the two hidden layers.
+        Width of the two hidden layers (a positive integer).
     lr
         Adam learning rate.
     time_stride
         The training loss uses every ``time_stride``-th time sample (neighbouring samples of a
         band-limited trial carry little new information).
-    levels, output_dir, coverage_mode
-        As in `IsotonicCalibrator`.
+    %(levels)s
+    %(output_dir)s
+    %(coverage_mode)s
     """
 
     def __init__(
@@ -288,9 +356,12 @@ class NeuralCalibrator(_CoverageCalibrator):
         time_stride: int = 5,
         levels: Sequence[float] = NOMINAL_LEVELS,
         output_dir: str | None = None,
-        coverage_mode: str = "time_averaged",
+        coverage_mode: CoverageMode = "time_averaged",
     ):
-        super().__init__(levels, output_dir, coverage_mode)
+        super().__init__(levels=levels, output_dir=output_dir, coverage_mode=coverage_mode)
+        check_int("hidden", hidden, minimum=1)
+        check_int("time_stride", time_stride, minimum=1)
+        check_number("lr", lr, minimum=0, open_minimum=True)
         self.save_hyperparameters()
         n_levels = len(self.levels)
         self.net = nn.Sequential(
@@ -309,6 +380,7 @@ class NeuralCalibrator(_CoverageCalibrator):
     @staticmethod
     def features(batch: dict) -> torch.Tensor:
         """``(..., 4)`` per-source features (see the class docstring)."""
+        require_keys(batch, ("mean", "var"), model="NeuralCalibrator", source=SOURCE)
         tiny = 1e-12
         var = batch["var"].float()
         shape = var.shape

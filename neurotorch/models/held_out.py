@@ -117,9 +117,14 @@ class PartitionStatistics:
 
     def tensors(self) -> list[torch.Tensor]:
         return [
-            self.count, self.sum_y, self.sum_yy, self.sum_p, self.sum_ps, self.sum_ps_y,
+            self.count,
+            self.sum_y,
+            self.sum_yy,
+            self.sum_p,
+            self.sum_ps,
+            self.sum_ps_y,
             self.sum_ps_p,
-        ]  # fmt: skip
+        ]
 
     def update(self, parts: torch.Tensor, y: torch.Tensor) -> None:
         """``parts (S, n, V)``: each space's share of the predictions (without the intercept)."""

@@ -6,7 +6,7 @@ statistics are summed over DDP ranks, each voxel's penalties are chosen by k-fol
 and the model is refitted on all of them (`neurotorch.models.ridge`). Testing logs per-voxel r and
 R², the noise ceiling of the test trials themselves and the fraction of it reached
 (`neurotorch.models.held_out`), the variance explained by each feature space, and writes
-``metrics.json`` plus a PNG.
+``metrics.json`` plus a PNG. Predicting returns each trial's voxel responses with its ids.
 """
 
 from __future__ import annotations
@@ -17,9 +17,14 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 
-from neurotorch.errors import EncoderConfigError
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_int, check_number, check_option
+from neurotorch.errors import EncoderConfigError, NotFittedError
+from neurotorch.log import results
+from neurotorch.models.batch_keys import require_keys
 from neurotorch.models.held_out import CeilingStatistics, PartitionStatistics
 from neurotorch.models.ridge import (
     DEFAULT_BAND_RATIOS,
@@ -28,59 +33,71 @@ from neurotorch.models.ridge import (
     SOLVERS,
     CorrelationStatistics,
     RidgeStatistics,
-    check_choice,
+    Score,
+    Solver,
     fit_ridge,
     folds_of,
 )
 
 log = logging.getLogger(__name__)
 
+#: Batch keys that identify a trial; predictions carry those the batches hold.
+ID_KEYS = ("subject", "session", "trial", "image_name", "index")
 
+
+@fill_doc
 class LinearEncoder(L.LightningModule):
     """Voxel-wise ridge regression from ``batch[feature_key]`` to ``batch[target_key]``.
 
     Parameters
     ----------
     penalties
-        Ridge penalties relative to the mean eigenvalue of each feature space's centred covariance.
+        Grid of ridge penalties, relative to the mean eigenvalue of each feature space's centred
+        covariance (positive numbers).
     n_folds
-        Cross-validation folds over the training and validation trials, grouped by image.
+        Cross-validation folds over the training and validation trials, grouped by image (at
+        least 2).
     score
-        What the penalty choice maximises: ``"r"``, ``"r2"`` or ``"mse"`` (minimised).
+        What the penalty choice maximises: ``"r"`` (Pearson r), ``"r2"`` (coefficient of
+        determination) or ``"mse"`` (minimised).
     per_voxel
-        One penalty per voxel (else one for all voxels).
+        One penalty per voxel (else one for all voxels, chosen by the mean score).
     feature_key
         Batch key of the features ``(n, D)``, or a list of keys: one feature space each, with a
         penalty of its own per voxel (banded ridge).
     band_ratios
-        Weights of each further feature space relative to the first tried per voxel (banded ridge).
+        Weights of each further feature space relative to the first, tried per voxel (banded
+        ridge).
     solver
-        ``"auto"`` (dual when there are fewer trials than features, on one process), ``"primal"``
-        or ``"dual"``.
-    target_key, image_key
-        Batch keys of the targets ``(n, V)`` and of the image names (they define the folds).
-    output_dir
-        Where ``metrics.json`` and ``encoder_test.png`` go; default the trainer's log directory.
+        ``"auto"`` (dual when there are fewer trials than features, on one process),
+        ``"primal"`` or ``"dual"``.
+    target_key
+        Batch key of the targets ``(n, V)``: the betas.
+    image_key
+        Batch key of the image names; they define the cross-validation folds.
+    %(output_dir)s
     """
 
     def __init__(
         self,
         penalties: Sequence[float] = DEFAULT_PENALTIES,
         n_folds: int = 5,
-        score: str = "r2",
+        score: Score = "r2",
         per_voxel: bool = True,
         feature_key: str | list[str] = "embedding",
         band_ratios: Sequence[float] = DEFAULT_BAND_RATIOS,
-        solver: str = "auto",
+        solver: Solver = "auto",
         target_key: str = "betas",
         image_key: str = "image_name",
         output_dir: str | None = None,
     ):
         super().__init__()
-        if n_folds < 2:
-            raise EncoderConfigError(f"n_folds must be at least 2, got {n_folds}.")
-        check_choice("score", score, SCORES)
-        check_choice("solver", solver, SOLVERS)
+        check_int("n_folds", n_folds, minimum=2)
+        check_option("score", score, SCORES)
+        check_option("solver", solver, SOLVERS)
+        for name, grid in (("penalties", penalties), ("band_ratios", band_ratios)):
+            for k, value in enumerate(grid):
+                check_number(f"{name}[{k}]", value, minimum=0, open_minimum=True)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.feature_keys = [feature_key] if isinstance(feature_key, str) else list(feature_key)
@@ -104,20 +121,39 @@ class LinearEncoder(L.LightningModule):
     # -- inference -------------------------------------------------------------------------
     def features(self, batch: dict) -> torch.Tensor:
         """The feature spaces of a batch side by side, ``(n, D)`` float64."""
-        missing = [key for key in self.feature_keys if key not in batch]
-        if missing:
-            raise EncoderConfigError(
-                f"The batches hold no {missing} (they hold {sorted(batch)}); set the encoder's "
-                f"feature_key to the embedding key(s) the data module serves."
-            )
+        require_keys(
+            batch,
+            self.feature_keys,
+            model="LinearEncoder",
+            source="a LaionFMRIDataModule (set feature_key to the embedding key(s) it serves)",
+        )
         return torch.cat([batch[key].to(torch.float64) for key in self.feature_keys], dim=1)
 
+    def targets(self, batch: dict) -> torch.Tensor:
+        """The betas of a batch, ``(n, V)``."""
+        key = self.hparams.target_key
+        require_keys(batch, (key,), model="LinearEncoder", source="a LaionFMRIDataModule")
+        return batch[key]
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.weight.numel() == 0:
-            raise RuntimeError(
-                "LinearEncoder is not fitted: run trainer.fit first or load a checkpoint."
-            )
+        """Predicted voxel responses ``(n, V)`` float32 of features ``(n, D)``."""
+        if not self.fitted:
+            self._refuse("predict")
         return (features.to(torch.float64) @ self.weight + self.bias).to(torch.float32)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the model has weights (fitted, or loaded from a checkpoint)."""
+        return self.weight.numel() > 0
+
+    def _check_fitted(self, what: str) -> None:
+        """Refuse to ``what`` unless fitted or about to fit (statistics collected)."""
+        if not self.fitted and self._stats is None:
+            self._refuse(what)
+
+    @staticmethod
+    def _refuse(what: str) -> None:
+        raise NotFittedError("LinearEncoder", what)
 
     def configure_optimizers(self):
         return None
@@ -132,14 +168,16 @@ class LinearEncoder(L.LightningModule):
         self._stats = None
 
     def _accumulate(self, batch: dict) -> None:
-        x, y = self.features(batch), batch[self.hparams.target_key]
+        x, y = self.features(batch), self.targets(batch)
         subjects = set(batch.get("subject", ()))
         if self._stats is None:
-            one_process = self.trainer is None or self.trainer.world_size == 1
             self._stats = RidgeStatistics(
-                x.shape[1], y.shape[1], self.hparams.n_folds, keep_rows=one_process,
+                x.shape[1],
+                y.shape[1],
+                self.hparams.n_folds,
+                keep_rows=self.trainer is None or self.trainer.world_size == 1,
                 device=x.device,
-            )  # fmt: skip
+            )
             self._subjects = subjects
             self.band_sizes = torch.tensor([batch[k].shape[1] for k in self.feature_keys])
         if subjects | self._subjects != self._subjects or len(subjects) > 1:
@@ -158,9 +196,14 @@ class LinearEncoder(L.LightningModule):
         self._sum_over_ranks(stats.tensors())
         hp = self.hparams
         fit = fit_ridge(
-            stats, penalties=hp.penalties, bands=self.band_sizes.tolist(),
-            band_ratios=hp.band_ratios, score=hp.score, per_target=hp.per_voxel, solver=hp.solver,
-        )  # fmt: skip
+            stats,
+            penalties=hp.penalties,
+            bands=self.band_sizes.tolist(),
+            band_ratios=hp.band_ratios,
+            score=hp.score,
+            per_target=hp.per_voxel,
+            solver=hp.solver,
+        )
         self.weight, self.bias, self.penalty = fit.weight, fit.intercept, fit.penalty
         if not self.trainer.predicting:  # Lightning logs nothing while predicting
             self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
@@ -169,12 +212,14 @@ class LinearEncoder(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._collecting = self._stats is not None
         self._val_stats = None
+        if not (self._collecting or self.trainer.sanity_checking):
+            self._check_fitted("validate")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if self._collecting:
             self._accumulate(batch)
-        elif self.weight.numel():
-            y = batch[self.hparams.target_key]
+        elif self.fitted:
+            y = self.targets(batch)
             if self._val_stats is None:
                 self._val_stats = CorrelationStatistics((y.shape[1],), device=y.device)
             self._val_stats.update(self(self.features(batch)), y)
@@ -187,27 +232,45 @@ class LinearEncoder(L.LightningModule):
             self._sum_over_ranks(self._val_stats.tensors())
             self.log("val_median_r", float(self._val_stats.correlation().median()))
 
+    # -- predict: each trial's voxel responses with its ids ------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._check_fitted("predict")
+        if self._stats is not None:
+            self._fit()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """``prediction`` ``(n, V)`` float32 and the trials' ids (`ID_KEYS` the batch holds)."""
+        ids = {key: batch[key] for key in ID_KEYS if key in batch}
+        return {"prediction": self(self.features(batch)), **ids}
+
+    def prediction_axes(self) -> dict[str, np.ndarray]:
+        """``voxel``: the flat grid index of each prediction column, where the data module says."""
+        table = self._voxel_table()
+        return {} if table is None or "voxel" not in table else {"voxel": table["voxel"].to_numpy()}
+
+    def _voxel_table(self) -> pd.DataFrame | None:
+        """The data module's voxel table of the fitted subject, if it has one."""
+        table = getattr(getattr(self.trainer, "datamodule", None), "voxel_table", None)
+        if isinstance(table, dict):  # several subjects: the one this encoder was fitted on
+            table = table.get(next(iter(self._subjects), None))
+        return table
+
     # -- test: metrics, JSON and plot --------------------------------------------------------
     def on_test_epoch_start(self) -> None:
+        self._check_fitted("test")
         if self._stats is not None:
             self._fit()
         self._test = None
 
-    def on_predict_epoch_start(self) -> None:
-        if self._stats is not None:
-            self._fit()
-
-    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self(self.features(batch))
-
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        x, y = self.features(batch), batch[self.hparams.target_key]
+        x, y = self.features(batch), self.targets(batch)
         if self._test is None:
             self._test = (
                 CorrelationStatistics((y.shape[1],), device=y.device),
                 CeilingStatistics(y.shape[1], device=y.device),
                 PartitionStatistics(len(self.band_sizes), y.shape[1], device=y.device),
             )
+            self._subjects = set(batch.get("subject", ())) or self._subjects
         scores, ceiling, partition = self._test
         scores.update(self(x), y)
         if not (torch.as_tensor(batch.get("n_repeats", 1)) > 1).any():  # single trials only
@@ -216,20 +279,23 @@ class LinearEncoder(L.LightningModule):
         partition.update(torch.stack([x[:, s] @ self.weight[s] for s in spaces]), y)
 
     def on_test_epoch_end(self) -> None:
+        from neurotorch.models.encoder_report import summarise_encoder, write_encoder_report
+
         scores, ceiling, partition = self._test
         self._sum_over_ranks(scores.tensors() + partition.tensors())
         ceiling.sum_over_ranks()
-        from neurotorch.models.encoder_report import summarise_encoder, write_encoder_report
-
-        datamodule = getattr(self.trainer, "datamodule", None)
-        voxel_table = getattr(datamodule, "voxel_table", None)
         self.test_r = scores.score("r").cpu().numpy()
         self.test_ceiling = ceiling.ceiling()
+        shares = partition.r2().cpu().numpy()
         metrics = summarise_encoder(
-            self.test_r, scores.score("r2").cpu().numpy(), self.test_ceiling, voxel_table,
-            penalty=self.penalty.cpu().numpy(), partition=partition.r2().cpu().numpy(),
-            spaces=self.feature_keys,
-        )  # fmt: skip
+            self.test_r,
+            scores.score("r2").cpu().numpy(),
+            ceiling=self.test_ceiling,
+            voxel_table=self._voxel_table(),
+            penalty=self.penalty.cpu().numpy(),
+            partition=shares,
+            spaces=self.space_names(),
+        )
         self.test_metrics = metrics
         for key in ("median_r", "median_r2", "median_fraction_of_ceiling"):
             if metrics.get(key) is not None:
@@ -238,10 +304,39 @@ class LinearEncoder(L.LightningModule):
             out = Path(
                 self.hparams.output_dir or self.trainer.log_dir or self.trainer.default_root_dir
             )
-            paths = write_encoder_report(self.test_r, self.test_ceiling, voxel_table, metrics, out)
-            log.info(
-                _summary_line(metrics) + f"\nmetrics: {paths['metrics']}\nplot:    {paths['plot']}"
+            paths = write_encoder_report(
+                out,
+                metrics,
+                r=self.test_r,
+                ceiling=self.test_ceiling,
+                partition=shares if len(shares) > 1 else None,
+                title=self._run_title(),
             )
+            results.info(summary_line(metrics))
+            results.info("metrics: %s\nplot:    %s", paths["metrics"], paths["plot"])
+
+    def space_names(self) -> list[str]:
+        """A name per feature space: the embedding model (``CLIP``) where the key says it."""
+        names = [key.removeprefix("embedding_") for key in self.feature_keys]
+        features = self._datamodule_setting("features")
+        if names == ["embedding"] and isinstance(features, str):
+            names = [features]
+        return names
+
+    def _datamodule_setting(self, name: str):
+        hparams = getattr(getattr(self.trainer, "datamodule", None), "hparams", {})
+        return hparams.get(name) if hasattr(hparams, "get") else None
+
+    def _run_title(self) -> str:
+        """Which subject, features and split the test report is about."""
+        subjects = ", ".join(sorted(self._subjects)) or "test trials"
+        datamodule = getattr(self.trainer, "datamodule", None)
+        selection = getattr(datamodule, "trial_selection", None)  # the fMRI DataModule's trials
+        split, pool = getattr(selection, "split", None), getattr(selection, "pool", None)
+        where = f"split {split}" + (f" of pool {pool}" if pool else "") if split else "test split"
+        rows = self.test_ceiling["n_rows"] if self.test_ceiling else None
+        counted = f" ({rows} test trials)" if rows else ""
+        return f"{subjects}: {' + '.join(self.space_names())} → betas, {where}{counted}"
 
     # -- checkpoints and DDP spawn results: buffers are sized by the data, resize before loading
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
@@ -256,7 +351,9 @@ class LinearEncoder(L.LightningModule):
         return self.test_r
 
 
-def _summary_line(metrics: dict) -> str:
+def summary_line(metrics: dict) -> str:
+    """The test line of an encoder's metrics: median r, fraction of the noise ceiling and, for
+    several feature spaces, each one's median share of the explained variance."""
     line = f"test: median r = {metrics['median_r']:.3f} over {metrics['n_voxels']} voxels"
     if metrics.get("median_fraction_of_ceiling") is not None:
         line += (
@@ -265,4 +362,10 @@ def _summary_line(metrics: dict) -> str:
         )
     else:
         line += f"; no noise ceiling ({metrics['ceiling_note']})"
+    spaces = metrics.get("feature_spaces", {})
+    if len(spaces) > 1:
+        shares = ", ".join(
+            f"{name} {space['median_variance_share']:.3f}" for name, space in spaces.items()
+        )
+        line += f"; median variance share: {shares}"
     return line

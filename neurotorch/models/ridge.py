@@ -21,27 +21,25 @@ import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
+from neurotorch._options import check_option
 from neurotorch.errors import EncoderConfigError
 
 DEFAULT_PENALTIES = tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 1e-3 … 1e3, half decades
 DEFAULT_BAND_RATIOS = (0.01, 0.1, 1.0, 10.0, 100.0)
-SCORES = ("r", "r2", "mse")
-SOLVERS = ("auto", "primal", "dual")
+Score = Literal["r", "r2", "mse"]
+Solver = Literal["auto", "primal", "dual"]
+SCORES: tuple[str, ...] = get_args(Score)
+SOLVERS: tuple[str, ...] = get_args(Solver)
 F64 = torch.float64
 
 
 def folds_of(names: Sequence[str], n_folds: int) -> torch.Tensor:
     """Fold of each trial from its image name: stable across processes, runs and batch order."""
     return torch.tensor([zlib.crc32(str(n).encode()) % n_folds for n in names], dtype=torch.long)
-
-
-def check_choice(name: str, value, allowed) -> None:
-    """Raise `EncoderConfigError` unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise EncoderConfigError(f"{name} must be one of {tuple(allowed)}, got {value!r}.")
 
 
 class RidgeStatistics:
@@ -61,9 +59,14 @@ class RidgeStatistics:
     """
 
     def __init__(
-        self, n_features: int, n_targets: int, n_folds: int = 5, keep_rows: bool = True,
+        self,
+        n_features: int,
+        n_targets: int,
+        n_folds: int = 5,
+        *,
+        keep_rows: bool = True,
         device: torch.device | str = "cpu",
-    ):  # fmt: skip
+    ):
         kw = {"dtype": F64, "device": device}
         self.count = torch.zeros(n_folds, **kw)
         self.sum_x = torch.zeros(n_folds, n_features, **kw)
@@ -136,9 +139,9 @@ def fit_ridge(
     penalties: Sequence[float] = DEFAULT_PENALTIES,
     bands: Sequence[int] | None = None,
     band_ratios: Sequence[float] = DEFAULT_BAND_RATIOS,
-    score: str = "r",
+    score: Score = "r",
     per_target: bool = True,
-    solver: str = "auto",
+    solver: Solver = "auto",
 ) -> RidgeFit:
     """Choose penalties by k-fold cross-validation and refit on all folds.
 
@@ -161,8 +164,8 @@ def fit_ridge(
         ``"primal"``, ``"dual"`` (needs the trials, see `RidgeStatistics`) or ``"auto"`` (dual
         when the trials were kept).
     """
-    check_choice("score", score, SCORES)
-    check_choice("solver", solver, SOLVERS)
+    check_option("score", score, SCORES)
+    check_option("solver", solver, SOLVERS)
     n_features = stats.xtx.shape[1]
     bands = [n_features] if bands is None else [int(b) for b in bands]
     if sum(bands) != n_features or min(bands) < 1:
@@ -181,18 +184,18 @@ def fit_ridge(
             "The dual solve needs the trials, which are kept only while there are no more of them "
             "than features (and not under DDP); use solver='primal'."
         )
-    problem = (
-        _DualProblem(*rows, bands) if rows is not None and solver != "primal" else
-        _PrimalProblem(stats, bands)
-    )  # fmt: skip
+    if rows is not None and solver != "primal":
+        problem: _PrimalProblem | _DualProblem = _DualProblem(rows, bands)
+    else:
+        problem = _PrimalProblem(stats, bands)
     alphas = torch.tensor(list(penalties), dtype=F64, device=stats.xtx.device)
     gammas = _band_weights(len(bands), band_ratios).to(alphas.device)
-    scores = torch.stack(
-        [
-            torch.stack([problem.fold_scores(k, g, alphas, score) for k in folds]).mean(0)
-            for g in gammas
-        ]
-    ).flatten(0, 1)  # (n_gammas * n_penalties, V)
+    per_fold = [
+        torch.stack([problem.fold_scores(k, g, alphas=alphas, kind=score) for k in folds])
+        for g in gammas
+    ]
+    scores = torch.stack([fold_scores.mean(0) for fold_scores in per_fold]).flatten(0, 1)
+    # (n_gammas * n_penalties, V)
     scores = torch.nan_to_num(scores, nan=-torch.inf)
     best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(scores.shape[1])
     gamma_index, alpha_index = best // len(alphas), best % len(alphas)
@@ -223,8 +226,10 @@ def _band_weights(n_bands: int, ratios: Sequence[float]) -> torch.Tensor:
     return torch.tensor(list(grid), dtype=F64)
 
 
-def _score(kind: str, n, sum_p, sum_y, sum_pp, sum_yy, sum_py) -> torch.Tensor:
-    """Validation score of predictions ``p`` against ``y`` from their sums (higher is better)."""
+def _score(kind: str, n, sums: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Validation score of predictions ``p`` against ``y`` from their sums
+    ``(Σp, Σy, Σp², Σy², Σpy)`` (higher is better)."""
+    sum_p, sum_y, sum_pp, sum_yy, sum_py = sums
     sse = sum_yy - 2 * sum_py + sum_pp
     if kind == "mse":
         return -sse / n
@@ -277,7 +282,7 @@ class _PrimalProblem:
         eigvals, eigvecs = torch.linalg.eigh(cxx)
         return f, mean_x, mean_y, eigvals.clamp(min=0), eigvecs, eigvecs.T @ cxy
 
-    def fold_scores(self, k: int, gamma: torch.Tensor, alphas: torch.Tensor, kind: str):
+    def fold_scores(self, k: int, gamma: torch.Tensor, *, alphas: torch.Tensor, kind: str):
         """``(P, V)`` score on fold ``k`` of the fits on the other folds."""
         s = self.stats
         others = torch.tensor([j for j in range(s.n_folds) if j != k])
@@ -294,7 +299,7 @@ class _PrimalProblem:
             sum_p = sx @ w + n * b
             sum_pp = (w * (xtx @ w)).sum(0) + 2 * b * (sx @ w) + n * b**2
             sum_py = (w * xty).sum(0) + b * s.sum_y[k]
-            out.append(_score(kind, n, sum_p, s.sum_y[k], sum_pp, s.sum_yy[k], sum_py))
+            out.append(_score(kind, n, (sum_p, s.sum_y[k], sum_pp, s.sum_yy[k], sum_py)))
         return torch.stack(out)
 
     def solve(self, gamma: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor):
@@ -310,9 +315,10 @@ class _DualProblem:
 
     name = "dual"
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, folds: torch.Tensor, bands: list[int]):
-        self.x, self.y, self.folds, self.bands = x, y, folds, bands
-        self.scale = _feature_scale(x.var(0, correction=0) * x.shape[0], bands)
+    def __init__(self, rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor], bands: list[int]):
+        self.x, self.y, self.folds = rows
+        self.bands = bands
+        self.scale = _feature_scale(self.x.var(0, correction=0) * self.x.shape[0], bands)
         self.band_of = _band_of(bands, self.scale.device)
 
     def _fit(self, rows: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -331,7 +337,7 @@ class _DualProblem:
             eigvecs.T @ (self.y[rows] - mean_y),
         )
 
-    def fold_scores(self, k: int, gamma: torch.Tensor, alphas: torch.Tensor, kind: str):
+    def fold_scores(self, k: int, gamma: torch.Tensor, *, alphas: torch.Tensor, kind: str):
         """``(P, V)`` score on fold ``k`` of the fits on the other folds."""
         held = self.folds == k
         f, mean_x, mean_y, centred, eigvals, eigvecs, projected = self._fit(~held, gamma)
@@ -342,7 +348,7 @@ class _DualProblem:
         for alpha in alphas:
             pred = kernel @ (projected / (eigvals + alpha)[:, None]) + mean_y
             sums = pred.sum(0), sum_y, (pred**2).sum(0), sum_yy, (pred * y).sum(0)
-            out.append(_score(kind, n, *sums))
+            out.append(_score(kind, n, sums))
         return torch.stack(out)
 
     def solve(self, gamma: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor):
@@ -384,7 +390,7 @@ class CorrelationStatistics:
     def score(self, kind: str = "r") -> torch.Tensor:
         """Per-target ``"r"``, ``"r2"`` (coefficient of determination) or ``"mse"`` (negated)."""
         sums = self.sum_p, self.sum_y, self.sum_pp, self.sum_yy, self.sum_py
-        return _score(kind, self.count, *sums)
+        return _score(kind, self.count, sums)
 
     def correlation(self) -> torch.Tensor:
         return self.score("r")

@@ -17,8 +17,9 @@ from neurotorch.io.atomic import atomic_path
 DPI = 110
 
 
-def new_figure(n_cols: int = 1, n_rows: int = 1, panel_size: tuple[float, float] = (4.6, 4.0),
-               **subplot_kw) -> tuple[Figure, list[Axes]]:  # fmt: skip
+def new_figure(
+    n_cols: int = 1, n_rows: int = 1, panel_size: tuple[float, float] = (4.6, 4.0), **subplot_kw
+) -> tuple[Figure, list[Axes]]:
     """A figure with ``n_rows`` × ``n_cols`` panels, returned as a flat list of axes."""
     fig = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False, subplot_kw=subplot_kw or None)

@@ -1,4 +1,8 @@
-"""Quality-control figures of a LAION-fMRI tree: noise ceilings, ROIs on the T1w, splits.
+"""Quality-control figures of a LAION-fMRI tree: noise ceilings, brain maps on the T1w, splits.
+
+Brain maps (`plot_roi_overlay`, `plot_voxel_map`) are drawn with nilearn (the ``plot`` extra) in
+the subject's scanner coordinates in mm, with L/R marked and the subject's T1w as underlay where
+the dataset has one.
 
 Every function reads what it needs through the `neurotorch.fmri` readers, saves one PNG and
 returns its path::
@@ -9,6 +13,7 @@ returns its path::
     sub = load_subject("sub-01", data_dir=root)
     fmri_plots.plot_noise_ceilings(sub, "nc.png")
     fmri_plots.plot_roi_overlay(sub, ["face", "V1v"], "rois.png")
+    fmri_plots.plot_voxel_map(sub, voxel_table["voxel"], test_r, "r.png")  # any per-voxel value
     fmri_plots.plot_split_projection(root, "tau", "shared", "tau.png")
     fmri_plots.plot_splits(splits, names, clip, "splits.png")  # splits from make_splits
 """
@@ -23,11 +28,19 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from neurotorch.errors import ShapeMismatchError, SplitError
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    MissingDependencyError,
+    ShapeMismatchError,
+    SplitError,
+)
 from neurotorch.fmri import layout
-from neurotorch.fmri.rois import RoiQuery, available_rois, read_roi_volume, resolve_roi_query
+from neurotorch.fmri.masks import nonzero_mask, read_brain_mask, read_volume
+from neurotorch.fmri.rois import RoiQuery, available_rois, resolve_roi_query
 from neurotorch.fmri.split_makers import nearest_train_distance, normalise_rows
 from neurotorch.fmri.splits import load_all_splits, load_split, split_family
 from neurotorch.fmri.stimuli import load_stimuli
@@ -36,7 +49,6 @@ from neurotorch.io.storage import DataRoot
 from neurotorch.plotting.figure import new_figure, save_png
 
 PathLike = str | os.PathLike
-AXIS_NAMES = ("sagittal", "coronal", "axial")
 SPLIT_COLOURS = {"train": "0.65", "test": "tab:blue", "OOD": "tab:red"}
 
 
@@ -86,8 +98,13 @@ def plot_noise_ceilings(
     ):
         for label, values in maps.items():
             values = _finite(values)
-            ax.hist(values, bins=edges, histtype="step", lw=1.5,
-                    label=f"{label} (median {np.median(values):.1f} %)" if values.size else label)  # fmt: skip
+            ax.hist(
+                values,
+                bins=edges,
+                histtype="step",
+                lw=1.5,
+                label=f"{label} (median {np.median(values):.1f} %)" if values.size else label,
+            )
         ax.set(xlabel="noise ceiling (%)", ylabel="voxels", title=f"{subject.subject_id}: {title}")
         if maps:
             ax.legend(fontsize="small")
@@ -96,73 +113,176 @@ def plot_noise_ceilings(
     return save_png(fig, path)
 
 
-def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """A 2-D slice, transposed so that the first remaining axis runs left to right."""
-    return np.take(volume, index, axis=axis).T
+def _nilearn_plotting():
+    """nilearn's plotting module, or `MissingDependencyError` naming the extra that installs it."""
+    try:
+        from nilearn import plotting
+    except ImportError as err:
+        raise MissingDependencyError(
+            "Brain maps are drawn with nilearn, which is not installed: pip install "
+            "'neurotorch[plot]' (or pip install nilearn)."
+        ) from err
+    return plotting
+
+
+def _underlay(subject: Subject) -> nib.Nifti1Image | None:
+    """The subject's T1w on the functional (res-1pt8) grid, where the dataset has one."""
+    try:
+        return nib.load(subject.get_t1w(res="1pt8"))
+    except DataNotDownloadedError:
+        return None
+
+
+def _draw_map(kind: str, image: nib.Nifti1Image, subject: Subject, *, options: dict) -> Any:
+    """A figure with nilearn's ``plot_roi`` or ``plot_stat_map`` of ``image`` over the subject's
+    T1w (none where the dataset has no T1w): scanner coordinates in mm, L/R marked."""
+    plotting = _nilearn_plotting()
+    underlay = _underlay(subject)
+    if underlay is not None and underlay.shape[:3] != image.shape[:3]:
+        raise ShapeMismatchError(
+            f"The T1w of {subject.subject_id} has grid {underlay.shape[:3]} but the map has "
+            f"{image.shape[:3]}; re-download the anatomical folder."
+        )
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    draw = plotting.plot_roi if kind == "roi" else plotting.plot_stat_map
+    draw(image, bg_img=underlay, figure=fig, axes=fig.add_subplot(), black_bg=False, **options)
+    return fig
 
 
 def plot_roi_overlay(
     subject: Subject,
     roi: RoiQuery,
     path: PathLike,
-    axis: int = 2,
-    slice_index: int | None = None,
+    *,
+    display_mode: str = "ortho",
+    cut_coords: Sequence[float] | float | None = None,
 ) -> Path:
-    """ROIs drawn in colour over one slice of the subject's T1w (functional 1.8 mm grid).
+    """ROIs drawn in colour over the subject's T1w, with nilearn's ``plot_roi``.
+
+    The slices are placed and labelled in the subject's scanner (T1w) coordinates in mm, with
+    the left and right of the brain marked; the T1w underlay is the res-1pt8 image on the ROIs'
+    grid, left out where the dataset has no anatomical folder.
 
     Parameters
     ----------
     subject
-        A `neurotorch.fmri.Subject` with anatomy and ROIs.
+        A `neurotorch.fmri.Subject` with ROIs.
     roi
         ROI query: a name, a category, ``"all"`` or a list of them; every ROI it names gets its
-        own colour.
+        own colour (the legend gives its voxel count).
     path
         Where the PNG goes.
-    axis
-        Slicing axis of the voxel grid: 0 sagittal, 1 coronal, 2 axial.
-    slice_index
-        Slice along ``axis``; default the slice holding the most ROI voxels.
+    display_mode
+        nilearn's slicing: ``"ortho"`` (sagittal, coronal, axial), ``"x"``, ``"y"``, ``"z"``, ...
+    cut_coords
+        Where to cut, in mm (nilearn's ``cut_coords``); default through the ROIs' centre.
 
     Raises
     ------
     ShapeMismatchError
         The T1w and the ROI volumes are on different grids.
+    MissingDependencyError
+        nilearn is not installed (the ``plot`` extra).
     """
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}.")
     pairs = resolve_roi_query(roi, available_rois(subject.root, subject.subject_id))
-    t1w = np.asarray(nib.load(subject.get_t1w(res="1pt8")).dataobj, dtype=np.float32)
-    volumes = {
-        name: read_roi_volume(subject.root, subject.subject_id, cat, name) for cat, name in pairs
-    }
-    for name, volume in volumes.items():
-        if volume.shape != t1w.shape:
+    labels, affine, handles = None, None, []
+    palette = colormaps["tab10" if len(pairs) <= 10 else "tab20"]
+    for k, (category, name) in enumerate(pairs):
+        relpath = layout.roi_volume(subject.subject_id, category, name)
+        volume, roi_affine = read_volume(subject.root, relpath, f"ROI {name}")
+        if labels is None:
+            labels, affine = np.zeros(volume.shape, dtype=np.int16), roi_affine
+        if volume.shape != labels.shape:
             raise ShapeMismatchError(
-                f"ROI {name} of {subject.subject_id} has grid {volume.shape} but the res-1pt8 T1w "
-                f"has {t1w.shape}; re-download the ROI or anatomical folder."
+                f"ROI {name} of {subject.subject_id} has grid {volume.shape}, the first ROI "
+                f"{labels.shape}; re-download the ROI folder."
             )
-    union = np.any(np.stack(list(volumes.values())), axis=0)
-    if slice_index is None:
-        other_axes = tuple(a for a in range(3) if a != axis)
-        slice_index = int(np.argmax(union.sum(axis=other_axes)))
-    if not 0 <= slice_index < t1w.shape[axis]:
-        raise ValueError(f"slice_index {slice_index} is outside 0..{t1w.shape[axis] - 1}.")
-
-    fig, (ax,) = new_figure(panel_size=(5.5, 5.0))
-    ax.imshow(_slice(t1w, axis, slice_index), cmap="gray", origin="lower", interpolation="nearest")
-    palette = colormaps["tab20"]
-    handles = []
-    for k, (name, volume) in enumerate(volumes.items()):
+        inside = nonzero_mask(volume)
+        labels[inside] = k + 1
         colour = palette(k % palette.N)
-        shown = _slice(volume, axis, slice_index)
-        rgba = np.zeros((*shown.shape, 4))
-        rgba[shown] = (*colour[:3], 0.75)
-        ax.imshow(rgba, origin="lower", interpolation="nearest")
-        handles.append(Patch(color=colour, label=f"{name} ({int(volume.sum())} vox)"))
-    ax.legend(handles=handles, fontsize="x-small", loc="upper right", framealpha=0.6)
-    ax.set(
-        title=f"{subject.subject_id}: {AXIS_NAMES[axis]} slice {slice_index}", xticks=[], yticks=[]
+        handles.append(Patch(color=colour, label=f"{name} ({int(inside.sum())} vox)"))
+    colours = ListedColormap([palette(k % palette.N) for k in range(len(pairs))])
+    fig = _draw_map(
+        "roi",
+        nib.Nifti1Image(labels, affine),
+        subject,
+        options=dict(
+            display_mode=display_mode,
+            cut_coords=cut_coords,
+            cmap=colours,
+            vmin=1,
+            vmax=max(len(pairs), 2),
+            colorbar=False,
+            draw_cross=False,
+            title=f"{subject.subject_id}: ROIs {roi} (mm, scanner space)",
+        ),
+    )
+    fig.legend(handles=handles, fontsize="x-small", loc="outside right center")
+    return save_png(fig, path)
+
+
+def plot_voxel_map(
+    subject: Subject,
+    voxels: np.ndarray,
+    values: np.ndarray,
+    path: PathLike,
+    *,
+    title: str = "",
+    threshold: float | None = None,
+    display_mode: str = "ortho",
+) -> Path:
+    """Per-voxel values (an encoder's test r, a noise ceiling, ...) over the subject's T1w, with
+    nilearn's ``plot_stat_map``: scanner coordinates in mm, L/R marked.
+
+    Parameters
+    ----------
+    subject
+        A `neurotorch.fmri.Subject`.
+    voxels
+        Flat indices (C order) of the voxels on the functional grid, as the ``voxel`` column of a
+        voxel table or the ``voxel`` axis of an encoder's ``predictions.npz``.
+    values
+        One value per voxel.
+    path
+        Where the PNG goes.
+    title
+        Title of the figure.
+    threshold
+        Values with a smaller absolute value are not drawn (nilearn's ``threshold``); by default
+        only the voxels outside ``voxels`` (and exact zeros) are left out.
+    display_mode
+        nilearn's slicing: ``"ortho"``, ``"x"``, ``"y"``, ``"z"``, ...
+
+    Raises
+    ------
+    ShapeMismatchError
+        ``voxels`` and ``values`` differ in length, or a voxel lies outside the grid.
+    MissingDependencyError
+        nilearn is not installed (the ``plot`` extra).
+    """
+    voxels, values = np.asarray(voxels), np.asarray(values, dtype=np.float32)
+    mask, affine = read_brain_mask(subject.root, subject.subject_id)
+    if voxels.shape != values.shape or voxels.ndim != 1:
+        raise ShapeMismatchError(
+            f"voxels {voxels.shape} and values {values.shape} must be two 1-D arrays of one length."
+        )
+    if voxels.size and not 0 <= voxels.min() <= voxels.max() < mask.size:
+        raise ShapeMismatchError(
+            f"voxel indices must lie in 0..{mask.size - 1} (the grid {mask.shape} of "
+            f"{subject.subject_id}); got {voxels.min()}..{voxels.max()}."
+        )
+    volume = np.zeros(mask.size, dtype=np.float32)
+    volume[voxels] = values
+    fig = _draw_map(
+        "stat",
+        nib.Nifti1Image(volume.reshape(mask.shape), affine),
+        subject,
+        options=dict(
+            display_mode=display_mode,
+            threshold=np.finfo(np.float32).tiny if threshold is None else threshold,
+            draw_cross=False,
+            title=title or None,
+        ),
     )
     return save_png(fig, path)
 
@@ -222,8 +342,14 @@ def plot_split_projection(
     for group, colour in SPLIT_COLOURS.items():
         rows = labels == group
         if rows.any():
-            left.scatter(*coords[rows].T, s=8 if group == "train" else 14, c=colour,
-                         label=f"{group} ({int(rows.sum())})", alpha=0.8, linewidths=0)  # fmt: skip
+            left.scatter(
+                *coords[rows].T,
+                s=8 if group == "train" else 14,
+                c=colour,
+                label=f"{group} ({int(rows.sum())})",
+                alpha=0.8,
+                linewidths=0,
+            )
     left.set(xlabel="PC 1", ylabel="PC 2", title=f"{pool} / {split}: {model} embeddings")
     left.legend(fontsize="small")
     train = labels == "train"
@@ -235,8 +361,14 @@ def plot_split_projection(
     if distances:
         edges = np.histogram_bin_edges(np.concatenate(list(distances.values())), bins=30)
     for group, values in distances.items():
-        right.hist(values, bins=edges, histtype="step", lw=1.5, color=SPLIT_COLOURS[group],
-                   label=f"{group} (median {np.median(values):.3f})")  # fmt: skip
+        right.hist(
+            values,
+            bins=edges,
+            histtype="step",
+            lw=1.5,
+            color=SPLIT_COLOURS[group],
+            label=f"{group} (median {np.median(values):.3f})",
+        )
     right.set(xlabel="cosine distance to nearest train image", ylabel="images")
     right.legend(fontsize="small")
     return save_png(fig, path)
@@ -311,7 +443,7 @@ def plot_split_families(
         )
     names = [*reference["variants"][0]["train_ids"], *reference["variants"][0]["test_ids"]]
     embeddings = load_stimuli(data_dir).embeddings.get(model, names, dtype=np.float64)
-    return plot_splits(splits, names, embeddings, path)
+    return plot_splits(splits, names, embeddings, path=path)
 
 
 __all__ = [
@@ -320,4 +452,5 @@ __all__ = [
     "plot_split_families",
     "plot_split_projection",
     "plot_splits",
+    "plot_voxel_map",
 ]

@@ -28,17 +28,34 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from neurotorch._options import check_int, check_number, check_option
 from neurotorch.connectome import layout
+from neurotorch.connectome.layout import (
+    BATCH_DIR,
+    COMPLETE_FILE,
+    LESION_DIR,
+    LESIONS_TABLE,
+    MASK_FILE,
+    NETWORKS_FILE,
+)
+from neurotorch.connectome.outputs import write_image
 from neurotorch.connectome.writer import write_batch
-from neurotorch.io.atomic import atomic_path, write_text
+from neurotorch.errors import ParameterError
+from neurotorch.io.atomic import write_text
 from neurotorch.synthetic._once import write_dataset_once
 
-BATCH_DIR = "batches"
-LESION_DIR = "lesions"
-MASK_FILE = "mask.nii.gz"
-NETWORKS_FILE = "_groundtruth/networks.nii.gz"
-LESIONS_TABLE = "_groundtruth/lesions.csv"
-COMPLETE_FILE = "_groundtruth/parameters.json"  # written last: the dataset is complete
+__all__ = [
+    "BATCH_DIR",
+    "COMPLETE_FILE",
+    "LESIONS_TABLE",
+    "LESION_DIR",
+    "MASK_FILE",
+    "NETWORKS_FILE",
+    "SIZES",
+    "brain_mask",
+    "make_connectome",
+    "make_connectome_dataset",
+]
 
 SIZES = {
     "tiny": dict(n_subjects=6, n_timepoints=40, voxel_mm=8, subjects_per_chunk=3),
@@ -54,8 +71,10 @@ ELLIPSOID_SPACE = "synthetic-ellipsoid"
 def brain_mask(voxel_mm: int = 2) -> tuple[nib.Nifti1Image, str]:
     """(mask, space): the MNI152 2 mm brain mask (nilearn's bundled copy, else an ellipsoid),
     subsampled to ``voxel_mm``."""
-    if voxel_mm % 2:
-        raise ValueError(f"voxel_mm must be a multiple of 2, got {voxel_mm}.")
+    if check_int("voxel_mm", voxel_mm, minimum=2) % 2:
+        raise ParameterError(
+            f"voxel_mm must be an even number of mm (2, 4, 8, ...), got {voxel_mm}."
+        )
     try:
         from nilearn.datasets import load_mni152_brain_mask
 
@@ -94,7 +113,10 @@ def _plant_networks(mask: np.ndarray, n_networks: int, rng: np.random.Generator)
                 labels[blob] = net
                 break
         else:
-            raise RuntimeError("Could not place the planted networks; use fewer networks.")
+            raise ParameterError(
+                f"Could not place {n_networks} planted networks without overlap in this mask; "
+                "use fewer networks (n_networks) or a finer grid (voxel_mm)."
+            )
     volume = np.zeros(mask.shape, dtype=np.int16)
     volume[tuple(coords.T)] = labels
     return volume
@@ -143,20 +165,39 @@ def make_connectome(
     """
     root = Path(root)
     params = dict(
-        n_subjects=n_subjects, n_timepoints=n_timepoints, voxel_mm=voxel_mm, n_networks=n_networks,
-        lesions_per_network=lesions_per_network, subjects_per_chunk=subjects_per_chunk,
-        signal=signal, noise=noise, seed=seed,
-    )  # fmt: skip
+        n_subjects=check_int("n_subjects", n_subjects, minimum=2),
+        n_timepoints=check_int("n_timepoints", n_timepoints, minimum=3),
+        voxel_mm=voxel_mm,
+        n_networks=check_int("n_networks", n_networks, minimum=1),
+        lesions_per_network=check_int("lesions_per_network", lesions_per_network, minimum=1),
+        subjects_per_chunk=check_int("subjects_per_chunk", subjects_per_chunk, minimum=1),
+        signal=check_number("signal", signal, minimum=0),
+        noise=check_number("noise", noise, minimum=0, open_minimum=True),
+        seed=check_int("seed", seed),
+    )
     return write_dataset_once(
-        root, params, COMPLETE_FILE, lambda folder: _write_connectome(folder, **params),
-        what="connectome", overwrite=overwrite,
-    )  # fmt: skip
+        root,
+        params,
+        COMPLETE_FILE,
+        write=lambda folder: _write_connectome(folder, **params),
+        what="connectome",
+        overwrite=overwrite,
+    )
 
 
 def _write_connectome(
-    root: Path, n_subjects: int, n_timepoints: int, voxel_mm: float, n_networks: int,
-    lesions_per_network: int, subjects_per_chunk: int, signal: float, noise: float, seed: int,
-) -> dict:  # fmt: skip
+    root: Path,
+    *,
+    n_subjects: int,
+    n_timepoints: int,
+    voxel_mm: int,
+    n_networks: int,
+    lesions_per_network: int,
+    subjects_per_chunk: int,
+    signal: float,
+    noise: float,
+    seed: int,
+) -> dict:
     """Write every file of the dataset into the (empty) folder ``root``."""
     (root / BATCH_DIR).mkdir(parents=True)
     (root / LESION_DIR).mkdir()
@@ -165,9 +206,9 @@ def _write_connectome(
 
     mask_img, space = brain_mask(voxel_mm)
     mask = np.asarray(mask_img.dataobj) > 0
-    _save_nifti(mask_img, root / MASK_FILE)
+    write_image(mask_img, root / MASK_FILE)
     labels = _plant_networks(mask, n_networks, rng)
-    _save_nifti(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
+    write_image(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
 
     rows = []
     lesion_radius = max(1.0, 4.0 / voxel_mm)
@@ -178,12 +219,13 @@ def _write_connectome(
             lesion = np.zeros(mask.shape, dtype=bool)
             near = members[np.sum((members - centre) ** 2, axis=1) <= lesion_radius**2]
             lesion[tuple(near.T)] = True
-            name = f"lesion-{len(rows):02d}_net-{net}"
-            _save_nifti(
+            file_name = layout.synthetic_lesion_file_name(f"lesion-{len(rows):02d}_net-{net}")
+            write_image(
                 nib.Nifti1Image(lesion.astype(np.uint8), mask_img.affine),
-                root / LESION_DIR / f"{name}_mask.nii.gz",
+                root / LESION_DIR / file_name,
             )
-            rows.append({"lesion": f"{name}_mask", "network": net, "n_voxels": int(lesion.sum())})
+            name = file_name.removesuffix(".nii.gz")  # the name network_map gives the lesion
+            rows.append({"lesion": name, "network": net, "n_voxels": int(lesion.sum())})
     write_text(root / LESIONS_TABLE, pd.DataFrame(rows).to_csv(index=False))
 
     mask_indices = np.argwhere(mask)
@@ -203,10 +245,10 @@ def _write_connectome(
             root / BATCH_DIR / layout.batch_file_name(batch),
             (subject_series(s) for s in range(start, stop)),
             [f"sub-{s:04d}" for s in range(start, stop)],
-            mask_indices,
-            mask_img.affine,
-            mask.shape,
-            n_timepoints,
+            mask_indices=mask_indices,
+            mask_affine=mask_img.affine,
+            mask_shape=mask.shape,
+            n_timepoints=n_timepoints,
             space=space,
             description=f"synthetic connectome, {n_networks} planted networks, seed {seed}",
             source="neurotorch.synthetic.connectome",
@@ -214,22 +256,10 @@ def _write_connectome(
     return {}
 
 
-def _save_nifti(image: nib.Nifti1Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
-
-
 def make_connectome_dataset(
     out: str | os.PathLike, size: str = "small", seed: int = 0, overwrite: bool = False
 ) -> Path:
     """`make_connectome` with a size preset (``tiny``, ``small`` or ``bench``), for ``neurotorch synth``."""
-    if size not in SIZES:
-        raise ValueError(f"Unknown size {size!r}; choose from {', '.join(SIZES)}.")
-    return make_connectome(out, seed=seed, overwrite=overwrite, **SIZES[size])
-
-
-def default_synthetic_connectome(size: str = "tiny", seed: int = 0) -> Path:
-    """The synthetic connectome of a size and seed under ``NEUROTORCH_DATA``, written once."""
-    from neurotorch.synthetic.resolve import make_synthetic
-
-    return make_synthetic("connectome", size, seed)
+    return make_connectome(
+        out, seed=seed, overwrite=overwrite, **SIZES[check_option("size", size, SIZES)]
+    )

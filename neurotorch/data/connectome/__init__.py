@@ -8,6 +8,7 @@ _EXPORTS = {
     "ConnectomeSubjects": "neurotorch.data.connectome.subjects",
     "ConnectomeChunks": "neurotorch.data.connectome.subjects",
     "load_connectome": "neurotorch.data.connectome.subjects",
+    "open_connectome": "neurotorch.data.connectome.subjects",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,20 +2,25 @@
 
 Items are dicts: ``timeseries`` (n_timepoints, n_voxels) float32 (or (n_timepoints, n_parcels)
 with a parcellation), ``subject`` (the subject's id, as in fMRI items) and ``index`` (its
-position in the connectome), plus ``connectivity``
-(n_parcels, n_parcels) when asked for. HDF5 handles open lazily in each worker process.
+position in the connectome), plus ``connectivity`` (n_parcels, n_parcels) when asked for. HDF5
+handles open lazily in each worker process.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import as_ints, check_bool, check_int, check_option
+from neurotorch.connectome import layout
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
 from neurotorch.data.partition import partition
@@ -27,8 +32,46 @@ from neurotorch.data.sharding import (
     units_per_rank,
 )
 from neurotorch.errors import ParameterError
+from neurotorch.synthetic.resolve import SYNTHETIC, resolve_data_dir
 
 ParcellationInput = str | os.PathLike | nib.spatialimages.SpatialImage | Parcellation | None
+ConnectomeSource = str | os.PathLike | Sequence[str | os.PathLike] | ConnectomeBatches | None
+SyntheticSize = Literal["tiny", "small", "bench"]
+SYNTHETIC_SIZES = ("tiny", "small", "bench")
+
+
+def open_connectome(
+    data_dir: ConnectomeSource,
+    *,
+    storage_options: dict | None = None,
+    synthetic_size: SyntheticSize = "tiny",
+    seed: int = 0,
+) -> ConnectomeBatches:
+    """The `ConnectomeBatches` that ``data_dir`` names (what the connectome datasets accept).
+
+    ``"synthetic"`` (or ``None``) goes through `neurotorch.synthetic.resolve.resolve_data_dir`,
+    which writes the synthetic connectome of ``synthetic_size`` and ``seed`` on first use.
+    """
+    if isinstance(data_dir, ConnectomeBatches):
+        return data_dir
+    if data_dir is None or (isinstance(data_dir, str) and data_dir == SYNTHETIC):
+        check_option("synthetic_size", synthetic_size, SYNTHETIC_SIZES)
+        root = resolve_data_dir("connectome", SYNTHETIC, size=synthetic_size, seed=seed)
+        return ConnectomeBatches(Path(root) / layout.BATCH_DIR)
+    return ConnectomeBatches(data_dir, storage_options)
+
+
+def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:
+    if subjects is None:
+        return list(range(n_subjects))
+    chosen = as_ints("subjects", subjects, minimum=0)
+    outside = [s for s in chosen if s >= n_subjects]
+    if outside or len(set(chosen)) != len(chosen):
+        raise ParameterError(
+            f"subjects must be distinct indices in 0..{n_subjects - 1} (the connectome has "
+            f"{n_subjects}); got {outside[:5] or 'repeated indices'}."
+        )
+    return chosen
 
 
 class _ConnectomeItems:
@@ -36,32 +79,22 @@ class _ConnectomeItems:
 
     def __init__(
         self,
-        data_dir: str | os.PathLike | ConnectomeBatches,
+        data_dir: ConnectomeSource,
+        *,
         subjects: Sequence[int] | None,
         parcellation: ParcellationInput,
         connectivity: bool,
         storage_options: dict | None,
     ):
-        self.batches = (
-            data_dir
-            if isinstance(data_dir, ConnectomeBatches)
-            else ConnectomeBatches(data_dir, storage_options)
-        )
-        n = self.batches.n_subjects
-        self.subjects = list(range(n)) if subjects is None else [int(s) for s in subjects]
-        outside = [s for s in self.subjects if not 0 <= s < n]
-        if outside or len(set(self.subjects)) != len(self.subjects):
-            raise ParameterError(
-                f"subjects must be distinct indices in 0..{n - 1} (the connectome has {n}); got "
-                f"{outside[:5] or 'repeated indices'}."
-            )
+        self.batches = open_connectome(data_dir, storage_options=storage_options)
+        self.subjects = _checked_subjects(subjects, self.batches.n_subjects)
         if parcellation is None or isinstance(parcellation, Parcellation):
             self.parcellation = parcellation
         else:
             self.parcellation = Parcellation.from_image(parcellation, self.batches)
-        if connectivity and self.parcellation is None:
+        self.connectivity = check_bool("connectivity", connectivity)
+        if self.connectivity and self.parcellation is None:
             raise ParameterError("connectivity=True needs a parcellation (a label image).")
-        self.connectivity = connectivity
         self._ids = self.batches.subject_ids
 
     def item(self, subject: int, series: np.ndarray) -> dict:
@@ -76,35 +109,55 @@ class _ConnectomeItems:
             item["connectivity"] = torch.from_numpy(connectivity_matrix(series).astype(np.float32))
         return item
 
+    @property
+    def n_features(self) -> int:
+        """Columns of an item's time series: voxels, or parcels with a parcellation."""
+        if self.parcellation is not None:
+            return self.parcellation.n_parcels
+        return self.batches.n_voxels
 
+    def _describe(self) -> str:
+        columns = (
+            f"{self.parcellation.n_parcels} parcels"
+            if self.parcellation is not None
+            else f"{self.batches.n_voxels} voxels"
+        )
+        extra = " + connectivity" if self.connectivity else ""
+        return (
+            f"{self.batches.location!r}: {len(self.subjects)} of {self.batches.n_subjects} "
+            f"subjects, {self.batches.n_timepoints} timepoints x {columns}{extra}, "
+            f"space={self.batches.space!r}"
+        )
+
+
+@fill_doc
 class ConnectomeSubjects(Dataset, _ConnectomeItems):
     """Map-style dataset: item i is the i-th selected subject's whole time series.
 
     Parameters
     ----------
-    data_dir
-        Folder of batch files, local or an fsspec URL (``s3://bucket/prefix``), or a
-        `ConnectomeBatches`.
-    subjects
-        Subject indices to serve (default: all).
-    parcellation
-        Optional label image (or `Parcellation`): voxels are averaged per parcel.
-    connectivity
-        Add the (n_parcels, n_parcels) Pearson connectivity matrix to each item.
-    storage_options
-        fsspec options when ``data_dir`` is a URL.
+    %(connectome_data_dir)s
+    %(connectome_subjects)s
+    %(connectome_parcellation)s
+    %(connectome_connectivity)s
+    %(storage_options)s
     """
 
     def __init__(
         self,
-        data_dir: str | os.PathLike | ConnectomeBatches,
+        data_dir: ConnectomeSource,
         subjects: Sequence[int] | None = None,
         parcellation: ParcellationInput = None,
         connectivity: bool = False,
         storage_options: dict | None = None,
     ):
         _ConnectomeItems.__init__(
-            self, data_dir, subjects, parcellation, connectivity, storage_options
+            self,
+            data_dir,
+            subjects=subjects,
+            parcellation=parcellation,
+            connectivity=connectivity,
+            storage_options=storage_options,
         )
 
     def __len__(self) -> int:
@@ -114,7 +167,11 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
         subject = self.subjects[index]
         return self.item(subject, self.batches.read_subject(subject))
 
+    def __repr__(self) -> str:
+        return f"ConnectomeSubjects({self._describe()})"
 
+
+@fill_doc
 class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
     """Iterable dataset of subjects read chunk by chunk, sharded across rank x worker.
 
@@ -125,14 +182,20 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
     same number of subjects and batches, and a ``DataLoader`` with this ``batch_size`` yields
     exactly ``ceil(len / batch_size)`` batches for any number of workers.
 
+    The epoch (`set_epoch`, or `neurotorch.data.loader.StreamLoader` at every pass) lives in
+    shared memory, so it reaches persistent ``DataLoader`` workers too.
+
     Parameters
     ----------
-    data_dir, subjects, parcellation, connectivity, storage_options
-        As in `ConnectomeSubjects`; chunks without a selected subject are skipped.
+    %(connectome_data_dir)s
+    %(connectome_subjects)s
+        Chunks without a selected subject are skipped.
+    %(connectome_parcellation)s
+    %(connectome_connectivity)s
     shuffle
-        Shuffle the chunk order every epoch (call `set_epoch`).
-    seed
-        Seed of the shuffle.
+        Shuffle the chunk order every epoch (call `set_epoch`, or use ``StreamLoader``).
+    %(seed)s
+    %(storage_options)s
     batch_size, drop_last
         The ``DataLoader``'s batch size and ``drop_last`` (whole batches per worker; ``drop_last``
         leaves out the tail that does not fill a rank's share instead of padding it).
@@ -140,7 +203,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
 
     def __init__(
         self,
-        data_dir: str | os.PathLike | ConnectomeBatches,
+        data_dir: ConnectomeSource,
         subjects: Sequence[int] | None = None,
         parcellation: ParcellationInput = None,
         connectivity: bool = False,
@@ -151,9 +214,15 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         drop_last: bool = False,
     ):
         _ConnectomeItems.__init__(
-            self, data_dir, subjects, parcellation, connectivity, storage_options
+            self,
+            data_dir,
+            subjects=subjects,
+            parcellation=parcellation,
+            connectivity=connectivity,
+            storage_options=storage_options,
         )
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed = check_bool("shuffle", shuffle), check_int("seed", seed)
+        self.epoch = 0
         self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
 
     def chunks(self) -> list[list[int]]:
@@ -166,7 +235,8 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
             members = [s for s in members if s in selected]
             if members:
                 chunks.append(members)
-        return [chunks[i] for i in epoch_order(len(chunks), self.epoch, self.seed, self.shuffle)]
+        order = epoch_order(len(chunks), self.epoch, seed=self.seed, shuffle=self.shuffle)
+        return [chunks[i] for i in order]
 
     def __len__(self) -> int:
         """Subjects this rank yields per epoch (all its workers together)."""
@@ -176,22 +246,36 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         """The subjects one worker of one rank reads, in read order."""
         order = [subject for members in self.chunks() for subject in members]
         positions = shard_positions(
-            len(order), rank, world_size, worker, num_workers,
-            batch_size=self.batch_size, drop_last=self.drop_last,
-        )  # fmt: skip
+            len(order),
+            rank,
+            world_size,
+            worker=worker,
+            num_workers=num_workers,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+        )
         return [order[p] for p in positions]
 
     def __iter__(self) -> Iterator[dict]:
         for subject in self.shard(*self.process_shard()):
             yield self.item(subject, self.batches.read_subject(subject))
 
+    def __repr__(self) -> str:
+        return (
+            f"ConnectomeChunks({self._describe()}, shuffle={self.shuffle}, seed={self.seed}, "
+            f"epoch={self.epoch}, batch_size={self.batch_size})"
+        )
 
+
+@fill_doc
 def load_connectome(
-    split: str | None = None,
+    split: Literal["train", "test"] | None = None,
     streaming: bool = False,
-    data_dir: str | os.PathLike | None = None,
+    data_dir: ConnectomeSource = SYNTHETIC,
+    *,
     test_fraction: float = 0.2,
     seed: int = 0,
+    synthetic_size: SyntheticSize = "tiny",
     storage_options: dict | None = None,
     **kwargs,
 ) -> ConnectomeSubjects | ConnectomeChunks:
@@ -200,33 +284,31 @@ def load_connectome(
     Parameters
     ----------
     split
-        ``None`` for all subjects, ``"train"`` or ``"test"`` for a seeded subject split.
+        ``None`` for all subjects, ``"train"`` or ``"test"`` for a seeded subject split
+        (`neurotorch.data.partition.partition`).
     streaming
         ``True`` gives `ConnectomeChunks`, else `ConnectomeSubjects`.
-    data_dir
-        Folder (or URL) of batch files; ``None`` uses the tiny synthetic connectome (written on
-        first use).
-    test_fraction, seed
-        The subject split.
-    storage_options
-        fsspec options when ``data_dir`` is a URL.
+    %(connectome_data_dir)s
+    test_fraction
+        Share of the subjects in the ``"test"`` part.
+    %(seed)s
+    %(connectome_synthetic_size)s
+    %(storage_options)s
     **kwargs
-        ``parcellation``, ``connectivity`` (and ``shuffle`` when streaming).
+        ``subjects``, ``parcellation``, ``connectivity`` (and ``shuffle``, ``batch_size`` when
+        streaming).
     """
-    if data_dir is None:
-        from neurotorch.synthetic.connectome import BATCH_DIR, default_synthetic_connectome
-
-        data_dir = default_synthetic_connectome() / BATCH_DIR
-    batches = ConnectomeBatches(data_dir, storage_options)
+    batches = open_connectome(
+        data_dir, storage_options=storage_options, synthetic_size=synthetic_size, seed=seed
+    )
     subjects = kwargs.pop("subjects", None)
     if split is not None and subjects is not None:
         raise ParameterError("Pass either split= or subjects=, not both.")
     if split is not None:
-        parts = partition(range(batches.n_subjects), 0.0, test_fraction, seed)
-        if split not in parts:
-            raise ParameterError(
-                f"Unknown connectome split {split!r}; use 'train', 'test' or None."
-            )
+        check_option("split", split, ("train", "test"), hint="None serves all subjects.")
+        parts = partition(
+            range(batches.n_subjects), val_fraction=0.0, test_fraction=test_fraction, seed=seed
+        )
         subjects = parts[split]
-    cls = ConnectomeChunks if streaming else ConnectomeSubjects
+    cls = ConnectomeChunks if check_bool("streaming", streaming) else ConnectomeSubjects
     return cls(batches, subjects=subjects, **kwargs)

@@ -1,0 +1,14 @@
+"""Work that can outgrow one machine, as idempotent units on an existing engine (Dask).
+
+`run_units` runs units of work (`Unit`: ``key``, ``done()``, ``run()``, ``lock_path``) in this
+process, on local worker processes, or on any Dask cluster (``scheduler=``). The units of each
+command live beside the code they run (the prepared store, verification, lesion network mapping,
+the M/EEG grid); this package knows nothing about datasets.
+"""
+
+from __future__ import annotations
+
+from neurotorch.parallel.engine import execute_unit, run_units
+from neurotorch.parallel.units import Unit, UnitResult
+
+__all__ = ["Unit", "UnitResult", "execute_unit", "run_units"]

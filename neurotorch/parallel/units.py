@@ -1,0 +1,61 @@
+"""Units of work: idempotent, atomic pieces that any engine can run, in any order, more than once.
+
+A unit is a small picklable object with
+
+* ``key``: a stable, unique name (``"prepare/sub-01/ses-03"``), used in progress, errors and as the
+  task key of a distributed engine;
+* ``done()``: whether its outputs already exist, complete and current (a manifest written last,
+  checked against the inputs), so a rerun skips it;
+* ``run()``: do the work and write the outputs atomically (`neurotorch.io.atomic`, manifest last),
+  returning a small, picklable summary; running it again, or twice at once, gives the same files;
+* ``lock_path``: a file the engine locks around ``done()`` + ``run()``, so two runs started at once
+  never do a unit twice at the same time (``None``: the unit needs no lock).
+
+A lost worker costs only its unit: nothing it half wrote is ever read (atomic writes), and the
+unit is run again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Status = Literal["ran", "skipped", "failed"]
+
+
+@runtime_checkable
+class Unit(Protocol):
+    """What an engine needs of a unit of work (see the module docstring)."""
+
+    key: str
+    lock_path: Path | None
+
+    def done(self) -> bool: ...
+
+    def run(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What became of one unit.
+
+    Attributes
+    ----------
+    key
+        The unit's key.
+    status
+        ``"ran"``, ``"skipped"`` (already done, by an earlier or a concurrent run) or ``"failed"``.
+    value
+        What ``run()`` returned (``None`` when skipped or failed).
+    error
+        ``"<ExceptionType>: <message>"`` of a failed unit, else ``None``.
+    seconds
+        Time spent in the unit, on its worker.
+    """
+
+    key: str
+    status: Status
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0

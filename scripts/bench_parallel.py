@@ -1,0 +1,138 @@
+"""Units per second of the execution layer: one process, and 2 local Dask workers.
+
+    python scripts/bench_parallel.py [--units 16] [--seconds 0.5] [--repeat 2]
+
+Two measurements, each interleaved A/B/A/B in the same run on the same units:
+
+* throughput: CPU-bound units (a seeded matrix product sized to take ``--seconds`` each) run in a
+  plain ``for`` loop, then by `run_units` with 2 local workers (a Dask ``LocalCluster``, started
+  inside the timing) — the ratio is the scale-out on this machine;
+* engine overhead per unit: units that do nothing, `run_units` in this process and on 2 workers,
+  against a plain loop (milliseconds per unit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"  # one thread per unit, in this process and in every worker it starts
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from neurotorch.io.atomic import write_json  # noqa: E402
+from neurotorch.parallel import run_units  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ProductUnit:
+    """A seeded ``n × n`` matrix product repeated ``repeats`` times; writes its trace (atomic)."""
+
+    out: str
+    index: int
+    n: int
+    repeats: int
+
+    @property
+    def key(self) -> str:
+        return f"product-{self.index:04d}"
+
+    @property
+    def lock_path(self) -> None:
+        return None
+
+    def done(self) -> bool:
+        return (Path(self.out) / f"{self.key}.json").exists()
+
+    def run(self) -> float:
+        a = np.random.default_rng(self.index).standard_normal((self.n, self.n))
+        b = a
+        for _ in range(self.repeats):
+            b = np.tanh(a @ b / self.n)
+        value = float(np.trace(b))
+        write_json(Path(self.out) / f"{self.key}.json", {"trace": value})
+        return value
+
+
+def make_units(folder: Path, count: int, n: int, repeats: int) -> list[ProductUnit]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [ProductUnit(str(folder), k, n, repeats) for k in range(count)]
+
+
+def calibrate(seconds: float) -> tuple[int, int]:
+    """Matrix size and repeats so that one unit takes about ``seconds`` on one thread."""
+    n, repeats = 256, 1
+    with tempfile.TemporaryDirectory() as tmp:
+        unit = ProductUnit(tmp, 0, n, repeats)
+        start = time.perf_counter()
+        unit.run()
+        one = time.perf_counter() - start
+    return n, max(1, int(seconds / max(one, 1e-4)))
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=0.5, help="CPU time per unit")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+    from distributed import Client, LocalCluster
+
+    n, repeats = calibrate(args.seconds)
+    engines = {
+        "loop": lambda work, client: [u.run() for u in work],
+        "in-process": lambda work, client: run_units(work, progress=False),
+        "dask-2": lambda work, client: run_units(work, scheduler=client, progress=False),
+    }
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+        client = Client(cluster)
+        cluster_start = time.perf_counter() - start
+        with cluster, client:
+            for r in range(args.repeat):  # interleaved: every engine once per repeat
+                for kind, size, reps in (("work", n, repeats), ("noop", 2, 0)):
+                    for name, engine in engines.items():
+                        work = make_units(root / f"{kind}-{name}-{r}", args.units, size, reps)
+                        rows.setdefault(f"{kind}/{name}", []).append(
+                            timed(lambda e=engine, w=work: e(w, client))
+                        )
+    best = {name: min(times) for name, times in rows.items()}
+
+    def overhead_ms(name: str) -> float:
+        return 1000 * (best[f"noop/{name}"] - best["noop/loop"]) / args.units
+
+    report = {
+        "units": args.units,
+        "seconds_per_unit": statistics.median(rows["work/loop"]) / args.units,
+        "units_per_s_loop": args.units / best["work/loop"],
+        "units_per_s_2_workers": args.units / best["work/dask-2"],
+        "ratio_2_workers_vs_loop": best["work/loop"] / best["work/dask-2"],
+        "engine_overhead_ms_per_unit_in_process": overhead_ms("in-process"),
+        "engine_overhead_ms_per_unit_on_dask": overhead_ms("dask-2"),
+        "local_cluster_start_s": cluster_start,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""A unit of work for the engine tests: a seeded computation written atomically, manifest last.
+
+Every run appends a line to ``runs.log`` (under the unit's lock, so concurrent runs cannot
+interleave), which lets a test count how often each unit really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurotorch.io.atomic import atomic_path, write_json
+
+
+@dataclass(frozen=True)
+class SquaresUnit:
+    """``sum(x**2)`` of a seeded array, written to ``<out>/<key>.npy`` (+ ``.json`` manifest)."""
+
+    out: str
+    index: int
+    fail: bool = False  # raise instead of computing
+    die_once: bool = False  # SIGKILL its own worker the first time it runs
+
+    @property
+    def key(self) -> str:
+        return f"squares-{self.index:03d}"
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(self.out) / f"{self.key}.lock"
+
+    def expected(self) -> np.ndarray:
+        x = np.random.default_rng(self.index).standard_normal(1000)
+        return np.cumsum(x**2)
+
+    def done(self) -> bool:
+        manifest = Path(self.out) / f"{self.key}.json"
+        return manifest.exists() and json.loads(manifest.read_text())["key"] == self.key
+
+    def run(self) -> float:
+        out = Path(self.out)
+        with open(out / "runs.log", "a") as log:
+            log.write(f"{self.key}\n")
+        if self.die_once and not (out / f"{self.key}.died").exists():
+            (out / f"{self.key}.died").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fail:
+            raise ValueError(f"unit {self.index} was told to fail")
+        values = self.expected()
+        with atomic_path(out / f"{self.key}.npy") as tmp:
+            np.save(tmp, values)
+        write_json(out / f"{self.key}.json", {"key": self.key})
+        return float(values[-1])
+
+
+def runs(out: Path) -> list[str]:
+    log = out / "runs.log"
+    return log.read_text().split() if log.exists() else []
