@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from meeg_helpers import one_torch_thread  # noqa: F401 - a fixture
 
 from neurotorch.errors import ImplausibleDataError, NonFiniteError, ParameterError
 from neurotorch.meeg.calibration import (
@@ -182,6 +183,7 @@ def test_bad_posterior_and_coverage_inputs_raise_named_errors():
         )
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("solver", ["BMN", "eloreta", "gamma_map", "gamma_map_sflex"])
 def test_posteriors_do_not_depend_on_the_unit_of_the_data(solver):
     """The same trial in SI units (Am, V, V/Am, V²) and in neurotorch's (nAm, µV, µV/nAm, µV²)
