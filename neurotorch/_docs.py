@@ -284,6 +284,76 @@ shuffle_buffer
 """
 
 
+# -- M/EEG ---------------------------------------------------------------------------------------
+docdict["meeg_y"] = """
+y
+    ``(B, M, T)`` sensor data of ``B`` trials (µV for EEG, fT for MEG).
+"""
+docdict["meeg_leadfield_tensor"] = """
+leadfield
+    ``(M, N)`` (fixed orientation) or ``(M, N, K)`` (free) leadfield, µV/nAm or fT/nAm; the
+    ``(N, K)`` axes are flattened source-major.
+"""
+docdict["meeg_noise_var"] = """
+noise_var
+    The white sensor noise variance each trial assumes (µV² or fT²): a scalar or ``(B,)``.
+"""
+docdict["meeg_noise_var_or_none"] = """
+noise_var
+    The white sensor noise variance each trial assumes (µV² or fT²; a scalar or ``(B,)``), or
+    ``None`` to learn it with the prior (CaliBrain's ``adaptive_joint_learning``; gamma-MAP
+    learns one per sensor).
+"""
+docdict["meeg_max_iter_tol"] = """
+max_iter, tol
+    At most ``max_iter`` iterations; stop once the relative change of the prior variances is
+    below ``tol`` (CaliBrain's rule and defaults).
+"""
+docdict["meeg_leadfield"] = """
+leadfield
+    The forward model: a `neurotorch.meeg.leadfield.LeadfieldData`, or a
+    `neurotorch.meeg.leadfield.LeadfieldSpec` (or its fields as a mapping, e.g.
+    ``{"sensor": "mag", "n_sources": 300}``) saying how to load, simulate or draw one
+    (``data_dir="synthetic"``: the built-in synthetic CaliBrain root).
+"""
+docdict["meeg_posterior"] = """
+posterior
+    Which posterior the items carry: a `neurotorch.meeg.solvers.PosteriorSpec` (or its fields as
+    a mapping, e.g. ``{"solver": "gamma_map", "noise_type": "baseline"}``): CaliBrain's solver
+    and its options, the prior variance ``gamma``, how the noise variance is set
+    (``noise_type``) and a misspecification factor ``noise_var_scale``. Default: BMN with
+    learned ``gamma`` and the true noise variance.
+"""
+docdict["meeg_nnz_alpha"] = """
+nnz, alpha
+    The grids of active-source counts (one drawn per batch of trials) and of SNRs α in [0, 1]
+    (one drawn per trial); CaliBrain's paper grid by default.
+"""
+docdict["meeg_erp_config"] = """
+config
+    Timing, band and amplitudes of the simulated ERPs (`neurotorch.meeg.simulation.ERPConfig`;
+    CaliBrain's defaults).
+"""
+docdict["meeg_device"] = """
+device
+    Where trials are simulated (and posteriors computed): ``"cpu"`` or a CUDA device.
+"""
+docdict["meeg_split_lengths"] = """
+train_length, val_length, test_length
+    Trials per part (positive integers; with ``streaming`` rounded up to whole batches). The
+    parts draw from independent seed streams of ``seed``.
+"""
+docdict["meeg_coverage_mode"] = """
+mode
+    ``"time_averaged"`` (CaliBrain's calibrator: one interval per source for its time average,
+    with variance ``var / T``) or ``"pointwise"`` (one per source and time sample).
+"""
+docdict["meeg_levels"] = """
+levels
+    Nominal coverage levels in [0, 1].
+"""
+
+
 def fill_doc(obj: T) -> T:
     """Replace every ``%(name)s`` line of ``obj.__doc__`` with ``docdict[name]``, indented.
 

@@ -65,7 +65,7 @@ _LEADFIELD_FILE = _layout_pattern(
     orientation=("fixed", "|".join(meeg_layout.ORIENTATIONS)),
 )
 _AGGREGATED_RUN = _layout_pattern(
-    meeg_layout.aggregated_run_name("SUBJECT", "SOLVER", 12345678, 98765),
+    meeg_layout.aggregated_run_name("SUBJECT", "SOLVER", run_id=12345678, seed=98765),
     subject=("SUBJECT", ".+"),
     solver=("SOLVER", ".+"),
     run=("12345678", r"\d+"),

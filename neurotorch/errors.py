@@ -177,3 +177,10 @@ class DtypeRangeError(ParameterError):
 class MixedBatchError(ParameterError):
     """A batch that mixes items of different subjects (their voxel counts differ): the loader needs
     a batch sampler that groups by subject."""
+
+
+class ImplausibleDataError(FormatError, ParameterError):
+    """Well-formed data that describe something physically impossible: an all-zero leadfield,
+    EEG measured in tesla, a gradiometer coil on an EEG channel, a negative posterior variance or
+    a covariance that is not positive semi-definite. A `FormatError` when it comes from a file, a
+    `ParameterError` when it is an argument (both ``except`` clauses catch it)."""

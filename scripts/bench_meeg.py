@@ -69,11 +69,11 @@ def bench_torch(
     sources = SourceSimulator()
     sensors = SensorSimulator(leadfield)
     gen = torch.Generator().manual_seed(0)
-    sources.simulate(2, leadfield.shape[1], nnz, gen)  # build the filter operators once
+    sources.simulate(2, leadfield.shape[1], nnz, generator=gen)  # build the filter operators once
     start = time.perf_counter()
     done = 0
     while done < n_trials:
-        batch = sources.simulate(batch_size, leadfield.shape[1], nnz, gen)
+        batch = sources.simulate(batch_size, leadfield.shape[1], nnz, generator=gen)
         sensors.simulate(batch, alpha, gen)
         if dense:
             batch.dense()

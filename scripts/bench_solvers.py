@@ -21,7 +21,7 @@ import torch
 
 from neurotorch.meeg.forward import simulate_leadfield
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator
-from neurotorch.meeg.solvers import SOLVERS, fit_posterior, prepare_solver
+from neurotorch.meeg.solvers import SOLVERS, make_solver
 
 
 def calibrain_solvers() -> dict:
@@ -34,8 +34,11 @@ def calibrain_solvers() -> dict:
         ) from None
     logging.getLogger("calibrain").setLevel(logging.ERROR)
     return {
-        "BMN": BMN, "eloreta": eloreta, "gamma_map": gamma_map, "gamma_map_sflex": gamma_map_sflex
-    }  # fmt: skip
+        "BMN": BMN,
+        "eloreta": eloreta,
+        "gamma_map": gamma_map,
+        "gamma_map_sflex": gamma_map_sflex,
+    }
 
 
 def trials(leadfield: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +46,7 @@ def trials(leadfield: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     k = leadfield.shape[2] if leadfield.ndim == 3 else 1
     sources = SourceSimulator(ERPConfig(), dtype=torch.float64).simulate(
-        n, leadfield.shape[1], 5, gen, k
+        n, leadfield.shape[1], 5, generator=gen, n_components=k
     )
     sensors = SensorSimulator(leadfield, dtype=torch.float64).simulate(sources, 0.5, gen)
     return sensors.y, sensors.noise_var.to(torch.float64)
@@ -68,18 +71,23 @@ def main() -> None:
         y, noise_var = trials(lf, args.trials)
         for solver in SOLVERS:
             start = time.perf_counter()  # the per-leadfield part (weights, basis) included
-            prepared = prepare_solver(solver, torch.as_tensor(lf), data.src_coords)
-            fit = fit_posterior(solver, y, torch.as_tensor(lf), noise_var, prepared=prepared)
+            strategy = make_solver(solver)
+            prepared = strategy.prepare(torch.as_tensor(lf), data.src_coords)
+            fit = strategy.fit(y, torch.as_tensor(lf), prepared, noise_var=noise_var)
             ours_rate = args.trials / (time.perf_counter() - start)
             start = time.perf_counter()
             try:
                 refs = [
                     theirs_by_name[solver](
-                        L=flat, y=y[b].numpy(), noise_var=float(noise_var[b]), n_orient=k,
-                        logger=quiet, src_coords=data.src_coords,
+                        L=flat,
+                        y=y[b].numpy(),
+                        noise_var=float(noise_var[b]),
+                        n_orient=k,
+                        logger=quiet,
+                        src_coords=data.src_coords,
                     )
                     for b in range(args.trials)
-                ]  # fmt: skip
+                ]
             except ValueError as exc:  # CaliBrain 1.0.3's eloreta fails for free orientation
                 print(f"{orientation:>11} {solver:>16} {'fails':>10} {ours_rate:>11.2f}   ({exc})")
                 continue

@@ -5,7 +5,9 @@ leadfields with two active sources, it prints the iteration counts, whether the 
 agree, and the largest differences of the learned quantities and of the posterior mean and
 variance (relative to their peaks), at CaliBrain's default tolerance and at 1e-11. For eLORETA it
 also prints the coverage of 90 % intervals for sources drawn from eLORETA's own model, with
-neurotorch's variance and with CaliBrain's. Needs ``calibrain`` (the ``dev`` extra).
+neurotorch's variance and with CaliBrain's. Needs ``calibrain`` (the ``dev`` extra). Runs torch
+and numpy on one thread: the problems are tiny, and two threads per operation only wait for each
+other (many times slower on a busy machine).
 
     python scripts/calibrain_parity.py
 """
@@ -97,16 +99,19 @@ def gamma_map_rows() -> None:
             noise_sd = 0.3 * np.linspace(0.5, 2.0, n_sensors)[:, None] if learn else 0.5
             lf, flat, y = problem(k, n_sensors, 29, 10.0 if learn else 3.0, noise_sd, seed=k)
             for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
+                common = dict(n_orient=k, tol=tol, max_iter=max_iter, logger=QUIET)
                 if learn:
-                    ref = gamma_lambda_map(flat, y, n_orient=k, tol=tol, max_iter=max_iter,
-                                           logger=QUIET)  # fmt: skip
+                    ref = gamma_lambda_map(flat, y, **common)
                     their_iter, their_noise = len(ref["err_gamma_hist"]), ref["lambdas"]
                 else:
-                    ref = gamma_map(flat, y, 0.25, n_orient=k, tol=tol, max_iter=max_iter,
-                                    logger=QUIET)  # fmt: skip
+                    ref = gamma_map(flat, y, 0.25, **common)
                     their_iter, their_noise = ref["n_iter"], np.full(n_sensors, 0.25)
                 res = gamma_map_posterior(
-                    torch.tensor(y)[None], torch.tensor(lf), None if learn else 0.25, max_iter, tol
+                    torch.tensor(y)[None],
+                    torch.tensor(lf),
+                    None if learn else 0.25,
+                    max_iter=max_iter,
+                    tol=tol,
                 )
                 gamma = res.gamma[0].numpy().ravel()
                 name = "gamma_lambda_map" if learn else "gamma_map"
@@ -128,18 +133,33 @@ def gamma_map_rows() -> None:
 def sflex_rows() -> None:
     from calibrain.source_estimation import compute_B, gamma_map_sflex
 
-    rr, _ = cortical_shell(40, center=(0.0, 0.0, 0.0))
-    basis = spatial_basis(rr, 0.02)
-    row(
-        "sflex basis (sym)", basis=relative(basis.numpy(), compute_B(0.02, src_coords=rr).toarray())
-    )
-    for k in (1, 3):
-        lf, flat, y = problem(k, 25 if k == 1 else 60, 40, 5.0, 0.5, seed=k)
+    for k, n_sources, n_sensors in ((1, 30, 20), (3, 20, 36)):
+        rr, _ = cortical_shell(n_sources, center=(0.0, 0.0, 0.0))
+        basis = spatial_basis(rr, 0.02)
+        row(
+            f"sflex basis (sym), {n_sources} sources",
+            basis=relative(basis.numpy(), compute_B(0.02, src_coords=rr).toarray()),
+        )
+        lf, flat, y = problem(k, n_sensors, n_sources, 5.0, 0.5, seed=k)
         for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
-            ref = gamma_map_sflex(flat, y, 0.25, n_orient=k, sigma=0.02, src_coords=rr, tol=tol,
-                                  max_iter=max_iter, logger=QUIET)  # fmt: skip
+            ref = gamma_map_sflex(
+                flat,
+                y,
+                0.25,
+                n_orient=k,
+                sigma=0.02,
+                src_coords=rr,
+                tol=tol,
+                max_iter=max_iter,
+                logger=QUIET,
+            )
             res = gamma_map_posterior(
-                torch.tensor(y)[None], torch.tensor(lf), 0.25, max_iter, tol, basis
+                torch.tensor(y)[None],
+                torch.tensor(lf),
+                0.25,
+                max_iter=max_iter,
+                tol=tol,
+                basis=basis,
             )
             row(
                 f"gamma_map_sflex k={k} tol {tol:g}",
@@ -160,7 +180,11 @@ def main() -> None:
             f"error: this comparison needs CaliBrain, which is not installed ({exc}); "
             'install the dev extra: pip install -e ".[dev]"'
         ) from None
+    from threadpoolctl import threadpool_limits
+
     logging.getLogger("calibrain").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    threadpool_limits(1)
     print("neurotorch vs CaliBrain 1.0.3 on identical inputs (relative to the peak)")
     eloreta_rows()
     gamma_map_rows()

@@ -58,7 +58,7 @@ def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMR
 
 def meeg_module(cls, num_workers: int, **options):
     return cls(
-        n_sources=97,
+        leadfield={"n_sources": 97},
         train_length=45,
         val_length=17,
         test_length=11,
@@ -108,9 +108,11 @@ CASES = {
         lambda root, w: meeg_module(
             CalibrationDataModule,
             w,
-            solver="gamma_map_sflex",
-            noise_type="baseline",
-            solver_options={"max_iter": 3},
+            posterior={
+                "solver": "gamma_map_sflex",
+                "noise_type": "baseline",
+                "options": {"max_iter": 3},
+            },
         ),
         index_ids,
         meeg_expected,

@@ -441,7 +441,7 @@ def _meeg_module(**kwargs) -> Callable[[], object]:
     def call() -> object:
         from neurotorch.lightning import SensorSimDataModule
 
-        module = SensorSimDataModule(**{"n_sources": 20, "nnz": (1,), **kwargs})
+        module = SensorSimDataModule(**{"leadfield": {"n_sources": 20}, "nnz": (1,), **kwargs})
         module.setup()
         return module
 
@@ -452,7 +452,7 @@ def _calibration_module(**kwargs) -> Callable[[], object]:
     def call() -> object:
         from neurotorch.lightning import CalibrationDataModule
 
-        return CalibrationDataModule(**{"n_sources": 20, "nnz": (1,), **kwargs})
+        return CalibrationDataModule(**{"leadfield": {"n_sources": 20}, "nnz": (1,), **kwargs})
 
     return call
 
@@ -461,7 +461,9 @@ def _sflex_without_positions() -> object:
     from neurotorch.data.meeg.calibration import CalibrationDataset
     from neurotorch.meeg.leadfield import random_leadfield
 
-    return CalibrationDataset(random_leadfield("fixed", 8, 12), nnz=(2,), solver="gamma_map_sflex")
+    return CalibrationDataset(
+        random_leadfield("fixed", 8, 12), nnz=(2,), posterior={"solver": "gamma_map_sflex"}
+    )
 
 
 def _grid_solver(tmp: Path) -> tuple[Callable[[], object], str]:
@@ -901,40 +903,55 @@ FAULTS: list[Fault] = [
         "meeg-length-negative", ParameterError, _value_case(_meeg_module(train_length=-5), "-5")
     ),
     tmp_case(
-        "meeg-no-sources", ParameterError, _value_case(_meeg_module(n_sources=0), "n_sources")
+        "meeg-no-sources",
+        ParameterError,
+        _value_case(_meeg_module(leadfield={"n_sources": 0}), "n_sources"),
     ),
     tmp_case(
-        "meeg-unknown-montage", ParameterError, _value_case(_meeg_module(montage="nope"), "nope")
+        "meeg-unknown-montage",
+        ParameterError,
+        _value_case(_meeg_module(leadfield={"montage": "nope"}), "nope"),
     ),
     tmp_case(
         "calibration-unknown-solver",
         ParameterError,
-        _value_case(_calibration_module(solver="sLORETA"), "sLORETA"),
+        _value_case(_calibration_module(posterior={"solver": "sLORETA"}), "sLORETA"),
     ),
     tmp_case(
         "calibration-eloreta-learned-noise",
         ParameterError,
         _value_case(
-            _calibration_module(solver="eloreta", noise_type="adaptive_joint_learning"),
+            _calibration_module(
+                posterior={"solver": "eloreta", "noise_type": "adaptive_joint_learning"}
+            ),
             "adaptive_joint_learning",
         ),
     ),
     tmp_case(
         "calibration-eloreta-normalised",
         ParameterError,
-        _value_case(_calibration_module(solver="eloreta", normalization=True), "normalization"),
+        _value_case(
+            _calibration_module(
+                posterior={"solver": "eloreta", "options": {"normalization": True}}
+            ),
+            "normalization",
+        ),
     ),
     tmp_case("grid-unknown-solver", ParameterError, _grid_solver),
     tmp_case(
         "calibration-solver-option-unknown",
         ParameterError,
-        _value_case(_calibration_module(solver="eloreta", solver_options={"sigma": 1}), "sigma"),
+        _value_case(
+            _calibration_module(posterior={"solver": "eloreta", "options": {"sigma": 1}}), "sigma"
+        ),
     ),
     tmp_case(
         "calibration-sflex-width-negative",
         ParameterError,
         _value_case(
-            _calibration_module(solver="gamma_map_sflex", solver_options={"sigma": -0.01}),
+            _calibration_module(
+                posterior={"solver": "gamma_map_sflex", "options": {"sigma": -0.01}}
+            ),
             "sigma",
         ),
     ),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from meeg_helpers import mag_problem
+from meeg_helpers import mag_problem, one_torch_thread  # noqa: F401 - a fixture
 from scipy import stats
 
 from neurotorch.meeg import layout
@@ -27,7 +27,7 @@ from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulat
 
 calibrain = pytest.importorskip("calibrain")
 mne = pytest.importorskip("mne")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 logging.getLogger("calibrain").setLevel(logging.ERROR)
 
 #: neurotorch sensor set -> (CaliBrain coil name, number of channels kept)
@@ -196,8 +196,15 @@ def test_recalibrated_levels_and_metrics_equal_calibrain():
 
     def dataset(seed):
         x, mean, var = _runs(211, 1, 0.04, seed)
-        return dict(orientation_type="fixed", coil_type=1, x_true=x, x_hat=mean,
-                    posterior_var=var, n_sources=211, n_times=50)  # fmt: skip
+        return dict(
+            orientation_type="fixed",
+            coil_type=1,
+            x_true=x,
+            x_hat=mean,
+            posterior_var=var,
+            n_sources=211,
+            n_times=50,
+        )
 
     train, test = dataset(2), dataset(3)
     result = calibrator.calibrate(train_data=train, test_data=test)
@@ -221,7 +228,7 @@ def test_simulated_free_sources_match_calibrain_statistics():
     n_sources = 300
     x_cb, active = calibrain.SourceSimulator().simulate(n_sources, n_sources, "free", 1, seed=8)
     ours = SourceSimulator(ERPConfig(), dtype=torch.float64).simulate(
-        1, n_sources, n_sources, torch.Generator().manual_seed(8), 3
+        1, n_sources, n_sources, generator=torch.Generator().manual_seed(8), n_components=3
     )
     x_nt = ours.waveforms[0].numpy()  # (nnz, 3, T)
     x_cb = x_cb[active]
@@ -244,7 +251,7 @@ def test_sensor_noise_scaling_equals_calibrain(alpha):
     rng = np.random.default_rng(0)
     lf = rng.standard_normal((9, 20))
     sources = SourceSimulator(dtype=torch.float64).simulate(
-        1, 20, 4, torch.Generator().manual_seed(1)
+        1, 20, 4, generator=torch.Generator().manual_seed(1)
     )
     x = sources.dense()[0].numpy()
     y_clean, y, noise, _ = calibrain.SensorSimulator().simulate(x, lf, alpha, seed=3)
@@ -332,7 +339,11 @@ def test_calibration_dataset_posterior_equals_calibrain(normalization):
 
     leadfield = random_leadfield("free", 12, 19, seed=3)
     item = CalibrationDataset(
-        leadfield, length=1, nnz=(2,), alpha=(0.4,), normalization=normalization
+        leadfield,
+        length=1,
+        nnz=(2,),
+        alpha=(0.4,),
+        posterior={"options": {"normalization": normalization}},
     )[0]
     y = item["y"].double().numpy()
     ref = BMN(
@@ -351,16 +362,15 @@ def test_calibration_dataset_posterior_equals_calibrain(normalization):
     np.testing.assert_allclose(item["var"].numpy(), diag, rtol=1e-5)
 
 
-def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path):
+def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(synthetic_root):
     """EEG and MEG, fixed and free: CaliBrain discovers, loads and concatenates the summaries of
     a synthetic root, with the arrays neurotorch reads from them."""
     from calibrain import calibration_dataset as cd
 
     from neurotorch.meeg.summaries import read_posterior_summary
-    from neurotorch.synthetic.meeg import SUMMARY_DIR, make_calibrain
+    from neurotorch.synthetic.meeg import SUMMARY_DIR
 
-    root = make_calibrain(tmp_path / "root", size="tiny", progress=False)
-    summaries = list(cd.discover_posterior_summaries(root / SUMMARY_DIR))
+    summaries = list(cd.discover_posterior_summaries(synthetic_root / SUMMARY_DIR))
     assert len(summaries) == 4
     for summary in summaries:
         theirs = cd.concatenate_summaries([summary])
@@ -370,15 +380,23 @@ def test_calibrain_loads_and_aggregates_neurotorch_posterior_summaries(tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("solver", "noise_type"),
-    [("BMN", "oracle"), ("eloreta", "oracle"), ("gamma_map", "oracle"),
-     ("gamma_map", "adaptive_joint_learning"), ("gamma_map_sflex", "baseline")],
-)  # fmt: skip
+    ("solver", "noise_type", "calibrain_name", "manifest_paths"),
+    [
+        ("BMN", "oracle", "BMN", "relative"),
+        ("BMN", "adaptive_joint_learning", "BMN_joint", "absolute"),
+        ("eloreta", "oracle", "eloreta", "absolute"),
+        ("gamma_map", "oracle", "gamma_map", "relative"),
+        ("gamma_map", "adaptive_joint_learning", "gamma_lambda_map", "absolute"),
+        ("gamma_map_sflex", "baseline", "gamma_map_sflex", "relative"),
+        ("gamma_map_sflex", "adaptive_joint_learning", "gamma_lambda_map_sflex", "absolute"),
+    ],
+)
 def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(
-    tmp_path, monkeypatch, solver, noise_type
+    tmp_path, monkeypatch, solver, noise_type, calibrain_name, manifest_paths
 ):
-    """CaliBrain reads neurotorch's run manifest, concatenates the runs and calibrates them to
-    the same curves, recalibrated levels and metrics as `calibrate_runs`, for each solver."""
+    """CaliBrain reads neurotorch's run manifest (relative paths from the manifest's folder,
+    absolute ones from anywhere), finds CaliBrain's solver name in it, concatenates the runs and
+    calibrates them to the same curves and recalibrated levels as `calibrate_runs`."""
     from calibrain import calibration_dataset as cd
     from calibrain.run_manifest import summaries_from_manifest
 
@@ -395,11 +413,22 @@ def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(
         "alpha_SNR": [0.4],
     }
     run_grid(
-        LeadfieldBuilder(tmp_path), tmp_path / "runs", grid, (noise_type,), n_runs=4, solver=solver
+        LeadfieldBuilder(tmp_path),
+        tmp_path / "runs",
+        grid,
+        (noise_type,),
+        n_runs=4,
+        solver=solver,
+        solver_options={"max_iter": 40} if solver.startswith("gamma") else None,
+        manifest_paths=manifest_paths,
     )
-    monkeypatch.chdir(tmp_path / "runs")  # CaliBrain resolves manifest paths from the cwd
-    summaries = summaries_from_manifest(MANIFEST)
-    assert {s.metadata["solver"] for s in summaries} == {solver}
+    # CaliBrain resolves manifest paths against the working directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path / "runs" if manifest_paths == "relative" else elsewhere)
+    manifest = tmp_path / "runs" / MANIFEST
+    summaries = summaries_from_manifest(manifest)
+    assert {s.metadata["solver"] for s in summaries} == {calibrain_name}
     ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
     for orientation in layout.ORIENTATIONS:
         picked = cd.filter_summaries_by_metadata(summaries, {"orientation_type": orientation})
@@ -409,8 +438,8 @@ def test_grid_manifest_is_aggregated_and_calibrated_like_calibrain(
         )
         ids = [s.metadata["global_run_id"] for s in picked]
         ours = calibrate_runs(
-            aggregate_runs(MANIFEST, global_run_id=ids[:2]),
-            aggregate_runs(MANIFEST, global_run_id=ids[2:]),
+            aggregate_runs(manifest, global_run_id=ids[:2]),
+            aggregate_runs(manifest, global_run_id=ids[2:]),
             LEVELS,
         )
         np.testing.assert_array_equal(
@@ -550,7 +579,11 @@ def test_calibration_dataset_solver_means_equal_calibrain(solver, orientation):
 
     leadfield = random_leadfield(orientation, 12, 19, seed=4)
     item = CalibrationDataset(
-        leadfield, length=1, nnz=(2,), alpha=(0.4,), solver=solver, noise_type="baseline"
+        leadfield,
+        length=1,
+        nnz=(2,),
+        alpha=(0.4,),
+        posterior={"solver": solver, "noise_type": "baseline"},
     )[0]
     k = 3 if orientation == "free" else 1
     ref = {"eloreta": eloreta, "gamma_map": gamma_map}[solver](
@@ -612,8 +645,7 @@ def test_calibration_dataset_gamma_map_with_learned_noise_equals_calibrain():
         length=1,
         nnz=(2,),
         alpha=(0.6,),
-        solver="gamma_map",
-        noise_type="adaptive_joint_learning",
+        posterior={"solver": "gamma_map", "noise_type": "adaptive_joint_learning"},
     )[0]
     ref = gamma_lambda_map(
         leadfield.leadfield, item["y"].double().numpy(), logger=logging.getLogger("quiet")
@@ -644,17 +676,19 @@ def test_spatial_basis_equals_calibrains(normalize):
 @pytest.mark.parametrize("k", [1, 3])
 def test_sflex_posterior_against_calibrain(k, learn_noise):
     """``gamma_map_sflex`` (known noise) and ``gamma_lambda_map_sflex`` (per-sensor noise): the
-    same iterations and pruned set, and at a tight tolerance the same posterior of the sources
-    (free sources with learned noise end with every source pruned, in both packages)."""
+    same iterations and pruned set, and at a tight tolerance the same posterior of the sources."""
     from calibrain.source_estimation import gamma_lambda_map_sflex, gamma_map_sflex
 
     from neurotorch.meeg.forward import cortical_shell
-    from neurotorch.meeg.solvers import prepare_solver
+    from neurotorch.meeg.solvers import make_solver
     from neurotorch.meeg.sparse_bayes import gamma_map_posterior
 
-    rr, _ = cortical_shell(40, center=(0.0, 0.0, 0.0))
-    lf, flat, y = _sparse_problem(k, 25 if k == 1 else 60, 40, 5.0, 0.5)
-    basis = prepare_solver("gamma_map_sflex", torch.tensor(lf), rr, {"sigma": 0.02})["basis"]
+    # small enough for CaliBrain's loops at a 1e-11 tolerance (the free case: 60 coefficients,
+    # three sources kept with learned noise)
+    n_sources, n_sensors = (30, 20) if k == 1 else (20, 36)
+    rr, _ = cortical_shell(n_sources, center=(0.0, 0.0, 0.0))
+    lf, flat, y = _sparse_problem(k, n_sensors, n_sources, 5.0, 0.5)
+    basis = make_solver("gamma_map_sflex", {"sigma": 0.02}).prepare(torch.tensor(lf), rr).basis
     quiet = logging.getLogger("calibrain-interop")
     for tol, max_iter in ((1e-6, 300), (1e-11, 20000)):
         common = dict(n_orient=k, sigma=0.02, src_coords=rr, logger=quiet, tol=tol)
@@ -665,9 +699,13 @@ def test_sflex_posterior_against_calibrain(k, learn_noise):
             ref = gamma_map_sflex(flat, y, 0.25, max_iter=max_iter, **common)
             n_iter = ref["n_iter"]
         res = gamma_map_posterior(
-            torch.tensor(y)[None], torch.tensor(lf), None if learn_noise else 0.25,
-            max_iter, tol, basis,
-        )  # fmt: skip
+            torch.tensor(y)[None],
+            torch.tensor(lf),
+            None if learn_noise else 0.25,
+            max_iter=max_iter,
+            tol=tol,
+            basis=basis,
+        )
         slack = 0 if tol > 1e-10 else 1  # rounding at a 1e-11 stopping rule
         assert abs(int(res.n_iter[0]) - n_iter) <= slack
         gamma = res.gamma[0].numpy().ravel()
@@ -685,13 +723,20 @@ def test_calibration_dataset_sflex_equals_calibrain():
 
     leadfield = simulate_leadfield("fixed", 30, "eeg", n_sensors=16)
     item = CalibrationDataset(
-        leadfield, length=1, nnz=(2,), alpha=(0.5,), solver="gamma_map_sflex",
-        solver_options={"sigma": 0.015},
-    )[0]  # fmt: skip
+        leadfield,
+        length=1,
+        nnz=(2,),
+        alpha=(0.5,),
+        posterior={"solver": "gamma_map_sflex", "options": {"sigma": 0.015}},
+    )[0]
     ref = gamma_map_sflex(
-        leadfield.leadfield, item["y"].double().numpy(), float(item["assumed_noise_var"]),
-        sigma=0.015, src_coords=leadfield.src_coords, logger=logging.getLogger("quiet"),
-    )  # fmt: skip
+        leadfield.leadfield,
+        item["y"].double().numpy(),
+        float(item["assumed_noise_var"]),
+        sigma=0.015,
+        src_coords=leadfield.src_coords,
+        logger=logging.getLogger("quiet"),
+    )
     expected = ref["posterior_mean"]
     # float32 items; CaliBrain's posterior lags one iterate
     np.testing.assert_allclose(
@@ -712,3 +757,65 @@ def test_parity_script_prints_agreement():
     assert out.count("same_pruned True") == 8 and "same_pruned False" not in out
     assert "coverage: neurotorch 0.900" in out
     assert len([line for line in out.splitlines() if "iterations" in line]) == 12
+
+
+@pytest.mark.parametrize(
+    ("solver", "n_true"), [("gamma_map", 1), ("gamma_map", 3), ("gamma_map_sflex", 2)]
+)
+def test_earth_movers_distance_of_sparse_estimates_equals_calibrains(solver, n_true):
+    """The EMD of gamma-MAP and sFlex estimates (one or a few true sources against many
+    estimated ones, masses down to ~1e-14 of the total) is CaliBrain's (POT's) value."""
+    from neurotorch.meeg.forward import cortical_shell
+    from neurotorch.meeg.metrics import earth_movers_distance
+    from neurotorch.meeg.solvers import fit_posterior
+
+    rng = np.random.default_rng(n_true)
+    coords, _ = cortical_shell(150, center=(0.0, 0.0, 0.0))
+    lf = rng.standard_normal((30, 150))
+    x = np.zeros((150, 40))
+    x[rng.choice(150, n_true, replace=False)] = 10.0 * rng.standard_normal((n_true, 40))
+    y = lf @ x + rng.standard_normal((30, 40))
+    fit = fit_posterior(
+        solver, torch.tensor(y)[None], torch.tensor(lf), noise_var=1.0, src_coords=coords
+    )
+    mean = fit.posterior.mean[0].numpy()
+    assert (np.abs(mean).sum(1) > 0).sum() > 20 * n_true  # many estimated sources
+    evaluator = calibrain.MetricEvaluator(calibrain.UncertaintyEstimator())
+    for mode, theirs in (("pointwise", "pointwise"), ("time_averaged", "aggregated")):
+        expected = evaluator.emd(x_true=x, x_hat=mean, coords=coords, setting="fixed", mode=theirs)
+        ours = earth_movers_distance(x, mean, coords, mode)
+        assert ours == pytest.approx(expected, rel=1e-8), mode
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    from neurotorch.synthetic.meeg import make_calibrain
+
+    return make_calibrain(
+        tmp_path_factory.mktemp("synthetic") / "root", size="tiny", progress=False
+    )
+
+
+def test_calibrain_calibrates_the_aggregated_free_meg_runs_of_make_calibrain(synthetic_root):
+    """The aggregated free-orientation MEG NPZ carries ``Q_basis``: CaliBrain's own loader and
+    calibrator accept it, with the coverage `calibrate_runs` finds on the same run."""
+    from calibrain.workflows.calibration import _load_npz_dataset
+
+    from neurotorch.meeg.grid import calibrate_runs
+    from neurotorch.meeg.summaries import read_aggregated_run
+    from neurotorch.synthetic.meeg import AGGREGATED_DIR
+
+    runs = [read_aggregated_run(p) for p in sorted((synthetic_root / AGGREGATED_DIR).glob("*.npz"))]
+    (meg_free,) = [
+        r for r in runs if r.orientation_type == "free" and r.metadata["coil_type"] == 3022
+    ]
+    assert meg_free.Q_basis.shape == (meg_free.x_true.shape[0], 3, 2)
+    data = _load_npz_dataset(meg_free.path)
+    ue = calibrain.UncertaintyEstimator(nominal_coverages=LEVELS)
+    theirs = calibrain.UncertaintyCalibrator(ue, calibrain.MetricEvaluator(ue)).calibrate(
+        train_data=data, test_data=data
+    )
+    ours = calibrate_runs(meg_free, meg_free, LEVELS)
+    np.testing.assert_array_equal(
+        ours["coverage_before"], theirs["pre_calibration"]["empirical_coverages"]
+    )

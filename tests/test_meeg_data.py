@@ -67,7 +67,9 @@ def test_items_are_identical_in_worker_processes(leadfield):
 
 
 def test_calibration_items_hold_the_posterior(leadfield):
-    ds = CalibrationDataset(leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0, gamma="oracle")
+    ds = CalibrationDataset(
+        leadfield, length=4, nnz=(2,), alpha=(0.5,), seed=0, posterior={"gamma": "oracle"}
+    )
     item = ds[1]
     lf = leadfield.leadfield
     gamma, noise = float(item["gamma"]), float(item["assumed_noise_var"])
@@ -80,7 +82,12 @@ def test_calibration_items_hold_the_posterior(leadfield):
     batch = next(
         iter(
             CalibrationBatches(
-                leadfield, batch_size=3, n_batches=1, nnz=(2,), alpha=(0.5,), noise_var_scale=2.0
+                leadfield,
+                batch_size=3,
+                n_batches=1,
+                nnz=(2,),
+                alpha=(0.5,),
+                posterior={"noise_var_scale": 2.0},
             )
         )
     )
@@ -105,7 +112,9 @@ def test_learned_gamma_is_calibrains_fixed_point(leadfield):
 
 @pytest.mark.parametrize("noise_type", ["baseline", "adaptive_joint_learning"])
 def test_noise_types(leadfield, noise_type):
-    ds = CalibrationDataset(leadfield, length=2, nnz=(2,), alpha=(0.5,), noise_type=noise_type)
+    ds = CalibrationDataset(
+        leadfield, length=2, nnz=(2,), alpha=(0.5,), posterior={"noise_type": noise_type}
+    )
     item = ds[0]
     y = item["y"].double().numpy()
     if (
@@ -116,9 +125,13 @@ def test_noise_types(leadfield, noise_type):
     else:
         assert float(item["assumed_noise_var"]) > 0
     with pytest.raises(ParameterError, match="noise_type"):
-        CalibrationDataset(leadfield, nnz=(2,), noise_type="known")
+        CalibrationDataset(leadfield, nnz=(2,), posterior={"noise_type": "known"})
     with pytest.raises(ParameterError, match="gamma='learn'"):
-        CalibrationDataset(leadfield, nnz=(2,), gamma=2.0, noise_type="adaptive_joint_learning")
+        CalibrationDataset(
+            leadfield,
+            nnz=(2,),
+            posterior={"gamma": 2.0, "noise_type": "adaptive_joint_learning"},
+        )
 
 
 def test_registry_builders(leadfield):
@@ -126,8 +139,15 @@ def test_registry_builders(leadfield):
     assert len(ds) == 5 and isinstance(ds, SimulatedSensorDataset)
     train = load_dataset("meeg-sim", split="train", leadfield=leadfield, length=5, nnz=(1,))
     assert not torch.equal(ds[0]["y"], train[0]["y"])
-    stream = load_dataset("meeg-calibration", streaming=True, retrieve_mode="random", n_sensors=8, n_sources=20,
-                          batch_size=2, n_batches=1, nnz=(1,), alpha=(0.5,))  # fmt: skip
+    stream = load_dataset(
+        "meeg-calibration",
+        streaming=True,
+        leadfield={"retrieve_mode": "random", "n_sensors": 8, "n_sources": 20},
+        batch_size=2,
+        n_batches=1,
+        nnz=(1,),
+        alpha=(0.5,),
+    )
     assert next(iter(stream))["y"].shape == (2, 8, 250)
 
 
@@ -175,9 +195,16 @@ def test_read_calibrain_files_written_independently(tmp_path):
     )
 
     npz = tmp_path / "fsaverage_bmn_run00000001_seed3.npz"
-    np.savez_compressed(npz, x_true=x[:, 0], x_hat=x[:, 0] * 2, posterior_var=np.full(n, 0.5),
-                        orientation_type=np.array("fixed"), alpha_SNR=np.array(0.7), nnz=np.array(1),
-                        info=np.array({"pickled": True}, dtype=object))  # fmt: skip
+    np.savez_compressed(
+        npz,
+        x_true=x[:, 0],
+        x_hat=x[:, 0] * 2,
+        posterior_var=np.full(n, 0.5),
+        orientation_type=np.array("fixed"),
+        alpha_SNR=np.array(0.7),
+        nnz=np.array(1),
+        info=np.array({"pickled": True}, dtype=object),
+    )
     agg = read_aggregated_run(npz)
     np.testing.assert_allclose(agg.x_hat, 2 * x[:, 0])
     assert agg.metadata["alpha_SNR"] == 0.7 and "info" not in agg.metadata
@@ -233,6 +260,10 @@ def test_fmri_informed_sensors_sample_betas_at_sources():
     noise = item["sensors"].double().numpy() - clean
     np.testing.assert_allclose(np.linalg.norm(noise) / np.linalg.norm(clean), 0.6 / 0.4, rtol=1e-4)
     assert torch.equal(ds[1]["sensors"], item["sensors"])
+    assert repr(ds).startswith("FMRIInformedSensors(3 trials of [")
+    assert f"8 sensors x 30 sources, {int(inside.sum())} inside the mask; alpha=0.4" in repr(ds)
+    with pytest.raises(ParameterError, match="alpha"):
+        FMRIInformedSensors(trials, coords, lf, head_to_t1w, alpha=0.0)
 
 
 @pytest.mark.slow
@@ -310,3 +341,63 @@ def test_runs_with_non_finite_values_or_no_files_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotDownloadedError, match="No posterior summaries"):
         CalibrationRunsDataset(tmp_path / "empty")
+
+
+def test_datasets_say_what_they_serve(leadfield, tmp_path):
+    """Every M/EEG dataset prints its leadfield, size and posterior, not an object address."""
+    sim = SimulatedSensorDataset(leadfield, length=7, nnz=(1, 2), alpha=(0.5,), seed=3)
+    assert repr(sim) == (
+        "SimulatedSensorDataset(random fixed leadfield 16x40, 7 trials, nnz=[1, 2], "
+        "alpha=[0.5], seed=3)"
+    )
+    batches = CalibrationBatches(
+        leadfield,
+        batch_size=4,
+        n_batches=2,
+        nnz=(2,),
+        alpha=(0.5,),
+        posterior={"solver": "gamma_map", "noise_type": "adaptive_joint_learning"},
+    )
+    assert repr(batches) == (
+        "CalibrationBatches(random fixed leadfield 16x40, 2 batches of 4 trials, nnz=[2], "
+        "alpha=[0.5], seed=0, fresh_each_epoch=True, solver=gamma_lambda_map)"
+    )
+    path = tmp_path / "s_BMN_run00000001_seed1.npz"
+    np.savez(path, x_true=np.ones((3, 4)), x_hat=np.ones((3, 4)), posterior_var=np.ones(3))
+    assert repr(CalibrationRunsDataset(str(tmp_path))) == (
+        f"CalibrationRunsDataset(1 runs (.npz) in {tmp_path})"
+    )
+
+
+def test_datasets_take_settings_as_objects_or_mappings(leadfield):
+    from neurotorch.meeg.leadfield import LeadfieldSpec
+    from neurotorch.meeg.solvers import PosteriorSpec
+
+    spec = LeadfieldSpec(retrieve_mode="random", n_sensors=16, n_sources=40)
+    as_object = CalibrationDataset(spec, length=2, nnz=(1,), posterior=PosteriorSpec(gamma=3.0))
+    as_mapping = CalibrationDataset(
+        {"retrieve_mode": "random", "n_sensors": 16, "n_sources": 40},
+        length=2,
+        nnz=(1,),
+        posterior={"gamma": 3.0},
+    )
+    first, second = as_object[1], as_mapping[1]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert float(first["gamma"]) == 3.0
+    with pytest.raises(ParameterError, match="nnz\\[0\\] must be an integer"):
+        SimulatedSensorDataset(leadfield, nnz=(2.5,))
+    with pytest.raises(ParameterError, match="posterior must be a PosteriorSpec"):
+        CalibrationDataset(leadfield, nnz=(1,), posterior="gamma_map")
+
+
+@pytest.mark.slow
+def test_synthetic_data_dir_is_the_synthetic_calibrain_root():
+    """``data_dir="synthetic"`` goes through the one synthetic resolver: the leadfield is the
+    one of the synthetic CaliBrain root under NEUROTORCH_DATA, read back with numpy."""
+    from neurotorch.meeg import layout
+    from neurotorch.synthetic.resolve import synthetic_root
+
+    dataset = load_dataset("meeg-sim", data_dir="synthetic", length=2, nnz=(1,))
+    path = synthetic_root("calibrain") / layout.leadfield_file("fsaverage", "fixed")
+    with np.load(path) as raw:
+        np.testing.assert_array_equal(dataset.simulation.leadfield.leadfield, raw["leadfield"])

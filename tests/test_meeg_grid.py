@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurotorch.errors import FormatError, ParameterError
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    DatasetExistsError,
+    FormatError,
+    ParameterError,
+    UnsafePathError,
+)
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import coverage_curve
 from neurotorch.meeg.grid import (
@@ -14,6 +20,7 @@ from neurotorch.meeg.grid import (
     aggregate_runs,
     calibrate_runs,
     parameter_grid,
+    read_manifest,
     run_grid,
 )
 from neurotorch.meeg.leadfield import LeadfieldBuilder, random_leadfield, save_leadfield_npz
@@ -97,3 +104,90 @@ def test_grid_rejects_bad_parameters(tmp_path):
     with pytest.raises(ParameterError, match="noise_types"):
         run_grid(builder, tmp_path / "r", GRID, noise_types=("known",))
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_grid_values_are_checked_not_rounded_or_split(tmp_path):
+    """A count is an integer (2.7 is refused, never simulated as 2), a subject string is one
+    name (never its characters), alpha_SNR lies in [0, 1]."""
+    builder = _builder(tmp_path)
+    for key, value, match in (
+        ("nnz", [2.7], r"nnz\[0\] must be an integer, got 2.7"),
+        ("nnz", [0], "nnz"),
+        ("alpha_SNR", [1.3], "alpha_SNR"),
+        ("orientation_type", ["both"], "orientation_type='both'"),
+    ):
+        with pytest.raises(ParameterError, match=match):
+            run_grid(builder, tmp_path / "r", {**GRID, key: value})
+    with pytest.raises(UnsafePathError, match="subject"):
+        run_grid(builder, tmp_path / "r", {**GRID, "subject": ["../s1"]})
+    with pytest.raises(ParameterError, match="n_runs"):
+        run_grid(builder, tmp_path / "r", GRID, n_runs=1.5)
+    assert not (tmp_path / "r").exists()
+    grid = {"subject": "s1", "orientation_type": "fixed", "nnz": 1, "alpha_SNR": 0.5}
+    manifest = run_grid(builder, tmp_path / "one", grid, n_runs=1)
+    assert manifest["subject"].tolist() == ["s1"] and manifest["nnz"].tolist() == [1]
+
+
+def test_grid_writes_a_new_folder_complete_or_absent(tmp_path):
+    builder = _builder(tmp_path)
+    occupied = tmp_path / "mine"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetExistsError, match="mine"):
+        run_grid(builder, occupied, GRID)
+    assert [p.name for p in occupied.iterdir()] == ["notes.txt"]
+    # the second subject has no leadfield: the run fails after writing the first subject's runs
+    with pytest.raises(DataNotDownloadedError, match="s2_fixed_leadfield"):
+        run_grid(builder, tmp_path / "half", {**GRID, "subject": ["s1", "s2"]})
+    assert sorted(p.name for p in tmp_path.iterdir() if "half" in p.name) == []
+
+
+@pytest.mark.parametrize(
+    ("solver", "noise_types", "names"),
+    [
+        ("BMN", ("oracle", "adaptive_joint_learning"), ["BMN", "BMN_joint"]),
+        ("gamma_map", ("baseline", "adaptive_joint_learning"), ["gamma_map", "gamma_lambda_map"]),
+    ],
+)
+def test_manifest_names_solvers_as_calibrain(tmp_path, solver, noise_types, names):
+    grid = {**GRID, "orientation_type": ["fixed"], "alpha_SNR": [0.5]}
+    manifest = run_grid(
+        _builder(tmp_path), tmp_path / "runs", grid, noise_types, n_runs=1, solver=solver
+    )
+    assert manifest["solver"].tolist() == names
+    for row in manifest.itertuples():
+        assert (
+            read_posterior_summary(tmp_path / "runs" / row.posterior_summary).metadata["solver"]
+            == row.solver
+        )
+
+
+def test_manifest_paths_stay_inside_the_manifest_folder(grid_dir, tmp_path):
+    """Relative and absolute paths inside the folder are read; a path that leaves it, a
+    repeated header or a missing column are refused, naming the row."""
+    original = pd.read_csv(grid_dir / MANIFEST)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for name in original["posterior_summary"]:
+        (folder / name).write_bytes((grid_dir / name).read_bytes())
+    absolute = original.assign(
+        posterior_summary=[str(folder / n) for n in original["posterior_summary"]]
+    )
+    absolute.to_csv(folder / MANIFEST, index=False)
+    read = read_manifest(folder / MANIFEST)
+    assert [p.name for p in read["path"]] == original["posterior_summary"].tolist()
+    runs = aggregate_runs(folder / MANIFEST, orientation_type="fixed", noise_type="oracle")
+    assert runs.x_true.shape == (4 * 13, 250)
+    for bad, error, match in (
+        ("../other/x.h5", UnsafePathError, "Row 3 .* '../other/x.h5'"),
+        (str(tmp_path / "x.h5"), UnsafePathError, "Row 3 .*outside"),
+        ("posterior_summary", FormatError, "Row 3 .* repeats the header"),
+    ):
+        broken = original.copy()
+        broken.loc[1, "posterior_summary"] = bad
+        broken.to_csv(folder / MANIFEST, index=False)
+        with pytest.raises(error, match=match):
+            aggregate_runs(folder / MANIFEST)
+    original.drop(columns="posterior_summary").to_csv(folder / MANIFEST, index=False)
+    with pytest.raises(FormatError, match="no 'posterior_summary' column"):
+        read_manifest(folder / MANIFEST)

@@ -11,11 +11,13 @@ from neurotorch.errors import (
     FormatError,
     NonFiniteError,
     ParameterError,
+    ShapeMismatchError,
     UnsafePickleError,
 )
 from neurotorch.meeg.leadfield import (
     LeadfieldBuilder,
     LeadfieldData,
+    LeadfieldSpec,
     load_leadfield_npz,
     save_leadfield_npz,
 )
@@ -146,10 +148,15 @@ def test_calibrain_npz_scaling(tmp_path, units, unitmult, factor, expected_mult)
     raw = rng.standard_normal((5, 7))
     path = tmp_path / "s_fixed_leadfield.npz"
     np.savez(
-        path, leadfield=raw, sensor_kind=2 if units == 107 else 1, sensor_units=units,
-        sensor_unitmult=unitmult, coil_type=1, src_coords=rng.standard_normal((7, 3)),
+        path,
+        leadfield=raw,
+        sensor_kind=2 if units == 107 else 1,
+        sensor_units=units,
+        sensor_unitmult=unitmult,
+        coil_type={107: 1, 112: 3022, 201: 3012}[units],
+        src_coords=rng.standard_normal((7, 3)),
         Q_basis=np.zeros((7, 3, 0)),
-    )  # fmt: skip
+    )
     data = load_leadfield_npz(path)
     np.testing.assert_allclose(data.leadfield, raw * factor)
     assert data.sensor_unitmult == expected_mult
@@ -317,3 +324,65 @@ def test_leadfield_without_coordinates_loads_on_request(tmp_path):
     path = _valid_npz(tmp_path / "legacy_fixed_leadfield.npz", src_coords=None)
     assert load_leadfield_npz(path, require_src_coords=False).src_coords is None
     assert load_leadfield_npz(_valid_npz(tmp_path / "ok.npz")).src_coords.shape == (5, 3)
+
+
+def test_memory_modes_need_no_data_root(monkeypatch):
+    """``"random"`` and ``"simulate"`` (without saving) read no file: no folder and no
+    CALIBRAIN_DATA needed; ``"load"`` says which variable to set."""
+    from neurotorch.errors import DataDirNotSetError
+
+    monkeypatch.delenv("CALIBRAIN_DATA", raising=False)
+    builder = LeadfieldBuilder()
+    assert builder.get_leadfield("x", "free", "random", n_sensors=3, n_sources=4).shape == (3, 4, 3)
+    simulated = builder.get_leadfield(
+        "x", "fixed", "simulate", n_sources=10, n_sensors=5, save=False, return_metadata=True
+    )
+    assert simulated.leadfield.shape == (5, 10) and simulated.units == "µV/nAm"
+    with pytest.raises(DataDirNotSetError, match="CALIBRAIN_DATA"):
+        builder.get_leadfield("x", "fixed", "load")
+
+
+def test_calibrain_simulate_mode_files_load_without_positions(tmp_path):
+    """CaliBrain's simulate mode writes leadfield, sensor units, multiplier, kind and coil type
+    only (no ``src_coords``): refused by default, naming the option, read with it."""
+    rng = np.random.default_rng(2)
+    raw = rng.standard_normal((7, 11)) * 1e-9  # T/Am, raw SI
+    np.savez(
+        tmp_path / "demo_fixed_leadfield.npz",
+        leadfield=raw,
+        sensor_units=112,
+        sensor_unitmult=0,
+        sensor_kind=1,
+        coil_type=3022,
+    )
+    builder = LeadfieldBuilder(tmp_path)
+    with pytest.raises(FormatError, match="require_src_coords=False"):
+        builder.get_leadfield("demo")
+    trusting = LeadfieldBuilder(tmp_path, require_src_coords=False)
+    data = trusting.get_leadfield("demo", return_metadata=True)
+    np.testing.assert_allclose(data.leadfield, raw * 1e6)  # T/Am -> fT/nAm
+    assert data.src_coords is None and data.units == "fT/nAm"
+    spec = LeadfieldSpec(data_dir=str(tmp_path.parent), subject="demo", require_src_coords=False)
+    with pytest.raises(DataNotDownloadedError):  # the spec reads <root>/1284src_leadfield
+        spec.build()
+    with pytest.raises(ShapeMismatchError, match="n_sources=12"):
+        trusting.get_leadfield("demo", n_sources=12)
+
+
+def test_a_silent_source_is_accepted_and_listed(capsys):
+    """One all-zero column (a source no sensor sees) is physically possible: accepted, listed
+    and warned about; an all-zero leadfield is not."""
+    from neurotorch.errors import ImplausibleDataError
+
+    leadfield = np.random.default_rng(0).standard_normal((4, 6))
+    leadfield[:, 2] = 0.0
+    data = LeadfieldData(leadfield, source="silent.npz")
+    assert data.silent_sources.tolist() == [2]
+    warning = capsys.readouterr().err
+    assert "silent.npz" in warning and "[2]" in warning
+    with pytest.raises(ImplausibleDataError, match="all zeros"):
+        LeadfieldData(np.zeros((4, 6, 3)))
+    assert repr(data) == (
+        "LeadfieldData(fixed, sensors, 4 sensors x 6 sources x 1 component(s), a.u./nAm, "
+        "from silent.npz)"
+    )

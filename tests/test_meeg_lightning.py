@@ -16,21 +16,33 @@ from neurotorch.models.calibrator import IsotonicCalibrator, NeuralCalibrator
 pytestmark = pytest.mark.slow
 
 DATA = dict(
-    retrieve_mode="random", n_sensors=24, n_sources=24, nnz=(3, 5), alpha=(0.3, 0.6),
-    train_length=64, val_length=32, test_length=32, batch_size=16, streaming=True,
-)  # fmt: skip
+    leadfield={"retrieve_mode": "random", "n_sensors": 24, "n_sources": 24},
+    nnz=(3, 5),
+    alpha=(0.3, 0.6),
+    train_length=64,
+    val_length=32,
+    test_length=32,
+    batch_size=16,
+    streaming=True,
+)
+MISSPECIFIED = {"noise_var_scale": 0.05}
 
 
 def _trainer(tmp_path, epochs: int) -> L.Trainer:
     return L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
         num_sanity_val_steps=0,
-    )  # fmt: skip
+    )
 
 
 def test_isotonic_calibrator_reports_before_and_after(tmp_path, capsys):
-    dm = CalibrationDataModule(noise_var_scale=0.05, **DATA)
+    dm = CalibrationDataModule(posterior=MISSPECIFIED, **DATA)
     model = IsotonicCalibrator(output_dir=str(tmp_path))
     trainer = _trainer(tmp_path, 1)
     trainer.fit(model, dm)
@@ -57,7 +69,8 @@ def test_isotonic_calibrator_on_eloreta_and_gamma_map_posteriors(tmp_path, solve
     posterior of its own trials (with the misspecified noise), and recalibration helps."""
     from neurotorch.meeg.solvers import fit_posterior
 
-    dm = CalibrationDataModule(noise_var_scale=0.05, solver=solver, num_workers=num_workers, **DATA)
+    posterior = {**MISSPECIFIED, "solver": solver}
+    dm = CalibrationDataModule(posterior=posterior, num_workers=num_workers, **DATA)
     model = IsotonicCalibrator(output_dir=str(tmp_path))
     trainer = _trainer(tmp_path, 1)
     trainer.fit(model, dm)
@@ -67,9 +80,11 @@ def test_isotonic_calibrator_on_eloreta_and_gamma_map_posteriors(tmp_path, solve
     assert after["mean_absolute_deviation"] < before["mean_absolute_deviation"]
     batch = next(iter(dm.test_dataloader()))
     fit = fit_posterior(
-        solver, batch["y"].double(), torch.as_tensor(dm._leadfield().leadfield),
-        batch["assumed_noise_var"].double(),
-    )  # fmt: skip
+        solver,
+        batch["y"].double(),
+        torch.as_tensor(dm.leadfield_data.leadfield),
+        noise_var=batch["assumed_noise_var"].double(),
+    )
     assert torch.allclose(batch["assumed_noise_var"].double(), 0.05 * batch["noise_var"].double())
     scale = fit.posterior.mean.abs().amax()
     assert torch.allclose(batch["mean"].double(), fit.posterior.mean, rtol=0, atol=1e-5 * scale)
@@ -78,7 +93,7 @@ def test_isotonic_calibrator_on_eloreta_and_gamma_map_posteriors(tmp_path, solve
 
 def test_neural_calibrator_trains(tmp_path):
     L.seed_everything(0)
-    dm = CalibrationDataModule(noise_var_scale=0.05, **DATA)
+    dm = CalibrationDataModule(posterior=MISSPECIFIED, **DATA)
     model = NeuralCalibrator(hidden=8, lr=0.01, output_dir=str(tmp_path))
     trainer = _trainer(tmp_path, 3)
     trainer.fit(model, dm)
@@ -98,3 +113,66 @@ def test_sensor_sim_datamodule_splits_differ():
     assert train["y"].shape == (16, 24, 250)
     assert not torch.equal(dm.datasets["train"][0]["y"], dm.datasets["val"][0]["y"])
     assert val["x"].shape == (16, 24, 250)
+
+
+def _cli(init_args: dict, tmp_path):
+    from lightning.pytorch.cli import LightningCLI
+
+    config = {
+        "model": {"class_path": "neurotorch.models.IsotonicCalibrator"},
+        "data": {
+            "class_path": "neurotorch.lightning.meeg.CalibrationDataModule",
+            "init_args": init_args,
+        },
+        "trainer": {
+            "logger": False,
+            "enable_checkpointing": False,
+            "default_root_dir": str(tmp_path),
+        },
+    }
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=config,
+        save_config_callback=None,
+    )
+
+
+def test_config_settings_are_nested_mappings_checked_when_parsed(tmp_path, capsys):
+    """A LightningCLI config gives the leadfield and posterior settings as plain nested
+    mappings; a typo in a choice is refused when the config is parsed, before any data work."""
+    from neurotorch.meeg.leadfield import LeadfieldSpec
+    from neurotorch.meeg.solvers import PosteriorSpec
+
+    cli = _cli(
+        {
+            "leadfield": {"retrieve_mode": "random", "n_sensors": 8, "n_sources": 12},
+            "posterior": {
+                "solver": "gamma_map",
+                "noise_type": "baseline",
+                "options": {"tol": 1e-5},
+            },
+            "nnz": [1, 2],
+            "train_length": 8,
+        },
+        tmp_path,
+    )
+    dm = cli.datamodule
+    assert dm.leadfield_spec == LeadfieldSpec(retrieve_mode="random", n_sensors=8, n_sources=12)
+    assert dm.posterior == PosteriorSpec(
+        solver="gamma_map", noise_type="baseline", options={"max_iter": 300, "tol": 1e-5}
+    )
+    assert (dm.n_sensors, dm.n_sources) == (8, 12)
+    assert repr(dm).startswith(
+        "CalibrationDataModule(random fixed leadfield (random), gamma_map posterior; not set up"
+    )
+    for setting, key, typo in (
+        ("posterior", "solver", "gamma_mapp"),
+        ("leadfield", "sensor", "megg"),
+    ):
+        with pytest.raises(SystemExit):
+            _cli({setting: {key: typo}}, tmp_path)
+        assert typo in capsys.readouterr().err

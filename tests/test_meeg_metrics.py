@@ -42,3 +42,50 @@ def test_earth_movers_distance_by_hand():
     assert earth_movers_distance(truth, estimate, coords) == pytest.approx(1.5)
     assert earth_movers_distance(truth, truth, coords) == pytest.approx(0.0, abs=1e-12)
     assert earth_movers_distance(truth, np.zeros_like(truth), coords) == np.inf
+
+
+def _sparse_estimate(n_true: int, seed: int):
+    """Truth on ``n_true`` of 290 sources; an estimate with mass on all of them, most of it
+    nearly pruned (masses down to ~1e-14 of the total, as gamma-MAP and sFlex leave them)."""
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(-0.05, 0.05, (290, 3))
+    truth = np.zeros((290, 30))
+    truth[rng.choice(290, n_true, replace=False)] = rng.standard_normal((n_true, 30))
+    scale = np.exp(rng.uniform(-32.0, 0.0, 290))[:, None]
+    return truth, rng.standard_normal((290, 30)) * scale, coords
+
+
+def test_earth_movers_distance_from_one_source_is_the_mean_distance():
+    """One true source: every unit of estimated mass travels from it, so the distance is the
+    mass-weighted mean distance (computed here by hand)."""
+    truth, estimate, coords = _sparse_estimate(1, seed=0)
+    source = np.flatnonzero(truth.any(axis=1))[0]
+    mass = np.linalg.norm(estimate, axis=1)
+    mass = np.where(mass > 1e-12, mass, 0.0)
+    expected = np.sum(mass / mass.sum() * np.linalg.norm(coords - coords[source], axis=1))
+    assert earth_movers_distance(truth, estimate, coords) == pytest.approx(expected, rel=1e-12)
+    # and symmetric: the estimate's mass all moves to the one true source
+    assert earth_movers_distance(estimate, truth, coords) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_true", [2, 5])
+@pytest.mark.parametrize("mode", ["pointwise", "time_averaged"])
+def test_earth_movers_distance_with_nearly_pruned_masses_equals_pot(n_true, mode):
+    """Masses spanning 14 orders of magnitude (where an LP presolve declares the transport
+    infeasible) against POT's network simplex, which CaliBrain calls."""
+    ot = pytest.importorskip("ot")
+    from scipy.spatial.distance import cdist
+
+    truth, estimate, coords = _sparse_estimate(n_true, seed=n_true)
+    a, b = (
+        np.linalg.norm(x.mean(-1, keepdims=True) if mode == "time_averaged" else x, axis=1)
+        for x in (truth, estimate)
+    )
+    keep_a, keep_b = a > 1e-12, b > 1e-12
+    expected = ot.emd2(
+        a[keep_a] / a[keep_a].sum(),
+        b[keep_b] / b[keep_b].sum(),
+        cdist(coords[keep_a], coords[keep_b]),
+    )
+    ours = earth_movers_distance(truth, estimate, coords, mode)
+    assert ours == pytest.approx(expected, rel=1e-8)

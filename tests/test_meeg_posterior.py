@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from meeg_helpers import one_torch_thread  # noqa: F401 - a fixture
 
-from neurotorch.errors import ParameterError
+from neurotorch.errors import ImplausibleDataError, NonFiniteError, ParameterError
 from neurotorch.meeg.calibration import (
     DEFAULT_LEVELS,
     FIT_LEVELS,
@@ -109,7 +110,7 @@ def test_isotonic_fit_and_inverse():
     )
     restored = IsotonicRecalibration.from_dict(iso.to_dict())
     np.testing.assert_allclose(restored.predict(levels), iso.predict(levels))
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(ParameterError, match="fit"):
         IsotonicRecalibration().predict(levels)
 
 
@@ -180,3 +181,69 @@ def test_bad_posterior_and_coverage_inputs_raise_named_errors():
         ellipsoid_coverage_curve(
             np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.full((2, 3, 3), np.nan)
         )
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("solver", ["BMN", "eloreta", "gamma_map", "gamma_map_sflex"])
+def test_posteriors_do_not_depend_on_the_unit_of_the_data(solver):
+    """The same trial in SI units (Am, V, V/Am, V²) and in neurotorch's (nAm, µV, µV/nAm, µV²)
+    has the same posterior, rescaled: a solver's stopping rule must not depend on the scale of
+    its prior variances (in SI a prior variance is ~1e-16 Am²)."""
+    from neurotorch.meeg.solvers import fit_posterior
+
+    rng = np.random.default_rng(3)
+    lf = rng.standard_normal((16, 40)) * 0.3  # µV/nAm
+    coords = rng.uniform(-0.03, 0.03, (40, 3))
+    x = np.zeros((40, 50))
+    x[[3, 20]] = 20.0 * rng.standard_normal((2, 50))  # nAm
+    y = lf @ x + 2.0 * rng.standard_normal((16, 50))  # µV
+    ours = fit_posterior(
+        solver, torch.tensor(y)[None], torch.tensor(lf), noise_var=4.0, src_coords=coords
+    )
+    si = fit_posterior(
+        solver,
+        torch.tensor(y * 1e-6)[None],  # V
+        torch.tensor(lf * 1e3),  # V/Am = 1e-6 V / 1e-9 Am
+        noise_var=4.0e-12,  # V²
+        src_coords=coords,
+    )
+    assert float(si.gamma[0]) * 1e18 == pytest.approx(float(ours.gamma[0]), rel=1e-7)
+    mean, var = ours.posterior.mean[0].numpy(), ours.posterior.var[0].numpy()
+    np.testing.assert_allclose(
+        si.posterior.mean[0].numpy() * 1e9, mean, rtol=0, atol=1e-7 * np.abs(mean).max()
+    )
+    np.testing.assert_allclose(
+        si.posterior.var[0].numpy() * 1e18, var, rtol=0, atol=1e-7 * var.max()
+    )
+
+
+def test_coverage_refuses_impossible_variances_and_returns_its_levels():
+    """Negative (beyond rounding) or non-finite variances are refused, never counted as zeros;
+    a rounded zero (-1e-17 of a variance of 1) counts as 0; the curve carries its levels."""
+    x = np.array([[0.0, 1.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5]])
+    mean = np.zeros((2, 4))
+    levels = np.array([0.6827, 0.9545])
+    for bad in (np.array([1.0, -0.5]), np.array([1.0, -1e-3])):
+        with pytest.raises(ImplausibleDataError, match="negative variance"):
+            coverage_curve(x, mean, bad, levels, mode="pointwise")
+        with pytest.raises(ParameterError):  # an argument error, as well as implausible data
+            coverage_curve(x, mean, bad, levels)
+    with pytest.raises(NonFiniteError, match="NaN"):
+        coverage_curve(x, mean, np.array([1.0, np.nan]), levels)
+    rounded = coverage_curve(x, mean, np.array([1.0, -1e-17]), levels, mode="pointwise")
+    # |z| of the first source: 0, 1, 2, 3; the second has variance 0 and misses every sample
+    np.testing.assert_array_equal(np.asarray(rounded), [2 / 8, 3 / 8])
+    np.testing.assert_array_equal(rounded.levels, levels)
+    assert type(np.asarray(rounded)) is np.ndarray and type(rounded - levels) is np.ndarray
+    table = rounded.to_frame()
+    assert table.columns.tolist() == ["nominal", "empirical"]
+    assert table["empirical"].tolist() == [0.25, 0.375]
+    assert "0.6827: 0.250" in repr(rounded) and str(rounded) == repr(rounded)
+    blocks = np.tile(np.eye(3), (2, 1, 1))
+    blocks[1, 0, 0] = -1.0  # an indefinite covariance
+    with pytest.raises(ImplausibleDataError, match="positive semi-definite"):
+        ellipsoid_coverage_curve(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), blocks, levels)
+    curve = ellipsoid_coverage_curve(
+        np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.tile(np.eye(3), (2, 1, 1)), levels
+    )
+    np.testing.assert_array_equal(curve.levels, levels)

@@ -95,7 +95,7 @@ def test_aggregated_run_and_sidecar_through_s3(calibrain_root, calibrain_url, op
 
 
 def test_runs_dataset_and_datamodule_from_a_url_prefix(calibrain_root, calibrain_url, options):
-    from neurotorch.lightning.meeg import CalibrationDataModule
+    from neurotorch.lightning.meeg import CalibrationDataModule, CalibrationRunsDataModule
 
     local = CalibrationRunsDataset(calibrain_root / SUMMARIES)
     remote = pickle.loads(
@@ -108,18 +108,19 @@ def test_runs_dataset_and_datamodule_from_a_url_prefix(calibrain_root, calibrain
         for key in want:
             np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
 
-    module = CalibrationDataModule(
-        runs_dir=f"{calibrain_url}/{AGGREGATED}", storage_options=options
-    )
+    module = CalibrationRunsDataModule(f"{calibrain_url}/{AGGREGATED}", storage_options=options)
     module.setup()
     assert sum(len(module.datasets[split]) for split in ("train", "val", "test")) == 4
     sim = CalibrationDataModule(
-        data_dir=f"{calibrain_url}/{layout.LEADFIELD_DIR}", retrieve_mode="load",
-        nnz=(1,), train_length=2, val_length=1, test_length=1, storage_options=options,
-    )  # fmt: skip
+        leadfield={"data_dir": calibrain_url, "storage_options": options},
+        nnz=(1,),
+        train_length=2,
+        val_length=1,
+        test_length=1,
+    )
     sim.setup()
     with np.load(calibrain_root / layout.leadfield_file("fsaverage", "fixed")) as raw:
-        np.testing.assert_array_equal(sim.leadfield.leadfield, raw["leadfield"])
+        np.testing.assert_array_equal(sim.leadfield_data.leadfield, raw["leadfield"])
 
 
 def test_describe_a_calibrain_url(calibrain_root, calibrain_url, options):

@@ -53,7 +53,7 @@ def test_waveform_spectrum_is_low_frequency():
     required to reach 95 % (see docs/meeg.md)."""
     cfg = ERPConfig()
     batch = SourceSimulator(cfg, dtype=torch.float64).simulate(
-        50, 200, 10, torch.Generator().manual_seed(1)
+        50, 200, 10, generator=torch.Generator().manual_seed(1)
     )
     waves = batch.waveforms.reshape(-1, cfg.n_times).numpy()
     power = np.abs(np.fft.rfft(waves, axis=1)) ** 2
@@ -83,7 +83,7 @@ def test_amplitudes_follow_clipped_lognormal():
 
 
 def test_peaks_equal_amplitudes_and_active_sets():
-    batch = SourceSimulator().simulate(16, 50, 7, torch.Generator().manual_seed(2))
+    batch = SourceSimulator().simulate(16, 50, 7, generator=torch.Generator().manual_seed(2))
     np.testing.assert_allclose(
         batch.waveforms.abs().amax(-1).numpy(), batch.amplitudes.numpy(), rtol=1e-6
     )
@@ -101,7 +101,7 @@ def test_noise_ratio_and_projection(n_components, alpha):
     shape = (12, 40) if n_components == 1 else (12, 40, n_components)
     lf = rng.standard_normal(shape)
     gen = torch.Generator().manual_seed(4)
-    sources = SourceSimulator().simulate(8, 40, 5, gen, n_components)
+    sources = SourceSimulator().simulate(8, 40, 5, generator=gen, n_components=n_components)
     sensors = SensorSimulator(lf).simulate(sources, alpha, gen)
     dense = sources.dense().double().numpy()
     subscripts = "mn,bnt->bmt" if n_components == 1 else "mnk,bnkt->bmt"
@@ -123,7 +123,7 @@ def test_free_recipes():
     """``components``: every component is a waveform of its own (own peak amplitude);
     ``orientation``: one waveform along a unit vector (components proportional)."""
     gen = torch.Generator().manual_seed(9)
-    own = SourceSimulator(dtype=torch.float64).simulate(6, 30, 4, gen, 3)
+    own = SourceSimulator(dtype=torch.float64).simulate(6, 30, 4, generator=gen, n_components=3)
     assert own.waveforms.shape == (6, 4, 3, 250) and own.amplitudes.shape == (6, 4, 3)
     np.testing.assert_allclose(own.waveforms.abs().amax(-1).numpy(), own.amplitudes.numpy())
     gram = np.einsum("bjkt,bjlt->bjkl", own.waveforms.numpy(), own.waveforms.numpy())
@@ -131,7 +131,9 @@ def test_free_recipes():
     cosine = gram[..., 0, 1] / (norms[..., 0] * norms[..., 1])
     assert np.abs(cosine).max() < 0.999  # independent waveforms are never collinear
     config = ERPConfig(free_recipe="orientation")
-    one = SourceSimulator(config, dtype=torch.float64).simulate(6, 30, 4, gen, 3)
+    one = SourceSimulator(config, dtype=torch.float64).simulate(
+        6, 30, 4, generator=gen, n_components=3
+    )
     np.testing.assert_allclose(one.orientations.norm(dim=-1).numpy(), 1.0, rtol=1e-12)
     # the three components are one waveform times the orientation's entries
     ratio = one.waveforms / one.waveforms.norm(dim=(2, 3), keepdim=True)
@@ -144,7 +146,7 @@ def test_free_recipes():
 
 def test_alpha_one_means_no_noise_and_alpha_zero_pure_noise():
     gen = torch.Generator().manual_seed(0)
-    sources = SourceSimulator().simulate(2, 10, 2, gen)
+    sources = SourceSimulator().simulate(2, 10, 2, generator=gen)
     sim = SensorSimulator(np.ones((3, 10)))
     assert torch.all(sim.simulate(sources, 1.0, gen).noise == 0)
     # alpha = 0 (CaliBrain): the data are the noise alone, scaled to the signal's norm

@@ -6,20 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from meeg_helpers import mag_problem
+from meeg_helpers import mag_problem, one_torch_thread  # noqa: F401 - a fixture
 from scipy import stats
 
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg.eloreta import eloreta_operator, eloreta_posterior, eloreta_weights
 from neurotorch.meeg.solvers import (
     SOLVERS,
-    check_solver,
+    PosteriorSpec,
+    SolverName,
     fit_posterior,
     full_posterior_cov,
-    prepare_solver,
-    resolve_options,
+    make_solver,
 )
 from neurotorch.meeg.sparse_bayes import gamma_map_posterior, spatial_basis
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _problem(k: int, seed: int = 0, n_sensors: int = 13, n_sources: int = 31, n_times: int = 25):
@@ -201,17 +203,23 @@ def test_gamma_map_trials_are_independent_of_their_batch():
 
 @pytest.mark.parametrize(
     ("solver", "options", "noise"),
-    [("gamma_map", None, 2.0), ("gamma_map", None, None), ("BMN", {"normalization": True}, 2.0),
-     ("eloreta", None, 2.0)],
-)  # fmt: skip
+    [
+        ("gamma_map", None, 2.0),
+        ("gamma_map", None, None),
+        ("BMN", {"normalization": True}, 2.0),
+        ("eloreta", None, 2.0),
+    ],
+)
 def test_full_posterior_cov_matches_the_batched_marginals(solver, options, noise):
     """The dense covariance of the grid's summaries (from the prior blocks, numpy) and the
     batched per-source blocks of the datasets (torch) are two computations of one posterior."""
     lf, y = _problem(3, seed=6)
     given = None if noise is None else torch.tensor([noise])
-    prepared = prepare_solver(solver, torch.tensor(lf), options=options)
-    fit = fit_posterior(solver, torch.tensor(y)[None], torch.tensor(lf), given, prepared=prepared)
-    cov = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), fit.sensor_noise_var[0].numpy())
+    strategy = make_solver(solver, options)
+    fit = fit_posterior(strategy, torch.tensor(y)[None], torch.tensor(lf), noise_var=given)
+    cov = full_posterior_cov(
+        lf, fit.prior_blocks[0].numpy(), noise_var=fit.sensor_noise_var[0].numpy()
+    )
     blocks = np.stack([cov[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] for i in range(lf.shape[1])])
     np.testing.assert_allclose(
         blocks, fit.posterior.cov_blocks[0].numpy(), rtol=0, atol=1e-10 * np.abs(blocks).max()
@@ -222,21 +230,20 @@ def test_per_leadfield_parts_are_computed_once_per_dataset(monkeypatch):
     """The sLORETA weights and eLORETA's operator depend on the leadfield only: one computation
     for many batches, not one per batch."""
     from neurotorch.data.meeg.calibration import CalibrationBatches
-    from neurotorch.meeg import solvers
     from neurotorch.meeg.leadfield import random_leadfield
+    from neurotorch.meeg.solvers import bmn, eloreta
 
     calls = []
-    for name in ("sloreta_weights", "eloreta_operator"):
-        original = getattr(solvers, name)
+    for module, name in ((bmn, "sloreta_weights"), (eloreta, "eloreta_operator")):
+        original = getattr(module, name)
         monkeypatch.setattr(
-            solvers, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
+            module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
         )
     leadfield = random_leadfield("fixed", 9, 14, seed=1)
-    for solver, normalization in (("BMN", True), ("eloreta", False)):
+    for posterior in ({"options": {"normalization": True}}, {"solver": "eloreta"}):
         batches = CalibrationBatches(
-            leadfield, batch_size=3, n_batches=4, nnz=(2,), alpha=(0.5,),
-            solver=solver, normalization=normalization,
-        )  # fmt: skip
+            leadfield, batch_size=3, n_batches=4, nnz=(2,), alpha=(0.5,), posterior=posterior
+        )
         assert len(list(batches)) == 4
     assert calls == ["sloreta_weights", "eloreta_operator"]
 
@@ -255,7 +262,7 @@ def test_fit_posterior_reports_prior_and_noise(solver):
 
     lf, y = _problem(1, seed=8)
     yt, lt, coords = torch.tensor(y)[None], torch.tensor(lf), _positions(lf.shape[1])
-    fit = fit_posterior(solver, yt, lt, torch.tensor([2.0]), src_coords=coords)
+    fit = fit_posterior(solver, yt, lt, noise_var=torch.tensor([2.0]), src_coords=coords)
     if solver == "BMN":
         prior = learn_hyperparameters(yt, lt, 2.0)[0].expand(lf.shape[1])
     elif solver == "eloreta":
@@ -268,7 +275,7 @@ def test_fit_posterior_reports_prior_and_noise(solver):
     assert float(fit.gamma[0]) == pytest.approx(float(prior.mean()), rel=1e-12)
     np.testing.assert_array_equal(fit.sensor_noise_var.numpy(), np.full((1, lf.shape[0]), 2.0))
     if solver == "eloreta":  # the prior scales with the assumed noise, the mean does not
-        double = fit_posterior(solver, yt, lt, torch.tensor([4.0]))
+        double = fit_posterior(solver, yt, lt, noise_var=torch.tensor([4.0]))
         np.testing.assert_allclose(double.prior_blocks.numpy(), 2 * fit.prior_blocks.numpy())
         np.testing.assert_allclose(double.posterior.mean.numpy(), fit.posterior.mean.numpy())
 
@@ -282,9 +289,9 @@ def test_sflex_posterior_is_the_gaussian_posterior_of_its_source_prior(k, learn_
     lf, y = _problem(k, seed=9)
     coords = _positions(lf.shape[1], seed=1)
     given = None if learn_noise else torch.tensor([2.25])
-    prepared = prepare_solver("gamma_map_sflex", torch.tensor(lf), coords, {"sigma": 0.015})
-    fit = fit_posterior("gamma_map_sflex", torch.tensor(y)[None], torch.tensor(lf), given,
-                        prepared=prepared)  # fmt: skip
+    sflex = make_solver("gamma_map_sflex", {"sigma": 0.015})
+    yt, lt = torch.tensor(y)[None], torch.tensor(lf)
+    fit = fit_posterior(sflex, yt, lt, noise_var=given, src_coords=coords)
     basis = spatial_basis(coords, 0.015).numpy()
     assert np.abs(basis - np.eye(len(basis))).max() > 0.05  # the basis mixes sources
     expand = np.kron(basis, np.eye(k))
@@ -298,7 +305,9 @@ def test_sflex_posterior_is_the_gaussian_posterior_of_its_source_prior(k, learn_
     diag = np.diag(cov)
     var = fit.posterior.var[0].numpy().ravel()
     np.testing.assert_allclose(var, diag, rtol=0, atol=1e-9 * diag.max())
-    full = full_posterior_cov(lf, fit.prior_blocks[0].numpy(), np.diag(noise), basis)
+    full = full_posterior_cov(
+        lf, fit.prior_blocks[0].numpy(), noise_var=np.diag(noise), basis=basis
+    )
     np.testing.assert_allclose(full, cov, rtol=0, atol=1e-9 * diag.max())
 
 
@@ -306,13 +315,21 @@ def test_solver_options_are_checked():
     lf, y = _problem(1)
     lt = torch.tensor(lf)
     with pytest.raises(ParameterError, match=r"no option\(s\) \['sigma'\]"):
-        resolve_options("gamma_map", {"sigma": 0.01})
-    for bad in ({"sigma": 0.0}, {"sigma": float("nan")}, {"max_iter": 2.5}, {"max_iter": True},
-                {"tol": -1.0}, {"normalize": "max"}, {"threshold_factor": "3"}):  # fmt: skip
-        with pytest.raises(ParameterError):
-            resolve_options("gamma_map_sflex", bad)
+        make_solver("gamma_map", {"sigma": 0.01})
+    bad_options = (
+        {"sigma": 0.0},
+        {"sigma": float("nan")},
+        {"max_iter": 2.5},
+        {"max_iter": True},
+        {"tol": -1.0},
+        {"normalize": "max"},
+        {"threshold_factor": "3"},
+    )
+    for bad in bad_options:
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            make_solver("gamma_map_sflex", bad)
     with pytest.raises(ParameterError, match="src_coords"):
-        prepare_solver("gamma_map_sflex", lt)
+        make_solver("gamma_map_sflex").prepare(lt)
     with pytest.raises(ShapeMismatchError, match="src_coords"):
         spatial_basis(np.zeros((5, 2)))
     with pytest.raises(NonFiniteError, match="src_coords"):
@@ -323,24 +340,58 @@ def test_solver_options_are_checked():
         eloreta_posterior(torch.tensor(y)[None], lt, 1.0, operator=eloreta_operator(lt[:, :7]))
     with pytest.raises(ShapeMismatchError, match="spatial basis"):
         gamma_map_posterior(torch.tensor(y)[None], lt, 1.0, basis=torch.eye(3))
-    assert resolve_options("eloreta", {"lambda2": 0.5}) == {"lambda2": 0.5}
+    assert make_solver("eloreta", {"lambda2": 0.5}).options() == {"lambda2": 0.5}
+
+
+def test_registry_keys_are_calibrains_names_and_the_config_type():
+    """The registry's keys are the names a config may give (its Literal type lists them), each
+    maps to a solver of that CaliBrain name with CaliBrain's default options."""
+    from typing import get_args
+
+    assert tuple(SOLVERS) == get_args(SolverName)
+    defaults = {
+        "BMN": {"normalization": False},
+        "eloreta": {"lambda2": 1.0},
+        "gamma_map": {"max_iter": 300, "tol": 1e-6},
+        "gamma_map_sflex": {
+            "max_iter": 300,
+            "tol": 1e-6,
+            "sigma": 0.01,
+            "threshold_factor": 3.0,
+            "normalize": "sym",
+        },
+    }
+    for name, cls in SOLVERS.items():
+        assert cls.name == name and make_solver(name).options() == defaults[name]
+    joint = {
+        n: PosteriorSpec(solver=n, noise_type="adaptive_joint_learning")
+        for n in SOLVERS
+        if n != "eloreta"
+    }
+    assert {n: spec.calibrain_name for n, spec in joint.items()} == {
+        "BMN": "BMN_joint",
+        "gamma_map": "gamma_lambda_map",
+        "gamma_map_sflex": "gamma_lambda_map_sflex",
+    }
+    assert PosteriorSpec(solver="gamma_map", noise_type="baseline").calibrain_name == "gamma_map"
 
 
 @pytest.mark.parametrize(
     ("solver", "gamma", "noise_type", "options", "match"),
     [
-        ("sLORETA", "learn", "oracle", None, "solver must be one of"),
-        ("eloreta", 2.0, "oracle", None, "sets its own source prior"),
+        ("sLORETA", "learn", "oracle", None, "solver='sLORETA' is not accepted"),
+        ("eloreta", 2.0, "oracle", None, "learns its own source prior"),
         ("gamma_map", "learn", "baseline", {"normalization": True}, "normalization"),
         ("BMN", "learn", "oracle", {"normalization": 1}, "True or False"),
         ("eloreta", "learn", "adaptive_joint_learning", None, "adaptive_joint_learning"),
         ("BMN", "oracle", "adaptive_joint_learning", None, "adaptive_joint_learning"),
-        ("BMN", "learn", "exact", None, "noise_type must be one of"),
+        ("BMN", "learn", "exact", None, "noise_type='exact' is not accepted"),
+        ("BMN", "learnt", "oracle", None, "did you mean 'learn'"),
     ],
 )
-def test_check_solver_refuses_undefined_combinations(solver, gamma, noise_type, options, match):
+def test_posterior_spec_refuses_undefined_combinations(solver, gamma, noise_type, options, match):
     with pytest.raises(ParameterError, match=match):
-        check_solver(solver, gamma, noise_type, options)
+        PosteriorSpec(solver=solver, gamma=gamma, noise_type=noise_type, options=options)
 
 
 def test_bad_inputs_raise_named_errors():

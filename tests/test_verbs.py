@@ -246,13 +246,13 @@ def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root
         data_dir=str(tiny_laion_root), voxels={"roi": "FFA1"}, batch_size=64
     )
     calibration_data = CalibrationDataModule(
-        n_sources=30,
+        leadfield={"n_sources": 30},
+        posterior={"gamma": "oracle"},
         nnz=[1, 3],
         train_length=8,
         val_length=8,
         test_length=8,
         batch_size=8,
-        gamma="oracle",
     )
     for model, data in ((LinearEncoder(), encoder_data), (IsotonicCalibrator(), calibration_data)):
         with pytest.raises(ParameterError, match=f"cannot {stage}.*not fitted.*ckpt_path"):

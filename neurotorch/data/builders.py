@@ -57,36 +57,36 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
 
 
 # -- M/EEG (imported on use: the M/EEG stack imports MNE) -------------------------------------
-_LEADFIELD_KEYS = (
-    "subject",
-    "orientation_type",
-    "retrieve_mode",
-    "n_sources",
-    "n_sensors",
-    "sensor",
-    "montage",
-    "storage_options",
-)
-
-
 def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with ``leadfield`` built from the `build_leadfield` keys and a split's seed."""
-    from neurotorch.data.meeg.simulation import split_seed
-    from neurotorch.meeg.leadfield import build_leadfield
+    """``config`` with its leadfield settings gathered in ``leadfield`` and a split's seed.
 
-    options = {key: config.pop(key) for key in _LEADFIELD_KEYS if key in config}
-    options["leadfield_dir"] = config.pop("data_dir", None)  # the folder of leadfield NPZs
-    if config.get("leadfield") is None:
-        config["leadfield"] = build_leadfield(**options)
+    ``leadfield`` is a `LeadfieldData`, a `LeadfieldSpec` or a mapping of its fields;
+    ``data_dir`` and ``storage_options`` (the keys every family takes) go into the spec.
+    """
+    from neurotorch.data.meeg.simulation import split_seed
+    from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
+
+    leadfield = config.pop("leadfield", None)
+    where = {key: config.pop(key) for key in ("data_dir", "storage_options") if key in config}
+    if where:
+        if isinstance(leadfield, LeadfieldData):
+            raise ParameterError(
+                f"Give either a built leadfield or {sorted(where)} to load one, not both."
+            )
+        if isinstance(leadfield, LeadfieldSpec):
+            leadfield = leadfield.replace(**where)
+        else:
+            leadfield = {**(leadfield or {}), **where}
+    config["leadfield"] = leadfield
     config["seed"] = split_seed(config.get("seed", 0), split)
     return config
 
 
 def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
     """``load_dataset("meeg-sim", ...)``: `SimulatedSensorDataset` (or `SimulatedSensorBatches`
-    with ``streaming=True``). Leadfield options: ``leadfield``, or ``data_dir`` (the folder of
-    leadfield NPZs) and the other `build_leadfield` keys;
-    ``split`` ("train", "val", "test") picks an independent seed stream."""
+    with ``streaming=True``); ``leadfield`` (data, spec or mapping) or ``data_dir`` (a CaliBrain
+    root, or ``"synthetic"``) says which leadfield; ``split`` ("train", "val", "test") picks an
+    independent seed stream."""
     from neurotorch.data.meeg.simulation import SimulatedSensorBatches, SimulatedSensorDataset
 
     cls = SimulatedSensorBatches if streaming else SimulatedSensorDataset
@@ -97,7 +97,8 @@ def build_meeg_calibration(
     split: str | None = None, streaming: bool = False, **config: Any
 ) -> Dataset:
     """``load_dataset("meeg-calibration", ...)``: `CalibrationRunsDataset` when ``files`` is given,
-    else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``)."""
+    else a simulated `CalibrationDataset` (`CalibrationBatches` with ``streaming=True``) with the
+    ``leadfield`` and ``posterior`` settings of `build_meeg_sim`."""
     from neurotorch.data.meeg.calibration import (
         CalibrationBatches,
         CalibrationDataset,

@@ -1,16 +1,30 @@
 """DataModules of leadfield-simulated M/EEG trials and calibrator training data.
 
-Both build (or load) one leadfield in ``setup`` and give train/val/test datasets with
-independent seed streams (`neurotorch.data.meeg.simulation.split_seed`); items are reproducible per index.
+`SensorSimDataModule` and `CalibrationDataModule` build (or load) one leadfield, described by a
+`neurotorch.meeg.leadfield.LeadfieldSpec`, and serve train/val/test datasets with independent
+seed streams (`neurotorch.data.meeg.simulation.split_seed`); items are reproducible per index.
+`CalibrationRunsDataModule` serves CaliBrain runs read from disk, split by run. The base class
+owns loaders, epochs, resume and ``predict``.
+
+In YAML the settings objects are plain mappings::
+
+    data:
+      class_path: neurotorch.lightning.meeg.CalibrationDataModule
+      init_args:
+        leadfield: {sensor: eeg, n_sources: 300}
+        posterior: {solver: gamma_map, noise_type: baseline}
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_int
 from neurotorch.data.meeg.calibration import (
     CalibrationBatches,
     CalibrationDataset,
@@ -21,30 +35,109 @@ from neurotorch.data.meeg.simulation import (
     PAPER_NNZ,
     SimulatedSensorBatches,
     SimulatedSensorDataset,
+    TrialSimulation,
+    resolve_leadfield,
     split_seed,
 )
-from neurotorch.data.partition import partition
-from neurotorch.errors import ParameterError
+from neurotorch.data.partition import check_fractions, partition
 from neurotorch.lightning.base import NeurotorchDataModule
-from neurotorch.meeg.leadfield import LeadfieldData, build_leadfield
-from neurotorch.meeg.solvers import check_solver, with_normalization
-
-RUN_FRACTIONS = {"val": 0.15, "test": 0.15}  # calibration runs from disk: 70/15/15
+from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
+from neurotorch.meeg.solvers import PosteriorSpec
 
 
 class _LeadfieldDataModule(NeurotorchDataModule):
-    """Shared leadfield options, split lengths and DataLoaders."""
+    """One leadfield, the trial grids and the part lengths; the family's datasets per part."""
 
     def __init__(
         self,
-        data_dir: str | None = None,
-        subject: str = "fsaverage",
-        orientation_type: str = "fixed",
-        retrieve_mode: str = "simulate",
-        n_sources: int = 1284,
-        n_sensors: int | None = None,
-        sensor: str = "eeg",
-        montage: str = "easycap-M43",
+        *,
+        leadfield: LeadfieldSpec | Mapping[str, Any] | None,
+        nnz: int | Sequence[int],
+        alpha: float | Sequence[float],
+        lengths: dict[str, int],
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        streaming: bool,
+    ):
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+        )
+        self.leadfield_spec = LeadfieldSpec.coerce(leadfield)
+        self.nnz, self.alpha = nnz, alpha
+        self.lengths = {
+            part: check_int(f"{part}_length", n, minimum=1) for part, n in lengths.items()
+        }
+        self._leadfield_data: LeadfieldData | None = None
+
+    @property
+    def leadfield_data(self) -> LeadfieldData:
+        """The leadfield (loaded, simulated or drawn on first use); its trial grids are checked
+        against it then."""
+        if self._leadfield_data is None:
+            data = resolve_leadfield(self.leadfield_spec)
+            TrialSimulation(data, nnz=self.nnz, alpha=self.alpha)  # refuses grids it cannot draw
+            self._leadfield_data = data
+        return self._leadfield_data
+
+    @property
+    def n_sensors(self) -> int:
+        """Sensors of the leadfield (the ``y`` rows a model reads)."""
+        return self.leadfield_data.n_sensors
+
+    @property
+    def n_sources(self) -> int:
+        """Sources of the leadfield."""
+        return self.leadfield_data.n_sources
+
+    def _part_options(self, part: str) -> dict[str, Any]:
+        """The keyword arguments every dataset of ``part`` shares: leadfield, grids, seed and
+        size (a length, or whole batches when streaming)."""
+        options: dict[str, Any] = dict(
+            leadfield=self.leadfield_data,
+            nnz=self.nnz,
+            alpha=self.alpha,
+            seed=split_seed(self.seed, part),
+        )
+        if self.streaming:
+            options.update(
+                batch_size=self.batch_size,
+                n_batches=-(-self.lengths[part] // self.batch_size),
+                fresh_each_epoch=part == "train",
+            )
+        else:
+            options["length"] = self.lengths[part]
+        return options
+
+    def describe_source(self) -> str:
+        return self.leadfield_spec.describe()
+
+
+@fill_doc
+class SensorSimDataModule(_LeadfieldDataModule):
+    """Simulated CaliBrain trials (`SimulatedSensorDataset`, or `SimulatedSensorBatches` when
+    streaming) for train/val/test.
+
+    Parameters
+    ----------
+    leadfield
+        Which leadfield: a `neurotorch.meeg.leadfield.LeadfieldSpec` or its fields as a mapping
+        (``{sensor: mag, n_sources: 300}``, ``{data_dir: synthetic}``); default: an EEG
+        easycap-M43 forward model with 1284 sources, simulated in memory.
+    %(meeg_nnz_alpha)s
+    %(meeg_split_lengths)s
+    %(batch_size)s
+    %(num_workers)s
+    %(seed)s
+    streaming
+        Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to
+        whole batches, training draws new batches every epoch) instead of item by item; faster,
+        but items then depend on the batch size.
+    """
+
+    def __init__(
+        self,
+        leadfield: LeadfieldSpec | None = None,
         nnz: Sequence[int] = PAPER_NNZ,
         alpha: Sequence[float] = PAPER_ALPHA,
         train_length: int = 2000,
@@ -54,139 +147,124 @@ class _LeadfieldDataModule(NeurotorchDataModule):
         num_workers: int = 0,
         seed: int = 0,
         streaming: bool = False,
-        storage_options: dict | None = None,
     ):
-        for name, value in dict(
-            batch_size=batch_size, train_length=train_length, val_length=val_length,
-            test_length=test_length,
-        ).items():  # fmt: skip
-            if value < 1:
-                raise ParameterError(f"{name} must be a positive integer, got {value}.")
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+            leadfield=leadfield,
+            nnz=nnz,
+            alpha=alpha,
+            lengths={"train": train_length, "val": val_length, "test": test_length},
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            streaming=streaming,
         )
-        self.save_hyperparameters()
-        self.leadfield: LeadfieldData | None = None
 
-    def _leadfield(self) -> LeadfieldData:
-        if self.leadfield is None:
-            hp = self.hparams
-            self.leadfield = build_leadfield(
-                hp.data_dir,
-                hp.subject,
-                hp.orientation_type,
-                hp.retrieve_mode,
-                hp.n_sources,
-                hp.n_sensors,
-                hp.sensor,
-                hp.montage,
-                hp.seed,
-                hp.storage_options,
-            )
-        return self.leadfield
-
-    def _split_options(self, split: str) -> tuple[int, int]:
-        """(length or batch count, seed) of a split."""
-        hp = self.hparams
-        length = hp[f"{split}_length"]
-        if hp.streaming:
-            length = -(-length // hp.batch_size)
-        return length, split_seed(hp.seed, split)
-
-    def describe_source(self) -> str:
-        hp = self.hparams
-        return f"{hp.sensor} leadfield of {hp.subject} ({hp.retrieve_mode}, {hp.orientation_type})"
+    def build_dataset(self, part: str) -> Dataset:
+        options = self._part_options(part)
+        if self.streaming:
+            return SimulatedSensorBatches(**options)
+        return SimulatedSensorDataset(**options)
 
 
-class SensorSimDataModule(_LeadfieldDataModule):
-    """Simulated CaliBrain trials (`SimulatedSensorDataset`) for train/val/test.
-
-    Parameters
-    ----------
-    data_dir, subject, orientation_type, retrieve_mode, n_sources, n_sensors, sensor, montage
-        Which leadfield (see `neurotorch.meeg.leadfield.build_leadfield`); the default simulates an
-        EEG easycap-M43 forward model in memory.
-    nnz, alpha
-        Grids of active-source counts and SNRs.
-    train_length, val_length, test_length
-        Virtual dataset lengths.
-    batch_size, num_workers, seed
-        DataLoader settings and the base seed.
-    streaming
-        Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to whole
-        batches) instead of item by item; faster, but items then depend on the batch size.
-    storage_options
-        fsspec options when ``data_dir`` (or ``runs_dir``) is a URL such as
-        ``s3://bucket/1284src_leadfield``.
-    """
-
-    def build_dataset(self, split: str) -> Dataset:
-        hp = self.hparams
-        length, seed = self._split_options(split)
-        if hp.streaming:
-            return SimulatedSensorBatches(
-                self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed,
-                fresh_each_epoch=split == "train",
-            )  # fmt: skip
-        return SimulatedSensorDataset(self._leadfield(), length, hp.nnz, hp.alpha, seed)
-
-
+@fill_doc
 class CalibrationDataModule(_LeadfieldDataModule):
-    """Calibrator data: simulated trials with a CaliBrain solver's posterior, or CaliBrain runs
-    from disk.
+    """Calibrator data: simulated trials with a CaliBrain solver's posterior
+    (`CalibrationDataset`, or `CalibrationBatches` when streaming) for train/val/test.
 
     Parameters
     ----------
-    gamma, noise_var_scale, noise_type
-        Prior variance (``"learn"``, ``"oracle"`` or nAm²), assumed/true noise variance and how
-        the noise variance is set (``"oracle"``, ``"baseline"``, ``"adaptive_joint_learning"``);
-        see `neurotorch.data.meeg.calibration.CalibrationDataset`.
-    normalization
-        CaliBrain's sLORETA normalisation of the BMN posterior.
-    solver, solver_options
-        CaliBrain's ``"BMN"`` (default), ``"eloreta"``, ``"gamma_map"`` or ``"gamma_map_sflex"``
-        posterior, and its parameters (e.g. ``{"sigma": 0.02}``).
-    runs_dir
-        A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or aggregated ``.npz``) runs; when
-        given, the runs are split 70/15/15 (by ``seed``, `neurotorch.data.partition`) instead of
-        simulating.
-    **kwargs
-        See `SensorSimDataModule`.
+    leadfield
+        Which leadfield: a `neurotorch.meeg.leadfield.LeadfieldSpec` or its fields as a mapping
+        (``{sensor: mag, n_sources: 300}``, ``{data_dir: synthetic}``); default: an EEG
+        easycap-M43 forward model with 1284 sources, simulated in memory.
+    %(meeg_posterior)s
+    %(meeg_nnz_alpha)s
+    %(meeg_split_lengths)s
+    %(batch_size)s
+    %(num_workers)s
+    %(seed)s
+    streaming
+        Generate whole batches at once (`CalibrationBatches`; lengths are rounded up to whole
+        batches, training draws new batches every epoch) instead of item by item; faster, but
+        items then depend on the batch size.
     """
 
     def __init__(
         self,
-        gamma: float | str = "learn",
-        noise_var_scale: float = 1.0,
-        runs_dir: str | None = None,
-        noise_type: str = "oracle",
-        normalization: bool = False,
-        solver: str = "BMN",
-        solver_options: dict | None = None,
-        **kwargs,
+        leadfield: LeadfieldSpec | None = None,
+        posterior: PosteriorSpec | None = None,
+        nnz: Sequence[int] = PAPER_NNZ,
+        alpha: Sequence[float] = PAPER_ALPHA,
+        train_length: int = 2000,
+        val_length: int = 200,
+        test_length: int = 200,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        streaming: bool = False,
     ):
-        super().__init__(**kwargs)
-        check_solver(solver, gamma, noise_type, with_normalization(solver_options, normalization))
-        self.save_hyperparameters()
+        super().__init__(
+            leadfield=leadfield,
+            nnz=nnz,
+            alpha=alpha,
+            lengths={"train": train_length, "val": val_length, "test": test_length},
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            streaming=streaming,
+        )
+        self.posterior = PosteriorSpec.coerce(posterior)
 
-    def build_dataset(self, split: str) -> Dataset:
-        hp = self.hparams
-        if hp.runs_dir is not None:
-            runs = CalibrationRunsDataset(os.fspath(hp.runs_dir), hp.storage_options)
-            parts = partition(
-                range(len(runs)), RUN_FRACTIONS["val"], RUN_FRACTIONS["test"], hp.seed
-            )
-            return Subset(runs, parts[split])
-        length, seed = self._split_options(split)
-        if hp.streaming:
-            return CalibrationBatches(
-                self._leadfield(), hp.batch_size, length, hp.nnz, hp.alpha, seed, hp.gamma,
-                hp.noise_var_scale, fresh_each_epoch=split == "train", noise_type=hp.noise_type,
-                normalization=hp.normalization, solver=hp.solver,
-                solver_options=hp.solver_options,
-            )  # fmt: skip
-        return CalibrationDataset(
-            self._leadfield(), length, hp.nnz, hp.alpha, seed, hp.gamma, hp.noise_var_scale,
-            noise_type=hp.noise_type, normalization=hp.normalization, solver=hp.solver,
-            solver_options=hp.solver_options,
-        )  # fmt: skip
+    def build_dataset(self, part: str) -> Dataset:
+        options = self._part_options(part)
+        if self.streaming:
+            return CalibrationBatches(posterior=self.posterior, **options)
+        return CalibrationDataset(posterior=self.posterior, **options)
+
+    def describe_source(self) -> str:
+        return f"{super().describe_source()}, {self.posterior.calibrain_name} posterior"
+
+
+@fill_doc
+class CalibrationRunsDataModule(NeurotorchDataModule):
+    """CaliBrain runs read from disk (`CalibrationRunsDataset`: posterior summaries or aggregated
+    NPZ runs), split by run into train/val/test (`neurotorch.data.partition`, seeded).
+
+    Parameters
+    ----------
+    runs_dir
+        A folder (or fsspec URL) of ``posterior_summary_*.h5`` (or, when it holds none,
+        aggregated ``.npz``) runs.
+    %(storage_options)s
+    val_fraction, test_fraction
+        Shares of the runs held out for validation and test (each at least one run).
+    %(batch_size)s
+    %(num_workers)s
+    %(seed)s
+    """
+
+    def __init__(
+        self,
+        runs_dir: str,
+        storage_options: dict[str, Any] | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.runs_dir = os.fspath(runs_dir)
+        self.storage_options = storage_options
+        self.fractions = check_fractions(val_fraction, test_fraction)
+        self._runs: CalibrationRunsDataset | None = None
+
+    def build_dataset(self, part: str) -> Dataset:
+        if self._runs is None:
+            self._runs = CalibrationRunsDataset(self.runs_dir, self.storage_options)
+        val, test = self.fractions
+        parts = partition(range(len(self._runs)), val, test, seed=self.seed)
+        return Subset(self._runs, parts[part])
+
+    def describe_source(self) -> str:
+        return f"CaliBrain runs in {self.runs_dir}"

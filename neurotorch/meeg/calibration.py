@@ -21,7 +21,14 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import chi2, norm
 
-from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_option
+from neurotorch.errors import (
+    ImplausibleDataError,
+    NonFiniteError,
+    ParameterError,
+    ShapeMismatchError,
+)
 
 #: Nominal coverage levels 0.05, 0.10, ..., 0.95 (plain floats, so configs can show them).
 NOMINAL_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -35,12 +42,114 @@ FIT_LEVELS = np.concatenate(
 COVERAGE_MODES = ("time_averaged", "pointwise")
 #: Floor of a free-orientation covariance block's eigenvalues (nAm²), CaliBrain's.
 BLOCK_EPSILON = 1e-12
+#: How far below zero a variance (or a block eigenvalue) may lie, relative to the largest one,
+#: and still count as a rounded zero (float64; 100 float eps for coarser dtypes); anything lower
+#: is refused.
+ROUNDING = 1e-9
+
+
+def _rounding(array: np.ndarray) -> float:
+    dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float64
+    return max(ROUNDING, 100 * float(np.finfo(dtype).eps))
+
+
+class CoverageCurve(np.ndarray):
+    """Empirical coverage at nominal levels: the array of coverages (use it as one, or take
+    ``np.asarray(curve)``), with the nominal ``levels`` it was counted at.
+
+    ``dict(zip(curve.levels, curve))`` pairs them; `to_frame` makes a two-column table.
+    """
+
+    levels: np.ndarray
+
+    def __new__(cls, levels: np.ndarray, coverage: np.ndarray) -> CoverageCurve:
+        curve = np.asarray(coverage, dtype=np.float64).view(cls)
+        curve.levels = np.asarray(levels, dtype=np.float64).copy()
+        return curve
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.levels = getattr(obj, "levels", None)
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):  # noqa: ANN001
+        """Arithmetic on a curve gives plain arrays (their levels would be meaningless)."""
+        result = np.asarray(array)
+        return result[()] if return_scalar else result
+
+    def __reduce__(self):  # noqa: ANN204 - pickles with its levels
+        return CoverageCurve, (self.levels, np.asarray(self))
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """The empirical coverages as a plain array."""
+        return np.asarray(self)
+
+    def to_frame(self):  # noqa: ANN201 - pandas is imported on use
+        """A ``pandas.DataFrame`` with columns ``nominal`` and ``empirical``."""
+        import pandas as pd
+
+        return pd.DataFrame({"nominal": self.levels, "empirical": self.coverage})
+
+    def __repr__(self) -> str:
+        pairs = ", ".join(
+            f"{level:g}: {value:.3f}"
+            for level, value in zip(self.levels, self.coverage, strict=True)
+        )
+        return f"CoverageCurve({{{pairs}}})"
+
+    __str__ = __repr__
+
+
+def check_variances(var: np.ndarray, name: str = "var") -> np.ndarray:
+    """``var`` as float64 with rounded zeros (down to `ROUNDING` times the largest variance below
+    zero; 100 eps of a float32 ``var``) set to 0.
+
+    Raises
+    ------
+    NonFiniteError
+        NaN or Inf anywhere.
+    ImplausibleDataError
+        A variance further below zero: no posterior has one, so its intervals cannot be formed.
+    """
+    tolerance = _rounding(np.asarray(var))
+    var = np.asarray(var, dtype=np.float64)
+    if not np.isfinite(var).all():
+        raise NonFiniteError(
+            f"{name} holds {int(var.size - np.isfinite(var).sum())} NaN/Inf value(s); a "
+            "posterior variance must be finite."
+        )
+    scale = float(np.abs(var).max()) if var.size else 0.0
+    negative = var < -tolerance * scale
+    if negative.any():
+        raise ImplausibleDataError(
+            f"{name} holds {int(negative.sum())} negative variance(s) (down to "
+            f"{float(var.min()):.3g}); a posterior variance is >= 0: the posterior (or the file "
+            "it came from) is broken, re-create it."
+        )
+    return np.maximum(var, 0.0)
+
+
+def check_covariance_blocks(blocks: np.ndarray, name: str = "cov_blocks") -> np.ndarray:
+    """``(..., K, K)`` covariance blocks as float64, refused unless finite, symmetric and
+    positive semi-definite (eigenvalues down to ``-ROUNDING`` times the largest count as 0)."""
+    tolerance = _rounding(np.asarray(blocks))
+    blocks = np.asarray(blocks, dtype=np.float64)
+    if not np.isfinite(blocks).all():
+        raise NonFiniteError(f"{name} hold NaN or Inf; a posterior covariance must be finite.")
+    scale = float(np.abs(blocks).max()) if blocks.size else 0.0
+    asymmetry = np.abs(blocks - np.swapaxes(blocks, -1, -2)).max() if blocks.size else 0.0
+    eigvals = np.linalg.eigvalsh(0.5 * (blocks + np.swapaxes(blocks, -1, -2)))
+    bad = (eigvals < -tolerance * scale).any(axis=-1)
+    if asymmetry > 1e3 * tolerance * scale or bad.any():
+        raise ImplausibleDataError(
+            f"{name} are not symmetric positive semi-definite ({int(bad.sum())} block(s) with a "
+            f"negative eigenvalue, down to {float(eigvals.min()):.3g}; asymmetry "
+            f"{float(asymmetry):.3g}); a posterior covariance is: re-create it."
+        )
+    return blocks
 
 
 def _check_mode(mode: str) -> str:
-    if mode not in COVERAGE_MODES:
-        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
-    return mode
+    return check_option("mode", mode, COVERAGE_MODES)
 
 
 def _check_levels(levels: np.ndarray) -> np.ndarray:
@@ -60,8 +169,8 @@ def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -
     """``|x - mu| / sqrt(var)``, with ``var`` broadcast over a trailing time axis.
 
     ``var`` has the shape of ``x_true`` without its last axis: ``(..., N)`` for ``(..., N, T)``
-    or ``(..., N, K)`` for ``(..., N, K, T)``. Negative variances (rounding of a vanishing
-    posterior variance) count as 0, as in CaliBrain.
+    or ``(..., N, K)`` for ``(..., N, K, T)``. Variances are checked by `check_variances`:
+    rounded zeros count as 0 (as in CaliBrain), a negative or non-finite variance is refused.
     """
     x_true, mean, var = (np.asarray(a, dtype=np.float64) for a in (x_true, mean, var))
     if x_true.shape != mean.shape or var.shape != x_true.shape[:-1]:
@@ -69,7 +178,8 @@ def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -
             f"x_true {x_true.shape} and mean {mean.shape} must match and var {var.shape} must be "
             f"{x_true.shape[:-1]}."
         )
-    _check_finite(x_true=x_true, mean=mean, var=var)
+    _check_finite(x_true=x_true, mean=mean)
+    var = check_variances(var)
     std = np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))[..., None]
     return np.abs(x_true - mean) / std
 
@@ -80,22 +190,36 @@ def coverage_from_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarr
     return np.searchsorted(ordered, np.asarray(thresholds), side="right") / ordered.size
 
 
+@fill_doc
 def coverage_curve(
     x_true: np.ndarray,
     mean: np.ndarray,
     var: np.ndarray,
     levels: np.ndarray = DEFAULT_LEVELS,
     mode: str = "time_averaged",
-) -> np.ndarray:
+) -> CoverageCurve:
     """Empirical coverage of the marginal central intervals at each nominal level.
 
-    ``x_true``/``mean`` are ``(..., T)`` and ``var`` is their shape without the time axis;
-    ``mode`` is ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``.
+    Parameters
+    ----------
+    x_true, mean
+        True sources and posterior means, ``(..., T)``.
+    var
+        Posterior variances: the shape of ``x_true`` without the time axis (negative or
+        non-finite ones are refused, see `check_variances`).
+    %(meeg_levels)s
+    %(meeg_coverage_mode)s
+
+    Returns
+    -------
+    CoverageCurve
+        The coverage at each level (an array) with its ``levels``.
     """
-    z = norm.ppf((1.0 + _check_levels(levels)) / 2.0)
+    levels = _check_levels(levels)
+    z = norm.ppf((1.0 + levels) / 2.0)
     if _check_mode(mode) == "time_averaged":
-        x_true, mean, var = _time_average(x_true, mean, var)
-    return coverage_from_scores(standardized_errors(x_true, mean, var), z)
+        x_true, mean, var = _time_average(x_true, mean, check_variances(var))
+    return CoverageCurve(levels, coverage_from_scores(standardized_errors(x_true, mean, var), z))
 
 
 def _time_average(
@@ -108,20 +232,32 @@ def _time_average(
     return x_bar, mu_bar, np.asarray(cov, np.float64) / n_times
 
 
+@fill_doc
 def ellipsoid_coverage_curve(
     x_true: np.ndarray,
     mean: np.ndarray,
     cov_blocks: np.ndarray,
     levels: np.ndarray = DEFAULT_LEVELS,
     mode: str = "time_averaged",
-) -> np.ndarray:
+) -> CoverageCurve:
     """Coverage of per-source credible ellipsoids (free orientation).
 
-    ``x_true``/``mean`` are ``(..., N, K, T)``, ``cov_blocks`` ``(..., N, K, K)``; a sample (or,
-    with ``mode="time_averaged"``, the time average with covariance ``cov / T``) is covered when
-    its Mahalanobis distance² is at most the chi² quantile with K degrees of freedom. Block
-    eigenvalues below `BLOCK_EPSILON` (nAm²) count as that value, as in CaliBrain.
+    A sample (or, with ``mode="time_averaged"``, the time average with covariance ``cov / T``)
+    is covered when its Mahalanobis distance² is at most the chi² quantile with K degrees of
+    freedom. Block eigenvalues below `BLOCK_EPSILON` (nAm²) count as that value, as in
+    CaliBrain.
+
+    Parameters
+    ----------
+    x_true, mean
+        ``(..., N, K, T)``.
+    cov_blocks
+        ``(..., N, K, K)`` posterior covariance blocks, symmetric positive semi-definite
+        (`check_covariance_blocks`).
+    %(meeg_levels)s
+    %(meeg_coverage_mode)s
     """
+    cov_blocks = check_covariance_blocks(cov_blocks)
     if _check_mode(mode) == "time_averaged":
         x_true, mean, cov_blocks = _time_average(x_true, mean, cov_blocks)
     diff = np.asarray(x_true, np.float64) - np.asarray(mean, np.float64)
@@ -130,14 +266,15 @@ def ellipsoid_coverage_curve(
         raise ShapeMismatchError(
             f"x_true/mean {diff.shape} need (..., N, K, T) and cov_blocks {cov.shape} (..., N, K, K)."
         )
-    _check_finite(x_true_minus_mean=diff, cov_blocks=cov)
+    _check_finite(x_true_minus_mean=diff)
     k = cov.shape[-1]
     # CaliBrain's inverse: eigenvalues of the symmetrised block raised to BLOCK_EPSILON, so a
     # degenerate block (a source gamma-MAP pruned) covers only an exact estimate
     eigvals, eigvecs = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
     rotated = np.einsum("...ij,...it->...jt", eigvecs, diff)
     scaled = rotated**2 / np.maximum(eigvals, BLOCK_EPSILON)[..., None]
-    return coverage_from_scores(scaled.sum(-2), chi2.ppf(_check_levels(levels), k))
+    levels = _check_levels(levels)
+    return CoverageCurve(levels, coverage_from_scores(scaled.sum(-2), chi2.ppf(levels, k)))
 
 
 def calibration_metrics(levels: np.ndarray, empirical: np.ndarray) -> dict[str, float]:
@@ -183,7 +320,7 @@ class IsotonicRecalibration:
 
     def _check(self) -> None:
         if self.levels is None or self.fitted is None:
-            raise RuntimeError("IsotonicRecalibration is not fitted; call fit() first.")
+            raise ParameterError("IsotonicRecalibration is not fitted; call fit() first.")
 
     def predict(self, levels: np.ndarray) -> np.ndarray:
         """Expected empirical coverage at nominal ``levels``."""

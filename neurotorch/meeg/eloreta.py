@@ -16,13 +16,19 @@ trials and the covariance is ``sigma2`` times a fixed one.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from neurotorch.errors import ParameterError, ShapeMismatchError
-from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_number
+from neurotorch.errors import ShapeMismatchError
+from neurotorch.meeg.posterior import (
+    GaussianPosterior,
+    check_inputs,
+    check_iterations,
+    positive_per_trial,
+)
 
 #: CaliBrain's (and MNE's) stopping rule of the weight iteration.
 WEIGHT_TOL = 1e-6
@@ -41,10 +47,8 @@ def eloreta_weights(
     Iterates until the relative change of the weights is below ``tol`` (at most ``max_iter``
     steps, as CaliBrain and MNE). ``lambda2`` is the regularisation, CaliBrain's is 1.
     """
-    if not _positive_finite(lambda2):
-        raise ParameterError(f"lambda2 must be finite and > 0, got {lambda2!r}.")
-    if int(max_iter) < 1 or not tol > 0:
-        raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
+    check_number("lambda2", lambda2, minimum=0.0, open_minimum=True)
+    check_iterations(max_iter, tol)
     n_sensors = leadfield.shape[0]
     free = leadfield.ndim == 3
     lf = leadfield.to(torch.float64)
@@ -65,13 +69,6 @@ def eloreta_weights(
         if torch.linalg.norm(prior - last) < tol * torch.linalg.norm(last):
             break
     return prior if free else prior[:, 0, 0]
-
-
-def _positive_finite(value: object) -> bool:
-    try:
-        return math.isfinite(float(value)) and float(value) > 0
-    except (TypeError, ValueError):
-        return False
 
 
 def _sensor_cov(blocks: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -124,6 +121,7 @@ def eloreta_operator(
     return EloretaOperator(weights, solved.T, unit_blocks)
 
 
+@fill_doc
 def eloreta_posterior(
     y: torch.Tensor,
     leadfield: torch.Tensor,
@@ -135,12 +133,9 @@ def eloreta_posterior(
 
     Parameters
     ----------
-    y
-        ``(B, M, T)`` sensor data.
-    leadfield
-        ``(M, N)`` or ``(M, N, K)``.
-    noise_var
-        The white noise variance each trial assumes: a scalar or ``(B,)``.
+    %(meeg_y)s
+    %(meeg_leadfield_tensor)s
+    %(meeg_noise_var)s
     lambda2
         eLORETA's regularisation (CaliBrain uses 1).
     operator
@@ -148,7 +143,9 @@ def eloreta_posterior(
     """
     check_inputs(y, leadfield)
     batch, n_sensors, _ = y.shape
-    noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+    noise_var = positive_per_trial(
+        noise_var, "noise_var", batch=batch, dtype=torch.float64, device=y.device
+    )
     operator = eloreta_operator(leadfield, lambda2) if operator is None else operator
     n_sources = leadfield.shape[1]
     if operator.kernel.shape[1] != n_sensors or operator.unit_blocks.shape[0] != n_sources:

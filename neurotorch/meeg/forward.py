@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurotorch._options import check_option
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.meeg import layout
@@ -34,9 +35,7 @@ SHELL_RADIUS = 0.065
 
 
 def _modality(sensor: str) -> str:
-    if sensor not in SENSORS:
-        raise ParameterError(f"sensor must be one of {SENSORS}, got {sensor!r}.")
-    return "eeg" if sensor == "eeg" else "meg"
+    return "eeg" if check_option("sensor", sensor, SENSORS) == "eeg" else "meg"
 
 
 def _fold(u: np.ndarray, depth: float, waves: float) -> np.ndarray:
@@ -226,7 +225,7 @@ def forward_to_leadfield(fwd: mne.Forward, orientation_type: str) -> LeadfieldDa
 
 
 def _freesurfer_sources(
-    subject: str, subjects_dir: Path, n_sources: int, spacing: str
+    subject: str, subjects_dir: Path, *, n_sources: int, spacing: str
 ) -> tuple[np.ndarray, np.ndarray, mne.bem.ConductorModel]:
     """``n_sources`` evenly chosen cortical vertices (MRI frame) and the subject's BEM solution."""
     import mne
@@ -297,7 +296,9 @@ def simulate_leadfield(
                 f"FreeSurfer subject {subject!r} not found in {subjects_dir}; pass subject= and a "
                 "subjects_dir that contains it."
             )
-        rr, nn, bem = _freesurfer_sources(subject, subjects_dir, n_sources, spacing)
+        rr, nn, bem = _freesurfer_sources(
+            subject, subjects_dir, n_sources=n_sources, spacing=spacing
+        )
     else:
         if src_coords is None:
             rr, nn = cortical_shell(n_sources, center=SPHERE_ORIGIN[_modality(sensor)])
@@ -306,7 +307,7 @@ def simulate_leadfield(
                 raise ParameterError("src_coords needs src_normals (outward unit normals).")
             rr, nn = np.asarray(src_coords, float), np.asarray(src_normals, float)
         bem = sphere_model(sensor)
-    fwd = make_forward(info, rr, nn, bem, trans=trans)
+    fwd = make_forward(info, rr, nn, bem=bem, trans=trans)
     if fwd["nsource"] != len(rr):
         raise ParameterError(
             f"MNE kept {fwd['nsource']} of {len(rr)} sources; sources must lie inside the inner skull."

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurotorch._options import check_option
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg import layout
 
@@ -30,7 +31,7 @@ _NAM = 1e-9
 
 
 def _evoked_and_cov(
-    fwd: mne.Forward, info: mne.Info, y: np.ndarray, noise_var: float
+    fwd: mne.Forward, info: mne.Info, *, y: np.ndarray, noise_var: float
 ) -> tuple[mne.EvokedArray, mne.Covariance]:
     import mne
 
@@ -89,10 +90,9 @@ def minimum_norm(
     """
     import mne
 
-    if method not in METHODS:
-        raise ParameterError(f"method must be one of {METHODS}, got {method!r}.")
+    check_option("method", method, METHODS)
     fixed = layout.check_orientation(orientation_type) == "fixed"
-    evoked, cov = _evoked_and_cov(fwd, info, y, noise_var)
+    evoked, cov = _evoked_and_cov(fwd, info, y=y, noise_var=noise_var)
     inverse = mne.minimum_norm.make_inverse_operator(
         evoked.info, fwd, cov, loose=0.0 if fixed else 1.0, fixed=fixed, depth=None, verbose=False
     )
@@ -115,9 +115,16 @@ def gamma_map(
     import mne
 
     fixed = layout.check_orientation(orientation_type) == "fixed"
-    evoked, cov = _evoked_and_cov(fwd, info, y, noise_var)
+    evoked, cov = _evoked_and_cov(fwd, info, y=y, noise_var=noise_var)
     stc = mne.inverse_sparse.gamma_map(
-        evoked, fwd, cov, alpha, loose=0.0 if fixed else 1.0, depth=None,
-        xyz_same_gamma=True, pick_ori=None if fixed else "vector", verbose=False,
-    )  # fmt: skip
+        evoked,
+        fwd,
+        cov,
+        alpha,
+        loose=0.0 if fixed else 1.0,
+        depth=None,
+        xyz_same_gamma=True,
+        pick_ori=None if fixed else "vector",
+        verbose=False,
+    )
     return _dense(stc, fwd["nsource"], not fixed)

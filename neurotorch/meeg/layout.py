@@ -7,6 +7,7 @@ to import MNE.
 
 from __future__ import annotations
 
+from neurotorch._options import check_option
 from neurotorch.errors import ParameterError, UnsafePathError
 
 ENV_VAR = "CALIBRAIN_DATA"
@@ -55,11 +56,7 @@ def calibrain_coil_type(kind: int, unit: int) -> int:
 
 def check_orientation(orientation_type: str) -> str:
     """Return ``orientation_type`` if it is ``"fixed"`` or ``"free"``; raise otherwise."""
-    if orientation_type not in ORIENTATIONS:
-        raise ParameterError(
-            f"orientation_type must be 'fixed' or 'free', got {orientation_type!r}."
-        )
-    return orientation_type
+    return check_option("orientation_type", orientation_type, ORIENTATIONS)
 
 
 def check_subject(subject: str) -> str:
@@ -98,6 +95,6 @@ def posterior_summary_name(run_id: int, seed: int) -> str:
     return f"posterior_summary_run{int(run_id):08d}_seed{int(seed)}.h5"
 
 
-def aggregated_run_name(subject: str, solver: str, run_id: int, seed: int) -> str:
+def aggregated_run_name(subject: str, solver: str, *, run_id: int, seed: int) -> str:
     """Name of an aggregated per-run calibration NPZ: ``<subject>_<solver>_run{id:08d}_seed{seed}.npz``."""
     return f"{subject}_{solver}_run{int(run_id):08d}_seed{int(seed)}.npz"

@@ -8,24 +8,26 @@ V/Am -> µV/nAm is x1e-3, T/Am (or T/m/Am) -> fT/nAm is x1e6.
 
 from __future__ import annotations
 
-import io
+import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from neurotorch._options import check_int
 from neurotorch.errors import (
-    CorruptFileError,
     FormatError,
+    ImplausibleDataError,
     NonFiniteError,
-    ParameterError,
     UnsafePickleError,
 )
 from neurotorch.io.atomic import atomic_path
 from neurotorch.io.files import FilePath, read_bytes
 from neurotorch.meeg import layout
+from neurotorch.meeg.npz import read_npz
+
+log = logging.getLogger(__name__)
 
 _SCALE_TO_DISPLAY = {
     layout.UNIT_V: (layout.UNITM_MU, 1e-3),
@@ -68,6 +70,13 @@ class LeadfieldData:
         or ``None``.
     skipped_keys
         Pickled entries that were not loaded (see `load_leadfield_npz`).
+    source
+        Where it was read from (a file or URL), ``None`` when built in memory; errors name it.
+
+    Every array is checked when the record is made (`check_leadfield`): a leadfield that cannot
+    describe a measurement (all zeros, EEG in tesla, a coil type of another sensor kind, NaN)
+    raises a named error. A source whose column is zero (one no sensor sees, such as a radial
+    dipole in a spherical MEG head) is accepted with a warning and listed in `silent_sources`.
     """
 
     leadfield: np.ndarray
@@ -81,13 +90,35 @@ class LeadfieldData:
     src_normals: np.ndarray | None = None
     skipped_keys: list[str] = field(default_factory=list)
     mne_coil_type: int | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
+        where = self.source or "the leadfield"
         if self.leadfield.ndim not in (2, 3) or 0 in self.leadfield.shape:
             raise FormatError(
-                f"A leadfield must be a non-empty (n_sensors, n_sources) or (n_sensors, n_sources, "
-                f"k) array; got shape {self.leadfield.shape}."
+                f"{where}: a leadfield must be a non-empty (n_sensors, n_sources) or (n_sensors, "
+                f"n_sources, k) array; got shape {self.leadfield.shape}."
             )
+        check_leadfield(self, where)
+        silent = self.silent_sources
+        if len(silent):
+            log.warning(
+                "%s: %d of %d sources have an all-zero leadfield column (no sensor sees them; "
+                "their posterior equals their prior): %s",
+                where,
+                len(silent),
+                self.n_sources,
+                silent[:10].tolist(),
+            )
+
+    def __repr__(self) -> str:
+        sensors = {layout.KIND_EEG: "EEG", layout.KIND_MEG: "MEG"}.get(self.sensor_kind, "sensors")
+        return (
+            f"LeadfieldData({self.orientation_type}, {sensors}, {self.n_sensors} sensors x "
+            f"{self.n_sources} sources x {self.n_components} component(s), {self.units}"
+            + (f", from {self.source}" if self.source else "")
+            + ")"
+        )
 
     @property
     def orientation_type(self) -> str:
@@ -106,6 +137,12 @@ class LeadfieldData:
     def n_components(self) -> int:
         """1 for fixed orientation, else the size of the last axis."""
         return 1 if self.leadfield.ndim == 2 else int(self.leadfield.shape[2])
+
+    @property
+    def silent_sources(self) -> np.ndarray:
+        """Indices of the sources whose leadfield column is all zeros (no sensor sees them)."""
+        columns = self.leadfield.reshape(self.n_sensors, self.n_sources, -1)
+        return np.flatnonzero(~columns.any(axis=(0, 2)))
 
     @property
     def units(self) -> str:
@@ -181,32 +218,17 @@ def load_leadfield_npz(
     """
     content = read_bytes(path, storage_options, what="Leadfield file")
     path = os.fspath(path)
-    try:
-        npz = np.load(io.BytesIO(content), allow_pickle=allow_pickle)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptFileError(
-            f"Leadfield file {path} is not a readable NPZ archive: {exc}"
-        ) from exc
-    values: dict[str, np.ndarray] = {}
-    skipped: list[str] = []
-    with npz:
-        for key in npz.files:
-            try:
-                values[key] = npz[key]
-            except ValueError as exc:  # an object array while allow_pickle=False
-                if key in ("leadfield", "lead_field"):
-                    raise UnsafePickleError(
-                        f"The {key!r} array in {path} is stored as pickled objects; load it with "
-                        "allow_pickle=True only if you trust the file."
-                    ) from exc
-                skipped.append(key)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise CorruptFileError(
-                    f"Array {key!r} in {path} is truncated or corrupt: {exc}"
-                ) from exc
+    npz = read_npz(content, path, what="Leadfield file", allow_pickle=allow_pickle)
+    values, skipped = npz.arrays, npz.pickled
+    for key in ("leadfield", "lead_field"):
+        if key in skipped:
+            raise UnsafePickleError(
+                f"The {key!r} array in {path} is stored as pickled objects; load it with "
+                "allow_pickle=True only if you trust the file."
+            )
     raw = values.get("leadfield", values.get("lead_field"))
     if raw is None:
-        raise FormatError(f"{path} has no 'leadfield' array (keys: {sorted(npz.files)}).")
+        raise FormatError(f"{path} has no 'leadfield' array (keys: {sorted(values)}).")
     if raw.dtype.kind not in "iuf" or raw.ndim not in (2, 3) or raw.size == 0:
         raise FormatError(
             f"'leadfield' in {path} must be a non-empty numeric 2-D or 3-D array; got {raw.dtype} "
@@ -231,13 +253,15 @@ def load_leadfield_npz(
         ch_names=_channel_names(values, path),
         src_normals=_optional_array(values.get("src_normals"), 2),
         skipped_keys=skipped,
+        source=path,
     )
     if require_src_coords and data.src_coords is None:
         raise FormatError(
-            f"{path} has no numeric 'src_coords' (n_sources, 3) source positions; re-export the "
-            "leadfield with them, or pass require_src_coords=False to read it without positions."
+            f"{path} has no numeric 'src_coords' (n_sources, 3) source positions (CaliBrain's "
+            "simulate mode writes none); re-export the leadfield with them, or pass "
+            "require_src_coords=False to read it without positions (sFlex and the spatial "
+            "metrics then cannot use it)."
         )
-    check_leadfield(data, path)
     return data
 
 
@@ -259,12 +283,17 @@ def _channel_names(values: dict[str, np.ndarray], path: object) -> list[str] | N
 
 
 def check_leadfield(data: LeadfieldData, where: object) -> None:
-    """Check that every array of ``data`` is finite and that shapes and bases agree.
+    """Check that every array of ``data`` is finite, that shapes and bases agree and that the
+    record can describe a measurement (``where`` names it in errors).
 
     Raises
     ------
     NonFiniteError
         NaN or Inf in the leadfield, the coordinates, the normals or the basis.
+    ImplausibleDataError
+        An all-zero leadfield, units of another sensor kind (EEG in T, MEG in V), a coil type of
+        another sensor kind (a gradiometer on EEG, an EEG electrode on MEG) or unit (a planar
+        gradiometer in T).
     FormatError
         Shapes that disagree, non-unit normals, a non-orthonormal ``Q_basis``, a free leadfield
         whose component count does not match its coil class, or duplicate channel names.
@@ -278,6 +307,7 @@ def check_leadfield(data: LeadfieldData, where: object) -> None:
                 f"{name} in {where} holds {bad} NaN/Inf value(s); the file is damaged or was "
                 "exported from a failed forward model: re-create it."
             )
+    _check_physics(data, where)
     for name in ("src_coords", "src_normals"):
         arr = getattr(data, name)
         if arr is not None and arr.shape != (n_sources, 3):
@@ -319,6 +349,47 @@ def check_leadfield(data: LeadfieldData, where: object) -> None:
             raise FormatError(f"{where} names some channels more than once.")
 
 
+#: FIFF units each sensor kind is measured in, and the coil types each kind can carry.
+_KIND_UNITS = {layout.KIND_EEG: (layout.UNIT_V,), layout.KIND_MEG: (layout.UNIT_T, layout.UNIT_T_M)}
+_KIND_NAMES = {layout.KIND_EEG: "EEG", layout.KIND_MEG: "MEG"}
+#: The unit a CaliBrain coil class measures in (planar gradiometers: T/m).
+_COIL_UNITS = {layout.COIL_EEG: layout.UNIT_V, layout.COIL_MAG: layout.UNIT_T}
+_COIL_UNITS[layout.COIL_GRAD] = layout.UNIT_T_M
+
+
+def _check_physics(data: LeadfieldData, where: object) -> None:
+    """Refuse a leadfield no measurement can have: all zeros, or kind, units and coil that
+    contradict each other (only the codes the record has are compared)."""
+    if not np.any(data.leadfield):
+        raise ImplausibleDataError(
+            f"The leadfield in {where} is all zeros: no source reaches any sensor, so simulated "
+            "sensor data would hold noise only. The forward model failed; re-create it."
+        )
+    kind, units, coil = data.sensor_kind, data.sensor_units, data.coil_type
+    kind_name = _KIND_NAMES.get(kind)
+    if kind_name and units in layout.UNIT_NAMES and units not in _KIND_UNITS[kind]:
+        raise ImplausibleDataError(
+            f"{where} says sensor_kind={kind} ({kind_name}) but sensor_units={units} "
+            f"({layout.UNIT_NAMES[units]}); {kind_name} is measured in "
+            f"{' or '.join(layout.UNIT_NAMES[u] for u in _KIND_UNITS[kind])}. Fix the file's "
+            "metadata (its scaling on load depends on the units)."
+        )
+    if coil is None:
+        return
+    eeg_coil = coil == layout.COIL_EEG
+    if kind_name and eeg_coil != (kind == layout.KIND_EEG):
+        raise ImplausibleDataError(
+            f"{where} says sensor_kind={kind} ({kind_name}) but coil_type={coil} "
+            f"({'an EEG electrode' if eeg_coil else 'an MEG coil'}); fix the file's metadata."
+        )
+    if coil in _COIL_UNITS and units in layout.UNIT_NAMES and units != _COIL_UNITS[coil]:
+        raise ImplausibleDataError(
+            f"{where} says coil_type={coil}, which measures in "
+            f"{layout.UNIT_NAMES[_COIL_UNITS[coil]]}, but sensor_units={units} "
+            f"({layout.UNIT_NAMES[units]}); fix the file's metadata."
+        )
+
+
 def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
     """Write ``data`` as a CaliBrain-schema NPZ (no pickled objects), atomically.
 
@@ -357,9 +428,8 @@ def random_leadfield(
     The default sizes are CaliBrain's (64 sensors x 1284 sources).
     """
     layout.check_orientation(orientation_type)
-    for name, value in (("n_sensors", n_sensors), ("n_sources", n_sources)):
-        if int(value) < 1:
-            raise ParameterError(f"{name} must be a positive integer, got {value}.")
+    n_sensors = check_int("n_sensors", n_sensors, minimum=1)
+    n_sources = check_int("n_sources", n_sources, minimum=1)
     rng = np.random.default_rng(seed)
     shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
     q_basis = (

@@ -14,16 +14,18 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_array, eye_array, kron, vstack
 from scipy.spatial.distance import cdist
 
+from neurotorch._options import check_int, check_option
 from neurotorch.errors import ParameterError, ShapeMismatchError
-from neurotorch.meeg.calibration import COVERAGE_MODES
+from neurotorch.meeg.calibration import COVERAGE_MODES, check_variances
 
 #: Masses at or below this are left out of the earth mover's distance (CaliBrain's threshold).
 EMD_EPS = 1e-12
+#: Primal and dual feasibility tolerance of the transport LP.
+_LP_TOLERANCE = 1e-10
 
 
 def _check(x_true: np.ndarray, x_hat: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    if mode not in COVERAGE_MODES:
-        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+    check_option("mode", mode, COVERAGE_MODES)
     x_true, x_hat = np.asarray(x_true, np.float64), np.asarray(x_hat, np.float64)
     if x_true.shape != x_hat.shape or x_true.ndim not in (2, 3):
         raise ShapeMismatchError(
@@ -54,15 +56,15 @@ def mean_posterior_std(
     var: np.ndarray, n_times: int | None = None, mode: str = "pointwise"
 ) -> float:
     """Mean over sources of the posterior std (free orientation: ``sqrt(mean over K of var)``,
-    i.e. of the trace of each block / K); time-averaged divides it by ``sqrt(n_times)``."""
-    var = np.maximum(np.asarray(var, np.float64), 0.0)
+    i.e. of the trace of each block / K); time-averaged divides it by ``sqrt(n_times)``.
+    Negative or non-finite variances are refused (`check_variances`)."""
+    check_option("mode", mode, COVERAGE_MODES)
+    var = check_variances(var)
     per_source = np.sqrt(var if var.ndim == 1 else var.mean(axis=1))
     if mode == "time_averaged":
-        if not n_times or n_times < 1:
-            raise ParameterError("mode='time_averaged' needs n_times >= 1.")
-        per_source = per_source / np.sqrt(n_times)
-    elif mode != "pointwise":
-        raise ParameterError(f"mode must be one of {COVERAGE_MODES}, got {mode!r}.")
+        if n_times is None:
+            raise ParameterError("mode='time_averaged' needs n_times (the samples per trial).")
+        per_source = per_source / np.sqrt(check_int("n_times", n_times, minimum=1))
     return float(np.mean(per_source))
 
 
@@ -81,8 +83,11 @@ def earth_movers_distance(
     """Optimal-transport distance (in the units of ``coords``) between the normalised source
     masses of truth and estimate, as CaliBrain's ``emd`` (``inf`` when either has no mass).
 
-    Solved exactly as a transportation linear program; its size is the product of the two
-    supports (sources with mass above `EMD_EPS`).
+    Sources with mass above `EMD_EPS` form the two supports. When either support is one source,
+    the distance is the mass-weighted mean distance to it; otherwise the transportation linear
+    program is solved with HiGHS' simplex, without presolve (whose infeasibility test trips on
+    the rounding of masses that sum to 1 on both sides, e.g. the 1e-14 masses of gamma-MAP's
+    nearly pruned sources) and with feasibility tolerances of 1e-10, well below any mass kept.
     """
     x_true, x_hat = _check(x_true, x_hat, mode)
     coords = np.asarray(coords, np.float64)
@@ -95,6 +100,8 @@ def earth_movers_distance(
     a, b = a[keep_a] / a[keep_a].sum(), b[keep_b] / b[keep_b].sum()
     cost = cdist(coords[keep_a], coords[keep_b])
     n, m = cost.shape
+    if n == 1 or m == 1:  # one side is a single point: every unit of mass moves to (from) it
+        return float(np.sum(cost * a[:, None] * b[None, :]))
     rows = kron(eye_array(n), csr_array(np.ones((1, m))))  # sum over j of P[i, j] = a_i
     cols = kron(csr_array(np.ones((1, n))), eye_array(m))  # sum over i of P[i, j] = b_j
     result = linprog(
@@ -102,8 +109,16 @@ def earth_movers_distance(
         A_eq=vstack([rows, cols]),
         b_eq=np.concatenate([a, b]),
         bounds=(0, None),
-        method="highs",
+        method="highs-ds",
+        options={
+            "presolve": False,
+            "primal_feasibility_tolerance": _LP_TOLERANCE,
+            "dual_feasibility_tolerance": _LP_TOLERANCE,
+        },
     )
     if result.status != 0:
-        raise ParameterError(f"The transport problem could not be solved: {result.message}")
+        raise ParameterError(
+            f"The transport problem between {n} true and {m} estimated source masses could not "
+            f"be solved ({result.message}); report the masses that trigger it."
+        )
     return float(result.fun)

@@ -18,16 +18,20 @@ eigenbasis of ``L L^T``. `baseline_noise_var` is CaliBrain's pre-stimulus noise 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_int, check_number, check_option
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
 from neurotorch.meeg.simulation import ERPConfig
 
 _EPS = float(np.finfo(np.float64).eps)
 #: How a posterior's noise variance is set (CaliBrain's ``noise_type`` names).
-NOISE_TYPES = ("oracle", "baseline", "adaptive_joint_learning")
+NoiseType = Literal["oracle", "baseline", "adaptive_joint_learning"]
+NOISE_TYPES: tuple[str, ...] = get_args(NoiseType)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class GaussianPosterior:
     cov_blocks: torch.Tensor | None = None
 
 
+@fill_doc
 def bmn_posterior(
     y: torch.Tensor,
     leadfield: torch.Tensor,
@@ -60,12 +65,11 @@ def bmn_posterior(
 
     Parameters
     ----------
-    y
-        ``(B, M, T)`` sensor data.
-    leadfield
-        ``(M, N)`` or ``(M, N, K)``; the flattening of ``(N, K)`` is source-major.
-    gamma, noise_var
-        Source prior variance and sensor noise variance: scalars or ``(B,)`` tensors.
+    %(meeg_y)s
+    %(meeg_leadfield_tensor)s
+    gamma
+        Source prior variance (nAm²): a scalar or ``(B,)``.
+    %(meeg_noise_var)s
     compute_dtype
         Precision of the solve (``gamma - gamma^2 ...`` cancels, so float64 by default); the
         results come back in ``y``'s dtype.
@@ -78,8 +82,9 @@ def bmn_posterior(
     k = leadfield.shape[2] if free else 1
     lf = leadfield.reshape(n_sensors, n_sources * k).to(compute_dtype)
     yd = y.to(compute_dtype)
-    gamma = positive_per_trial(gamma, "gamma", batch, compute_dtype, y.device)
-    noise_var = positive_per_trial(noise_var, "noise_var", batch, compute_dtype, y.device)
+    per_trial = dict(batch=batch, dtype=compute_dtype, device=y.device)
+    gamma = positive_per_trial(gamma, "gamma", **per_trial)
+    noise_var = positive_per_trial(noise_var, "noise_var", **per_trial)
     eye = torch.eye(n_sensors, dtype=compute_dtype, device=y.device)
     cov_y = gamma[:, None, None] * (lf @ lf.T) + noise_var[:, None, None] * eye
     chol = torch.linalg.cholesky(cov_y)
@@ -113,7 +118,12 @@ def check_inputs(y: torch.Tensor, leadfield: torch.Tensor) -> None:
 
 
 def positive_per_trial(
-    value: float | torch.Tensor, name: str, batch: int, dtype: torch.dtype, device: torch.device
+    value: float | torch.Tensor,
+    name: str,
+    *,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
     """``value`` as a ``(batch,)`` tensor, checked to be finite and > 0."""
     tensor = torch.as_tensor(value, dtype=dtype, device=device)
@@ -124,6 +134,7 @@ def positive_per_trial(
     return tensor.expand(batch)
 
 
+@fill_doc
 def learn_hyperparameters(
     y: torch.Tensor,
     leadfield: torch.Tensor,
@@ -144,15 +155,10 @@ def learn_hyperparameters(
 
     Parameters
     ----------
-    y
-        ``(B, M, T)`` sensor data.
-    leadfield
-        ``(M, N)`` or ``(M, N, K)``.
-    noise_var
-        Known noise variance (scalar or ``(B,)``), or ``None`` to learn it jointly
-        (CaliBrain's ``adaptive_joint_learning``).
-    max_iter, tol
-        CaliBrain's defaults.
+    %(meeg_y)s
+    %(meeg_leadfield_tensor)s
+    %(meeg_noise_var_or_none)s
+    %(meeg_max_iter_tol)s
     init_noise_var
         Starting noise variance when it is learned (data units², CaliBrain's ``init_lambda``).
 
@@ -162,8 +168,7 @@ def learn_hyperparameters(
         ``(B,)`` float64 tensors (``noise_var`` is the given one when it is not learned).
     """
     check_inputs(y, leadfield)
-    if int(max_iter) < 1 or not tol > 0:
-        raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
+    check_iterations(max_iter, tol)
     batch, n_sensors, n_times = y.shape
     lf = leadfield.reshape(n_sensors, -1).to(torch.float64)
     eigvals, eigvecs = torch.linalg.eigh(lf @ lf.T)
@@ -174,7 +179,11 @@ def learn_hyperparameters(
         raise ParameterError("Some trials are all zeros; their evidence has no maximum.")
     learn_noise = noise_var is None
     sigma2 = positive_per_trial(
-        init_noise_var if learn_noise else noise_var, "noise_var", batch, torch.float64, y.device
+        init_noise_var if learn_noise else noise_var,
+        "noise_var",
+        batch=batch,
+        dtype=torch.float64,
+        device=y.device,
     ).clone()
     gamma_scale = y_norm2 / eigvals.max()  # CaliBrain's internal unit of gamma
     gamma = gamma_scale.clone()
@@ -197,19 +206,25 @@ def learn_hyperparameters(
     return gamma, sigma2
 
 
+def check_iterations(max_iter: int, tol: float) -> None:
+    """Refuse an iteration budget below 1 step or a stopping tolerance that is not > 0."""
+    check_int("max_iter", max_iter, minimum=1)
+    check_number("tol", tol, minimum=0.0, open_minimum=True)
+
+
 def known_noise_var(
-    noise_type: str, y: torch.Tensor, true_noise_var: torch.Tensor, config: ERPConfig
+    noise_type: str, y: torch.Tensor, *, true_noise_var: torch.Tensor, config: ERPConfig
 ) -> torch.Tensor | None:
     """The noise variance a posterior assumes under CaliBrain's ``noise_type``: the true one
     (``"oracle"``), the pre-stimulus estimate (``"baseline"``, `baseline_noise_var`), or ``None``
     when it is learned with gamma (``"adaptive_joint_learning"``)."""
-    if noise_type == "oracle":
+    if check_option("noise_type", noise_type, NOISE_TYPES) == "oracle":
         return true_noise_var.to(torch.float64)
     if noise_type == "baseline":
-        return baseline_noise_var(y, config.tmin, config.stim_onset, config.sfreq)
-    if noise_type == "adaptive_joint_learning":
-        return None
-    raise ParameterError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}.")
+        return baseline_noise_var(
+            y, tmin=config.tmin, stim_onset=config.stim_onset, sfreq=config.sfreq
+        )
+    return None
 
 
 def baseline_noise_var(

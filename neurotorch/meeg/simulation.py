@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from neurotorch._options import check_option
 from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.leadfield import LeadfieldData
 
@@ -55,10 +56,7 @@ class ERPConfig:
     free_recipe: str = "components"
 
     def __post_init__(self) -> None:
-        if self.free_recipe not in FREE_RECIPES:
-            raise ParameterError(
-                f"free_recipe must be one of {FREE_RECIPES}, got {self.free_recipe!r}."
-            )
+        check_option("free_recipe", self.free_recipe, FREE_RECIPES)
         if not (self.tmin <= self.stim_onset < self.tmax and self.sfreq > 0):
             raise ParameterError(
                 f"ERPConfig needs tmin <= stim_onset < tmax and sfreq > 0; got tmin={self.tmin}, "
@@ -240,6 +238,7 @@ class SourceSimulator:
         batch_size: int,
         n_sources: int,
         nnz: int,
+        *,
         generator: torch.Generator,
         n_components: int = 1,
     ) -> SourceBatch:
@@ -260,7 +259,7 @@ class SourceSimulator:
             n, self.config.n_post, generator=generator, device=self.device, dtype=self.dtype
         )
         amplitudes = self.draw_amplitudes(n, generator)
-        waves = self.waveforms(noise, lengths, starts, amplitudes)
+        waves = self.waveforms(noise, lengths, starts=starts, amplitudes=amplitudes)
         shape = (batch_size, nnz, n_components) if per_source > 1 else (batch_size, nnz)
         waves, amplitudes = waves.reshape(*shape, -1), amplitudes.reshape(shape)
         orientations = None
@@ -275,7 +274,13 @@ class SourceSimulator:
             )
             orientations = orient / orient.norm(dim=-1, keepdim=True)
             waves = orientations[..., None] * waves[:, :, None, :]
-        return SourceBatch(active, waves, amplitudes, orientations, n_sources)
+        return SourceBatch(
+            active_indices=active,
+            waveforms=waves,
+            amplitudes=amplitudes,
+            orientations=orientations,
+            n_sources=n_sources,
+        )
 
 
 @dataclass
@@ -356,7 +361,9 @@ class SensorSimulator:
         eta = ratio * signal_norm / eps_norm
         noise = eps * eta.to(self.dtype)[:, None, None]
         signal = torch.where(pure[:, None, None], 0.0, y_clean)
-        return SensorBatch(signal + noise, y_clean, noise, (eta**2).to(self.dtype))
+        return SensorBatch(
+            y=signal + noise, y_clean=y_clean, noise=noise, noise_var=(eta**2).to(self.dtype)
+        )
 
     def simulate(
         self, sources: SourceBatch, alpha: float | torch.Tensor, generator: torch.Generator

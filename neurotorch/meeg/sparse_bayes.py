@@ -21,8 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_number, check_option
 from neurotorch.errors import NonFiniteError, ParameterError, ShapeMismatchError
-from neurotorch.meeg.posterior import GaussianPosterior, check_inputs, positive_per_trial
+from neurotorch.meeg.posterior import (
+    GaussianPosterior,
+    check_inputs,
+    check_iterations,
+    positive_per_trial,
+)
 
 _EPS = float(torch.finfo(torch.float64).eps)
 #: sFlex basis normalisations (CaliBrain's ``compute_B``).
@@ -53,6 +60,7 @@ class GammaMapResult:
     n_iter: torch.Tensor
 
 
+@fill_doc
 def gamma_map_posterior(
     y: torch.Tensor,
     leadfield: torch.Tensor,
@@ -65,29 +73,26 @@ def gamma_map_posterior(
 
     Parameters
     ----------
-    y
-        ``(B, M, T)`` sensor data.
-    leadfield
-        ``(M, N)`` or ``(M, N, K)``.
-    noise_var
-        The white noise variance each trial assumes (a scalar or ``(B,)``; CaliBrain's
-        ``gamma_map``), or ``None`` to learn one noise variance per sensor with the gammas
-        (CaliBrain's ``gamma_lambda_map``: ``lambda_m <- sqrt(mean_t r_m^2 / (C^-1)_mm)`` with the
-        residual ``r = Y - L X``, from ``lambda = 1`` in its units).
-    max_iter, tol
-        CaliBrain's defaults.
+    %(meeg_y)s
+    %(meeg_leadfield_tensor)s
+    %(meeg_noise_var_or_none)s
+        A learned noise follows CaliBrain's ``gamma_lambda_map``:
+        ``lambda_m <- sqrt(mean_t r_m^2 / (C^-1)_mm)`` with the residual ``r = Y - L X``, from
+        ``lambda = 1`` in its units.
+    %(meeg_max_iter_tol)s
     basis
         ``(N, N)`` spatial basis ``B`` (`spatial_basis`): sFlex, the sources are ``x = B c``
         (per component) and the gammas belong to the coefficients ``c``; the posterior is
         returned for ``x``.
     """
     check_inputs(y, leadfield)
-    if int(max_iter) < 1 or not tol > 0:
-        raise ParameterError(f"Need max_iter >= 1 and tol > 0; got {max_iter}, {tol}.")
+    check_iterations(max_iter, tol)
     batch, n_sensors, n_times = y.shape
     learn_noise = noise_var is None
     if not learn_noise:
-        noise_var = positive_per_trial(noise_var, "noise_var", batch, torch.float64, y.device)
+        noise_var = positive_per_trial(
+            noise_var, "noise_var", batch=batch, dtype=torch.float64, device=y.device
+        )
     free = leadfield.ndim == 3
     k = leadfield.shape[2] if free else 1
     lf = leadfield.to(torch.float64).reshape(n_sensors, leadfield.shape[1], k)
@@ -123,7 +128,9 @@ def gamma_map_posterior(
         active, old = active[alive], old[alive]
         if active.numel() == 0:
             break
-        new, new_lam = _update(old, g, lam[active], data_power[active], k, learn_noise)
+        new, new_lam = _update(
+            old, g, lam=lam[active], data_power=data_power[active], k=k, learn_noise=learn_noise
+        )
         total = old.abs().sum(1) + (_EPS if learn_noise else _EPS * old.shape[1])
         err = (new - old).abs().sum(1) / total
         gamma[active], lam[active] = new, new_lam
@@ -131,7 +138,7 @@ def gamma_map_posterior(
         active = active[err >= tol]
         if active.numel() == 0:
             break
-    posterior = _posterior(gamma, g, lam, m, k, free, basis)
+    posterior = _posterior(gamma, g, lam=lam, m=m, k=k, free=free, basis=basis)
     scale = data_norm.sqrt() / (lf_norm + pad)  # CaliBrain's n_const: back to nAm
     out = y.dtype
     mean = posterior.mean * scale.reshape(-1, *[1] * (posterior.mean.ndim - 1))
@@ -141,16 +148,17 @@ def gamma_map_posterior(
         blocks = (blocks * (scale**2)[:, None, None, None]).to(out)
     learned = gamma * (scale**2)[:, None]
     return GammaMapResult(
-        GaussianPosterior(mean.to(out), (posterior.var * var_scale).to(out), blocks),
-        learned.reshape(batch, -1, k) if free else learned,
-        lam * data_norm[:, None],
-        n_iter,
+        posterior=GaussianPosterior(mean.to(out), (posterior.var * var_scale).to(out), blocks),
+        gamma=learned.reshape(batch, -1, k) if free else learned,
+        noise_var=lam * data_norm[:, None],
+        n_iter=n_iter,
     )
 
 
 def _update(
     gamma: torch.Tensor,
     g: torch.Tensor,
+    *,
     lam: torch.Tensor,
     data_power: torch.Tensor,
     k: int,
@@ -200,6 +208,7 @@ def _inverse_sensor_cov(gamma: torch.Tensor, g: torch.Tensor, lam: torch.Tensor)
 def _posterior(
     gamma: torch.Tensor,
     g: torch.Tensor,
+    *,
     lam: torch.Tensor,
     m: torch.Tensor,
     k: int,
@@ -244,12 +253,9 @@ def spatial_basis(
         )
     if not bool(torch.isfinite(coords).all()):
         raise NonFiniteError("src_coords hold NaN or Inf; sFlex needs every source position.")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ParameterError(f"sigma must be a positive width in metres, got {sigma!r}.")
-    if not (np.isfinite(threshold_factor) and threshold_factor > 0):
-        raise ParameterError(f"threshold_factor must be > 0, got {threshold_factor!r}.")
-    if normalize not in BASIS_NORMALIZATIONS:
-        raise ParameterError(f"normalize must be one of {BASIS_NORMALIZATIONS}, got {normalize!r}.")
+    check_number("sigma", sigma, minimum=0.0, open_minimum=True)
+    check_number("threshold_factor", threshold_factor, minimum=0.0, open_minimum=True)
+    check_option("normalize", normalize, BASIS_NORMALIZATIONS)
     dist2 = torch.cdist(coords, coords).pow(2)
     kernel = torch.where(
         dist2 <= (threshold_factor * sigma) ** 2, torch.exp(-dist2 / (2 * sigma**2)), 0.0

@@ -16,11 +16,9 @@ memory, HDF5 files from a cached local copy (see `neurotorch.io.files`).
 from __future__ import annotations
 
 import fnmatch
-import io
 import json
 import os
 import posixpath
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,11 @@ from neurotorch.errors import CorruptFileError, FormatError, NonFiniteError
 from neurotorch.io.files import FilePath, as_path, file_root, local_copy, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
+from neurotorch.meeg.calibration import check_covariance_blocks, check_variances
+from neurotorch.meeg.npz import read_npz
 
+#: Where a file keeps its posterior uncertainty, in the order they are looked for.
+_POSTERIOR_KEYS = ("posterior_cov_blocks", "posterior_var", "posterior_cov")
 _ARRAY_KEYS = (
     "x_true",
     "x_hat",
@@ -74,8 +76,18 @@ class PosteriorRun:
     def orientation_type(self) -> str:
         return "fixed" if self.x_true.ndim == 2 else "free"
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.x_true.shape))
+        solver = self.metadata.get("solver")
+        return (
+            f"PosteriorRun({self.orientation_type}, x_true {shape}"
+            + (f", solver {solver}" if solver else "")
+            + (f", from {self.path}" if self.path else "")
+            + ")"
+        )
 
-def _blocks_from_full(cov: np.ndarray, n_sources: int, k: int, where: object) -> np.ndarray:
+
+def _blocks_from_full(cov: np.ndarray, *, n_sources: int, k: int, where: object) -> np.ndarray:
     if cov.shape != (n_sources * k, n_sources * k):
         raise FormatError(
             f"posterior_cov in {where} is {cov.shape}; expected ({n_sources * k},) * 2."
@@ -106,10 +118,10 @@ def _build_run(
         )
     n_sources = x_true.shape[0]
     k = 1 if x_true.ndim == 2 else x_true.shape[1]
-    blocks = None
-    if "posterior_cov_blocks" in arrays:
+    blocks, key = None, next((k for k in _POSTERIOR_KEYS if k in arrays), None)
+    if key == "posterior_cov_blocks":
         blocks = np.asarray(arrays["posterior_cov_blocks"], np.float64)
-    elif "posterior_var" in arrays:
+    elif key == "posterior_var":
         var = np.asarray(arrays["posterior_var"], np.float64)
         if var.size != int(np.prod(x_true.shape[:-1])):
             raise FormatError(
@@ -117,12 +129,12 @@ def _build_run(
                 f"component) of x_true {x_true.shape}, i.e. {x_true.shape[:-1]}."
             )
         var = var.reshape(x_true.shape[:-1])
-    elif "posterior_cov" in arrays:
+    elif key == "posterior_cov":
         cov = np.asarray(arrays["posterior_cov"], np.float64)
         if cov.ndim == 1:
             var = cov.reshape(x_true.shape[:-1])
         else:
-            blocks = _blocks_from_full(cov, n_sources, k, path)
+            blocks = _blocks_from_full(cov, n_sources=n_sources, k=k, where=path)
     else:
         raise FormatError(f"{path} holds no posterior_var, posterior_cov_blocks or posterior_cov.")
     if blocks is not None:
@@ -130,19 +142,29 @@ def _build_run(
             raise FormatError(
                 f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k})."
             )
+        blocks = check_covariance_blocks(blocks, f"The covariance blocks ({key!r}) in {path}")
         var = np.diagonal(blocks, axis1=1, axis2=2).copy()
         if k == 1:
             var, blocks = var[:, 0], None
+    var = check_variances(var, f"The posterior variances ({key!r}) in {path}")
     q_basis = arrays.get("Q_basis")
     if q_basis is not None and (q_basis.ndim != 3 or q_basis.size == 0):
         q_basis = None
-    for name, value in (("x_true", x_true), ("x_hat", x_hat), ("posterior variance", var)):
+    for name, value in (("x_true", x_true), ("x_hat", x_hat)):
         if not np.isfinite(value).all():
             raise NonFiniteError(
                 f"The {name} in {path} holds NaN or Inf; the run failed or the file is damaged: "
                 "re-create it."
             )
-    return PosteriorRun(x_true, x_hat, var, blocks, q_basis, metadata, path)
+    return PosteriorRun(
+        x_true=x_true,
+        x_hat=x_hat,
+        var=var,
+        cov_blocks=blocks,
+        Q_basis=q_basis,
+        metadata=metadata,
+        path=path,
+    )
 
 
 def _source(path: FilePath) -> Path | str:
@@ -161,16 +183,25 @@ def read_posterior_summary(path: FilePath, storage_options: dict | None = None) 
         with h5py.File(local, "r") as handle:
             arrays = {key: handle[key][()] for key in _ARRAY_KEYS if key in handle}
             raw_meta = handle.attrs.get("metadata_json")
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        # h5py reports damaged superblocks as OSError, damaged object headers, B-trees and
+        # attributes as RuntimeError/KeyError/ValueError
         raise CorruptFileError(
-            f"Posterior summary {path} is not a readable HDF5 file: {exc}"
+            f"Posterior summary {path} is damaged ({type(exc).__name__}: {exc}); re-create it."
         ) from exc
-    if isinstance(raw_meta, bytes):
-        raw_meta = raw_meta.decode("utf-8")
+    if isinstance(raw_meta, bytes | np.bytes_):
+        try:
+            raw_meta = bytes(raw_meta).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(f"metadata_json of {path} is damaged: {exc}") from exc
+    if raw_meta is not None and not isinstance(raw_meta, str):
+        raise FormatError(f"metadata_json of {path} is not a JSON string: {raw_meta!r:.80}.")
     try:
         metadata = json.loads(raw_meta) if raw_meta else {}
     except json.JSONDecodeError as exc:
         raise FormatError(f"metadata_json of {path} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise FormatError(f"metadata_json of {path} is not a JSON object: {raw_meta:.80}.")
     return _build_run(arrays, metadata, path)
 
 
@@ -192,23 +223,11 @@ def read_aggregated_run(path: FilePath, storage_options: dict | None = None) -> 
     path = _source(path)
     arrays: dict[str, np.ndarray] = {}
     metadata: dict[str, Any] = {}
-    try:
-        npz = np.load(io.BytesIO(content), allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
-    try:
-        with npz:
-            for key in npz.files:
-                try:
-                    value = npz[key]
-                except ValueError:
-                    continue  # pickled object entry
-                if key in _ARRAY_KEYS:
-                    arrays[key] = value
-                elif (scalar := _npz_scalar(value)) is not None:
-                    metadata[key] = scalar
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CorruptFileError(f"Calibration run file {path} is not a readable NPZ: {exc}") from exc
+    for key, value in read_npz(content, path, what="Calibration run file").arrays.items():
+        if key in _ARRAY_KEYS:
+            arrays[key] = value
+        elif (scalar := _npz_scalar(value)) is not None:
+            metadata[key] = scalar
     sidecar = posixpath.splitext(name)[0] + ".json"
     if root.exists(sidecar):
         with root.open(sidecar, mode="r") as handle:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neurotorch._options import check_int
 from neurotorch.errors import ShapeMismatchError
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import (
@@ -69,8 +70,8 @@ def plot_leadfield_column_norms(leadfield: LeadfieldData | np.ndarray, path: Pat
     left.hist(positive, bins=np.geomspace(positive.min(), positive.max(), 40) if log_scale else 40)
     if log_scale:
         left.set_xscale("log")
-    left.set(xlabel=f"column norm ({data.units})", ylabel="sources",
-             title=f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}")  # fmt: skip
+    title = f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}"
+    left.set(xlabel=f"column norm ({data.units})", ylabel="sources", title=title)
     if data.src_coords is not None and len(data.src_coords) == data.n_sources:
         xy = 100 * np.asarray(data.src_coords)[:, :2]
         shown = right.scatter(*xy.T, c=norms, s=12, cmap="viridis")
@@ -141,14 +142,14 @@ def plot_sensor_topomap(
             f"info has {len(info['ch_names'])} channels but the leadfield has {data.n_sensors} sensors."
         )
     gain = data.leadfield.reshape(data.n_sensors, data.n_sources, -1)
+    if source is not None:
+        check_int("source", source, minimum=0, maximum=data.n_sources - 1)
     if source is None:
         values, what, cmap = (
             np.sqrt(np.sum(gain**2, axis=(1, 2))),
             "sensor sensitivity (row norm)",
             "viridis",
         )
-    elif not 0 <= source < data.n_sources:
-        raise ValueError(f"source {source} is outside 0..{data.n_sources - 1}.")
     elif gain.shape[2] == 1:  # fixed orientation: signed gain
         values, what, cmap = gain[:, source, 0], f"gain of source {source}", "RdBu_r"
     else:
@@ -174,8 +175,8 @@ def run_coverage(
     """Empirical coverage of a run's credible intervals (fixed) or ellipsoids (free) at ``levels``,
     counted ``"time_averaged"`` (CaliBrain's calibrator) or ``"pointwise"``."""
     if run.orientation_type == "fixed" or run.cov_blocks is None:
-        return coverage_curve(run.x_true, run.x_hat, run.var, levels, mode)
-    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels, mode)
+        return coverage_curve(run.x_true, run.x_hat, run.var, levels=levels, mode=mode)
+    return ellipsoid_coverage_curve(run.x_true, run.x_hat, run.cov_blocks, levels=levels, mode=mode)
 
 
 def plot_coverage_curves(
@@ -234,7 +235,7 @@ def plot_coverage(
         }
     levels = np.asarray(levels, dtype=np.float64)
     curves = {name: run_coverage(run, levels, mode) for name, run in runs.items()}
-    return plot_coverage_curves(levels, curves, path, title)
+    return plot_coverage_curves(levels, curves, path, title=title)
 
 
 __all__ = [

@@ -5,7 +5,7 @@
     1284src_leadfield/<subject>_{fixed,free}_leadfield.npz   leadfields (µV/nAm, fT/nAm)
     1284src_fwd/<subject>-fwd.fif                           the free-orientation MNE forwards
     posterior_summaries/posterior_summary_run{id:08d}_seed{seed}.h5
-    calibration_datasets/<subject>_bmn_run{id:08d}_seed{seed}.npz (+ .json sidecar)
+    calibration_datasets/<subject>_BMN_run{id:08d}_seed{seed}.npz (+ .json sidecar)
     dataset.json                                            size, seed, subjects; written last
 
 Subjects: ``fsaverage`` (EEG easycap-M43) and ``sub-meg01`` (Neuromag magnetometers), both in a
@@ -26,6 +26,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
+from neurotorch._options import check_option
 from neurotorch.config import show_progress
 from neurotorch.io.atomic import atomic_open, atomic_path, write_json
 from neurotorch.meeg import forward, layout
@@ -43,7 +44,8 @@ SUBJECTS = {"fsaverage": "eeg", "sub-meg01": "mag"}
 SUMMARY_DIR = "posterior_summaries"
 AGGREGATED_DIR = "calibration_datasets"
 DATASET_INFO = "dataset.json"
-SOLVER = "bmn"
+#: CaliBrain's name of the solver of the runs (its metadata and file names use it as is).
+SOLVER = "BMN"
 
 
 def default_root(size: str = "small", seed: int = 0) -> Path:
@@ -51,11 +53,11 @@ def default_root(size: str = "small", seed: int = 0) -> Path:
     return synthetic_root("calibrain", size, seed)
 
 
-def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path: Path | None):
+def _leadfields(info, *, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path: Path | None):
     """Fixed and free `LeadfieldData` from one free MNE forward (optionally written to disk)."""
     import mne
 
-    fwd = forward.make_forward(info, rr, nn, forward.sphere_model(sensor))
+    fwd = forward.make_forward(info, rr, nn, bem=forward.sphere_model(sensor))
     if forward_path is not None:
         forward_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(forward_path) as tmp:
@@ -63,7 +65,9 @@ def _leadfields(info, rr: np.ndarray, nn: np.ndarray, sensor: str, forward_path:
     return {ori: forward.forward_to_leadfield(fwd, ori) for ori in layout.ORIENTATIONS}
 
 
-def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
+def _write_aggregated(path: Path, run: dict, *, metadata: dict, q_basis: np.ndarray | None) -> None:
+    """CaliBrain's aggregated per-run NPZ: marginal variances (fixed) or covariance blocks and
+    the component basis ``Q_basis`` (free; CaliBrain's calibration needs it for MEG)."""
     n_sources = run["x_true"].shape[0]
     k = 1 if run["x_true"].ndim == 2 else run["x_true"].shape[1]
     full = run["posterior_cov"].reshape(n_sources, k, n_sources, k)
@@ -74,6 +78,7 @@ def _write_aggregated(path: Path, run: dict, metadata: dict) -> None:
         arrays["posterior_var"] = blocks[:, 0, 0]
     else:
         arrays["posterior_cov_blocks"] = blocks
+        arrays["Q_basis"] = q_basis
     scalars = {key: np.asarray(value) for key, value in metadata.items() if value is not None}
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays, **scalars)
@@ -94,7 +99,9 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
             n_sources, center=forward.SPHERE_ORIGIN["eeg" if sensor == "eeg" else "meg"]
         )
         info = forward.sensor_info(sensor)
-        per_ori = _leadfields(info, rr, nn, sensor, root / layout.forward_file(subject))
+        per_ori = _leadfields(
+            info, rr=rr, nn=nn, sensor=sensor, forward_path=root / layout.forward_file(subject)
+        )
         for ori, data in per_ori.items():
             save_leadfield_npz(root / layout.leadfield_file(subject, ori), data)
             leadfields[subject, ori] = data
@@ -109,27 +116,35 @@ def _write_calibrain(root: Path, n_sources: int, n_runs: int, seed: int, progres
         nnz = int(rng.choice([1, 3, 5, 10]))
         alpha = float(rng.choice([0.1, 0.3, 0.5, 0.7, 0.9]))
         run_seed = int(rng.integers(2**31))
-        run = simulate_run(data, nnz, alpha, run_seed, index=run_id)
+        run = simulate_run(data, nnz=nnz, alpha=alpha, seed=run_seed, index=run_id)
         metadata = {
-            "global_run_id": run_id, "run_id": run_id, "solver": SOLVER, "noise_type": "oracle",
-            "subject": subject, "orientation_type": ori, "nnz": nnz, "alpha_SNR": alpha,
-            "n_sources": data.n_sources, "n_times": run["x_true"].shape[-1], "seed": run_seed,
-            "sensor_kind": data.sensor_kind, "coil_type": data.coil_type,
-            "gamma": run["gamma"], "noise_var": run["noise_var"],
-            "sensor_units": data.sensor_units, "sensor_unitmult": data.sensor_unitmult,
-        }  # fmt: skip
+            "global_run_id": run_id,
+            "run_id": run_id,
+            "solver": SOLVER,
+            "noise_type": "oracle",
+            "subject": subject,
+            "orientation_type": ori,
+            "nnz": nnz,
+            "alpha_SNR": alpha,
+            "n_sources": data.n_sources,
+            "n_times": run["x_true"].shape[-1],
+            "seed": run_seed,
+            "sensor_kind": data.sensor_kind,
+            "coil_type": data.coil_type,
+            "gamma": run["gamma"],
+            "noise_var": run["noise_var"],
+            "sensor_units": data.sensor_units,
+            "sensor_unitmult": data.sensor_unitmult,
+        }
         q_basis = data.Q_basis if ori == "free" else None
         write_posterior_summary(
             root / SUMMARY_DIR / layout.posterior_summary_name(run_id, run_seed),
             run,
-            q_basis,
-            metadata,
+            q_basis=q_basis,
+            metadata=metadata,
         )
-        _write_aggregated(
-            root / AGGREGATED_DIR / layout.aggregated_run_name(subject, SOLVER, run_id, run_seed),
-            run,
-            metadata,
-        )
+        name = layout.aggregated_run_name(subject, SOLVER, run_id=run_id, seed=run_seed)
+        _write_aggregated(root / AGGREGATED_DIR / name, run, metadata=metadata, q_basis=q_basis)
         steps.update()
     steps.close()
     return {"subjects": SUBJECTS, "n_sources": n_sources, "n_runs": n_runs}
@@ -159,8 +174,7 @@ def make_calibrain(
     progress
         Show a progress bar (default: on unless ``NEUROTORCH_PROGRESS=0``).
     """
-    if size not in SIZES:
-        raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
+    check_option("size", size, SIZES)
     root = Path(out) if out is not None else default_root(size, seed)
     show = show_progress(progress)
 
@@ -169,9 +183,9 @@ def make_calibrain(
 
     return write_dataset_once(
         root,
-        {"size": size, "seed": seed},
-        DATASET_INFO,
-        write,
+        params={"size": size, "seed": seed},
+        info_relpath=DATASET_INFO,
+        write=write,
         what="CaliBrain",
         overwrite=overwrite,
     )
@@ -248,7 +262,8 @@ def write_subject_leadfields(
     head_to_t1w[:3, 3] = centroid - 1000.0 * origin_m
     src_head = (src_mm - centroid) / 1000.0 + origin_m
     out = root / layout.FMRI_MEEG_DIR
-    per_ori = _leadfields(forward.sensor_info("eeg", montage), src_head, normals, "eeg", None)
+    info = forward.sensor_info("eeg", montage)
+    per_ori = _leadfields(info, rr=src_head, nn=normals, sensor="eeg", forward_path=None)
     for ori, data in per_ori.items():
         save_leadfield_npz(out / layout.leadfield_file(subject, ori), data)
     with atomic_open(out / layout.head_to_t1w_name(subject)) as handle:

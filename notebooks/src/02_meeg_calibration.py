@@ -76,7 +76,7 @@ from neurotorch.meeg import ERPConfig, SensorSimulator, SourceSimulator
 from neurotorch.meeg.simulation import item_generator
 
 generator = item_generator(seed=0, index=0)
-sources = SourceSimulator().simulate(1, eeg.n_sources, 3, generator)
+sources = SourceSimulator().simulate(1, eeg.n_sources, 3, generator=generator)
 sensors = SensorSimulator(eeg).simulate(sources, alpha=0.5, generator=generator)
 times = ERPConfig().times
 
@@ -104,6 +104,7 @@ from torch.utils.data import DataLoader
 from neurotorch.data.meeg.calibration import CalibrationDataset
 
 dataset = CalibrationDataset(eeg, length=64, nnz=(1, 3, 5), alpha=(0.3, 0.5, 0.9), seed=0)
+print(dataset)
 batch = next(iter(DataLoader(dataset, batch_size=16)))
 print({key: tuple(value.shape) for key, value in batch.items() if hasattr(value, "shape")})
 
@@ -146,11 +147,10 @@ warnings.filterwarnings(
     "ignore", message=".*(configure_optimizers|LeafSpec|does not have many workers|__len__).*"
 )
 datamodule = CalibrationDataModule(
-    data_dir=str(root / "1284src_leadfield"),
-    retrieve_mode="load",
+    leadfield={"data_dir": str(root)},  # the fsaverage EEG leadfield of this CaliBrain root
+    posterior={"noise_var_scale": 0.25},  # BMN assuming a quarter of the noise variance
     nnz=[1, 3, 5],
     alpha=[0.3, 0.5, 0.7, 0.9],
-    noise_var_scale=0.25,
     train_length=128,
     val_length=64,
     test_length=64,
@@ -179,8 +179,8 @@ assert after < before, "recalibration should bring coverage closer to nominal on
 # %% [markdown]
 # ## 6. Four inverse solvers, one set of trials
 #
-# CaliBrain compares the uncertainty of several inverse methods. `solver=` gives the calibration
-# datasets the posterior of Bayesian minimum norm (`"BMN"`, γ learned by evidence
+# CaliBrain compares the uncertainty of several inverse methods. The `solver` of `posterior=`
+# gives the calibration datasets the posterior of Bayesian minimum norm (`"BMN"`, γ learned by evidence
 # maximisation), eLORETA (`"eloreta"`), gamma-MAP (`"gamma_map"`, a prior variance per source,
 # sparse) or sFlex (`"gamma_map_sflex"`, gamma-MAP on a smooth spatial basis). Item `i` depends
 # only on `(seed, i)`, so the four datasets hold the same trials; here the noise variance is the
@@ -198,21 +198,26 @@ solvers = {"BMN": "BMN", "eLORETA": "eloreta", "gamma-MAP": "gamma_map", "sFlex"
 curves, truths, switched_off = {}, [], {}
 for name, solver in solvers.items():
     trials = CalibrationDataset(
-        eeg, length=32, nnz=(1, 3, 5), alpha=(0.3, 0.5, 0.7), seed=1, solver=solver,
-        noise_type="baseline",
-    )  # fmt: skip
-    batch = next(iter(DataLoader(trials, batch_size=32)))
+        eeg,
+        length=16,
+        nnz=(1, 3, 5),
+        alpha=(0.3, 0.5, 0.7),
+        seed=1,
+        posterior={"solver": solver, "noise_type": "baseline"},
+    )
+    batch = next(iter(DataLoader(trials, batch_size=16)))
     truths.append(batch["x_true"])
     var = batch["var"]
     switched_off[name] = float((var <= 1e-6 * var.amax(dim=1, keepdim=True)).float().mean())
     curves[name] = coverage_curve(
         batch["x_true"].numpy(), batch["mean"].numpy(), batch["var"].numpy(), DEFAULT_LEVELS
     )
-title = "Four solvers, the same 32 EEG trials (baseline noise)"
+title = "Four solvers, the same 16 EEG trials (baseline noise)"
 display(
     Image(filename=plot_coverage_curves(DEFAULT_LEVELS, curves, figures / "solvers.png", title))
 )
 print({name: f"{share:.0%} of sources switched off" for name, share in switched_off.items()})
+print(curves["gamma-MAP"])  # a coverage curve: empirical coverage at each nominal level
 mad = {
     name: calibration_metrics(DEFAULT_LEVELS, c)["mean_absolute_deviation"]
     for name, c in curves.items()

@@ -1,7 +1,7 @@
-"""Calibrator training data: simulated trials with the posterior of a CaliBrain solver (BMN,
-eLORETA or gamma-MAP), per item
-(`CalibrationDataset`) or per batch (`CalibrationBatches`), and the same items read from CaliBrain
-posterior summaries or NPZ runs (`CalibrationRunsDataset`)."""
+"""Calibrator training data: simulated trials with the posterior of a CaliBrain solver
+(`neurotorch.meeg.solvers`), per item (`CalibrationDataset`) or per batch (`CalibrationBatches`),
+and the same items read from CaliBrain posterior summaries or NPZ runs
+(`CalibrationRunsDataset`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from neurotorch._docs import fill_doc
 from neurotorch.data.meeg.simulation import (
     PAPER_ALPHA,
     PAPER_NNZ,
@@ -22,47 +22,35 @@ from neurotorch.data.meeg.simulation import (
 )
 from neurotorch.errors import DataNotDownloadedError, ParameterError
 from neurotorch.io.storage import DataRoot, is_url
-from neurotorch.meeg.leadfield import LeadfieldData
+from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
 from neurotorch.meeg.posterior import known_noise_var
 from neurotorch.meeg.simulation import ERPConfig
-from neurotorch.meeg.solvers import (
-    check_solver,
-    fit_posterior,
-    prepare_solver,
-    with_normalization,
-)
+from neurotorch.meeg.solvers import PosteriorSpec, Solver
 from neurotorch.meeg.summaries import find_files, find_posterior_summaries, read_run
 
 
-def posterior_item(
+def add_posterior(
     batch: dict[str, Any],
+    *,
     leadfield: torch.Tensor,
-    gamma: float | str,
-    noise_var_scale: float,
-    noise_type: str = "oracle",
-    config: ERPConfig | None = None,
-    solver: str = "BMN",
-    prepared: Mapping[str, Any] | None = None,
+    spec: PosteriorSpec,
+    solver: Solver,
+    prepared: Any,
+    config: ERPConfig,
 ) -> dict[str, Any]:
     """Add ``solver``'s posterior (``mean``, ``var``, ``cov_blocks``) of simulated trials to
-    ``batch`` (see `neurotorch.meeg.solvers`).
-
-    ``gamma`` (BMN only): ``"learn"`` (CaliBrain's evidence maximisation, see
-    `learn_hyperparameters`), ``"oracle"`` (each trial's mean source power ``mean(x**2)``) or a
-    number (nAm²). ``noise_type``: ``"oracle"`` (the true noise variance), ``"baseline"`` (the
-    pre-stimulus estimate of `baseline_noise_var`, timing from ``config``) -- both times
-    ``noise_var_scale`` -- or ``"adaptive_joint_learning"`` (learned with the prior: one variance
-    for BMN, one per sensor for gamma-MAP). ``prepared``: `prepare_solver`'s result for this
-    leadfield, with the solver's options (e.g. BMN's ``normalization``, CaliBrain's sLORETA
-    normalisation).
-    """
+    ``batch``, as ``spec`` says (see `neurotorch.meeg.solvers.PosteriorSpec`): the noise
+    variance of ``spec.noise_type`` times ``spec.noise_var_scale``, and ``spec.gamma`` (an
+    ``"oracle"`` gamma is each trial's mean source power ``mean(x**2)``). ``prepared`` is
+    ``solver.prepare``'s result for this leadfield."""
     x, y = batch["x"], batch["y"]
-    assumed = known_noise_var(noise_type, y, batch["noise_var"], config or ERPConfig())
+    assumed = known_noise_var(spec.noise_type, y, true_noise_var=batch["noise_var"], config=config)
     if assumed is not None:
-        assumed = assumed * float(noise_var_scale)
+        assumed = assumed * spec.noise_var_scale
+    gamma = spec.gamma
     if gamma == "oracle":
         gamma = x.double().flatten(1).pow(2).mean(dim=1)
-    fit = fit_posterior(solver, y, leadfield, assumed, gamma, prepared)
+    fit = solver.fit(y, leadfield, prepared, noise_var=assumed, gamma=gamma)
     batch.update(
         mean=fit.posterior.mean,
         var=fit.posterior.var,
@@ -75,170 +63,138 @@ def posterior_item(
     return batch
 
 
-def _positive_number(value: Any) -> bool:
-    try:
-        return bool(np.isfinite(float(value)) and float(value) > 0)
-    except (TypeError, ValueError):
-        return False
-
-
 class _PosteriorMixin:
-    """Adds ``solver``'s posterior to every simulated batch (see `posterior_item`)."""
+    """Adds the posterior of `posterior` to every simulated batch (see `add_posterior`)."""
 
-    gamma: float | str
-    noise_var_scale: float
-    noise_type: str
-    solver: str
-    solver_options: dict[str, Any]
+    posterior: PosteriorSpec
     simulation: TrialSimulation
 
-    def _init_posterior(
-        self,
-        gamma: float | str,
-        noise_var_scale: float,
-        noise_type: str,
-        normalization: bool,
-        solver: str,
-        solver_options: Mapping[str, Any] | None,
-    ) -> None:
-        if gamma not in ("learn", "oracle") and not _positive_number(gamma):
+    def _init_posterior(self, posterior: PosteriorSpec | Mapping[str, Any] | None) -> None:
+        self.posterior = PosteriorSpec.coerce(posterior)
+        self._solver = self.posterior.make_solver()
+        leadfield = self.simulation.leadfield
+        if self._solver.needs_src_coords and leadfield.src_coords is None:
             raise ParameterError(
-                f"gamma must be 'learn', 'oracle' or a positive number, got {gamma!r}."
+                f"solver={self.posterior.solver!r} needs the source positions (src_coords) of "
+                "the leadfield, and this leadfield has none: load or simulate one with positions."
             )
-        options = with_normalization(solver_options, normalization)
-        check_solver(solver, gamma, noise_type, options)
-        if solver == "gamma_map_sflex" and self.simulation.leadfield.src_coords is None:
-            raise ParameterError(
-                "solver='gamma_map_sflex' needs the source positions (src_coords) of the "
-                "leadfield, and this leadfield has none: load or simulate one with positions."
-            )
-        if noise_type == "oracle" and any(a >= 1.0 for a in self.simulation.alpha):
+        if self.posterior.noise_type == "oracle" and max(self.simulation.alpha) >= 1.0:
             raise ParameterError(
                 "Calibration data with noise_type='oracle' need alpha < 1: the posterior needs a "
-                "noise variance."
+                f"noise variance, and alpha={max(self.simulation.alpha)} has no noise."
             )
-        if not _positive_number(noise_var_scale):
-            raise ParameterError(f"noise_var_scale must be > 0, got {noise_var_scale!r}.")
-        self.gamma = gamma
-        self.noise_var_scale = float(noise_var_scale)
-        self.noise_type = noise_type
-        self.solver = solver
-        self.solver_options = options
-        self._prepared: dict[str, Any] | None = None
+        self._prepared: Any = None
+
+    def _describe_extra(self) -> str:
+        return f", solver={self.posterior.calibrain_name}"
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
         batch = self.simulation.draw(batch_size, generator, dense_sources=True)
         leadfield = self.simulation.simulators[1].leadfield
         if self._prepared is None:  # once per leadfield and process
-            self._prepared = prepare_solver(
-                self.solver, leadfield, self.simulation.leadfield.src_coords, self.solver_options
-            )
-        return posterior_item(
+            self._prepared = self._solver.prepare(leadfield, self.simulation.leadfield.src_coords)
+        return add_posterior(
             batch,
-            leadfield,
-            self.gamma,
-            self.noise_var_scale,
-            self.noise_type,
-            self.simulation.config,
-            self.solver,
-            self._prepared,
+            leadfield=leadfield,
+            spec=self.posterior,
+            solver=self._solver,
+            prepared=self._prepared,
+            config=self.simulation.config,
         )
 
 
+@fill_doc
 class CalibrationDataset(_PosteriorMixin, SimulatedSensorDataset):
     """Calibrator training items: simulated trials and a CaliBrain solver's posterior.
 
     Keys: ``y`` (M, T), ``x_true`` (N, T) or (N, K, T), ``mean`` (like ``x_true``), ``var`` (N,)
     or (N, K), ``cov_blocks`` (N, K, K, free only), ``alpha``, ``nnz``, ``noise_var`` (true),
-    ``assumed_noise_var``, ``gamma``, ``active_indices``. Item ``i`` depends only on ``(seed, i)``.
+    ``assumed_noise_var``, ``gamma`` (BMN's prior variance, or the mean of the per-source prior
+    variances of eLORETA / gamma-MAP), ``active_indices``, ``index``. Item ``i`` depends only on
+    ``(seed, i)``.
 
     Parameters
     ----------
-    leadfield, length, nnz, alpha, seed, config, device
-        As in `SimulatedSensorDataset`; with ``noise_type="oracle"``, ``alpha`` must be < 1.
-    gamma
-        BMN's source prior variance: ``"learn"`` (CaliBrain's evidence maximisation, the
-        default), ``"oracle"`` (each trial's mean source power) or a value (nAm²). The item's
-        ``gamma`` is that value, or for eLORETA / gamma-MAP the mean of their per-source prior
-        variances.
-    noise_var_scale
-        Assumed / true (or baseline) noise variance; values other than 1 misspecify the posterior.
-    noise_type
-        CaliBrain's ``"oracle"`` (true noise variance), ``"baseline"`` (pre-stimulus estimate)
-        or ``"adaptive_joint_learning"`` (learned jointly with the prior, ``gamma="learn"``).
-    normalization
-        CaliBrain's sLORETA normalisation of the BMN posterior (see `posterior_item`).
-    solver
-        CaliBrain's ``"BMN"`` (default), ``"eloreta"`` (`neurotorch.meeg.eloreta`) or
-        ``"gamma_map"`` (`neurotorch.meeg.sparse_bayes`). eLORETA needs a noise variance
-        (``noise_type`` ``"oracle"`` or ``"baseline"``); gamma-MAP with
-        ``"adaptive_joint_learning"`` learns one per sensor (CaliBrain's ``gamma_lambda_map``);
-        ``"gamma_map_sflex"`` is gamma-MAP on a spatial basis of the source positions (sFlex;
-        the leadfield needs ``src_coords``).
-    solver_options
-        CaliBrain's solver parameters, e.g. ``{"sigma": 0.02}`` for sFlex (see
-        `neurotorch.meeg.solvers.SOLVER_OPTIONS`).
+    %(meeg_leadfield)s
+    length
+        Virtual number of items.
+    %(meeg_nnz_alpha)s
+        With ``noise_type="oracle"``, ``alpha`` must be < 1.
+    %(seed)s
+    %(meeg_posterior)s
+    %(meeg_erp_config)s
+    %(meeg_device)s
     """
 
     def __init__(
         self,
-        leadfield: LeadfieldData,
+        leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None = None,
         length: int = 1000,
-        nnz: Sequence[int] = PAPER_NNZ,
-        alpha: Sequence[float] = PAPER_ALPHA,
+        nnz: int | Sequence[int] = PAPER_NNZ,
+        alpha: float | Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
-        gamma: float | str = "learn",
-        noise_var_scale: float = 1.0,
+        posterior: PosteriorSpec | Mapping[str, Any] | None = None,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
-        noise_type: str = "oracle",
-        normalization: bool = False,
-        solver: str = "BMN",
-        solver_options: Mapping[str, Any] | None = None,
-    ):
-        super().__init__(leadfield, length, nnz, alpha, seed, config, True, device)
-        self._init_posterior(
-            gamma, noise_var_scale, noise_type, normalization, solver, solver_options
-        )
-
-
-class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
-    """`CalibrationDataset`'s items generated a whole batch at a time (iterable; ``batch_size=None``
-    in the DataLoader). Sharding and seeding as in `SimulatedSensorBatches`."""
-
-    def __init__(
-        self,
-        leadfield: LeadfieldData,
-        batch_size: int = 64,
-        n_batches: int = 16,
-        nnz: Sequence[int] = PAPER_NNZ,
-        alpha: Sequence[float] = PAPER_ALPHA,
-        seed: int = 0,
-        gamma: float | str = "learn",
-        noise_var_scale: float = 1.0,
-        config: ERPConfig | None = None,
-        device: torch.device | str = "cpu",
-        fresh_each_epoch: bool = True,
-        noise_type: str = "oracle",
-        normalization: bool = False,
-        solver: str = "BMN",
-        solver_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(
             leadfield,
-            batch_size,
-            n_batches,
-            nnz,
-            alpha,
-            seed,
-            config,
-            True,
-            device,
-            fresh_each_epoch,
+            length=length,
+            nnz=nnz,
+            alpha=alpha,
+            seed=seed,
+            config=config,
+            return_sources=True,
+            device=device,
         )
-        self._init_posterior(
-            gamma, noise_var_scale, noise_type, normalization, solver, solver_options
+        self._init_posterior(posterior)
+
+
+@fill_doc
+class CalibrationBatches(_PosteriorMixin, SimulatedSensorBatches):
+    """`CalibrationDataset`'s items generated a whole batch at a time (iterable; ``batch_size=None``
+    in the DataLoader). Sharding and seeding as in `SimulatedSensorBatches`.
+
+    Parameters
+    ----------
+    %(meeg_leadfield)s
+    batch_size, n_batches
+        Trials per batch and batches per epoch.
+    %(meeg_nnz_alpha)s
+    %(seed)s
+    %(meeg_posterior)s
+    %(meeg_erp_config)s
+    %(meeg_device)s
+    fresh_each_epoch
+        Draw new batches every epoch (training); ``False`` repeats them (validation, test).
+    """
+
+    def __init__(
+        self,
+        leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None = None,
+        batch_size: int = 64,
+        n_batches: int = 16,
+        nnz: int | Sequence[int] = PAPER_NNZ,
+        alpha: float | Sequence[float] = PAPER_ALPHA,
+        seed: int = 0,
+        posterior: PosteriorSpec | Mapping[str, Any] | None = None,
+        config: ERPConfig | None = None,
+        device: torch.device | str = "cpu",
+        fresh_each_epoch: bool = True,
+    ):
+        super().__init__(
+            leadfield,
+            batch_size=batch_size,
+            n_batches=n_batches,
+            nnz=nnz,
+            alpha=alpha,
+            seed=seed,
+            config=config,
+            return_sources=True,
+            device=device,
+            fresh_each_epoch=fresh_each_epoch,
         )
+        self._init_posterior(posterior)
 
 
 class CalibrationRunsDataset(Dataset):
@@ -284,6 +240,12 @@ class CalibrationRunsDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __repr__(self) -> str:
+        first = self.paths[0]
+        where = os.path.dirname(os.fspath(first)) or "."
+        kinds = sorted({os.path.splitext(os.fspath(p))[1] for p in self.paths})
+        return f"CalibrationRunsDataset({len(self.paths)} runs ({', '.join(kinds)}) in {where})"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         run = read_run(self.paths[index], self.storage_options)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from neurotorch._options import check_number
+from neurotorch.errors import ParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldData
@@ -70,11 +72,12 @@ class FMRIInformedSensors(Dataset):
         from scipy.spatial import cKDTree
 
         if leadfield.orientation_type != "fixed" or leadfield.src_coords is None:
-            raise ValueError(
-                "FMRIInformedSensors needs a fixed-orientation leadfield with src_coords."
+            raise ParameterError(
+                "FMRIInformedSensors needs a fixed-orientation leadfield with src_coords; got a "
+                f"{leadfield.orientation_type} one"
+                + (" without positions." if leadfield.src_coords is None else ".")
             )
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
+        alpha = check_number("alpha", alpha, minimum=0.0, maximum=1.0, open_minimum=True)
         coords = np.asarray(voxel_coords_mm, dtype=np.float64)
         transform = np.asarray(head_to_t1w, dtype=np.float64)
         src_mm = leadfield.src_coords @ transform[:3, :3].T + transform[:3, 3]
@@ -85,7 +88,7 @@ class FMRIInformedSensors(Dataset):
         distance, nearest = tree.query(src_mm)
         self.in_mask = distance <= max_distance_mm
         if not self.in_mask.any():
-            raise ValueError(
+            raise ParameterError(
                 "No leadfield source falls inside the betas' mask; check head_to_t1w (head metres -> "
                 "T1w millimetres) and voxel_coords_mm."
             )
@@ -130,10 +133,25 @@ class FMRIInformedSensors(Dataset):
         transform = read_transform(root.path(meeg_dir, layout.head_to_t1w_name(subject)), options)
         affine = nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject))).affine
         coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
-        return cls(betas_dataset, coords, leadfield, transform, alpha, seed, **kwargs)
+        return cls(
+            betas_dataset,
+            coords,
+            leadfield,
+            head_to_t1w=transform,
+            alpha=alpha,
+            seed=seed,
+            **kwargs,
+        )
 
     def __len__(self) -> int:
         return len(self.betas_dataset)
+
+    def __repr__(self) -> str:
+        return (
+            f"FMRIInformedSensors({len(self)} trials of {self.betas_dataset!r}; "
+            f"{self.leadfield.shape[0]} sensors x {self.leadfield.shape[1]} sources, "
+            f"{int(self.in_mask.sum())} inside the mask; alpha={self.alpha}, seed={self.seed})"
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.betas_dataset[index])

@@ -9,17 +9,20 @@ Units: sources nAm, sensors µV (EEG) or fT (MEG).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import as_ints, check_bool, check_int, check_number, check_option
 from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
 from neurotorch.errors import ParameterError
-from neurotorch.meeg.leadfield import LeadfieldData
+from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
+from neurotorch.synthetic.resolve import is_synthetic, resolve_data_dir
 
 PAPER_NNZ = (1, 3, 5, 10, 100)
 PAPER_ALPHA = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -28,48 +31,73 @@ _SPLIT_CODES = {None: 0, "train": 0, "val": 1, "validation": 1, "test": 2}
 
 def split_seed(seed: int, split: str | None) -> int:
     """A seed for ``split`` derived from ``seed`` (train keeps ``seed``; val/test get new streams)."""
-    if split not in _SPLIT_CODES:
-        raise ValueError(f"split must be one of train, val, test (or None), got {split!r}.")
-    code = _SPLIT_CODES[split]
+    code = _SPLIT_CODES[check_option("split", split, _SPLIT_CODES)]
     if code == 0:
         return int(seed)
     return int(np.random.SeedSequence([int(seed), code]).generate_state(1, np.uint32)[0])
 
 
+def resolve_leadfield(
+    leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None,
+) -> LeadfieldData:
+    """The leadfield a dataset simulates from: ``leadfield`` itself, or the one a
+    `LeadfieldSpec` (or a mapping of its fields, or ``None`` for the default) builds. A
+    ``data_dir`` of ``"synthetic"`` is the built-in synthetic CaliBrain root
+    (`neurotorch.synthetic.resolve.resolve_data_dir`), written on first use."""
+    if isinstance(leadfield, LeadfieldData):
+        return leadfield
+    spec = LeadfieldSpec.coerce(leadfield)
+    if is_synthetic(spec.data_dir):
+        spec = spec.replace(data_dir=str(resolve_data_dir("calibrain", spec.data_dir)))
+    return spec.build()
+
+
+def describe_leadfield(leadfield: LeadfieldData) -> str:
+    """``"EEG fixed 64x300"``: sensor kind, orientation and shape, for a dataset's repr."""
+    kind = {2: "EEG", 1: "MEG"}.get(leadfield.sensor_kind, "random")
+    shape = "x".join(map(str, leadfield.leadfield.shape))
+    return f"{kind} {leadfield.orientation_type} leadfield {shape}"
+
+
+@fill_doc
 class TrialSimulation:
     """Draws batches of simulated trials (sources and sensors) from a leadfield.
 
     Parameters
     ----------
-    leadfield
-        Fixed ``(M, N)`` or free ``(M, N, K)`` leadfield.
-    nnz, alpha
-        Grids the number of active sources (one value per draw) and the SNR (one value per
-        trial) are drawn from.
-    config
-        ERP settings.
-    device, dtype
-        Where the simulation runs.
+    %(meeg_leadfield)s
+    %(meeg_nnz_alpha)s
+    %(meeg_erp_config)s
+    %(meeg_device)s
+    dtype
+        Floating-point type of the simulated trials.
     """
 
     def __init__(
         self,
-        leadfield: LeadfieldData,
-        nnz: Sequence[int] = PAPER_NNZ,
-        alpha: Sequence[float] = PAPER_ALPHA,
+        leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None,
+        *,
+        nnz: int | Sequence[int] = PAPER_NNZ,
+        alpha: float | Sequence[float] = PAPER_ALPHA,
         config: ERPConfig | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        self.leadfield = leadfield
-        self.nnz = tuple(int(n) for n in nnz)
-        self.alpha = tuple(float(a) for a in alpha)
-        if not self.nnz or max(self.nnz) > leadfield.n_sources or min(self.nnz) < 1:
+        self.leadfield = resolve_leadfield(leadfield)
+        self.nnz = tuple(as_ints("nnz", nnz, minimum=1))
+        alphas = np.atleast_1d(np.asarray(alpha, dtype=object)).tolist()
+        if not alphas:
+            raise ParameterError("alpha is empty; give at least one SNR in [0, 1].")
+        self.alpha = tuple(
+            check_number(f"alpha[{k}]", a, minimum=0.0, maximum=1.0) for k, a in enumerate(alphas)
+        )
+        if max(self.nnz) > self.leadfield.n_sources:
             raise ParameterError(
-                f"nnz values {self.nnz} must lie in 1..{leadfield.n_sources} (the source count)."
+                f"nnz values {self.nnz} must lie in 1..{self.leadfield.n_sources} (the source "
+                "count of the leadfield)."
             )
-        if not self.alpha or not all(0.0 <= a <= 1.0 for a in self.alpha):
-            raise ParameterError(f"alpha values {self.alpha} must lie in [0, 1].")
+        if config is not None and not isinstance(config, ERPConfig):
+            config = ERPConfig(**config)
         self.config = config or ERPConfig()
         self.device = torch.device(device)
         self.dtype = dtype
@@ -84,9 +112,10 @@ class TrialSimulation:
     def simulators(self) -> tuple[SourceSimulator, SensorSimulator]:
         """The source and sensor simulators, created on first use in each process."""
         if self._sims is None:
+            settings = dict(device=self.device, dtype=self.dtype)
             self._sims = (
-                SourceSimulator(self.config, self.device, self.dtype),
-                SensorSimulator(self.leadfield, self.device, self.dtype),
+                SourceSimulator(self.config, **settings),
+                SensorSimulator(self.leadfield, **settings),
             )
         return self._sims
 
@@ -106,7 +135,11 @@ class TrialSimulation:
         )
         alpha = torch.tensor(self.alpha, dtype=self.dtype, device=self.device)[alpha_idx]
         sources = source_sim.simulate(
-            batch_size, self.leadfield.n_sources, nnz, generator, sensor_sim.n_components
+            batch_size,
+            self.leadfield.n_sources,
+            nnz,
+            generator=generator,
+            n_components=sensor_sim.n_components,
         )
         sensors = sensor_sim.simulate(sources, alpha, generator)
         padded = torch.full((batch_size, max(self.nnz)), -1, dtype=torch.long, device=self.device)
@@ -127,45 +160,58 @@ def _first(batch: dict[str, Any]) -> dict[str, Any]:
     return {key: value[0] for key, value in batch.items()}
 
 
+@fill_doc
 class SimulatedSensorDataset(Dataset):
     """Map-style simulated CaliBrain trials with a virtual length.
 
     Item ``i`` is drawn from a generator seeded by ``(seed, i)`` alone, so it is the same in any
-    worker, on any rank and in any order. Keys: ``index`` (``i``), ``y`` (M, T) sensors, ``x`` (N, T) or (N, K, T)
-    sources, ``active_indices`` (max nnz,), padded with -1, ``alpha``, ``nnz``, ``noise_var`` (scalars).
+    worker, on any rank and in any order. Keys: ``index`` (``i``), ``y`` (M, T) sensors, ``x``
+    (N, T) or (N, K, T) sources, ``active_indices`` (max nnz,), padded with -1, ``alpha``,
+    ``nnz``, ``noise_var`` (scalars).
 
     Parameters
     ----------
-    leadfield
-        The forward model (see `build_leadfield`).
+    %(meeg_leadfield)s
     length
         Virtual number of items.
-    nnz, alpha, config, device
-        See `TrialSimulation`.
-    seed
-        Base seed.
+    %(meeg_nnz_alpha)s
+    %(seed)s
+    %(meeg_erp_config)s
     return_sources
         Include the dense ``x`` (set ``False`` to save memory when only sensors are needed).
+    %(meeg_device)s
     """
 
     def __init__(
         self,
-        leadfield: LeadfieldData,
+        leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None = None,
         length: int = 1000,
-        nnz: Sequence[int] = PAPER_NNZ,
-        alpha: Sequence[float] = PAPER_ALPHA,
+        nnz: int | Sequence[int] = PAPER_NNZ,
+        alpha: float | Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
         config: ERPConfig | None = None,
         return_sources: bool = True,
         device: torch.device | str = "cpu",
     ):
-        self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
-        self.length = int(length)
-        self.seed = int(seed)
-        self.return_sources = return_sources
+        self.simulation = TrialSimulation(
+            leadfield, nnz=nnz, alpha=alpha, config=config, device=device
+        )
+        self.length = check_int("length", length, minimum=1)
+        self.seed = check_int("seed", seed)
+        self.return_sources = check_bool("return_sources", return_sources)
 
     def __len__(self) -> int:
         return self.length
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({describe_leadfield(self.simulation.leadfield)}, "
+            f"{self.length} trials, nnz={list(self.simulation.nnz)}, "
+            f"alpha={list(self.simulation.alpha)}, seed={self.seed}{self._describe_extra()})"
+        )
+
+    def _describe_extra(self) -> str:
+        return ""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
@@ -178,6 +224,7 @@ class SimulatedSensorDataset(Dataset):
         return self.simulation.draw(batch_size, generator, dense_sources=self.return_sources)
 
 
+@fill_doc
 class SimulatedSensorBatches(ShardedIterable):
     """Iterable simulated trials, generated a whole batch at a time (use ``batch_size=None``).
 
@@ -190,33 +237,61 @@ class SimulatedSensorBatches(ShardedIterable):
     training, or by itself when no one sets it), otherwise every pass repeats the same batches
     (use that for validation and test). Items differ from
     `SimulatedSensorDataset`'s (one random stream per batch, not per item).
+
+    Parameters
+    ----------
+    %(meeg_leadfield)s
+    batch_size, n_batches
+        Trials per batch and batches per epoch.
+    %(meeg_nnz_alpha)s
+    %(seed)s
+    %(meeg_erp_config)s
+    return_sources
+        Include the dense ``x``.
+    %(meeg_device)s
+    fresh_each_epoch
+        Draw new batches every epoch (training); ``False`` repeats them (validation, test).
     """
 
     yields_batches = True  # whole batches: a loader passes them through (batch_size=None)
 
     def __init__(
         self,
-        leadfield: LeadfieldData,
+        leadfield: LeadfieldData | LeadfieldSpec | Mapping[str, Any] | None = None,
         batch_size: int = 64,
         n_batches: int = 16,
-        nnz: Sequence[int] = PAPER_NNZ,
-        alpha: Sequence[float] = PAPER_ALPHA,
+        nnz: int | Sequence[int] = PAPER_NNZ,
+        alpha: float | Sequence[float] = PAPER_ALPHA,
         seed: int = 0,
         config: ERPConfig | None = None,
         return_sources: bool = True,
         device: torch.device | str = "cpu",
         fresh_each_epoch: bool = True,
     ):
-        self.simulation = TrialSimulation(leadfield, nnz, alpha, config, device)
-        self.batch_size = int(batch_size)
-        self.n_batches = int(n_batches)
-        self.seed = int(seed)
-        self.return_sources = return_sources
-        self.fresh_each_epoch = self.auto_advance = fresh_each_epoch
+        self.simulation = TrialSimulation(
+            leadfield, nnz=nnz, alpha=alpha, config=config, device=device
+        )
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.n_batches = check_int("n_batches", n_batches, minimum=1)
+        self.seed = check_int("seed", seed)
+        self.return_sources = check_bool("return_sources", return_sources)
+        self.fresh_each_epoch = self.auto_advance = check_bool("fresh_each_epoch", fresh_each_epoch)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
         return units_per_rank(self.n_batches, self.process_shard()[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({describe_leadfield(self.simulation.leadfield)}, "
+            f"{self.n_batches} batches of {self.batch_size} trials, "
+            f"nnz={list(self.simulation.nnz)}, alpha={list(self.simulation.alpha)}, "
+            f"seed={self.seed}, fresh_each_epoch={self.fresh_each_epoch}"
+            f"{self._describe_extra()})"
+        )
+
+    def _describe_extra(self) -> str:
+        return ""
 
     def __iter__(self):
         epoch = self.pass_epoch()

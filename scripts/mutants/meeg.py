@@ -1,0 +1,202 @@
+"""Mutants of the M/EEG area (0.4): physical checks, posterior checks, solver stopping and
+registry, the EMD, the grid, its manifest, CaliBrain fidelity and the DataModules' epochs."""
+
+from mutants import Mutant
+
+FAULTS = "tests/test_faults_meeg.py::test_meeg_fault_is_named"
+
+MUTANTS = [
+    Mutant(
+        "bmn-stop-on-absolute-change",
+        "neurotorch/meeg/posterior.py",
+        "        change = (new_gamma - gamma).abs() / (gamma.abs() + _EPS * gamma_scale)",
+        "        change = (new_gamma - gamma).abs()",
+        ("tests/test_meeg_posterior.py::test_posteriors_do_not_depend_on_the_unit_of_the_data",),
+    ),
+    Mutant(
+        "leadfield-all-zero-accepted",
+        "neurotorch/meeg/leadfield_data.py",
+        "    if not np.any(data.leadfield):",
+        "    if False:",
+        (f"{FAULTS}[leadfield-all-zero]",),
+    ),
+    Mutant(
+        "leadfield-units-not-checked-against-kind",
+        "neurotorch/meeg/leadfield_data.py",
+        "    if kind_name and units in layout.UNIT_NAMES and units not in _KIND_UNITS[kind]:",
+        "    if False:",
+        (f"{FAULTS}[leadfield-eeg-in-tesla]",),
+    ),
+    Mutant(
+        "leadfield-coil-not-checked-against-kind",
+        "neurotorch/meeg/leadfield_data.py",
+        "    if kind_name and eeg_coil != (kind == layout.KIND_EEG):",
+        "    if False:",
+        (f"{FAULTS}[leadfield-eeg-gradiometer-coil]",),
+    ),
+    Mutant(
+        "negative-variance-counted-as-zero",
+        "neurotorch/meeg/calibration.py",
+        "    if negative.any():",
+        "    if False:",
+        (
+            "tests/test_meeg_posterior.py::test_coverage_refuses_impossible_variances_and_returns_its_levels",
+            f"{FAULTS}[summary-negative-variance]",
+        ),
+    ),
+    Mutant(
+        "indefinite-covariance-accepted",
+        "neurotorch/meeg/calibration.py",
+        "    if asymmetry > 1e3 * tolerance * scale or bad.any():",
+        "    if False:",
+        (f"{FAULTS}[summary-indefinite-block]",),
+    ),
+    Mutant(
+        "coverage-curve-default-levels",
+        "neurotorch/meeg/calibration.py",
+        "    return CoverageCurve(levels, coverage_from_scores(standardized_errors(x_true, mean, var), z))",
+        "    return CoverageCurve(DEFAULT_LEVELS, coverage_from_scores(standardized_errors(x_true, mean, var), z))",
+        (
+            "tests/test_meeg_posterior.py::test_coverage_refuses_impossible_variances_and_returns_its_levels",
+        ),
+    ),
+    Mutant(
+        "emd-lp-with-presolve",
+        "neurotorch/meeg/metrics.py",
+        '            "presolve": False,',
+        '            "presolve": True,',
+        (
+            "tests/test_meeg_metrics.py::test_earth_movers_distance_with_nearly_pruned_masses_equals_pot",
+        ),
+    ),
+    Mutant(
+        "emd-one-source-unweighted",
+        "neurotorch/meeg/metrics.py",
+        "        return float(np.sum(cost * a[:, None] * b[None, :]))",
+        "        return float(np.mean(cost))",
+        (
+            "tests/test_meeg_metrics.py::test_earth_movers_distance_from_one_source_is_the_mean_distance",
+        ),
+    ),
+    Mutant(
+        "solver-unknown-options-passed-on",
+        "neurotorch/meeg/solvers/__init__.py",
+        "    if unknown:",
+        "    if False:",
+        ("tests/test_meeg_solvers.py::test_solver_options_are_checked",),
+    ),
+    Mutant(
+        "manifest-solver-not-calibrains-name",
+        "neurotorch/meeg/grid.py",
+        '            "solver": solver.calibrain_name(noise_type),',
+        '            "solver": solver.name,',
+        ("tests/test_meeg_grid.py::test_manifest_names_solvers_as_calibrain",),
+    ),
+    Mutant(
+        "manifest-absolute-paths-not-written",
+        "neurotorch/meeg/grid.py",
+        '            prefix=f"{out.as_posix()}/" if manifest_paths == "absolute" else "",',
+        '            prefix="",',
+        (
+            "tests/test_meeg_calibrain_interop.py::test_grid_manifest_is_aggregated_and_calibrated_like_calibrain",
+        ),
+    ),
+    Mutant(
+        "manifest-path-may-leave-its-folder",
+        "neurotorch/meeg/grid.py",
+        "        if not path.is_relative_to(folder):",
+        "        if False:",
+        (
+            "tests/test_meeg_grid.py::test_manifest_paths_stay_inside_the_manifest_folder",
+            f"{FAULTS}[manifest-path-escapes]",
+        ),
+    ),
+    Mutant(
+        "manifest-repeated-header-read",
+        "neurotorch/meeg/grid.py",
+        '        if value == "posterior_summary":',
+        "        if False:",
+        (f"{FAULTS}[manifest-two-headers]",),
+    ),
+    Mutant(
+        "grid-nnz-rounded",
+        "neurotorch/meeg/grid.py",
+        '        "nnz": as_ints("nnz", data_grid["nnz"], minimum=1),',
+        '        "nnz": [int(n) for n in data_grid["nnz"]],',
+        (f"{FAULTS}[grid-fractional-nnz]",),
+    ),
+    Mutant(
+        "grid-subject-string-split",
+        "neurotorch/meeg/grid.py",
+        '        "subject": [layout.check_subject(s) for s in as_names("subject", data_grid["subject"])],',
+        '        "subject": [layout.check_subject(s) for s in data_grid["subject"]],',
+        ("tests/test_meeg_grid.py::test_grid_values_are_checked_not_rounded_or_split",),
+    ),
+    Mutant(
+        "aggregated-meg-runs-without-q-basis",
+        "neurotorch/synthetic/meeg.py",
+        '        arrays["Q_basis"] = q_basis',
+        "        pass",
+        (
+            "tests/test_meeg_calibrain_interop.py::test_calibrain_calibrates_the_aggregated_free_meg_runs_of_make_calibrain",
+        ),
+    ),
+    Mutant(
+        "builder-ignores-require-src-coords",
+        "neurotorch/meeg/leadfield.py",
+        "            require_src_coords=self.require_src_coords,",
+        "            require_src_coords=True,",
+        (
+            "tests/test_meeg_leadfield.py::test_calibrain_simulate_mode_files_load_without_positions",
+        ),
+    ),
+    Mutant(
+        "builder-needs-a-root-for-memory-modes",
+        "neurotorch/meeg/leadfield.py",
+        "        self._root: DataRoot | None = None\n",
+        "        self._root: DataRoot | None = None\n        self.root  # noqa: B018\n",
+        ("tests/test_meeg_leadfield.py::test_memory_modes_need_no_data_root",),
+    ),
+    Mutant(
+        "npz-compression-damage-unnamed",
+        "neurotorch/meeg/npz.py",
+        "    NotImplementedError,\n",
+        "",
+        (f"{FAULTS}[npz-damaged-central-directory]",),
+    ),
+    Mutant(
+        "hdf5-header-damage-unnamed",
+        "neurotorch/meeg/summaries.py",
+        "    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:",
+        "    except OSError as exc:",
+        (f"{FAULTS}[summary-damaged-btree]", f"{FAULTS}[summary-damaged-local-heap]"),
+    ),
+    Mutant(
+        "summary-written-without-checksums",
+        "neurotorch/meeg/grid.py",
+        "            handle.create_dataset(key, data=run[key], fletcher32=True)",
+        "            handle.create_dataset(key, data=run[key])",
+        (f"{FAULTS}[summary-damaged-values]",),
+    ),
+    Mutant(
+        "noise-misspecification-ignored",
+        "neurotorch/data/meeg/calibration.py",
+        "        assumed = assumed * spec.noise_var_scale",
+        "        assumed = assumed",
+        ("tests/test_meeg_data.py::test_calibration_items_hold_the_posterior",),
+    ),
+    Mutant(
+        "validation-drawn-anew-every-epoch",
+        "neurotorch/lightning/meeg.py",
+        '                fresh_each_epoch=part == "train",',
+        "                fresh_each_epoch=True,",
+        ("tests/test_meeg_epochs.py::test_second_epoch_through_a_trainer",),
+    ),
+    Mutant(
+        "parts-share-one-seed-stream",
+        "neurotorch/lightning/meeg.py",
+        "            seed=split_seed(self.seed, part),",
+        "            seed=self.seed,",
+        ("tests/test_meeg_lightning.py::test_sensor_sim_datamodule_splits_differ",),
+    ),
+]
