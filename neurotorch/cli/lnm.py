@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from neurotorch.cli.arguments import add_endpoint_option, probability, storage_options
+from neurotorch.cli.arguments import (
+    add_endpoint_option,
+    non_negative_int,
+    probability,
+    storage_options,
+)
 
 AGGREGATIONS = ("mean", "sum", "median", "percent")
 CONVENTIONS = ("neurotorch", "lacuna")
@@ -20,14 +25,6 @@ def torch_device(text: str) -> str:
     except ParameterError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

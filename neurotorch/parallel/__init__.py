@@ -8,7 +8,7 @@ the M/EEG grid); this package knows nothing about datasets.
 
 from __future__ import annotations
 
-from neurotorch.parallel.engine import execute_unit, run_units
-from neurotorch.parallel.units import Unit, UnitResult
+from neurotorch.parallel.engine import execute_unit, run_units, stop_requested
+from neurotorch.parallel.units import Unit, UnitResult, unit_lines
 
-__all__ = ["Unit", "UnitResult", "execute_unit", "run_units"]
+__all__ = ["Unit", "UnitResult", "execute_unit", "run_units", "stop_requested", "unit_lines"]

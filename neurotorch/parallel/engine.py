@@ -8,8 +8,12 @@ The engine is chosen by two arguments, the same on every command (``--workers``,
 ``workers=N``, no scheduler             N local worker processes: a Dask ``LocalCluster``
                                         when ``dask.distributed`` is installed (the
                                         ``parallel`` extra), else a process pool
+``workers=N, threads=True``             N threads of this process (units that wait on the
+                                        network: downloads)
 ``scheduler="tcp://host:8786"``         the Dask scheduler at that address (any cluster:
                                         ``dask-jobqueue`` on SLURM/PBS/SGE, Kubernetes, ...)
+``scheduler="scheduler.json"``          the scheduler a Dask scheduler file describes
+                                        (``dask scheduler --scheduler-file``)
 ``scheduler=<Client or cluster>``       that Dask client or cluster object
 =====================================  ==================================================
 
@@ -19,14 +23,24 @@ dies (killed, out of memory) loses only its unit: Dask reschedules it on another
 process pool is rebuilt and the unfinished units resubmitted. A unit that raises is reported (its
 error kept) after every other unit has finished; the outputs of the others stay, so running the
 same command again redoes only what failed.
+
+Units that run in threads can stop early when the run is interrupted (Ctrl-C): they poll
+`stop_requested` between pieces of work (a download between chunks), and the run waits for
+them before it re-raises the interrupt, so nothing is still writing when it returns.
+
+The local Dask workers this module starts may start processes of their own (Dask's workers are
+daemonic by default, which forbids it): a unit may check a file in a child process that the file
+can crash (`neurotorch.io.integrity`). On a cluster started by other means, a unit whose file
+crashes its worker is retried and then reported failed (``KilledWorker``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -42,6 +56,15 @@ from neurotorch.parallel.units import Unit, UnitResult
 log = logging.getLogger(__name__)
 #: How many times the process pool is rebuilt after a worker died, before giving up.
 POOL_REBUILDS = 3
+# the stop event of the threaded run the current thread works for (see `stop_requested`)
+_thread_run = threading.local()
+
+
+def stop_requested() -> bool:
+    """Whether the threaded run this unit runs in was interrupted: a long unit polls it and
+    returns (or raises) early; always False outside a threaded run."""
+    stop = getattr(_thread_run, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 def execute_unit(unit: Unit) -> UnitResult:
@@ -57,7 +80,8 @@ def execute_unit(unit: Unit) -> UnitResult:
             value = unit.run()
     except Exception as exc:  # noqa: BLE001 - the unit's error is reported, not raised here
         elapsed = time.perf_counter() - start
-        return UnitResult(unit.key, "failed", error=f"{type(exc).__name__}: {exc}", seconds=elapsed)
+        error = f"{type(exc).__name__}: {exc}"
+        return UnitResult(unit.key, "failed", error=error, seconds=elapsed, exception=exc)
     return UnitResult(unit.key, "ran", value=value, seconds=time.perf_counter() - start)
 
 
@@ -69,6 +93,7 @@ def run_units(
     only: Iterable[int] | None = None,
     progress: bool | None = None,
     desc: str = "units",
+    threads: bool = False,
 ) -> list[UnitResult]:
     """Run every unit that is not done yet; return one `UnitResult` per unit, in order.
 
@@ -79,13 +104,17 @@ def run_units(
     workers
         Local worker processes (see the module docstring); ``None`` or 1 runs in this process.
     scheduler
-        A Dask scheduler address (``"tcp://host:8786"``), or a Dask ``Client`` or cluster object.
+        A Dask scheduler address (``"tcp://host:8786"``), a scheduler file (``.json``), or a
+        Dask ``Client`` or cluster object.
     only
         Positions of the units to run (a job array runs one position per task); default all.
     progress
         Show a progress bar (default: ``NEUROTORCH_PROGRESS``).
     desc
         What the progress bar calls the units.
+    threads
+        Run ``workers`` units at once in threads of this process instead of worker processes
+        (for units that wait on the network); ignored with a ``scheduler``.
 
     Raises
     ------
@@ -107,7 +136,7 @@ def run_units(
         total=len(selected), initial=len(results), desc=desc, disable=not show_progress(progress)
     )
     with bar:
-        for result in _dispatch(todo, workers, scheduler):
+        for result in _dispatch(todo, workers, scheduler, threads):
             results[result.key] = result
             bar.update()
     ordered = [results[unit.key] for unit in selected]
@@ -129,12 +158,14 @@ def _select(units: Sequence[Unit], only: Iterable[int] | None) -> list[Unit]:
     return [units[k] for k in positions]
 
 
-def _dispatch(units: list[Unit], workers: int | None, scheduler: Any):
+def _dispatch(units: list[Unit], workers: int | None, scheduler: Any, threads: bool):
     """Results of ``units`` as they complete, on the engine the arguments choose."""
     if not units:
         return iter(())
     if scheduler is not None:
         return _on_dask(units, scheduler)
+    if threads:
+        return _on_threads(units, workers or 1)
     if workers is None or workers == 1:
         return (execute_unit(unit) for unit in units)
     try:
@@ -167,18 +198,44 @@ def _on_process_pool(units: list[Unit], workers: int):
         yield UnitResult(key, "failed", error="its worker process died repeatedly")
 
 
+def _in_thread(unit: Unit, stop: threading.Event) -> UnitResult:
+    _thread_run.stop = stop
+    try:
+        return execute_unit(unit)
+    finally:
+        _thread_run.stop = None
+
+
+def _on_threads(units: list[Unit], workers: int) -> Iterator[UnitResult]:
+    """A thread pool of this process; an interrupt asks the running units to stop
+    (`stop_requested`), waits for them, then propagates."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            futures = [pool.submit(_in_thread, unit, stop) for unit in units]
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def _on_local_dask(units: list[Unit], workers: int):
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster) as client:
-        yield from _gather(client, units)
+    # non-daemonic workers may start child processes (see the module docstring)
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+        with cluster, Client(cluster) as client:
+            yield from _gather(client, units)
 
 
 def _on_dask(units: list[Unit], scheduler: Any):
@@ -191,7 +248,11 @@ def _on_dask(units: list[Unit], scheduler: Any):
     if isinstance(scheduler, Client):
         yield from _gather(scheduler, units)
         return
-    with Client(scheduler) as client:  # an address or a cluster object
+    if isinstance(scheduler, str) and scheduler.endswith(".json"):
+        connect = Client(scheduler_file=scheduler)
+    else:  # an address or a cluster object
+        connect = Client(scheduler)
+    with connect as client:
         yield from _gather(client, units)
 
 
