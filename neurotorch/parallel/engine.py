@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
 from filelock import FileLock
@@ -146,6 +146,36 @@ def run_units(
     return ordered
 
 
+@contextmanager
+def shared_engine(workers: int | None = None, scheduler: Any = None) -> Iterator[dict[str, Any]]:
+    """The engine of several `run_units` calls in a row (the stages of a command): yields the
+    ``workers`` and ``scheduler`` to pass to each, so that N local Dask workers are started once
+    for all of them rather than once per call."""
+    if scheduler is not None or workers is None or workers == 1:
+        yield {"workers": workers, "scheduler": scheduler}
+        return
+    check_int("workers", workers, minimum=1)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:  # a process pool per call
+        yield {"workers": workers, "scheduler": None}
+        return
+    with ExitStack() as stack:
+        yield {"workers": None, "scheduler": _LazyCluster(workers, stack)}
+
+
+class _LazyCluster:
+    """A local Dask cluster started by the first `run_units` call that has work to send."""
+
+    def __init__(self, workers: int, stack: ExitStack):
+        self.workers, self.stack, self._client = workers, stack, None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.stack.enter_context(_local_client(self.workers))
+        return self._client
+
+
 def _select(units: Sequence[Unit], only: Iterable[int] | None) -> list[Unit]:
     units = list(units)
     keys = [unit.key for unit in units]
@@ -221,21 +251,29 @@ def _on_threads(units: list[Unit], workers: int) -> Iterator[UnitResult]:
             raise
 
 
-def _on_local_dask(units: list[Unit], workers: int):
+@contextmanager
+def _local_client(workers: int) -> Iterator[Any]:
+    """A Dask client of a new ``LocalCluster`` of ``workers`` single-threaded processes."""
     import dask
     from distributed import Client, LocalCluster
 
-    # non-daemonic workers may start child processes (see the module docstring)
+    # non-daemonic workers may start child processes (see the module docstring); workers that
+    # outlive the scheduler by a heartbeat at shutdown are not an error worth showing
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
         with cluster, Client(cluster) as client:
-            yield from _gather(client, units)
+            yield client
+
+
+def _on_local_dask(units: list[Unit], workers: int):
+    with _local_client(workers) as client:
+        yield from _gather(client, units)
 
 
 def _on_dask(units: list[Unit], scheduler: Any):
@@ -245,6 +283,8 @@ def _on_dask(units: list[Unit], scheduler: Any):
         raise MissingDependencyError(
             "scheduler= needs dask.distributed: pip install 'neurotorch[parallel]'."
         ) from exc
+    if isinstance(scheduler, _LazyCluster):
+        scheduler = scheduler.client()
     if isinstance(scheduler, Client):
         yield from _gather(scheduler, units)
         return

@@ -74,3 +74,11 @@ def unit_lines(units: Sequence[Unit]) -> list[str]:
         f"{index:>{width}}  {'done' if unit.done() else 'todo'}  {unit.key}"
         for index, unit in enumerate(units)
     ]
+
+
+def result_lines(results: Sequence[UnitResult]) -> list[str]:
+    """One line per result: the unit's status and key, and the error of a failed one."""
+    return [
+        f"{result.status}  {result.key}" + (f"  {result.error}" if result.error else "")
+        for result in results
+    ]
