@@ -61,3 +61,42 @@ class SquaresUnit:
 def runs(out: Path) -> list[str]:
     log = out / "runs.log"
     return log.read_text().split() if log.exists() else []
+
+
+@dataclass(frozen=True)
+class DieAtCommit:
+    """A real unit whose worker is SIGKILLed the first time it runs, after ``commits`` of its
+    files were committed (`neurotorch.io.atomic.commit_file`) and before the next: the unit is
+    then half written, as when a node is lost mid-unit. ``flag`` marks that it died once."""
+
+    unit: object
+    flag: str
+    commits: int = 1
+
+    @property
+    def key(self) -> str:
+        return self.unit.key
+
+    @property
+    def lock_path(self):
+        return self.unit.lock_path
+
+    def done(self) -> bool:
+        return self.unit.done()
+
+    def run(self):
+        if not Path(self.flag).exists():
+            Path(self.flag).touch()
+            from neurotorch.io import atomic
+
+            committed = atomic.commit_file
+            count = [0]
+
+            def dying(written, path):
+                if count[0] == self.commits:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                count[0] += 1
+                return committed(written, path)
+
+            atomic.commit_file = dying
+        return self.unit.run()

@@ -40,7 +40,8 @@ class ShiftedSums:
         """Add one subject's float32 z map."""
         if self.count == 0:
             self.shift.copy_(z)
-        torch.sub(z, self.shift, out=self._deviation)  # exact: float32 inputs, float64 result
+        # exact: the difference of two float32 values, taken in float64
+        self._deviation.copy_(z).sub_(self.shift)
         self.total.add_(self._deviation)
         self.total_sq.addcmul_(self._deviation, self._deviation)
         self.count += 1

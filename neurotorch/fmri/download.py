@@ -37,7 +37,7 @@ from neurotorch.errors import (
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, source_root
-from neurotorch.io.integrity import check_files, is_verified
+from neurotorch.io.integrity import check_files, file_kind, is_verified
 from neurotorch.io.locks import path_lock
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
@@ -212,7 +212,10 @@ class DownloadUnit:
         return path.is_file() and path.stat().st_size == self.size
 
     def done(self) -> bool:
-        return self._complete() and is_verified(DataRoot(self.out), self.relpath)
+        checked = file_kind(self.relpath) == "other" or is_verified(
+            DataRoot(self.out), self.relpath
+        )
+        return checked and self._complete()
 
     def _count(self, n: int) -> None:
         if stop_requested():  # interrupted: end this transfer here, its partial file is kept

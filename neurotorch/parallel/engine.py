@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
@@ -288,12 +289,27 @@ def _on_dask(units: list[Unit], scheduler: Any):
     if isinstance(scheduler, Client):
         yield from _gather(scheduler, units)
         return
-    if isinstance(scheduler, str) and scheduler.endswith(".json"):
-        connect = Client(scheduler_file=scheduler)
-    else:  # an address or a cluster object
-        connect = Client(scheduler)
-    with connect as client:
+    with _connect(Client, scheduler) as client:
         yield from _gather(client, units)
+
+
+def _connect(client_class: type, scheduler: Any) -> Any:
+    """A client of the scheduler at an address, in a scheduler file, or of a cluster object;
+    `ParameterError` naming the address when nothing answers there."""
+    try:
+        if isinstance(scheduler, str) and scheduler.endswith(".json"):
+            if not Path(scheduler).is_file():
+                raise ParameterError(
+                    f"scheduler={scheduler!r}: no such scheduler file; give the file the "
+                    "scheduler writes (dask scheduler --scheduler-file PATH) or its address."
+                )
+            return client_class(scheduler_file=scheduler)
+        return client_class(scheduler)  # an address or a cluster object
+    except OSError as exc:  # includes the connect timeout
+        raise ParameterError(
+            f"scheduler={scheduler!r}: no Dask scheduler answered ({exc}); start one (dask "
+            "scheduler, a dask-jobqueue cluster) or check the address (tcp://host:8786)."
+        ) from exc
 
 
 def _gather(client: Any, units: list[Unit]):
