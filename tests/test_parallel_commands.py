@@ -9,6 +9,8 @@ The runs on a local Dask cluster (2 workers, killed workers, concurrent runs) ar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,25 @@ def test_download_lists_and_runs_its_units_one_by_one(tiny_laion_root, tmp_path,
     assert f"{len(listed) - 1} transferred" in capsys.readouterr().out
     assert main([*base, "--list-units"]) == 0
     assert all(" done " in line for line in capsys.readouterr().out.splitlines())
+
+
+def _check_in_daemon(path: str, queue) -> None:
+    from neurotorch.io.integrity import check_files
+
+    root = DataRoot(Path(path).parent)
+    queue.put([r.status for r in check_files(root, [Path(path).name], progress=False)])
+
+
+def test_hdf5_is_checked_in_a_daemonic_worker_that_may_not_start_children(tiny_laion_root):
+    """What a Dask worker started by others is: its HDF5 checks run in the worker itself."""
+    import multiprocessing
+
+    h5 = next((tiny_laion_root / "stimuli").glob("*.h5"))
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    worker = context.Process(target=_check_in_daemon, args=(str(h5), queue), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert worker.exitcode == 0 and queue.get(timeout=5) == [
+        check_file(DataRoot(h5.parent), h5.name).status
+    ]

@@ -9,8 +9,8 @@ it. The stages, in order:
 
 ``pini`` (``method="pini"`` only)
     each subject's correlation of every lesion voxel with the lesion mean. The seeds of a batch of
-    lesions are chosen from the rows of all subjects, put back in the run's subject order, as
-    `network_map` does (by the first ``maps`` unit that needs them).
+    lesions are chosen from the rows of all subjects at once, as `network_map` does (by the first
+    ``maps`` unit that needs them).
 ``maps``
     the Fisher z maps of the file's subjects, summed in float64 around the file's first subject
     (`neurotorch.connectome.stats.ShiftedSums`); with permutations, every subject's z maps too.
@@ -213,11 +213,10 @@ class NetworkMapPlan:
             units = self.units("pini", lesion_batch)
             self.require(units, f"the seeds of lesion batch {lesion_batch}")
             with FileLock(str(self.path(LOCK_DIR, path.name + ".lock"))):
-                if not path.is_file():
-                    inverse = np.argsort(self.stacked_order())  # back to the run's order
+                if not path.is_file():  # rows file after file: PCA ignores their order
                     rows = [_load_npz(unit.output(".npz")) for unit in units]
                     correlations = [
-                        np.concatenate([part[f"lesion-{k:04d}"] for part in rows])[inverse]
+                        np.concatenate([part[f"lesion-{k:04d}"] for part in rows])
                         for k in range(len(masks))
                     ]
                     write_npy(
