@@ -343,7 +343,7 @@ def network_map(
         batches,
         subjects,
         seed_masks=seed_masks,
-        sums=sums,
+        mean_and_t=sums.mean_and_t(),
         permutations=(p_fwe, max_t_null),
         parameters=dict(
             method=method,
@@ -400,13 +400,14 @@ def assemble_result(
     subjects: list[int],
     *,
     seed_masks: np.ndarray,
-    sums: ShiftedSums,
+    mean_and_t: tuple[np.ndarray, np.ndarray],
     permutations: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
     parameters: dict,
 ) -> NetworkMapResult:
-    """The maps of a run from its sums over subjects: mean z, t, p, q; ``permutations`` is the
-    (FWER p, max |t| null) pair, or ``(None, None)``; ``parameters`` go into the provenance."""
-    mean, t = sums.mean_and_t()
+    """The maps of a run from its float64 mean z and t (`ShiftedSums.mean_and_t`): mean z, t, p,
+    q; ``permutations`` is the (FWER p, max |t| null) pair, or ``(None, None)``; ``parameters``
+    go into the provenance."""
+    mean, t = mean_and_t
     p = two_sided_p(t, len(subjects) - 1)
     p_fwe, max_t_null = permutations
     return NetworkMapResult(
