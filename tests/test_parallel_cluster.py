@@ -202,3 +202,18 @@ def test_two_downloads_at_once_share_the_files(tiny_laion_root, tmp_path):
     assert all(
         (out / rel).read_bytes() == (tiny_laion_root / rel).read_bytes() for rel in tree_bytes(out)
     )
+
+
+def test_lnm_command_on_two_local_workers_writes_the_maps_of_one_process(connectome, tmp_path):
+    from neurotorch.cli.main import main
+
+    batches, lesions = connectome
+    base = ["lnm", str(lesions[0].parent), "--connectome", str(batches), "--no-figures"]
+    base += ["--permutations", "7", "--lesions-per-unit", "4", "--permutations-per-unit", "4"]
+    assert main([*base, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert main([*base, "--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    maps = sorted(p.name for p in (tmp_path / "one").glob("*.nii.gz"))
+    assert len(maps) > 10
+    assert all(
+        (tmp_path / "two" / m).read_bytes() == (tmp_path / "one" / m).read_bytes() for m in maps
+    )

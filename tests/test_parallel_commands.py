@@ -218,3 +218,24 @@ def test_hdf5_is_checked_in_a_daemonic_worker_that_may_not_start_children(tiny_l
     assert worker.exitcode == 0 and queue.get(timeout=5) == [
         check_file(DataRoot(h5.parent), h5.name).status
     ]
+
+
+def test_units_compute_on_one_thread_and_give_the_threads_back(connectome, tmp_path, monkeypatch):
+    """Documented: a unit's bytes do not depend on the core count of the machine it ran on."""
+    from neurotorch.connectome import lnm_units
+
+    seen = []
+    real = lnm_units.accumulate_z
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lnm_units, "accumulate_z", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_units(plan(tmp_path / "units", *connectome).units(), only=[0])
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

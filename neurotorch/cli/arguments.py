@@ -80,8 +80,11 @@ UNIT_OPTION_HELP = {
 }
 
 
-def add_unit_options(parser: argparse.ArgumentParser, workers_default: int | None = None) -> None:
-    """``--workers``, ``--scheduler``, ``--unit`` and ``--list-units`` (see docs/parallel.md)."""
+def add_unit_options(
+    parser: argparse.ArgumentParser, workers_default: int | None = None
+) -> argparse._ArgumentGroup:
+    """``--workers``, ``--scheduler``, ``--unit`` and ``--list-units`` (see docs/parallel.md), in
+    a group of their own, returned for the command's own unit options."""
     group = parser.add_argument_group("units of work (docs/parallel.md)")
     group.add_argument(
         "--workers",
@@ -102,6 +105,7 @@ def add_unit_options(parser: argparse.ArgumentParser, workers_default: int | Non
         help=UNIT_OPTION_HELP["--unit"],
     )
     group.add_argument("--list-units", action="store_true", help=UNIT_OPTION_HELP["--list-units"])
+    return group
 
 
 def unit_options(args: argparse.Namespace) -> dict:

@@ -178,16 +178,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the <lesion>_figure.png maps (drawn with nilearn)",
     )
-    add_unit_options(p)
-    p.add_argument(
+    units = add_unit_options(p)
+    units.add_argument(
         "--units-dir",
         default=None,
         help="folder of the units' outputs, seen by every worker (default: OUT.units)",
     )
-    p.add_argument(
+    units.add_argument(
         "--lesions-per-unit", type=positive_int, default=32, help="lesions per unit of work"
     )
-    p.add_argument(
+    units.add_argument(
         "--permutations-per-unit",
         type=positive_int,
         default=1000,

@@ -184,7 +184,8 @@ class DownloadUnit:
     version), reads it in full and checks it; a damaged copy is deleted and transferred once more,
     and one damaged again is deleted and raises `CorruptFileError`. Its output is the checked
     file, recorded as verified: the unit is done while that file is there, complete and
-    unchanged. ``on_bytes`` (threads of this process only) is called with every chunk's size.
+    unchanged (a file of a kind neurotorch does not check: complete). ``on_bytes`` (threads of
+    this process only) is called with every chunk's size.
     """
 
     root: DataRoot

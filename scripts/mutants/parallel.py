@@ -35,7 +35,7 @@ MUTANTS = [
         "neurotorch/connectome/lnm_units.py",
         "    torch.set_num_threads(1)\n",
         "",
-        (f"{CLUSTER}::test_lnm_on_two_workers_gives_the_bytes_of_one_process",),
+        (f"{COMMANDS}::test_units_compute_on_one_thread_and_give_the_threads_back",),
     ),
     Mutant(
         "merge-without-cross-term",
