@@ -10,8 +10,8 @@ Three measurements, each interleaved A/B/A/B in the same run on the same units:
 * real units: the ``maps`` units of lesion network mapping (one batch file × two lesions each) on
   a synthetic connectome, in a loop, by `run_units` in this process and on the 2 workers, beside
   `network_map` in one process (every core) on the same data;
-* engine overhead per unit: units that do nothing, `run_units` in this process and on 2 workers,
-  against a plain loop (milliseconds per unit).
+* engine overhead per unit: units that do nothing (no file either), `run_units` in this process
+  and on 2 workers, against a plain loop (milliseconds per unit).
 
 The machine's load average (1 min) is printed before and after every repeat: other work on a
 shared machine slows every engine, and the workers' share of 2 cores most.
@@ -73,20 +73,41 @@ class ProductUnit:
         return value
 
 
+@dataclass(frozen=True)
+class NoopUnit:
+    """A unit that does nothing (never done, no file): what is left is the engine's cost."""
+
+    index: int
+    lock_path = None
+
+    @property
+    def key(self) -> str:
+        return f"noop-{self.index:05d}"
+
+    def done(self) -> bool:
+        return False
+
+    def run(self) -> int:
+        return self.index
+
+
 def make_units(folder: Path, count: int, n: int, repeats: int) -> list[ProductUnit]:
     folder.mkdir(parents=True, exist_ok=True)
     return [ProductUnit(str(folder), k, n, repeats) for k in range(count)]
 
 
 def calibrate(seconds: float) -> tuple[int, int]:
-    """Matrix size and repeats so that one unit takes about ``seconds`` on one thread."""
-    n, repeats = 256, 1
+    """Matrix size and repeats so that one unit takes about ``seconds`` on one thread (the best of
+    three timings of 8 repeats: the first call also warms the math library up)."""
+    n, probe = 256, 8
+    one = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
-        unit = ProductUnit(tmp, 0, n, repeats)
-        start = time.perf_counter()
-        unit.run()
-        one = time.perf_counter() - start
-    return n, max(1, int(seconds / max(one, 1e-4)))
+        for attempt in range(3):
+            unit = ProductUnit(tmp, attempt, n, probe)
+            start = time.perf_counter()
+            unit.run()
+            one = min(one, (time.perf_counter() - start) / probe)
+    return n, max(1, round(seconds / max(one, 1e-6)))
 
 
 def timed(action) -> float:
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.5, help="CPU time per unit")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lnm-size", default="small", choices=["tiny", "small", "bench"])
+    parser.add_argument("--noop-units", type=int, default=500, help="units of the overhead")
     args = parser.parse_args(argv)
     from distributed import Client, LocalCluster
 
@@ -150,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         with cluster, client:
             for r in range(args.repeat):  # interleaved: every engine once per repeat
                 before = load()
-                for kind, size, reps in (("work", n, repeats), ("noop", 2, 0)):
-                    for name, engine in engines.items():
-                        work = make_units(root / f"{kind}-{name}-{r}", args.units, size, reps)
-                        rows.setdefault(f"{kind}/{name}", []).append(
-                            timed(lambda e=engine, w=work: e(w, client))
-                        )
+                for name, engine in engines.items():
+                    work = make_units(root / f"work-{name}-{r}", args.units, n, repeats)
+                    rows.setdefault(f"work/{name}", []).append(
+                        timed(lambda e=engine, w=work: e(w, client))
+                    )
+                    noop = [NoopUnit(k) for k in range(args.noop_units)]
+                    rows.setdefault(f"noop/{name}", []).append(
+                        timed(lambda e=engine, w=noop: e(w, client))
+                    )
                 for name, engine in engines.items():
                     work = lnm_units(connectome, root / f"lnm-{name}-{r}")
                     rows.setdefault(f"lnm/{name}", []).append(
@@ -168,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {name: min(times) for name, times in rows.items()}
 
     def overhead_ms(name: str) -> float:
-        return 1000 * (best[f"noop/{name}"] - best["noop/loop"]) / args.units
+        return 1000 * (best[f"noop/{name}"] - best["noop/loop"]) / args.noop_units
 
     report = {
         "cores": os.cpu_count(),

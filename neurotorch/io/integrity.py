@@ -15,7 +15,9 @@ changes it; the ETag for remote ones), so that `verify_before_use` reads each fi
 first use, and never again until the file changes.
 
 HDF5 files are read in a child process (`check_files`): the HDF5 library can crash the process on
-damaged metadata, and such a file must come out ``"bad"``, not end the run. The dataset-aware
+damaged metadata, and such a file must come out ``"bad"``, not end the run. A daemonic process
+(Dask's default worker) may not start one; it reads the file itself, and a crash ends that worker
+(Dask retries the unit elsewhere, then reports it failed, see `neurotorch.parallel`). The dataset-aware
 checks on top of these (batch headers, leadfields) are in `neurotorch.verify`.
 """
 
