@@ -111,6 +111,33 @@ synthetic_size
     subjects, 8 mm grid), ``"small"`` (20 subjects, 4 mm) or ``"bench"`` (10 subjects, 2 mm).
 """
 
+docdict["lnm_lesions"] = """
+lesions
+    Lesion masks, see `neurotorch.connectome.load_lesions`, or an already loaded `LesionSet`.
+"""
+docdict["lnm_connectome"] = """
+connectome
+    Folder of batch files (local path or fsspec URL such as ``s3://bucket/prefix``) or a
+    `ConnectomeBatches`.
+"""
+docdict["lnm_options"] = """
+method
+    ``"boes"``: the seed is the mean of all lesion voxels; ``"pini"``: the mean of the lesion
+    voxels whose loading on the first principal component of their correlation with the lesion
+    mean (over subjects) is at or above the ``pini_percentile`` percentile (one more pass).
+pini_percentile
+    Percentile (0-100) of absolute PC1 loadings below which PINI drops a voxel.
+n_permutations
+    Sign-flip permutations for family-wise error control (0: none). The observed |t| and the
+    null come from one float64 computation (`neurotorch.connectome.permutation`).
+seed
+    Seed of the sign flips (`neurotorch.connectome.permutation.sign_flips`): the same seed
+    gives the same FWER maps on any machine and device.
+"""
+docdict["lnm_lesion_options"] = """
+**lesion_options
+    ``threshold``, ``space``, ``resample``, ``allow_other_space`` of `load_lesions`.
+"""
 
 # -- reference models (neurotorch.models) --------------------------------------------------------
 docdict["output_dir"] = """

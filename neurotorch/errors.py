@@ -141,7 +141,7 @@ class UnitsFailedError(NeurotorchError, RuntimeError):
     def __init__(self, results: list):
         self.results = results
         failed = [r for r in results if r.status == "failed"]
-        listed = "; ".join(f"{r.key}: {r.error}" for r in failed[:5])
+        listed = "; ".join(f"{r.key}: {r.error.rstrip('.')}" for r in failed[:5])
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         super().__init__(
             f"{len(failed)} of {len(results)} units failed: {listed}{more}. The other units' "

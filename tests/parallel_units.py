@@ -61,3 +61,98 @@ class SquaresUnit:
 def runs(out: Path) -> list[str]:
     log = out / "runs.log"
     return log.read_text().split() if log.exists() else []
+
+
+@dataclass(frozen=True)
+class DieAtCommit:
+    """A real unit whose worker is SIGKILLed the first time it runs, after ``commits`` of its
+    files were committed (`neurotorch.io.atomic.commit_file`) and before the next: the unit is
+    then half written, as when a node is lost mid-unit. ``flag`` marks that it died once."""
+
+    unit: object
+    flag: str
+    commits: int = 1
+
+    @property
+    def key(self) -> str:
+        return self.unit.key
+
+    @property
+    def lock_path(self):
+        return self.unit.lock_path
+
+    def done(self) -> bool:
+        return self.unit.done()
+
+    def run(self):
+        if not Path(self.flag).exists():
+            Path(self.flag).touch()
+            from neurotorch.io import atomic
+
+            committed = atomic.commit_file
+            count = [0]
+
+            def dying(written, path):
+                if count[0] == self.commits:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                count[0] += 1
+                return committed(written, path)
+
+            atomic.commit_file = dying
+        return self.unit.run()
+
+
+@dataclass(frozen=True)
+class PidUnit:
+    """Writes the id of the process that ran it to ``<out>/pid-<index>.txt``; with ``wait_for``
+    it first waits (10 s at most) for that file, polling `neurotorch.parallel.stop_requested`."""
+
+    out: str
+    index: int
+    wait_for: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"pid-{self.index:03d}"
+
+    @property
+    def lock_path(self) -> None:
+        return None
+
+    def done(self) -> bool:
+        return (Path(self.out) / f"{self.key}.txt").exists()
+
+    def run(self) -> int:
+        import time
+
+        from neurotorch.parallel import stop_requested
+
+        if self.wait_for is not None:
+            deadline = time.monotonic() + 10
+            while not Path(self.wait_for).exists() and time.monotonic() < deadline:
+                if stop_requested():
+                    raise InterruptedError(f"{self.key} stopped")
+                time.sleep(0.01)
+        write_json(Path(self.out) / f"{self.key}.txt", os.getpid())
+        return os.getpid()
+
+
+@dataclass(frozen=True)
+class InterruptUnit:
+    """Raises KeyboardInterrupt (what Ctrl-C raises) once ``after`` exists."""
+
+    out: str
+    after: str
+
+    key = "interrupt"
+    lock_path = None
+
+    def done(self) -> bool:
+        return False
+
+    def run(self) -> None:
+        import time
+
+        while not Path(self.after).exists():
+            time.sleep(0.01)
+        raise KeyboardInterrupt

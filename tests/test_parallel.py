@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parallel_units import SquaresUnit, runs
+from parallel_units import InterruptUnit, PidUnit, SquaresUnit, runs
 
 from neurotorch.errors import ParameterError, UnitsFailedError
 from neurotorch.io.atomic import TEMP_MARK
@@ -149,3 +149,48 @@ def test_unit_keys_must_be_unique(tmp_path):
     work = units(tmp_path / "dup")
     with pytest.raises(ParameterError, match="unique"):
         run_units([work[0], work[0]])
+
+
+def test_threads_stop_their_units_when_the_run_is_interrupted(tmp_path):
+    """Ctrl-C in one unit: the units still running see `stop_requested` and end, and the run
+    re-raises only once they have (nothing is left running behind it)."""
+    started = tmp_path / "started"
+    waiting = [PidUnit(str(tmp_path), k, wait_for=str(tmp_path / "never")) for k in range(2)]
+    started.touch()
+    with pytest.raises(KeyboardInterrupt):
+        run_units([*waiting, InterruptUnit(str(tmp_path), str(started))], workers=3, threads=True)
+    assert not any(unit.done() for unit in waiting)
+    (result,) = run_units([PidUnit(str(tmp_path), 9)], workers=2, threads=True)
+    assert result.value == os.getpid()  # threads of this process
+
+
+@pytest.mark.slow
+def test_stages_share_one_local_cluster_started_only_for_work(tmp_path, workers_import_tests):
+    from neurotorch.parallel import shared_engine
+
+    done = [PidUnit(str(tmp_path / "a"), k) for k in range(3)]
+    (tmp_path / "a").mkdir()
+    run_units(done)
+    with shared_engine(workers=2) as engine:
+        assert {r.status for r in run_units(done, **engine)} == {"skipped"}
+        assert engine["scheduler"]._client is None  # nothing to do: no cluster started
+        (tmp_path / "b").mkdir()
+        first = run_units([PidUnit(str(tmp_path / "b"), k) for k in range(N)], **engine)
+        second = run_units([PidUnit(str(tmp_path / "b"), k) for k in range(N, 2 * N)], **engine)
+    pids = {r.value for r in first}
+    assert os.getpid() not in pids and {r.value for r in second} <= pids
+
+
+@pytest.mark.slow
+def test_a_scheduler_file_runs_the_units(tmp_path, workers_import_tests):
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+        results = run_units(units(tmp_path / "file"), scheduler=str(tmp_path / "scheduler.json"))
+    assert [r.status for r in results] == ["ran"] * N
+    run_units(units(tmp_path / "loop"))
+    assert outputs(tmp_path / "file") == outputs(tmp_path / "loop")

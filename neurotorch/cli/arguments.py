@@ -57,3 +57,62 @@ def add_endpoint_option(parser: argparse.ArgumentParser) -> None:
 def storage_options(args: argparse.Namespace) -> dict | None:
     """fsspec options from ``--endpoint-url`` (``None``: the environment decides)."""
     return {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+# -- units of work (neurotorch.parallel): the same options and help on every command -------------
+
+UNIT_OPTION_HELP = {
+    "--workers": "run N units at once on this machine: local worker processes (a Dask "
+    "LocalCluster with the 'parallel' extra, else a process pool); download runs them as threads",
+    "--scheduler": "run the units on the Dask cluster at ADDRESS (tcp://host:8786) or described "
+    "by a scheduler file (.json), e.g. a dask-jobqueue SLURMCluster",
+    "--unit": "run only unit K, as listed by --list-units (repeatable); a job array runs one per "
+    "task: --unit $SLURM_ARRAY_TASK_ID",
+    "--list-units": "print the units (index, done or todo, key) and exit",
+}
+
+
+def add_unit_options(
+    parser: argparse.ArgumentParser, workers_default: int | None = None
+) -> argparse._ArgumentGroup:
+    """``--workers``, ``--scheduler``, ``--unit`` and ``--list-units`` (see docs/parallel.md), in
+    a group of their own, returned for the command's own unit options."""
+    group = parser.add_argument_group("units of work (docs/parallel.md)")
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers_default,
+        metavar="N",
+        help=UNIT_OPTION_HELP["--workers"],
+    )
+    group.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS", help=UNIT_OPTION_HELP["--scheduler"]
+    )
+    group.add_argument(
+        "--unit",
+        type=non_negative_int,
+        action="append",
+        default=None,
+        metavar="K",
+        help=UNIT_OPTION_HELP["--unit"],
+    )
+    group.add_argument("--list-units", action="store_true", help=UNIT_OPTION_HELP["--list-units"])
+    return group
+
+
+def unit_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `neurotorch.parallel.run_units` the options give."""
+    return {"workers": args.workers, "scheduler": args.scheduler, "only": args.unit}
+
+
+def uses_units(args: argparse.Namespace) -> bool:
+    """Whether any unit option was given (a command then runs as units)."""
+    return bool(args.workers or args.scheduler or args.unit or args.list_units)

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import argparse
 
-from neurotorch.cli.arguments import add_endpoint_option, positive_int, storage_options
+from neurotorch.cli.arguments import (
+    add_endpoint_option,
+    add_unit_options,
+    storage_options,
+    unit_options,
+)
+from neurotorch.cli.verify import print_lines
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurotorch.fmri.download import download_laion_fmri
+    from neurotorch.fmri.download import download_laion_fmri, download_units
+    from neurotorch.parallel import unit_lines
 
-    result = download_laion_fmri(
-        args.out,
+    selection = dict(
         subjects=args.subject,
         sessions=args.ses,
         include_stimuli=args.include_stimuli,
         include_anatomical=args.include_anatomical,
         source=args.source,
         storage_options=storage_options(args),
-        accept_license=args.accept_license,
-        workers=args.workers,
+    )
+    if args.list_units:
+        print_lines(unit_lines(download_units(args.out, **selection)))
+        return 0
+    result = download_laion_fmri(
+        args.out, accept_license=args.accept_license, **selection, **unit_options(args)
     )
     present = len(result.files) - len(result.transferred)
     print(
@@ -48,5 +58,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--source", default=None, help="URL or folder to copy from (default s3://laion-fmri)"
     )
     add_endpoint_option(p)
-    p.add_argument("--workers", type=positive_int, default=8, help="parallel transfers")
+    add_unit_options(p, workers_default=8)
     p.set_defaults(func=run)

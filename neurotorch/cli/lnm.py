@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from neurotorch.cli.arguments import add_endpoint_option, probability, storage_options
+from neurotorch.cli.arguments import (
+    add_endpoint_option,
+    add_unit_options,
+    non_negative_int,
+    positive_int,
+    probability,
+    storage_options,
+    unit_options,
+    uses_units,
+)
+from neurotorch.cli.verify import print_lines
 
 AGGREGATIONS = ("mean", "sum", "median", "percent")
 CONVENTIONS = ("neurotorch", "lacuna")
@@ -22,14 +32,6 @@ def torch_device(text: str) -> str:
     return text
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     from neurotorch.connectome import Atlas, ConnectomeBatches, load_lesions, network_map
     from neurotorch.connectome.outputs import check_output_folder
@@ -38,9 +40,16 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.atlas) != bool(args.atlas_labels):
         raise ParameterError("--atlas and --atlas-labels go together: give both or neither.")
-    # refuse what would fail at the end before minutes of work, not after
-    check_output_folder(args.out, overwrite=args.overwrite, what="lesion network maps")
-    if args.figures:
+    units = uses_units(args) or bool(args.units_dir)
+    if units and args.device != "cpu":
+        raise ParameterError(
+            f"--device {args.device} applies to the run in one process; units of work "
+            "(--workers, --scheduler, --unit) compute on the CPU."
+        )
+    writes_maps = not (args.list_units or args.unit)
+    if writes_maps:  # refuse what would fail at the end before minutes of work, not after
+        check_output_folder(args.out, overwrite=args.overwrite, what="lesion network maps")
+    if args.figures and writes_maps:
         try:
             require_nilearn()
         except MissingDependencyError as exc:
@@ -56,15 +65,18 @@ def run(args: argparse.Namespace) -> int:
         resample=args.resample,
         allow_other_space=args.allow_other_space,
     )
-    result = network_map(
-        lesions,
-        batches,
-        device=args.device,
+    options = dict(
         method=args.method,
         pini_percentile=args.pini_percentile,
         n_permutations=args.permutations,
         seed=args.seed,
     )
+    if units:
+        result = _run_units(args, lesions, batches, options)
+        if result is None:
+            return 0
+    else:
+        result = network_map(lesions, batches, device=args.device, **options)
     tables = {}
     if args.atlas:
         atlas = Atlas.from_files(args.atlas, args.atlas_labels)
@@ -84,6 +96,30 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary(args.alpha, args.t_threshold))
     print(f"{len(paths)} files written to {args.out}")
     return 0
+
+
+def _run_units(args: argparse.Namespace, lesions, batches, options: dict):
+    """The run as units of work (`neurotorch.connectome.lnm_units`): the result, or ``None``
+    after ``--list-units`` or ``--unit`` (which print what they did)."""
+    from neurotorch.connectome.lnm_units import plan_network_map
+    from neurotorch.parallel import result_lines, run_units, unit_lines
+
+    plan = plan_network_map(
+        args.units_dir or f"{args.out.rstrip('/')}.units",
+        lesions,
+        batches,
+        lesions_per_unit=args.lesions_per_unit,
+        permutations_per_unit=args.permutations_per_unit,
+        **options,
+    )
+    engine = unit_options(args)
+    if args.list_units:
+        print_lines(unit_lines(plan.units()))
+        return None
+    if engine["only"]:
+        print_lines(result_lines(run_units(plan.units(), **engine)))
+        return None
+    return plan.run(workers=engine["workers"], scheduler=engine["scheduler"])
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -141,5 +177,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         dest="figures",
         action="store_false",
         help="skip the <lesion>_figure.png maps (drawn with nilearn)",
+    )
+    units = add_unit_options(p)
+    units.add_argument(
+        "--units-dir",
+        default=None,
+        help="folder of the units' outputs, seen by every worker (default: OUT.units)",
+    )
+    units.add_argument(
+        "--lesions-per-unit", type=positive_int, default=32, help="lesions per unit of work"
+    )
+    units.add_argument(
+        "--permutations-per-unit",
+        type=positive_int,
+        default=1000,
+        help="sign flips per permutation unit",
     )
     p.set_defaults(func=run)

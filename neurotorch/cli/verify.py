@@ -7,7 +7,12 @@ import os
 import sys
 from collections.abc import Iterable
 
-from neurotorch.cli.arguments import add_endpoint_option, storage_options
+from neurotorch.cli.arguments import (
+    add_endpoint_option,
+    add_unit_options,
+    storage_options,
+    unit_options,
+)
 
 
 def print_lines(lines: Iterable[str]) -> None:
@@ -26,9 +31,17 @@ def print_lines(lines: Iterable[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from neurotorch.io.integrity import file_table, summary_table
-    from neurotorch.verify import verify_path
+    from neurotorch.parallel import unit_lines
+    from neurotorch.verify import verify_path, verify_units
 
-    results = verify_path(args.source, storage_options(args))
+    if args.list_units:
+        print_lines(
+            unit_lines(verify_units(args.source, storage_options(args), recheck=args.recheck))
+        )
+        return 0
+    results = verify_path(
+        args.source, storage_options(args), recheck=args.recheck, **unit_options(args)
+    )
     listed = [r for r in results if args.all or r.status == "bad"]
     print_lines([*(file_table(listed) if listed else ()), *summary_table(results)])
     return 1 if any(r.status == "bad" for r in results) else 0
@@ -41,4 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="a folder, a file, or a URL such as s3://bucket/prefix")
     add_endpoint_option(p)
     p.add_argument("--all", action="store_true", help="list every file, not only the bad ones")
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="read every file again, also those verified before and unchanged since",
+    )
+    add_unit_options(p)
     p.set_defaults(func=run)

@@ -562,6 +562,11 @@ class ConnectomeBatches:
         return [h.path for h in self.headers]
 
     @property
+    def storage_options(self) -> dict:
+        """The fsspec options the files are read with (empty for local files)."""
+        return self._sources[0][0].storage_options
+
+    @property
     def n_subjects(self) -> int:
         return int(self._offsets[-1])
 

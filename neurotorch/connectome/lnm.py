@@ -223,6 +223,40 @@ def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[i
     return subjects
 
 
+def load_inputs(
+    lesions: LesionInput | Sequence | Mapping | LesionSet,
+    connectome: str | os.PathLike | ConnectomeBatches,
+    storage_options: dict | None,
+    lesion_options: dict,
+) -> tuple[LesionSet, ConnectomeBatches]:
+    """The lesions and the connectome of a run, loaded unless given loaded."""
+    batches = (
+        connectome
+        if isinstance(connectome, ConnectomeBatches)
+        else ConnectomeBatches(connectome, storage_options)
+    )
+    if isinstance(lesions, LesionSet) and lesion_options:
+        raise ParameterError(
+            f"{sorted(lesion_options)} apply when loading lesions; pass them to load_lesions, "
+            "not with an already loaded LesionSet."
+        )
+    if isinstance(lesions, LesionSet):
+        return lesions, batches
+    return load_lesions(lesions, batches, **lesion_options), batches
+
+
+def check_run_options(
+    method: str, pini_percentile: float, n_permutations: int, seed: int
+) -> tuple[str, float, int, int]:
+    """The options of a run, checked (`ParameterError` naming the one at fault)."""
+    return (
+        check_option("method", method, METHODS),
+        check_number("pini_percentile", pini_percentile, minimum=0, maximum=100),
+        check_int("n_permutations", n_permutations, minimum=0),
+        check_int("seed", seed),
+    )
+
+
 def _provenance(
     lesions: LesionSet, batches: ConnectomeBatches, subjects: list[int], **parameters
 ) -> dict:
@@ -255,34 +289,21 @@ def network_map(
 ) -> NetworkMapResult:
     """Functional lesion network maps of many lesions in one pass over a connectome.
 
+    With ``n_permutations``, every subject's z maps are kept in memory (subjects x lesions x
+    voxels x 4 bytes); `neurotorch.connectome.lnm_units` splits the work into units instead.
+
     Parameters
     ----------
-    lesions
-        Lesion masks, see `neurotorch.connectome.load_lesions`, or an already loaded `LesionSet`.
-    connectome
-        Folder of batch files (local path or fsspec URL such as ``s3://bucket/prefix``) or a
-        `ConnectomeBatches`.
+    %(lnm_lesions)s
+    %(lnm_connectome)s
     subjects
         Subject indices to use (default: all).
     device
         Torch device for the correlations and permutations (``"cuda"`` moves the work to a GPU;
         refused with `ParameterError` where no CUDA device exists).
     %(storage_options)s
-    method
-        ``"boes"``: the seed is the mean of all lesion voxels; ``"pini"``: the mean of the lesion
-        voxels whose loading on the first principal component of their correlation with the lesion
-        mean (over subjects) is at or above the ``pini_percentile`` percentile (one more pass).
-    pini_percentile
-        Percentile (0-100) of absolute PC1 loadings below which PINI drops a voxel.
-    n_permutations
-        Sign-flip permutations for family-wise error control (0: none). Keeps every subject's z
-        maps in memory (subjects x lesions x voxels x 4 bytes). The observed |t| and the null
-        come from one float64 computation (`neurotorch.connectome.permutation`).
-    seed
-        Seed of the sign flips (`neurotorch.connectome.permutation.sign_flips`): the same seed
-        gives the same FWER maps on any machine and device.
-    **lesion_options
-        ``threshold``, ``space``, ``resample``, ``allow_other_space`` of `load_lesions`.
+    %(lnm_options)s
+    %(lnm_lesion_options)s
 
     Returns
     -------
@@ -294,45 +315,73 @@ def network_map(
     ParameterError
         An argument out of range, an unknown method, or a device this machine does not have.
     """
-    check_option("method", method, METHODS)
-    pini_percentile = check_number("pini_percentile", pini_percentile, minimum=0, maximum=100)
-    n_permutations = check_int("n_permutations", n_permutations, minimum=0)
-    seed = check_int("seed", seed)
+    method, pini_percentile, n_permutations, seed = check_run_options(
+        method, pini_percentile, n_permutations, seed
+    )
     device = check_device(device)
-    batches = (
-        connectome
-        if isinstance(connectome, ConnectomeBatches)
-        else ConnectomeBatches(connectome, storage_options)
-    )
-    if isinstance(lesions, LesionSet) and lesion_options:
-        raise ParameterError(
-            f"{sorted(lesion_options)} apply when loading lesions; pass them to load_lesions, "
-            "not with an already loaded LesionSet."
-        )
-    lesion_set = (
-        lesions
-        if isinstance(lesions, LesionSet)
-        else load_lesions(lesions, batches, **lesion_options)
-    )
+    lesion_set, batches = load_inputs(lesions, connectome, storage_options, lesion_options)
     subjects = _checked_subjects(subjects, batches.n_subjects)
     seed_masks = (
         pini_masks(lesion_set.masks, batches, subjects=subjects, percentile=pini_percentile)
         if method == "pini"
         else lesion_set.masks
     )
-    seeds = SeedWeights.from_masks(seed_masks, device)
-    shape = (len(lesion_set.names), batches.n_voxels)
+    sums, z_maps = accumulate_z(
+        batches,
+        subjects,
+        SeedWeights.from_masks(seed_masks, device),
+        keep_z=bool(n_permutations),
+        progress=show_progress(),
+    )
+    p_fwe = max_t_null = None
+    if n_permutations:
+        signs = sign_flips(n_permutations, len(subjects), seed)
+        observed, max_t_null = permutation_t_max(z_maps, signs, device)
+        p_fwe = fwe_p_values(observed, max_t_null)
+    return assemble_result(
+        lesion_set,
+        batches,
+        subjects,
+        seed_masks=seed_masks,
+        mean_and_t=sums.mean_and_t(),
+        permutations=(p_fwe, max_t_null),
+        parameters=dict(
+            method=method,
+            pini_percentile=pini_percentile if method == "pini" else None,
+            n_permutations=n_permutations,
+            seed=seed if n_permutations else None,
+            device=str(device),
+        ),
+    )
+
+
+def accumulate_z(
+    batches: ConnectomeBatches,
+    subjects: Sequence[int],
+    seeds: SeedWeights,
+    *,
+    keep_z: bool = False,
+    progress: bool = False,
+) -> tuple[ShiftedSums, np.ndarray | None]:
+    """The Fisher z maps of ``subjects``, one subject at a time, on the seeds' device.
+
+    Returns
+    -------
+    sums : ShiftedSums
+        Their float64 sums (around the first subject's z).
+    z_maps : np.ndarray or None
+        With ``keep_z``: every subject's (n_seeds, n_voxels) float32 map, (n_subjects, ...).
+    """
+    device = seeds.weights.device
+    shape = (seeds.weights.shape[1], batches.n_voxels)
     sums = ShiftedSums(shape, device)
     z = torch.empty(shape, dtype=torch.float32, device=device)  # reused for every subject
-    z_maps = np.empty((len(subjects),) + shape, np.float32) if n_permutations else None
+    z_maps = np.empty((len(subjects),) + shape, np.float32) if keep_z else None
     ids = batches.subject_ids
-    progress = tqdm(
-        total=len(subjects),
-        desc="lesion network mapping",
-        unit="subject",
-        disable=not show_progress(),
+    bar = tqdm(
+        total=len(subjects), desc="lesion network mapping", unit="subject", disable=not progress
     )
-    with progress:
+    with bar:
         iterator = batches.iter_subjects(subjects, prefetch=READ_AHEAD, reuse_buffers=True)
         for row, (subject, series) in enumerate(iterator):
             x = torch.from_numpy(series).to(device)
@@ -341,26 +390,26 @@ def network_map(
             sums.add(z)
             if z_maps is not None:
                 z_maps[row] = z.cpu().numpy()
-            progress.update()
+            bar.update()
+    return sums, z_maps
 
-    mean, t = sums.mean_and_t()
+
+def assemble_result(
+    lesion_set: LesionSet,
+    batches: ConnectomeBatches,
+    subjects: list[int],
+    *,
+    seed_masks: np.ndarray,
+    mean_and_t: tuple[np.ndarray, np.ndarray],
+    permutations: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    parameters: dict,
+) -> NetworkMapResult:
+    """The maps of a run from its float64 mean z and t (`ShiftedSums.mean_and_t`): mean z, t, p,
+    q; ``permutations`` is the (FWER p, max |t| null) pair, or ``(None, None)``; ``parameters``
+    go into the provenance."""
+    mean, t = mean_and_t
     p = two_sided_p(t, len(subjects) - 1)
-    p_fwe = max_t_null = None
-    if n_permutations:
-        signs = sign_flips(n_permutations, len(subjects), seed)
-        observed, max_t_null = permutation_t_max(z_maps, signs, device)
-        p_fwe = fwe_p_values(observed, max_t_null)
-    provenance = _provenance(
-        lesion_set,
-        batches,
-        subjects,
-        method=method,
-        pini_percentile=pini_percentile if method == "pini" else None,
-        n_permutations=n_permutations,
-        seed=seed if n_permutations else None,
-        device=str(device),
-        r_max=R_MAX,
-    )
+    p_fwe, max_t_null = permutations
     return NetworkMapResult(
         names=list(lesion_set.names),
         mean_z=mean.astype(np.float32),
@@ -378,5 +427,5 @@ def network_map(
         space=batches.space,
         p_fwe=p_fwe,
         max_t_null=max_t_null,
-        provenance=provenance,
+        provenance=_provenance(lesion_set, batches, subjects, **parameters, r_max=R_MAX),
     )

@@ -97,16 +97,27 @@ def permutation_max_t(
     return permutation_t_max(z, signs, device)[1]
 
 
+def exceedances(abs_t: np.ndarray, max_t_null: np.ndarray) -> np.ndarray:
+    """(n_maps, n_voxels) number of permutations whose max |t| is at or above each voxel's |t|
+    (``abs_t`` and the (P, n_maps) ``max_t_null`` from one `permutation_t_max`)."""
+    n_permutations = len(max_t_null)
+    counts = np.empty(abs_t.shape, dtype=np.int64)
+    for k in range(abs_t.shape[0]):
+        ranked = np.sort(max_t_null[:, k])
+        counts[k] = n_permutations - np.searchsorted(ranked, np.abs(abs_t[k]), side="left")
+    return counts
+
+
 def fwe_p_values(abs_t: np.ndarray, max_t_null: np.ndarray) -> np.ndarray:
     """(n_maps, n_voxels) FWER p values of observed t given the (P, n_maps) null of max |t|.
 
     ``abs_t`` and ``max_t_null`` must come from the same computation (`permutation_t_max`), so
     that a null value equal to an observed one is a tie (counted), not a rounding difference.
     """
-    n_permutations = len(max_t_null)
-    p = np.empty(abs_t.shape, dtype=np.float64)
-    for k in range(abs_t.shape[0]):
-        ranked = np.sort(max_t_null[:, k])
-        at_least = n_permutations - np.searchsorted(ranked, np.abs(abs_t[k]), side="left")
-        p[k] = (1 + at_least) / (n_permutations + 1)
-    return p
+    return fwe_from_exceedances(exceedances(abs_t, max_t_null), len(max_t_null))
+
+
+def fwe_from_exceedances(counts: np.ndarray, n_permutations: int) -> np.ndarray:
+    """FWER p values (1 + count) / (P + 1) from `exceedances` (summed over chunks of the P
+    permutations)."""
+    return (1 + counts) / (n_permutations + 1)

@@ -34,10 +34,10 @@ def select_voxels(correlations: np.ndarray, percentile: float) -> np.ndarray:
     return loadings >= np.percentile(loadings, percentile)
 
 
-def pini_masks(
-    masks: np.ndarray, batches: ConnectomeBatches, subjects: Sequence[int], percentile: float
-) -> np.ndarray:
-    """(n_lesions, n_voxels) PINI seed masks of (n_lesions, n_voxels) lesion masks."""
+def lesion_voxel_correlations(
+    masks: np.ndarray, batches: ConnectomeBatches, subjects: Sequence[int]
+) -> list[np.ndarray]:
+    """Per lesion, the (subjects x lesion voxels) r of each lesion voxel with the lesion mean."""
     used = np.flatnonzero(masks.any(axis=0))
     columns = [np.searchsorted(used, np.flatnonzero(mask)) for mask in masks]
     correlations = [np.empty((len(subjects), len(c))) for c in columns]
@@ -51,7 +51,22 @@ def pini_masks(
             )
         for k, c in enumerate(columns):
             correlations[k][row] = _correlations_with_mean(lesion_series[:, c])
+    return correlations
+
+
+def seeds_from_correlations(
+    masks: np.ndarray, correlations: Sequence[np.ndarray], percentile: float
+) -> np.ndarray:
+    """(n_lesions, n_voxels) PINI seed masks from `lesion_voxel_correlations` over all subjects."""
     seeds = np.zeros_like(masks, dtype=bool)
-    for k, c in enumerate(columns):
-        seeds[k, used[c[select_voxels(correlations[k], percentile)]]] = True
+    for k, (mask, rows) in enumerate(zip(masks, correlations, strict=True)):
+        seeds[k, np.flatnonzero(mask)[select_voxels(rows, percentile)]] = True
     return seeds
+
+
+def pini_masks(
+    masks: np.ndarray, batches: ConnectomeBatches, subjects: Sequence[int], percentile: float
+) -> np.ndarray:
+    """(n_lesions, n_voxels) PINI seed masks of (n_lesions, n_voxels) lesion masks."""
+    correlations = lesion_voxel_correlations(masks, batches, subjects)
+    return seeds_from_correlations(masks, correlations, percentile)

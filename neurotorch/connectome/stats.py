@@ -40,10 +40,45 @@ class ShiftedSums:
         """Add one subject's float32 z map."""
         if self.count == 0:
             self.shift.copy_(z)
-        torch.sub(z, self.shift, out=self._deviation)  # exact: float32 inputs, float64 result
+        # exact: the difference of two float32 values, taken in float64
+        self._deviation.copy_(z).sub_(self.shift)
         self.total.add_(self._deviation)
         self.total_sq.addcmul_(self._deviation, self._deviation)
         self.count += 1
+
+    def merge(self, other: ShiftedSums) -> None:
+        """Add the sums of other subjects, taken around another shift (another batch file's
+        first subject): with d = other.shift - shift, the sum gains other.total + n d and the
+        sum of squares other.total_sq + 2 d other.total + n d^2. A voxel whose z is the same in
+        every subject still comes out with a sum of squared deviations of exactly 0 (d = 0)."""
+        if other.count == 0:
+            return
+        if self.count == 0:
+            self.shift.copy_(other.shift)
+        delta = other.shift.to(torch.float64) - self.shift.to(torch.float64)
+        self.total_sq.add_(other.total_sq).add_(delta * other.total, alpha=2)
+        self.total_sq.addcmul_(delta, delta, value=other.count)
+        self.total.add_(other.total).add_(delta, alpha=other.count)
+        self.count += other.count
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The sums as numpy arrays (to save; `from_state` reads them back)."""
+        return {
+            "shift": self.shift.cpu().numpy(),
+            "total": self.total.cpu().numpy(),
+            "total_sq": self.total_sq.cpu().numpy(),
+            "count": np.array(self.count),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> ShiftedSums:
+        """Sums saved by `state`, on the CPU."""
+        sums = cls(state["shift"].shape, torch.device("cpu"))
+        sums.shift.copy_(torch.from_numpy(np.asarray(state["shift"])))
+        sums.total.copy_(torch.from_numpy(np.asarray(state["total"])))
+        sums.total_sq.copy_(torch.from_numpy(np.asarray(state["total_sq"])))
+        sums.count = int(state["count"])
+        return sums
 
     def mean_and_t(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean z, one-sample t) as float64 numpy arrays; see `t_statistic` for the rules."""

@@ -6,17 +6,22 @@ checksums, table parse; see `neurotorch.io.integrity`) and recorded as verified;
 run resumes from its partial files, and a rerun over a complete download transfers nothing. The
 stimulus images carry their own licence, which is shown and must be accepted (interactively, or
 with ``accept_license=True``).
+
+Each file is one unit of work (`DownloadUnit`, `neurotorch.parallel`): by default ``workers``
+threads of this process run them; ``scheduler=`` runs them on a Dask cluster (each worker writes
+into ``out``, which must then be a folder they all see) and ``only=`` runs one file of a job array.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -28,12 +33,15 @@ from neurotorch.errors import (
     OutputWriteError,
     RemoteAccessError,
     SubjectNotFoundError,
+    UnitsFailedError,
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, source_root
-from neurotorch.io.integrity import check_files, is_verified
+from neurotorch.io.integrity import check_files, file_kind, is_verified
+from neurotorch.io.locks import path_lock
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
+from neurotorch.parallel import UnitResult, run_units, stop_requested
 
 # Names of a licence file the source may ship with its stimuli, looked up in this order.
 LICENSE_FILES = (f"{layout.STIMULI_DIR}/LICENSE", f"{layout.STIMULI_DIR}/LICENSE.txt", "LICENSE")
@@ -168,6 +176,98 @@ def _top_level_files(root: DataRoot) -> dict[str, dict]:
     return {name: root.info(name) for name in root.listdir() if not root.isdir(name)}
 
 
+@dataclass(frozen=True)
+class DownloadUnit:
+    """One file of a download: a unit of work of `neurotorch.parallel`.
+
+    It transfers ``root/relpath`` to ``out/relpath`` (continuing a partial copy of the same
+    version), reads it in full and checks it; a damaged copy is deleted and transferred once more,
+    and one damaged again is deleted and raises `CorruptFileError`. Its output is the checked
+    file, recorded as verified: the unit is done while that file is there, complete and
+    unchanged (a file of a kind neurotorch does not check: complete). ``on_bytes`` (threads of
+    this process only) is called with every chunk's size.
+    """
+
+    root: DataRoot
+    out: str
+    relpath: str
+    size: int
+    version: str
+    on_bytes: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"download/{self.relpath}"
+
+    @property
+    def destination(self) -> Path:
+        return Path(self.out) / self.relpath
+
+    @property
+    def lock_path(self) -> Path:
+        # not the transfer's own lock (`fetch_file` takes that one inside the unit)
+        return Path(path_lock(f"{self.destination}.unit").lock_file)
+
+    def _complete(self) -> bool:
+        path = self.destination
+        return path.is_file() and path.stat().st_size == self.size
+
+    def done(self) -> bool:
+        checked = file_kind(self.relpath) == "other" or is_verified(
+            DataRoot(self.out), self.relpath
+        )
+        return checked and self._complete()
+
+    def _count(self, n: int) -> None:
+        if stop_requested():  # interrupted: end this transfer here, its partial file is kept
+            raise InterruptedError("download interrupted")
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def run(self) -> dict[str, Any]:
+        """Transfer and check the file; return ``{"bytes": received, "transferred": bool}``."""
+        present = self._complete()
+        received = 0
+        for _ in range(2):  # a damaged copy is transferred once more
+            received += fetch_file(
+                self.root,
+                self.relpath,
+                self.destination,
+                size=self.size,
+                version=self.version,
+                on_bytes=self._count,
+            )
+            if not _remove_damaged(DataRoot(self.out), [self.relpath]):
+                return {"bytes": received, "transferred": received > 0 or not present}
+            present = False
+        raise CorruptFileError(
+            f"{self.destination} was damaged after two transfers from {self.root.path(self.relpath)}"
+            " and was deleted."
+        )
+
+
+def download_units(
+    out: str | os.PathLike,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
+    include_stimuli: bool = False,
+    include_anatomical: bool = False,
+    source: Source = None,
+    storage_options: dict | None = None,
+) -> list[DownloadUnit]:
+    """The units of a download (one per selected file, in path order; see `select_files`).
+
+    Parameters are those of `download_laion_fmri`; the stimulus licence is not asked here.
+    """
+    root = source_root(source, storage_options)
+    selected = select_files(root, subjects, sessions, include_stimuli, include_anatomical)
+    folder = str(Path(out).expanduser())
+    return [
+        DownloadUnit(root, folder, rel, int(info["size"]), str(info["version"]))
+        for rel, info in selected.items()
+    ]
+
+
 def download_laion_fmri(
     out: str | os.PathLike,
     subjects: str | Iterable[str | int] | None = None,
@@ -179,6 +279,8 @@ def download_laion_fmri(
     accept_license: bool = False,
     workers: int = 8,
     on_bytes: Callable[[int], None] | None = None,
+    scheduler: Any = None,
+    only: Iterable[int] | None = None,
 ) -> DownloadResult:
     """Copy a subset of LAION-fMRI from ``source`` (default ``s3://laion-fmri``) to ``out``.
 
@@ -204,9 +306,15 @@ def download_laion_fmri(
     accept_license
         Accept the stimulus licence without the interactive question (for scripts).
     workers
-        Parallel transfers.
+        Parallel transfers (threads of this process).
     on_bytes
-        Called with the byte count of every chunk received (besides the progress bar).
+        Called with the byte count of every chunk received (besides the progress bar); not
+        with a ``scheduler``.
+    scheduler
+        Run the transfers (`DownloadUnit`, one per file) on this Dask cluster instead (see
+        `neurotorch.parallel.run_units`); ``out`` must be a folder every worker sees.
+    only
+        Positions of the units to run (`download_units`; a job array runs one per task).
 
     Returns
     -------
@@ -229,33 +337,68 @@ def download_laion_fmri(
     root = source_root(source, storage_options)
     if include_stimuli:
         confirm_license(stimulus_license_text(root), accept_license)
+    units = download_units(
+        out, subjects, sessions, include_stimuli, include_anatomical, root, storage_options
+    )
     out = Path(out).expanduser()
-    selected = select_files(root, subjects, sessions, include_stimuli, include_anatomical)
-    local = DataRoot(out)
-    present = [
-        rel
-        for rel, info in selected.items()
-        if (out / rel).is_file() and (out / rel).stat().st_size == info["size"]
-    ]
-    never_checked = [rel for rel in present if not is_verified(local, rel)]
-    damaged = _remove_damaged(local, never_checked)
-    pending = [rel for rel in selected if rel not in present or rel in damaged]
-    result = DownloadResult(out=out, files=list(selected))
-    transfer = _Transfer(root, out, infos=selected, workers=workers, on_bytes=on_bytes)
-    for _ in range(2):  # a damaged copy is transferred once more
-        if not pending:
-            break
-        done, received = transfer(pending)
-        result.bytes_transferred += received
-        result.transferred = sorted({*result.transferred, *done})
-        pending = _remove_damaged(local, done)
-    if pending:
+    result = DownloadResult(out=out, files=[unit.relpath for unit in units])
+    if scheduler is None:  # threads of this process, one progress bar in bytes
+        bar = tqdm(
+            total=sum(unit.size for unit in units if not unit.done()),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"download {len(units)} files",
+            disable=not config.show_progress(),
+        )
+        lock = threading.Lock()
+
+        def count(n: int) -> None:
+            with lock:
+                bar.update(n)
+                if on_bytes:
+                    on_bytes(n)
+
+        units = [dataclasses.replace(unit, on_bytes=count) for unit in units]
+        with bar:
+            ran = _run(units, root, out, workers=workers, only=only, threads=True)
+    else:
+        ran = _run(units, root, out, scheduler=scheduler, only=only)
+    for unit_result in ran:
+        if unit_result.status == "ran":
+            result.bytes_transferred += unit_result.value["bytes"]
+            if unit_result.value["transferred"]:
+                result.transferred.append(unit_result.key.removeprefix("download/"))
+    result.transferred.sort()
+    return result
+
+
+def _run(units: list[DownloadUnit], root: DataRoot, out: Path, **engine) -> list[UnitResult]:
+    """`run_units`, with the failures of the units raised as the download's own errors."""
+    try:
+        return run_units(units, progress=False, desc="download", **engine)
+    except UnitsFailedError as failed:
+        errors = {
+            r.key.removeprefix("download/"): r.exception or r.error
+            for r in failed.results
+            if r.status == "failed"
+        }
+    full_disk = [exc for exc in errors.values() if isinstance(exc, OutputWriteError)]
+    if full_disk:  # the local side: names the file, partial files are kept
+        raise full_disk[0]
+    damaged = sorted(rel for rel, exc in errors.items() if isinstance(exc, CorruptFileError))
+    if damaged and len(damaged) == len(errors):
         raise CorruptFileError(
-            f"{len(pending)} file(s) downloaded to {out} were damaged twice and were deleted: "
-            f"{', '.join(pending)}. The copy at {root.url} is damaged (or the transfer corrupts "
+            f"{len(damaged)} file(s) downloaded to {out} were damaged twice and were deleted: "
+            f"{', '.join(damaged)}. The copy at {root.url} is damaged (or the transfer corrupts "
             "it); fetch them from another source or report it to the dataset's maintainers."
         )
-    return result
+    first_rel, first = sorted(errors.items(), key=lambda item: item[0])[0]
+    raise RemoteAccessError(
+        f"{len(errors)} of {len(units)} files were not downloaded from {root.url} to {out} "
+        f"({first_rel}: {first}). Completed and partial files are kept; run the same download "
+        "again to resume."
+    ) from (first if isinstance(first, BaseException) else None)
 
 
 def _remove_damaged(local: DataRoot, relpaths: list[str]) -> list[str]:
@@ -264,86 +407,3 @@ def _remove_damaged(local: DataRoot, relpaths: list[str]) -> list[str]:
     for relpath in damaged:
         Path(local.path(relpath)).unlink(missing_ok=True)
     return damaged
-
-
-class _Transfer:
-    """Parallel, resumable transfers of files of ``root`` to ``out``, with one progress bar."""
-
-    def __init__(
-        self,
-        root: DataRoot,
-        out: Path,
-        *,
-        infos: dict[str, dict],
-        workers: int,
-        on_bytes: Callable[[int], None] | None,
-    ):
-        self.root, self.out, self.infos = root, out, infos
-        self.workers, self.on_bytes = workers, on_bytes
-
-    def __call__(self, relpaths: list[str]) -> tuple[list[str], int]:
-        """Transfer ``relpaths``; return those completed and the bytes received.
-
-        Raises `RemoteAccessError` naming the files not transferred (partial files are kept).
-        """
-        lock, stop = threading.Lock(), threading.Event()
-        bar = tqdm(
-            total=sum(self.infos[rel]["size"] for rel in relpaths),
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"download {len(relpaths)} files",
-            disable=not config.show_progress(),
-        )
-
-        def count(n: int) -> None:
-            if stop.is_set():  # interrupted: end this transfer here, its partial file is kept
-                raise InterruptedError("download interrupted")
-            with lock:
-                bar.update(n)
-                if self.on_bytes:
-                    self.on_bytes(n)
-
-        def transfer(rel: str) -> int:
-            info = self.infos[rel]
-            size, version = info["size"], info["version"]
-            destination = self.out / rel
-            return fetch_file(
-                self.root, rel, destination, size=size, version=version, on_bytes=count
-            )
-
-        done: list[str] = []
-        received = 0
-        failures: dict[str, BaseException] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.workers))
-        try:
-            with bar:
-                futures = {pool.submit(transfer, rel): rel for rel in relpaths}
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    rel = futures[future]
-                    try:
-                        received += future.result()
-                        done.append(rel)
-                    except Exception as exc:  # collected and re-raised below, naming the files
-                        failures[rel] = exc
-                        if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing
-                            for queued in futures:
-                                queued.cancel()
-        except BaseException:  # Ctrl-C: stop the running transfers at their next chunk
-            stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        full_disk = [exc for exc in failures.values() if isinstance(exc, OutputWriteError)]
-        if full_disk:  # the local side: names the file, partial files are kept
-            raise full_disk[0]
-        if failures:
-            first_rel, first = sorted(failures.items())[0]
-            raise RemoteAccessError(
-                f"{len(relpaths) - len(done)} of {len(relpaths)} files were not downloaded from "
-                f"{self.root.url} to {self.out} ({first_rel}: {first}). Completed and partial "
-                "files are kept; run the same download again to resume."
-            ) from first
-        return sorted(done), received

@@ -15,7 +15,9 @@ changes it; the ETag for remote ones), so that `verify_before_use` reads each fi
 first use, and never again until the file changes.
 
 HDF5 files are read in a child process (`check_files`): the HDF5 library can crash the process on
-damaged metadata, and such a file must come out ``"bad"``, not end the run. The dataset-aware
+damaged metadata, and such a file must come out ``"bad"``, not end the run. A daemonic process
+(Dask's default worker) may not start one; it reads the file itself, and a crash ends that worker
+(Dask retries the unit elsewhere, then reports it failed, see `neurotorch.parallel`). The dataset-aware
 checks on top of these (batch headers, leadfields) are in `neurotorch.verify`.
 """
 
@@ -54,6 +56,8 @@ __all__ = [
     "check_files",
     "is_verified",
     "record_verified",
+    "record_lock_path",
+    "recorded_check",
     "verify_before_use",
 ]
 
@@ -306,6 +310,8 @@ class _ChildProcess:
         self._pool: ProcessPoolExecutor | None = None
 
     def run(self, check: Check, root: DataRoot, relpath: str) -> FileCheck:
+        if multiprocessing.current_process().daemon:  # may not start children (a Dask worker)
+            return check(root, relpath)
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -360,7 +366,7 @@ def check_files(
             isolated = file_kind(relpath) in ISOLATED_KINDS
             result = child.run(check, root, relpath) if isolated else check(root, relpath)
             if result.status in ("verified", "no checksum"):
-                record_verified(root, relpath, info)
+                record_verified(root, relpath, info, result)
             results.append(result)
             bar.update(info["size"])
     return results
@@ -386,20 +392,41 @@ def is_verified(root: DataRoot, relpath: str) -> bool:
     return _record_path(root, relpath, info).is_file()
 
 
-def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:
+def record_verified(
+    root: DataRoot, relpath: str, info: dict | None = None, check: FileCheck | None = None
+) -> None:
     """Record a file as verified after a full pass over it found nothing wrong.
 
-    ``info`` is the ``root.info(relpath)`` taken before that pass (read now by default). A cache
-    that cannot be written is only logged: it costs a later re-check, nothing else.
+    ``info`` is the ``root.info(relpath)`` taken before that pass (read now by default); ``check``
+    the outcome of that pass, kept in the record (see `recorded_check`). A cache that cannot be
+    written is only logged: it costs a later re-check, nothing else.
     """
     info = info or root.info(relpath)
     path = _record_path(root, relpath, info)
     record = {"path": root.path(relpath), "size": int(info["size"]), "version": info["version"]}
+    if check is not None:
+        record.update(kind=check.kind, status=check.status, detail=check.detail)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, record)
     except OSError as exc:
         _log.warning("could not record %s as verified in %s: %s", record["path"], path, exc)
+
+
+def recorded_check(root: DataRoot, relpath: str) -> FileCheck | None:
+    """The outcome recorded for this version of the file by a full check (`check_files`), or
+    ``None``: not verified, changed since, or recorded without its outcome (by first use)."""
+    try:
+        record = json.loads(_record_path(root, relpath, root.info(relpath)).read_text())
+        return FileCheck(relpath, record["kind"], record["status"], record["detail"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def record_lock_path(root: DataRoot, relpath: str) -> Path:
+    """The lock file of the record of this version of a file: whoever checks the file holds it,
+    so two runs started at once check it once."""
+    return _record_path(root, relpath, root.info(relpath)).with_suffix(".lock")
 
 
 def check_verify_mode(mode: str) -> str:

@@ -8,7 +8,16 @@ the M/EEG grid); this package knows nothing about datasets.
 
 from __future__ import annotations
 
-from neurotorch.parallel.engine import execute_unit, run_units
-from neurotorch.parallel.units import Unit, UnitResult
+from neurotorch.parallel.engine import execute_unit, run_units, shared_engine, stop_requested
+from neurotorch.parallel.units import Unit, UnitResult, result_lines, unit_lines
 
-__all__ = ["Unit", "UnitResult", "execute_unit", "run_units"]
+__all__ = [
+    "Unit",
+    "UnitResult",
+    "execute_unit",
+    "result_lines",
+    "run_units",
+    "shared_engine",
+    "stop_requested",
+    "unit_lines",
+]

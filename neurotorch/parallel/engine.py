@@ -8,8 +8,12 @@ The engine is chosen by two arguments, the same on every command (``--workers``,
 ``workers=N``, no scheduler             N local worker processes: a Dask ``LocalCluster``
                                         when ``dask.distributed`` is installed (the
                                         ``parallel`` extra), else a process pool
+``workers=N, threads=True``             N threads of this process (units that wait on the
+                                        network: downloads)
 ``scheduler="tcp://host:8786"``         the Dask scheduler at that address (any cluster:
                                         ``dask-jobqueue`` on SLURM/PBS/SGE, Kubernetes, ...)
+``scheduler="scheduler.json"``          the scheduler a Dask scheduler file describes
+                                        (``dask scheduler --scheduler-file``)
 ``scheduler=<Client or cluster>``       that Dask client or cluster object
 =====================================  ==================================================
 
@@ -19,16 +23,27 @@ dies (killed, out of memory) loses only its unit: Dask reschedules it on another
 process pool is rebuilt and the unfinished units resubmitted. A unit that raises is reported (its
 error kept) after every other unit has finished; the outputs of the others stay, so running the
 same command again redoes only what failed.
+
+Units that run in threads can stop early when the run is interrupted (Ctrl-C): they poll
+`stop_requested` between pieces of work (a download between chunks), and the run waits for
+them before it re-raises the interrupt, so nothing is still writing when it returns.
+
+The local Dask workers this module starts may start processes of their own (Dask's workers are
+daemonic by default, which forbids it): a unit may check a file in a child process that the file
+can crash (`neurotorch.io.integrity`). On a cluster started by other means, a unit whose file
+crashes its worker is retried and then reported failed (``KilledWorker``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
@@ -42,6 +57,15 @@ from neurotorch.parallel.units import Unit, UnitResult
 log = logging.getLogger(__name__)
 #: How many times the process pool is rebuilt after a worker died, before giving up.
 POOL_REBUILDS = 3
+# the stop event of the threaded run the current thread works for (see `stop_requested`)
+_thread_run = threading.local()
+
+
+def stop_requested() -> bool:
+    """Whether the threaded run this unit runs in was interrupted: a long unit polls it and
+    returns (or raises) early; always False outside a threaded run."""
+    stop = getattr(_thread_run, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 def execute_unit(unit: Unit) -> UnitResult:
@@ -57,7 +81,8 @@ def execute_unit(unit: Unit) -> UnitResult:
             value = unit.run()
     except Exception as exc:  # noqa: BLE001 - the unit's error is reported, not raised here
         elapsed = time.perf_counter() - start
-        return UnitResult(unit.key, "failed", error=f"{type(exc).__name__}: {exc}", seconds=elapsed)
+        error = f"{type(exc).__name__}: {exc}"
+        return UnitResult(unit.key, "failed", error=error, seconds=elapsed, exception=exc)
     return UnitResult(unit.key, "ran", value=value, seconds=time.perf_counter() - start)
 
 
@@ -69,6 +94,7 @@ def run_units(
     only: Iterable[int] | None = None,
     progress: bool | None = None,
     desc: str = "units",
+    threads: bool = False,
 ) -> list[UnitResult]:
     """Run every unit that is not done yet; return one `UnitResult` per unit, in order.
 
@@ -79,13 +105,17 @@ def run_units(
     workers
         Local worker processes (see the module docstring); ``None`` or 1 runs in this process.
     scheduler
-        A Dask scheduler address (``"tcp://host:8786"``), or a Dask ``Client`` or cluster object.
+        A Dask scheduler address (``"tcp://host:8786"``), a scheduler file (``.json``), or a
+        Dask ``Client`` or cluster object.
     only
         Positions of the units to run (a job array runs one position per task); default all.
     progress
         Show a progress bar (default: ``NEUROTORCH_PROGRESS``).
     desc
         What the progress bar calls the units.
+    threads
+        Run ``workers`` units at once in threads of this process instead of worker processes
+        (for units that wait on the network); ignored with a ``scheduler``.
 
     Raises
     ------
@@ -107,7 +137,7 @@ def run_units(
         total=len(selected), initial=len(results), desc=desc, disable=not show_progress(progress)
     )
     with bar:
-        for result in _dispatch(todo, workers, scheduler):
+        for result in _dispatch(todo, workers, scheduler, threads):
             results[result.key] = result
             bar.update()
     ordered = [results[unit.key] for unit in selected]
@@ -115,6 +145,36 @@ def run_units(
     if failed:
         raise UnitsFailedError(ordered)
     return ordered
+
+
+@contextmanager
+def shared_engine(workers: int | None = None, scheduler: Any = None) -> Iterator[dict[str, Any]]:
+    """The engine of several `run_units` calls in a row (the stages of a command): yields the
+    ``workers`` and ``scheduler`` to pass to each, so that N local Dask workers are started once
+    for all of them rather than once per call."""
+    if scheduler is not None or workers is None or workers == 1:
+        yield {"workers": workers, "scheduler": scheduler}
+        return
+    check_int("workers", workers, minimum=1)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:  # a process pool per call
+        yield {"workers": workers, "scheduler": None}
+        return
+    with ExitStack() as stack:
+        yield {"workers": None, "scheduler": _LazyCluster(workers, stack)}
+
+
+class _LazyCluster:
+    """A local Dask cluster started by the first `run_units` call that has work to send."""
+
+    def __init__(self, workers: int, stack: ExitStack):
+        self.workers, self.stack, self._client = workers, stack, None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.stack.enter_context(_local_client(self.workers))
+        return self._client
 
 
 def _select(units: Sequence[Unit], only: Iterable[int] | None) -> list[Unit]:
@@ -129,12 +189,14 @@ def _select(units: Sequence[Unit], only: Iterable[int] | None) -> list[Unit]:
     return [units[k] for k in positions]
 
 
-def _dispatch(units: list[Unit], workers: int | None, scheduler: Any):
+def _dispatch(units: list[Unit], workers: int | None, scheduler: Any, threads: bool):
     """Results of ``units`` as they complete, on the engine the arguments choose."""
     if not units:
         return iter(())
     if scheduler is not None:
         return _on_dask(units, scheduler)
+    if threads:
+        return _on_threads(units, workers or 1)
     if workers is None or workers == 1:
         return (execute_unit(unit) for unit in units)
     try:
@@ -167,17 +229,51 @@ def _on_process_pool(units: list[Unit], workers: int):
         yield UnitResult(key, "failed", error="its worker process died repeatedly")
 
 
-def _on_local_dask(units: list[Unit], workers: int):
+def _in_thread(unit: Unit, stop: threading.Event) -> UnitResult:
+    _thread_run.stop = stop
+    try:
+        return execute_unit(unit)
+    finally:
+        _thread_run.stop = None
+
+
+def _on_threads(units: list[Unit], workers: int) -> Iterator[UnitResult]:
+    """A thread pool of this process; an interrupt asks the running units to stop
+    (`stop_requested`), waits for them, then propagates."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            futures = [pool.submit(_in_thread, unit, stop) for unit in units]
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@contextmanager
+def _local_client(workers: int) -> Iterator[Any]:
+    """A Dask client of a new ``LocalCluster`` of ``workers`` single-threaded processes."""
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster) as client:
+    # non-daemonic workers may start child processes (see the module docstring); workers that
+    # outlive the scheduler by a heartbeat at shutdown are not an error worth showing
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        )
+        with cluster, Client(cluster) as client:
+            yield client
+
+
+def _on_local_dask(units: list[Unit], workers: int):
+    with _local_client(workers) as client:
         yield from _gather(client, units)
 
 
@@ -188,11 +284,32 @@ def _on_dask(units: list[Unit], scheduler: Any):
         raise MissingDependencyError(
             "scheduler= needs dask.distributed: pip install 'neurotorch[parallel]'."
         ) from exc
+    if isinstance(scheduler, _LazyCluster):
+        scheduler = scheduler.client()
     if isinstance(scheduler, Client):
         yield from _gather(scheduler, units)
         return
-    with Client(scheduler) as client:  # an address or a cluster object
+    with _connect(Client, scheduler) as client:
         yield from _gather(client, units)
+
+
+def _connect(client_class: type, scheduler: Any) -> Any:
+    """A client of the scheduler at an address, in a scheduler file, or of a cluster object;
+    `ParameterError` naming the address when nothing answers there."""
+    try:
+        if isinstance(scheduler, str) and scheduler.endswith(".json"):
+            if not Path(scheduler).is_file():
+                raise ParameterError(
+                    f"scheduler={scheduler!r}: no such scheduler file; give the file the "
+                    "scheduler writes (dask scheduler --scheduler-file PATH) or its address."
+                )
+            return client_class(scheduler_file=scheduler)
+        return client_class(scheduler)  # an address or a cluster object
+    except OSError as exc:  # includes the connect timeout
+        raise ParameterError(
+            f"scheduler={scheduler!r}: no Dask scheduler answered ({exc}); start one (dask "
+            "scheduler, a dask-jobqueue cluster) or check the address (tcp://host:8786)."
+        ) from exc
 
 
 def _gather(client: Any, units: list[Unit]):

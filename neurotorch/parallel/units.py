@@ -17,7 +17,8 @@ unit is run again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -52,6 +53,9 @@ class UnitResult:
         ``"<ExceptionType>: <message>"`` of a failed unit, else ``None``.
     seconds
         Time spent in the unit, on its worker.
+    exception
+        The exception a failed unit raised, where it could be brought back (``None`` when its
+        worker died), so that a command can re-raise it as its own error.
     """
 
     key: str
@@ -59,3 +63,22 @@ class UnitResult:
     value: Any = None
     error: str | None = None
     seconds: float = 0.0
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+def unit_lines(units: Sequence[Unit]) -> list[str]:
+    """One line per unit, for a job array: its position (the ``only=`` / ``--unit`` index),
+    whether it is done, and its key."""
+    width = len(str(max(len(units) - 1, 0)))
+    return [
+        f"{index:>{width}}  {'done' if unit.done() else 'todo'}  {unit.key}"
+        for index, unit in enumerate(units)
+    ]
+
+
+def result_lines(results: Sequence[UnitResult]) -> list[str]:
+    """One line per result: the unit's status and key, and the error of a failed one."""
+    return [
+        f"{result.status}  {result.key}" + (f"  {result.error}" if result.error else "")
+        for result in results
+    ]
