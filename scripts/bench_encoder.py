@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
+from neurotorch.models.ridge import fit_ridge, folds_of
+from neurotorch.models.ridge_statistics import RidgeStatistics
 
 PENALTIES = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 N_FOLDS = 5

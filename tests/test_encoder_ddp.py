@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 from ridge_reference import make_problem, reference_fit
 
 from neurotorch.models.held_out import CeilingStatistics
-from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
+from neurotorch.models.ridge import fit_ridge, folds_of
+from neurotorch.models.ridge_statistics import RidgeStatistics
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
 N_FOLDS = 5
