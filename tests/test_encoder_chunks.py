@@ -52,12 +52,13 @@ def all_cross_products(stats: RidgeStatistics) -> np.ndarray:
     "n_images, n_features, fit_settings, solver",
     [
         (61, 11, {"score": "r"}, "primal"),
+        (61, 47, {"score": "r2"}, "primal"),  # fewer trials per fold than features
         (61, 11, {"score": "r2", "per_target": False}, "primal"),
         (47, 13, {"score": "mse", "bands": [5, 8], "band_ratios": RATIOS}, "primal"),
         (19, 53, {"score": "r2"}, "dual"),
         (11, 37, {"score": "r", "bands": [5, 32], "band_ratios": RATIOS}, "dual"),
     ],
-    ids=["primal", "primal-one-penalty", "primal-banded", "dual", "dual-banded"],
+    ids=["primal", "primal-wide", "primal-one-penalty", "primal-banded", "dual", "dual-banded"],
 )
 def test_chunked_fit_equals_the_in_memory_fit_and_the_reference(
     n_images, n_features, fit_settings, solver

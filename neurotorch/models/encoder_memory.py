@@ -162,8 +162,7 @@ def plan_memory(
         chunk = _largest_chunk(size, CHUNK_WORKSPACE)
         on_disk = size.need(chunk, on_disk=False) > budget
         if on_disk:
-            room = budget - size.need(0, on_disk=True)
-            chunk = _largest_chunk(size, min(CHUNK_WORKSPACE, room))
+            chunk = _largest_chunk(size, min(CHUNK_WORKSPACE, budget - size.need(0, on_disk=True)))
     else:
         chunk = min(voxel_chunk, size.n_voxels)
         on_disk = chunk < size.n_voxels
@@ -184,11 +183,11 @@ def _largest_chunk(size: EncoderSize, workspace: float) -> int:
 def _refusal(
     size: EncoderSize, free: int | None, source: str, budget: float, *, asked: int | None
 ) -> str:
-    whole = size.need(size.n_voxels, on_disk=False)
+    in_memory = size.need(_largest_chunk(size, CHUNK_WORKSPACE), on_disk=False)
     said = (
         f"LinearEncoder: fitting {size.n_voxels:,} voxels × {size.n_features:,} features "
-        f"({size.n_folds} folds, {size.precision} statistics) needs about {_gb(whole)} in memory "
-        f"({whole / size.n_voxels / 1e3:.1f} kB per voxel)"
+        f"({size.n_folds} folds, {size.precision} statistics) needs about {_gb(in_memory)} with "
+        f"its statistics in memory ({in_memory / size.n_voxels / 1e3:.1f} kB per voxel)"
     )
     if asked is not None:
         chunked = size.need(min(asked, size.n_voxels), on_disk=asked < size.n_voxels)
@@ -197,12 +196,13 @@ def _refusal(
         f", but {_gb(free)} are available ({source}; a fit is planned within "
         f"{PLAN_FRACTION:.0%} of it, {_gb(budget)})."
     )
-    chunk = _largest_chunk(size, budget - size.need(0, on_disk=True))
+    room = min(CHUNK_WORKSPACE, budget - size.need(0, on_disk=True))
+    chunk = _largest_chunk(size, room)
     if chunk >= 1:
         return said + (
-            f" Use voxel_chunk={chunk:,}: the cross-products ({_gb(size.scratch_bytes())}) then "
-            f"go to a scratch file under {scratch_dir()}, and the fit needs about "
-            f"{_gb(size.need(chunk, on_disk=True))}."
+            f" Use voxel_chunk={chunk:,} (or leave voxel_chunk unset to choose it): the "
+            f"cross-products ({_gb(size.scratch_bytes())}) then go to a scratch file under "
+            f"{scratch_dir()}, and the fit needs about {_gb(size.need(chunk, on_disk=True))}."
         )
     fits = _most_voxels(size, budget)
     return said + (

@@ -205,10 +205,10 @@ def _band_of(bands: list[int], device: torch.device) -> torch.Tensor:
 class _PrimalFit:
     """A fit on the folds other than ``held_out`` (all folds: None), shared by every chunk: the
     scaled training sums' centred covariance in its eigenbasis and, for a held-out fold, that
-    fold's sums ``Σx`` and ``XᵀX`` in the same basis."""
+    fold's ``Σx`` in the same basis and its ``XᵀX`` there, as a factor ``G`` with ``GᵀG = XᵀX``
+    when its rank (at most the fold's trials) is well below ``D``, else as the matrix itself."""
 
     held_out: int | None
-    train: torch.Tensor
     n: torch.Tensor
     f: torch.Tensor
     mean_x: torch.Tensor
@@ -216,6 +216,13 @@ class _PrimalFit:
     eigvecs: torch.Tensor
     held_sum_x: torch.Tensor | None = None
     held_xtx: torch.Tensor | None = None
+    held_factor: torch.Tensor | None = None
+
+    def held_quadratic(self, w: torch.Tensor) -> torch.Tensor:
+        """``wᵀ XᵀX w`` of the held-out fold for every column of ``w`` ``(D, C)``."""
+        if self.held_factor is not None:
+            return ((self.held_factor @ w) ** 2).sum(0)
+        return (w * (self.held_xtx @ w)).sum(0)
 
 
 class _PrimalProblem:
@@ -233,34 +240,44 @@ class _PrimalProblem:
     def prepare(self, held_out: int | None, gamma: torch.Tensor) -> _PrimalFit:
         """Eigendecomposition of the scaled, centred covariance of the folds but ``held_out``."""
         s = self.stats
-        train = torch.tensor([j for j in range(s.n_folds) if j != held_out], device=s.count.device)
+        train = [j for j in range(s.n_folds) if j != held_out]
         n, sx, xtx = s.count[train].sum(), s.sum_x[train].sum(0), s.xtx[train].sum(0)
         f = self.scale * gamma.sqrt()[self.band_of]
         mean_x = f * sx / n
         cxx = f[:, None] * xtx * f[None, :] - n * torch.outer(mean_x, mean_x)
         eigvals, eigvecs = torch.linalg.eigh(cxx)
-        fit = _PrimalFit(held_out, train, n, f, mean_x, eigvals.clamp(min=0), eigvecs)
+        fit = _PrimalFit(held_out, n, f, mean_x, eigvals.clamp(min=0), eigvecs)
         if held_out is not None:  # the held-out fold's sums in the training eigenbasis
             fit.held_sum_x = eigvecs.T @ (f * s.sum_x[held_out])
-            fit.held_xtx = eigvecs.T @ (f[:, None] * s.xtx[held_out] * f[None, :]) @ eigvecs
+            held_xtx = eigvecs.T @ (f[:, None] * s.xtx[held_out] * f[None, :]) @ eigvecs
+            values, vectors = torch.linalg.eigh(held_xtx)
+            kept = values > len(values) * torch.finfo(F64).eps * values.max()
+            if int(kept.sum()) < 0.8 * len(values):  # fewer held-out trials than features
+                fit.held_factor = (vectors[:, kept] * values[kept].sqrt()).T
+            else:
+                fit.held_xtx = held_xtx
         return fit
 
-    def block(self, j: int) -> tuple[torch.Tensor, slice]:
-        """Chunk ``j``'s cross-products ``(K, D, C)`` float64 and its columns."""
-        return self.stats.xty.read(j).to(F64), self.stats.chunks[j]
+    def block(self, j: int) -> tuple[torch.Tensor, torch.Tensor, slice]:
+        """Chunk ``j``'s cross-products ``(K, D, C)`` float64, their sum over the folds and the
+        chunk's columns."""
+        xty = self.stats.xty.read(j).to(F64)
+        return xty, xty.sum(0), self.stats.chunks[j]
 
     def _projected(self, fit: _PrimalFit, xty: torch.Tensor, sum_y: torch.Tensor):
-        """Training means of the targets and their centred cross-products in the eigenbasis."""
-        mean_y = sum_y[fit.train].sum(0) / fit.n
-        cxy = fit.f[:, None] * xty[fit.train].sum(0) - fit.n * torch.outer(fit.mean_x, mean_y)
+        """Training means of the targets and their centred cross-products in the eigenbasis, from
+        the training folds' ``Xᵀy`` (changed in place) and ``Σy``."""
+        mean_y = sum_y / fit.n
+        cxy = xty.mul_(fit.f[:, None]).addr_(fit.mean_x, mean_y, alpha=-float(fit.n))
         return mean_y, fit.eigvecs.T @ cxy
 
     def scores(self, fit: _PrimalFit, block, *, alphas: torch.Tensor, kind: str) -> torch.Tensor:
         """``(P, C)`` score on the held-out fold of the chunk's fits on the other folds."""
-        xty, columns = block
+        xty, total, columns = block
         s, k = self.stats, fit.held_out
-        mean_y, projected = self._projected(fit, xty, s.sum_y[:, columns])
         n, sum_y, sum_yy = s.count[k], s.sum_y[k, columns], s.sum_yy[k, columns]
+        train_sum_y = s.sum_y[:, columns].sum(0) - sum_y
+        mean_y, projected = self._projected(fit, total - xty[k], train_sum_y)
         held_xty = fit.eigvecs.T @ (fit.f[:, None] * xty[k])
         m = fit.eigvecs.T @ fit.mean_x
         out = []
@@ -269,17 +286,18 @@ class _PrimalProblem:
             b = mean_y - m @ w
             sx_w = fit.held_sum_x @ w
             sum_p = sx_w + n * b
-            sum_pp = (w * (fit.held_xtx @ w)).sum(0) + 2 * b * sx_w + n * b**2
-            sum_py = (w * held_xty).sum(0) + b * sum_y
+            sum_pp = fit.held_quadratic(w) + 2 * b * sx_w + n * b**2
+            sum_py = torch.linalg.vecdot(w, held_xty, dim=0) + b * sum_y
             out.append(score_from_sums(kind, n, (sum_p, sum_y, sum_pp, sum_yy, sum_py)))
         return torch.stack(out)
 
     def solve(self, fit: _PrimalFit, block, chosen: torch.Tensor, alphas: torch.Tensor):
         """Weights ``(D, T)`` and intercepts ``(T,)`` of the chunk's ``chosen`` targets on all
         folds, one penalty each; the intercepts in the data's units (the shift undone)."""
-        xty, columns = block
+        _, total, columns = block
         s = self.stats
-        mean_y, projected = self._projected(fit, xty[:, :, chosen], s.sum_y[:, columns][:, chosen])
+        sum_y = s.sum_y[:, columns][:, chosen].sum(0)
+        mean_y, projected = self._projected(fit, total[:, chosen], sum_y)
         w = fit.eigvecs @ (projected / (fit.eigvals[:, None] + alphas[None, :]))
         weight = fit.f[:, None] * w
         shift = s.shift_y[columns][chosen] - s.shift_x @ weight
