@@ -181,7 +181,7 @@ class SyntheticBetas(torch.utils.data.IterableDataset):
         left = torch.randn(features, 8, generator=rng)
         right = torch.randn(8, voxels, generator=rng) * torch.rand(voxels, generator=rng)
         right[:, ::3] = 0
-        self.map = (left @ right) / (features * 8) ** 0.5 * 30
+        self.map = (left @ right) / (features * 8) ** 0.5 * 100
         self.baseline = torch.randn(voxels, generator=rng) + 1
 
     def __iter__(self):

@@ -15,8 +15,7 @@ from ridge_reference import reference_fit
 
 from neurotorch.errors import EncoderMemoryError
 from neurotorch.lightning import LaionFMRIDataModule
-from neurotorch.models import LinearEncoder
-from neurotorch.models import encoder_memory
+from neurotorch.models import LinearEncoder, encoder_memory
 from neurotorch.models.encoder_memory import EncoderSize, available_memory, plan_memory
 from neurotorch.models.ridge import folds_of
 
@@ -65,7 +64,10 @@ def test_a_fit_that_does_not_fit_is_refused_before_the_first_batch_and_the_chunk
         counter = fit(model, dm)
     message = str(refused.value)
     assert f"fitting {n_voxels:,} voxels × {n_features:,} features" in message
-    assert f"{size.need(n_voxels, on_disk=False) / 1e9:.2f} GB with voxel_chunk={n_voxels:,}" in message
+    assert (
+        f"{size.need(n_voxels, on_disk=False) / 1e9:.2f} GB with voxel_chunk={n_voxels:,}"
+        in message
+    )
     assert counter.batches == 0 and model._stats is None
     chunk = int(message.split("Use voxel_chunk=")[1].split(" ")[0].replace(",", ""))
     assert 10 < chunk <= 20 and n_voxels % chunk  # chunks with a remainder

@@ -252,7 +252,7 @@ class _PrimalProblem:
             held_xtx = eigvecs.T @ (f[:, None] * s.xtx[held_out] * f[None, :]) @ eigvecs
             values, vectors = torch.linalg.eigh(held_xtx)
             kept = values > len(values) * torch.finfo(F64).eps * values.max()
-            if int(kept.sum()) < 0.8 * len(values):  # fewer held-out trials than features
+            if int(kept.sum()) < 0.95 * len(values):  # fewer held-out trials than features
                 fit.held_factor = (vectors[:, kept] * values[kept].sqrt()).T
             else:
                 fit.held_xtx = held_xtx
