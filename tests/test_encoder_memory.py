@@ -15,7 +15,7 @@ from ridge_reference import reference_fit
 
 from neurotorch.errors import EncoderMemoryError
 from neurotorch.lightning import LaionFMRIDataModule
-from neurotorch.models import LinearEncoder, encoder_memory
+from neurotorch.models import LinearEncoder, encoder_memory, held_out, linear_encoder
 from neurotorch.models.encoder_memory import EncoderSize, available_memory, plan_memory
 from neurotorch.models.ridge import folds_of
 
@@ -30,23 +30,26 @@ class BatchCounter(L.Callback):
         self.batches += 1
 
 
-def fit(model: LinearEncoder, datamodule) -> BatchCounter:
-    counter = BatchCounter()
-    trainer = L.Trainer(
+def trainer(counter: L.Callback | None = None) -> L.Trainer:
+    return L.Trainer(
         max_epochs=1,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         num_sanity_val_steps=0,
-        callbacks=[counter],
+        callbacks=[counter] if counter else [],
     )
-    trainer.fit(model, datamodule)
+
+
+def fit(model: LinearEncoder, datamodule) -> BatchCounter:
+    counter = BatchCounter()
+    trainer(counter).fit(model, datamodule)
     return counter
 
 
 def test_a_fit_that_does_not_fit_is_refused_before_the_first_batch_and_the_chunk_it_names_fits(
-    tiny_laion_root, monkeypatch
+    tiny_laion_root, monkeypatch, tmp_path
 ):
     dm = LaionFMRIDataModule(
         data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "face"}, batch_size=64
@@ -72,7 +75,7 @@ def test_a_fit_that_does_not_fit_is_refused_before_the_first_batch_and_the_chunk
     chunk = int(message.split("Use voxel_chunk=")[1].split(" ")[0].replace(",", ""))
     assert 10 < chunk <= 20 and n_voxels % chunk  # chunks with a remainder
 
-    model = LinearEncoder(penalties=PENALTIES, voxel_chunk=chunk)
+    model = LinearEncoder(penalties=PENALTIES, voxel_chunk=chunk, output_dir=str(tmp_path))
     fit(model, dm)
     assert model.memory_plan.on_disk and model.memory_plan.voxel_chunk == chunk
     parts = [split_arrays(dm, part) for part in ("train", "val")]
@@ -83,6 +86,18 @@ def test_a_fit_that_does_not_fit_is_refused_before_the_first_batch_and_the_chunk
     scale = np.abs(weight).max()
     np.testing.assert_allclose(model.weight.numpy(), weight, rtol=0, atol=1e-8 * scale)
     np.testing.assert_allclose(model.bias.numpy(), intercept, rtol=0, atol=1e-8 * scale)
+
+    # testing and predicting convert the batches in voxel chunks too (here 7, with a remainder)
+    monkeypatch.setattr(linear_encoder, "CONVERSION_CHUNK", 7)
+    monkeypatch.setattr(held_out, "CONVERSION_CHUNK", 7)
+    trainer().test(model, dm)
+    x_test, y_test, _ = split_arrays(dm, "test")
+    expected = x_test @ weight + intercept
+    pc, yc = expected - expected.mean(0), y_test - y_test.mean(0)
+    r = (pc * yc).sum(0) / np.sqrt((pc**2).sum(0) * (yc**2).sum(0))
+    np.testing.assert_allclose(model.test_r, r, rtol=0, atol=1e-6)
+    predicted = torch.cat([b["prediction"] for b in trainer().predict(model, dm)]).numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_the_automatic_plan_keeps_everything_in_memory_when_it_fits(tiny_laion_root):
