@@ -134,6 +134,11 @@ class EncoderConfigError(ParameterError):
     """An encoder setting (penalties, folds, feature spaces, score) or its training data is unusable."""
 
 
+class EncoderMemoryError(NeurotorchError, MemoryError):
+    """An encoder fit would need more memory than the machine has available: refused before the
+    first batch, with the voxel count, the estimate and the ``voxel_chunk`` to use."""
+
+
 class UnitsFailedError(NeurotorchError, RuntimeError):
     """Some units of a parallel run raised; the others finished and kept their outputs, so the
     same command run again redoes only the failed ones. ``results`` holds every unit's result."""

@@ -1,6 +1,7 @@
-"""Two ranks of a real gloo process group each accumulate half of the trials; the statistics summed
-over the ranks equal one process's, and the fit and the test ceiling from them equal the numpy
-references over all trials."""
+"""Two ranks of a real gloo process group each accumulate half of the trials (in voxel chunks, the
+cross-products in scratch files, around each rank's own shift); the statistics summed over the
+ranks equal one process's, and the fit and the test ceiling from them equal the numpy references
+over all trials."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import torch.multiprocessing as mp
 from ridge_reference import make_problem, reference_fit
 
 from neurotorch.models.held_out import CeilingStatistics
-from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
+from neurotorch.models.ridge import fit_ridge, folds_of
+from neurotorch.models.ridge_statistics import RidgeStatistics
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
 N_FOLDS = 5
+N_TARGETS = 41  # chunks of 11: three full ones and a remainder of 8
 
 
-def accumulate(x, y, names, keep_rows=True):
-    stats = RidgeStatistics(x.shape[1], y.shape[1], N_FOLDS, keep_rows=keep_rows)
+def accumulate(x, y, names, **settings):
+    stats = RidgeStatistics(x.shape[1], y.shape[1], N_FOLDS, **settings)
     ceiling = CeilingStatistics(y.shape[1])
     folds = folds_of(names, N_FOLDS)
     for start in range(0, len(x), 29):
@@ -32,16 +35,23 @@ def accumulate(x, y, names, keep_rows=True):
 def rank_main(rank: int, rendezvous: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        x, y, names = make_problem(n_images=71, n_features=13)
-        stats, ceiling = accumulate(x[rank::2], y[rank::2], names[rank::2], keep_rows=False)
-        for tensor in stats.tensors():
-            dist.all_reduce(tensor)
+        x, y, names = make_problem(n_images=71, n_features=13, n_targets=N_TARGETS)
+        stats, ceiling = accumulate(
+            x[rank::2],
+            y[rank::2],
+            names[rank::2],
+            keep_rows=False,
+            voxel_chunk=11,
+            on_disk=True,
+            buffer_trials=23,
+        )
+        stats.sum_over_ranks(dist.all_reduce)
         ceiling.sum_over_ranks()
         if rank == 0:
             fit = fit_ridge(stats, penalties=PENALTIES)
             np.savez(
                 out,
-                *[t.numpy() for t in stats.tensors()],
+                *[t.numpy() for t in summed(stats)],
                 weight=fit.weight.numpy(),
                 intercept=fit.intercept.numpy(),
                 penalty=fit.penalty.numpy(),
@@ -49,6 +59,13 @@ def rank_main(rank: int, rendezvous: str, out: str) -> None:
             )
     finally:
         dist.destroy_process_group()
+
+
+def summed(stats: RidgeStatistics) -> list[torch.Tensor]:
+    """Every sum, the shift and the cross-products of all chunks, in a fixed order."""
+    cross = torch.cat([stats.xty.read(j) for j in range(len(stats.chunks))], dim=2)
+    sums = [stats.count, stats.sum_x, stats.xtx, stats.sum_y, stats.sum_yy, cross]
+    return [*sums, stats.shift_x, stats.shift_y]
 
 
 def numpy_ceiling(y: np.ndarray, names: list[str]) -> np.ndarray:
@@ -64,10 +81,13 @@ def test_statistics_summed_over_two_ranks_equal_one_process(tmp_path):
     out = tmp_path / "rank0.npz"
     mp.spawn(rank_main, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
     saved = np.load(out)
-    x, y, names = make_problem(n_images=71, n_features=13)
+    x, y, names = make_problem(n_images=71, n_features=13, n_targets=N_TARGETS)
     one_process, _ = accumulate(x, y, names)
-    for i, tensor in enumerate(one_process.tensors()):
-        np.testing.assert_allclose(saved[f"arr_{i}"], tensor.numpy(), rtol=1e-12, atol=1e-9)
+    shift_x, shift_y = saved["arr_6"], saved["arr_7"]
+    assert np.abs(shift_x - one_process.shift_x.numpy()).max() > 0.1  # the ranks' mean shift
+    one_process.rebase(torch.from_numpy(shift_x), torch.from_numpy(shift_y))
+    for i, tensor in enumerate(summed(one_process)):
+        np.testing.assert_allclose(saved[f"arr_{i}"], tensor.numpy(), rtol=1e-10, atol=1e-8)
     folds = folds_of(names, N_FOLDS).numpy()
     weight, intercept, penalty = reference_fit(x, y, folds, PENALTIES, [x.shape[1]], [], "r")
     np.testing.assert_array_equal(saved["penalty"], penalty)

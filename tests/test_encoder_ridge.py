@@ -9,7 +9,8 @@ import torch
 from ridge_reference import make_problem, reference_fit
 
 from neurotorch.errors import EncoderConfigError, ParameterError
-from neurotorch.models.ridge import RidgeStatistics, fit_ridge, folds_of
+from neurotorch.models.ridge import fit_ridge, folds_of
+from neurotorch.models.ridge_statistics import RidgeStatistics
 
 PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)
 RATIOS = (0.1, 1.0, 10.0)

@@ -1,5 +1,10 @@
-"""Statistics of an encoder's test trials: the noise ceiling of those very trials, and the split of
-the explained variance between feature spaces.
+"""Statistics of an encoder's test trials: per-voxel scores, the noise ceiling of those very
+trials, and the split of the explained variance between feature spaces.
+
+Each is a set of running sums with one column per voxel. `CorrelationStatistics` and
+`PartitionStatistics` take a ``columns`` slice, so a model can add a batch one voxel chunk at a
+time (its float64 temporaries then scale with the chunk, not with the brain); `CeilingStatistics`
+converts a batch chunk by chunk itself.
 
 The ceiling
 -----------
@@ -24,7 +29,47 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from neurotorch.models.cross_products import voxel_chunks
+from neurotorch.models.ridge import score_from_sums
+
 F64 = torch.float64
+#: Voxels per chunk when a batch is converted to float64 (a few MB of temporaries per chunk).
+CONVERSION_CHUNK = 4096
+WHOLE = slice(None)
+
+
+class CorrelationStatistics:
+    """Running sums of predictions ``p`` and targets ``y`` per target, for ``r``, ``R²`` and MSE."""
+
+    def __init__(self, n_targets: int, device: torch.device | str = "cpu"):
+        kw = {"dtype": F64, "device": device}
+        self.count = torch.zeros(n_targets, **kw)
+        self.sum_p = torch.zeros(n_targets, **kw)
+        self.sum_y = torch.zeros(n_targets, **kw)
+        self.sum_pp = torch.zeros(n_targets, **kw)
+        self.sum_yy = torch.zeros(n_targets, **kw)
+        self.sum_py = torch.zeros(n_targets, **kw)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.count, self.sum_p, self.sum_y, self.sum_pp, self.sum_yy, self.sum_py]
+
+    def update(self, pred: torch.Tensor, y: torch.Tensor, columns: slice = WHOLE) -> None:
+        """Add predictions ``pred (n, C)`` of targets ``y (n, C)``, the targets ``columns``."""
+        pred, y = pred.to(F64), y.to(F64)
+        self.count[columns] += y.shape[0]
+        self.sum_p[columns] += pred.sum(0)
+        self.sum_y[columns] += y.sum(0)
+        self.sum_pp[columns] += (pred**2).sum(0)
+        self.sum_yy[columns] += (y**2).sum(0)
+        self.sum_py[columns] += (pred * y).sum(0)
+
+    def score(self, kind: str = "r") -> torch.Tensor:
+        """Per-target ``"r"``, ``"r2"`` (coefficient of determination) or ``"mse"`` (negated)."""
+        sums = self.sum_p, self.sum_y, self.sum_pp, self.sum_yy, self.sum_py
+        return score_from_sums(kind, self.count, sums)
+
+    def correlation(self) -> torch.Tensor:
+        return self.score("r")
 
 
 class CeilingStatistics:
@@ -39,15 +84,17 @@ class CeilingStatistics:
 
     def update(self, y: torch.Tensor, images: Sequence[str]) -> None:
         """Add test rows ``y (n, V)`` showing ``images``."""
-        y = y.to(F64)
         rows = [self.images.setdefault(str(name), len(self.images)) for name in images]
         new = len(self.images) - len(self.count)
-        self.count = torch.cat([self.count, self.count.new_zeros(new)])
-        self.sums = torch.cat([self.sums, self.sums.new_zeros(new, self.sums.shape[1])])
+        if new:
+            self.count = torch.cat([self.count, self.count.new_zeros(new)])
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(new, self.sums.shape[1])])
         index = torch.tensor(rows, device=y.device)
         self.count.index_add_(0, index, torch.ones_like(index, dtype=F64))
-        self.sums.index_add_(0, index, y)
-        self.sum_yy += (y**2).sum(0)
+        for columns in voxel_chunks(y.shape[1], CONVERSION_CHUNK):
+            part = y[:, columns].to(F64)
+            self.sums[:, columns].index_add_(0, index, part)
+            self.sum_yy[columns] += (part**2).sum(0)
 
     def sum_over_ranks(self) -> None:
         """Add up the statistics of every rank of the default process group (all ranks call it)."""
@@ -107,7 +154,7 @@ class PartitionStatistics:
 
     def __init__(self, n_spaces: int, n_targets: int, device: torch.device | str = "cpu"):
         kw = {"dtype": F64, "device": device}
-        self.count = torch.zeros((), **kw)
+        self.count = torch.zeros(n_targets, **kw)
         self.sum_y = torch.zeros(n_targets, **kw)
         self.sum_yy = torch.zeros(n_targets, **kw)
         self.sum_p = torch.zeros(n_targets, **kw)
@@ -126,17 +173,18 @@ class PartitionStatistics:
             self.sum_ps_p,
         ]
 
-    def update(self, parts: torch.Tensor, y: torch.Tensor) -> None:
-        """``parts (S, n, V)``: each space's share of the predictions (without the intercept)."""
+    def update(self, parts: torch.Tensor, y: torch.Tensor, columns: slice = WHOLE) -> None:
+        """``parts (S, n, C)``: each space's share of the predictions (without the intercept) of
+        targets ``y (n, C)``, the targets ``columns``."""
         parts, y = parts.to(F64), y.to(F64)
         pred = parts.sum(0)
-        self.count += y.shape[0]
-        self.sum_y += y.sum(0)
-        self.sum_yy += (y**2).sum(0)
-        self.sum_p += pred.sum(0)
-        self.sum_ps += parts.sum(1)
-        self.sum_ps_y += (parts * y).sum(1)
-        self.sum_ps_p += (parts * pred).sum(1)
+        self.count[columns] += y.shape[0]
+        self.sum_y[columns] += y.sum(0)
+        self.sum_yy[columns] += (y**2).sum(0)
+        self.sum_p[columns] += pred.sum(0)
+        self.sum_ps[:, columns] += parts.sum(1)
+        self.sum_ps_y[:, columns] += (parts * y).sum(1)
+        self.sum_ps_p[:, columns] += (parts * pred).sum(1)
 
     def r2(self) -> torch.Tensor:
         """``(S, V)`` share of each space in the (centred) explained variance."""

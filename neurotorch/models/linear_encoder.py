@@ -3,7 +3,10 @@
 One training epoch accumulates per-fold sufficient statistics of the training and validation
 trials (folds grouped by image); when validation ends (or testing starts, without validation) the
 statistics are summed over DDP ranks, each voxel's penalties are chosen by k-fold cross-validation
-and the model is refitted on all of them (`neurotorch.models.ridge`). Testing logs per-voxel r and
+and the model is refitted on all of them (`neurotorch.models.ridge`). Before the first batch a
+memory preflight (`neurotorch.models.encoder_memory`) chooses the voxel chunks (and whether the
+cross-products go to a scratch file) or refuses with `EncoderMemoryError`; testing, validating and
+predicting work voxel chunk by chunk too. Testing logs per-voxel r and
 R², the noise ceiling of the test trials themselves and the fraction of it reached
 (`neurotorch.models.held_out`), the variance explained by each feature space, and writes
 ``metrics.json`` plus a PNG. Predicting returns each trial's voxel responses with its ids.
@@ -25,19 +28,25 @@ from neurotorch._options import check_int, check_number, check_option
 from neurotorch.errors import EncoderConfigError, NotFittedError
 from neurotorch.log import results
 from neurotorch.models.batch_keys import require_keys
-from neurotorch.models.held_out import CeilingStatistics, PartitionStatistics
+from neurotorch.models.cross_products import voxel_chunks
+from neurotorch.models.encoder_memory import EncoderSize, MemoryPlan, plan_memory
+from neurotorch.models.held_out import (
+    CONVERSION_CHUNK,
+    CeilingStatistics,
+    CorrelationStatistics,
+    PartitionStatistics,
+)
 from neurotorch.models.ridge import (
     DEFAULT_BAND_RATIOS,
     DEFAULT_PENALTIES,
     SCORES,
     SOLVERS,
-    CorrelationStatistics,
-    RidgeStatistics,
     Score,
     Solver,
     fit_ridge,
     folds_of,
 )
+from neurotorch.models.ridge_statistics import PRECISIONS, Precision, RidgeStatistics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,15 @@ class LinearEncoder(L.LightningModule):
     image_key
         Batch key of the image names; they define the cross-validation folds.
     %(output_dir)s
+    voxel_chunk
+        Voxels per chunk of the statistics and of the solve. Fewer than the voxels: the per-fold
+        cross-products ``Xᵀy`` go to an unnamed scratch file under ``NEUROTORCH_CACHE/scratch``
+        (removed when the fit ends), one chunk in memory at a time. Default: chosen before the
+        first batch from the available memory (all in memory when it fits); a fit that cannot fit
+        is refused with `neurotorch.errors.EncoderMemoryError`, which says what to use.
+    precision
+        ``"float64"`` or ``"float32"`` cross-products and weights (half the memory; the chosen
+        penalties and weights agree with float64 to the tolerance of ``docs/encoder.md``).
     """
 
     def __init__(
@@ -90,11 +108,16 @@ class LinearEncoder(L.LightningModule):
         target_key: str = "betas",
         image_key: str = "image_name",
         output_dir: str | None = None,
+        voxel_chunk: int | None = None,
+        precision: Precision = "float64",
     ):
         super().__init__()
         check_int("n_folds", n_folds, minimum=2)
         check_option("score", score, SCORES)
         check_option("solver", solver, SOLVERS)
+        check_option("precision", precision, PRECISIONS)
+        if voxel_chunk is not None:
+            check_int("voxel_chunk", voxel_chunk, minimum=1)
         for name, grid in (("penalties", penalties), ("band_ratios", band_ratios)):
             for k, value in enumerate(grid):
                 check_number(f"{name}[{k}]", value, minimum=0, open_minimum=True)
@@ -108,6 +131,7 @@ class LinearEncoder(L.LightningModule):
         # DDP wraps only modules with a trainable parameter; the fit itself needs none
         self.ddp_anchor = torch.nn.Parameter(torch.zeros(0))
         self._stats: RidgeStatistics | None = None
+        self.memory_plan: MemoryPlan | None = None
         self._collecting = False
         self._subjects: set[str] = set()
         self._val_stats: CorrelationStatistics | None = None
@@ -139,7 +163,19 @@ class LinearEncoder(L.LightningModule):
         """Predicted voxel responses ``(n, V)`` float32 of features ``(n, D)``."""
         if not self.fitted:
             self._refuse("predict")
-        return (features.to(torch.float64) @ self.weight + self.bias).to(torch.float32)
+        out = features.new_empty(features.shape[0], self.weight.shape[1], dtype=torch.float32)
+        for columns, parts in self._predicted_parts(features):
+            out[:, columns] = parts.sum(0) + self.bias[columns]
+        return out
+
+    def _predicted_parts(self, features: torch.Tensor):
+        """Per voxel chunk: its columns and each feature space's part of the predictions without
+        the intercept, ``(S, n, C)`` (float64 temporaries of one chunk at a time)."""
+        x = features.to(self.weight.dtype)
+        spaces = torch.split(torch.arange(x.shape[1], device=x.device), self.band_sizes.tolist())
+        for columns in voxel_chunks(self.weight.shape[1], CONVERSION_CHUNK):
+            weight = self.weight[:, columns]
+            yield columns, torch.stack([x[:, s] @ weight[s] for s in spaces]).to(torch.float64)
 
     @property
     def fitted(self) -> bool:
@@ -158,25 +194,85 @@ class LinearEncoder(L.LightningModule):
     def configure_optimizers(self):
         return None
 
+    def _reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Sum ``tensor`` over the DDP ranks in place."""
+        tensor.copy_(self.trainer.strategy.reduce(tensor, reduce_op="sum"))
+
     def _sum_over_ranks(self, tensors: list[torch.Tensor]) -> None:
         if self.trainer is not None and self.trainer.world_size > 1:
             for t in tensors:
-                t.copy_(self.trainer.strategy.reduce(t, reduce_op="sum"))
+                self._reduce_sum(t)
 
     # -- training: one pass of per-fold statistics (validation trials join them) ------------
+    def on_fit_start(self) -> None:
+        """The memory preflight, when the data module says the sizes before the first batch."""
+        self.memory_plan = None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        n_voxels = getattr(datamodule, "n_voxels", None)
+        dims = getattr(datamodule, "feature_dims", None)
+        if (
+            self.hparams.target_key == "betas"
+            and isinstance(n_voxels, dict)
+            and len(n_voxels) == 1
+            and isinstance(dims, dict)
+            and set(self.feature_keys) <= set(dims)
+        ):
+            n_features = sum(dims[key] for key in self.feature_keys)
+            batch_size = getattr(datamodule, "batch_size", 256)
+            self._plan_memory(n_features, next(iter(n_voxels.values())), batch_size)
+
+    def _plan_memory(self, n_features: int, n_voxels: int, batch_size: int) -> None:
+        """Choose the voxel chunks (rank 0's choice on every rank) or refuse the fit."""
+        hp = self.hparams
+        size = EncoderSize(
+            n_features=n_features,
+            n_voxels=n_voxels,
+            n_folds=hp.n_folds,
+            n_candidates=len(hp.penalties) * len(hp.band_ratios) ** (len(self.feature_keys) - 1),
+            n_spaces=len(self.feature_keys),
+            batch_size=batch_size,
+            n_test_images=self._test_images(),
+            precision=hp.precision,
+        )
+        plan = None
+        if self.trainer is None or self.trainer.is_global_zero:
+            plan = plan_memory(size, hp.voxel_chunk)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            plan = self.trainer.strategy.broadcast(plan)
+        self.memory_plan = plan
+        log.info("LinearEncoder fit: %s", plan.describe(size))
+
+    def _test_images(self) -> int:
+        """Distinct images of the data module's test trials, where it says (else 0)."""
+        datasets = getattr(getattr(self.trainer, "datamodule", None), "datasets", None)
+        trials = getattr((datasets or {}).get("test"), "trials", None)
+        if isinstance(trials, pd.DataFrame) and "label" in trials:
+            return int(trials["label"].nunique())
+        return 0
+
     def on_train_epoch_start(self) -> None:
+        self._close_statistics()
+
+    def _close_statistics(self) -> None:
+        if self._stats is not None:
+            self._stats.close()
         self._stats = None
 
     def _accumulate(self, batch: dict) -> None:
         x, y = self.features(batch), self.targets(batch)
         subjects = set(batch.get("subject", ()))
         if self._stats is None:
+            if self.memory_plan is None:
+                self._plan_memory(x.shape[1], y.shape[1], x.shape[0])
             self._stats = RidgeStatistics(
                 x.shape[1],
                 y.shape[1],
                 self.hparams.n_folds,
                 keep_rows=self.trainer is None or self.trainer.world_size == 1,
                 device=x.device,
+                precision=self.hparams.precision,
+                voxel_chunk=self.memory_plan.voxel_chunk,
+                on_disk=self.memory_plan.on_disk,
             )
             self._subjects = subjects
             self.band_sizes = torch.tensor([batch[k].shape[1] for k in self.feature_keys])
@@ -192,18 +288,21 @@ class LinearEncoder(L.LightningModule):
 
     def _fit(self) -> None:
         """Sum the statistics over ranks, choose penalties by cross-validation, refit."""
-        stats, self._stats = self._stats, None
-        self._sum_over_ranks(stats.tensors())
-        hp = self.hparams
-        fit = fit_ridge(
-            stats,
-            penalties=hp.penalties,
-            bands=self.band_sizes.tolist(),
-            band_ratios=hp.band_ratios,
-            score=hp.score,
-            per_target=hp.per_voxel,
-            solver=hp.solver,
-        )
+        stats, hp = self._stats, self.hparams
+        try:
+            if self.trainer is not None and self.trainer.world_size > 1:
+                stats.sum_over_ranks(self._reduce_sum)
+            fit = fit_ridge(
+                stats,
+                penalties=hp.penalties,
+                bands=self.band_sizes.tolist(),
+                band_ratios=hp.band_ratios,
+                score=hp.score,
+                per_target=hp.per_voxel,
+                solver=hp.solver,
+            )
+        finally:
+            self._close_statistics()
         self.weight, self.bias, self.penalty = fit.weight, fit.intercept, fit.penalty
         if not self.trainer.predicting:  # Lightning logs nothing while predicting
             self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
@@ -221,8 +320,9 @@ class LinearEncoder(L.LightningModule):
         elif self.fitted:
             y = self.targets(batch)
             if self._val_stats is None:
-                self._val_stats = CorrelationStatistics((y.shape[1],), device=y.device)
-            self._val_stats.update(self(self.features(batch)), y)
+                self._val_stats = CorrelationStatistics(y.shape[1], device=y.device)
+            for columns, parts in self._predicted_parts(self.features(batch)):
+                self._val_stats.update(parts.sum(0) + self.bias[columns], y[:, columns], columns)
 
     def on_validation_epoch_end(self) -> None:
         if self._collecting:
@@ -266,17 +366,17 @@ class LinearEncoder(L.LightningModule):
         x, y = self.features(batch), self.targets(batch)
         if self._test is None:
             self._test = (
-                CorrelationStatistics((y.shape[1],), device=y.device),
+                CorrelationStatistics(y.shape[1], device=y.device),
                 CeilingStatistics(y.shape[1], device=y.device),
                 PartitionStatistics(len(self.band_sizes), y.shape[1], device=y.device),
             )
             self._subjects = set(batch.get("subject", ())) or self._subjects
         scores, ceiling, partition = self._test
-        scores.update(self(x), y)
+        for columns, parts in self._predicted_parts(x):
+            scores.update(parts.sum(0) + self.bias[columns], y[:, columns], columns)
+            partition.update(parts, y[:, columns], columns)
         if not (torch.as_tensor(batch.get("n_repeats", 1)) > 1).any():  # single trials only
             ceiling.update(y, batch[self.hparams.image_key])
-        spaces = torch.split(torch.arange(x.shape[1], device=x.device), self.band_sizes.tolist())
-        partition.update(torch.stack([x[:, s] @ self.weight[s] for s in spaces]), y)
 
     def on_test_epoch_end(self) -> None:
         from neurotorch.models.encoder_report import summarise_encoder, write_encoder_report

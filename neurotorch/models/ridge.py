@@ -1,7 +1,10 @@
 """Exact ridge regression with k-fold penalty selection, from per-fold sufficient statistics.
 
-Training accumulates, per fold, ``n, Σx, Σy, Σy², XᵀX, XᵀY`` (float64) batch by batch: one pass
-over the data, exact, and reducible across DDP ranks by summation. Trials are put in folds by
+Training accumulates, per fold, ``n, Σx, Σy, Σy², XᵀX, XᵀY`` batch by batch
+(`neurotorch.models.ridge_statistics`): one pass over the data, exact, and reducible across DDP
+ranks by summation. The large part, ``XᵀY``, is held in voxel chunks (in memory or in a scratch
+file); the fit works chunk by chunk too, with the eigendecompositions shared by every chunk, so its
+workspace is bounded by the chunk. Trials are put in folds by
 their image, so repetitions of an image never straddle folds. Fold ``k`` is validated against a
 model fitted on the other folds, entirely from the sums (the validation predictions' sums of
 squares are quadratic forms in the fold's ``XᵀX``), and the chosen penalties are refitted on all
@@ -27,6 +30,7 @@ import torch
 
 from neurotorch._options import check_option
 from neurotorch.errors import EncoderConfigError
+from neurotorch.models.ridge_statistics import RidgeStatistics
 
 DEFAULT_PENALTIES = tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 1e-3 … 1e3, half decades
 DEFAULT_BAND_RATIOS = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -40,75 +44,6 @@ F64 = torch.float64
 def folds_of(names: Sequence[str], n_folds: int) -> torch.Tensor:
     """Fold of each trial from its image name: stable across processes, runs and batch order."""
     return torch.tensor([zlib.crc32(str(n).encode()) % n_folds for n in names], dtype=torch.long)
-
-
-class RidgeStatistics:
-    """Per-fold running sums for a ridge fit of ``y (n, V)`` on ``x (n, D)``.
-
-    Parameters
-    ----------
-    n_features, n_targets
-        ``D`` and ``V``.
-    n_folds
-        Number of cross-validation folds (trials carry their fold to `update`).
-    keep_rows
-        Also keep the trials themselves while there are no more of them than features, so that
-        `fit_ridge` can solve in the dual.
-    device
-        Where the sums live.
-    """
-
-    def __init__(
-        self,
-        n_features: int,
-        n_targets: int,
-        n_folds: int = 5,
-        *,
-        keep_rows: bool = True,
-        device: torch.device | str = "cpu",
-    ):
-        kw = {"dtype": F64, "device": device}
-        self.count = torch.zeros(n_folds, **kw)
-        self.sum_x = torch.zeros(n_folds, n_features, **kw)
-        self.sum_y = torch.zeros(n_folds, n_targets, **kw)
-        self.sum_yy = torch.zeros(n_folds, n_targets, **kw)
-        self.xtx = torch.zeros(n_folds, n_features, n_features, **kw)
-        self.xty = torch.zeros(n_folds, n_features, n_targets, **kw)
-        self._rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = (
-            [] if keep_rows else None
-        )
-
-    @property
-    def n_folds(self) -> int:
-        return self.count.shape[0]
-
-    def tensors(self) -> list[torch.Tensor]:
-        """The sums, in a fixed order (for summing over DDP ranks in place)."""
-        return [self.count, self.sum_x, self.sum_y, self.sum_yy, self.xtx, self.xty]
-
-    def update(self, x: torch.Tensor, y: torch.Tensor, folds: torch.Tensor) -> None:
-        """Add trials ``x (n, D)``, ``y (n, V)`` whose folds are ``folds (n,)``."""
-        x, y = x.to(F64), y.to(F64)
-        folds = folds.to(x.device)
-        for k in torch.unique(folds).tolist():
-            rows = folds == k
-            xk, yk = x[rows], y[rows]
-            self.count[k] += xk.shape[0]
-            self.sum_x[k] += xk.sum(0)
-            self.sum_y[k] += yk.sum(0)
-            self.sum_yy[k] += (yk**2).sum(0)
-            self.xtx[k] += xk.T @ xk
-            self.xty[k] += xk.T @ yk
-        if self._rows is not None:
-            self._rows.append((x, y, folds))
-            if self.count.sum() > self.xtx.shape[1]:
-                self._rows = None  # more trials than features: the primal form is cheaper
-
-    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """All trials ``(x, y, folds)`` if they were kept (fewer trials than features)."""
-        if not self._rows:
-            return None
-        return tuple(torch.cat(parts) for parts in zip(*self._rows, strict=True))  # type: ignore[return-value]
 
 
 @dataclass
@@ -143,7 +78,12 @@ def fit_ridge(
     per_target: bool = True,
     solver: Solver = "auto",
 ) -> RidgeFit:
-    """Choose penalties by k-fold cross-validation and refit on all folds.
+    """Choose penalties by k-fold cross-validation and refit on all folds, voxel chunk by chunk.
+
+    The eigendecompositions (one per fold and band weighting) are shared by every chunk of
+    ``stats``; the validation scores of each chunk's targets fill their columns of one
+    ``(candidates, V)`` table, the penalties are chosen from it (per target, or one for all by
+    the mean score), and each chunk is refitted with its targets' penalties.
 
     Parameters
     ----------
@@ -166,7 +106,7 @@ def fit_ridge(
     """
     check_option("score", score, SCORES)
     check_option("solver", solver, SOLVERS)
-    n_features = stats.xtx.shape[1]
+    n_features, n_targets = stats.n_features, stats.n_targets
     bands = [n_features] if bands is None else [int(b) for b in bands]
     if sum(bands) != n_features or min(bands) < 1:
         raise EncoderConfigError(f"Feature spaces of sizes {bands} do not add up to {n_features}.")
@@ -178,40 +118,44 @@ def fit_ridge(
             f"Cross-validation needs trials in at least two folds, got {len(folds)}: train on more "
             f"images or use fewer folds."
         )
-    rows = stats.rows()
-    if solver == "dual" and rows is None:
+    if solver == "dual" and not stats.has_rows():
         raise EncoderConfigError(
             "The dual solve needs the trials, which are kept only while there are no more of them "
             "than features (and not under DDP); use solver='primal'."
         )
-    if rows is not None and solver != "primal":
-        problem: _PrimalProblem | _DualProblem = _DualProblem(rows, bands)
+    if stats.has_rows() and solver != "primal":
+        problem: _PrimalProblem | _DualProblem = _DualProblem(stats, bands)
     else:
         problem = _PrimalProblem(stats, bands)
-    alphas = torch.tensor(list(penalties), dtype=F64, device=stats.xtx.device)
-    gammas = _band_weights(len(bands), band_ratios).to(alphas.device)
-    per_fold = [
-        torch.stack([problem.fold_scores(k, g, alphas=alphas, kind=score) for k in folds])
-        for g in gammas
-    ]
-    scores = torch.stack([fold_scores.mean(0) for fold_scores in per_fold]).flatten(0, 1)
-    # (n_gammas * n_penalties, V)
+    device = stats.count.device
+    alphas = torch.tensor(list(penalties), dtype=F64, device=device)
+    gammas = _band_weights(len(bands), band_ratios).to(device)
+    scores = torch.empty(len(gammas) * len(alphas), n_targets, dtype=F64, device=device)
+    for g, gamma in enumerate(gammas):
+        fits = [problem.prepare(k, gamma) for k in folds]
+        candidates = slice(g * len(alphas), (g + 1) * len(alphas))
+        for j, columns in enumerate(stats.chunks):
+            block = problem.block(j)
+            total = sum(problem.scores(fit, block, alphas=alphas, kind=score) for fit in fits)
+            scores[candidates, columns] = total / len(fits)
     scores = torch.nan_to_num(scores, nan=-torch.inf)
-    best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(scores.shape[1])
+    best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(n_targets)
     gamma_index, alpha_index = best // len(alphas), best % len(alphas)
-    weight = torch.empty(n_features, scores.shape[1], dtype=F64, device=alphas.device)
-    intercept = torch.empty(scores.shape[1], dtype=F64, device=alphas.device)
+    weight = torch.empty(n_features, n_targets, dtype=stats.dtype, device=device)
+    intercept = torch.empty(n_targets, dtype=F64, device=device)
     for g in torch.unique(gamma_index).tolist():
-        targets = torch.nonzero(gamma_index == g).squeeze(1)
-        weight[:, targets], intercept[targets] = problem.solve(
-            gammas[g], alphas[alpha_index[targets]], targets
-        )
-    columns = torch.arange(scores.shape[1], device=best.device)
+        fit = problem.prepare(None, gammas[g])
+        for j, columns in enumerate(stats.chunks):
+            chosen = torch.nonzero(gamma_index[columns] == g).squeeze(1)
+            if len(chosen):
+                targets = chosen + columns.start
+                w, b = problem.solve(fit, problem.block(j), chosen, alphas[alpha_index[targets]])
+                weight[:, targets], intercept[targets] = w.to(weight.dtype), b
     return RidgeFit(
         weight=weight,
         intercept=intercept,
         penalty=alphas[alpha_index][None, :] / gammas[gamma_index].T,
-        cv_score=scores[best, columns],
+        cv_score=scores[best, torch.arange(n_targets, device=device)],
         solver=problem.name,
     )
 
@@ -226,9 +170,9 @@ def _band_weights(n_bands: int, ratios: Sequence[float]) -> torch.Tensor:
     return torch.tensor(list(grid), dtype=F64)
 
 
-def _score(kind: str, n, sums: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Validation score of predictions ``p`` against ``y`` from their sums
-    ``(Σp, Σy, Σp², Σy², Σpy)`` (higher is better)."""
+def score_from_sums(kind: str, n, sums: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Score of predictions ``p`` against targets ``y`` over ``n`` trials from their sums
+    ``(Σp, Σy, Σp², Σy², Σpy)``: ``"r"``, ``"r2"`` or ``"mse"`` (negated: higher is better)."""
     sum_p, sum_y, sum_pp, sum_yy, sum_py = sums
     sse = sum_yy - 2 * sum_py + sum_pp
     if kind == "mse":
@@ -257,140 +201,178 @@ def _band_of(bands: list[int], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(bands)), torch.tensor(bands)).to(device)
 
 
+@dataclass
+class _PrimalFit:
+    """A fit on the folds other than ``held_out`` (all folds: None), shared by every chunk: the
+    scaled training sums' centred covariance in its eigenbasis and, for a held-out fold, that
+    fold's ``Σx`` in the same basis and its ``XᵀX`` there, as a factor ``G`` with ``GᵀG = XᵀX``
+    when its rank (at most the fold's trials) is well below ``D``, else as the matrix itself."""
+
+    held_out: int | None
+    n: torch.Tensor
+    f: torch.Tensor
+    mean_x: torch.Tensor
+    eigvals: torch.Tensor
+    eigvecs: torch.Tensor
+    held_sum_x: torch.Tensor | None = None
+    held_xtx: torch.Tensor | None = None
+    held_factor: torch.Tensor | None = None
+
+    def held_quadratic(self, w: torch.Tensor) -> torch.Tensor:
+        """``wᵀ XᵀX w`` of the held-out fold for every column of ``w`` ``(D, C)``."""
+        if self.held_factor is not None:
+            return ((self.held_factor @ w) ** 2).sum(0)
+        return (w * (self.held_xtx @ w)).sum(0)
+
+
 class _PrimalProblem:
     """Ridge in feature space from per-fold sums: one ``D × D`` eigendecomposition per fit."""
 
     name = "primal"
 
     def __init__(self, stats: RidgeStatistics, bands: list[int]):
+        stats.flush()
         self.stats, self.bands = stats, bands
         n, sx = stats.count.sum(), stats.sum_x.sum(0)
         self.scale = _feature_scale(torch.diagonal(stats.xtx.sum(0)) - sx**2 / n, bands)
         self.band_of = _band_of(bands, self.scale.device)
 
-    def _sums(self, folds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prepare(self, held_out: int | None, gamma: torch.Tensor) -> _PrimalFit:
+        """Eigendecomposition of the scaled, centred covariance of the folds but ``held_out``."""
         s = self.stats
-        return tuple(t[folds].sum(0) for t in (s.count, s.sum_x, s.sum_y, s.xtx, s.xty))
-
-    def _eigen(self, folds: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Scaled statistics of ``folds`` and the eigendecomposition of their centred covariance."""
-        n, sx, sy, xtx, xty = self._sums(folds)
+        train = [j for j in range(s.n_folds) if j != held_out]
+        n, sx, xtx = s.count[train].sum(), s.sum_x[train].sum(0), s.xtx[train].sum(0)
         f = self.scale * gamma.sqrt()[self.band_of]
-        mean_x, mean_y = f * sx / n, sy / n
+        mean_x = f * sx / n
         cxx = f[:, None] * xtx * f[None, :] - n * torch.outer(mean_x, mean_x)
-        cxy = f[:, None] * xty - n * torch.outer(mean_x, mean_y)
         eigvals, eigvecs = torch.linalg.eigh(cxx)
-        return f, mean_x, mean_y, eigvals.clamp(min=0), eigvecs, eigvecs.T @ cxy
+        fit = _PrimalFit(held_out, n, f, mean_x, eigvals.clamp(min=0), eigvecs)
+        if held_out is not None:  # the held-out fold's sums in the training eigenbasis
+            fit.held_sum_x = eigvecs.T @ (f * s.sum_x[held_out])
+            held_xtx = eigvecs.T @ (f[:, None] * s.xtx[held_out] * f[None, :]) @ eigvecs
+            values, vectors = torch.linalg.eigh(held_xtx)
+            kept = values > len(values) * torch.finfo(F64).eps * values.max()
+            if int(kept.sum()) < 0.95 * len(values):  # fewer held-out trials than features
+                fit.held_factor = (vectors[:, kept] * values[kept].sqrt()).T
+            else:
+                fit.held_xtx = held_xtx
+        return fit
 
-    def fold_scores(self, k: int, gamma: torch.Tensor, *, alphas: torch.Tensor, kind: str):
-        """``(P, V)`` score on fold ``k`` of the fits on the other folds."""
-        s = self.stats
-        others = torch.tensor([j for j in range(s.n_folds) if j != k])
-        f, mean_x, mean_y, eigvals, eigvecs, projected = self._eigen(others, gamma)
-        n = s.count[k]
-        sx = eigvecs.T @ (f * s.sum_x[k])  # validation sums in the training eigenbasis
-        xtx = eigvecs.T @ (f[:, None] * s.xtx[k] * f[None, :]) @ eigvecs
-        xty = eigvecs.T @ (f[:, None] * s.xty[k])
-        m = eigvecs.T @ mean_x
+    def block(self, j: int) -> tuple[torch.Tensor, torch.Tensor, slice]:
+        """Chunk ``j``'s cross-products ``(K, D, C)`` float64, their sum over the folds and the
+        chunk's columns."""
+        xty = self.stats.xty.read(j).to(F64)
+        return xty, xty.sum(0), self.stats.chunks[j]
+
+    def _projected(self, fit: _PrimalFit, xty: torch.Tensor, sum_y: torch.Tensor):
+        """Training means of the targets and their centred cross-products in the eigenbasis, from
+        the training folds' ``Xᵀy`` (changed in place) and ``Σy``."""
+        mean_y = sum_y / fit.n
+        cxy = xty.mul_(fit.f[:, None]).addr_(fit.mean_x, mean_y, alpha=-float(fit.n))
+        return mean_y, fit.eigvecs.T @ cxy
+
+    def scores(self, fit: _PrimalFit, block, *, alphas: torch.Tensor, kind: str) -> torch.Tensor:
+        """``(P, C)`` score on the held-out fold of the chunk's fits on the other folds."""
+        xty, total, columns = block
+        s, k = self.stats, fit.held_out
+        n, sum_y, sum_yy = s.count[k], s.sum_y[k, columns], s.sum_yy[k, columns]
+        train_sum_y = s.sum_y[:, columns].sum(0) - sum_y
+        mean_y, projected = self._projected(fit, total - xty[k], train_sum_y)
+        held_xty = fit.eigvecs.T @ (fit.f[:, None] * xty[k])
+        m = fit.eigvecs.T @ fit.mean_x
         out = []
         for alpha in alphas:
-            w = projected / (eigvals + alpha)[:, None]  # weights in the eigenbasis
+            w = projected / (fit.eigvals + alpha)[:, None]  # weights in the eigenbasis
             b = mean_y - m @ w
-            sum_p = sx @ w + n * b
-            sum_pp = (w * (xtx @ w)).sum(0) + 2 * b * (sx @ w) + n * b**2
-            sum_py = (w * xty).sum(0) + b * s.sum_y[k]
-            out.append(_score(kind, n, (sum_p, s.sum_y[k], sum_pp, s.sum_yy[k], sum_py)))
+            sx_w = fit.held_sum_x @ w
+            sum_p = sx_w + n * b
+            sum_pp = fit.held_quadratic(w) + 2 * b * sx_w + n * b**2
+            sum_py = torch.linalg.vecdot(w, held_xty, dim=0) + b * sum_y
+            out.append(score_from_sums(kind, n, (sum_p, sum_y, sum_pp, sum_yy, sum_py)))
         return torch.stack(out)
 
-    def solve(self, gamma: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor):
-        """Weights ``(D, T)`` and intercepts ``(T,)`` on all folds, one penalty per target."""
-        every = torch.arange(self.stats.n_folds)
-        f, mean_x, mean_y, eigvals, eigvecs, projected = self._eigen(every, gamma)
-        w = eigvecs @ (projected[:, targets] / (eigvals[:, None] + alphas[None, :]))
-        return f[:, None] * w, mean_y[targets] - mean_x @ w
+    def solve(self, fit: _PrimalFit, block, chosen: torch.Tensor, alphas: torch.Tensor):
+        """Weights ``(D, T)`` and intercepts ``(T,)`` of the chunk's ``chosen`` targets on all
+        folds, one penalty each; the intercepts in the data's units (the shift undone)."""
+        _, total, columns = block
+        s = self.stats
+        sum_y = s.sum_y[:, columns][:, chosen].sum(0)
+        mean_y, projected = self._projected(fit, total[:, chosen], sum_y)
+        w = fit.eigvecs @ (projected / (fit.eigvals[:, None] + alphas[None, :]))
+        weight = fit.f[:, None] * w
+        shift = s.shift_y[columns][chosen] - s.shift_x @ weight
+        return weight, mean_y - fit.mean_x @ w + shift
+
+
+@dataclass
+class _DualFit:
+    """A fit on the trials outside fold ``held_out`` (all trials: None), shared by every chunk:
+    the scaled, centred training features, their kernel's eigendecomposition and, for a held-out
+    fold, the kernel between its trials and the training trials in that eigenbasis."""
+
+    held_out: int | None
+    train: torch.Tensor
+    f: torch.Tensor
+    mean_x: torch.Tensor
+    centred: torch.Tensor
+    eigvals: torch.Tensor
+    eigvecs: torch.Tensor
+    held_kernel: torch.Tensor | None = None
 
 
 class _DualProblem:
-    """Ridge in trial space from the trials: one ``n × n`` eigendecomposition per fit."""
+    """Ridge in trial space from the kept trials: one ``n × n`` eigendecomposition per fit."""
 
     name = "dual"
 
-    def __init__(self, rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor], bands: list[int]):
-        self.x, self.y, self.folds = rows
-        self.bands = bands
+    def __init__(self, stats: RidgeStatistics, bands: list[int]):
+        self.stats, self.bands = stats, bands
+        self.x, self.folds = stats.row_features()
         self.scale = _feature_scale(self.x.var(0, correction=0) * self.x.shape[0], bands)
         self.band_of = _band_of(bands, self.scale.device)
 
-    def _fit(self, rows: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prepare(self, held_out: int | None, gamma: torch.Tensor) -> _DualFit:
+        """Eigendecomposition of the kernel of the trials outside fold ``held_out``."""
+        train = self.folds != held_out if held_out is not None else torch.ones_like(self.folds) > 0
         f = self.scale * gamma.sqrt()[self.band_of]
-        x = self.x[rows] * f
-        mean_x, mean_y = x.mean(0), self.y[rows].mean(0)
+        x = self.x[train] * f
+        mean_x = x.mean(0)
         centred = x - mean_x
         eigvals, eigvecs = torch.linalg.eigh(centred @ centred.T)
-        return (
-            f,
-            mean_x,
-            mean_y,
-            centred,
-            eigvals.clamp(min=0),
-            eigvecs,
-            eigvecs.T @ (self.y[rows] - mean_y),
-        )
+        fit = _DualFit(held_out, train, f, mean_x, centred, eigvals.clamp(min=0), eigvecs)
+        if held_out is not None:
+            fit.held_kernel = ((self.x[~train] * f - mean_x) @ centred.T) @ eigvecs
+        return fit
 
-    def fold_scores(self, k: int, gamma: torch.Tensor, *, alphas: torch.Tensor, kind: str):
-        """``(P, V)`` score on fold ``k`` of the fits on the other folds."""
-        held = self.folds == k
-        f, mean_x, mean_y, centred, eigvals, eigvecs, projected = self._fit(~held, gamma)
-        kernel = ((self.x[held] * f - mean_x) @ centred.T) @ eigvecs
-        y = self.y[held]
-        n, sum_y, sum_yy = y.shape[0], y.sum(0), (y**2).sum(0)
+    def block(self, j: int) -> tuple[torch.Tensor, slice]:
+        """Chunk ``j``'s targets of every kept trial ``(n, C)`` float64 and its columns."""
+        columns = self.stats.chunks[j]
+        return self.stats.row_targets(columns), columns
+
+    @staticmethod
+    def _projected(fit: _DualFit, y: torch.Tensor):
+        """Training means of the targets and their centred values in the kernel's eigenbasis."""
+        mean_y = y[fit.train].mean(0)
+        return mean_y, fit.eigvecs.T @ (y[fit.train] - mean_y)
+
+    def scores(self, fit: _DualFit, block, *, alphas: torch.Tensor, kind: str) -> torch.Tensor:
+        """``(P, C)`` score on the held-out fold of the chunk's fits on the other folds."""
+        y, _ = block
+        mean_y, projected = self._projected(fit, y)
+        held = y[~fit.train]
+        n, sum_y, sum_yy = held.shape[0], held.sum(0), (held**2).sum(0)
         out = []
         for alpha in alphas:
-            pred = kernel @ (projected / (eigvals + alpha)[:, None]) + mean_y
-            sums = pred.sum(0), sum_y, (pred**2).sum(0), sum_yy, (pred * y).sum(0)
-            out.append(_score(kind, n, sums))
+            pred = fit.held_kernel @ (projected / (fit.eigvals + alpha)[:, None]) + mean_y
+            sums = pred.sum(0), sum_y, (pred**2).sum(0), sum_yy, (pred * held).sum(0)
+            out.append(score_from_sums(kind, n, sums))
         return torch.stack(out)
 
-    def solve(self, gamma: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor):
-        """Weights ``(D, T)`` and intercepts ``(T,)`` on all trials, one penalty per target."""
-        every = torch.ones_like(self.folds, dtype=torch.bool)
-        f, mean_x, mean_y, centred, eigvals, eigvecs, projected = self._fit(every, gamma)
-        dual = eigvecs @ (projected[:, targets] / (eigvals[:, None] + alphas[None, :]))
-        w = centred.T @ dual
-        return f[:, None] * w, mean_y[targets] - mean_x @ w
-
-
-class CorrelationStatistics:
-    """Running sums for per-target Pearson correlations between predictions and targets.
-
-    Works on any leading shape: predictions ``(..., n, V)`` against targets ``(n, V)``.
-    """
-
-    def __init__(self, shape: tuple[int, ...], device: torch.device | str = "cpu"):
-        kw = {"dtype": F64, "device": device}
-        self.count = torch.zeros((), **kw)
-        self.sum_p = torch.zeros(shape, **kw)
-        self.sum_y = torch.zeros(shape[-1], **kw)
-        self.sum_pp = torch.zeros(shape, **kw)
-        self.sum_yy = torch.zeros(shape[-1], **kw)
-        self.sum_py = torch.zeros(shape, **kw)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.count, self.sum_p, self.sum_y, self.sum_pp, self.sum_yy, self.sum_py]
-
-    def update(self, pred: torch.Tensor, y: torch.Tensor) -> None:
-        pred, y = pred.to(F64), y.to(F64)
-        self.count += y.shape[0]
-        self.sum_p += pred.sum(-2)
-        self.sum_y += y.sum(0)
-        self.sum_pp += (pred**2).sum(-2)
-        self.sum_yy += (y**2).sum(0)
-        self.sum_py += (pred * y).sum(-2)
-
-    def score(self, kind: str = "r") -> torch.Tensor:
-        """Per-target ``"r"``, ``"r2"`` (coefficient of determination) or ``"mse"`` (negated)."""
-        sums = self.sum_p, self.sum_y, self.sum_pp, self.sum_yy, self.sum_py
-        return _score(kind, self.count, sums)
-
-    def correlation(self) -> torch.Tensor:
-        return self.score("r")
+    def solve(self, fit: _DualFit, block, chosen: torch.Tensor, alphas: torch.Tensor):
+        """Weights ``(D, T)`` and intercepts ``(T,)`` of the chunk's ``chosen`` targets on all
+        trials, one penalty each."""
+        y, _ = block
+        mean_y, projected = self._projected(fit, y[:, chosen])
+        dual = fit.eigvecs @ (projected / (fit.eigvals[:, None] + alphas[None, :]))
+        w = fit.centred.T @ dual
+        return fit.f[:, None] * w, mean_y - fit.mean_x @ w

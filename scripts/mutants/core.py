@@ -78,26 +78,6 @@ MUTANTS = [
         ("tests/test_data_betas.py::test_a_batch_comes_back_in_the_order_asked_for",),
     ),
     Mutant(
-        "ridge-intercept-sign-flipped",
-        "neurotorch/models/ridge.py",
-        "        every = torch.arange(self.stats.n_folds)\n"
-        "        f, mean_x, mean_y, eigvals, eigvecs, projected = self._eigen(every, gamma)\n"
-        "        w = eigvecs @ (projected[:, targets] / (eigvals[:, None] + alphas[None, :]))\n"
-        "        return f[:, None] * w, mean_y[targets] - mean_x @ w",
-        "        every = torch.arange(self.stats.n_folds)\n"
-        "        f, mean_x, mean_y, eigvals, eigvecs, projected = self._eigen(every, gamma)\n"
-        "        w = eigvecs @ (projected[:, targets] / (eigvals[:, None] + alphas[None, :]))\n"
-        "        return f[:, None] * w, -(mean_y[targets] - mean_x @ w)",
-        ("tests/test_encoder_ridge.py",),
-    ),
-    Mutant(
-        "ridge-worst-penalty-chosen",
-        "neurotorch/models/ridge.py",
-        "    best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(scores.shape[1])",
-        "    best = scores.argmin(0) if per_target else scores.mean(1).argmin().expand(scores.shape[1])",
-        ("tests/test_encoder_ridge.py",),
-    ),
-    Mutant(
         "eloreta-noise-applied-twice",
         "neurotorch/meeg/eloreta.py",
         "    blocks = noise_var[:, None, None, None] * operator.unit_blocks",
