@@ -163,9 +163,12 @@ class EncodingModel:
         return self.amplitude / np.sqrt(self.amplitude**2 + self.noise_sd**2)
 
     def signal(self, clip: np.ndarray) -> np.ndarray:
-        """Noise-free responses (n_images, n_brain) to CLIP embeddings (n_images, D)."""
+        """Noise-free responses (n_images, n_brain) to CLIP embeddings (n_images, D).
+
+        The product with the weights runs in float32 (as they are stored: no float64 copy of
+        them per call), the rest in float64."""
         out = np.zeros((clip.shape[0], len(self.brain_index)), dtype=np.float64)
-        out[:, self.signal_rows] = clip.astype(np.float64) @ self.weights.T
+        out[:, self.signal_rows] = clip.astype(np.float32) @ self.weights.T
         return out * self.amplitude + self.baseline
 
 

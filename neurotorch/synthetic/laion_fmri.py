@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from neurotorch.synthetic.stimuli import (
 )
 
 DATASET_INFO = f"{layout.GROUNDTRUTH_DIR}/dataset.json"
+_FIT_BLOCK_BYTES = 1 << 23  # noise-free responses are computed for blocks of trials this large
 
 
 @dataclass(frozen=True)
@@ -279,12 +281,21 @@ class _Betas:
     def n_brain(self) -> int:
         return len(self.model.brain_index)
 
-    def draw(self, image: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(betas, fit)`` of one presentation of ``image``: the float32 betas (signal plus the
-        next noise draw of ``rng``) and the float64 signal, one value per brain voxel."""
-        fit = self.model.signal(self.clip[image : image + 1])[0]
-        betas = (fit + self.model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
-        return betas, fit
+    def fits(self, images: list[int]) -> np.ndarray:
+        """Noise-free responses (float64, ``(len(images), n_brain)``)."""
+        return self.model.signal(self.clip[images])
+
+    def draw(self, fit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The float32 betas of one presentation: ``fit`` plus the next noise draw of ``rng``."""
+        return (fit + self.model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
+
+    def blocks(self, images: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(image, fit)`` of every trial, the fits computed a block of trials at a time (one
+        matrix product per block, in bounded memory)."""
+        step = max(1, _FIT_BLOCK_BYTES // (8 * self.n_brain))
+        for start in range(0, len(images), step):
+            block = images[start : start + step]
+            yield from zip(block, self.fits(block), strict=True)
 
 
 @dataclass
@@ -298,12 +309,12 @@ class _SessionDraws:
     mean: np.ndarray
     sd: np.ndarray
 
-    def zscored(self, trial: int, source: _Betas) -> np.ndarray:
-        """The z-scored betas of one trial, drawn again from its generator state."""
+    def zscored(self, trial: int, fit: np.ndarray, source: _Betas) -> np.ndarray:
+        """The z-scored betas of one trial (whose noise-free response is ``fit``), drawn again
+        from its generator state."""
         generator = np.random.Generator(np.random.PCG64())
         generator.bit_generator.state = self.states[trial]
-        betas, _ = source.draw(self.images[trial], generator)
-        return (betas - self.mean) / self.sd
+        return (source.draw(fit, generator) - self.mean) / self.sd
 
 
 def _replayed_ncsnr(sessions: list[_SessionDraws], source: _Betas) -> np.ndarray:
@@ -313,12 +324,12 @@ def _replayed_ncsnr(sessions: list[_SessionDraws], source: _Betas) -> np.ndarray
     for s, draws in enumerate(sessions):
         for t, image in enumerate(draws.images):
             trials_of_image[image].append((s, t))
-    repeated = [trials for trials in trials_of_image.values() if len(trials) >= 2]
+    repeated = {image: trials for image, trials in trials_of_image.items() if len(trials) >= 2}
     if not repeated:
         return np.full(source.n_brain, np.nan)
     noise_var = np.zeros(source.n_brain)
-    for trials in repeated:
-        zscored = np.stack([sessions[s].zscored(t, source) for s, t in trials])
+    for image, fit in source.blocks(list(repeated)):
+        zscored = np.stack([sessions[s].zscored(t, fit, source) for s, t in repeated[image]])
         noise_var += zscored.var(axis=0, ddof=1)
     return ncsnr_from_noise_variance(noise_var / len(repeated))
 
@@ -332,9 +343,9 @@ def _write_session_betas(
     affine = synth_brain.grid_affine(source.grid)
     brain_index = source.model.brain_index
     with synth_brain.write_volumes(path, source.grid, len(images), affine, brain_index) as out:
-        for image in images:
+        for _, fit in source.blocks(images):
             states.append(rng.bit_generator.state)
-            betas, fit = source.draw(image, rng)
+            betas = source.draw(fit, rng)
             out.write(betas)
             values = betas.astype(np.float64)
             sums += values
