@@ -193,16 +193,22 @@ class BetasStream(ShardedIterable):
     def _rows_in_read_order(
         self, rows: np.ndarray, num_workers: int = 1
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """``(trial-table row, masked volume)`` for ``rows``, one sequential pass per session
-        (from the first volume a row needs: see `_session_volumes`)."""
+        """``(trial-table row, masked volume)`` for ``rows``, one sequential pass per run of
+        rows in one session (from the first volume it needs: see `_session_volumes`); a run
+        ends where the session changes or the volumes go back (the wrap-around of a padded
+        shard)."""
         trials = self.trials
         subjects, sessions = trials["subject"].to_numpy(), trials["session"].to_numpy()
         volumes = trials["trial"].to_numpy()
         start = 0
         while start < len(rows):
             key = (subjects[rows[start]], sessions[rows[start]])
-            stop = start
-            while stop < len(rows) and (subjects[rows[stop]], sessions[rows[stop]]) == key:
+            stop = start + 1
+            while (
+                stop < len(rows)
+                and (subjects[rows[stop]], sessions[rows[stop]]) == key
+                and volumes[rows[stop]] >= volumes[rows[stop - 1]]
+            ):
                 stop += 1
             piece = rows[start:stop]
             by_volume = pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
