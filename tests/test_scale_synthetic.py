@@ -122,7 +122,9 @@ def test_a_custom_preset_needs_a_folder():
 
 def test_synth_command_sessions_and_real_only_for_laion_fmri(tmp_path, capsys):
     out = tmp_path / "three"
-    assert main(["synth", "laion-fmri", "--size", "tiny", "--sessions", "3", "--out", str(out)]) == 0
+    assert (
+        main(["synth", "laion-fmri", "--size", "tiny", "--sessions", "3", "--out", str(out)]) == 0
+    )
     sessions = sorted(p.name for p in (out / GLM / "sub-01").iterdir() if p.is_dir())
     assert sessions == ["ses-01", "ses-02", "ses-03"]
     info = json.loads((out / "_groundtruth" / "dataset.json").read_text())
