@@ -1,7 +1,8 @@
 """Benchmark reading one session of LAION-fMRI betas (``.nii.gz``) into a trials × voxels array.
 
-Four ways over the same file and brain mask, each in a fresh child process so that the peak RSS
-reported is that path's own:
+Four ways over the same file and brain mask, each in a fresh child process whose peak RSS is
+its own high-water mark (``VmHWM``: ``ru_maxrss`` would carry the parent's peak across
+fork + exec), alternated within each round:
 
 * ``neurotorch``: `neurotorch.io.nifti.read_masked_betas` (fastest inflater, inflation on a helper
   thread, precomputed mask indices, one preallocated output);
@@ -26,7 +27,6 @@ import gzip
 import hashlib
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +35,11 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
-from neurotorch.io.nifti import read_masked_betas
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_processes import interleaved, peak_rss, run_child  # noqa: E402
+
+from neurotorch.io.nifti import read_masked_betas  # noqa: E402
 
 PATHS = ("neurotorch", "baseline", "nibabel", "limit")
 SUBJECT, SESSION = "sub-01", "ses-01"
@@ -97,7 +101,7 @@ READERS = {
 }
 
 
-def run_child(path: str, betas: Path, mask_path: Path) -> dict:
+def time_path(path: str, betas: Path, mask_path: Path) -> dict:
     """Time one read path in this (fresh) process; report seconds, peak RSS and an output digest."""
     mask = np.asarray(nib.load(mask_path).dataobj) > 0
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -107,25 +111,14 @@ def run_child(path: str, betas: Path, mask_path: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     digest = None if out is None else hashlib.sha1(np.ascontiguousarray(out).tobytes()).hexdigest()
-    return {"seconds": seconds, "cpu": cpu, "peak_rss": after.ru_maxrss * 1024, "digest": digest}
+    return {"seconds": seconds, "cpu": cpu, "peak_rss": peak_rss(), "digest": digest}
 
 
 # -- parent ------------------------------------------------------------------------------------
 
 
 def measure(path: str, betas: Path, mask_path: Path) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        path,
-        "--betas",
-        str(betas),
-        "--mask",
-        str(mask_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(__file__, ["--child", path, "--betas", str(betas), "--mask", str(mask_path)])
 
 
 def plot(results: dict, megabytes: float, target: Path) -> None:
@@ -167,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_child(args.child, args.betas, args.mask)))
+        print(json.dumps(time_path(args.child, args.betas, args.mask)))
         return
 
     from neurotorch.config import cache_dir
@@ -182,10 +175,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{betas.name}: shape {header.shape} {header.dtype}, {betas.stat().st_size / 1e6:.0f} MB "
         f"gzipped, {megabytes:.0f} MB raw; mask {n_voxels} voxels; inflater {default_inflater()}"
     )
-    runs: dict[str, list[dict]] = {p: [] for p in PATHS}
-    for _ in range(args.repeat):  # interleaved, so that load on a shared machine hits every path
-        for path in PATHS:
-            runs[path].append(measure(path, betas, mask_path))
+    # alternated (A B C D, then D C B A), so that load on a shared machine hits every path alike
+    runs = interleaved(
+        {path: (lambda path=path: measure(path, betas, mask_path)) for path in PATHS}, args.repeat
+    )
     results = {
         path: min(r, key=lambda x: x["seconds"])
         | {

@@ -1168,8 +1168,10 @@ def _fill_disk(monkeypatch, where: str) -> None:
         if not hasattr(os, "posix_fallocate"):
             pytest.skip("this platform has no posix_fallocate")
         monkeypatch.setattr(os, "posix_fallocate", _disk_full_at(os.posix_fallocate, 1))
-    elif where == "rows":  # while the rows of the betas array are written (memory-mapped writes)
-        monkeypatch.setattr(np.memmap, "__setitem__", _disk_full_at(np.memmap.__setitem__, 40))
+    elif where == "rows":  # while the rows of the betas array are written (after its header)
+        from neurotorch.data.fmri.store import _RowWriter
+
+        monkeypatch.setattr(_RowWriter, "write_bytes", _disk_full_at(_RowWriter.write_bytes, 2))
     else:  # when a finished file is flushed to disk: 1 = betas, 2 = statistics, 3 = manifest
         monkeypatch.setattr(os, "fsync", _disk_full_at(os.fsync, int(where.split(":")[1])))
 

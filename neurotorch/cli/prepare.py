@@ -1,19 +1,28 @@
-"""``neurotorch prepare``: build the prepared (memory-mappable) betas store."""
+"""``neurotorch prepare``: build the prepared (memory-mappable) betas store.
+
+Each session is one unit of work (`neurotorch.data.fmri.store.SessionUnit`), run in this process,
+on local workers (``--workers N``), on a Dask cluster (``--scheduler ADDRESS``), or one unit per
+job-array task (``--unit K``, with the positions ``--list-units`` prints).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+
+from neurotorch.cli.arguments import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
-    from neurotorch.data.fmri.store import build_store
+    from neurotorch.data.fmri.store import opened_store, prepare_units
     from neurotorch.fmri.voxel_selection import VoxelSelection
+    from neurotorch.parallel import run_units
 
     voxels = VoxelSelection(
         roi=args.roi, nc_threshold=args.nc_threshold, mask_source=args.mask_source
     )
-    for subject in args.subject:
-        store = build_store(
+    per_subject = {
+        subject: prepare_units(
             args.data_dir,
             subject,
             args.session,
@@ -21,6 +30,22 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             cache_dir=args.cache_dir,
         )
+        for subject in args.subject
+    }
+    units = [unit for subject_units in per_subject.values() for unit in subject_units]
+    if args.list_units:
+        for position, unit in enumerate(units):
+            print(f"{position}\t{unit.key}\t{'done' if unit.done() else 'to do'}")
+        return 0
+    results = run_units(
+        units, workers=args.workers, scheduler=args.scheduler, only=args.unit, desc="prepare"
+    )
+    counts = Counter(result.status for result in results)
+    print(f"units: {counts['ran']} ran, {counts['skipped']} already done")
+    if args.unit is not None:
+        return 0
+    for subject, subject_units in per_subject.items():
+        store = opened_store(subject_units, nan_policy="raise")
         print(
             f"{subject}: {len(store.sessions)} session(s) × {store.n_voxels} voxels "
             f"({store.dtype}) in {store.directory}"
@@ -54,4 +79,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dtype", default="float32", choices=["float32", "float16"], help="dtype of the store"
     )
     p.add_argument("--cache-dir", default=None, help="store folder (default: $NEUROTORCH_CACHE)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="local worker processes, one session each at a time (default: this process)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a Dask scheduler (tcp://host:8786) to run the sessions on",
+    )
+    p.add_argument(
+        "--unit",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these unit positions (one job-array task each; see --list-units)",
+    )
+    p.add_argument(
+        "--list-units",
+        action="store_true",
+        help="print every unit (position, key, done or to do) and exit",
+    )
     p.set_defaults(func=run)

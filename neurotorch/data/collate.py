@@ -7,11 +7,12 @@ carries the already-stacked batch, which `collate_items` returns without copying
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
 
 class ItemBatch(Sequence):
@@ -30,6 +31,15 @@ class ItemBatch(Sequence):
         return {key: value[k] for key, value in self.data.items()}
 
 
+def batch_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor for a batch: in shared memory inside a ``DataLoader`` worker, so
+    that sending it to the main process copies nothing (what ``default_collate`` does)."""
+    if get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).view(tuple(shape))
+
+
 def _stackable(values: list[Any]) -> bool:
     first = values[0]
     return all(isinstance(v, torch.Tensor) and v.shape == first.shape for v in values)
@@ -44,7 +54,11 @@ def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in batch[0]:
         values = [item[key] for item in batch]
         if isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values) if _stackable(values) else values
+            if _stackable(values):
+                batched = batch_tensor((len(values), *values[0].shape), values[0].dtype)
+                out[key] = torch.stack(values, out=batched)
+            else:
+                out[key] = values
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             out[key] = default_collate(values)
         else:

@@ -41,7 +41,12 @@ def ncsnr(zscored: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     np.add.at(squares, inverse, zscored**2)
     n = counts[repeated, None].astype(np.float64)
     variances = (squares[repeated] - sums[repeated] ** 2 / n) / (n - 1)
-    noise_var = variances.mean(axis=0)
+    return ncsnr_from_noise_variance(variances.mean(axis=0))
+
+
+def ncsnr_from_noise_variance(noise_var: np.ndarray) -> np.ndarray:
+    """ncsnr per voxel from the noise variance of z-scored betas (the mean, over repeated
+    images, of the variance across their repetitions)."""
     signal_var = np.clip(1.0 - noise_var, 0.0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(signal_var) / np.sqrt(noise_var)

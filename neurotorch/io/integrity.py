@@ -47,6 +47,7 @@ from neurotorch.errors import CorruptFileError, FormatError, NeurotorchError
 from neurotorch.io.atomic import write_json
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.nifti import NiftiHeader, read_header_from
+from neurotorch.io.seek_index import build_index, can_seek
 from neurotorch.io.storage import DataRoot
 
 __all__ = [
@@ -442,7 +443,9 @@ def _lock(record: Path) -> contextlib.AbstractContextManager:
     return FileLock(record.with_suffix(".lock"))
 
 
-def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> None:
+def verify_before_use(
+    root: DataRoot, relpath: str, mode: str = "first-use", *, seek_index: bool = False
+) -> None:
     """Check a file in full unless this version of it is recorded as verified.
 
     Parameters
@@ -451,6 +454,11 @@ def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> 
         The file.
     mode
         ``"first-use"`` (check once per file version) or ``"off"`` (do nothing).
+    seek_index
+        For a local ``.nii.gz`` (with ``rapidgzip`` installed): the check is the pass that
+        builds its seek index (`neurotorch.io.seek_index.build_index`, which verifies the gzip
+        CRC and length and the size the NIfTI header needs), so readers can then start at any
+        volume without a second pass.
 
     Raises
     ------
@@ -466,10 +474,28 @@ def verify_before_use(root: DataRoot, relpath: str, mode: str = "first-use") -> 
     with _lock(record):  # one full pass, however many readers start at once
         if record.is_file():
             return
+        if seek_index and _verified_by_index(root, relpath):
+            record_verified(root, relpath, info)
+            return
         result = check_file(root, relpath)
         if result.error is not None:
             raise result.error
         record_verified(root, relpath, info)
+
+
+def _verified_by_index(root: DataRoot, relpath: str) -> bool:
+    """Verify a local ``.nii.gz`` by building its seek index (one pass, in parallel); False
+    when that does not apply (remote, not gzip, no rapidgzip)."""
+    if not root.is_local or file_kind(relpath) != "nifti-gzip":
+        return False
+    path = root.path(relpath)
+    with SequentialReader(path) as reader:
+        if not reader.compressed or not can_seek(path):
+            return False
+        header = read_header_from(reader)
+    _check_affine(header, path)
+    build_index(path)
+    return True
 
 
 STATUSES = ("verified", "no checksum", "bad", "skipped")

@@ -17,11 +17,12 @@ is faster.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +40,7 @@ from neurotorch.io.nifti import (
     read_nifti_header,
     resolve_volume_indices,
 )
+from neurotorch.io.read_ahead import read_ahead
 from neurotorch.io.storage import local_version
 
 _IDENTITY_BYTES = 1 << 16
@@ -77,11 +79,18 @@ def index_path(path: str | os.PathLike, backend: str | None = None) -> Path:
     return cache_dir() / "gzip-index" / f"{file_identity(path)}.{backend}.idx"
 
 
-def _open_backend(path: str, backend: str, index_file: Path | None = None) -> IO[bytes]:
+def _threads(threads: int | None) -> int:
+    """Inflate threads: ``threads``, or every core (at most 4)."""
+    return threads if threads is not None else max(1, min(4, os.cpu_count() or 1))
+
+
+def _open_backend(
+    path: str, backend: str, index_file: Path | None = None, threads: int | None = None
+) -> IO[bytes]:
     if backend == "rapidgzip":
         import rapidgzip
 
-        handle = rapidgzip.open(path, parallelization=max(1, min(4, os.cpu_count() or 1)))
+        handle = rapidgzip.open(path, parallelization=_threads(threads))
     else:
         import indexed_gzip
 
@@ -186,14 +195,15 @@ def _state(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def _open_indexed(path: str, progress: bool | None) -> IO[bytes]:
+def _open_indexed(path: str, progress: bool | None, threads: int | None = None) -> IO[bytes]:
     """A seekable decompressed view of ``path`` using its saved (or freshly built) index."""
     backend = index_backend()
     target = _saved_index(path, progress)
     try:
-        return _open_backend(path, backend, target)
+        return _open_backend(path, backend, target, threads)
     except _BACKEND_ERRORS:  # an unreadable index (e.g. from another version): rebuild it
-        return _open_backend(path, backend, _saved_index(path, progress, _state(target)))
+        rebuilt = _saved_index(path, progress, _state(target))
+        return _open_backend(path, backend, rebuilt, threads)
 
 
 def _read_fully(handle: IO[bytes], buffer: bytearray, path: str, volume: int) -> None:
@@ -212,6 +222,95 @@ def _read_fully(handle: IO[bytes], buffer: bytearray, path: str, volume: int) ->
 def _is_gzip(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == GZIP_MAGIC
+
+
+def can_seek(path: str | os.PathLike) -> bool:
+    """Whether `iter_volume_range` can start ``path`` at any volume without inflating what lies
+    before it at the speed of a sequential pass: a plain ``.nii``, or a ``.nii.gz`` with
+    ``rapidgzip`` installed (its index decompresses in parallel and verifies the gzip CRC)."""
+    return not _is_gzip(os.fspath(path)) or importlib.util.find_spec("rapidgzip") is not None
+
+
+def has_index(path: str | os.PathLike) -> bool:
+    """Whether `iter_volume_range` can start inside ``path`` without a first pass: a plain
+    ``.nii``, or a ``.nii.gz`` whose seek index for this version of the file is saved."""
+    path = os.fspath(path)
+    if not _is_gzip(path):
+        return True
+    try:
+        return index_path(path).is_file()
+    except MissingDependencyError:
+        return False
+
+
+def _open_seekable(path: str, threads: int | None) -> IO[bytes]:
+    if _is_gzip(path):
+        return _open_indexed(path, progress=False, threads=threads)
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _raw_range(
+    handle: IO[bytes], header: NiftiHeader, volumes: range, path: str
+) -> Iterator[tuple[int, bytearray]]:
+    """``(volume, on-disk bytes)`` of consecutive ``volumes`` (one buffer, overwritten by the
+    next volume)."""
+    buffer = bytearray(header.volume_nbytes)
+    handle.seek(header.vox_offset + volumes.start * header.volume_nbytes)
+    for volume in volumes:
+        _read_fully(handle, buffer, path, volume)
+        yield volume, buffer
+
+
+def iter_volume_range(
+    path: str | os.PathLike,
+    start: int,
+    stop: int,
+    mask: np.ndarray | None = None,
+    *,
+    threads: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(volume, values)`` for the volumes ``start … stop - 1`` of a 4-D NIfTI file, read from
+    the first of them on (a ``.nii.gz`` through its seek index, built first if missing).
+
+    What lies before ``start`` is not decompressed, so readers of different parts of one file
+    (``DataLoader`` workers) share its decompression. Inflation runs on a helper thread (and on
+    ``threads`` threads of rapidgzip; default every core, at most 4), two volumes ahead.
+
+    Random access cannot check the gzip CRC (it covers the whole file): verify the file first
+    (`neurotorch.io.integrity.verify_before_use`, which builds the index in the same pass).
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or corrupt.
+    IndexError
+        ``start``/``stop`` outside the image.
+    RuntimeError
+        The iterator is resumed in a process forked after it started.
+    """
+    path = os.fspath(path)
+    header = read_nifti_header(path)
+    decoder = VolumeDecoder(header, mask, path)
+    if not 0 <= start <= stop <= header.n_volumes:
+        raise IndexError(
+            f"Volumes {start}..{stop - 1} are outside {path}, which has {header.n_volumes}."
+        )
+
+    def decoded(handle: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
+        for volume, raw in _raw_range(handle, header, range(start, stop), path):
+            yield volume, decoder.decode(raw)
+
+    owner = os.getpid()
+    with _open_seekable(path, threads) as handle:
+        volumes = read_ahead(decoded(handle), depth=2)
+        with contextlib.closing(volumes):  # stops the helper thread before the file closes
+            for item in volumes:
+                yield item
+                if os.getpid() != owner:
+                    raise RuntimeError(
+                        "A volume iterator cannot be resumed in a forked process; start it in "
+                        "the process that consumes it (e.g. in the DataLoader worker)."
+                    )
 
 
 def read_volumes(

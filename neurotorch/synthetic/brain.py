@@ -9,6 +9,9 @@ correlation of a perfect model with single-trial betas is ``amplitude / sqrt(amp
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -18,6 +21,7 @@ from neurotorch.fmri import layout
 from neurotorch.io.atomic import atomic_path, write_text
 
 VOXEL_MM = 1.8
+_BLOCK_BYTES = 1 << 26  # temporaries of the encoding model are computed in blocks of this size
 ALWAYS_PRESENT_ROIS = (
     "FFA1", "PPA", "EBA", "V1v", "V1d", "laionEVC", "laiongeneral", "VWFA1", "lobjects", "MT",
 )  # fmt: skip
@@ -78,14 +82,69 @@ def full_resolution_affine(affine: np.ndarray) -> np.ndarray:
     return fine
 
 
-def save_nifti(data: np.ndarray, affine: np.ndarray, path) -> None:
-    """Save with a mm/s unit header and sform/qform set to scanner space."""
+#: gzip level nibabel writes ``.nii.gz`` files with (``nibabel.openers.Opener``)
+NIBABEL_GZIP_LEVEL = 1
+#: a single-file NIfTI-1 image: 348 header bytes, 4 extension-flag bytes, then the data
+NIFTI1_DATA_OFFSET = 352
+
+
+def _image(data, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI-1 image with a mm/s unit header and sform/qform set to scanner space."""
     image = nib.Nifti1Image(data, affine)
     image.header.set_xyzt_units("mm", "sec")
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
+    return image
+
+
+def save_nifti(data: np.ndarray, affine: np.ndarray, path) -> None:
+    """Save with a mm/s unit header and sform/qform set to scanner space."""
     with atomic_path(path) as tmp:
-        nib.save(image, tmp)
+        nib.save(_image(data, affine), tmp)
+
+
+class VolumeWriter:
+    """Writes the volumes of a 4-D float32 image one at a time (see `write_volumes`)."""
+
+    def __init__(self, stream: gzip.GzipFile, grid: tuple[int, int, int], brain_index: np.ndarray):
+        self._stream = stream
+        self._volume = np.zeros(int(np.prod(grid)), dtype=np.float32)  # on-disk (Fortran) order
+        self._offsets = np.ravel_multi_index(np.unravel_index(brain_index, grid), grid, order="F")
+        self.written = 0
+
+    def write(self, brain_values: np.ndarray) -> None:
+        """Write the next volume: ``brain_values`` at the brain voxels (C order), 0 elsewhere."""
+        self._volume[self._offsets] = brain_values
+        self._stream.write(memoryview(self._volume).cast("B"))
+        self.written += 1
+
+
+@contextmanager
+def write_volumes(
+    path, grid: tuple[int, int, int], n_volumes: int, affine: np.ndarray, brain_index: np.ndarray
+) -> Iterator[VolumeWriter]:
+    """Write a 4-D float32 ``.nii.gz`` volume by volume, in the memory of one volume.
+
+    The file is what `save_nifti` writes for the whole 4-D array, byte for byte (nibabel's
+    header, gzip level and gzip header), written atomically. Every one of the ``n_volumes``
+    volumes must be written before the block ends.
+    """
+    header = _image(np.broadcast_to(np.float32(0), (*grid, n_volumes)), affine).header
+    header.set_data_offset(NIFTI1_DATA_OFFSET)
+    header["scl_slope"], header["scl_inter"] = 1.0, 0.0  # what nibabel writes for float data
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as sink,
+        gzip.GzipFile(
+            filename="", mode="wb", compresslevel=NIBABEL_GZIP_LEVEL, fileobj=sink, mtime=0
+        ) as stream,
+    ):
+        stream.write(header.binaryblock)
+        stream.write(bytes(NIFTI1_DATA_OFFSET - len(header.binaryblock)))
+        writer = VolumeWriter(stream, grid, brain_index)
+        yield writer
+        if writer.written != n_volumes:  # the header would not match the data
+            raise RuntimeError(f"{path}: {writer.written} of {n_volumes} volumes were written")
 
 
 @dataclass
@@ -104,9 +163,12 @@ class EncodingModel:
         return self.amplitude / np.sqrt(self.amplitude**2 + self.noise_sd**2)
 
     def signal(self, clip: np.ndarray) -> np.ndarray:
-        """Noise-free responses (n_images, n_brain) to CLIP embeddings (n_images, D)."""
+        """Noise-free responses (n_images, n_brain) to CLIP embeddings (n_images, D).
+
+        The product with the weights runs in float32 (as they are stored: no float64 copy of
+        them per call), the rest in float64."""
         out = np.zeros((clip.shape[0], len(self.brain_index)), dtype=np.float64)
-        out[:, self.signal_rows] = clip.astype(np.float64) @ self.weights.T
+        out[:, self.signal_rows] = clip.astype(np.float32) @ self.weights.T
         return out * self.amplitude + self.baseline
 
 
@@ -140,8 +202,7 @@ def make_encoding_model(
             )
     signal_rows = np.array(sorted(latent_weights), dtype=int)
     latent_matrix = np.stack([latent_weights[r] for r in signal_rows], axis=1)
-    weights = np.linalg.pinv(clip_projection) @ latent_matrix
-    weights /= (clip.astype(np.float64) @ weights).std(axis=0, keepdims=True)
+    weights = _clip_weights(np.linalg.pinv(clip_projection), latent_matrix, clip)
     n_brain = len(brain_index)
     amplitude = np.zeros(n_brain)
     amplitude[signal_rows] = 1.0
@@ -150,11 +211,27 @@ def make_encoding_model(
     return EncodingModel(
         brain_index=brain_index,
         signal_rows=signal_rows,
-        weights=weights.T.astype(np.float32),
+        weights=weights,
         amplitude=amplitude,
         noise_sd=noise_sd,
         baseline=rng.normal(0.5, 0.5, size=n_brain),
     )
+
+
+def _clip_weights(
+    inverse_projection: np.ndarray, latent_matrix: np.ndarray, clip: np.ndarray
+) -> np.ndarray:
+    """``(n_signal, D)`` float32 CLIP-space weights, each scaled to unit response SD over the
+    images; computed in blocks of voxels, so memory does not grow with images × voxels."""
+    n_signal = latent_matrix.shape[1]
+    weights = np.empty((n_signal, inverse_projection.shape[0]), dtype=np.float32)
+    clip64 = clip.astype(np.float64)
+    step = max(1, _BLOCK_BYTES // (8 * max(clip.shape[0], inverse_projection.shape[0])))
+    for start in range(0, n_signal, step):
+        block = inverse_projection @ latent_matrix[:, start : start + step]
+        block /= (clip64 @ block).std(axis=0, keepdims=True)
+        weights[start : start + step] = block.T
+    return weights
 
 
 def write_surface_roi(path_gii, path_label, vertices: np.ndarray, n_vertices: int, subject: str,

@@ -12,7 +12,10 @@ test correlation of every brain voxel.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +24,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from neurotorch import __version__
+from neurotorch._options import check_int
 from neurotorch.config import show_progress
 from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
-from neurotorch.fmri.noise_ceiling import ncsnr, noise_ceiling, zscore_sessions
+from neurotorch.fmri.noise_ceiling import ncsnr_from_noise_variance, noise_ceiling
 from neurotorch.io.atomic import atomic_open, write_text
 from neurotorch.synthetic import brain as synth_brain
 from neurotorch.synthetic._once import write_dataset_once
@@ -37,10 +41,19 @@ from neurotorch.synthetic.stimuli import (
 )
 
 DATASET_INFO = f"{layout.GROUNDTRUTH_DIR}/dataset.json"
+_FIT_BLOCK_BYTES = 1 << 23  # noise-free responses are computed for blocks of trials this large
 
 
 @dataclass(frozen=True)
 class SizePreset:
+    """The geometry and stimulus counts of a synthetic LAION-fMRI dataset.
+
+    A subject sees ``12 * n_shared12 + 4 * n_shared4 + 4 * 9 * n_ood_per_type + n_unique``
+    trials, spread over ``n_sessions`` sessions. ``brain_fill`` is the brain ellipsoid's
+    half-axis as a fraction of the grid's (0.9: ≈ 38 % of the box is brain; 0.7256: ≈ 20 %, as
+    in LAION-fMRI).
+    """
+
     n_subjects: int
     n_sessions: int
     grid: tuple[int, int, int]
@@ -52,12 +65,24 @@ class SizePreset:
     image_px: int
     roi_radius: float
     surface_vertices: int
+    brain_fill: float = 0.9
+
+    def with_sessions(self, n_sessions: int) -> SizePreset:
+        """This preset with ``n_sessions`` sessions of the same length: the image counts scale
+        with the number of sessions."""
+        scale = n_sessions / self.n_sessions
+        counts = ("n_shared12", "n_shared4", "n_ood_per_type", "n_unique")
+        scaled = {name: max(1, round(getattr(self, name) * scale)) for name in counts}
+        return dataclasses.replace(self, n_sessions=n_sessions, **scaled)
 
 
 SIZES = {
     "tiny": SizePreset(2, 2, (14, 16, 14), 10, 30, 1, 30, 4, 32, 2.0, 300),
     "small": SizePreset(2, 3, (30, 36, 30), 24, 96, 2, 150, 8, 96, 3.0, 2000),
     "bench": SizePreset(1, 1, (80, 96, 80), 10, 30, 1, 24, 8, 64, 6.0, 2000),
+    # LAION-fMRI's geometry: 143³ at 1.8 mm, brain ≈ 20 % of the box (≈ 573k voxels), 1,050
+    # trials per session (240 shared 12-rep, 200 shared 4-rep, 72 OOD, 538 unique)
+    "real": SizePreset(1, 1, (143, 143, 143), 20, 50, 2, 538, 16, 32, 6.0, 2000, 0.7256),
 }
 
 
@@ -66,20 +91,26 @@ SIZES = {
 SNR_PRESETS = {"default": 1.0, "realistic": 3.0}
 
 
-def default_root(size: str = "small", seed: int = 0, snr: str = "default") -> Path:
+def default_root(
+    size: str = "small", seed: int = 0, snr: str = "default", sessions: int | None = None
+) -> Path:
     """Where the synthetic dataset of a size, seed and SNR preset lives by default."""
-    return synthetic_root("laion-fmri", size, seed, **({} if snr == "default" else {"snr": snr}))
+    options = {} if snr == "default" else {"snr": snr}
+    if sessions is not None:
+        options["sessions"] = sessions
+    return synthetic_root("laion-fmri", size, seed, **options)
 
 
 def make_laion_fmri(
     root: str | os.PathLike | None = None,
-    size: str = "small",
+    size: str | SizePreset = "small",
     seed: int = 0,
     overwrite: bool = False,
     meeg: bool = False,
     progress: bool | None = None,
     shuffle_trials_tables: bool = False,
     snr: str = "default",
+    sessions: int | None = None,
 ) -> Path:
     """Write (or reuse) a synthetic LAION-fMRI dataset.
 
@@ -89,8 +120,11 @@ def make_laion_fmri(
         Output folder; default `default_root(size, seed)`. An existing complete dataset with the
         same size and seed is reused as is.
     size
-        ``"tiny"`` (tests, ~1 s), ``"small"`` (examples, the default) or ``"bench"`` (one session on
-        an 80×96×80 grid with 300 trials, for benchmarks).
+        ``"tiny"`` (tests, ~1 s), ``"small"`` (examples, the default), ``"bench"`` (one session on
+        an 80×96×80 grid with 300 trials, for benchmarks), ``"real"`` (LAION-fMRI's geometry:
+        one subject, 143×143×143 at 1.8 mm, brain ≈ 20 % of the box, 1,050 trials per session;
+        ≈ 2.3 GB of gzipped betas and about two minutes per session), or a `SizePreset`. Betas
+        are written volume by volume: memory does not grow with the number of trials.
     seed
         Seed of every random choice.
     overwrite
@@ -106,26 +140,38 @@ def make_laion_fmri(
     snr
         Signal-to-noise preset of the signal voxels (`SNR_PRESETS`): ``"default"`` (single-trial
         ceilings r 0.53–0.85) or ``"realistic"`` (0.21–0.47, like real single-trial betas).
+    sessions
+        Sessions per subject (default: the preset's); the number of images grows with it, so
+        every session keeps the preset's length (`SizePreset.with_sessions`).
 
     Returns
     -------
     Path
         The dataset root.
     """
-    if size not in SIZES:
+    if not isinstance(size, SizePreset) and size not in SIZES:
         raise ParameterError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
     if snr not in SNR_PRESETS:
         raise ParameterError(f"Unknown snr {snr!r}; choose one of {sorted(SNR_PRESETS)}.")
-    root = Path(root) if root is not None else default_root(size, seed, snr)
+    preset = size if isinstance(size, SizePreset) else SIZES[size]
+    if sessions is not None:
+        preset = preset.with_sessions(check_int("sessions", sessions, minimum=1))
+    if root is None:
+        if isinstance(size, SizePreset):
+            raise ParameterError("A custom SizePreset needs root=, the folder to write it to.")
+        root = default_root(size, seed, snr, sessions)
+    root = Path(root)
     show = show_progress(progress)
 
     def write(folder: Path) -> dict:
-        _write_dataset(
-            folder, SIZES[size], seed, meeg, show, shuffle_trials_tables, SNR_PRESETS[snr]
-        )
+        _write_dataset(folder, preset, seed, meeg, show, shuffle_trials_tables, SNR_PRESETS[snr])
         return {"version": __version__}
 
-    identity = {"size": size, "seed": seed, "meeg": meeg}
+    custom = {**dataclasses.asdict(preset), "grid": list(preset.grid)}  # as its JSON reads back
+    identity = {"size": custom if isinstance(size, SizePreset) else size, "seed": seed}
+    identity["meeg"] = meeg
+    if sessions is not None:
+        identity["sessions"] = sessions
     if shuffle_trials_tables:
         identity["shuffle_trials_tables"] = True
     if snr != "default":  # default datasets written before the option keep their identity
@@ -171,6 +217,7 @@ def _write_dataset(
             subject_rng,
             noise_scale,
             row_order_rng,
+            progress,
         )
         steps.update()
     _write_splits(root, stimset, clip, subjects, seed)
@@ -216,44 +263,128 @@ def _trial_table(trials: list[int], session_number: int, stimset: StimulusSet) -
 
 
 def _volume(values: np.ndarray, brain_index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Scatter (..., n_brain) values into a float32 grid (x, y, z[, t]); NaN outside the brain."""
-    values = np.atleast_2d(values)
-    out = np.full((int(np.prod(shape)), values.shape[0]), np.nan, dtype=np.float32)
-    out[brain_index] = values.T
-    return (
-        out.reshape(*shape, values.shape[0]).squeeze(-1)
-        if values.shape[0] == 1
-        else out.reshape(*shape, values.shape[0])
-    )
+    """Scatter (n_brain,) values into a float32 grid (x, y, z); NaN outside the brain."""
+    out = np.full(int(np.prod(shape)), np.nan, dtype=np.float32)
+    out[brain_index] = values
+    return out.reshape(shape)
+
+
+@dataclass(frozen=True)
+class _Betas:
+    """How a subject's single-trial betas are drawn: the encoding model and the stimuli."""
+
+    model: synth_brain.EncodingModel
+    clip: np.ndarray
+    grid: tuple[int, int, int]
+
+    @property
+    def n_brain(self) -> int:
+        return len(self.model.brain_index)
+
+    def fits(self, images: list[int]) -> np.ndarray:
+        """Noise-free responses (float64, ``(len(images), n_brain)``)."""
+        return self.model.signal(self.clip[images])
+
+    def draw(self, fit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The float32 betas of one presentation: ``fit`` plus the next noise draw of ``rng``."""
+        return (fit + self.model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
+
+    def blocks(self, images: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(image, fit)`` of every trial, the fits computed a block of trials at a time (one
+        matrix product per block, in bounded memory)."""
+        step = max(1, _FIT_BLOCK_BYTES // (8 * self.n_brain))
+        for start in range(0, len(images), step):
+            block = images[start : start + step]
+            yield from zip(block, self.fits(block), strict=True)
+
+
+@dataclass
+class _SessionDraws:
+    """What is needed to draw a session's betas again, trial by trial, in bounded memory: the
+    image of every trial, the generator state before its noise, and the session's voxel
+    moments (for z-scoring)."""
+
+    images: list[int]
+    states: list[dict]
+    mean: np.ndarray
+    sd: np.ndarray
+
+    def zscored(self, trial: int, fit: np.ndarray, source: _Betas) -> np.ndarray:
+        """The z-scored betas of one trial (whose noise-free response is ``fit``), drawn again
+        from its generator state."""
+        generator = np.random.Generator(np.random.PCG64())
+        generator.bit_generator.state = self.states[trial]
+        return (source.draw(fit, generator) - self.mean) / self.sd
+
+
+def _replayed_ncsnr(sessions: list[_SessionDraws], source: _Betas) -> np.ndarray:
+    """NSD's ncsnr over the trials of ``sessions``, one repeated image at a time (its trials are
+    drawn again): the memory of one image's repetitions, whatever the number of trials."""
+    trials_of_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for s, draws in enumerate(sessions):
+        for t, image in enumerate(draws.images):
+            trials_of_image[image].append((s, t))
+    repeated = {image: trials for image, trials in trials_of_image.items() if len(trials) >= 2}
+    if not repeated:
+        return np.full(source.n_brain, np.nan)
+    noise_var = np.zeros(source.n_brain)
+    for image, fit in source.blocks(list(repeated)):
+        zscored = np.stack([sessions[s].zscored(t, fit, source) for s, t in repeated[image]])
+        noise_var += zscored.var(axis=0, ddof=1)
+    return ncsnr_from_noise_variance(noise_var / len(repeated))
+
+
+def _write_session_betas(
+    path: Path, images: list[int], source: _Betas, *, rng: np.random.Generator, volumes: tqdm
+) -> tuple[_SessionDraws, np.ndarray]:
+    """Write one session's betas volume by volume; return its draws and its R² map (percent)."""
+    sums, squares, residual = (np.zeros(source.n_brain) for _ in range(3))
+    states = []
+    affine = synth_brain.grid_affine(source.grid)
+    brain_index = source.model.brain_index
+    with synth_brain.write_volumes(path, source.grid, len(images), affine, brain_index) as out:
+        for _, fit in source.blocks(images):
+            states.append(rng.bit_generator.state)
+            betas = source.draw(fit, rng)
+            out.write(betas)
+            values = betas.astype(np.float64)
+            sums += values
+            squares += values**2
+            residual += (values - fit) ** 2
+            volumes.update()
+    mean = sums / len(images)
+    sd = np.sqrt(np.clip(squares / len(images) - mean**2, 0.0, None))
+    draws = _SessionDraws(images, states, mean, np.where(sd > 0, sd, 1.0))
+    return draws, 100 * (1 - residual / squares)
 
 
 def _write_subject(
     root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
     clip_projection: np.ndarray, rng: np.random.Generator, noise_scale: float,
-    row_order_rng: np.random.Generator | None = None,
+    row_order_rng: np.random.Generator | None = None, progress: bool = False,
 ) -> None:  # fmt: skip
     grid = preset.grid
     affine = synth_brain.grid_affine(grid)
-    brain = synth_brain.ellipsoid_mask(grid)
+    brain = synth_brain.ellipsoid_mask(grid, fill=preset.brain_fill)
     rois = synth_brain.place_rois(brain, preset.roi_radius, rng)
     model = synth_brain.make_encoding_model(
         brain, rois, stimset.latent, stimset.categories, clip, clip_projection, rng
     )
     model.noise_sd[model.signal_rows] *= noise_scale  # after every draw: same data otherwise
-    signal = model.signal(clip)  # (n_images, n_brain)
+    source = _Betas(model, clip, grid)
 
-    all_betas, all_labels, all_sessions, r2_maps = [], [], [], []
-    for s, trials in enumerate(
-        _session_schedule(stimset, subject, preset.n_sessions, rng), start=1
-    ):
+    schedule = _session_schedule(stimset, subject, preset.n_sessions, rng)
+    sessions: list[_SessionDraws] = []
+    all_labels: list[str] = []
+    r2_sum = np.zeros(len(model.brain_index))
+    volumes = tqdm(
+        total=sum(map(len, schedule)), desc=f"{subject} betas", unit="vol", disable=not progress
+    )
+    for s, trials in enumerate(schedule, start=1):
         session = f"ses-{s:02d}"
         (root / layout.session_func_dir(subject, session)).mkdir(parents=True, exist_ok=True)
-        fit = signal[trials]
-        betas = (fit + model.noise_sd * rng.standard_normal(fit.shape)).astype(np.float32)
-        data = np.zeros((int(np.prod(grid)), len(trials)), dtype=np.float32)
-        data[model.brain_index] = betas.T
-        synth_brain.save_nifti(
-            data.reshape(*grid, len(trials)), affine, root / layout.session_betas(subject, session)
+        draws, r2 = _write_session_betas(
+            root / layout.session_betas(subject, session), trials, source, rng=rng, volumes=volumes
         )
         table = _trial_table(trials, s, stimset)
         written = (
@@ -262,22 +393,20 @@ def _write_subject(
         write_text(
             root / layout.session_trials(subject, session), written.to_csv(sep="\t", index=False)
         )
-        session_snr = ncsnr(zscore_sessions(betas, np.zeros(len(trials))), table["label"])
+        session_snr = _replayed_ncsnr([draws], source)
         synth_brain.save_nifti(
             _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,
             root / layout.session_noise_ceiling(subject, session),
         )  # fmt: skip
-        r2 = 100 * (1 - ((betas - fit) ** 2).sum(0) / (betas.astype(np.float64) ** 2).sum(0))
-        r2_maps.append(r2)
         synth_brain.save_nifti(
             _volume(r2, model.brain_index, grid), affine, root / layout.session_r2(subject, session)
         )
-        all_betas.append(betas)
+        r2_sum += r2
+        sessions.append(draws)
         all_labels += list(table["label"])
-        all_sessions += [s] * len(trials)
+    volumes.close()
 
-    betas = np.concatenate(all_betas)
-    snr = ncsnr(zscore_sessions(betas, all_sessions), all_labels)
+    snr = _replayed_ncsnr(sessions, source)
     n_reps = {"Noiseceiling4rep": 4, "Noiseceiling12rep": 12}
     reps_of_images = pd.Series(all_labels).value_counts().to_numpy()
     for desc in layout.SUBJECT_NOISE_CEILINGS:
@@ -288,7 +417,8 @@ def _write_subject(
             root / layout.subject_noise_ceiling(subject, desc),
         )
     synth_brain.save_nifti(
-        _volume(np.mean(r2_maps, axis=0), model.brain_index, grid), affine, root / layout.subject_r2mean(subject)
+        _volume(r2_sum / len(schedule), model.brain_index, grid), affine,
+        root / layout.subject_r2mean(subject),
     )  # fmt: skip
     _write_anatomy(root, subject, brain, affine, rng)
     _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_names
-from neurotorch.data.collate import ItemBatch, collate_items
+from neurotorch.data.collate import ItemBatch, batch_tensor, collate_items
 from neurotorch.data.fmri.pairing import Feature, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
 from neurotorch.data.fmri.store import PreparedStore, SessionStore, build_store
@@ -69,6 +69,45 @@ def describe_dataset(dataset: Any, items: str, *, details: str) -> str:
         f"{dataset.trial_selection.describe()}; features {', '.join(features) or 'none'}; "
         f"{details})"
     )
+
+
+#: stored rows at least this long are copied one by one (one copy each, no gather buffer)
+_ROW_BY_ROW_BYTES = 1 << 16
+
+
+def _copy_rows(
+    out: np.ndarray,
+    betas: np.ndarray,
+    *,
+    targets: np.ndarray,
+    rows: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray] | None,
+    add: bool,
+) -> None:
+    """``out[targets[k]] = betas[rows[k]]`` (z-scored with ``moments`` = (mean, std); added
+    instead of assigned when ``add``).
+
+    Long rows (a whole brain) are copied one by one in storage order, each straight into its
+    batch row; short rows (an ROI) are gathered with one vectorised read and scattered, where
+    the per-row overhead would cost more than the extra copy.
+    """
+    if add or betas.shape[1] * betas.itemsize >= _ROW_BY_ROW_BYTES:
+        scratch = np.empty(betas.shape[1], np.float32) if add else None
+        for k in np.argsort(rows, kind="stable"):
+            target = out[targets[k]]
+            value = target if scratch is None else scratch
+            np.copyto(value, betas[rows[k]])
+            if moments is not None:
+                value -= moments[0]
+                value /= moments[1]
+            if scratch is not None:
+                target += value
+        return
+    block = betas[rows].astype(np.float32, copy=False)
+    if moments is not None:
+        block -= moments[0]
+        block /= moments[1]
+    out[targets] = block
 
 
 @fill_doc
@@ -247,44 +286,41 @@ class BetasDataset(Dataset):
             self._arrays, self._pid = arrays, os.getpid()
         return self._arrays
 
-    def _read_items(self, indices: np.ndarray, subject: int) -> np.ndarray:
+    def _read_items(self, indices: np.ndarray, subject: int) -> torch.Tensor:
+        """The betas of ``indices`` (one subject's items), in that order: each stored row is
+        copied once, straight into its place in the batch (see `_copy_rows`)."""
         starts, stops = self._item_ptr[indices], self._item_ptr[indices + 1]
         counts = stops - starts
         reads = np.repeat(stops - counts.cumsum(), counts) + np.arange(counts.sum())
+        positions = np.repeat(np.arange(len(indices)), counts)  # batch row of every read
         stores, rows = self._read_store[reads], self._read_row[reads]
-        order = np.lexsort((rows, stores))
-        in_order = bool(np.all(order[1:] > order[:-1]))
-        if not in_order:
-            stores, rows = stores[order], rows[order]
-        bounds = np.concatenate([[0], np.flatnonzero(np.diff(stores)) + 1, [len(stores)]])
-        arrays = self._session_arrays()
-        blocks = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            betas, mean, std = arrays[stores[a]]
-            block = np.asarray(betas)[rows[a:b]].astype(np.float32, copy=False)
-            if mean is not None:
-                block -= mean
-                block /= std
-            blocks.append(block)
         n_voxels = self.stores[self.subjects[subject]].n_voxels
-        values = (
-            blocks[0]
-            if len(blocks) == 1
-            else np.concatenate(blocks)
-            if blocks
-            else np.empty((0, n_voxels), np.float32)
-        )
-        if not in_order:
-            values[order] = values.copy()
-        if (counts != 1).any():
-            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            values = np.add.reduceat(values, offsets, axis=0) / counts[:, None].astype(np.float32)
-        return values
+        out = batch_tensor((len(indices), n_voxels))
+        values = out.numpy()
+        averaged = bool((counts != 1).any())
+        if averaged:
+            values.fill(0)
+        arrays = self._session_arrays()
+        for store in np.unique(stores):
+            reads_here = np.flatnonzero(stores == store)
+            betas, mean, std = arrays[store]
+            _copy_rows(
+                values,
+                np.asarray(betas),
+                targets=positions[reads_here],
+                rows=rows[reads_here],
+                moments=None if mean is None else (mean, std),
+                add=averaged,
+            )
+        if averaged:
+            values /= counts[:, None].astype(np.float32)
+        return out
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch | list[dict[str, Any]]:
-        """A batch of one subject's items in the order asked for, read with one vectorised read
-        per session (in session and trial order); the ``index`` entry gives each item's position
-        in the dataset.
+        """A batch of one subject's items in the order asked for: every stored row is copied
+        once, straight into its place (in shared memory inside a ``DataLoader`` worker, so the
+        batch reaches the main process without another copy); the ``index`` entry gives each
+        item's position in the dataset.
 
         Raises
         ------
@@ -298,15 +334,9 @@ class BetasDataset(Dataset):
         subjects = np.unique(self._item_subject[indices])
         if len(subjects) > 1:
             raise self._mixed_batch_error(subjects, len(indices))
-        first = self._item_ptr[indices]
-        read_order = np.lexsort((self._read_row[first], self._read_store[first]))
         subject = int(subjects[0]) if len(subjects) else 0
-        rows = self._read_items(indices[read_order], subject)
-        asked_order = np.argsort(read_order)
-        in_order = bool((np.diff(read_order) > 0).all())  # no copy when asked in read order
-        betas = torch.from_numpy(rows if in_order else rows[asked_order])
         columns = self._columns
-        data: dict[str, Any] = {"betas": betas}
+        data: dict[str, Any] = {"betas": self._read_items(indices, subject)}
         data.update(self.pairing.batch(columns["image_name"][indices]))
         for key in ("image_name", "subject", "session"):
             data[key] = columns[key][indices].tolist()

@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from filelock import FileLock
@@ -66,7 +67,7 @@ from neurotorch.fmri.nan_policy import (
 )
 from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
 from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection_on_grid
-from neurotorch.io.atomic import atomic_open, atomic_path, temporary_paths, write_bytes, write_npy
+from neurotorch.io.atomic import atomic_open, temporary_paths, write_bytes, write_npy
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.integrity import record_verified
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
@@ -74,6 +75,7 @@ from neurotorch.io.storage import DataRoot
 
 STORE_FORMAT = 2  # 2: the manifest records the statistics file's CRC-32
 STORE_DIR = "laion-fmri-store"
+_WRITE_BUFFER_BYTES = 1 << 25  # rows are written in blocks of at most this many bytes
 DTYPES = ("float32", "float16")
 HEADER_BYTES = 352  # NIfTI-1 header plus its extension flag; a prefix of a NIfTI-2 header
 _CRC_CHUNK = 1 << 24
@@ -112,17 +114,17 @@ def source_identity(root: DataRoot, relpath: str) -> dict[str, Any]:
     }
 
 
-def _reserve_space(path: Path) -> None:
-    """Allocate a file's blocks now, so that a full disk fails here with ENOSPC rather than with
-    SIGBUS in the middle of memory-mapped writes. Filesystems that cannot preallocate are skipped."""
-    if not hasattr(os, "posix_fallocate"):
+def _reserve_space(handle: IO[bytes], size: int) -> None:
+    """Allocate ``size`` bytes of an open file's blocks now, so that a full disk fails at once
+    with ENOSPC, not after most of a session was inflated. Filesystems that cannot preallocate
+    are skipped."""
+    if not hasattr(os, "posix_fallocate") or size == 0:
         return
-    with open(path, "rb+") as handle:
-        try:
-            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise
+    try:
+        os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise
 
 
 @dataclass(frozen=True)
@@ -316,57 +318,99 @@ def _remove_stale(store: SessionStore) -> None:
             stale.unlink(missing_ok=True)
 
 
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header (format 1.0) of a C-ordered array of ``dtype`` and ``shape``."""
+    header = io.BytesIO()
+    description = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(shape),
+    }
+    np.lib.format.write_array_header_1_0(header, description)
+    return header.getvalue()
+
+
+class _RowWriter:
+    """Appends rows to an open ``.npy`` file through one bounded buffer, computing the file's
+    CRC-32 as it writes (the file is never mapped, nor read back)."""
+
+    def __init__(self, handle: IO[bytes], dtype: str, n_voxels: int):
+        self._handle = handle
+        rows = max(1, _WRITE_BUFFER_BYTES // max(1, n_voxels * np.dtype(dtype).itemsize))
+        self._buffer = np.empty((rows, n_voxels), dtype=dtype)
+        self._filled = 0
+        self.crc = 0
+
+    def write_bytes(self, data: bytes | memoryview) -> None:
+        self._handle.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def next_row(self) -> np.ndarray:
+        """The buffer row to fill next (written out when the buffer is full or at `flush`)."""
+        if self._filled == len(self._buffer):
+            self.flush()
+        self._filled += 1
+        return self._buffer[self._filled - 1]
+
+    def flush(self) -> None:
+        if self._filled:
+            self.write_bytes(memoryview(self._buffer[: self._filled]).cast("B"))
+            self._filled = 0
+
+
 def _write_session(
     root: DataRoot,
     relpath: str,
     store: SessionStore,
     *,
-    voxel_mask: np.ndarray,
     expected: dict[str, Any],
-    bar: tqdm,
-) -> int:
-    """One streaming pass: masked rows into a temporary memmap, then stats, then the move.
+    on_volume: Callable[[], object] = lambda: None,
+) -> tuple[int, str]:
+    """One streaming pass: masked rows appended to the ``.npy`` through a bounded buffer, then
+    the statistics; both files moved into place.
 
     Returns the number of non-finite values read (set to 0 when the manifest says
-    ``values: zeroed``).
+    ``values: zeroed``) and the CRC-32 of the ``.npy`` as written.
 
     Raises
     ------
     DtypeRangeError
         A finite beta that the store's dtype cannot hold (float16 beyond ±65504).
     """
-    dtype, n_volumes = expected["dtype"], expected["shape"][0]
+    dtype, (n_volumes, n_voxels) = expected["dtype"], expected["shape"]
     policy = "zero" if expected["values"] == "zeroed" else "keep"
+    voxel_mask = np.load(store.directory / "voxel_mask.npy", allow_pickle=False)
     nonfinite = 0
-    n_voxels = int(voxel_mask.sum())
     total = np.zeros(n_voxels, dtype=np.float64)
     squares = np.zeros(n_voxels, dtype=np.float64)
-    with atomic_path(store.betas_path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_volumes, n_voxels))
-        _reserve_space(tmp)
+    header = npy_header(dtype, (n_volumes, n_voxels))
+    with atomic_open(store.betas_path) as handle:
+        _reserve_space(handle, len(header) + n_volumes * n_voxels * np.dtype(dtype).itemsize)
+        rows = _RowWriter(handle, dtype, n_voxels)
+        rows.write_bytes(header)
         n_read = 0
         with root.readable(relpath) as source:
-            for row, values in enumerate(iter_volumes(source, voxel_mask, progress=False)):
+            for values in iter_volumes(source, voxel_mask, progress=False):
                 nonfinite += fix_nonfinite(values, policy)
+                row = rows.next_row()
                 with np.errstate(over="ignore"):  # checked just below, with the file named
-                    out[row] = values
-                _check_range(out[row], values, root.path(relpath))
+                    row[...] = values
+                _check_range(row, values, root.path(relpath))
                 total += values
                 squares += np.square(values, dtype=np.float64)
                 n_read += 1
-                bar.update()
+                on_volume()
         if n_read != n_volumes:
             raise ShapeMismatchError(
                 f"{root.path(relpath)}: header says {n_volumes} volumes, read {n_read}."
             )
-        out.flush()
-        del out
+        rows.flush()
     mean = total / max(n_volumes, 1)
     std = np.sqrt(np.clip(squares / max(n_volumes, 1) - mean**2, 0.0, None))
 
     with atomic_open(store.stats_path) as handle:
         np.savez(handle, mean=mean.astype(np.float32), std=std.astype(np.float32))
-    return nonfinite
+    return nonfinite, f"{rows.crc:08x}"
 
 
 def _check_range(stored: np.ndarray, values: np.ndarray, where: str) -> None:
@@ -383,6 +427,163 @@ def _check_range(stored: np.ndarray, values: np.ndarray, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SessionUnit:
+    """Building one session of the prepared store: a unit of work of `neurotorch.parallel`.
+
+    Idempotent and atomic: ``done()`` is true when the session's manifest (written last)
+    matches the source and its files are intact; ``run()`` writes the session (temporary files,
+    manifest last) and records the source as verified; the engine holds ``lock_path`` around
+    both. Made by `prepare_units`, which writes the store's voxel mask first.
+    """
+
+    root: DataRoot
+    relpath: str
+    store: SessionStore
+    expected: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        subject, session = self.expected["subject"], self.store.session
+        return f"prepare/{subject}/{self.store.directory.name}/{session}"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.store.lock_path
+
+    def done(self) -> bool:
+        return is_current(self.store, self.expected, report=False)
+
+    def run(self, on_volume: Callable[[], object] = lambda: None) -> dict[str, Any]:
+        """Build the session (the caller holds ``lock_path``); return its manifest.
+
+        Raises
+        ------
+        CacheError
+            The store folder cannot be written.
+        CorruptFileError, DtypeRangeError, ShapeMismatchError
+            The source is damaged or does not fit the store.
+        """
+        store = self.store
+        try:
+            store.manifest_path.unlink(missing_ok=True)
+            _remove_stale(store)
+            nonfinite, crc = _write_session(
+                self.root, self.relpath, store, expected=self.expected, on_volume=on_volume
+            )
+            written = store.betas_path.stat()
+            manifest = {
+                **self.expected,
+                "nonfinite": nonfinite,
+                "betas_file": {
+                    "size": written.st_size,
+                    "mtime_ns": written.st_mtime_ns,
+                    "crc32": crc,
+                },
+                "stats_file": {"crc32": file_crc32(store.stats_path)},
+            }
+            write_bytes(store.manifest_path, json.dumps(manifest, indent=1).encode())
+        except OSError as err:
+            if isinstance(err, NeurotorchError):  # a damaged source, not the cache
+                raise
+            raise cache_error(store.directory, err) from err
+        # the build read the source in full, gzip trailer included: no need to verify it again
+        record_verified(self.root, self.relpath, self.expected["source"])
+        return manifest
+
+
+@fill_doc
+def prepare_units(
+    data_dir: str | os.PathLike | DataRoot | None,
+    subject: str,
+    sessions: Sequence[str] | None = None,
+    *,
+    voxels: VoxelSelection | None = None,
+    dtype: str = "float32",
+    nan_policy: str = DEFAULT_NAN_POLICY,
+    cache_dir: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+) -> list[SessionUnit]:
+    """The sessions of a subject's prepared store as units of `neurotorch.parallel`, one per
+    session (done or not), in session order.
+
+    Checks every session's files first (grid, affine, trials table) and writes the store's
+    voxel mask. Run them with `neurotorch.parallel.run_units` (``neurotorch prepare --workers
+    N``, ``--scheduler ADDRESS``, ``--unit K``) or let `build_store` run them here.
+
+    Parameters
+    ----------
+    data_dir, subject, sessions, voxels
+        As in `build_store`.
+    %(dtype)s
+    %(nan_policy)s
+    %(cache_dir)s
+    %(storage_options)s
+
+    Raises
+    ------
+    CacheError
+        The cache folder cannot be written.
+    ShapeMismatchError
+        A session's betas do not lie on the selection's grid, or its trials table does not
+        pair every volume with a trial.
+    """
+    check_option("dtype", dtype, DTYPES)
+    values = "zeroed" if check_option("nan_policy", nan_policy, NAN_POLICIES) == "zero" else "raw"
+    root = resolve_root(data_dir, storage_options)
+    subject = checked_subject(root, subject)
+    sessions = [
+        layout.session_id(s)
+        for s in (get_sessions(subject, root) if sessions is None else sessions)
+    ]
+    voxels = voxels or VoxelSelection()
+    voxel_mask, affine = voxel_selection_on_grid(root, subject, voxels)
+    grid = (brain_mask_file(subject, voxels.mask_source), voxel_mask, affine)
+    directory = store_directory(
+        root, subject, voxel_mask, dtype=dtype, cache_dir=cache_dir, values=values
+    )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(directory / "voxel_mask.lock"):
+            mask_file = directory / "voxel_mask.npy"
+            for stale in temporary_paths(mask_file):
+                stale.unlink(missing_ok=True)
+            if not mask_file.exists():
+                write_npy(mask_file, voxel_mask)
+    except OSError as err:
+        raise cache_error(directory, err) from err
+    manifest = {"format": STORE_FORMAT, "package_version": __version__, "subject": subject}
+    manifest.update(mask_sha256=mask_hash(voxel_mask), dtype=dtype, values=values)
+    units = [
+        _plan_session(root, SessionStore(directory, s), grid, manifest=manifest) for s in sessions
+    ]
+    for unit in units:  # a damaged session is named once, here, whichever engine rebuilds it
+        is_current(unit.store, unit.expected, report=True)
+    return units
+
+
+def opened_store(units: Sequence[SessionUnit], *, nan_policy: str) -> PreparedStore:
+    """The `PreparedStore` of one subject's built ``units``.
+
+    Raises
+    ------
+    FormatError
+        ``nan_policy="raise"`` and a session holds non-finite betas (the message names the file
+        and the count).
+    """
+    for unit in units:
+        count = int((unit.store.manifest() or {}).get("nonfinite", 0))
+        if count and nan_policy == "raise":
+            raise nonfinite_error(unit.root.path(unit.relpath), count)
+    first = units[0]
+    return PreparedStore(
+        first.store.directory,
+        first.expected["subject"],
+        [unit.store.session for unit in units],
+        dtype=first.expected["dtype"],
+    )
+
+
 @fill_doc
 def build_store(
     data_dir: str | os.PathLike | DataRoot | None,
@@ -396,7 +597,11 @@ def build_store(
     progress: bool | None = None,
     storage_options: dict | None = None,
 ) -> PreparedStore:
-    """Prepare (or reuse) the trials × voxels arrays of a subject's sessions.
+    """Prepare (or reuse) the trials × voxels arrays of a subject's sessions, in this process.
+
+    Each session is one unit (`prepare_units`): built under its lock unless current, written
+    through a bounded buffer (resident memory does not grow with the store), its CRC-32
+    computed while it is written.
 
     Parameters
     ----------
@@ -428,55 +633,28 @@ def build_store(
     DtypeRangeError
         ``dtype="float16"`` and a beta beyond its range.
     """
-    check_option("dtype", dtype, DTYPES)
-    values = "zeroed" if check_option("nan_policy", nan_policy, NAN_POLICIES) == "zero" else "raw"
-    root = resolve_root(data_dir, storage_options)
-    subject = checked_subject(root, subject)
-    sessions = [
-        layout.session_id(s)
-        for s in (get_sessions(subject, root) if sessions is None else sessions)
-    ]
-    voxels = voxels or VoxelSelection()
-    voxel_mask, affine = voxel_selection_on_grid(root, subject, voxels)
-    grid = (brain_mask_file(subject, voxels.mask_source), voxel_mask, affine)
-    directory = store_directory(
-        root, subject, voxel_mask, dtype=dtype, cache_dir=cache_dir, values=values
+    units = prepare_units(
+        data_dir,
+        subject,
+        sessions,
+        voxels=voxels,
+        dtype=dtype,
+        nan_policy=nan_policy,
+        cache_dir=cache_dir,
+        storage_options=storage_options,
     )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(directory / "voxel_mask.lock"):
-            mask_file = directory / "voxel_mask.npy"
-            for stale in temporary_paths(mask_file):
-                stale.unlink(missing_ok=True)
-            if not mask_file.exists():
-                write_npy(mask_file, voxel_mask)
-    except OSError as err:
-        raise cache_error(directory, err) from err
-    manifest = {"format": STORE_FORMAT, "package_version": __version__, "subject": subject}
-    manifest.update(mask_sha256=mask_hash(voxel_mask), dtype=dtype, values=values)
-    plans = [
-        _plan_session(root, SessionStore(directory, s), grid, manifest=manifest) for s in sessions
-    ]
-    stale = [plan for plan in plans if not is_current(plan[0], plan[1])]
+    stale = [unit for unit in units if not unit.done()]
     if stale:
+        total = sum(unit.expected["shape"][0] for unit in stale)
         show = show_progress(progress)
-        total = sum(expected["shape"][0] for _, expected, _ in stale)
         with tqdm(total=total, desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
-            for store, expected, relpath in stale:
-                try:
-                    _build_session(
-                        root, relpath, store, expected=expected, voxel_mask=voxel_mask, bar=bar
-                    )
-                except OSError as err:
-                    if isinstance(err, NeurotorchError):  # a damaged source, not the cache
-                        raise
-                    raise cache_error(directory, err) from err
-    if nan_policy == "raise":
-        for store, _, relpath in plans:
-            count = int(store.manifest().get("nonfinite", 0))
-            if count:
-                raise nonfinite_error(root.path(relpath), count)
-    return PreparedStore(directory, subject, sessions, dtype=dtype)
+            for unit in stale:
+                with FileLock(str(unit.lock_path)):
+                    if unit.done():  # another process built it meanwhile
+                        bar.update(unit.expected["shape"][0])
+                        continue
+                    unit.run(on_volume=bar.update)
+    return opened_store(units, nan_policy=nan_policy)
 
 
 def _plan_session(
@@ -484,8 +662,8 @@ def _plan_session(
     store: SessionStore,
     grid: tuple[str, np.ndarray, np.ndarray],
     manifest: dict[str, Any],
-) -> tuple[SessionStore, dict[str, Any], str]:
-    """(files, the manifest a current build would have, source path) of one session.
+) -> SessionUnit:
+    """The unit of one session: its files, the manifest a current build would have, its source.
 
     ``grid`` is (brain mask file, 3-D selection, affine); the betas must lie on it, and the
     session's trials table must pair every volume with one trial (`trial_volumes`). ``manifest``
@@ -511,40 +689,4 @@ def _plan_session(
     shape = [header.n_volumes, int(voxel_mask.sum())]
     identity = source_identity(root, relpath)
     expected = {**manifest, "session": store.session, "source": identity, "shape": shape}
-    return store, expected, relpath
-
-
-def _build_session(
-    root: DataRoot,
-    relpath: str,
-    store: SessionStore,
-    *,
-    expected: dict[str, Any],
-    voxel_mask: np.ndarray,
-    bar: tqdm,
-) -> None:
-    with FileLock(store.lock_path):
-        if is_current(store, expected, report=False):  # another process built it meanwhile
-            bar.update(expected["shape"][0])
-            return
-        store.manifest_path.unlink(missing_ok=True)
-        _remove_stale(store)
-        nonfinite = _write_session(
-            root, relpath, store, voxel_mask=voxel_mask, expected=expected, bar=bar
-        )
-        written = store.betas_path.stat()
-        betas_file = {
-            "size": written.st_size,
-            "mtime_ns": written.st_mtime_ns,
-            "crc32": file_crc32(store.betas_path),
-        }
-        stats_file = {"crc32": file_crc32(store.stats_path)}
-        manifest = {
-            **expected,
-            "nonfinite": nonfinite,
-            "betas_file": betas_file,
-            "stats_file": stats_file,
-        }
-        write_bytes(store.manifest_path, json.dumps(manifest, indent=1).encode())
-    # the build read the source in full, gzip trailer included: no need to verify it again
-    record_verified(root, relpath, expected["source"])
+    return SessionUnit(root, relpath, store, expected)

@@ -46,6 +46,7 @@ from neurotorch.fmri.session_checks import check_session_files
 from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
 from neurotorch.io.integrity import verify_before_use
 from neurotorch.io.nifti import iter_volumes
+from neurotorch.io.seek_index import can_seek, has_index, iter_volume_range
 from neurotorch.io.storage import DataRoot
 
 
@@ -189,33 +190,64 @@ class BetasStream(ShardedIterable):
         self._skip = int(state["yielded"])
 
     # -- iteration ---------------------------------------------------------------------------------
-    def _rows_in_read_order(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """``(trial-table row, masked volume)`` for ``rows``, one sequential pass per session."""
+    def _rows_in_read_order(
+        self, rows: np.ndarray, num_workers: int = 1
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(trial-table row, masked volume)`` for ``rows``, one sequential pass per run of
+        rows in one session (from the first volume it needs: see `_session_volumes`); a run
+        ends where the session changes or the volumes go back (the wrap-around of a padded
+        shard)."""
         trials = self.trials
         subjects, sessions = trials["subject"].to_numpy(), trials["session"].to_numpy()
         volumes = trials["trial"].to_numpy()
         start = 0
         while start < len(rows):
             key = (subjects[rows[start]], sessions[rows[start]])
-            stop = start
-            while stop < len(rows) and (subjects[rows[stop]], sessions[rows[stop]]) == key:
+            stop = start + 1
+            while (
+                stop < len(rows)
+                and (subjects[rows[stop]], sessions[rows[stop]]) == key
+                and volumes[rows[stop]] >= volumes[rows[stop - 1]]
+            ):
                 stop += 1
             piece = rows[start:stop]
             by_volume = pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
-            last = max(by_volume)
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
-            verify_before_use(self.root, relpath, self.read.verify)
-            with self.root.readable(relpath) as source:
-                for volume, values in enumerate(
-                    iter_volumes(source, self._masks[key[0]], progress=False)
-                ):
-                    if volume in by_volume:
-                        apply_nan_policy(values, self.read.nan_policy, self.root.path(relpath))
-                    for row in by_volume.get(volume, ()):
-                        yield row, values
-                    if volume >= last:
-                        break
+            where = self.root.path(relpath)
+            read = self._session_volumes(
+                relpath, self._masks[key[0]], min(by_volume), max(by_volume), num_workers
+            )
+            for volume, values in read:
+                rows_here = by_volume.get(volume, ())
+                if rows_here:
+                    apply_nan_policy(values, self.read.nan_policy, where)
+                for k, row in enumerate(rows_here):  # a padded shard repeats a trial
+                    yield row, values if k == 0 else values.copy()
             start = stop
+
+    def _session_volumes(
+        self, relpath: str, mask: np.ndarray, first: int, last: int, num_workers: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(volume, masked values)`` of the volumes ``first … last`` of one session file.
+
+        The file is verified first (`verify_before_use`; for a local ``.nii.gz`` that pass
+        also builds its seek index). A reader that starts inside the file (a second worker or
+        rank) starts at its first volume through the seek index instead of inflating what it
+        does not serve; one that starts at the beginning reads it front to back.
+        """
+        verify_before_use(self.root, relpath, self.read.verify, seek_index=True)
+        path = self.root.path(relpath)
+        # with verification off, no pass is spent on an index: seek only where one exists
+        seekable = self.root.is_local and can_seek(path)
+        if first > 0 and seekable and (self.read.verify != "off" or has_index(path)):
+            threads = max(1, (os.cpu_count() or 1) // num_workers)
+            yield from iter_volume_range(path, first, last + 1, mask, threads=threads)
+            return
+        with self.root.readable(relpath) as source:
+            for volume, values in enumerate(iter_volumes(source, mask, progress=False)):
+                yield volume, values
+                if volume >= last:
+                    break
 
     def _shuffled(
         self, stream: Iterator[tuple[int, np.ndarray]], rng: np.random.Generator
@@ -238,7 +270,7 @@ class BetasStream(ShardedIterable):
     def _item(self, row: int, values: np.ndarray) -> dict[str, Any]:
         columns = self._columns
         name = columns["image_name"][row]
-        item: dict[str, Any] = {"betas": torch.from_numpy(np.array(values, dtype=np.float32))}
+        item: dict[str, Any] = {"betas": torch.from_numpy(values)}
         item.update({key: value[0] for key, value in self.pairing.batch([name]).items()})
         item.update(
             image_name=name,
@@ -253,7 +285,8 @@ class BetasStream(ShardedIterable):
         rows = self.shard(rank, world_size, worker=worker, num_workers=num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         skip, self._skip, self._yielded = self._skip, 0, 0
-        for row, values in self._shuffled(self._rows_in_read_order(rows), rng):
+        read = self._rows_in_read_order(rows, num_workers)
+        for row, values in self._shuffled(read, rng):
             self._yielded += 1
             if self._yielded <= skip:
                 continue
