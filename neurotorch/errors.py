@@ -153,3 +153,8 @@ class NotFittedError(ParameterError):
             "checkpoint of a fitted model (ckpt_path=..., on the command line "
             "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
         )
+
+
+class WeightsNotAvailableError(DataNotDownloadedError):
+    """A model's weights (or its configuration or preprocessing) are not on this machine and
+    cannot be downloaded; the message names them and how to point at a local copy."""
