@@ -225,3 +225,30 @@ class ExtractionJob:
                     vectors = pool(x, spec.pooling, layer=spec.layer)
                 parts[spec.name].append(vectors.float().cpu())
         return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
+
+
+def layer_shapes(spec: FeatureSpec, device: str = "cpu") -> list[tuple[str, str, tuple | None]]:
+    """Every module of the spec's model with its class and the shape of its output for one
+    mid-grey 256 × 256 image after the spec's (or the model's) preprocessing; ``None`` for a
+    module that does not run on images (or outputs no tensor)."""
+    from PIL import Image
+
+    loaded = loaded_model(spec, torch.device(device))
+    transform = spec.transform or loaded.transform
+    image = transform(Image.new("RGB", (256, 256), (128, 128, 128)))
+    modules = dict(loaded.module.named_modules())
+    capture = LayerCapture(loaded.module, [name for name in modules if name])
+    try:
+        with torch.inference_mode():
+            output = loaded.forward(image[None].to(device))
+    finally:
+        capture.remove()
+    capture.outputs[""] = output
+    shapes = []
+    for name, module in modules.items():
+        try:
+            shape = tuple(layer_tensor(capture.outputs[name], name).shape)
+        except (KeyError, ParameterError):
+            shape = None
+        shapes.append((name, type(module).__name__, shape))
+    return shapes
