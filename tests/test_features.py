@@ -9,8 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from feature_models import one_thread  # noqa: F401 - a fixture
-from feature_models import TinyNet, direct_outputs, normalised, stimulus_images
+from feature_models import (
+    TinyNet,
+    direct_outputs,
+    normalised,
+    one_thread,  # noqa: F401 - a fixture
+    stimulus_images,
+)
 from PIL import Image
 
 from neurotorch.features import (
