@@ -124,3 +124,22 @@ def direct_outputs(model: torch.nn.Module, batch: torch.Tensor, layers: list[str
     for handle in handles:
         handle.remove()
     return found
+
+
+def extract_as_rank(rank: int, world_size: int, root: str, cache: str, log: str, store: str):
+    """One DDP rank (gloo) extracting TinyNet's ``block`` layer; its forward passes logged to
+    ``<log>.<rank>``. Started by ``torch.multiprocessing.spawn``."""
+    from neurotorch.features import ExtractionOptions, FeatureSpec, ImageTransform, extract_features
+
+    os.environ["NEUROTORCH_TEST_FEATURE_LOG"] = f"{log}.{rank}"
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size
+    )
+    try:
+        spec = FeatureSpec(TinyNet(), layer="block", transform=ImageTransform(resize=32, crop=32))
+        options = ExtractionOptions(chunk_size=16, batch_size=8, cache_dir=cache)
+        extract_features(spec, root, options=options)
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()

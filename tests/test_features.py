@@ -4,6 +4,7 @@ PCA, the documented preprocessing steps; and the cache's keys, reuse and invalid
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -238,3 +239,18 @@ def test_specs_from_yaml_dicts_and_their_default_names():
     assert spec.name == "resnet-18_encoder.stages.1_pca64"
     assert FeatureSpec(TinyNet(), layer="block", transform=TINY).name == "TinyNet_block"
     assert FeatureSpec(TinyNet(), transform=TINY).name == "TinyNet_output"
+
+
+def test_ranks_take_their_own_chunks_first(tiny_laion_root, cache, monkeypatch):
+    from neurotorch.features.units import ChunkUnit
+
+    order = []
+    real = ChunkUnit.run
+    monkeypatch.setattr(ChunkUnit, "run", lambda self: order.append(self.chunk) or real(self))
+    spec = FeatureSpec(TinyNet(), layer="block", transform=TINY)
+    second_of_two = dataclasses.replace(cache, rank=1, world_size=2)
+    (entry,) = extract_features(spec, tiny_laion_root, options=second_of_two)
+    assert order == [1, 3, 5] and entry.chunks_present() == [1, 3, 5]  # a job array's task
+    order.clear()
+    load_features(spec, tiny_laion_root, options=second_of_two)
+    assert order == [0, 2, 4, 6]  # every rank needs the whole matrix: the rest, once
