@@ -105,8 +105,9 @@ def test_image_transform_follows_its_documented_steps():
 
 
 def test_random_projection_matches_its_documented_matrix(tiny_laion_root, images, cache):
-    spec = FeatureSpec(TinyNet(), layer="block", pooling="random_projection", k=7, seed=3,
-                       transform=TINY)  # fmt: skip
+    spec = FeatureSpec(
+        TinyNet(), layer="block", pooling="random_projection", k=7, seed=3, transform=TINY
+    )
     got = load_features(spec, tiny_laion_root, options=cache)[spec.name]
     flat = direct(TinyNet(), images, ["block"])["block"].flatten(1).numpy().astype(np.float64)
     matrix = np.random.default_rng(3).standard_normal((flat.shape[1], 7), dtype=np.float32)
@@ -120,8 +121,9 @@ def test_pca_matches_scikit_learn_on_the_documented_sample(
 ):
     from sklearn.decomposition import PCA
 
-    spec = FeatureSpec(TinyNet(), layer="block", pooling="pca", k=5, seed=1,
-                       pca_images=pca_images, transform=TINY)  # fmt: skip
+    spec = FeatureSpec(
+        TinyNet(), layer="block", pooling="pca", k=5, seed=1, pca_images=pca_images, transform=TINY
+    )
     got = load_features(spec, tiny_laion_root, options=cache)[spec.name]
     flat = direct(TinyNet(), images, ["block"])["block"].flatten(1).numpy().astype(np.float64)
     n = len(flat)
@@ -231,9 +233,12 @@ def test_a_damaged_chunk_is_recomputed_with_a_warning(tiny_laion_root, cache, ca
 
 def test_specs_from_yaml_dicts_and_their_default_names():
     spec = FeatureSpec(
-        model="microsoft/resnet-18", layer="encoder.stages.1", pooling="pca", k=64,
+        model="microsoft/resnet-18",
+        layer="encoder.stages.1",
+        pooling="pca",
+        k=64,
         transform={"resize": 64, "crop": 56},
-    )  # fmt: skip
+    )
     assert spec.source == "transformers"
     assert spec.transform == ImageTransform(resize=64, crop=56)
     assert spec.name == "resnet-18_encoder.stages.1_pca64"

@@ -37,8 +37,10 @@ def options(cache: Path, **more) -> ExtractionOptions:
 
 def image_crcs(root: Path) -> list[str]:
     """The CRC-32 of each preprocessed image as the model receives it, in metadata order."""
-    return [f"{zlib.crc32(normalised(image).numpy().tobytes()):08x}" for image in
-            stimulus_images(root)[1]]  # fmt: skip
+    return [
+        f"{zlib.crc32(normalised(image).numpy().tobytes()):08x}"
+        for image in stimulus_images(root)[1]
+    ]
 
 
 def chunk_files(cache: Path) -> dict[str, bytes]:

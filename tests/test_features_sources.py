@@ -21,8 +21,13 @@ from neurotorch.features.sources import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 transformers = pytest.importorskip("transformers")
-RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 64],
-          "depths": [1, 1, 1, 1], "layer_type": "basic"}  # fmt: skip
+RESNET = {
+    "model_type": "resnet",
+    "embedding_size": 8,
+    "hidden_sizes": [8, 16, 32, 64],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+}
 
 
 @pytest.fixture
@@ -76,8 +81,13 @@ def test_offline_weights_say_which_and_how_to_point_at_a_folder(offline):
 
 def test_random_weights_are_seeded(offline):
     def identity(seed: int) -> dict:
-        spec = FeatureSpec("microsoft/resnet-18", weights="random", config=RESNET, seed=seed,
-                           transform={"resize": 32, "crop": 32})  # fmt: skip
+        spec = FeatureSpec(
+            "microsoft/resnet-18",
+            weights="random",
+            config=RESNET,
+            seed=seed,
+            transform={"resize": 32, "crop": 32},
+        )
         return load_model(spec).identity
 
     assert identity(0) == identity(0)

@@ -206,9 +206,13 @@ def plan(
             entries.append(entry)
         (folder / "locks").mkdir(parents=True, exist_ok=True)
         job = ExtractionJob(
-            root=root, specs=group, entries=entries, identity=identity, spans=spans,
+            root=root,
+            specs=group,
+            entries=entries,
+            identity=identity,
+            spans=spans,
             settings=settings,
-        )  # fmt: skip
+        )
         job.adopt(loaded, transform)
         jobs.append(job)
     return jobs, spans, row_of
@@ -242,6 +246,8 @@ def _run(
     engine = {"workers": options.workers, "scheduler": options.scheduler}
     for job in jobs:
         label = f"features {job.specs[0].model_label}"
+        if order:
+            job.probe(job.spans[order[0]][0])
         fits = [PcaUnit(job)] if any(s.pooling == "pca" for s in job.specs) else []
         if fits:
             run_units(fits, progress=options.progress, desc=f"{label} (PCA)", **engine)

@@ -92,14 +92,20 @@ def pca_sample_rows(n_images: int, pca_images: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_images, size=min(pca_images, n_images), replace=False))
 
 
-def fit_pca(x: torch.Tensor, k: int, *, layer: str) -> dict[str, np.ndarray]:
-    """``mean`` (D,), ``components`` (k, D) float32 and ``explained_variance`` (k,) of ``x``."""
-    m, dim = x.shape
+def check_pca_size(k: int, m: int, dim: int, *, layer: str) -> None:
+    """`ParameterError` unless ``k`` components can be fitted on ``m`` images of ``dim``
+    dimensions (``k < m`` and ``k <= dim``)."""
     if k >= m or k > dim:
         raise ParameterError(
             f"pca with k={k} on layer {layer!r} needs k below the {m} fitting images and at "
             f"most the {dim} dimensions of the layer; lower k or raise pca_images."
         )
+
+
+def fit_pca(x: torch.Tensor, k: int, *, layer: str) -> dict[str, np.ndarray]:
+    """``mean`` (D,), ``components`` (k, D) float32 and ``explained_variance`` (k,) of ``x``."""
+    m, dim = x.shape
+    check_pca_size(k, m, dim, layer=layer)
     x = x.float()
     mean = x.mean(dim=0)
     _, singular, vh = torch.linalg.svd(x - mean, full_matrices=False)
