@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from feature_models import (
+    normalised,
     one_thread,  # noqa: F401 - a fixture
     stimulus_images,
 )
