@@ -14,6 +14,7 @@ from unittest import mock
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from faults.framework import IMAGES, METADATA, Fault, run_fault, tmp_case, tree_case
@@ -23,6 +24,8 @@ from feature_models import (
 )
 
 from neurotorch.errors import (
+    CacheError,
+    CorruptFileError,
     FormatError,
     NameNotFoundError,
     ParameterError,
@@ -84,12 +87,13 @@ class NoTensor(torch.nn.Module):
         return {}
 
 
-def _damage_image(root: Path) -> str:
-    with h5py.File(root / IMAGES, "r+") as f:
-        f["images"][5] = np.frombuffer(b"not an image at all", dtype=np.uint8)
-    import pandas as pd
+def _damage_image(row: int):
+    def damage(root: Path) -> str:
+        with h5py.File(root / IMAGES, "r+") as f:
+            f["images"][row] = np.frombuffer(b"not an image at all", dtype=np.uint8)
+        return pd.read_csv(root / METADATA)["image_name"][row]
 
-    return pd.read_csv(root / METADATA)["image_name"][5]
+    return damage
 
 
 def _drop_last_image(root: Path) -> str:
@@ -222,7 +226,16 @@ FAULTS: list[Fault] = [
         Path(IMAGES).name,
     ),
     tree_case(
-        "undecodable stimulus image", UnitsFailedError, _damage_image, lambda root: _load(root)()
+        "undecodable image in the first chunk",
+        CorruptFileError,
+        _damage_image(5),
+        lambda root: _load(root)(),
+    ),
+    tree_case(  # later chunks are units of work: their errors come together, each named
+        "undecodable image in a later chunk",
+        UnitsFailedError,
+        _damage_image(70),
+        lambda root: _load(root)(),
     ),
     tree_case(
         "images and metadata of different lengths",
@@ -243,7 +256,7 @@ FAULTS: list[Fault] = [
     ),
     tree_case(
         "disk full while a chunk is written",
-        UnitsFailedError,
+        CacheError,
         lambda root: None,
         lambda root: _full_disk(root)(),
         "chunk-00000.npy",

@@ -86,8 +86,8 @@ def test_several_layers_of_one_model_in_one_pass(tiny_laion_root, images, cache,
     monkeypatch.setattr(ExtractionJob, "layer_outputs", counted)
     got = load_features(specs, tiny_laion_root, options=cache)
     assert list(got) == ["stem", "block", "flat"]
-    # one image probed first, then 109 images in chunks of 16: one pass per chunk for all specs
-    assert passes == [(n, ["block", "stem"]) for n in [1, 16, 16, 16, 16, 16, 16, 13]]
+    # 109 images in chunks of 16: one pass per chunk for all specs
+    assert passes == [(n, ["block", "stem"]) for n in [16, 16, 16, 16, 16, 16, 13]]
     want = direct(TinyNet(), images, ["stem", "block"])
     np.testing.assert_allclose(got["stem"], want["stem"].mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["flat"], want["block"].flatten(1), rtol=1e-5, atol=1e-6)

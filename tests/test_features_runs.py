@@ -124,10 +124,14 @@ def test_two_worker_processes_compute_each_image_once(
     log = tmp_path / "forward.log"
     monkeypatch.setenv("NEUROTORCH_TEST_FEATURE_LOG", str(log))
     spec = FeatureSpec(TinyNet(), layer="block", transform=TINY)
-    two = load_features(spec, tiny_laion_root, options=options(tmp_path / "two", workers=2))
+    two = load_features(
+        spec, tiny_laion_root, options=options(tmp_path / "two", workers=2, num_workers=1)
+    )
     lines = logged(log)
     assert sorted(crc for _, crc in lines) == sorted(image_crcs(tiny_laion_root))
-    assert os.getpid() not in {pid for pid, _ in lines}  # all in the worker processes
+    here = [crc for pid, crc in lines if pid == os.getpid()]
+    assert sorted(here) == sorted(image_crcs(tiny_laion_root)[:16])  # the first chunk, here
+    assert len({pid for pid, _ in lines} - {os.getpid()}) >= 1  # the rest in worker processes
     monkeypatch.delenv("NEUROTORCH_TEST_FEATURE_LOG")
     one = load_features(spec, tiny_laion_root, options=options(tmp_path / "one"))
     np.testing.assert_array_equal(two[spec.name], one[spec.name])

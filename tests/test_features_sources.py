@@ -166,3 +166,25 @@ def test_torchvision_without_a_connection_says_where_the_file_goes(monkeypatch):
     message = str(raised.value)
     assert "tiny-0123.pth" in message and torch.hub.get_dir() in message
     assert "weights='/path/to/tiny-0123.pth'" in message
+
+
+def test_two_seeds_of_one_model_in_one_process_are_two_models(offline, tiny_laion_root, tmp_path):
+    options = ExtractionOptions(chunk_size=128, cache_dir=tmp_path / "cache")
+    specs = [
+        FeatureSpec(
+            "microsoft/resnet-18",
+            layer="encoder.stages.3",
+            weights="random",
+            config=RESNET,
+            seed=seed,
+            transform={"resize": 32, "crop": 32},
+            name=f"s{seed}",
+        )
+        for seed in (0, 1)
+    ]
+    first = load_features(specs[0], tiny_laion_root, options=options)["s0"]
+    second = load_features(specs[1], tiny_laion_root, options=options)["s1"]
+    assert not np.allclose(first, second)  # the second is not the first model remembered
+    np.testing.assert_array_equal(
+        load_features(specs[0], tiny_laion_root, options=options)["s0"], first
+    )

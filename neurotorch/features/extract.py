@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_int
@@ -231,6 +232,20 @@ def _chunks_of(
     return sorted({row_of[name] // size for name in names})
 
 
+def run_here(unit: ChunkUnit | PcaUnit) -> bool:
+    """Run one unit in this process under its lock unless it is done; whether it ran.
+
+    The first chunk (and the PCA fit) of a job run here before any unit is dispatched, so that a
+    layer, pooling or preprocessing that does not fit the model fails at once with its own
+    error, and no worker starts for nothing.
+    """
+    with FileLock(str(unit.lock_path)):
+        if unit.done():
+            return False
+        unit.run()
+        return True
+
+
 def _run(
     jobs: Sequence[ExtractionJob],
     chunks: Sequence[int],
@@ -245,14 +260,13 @@ def _run(
     counts = {"computed": 0}
     engine = {"workers": options.workers, "scheduler": options.scheduler}
     for job in jobs:
-        label = f"features {job.specs[0].model_label}"
-        if order:
-            job.probe(job.spans[order[0]][0])
-        fits = [PcaUnit(job)] if any(s.pooling == "pca" for s in job.specs) else []
-        if fits:
-            run_units(fits, progress=options.progress, desc=f"{label} (PCA)", **engine)
+        if any(spec.pooling == "pca" for spec in job.specs):
+            run_here(PcaUnit(job))
         units = [ChunkUnit(job, chunk) for chunk in order]
-        for result in run_units(units, progress=options.progress, desc=label, **engine):
+        if units:
+            counts["computed"] += run_here(units[0])
+        label = f"features {job.specs[0].model_label}"
+        for result in run_units(units[1:], progress=options.progress, desc=label, **engine):
             counts["computed"] += result.status == "ran"
         for entry in job.entries:
             if entry.manifest() is None and set(entry.chunks_present()) >= set(

@@ -25,12 +25,7 @@ from torch.utils.data import DataLoader
 from neurotorch.errors import CacheError, ParameterError
 from neurotorch.features.cache import FeatureEntry
 from neurotorch.features.images import StimulusImageDataset
-from neurotorch.features.pooling import (
-    check_pca_size,
-    layer_tensor,
-    pool,
-    random_projection_matrix,
-)
+from neurotorch.features.pooling import layer_tensor, pool, random_projection_matrix
 from neurotorch.features.sources import LoadedModel, load_model
 from neurotorch.features.spec import REDUCING, FeatureSpec
 from neurotorch.features.transforms import transform_identity
@@ -196,18 +191,6 @@ class ExtractionJob:
                     }
         finally:
             capture.remove()
-
-    def probe(self, row: int) -> None:
-        """Run one image through the model here, so that a layer, pooling or preprocessing that
-        does not fit fails at once, by name, before any unit is dispatched."""
-        n_images = self.spans[-1][1]
-        for outputs in self.layer_outputs(np.array([row]), [spec.layer for spec in self.specs]):
-            for spec in self.specs:
-                kind = "flatten" if spec.pooling in REDUCING else spec.pooling
-                vectors = pool(outputs[spec.layer], kind, layer=spec.layer)
-                if spec.pooling == "pca":
-                    fitted_on = min(spec.pca_images, n_images)
-                    check_pca_size(spec.k, fitted_on, vectors.shape[1], layer=spec.layer)
 
     def linear_map(self, spec: FeatureSpec, entry: FeatureEntry, dim: int):
         """``(W, mean)`` of a projecting pooling, on the device (built once per process)."""
