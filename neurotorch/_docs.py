@@ -46,6 +46,43 @@ streaming
     ranks and workers; ``False``: a map-style dataset with random access.
 """
 
+# -- LAION-fMRI readers (neurotorch.fmri) ---------------------------------------------------------
+docdict["fmri_data_dir"] = """
+data_dir
+    The LAION-fMRI root: a local folder, an fsspec URL (``s3://bucket/prefix``) or a
+    `neurotorch.io.storage.DataRoot`. Default: ``$LAION_FMRI_DATA_DIR``, then the folder in
+    laion_fmri's config file, then ``<NEUROTORCH_DATA>/laion-fmri``.
+"""
+docdict["session"] = """
+session
+    A session id (``"ses-01"``, ``"01"``), or a list of them (the result is then a dict keyed by
+    session). Required: single-trial betas are stored per session.
+"""
+docdict["roi"] = """
+roi
+    An ROI query: an ROI name (``"FFA1"``), a category (``"face"``), ``"all"``, or a list mixing
+    them (their union, overlapping voxels counted once). Excludes ``mask``.
+"""
+docdict["mask"] = """
+mask
+    Your own boolean voxel mask: one entry per brain voxel (or the 3-D grid). Excludes ``roi``.
+"""
+docdict["nc_threshold"] = """
+nc_threshold
+    Keep the voxels whose noise ceiling of the session (percent) is at least this value.
+"""
+docdict["mask_source"] = """
+mask_source
+    The brain mask that defines the voxel axis: ``"anatomical"`` (the shipped brain mask, the
+    default, as in laion_fmri) or ``"rsquare"`` (mean R² finite and non-zero).
+"""
+docdict["nan_policy"] = """
+nan_policy
+    NaN/±inf among the selected betas: ``"raise"`` (default: `FormatError` naming the file and
+    the count), ``"zero"`` (replaced by 0) or ``"keep"``.
+"""
+
+
 # -- connectome ----------------------------------------------------------------------------------
 docdict["connectome_data_dir"] = """
 data_dir
@@ -90,6 +127,160 @@ docdict["coverage_mode"] = """
 coverage_mode
     What an interval covers: ``"time_averaged"`` (the time average of each source, as
     CaliBrain's calibrator) or ``"pointwise"`` (every time sample).
+"""
+
+
+# -- LAION-fMRI: subjects, settings objects and their fields --------------------------------------
+docdict["fmri_subject"] = """
+subject
+    One subject id (``"sub-01"``, ``"01"``) or a list of them. A string is one subject. Subjects
+    have different voxel counts, so a batch holds one subject's items.
+"""
+docdict["trials"] = """
+trials
+    Which trials: a `neurotorch.data.fmri.TrialSelection`, or a dict of its fields
+    (``{"split": "random_0", "part": "train"}``); default every trial of the subjects.
+"""
+docdict["voxels"] = """
+voxels
+    Which voxels: a `neurotorch.data.fmri.VoxelSelection`, or a dict of its fields
+    (``{"roi": ["face", "V1v"], "nc_threshold": 20}``); default the whole brain mask.
+"""
+docdict["read"] = """
+read
+    How betas are read: a `neurotorch.data.fmri.ReadSettings`, or a dict of its fields
+    (``{"zscore": True}``); default float32, raw values, ``nan_policy="raise"``.
+"""
+docdict["fmri_features"] = """
+features
+    What of the stimulus each item carries: embedding models (``"CLIP"``, ``"DINOv2"``,
+    ``"PEcore"``, ``"SigLIP2"``) and modalities (``"image"``, ``"captions"``,
+    ``"segmentation"``), one name or a list; ``None`` for betas only. One model gives the item key
+    ``embedding``, several ``embedding_<model>`` each; ``"image"`` gives ``image`` (see
+    ``image_transform``), ``"captions"`` a list of strings, ``"segmentation"`` uint8
+    ``(k, H, W)`` masks and ``segmentation_nouns``.
+"""
+docdict["image_transform"] = """
+image_transform
+    Callable applied to each decoded PIL image (default: a ``(C, H, W)`` uint8 tensor).
+"""
+docdict["fmri_transform"] = """
+transform
+    Callable applied to each item dict, after everything else (or None).
+"""
+docdict["synthetic"] = """
+synthetic
+    The synthetic dataset that ``data_dir="synthetic"`` stands for: a
+    `neurotorch.data.fmri.settings.SyntheticOptions` or a dict (``{"size": "tiny", "snr":
+    "realistic"}``); its seed is ``seed``.
+"""
+docdict["split"] = """
+split
+    The split's name: ``"random_0"`` … ``"random_4"``, ``"cluster_k5_0"`` … ``"cluster_k5_4"``,
+    ``"tau"`` or ``"ood"`` (the bundled splits), or a split file's name; None keeps every trial.
+    The part is ``part``, not a suffix of the name.
+"""
+docdict["part"] = """
+part
+    Which part of the split: ``"train"``, ``"val"`` (the ``val_fraction`` of the training
+    images carved out by ``val_seed``), ``"test"`` or ``"all"`` (default).
+"""
+docdict["pool"] = """
+pool
+    The stimulus pool of the split: ``"shared"`` (default) or a subject id.
+"""
+docdict["variant_id"] = """
+variant_id
+    Variant of the split (almost always 0).
+"""
+docdict["ood_types"] = """
+ood_types
+    OOD types to keep (``"shape"``, ``["cropped", "gabor"]``): the test images of the ``"ood"``
+    split of these types, or, with no split, the OOD trials of these types.
+"""
+docdict["val_fraction"] = """
+val_fraction
+    Share of the split's training images held out as ``part="val"`` (and left out of
+    ``part="train"``), in [0, 1); 0 means no validation part.
+"""
+docdict["val_seed"] = """
+val_seed
+    Seed of the choice of validation images (the same seed gives the same images everywhere).
+"""
+docdict["fmri_sessions"] = """
+sessions
+    Sessions (``"ses-01"``, a list, or a dict per subject); default every session. A string is
+    one session.
+"""
+docdict["stimuli"] = """
+stimuli
+    ``"shared"`` or ``"unique"`` keeps the trials of those stimuli; None keeps both.
+"""
+docdict["image_names"] = """
+image_names
+    Keep only trials of these images (a string is one image name).
+"""
+docdict["roi"] = """
+roi
+    ROI query: an ROI name (``"FFA1"``), a category (``"face"``), ``"all"``, or a list of them
+    (their union); None: no ROI restriction.
+"""
+docdict["mask"] = """
+mask
+    A custom mask in one shape: a 3-D boolean array on the subject's functional grid (what
+    ``BetasDataset.voxel_mask()`` returns), or the path of a NIfTI mask on that grid (non-zero
+    voxels are kept).
+"""
+docdict["mask_source"] = """
+mask_source
+    The brain mask: ``"anatomical"`` (default, the shipped brain mask) or ``"rsquare"``
+    (mean R² finite and non-zero).
+"""
+docdict["nc_threshold"] = """
+nc_threshold
+    Keep voxels whose subject-level noise ceiling ``nc_desc`` is at least this (percent); one
+    map for all sessions, so every session shares one voxel axis. None: no threshold.
+"""
+docdict["nc_desc"] = """
+nc_desc
+    The subject-level noise-ceiling map of ``nc_threshold``: ``"NoiseceilingAllrep"``
+    (default), ``"Noiseceiling4rep"`` or ``"Noiseceiling12rep"``.
+"""
+docdict["dtype"] = """
+dtype
+    Storage dtype of the prepared store: ``"float32"`` (default) or ``"float16"`` (half the disk
+    and page cache, ~3 significant digits; betas beyond ±65504 are refused). Items are float32.
+"""
+docdict["zscore"] = """
+zscore
+    Z-score every voxel within its session (statistics of all the session's trials, kept with
+    the prepared store; a constant voxel is divided by 1). Map-style only.
+"""
+docdict["average_repeats"] = """
+average_repeats
+    One item per (subject, image): the mean of its selected presentations (``n_repeats`` says
+    how many; ``trial`` is -1). Map-style only.
+"""
+docdict["nan_policy"] = """
+nan_policy
+    Non-finite betas among the selected voxels: ``"raise"`` (default: an error naming the file),
+    ``"zero"`` (replaced by 0) or ``"keep"``.
+"""
+docdict["cache_dir"] = """
+cache_dir
+    Folder of the prepared store (default ``NEUROTORCH_CACHE``).
+"""
+docdict["verify"] = """
+verify
+    Streams only: ``"first-use"`` (default) reads a betas file not verified yet in full (gzip
+    CRC-32 and length) before serving from it, once per file version; ``"off"`` does not. The
+    prepared store needs no such option (its build reads every file in full).
+"""
+docdict["shuffle_buffer"] = """
+shuffle_buffer
+    Streams only: size of the shuffle buffer (sessions are then visited in a seeded order too);
+    0 or 1 reads in file order. None (default): 1024 for a DataModule's training stream, file
+    order otherwise. The map-style dataset is shuffled by its sampler instead.
 """
 
 

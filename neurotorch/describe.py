@@ -23,34 +23,63 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import h5py
 import pandas as pd
 
 from neurotorch.connectome import layout as connectome_layout
+from neurotorch.connectome.batches import read_batch_header
 from neurotorch.errors import DataNotDownloadedError
 from neurotorch.fmri import discovery
 from neurotorch.fmri import layout as fmri_layout
-from neurotorch.fmri.splits import FAMILIES, find_split_source, split_family
+from neurotorch.fmri.splits import (
+    FAMILIES,
+    find_split_source,
+    list_pools,
+    list_splits,
+    split_family,
+)
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import Subject
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout as meeg_layout
 
-_LEADFIELD_FILE = re.compile(r"^(?P<subject>.+)_(?P<orientation>fixed|free)_leadfield\.npz$")
-_AGGREGATED_RUN = re.compile(r"_run\d{8}_seed\d+\.npz$")
+
+def _layout_pattern(sample: str, **fields: tuple[str, str]) -> re.Pattern:
+    """The names a layout function makes, as a pattern: ``sample`` is a name it made, each field
+    ``(value in sample, pattern of any value)`` becomes a named group. File names stay in the
+    layout modules; this only reads them back."""
+    pattern = re.escape(sample)
+    for name, (value, any_value) in fields.items():
+        pattern = pattern.replace(re.escape(value), f"(?P<{name}>{any_value})", 1)
+    return re.compile(f"^{pattern}$")
+
+
+_LEADFIELD_FILE = _layout_pattern(
+    meeg_layout.leadfield_name("SUBJECT", "fixed"),
+    subject=("SUBJECT", ".+"),
+    orientation=("fixed", "|".join(meeg_layout.ORIENTATIONS)),
+)
+_AGGREGATED_RUN = _layout_pattern(
+    meeg_layout.aggregated_run_name("SUBJECT", "SOLVER", 12345678, 98765),
+    subject=("SUBJECT", ".+"),
+    solver=("SOLVER", ".+"),
+    run=("12345678", r"\d+"),
+    seed=("98765", r"\d+"),
+)
+_FORWARD_FILE = _layout_pattern(
+    posixpath.basename(meeg_layout.forward_file("SUBJECT")), subject=("SUBJECT", ".+")
+)
 _SENSOR_KINDS = {meeg_layout.KIND_EEG: "EEG", meeg_layout.KIND_MEG: "MEG"}
 _COIL_NAMES = {
     meeg_layout.COIL_EEG: "EEG",
     meeg_layout.COIL_MAG: "MEG mag",
     meeg_layout.COIL_GRAD: "MEG grad",
 }
-CONNECTOME_SUBDIR = "batches"
-LESION_SUBDIR = "lesions"
 SESSION_SUMMARY_COLUMNS = [
     "subject",
     "session",
@@ -96,8 +125,9 @@ class LaionFMRISummary:
     total_bytes
         Size of the GLMsingle, ROI, anatomical, stimulus and split files.
     split_source
-        Where the split functions read splits for this tree (see
-        `neurotorch.fmri.splits.find_split_source`), e.g. ``"bundled: <folder>"``.
+        Where the split functions read splits for this tree and which copy that is (see
+        `neurotorch.fmri.splits.find_split_source`), e.g. ``"bundled: <folder> (the official
+        files as laion_fmri published them: ...)"``.
     """
 
     subjects: list[str]
@@ -196,20 +226,15 @@ def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
     try:
         tree = discovery.describe(root)
     except DataNotDownloadedError:  # stimuli or splits only, no subjects yet
+        own_splits = DataRoot(root.path(fmri_layout.SPLITS_DIR), root.storage_options)
+        pools = list_pools(splits_dir=own_splits) if own_splits.isdir() else []
         tree = discovery.DatasetDescription(
             source=root.url,
             subjects={},
             stimuli_files=[
                 f"{fmri_layout.STIMULI_DIR}/{n}" for n in root.listdir(fmri_layout.STIMULI_DIR)
             ],
-            splits={
-                pool: sorted(
-                    n[:-5]
-                    for n in root.listdir(fmri_layout.SPLITS_DIR, pool)
-                    if n.endswith(".json")
-                )
-                for pool in root.listdir(fmri_layout.SPLITS_DIR)
-            },  # fmt: skip
+            splits={pool: list_splits(pool, splits_dir=own_splits) for pool in pools},
         )
     rows = [
         row
@@ -229,7 +254,7 @@ def describe_laion_fmri(root: DataRoot) -> LaionFMRISummary:
         images=images,
         splits=tree.splits,
         total_bytes=tree.total_bytes,
-        split_source=str(find_split_source(data_dir=root)),
+        split_source=find_split_source(data_dir=root).describe(),
     )
 
 
@@ -309,11 +334,11 @@ def describe_meeg(root: DataRoot, prefix: str = "") -> MEEGSummary:
         leadfields=pd.DataFrame(
             [_leadfield_row(root, under + rel) for rel in leadfields], columns=columns
         ),
-        forwards=sorted(rel for rel in files if rel.endswith("-fwd.fif")),
+        forwards=sorted(rel for rel in files if _FORWARD_FILE.match(_basename(rel))),
         posterior_summaries=sum(
             fnmatch.fnmatch(_basename(rel), meeg_layout.POSTERIOR_SUMMARY_GLOB) for rel in files
         ),
-        aggregated_runs=sum(bool(_AGGREGATED_RUN.search(_basename(rel))) for rel in files),
+        aggregated_runs=sum(bool(_AGGREGATED_RUN.match(_basename(rel))) for rel in files),
     )
 
 
@@ -363,23 +388,20 @@ class ConnectomeSummary:
 
 
 def _batch_row(root: DataRoot, relpath: str) -> dict[str, Any]:
-    with root.open(relpath) as handle, h5py.File(handle, "r") as f:
-        series = f[connectome_layout.TIMESERIES]
-        mask_shape = tuple(int(n) for n in f.attrs.get("mask_shape", ()))
-        space = f.attrs.get("space", "")
-        return {
-            "file": _basename(relpath),
-            "n_subjects": int(series.shape[0]),
-            "n_timepoints": int(series.shape[1]),
-            "n_voxels": int(series.shape[2]),
-            "mask_shape": "×".join(map(str, mask_shape)),
-            "space": space.decode() if isinstance(space, bytes) else str(space),
-            "checksum": "fletcher32" if series.fletcher32 else "none",
-        }
+    header = read_batch_header(root.path(relpath), root.storage_options)
+    return {
+        "file": _basename(relpath),
+        "n_subjects": header.n_subjects,
+        "n_timepoints": header.n_timepoints,
+        "n_voxels": header.n_voxels,
+        "mask_shape": "×".join(map(str, header.mask_shape)),
+        "space": header.space or "",
+        "checksum": "fletcher32" if header.checksummed else "none",
+    }
 
 
 def _batch_folder(root: DataRoot) -> str | None:
-    for folder in ("", CONNECTOME_SUBDIR):
+    for folder in ("", connectome_layout.BATCH_DIR):
         if connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir()):
             return folder
     return None
@@ -390,8 +412,10 @@ def describe_connectome(root: DataRoot, folder: str = "") -> ConnectomeSummary:
     names = connectome_layout.sorted_batch_names(root.listdir(folder) if folder else root.listdir())
     rows = [_batch_row(root, f"{folder}/{name}" if folder else name) for name in names]
     lesions = None
-    if folder and root.isdir(LESION_SUBDIR):
-        lesions = sum(n.endswith((".nii", ".nii.gz")) for n in root.listdir(LESION_SUBDIR))
+    if folder and root.isdir(connectome_layout.LESION_DIR):
+        lesions = sum(
+            n.endswith((".nii", ".nii.gz")) for n in root.listdir(connectome_layout.LESION_DIR)
+        )
     return ConnectomeSummary(
         source=root.path(folder) if folder else root.url,
         batches=pd.DataFrame(rows),
@@ -454,7 +478,7 @@ def _meeg_prefixes(root: DataRoot) -> list[str]:
     top = root.listdir()
     calibrain_dirs = {meeg_layout.LEADFIELD_DIR, meeg_layout.FORWARD_DIR}
     top_files = any(_LEADFIELD_FILE.match(n) or fnmatch.fnmatch(n, meeg_layout.POSTERIOR_SUMMARY_GLOB)
-                    or _AGGREGATED_RUN.search(n) for n in top)  # fmt: skip
+                    or _AGGREGATED_RUN.match(n) for n in top)  # fmt: skip
     if calibrain_dirs & set(top) or top_files:
         prefixes.append("")
     if root.isdir(meeg_layout.FMRI_MEEG_DIR):
@@ -492,7 +516,7 @@ def describe(
             f"Nothing neurotorch reads was found at {root.url}: expected a LAION-fMRI tree "
             f"({fmri_layout.GLM_DIR}/ or {fmri_layout.STIMULI_DIR}/), a CaliBrain root "
             f"({meeg_layout.LEADFIELD_DIR}/, {meeg_layout.FORWARD_DIR}/ or posterior summaries) or "
-            f"connectome batch files (*_chunk_000.h5, here or in {CONNECTOME_SUBDIR}/). Check the path."
+            f"connectome batch files (*_chunk_000.h5, here or in {connectome_layout.BATCH_DIR}/). Check the path."
         )
     return summary
 

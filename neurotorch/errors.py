@@ -1,8 +1,9 @@
 """The neurotorch exception hierarchy.
 
 Every error names the file or value at fault and says what to do about it. The laion_fmri names
-(`DataDirNotSetError`, `DataNotDownloadedError`, `StimuliNotDownloadedError`,
-`SubjectNotFoundError`) are kept so code written against that package keeps working.
+(`DataDirNotSetError`, `DataNotFoundError`, `DataNotDownloadedError`, `NoMatchingDataError`,
+`StimuliNotDownloadedError`, `SubjectNotFoundError`, `LicenseNotAcceptedError`) are kept, with
+laion_fmri's base classes among theirs, so ``except`` clauses written for that package keep working.
 """
 
 from __future__ import annotations
@@ -24,16 +25,25 @@ class ConfigError(NeurotorchError, ValueError):
     """A setting (argument or environment variable) has a value neurotorch does not understand."""
 
 
-class DataNotDownloadedError(NeurotorchError, FileNotFoundError):
+class DataNotFoundError(NeurotorchError, FileNotFoundError):
+    """Requested data are absent from the dataset or the source (laion_fmri's base class)."""
+
+
+class DataNotDownloadedError(DataNotFoundError):
     """A file the dataset should contain is missing."""
+
+
+class NoMatchingDataError(DataNotFoundError):
+    """A download selection matches nothing at the source (no such session, no file)."""
 
 
 class StimuliNotDownloadedError(DataNotDownloadedError):
     """A stimulus file (images, embeddings, captions, segmentations) is missing."""
 
 
-class SubjectNotFoundError(NeurotorchError, ValueError):
-    """The requested subject is not in the dataset."""
+class SubjectNotFoundError(DataNotDownloadedError, ValueError):
+    """The requested subject is not in the dataset: a ``ValueError`` (laion_fmri's class for a
+    malformed id) and a `DataNotDownloadedError` (what laion_fmri raises for an absent subject)."""
 
 
 class DatasetExistsError(NeurotorchError, FileExistsError):
@@ -74,6 +84,11 @@ class SplitError(FormatError):
     """A split file is malformed or names a split, pool or variant that does not exist."""
 
 
+class SplitNotFoundError(SplitError, DataNotFoundError):
+    """The split, pool or split file asked for does not exist: a ``ValueError`` (laion_fmri's class
+    for an unknown name) and a ``FileNotFoundError`` (its class for a missing split file)."""
+
+
 class UnsafePathError(NeurotorchError, ValueError):
     """A path or identifier would escape the data root."""
 
@@ -90,7 +105,7 @@ class UnsafePickleError(FormatError):
     """A file holds pickled objects and the caller did not opt in to loading them."""
 
 
-class LicenseNotAcceptedError(NeurotorchError):
+class LicenseNotAcceptedError(NeurotorchError, RuntimeError):
     """Data with a licence of its own (e.g. stimulus images) were requested without accepting it."""
 
 
@@ -153,6 +168,15 @@ class NotFittedError(ParameterError):
             "checkpoint of a fitted model (ckpt_path=..., on the command line "
             "--ckpt_path runs/<name>/version_N/checkpoints/last.ckpt)."
         )
+
+
+class DtypeRangeError(ParameterError):
+    """Values beyond the range of the storage dtype asked for (float16 holds ``|x| <= 65504``)."""
+
+
+class MixedBatchError(ParameterError):
+    """A batch that mixes items of different subjects (their voxel counts differ): the loader needs
+    a batch sampler that groups by subject."""
 
 
 class WeightsNotAvailableError(DataNotDownloadedError):

@@ -49,9 +49,13 @@ def config_arrays(out: Path) -> None:
     from neurotorch.lightning import LaionFMRIDataModule
 
     dm = LaionFMRIDataModule(
-        data_dir="synthetic", subject="sub-01", roi=["face", "place", "body", "V1v", "laionEVC"],
-        features="CLIP", split="random_0", batch_size=256,
-    )  # fmt: skip
+        data_dir="synthetic",
+        subject="sub-01",
+        voxels={"roi": ["face", "place", "body", "V1v", "laionEVC"]},
+        features="CLIP",
+        trials={"split": "random_0", "val_fraction": 0.1},
+        batch_size=256,
+    )
     dm.prepare_data()
     dm.setup("fit")
     parts = {}

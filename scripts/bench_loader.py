@@ -31,6 +31,7 @@ from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.fmri import layout
 from neurotorch.fmri.stimuli import load_stimuli
 from neurotorch.fmri.subject import load_subject
+from neurotorch.fmri.voxel_selection import VoxelSelection
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
@@ -111,7 +112,8 @@ def main() -> None:
 
     # -- cold first epoch: store build from .nii.gz + one epoch; then a warm epoch ------------------
     start = time.perf_counter()
-    dataset = BetasDataset(root, SUBJECT, roi=ROI, sessions=[SESSION], cache_dir=cache)
+    voxels, trials = VoxelSelection(roi=ROI), {"sessions": SESSION}
+    dataset = BetasDataset(root, SUBJECT, voxels=voxels, trials=trials, read={"cache_dir": cache})
     for _ in DataLoader(dataset, shuffle=True, collate_fn=collate_items, **loader_kw):
         pass
     cold = time.perf_counter() - start
@@ -119,15 +121,17 @@ def main() -> None:
     for _ in DataLoader(dataset, shuffle=True, collate_fn=collate_items, **loader_kw):
         pass
     warm = time.perf_counter() - start
-    print(f"{len(dataset)} trials x {dataset.n_voxels} voxels ({'+'.join(ROI)}), batch {BATCH}, "
-          f"workers {args.workers}, root {root}")  # fmt: skip
+    print(
+        f"{len(dataset)} trials x {dataset.n_voxels} voxels ({'+'.join(ROI)}), batch {BATCH}, "
+        f"workers {args.workers}, root {root}"
+    )
 
     # -- map-style against its limit and against the laion_fmri pattern -----------------------------
     mapped, _ = samples_per_second(
         lambda: DataLoader(dataset, shuffle=True, collate_fn=collate_items, **loader_kw),
         args.seconds,
     )
-    store = build_store(root, SUBJECT, [SESSION], roi=ROI, cache_dir=cache)
+    store = build_store(root, SUBJECT, [SESSION], voxels=voxels, cache_dir=cache)
     clip = load_stimuli(root).embeddings.get(
         "CLIP", dataset.items["image_name"].tolist(), dtype=np.float32
     )
@@ -141,12 +145,14 @@ def main() -> None:
     )
 
     # -- the stream against the streaming reader alone ----------------------------------------------
-    stream = BetasStream(root, SUBJECT, roi=ROI, sessions=[SESSION], shuffle_buffer=BATCH)
+    stream = BetasStream(
+        root, SUBJECT, voxels=voxels, trials=trials, read={"shuffle_buffer": BATCH}
+    )
     streamed, _ = samples_per_second(
         lambda: DataLoader(stream, batch_size=BATCH, collate_fn=collate_items), args.seconds
     )
     source = str(root / layout.session_betas(SUBJECT, SESSION))
-    mask = stream.voxel_masks[SUBJECT]
+    mask = stream.voxel_masks()[SUBJECT]
     reader, _ = samples_per_second(
         lambda: ({"betas": [v]} for v in iter_volumes(source, mask)), args.seconds
     )
@@ -163,8 +169,10 @@ def main() -> None:
         print(
             f"{name:34s} {ours:10.0f}   {base_name:28s} {base:10.0f} {ours / base:6.2f}x {target:>6.1f}x"
         )
-    print(f"{'first epoch from cold .nii.gz':34s} {cold:9.2f}s   {'warm epoch':28s} {warm:9.3f}s "
-          f"{cold / warm:6.0f}x")  # fmt: skip
+    print(
+        f"{'first epoch from cold .nii.gz':34s} {cold:9.2f}s   {'warm epoch':28s} {warm:9.3f}s "
+        f"{cold / warm:6.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -76,10 +76,16 @@ class RecordIds(L.LightningModule):
 
 def trainer(tmp_path, **overrides) -> L.Trainer:
     settings = dict(
-        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
         default_root_dir=tmp_path,
-    )  # fmt: skip
+    )
     settings.update(overrides)
     return L.Trainer(**settings)
 

@@ -115,6 +115,10 @@ MISTAKES = {
         ["--data.init_args.mode", "strem"],
         ["--data.init_args.mode", "LaionFMRIDataModule has no parameter 'mode'", "'streaming'"],
     ),
+    "choice of a DataModule setting": (
+        ["--data.init_args.read.nan_policy", "zeroo"],
+        ["nan_policy", "'zeroo'", "'raise'", "'zero'", "'keep'"],
+    ),
     "misspelt model key": (
         ["--model.init_args.scor", "r"],
         ["LinearEncoder has no parameter 'scor'", "did you mean 'score'"],

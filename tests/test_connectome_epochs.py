@@ -75,12 +75,10 @@ def test_stream_loader_reshuffles_and_resumes_mid_epoch(batch_dir, num_workers):
     _assert_new_order_every_epoch(orders, list(range(N_SUBJECTS)))
     interrupted = loader()
     _indices(interrupted)  # epoch 0
-    seen = []
-    for batch in interrupted:  # epoch 1, stopped after two batches
-        seen += _indices([batch])
-        if len(seen) == 4:
-            break
+    iterator = iter(interrupted)
+    seen = _indices([next(iterator), next(iterator)])  # two batches into epoch 1
     state = interrupted.state_dict()
+    del iterator
     resumed = loader()
     resumed.load_state_dict(state)
     assert seen + _indices(resumed) == orders[1]
@@ -128,29 +126,12 @@ def _module(batch_dir: Path, streaming: bool, num_workers: int) -> ConnectomeDat
     )
 
 
-# The batch sampler of map-style loaders (`neurotorch.data.sampling.GroupedBatchSampler`) keeps
-# its epoch in a pass counter that a checkpoint does not record, and Lightning 2.6 calls
-# ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``, not on the batch
-# sampler: a map-style run resumed in epoch 1 serves epoch 0's order. Reported to the owner of
-# the shared loaders; these cases turn into failures (strict) once it is fixed.
-_MAP_STYLE_RESUME = pytest.mark.xfail(
-    strict=True, reason="map-style resume returns to epoch 0's order (GroupedBatchSampler)"
-)
 VARIANTS = [
     pytest.param(False, 0, id="map-0-workers"),
     pytest.param(False, 2, id="map-2-workers"),
     pytest.param(True, 0, id="stream-0-workers"),
     pytest.param(True, 2, id="stream-2-workers"),
 ]
-RESUME_VARIANTS = [
-    pytest.param(False, 0, id="map-0-workers", marks=_MAP_STYLE_RESUME),
-    pytest.param(False, 2, id="map-2-workers", marks=_MAP_STYLE_RESUME),
-    pytest.param(True, 0, id="stream-0-workers"),
-    pytest.param(True, 2, id="stream-2-workers"),
-]
-# by hand, the failing map-style case runs without workers: its loaders, kept alive by the
-# expected failure's traceback, would otherwise leave two workers to a later test's teardown
-BY_HAND_VARIANTS = [p for p in RESUME_VARIANTS if p.id != "map-2-workers"]
 CHECKPOINT_STEP = 6  # inside epoch 1: 9 training subjects make 5 batches of 2 per epoch
 
 
@@ -173,7 +154,7 @@ def test_lightning_reshuffles_every_epoch(batch_dir, tmp_path, streaming, num_wo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("streaming", "num_workers"), RESUME_VARIANTS)
+@pytest.mark.parametrize(("streaming", "num_workers"), VARIANTS)
 def test_lightning_resumes_mid_epoch_in_that_epochs_order(
     batch_dir, tmp_path, streaming, num_workers
 ):
@@ -191,19 +172,17 @@ def test_lightning_resumes_mid_epoch_in_that_epochs_order(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("streaming", "num_workers"), BY_HAND_VARIANTS)
+@pytest.mark.parametrize(("streaming", "num_workers"), VARIANTS)
 def test_datamodule_loader_resumes_by_hand(batch_dir, streaming, num_workers):
     """The DataModule's loader, stopped after two batches of epoch 1 and restored in a fresh one."""
     loader = _module(batch_dir, streaming, num_workers).train_dataloader()
     orders = [_indices(loader) for _ in range(EPOCHS)]
     interrupted = _module(batch_dir, streaming, num_workers).train_dataloader()
     _indices(interrupted)
-    seen = []
-    for batch in interrupted:
-        seen += _indices([batch])
-        if len(seen) == 4:
-            break
+    iterator = iter(interrupted)
+    seen = _indices([next(iterator), next(iterator)])  # two batches into epoch 1
     state = interrupted.state_dict()
+    del iterator
     resumed = _module(batch_dir, streaming, num_workers).train_dataloader()
     resumed.load_state_dict(state)
     assert seen + _indices(resumed) == orders[1]

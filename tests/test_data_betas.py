@@ -20,6 +20,7 @@ import neurotorch
 from neurotorch.data.collate import collate_items
 from neurotorch.data.fmri.betas import BetasDataset
 from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.errors import MixedBatchError
 from neurotorch.fmri import layout
 
 
@@ -74,7 +75,12 @@ def _check_batches(root: Path, dataset: BetasDataset, batches: list[dict]) -> No
 
 @pytest.fixture(scope="module")
 def train_set(tiny_laion_root) -> BetasDataset:
-    return BetasDataset(tiny_laion_root, "sub-01", roi=["face", "V1v"], split="random_0/train")
+    return BetasDataset(
+        tiny_laion_root,
+        "sub-01",
+        voxels={"roi": ["face", "V1v"]},
+        trials={"split": "random_0", "part": "train"},
+    )
 
 
 def _epoch(dataset, context: str | None, collate=collate_items) -> list[dict]:
@@ -112,10 +118,16 @@ def test_default_collate_gives_the_same_batch(train_set):
     )
 
 
-@pytest.mark.parametrize("subjects", [["sub-01"], ["sub-01", "sub-02"]])
-def test_a_batch_comes_back_in_the_order_asked_for(tiny_laion_root, subjects):
-    dataset = BetasDataset(tiny_laion_root, subjects, roi="face", split="random_0/test")
-    indices = np.random.default_rng(7).permutation(len(dataset))[:11]  # not in read order
+@pytest.mark.parametrize("subject", ["sub-01", "sub-02"])
+def test_a_batch_comes_back_in_the_order_asked_for(tiny_laion_root, subject):
+    dataset = BetasDataset(
+        tiny_laion_root,
+        ["sub-01", "sub-02"],
+        voxels={"roi": "face"},
+        trials={"split": "random_0", "part": "test"},
+    )
+    of_subject = np.flatnonzero(dataset.items["subject"] == subject)
+    indices = np.random.default_rng(7).permutation(of_subject)[:11]  # not in read order
     batch = collate_items(dataset.__getitems__(indices.tolist()))
     assert batch["index"].tolist() == indices.tolist()
     items = dataset.items
@@ -138,14 +150,30 @@ def test_spawned_workers_yield_every_trial_once(tiny_laion_root, train_set, cont
     _check_batches(tiny_laion_root, train_set, _epoch(train_set, context))
 
 
+def test_a_batch_that_mixes_subjects_is_refused_by_name(tiny_laion_root):
+    dataset = BetasDataset(
+        tiny_laion_root, ["sub-01", "sub-02"], voxels={"roi": "face"}, features=None
+    )
+    first = int(np.flatnonzero(dataset.items["subject"] == "sub-02")[0])
+    with pytest.raises(MixedBatchError, match=r"sub-01 \(\d+ voxels\), sub-02.*dataset.loader"):
+        dataset.__getitems__([0, first])
+
+
+def _split(name: str, part: str, **more) -> dict:
+    return {"split": name, "part": part, **more}
+
+
 def test_selection_by_split_pool_and_stimuli(tiny_laion_root):
-    test = BetasDataset(tiny_laion_root, "sub-01", roi="face", split="random_0/test")
-    train = BetasDataset(tiny_laion_root, "sub-01", roi="face", split="random_0/train")
+    face = {"roi": "face"}
+    test = BetasDataset(tiny_laion_root, "sub-01", voxels=face, trials=_split("random_0", "test"))
+    train = BetasDataset(tiny_laion_root, "sub-01", voxels=face, trials=_split("random_0", "train"))
     assert not set(test.trials["image_name"]) & set(train.trials["image_name"])
-    ood = BetasDataset(tiny_laion_root, "sub-02", roi="face", split="ood/test", ood_types=["shape"])
+    ood = BetasDataset(
+        tiny_laion_root, "sub-02", voxels=face, trials=_split("ood", "test", ood_types="shape")
+    )
     assert len(ood) > 0 and all("_OOD_shape_" in n for n in ood.trials["image_name"])
     unique = BetasDataset(
-        tiny_laion_root, "sub-02", roi="face", stimuli="unique", sessions=["ses-02"]
+        tiny_laion_root, "sub-02", voxels=face, trials={"stimuli": "unique", "sessions": "ses-02"}
     )
     table = _trial_table(tiny_laion_root, "sub-02", "ses-02")
     assert sorted(unique.trials["trial"]) == sorted(
@@ -156,7 +184,11 @@ def test_selection_by_split_pool_and_stimuli(tiny_laion_root):
 def test_zscore_and_repeat_averaging_against_numpy(tiny_laion_root):
     subject = "sub-02"
     dataset = BetasDataset(
-        tiny_laion_root, subject, roi="face", features=None, zscore=True, average_repeats=True
+        tiny_laion_root,
+        subject,
+        voxels={"roi": "face"},
+        features=None,
+        read={"zscore": True, "average_repeats": True},
     )
     mask = dataset.voxel_mask()
     zscored, labels = [], []
@@ -177,9 +209,12 @@ def test_zscore_and_repeat_averaging_against_numpy(tiny_laion_root):
 
 def test_modalities_and_several_models(tiny_laion_root):
     dataset = BetasDataset(
-        tiny_laion_root, "sub-01", roi="face", features=["CLIP", "DINOv2"], split="random_0/test",
-        modalities=("image", "captions", "segmentation"),
-    )  # fmt: skip
+        tiny_laion_root,
+        "sub-01",
+        voxels={"roi": "face"},
+        features=["CLIP", "DINOv2", "image", "captions", "segmentation"],
+        trials=_split("random_0", "test"),
+    )
     item = dataset[0]
     name = item["image_name"]
     names = pd.read_csv(tiny_laion_root / layout.stimuli_metadata())["image_name"].tolist()
@@ -201,7 +236,12 @@ def test_modalities_and_several_models(tiny_laion_root):
 
 
 def test_several_subjects_batch_by_subject(tiny_laion_root):
-    dataset = BetasDataset(tiny_laion_root, ["sub-01", "sub-02"], roi="face", split="random_0/test")
+    dataset = BetasDataset(
+        tiny_laion_root,
+        ["sub-01", "sub-02"],
+        voxels={"roi": "face"},
+        trials=_split("random_0", "test"),
+    )
     assert isinstance(dataset.n_voxels, dict) and len(set(dataset.n_voxels.values())) == 2
     sampler = GroupedBatchSampler.for_dataset(dataset, 16, shuffle=True, seed=1)
     batches = list(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items))
@@ -227,3 +267,34 @@ def test_load_dataset_builds_both_kinds(tiny_laion_root):
         "laion-fmri", split="tau/train", streaming=True, data_dir=tiny_laion_root, roi="face"
     )
     assert isinstance(mapped, BetasDataset) and len(mapped) == len(streamed.trials) > 0
+
+
+@pytest.mark.slow
+def test_a_plain_dataloader_over_several_subjects_names_what_to_use(tiny_laion_root):
+    dataset = neurotorch.load_dataset(
+        "laion-fmri", data_dir=tiny_laion_root, subject=["sub-01", "sub-02"], roi="face"
+    )
+    loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)
+    with pytest.raises(MixedBatchError, match=r"dataset\.loader\(batch_size=32"):
+        next(iter(loader))
+
+
+@pytest.mark.slow
+def test_the_plain_pytorch_recipe_for_several_subjects(tiny_laion_root):
+    """The recipe of docs/data.md: one subject per batch, every trial once per epoch, a new
+    order every epoch with nobody calling set_epoch."""
+    dataset = neurotorch.load_dataset(
+        "laion-fmri", data_dir=tiny_laion_root, subject=["sub-01", "sub-02"], roi="face"
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=dataset.batch_sampler(32, shuffle=True),
+        collate_fn=collate_items,
+        num_workers=2,
+        persistent_workers=True,
+    )
+    epochs = [list(loader) for _ in range(2)]
+    for batches in epochs:
+        assert all(len(set(b["subject"])) == 1 for b in batches)
+        _check_batches(tiny_laion_root, dataset, batches)
+    assert [b["index"].tolist() for b in epochs[0]] != [b["index"].tolist() for b in epochs[1]]

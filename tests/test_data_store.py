@@ -16,10 +16,15 @@ import numpy as np
 import pytest
 
 from neurotorch.cli import main
+from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.betas import BetasDataset
 from neurotorch.data.fmri.store import build_store
+from neurotorch.errors import CacheError, DtypeRangeError
 from neurotorch.fmri import layout
+from neurotorch.fmri.voxel_selection import VoxelSelection
 
 SUBJECT = "sub-01"
+FACE, FFA1, ALL = (VoxelSelection(roi=r) for r in ("face", "FFA1", "all"))
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ def _roi_grid(root: Path, category: str, roi: str) -> np.ndarray:
 
 
 def test_store_equals_nibabel_and_stats(tiny_laion_root, tmp_path):
-    store = build_store(tiny_laion_root, SUBJECT, roi="face", cache_dir=tmp_path)
+    store = build_store(tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=tmp_path)
     brain = (
         np.asarray(nib.load(tiny_laion_root / layout.anatomical_brain_mask(SUBJECT)).dataobj) != 0
     )
@@ -63,7 +68,7 @@ def test_store_equals_nibabel_and_stats(tiny_laion_root, tmp_path):
 
 def test_float16_store(tiny_laion_root, tmp_path):
     store = build_store(
-        tiny_laion_root, SUBJECT, ["ses-02"], roi="FFA1", dtype="float16", cache_dir=tmp_path
+        tiny_laion_root, SUBJECT, ["ses-02"], voxels=FFA1, dtype="float16", cache_dir=tmp_path
     )
     betas = store.session("ses-02").open_betas()
     assert betas.dtype == np.float16
@@ -85,19 +90,19 @@ def _files(store) -> dict[str, bytes]:
 
 
 def test_touching_the_source_or_changing_the_mask_rebuilds(own_root, tmp_path):
-    store = build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
+    store = build_store(own_root, SUBJECT, voxels=FFA1, cache_dir=tmp_path)
     files = store.session("ses-01")
     built_at = files.betas_path.stat().st_mtime_ns
     other_path = store.session("ses-02").betas_path
     other_built_at, other_inode = other_path.stat().st_mtime_ns, other_path.stat().st_ino
-    build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
+    build_store(own_root, SUBJECT, voxels=FFA1, cache_dir=tmp_path)
     assert files.betas_path.stat().st_mtime_ns == built_at  # current: reused
 
     source = own_root / layout.session_betas(SUBJECT, "ses-01")
     stat = source.stat()
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     time.sleep(0.01)
-    build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
+    build_store(own_root, SUBJECT, voxels=FFA1, cache_dir=tmp_path)
     assert files.betas_path.stat().st_mtime_ns != built_at
     assert json.loads(files.manifest_path.read_text())["source"]["version"] != ""
     other = other_path.stat()  # the untouched session was not rebuilt (nor replaced)
@@ -109,7 +114,7 @@ def test_touching_the_source_or_changing_the_mask_rebuilds(own_root, tmp_path):
     data = np.asarray(image.dataobj).copy()
     data[tuple(np.argwhere(data != 0)[0])] = 0
     nib.save(nib.Nifti1Image(data, image.affine, image.header), roi_path)
-    changed = build_store(own_root, SUBJECT, roi="FFA1", cache_dir=tmp_path)
+    changed = build_store(own_root, SUBJECT, voxels=FFA1, cache_dir=tmp_path)
     assert changed.directory != store.directory and changed.n_voxels == store.n_voxels - 1
     np.testing.assert_array_equal(
         changed.session("ses-01").open_betas(),
@@ -118,12 +123,12 @@ def test_touching_the_source_or_changing_the_mask_rebuilds(own_root, tmp_path):
 
 
 def test_a_corrupted_manifest_mask_hash_rebuilds(own_root, tmp_path):
-    store = build_store(own_root, SUBJECT, ["ses-01"], roi="FFA1", cache_dir=tmp_path)
+    store = build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
     files = store.session("ses-01")
     manifest = files.manifest()
     files.manifest_path.write_text(json.dumps({**manifest, "mask_sha256": "0" * 64}))
     np.save(files.betas_path, np.zeros((2, 2), dtype=np.float32))
-    build_store(own_root, SUBJECT, ["ses-01"], roi="FFA1", cache_dir=tmp_path)
+    build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
     rebuilt = files.manifest()
     for written in (manifest, rebuilt):  # the rebuilt file has a new modification time
         written["betas_file"].pop("mtime_ns")
@@ -137,6 +142,7 @@ KILLED_BUILD = """
 import sys, time
 from pathlib import Path
 import neurotorch.data.fmri.store as store
+from neurotorch.fmri.voxel_selection import VoxelSelection
 
 real = store.iter_volumes
 def slow(source, mask, **options):
@@ -146,7 +152,9 @@ def slow(source, mask, **options):
             time.sleep(600)
         yield row
 store.iter_volumes = slow
-store.build_store(sys.argv[1], "sub-01", roi="face", cache_dir=sys.argv[2], progress=False)
+store.build_store(
+    sys.argv[1], "sub-01", voxels=VoxelSelection(roi="face"), cache_dir=sys.argv[2], progress=False
+)
 """
 
 
@@ -172,9 +180,11 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
     assert not (interrupted_dir / "ses-01.json").exists()
 
     rerun = build_store(
-        tiny_laion_root, SUBJECT, roi="face", cache_dir=killed_cache, progress=False
+        tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=killed_cache, progress=False
     )
-    clean = build_store(tiny_laion_root, SUBJECT, roi="face", cache_dir=clean_cache, progress=False)
+    clean = build_store(
+        tiny_laion_root, SUBJECT, voxels=FACE, cache_dir=clean_cache, progress=False
+    )
     assert _files(rerun) == _files(clean)
     assert not list(rerun.directory.glob(".*.tmp.*"))
 
@@ -182,7 +192,8 @@ def test_sigkilled_build_then_rerun_equals_uninterrupted(tiny_laion_root, tmp_pa
 CONCURRENT_BUILD = """
 import sys
 from neurotorch.data.fmri.store import build_store
-build_store(sys.argv[1], "sub-01", roi="all", cache_dir=sys.argv[2], progress=False)
+from neurotorch.fmri.voxel_selection import VoxelSelection
+build_store(sys.argv[1], "sub-01", voxels=VoxelSelection(roi="all"), cache_dir=sys.argv[2], progress=False)
 """
 
 
@@ -194,7 +205,7 @@ def test_two_processes_building_at_once(tiny_laion_root, tmp_path):
         for _ in range(2)
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    store = build_store(tiny_laion_root, SUBJECT, roi="all", cache_dir=cache, progress=False)
+    store = build_store(tiny_laion_root, SUBJECT, voxels=ALL, cache_dir=cache, progress=False)
     for session in store.sessions:
         np.testing.assert_array_equal(
             store.session(session).open_betas(),
@@ -204,8 +215,115 @@ def test_two_processes_building_at_once(tiny_laion_root, tmp_path):
 
 
 def test_prepare_command(tiny_laion_root, tmp_path, capsys):
-    assert main(["prepare", "--data-dir", str(tiny_laion_root), "--subject", "sub-02", "--roi", "place",
-                 "--dtype", "float16", "--cache-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "--data-dir",
+                str(tiny_laion_root),
+                "--subject",
+                "sub-02",
+                "--roi",
+                "place",
+                "--dtype",
+                "float16",
+                "--cache-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "sub-02: 2 session(s)" in out and "float16" in out
     assert len(list(tmp_path.rglob("ses-0*.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    "field, stale",
+    [
+        ("format", 1),
+        ("package_version", "0.0.1"),
+        ("mask_sha256", "0" * 64),
+        ("dtype", "float16"),
+        ("values", "zeroed"),
+    ],
+)
+def test_a_manifest_of_another_format_version_mask_or_dtype_rebuilds(
+    own_root, tmp_path, field, stale
+):
+    """Only the manifest says the session was built otherwise; the ``.npy`` is intact."""
+    store = build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
+    files = store.session("ses-01")
+    current = files.manifest()
+    files.manifest_path.write_text(json.dumps({**current, field: stale}))
+    build_store(own_root, SUBJECT, ["ses-01"], voxels=FFA1, cache_dir=tmp_path)
+    assert files.manifest()[field] == current[field]  # rebuilt, with the right value
+
+
+def _zscored(root: Path, session: str, mask: np.ndarray) -> np.ndarray:
+    rows = _nibabel_rows(root, session, mask).astype(np.float64)
+    return (rows - rows.mean(0)) / rows.std(0)
+
+
+def test_statistics_copied_from_another_session_are_detected(own_root, tmp_path):
+    """``cp -p`` of ses-02's statistics over ses-01's: the next build rebuilds them, and a
+    dataset made before the swap refuses them by name."""
+    dataset = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        read={"zscore": True, "cache_dir": tmp_path},
+    )
+    mask = dataset.voxel_mask()
+    first = dataset.stores[SUBJECT].session("ses-01")
+    shutil.copy2(dataset.stores[SUBJECT].session("ses-02").stats_path, first.stats_path)
+    with pytest.raises(CacheError, match=r"ses-01\.stats\.npz"):
+        dataset[0]
+    rebuilt = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        read={"zscore": True, "cache_dir": tmp_path},
+    )
+    batch = collate_items(rebuilt.__getitems__(np.arange(len(rebuilt))))
+    expected = {
+        "ses-01": _zscored(own_root, "ses-01", mask),
+        "ses-02": _zscored(own_root, "ses-02", mask),
+    }
+    for k in range(len(rebuilt)):
+        wanted = expected[batch["session"][k]][int(batch["trial"][k])]
+        np.testing.assert_allclose(batch["betas"][k].numpy(), wanted, rtol=1e-4, atol=1e-4)
+
+
+def test_float16_store_refuses_betas_beyond_its_range(own_root, tmp_path):
+    betas = own_root / layout.session_betas(SUBJECT, "ses-02")
+    image = nib.load(betas)
+    data = np.asarray(image.dataobj).astype(np.float32)
+    voxel = tuple(
+        np.argwhere(
+            build_store(own_root, SUBJECT, ["ses-02"], voxels=FFA1, cache_dir=tmp_path).voxel_mask
+        )[0]
+    )
+    data[(*voxel, 3)] = 70000.0  # finite in float32, inf in float16 (max 65504)
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), betas)
+    with pytest.raises(DtypeRangeError, match=r"70000.*float32"):
+        BetasDataset(
+            own_root,
+            SUBJECT,
+            voxels=FFA1,
+            trials={"sessions": "ses-02"},
+            read={"dtype": "float16", "cache_dir": tmp_path},
+        )
+    assert not list(tmp_path.rglob("*-float16/ses-02.json"))  # no float16 session completed
+    kept = BetasDataset(
+        own_root,
+        SUBJECT,
+        voxels=FFA1,
+        features=None,
+        trials={"sessions": "ses-02"},
+        read={"cache_dir": tmp_path},
+    )
+    row = kept.items.index[kept.items["trial"] == 3][0]
+    assert float(kept[row]["betas"].max()) == 70000.0

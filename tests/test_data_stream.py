@@ -15,8 +15,21 @@ from neurotorch.fmri import layout
 SUBJECTS = ["sub-01", "sub-02"]
 
 
-def _stream(root, **kwargs) -> BetasStream:
-    return BetasStream(root, SUBJECTS, roi="face", split="random_0/train", **kwargs)
+def _stream(root, shuffle_buffer: int = 0, **kwargs) -> BetasStream:
+    return BetasStream(
+        root,
+        SUBJECTS,
+        voxels={"roi": "face"},
+        trials={"split": "random_0", "part": "train"},
+        read={"shuffle_buffer": shuffle_buffer},
+        **kwargs,
+    )
+
+
+def _rank_stream(root, rank: int, world_size: int) -> BetasStream:
+    stream = _stream(root)
+    stream.rank, stream.world_size = rank, world_size
+    return stream
 
 
 def _keys(items) -> list[tuple[str, str, int]]:
@@ -48,7 +61,7 @@ def test_one_epoch_covers_the_selection_with_nibabel_values(tiny_laion_root):
             volumes[key] = np.asarray(
                 nib.load(tiny_laion_root / layout.session_betas(*key)).dataobj
             )
-        expected = volumes[key][..., item["trial"]][stream.voxel_masks[item["subject"]]]
+        expected = volumes[key][..., item["trial"]][stream.voxel_masks()[item["subject"]]]
         np.testing.assert_array_equal(item["betas"].numpy(), expected)
 
 
@@ -63,9 +76,7 @@ def test_shuffle_is_seeded_and_changes_with_the_epoch(tiny_laion_root):
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_get_equal_counts_and_together_cover_everything(tiny_laion_root, world_size):
-    shards = [
-        _keys(_stream(tiny_laion_root, rank=r, world_size=world_size)) for r in range(world_size)
-    ]
+    shards = [_keys(_rank_stream(tiny_laion_root, r, world_size)) for r in range(world_size)]
     total = len(_stream(tiny_laion_root).trials)
     per_rank = -(-total // world_size)
     assert [len(s) for s in shards] == [per_rank] * world_size

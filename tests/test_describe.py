@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -228,3 +229,14 @@ def test_remote_tree_gives_the_local_summary(
     assert summary.connectome.batches["n_subjects"].tolist() == [2, 3]
     row = summary.meeg[0].leadfields.iloc[0]
     assert (row.n_sensors, row.n_sources, row.n_components) == (16, 40, 3)
+
+
+def test_describe_names_which_copy_of_the_splits_is_read(tmp_path, tiny_laion_root):
+    """Without a splits/ folder of its own, a tree reads the bundled copy: describe says which
+    upstream files that copy holds."""
+    root = tmp_path / "tree"
+    shutil.copytree(tiny_laion_root / "stimuli", root / "stimuli")
+    text = str(describe(root))
+    line = next(line for line in text.splitlines() if "splits are read from" in line)
+    assert "bundled:" in line and "2d7a36c" in line and "cd9f141" in line
+    assert "regenerated" in line

@@ -91,7 +91,7 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
     # 156 training, 20 validation and 64 test trials: no rank is padded with repeated trials.
     # The training epoch runs on the ranks; the test runs in fresh ranks from the returned model.
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=16
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=16
     )
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False, output_dir=str(tmp_path))
     trainer = L.Trainer(

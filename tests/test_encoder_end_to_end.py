@@ -18,9 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tiny_laion_root, tmp_path_factory):
-    dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi=None, batch_size=64
-    )
+    dm = LaionFMRIDataModule(data_dir=str(tiny_laion_root), subject="sub-01", batch_size=64)
     model = fit_and_test_encoder(dm, tmp_path_factory.mktemp("encoder"))
     return dm, model
 
@@ -56,7 +54,7 @@ def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys
     common = [
         *("--config", str(REPO / "configs" / "encoder.yaml")),
         *("--data.init_args.data_dir", str(tiny_laion_root)),
-        *("--data.init_args.roi", "[face, V1v]"),
+        *("--data.init_args.voxels.roi", "[face, V1v]"),
         *("--trainer.logger.init_args.save_dir", str(tmp_path)),
         *("--trainer.enable_progress_bar", "false"),
     ]
@@ -77,7 +75,10 @@ def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys
 
 def test_refuses_to_mix_subjects(tiny_laion_root):
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject=["sub-01", "sub-02"], roi="face", batch_size=16
+        data_dir=str(tiny_laion_root),
+        subject=["sub-01", "sub-02"],
+        voxels={"roi": "face"},
+        batch_size=16,
     )
     with pytest.raises(ValueError, match="one subject"):
         fit_and_test_encoder(dm, tiny_laion_root.parent / "mixed")

@@ -23,7 +23,7 @@ PENALTIES = (0.03, 1.0, 30.0)
 
 
 def fitted(root, tmp_path, **encoder_args):
-    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", roi=None, batch_size=64)
+    dm = LaionFMRIDataModule(data_dir=str(root), subject="sub-01", batch_size=64)
     model = fit_and_test_encoder(dm, tmp_path, penalties=PENALTIES, **encoder_args)
     return dm, model
 
@@ -121,7 +121,7 @@ def test_banded_encoder_partitions_the_explained_variance(
     dm = LaionFMRIDataModule(
         data_dir=str(tiny_laion_root),
         subject="sub-01",
-        roi="face",
+        voxels={"roi": "face"},
         features=["CLIP", "DINOv2"],
         batch_size=64,
     )
@@ -161,7 +161,7 @@ def test_banded_encoder_partitions_the_explained_variance(
 
 def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
     dm = LaionFMRIDataModule(
-        data_dir=str(tiny_laion_root), subject="sub-01", roi="FFA1", batch_size=64
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=64
     )
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False)
     trainer = L.Trainer(

@@ -1,13 +1,18 @@
 """Every item exactly once (padding aside) through a real Trainer: every DataModule, 0 and 2
-workers, and 2-rank ``ddp_spawn`` (CPU, gloo).
+workers, and 2-rank DDP (CPU, gloo).
 
 Split and batch sizes are chosen so that nothing divides evenly. Expected ids come from the
 DataModule's split tables; the allowed extras are the padding of the sharding contract
 (`neurotorch.data.sharding`): ``ceil(n / world) * world - n`` units, here 0 or 1 unit.
+
+Cost: starting two ranks is the expensive part, so one launch runs every DDP case (and a
+`BetasStream` iterated directly in each rank); the sFlex solver runs a few iterations only (the
+property is about which items are seen, not about the solver's convergence).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from exactly_once import (
 )
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.lightning import (
     CalibrationDataModule,
@@ -39,17 +45,30 @@ EPOCHS = 2
 
 def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMRIDataModule:
     return LaionFMRIDataModule(
-        data_dir=str(root), subject=subject, roi="face", split="random_0",
+        data_dir=str(root),
+        subject=subject,
+        voxels={"roi": "face"},
+        trials={"split": "random_0", "val_fraction": 0.13},
+        read={"shuffle_buffer": 16} if mode == "stream" else None,
         streaming=mode == "stream",
-        batch_size=BATCH, num_workers=num_workers, val_fraction=0.13, shuffle_buffer=16,
-    )  # fmt: skip
+        batch_size=BATCH,
+        num_workers=num_workers,
+    )
 
 
 def meeg_module(cls, num_workers: int, **options):
     return cls(
-        n_sources=97, train_length=45, val_length=17, test_length=11, batch_size=BATCH,
-        num_workers=num_workers, streaming=True, nnz=(1, 3), alpha=(0.5, 0.9), **options,
-    )  # fmt: skip
+        n_sources=97,
+        train_length=45,
+        val_length=17,
+        test_length=11,
+        batch_size=BATCH,
+        num_workers=num_workers,
+        streaming=True,
+        nnz=(1, 3),
+        alpha=(0.5, 0.9),
+        **options,
+    )
 
 
 def connectome_module(num_workers: int) -> ConnectomeDataModule:
@@ -83,11 +102,15 @@ CASES = {
         lambda root, w: meeg_module(CalibrationDataModule, w),
         index_ids,
         meeg_expected,
-    ),  # fmt: skip
+    ),
     # sFlex: a per-leadfield basis prepared in every worker and rank, per-trial iterations
     "meeg-calibration-sflex": (
         lambda root, w: meeg_module(
-            CalibrationDataModule, w, solver="gamma_map_sflex", noise_type="baseline"
+            CalibrationDataModule,
+            w,
+            solver="gamma_map_sflex",
+            noise_type="baseline",
+            solver_options={"max_iter": 3},
         ),
         index_ids,
         meeg_expected,
@@ -138,11 +161,20 @@ def _ids_and_expected(case: str):
 
 
 def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
-    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test."""
+    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test.
+
+    A process started by ``spawn`` makes ``spawn`` its default start method, so its DataLoader
+    workers would each import the whole stack again (tens of seconds per loader); a ``torchrun``
+    rank forks them, and so does this one."""
+    torch.multiprocessing.set_start_method("fork", force=True)
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-        WORLD_SIZE="2", NODE_RANK="0",
-    )  # fmt: skip
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        NODE_RANK="0",
+    )
     for case in DDP_CASES:
         dm = _ddp_module(case, Path(root))
         Path(out, case).mkdir(exist_ok=True)
@@ -150,6 +182,10 @@ def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
         run = trainer(out, max_epochs=EPOCHS, devices=2, strategy="ddp")
         run.fit(model, dm)
         run.test(model, dm)
+    # a stream iterated by hand in each rank shards itself by the rank of the process
+    stream = BetasStream(root, ["sub-01", "sub-02"], voxels={"roi": "face"}, features=None)
+    seen = [[i["subject"], i["session"], int(i["trial"])] for i in stream]
+    Path(out, f"stream-rank{rank}.json").write_text(json.dumps(seen))
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +223,23 @@ def test_two_ranks_see_every_item_once_with_equal_batch_counts(
     for split in ("train/0", "train/1", "val/0", "val/1", "test"):
         wanted = expected(dm, split.split("/")[0])
         check_exactly_once(records, split, wanted, _expected_padding(case, dm, split, len(wanted)))
+
+
+@pytest.mark.slow
+def test_a_stream_iterated_in_each_rank_reads_that_ranks_shard(two_rank_records, tiny_laion_root):
+    stream = BetasStream(
+        tiny_laion_root, ["sub-01", "sub-02"], voxels={"roi": "face"}, features=None
+    )
+    wanted = [
+        [s, ses, int(t)]
+        for s, ses, t in zip(
+            *(stream.trials[c] for c in ("subject", "session", "trial")), strict=True
+        )
+    ]
+    ranks = [json.loads((two_rank_records / f"stream-rank{r}.json").read_text()) for r in (0, 1)]
+    records = [{"stream": [rank]} for rank in ranks]  # one "batch" per rank: equal counts
+    check_exactly_once(records, "stream", wanted, _padding(len(wanted), 2))
+    assert len(ranks[0]) == len(ranks[1]) == -(-len(wanted) // 2)
 
 
 @pytest.mark.slow

@@ -117,9 +117,11 @@ def betas(root: Path, **kwargs):
 
 def dataset(root: Path, **kwargs):
     from neurotorch.data.fmri.betas import BetasDataset
+    from neurotorch.data.fmri.settings import nest_settings
 
     kwargs.setdefault("sessions", [SES])
-    ds = BetasDataset(root, kwargs.pop("subject", SUB), cache_dir=root.parent / "cache", **kwargs)
+    kwargs = nest_settings({"cache_dir": root.parent / "cache", **kwargs})
+    ds = BetasDataset(root, kwargs.pop("subject", SUB), **kwargs)
     return ds[0]
 
 
@@ -326,17 +328,22 @@ def _run_sidecar(tmp: Path) -> tuple[Callable[[], object], str]:
 
 def datamodule(root: Path, **kwargs):
     """The LAION-fMRI DataModule as a YAML config would build it, set up for fitting."""
+    from neurotorch.data.fmri.settings import nest_settings
     from neurotorch.lightning.laion_fmri import LaionFMRIDataModule
 
-    module = LaionFMRIDataModule(data_dir=str(root), cache_dir=str(root.parent / "cache"), **kwargs)
+    kwargs = nest_settings({"cache_dir": str(root.parent / "cache"), **kwargs})
+    kwargs["trials"] = {"split": "random_0", "val_fraction": 0.1, **kwargs.get("trials", {})}
+    module = LaionFMRIDataModule(data_dir=str(root), **kwargs)
     module.setup("fit")
     return module
 
 
 def stream(root: Path, **kwargs):
+    from neurotorch.data.fmri.settings import nest_settings
     from neurotorch.data.fmri.stream import BetasStream
 
-    return list(BetasStream(root, kwargs.pop("subject", SUB), sessions=[SES], **kwargs))
+    kwargs = nest_settings({"sessions": [SES], **kwargs})
+    return list(BetasStream(root, kwargs.pop("subject", SUB), **kwargs))
 
 
 def _root_escape(relpath: str) -> Callable[[Path], tuple[Callable[[], object], str]]:
@@ -399,7 +406,9 @@ def _store_truncated_after_open(root: Path) -> Callable[[], object]:
     time is put back (as a copy that preserves times would), so only the size can tell."""
     from neurotorch.data.fmri.betas import BetasDataset
 
-    ds = BetasDataset(root, SUB, sessions=[SES], cache_dir=root.parent / "cache")
+    ds = BetasDataset(
+        root, SUB, trials={"sessions": SES}, read={"cache_dir": root.parent / "cache"}
+    )
     npy = ds.stores[SUB].session(SES).betas_path
     written = npy.stat()
     truncate(npy, 0.6)
@@ -720,7 +729,7 @@ FAULTS: list[Fault] = [
         "nifti-corrupt-30pc-tau-train-zero-stream",
         CorruptFileError,
         _damage(lambda p: flip_at(p, 0.30), BETAS),
-        lambda r: stream(r, split="tau/train", nan_policy="zero"),
+        lambda r: stream(r, split="tau", part="train", nan_policy="zero"),
     ),
     tree_case(
         "nifti-corrupt-30pc-raise-stream",  # corruption, not "NaN: pass nan_policy='zero'"
@@ -882,7 +891,7 @@ FAULTS: list[Fault] = [
         "stimulus-image-damaged",
         CorruptFileError,
         _image_cut,
-        lambda r: [item["image"] for item in stream(r, modalities=["image"])],
+        lambda r: [item["image"] for item in stream(r, features=["CLIP", "image"])],
     ),
     # Values that describe no shard, no leadfield or no selection.
     tmp_case("shard-batch-size-zero", ShardingError, _value_case(_shard_batch_zero, "0")),
@@ -962,13 +971,14 @@ def _stream_items(
     root: Path, num_workers: int, **kwargs
 ) -> tuple[list[dict], BaseException | None]:
     """Items a `StreamLoader` delivers (batch size 1) before it stops, and the error it stops with."""
+    from neurotorch.data.fmri.settings import nest_settings
     from neurotorch.data.fmri.stream import BetasStream
     from neurotorch.data.loader import StreamLoader
 
     kwargs.setdefault("sessions", [SES])
     items: list[dict] = []
     try:
-        dataset = BetasStream(root, SUB, **kwargs)
+        dataset = BetasStream(root, SUB, **nest_settings(kwargs))
         for batch in StreamLoader(dataset, batch_size=1, num_workers=num_workers):
             items.append(batch)
     except NeurotorchError as exc:
@@ -980,7 +990,7 @@ STREAM_DAMAGE = {
     "2-bytes-at-75pc": ((0.75, 2), {}, 0),
     "1-byte-at-30pc-tau-train-zero-2-workers": (
         (0.30, 1),
-        {"split": "tau/train", "nan_policy": "zero"},
+        {"split": "tau", "part": "train", "nan_policy": "zero"},
         2,
     ),
 }

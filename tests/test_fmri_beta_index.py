@@ -101,8 +101,12 @@ def test_metadata_rows_follow_the_volumes(shuffled):
     meta = sub.metadata
     assert list(meta.columns[:4]) == ["session", "run", "beta_index", "label"]
     assert list(meta.columns[4:9]) == [
-        "session_trial", "image_name", "stim_idx", "unique_or_shared", "dataset",
-    ]  # fmt: skip
+        "session_trial",
+        "image_name",
+        "stim_idx",
+        "unique_or_shared",
+        "dataset",
+    ]
     for ses in ("ses-01", "ses-02"):
         table = pd.read_csv(trials_file(shuffled, ses), sep="\t")
         label_of_volume = dict(zip(table["beta_index"], table["label"], strict=True))
@@ -119,13 +123,13 @@ def test_metadata_rows_follow_the_volumes(shuffled):
 def test_datasets_serve_each_trial_its_own_volume(shuffled):
     table = pd.read_csv(trials_file(shuffled), sep="\t")
     label_of_volume = dict(zip(table["beta_index"], table["label"], strict=True))
-    mapped = BetasDataset(shuffled, SUB, features=None, sessions=[SES])
+    mapped = BetasDataset(shuffled, SUB, features=None, trials={"sessions": SES})
     batch = mapped.__getitems__(list(range(len(mapped)))).data
     trials = batch["trial"].numpy()
     assert sorted(trials) == list(range(len(table)))
     assert batch["image_name"] == [label_of_volume[t] for t in trials]
     np.testing.assert_array_equal(batch["betas"].numpy(), volumes(shuffled, trials))
-    stream = BetasStream(shuffled, SUB, features=None, sessions=[SES])
+    stream = BetasStream(shuffled, SUB, features=None, trials={"sessions": SES})
     items = list(stream)
     trials = np.array([int(item["trial"]) for item in items])
     assert sorted(trials) == list(range(len(table)))
@@ -163,8 +167,8 @@ def test_bad_beta_index_is_named_at_open_time(corrupt_copy, edit, error, message
         lambda: sub.get_betas(SES, stimuli="shared", streaming=True),
         lambda: sub.metadata,
         lambda: build_store(root, SUB, [SES]),
-        lambda: BetasDataset(root, SUB, features=None, sessions=[SES]),
-        lambda: BetasStream(root, SUB, features=None, sessions=[SES]),
+        lambda: BetasDataset(root, SUB, features=None, trials={"sessions": SES}),
+        lambda: BetasStream(root, SUB, features=None, trials={"sessions": SES}),
     ]
     for check in checks:
         with pytest.raises(error, match=message) as info:

@@ -74,11 +74,12 @@ def test_images_by_name(stim, root, table):
     assert list(iterated) == names and iterated[names[-1]] == raw_image(root, table, names[-1])
     # laion_fmri's positional access: an int is a row of the metadata table
     assert stim.images[7] == raw_image(root, table, names[7])
-    assert stim.images[-1] == raw_image(root, table, names[-1])
     assert stim.images.index_of(names[7]) == 7
     assert names[7] in stim.images and 7 in stim.images and len(names) not in stim.images
-    with pytest.raises(IndexError):
-        stim.images[len(names)]
+    for outside in (len(names), -1):  # laion_fmri: rows 0 <= i < n only
+        with pytest.raises(IndexError, match="out of range"):
+            stim.images[outside]
+        assert outside not in stim.images
     with pytest.raises(KeyError, match="not_an_image"):
         stim.images.index_of("not_an_image.jpg")
     pd.testing.assert_frame_equal(stim.images.metadata, table)  # blank participant: NaN
@@ -122,6 +123,47 @@ def test_embeddings_by_name(stim, root, table):
             stim.embeddings.get("ResNet", names[0])
 
 
+def test_embeddings_length_and_membership_as_laion_fmri(stim, root, table):
+    """laion_fmri: len() counts the images, ``model in`` / ``(model, name) in`` ask the files."""
+    with h5py.File(root / STIM / "task-images_desc-DINOv2_embeddings.h5", "r") as f:
+        n_rows = len(f["image_ids"])
+    assert len(stim.embeddings) == n_rows == len(table)
+    assert "CLIP" in stim.embeddings and "ResNet" not in stim.embeddings
+    name = table["image_name"].iloc[3]
+    assert ("CLIP", name) in stim.embeddings
+    assert ("CLIP", "not_an_image.jpg") not in stim.embeddings
+    assert ("ResNet", name) not in stim.embeddings and 3 not in stim.embeddings
+
+
+def test_load_embeddings_covers_the_models_asked_for(root, table):
+    from neurotorch.errors import UnknownModelError
+    from neurotorch.fmri import load_embeddings
+
+    names = table["image_name"].tolist()[:5]
+    every = load_embeddings(data_dir=root)
+    assert every.models == ["CLIP", "DINOv2", "PEcore", "SigLIP2"]
+    clip = load_embeddings("CLIP", data_dir=root)  # a string is one model
+    assert clip.models == ["CLIP"] and "DINOv2" not in clip
+    path = root / STIM / "task-images_desc-CLIP_embeddings.h5"
+    np.testing.assert_array_equal(clip.get("CLIP", names), h5_rows(path, names))
+    with pytest.raises(KeyError, match="DINOv2"):
+        clip.get("DINOv2", names)
+    with pytest.raises(UnknownModelError, match="ResNet"):
+        load_embeddings(["CLIP", "ResNet"], data_dir=root)
+
+
+def test_load_embeddings_names_a_missing_file(root, tmp_path):
+    import shutil
+
+    from neurotorch.fmri import load_embeddings
+
+    copy = Path(shutil.copytree(root, tmp_path / "tree"))
+    (copy / STIM / "task-images_desc-PEcore_embeddings.h5").unlink()
+    with pytest.raises(FileNotFoundError, match="PEcore"):  # laion_fmri's class
+        load_embeddings(data_dir=copy)
+    assert load_embeddings(["CLIP"], data_dir=copy).models == ["CLIP"]
+
+
 @pytest.mark.parametrize(
     "rows",
     [[3, 1, 3, 0], [40, 2, 90, 2, 7], list(range(20, 0, -1)), []],
@@ -147,7 +189,7 @@ def test_segmentations_by_name(stim, root, table):
     not_localized = seg.loc[seg["localized"] == 0, "image_name"]
     shared = not_localized.iloc[0]  # an image with a localized and a non-localized noun
     rows = seg[seg["image_name"] == shared]
-    assert shared in stim.segmentations and stim.segmentations.has_image(shared)
+    assert stim.segmentations.has_image(shared)
     # nouns: first appearance in the file; localized_only (default) drops localized == 0 rows
     first_seen = list(dict.fromkeys(rows["noun"]))
     localized = list(dict.fromkeys(rows.loc[rows["localized"] == 1, "noun"]))
@@ -167,12 +209,26 @@ def test_segmentations_by_name(stim, root, table):
     with pytest.raises(KeyError, match="instance=9"):
         stim.segmentations.get(name, noun, instance=9)
     unique = table.loc[table["unique_or_shared"] == "unique", "image_name"].iloc[0]
-    assert not stim.segmentations.has_image(unique) and unique not in stim.segmentations
+    assert not stim.segmentations.has_image(unique)
     assert stim.segmentations.nouns(unique) == []
     with pytest.raises(KeyError, match="shared images only"):
         stim.segmentations.get(unique, noun)
     assert stim.segmentations.for_image(unique).empty
-    assert stim.segmentations.images() == list(dict.fromkeys(seg["image_name"]))
+    assert stim.segmentations.images() == sorted(set(seg["image_name"]))  # laion_fmri: sorted
+
+
+def test_segmentations_by_mask_row_as_laion_fmri(stim, root):
+    """laion_fmri: ``segmentations[row]`` is row ``row`` of the masks file (negative from the
+    end, like h5py); ``name in segmentations`` raises there (it compares masks with the name)."""
+    with h5py.File(root / STIM / "task-images_desc-segmentations.h5", "r") as f:
+        masks = f["masks"][()]
+    for row in (0, 5, len(masks) - 1, -1):
+        np.testing.assert_array_equal(stim.segmentations[row], masks[row])
+    with pytest.raises(IndexError, match="out of range"):
+        stim.segmentations[len(masks)]
+    name = stim.segmentations.images()[0]
+    with pytest.raises(ValueError, match="has_image"):
+        name in stim.segmentations  # noqa: B015 - the membership test itself must raise
 
 
 def test_captions_by_name(stim, root, table):
@@ -197,6 +253,7 @@ def test_captions_by_name(stim, root, table):
         stim.captions.list(name, source="robot")
     assert "not_an_image.jpg" not in stim.captions
     assert stim.captions.get("not_an_image.jpg").empty
+    assert stim.captions.images() == sorted(set(captions["image_name"]))  # laion_fmri: sorted
 
 
 # -- per-trial namespaces -------------------------------------------------------------------------

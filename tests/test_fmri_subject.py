@@ -105,11 +105,15 @@ def sub(root: Path):
 
 def test_load_subject_ids_and_errors(root, monkeypatch, tmp_path):
     assert load_subject("01", root).subject_id == SUB
-    assert load_subject(2, root).subject_id == "sub-02"  # 1-based position, as in laion_fmri
+    for number in (1, np.int64(2), 3.0):  # laion_fmri's newest code: a TypeError, no position
+        with pytest.raises(TypeError, match="string"):
+            load_subject(number, root)
     with pytest.raises(SubjectNotFoundError, match="sub-01, sub-02"):
         load_subject("sub-07", root)
-    with pytest.raises(SubjectNotFoundError):
-        load_subject(3, root)
+    # except clauses written for laion_fmri: an absent subject is its DataNotDownloadedError
+    for laion_class in (DataNotDownloadedError, FileNotFoundError, ValueError):
+        with pytest.raises(laion_class, match="sub-07"):
+            load_subject("sub-07", root)
     monkeypatch.setenv("LAION_FMRI_DATA_DIR", str(root))
     assert load_subject(SUB).root.url == str(root.resolve())
     monkeypatch.delenv("LAION_FMRI_DATA_DIR")
@@ -339,14 +343,24 @@ def test_to_nifti_and_coordinates(sub, root, tmp_path):
     mask_image = nib.load(anat_file(root, "_res-1pt8_desc-brain_mask.nii.gz"))
     voxels = brain(root) & roi(root, "FFA1")
     values = np.arange(1, int(voxels.sum()) + 1, dtype=np.float32)
-    path = sub.to_nifti(values, tmp_path / "ffa.nii.gz", roi="FFA1")
-    written = nib.load(path)
-    data = np.asarray(written.dataobj)
-    np.testing.assert_array_equal(data[voxels], values)
-    assert not data[~voxels].any()
-    np.testing.assert_allclose(written.affine, mask_image.affine)
+    image = sub.to_nifti(values, roi="FFA1")  # the common rule: path=None returns the image
+    assert not list(tmp_path.iterdir())
+    returned = sub.to_nifti(values, tmp_path / "ffa.nii.gz", roi="FFA1")
+    sub.to_nifti(values, output_path=tmp_path / "laion.nii.gz", roi="FFA1")  # laion_fmri's name
+    for found in (
+        image,
+        returned,
+        nib.load(tmp_path / "ffa.nii.gz"),
+        nib.load(tmp_path / "laion.nii.gz"),
+    ):
+        data = np.asarray(found.dataobj)
+        np.testing.assert_array_equal(data[voxels], values)
+        assert not data[~voxels].any()
+        np.testing.assert_allclose(found.affine, mask_image.affine)
     with pytest.raises(ShapeMismatchError):
         sub.to_nifti(values[:-1], tmp_path / "bad.nii.gz", roi="FFA1")
+    with pytest.raises(ValueError, match="output_path"):
+        sub.to_nifti(values, tmp_path / "a.nii.gz", output_path=tmp_path / "b.nii.gz")
 
     ijk = np.argwhere(voxels)
     homogeneous = np.c_[ijk, np.ones(len(ijk))] @ mask_image.affine.T
@@ -467,7 +481,9 @@ def test_laion_fmri_calls_added_for_parity(sub, root, tmp_path):
     # laion_fmri's to_torch_dataset: the torch layer's BetasDataset.from_subject
     with pytest.raises(AttributeError, match="from_subject"):
         sub.to_torch_dataset()
-    dataset = BetasDataset.from_subject(sub, roi="FFA1", features=None, sessions=["ses-01"])
+    dataset = BetasDataset.from_subject(
+        sub, voxels={"roi": "FFA1"}, features=None, trials={"sessions": "ses-01"}
+    )
     assert isinstance(dataset, BetasDataset)
     assert len(dataset) == len(pd.read_csv(trials_file(root, "ses-01"), sep="\t"))
 

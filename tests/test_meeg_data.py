@@ -289,7 +289,7 @@ def test_synthetic_laion_fmri_triplets(tmp_path):
     from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
     root = make_laion_fmri(tmp_path / "laion", size="tiny", seed=0, meeg=True, progress=False)
-    betas = BetasDataset(root, "sub-01", features="CLIP", cache_dir=tmp_path / "cache")
+    betas = BetasDataset(root, "sub-01", features="CLIP", read={"cache_dir": tmp_path / "cache"})
     triplets = FMRIInformedSensors.from_laion_fmri(betas, root, "sub-01", alpha=0.5, seed=1)
     assert triplets.in_mask.all()  # the writer places every source inside the brain mask
     item = triplets[3]

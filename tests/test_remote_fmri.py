@@ -52,12 +52,11 @@ def test_datamodule_trains_from_s3(moto_server, public_laion_bucket, tiny_laion_
     dm = LaionFMRIDataModule(
         data_dir=public_laion_bucket,
         subject=SUB,
-        roi=None,
         features="CLIP",
-        split="random_0",
+        trials={"split": "random_0", "val_fraction": 0.1},
         batch_size=64,
         storage_options=moto_server.options(),
-        cache_dir=str(tmp_path / "store"),
+        read={"cache_dir": str(tmp_path / "store")},
     )
     model = fit_and_test_encoder(dm, tmp_path / "encoder")
 

@@ -17,6 +17,7 @@ from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.data.sharding import (
     ShardingError,
+    batches_per_rank,
     epoch_order,
     rank_and_world_size,
     shard,
@@ -29,7 +30,9 @@ SIZES = [0, 1, 2, 5, 7, 13, 31]
 
 def _rank_units(n, rank, world, workers, batch, drop_last):
     return [
-        shard_positions(n, rank, world, w, workers, batch_size=batch, drop_last=drop_last)
+        shard_positions(
+            n, rank, world, worker=w, num_workers=workers, batch_size=batch, drop_last=drop_last
+        )
         for w in range(workers)
     ]
 
@@ -47,6 +50,7 @@ def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last)
         assert len(units) == per_rank  # every rank the same number of units
         batches = sum(len(p) // batch if drop_last else math.ceil(len(p) / batch) for p in pieces)
         assert batches == (per_rank // batch if drop_last else math.ceil(per_rank / batch))
+        assert batches_per_rank(n, world, batch, drop_last=drop_last) == batches
         short = [p for p in pieces if len(p) % batch]
         assert len(short) <= 1  # only the rank's last batch can be short
         seen.update(units.tolist())
@@ -60,6 +64,13 @@ def test_contract_for_sizes_with_remainders(n, world, workers, batch, drop_last)
             padding = world * per_rank - n
             assert {u for u, c in seen.items() if c == 2} == set(range(padding))
             assert max(seen.values(), default=1) <= 2
+
+
+def test_batches_per_rank_by_hand():
+    # 31 units over 2 ranks: 16 each (15 with drop_last); batches of 7: 3 (2 with drop_last)
+    assert batches_per_rank(31, 2, 7) == 3 and batches_per_rank(31, 2, 7, drop_last=True) == 2
+    assert batches_per_rank(13, 4, 3, drop_last=True) == 1  # 3 units each: one full batch
+    assert batches_per_rank(5, 1, 2, drop_last=True) == 2 and batches_per_rank(5, 1, 2) == 3
 
 
 def test_three_ranks_of_sixteen_batches_get_six_each():
@@ -120,10 +131,12 @@ def test_grouped_batch_sampler_pads_whole_batches(monkeypatch, n_items, batch_si
 
 
 def test_stream_with_a_batch_size_gives_workers_whole_batches(tiny_laion_root):
-    stream = BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], batch_size=7)
+    stream = BetasStream(
+        tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, batch_size=7
+    )
     n = len(stream.trials)
     for world, workers in itertools.product((1, 2), (2, 3)):
-        pieces = [stream.shard(0, world, w, workers) for w in range(workers)]
+        pieces = [stream.shard(0, world, worker=w, num_workers=workers) for w in range(workers)]
         assert sum(math.ceil(len(p) / 7) for p in pieces) == math.ceil(math.ceil(n / world) / 7)
 
 
@@ -143,8 +156,24 @@ def test_workers_of_a_spawned_rank_read_that_ranks_shard(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(shuffle_buffer=-1), dict(rank=2, world_size=2), dict(world_size=0), dict(rank=-1)],
+    [
+        dict(read={"shuffle_buffer": -1}),
+        dict(batch_size=0),
+        dict(batch_size=2.5),
+        dict(seed=1.5),
+        dict(drop_last="yes"),
+    ],
 )
 def test_impossible_stream_arguments_are_named(tiny_laion_root, kwargs):
     with pytest.raises(ParameterError):
-        BetasStream(tiny_laion_root, roi="face", sessions=["ses-01"], **kwargs)
+        BetasStream(
+            tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"}, **kwargs
+        )
+
+
+@pytest.mark.parametrize("rank, world_size", [(2, 2), (0, 0), (-1, 2)])
+def test_an_impossible_shard_is_named_at_the_first_pass(tiny_laion_root, rank, world_size):
+    stream = BetasStream(tiny_laion_root, voxels={"roi": "face"}, trials={"sessions": "ses-01"})
+    stream.rank, stream.world_size = rank, world_size
+    with pytest.raises(ShardingError, match="rank"):
+        next(iter(stream))

@@ -272,3 +272,14 @@ def test_dataset_split_strings_with_extra_path_components_are_named():
     for bad in ("tau/train/extra", "sub-01/tau/train", "../shared/tau"):
         with pytest.raises(SplitError, match="Unknown split part"):
             parse_split(bad)
+
+
+def test_a_missing_split_is_caught_as_laion_fmri_raises(tmp_path):
+    """laion_fmri raises ValueError for an unknown name and FileNotFoundError for a missing split
+    file: except clauses for either catch neurotorch's error."""
+    _write(tmp_path, "shared", "random_0", _raw_split())
+    for laion_class in (ValueError, FileNotFoundError, SplitError):
+        with pytest.raises(laion_class, match="random_1"):
+            splits.load_split("random_1", "shared", splits_dir=tmp_path)
+        with pytest.raises(laion_class, match="sub-05"):
+            splits.load_split("random_0", "sub-05", splits_dir=tmp_path)

@@ -242,7 +242,9 @@ def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root
     from neurotorch.lightning import CalibrationDataModule, LaionFMRIDataModule
     from neurotorch.models import IsotonicCalibrator, LinearEncoder
 
-    encoder_data = LaionFMRIDataModule(data_dir=str(tiny_laion_root), roi="FFA1", batch_size=64)
+    encoder_data = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), voxels={"roi": "FFA1"}, batch_size=64
+    )
     calibration_data = CalibrationDataModule(
         n_sources=30,
         nnz=[1, 3],

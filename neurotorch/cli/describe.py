@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from neurotorch.cli.arguments import add_endpoint_option, storage_options
+from neurotorch.cli.verify import print_lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,7 +14,8 @@ def run(args: argparse.Namespace) -> int:
     from neurotorch.describe import describe
 
     summary = describe(args.source, storage_options=storage_options(args))
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary)
+    text = json.dumps(summary.to_dict(), indent=2) if args.json else str(summary)
+    print_lines(text.splitlines())
     return 0
 
 

@@ -7,15 +7,17 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from neurotorch.data.fmri.store import build_store
+    from neurotorch.fmri.voxel_selection import VoxelSelection
 
+    voxels = VoxelSelection(
+        roi=args.roi, nc_threshold=args.nc_threshold, mask_source=args.mask_source
+    )
     for subject in args.subject:
         store = build_store(
             args.data_dir,
             subject,
             args.session,
-            roi=args.roi,
-            nc_threshold=args.nc_threshold,
-            mask_source=args.mask_source,
+            voxels=voxels,
             dtype=args.dtype,
             cache_dir=args.cache_dir,
         )

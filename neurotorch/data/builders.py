@@ -2,31 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch.utils.data import Dataset
+
+from neurotorch.errors import ParameterError
 
 
 def build_laion_fmri(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
     """LAION-fMRI trials: `BetasDataset` (prepared store) or, with ``streaming=True``, `BetasStream`.
 
-    ``split`` is ``"<split>/<part>"`` (``"tau/train"``, ``"random_0/test"``, ``"ood/test"``);
-    ``config`` holds the dataset's keyword arguments (``data_dir``, ``subject``, ``roi``,
-    ``features``, ``pool``, ``ood_types``, ``zscore``, ...). ``data_dir="synthetic"`` (with an
-    optional ``synthetic_size``) uses the built-in synthetic dataset, writing it on first use.
+    ``split`` is ``"<split>/<part>"`` (``"tau/train"``, ``"random_0/test"``, ``"ood/test"``; a
+    name alone means every part). ``config`` holds the dataset's keyword arguments
+    (``data_dir``, ``subject``, ``features``, ``trials``, ``voxels``, ``read``, ...); the fields of
+    the settings objects may also be given by name, as Hugging Face routes config keywords
+    (``roi="face"`` is ``voxels={"roi": "face"}``, ``zscore=True`` is ``read={"zscore": True}``),
+    but not both ways at once. ``data_dir="synthetic"`` uses the built-in synthetic dataset of
+    ``synthetic`` (``{"size": "tiny"}``), writing it on first use.
     """
-    config.setdefault("data_dir", None)  # None: $LAION_FMRI_DATA_DIR, else DataDirNotSetError
-    if config["data_dir"] == "synthetic":
-        from neurotorch.synthetic.laion_fmri import make_laion_fmri
+    import inspect
 
-        config["data_dir"] = make_laion_fmri(size=config.pop("synthetic_size", "small"))
+    from neurotorch._options import check_option
+    from neurotorch.data.fmri.settings import (
+        SyntheticOptions,
+        as_settings,
+        laion_root,
+        nest_settings,
+    )
+    from neurotorch.data.fmri.trials import TrialSelection, parse_split
+
     if streaming:
-        from neurotorch.data.fmri.stream import BetasStream
-
-        return BetasStream(split=split, **config)
-    from neurotorch.data.fmri.betas import BetasDataset
-
-    return BetasDataset(split=split, **config)
+        from neurotorch.data.fmri.stream import BetasStream as cls
+    else:
+        from neurotorch.data.fmri.betas import BetasDataset as cls
+    config = nest_settings(config)
+    if split is not None:
+        trials = as_settings(TrialSelection, config.get("trials"), "trials")
+        if trials.split is not None:
+            raise ParameterError(
+                f"split={split!r} and trials={{'split': {trials.split!r}}} both name the split; "
+                "give it once."
+            )
+        name, part = parse_split(split)
+        config["trials"] = replace(trials, split=name, part=part)
+    synthetic = as_settings(SyntheticOptions, config.pop("synthetic", None), "synthetic")
+    allowed = [p for p in inspect.signature(cls).parameters if p != "self"] + ["synthetic"]
+    for key in config:
+        check_option(f"a keyword of load_dataset('laion-fmri') ({cls.__name__})", key, allowed)
+    root = laion_root(
+        config.pop("data_dir", None), config.pop("storage_options", None), synthetic=synthetic
+    )
+    return cls(root, **config)
 
 
 # -- M/EEG (imported on use: the M/EEG stack imports MNE) -------------------------------------

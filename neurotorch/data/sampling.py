@@ -5,11 +5,18 @@ The sampler shards whole batches across distributed ranks with `neurotorch.data.
 unit is a batch): every rank gets the same number of batches (the last ones wrap around to the
 first), so DDP never waits on a rank that ran out. Under Lightning, the distributed sampler
 Lightning injects only tells it the rank, world size and epoch.
+
+Epochs: a shuffled sampler draws a new order at every pass, the epoch set by ``set_epoch`` (as
+Lightning and ``DistributedSampler`` users do) or, when nobody sets it, the next epoch by itself
+(a plain ``DataLoader`` loop). Its ``state_dict`` (saved by torchdata's ``StatefulDataLoader``
+with the loader's) holds the epoch of the current pass and the batches it has yielded, so a
+resumed pass continues that epoch's order where it stopped, in any epoch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence, Sized
+from typing import Any
 
 import numpy as np
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler, SequentialSampler
@@ -64,6 +71,8 @@ class GroupedBatchSampler(BatchSampler):
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
         self._epoch_was_set, self._passes = False, 0
+        self._pass_epoch, self._yielded = 0, 0  # the current pass: its epoch, batches handed out
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) after a restore
 
     @classmethod
     def for_dataset(cls, dataset, batch_size: int, **kwargs) -> GroupedBatchSampler:
@@ -73,6 +82,17 @@ class GroupedBatchSampler(BatchSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._epoch_was_set = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch of the current pass and how many of its batches were handed out."""
+        return {"epoch": self._pass_epoch, "yielded": self._yielded, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass is epoch ``state["epoch"]`` from its batch ``state["yielded"]``
+        (unless a different epoch is then set, which starts that epoch from its first batch)."""
+        self.seed = int(state.get("seed", self.seed))
+        self.set_epoch(int(state["epoch"]))
+        self._resume = (self.epoch, int(state["yielded"]))
 
     def _shard(self) -> tuple[int, int, int]:
         """(rank, world size, epoch)."""
@@ -103,8 +123,15 @@ class GroupedBatchSampler(BatchSampler):
             self.epoch += 1
         self._epoch_was_set, self._passes = False, self._passes + 1
         rank, size, epoch = self._shard()
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == epoch else 0
         batches = self._batches(epoch)
+        self._pass_epoch, self._yielded = epoch, skip
         for k in shard_positions(len(batches), rank, size):
+            if skip:
+                skip -= 1
+                continue
+            self._yielded += 1
             yield batches[k].tolist()
 
 

@@ -149,9 +149,15 @@ def shard(
     A pure function of its arguments: `epoch_order` composed with `shard_positions`.
     """
     positions = shard_positions(
-        n, rank, world_size, worker, num_workers, batch_size=batch_size, drop_last=drop_last
+        n,
+        rank,
+        world_size,
+        worker=worker,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        drop_last=drop_last,
     )
-    return epoch_order(n, epoch, seed, shuffle)[positions]
+    return epoch_order(n, epoch, seed=seed, shuffle=shuffle)[positions]
 
 
 class ShardedIterable(IterableDataset):

@@ -1,6 +1,6 @@
 """LAION-fMRI: subjects, betas, ROIs, stimuli and splits (numpy + pandas; no torch needed).
 
-The API follows laion_fmri's names and semantics::
+The API follows laion_fmri's names and semantics (its error classes are exported here too)::
 
     from neurotorch.fmri import load_subject, load_stimuli
 
@@ -17,6 +17,9 @@ from neurotorch._lazy import lazy_exports
 from neurotorch.errors import (
     DataDirNotSetError,
     DataNotDownloadedError,
+    DataNotFoundError,
+    LicenseNotAcceptedError,
+    NoMatchingDataError,
     StimuliNotDownloadedError,
     SubjectNotFoundError,
 )
@@ -28,6 +31,7 @@ _LAZY = {
     "Stimuli": "neurotorch.fmri.stimuli",
     "Subject": "neurotorch.fmri.subject",
     "SubjectGroup": "neurotorch.fmri.group",
+    "load_embeddings": "neurotorch.fmri.stimuli",
     "load_stimuli": "neurotorch.fmri.stimuli",
     "load_subject": "neurotorch.fmri.subject",
     "load_subjects": "neurotorch.fmri.group",
@@ -39,6 +43,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
     eager={
         "DataDirNotSetError": DataDirNotSetError,
         "DataNotDownloadedError": DataNotDownloadedError,
+        "DataNotFoundError": DataNotFoundError,
+        "LicenseNotAcceptedError": LicenseNotAcceptedError,
+        "NoMatchingDataError": NoMatchingDataError,
         "StimuliNotDownloadedError": StimuliNotDownloadedError,
         "SubjectNotFoundError": SubjectNotFoundError,
     },

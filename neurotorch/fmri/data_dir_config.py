@@ -3,19 +3,27 @@
 laion_fmri remembers where its data lives in one JSON file, ``{"data_dir": "<path>"}``, under
 ``$XDG_CONFIG_HOME`` (default ``~/.config``). neurotorch reads the same file, so a machine set up
 for laion_fmri works unchanged, and writes it with the same functions (`dataset_initialize`,
-`set_data_dir`), so laion_fmri finds a root set up here.
+`set_data_dir`), so laion_fmri finds a root set up here. As laion_fmri does, `dataset_initialize`
+also creates the metadata folder ``<DIR>/.laion_fmri/`` (where laion_fmri's downloader keeps its
+licence marker); unlike laion_fmri it records the absolute path, so the file means the same folder
+from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from neurotorch.errors import DataDirNotSetError, DataNotDownloadedError, FormatError
-from neurotorch.io.atomic import write_json
+from neurotorch.io.atomic import named_write_errors, write_json
 
 CONFIG_KEY = "data_dir"
+#: laion_fmri's metadata folder inside the data directory
+METADATA_DIR = ".laion_fmri"
+
+log = logging.getLogger(__name__)
 
 
 def config_path() -> Path:
@@ -74,9 +82,14 @@ def dataset_initialize(path: str | os.PathLike) -> None:
             f"Data directory does not exist: {folder}; create it (or download the dataset "
             "there) first."
         )
+    try:
+        (folder / METADATA_DIR).mkdir(exist_ok=True)
+    except OSError as exc:  # a read-only dataset is still a valid root to read from
+        log.warning("could not create laion_fmri's folder %s: %s", folder / METADATA_DIR, exc)
     target = config_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_json(target, {CONFIG_KEY: str(folder.resolve())})
+    with named_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, {CONFIG_KEY: str(folder.resolve())})
 
 
 def set_data_dir(path: str | os.PathLike) -> None:

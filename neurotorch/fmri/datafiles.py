@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from neurotorch._docs import fill_doc
 from neurotorch.config import data_home
 from neurotorch.errors import (
     DataDirNotSetError,
@@ -16,7 +19,7 @@ from neurotorch.errors import (
     FormatError,
     StimuliNotDownloadedError,
 )
-from neurotorch.fmri.data_dir_config import config_path, configured_data_dir
+from neurotorch.fmri.data_dir_config import CONFIG_KEY, config_path, configured_data_dir
 from neurotorch.io.storage import DataRoot
 
 DATA_DIR_ENV = "LAION_FMRI_DATA_DIR"
@@ -38,31 +41,76 @@ def configured_root() -> str | None:
     return os.environ.get(DATA_DIR_ENV) or configured_data_dir()
 
 
+def _configured_origin() -> str:
+    """Which setting `configured_root` came from, for messages: the variable (and the config file
+    it overrides, if any) or the config file."""
+    recorded = configured_data_dir()
+    if os.environ.get(DATA_DIR_ENV):
+        overridden = f", which overrides {recorded!r} in {config_path()}" if recorded else ""
+        return f"{DATA_DIR_ENV}={os.environ[DATA_DIR_ENV]!r}{overridden}"
+    return f"the {CONFIG_KEY!r} entry {recorded!r} of {config_path()}"
+
+
+def _configured_data_root(chosen: str, storage_options: dict | None) -> DataRoot:
+    """The root a setting names, checked: a local folder must exist; a relative path in the
+    config file is read from the current folder, as laion_fmri reads it, with a warning."""
+    origin = _configured_origin()
+    from_config = not os.environ.get(DATA_DIR_ENV)
+    root = DataRoot(chosen, storage_options, origin=origin)
+    if from_config and root.is_local and not Path(chosen).expanduser().is_absolute():
+        warnings.warn(
+            f"{config_path()} records the relative data directory {chosen!r}, read from the "
+            f"current folder as {root.url} (laion_fmri reads it so too); record an absolute path "
+            "with neurotorch.fmri.dataset_initialize(DIR) so that it means one folder.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if root.is_local and not root.isdir():
+        fix = (
+            f"set {DATA_DIR_ENV} to the LAION-fMRI root or unset it"
+            if not from_config
+            else "record the LAION-fMRI root with neurotorch.fmri.dataset_initialize(DIR) (it "
+            f"rewrites {config_path()}, which laion_fmri reads too) or set {DATA_DIR_ENV}=DIR"
+        )
+        raise DataNotDownloadedError(
+            f"The LAION-fMRI data directory {root.url} does not exist; it comes from {origin}. "
+            f"Pass data_dir=DIR, or {fix}."
+        )
+    return root
+
+
+@fill_doc
 def resolve_root(
     data_dir: str | os.PathLike | DataRoot | None = None, storage_options: dict | None = None
 ) -> DataRoot:
     """The dataset root: ``data_dir``, else `configured_root`, else ``<data_home>/laion-fmri``.
 
+    A root taken from ``$LAION_FMRI_DATA_DIR`` or the config file records that origin
+    (`DataRoot.origin`), so that errors about it name the setting to change.
+
     Parameters
     ----------
-    data_dir
-        Local folder, fsspec URL (``s3://bucket/prefix``) or a `DataRoot`.
-    storage_options
-        fsspec options for a URL root (ignored for a `DataRoot`, which carries its own).
+    %(fmri_data_dir)s
+    %(storage_options)s
 
     Raises
     ------
     DataDirNotSetError
         When none of them is available.
+    DataNotDownloadedError
+        The variable or the config file names a local folder that does not exist (the message
+        names the setting).
     """
     if isinstance(data_dir, DataRoot):
         return data_dir
-    chosen = os.fspath(data_dir) if data_dir is not None else configured_root()
+    if data_dir is not None:
+        return DataRoot(data_dir, storage_options)
+    chosen = configured_root()
     if chosen:
-        return DataRoot(chosen, storage_options)
+        return _configured_data_root(chosen, storage_options)
     default = data_home() / DEFAULT_DIR_NAME
     if default.is_dir():
-        return DataRoot(default, storage_options)
+        return DataRoot(default, storage_options, origin=f"NEUROTORCH_DATA (default {default})")
     raise DataDirNotSetError(
         f"No LAION-fMRI data directory given. Pass data_dir=DIR, set {DATA_DIR_ENV}=DIR, run "
         f"neurotorch.fmri.dataset_initialize(DIR) (it writes {config_path()}, which laion_fmri "
@@ -84,7 +132,8 @@ def require(
     error = StimuliNotDownloadedError if stimuli else DataNotDownloadedError
     how = HOW_TO_GET_STIMULI if stimuli else HOW_TO_GET
     extra = f" {hint}" if hint else ""
-    raise error(f"{what} not found: {root.path(relpath)}.{extra} {how}")
+    origin = f" The data root {root.described}." if root.origin else ""
+    raise error(f"{what} not found: {root.path(relpath)}.{extra}{origin} {how}")
 
 
 def check_integer_column(table: pd.DataFrame, column: str, where: str) -> None:

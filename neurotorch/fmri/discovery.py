@@ -15,10 +15,8 @@ it asks the public bucket ``s3://laion-fmri`` (region us-west-2), anonymously::
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -30,12 +28,6 @@ DEFAULT_SOURCE = "s3://laion-fmri"
 DEFAULT_REGION = "us-west-2"
 
 Source = str | os.PathLike | DataRoot | None
-
-_ROI_LABEL = re.compile(r"_label-(.+?)_mask\.")
-_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
-_SESSION_DIR = re.compile(r"^ses-[A-Za-z0-9]+$")
-_SUBJECT_IN_PATH = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|$)")
-_SESSION_IN_PATH = re.compile(r"(?:^|/)(ses-[A-Za-z0-9]+)(?:/|$)")
 
 
 def source_root(source: Source = None, storage_options: dict | None = None) -> DataRoot:
@@ -68,11 +60,11 @@ def get_subjects(source: Source = None, storage_options: dict | None = None) -> 
         The root holds no ``derivatives/glmsingle-tedana`` subjects.
     """
     root = source_root(source, storage_options)
-    subjects = [name for name in root.listdir(layout.GLM_DIR) if _SUBJECT_DIR.match(name)]
+    subjects = [name for name in root.listdir(layout.GLM_DIR) if layout.is_subject_dir(name)]
     if not subjects:
         raise DataNotDownloadedError(
-            f"No subjects under {root.path(layout.GLM_DIR)}. Check that {root.url} is a LAION-fMRI "
-            "tree, or download one with `neurotorch download laion-fmri --out DIR`."
+            f"No subjects under {root.path(layout.GLM_DIR)}. Check that {root.described} is a "
+            "LAION-fMRI tree, or download one with `neurotorch download laion-fmri --out DIR`."
         )
     return subjects
 
@@ -83,7 +75,8 @@ def checked_subject(root: DataRoot, subject: str | int) -> str:
     if not root.isdir(layout.subject_dir(sid)):
         available = ", ".join(get_subjects(root)) or "none"
         raise SubjectNotFoundError(
-            f"unknown subject {sid!r} in {root.url}; available: {available}. Pass one of those."
+            f"unknown subject {sid!r} in {root.described}; available: {available}. Pass one of "
+            "those."
         )
     return sid
 
@@ -97,12 +90,12 @@ def get_sessions(
     return [
         name
         for name in root.listdir(layout.subject_dir(sid))
-        if _SESSION_DIR.match(name) and root.exists(layout.session_betas(sid, name))
+        if layout.is_session_dir(name) and root.exists(layout.session_betas(sid, name))
     ]
 
 
 def _roi_names(file_names: list[str]) -> list[str]:
-    return sorted({m.group(1) for name in file_names if (m := _ROI_LABEL.search(name))})
+    return sorted({label for name in file_names if (label := layout.roi_label(name))})
 
 
 def get_rois(
@@ -141,35 +134,7 @@ def get_rois(
     return sorted(set(names))
 
 
-def classify(relpath: str) -> dict[str, Any]:
-    """Kind, subject and session of a path of the tree (``kind`` is ``other`` if unknown)."""
-    subject = m.group(1) if (m := _SUBJECT_IN_PATH.search(relpath)) else None
-    session = m.group(1) if (m := _SESSION_IN_PATH.search(relpath)) else None
-    name = relpath.rsplit("/", 1)[-1]
-    if relpath.startswith(layout.GLM_DIR + "/"):
-        if "desc-SingletrialBetas_statmap" in name:
-            kind = "betas"
-        elif name.endswith("_trials.tsv"):
-            kind = "trials"
-        elif "Noiseceiling" in name:
-            kind = "noise_ceiling"
-        elif "stat-rsquare" in name:
-            kind = "r2"
-        else:
-            kind = "glm_other"
-    elif relpath.startswith(layout.ROI_DIR + "/"):
-        kind = "roi"
-    elif relpath.startswith(layout.ANAT_DIR + "/"):
-        kind = "brain_mask" if name.endswith("desc-brain_mask.nii.gz") else "anatomical"
-    elif relpath.startswith(layout.STIMULI_DIR + "/"):
-        kind = "stimuli"
-    elif relpath.startswith(layout.SPLITS_DIR + "/"):
-        kind = "split"
-    else:
-        kind = "other"
-    if session == layout.ANAT_SESSION:
-        session = None
-    return {"kind": kind, "subject": subject, "session": session}
+classify = layout.classify
 
 
 def inspect_bucket(
@@ -276,8 +241,8 @@ def describe(source: Source = None, storage_options: dict | None = None) -> Data
     splits: dict[str, list[str]] = {}
     for rel in listing:
         parts = rel.split("/")
-        if parts[0] == layout.SPLITS_DIR and len(parts) == 3 and parts[2].endswith(".json"):
-            splits.setdefault(parts[1], []).append(parts[2][: -len(".json")])
+        if parts[0] == layout.SPLITS_DIR and len(parts) == 3 and layout.split_name(parts[2]):
+            splits.setdefault(parts[1], []).append(layout.split_name(parts[2]))
     return DatasetDescription(
         source=root.url,
         subjects=subjects,

@@ -23,14 +23,15 @@ from tqdm.auto import tqdm
 from neurotorch import config
 from neurotorch.errors import (
     CorruptFileError,
-    DataNotDownloadedError,
     LicenseNotAcceptedError,
+    NoMatchingDataError,
+    OutputWriteError,
     RemoteAccessError,
     SubjectNotFoundError,
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, source_root
-from neurotorch.io.integrity import check_files
+from neurotorch.io.integrity import check_files, is_verified
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
 
@@ -106,8 +107,8 @@ def confirm_license(text: str, accept_license: bool) -> None:
 
 def select_files(
     root: DataRoot,
-    subjects: Iterable[str | int] | None = None,
-    sessions: Iterable[str | int] | None = None,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
     include_stimuli: bool = False,
     include_anatomical: bool = False,
 ) -> dict[str, dict]:
@@ -119,13 +120,13 @@ def select_files(
     every anatomical image (``include_anatomical``) and ``stimuli/`` (``include_stimuli``).
     """
     all_subjects = get_subjects(root)
-    chosen = all_subjects if subjects is None else [layout.subject_id(s) for s in subjects]
+    chosen = all_subjects if subjects is None else [layout.subject_id(s) for s in _ids(subjects)]
     missing = sorted(set(chosen) - set(all_subjects))
     if missing:
         raise SubjectNotFoundError(
             f"Subjects {missing} are not in {root.url} (available: {', '.join(all_subjects)})."
         )
-    wanted_sessions = None if sessions is None else {layout.session_id(s) for s in sessions}
+    wanted_sessions = None if sessions is None else {layout.session_id(s) for s in _ids(sessions)}
     selected: dict[str, dict] = {}
     selected.update(_top_level_files(root))
     for rel, info in root.files(layout.SPLITS_DIR).items():
@@ -136,7 +137,7 @@ def select_files(
         subject_files = root.files(layout.subject_dir(sid))
         available_sessions = get_sessions(sid, root)
         if wanted_sessions is not None and not wanted_sessions & set(available_sessions):
-            raise DataNotDownloadedError(
+            raise NoMatchingDataError(
                 f"None of the sessions {sorted(wanted_sessions)} exists for {sid} in {root.url} "
                 f"(available: {', '.join(available_sessions)})."
             )
@@ -157,6 +158,11 @@ def select_files(
     return dict(sorted(selected.items()))
 
 
+def _ids(ids: str | int | Iterable[str | int]) -> list[str | int]:
+    """One id or several as a list: a string is one id, never its characters."""
+    return [ids] if isinstance(ids, str | int) else list(ids)
+
+
 def _top_level_files(root: DataRoot) -> dict[str, dict]:
     """Files directly at the root (README, dataset_description.json, ...) without a deep listing."""
     return {name: root.info(name) for name in root.listdir() if not root.isdir(name)}
@@ -164,8 +170,8 @@ def _top_level_files(root: DataRoot) -> dict[str, dict]:
 
 def download_laion_fmri(
     out: str | os.PathLike,
-    subjects: Iterable[str | int] | None = None,
-    sessions: Iterable[str | int] | None = None,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
     include_stimuli: bool = False,
     include_anatomical: bool = False,
     source: Source = None,
@@ -176,12 +182,18 @@ def download_laion_fmri(
 ) -> DownloadResult:
     """Copy a subset of LAION-fMRI from ``source`` (default ``s3://laion-fmri``) to ``out``.
 
+    Every transferred file is read in full and checked (see `neurotorch.io.integrity`); so is a
+    file already present that was never checked. A damaged file is deleted and transferred once
+    more; one damaged again (the source's copy is damaged) is deleted and reported. A damaged
+    file is never kept, so running the same call again transfers and checks it anew.
+
     Parameters
     ----------
     out
         Local folder that becomes a LAION-fMRI root (same relative paths as the source).
     subjects, sessions
-        Subject and session ids (``"sub-01"``, ``"01"`` or ``1``); ``None`` for all.
+        Subject and session ids (``"sub-01"``, ``"01"`` or ``1``), one or a list (a string is one
+        id); ``None`` for all.
     include_stimuli
         Also copy ``stimuli/`` (images, embeddings, captions, segmentations); needs the
         stimulus licence accepted.
@@ -205,86 +217,133 @@ def download_laion_fmri(
     RemoteAccessError
         Some files could not be transferred; completed and partial files are kept, so running
         the same call again resumes.
+    OutputWriteError
+        ``out`` cannot be written (a full disk, no permission): the message names the file.
+    CorruptFileError
+        Files were damaged after two transfers (they are deleted; the message lists them).
     LicenseNotAcceptedError
         ``include_stimuli`` without accepting the licence.
+    NoMatchingDataError
+        None of the chosen sessions exists at the source.
     """
     root = source_root(source, storage_options)
     if include_stimuli:
         confirm_license(stimulus_license_text(root), accept_license)
     out = Path(out).expanduser()
     selected = select_files(root, subjects, sessions, include_stimuli, include_anatomical)
-    pending = {
-        rel: info
+    local = DataRoot(out)
+    present = [
+        rel
         for rel, info in selected.items()
-        if not ((out / rel).is_file() and (out / rel).stat().st_size == info["size"])
-    }
-    result = DownloadResult(out=out, files=list(selected))
-    if not pending:
-        return result
-    lock = threading.Lock()
-    bar = tqdm(
-        total=sum(info["size"] for info in pending.values()),
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=f"download {len(pending)} files",
-        disable=not config.show_progress(),
-    )
-
-    stop = threading.Event()
-
-    def count(n: int) -> None:
-        if stop.is_set():  # interrupted: end this transfer here, its partial file is kept
-            raise InterruptedError("download interrupted")
-        with lock:
-            bar.update(n)
-            if on_bytes:
-                on_bytes(n)
-
-    def transfer(rel: str) -> int:
-        info = pending[rel]
-        return fetch_file(
-            root, rel, out / rel, size=info["size"], version=info["version"], on_bytes=count
-        )
-
-    failures: dict[str, BaseException] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    try:
-        with bar:
-            futures = {pool.submit(transfer, rel): rel for rel in pending}
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                rel = futures[future]
-                try:
-                    result.bytes_transferred += future.result()
-                    result.transferred.append(rel)
-                except Exception as exc:  # collected and re-raised below, naming the files
-                    failures[rel] = exc
-                    if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing
-                        for queued in futures:
-                            queued.cancel()
-    except BaseException:  # Ctrl-C: stop the running transfers at their next chunk
-        stop.set()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    result.transferred.sort()
-    if failures:
-        first_rel, first = sorted(failures.items())[0]
-        not_done = len(pending) - len(result.transferred)
-        raise RemoteAccessError(
-            f"{not_done} of {len(pending)} files were not downloaded from {root.url} to {out} "
-            f"({first_rel}: {first}). Completed and partial files are kept; run the same "
-            "download again to resume."
-        ) from first
-    damaged = [
-        c for c in check_files(DataRoot(out), result.transferred, progress=False) if not c.ok
+        if (out / rel).is_file() and (out / rel).stat().st_size == info["size"]
     ]
-    if damaged:
+    never_checked = [rel for rel in present if not is_verified(local, rel)]
+    damaged = _remove_damaged(local, never_checked)
+    pending = [rel for rel in selected if rel not in present or rel in damaged]
+    result = DownloadResult(out=out, files=list(selected))
+    transfer = _Transfer(root, out, infos=selected, workers=workers, on_bytes=on_bytes)
+    for _ in range(2):  # a damaged copy is transferred once more
+        if not pending:
+            break
+        done, received = transfer(pending)
+        result.bytes_transferred += received
+        result.transferred = sorted({*result.transferred, *done})
+        pending = _remove_damaged(local, done)
+    if pending:
         raise CorruptFileError(
-            f"{len(damaged)} downloaded file(s) in {out} fail their integrity check: "
-            f"{', '.join(c.path for c in damaged)} (first: {damaged[0].detail}). Delete them and "
-            f"run the download again; if they are damaged again, so is the copy at {root.url}."
+            f"{len(pending)} file(s) downloaded to {out} were damaged twice and were deleted: "
+            f"{', '.join(pending)}. The copy at {root.url} is damaged (or the transfer corrupts "
+            "it); fetch them from another source or report it to the dataset's maintainers."
         )
     return result
+
+
+def _remove_damaged(local: DataRoot, relpaths: list[str]) -> list[str]:
+    """Check ``relpaths`` in full; delete those that fail and return them."""
+    damaged = [check.path for check in check_files(local, relpaths, progress=False) if not check.ok]
+    for relpath in damaged:
+        Path(local.path(relpath)).unlink(missing_ok=True)
+    return damaged
+
+
+class _Transfer:
+    """Parallel, resumable transfers of files of ``root`` to ``out``, with one progress bar."""
+
+    def __init__(
+        self,
+        root: DataRoot,
+        out: Path,
+        *,
+        infos: dict[str, dict],
+        workers: int,
+        on_bytes: Callable[[int], None] | None,
+    ):
+        self.root, self.out, self.infos = root, out, infos
+        self.workers, self.on_bytes = workers, on_bytes
+
+    def __call__(self, relpaths: list[str]) -> tuple[list[str], int]:
+        """Transfer ``relpaths``; return those completed and the bytes received.
+
+        Raises `RemoteAccessError` naming the files not transferred (partial files are kept).
+        """
+        lock, stop = threading.Lock(), threading.Event()
+        bar = tqdm(
+            total=sum(self.infos[rel]["size"] for rel in relpaths),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"download {len(relpaths)} files",
+            disable=not config.show_progress(),
+        )
+
+        def count(n: int) -> None:
+            if stop.is_set():  # interrupted: end this transfer here, its partial file is kept
+                raise InterruptedError("download interrupted")
+            with lock:
+                bar.update(n)
+                if self.on_bytes:
+                    self.on_bytes(n)
+
+        def transfer(rel: str) -> int:
+            info = self.infos[rel]
+            size, version = info["size"], info["version"]
+            destination = self.out / rel
+            return fetch_file(
+                self.root, rel, destination, size=size, version=version, on_bytes=count
+            )
+
+        done: list[str] = []
+        received = 0
+        failures: dict[str, BaseException] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.workers))
+        try:
+            with bar:
+                futures = {pool.submit(transfer, rel): rel for rel in relpaths}
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    rel = futures[future]
+                    try:
+                        received += future.result()
+                        done.append(rel)
+                    except Exception as exc:  # collected and re-raised below, naming the files
+                        failures[rel] = exc
+                        if isinstance(exc, RemoteAccessError):  # the store is gone: stop queuing
+                            for queued in futures:
+                                queued.cancel()
+        except BaseException:  # Ctrl-C: stop the running transfers at their next chunk
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        full_disk = [exc for exc in failures.values() if isinstance(exc, OutputWriteError)]
+        if full_disk:  # the local side: names the file, partial files are kept
+            raise full_disk[0]
+        if failures:
+            first_rel, first = sorted(failures.items())[0]
+            raise RemoteAccessError(
+                f"{len(relpaths) - len(done)} of {len(relpaths)} files were not downloaded from "
+                f"{self.root.url} to {self.out} ({first_rel}: {first}). Completed and partial "
+                "files are kept; run the same download again to resume."
+            ) from first
+        return sorted(done), received

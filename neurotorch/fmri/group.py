@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_option
 from neurotorch.errors import ParameterError
 from neurotorch.fmri.datafiles import resolve_root
 from neurotorch.fmri.discovery import get_subjects
@@ -84,8 +86,7 @@ class SubjectGroup:
         ``format="pil"``: a list of PIL images as displayed (RGB); ``"numpy"``: a
         ``(n, H, W, 3)`` uint8 stack.
         """
-        if format not in ("pil", "numpy"):
-            raise ValueError(f"format must be 'pil' or 'numpy', got {format!r}.")
+        check_option("format", format, ("pil", "numpy"))
         names = self.get_shared_stimulus_metadata()["image_name"].tolist()
         images = next(iter(self._subjects.values())).stimuli.images.get(names)
         return images if format == "pil" else np.stack([np.asarray(i) for i in images])
@@ -98,12 +99,22 @@ class SubjectGroup:
         return metadata[metadata["unique_or_shared"] == "shared"].reset_index(drop=True)
 
 
+@fill_doc
 def load_subjects(
-    subjects: Sequence[str | int] | str = "all",
+    subjects: Sequence[str] | str = "all",
     data_dir: str | os.PathLike | DataRoot | None = None,
     storage_options: dict | None = None,
 ) -> SubjectGroup:
-    """Load several subjects (``"all"``: every subject of the dataset) as a `SubjectGroup`."""
+    """Load several subjects as a `SubjectGroup` (laion_fmri's ``load_subjects``).
+
+    Parameters
+    ----------
+    subjects
+        ``"all"`` (every subject of the dataset), one subject id or a list of them (strings, as
+        `load_subject` takes them).
+    %(fmri_data_dir)s
+    %(storage_options)s
+    """
     root = resolve_root(data_dir, storage_options)
     if isinstance(subjects, str):
         subjects = get_subjects(root) if subjects == "all" else [subjects]

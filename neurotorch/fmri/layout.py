@@ -52,6 +52,16 @@ SEGMENTATION_COLUMNS = (
 
 _SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
 _SESSION = re.compile(r"^(ses-)?([A-Za-z0-9]+)$")
+_SUBJECT_DIR = re.compile(r"^sub-[A-Za-z0-9]+$")
+_SESSION_DIR = re.compile(r"^ses-[A-Za-z0-9]+$")
+_SUBJECT_IN_PATH = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|$)")
+_SESSION_IN_PATH = re.compile(r"(?:^|/)(ses-[A-Za-z0-9]+)(?:/|$)")
+_ROI_FILE = re.compile(
+    r"^(?P<subject>sub-[A-Za-z0-9]+)_(?:hemi-[LR]_)?space-[A-Za-z0-9]+(?:_res-[A-Za-z0-9]+)?"
+    r"_label-(?P<roi>.+)_mask\.(?:nii\.gz|func\.gii|label)$"
+)
+#: endings of split files: plain JSON, or gzip-compressed (the bundled copy)
+SPLIT_SUFFIXES = (".json", ".json.gz")
 
 
 def _refuse_path_like(value: object, what: str) -> None:
@@ -191,6 +201,68 @@ def segmentations_metadata() -> str:
 
 def captions() -> str:
     return f"{STIMULI_DIR}/task-images_desc-captions.csv"
+
+
+def is_subject_dir(name: str) -> bool:
+    """Whether a folder name is a subject's (``sub-01``)."""
+    return bool(_SUBJECT_DIR.match(name))
+
+
+def is_session_dir(name: str) -> bool:
+    """Whether a folder name is a session's (``ses-01``)."""
+    return bool(_SESSION_DIR.match(name))
+
+
+def roi_label(file_name: str, subject: str | None = None) -> str | None:
+    """The ROI an ROI file (volume or surface) holds (``sub-01_..._label-FFA1_mask.nii.gz`` →
+    ``FFA1``); None for another file, or for a file of another subject than ``subject``."""
+    match = _ROI_FILE.match(file_name)
+    if match is None or subject not in (None, match["subject"]):
+        return None
+    return match["roi"]
+
+
+def split_name(file_name: str) -> str | None:
+    """The split a split file holds (``tau.json`` or ``tau.json.gz`` → ``tau``), or None."""
+    if file_name.startswith("."):
+        return None
+    for suffix in sorted(SPLIT_SUFFIXES, key=len, reverse=True):
+        if file_name.endswith(suffix):
+            return file_name[: -len(suffix)]
+    return None
+
+
+def _glm_kind(name: str) -> str:
+    if "desc-SingletrialBetas_statmap" in name:
+        return "betas"
+    if name.endswith("_trials.tsv"):
+        return "trials"
+    if "Noiseceiling" in name:
+        return "noise_ceiling"
+    return "r2" if "stat-rsquare" in name else "glm_other"
+
+
+def classify(relpath: str) -> dict[str, str | None]:
+    """Kind, subject and session of a path of the tree (``kind`` is ``other`` if unknown).
+
+    Kinds: betas, trials, noise_ceiling, r2, glm_other, roi, brain_mask, anatomical, stimuli,
+    split, other; the anatomical session is not a session.
+    """
+    subject = m.group(1) if (m := _SUBJECT_IN_PATH.search(relpath)) else None
+    session = m.group(1) if (m := _SESSION_IN_PATH.search(relpath)) else None
+    name = relpath.rsplit("/", 1)[-1]
+    folders = {ROI_DIR: "roi", STIMULI_DIR: "stimuli", SPLITS_DIR: "split"}
+    if relpath.startswith(GLM_DIR + "/"):
+        kind = _glm_kind(name)
+    elif relpath.startswith(ANAT_DIR + "/"):
+        kind = "brain_mask" if name.endswith("desc-brain_mask.nii.gz") else "anatomical"
+    else:
+        kind = next((k for d, k in folders.items() if relpath.startswith(d + "/")), "other")
+    return {
+        "kind": kind,
+        "subject": subject,
+        "session": None if session == ANAT_SESSION else session,
+    }
 
 
 def ood_type(image_name: str) -> str | None:

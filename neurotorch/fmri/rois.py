@@ -7,7 +7,6 @@ list is a union in which every ROI counts once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import nibabel as nib
@@ -26,21 +25,16 @@ ROI_DATA_FORMATS = ("all", "volume", "nii.gz", "gii", "func.gii", "label")
 
 RoiQuery = str | Sequence[str]
 
-_ROI_FILE = re.compile(
-    r"^(?P<subject>sub-[A-Za-z0-9]+)_(?:hemi-[LR]_)?space-[A-Za-z0-9]+(?:_res-[A-Za-z0-9]+)?"
-    r"_label-(?P<roi>.+)_mask\.(?:nii\.gz|func\.gii|label)$"
-)
-
 
 def available_rois(root: DataRoot, subject: str) -> dict[str, list[str]]:
     """ROI names per category found under ``derivatives/rois/<subject>/`` (sorted)."""
     found: dict[str, list[str]] = {}
     for category in root.listdir(layout.ROI_DIR, subject):
-        names = set()
-        for filename in root.listdir(layout.roi_category_dir(subject, category)):
-            match = _ROI_FILE.match(filename)
-            if match and match["subject"] == subject:
-                names.add(match["roi"])
+        names = {
+            roi
+            for filename in root.listdir(layout.roi_category_dir(subject, category))
+            if (roi := layout.roi_label(filename, subject))
+        }
         if names:
             found[category] = sorted(names)
     return found

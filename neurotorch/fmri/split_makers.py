@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from neurotorch._options import as_names
 from neurotorch.config import show_progress
 from neurotorch.errors import ParameterError, ShapeMismatchError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.fmri.splits import validate_split_dict
-from neurotorch.io.atomic import write_json
+from neurotorch.io.atomic import named_write_errors, write_json
 
 TAU_TARGET_RATIO = 1.0
 TAU_PERCENTILE_STEP = 5
@@ -328,8 +329,9 @@ def make_splits(
     Parameters
     ----------
     image_names
-        The pool's regular (non-OOD) images. Their order does not matter: images are sorted by
-        name first, so the result depends only on the set of images, the embeddings and the seed.
+        The pool's regular (non-OOD) images (a string is one image). Their order does not matter:
+        images are sorted by name first, so the result depends only on the set of images, the
+        embeddings and the seed.
     embeddings
         ``(n_images, dim)`` array, row i for ``image_names[i]`` (CLIP embeddings for the official
         recipe); used after scaling each row to unit length.
@@ -353,7 +355,7 @@ def make_splits(
     dict
         ``{name: split}`` in the order random, cluster, tau, ood.
     """
-    names = np.asarray([str(name) for name in image_names], dtype=object)
+    names = np.asarray(as_names("image_names", image_names), dtype=object)
     x = np.asarray(embeddings)
     if x.ndim != 2 or len(x) != len(names):
         raise ShapeMismatchError(
@@ -362,7 +364,7 @@ def make_splits(
         )
     if len(set(names)) != len(names):
         raise ParameterError("image_names lists some images more than once; pass each image once.")
-    ood = sorted({str(name) for name in ood_names})
+    ood = sorted(set(as_names("ood_names", ood_names, allow_empty=True)))
     clash = sorted(set(ood) & set(names))
     if clash:
         raise ParameterError(f"{len(clash)} OOD images are also pool images, e.g. {clash[:3]}.")
@@ -441,6 +443,12 @@ def write_split_files(
     -------
     list of pathlib.Path
         The files written.
+
+    Raises
+    ------
+    OutputWriteError
+        A file cannot be written (a full disk, no permission); the message names it, and the
+        previous file of that name is unchanged.
     """
     written = []
     for key, split in splits.items():
@@ -456,7 +464,8 @@ def write_split_files(
                     f"{part!r} is not a plain file name; rename the split or pool."
                 )
         path = Path(folder) / pool_dir / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, split, indent=None)
+        with named_write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, split, indent=None)
         written.append(path)
     return written

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neurotorch.errors import SplitError
+from neurotorch._options import as_names
+from neurotorch.errors import NameNotFoundError, SplitError, SplitNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import configured_root
 from neurotorch.io.storage import DataRoot
@@ -43,7 +44,11 @@ VARIANT_KEYS = ("variant_id", "train_ids", "test_ids")
 SHARED_POOL = "shared"
 FAMILIES = ("random", "cluster", "tau", "ood")
 BUNDLED_SPLITS_DIR = Path(__file__).resolve().parent / "official_splits"
-SPLIT_SUFFIXES = (".json", ".json.gz")
+#: which upstream files the bundled copy is (see its README.md)
+BUNDLED_PROVENANCE = (
+    "the official files as laion_fmri published them: upstream commit 2d7a36c, ood.json from "
+    "cd9f141; upstream has since regenerated the per-subject random_* and cluster_k5_* files"
+)
 
 PathLike = str | os.PathLike | DataRoot
 
@@ -110,7 +115,7 @@ class Split:
             if variant.variant_id == variant_id:
                 return variant
         available = [v.variant_id for v in self.variants]
-        raise SplitError(
+        raise SplitNotFoundError(
             f"Split {self.name!r} of pool {self.pool!r} has no variant_id={variant_id}; "
             f"available variants: {available}."
         )
@@ -229,8 +234,32 @@ class SplitSource:
     def __str__(self) -> str:
         return f"{self.kind}: {self.root.url}"
 
+    @property
+    def provenance(self) -> str:
+        """Which copy of the split files this is, in words (what `neurotorch describe` prints)."""
+        if self.kind == "bundled":
+            return BUNDLED_PROVENANCE
+        if self.kind == "laion_fmri":
+            return f"the files of the installed laion_fmri {_installed_laion_fmri_version()}"
+        if self.kind == "data_dir":
+            return "the dataset's own splits/ folder"
+        return "the folder given as splits_dir"
+
+    def describe(self) -> str:
+        """``"<kind>: <folder> (<provenance>)"``."""
+        return f"{self} ({self.provenance})"
+
 
 SplitsDir = PathLike | SplitSource  # a folder, or a source found before (passed on internally)
+
+
+def _installed_laion_fmri_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("laion_fmri")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def _installed_laion_fmri_splits() -> Path | None:
@@ -305,9 +334,8 @@ def _split_files(root: DataRoot, pool: str) -> dict[str, str]:
     """``{split name: file name}`` of one pool folder (``.json`` preferred over ``.json.gz``)."""
     files: dict[str, str] = {}
     for entry in sorted(root.listdir(pool), key=len, reverse=True):
-        for suffix in SPLIT_SUFFIXES:
-            if entry.endswith(suffix) and not entry.startswith("."):
-                files[entry[: -len(suffix)]] = entry
+        if name := layout.split_name(entry):
+            files[name] = entry
     return files
 
 
@@ -342,7 +370,9 @@ def _check_pool(root: DataRoot, pool: str) -> None:
     _check_name(pool, "pool")
     pools = _pool_names(root)
     if pool not in pools:
-        raise SplitError(f"Unknown split pool {pool!r} in {root.url}; available pools: {pools}.")
+        raise SplitNotFoundError(
+            f"Unknown split pool {pool!r} in {root.url}; available pools: {pools}."
+        )
 
 
 # ── Public API ─────────────────────────────────────────────────────────────────────────────────
@@ -405,9 +435,12 @@ def load_split(
 
     Raises
     ------
+    SplitNotFoundError
+        For an unknown pool or name, i.e. no such file (listing the available ones): a
+        ``ValueError`` and a ``FileNotFoundError``, laion_fmri's classes for the two cases.
     SplitError
-        For an unknown pool or name (listing the available ones), a name with path components,
-        and a malformed file (naming it and what is wrong). A ``ValueError``, as in laion_fmri.
+        For a name with path components and a malformed file (naming it and what is wrong). A
+        ``ValueError``, as in laion_fmri.
     """
     source = _as_source(data_dir, splits_dir)
     root = source.root
@@ -415,9 +448,9 @@ def load_split(
     _check_name(name, "split name")
     files = _split_files(root, pool)
     if name not in files:
-        raise SplitError(
-            f"Unknown split {name!r} for pool {pool!r} in {root.url}; available splits: "
-            f"{_split_names(root, pool)}."
+        raise SplitNotFoundError(
+            f"Unknown split {name!r} for pool {pool!r} in {root.url} (no file {pool}/{name}.json); "
+            f"available splits: {_split_names(root, pool)}."
         )
     relpath = f"{pool}/{files[name]}"
     where = root.path(relpath)
@@ -476,7 +509,7 @@ def list_ood_types(
 def _ood_type_filter(ood_types: str | Iterable[str] | None) -> set[str] | None:
     if ood_types is None:
         return None
-    kinds = {ood_types} if isinstance(ood_types, str) else set(ood_types)
+    kinds = set(as_names("ood_types", ood_types))
     unknown = sorted(kinds - set(layout.OOD_TYPES))
     if unknown:
         raise SplitError(f"Unknown ood_types {unknown}; choose from {list(layout.OOD_TYPES)}.")
@@ -535,7 +568,8 @@ def get_split_masks(
     Parameters
     ----------
     trials
-        A trial table (its ``label_column`` holds image names) or the image names themselves.
+        A trial table (its ``label_column`` holds image names) or the image names themselves (a
+        string is one name).
     name, pool, variant_id, ood_types, data_dir, splits_dir
         As in `get_train_test_ids`.
     label_column
@@ -549,11 +583,13 @@ def get_split_masks(
     """
     if isinstance(trials, pd.DataFrame):
         if label_column not in trials.columns:
-            raise KeyError(
+            raise NameNotFoundError(
                 f"Trial table has no column {label_column!r} (columns: {list(trials.columns)}); "
                 "pass label_column= naming the column with the image names."
             )
         labels = trials[label_column]
+    elif isinstance(trials, str):  # one image name, never its characters
+        labels = pd.Series([trials], dtype=object)
     else:
         labels = pd.Series(np.asarray(trials, dtype=object))
     train_ids, test_ids = get_train_test_ids(

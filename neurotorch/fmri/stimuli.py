@@ -15,6 +15,8 @@ return them in the caller's order.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -24,19 +26,33 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from neurotorch.errors import CorruptFileError, FormatError, NameNotFoundError
+from neurotorch._docs import fill_doc
+from neurotorch._options import as_names, check_int, check_option
+from neurotorch.errors import (
+    CorruptFileError,
+    FormatError,
+    NameNotFoundError,
+    NeurotorchError,
+    ParameterError,
+)
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import read_table, require, resolve_root
 from neurotorch.io.storage import DataRoot
 
 DISPLAY_BACKGROUND = (128, 128, 128)
+CAPTION_SOURCES = ("human", "ai")
 ITER_CHUNK = 64
 
 Names = str | Sequence[str] | np.ndarray
 
 
 class LazyH5:
-    """An HDF5 file of the dataset, opened read-only on first use in each process."""
+    """An HDF5 file of the dataset, opened read-only on first use in each process.
+
+    Every read goes through `read` / `read_rows`, so that what h5py raises on a damaged file (a
+    truncated file, a damaged object header, attribute or chunk) becomes a `CorruptFileError`
+    naming it.
+    """
 
     def __init__(self, root: DataRoot, relpath: str, what: str):
         self.root = root
@@ -54,27 +70,60 @@ class LazyH5:
     def exists(self) -> bool:
         return self.root.exists(self.relpath)
 
+    @contextlib.contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        try:
+            yield
+        except NeurotorchError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise CorruptFileError(
+                f"{self.root.path(self.relpath)} cannot be read ({type(exc).__name__}: {exc}); "
+                "the HDF5 file is truncated or damaged, download it again."
+            ) from exc
+
     @property
     def file(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             require(self.root, self.relpath, self.what, stimuli=True)
-            try:
+            with self._damage_named():
                 self._file = h5py.File(self.root.local_path(self.relpath), "r")
-            except OSError as exc:
-                raise CorruptFileError(
-                    f"{self.root.path(self.relpath)} is not a readable HDF5 file ({exc}); it is "
-                    "truncated or damaged, download it again."
-                ) from exc
             self._pid = os.getpid()
         return self._file
 
-    def __getitem__(self, key: str) -> h5py.Dataset:
-        if key not in self.file:
-            raise FormatError(
-                f"{self.root.path(self.relpath)} has no dataset {key!r} (found {list(self.file)}); "
-                "re-download the file."
-            )
-        return self.file[key]
+    def dataset(self, key: str) -> h5py.Dataset:
+        """The dataset ``key``; `FormatError` if the file has none of that name."""
+        with self._damage_named():
+            if key not in self.file:
+                raise FormatError(
+                    f"{self.root.path(self.relpath)} has no dataset {key!r} (found "
+                    f"{list(self.file)}); re-download the file."
+                )
+            found = self.file[key]
+            if not isinstance(found, h5py.Dataset):  # a damaged object header reads as another type
+                raise CorruptFileError(
+                    f"{self.root.path(self.relpath)}: {key!r} is a {type(found).__name__}, not a "
+                    "dataset; the file is damaged, download it again."
+                )
+            return found
+
+    def read(self, key: str, index: Any = ()) -> np.ndarray:
+        """``dataset[index]`` of the dataset ``key``."""
+        dataset = self.dataset(key)
+        with self._damage_named():
+            return dataset[index]
+
+    def read_text(self, key: str) -> np.ndarray:
+        """Every element of the string dataset ``key``, decoded."""
+        dataset = self.dataset(key)
+        with self._damage_named():
+            return dataset.asstr()[()]
+
+    def read_rows(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """`read_rows` of the dataset ``key``."""
+        dataset = self.dataset(key)
+        with self._damage_named():
+            return read_rows(dataset, rows)
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -159,16 +208,17 @@ class StimulusImages:
         self._h5 = LazyH5(hub.root, layout.stimuli_images(), "Stimulus images")
         self._checked = False
 
-    def _dataset(self) -> h5py.Dataset:
-        dataset = self._h5["images"]
-        if not self._checked:
-            if dataset.shape[0] != len(self._hub.metadata):
-                raise FormatError(
-                    f"{self._h5.root.path(self._h5.relpath)} holds {dataset.shape[0]} images but "
-                    f"the stimulus metadata has {len(self._hub.metadata)} rows; they must match."
-                )
-            self._checked = True
-        return dataset
+    def _check(self) -> None:
+        """Once: the images file holds one image per metadata row."""
+        if self._checked:
+            return
+        n_images = self._h5.dataset("images").shape[0]
+        if n_images != len(self._hub.metadata):
+            raise FormatError(
+                f"{self._h5.root.path(self._h5.relpath)} holds {n_images} images but "
+                f"the stimulus metadata has {len(self._hub.metadata)} rows; they must match."
+            )
+        self._checked = True
 
     @property
     def metadata(self) -> pd.DataFrame:
@@ -195,16 +245,22 @@ class StimulusImages:
     def read(self, names: Sequence[str]) -> list[bytes]:
         """Encoded bytes of several images, in the order of ``names``."""
         rows = self._hub.rows(list(names))
-        return [_to_bytes(item) for item in read_rows(self._dataset(), rows)]
+        self._check()
+        return [_to_bytes(item) for item in self._h5.read_rows("images", rows)]
 
     def __getitem__(self, key: int | Names) -> bytes | list[bytes]:
-        """Encoded (JPEG/PNG) bytes of one image (by name, or by metadata row for an int), or a
-        list for a list of names."""
+        """Encoded (JPEG/PNG) bytes of one image (by name, or by metadata row ``0 <= key < len``
+        for an int; a negative row raises `IndexError`, as in laion_fmri), or a list for a list
+        of names."""
         if isinstance(key, int | np.integer) and not isinstance(key, bool):
             n_images = len(self)
-            if not -n_images <= key < n_images:
-                raise IndexError(f"Image row {key} is out of range; there are {n_images} images.")
-            return _to_bytes(self._dataset()[int(key) % n_images])
+            if not 0 <= key < n_images:
+                raise IndexError(
+                    f"Image row {key} is out of range [0, {n_images}): rows are counted from 0 "
+                    "(use images.names() or index_of(name) to find one)."
+                )
+            self._check()
+            return _to_bytes(self._h5.read("images", int(key)))
         listed, single = _as_list(key)
         raw = self.read(listed)
         return raw[0] if single else raw
@@ -230,9 +286,9 @@ class StimulusImages:
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         """``(name, encoded bytes)`` for every image, in file order."""
         names = self.names()
-        dataset = self._dataset()
+        self._check()
         for start in range(0, len(names), ITER_CHUNK):
-            block = dataset[start : start + ITER_CHUNK]
+            block = self._h5.read("images", slice(start, start + ITER_CHUNK))
             for offset, item in enumerate(block):
                 yield names[start + offset], _to_bytes(item)
 
@@ -244,11 +300,21 @@ class StimulusEmbeddings:
     """Pretrained image embeddings (CLIP, DINOv2, PEcore, SigLIP2), one HDF5 file per model.
 
     Rows are found through each file's ``image_ids``; values keep the stored dtype (float16)
-    unless ``dtype`` is given.
+    unless ``dtype`` is given. ``len()`` is the number of images (rows of the first model's file),
+    ``"CLIP" in emb`` whether the model is covered and ``("CLIP", name) in emb`` whether the image
+    has a row, as in laion_fmri.
+
+    Parameters
+    ----------
+    hub
+        The stimulus hub whose root holds the files.
+    models
+        The models this reader covers (`load_embeddings`); None: every model whose file is present.
     """
 
-    def __init__(self, hub: Stimuli):
+    def __init__(self, hub: Stimuli, models: Sequence[str] | None = None):
         self._root = hub.root
+        self._chosen = None if models is None else list(models)
         self._files = {
             model: LazyH5(hub.root, layout.embeddings(model), f"{model} embeddings")
             for model in layout.EMBEDDING_MODELS
@@ -257,17 +323,38 @@ class StimulusEmbeddings:
 
     @property
     def models(self) -> list[str]:
-        """Models whose embedding file is present."""
+        """Models this reader covers: those given to `load_embeddings`, else those whose embedding
+        file is present."""
+        if self._chosen is not None:
+            return list(self._chosen)
         return [model for model, h5 in self._files.items() if h5.exists()]
 
     def _file(self, model: str) -> LazyH5:
         layout.embeddings(model)  # an unknown model raises UnknownModelError naming the known ones
+        if self._chosen is not None and model not in self._chosen:
+            raise NameNotFoundError(
+                f"Model {model!r} is not loaded by this reader (it covers {self._chosen}); "
+                "load_embeddings(models=...) chooses them."
+            )
         return self._files[model]
 
     def image_ids(self, model: str) -> list[str]:
         """Image names of the rows of ``model``'s embedding matrix."""
-        ids = self._file(model)["image_ids"].asstr()[()]
-        return [str(i) for i in ids]
+        return [str(i) for i in self._file(model).read_text("image_ids")]
+
+    def __len__(self) -> int:
+        """Number of images (rows of the embedding files; they share one order)."""
+        models = self.models
+        return len(self.image_ids(models[0])) if models else 0
+
+    def __contains__(self, item: object) -> bool:
+        """``model in emb``: a covered model; ``(model, name) in emb``: the image has a row."""
+        if isinstance(item, str):
+            return item in self.models
+        if isinstance(item, tuple) and len(item) == 2 and item[0] in self.models:
+            model, name = item
+            return not self.missing(model, [name])
+        return False
 
     def missing(self, model: str, names: Sequence[str]) -> list[str]:
         """The ``names`` that have no row in ``model``'s embedding file, in the order given."""
@@ -282,12 +369,12 @@ class StimulusEmbeddings:
 
     def __getitem__(self, model: str) -> np.ndarray:
         """The whole ``(n_images, D)`` matrix of ``model`` in file order."""
-        return self._file(model)["embedding"][()]
+        return self._file(model).read("embedding")
 
     def get(self, model: str, names: Names, dtype: np.dtype | type | None = None) -> np.ndarray:
         """``(D,)`` vector of one name or ``(n, D)`` rows for a list, in the caller's order."""
         listed, single = _as_list(names)
-        values = read_rows(self._file(model)["embedding"], self._rows(model, listed))
+        values = self._file(model).read_rows("embedding", self._rows(model, listed))
         if dtype is not None:
             values = values.astype(dtype, copy=False)
         return values[0] if single else values
@@ -295,7 +382,7 @@ class StimulusEmbeddings:
     def valid(self, model: str, names: Names) -> np.ndarray | bool:
         """Whether the stored vector of each name is a valid embedding (the file's ``valid``)."""
         listed, single = _as_list(names)
-        flags = read_rows(self._file(model)["valid"], self._rows(model, listed)).astype(bool)
+        flags = self._file(model).read_rows("valid", self._rows(model, listed)).astype(bool)
         return bool(flags[0]) if single else flags
 
     def close(self) -> None:
@@ -355,9 +442,9 @@ class _GroupedTable:
         return selected.reset_index(drop=True)
 
     def images(self) -> list[str]:
-        """Image names with at least one row, in order of first appearance."""
+        """Image names with at least one row, sorted (as laion_fmri lists them)."""
         _ = self.table
-        return list(self._groups)
+        return sorted(self._groups)
 
     def has(self, name: object) -> bool:
         _ = self.table
@@ -381,7 +468,7 @@ class _TableNamespace:
         return self._meta.has(name)
 
     def images(self) -> list[str]:
-        """Names of the images with at least one row, in order of first appearance."""
+        """Names of the images with at least one row, sorted by name (as in laion_fmri)."""
         return self._meta.images()
 
 
@@ -404,6 +491,23 @@ class StimulusSegmentations(_TableNamespace):
     def has_image(self, name: str) -> bool:
         """Whether any mask exists for ``name``."""
         return self._meta.has(name)
+
+    def __getitem__(self, mask_row: int) -> np.ndarray:
+        """The ``(H, W)`` uint8 mask in row ``mask_row`` of the masks file (the metadata's
+        ``mask_row``; negative rows count from the end, as h5py and laion_fmri do)."""
+        row = check_int("mask_row", mask_row)
+        n_masks = self._h5.dataset("masks").shape[0]
+        if not -n_masks <= row < n_masks:
+            raise IndexError(f"Mask row {row} is out of range; the file holds {n_masks} masks.")
+        return np.asarray(self._h5.read("masks", row))
+
+    def __contains__(self, name: object) -> bool:
+        """Refused, as in laion_fmri (whose ``in`` compares masks with the name and raises): the
+        namespace is indexed by mask row. Use `has_image`."""
+        raise ParameterError(
+            f"'{name!r} in segmentations' is ambiguous: the segmentations are indexed by mask "
+            "row; use segmentations.has_image(name) to ask whether an image has masks."
+        )
 
     def for_image(self, name: str) -> pd.DataFrame:
         """Metadata rows of ``name`` (indexed 0…k-1, in file order); empty if it has no masks."""
@@ -448,10 +552,9 @@ class StimulusSegmentations(_TableNamespace):
                 f"{sorted(rows.loc[rows['noun'] == noun, 'instance_id'].astype(int))}."
             )
         mask_rows = matches["mask_row"].to_numpy(dtype=np.int64)
-        dataset = self._h5["masks"]
         if instance is None:
-            return read_rows(dataset, mask_rows)
-        return np.asarray(dataset[int(mask_rows[0])])
+            return self._h5.read_rows("masks", mask_rows)
+        return np.asarray(self._h5.read("masks", int(mask_rows[0])))
 
     def close(self) -> None:
         self._h5.close()
@@ -470,17 +573,16 @@ class StimulusCaptions(_TableNamespace):
         """All caption rows of ``name`` in ``caption_idx`` order, indexed 0…k-1 (empty if none)."""
         return self._meta.rows_for(name)
 
-    def list(self, name: str, source: str | None = None) -> list[str]:
+    def list(self, name: str, source: str | None = None) -> builtins.list[str]:
         """Captions of ``name`` in ``caption_idx`` order; ``source`` ``"human"``/``"ai"`` keeps one
         source."""
         rows = self._meta.rows_for(name)
         if source is not None:
-            if source not in ("human", "ai"):
-                raise ValueError(f"source must be 'human', 'ai' or None, got {source!r}.")
+            check_option("source", source, CAPTION_SOURCES)
             rows = rows[rows["source"] == source]
         return rows["caption"].tolist()
 
-    def human(self, name: str, limit: int | None = None) -> list[str]:
+    def human(self, name: str, limit: int | None = None) -> builtins.list[str]:
         """Human captions of ``name`` in rank order (five for shared images, three for unique
         ones); ``limit`` keeps the first ``limit``."""
         captions = self.list(name, source="human")
@@ -492,15 +594,14 @@ class StimulusCaptions(_TableNamespace):
         return captions[0] if captions and captions[0] != "" else None
 
 
+@fill_doc
 class Stimuli:
     """The LAION-fMRI stimulus set, keyed by image name.
 
     Parameters
     ----------
-    data_dir
-        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
-    storage_options
-        fsspec options for a URL root.
+    %(fmri_data_dir)s
+    %(storage_options)s
 
     Attributes
     ----------
@@ -568,8 +669,45 @@ class Stimuli:
         self.close()
 
 
+@fill_doc
 def load_stimuli(
     data_dir: str | os.PathLike | DataRoot | None = None, storage_options: dict | None = None
 ) -> Stimuli:
-    """The dataset-wide stimulus hub (see `Stimuli`)."""
+    """The dataset-wide stimulus hub (see `Stimuli`).
+
+    Parameters
+    ----------
+    %(fmri_data_dir)s
+    %(storage_options)s
+    """
     return Stimuli(data_dir, storage_options)
+
+
+@fill_doc
+def load_embeddings(
+    models: str | Sequence[str] = "all",
+    data_dir: str | os.PathLike | DataRoot | None = None,
+    storage_options: dict | None = None,
+) -> StimulusEmbeddings:
+    """A reader of the embeddings of some models (laion_fmri's ``load_embeddings``).
+
+    Parameters
+    ----------
+    models
+        ``"all"`` (every model of the dataset: CLIP, DINOv2, PEcore, SigLIP2), one model name or
+        a list of them; a string is one name.
+    %(fmri_data_dir)s
+    %(storage_options)s
+
+    Raises
+    ------
+    UnknownModelError
+        A model the dataset does not have (a ``KeyError`` and a ``ValueError``).
+    StimuliNotDownloadedError
+        The embedding file of a chosen model is missing (a ``FileNotFoundError``).
+    """
+    hub = Stimuli(data_dir, storage_options)
+    chosen = list(layout.EMBEDDING_MODELS) if models == "all" else as_names("models", models)
+    for model in chosen:
+        require(hub.root, layout.embeddings(model), f"{model} embeddings", stimuli=True)
+    return StimulusEmbeddings(hub, models=chosen)

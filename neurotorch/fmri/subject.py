@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from neurotorch._docs import fill_doc
+from neurotorch._options import as_names, check_option
 from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
@@ -60,7 +62,7 @@ from neurotorch.fmri.trial_stimuli import (
     TrialImages,
     TrialSegmentations,
 )
-from neurotorch.io.atomic import atomic_path
+from neurotorch.io.atomic import atomic_path, named_write_errors
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.nifti import read_masked_betas, read_nifti_header
 from neurotorch.io.storage import DataRoot
@@ -85,8 +87,9 @@ class _VoxelAxis(NamedTuple):
     mask_file: str
 
 
+@fill_doc
 def load_subject(
-    subject: str | int,
+    subject: str,
     data_dir: str | os.PathLike | DataRoot | None = None,
     storage_options: dict | None = None,
 ) -> Subject:
@@ -95,31 +98,32 @@ def load_subject(
     Parameters
     ----------
     subject
-        ``"sub-01"`` or ``"01"``; an integer is the 1-based position in the dataset's sorted
-        subject list (as in laion_fmri: with subjects sub-01, sub-03, ``2`` is ``"sub-03"``).
-    data_dir
-        Dataset root (path, URL or `DataRoot`); default: the configured root (`resolve_root`).
-    storage_options
-        fsspec options for a URL root.
+        ``"sub-01"`` or ``"01"``: a string, as in laion_fmri (an integer raises ``TypeError``
+        there and here; ``load_subjects("all")[i]`` gives the i-th subject).
+    %(fmri_data_dir)s
+    %(storage_options)s
 
     Raises
     ------
+    TypeError
+        ``subject`` is not a string.
     DataDirNotSetError
         No root given or configured.
     DataNotDownloadedError
         The root holds no subject at all.
     SubjectNotFoundError
-        The subject is not in the dataset (the message lists those that are).
+        The subject is not in the dataset (the message lists those that are). It is also a
+        `DataNotDownloadedError` (what laion_fmri raises for an absent subject, a
+        ``FileNotFoundError``) and a ``ValueError``.
     """
+    if not isinstance(subject, str):
+        raise TypeError(
+            f"subject must be a string such as 'sub-01' or '01', got {subject!r} "
+            f"({type(subject).__name__}); laion_fmri refuses other types too. "
+            "load_subjects('all')[i] gives the i-th subject."
+        )
     root = resolve_root(data_dir, storage_options)
     available = get_subjects(root)
-    if isinstance(subject, int | np.integer) and not isinstance(subject, bool):
-        if not 1 <= subject <= len(available):
-            raise SubjectNotFoundError(
-                f"Subject number {subject} is out of range: the dataset has {len(available)} "
-                f"subjects ({', '.join(available)}), numbered from 1."
-            )
-        return Subject(available[int(subject) - 1], root)
     try:
         subject_id = layout.subject_id(subject)
     except UnsafePathError:
@@ -128,7 +132,7 @@ def load_subject(
         raise SubjectNotFoundError(f"{err} Available: {', '.join(available)}.") from None
     if subject_id not in available:
         raise SubjectNotFoundError(
-            f"Subject {subject_id} is not in {root.url}; available: {', '.join(available)}."
+            f"Subject {subject_id} is not in {root.described}; available: {', '.join(available)}."
         )
     return Subject(subject_id, root)
 
@@ -276,8 +280,7 @@ class Subject:
         kinds = self.stimuli.metadata["unique_or_shared"]
         if stimuli is None:
             return len(kinds)
-        if stimuli not in layout.STIMULUS_SUBSETS:
-            raise ValueError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        check_option("stimuli", stimuli, layout.STIMULUS_SUBSETS)
         return int((kinds == stimuli).sum())
 
     def __getattr__(self, name: str) -> Any:
@@ -368,8 +371,7 @@ class Subject:
         self, rois: RoiQuery, mask_source: str = "anatomical"
     ) -> dict[str, np.ndarray]:
         """`get_roi_mask` for each query in ``rois``, keyed by the query as given."""
-        queries = [rois] if isinstance(rois, str) else list(rois)
-        return {query: self.get_roi_mask(query, mask_source) for query in queries}
+        return {query: self.get_roi_mask(query, mask_source) for query in as_names("rois", rois)}
 
     def get_roi_data(
         self,
@@ -392,6 +394,7 @@ class Subject:
 
     # -- betas and noise ceilings ------------------------------------------------------------
 
+    @fill_doc
     def get_betas(
         self,
         session: SessionArg = None,
@@ -407,26 +410,18 @@ class Subject:
 
         Parameters
         ----------
-        session
-            A session id (``"ses-01"``), or a list of them (→ dict keyed by session). Required.
-        roi
-            ROI query (name, category, ``"all"`` or a list); voxels are brain ∩ ROI.
-        mask
-            Custom boolean voxel mask: one entry per brain voxel (or the 3-D grid); excludes ``roi``.
-        nc_threshold
-            Keep voxels whose noise ceiling of that session (percent) is at least this value.
+        %(session)s
+        %(roi)s
+        %(mask)s
+        %(nc_threshold)s
         stimuli
             ``"shared"`` or ``"unique"`` keeps the trials whose image name has that prefix: the
             volumes their ``beta_index`` names, in volume order.
         streaming
             False: nibabel loads the whole 4-D file, then masks it. True: one sequential pass,
             volume by volume, with the mask applied inline (peak memory one volume + output).
-        mask_source
-            Brain mask defining the voxel axis: ``"anatomical"`` or ``"rsquare"``.
-        nan_policy
-            What to do with NaN/±inf among the selected betas: ``"raise"`` (default,
-            `FormatError` naming the file and the count), ``"zero"`` (replace with 0) or
-            ``"keep"``.
+        %(mask_source)s
+        %(nan_policy)s
 
         Raises
         ------
@@ -436,8 +431,8 @@ class Subject:
         CorruptFileError
             The betas file is truncated or its gzip stream is damaged.
         """
-        if stimuli is not None and stimuli not in layout.STIMULUS_SUBSETS:
-            raise ParameterError(f"stimuli must be 'shared', 'unique' or None, got {stimuli!r}.")
+        if stimuli is not None:
+            check_option("stimuli", stimuli, layout.STIMULUS_SUBSETS)
         check_nan_policy(nan_policy)
         sessions, as_dict = self._sessions(session)
         selection, affine = self._selection(mask_source, roi, mask)
@@ -504,6 +499,7 @@ class Subject:
         )
         return read_volume(self.root, relpath, "Noise ceiling")
 
+    @fill_doc
     def get_noise_ceiling(
         self,
         session: SessionArg = None,
@@ -517,6 +513,15 @@ class Subject:
         Give exactly one of ``session`` (per-session map) or ``desc`` (subject-level
         ``"Noiseceiling4rep"``, ``"Noiseceiling12rep"``, ``"NoiseceilingAllrep"``); a list of
         either gives a dict. A ``desc`` the dataset does not ship raises `DataNotDownloadedError`.
+
+        Parameters
+        ----------
+        %(session)s
+        desc
+            A subject-level noise ceiling, or a list of them.
+        %(roi)s
+        %(mask)s
+        %(mask_source)s
         """
         if (session is None) == (desc is None):
             raise ParameterError(
@@ -549,26 +554,50 @@ class Subject:
 
     # -- brain space ---------------------------------------------------------------------------
 
+    @fill_doc
     def to_nifti(
         self,
         values: np.ndarray,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         roi: RoiQuery | None = None,
         mask: np.ndarray | None = None,
         mask_source: str = "anatomical",
-    ) -> Path:
-        """Write per-voxel ``values`` (one per selected voxel) as a NIfTI volume on the mask's grid.
+        *,
+        output_path: str | os.PathLike | None = None,
+    ) -> nib.Nifti1Image:
+        """Per-voxel ``values`` (one per selected voxel) as a NIfTI volume on the mask's grid.
 
-        Voxels outside the selection are 0; the affine is the brain mask's. Returns the path.
+        Voxels outside the selection are 0; the affine is the brain mask's.
+
+        Parameters
+        ----------
+        values
+            One value per voxel of the selection, in voxel-axis order.
+        path
+            Also write the image there (atomically: a failed write, a full disk say, names the
+            path and leaves any previous file as it was). None: only return it.
+        %(roi)s
+        %(mask)s
+        %(mask_source)s
+        output_path
+            laion_fmri's name of ``path`` (``sub.to_nifti(values, output_path=...)``).
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+            The image (also when it was written).
         """
+        if path is not None and output_path is not None:
+            raise ParameterError("Pass path or output_path (laion_fmri's name of it), not both.")
+        path = output_path if path is None else path
         selection, affine = self._selection(mask_source, roi, mask)
         volume = scatter_to_grid(np.asarray(values), selection)
-        path = Path(path)
         image = nib.Nifti1Image(volume, affine)
         image.header.set_xyzt_units("mm")
-        with atomic_path(path) as tmp:
-            nib.save(image, tmp)
-        return path
+        if path is not None:
+            with named_write_errors(path), atomic_path(Path(path)) as tmp:
+                nib.save(image, tmp)
+        return image
 
     def get_voxel_coordinates(
         self,

@@ -8,6 +8,7 @@ trial's beta when the sessions' betas are concatenated in ``sub.get_sessions()``
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -146,12 +147,12 @@ class TrialSegmentations(_TrialNamespace):
 class TrialCaptions(_TrialNamespace):
     """Captions of each trial's image (see `StimulusCaptions`)."""
 
-    def list(self, trial: int, source: str | None = None) -> list[str]:
+    def list(self, trial: int, source: str | None = None) -> builtins.list[str]:
         """Captions of the trial's image in ``caption_idx`` order (AI first where present);
         ``source`` ``"human"``/``"ai"`` keeps one source."""
         return self._hub.captions.list(self._name(trial), source=source)
 
-    def human(self, trial: int, limit: int | None = None) -> list[str]:
+    def human(self, trial: int, limit: int | None = None) -> builtins.list[str]:
         """Human captions of the trial's image in rank order (the first ``limit`` if given)."""
         return self._hub.captions.human(self._name(trial), limit=limit)
 

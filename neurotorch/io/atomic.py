@@ -4,7 +4,9 @@ A file is written under a unique temporary name in its target folder, flushed an
 given the mode a plain ``open()`` would give it (``0o666`` minus the umask: 0644 under umask 022,
 0600 under 077) and moved into place with ``os.replace``; the folder is then ``fsync``-ed so the
 rename itself survives a power cut. A reader sees the previous file or the new one, never a part;
-an exception mid-write leaves the previous file as it was and removes the temporary file.
+an exception mid-write leaves the previous file as it was and removes the temporary file. Writers
+of outputs wrap their writes in `named_write_errors`, so that a full disk, a quota, a read-only or
+unwritable folder raise `OutputWriteError` naming the target (caches give their own `CacheError`).
 
 `atomic_path` yields the temporary path, for writers that open files themselves (h5py, nibabel,
 ``np.savez``, ``Figure.savefig``, ``np.lib.format.open_memmap``); `atomic_open` yields an open
@@ -29,11 +31,19 @@ from typing import IO, Any
 
 import numpy as np
 
+from neurotorch._options import check_option
+from neurotorch.errors import NeurotorchError, OutputWriteError
+
 # Temporary names are ".<random>.tmp.<name>": hidden, unique, and ending like the target, so that
 # writers which pick the format from the name (nibabel, np.savez, MNE's "-fwd.fif") keep it.
 TEMP_MARK = ".tmp."
 # fsync errors of file systems that cannot sync a folder (the rename is as durable as they allow)
 _NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
+# errors that mean "this target cannot be written", reported as `OutputWriteError` naming it
+_WRITE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO")
+)
 # Files written inside a `deferred_sync` block, or None outside one.
 _deferred: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
     "deferred_sync", default=None
@@ -123,6 +133,32 @@ def deferred_sync() -> Iterator[None]:
             sync_folder(folder)
 
 
+def write_error(path: str | os.PathLike, exc: OSError) -> OSError:
+    """``exc`` as `OutputWriteError` naming ``path`` when it says the target cannot be written (a
+    full disk, a quota, no permission); any other error unchanged."""
+    if isinstance(exc, NeurotorchError) or exc.errno not in _WRITE_ERRNOS:
+        return exc
+    error = OutputWriteError(
+        f"Could not write {path}: {exc.strerror or exc} (errno {exc.errno}). The previous "
+        "file, if any, is unchanged; free space or choose a writable folder, then run again."
+    )
+    error.errno = exc.errno
+    return error
+
+
+@contextlib.contextmanager
+def named_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, an error that says ``path`` cannot be written (`write_error`) is raised
+    as `OutputWriteError` naming it; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        translated = write_error(path, exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a unique temporary path beside ``path``; on success move the file written there to it.
@@ -151,8 +187,7 @@ def atomic_open(
     path: str | os.PathLike, mode: str = "wb", encoding: str | None = None
 ) -> Iterator[IO[Any]]:
     """Yield a file open for writing (``"wb"`` or ``"w"``) that replaces ``path`` on success."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open writes new files; mode must be 'w' or 'wb', not {mode!r}.")
+    check_option("mode", mode, ("w", "wb"))
     if mode == "w" and encoding is None:
         encoding = "utf-8"
     with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as handle:

@@ -9,9 +9,14 @@ unfiltered HDF5) is reported as ``"no checksum"``: it is readable and complete, 
 inside it cannot be detected.
 
 A file that passes is recorded in the cache (``<NEUROTORCH_CACHE>/verified/``), keyed by its full
-path or URL, its size and its version (modification time for local files, ETag for remote ones),
-so that `verify_before_use` reads each file once in full, on first use, and never again until the
-file changes.
+path or URL, its size and its version (for local files size, modification time, inode and change
+time, see `neurotorch.io.storage.local_version`: a rewrite with the modification time restored
+changes it; the ETag for remote ones), so that `verify_before_use` reads each file once in full, on
+first use, and never again until the file changes.
+
+HDF5 files are read in a child process (`check_files`): the HDF5 library can crash the process on
+damaged metadata, and such a file must come out ``"bad"``, not end the run. The dataset-aware
+checks on top of these (batch headers, leadfields) are in `neurotorch.verify`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
+import multiprocessing
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,18 +39,12 @@ import pandas as pd
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from neurotorch._options import check_option
 from neurotorch.config import cache_dir, show_progress
-from neurotorch.errors import (
-    CorruptFileError,
-    DataNotDownloadedError,
-    FormatError,
-    NeurotorchError,
-    ParameterError,
-)
+from neurotorch.errors import CorruptFileError, FormatError, NeurotorchError
 from neurotorch.io.atomic import write_json
-from neurotorch.io.files import file_root
 from neurotorch.io.inflate import SequentialReader
-from neurotorch.io.nifti import read_header_from
+from neurotorch.io.nifti import NiftiHeader, read_header_from
 from neurotorch.io.storage import DataRoot
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "is_verified",
     "record_verified",
     "verify_before_use",
-    "verify_path",
 ]
 
 #: ``"first-use"`` reads an unverified file in full before serving from it; ``"off"`` does not
@@ -128,6 +128,16 @@ def _corrupt(name: str, detail: str) -> CorruptFileError:
     )
 
 
+def _check_affine(header: NiftiHeader, name: str) -> None:
+    """The voxel-to-world matrix of a NIfTI header is finite and invertible."""
+    affine = header.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise FormatError(
+            f"{name} has a NIfTI header whose affine is not a finite, invertible matrix "
+            f"({affine.tolist()}); the header is damaged. Download or copy the file again."
+        )
+
+
 def _check_gzip(root: DataRoot, relpath: str, nifti: bool) -> str:
     """Inflate every member, so that each CRC-32 and length trailer is compared."""
     name = root.path(relpath)
@@ -137,6 +147,7 @@ def _check_gzip(root: DataRoot, relpath: str, nifti: bool) -> str:
         needed = 0
         if nifti:
             header = read_header_from(reader)
+            _check_affine(header, name)
             needed = header.vox_offset + header.n_volumes * header.volume_nbytes
         reader.finish()
         if reader.position < needed:
@@ -151,6 +162,7 @@ def _check_nifti(root: DataRoot, relpath: str) -> str:
     name = root.path(relpath)
     with root.open(relpath) as handle, SequentialReader(handle, name=name) as reader:
         header = read_header_from(reader)
+    _check_affine(header, name)
     needed = header.vox_offset + header.n_volumes * header.volume_nbytes
     size = root.size(relpath)
     if size < needed:
@@ -172,21 +184,17 @@ def _read_dataset(dataset: h5py.Dataset) -> None:
 
 
 def _check_hdf5(root: DataRoot, relpath: str) -> tuple[str, str]:
-    name = root.path(relpath)
-    datasets: list[h5py.Dataset] = []
-    try:
-        with h5py.File(root.local_path(relpath), "r") as handle:
-            handle.visititems(
-                lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None
-            )
-            for dataset in datasets:
-                _read_dataset(dataset)
-            unchecked = [d.name for d in datasets if d.ndim and d.size and not d.fletcher32]
-            n_data = sum(1 for d in datasets if d.ndim and d.size)
-    except OSError as exc:
-        if isinstance(exc, NeurotorchError):
-            raise
-        raise _corrupt(name, f"HDF5 read failed ({exc})") from exc
+    """Read every object's attributes and every dataset in full (through the filter pipeline)."""
+    objects: list[h5py.Group | h5py.Dataset] = []
+    with h5py.File(root.local_path(relpath), "r") as handle:
+        handle.visititems(lambda _, obj: objects.append(obj))
+        for obj in [handle, *objects]:
+            dict(obj.attrs)
+        datasets = [obj for obj in objects if isinstance(obj, h5py.Dataset)]
+        for dataset in datasets:
+            _read_dataset(dataset)
+        unchecked = [d.name for d in datasets if d.ndim and d.size and not d.fletcher32]
+        n_data = sum(1 for d in datasets if d.ndim and d.size)
     if n_data and not unchecked:
         return "verified", f"{len(datasets)} dataset(s); fletcher32 checksums match"
     if len(unchecked) == n_data:
@@ -199,7 +207,7 @@ def _check_npz(root: DataRoot, relpath: str) -> str:
     try:
         with root.open(relpath) as handle, zipfile.ZipFile(handle) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except zipfile.BadZipFile as exc:
         raise _corrupt(name, f"not a readable zip archive ({exc})") from exc
     if bad is not None:
         raise _corrupt(name, f"the member {bad} fails its zip CRC-32")
@@ -257,7 +265,9 @@ def check_file(root: DataRoot, relpath: str) -> FileCheck:
     Returns
     -------
     FileCheck
-        ``status`` is ``"bad"`` with the error message as ``detail`` when the file is damaged.
+        ``status`` is ``"bad"`` with the error message as ``detail`` when the file is damaged; any
+    failure of a format library on it (a damaged zip directory, HDF5 object header or attribute)
+    counts as damage.
     """
     kind = file_kind(relpath)
     try:
@@ -272,57 +282,88 @@ def check_file(root: DataRoot, relpath: str) -> FileCheck:
         else:
             check = {"nifti": _check_nifti, "npy": _check_npy, "table": _check_table}
             status, detail = "no checksum", check.get(kind, _check_json)(root, relpath)
-    except (NeurotorchError, OSError) as exc:
-        return FileCheck(relpath, kind, "bad", str(exc) or type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - whatever a format library raises on a damaged file
+        return bad_check(root, relpath, exc)
     return FileCheck(relpath, kind, status, detail)
 
 
+def bad_check(root: DataRoot, relpath: str, exc: Exception) -> FileCheck:
+    """The ``"bad"`` outcome of a file whose check raised ``exc``; an error that is not one of
+    neurotorch's becomes a `CorruptFileError` naming the file."""
+    if not isinstance(exc, NeurotorchError):
+        exc = _corrupt(root.path(relpath), f"reading it failed ({type(exc).__name__}: {exc})")
+    return FileCheck(relpath, file_kind(relpath), "bad", str(exc), exc)
+
+
+Check = Callable[[DataRoot, str], FileCheck]
+
+
+class _ChildProcess:
+    """Runs checks in one child process, so that a library that crashes the process on a damaged
+    file (HDF5 on damaged object headers) marks that file bad instead of ending the run."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, check: Check, root: DataRoot, relpath: str) -> FileCheck:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        try:
+            return self._pool.submit(check, root, relpath).result()
+        except BrokenProcessPool:
+            self.close()
+            crash = OSError(f"the {file_kind(relpath)} library crashed the process reading it")
+            return bad_check(root, relpath, crash)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+#: kinds of file whose checks run in a child process (see `_ChildProcess`)
+ISOLATED_KINDS = ("hdf5",)
+
+
 def check_files(
-    root: DataRoot, relpaths: Iterable[str] | None = None, *, progress: bool | None = None
+    root: DataRoot,
+    relpaths: Iterable[str] | None = None,
+    *,
+    progress: bool | None = None,
+    check: Check = check_file,
 ) -> list[FileCheck]:
-    """`check_file` for every file under ``root`` (or for ``relpaths``), with a progress bar.
+    """``check(root, relpath)`` for every file under ``root`` (or for ``relpaths``), with a
+    progress bar; HDF5 files are checked in a child process.
 
-    Files that pass are recorded as verified (see `is_verified`).
+    Files that pass are recorded as verified (see `is_verified`). ``check`` defaults to
+    `check_file`; `neurotorch.verify` adds the checks of each dataset family on top of it.
     """
-    listing = root.files()
-    names = list(listing) if relpaths is None else list(relpaths)
+    if relpaths is None:
+        listing = root.files()
+    else:
+        listing = {relpath: root.info(relpath) for relpath in relpaths}
     results = []
-    show = show_progress(progress)
-    with tqdm(
-        total=sum(listing[n]["size"] for n in names if n in listing),
-        desc="verify",
-        unit="B",
-        unit_scale=True,
-        disable=not show,
-    ) as bar:
-        for relpath in names:
-            result = check_file(root, relpath)
+    child = _ChildProcess()
+    with (
+        tqdm(
+            total=sum(info["size"] for info in listing.values()),
+            desc="verify",
+            unit="B",
+            unit_scale=True,
+            disable=not show_progress(progress),
+        ) as bar,
+        contextlib.closing(child),
+    ):
+        for relpath, info in listing.items():
+            isolated = file_kind(relpath) in ISOLATED_KINDS
+            result = child.run(check, root, relpath) if isolated else check(root, relpath)
             if result.status in ("verified", "no checksum"):
-                record_verified(root, relpath, listing.get(relpath) or root.info(relpath))
+                record_verified(root, relpath, info)
             results.append(result)
-            bar.update(listing.get(relpath, {}).get("size", 0))
+            bar.update(info["size"])
     return results
-
-
-def verify_path(
-    source: str | os.PathLike, storage_options: dict | None = None, *, progress: bool | None = None
-) -> list[FileCheck]:
-    """`check_files` for every file of a folder (or URL prefix), or for a single file.
-
-    Raises
-    ------
-    DataNotDownloadedError
-        ``source`` does not exist.
-    """
-    root = DataRoot(source, storage_options)
-    if root.isdir():
-        return check_files(root, progress=progress)
-    if not root.exists():
-        raise DataNotDownloadedError(
-            f"{root.url} does not exist; give a dataset folder, one of its files or a URL."
-        )
-    parent, name = file_root(source, storage_options)
-    return check_files(parent, [name], progress=progress)
 
 
 # -- the record of verified files -------------------------------------------------------------------
@@ -336,8 +377,13 @@ def _record_path(root: DataRoot, relpath: str, info: dict) -> Path:
 
 
 def is_verified(root: DataRoot, relpath: str) -> bool:
-    """Whether this version of the file passed a full check before (on this machine's cache)."""
-    return _record_path(root, relpath, root.info(relpath)).is_file()
+    """Whether this version of the file passed a full check before (on this machine's cache);
+    False for a missing file."""
+    try:
+        info = root.info(relpath)
+    except FileNotFoundError:
+        return False
+    return _record_path(root, relpath, info).is_file()
 
 
 def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> None:
@@ -358,9 +404,7 @@ def record_verified(root: DataRoot, relpath: str, info: dict | None = None) -> N
 
 def check_verify_mode(mode: str) -> str:
     """Return ``mode`` if it is one of `VERIFY_MODES`; raise `ParameterError` otherwise."""
-    if mode not in VERIFY_MODES:
-        raise ParameterError(f"verify must be one of {VERIFY_MODES}, got {mode!r}.")
-    return mode
+    return check_option("verify", mode, VERIFY_MODES)
 
 
 def _lock(record: Path) -> contextlib.AbstractContextManager:

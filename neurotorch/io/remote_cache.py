@@ -2,7 +2,8 @@
 
 `fetch_file` copies one file of a `DataRoot` to a local path: it writes a partial file named
 after the remote version, continues it with a ranged read after an interruption, checks the
-size and moves it into place (`neurotorch.io.atomic.commit_file`), under a file lock so that concurrent processes
+size and moves it into place (`neurotorch.io.atomic.commit_file`), under a file lock
+(`neurotorch.io.locks.path_lock`) so that concurrent processes
 never write the same file twice. `cached_local_copy` uses it to keep one local copy per remote
 file version under ``config.cache_dir()/remote`` for libraries that need a real path (h5py,
 nibabel on masks); `DataRoot.local_path` calls it.
@@ -19,11 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from filelock import FileLock
-
 from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
-from neurotorch.io.atomic import commit_file
+from neurotorch.io.atomic import commit_file, named_write_errors
+from neurotorch.io.locks import path_lock
 
 
 class DataRoot(Protocol):
@@ -46,7 +46,6 @@ class DataRoot(Protocol):
 TRANSFER_CHUNK_SIZE = 4 * 2**20
 TRANSFER_BLOCK_SIZE = 16 * 2**20
 PARTIAL_SUFFIX = ".part"
-LOCK_SUFFIX = ".lock"
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -92,6 +91,8 @@ def fetch_file(
         The store could not be read (the partial file is kept; call again to resume).
     CorruptFileError
         The copy ended with a size other than the remote size.
+    OutputWriteError
+        ``destination`` cannot be written (a full disk, no permission); the partial file is kept.
     """
     destination = Path(destination)
     if size is None or version is None:
@@ -101,7 +102,7 @@ def fetch_file(
         return 0
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(destination, version)
-    with transfer_lock(destination):
+    with path_lock(destination):
         if destination.is_file() and destination.stat().st_size == size:
             return 0
         _remove_stale_partials(destination, keep=partial)
@@ -112,19 +113,20 @@ def fetch_file(
         if offset and on_bytes:
             on_bytes(offset)
         transferred = 0
-        if offset < size:
-            with (
-                root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
-                open(partial, "ab") as sink,
-            ):
-                source.seek(offset)
-                while chunk := source.read(TRANSFER_CHUNK_SIZE):
-                    sink.write(chunk)
-                    transferred += len(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-        elif not partial.exists():
-            partial.touch()
+        with named_write_errors(destination):  # a full disk names the file; the part is kept
+            if offset < size:
+                with (
+                    root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
+                    open(partial, "ab") as sink,
+                ):
+                    source.seek(offset)
+                    while chunk := source.read(TRANSFER_CHUNK_SIZE):
+                        sink.write(chunk)
+                        transferred += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+            elif not partial.exists():
+                partial.touch()
         final_size = partial.stat().st_size
         if final_size != size:
             partial.unlink()
@@ -135,18 +137,6 @@ def fetch_file(
             )
         commit_file(partial, destination)
     return transferred
-
-
-def transfer_lock(destination: Path) -> FileLock:
-    """A lock that serialises transfers to ``destination`` across processes.
-
-    The lock file lives under ``config.cache_dir()/locks`` so a downloaded tree holds only the
-    dataset's own files.
-    """
-    digest = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
-    lock_dir = config.cache_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock_dir / f"{digest}{LOCK_SUFFIX}"))
 
 
 def _remove_stale_partials(destination: Path, keep: Path) -> None:

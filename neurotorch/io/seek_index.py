@@ -2,9 +2,11 @@
 
 The first access decompresses the file once (with a progress bar), checking its CRC and length,
 and saves a seek index under ``config.cache_dir() / "gzip-index"``; later accesses, in any process,
-jump straight to the volumes asked for. The index is keyed by the file's identity (size,
-modification time and a hash of its first and last 64 KiB, which hold the NIfTI header and the gzip
-CRC/length trailer), so a changed file gets a new index. Index files are written atomically.
+jump straight to the volumes asked for. The index is keyed by the file's identity (its version,
+`neurotorch.io.storage.local_version`: size, modification and change time, inode; and a hash of
+its first and last 64 KiB, which hold the NIfTI header and the gzip CRC/length trailer), so a
+changed file gets a new index, also one rewritten with its modification time restored. Index files
+are written atomically.
 ``rapidgzip`` is used when installed, else ``indexed_gzip``. Uncompressed ``.nii`` files need no
 index and are read with plain seeks.
 
@@ -37,6 +39,7 @@ from neurotorch.io.nifti import (
     read_nifti_header,
     resolve_volume_indices,
 )
+from neurotorch.io.storage import local_version
 
 _IDENTITY_BYTES = 1 << 16
 _BUILD_CHUNK = 1 << 24
@@ -58,9 +61,9 @@ def index_backend() -> str:
 
 
 def file_identity(path: str | os.PathLike) -> str:
-    """Hex digest of a file's size, mtime and first and last 64 KiB."""
+    """Hex digest of a file's version (`local_version`) and its first and last 64 KiB."""
     stat = os.stat(path)
-    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:".encode())
+    digest = hashlib.sha256(f"{local_version(stat)}:".encode())
     with open(path, "rb") as f:
         digest.update(f.read(_IDENTITY_BYTES))
         f.seek(max(0, stat.st_size - _IDENTITY_BYTES))
@@ -146,13 +149,22 @@ def build_index(path: str | os.PathLike, *, progress: bool | None = None) -> Pat
     CacheError
         The cache directory is not writable.
     """
-    path = os.fspath(path)
+    return _saved_index(os.fspath(path), progress)
+
+
+def _saved_index(
+    path: str, progress: bool | None, unreadable: os.stat_result | None = None
+) -> Path:
+    """The index of ``path``, built under the lock unless present; ``unreadable`` is the state of
+    an index that failed to load: it is replaced, unless another process replaced it meanwhile."""
     header = read_nifti_header(path)
     backend = index_backend()
     target = index_path(path, backend)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
+            if unreadable is not None and _state(target) == unreadable:
+                target.unlink()
             if not target.exists():
                 _build(path, header, backend, target, progress)
     except CorruptFileError:
@@ -165,15 +177,23 @@ def build_index(path: str | os.PathLike, *, progress: bool | None = None) -> Pat
     return target
 
 
-def _open_indexed(path: str, progress: bool) -> IO[bytes]:
+def _state(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a file, None if it is gone: tells whether another process replaced it."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _open_indexed(path: str, progress: bool | None) -> IO[bytes]:
     """A seekable decompressed view of ``path`` using its saved (or freshly built) index."""
     backend = index_backend()
-    target = build_index(path, progress=progress)
+    target = _saved_index(path, progress)
     try:
         return _open_backend(path, backend, target)
     except _BACKEND_ERRORS:  # an unreadable index (e.g. from another version): rebuild it
-        target.unlink(missing_ok=True)
-        return _open_backend(path, backend, build_index(path, progress=progress))
+        return _open_backend(path, backend, _saved_index(path, progress, _state(target)))
 
 
 def _read_fully(handle: IO[bytes], buffer: bytearray, path: str, volume: int) -> None:

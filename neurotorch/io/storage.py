@@ -14,6 +14,7 @@ URL and what to do, also when they happen in the middle of a read.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import functools
 import importlib
@@ -109,13 +110,27 @@ def check_relative(relpath: str) -> str:
     return "" if norm == "." else norm
 
 
+def _profile_settings(path: Path, section: str) -> str:
+    """The settings of one section of an AWS ini file, lower-cased ('' if absent or unreadable)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return ""
+    if not parser.has_section(section):
+        return ""
+    return " ".join(f"{key}={value}" for key, value in parser.items(section)).lower()
+
+
 def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
-    """Whether AWS credentials are configured in the environment or the shared AWS files.
+    """Whether AWS credentials are configured for the requests neurotorch signs.
 
     Looks at the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, web-identity and
-    container credentials), ``~/.aws/credentials`` (or ``AWS_SHARED_CREDENTIALS_FILE``) and
-    credential settings in ``~/.aws/config`` (or ``AWS_CONFIG_FILE``). Instance-metadata
-    credentials are not probed (that needs a network round trip); pass
+    container credentials), then at the ``default`` profile (the one used when no variable names
+    another): its keys in ``~/.aws/credentials`` (or ``AWS_SHARED_CREDENTIALS_FILE``) and its
+    credential settings in ``~/.aws/config`` (or ``AWS_CONFIG_FILE``). Other profiles do not
+    count; they are used only when named (``AWS_PROFILE``, ``storage_options={"profile": ...}``).
+    Instance-metadata credentials are not probed (that needs a network round trip); pass
     ``storage_options={"anon": False}`` to use them.
     """
     env = os.environ if environ is None else environ
@@ -123,14 +138,12 @@ def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
         return True
     credentials = Path(
         env.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"
-    )
-    if credentials.expanduser().is_file():
+    ).expanduser()
+    if "aws_access_key_id" in _profile_settings(credentials, "default"):
         return True
     config = Path(env.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config").expanduser()
-    if config.is_file():
-        text = config.read_text(errors="replace").lower()
-        return any(marker in text for marker in _CONFIG_CREDENTIAL_MARKERS)
-    return False
+    settings = _profile_settings(config, "default")
+    return any(marker in settings for marker in _CONFIG_CREDENTIAL_MARKERS)
 
 
 def _endpoint_of(options: dict[str, Any]) -> str | None:
@@ -226,9 +239,20 @@ def _is_missing_bucket(exc: BaseException) -> bool:
     return "bucket does not exist" in str(exc).lower()
 
 
+def local_version(stat: os.stat_result) -> str:
+    """The version of a local file: its size, modification time, inode and change time (ns).
+
+    The change time (ctime) is set by the kernel on every write, rename or change of metadata,
+    and no call sets it back: ``touch -r``, ``os.utime``, ``cp -p`` and ``rsync -t`` restore only
+    the modification time. A file rewritten in place with its size and modification time restored
+    therefore gets a new version, and so does one replaced by another file (a new inode).
+    """
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"
+
+
 def _local_info(path: str) -> dict[str, Any]:
     stat = os.stat(path)
-    return {"size": stat.st_size, "version": f"{stat.st_size}-{stat.st_mtime_ns}"}
+    return {"size": stat.st_size, "version": local_version(stat)}
 
 
 def _remote_info(details: dict[str, Any]) -> dict[str, Any]:
@@ -316,11 +340,21 @@ class DataRoot:
     storage_options
         Passed to fsspec (e.g. ``{"anon": True}`` or ``{"endpoint_url": ...}``); for ``s3`` they
         are completed by `resolve_storage_options` in each process.
+    origin
+        Where the root came from when the caller did not give it (``"LAION_FMRI_DATA_DIR"``, a
+        config file), so that an error about it can name the setting to change; ``""`` otherwise.
     """
 
-    def __init__(self, root: str | os.PathLike | DataRoot, storage_options: dict | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike | DataRoot,
+        storage_options: dict | None = None,
+        *,
+        origin: str = "",
+    ):
         if isinstance(root, DataRoot):
             storage_options = storage_options or root.storage_options
+            origin = origin or root.origin
             root = root.url
         text = os.fspath(root)
         if text.startswith("file://"):
@@ -329,12 +363,18 @@ class DataRoot:
         self.url = str(Path(text).expanduser().resolve()) if self.is_local else text.rstrip("/")
         self.protocol = "file" if self.is_local else self.url.split("://", 1)[0]
         self.storage_options = dict(storage_options or {})
+        self.origin = origin
         self._fs: fsspec.AbstractFileSystem | None = None
         self._fs_pid: int | None = None
         self._options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"DataRoot({self.url!r})"
+
+    @property
+    def described(self) -> str:
+        """The URL, followed by where the root came from when it was not given (for messages)."""
+        return f"{self.url} (the data root set by {self.origin})" if self.origin else self.url
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DataRoot) and (self.url, self.storage_options) == (
@@ -412,7 +452,7 @@ class DataRoot:
 
     def info(self, *parts: str) -> dict[str, Any]:
         """``{"size": bytes, "version": str}`` of a file; ``version`` changes when the file does
-        (the ETag on object stores, size and mtime locally)."""
+        (the ETag on object stores; locally `local_version`: size, mtime, inode and ctime)."""
         target = self.path(*parts)
         if self.is_local:
             return _local_info(target)

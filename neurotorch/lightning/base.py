@@ -14,8 +14,9 @@ this base class owns the rest, once:
 * **epochs**: the training order changes every epoch, with or without ``persistent_workers``, by
   hand or under Lightning, and a checkpoint taken mid-epoch resumes that epoch's order (the
   loaders' ``state_dict`` is saved by Lightning in the checkpoint);
-* **what a model needs before fit**: `describe_batches` (keys, shapes) and the family's own
-  properties (voxel counts, feature dimension);
+* **what a model needs before fit**: `sizes` (items per part) and the family's own
+  properties (voxel counts per subject and feature dimensions for fMRI, ``n_features`` for the
+  connectome, the leadfield for M/EEG);
 * a `__repr__` that says what the module serves.
 """
 

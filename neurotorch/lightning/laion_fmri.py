@@ -1,203 +1,195 @@
 """`LaionFMRIDataModule`: LAION-fMRI trials with the bundled splits, for Lightning.
 
-Splits are applied by the trials' stimulus label; a validation set of images is carved
-deterministically (by seed) from the training images (`neurotorch.data.partition.carve`), so no
-image is in two parts. ``data_dir="synthetic"`` generates the synthetic dataset on first use.
+The module serves the parts of one split: its trial selection names the split (``"random_0"``,
+without a part), and every part is the same selection with its part set (``train``, ``val``,
+``test``): the datasets select their own trials, so no image is in two parts and the DataModule
+never handles image names itself. The validation part is the split's ``val_fraction`` of
+training images (`neurotorch.data.partition.carve`, seeded by ``val_seed``).
 
 Map-style (default) serves `BetasDataset` from the prepared store: ``prepare_data`` (one process
 per node under DDP) builds the store, ``setup`` (every rank) opens it. ``streaming=True`` serves
 `BetasStream` straight from the ``.nii.gz`` files. Loaders, epochs, resume and ``predict`` come
-from `neurotorch.lightning.base.NeurotorchDataModule`.
+from `neurotorch.lightning.base.NeurotorchDataModule`. What a model needs before ``fit`` (voxel
+counts per subject, embedding sizes, the voxel table) is read from the voxel selection and the
+stimulus files, without building a dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
+import pandas as pd
 from torch.utils.data import Dataset
 
-from neurotorch.data.fmri.betas import BetasDataset, as_subject_list
+from neurotorch._docs import fill_doc
+from neurotorch.data.fmri.betas import BetasDataset, Settings, as_subject_list
+from neurotorch.data.fmri.pairing import Feature, feature_dims
+from neurotorch.data.fmri.settings import (
+    TRAINING_SHUFFLE_BUFFER,
+    ReadSettings,
+    SyntheticOptions,
+    as_settings,
+    laion_root,
+)
 from neurotorch.data.fmri.store import build_store
 from neurotorch.data.fmri.stream import BetasStream
-from neurotorch.data.partition import carve, check_fractions
+from neurotorch.data.fmri.trials import TrialSelection
 from neurotorch.errors import ParameterError
-from neurotorch.fmri.rois import RoiQuery
-from neurotorch.fmri.splits import get_train_test_ids
+from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
 from neurotorch.fmri.voxel_table import voxel_table
-from neurotorch.io.integrity import check_verify_mode
 from neurotorch.io.storage import DataRoot
 from neurotorch.lightning.base import NeurotorchDataModule
-from neurotorch.synthetic.laion_fmri import default_root, make_laion_fmri
 
-SYNTHETIC = "synthetic"
+DEFAULT_TRIALS = TrialSelection(split="random_0", val_fraction=0.1)
 
 
+@fill_doc
 class LaionFMRIDataModule(NeurotorchDataModule):
     """Train/val/test DataLoaders of one or more subjects' trials, split by stimulus.
 
     Parameters
     ----------
-    data_dir
-        Dataset root (local path or URL), or ``"synthetic"`` for the built-in synthetic dataset.
-    subject
-        Subject id or list of ids (several subjects: each batch holds one subject's trials).
-    roi, features
-        Which voxels (ROI grammar) and which embedding model(s).
-    split, pool, variant_id, ood_types
-        The split (``"random_0"``, ``"cluster_k5_2"``, ``"tau"``, ``"ood"``) of a pool
-        (``"shared"`` or a subject), its variant, and the OOD types kept in an ``ood`` test set.
-    val_fraction
-        Fraction of the training images held out for validation (penalty selection); 0 means
-        no validation set (`val_dataloader` returns no batches).
-    batch_size, num_workers
-        DataLoader settings.
-    synthetic_size, seed
-        Size preset and seed of the synthetic dataset; the seed also carves the validation set and
-        seeds the stream's shuffling.
-    synthetic_snr
-        SNR preset of the synthetic dataset (``"default"`` or ``"realistic"``).
-    storage_options
-        fsspec options for a URL ``data_dir``.
-    streaming
-        ``False``: the prepared store (random access); ``True``: sequential ``.nii.gz`` reads.
-    sessions, stimuli, nc_threshold, zscore, average_repeats, modalities, dtype
-        Passed to `BetasDataset` (``zscore``, ``average_repeats`` and ``dtype`` apply to map mode).
-    shuffle_buffer
-        Shuffle buffer of the training stream (stream mode).
-    cache_dir
-        Folder of the prepared store (default ``NEUROTORCH_CACHE``).
-    nan_policy
-        Non-finite betas: ``"raise"``, ``"zero"`` or ``"keep"``.
-    verify
-        Stream mode: ``"first-use"`` (default) reads each betas file in full once before serving
-        from it, ``"off"`` does not (see `BetasStream`).
+    %(data_dir)s
+    %(fmri_subject)s
+    trials
+        The split and the trials it serves: a `neurotorch.data.fmri.TrialSelection` or a dict of
+        its fields, with a ``split`` and no ``part`` (the module serves every part); default
+        ``{"split": "random_0", "val_fraction": 0.1}``. ``val_fraction`` of the split's training
+        images form the validation part (0: no validation part).
+    %(voxels)s
+    %(fmri_features)s
+    %(read)s
+    %(streaming)s
+    %(batch_size)s
+    %(num_workers)s
+    %(seed)s
+    %(storage_options)s
+    %(synthetic)s
     """
 
     def __init__(
         self,
-        data_dir: str = SYNTHETIC,
+        data_dir: str = "synthetic",
         subject: str | list[str] = "sub-01",
-        roi: RoiQuery | None = None,
-        features: str | list[str] = "CLIP",
-        split: str = "random_0",
-        pool: str = "shared",
-        variant_id: int = 0,
-        ood_types: list[str] | None = None,
-        val_fraction: float = 0.1,
+        *,
+        trials: TrialSelection | None = None,
+        voxels: VoxelSelection | None = None,
+        features: Feature | list[Feature] | None = "CLIP",
+        read: ReadSettings | None = None,
+        streaming: bool = False,
         batch_size: int = 256,
         num_workers: int = 0,
-        synthetic_size: str = "small",
         seed: int = 0,
         storage_options: dict | None = None,
-        streaming: bool = False,
-        sessions: list[str] | None = None,
-        stimuli: str | None = None,
-        nc_threshold: float | None = None,
-        zscore: bool = False,
-        average_repeats: bool = False,
-        modalities: list[str] | None = None,
-        dtype: str = "float32",
-        shuffle_buffer: int = 1024,
-        cache_dir: str | None = None,
-        nan_policy: str = "raise",
-        verify: str = "first-use",
-        synthetic_snr: str = "default",
+        synthetic: SyntheticOptions | None = None,
     ):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
         )
-        check_verify_mode(verify)
-        check_fractions(val_fraction)
-        if int(shuffle_buffer) != shuffle_buffer or shuffle_buffer < 0:
-            raise ParameterError(f"shuffle_buffer must be an integer >= 0, got {shuffle_buffer!r}.")
+        self.subjects = as_subject_list(subject)
+        self.trial_selection = self._checked_trials(trials)
+        self.voxel_selection = as_settings(VoxelSelection, voxels, "voxels")
+        self.read = as_settings(ReadSettings, read, "read")
+        if streaming:
+            self.read.check_streamable()
+        self.synthetic = as_settings(SyntheticOptions, synthetic, "synthetic")
+        self.features = features
+        # hparams (and checkpoints) hold plain values, never the settings objects
+        trials = self.trial_selection.to_dict()
+        voxels = self.voxel_selection.to_dict()
+        read = self.read.to_dict()
+        synthetic = self.synthetic.to_dict()
         self.save_hyperparameters()
-        self.voxel_table = None
-        self._ids: dict[str, list[str]] | None = None
 
-    @property
+    @staticmethod
+    def _checked_trials(trials: TrialSelection | Settings) -> TrialSelection:
+        selection = (
+            DEFAULT_TRIALS if trials is None else as_settings(TrialSelection, trials, "trials")
+        )
+        if selection.split is None:
+            raise ParameterError(
+                "trials needs a split (e.g. {'split': 'random_0'}): the DataModule serves its "
+                "train, val and test parts."
+            )
+        if selection.part != "all":
+            raise ParameterError(
+                f"trials has part={selection.part!r}, but the DataModule serves every part of the "
+                "split; leave part out (use BetasDataset for one part)."
+            )
+        return selection
+
+    @cached_property
     def root(self) -> DataRoot:
-        hp = self.hparams
-        if hp.data_dir == SYNTHETIC:
-            return DataRoot(default_root(hp.synthetic_size, hp.seed, hp.synthetic_snr))
-        return DataRoot(hp.data_dir, hp.storage_options)
-
-    @property
-    def subjects(self) -> list[str]:
-        return as_subject_list(self.hparams.subject)
-
-    def _selection(self) -> dict[str, Any]:
-        hp = self.hparams
-        return {"roi": hp.roi, "nc_threshold": hp.nc_threshold, "nan_policy": hp.nan_policy}
+        """The dataset root (the synthetic dataset is written here on first use)."""
+        return laion_root(
+            self.hparams.data_dir,
+            self.hparams.storage_options,
+            synthetic=self.synthetic,
+            seed=self.hparams.seed,
+        )
 
     def prepare_data(self) -> None:
         """Write the synthetic dataset if asked for, and build the prepared store (map mode)."""
-        hp = self.hparams
-        if hp.data_dir == SYNTHETIC:
-            make_laion_fmri(size=hp.synthetic_size, seed=hp.seed, snr=hp.synthetic_snr)
-        if not hp.streaming:
-            for subject in self.subjects:
-                build_store(
-                    self.root,
-                    subject,
-                    hp.sessions,
-                    dtype=hp.dtype,
-                    cache_dir=hp.cache_dir,
-                    **self._selection(),
-                )
-
-    def _dataset(self, ids: Sequence[str], train: bool) -> Dataset:
-        hp = self.hparams
-        common: dict[str, Any] = dict(
-            sessions=hp.sessions, image_names=ids, stimuli=hp.stimuli, modalities=hp.modalities or (),
-            **self._selection(),
-        )  # fmt: skip
-        if hp.streaming:
-            shuffle = hp.shuffle_buffer if train else 0
-            return BetasStream(
-                self.root,
-                hp.subject,
-                features=hp.features,
-                shuffle_buffer=shuffle,
-                seed=hp.seed,
-                verify=hp.verify,
-                **common,
+        root = self.root
+        if self.streaming:
+            return
+        for subject in self.subjects:
+            build_store(
+                root,
+                subject,
+                self.trial_selection.sessions_of(subject),
+                voxels=self.voxel_selection,
+                dtype=self.read.dtype,
+                nan_policy=self.read.nan_policy,
+                cache_dir=self.read.cache_dir,
             )
-        return BetasDataset(
-            self.root, hp.subject, features=hp.features, zscore=hp.zscore, average_repeats=hp.average_repeats,
-            dtype=hp.dtype, cache_dir=hp.cache_dir, **common,
-        )  # fmt: skip
-
-    def image_ids(self) -> dict[str, list[str]]:
-        """The image names of each part: the split's test images, and its training images
-        carved into train and val."""
-        if self._ids is None:
-            hp = self.hparams
-            train_ids, test_ids = get_train_test_ids(
-                hp.split, hp.pool, variant_id=hp.variant_id, ood_types=hp.ood_types,
-                data_dir=self.root,
-            )  # fmt: skip
-            train_ids, val_ids = carve(train_ids, hp.val_fraction, hp.seed)
-            self._ids = {"train": train_ids, "val": val_ids, "test": list(test_ids)}
-        return self._ids
 
     def build_dataset(self, part: str) -> Dataset | None:
-        ids = self.image_ids()[part]
-        return self._dataset(ids, train=part == "train") if ids else None
+        selection = self.trial_selection
+        if part == "val" and selection.val_fraction == 0:
+            return None
+        settings: dict[str, Any] = {
+            "trials": selection.with_part(part),
+            "voxels": self.voxel_selection,
+            "features": self.features,
+        }
+        if not self.streaming:
+            return BetasDataset(self.root, self.subjects, read=self.read, **settings)
+        buffer = self.read.shuffle_buffer
+        if part != "train":
+            buffer = 0
+        elif buffer is None:
+            buffer = TRAINING_SHUFFLE_BUFFER
+        read = replace(self.read, shuffle_buffer=buffer)
+        return BetasStream(self.root, self.subjects, read=read, seed=self.seed, **settings)
 
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        hp, root = self.hparams, self.root
-        subjects = self.subjects
-        if len(subjects) == 1:
-            self.voxel_table = voxel_table(root, subjects[0], hp.roi)
-        else:
-            self.voxel_table = {s: voxel_table(root, s, hp.roi) for s in subjects}
+    # -- what a model needs before fit ------------------------------------------------------
+    @cached_property
+    def n_voxels(self) -> dict[str, int]:
+        """Voxels per item of each subject (the length of ``betas``)."""
+        return {
+            s: int(voxel_selection(self.root, s, self.voxel_selection).sum()) for s in self.subjects
+        }
+
+    @cached_property
+    def feature_dims(self) -> dict[str, int]:
+        """Length of each embedding an item carries, by item key (``{"embedding": 1024}``)."""
+        return feature_dims(self.root, self.features)
+
+    @cached_property
+    def voxel_table(self) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """One row per voxel of the items (`neurotorch.fmri.voxel_table.voxel_table`): a table
+        for one subject, a dict of tables for several."""
+        tables = {s: voxel_table(self.root, s, self.voxel_selection) for s in self.subjects}
+        return tables[self.subjects[0]] if len(self.subjects) == 1 else tables
 
     def describe_source(self) -> str:
-        hp = self.hparams
-        subjects = ",".join(self.subjects)
-        return f"{hp.data_dir} {subjects}, split {hp.split} of pool {hp.pool}"
+        return (
+            f"{self.hparams.data_dir} {','.join(self.subjects)}, "
+            f"{self.trial_selection.describe()}, {self.voxel_selection.describe()}"
+        )
 
 
 __all__ = ["LaionFMRIDataModule"]

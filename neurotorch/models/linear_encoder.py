@@ -330,7 +330,9 @@ class LinearEncoder(L.LightningModule):
     def _run_title(self) -> str:
         """Which subject, features and split the test report is about."""
         subjects = ", ".join(sorted(self._subjects)) or "test trials"
-        split, pool = self._datamodule_setting("split"), self._datamodule_setting("pool")
+        datamodule = getattr(self.trainer, "datamodule", None)
+        selection = getattr(datamodule, "trial_selection", None)  # the fMRI DataModule's trials
+        split, pool = getattr(selection, "split", None), getattr(selection, "pool", None)
         where = f"split {split}" + (f" of pool {pool}" if pool else "") if split else "test split"
         rows = self.test_ceiling["n_rows"] if self.test_ceiling else None
         counted = f" ({rows} test trials)" if rows else ""

@@ -9,6 +9,7 @@ has the marker and holds nothing else: neurotorch never deletes a file it did no
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,8 +19,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from neurotorch.errors import DatasetExistsError
+from neurotorch.errors import DatasetExistsError, NeurotorchError, OutputWriteError
 from neurotorch.io.atomic import current_umask, deferred_sync, sync_folder, write_json
+from neurotorch.io.locks import path_lock
 
 MARKER = ".neurotorch-synthetic.json"
 
@@ -91,6 +93,57 @@ def _remove_dataset(root: Path, files: list[str]) -> None:
     root.rmdir()  # fails, rather than deleting, if anything else appeared meanwhile
 
 
+def _files_to_replace(
+    root: Path, params: dict, info_relpath: str, what: str, overwrite: bool
+) -> list[str] | None:
+    """None when ``root`` holds the complete dataset of ``params`` (reuse it); else the files of the
+    dataset there that writing replaces (``[]`` for a missing or empty folder)."""
+    if not (root.is_dir() and any(root.iterdir())):
+        return []
+    if not overwrite and _written_with(root / info_relpath, params):
+        return None
+    marker_name = marker_relpath(info_relpath)
+    existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what)
+    if not overwrite:
+        described = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise DatasetExistsError(
+            f"{root} holds a synthetic {what} dataset written with other parameters than "
+            f"{described}; choose another folder, or replace it with overwrite=True (on the "
+            "command line: --overwrite)."
+        )
+    return existing
+
+
+def _write_partial(
+    partial: Path, params: dict, info_relpath: str, write: Callable, what: str
+) -> None:
+    """Write the dataset, its info file (last but the marker) and its marker into ``partial``."""
+    with deferred_sync():  # synced once, before the rename that publishes the dataset
+        extra = write(partial)
+        info_path = partial / info_relpath
+        info_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(info_path, {**params, **extra})
+        listing = {"what": what, "params": params, "files": _files_under(partial)}
+        write_json(partial / marker_relpath(info_relpath), listing)
+
+
+def _publish(partial: Path, root: Path, params: dict, info_relpath: str, what: str) -> None:
+    """Rename ``partial`` to ``root`` (a missing or empty folder). Another machine sharing the
+    folder may have published the same dataset first: then it is reused."""
+    try:
+        os.replace(partial, root)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        if not _written_with(root / info_relpath, params):
+            raise DatasetExistsError(
+                f"{root} was filled by another process while the synthetic {what} dataset was "
+                "written; choose another folder."
+            ) from exc
+        return
+    sync_folder(root.parent)
+
+
 def write_dataset_once(
     root: Path,
     params: dict,
@@ -108,41 +161,47 @@ def write_dataset_once(
     generator did not write) raises `DatasetExistsError` even with ``overwrite``. The dataset is
     written into a hidden sibling folder first, so an interrupted run never leaves a half-written
     dataset at ``root``; ``info_relpath`` receives ``params`` and the extra info.
+
+    Concurrent callers (the ranks of a ``torchrun`` script, several notebooks) serialise on a lock
+    (`neurotorch.io.locks.path_lock`): one writes, the others wait and then reuse its dataset.
+
+    Raises
+    ------
+    DatasetExistsError
+        ``root`` is a file, or holds something that is not this dataset (see above).
+    OutputWriteError
+        The dataset could not be written (a full disk, no permission); nothing is left at ``root``.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DatasetExistsError(
             f"{root} is a file; give a folder for the synthetic {what} dataset."
         )
-    existing: list[str] = []
-    marker_name = marker_relpath(info_relpath)
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite and _written_with(root / info_relpath, params):
-            return root
-        existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what)
-        if not overwrite:
-            described = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise DatasetExistsError(
-                f"{root} holds a synthetic {what} dataset written with other parameters than "
-                f"{described}; choose another folder, or replace it with overwrite=True (on the "
-                "command line: --overwrite)."
-            )
-    log.info("writing a synthetic %s dataset to %s", what, root)
+    if not overwrite and _written_with(root / info_relpath, params):
+        return root  # complete: no lock needed to reuse it
     root.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
-    partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the dataset from others
-    try:
-        with deferred_sync():  # synced once, before the rename that publishes the dataset
-            extra = write(partial)
-            info_path = partial / info_relpath
-            info_path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(info_path, {**params, **extra})
-            listing = {"what": what, "params": params, "files": _files_under(partial)}
-            write_json(partial / marker_name, listing)
-        if root.is_dir():
-            _remove_dataset(root, existing)
-        os.replace(partial, root)
-        sync_folder(root.parent)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with path_lock(root):
+        existing = _files_to_replace(root, params, info_relpath, what, overwrite)
+        if existing is None:  # another process wrote it while this one waited
+            return root
+        log.info("writing a synthetic %s dataset to %s", what, root)
+        partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
+        partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from others
+        try:
+            _write_partial(partial, params, info_relpath, write, what)
+            if existing:
+                _remove_dataset(root, existing)
+            _publish(partial, root, params, info_relpath, what)
+        except OSError as exc:
+            if isinstance(exc, NeurotorchError) and not isinstance(exc, OutputWriteError):
+                raise
+            error = OutputWriteError(
+                f"Could not write the synthetic {what} dataset to {root}: "
+                f"{exc.strerror or exc}. Nothing was left there; free space or choose a "
+                "writable folder, then run again."
+            )
+            error.errno = exc.errno
+            raise error from exc
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return root

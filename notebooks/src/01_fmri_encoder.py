@@ -102,8 +102,8 @@ display(Image(filename=plot_split_projection(root, "tau", "shared", figures / "t
 #
 # `BetasDataset` pairs every trial with its stimulus (here the CLIP embedding). The betas come
 # from a prepared, memory-mapped trials × voxels store that is built once per voxel selection,
-# so random access during training is a row read. `split="tau/train"` keeps the training images
-# of the `tau` split.
+# so random access during training is a row read. `trials={"split": "tau", "part": "train"}`
+# keeps the training images of the `tau` split; `voxels={"roi": "face"}` the face ROIs.
 
 # %%
 from torch.utils.data import DataLoader
@@ -111,7 +111,13 @@ from torch.utils.data import DataLoader
 from neurotorch.data.collate import collate_items
 from neurotorch.data.fmri.betas import BetasDataset
 
-train_set = BetasDataset(root, "sub-01", roi="face", features="CLIP", split="tau/train")
+train_set = BetasDataset(
+    root,
+    "sub-01",
+    trials={"split": "tau", "part": "train"},
+    voxels={"roi": "face"},
+    features="CLIP",
+)
 loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_items)
 batch = next(iter(loader))
 print(len(train_set), "training trials")
@@ -150,9 +156,9 @@ L.seed_everything(0, verbose=False)
 datamodule = LaionFMRIDataModule(
     data_dir=str(root),
     subject="sub-01",
-    roi=["face", "place", "V1v"],
+    voxels={"roi": ["face", "place", "V1v"]},
     features="CLIP",
-    split="random_0",
+    trials={"split": "random_0", "val_fraction": 0.1},
     batch_size=64,
 )
 model = LinearEncoder(output_dir="encoder-run")
@@ -205,9 +211,9 @@ realistic = make_laion_fmri(size="tiny", snr="realistic", progress=False)
 datamodule = LaionFMRIDataModule(
     data_dir=str(realistic),
     subject="sub-01",
-    roi=["face", "place", "V1v"],
+    voxels={"roi": ["face", "place", "V1v"]},
     features="CLIP",
-    split="random_0",
+    trials={"split": "random_0", "val_fraction": 0.1},
     batch_size=64,
 )
 model = LinearEncoder(per_voxel=False, output_dir="encoder-realistic")

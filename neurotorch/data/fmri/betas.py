@@ -14,7 +14,7 @@ every ``DataLoader`` start method and pickles small.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,150 +22,138 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from neurotorch.data.collate import ItemBatch
+from neurotorch._docs import fill_doc
+from neurotorch._options import as_names
+from neurotorch.data.collate import ItemBatch, collate_items
+from neurotorch.data.fmri.pairing import Feature, StimulusPairing
+from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
 from neurotorch.data.fmri.store import PreparedStore, SessionStore, build_store
-from neurotorch.data.fmri.trials import StimulusPairing, check_unique, select_trials
-from neurotorch.errors import ParameterError
+from neurotorch.data.fmri.trials import TrialSelection, check_unique, select_trials
+from neurotorch.data.loader import StatefulLoader
+from neurotorch.data.sampling import GroupedBatchSampler
+from neurotorch.errors import MixedBatchError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import resolve_root
-from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY
-from neurotorch.fmri.rois import RoiQuery
-from neurotorch.fmri.splits import SHARED_POOL
 from neurotorch.fmri.subject import Subject
-from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC
+from neurotorch.fmri.voxel_selection import VoxelSelection
 from neurotorch.io.storage import DataRoot
+
+Settings = Mapping[str, Any] | None
 
 
 def as_subject_list(subject: str | Sequence[str]) -> list[str]:
-    """One subject id or several, normalised (``"01"`` → ``"sub-01"``).
+    """One subject id or several, normalised (``"01"`` → ``"sub-01"``); a string is one subject.
 
     Raises
     ------
     ParameterError
         No subject, or one subject twice (its trials would be served twice per epoch).
     """
-    subjects = [subject] if isinstance(subject, (str, int)) else list(subject)
-    ids = [layout.subject_id(s) for s in subjects]
-    if not ids:
-        raise ParameterError("subject is an empty list; give at least one subject id.")
+    ids = [layout.subject_id(s) for s in as_names("subject", subject)]
     check_unique(ids, "subject")
     return ids
 
 
+def describe_dataset(dataset: Any, items: str, *, details: str) -> str:
+    """The ``repr`` of a `BetasDataset` or `BetasStream`: what, where, subjects, ``items`` (how
+    many), voxels, selection, features, then ``details``."""
+    counts = {s: int(mask.sum()) for s, mask in dataset.voxel_masks().items()}
+    voxels = (
+        f"{next(iter(counts.values()))} voxels"
+        if len(set(counts.values())) == 1
+        else "voxels " + ", ".join(f"{s}: {n}" for s, n in counts.items())
+    )
+    features = dataset.pairing.features + list(dataset.pairing.modalities)
+    return (
+        f"{type(dataset).__name__}({', '.join(dataset.subjects)} of {dataset.root.url}; "
+        f"{items}; {voxels} ({dataset.voxel_selection.describe()}); "
+        f"{dataset.trial_selection.describe()}; features {', '.join(features) or 'none'}; "
+        f"{details})"
+    )
+
+
+@fill_doc
 class BetasDataset(Dataset):
     """Trials (or images, with ``average_repeats``) of one or more subjects, as dict items.
 
-    Each item holds ``betas`` (float32 ``(n_voxels,)``), ``embedding`` (float32 ``(D,)``, or
-    ``embedding_<model>`` per model when several are asked for), the requested ``modalities``,
-    and the identifiers ``subject``, ``session``, ``trial`` (the ``beta_index`` within the session,
-    -1 for averaged items), ``image_name`` and ``index`` (position in the dataset).
+    Each item holds ``betas`` (float32 ``(n_voxels,)``), what ``features`` asks for
+    (``embedding``, ``image``, ...), and the identifiers ``subject``, ``session``, ``trial``
+    (the ``beta_index`` within the session, -1 for averaged items), ``image_name`` and ``index``
+    (position in the dataset).
+
+    A batch holds one subject's items (their voxel counts differ): a plain ``DataLoader`` works
+    for one subject; for several, load with `loader` (or pass `batch_sampler` to a
+    ``DataLoader``). A batch that mixes subjects raises `neurotorch.errors.MixedBatchError`.
 
     Parameters
     ----------
-    data_dir
-        Dataset root (local path, URL or `DataRoot`).
-    subject
-        One subject id or a list (items of different subjects have different voxel counts; batch
-        them with `neurotorch.data.sampling.GroupedBatchSampler`).
-    roi, mask, nc_threshold, nc_desc, mask_source
-        Voxel selection: ROI grammar (name, category, ``"all"``, list), custom boolean mask,
-        threshold on the subject-level noise ceiling ``nc_desc`` (percent), brain mask source.
-    features
-        Embedding model(s) paired with each trial, or None.
-    sessions
-        Sessions (for every subject, or a dict per subject); default all.
-    image_names
-        Keep only trials of these images (e.g. a validation subset of a split's training ids).
-    split, pool, variant_id, ood_types, stimuli
-        Trial selection: ``"tau/train"``-style split of a pool, OOD types, ``"shared"``/``"unique"``.
-    zscore
-        Z-score every voxel within its session (statistics of all the session's trials).
-    average_repeats
-        One item per (subject, image): the mean over its selected presentations.
-    modalities
-        Any of ``"image"``, ``"captions"``, ``"segmentation"``.
-    image_transform
-        Callable applied to each decoded PIL image (default: ``(C, H, W)`` uint8 tensor).
-    transform
-        Callable applied to each item dict (after everything else).
-    dtype
-        Storage dtype of the prepared store (``"float32"`` or ``"float16"``); items are float32.
-    cache_dir
-        Folder of the prepared store (default ``NEUROTORCH_CACHE``).
-    storage_options
-        fsspec options for a URL ``data_dir``.
-    nan_policy
-        Non-finite betas: ``"raise"`` (default), ``"zero"`` or ``"keep"`` (see `build_store`).
+    %(data_dir)s
+    %(fmri_subject)s
+    %(trials)s
+    %(voxels)s
+    %(fmri_features)s
+    %(read)s
+    %(image_transform)s
+    %(fmri_transform)s
+    %(storage_options)s
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike | DataRoot | None,
         subject: str | Sequence[str] = "sub-01",
-        roi: RoiQuery | None = None,
-        features: str | Sequence[str] | None = "CLIP",
-        sessions: Sequence[str] | dict[str, Sequence[str]] | None = None,
-        image_names: Iterable[str] | None = None,
         *,
-        split: str | None = None,
-        pool: str = SHARED_POOL,
-        variant_id: int = 0,
-        ood_types: str | Sequence[str] | None = None,
-        stimuli: str | None = None,
-        mask: np.ndarray | None = None,
-        nc_threshold: float | None = None,
-        nc_desc: str = DEFAULT_NC_DESC,
-        mask_source: str = "anatomical",
-        zscore: bool = False,
-        average_repeats: bool = False,
-        modalities: Sequence[str] = (),
+        trials: TrialSelection | Settings = None,
+        voxels: VoxelSelection | Settings = None,
+        features: Feature | Sequence[Feature] | None = "CLIP",
+        read: ReadSettings | Settings = None,
         image_transform: Callable[[Any], Any] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        dtype: str = "float32",
-        cache_dir: str | os.PathLike | None = None,
         storage_options: dict | None = None,
-        nan_policy: str = DEFAULT_NAN_POLICY,
     ):
-        self.root = resolve_root(data_dir, storage_options)
+        self.root = laion_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
-        self.subject = self.subjects[0] if len(self.subjects) == 1 else self.subjects
-        self.roi, self.features = roi, features
-        self.zscore, self.average_repeats, self.transform = zscore, average_repeats, transform
-        trials = select_trials(
-            self.root, self.subjects, sessions, split=split, pool=pool, variant_id=variant_id,
-            ood_types=ood_types, stimuli=stimuli, image_names=image_names,
-        )  # fmt: skip
+        self.trial_selection = as_settings(TrialSelection, trials, "trials")
+        self.voxel_selection = as_settings(VoxelSelection, voxels, "voxels")
+        self.read = as_settings(ReadSettings, read, "read")
+        self.transform = transform
+        table = select_trials(self.root, self.subjects, self.trial_selection)
         self.stores: dict[str, PreparedStore] = {}
         for subj in self.subjects:
-            subj_sessions = sorted(set(trials.loc[trials["subject"] == subj, "session"]))
             self.stores[subj] = build_store(
-                self.root, subj, subj_sessions, roi=roi, mask=mask, nc_threshold=nc_threshold,
-                nc_desc=nc_desc, mask_source=mask_source, dtype=dtype, cache_dir=cache_dir,
-                nan_policy=nan_policy,
-            )  # fmt: skip
+                self.root,
+                subj,
+                sorted(set(table.loc[table["subject"] == subj, "session"])),
+                voxels=self.voxel_selection,
+                dtype=self.read.dtype,
+                nan_policy=self.read.nan_policy,
+                cache_dir=self.read.cache_dir,
+            )
         self._session_stores = [
             (subj, ses) for subj, store in self.stores.items() for ses in store.sessions
         ]
         store_id = {key: i for i, key in enumerate(self._session_stores)}
-        trials["store"] = [
-            store_id[k] for k in zip(trials["subject"], trials["session"], strict=True)
-        ]
-        trials["label"] = trials["image_name"]  # laion_fmri's name of the join key
-        self.trials = trials
-        self.items, groups = self._group(trials)
+        table["store"] = [store_id[k] for k in zip(table["subject"], table["session"], strict=True)]
+        table["label"] = table["image_name"]  # laion_fmri's name of the join key
+        self.trials = table
+        self.items, groups = self._group(table)
         self._item_ptr = np.concatenate([[0], np.cumsum([len(g) for g in groups])]).astype(np.int64)
         flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
-        self._read_store = trials["store"].to_numpy(np.int64)[flat]
-        self._read_row = trials["trial"].to_numpy(np.int64)[flat]
+        self._read_store = table["store"].to_numpy(np.int64)[flat]
+        self._read_row = table["trial"].to_numpy(np.int64)[flat]
         self._item_subject = (
             self.items["subject"].map({s: i for i, s in enumerate(self.subjects)}).to_numpy()
         )
         self._columns = {key: self.items[key].to_numpy() for key in self.items.columns}
         self.pairing = StimulusPairing(
-            self.root, self.items["image_name"].tolist(), features, modalities, image_transform
+            self.root, self.items["image_name"].tolist(), features, image_transform=image_transform
         )
         self._arrays: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
         self._pid: int | None = None
+
+    def __repr__(self) -> str:
+        unit = "images (repeats averaged)" if self.read.average_repeats else "trials"
+        store = f"{self.read.dtype} store" + (", z-scored" if self.read.zscore else "")
+        return describe_dataset(self, f"{len(self)} {unit}", details=store)
 
     @classmethod
     def from_subject(cls, subject: Subject, **kwargs: Any) -> BetasDataset:
@@ -173,9 +161,36 @@ class BetasDataset(Dataset):
         for); ``kwargs`` go to the constructor."""
         return cls(subject.root, subject.subject_id, **kwargs)
 
+    def batch_sampler(
+        self, batch_size: int, *, shuffle: bool = False, drop_last: bool = False, seed: int = 0
+    ) -> GroupedBatchSampler:
+        """Batches of one subject each, reshuffled every epoch when ``shuffle`` (by itself, or
+        at the epoch given to its ``set_epoch``): ``DataLoader(dataset,
+        batch_sampler=dataset.batch_sampler(32, shuffle=True), collate_fn=collate_items)``."""
+        return GroupedBatchSampler.for_dataset(
+            self, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed
+        )
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        **loader_options: Any,
+    ) -> StatefulLoader:
+        """A ``DataLoader`` of one-subject batches (`batch_sampler`), resumable mid-epoch
+        (torchdata's ``StatefulDataLoader``); ``loader_options`` (``num_workers``,
+        ``persistent_workers``, ...) go to it."""
+        sampler = self.batch_sampler(batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+        return StatefulLoader(
+            self, batch_sampler=sampler, collate_fn=collate_items, **loader_options
+        )
+
     def _group(self, trials: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Item table and, per item, the trial-table rows it averages (one row without averaging)."""
-        if not self.average_repeats:
+        if not self.read.average_repeats:
             items = trials[["subject", "session", "trial", "image_name"]].copy()
             return items.reset_index(drop=True), [np.array([i]) for i in range(len(trials))]
         grouped = trials.groupby(["subject", "image_name"], sort=False)
@@ -206,6 +221,10 @@ class BetasDataset(Dataset):
         counts = {s: store.n_voxels for s, store in self.stores.items()}
         return next(iter(counts.values())) if len(set(counts.values())) == 1 else counts
 
+    def voxel_masks(self) -> dict[str, np.ndarray]:
+        """The 3-D selection of every subject (its C-order flattening is the voxel axis)."""
+        return {s: store.voxel_mask for s, store in self.stores.items()}
+
     @property
     def batch_groups(self) -> np.ndarray:
         """The subject of every item: a batch holds one subject's items (their voxel counts differ)."""
@@ -221,26 +240,12 @@ class BetasDataset(Dataset):
             arrays = []
             for subj, ses in self._session_stores:
                 files: SessionStore = self.stores[subj].session(ses)
-                mean, std = files.stats() if self.zscore else (None, None)
+                mean, std = files.stats() if self.read.zscore else (None, None)
                 if std is not None:
                     std = np.where(std > 0, std, 1).astype(np.float32)
                 arrays.append((files.open_betas(), mean, std))
             self._arrays, self._pid = arrays, os.getpid()
         return self._arrays
-
-    def read_betas(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
-        """Betas of items, float32: one array per subject in the batch (in subject order), rows in
-        the order of ``indices`` restricted to that subject.
-
-        Rows are read with one fancy-index read per session, copied straight into the output;
-        when ``indices`` are sorted by (session, trial), as `__getitems__` sorts them, no
-        reordering copy is needed.
-        """
-        indices = np.asarray(indices, dtype=np.int64)
-        subject_of_item = self._item_subject[indices]
-        return [
-            self._read_items(indices[subject_of_item == s], s) for s in np.unique(subject_of_item)
-        ]
 
     def _read_items(self, indices: np.ndarray, subject: int) -> np.ndarray:
         starts, stops = self._item_ptr[indices], self._item_ptr[indices + 1]
@@ -277,28 +282,29 @@ class BetasDataset(Dataset):
         return values
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch | list[dict[str, Any]]:
-        """A batch of items in the order asked for, read with one vectorised read per session.
+        """A batch of one subject's items in the order asked for, read with one vectorised read
+        per session (in session and trial order); the ``index`` entry gives each item's position
+        in the dataset.
 
-        The store is read in (subject, session, trial) order; the ``index`` entry gives each
-        item's position in the dataset.
+        Raises
+        ------
+        MixedBatchError
+            The batch mixes subjects (see `loader`).
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"Index out of range for a dataset of {len(self)} items.")
         indices = np.where(indices < 0, indices + len(self), indices)
+        subjects = np.unique(self._item_subject[indices])
+        if len(subjects) > 1:
+            raise self._mixed_batch_error(subjects, len(indices))
         first = self._item_ptr[indices]
-        read_order = np.lexsort(
-            (self._read_row[first], self._read_store[first], self._item_subject[indices])
-        )
-        per_subject = self.read_betas(indices[read_order])
+        read_order = np.lexsort((self._read_row[first], self._read_store[first]))
+        subject = int(subjects[0]) if len(subjects) else 0
+        rows = self._read_items(indices[read_order], subject)
         asked_order = np.argsort(read_order)
-        if len(per_subject) == 1:
-            in_order = bool((np.diff(read_order) > 0).all())  # no copy when asked in read order
-            rows = per_subject[0] if in_order else per_subject[0][asked_order]
-            betas: Any = torch.from_numpy(rows)
-        else:
-            rows = [row for array in per_subject for row in array]
-            betas = [torch.from_numpy(rows[k]) for k in asked_order]
+        in_order = bool((np.diff(read_order) > 0).all())  # no copy when asked in read order
+        betas = torch.from_numpy(rows if in_order else rows[asked_order])
         columns = self._columns
         data: dict[str, Any] = {"betas": betas}
         data.update(self.pairing.batch(columns["image_name"][indices]))
@@ -312,6 +318,18 @@ class BetasDataset(Dataset):
         if self.transform is not None:
             return [self.transform(batch[k]) for k in range(len(batch))]
         return batch
+
+    def _mixed_batch_error(self, subjects: np.ndarray, size: int) -> MixedBatchError:
+        named = ", ".join(
+            f"{self.subjects[s]} ({self.stores[self.subjects[s]].n_voxels} voxels)"
+            for s in subjects
+        )
+        return MixedBatchError(
+            f"A batch of {size} items mixes subjects {named}: their betas cannot be stacked into "
+            "one tensor. Load batches of one subject each: dataset.loader(batch_size=32, "
+            "shuffle=True, num_workers=2), or DataLoader(dataset, batch_sampler="
+            "dataset.batch_sampler(32, shuffle=True), collate_fn=neurotorch.data.collate_items)."
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.__getitems__([int(index)])

@@ -10,7 +10,8 @@ Layout under ``<cache_dir>/laion-fmri-store/<root key>/<subject>/<mask key>-<dty
     voxel_mask.npy          3-D boolean selection on the functional grid
     ses-01.npy              (n_trials, n_voxels) float32 or float16
     ses-01.stats.npz        mean, std (float64 accumulated, stored float32)
-    ses-01.json             manifest; written last, so its presence marks a complete session
+    ses-01.json             manifest (CRC-32 of both files); written last, so its presence marks
+                            a complete session
     ses-01.lock             file lock held while the session is built
 
 Every file is written to a temporary name and moved into place with ``os.replace``. A build that
@@ -21,7 +22,12 @@ the source's size, modification version and header hash, the mask hash, dtype, s
 version; a mismatch in any of them rebuilds the session. It also records the size, modification
 time and CRC-32 of the ``.npy`` as written: a file whose size differs, or whose modification time
 changed and whose CRC-32 no longer matches, is damaged and rebuilt by `build_store`, and
-`SessionStore.open_betas` refuses it.
+`SessionStore.open_betas` refuses it. The CRC-32 of the statistics file ties it to its session:
+another session's statistics copied over it (even with its times kept) are detected on every
+open, rebuilt by `build_store` and refused by `SessionStore.stats`.
+
+A float16 store refuses betas beyond float16's range (they would be served as ±inf) with
+`DtypeRangeError`, naming the file and the largest value.
 """
 
 from __future__ import annotations
@@ -43,36 +49,30 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from neurotorch import __version__
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_option
 from neurotorch.config import cache_dir as default_cache_dir
 from neurotorch.config import show_progress
-from neurotorch.errors import (
-    CacheError,
-    NeurotorchError,
-    ParameterError,
-    ShapeMismatchError,
-)
+from neurotorch.errors import CacheError, DtypeRangeError, NeurotorchError, ShapeMismatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require, resolve_root
 from neurotorch.fmri.discovery import checked_subject, get_sessions
-from neurotorch.fmri.masks import (
-    brain_mask_file,
-)
+from neurotorch.fmri.masks import brain_mask_file
 from neurotorch.fmri.nan_policy import (
     DEFAULT_NAN_POLICY,
-    check_nan_policy,
+    NAN_POLICIES,
     fix_nonfinite,
     nonfinite_error,
 )
-from neurotorch.fmri.rois import RoiQuery
 from neurotorch.fmri.session_checks import check_betas_grid, check_session_trials
-from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC, voxel_selection_on_grid
+from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection_on_grid
 from neurotorch.io.atomic import atomic_open, atomic_path, temporary_paths, write_bytes, write_npy
 from neurotorch.io.inflate import SequentialReader
 from neurotorch.io.integrity import record_verified
 from neurotorch.io.nifti import iter_volumes, read_nifti_header
 from neurotorch.io.storage import DataRoot
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: the manifest records the statistics file's CRC-32
 STORE_DIR = "laion-fmri-store"
 DTYPES = ("float32", "float16")
 HEADER_BYTES = 352  # NIfTI-1 header plus its extension flag; a prefix of a NIfTI-2 header
@@ -179,6 +179,20 @@ class SessionStore:
             return "it was modified after it was written (its CRC-32 differs)"
         return None
 
+    def stats_damage(self, manifest: dict[str, Any] | None) -> str | None:
+        """What is wrong with the statistics file against ``manifest`` (None if nothing).
+
+        The file is small, so its CRC-32 is recomputed every time: a copy of another session's
+        statistics (times preserved or not) does not match."""
+        written = (manifest or {}).get("stats_file")
+        if written is None:
+            return "the manifest has no record of it (written by an older version)"
+        if not self.stats_path.exists():
+            return "it is missing"
+        if file_crc32(self.stats_path) != written["crc32"]:
+            return "its CRC-32 differs from the one written for this session (replaced or modified)"
+        return None
+
     def open_betas(self) -> np.ndarray:
         """The ``(n_trials, n_voxels)`` array, memory-mapped read-only.
 
@@ -196,31 +210,22 @@ class SessionStore:
         return np.load(self.betas_path, mmap_mode="r", allow_pickle=False)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-voxel ``(mean, std)`` over the session's trials, float32."""
+        """Per-voxel ``(mean, std)`` over the session's trials, float32.
+
+        Raises
+        ------
+        CacheError
+            The statistics file is not the one written for this session (missing, modified, or
+            another session's copied over it).
+        """
+        problem = self.stats_damage(self.manifest())
+        if problem is not None:
+            raise CacheError(
+                f"The prepared statistics {self.stats_path} do not belong to this session: "
+                f"{problem}. Run `neurotorch prepare` (or create the dataset again) to rebuild them."
+            )
         with np.load(self.stats_path, allow_pickle=False) as stats:
             return stats["mean"], stats["std"]
-
-
-def _expected_manifest(
-    subject: str,
-    session: str,
-    identity: dict[str, Any],
-    mask_sha: str,
-    dtype: str,
-    shape: tuple[int, int],
-    values: str,
-) -> dict[str, Any]:
-    return {
-        "format": STORE_FORMAT,
-        "package_version": __version__,
-        "subject": subject,
-        "session": session,
-        "source": identity,
-        "mask_sha256": mask_sha,
-        "dtype": dtype,
-        "shape": list(shape),
-        "values": values,
-    }
 
 
 class PreparedStore:
@@ -266,6 +271,7 @@ def store_directory(
     root: DataRoot,
     subject: str,
     voxel_mask: np.ndarray,
+    *,
     dtype: str,
     cache_dir: str | os.PathLike | None = None,
     values: str = "raw",
@@ -291,16 +297,17 @@ def file_crc32(path: Path) -> str:
 def is_current(store: SessionStore, expected: dict[str, Any], *, report: bool = True) -> bool:
     """Whether a session's manifest matches ``expected`` and its files are present and intact.
 
-    A damaged ``.npy`` (see `SessionStore.betas_damage`) is not current; ``report`` logs it."""
+    A damaged ``.npy`` or statistics file (see `SessionStore.betas_damage`,
+    `SessionStore.stats_damage`) is not current; ``report`` logs it."""
     found = store.manifest()
     if found is None or any(found.get(key) != value for key, value in expected.items()):
         return False
-    if not store.stats_path.exists():
-        return False
-    problem = store.betas_damage(found)
-    if problem is not None and report:
-        _log.warning("%s is damaged (%s); rebuilding it.", store.betas_path, problem)
-    return problem is None
+    checks = {store.betas_path: store.betas_damage, store.stats_path: store.stats_damage}
+    damaged = {path: check(found) for path, check in checks.items()}
+    for path, problem in damaged.items():
+        if problem is not None and report:
+            _log.warning("%s is damaged (%s); rebuilding it.", path, problem)
+    return all(problem is None for problem in damaged.values())
 
 
 def _remove_stale(store: SessionStore) -> None:
@@ -310,12 +317,26 @@ def _remove_stale(store: SessionStore) -> None:
 
 
 def _write_session(
-    root: DataRoot, relpath: str, store: SessionStore, voxel_mask: np.ndarray, dtype: str,
-    n_volumes: int, zero_nonfinite: bool, bar: tqdm,
-) -> int:  # fmt: skip
+    root: DataRoot,
+    relpath: str,
+    store: SessionStore,
+    *,
+    voxel_mask: np.ndarray,
+    expected: dict[str, Any],
+    bar: tqdm,
+) -> int:
     """One streaming pass: masked rows into a temporary memmap, then stats, then the move.
 
-    Returns the number of non-finite values read (set to 0 when ``zero_nonfinite``)."""
+    Returns the number of non-finite values read (set to 0 when the manifest says
+    ``values: zeroed``).
+
+    Raises
+    ------
+    DtypeRangeError
+        A finite beta that the store's dtype cannot hold (float16 beyond ±65504).
+    """
+    dtype, n_volumes = expected["dtype"], expected["shape"][0]
+    policy = "zero" if expected["values"] == "zeroed" else "keep"
     nonfinite = 0
     n_voxels = int(voxel_mask.sum())
     total = np.zeros(n_voxels, dtype=np.float64)
@@ -326,8 +347,10 @@ def _write_session(
         n_read = 0
         with root.readable(relpath) as source:
             for row, values in enumerate(iter_volumes(source, voxel_mask, progress=False)):
-                nonfinite += fix_nonfinite(values, "zero" if zero_nonfinite else "keep")
-                out[row] = values
+                nonfinite += fix_nonfinite(values, policy)
+                with np.errstate(over="ignore"):  # checked just below, with the file named
+                    out[row] = values
+                _check_range(out[row], values, root.path(relpath))
                 total += values
                 squares += np.square(values, dtype=np.float64)
                 n_read += 1
@@ -346,21 +369,32 @@ def _write_session(
     return nonfinite
 
 
+def _check_range(stored: np.ndarray, values: np.ndarray, where: str) -> None:
+    """`DtypeRangeError` when a finite value became ±inf in the store's dtype."""
+    if stored.dtype == values.dtype:
+        return
+    overflow = np.isfinite(values) & ~np.isfinite(stored)
+    if overflow.any():
+        largest = float(np.abs(values[overflow]).max())
+        raise DtypeRangeError(
+            f"{where} holds betas beyond the range of {stored.dtype} (|x| up to {largest:.6g}; "
+            f"{stored.dtype} holds at most {float(np.finfo(stored.dtype).max):g}), which would "
+            "be served as ±inf. Use dtype='float32'."
+        )
+
+
+@fill_doc
 def build_store(
     data_dir: str | os.PathLike | DataRoot | None,
     subject: str,
     sessions: Sequence[str] | None = None,
     *,
-    roi: RoiQuery | None = None,
-    mask: np.ndarray | None = None,
-    nc_threshold: float | None = None,
-    nc_desc: str = DEFAULT_NC_DESC,
-    mask_source: str = "anatomical",
+    voxels: VoxelSelection | None = None,
     dtype: str = "float32",
+    nan_policy: str = DEFAULT_NAN_POLICY,
     cache_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     storage_options: dict | None = None,
-    nan_policy: str = DEFAULT_NAN_POLICY,
 ) -> PreparedStore:
     """Prepare (or reuse) the trials × voxels arrays of a subject's sessions.
 
@@ -372,20 +406,15 @@ def build_store(
         Subject id (``"sub-01"``).
     sessions
         Sessions to prepare; default every session of the subject.
-    roi, mask, nc_threshold, nc_desc, mask_source
-        The voxel selection (see `voxel_selection`).
-    dtype
-        ``"float32"`` (default) or ``"float16"`` (half the disk and page cache, ~3 significant
-        digits).
-    cache_dir
-        Base folder; default `neurotorch.config.cache_dir` (``NEUROTORCH_CACHE``).
+    voxels
+        The voxel selection (`neurotorch.fmri.voxel_selection.VoxelSelection`); default the
+        whole brain mask.
+    %(dtype)s
+    %(nan_policy)s
+    %(cache_dir)s
     progress
         Show a progress bar over volumes (``None``: `neurotorch.config.show_progress`).
-    storage_options
-        fsspec options for a URL ``data_dir``.
-    nan_policy
-        Non-finite betas among the selected voxels: ``"raise"`` (`FormatError` naming the file),
-        ``"zero"`` (stored as 0; a separate store) or ``"keep"`` (see `neurotorch.fmri.nan_policy`).
+    %(storage_options)s
 
     Returns
     -------
@@ -396,22 +425,23 @@ def build_store(
     ------
     CacheError
         The cache folder cannot be written.
+    DtypeRangeError
+        ``dtype="float16"`` and a beta beyond its range.
     """
-    if dtype not in DTYPES:
-        raise ParameterError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
-    values = "zeroed" if check_nan_policy(nan_policy) == "zero" else "raw"
+    check_option("dtype", dtype, DTYPES)
+    values = "zeroed" if check_option("nan_policy", nan_policy, NAN_POLICIES) == "zero" else "raw"
     root = resolve_root(data_dir, storage_options)
     subject = checked_subject(root, subject)
     sessions = [
         layout.session_id(s)
         for s in (get_sessions(subject, root) if sessions is None else sessions)
     ]
-    voxel_mask, affine = voxel_selection_on_grid(
-        root, subject, roi=roi, mask=mask, nc_threshold=nc_threshold, nc_desc=nc_desc,
-        mask_source=mask_source,
-    )  # fmt: skip
-    grid = (brain_mask_file(subject, mask_source), voxel_mask, affine)
-    directory = store_directory(root, subject, voxel_mask, dtype, cache_dir, values)
+    voxels = voxels or VoxelSelection()
+    voxel_mask, affine = voxel_selection_on_grid(root, subject, voxels)
+    grid = (brain_mask_file(subject, voxels.mask_source), voxel_mask, affine)
+    directory = store_directory(
+        root, subject, voxel_mask, dtype=dtype, cache_dir=cache_dir, values=values
+    )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(directory / "voxel_mask.lock"):
@@ -422,10 +452,10 @@ def build_store(
                 write_npy(mask_file, voxel_mask)
     except OSError as err:
         raise cache_error(directory, err) from err
-    mask_sha = mask_hash(voxel_mask)
+    manifest = {"format": STORE_FORMAT, "package_version": __version__, "subject": subject}
+    manifest.update(mask_sha256=mask_hash(voxel_mask), dtype=dtype, values=values)
     plans = [
-        _plan_session(root, subject, SessionStore(directory, s), grid, mask_sha, dtype, values)
-        for s in sessions
+        _plan_session(root, SessionStore(directory, s), grid, manifest=manifest) for s in sessions
     ]
     stale = [plan for plan in plans if not is_current(plan[0], plan[1])]
     if stale:
@@ -434,7 +464,9 @@ def build_store(
         with tqdm(total=total, desc=f"prepare {subject}", unit="vol", disable=not show) as bar:
             for store, expected, relpath in stale:
                 try:
-                    _build_session(root, relpath, store, expected, voxel_mask, bar)
+                    _build_session(
+                        root, relpath, store, expected=expected, voxel_mask=voxel_mask, bar=bar
+                    )
                 except OSError as err:
                     if isinstance(err, NeurotorchError):  # a damaged source, not the cache
                         raise
@@ -444,47 +476,53 @@ def build_store(
             count = int(store.manifest().get("nonfinite", 0))
             if count:
                 raise nonfinite_error(root.path(relpath), count)
-    return PreparedStore(directory, subject, sessions, dtype)
+    return PreparedStore(directory, subject, sessions, dtype=dtype)
 
 
 def _plan_session(
     root: DataRoot,
-    subject: str,
     store: SessionStore,
     grid: tuple[str, np.ndarray, np.ndarray],
-    mask_sha: str,
-    dtype: str,
-    values: str,
+    manifest: dict[str, Any],
 ) -> tuple[SessionStore, dict[str, Any], str]:
     """(files, the manifest a current build would have, source path) of one session.
 
     ``grid`` is (brain mask file, 3-D selection, affine); the betas must lie on it, and the
-    session's trials table must pair every volume with one trial (`trial_volumes`)."""
+    session's trials table must pair every volume with one trial (`trial_volumes`). ``manifest``
+    holds the entries shared by the subject's sessions (format, version, mask hash, dtype,
+    values)."""
     mask_file, voxel_mask, affine = grid
+    subject = manifest["subject"]
     relpath = require(
         root, layout.session_betas(subject, store.session), f"Betas of {subject} {store.session}"
     )
     with root.readable(relpath) as source:
         header = read_nifti_header(source)
     check_betas_grid(
-        root.path(relpath), tuple(header.grid), header.affine, voxel_mask.shape, affine,
-        root.path(mask_file),
-    )  # fmt: skip
-    # store row v is volume v: the trials table must name each volume once (its beta_index)
-    check_session_trials(root, subject, store.session, header.n_volumes)
-    shape = (header.n_volumes, int(voxel_mask.sum()))
-    identity = source_identity(root, relpath)
-    return (
-        store,
-        _expected_manifest(subject, store.session, identity, mask_sha, dtype, shape, values),
-        relpath,
+        where=root.path(relpath),
+        shape=tuple(header.grid),
+        affine=header.affine,
+        mask_shape=voxel_mask.shape,
+        mask_affine=affine,
+        mask_file=root.path(mask_file),
     )
+    # store row v is volume v: the trials table must name each volume once (its beta_index)
+    check_session_trials(root, subject, store.session, n_volumes=header.n_volumes)
+    shape = [header.n_volumes, int(voxel_mask.sum())]
+    identity = source_identity(root, relpath)
+    expected = {**manifest, "session": store.session, "source": identity, "shape": shape}
+    return store, expected, relpath
 
 
 def _build_session(
-    root: DataRoot, relpath: str, store: SessionStore, expected: dict[str, Any], voxel_mask: np.ndarray,
+    root: DataRoot,
+    relpath: str,
+    store: SessionStore,
+    *,
+    expected: dict[str, Any],
+    voxel_mask: np.ndarray,
     bar: tqdm,
-) -> None:  # fmt: skip
+) -> None:
     with FileLock(store.lock_path):
         if is_current(store, expected, report=False):  # another process built it meanwhile
             bar.update(expected["shape"][0])
@@ -492,16 +530,21 @@ def _build_session(
         store.manifest_path.unlink(missing_ok=True)
         _remove_stale(store)
         nonfinite = _write_session(
-            root, relpath, store, voxel_mask, expected["dtype"], expected["shape"][0],
-            expected["values"] == "zeroed", bar,
-        )  # fmt: skip
+            root, relpath, store, voxel_mask=voxel_mask, expected=expected, bar=bar
+        )
         written = store.betas_path.stat()
         betas_file = {
             "size": written.st_size,
             "mtime_ns": written.st_mtime_ns,
             "crc32": file_crc32(store.betas_path),
         }
-        manifest = {**expected, "nonfinite": nonfinite, "betas_file": betas_file}
+        stats_file = {"crc32": file_crc32(store.stats_path)}
+        manifest = {
+            **expected,
+            "nonfinite": nonfinite,
+            "betas_file": betas_file,
+            "stats_file": stats_file,
+        }
         write_bytes(store.manifest_path, json.dumps(manifest, indent=1).encode())
     # the build read the source in full, gzip trailer included: no need to verify it again
     record_verified(root, relpath, expected["source"])

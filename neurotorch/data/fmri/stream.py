@@ -19,146 +19,132 @@ is the protocol of torchdata's ``StatefulDataLoader`` (which calls both in each 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from neurotorch.data.fmri.betas import as_subject_list
-from neurotorch.data.fmri.trials import StimulusPairing, select_trials
+from neurotorch._docs import fill_doc
+from neurotorch._options import check_bool, check_int
+from neurotorch.data.fmri.betas import Settings, as_subject_list, describe_dataset
+from neurotorch.data.fmri.pairing import Feature, StimulusPairing
+from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
+from neurotorch.data.fmri.trials import SELECTION_COLUMNS, TrialSelection, select_trials
 from neurotorch.data.sharding import (
     ShardedIterable,
     check_batch_size,
-    check_rank,
     epoch_order,
     shard_positions,
     units_per_rank,
 )
-from neurotorch.errors import ParameterError
 from neurotorch.fmri import layout
-from neurotorch.fmri.datafiles import require, resolve_root
-from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
-from neurotorch.fmri.rois import RoiQuery
+from neurotorch.fmri.datafiles import require
+from neurotorch.fmri.nan_policy import apply_nan_policy
 from neurotorch.fmri.session_checks import check_session_files
-from neurotorch.fmri.splits import SHARED_POOL
-from neurotorch.fmri.voxel_selection import DEFAULT_NC_DESC, voxel_selection
-from neurotorch.io.integrity import check_verify_mode, verify_before_use
+from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
+from neurotorch.io.integrity import verify_before_use
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.storage import DataRoot
 
 
+@fill_doc
 class BetasStream(ShardedIterable):
     """Iterable-style trials of one or more subjects, read volume by volume from ``.nii.gz``.
 
-    Items are dicts like `neurotorch.data.fmri.betas.BetasDataset`'s (``betas``, ``embedding``,
-    requested ``modalities``, ``subject``, ``session``, ``trial``, ``image_name``), in stream order.
+    Items are dicts like `neurotorch.data.fmri.betas.BetasDataset`'s (``betas``, what
+    ``features`` asks for, ``subject``, ``session``, ``trial``, ``image_name``), in stream order.
+    Of ``read``, the stream honours ``nan_policy`` (per volume), ``verify`` and
+    ``shuffle_buffer``; the map-style settings (``zscore``, ``average_repeats``, a float16
+    ``dtype``) are refused.
 
     Parameters
     ----------
-    data_dir, subject, roi, features, sessions, image_names
-        As in `BetasDataset`.
-    split, pool, variant_id, ood_types, stimuli
-        Trial selection, as in `BetasDataset`.
-    mask, nc_threshold, nc_desc, mask_source
-        Voxel selection, as in `BetasDataset`.
-    modalities, image_transform
-        Paired stimulus modalities, as in `BetasDataset`.
-    shuffle_buffer
-        Size of the shuffle buffer; 0 or 1 streams in file order. Sessions are also visited in a
-        seeded order when this is > 1.
-    seed
-        Seed of every shuffle; combined with the epoch, rank and worker.
+    %(data_dir)s
+    %(fmri_subject)s
+    %(trials)s
+    %(voxels)s
+    %(fmri_features)s
+    %(read)s
+    %(image_transform)s
+    %(fmri_transform)s
+    %(seed)s
     batch_size, drop_last
         Workers get whole batches of ``batch_size`` trials, so that a ``DataLoader`` with this
         ``batch_size`` yields exactly ``ceil(len / batch_size)`` batches (`StreamLoader` sets it
         from its own); ``drop_last`` leaves out the tail that does not fill a rank's share
         instead of padding it (see `neurotorch.data.sharding`).
-    rank, world_size
-        Shard of this process; default from `neurotorch.data.sharding.rank_and_world_size`.
-    storage_options
-        fsspec options for a URL ``data_dir``.
-    nan_policy
-        Non-finite betas: ``"raise"`` (default), ``"zero"`` or ``"keep"``, applied per volume.
-    verify
-        ``"first-use"`` (default): a betas file not yet verified is read in full (gzip CRC and
-        length) before any item is served from it, once per file version; ``"off"`` skips that.
+    %(storage_options)s
+
+    Notes
+    -----
+    The rank and world size come from the process (`neurotorch.data.sharding`); a
+    ``DataLoader``'s workers cannot see the process group, so `StreamLoader` pins them before
+    its workers start (call `pin_shard` yourself with a plain ``DataLoader`` under DDP, or set
+    the ``rank`` and ``world_size`` attributes).
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike | DataRoot | None,
         subject: str | Sequence[str] = "sub-01",
-        roi: RoiQuery | None = None,
-        features: str | Sequence[str] | None = "CLIP",
-        sessions: Sequence[str] | dict[str, Sequence[str]] | None = None,
-        image_names: Iterable[str] | None = None,
         *,
-        split: str | None = None,
-        pool: str = SHARED_POOL,
-        variant_id: int = 0,
-        ood_types: str | Sequence[str] | None = None,
-        stimuli: str | None = None,
-        mask: np.ndarray | None = None,
-        nc_threshold: float | None = None,
-        nc_desc: str = DEFAULT_NC_DESC,
-        mask_source: str = "anatomical",
-        modalities: Sequence[str] = (),
+        trials: TrialSelection | Settings = None,
+        voxels: VoxelSelection | Settings = None,
+        features: Feature | Sequence[Feature] | None = "CLIP",
+        read: ReadSettings | Settings = None,
         image_transform: Callable[[Any], Any] | None = None,
-        shuffle_buffer: int = 0,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         seed: int = 0,
         batch_size: int = 1,
         drop_last: bool = False,
-        rank: int | None = None,
-        world_size: int | None = None,
         storage_options: dict | None = None,
-        nan_policy: str = DEFAULT_NAN_POLICY,
-        verify: str = "first-use",
     ):
-        self.verify = check_verify_mode(verify)
-        self.root = resolve_root(data_dir, storage_options)
+        self.read = as_settings(ReadSettings, read, "read")
+        self.read.check_streamable()
+        self.seed = check_int("seed", seed)
+        self.batch_size, self.drop_last = (
+            check_batch_size(batch_size),
+            check_bool("drop_last", drop_last),
+        )
+        self.root = laion_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
-        self.trials = select_trials(
-            self.root, self.subjects, sessions, split=split, pool=pool, variant_id=variant_id,
-            ood_types=ood_types, stimuli=stimuli, image_names=image_names,
-        )  # fmt: skip
-        self.voxel_masks = {
-            s: voxel_selection(
-                self.root,
-                s,
-                roi=roi,
-                mask=mask,
-                nc_threshold=nc_threshold,
-                nc_desc=nc_desc,
-                mask_source=mask_source,
-            )  # fmt: skip
-            for s in self.subjects
+        self.trial_selection = as_settings(TrialSelection, trials, "trials")
+        self.voxel_selection = as_settings(VoxelSelection, voxels, "voxels")
+        self.transform = transform
+        self.trials = select_trials(self.root, self.subjects, self.trial_selection)
+        self._masks = {
+            s: voxel_selection(self.root, s, self.voxel_selection) for s in self.subjects
         }
         self.sessions = list(
             dict.fromkeys(zip(self.trials["subject"], self.trials["session"], strict=True))
         )
         for subj, ses in self.sessions:  # grids, affines and trial counts, before any epoch
-            check_session_files(self.root, subj, ses, self.voxel_masks[subj], mask_source)
+            check_session_files(
+                self.root,
+                subj,
+                ses,
+                selection=self._masks[subj],
+                mask_source=self.voxel_selection.mask_source,
+            )
         self.pairing = StimulusPairing(
-            self.root, self.trials["image_name"].tolist(), features, modalities, image_transform
+            self.root, self.trials["image_name"].tolist(), features, image_transform=image_transform
         )
-        self._columns = {
-            key: self.trials[key].to_numpy()
-            for key in ("subject", "session", "trial", "image_name")
-        }
-        if shuffle_buffer < 0:
-            raise ParameterError(f"shuffle_buffer must be 0 or more, got {shuffle_buffer}.")
-        if rank is not None or world_size is not None:  # a missing one comes from the process
-            given_rank = 0 if rank is None else rank
-            check_rank(given_rank, max(given_rank, 0) + 1 if world_size is None else world_size)
-        self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
-        self.nan_policy = check_nan_policy(nan_policy)
-        self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
-        self.rank, self.world_size = rank, world_size
+        self._columns = {key: self.trials[key].to_numpy() for key in SELECTION_COLUMNS}
+        self.shuffle_buffer = self.read.shuffle_buffer or 0
         self.epoch = 0
         self._yielded = 0
         self._skip = 0
+
+    def __repr__(self) -> str:
+        order = f"shuffle buffer {self.shuffle_buffer}" if self.shuffle_buffer > 1 else "file order"
+        details = f"{order}, seed {self.seed}"
+        return describe_dataset(self, f"{len(self.trials)} trials", details=details)
+
+    def voxel_masks(self) -> dict[str, np.ndarray]:
+        """The 3-D selection of every subject (its C-order flattening is the voxel axis)."""
+        return dict(self._masks)
 
     # -- sharding ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -168,7 +154,9 @@ class BetasStream(ShardedIterable):
 
     def epoch_order(self) -> np.ndarray:
         """Rows of `trials` in this epoch's global order (sessions shuffled when shuffling)."""
-        order = epoch_order(len(self.sessions), self.epoch, self.seed, self.shuffle_buffer > 1)
+        order = epoch_order(
+            len(self.sessions), self.epoch, seed=self.seed, shuffle=self.shuffle_buffer > 1
+        )
         session_of_trial = pd.MultiIndex.from_frame(self.trials[["subject", "session"]])
         position = pd.Series(np.argsort(order), index=pd.MultiIndex.from_tuples(self.sessions))
         rank_of_session = position.reindex(session_of_trial).to_numpy()
@@ -179,9 +167,14 @@ class BetasStream(ShardedIterable):
     ) -> np.ndarray:
         """Trial-table rows of one (rank, worker) for the current epoch, in read order."""
         positions = shard_positions(
-            len(self.trials), rank, world_size, worker, num_workers,
-            batch_size=self.batch_size, drop_last=self.drop_last,
-        )  # fmt: skip
+            len(self.trials),
+            rank,
+            world_size,
+            worker=worker,
+            num_workers=num_workers,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+        )
         return self.epoch_order()[positions]
 
     # -- epochs and resume -------------------------------------------------------------------------
@@ -211,13 +204,13 @@ class BetasStream(ShardedIterable):
             by_volume = pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
             last = max(by_volume)
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
-            verify_before_use(self.root, relpath, self.verify)
+            verify_before_use(self.root, relpath, self.read.verify)
             with self.root.readable(relpath) as source:
                 for volume, values in enumerate(
-                    iter_volumes(source, self.voxel_masks[key[0]], progress=False)
+                    iter_volumes(source, self._masks[key[0]], progress=False)
                 ):
                     if volume in by_volume:
-                        apply_nan_policy(values, self.nan_policy, self.root.path(relpath))
+                        apply_nan_policy(values, self.read.nan_policy, self.root.path(relpath))
                     for row in by_volume.get(volume, ()):
                         yield row, values
                     if volume >= last:
@@ -253,11 +246,11 @@ class BetasStream(ShardedIterable):
             session=columns["session"][row],
             trial=int(columns["trial"][row]),
         )
-        return item
+        return item if self.transform is None else self.transform(item)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world_size, worker, num_workers = self.process_shard()
-        rows = self.shard(rank, world_size, worker, num_workers)
+        rows = self.shard(rank, world_size, worker=worker, num_workers=num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         skip, self._skip, self._yielded = self._skip, 0, 0
         for row, values in self._shuffled(self._rows_in_read_order(rows), rng):

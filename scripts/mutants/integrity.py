@@ -1,0 +1,178 @@
+"""Mutants of integrity, verification, downloads, first use and the LAION-fMRI readers (0.4)."""
+
+from mutants import Mutant
+
+FAULTS = "tests/test_faults_integrity.py"
+
+MUTANTS = [
+    Mutant(
+        "version-by-size-and-mtime",
+        "neurotorch/io/storage.py",
+        '    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"',
+        '    return f"{stat.st_size}-{stat.st_mtime_ns}"',
+        (f"{FAULTS}::test_a_rewrite_with_restored_mtime_is_verified_again",),
+    ),
+    Mutant(
+        "seek-index-keyed-by-mtime",
+        "neurotorch/io/seek_index.py",
+        '    digest = hashlib.sha256(f"{local_version(stat)}:".encode())',
+        '    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:".encode())',
+        (f"{FAULTS}::test_seek_index_of_a_rewritten_file_is_not_reused",),
+    ),
+    Mutant(
+        "verify-without-batch-header",
+        "neurotorch/verify.py",
+        "        return _batch_header",
+        "        return None",
+        (f"{FAULTS}::test_fault[batch-attribute-value-damaged]",),
+    ),
+    Mutant(
+        "verify-without-leadfield-check",
+        "neurotorch/verify.py",
+        "        return _leadfield",
+        "        return None",
+        (f"{FAULTS}::test_fault[leadfield-schema-broken]",),
+    ),
+    Mutant(
+        "hdf5-attributes-not-read",
+        "neurotorch/io/integrity.py",
+        "            dict(obj.attrs)",
+        "            pass",
+        (f"{FAULTS}::test_fault[hdf5-attribute-message-damaged]",),
+    ),
+    Mutant(
+        "hdf5-checked-in-the-calling-process",
+        "neurotorch/io/integrity.py",
+        'ISOLATED_KINDS = ("hdf5",)',
+        "ISOLATED_KINDS = ()",
+        (f"{FAULTS}::test_verify_survives_a_file_that_crashes_the_hdf5_library",),
+    ),
+    Mutant(
+        "nifti-affine-unchecked",
+        "neurotorch/io/integrity.py",
+        "            header = read_header_from(reader)\n            _check_affine(header, name)\n",
+        "            header = read_header_from(reader)\n",
+        (f"{FAULTS}::test_fault[nifti-header-affine-damaged]",),
+    ),
+    Mutant(
+        "empty-folder-verified",
+        "neurotorch/verify.py",
+        '    if all(result.status == "skipped" for result in results):',
+        "    if False:",
+        (f"{FAULTS}::test_fault[verify-empty-folder]",),
+    ),
+    Mutant(
+        "broken-pipe-reported",
+        "neurotorch/cli/verify.py",
+        "    except BrokenPipeError:",
+        "    except ZeroDivisionError:",
+        (f"{FAULTS}::test_verify_into_head_ends_quietly",),
+    ),
+    Mutant(
+        "download-trusts-present-files",
+        "neurotorch/fmri/download.py",
+        "    never_checked = [rel for rel in present if not is_verified(local, rel)]",
+        "    never_checked = []",
+        (f"{FAULTS}::test_a_rerun_after_a_damaged_download_does_not_keep_it",),
+    ),
+    Mutant(
+        "download-keeps-damaged-transfer",
+        "neurotorch/fmri/download.py",
+        "        pending = _remove_damaged(local, done)",
+        "        pending = []",
+        ("tests/test_io_integrity.py::test_download_checks_what_it_transferred",),
+    ),
+    Mutant(
+        "download-full-disk-called-network",
+        "neurotorch/fmri/download.py",
+        "        if full_disk:  # the local side: names the file, partial files are kept\n"
+        "            raise full_disk[0]\n",
+        "",
+        (f"{FAULTS}::test_a_download_onto_a_full_disk_names_the_file",),
+    ),
+    Mutant(
+        "synthetic-first-use-unlocked",
+        "neurotorch/synthetic/_once.py",
+        "    with path_lock(root):",
+        '    with __import__("contextlib").nullcontext():',
+        (f"{FAULTS}::test_three_processes_write_one_synthetic_dataset[laion-fmri]",),
+    ),
+    Mutant(
+        "write-error-not-named",
+        "neurotorch/io/atomic.py",
+        "    if isinstance(exc, NeurotorchError) or exc.errno not in _WRITE_ERRNOS:",
+        "    if True:",
+        (f"{FAULTS}::test_to_nifti_on_a_full_disk_names_the_path",),
+    ),
+    Mutant(
+        "config-folder-unchecked",
+        "neurotorch/fmri/datafiles.py",
+        "    if root.is_local and not root.isdir():",
+        "    if False:",
+        (f"{FAULTS}::test_config_naming_a_missing_folder",),
+    ),
+    Mutant(
+        "root-origin-not-named",
+        "neurotorch/io/storage.py",
+        '        return f"{self.url} (the data root set by {self.origin})" if self.origin else self.url',
+        "        return self.url",
+        (f"{FAULTS}::test_stale_variable_overriding_the_config",),
+    ),
+    Mutant(
+        "negative-image-row-served",
+        "neurotorch/fmri/stimuli.py",
+        "            if not 0 <= key < n_images:",
+        "            if not -n_images <= key < n_images:",
+        ("tests/test_fmri_stimuli.py::test_images_by_name",),
+    ),
+    Mutant(
+        "caption-images-in-file-order",
+        "neurotorch/fmri/stimuli.py",
+        "        return sorted(self._groups)",
+        "        return list(self._groups)",
+        ("tests/test_fmri_stimuli.py::test_captions_by_name",),
+    ),
+    Mutant(
+        "segmentation-membership-answers",
+        "neurotorch/fmri/stimuli.py",
+        "        raise ParameterError(\n            f\"'{name!r} in segmentations'",
+        "        return self._meta.has(name)\n        raise ParameterError(\n"
+        "            f\"'{name!r} in segmentations'",
+        ("tests/test_fmri_stimuli.py::test_segmentations_by_mask_row_as_laion_fmri",),
+    ),
+    Mutant(
+        "embeddings-length-counts-models",
+        "neurotorch/fmri/stimuli.py",
+        "        return len(self.image_ids(models[0])) if models else 0",
+        "        return len(models)",
+        ("tests/test_fmri_stimuli.py::test_embeddings_length_and_membership_as_laion_fmri",),
+    ),
+    Mutant(
+        "load-subject-takes-positions",
+        "neurotorch/fmri/subject.py",
+        "    if not isinstance(subject, str):",
+        "    if not isinstance(subject, str | int):",
+        ("tests/test_fmri_subject.py::test_load_subject_ids_and_errors",),
+    ),
+    Mutant(
+        "absent-subject-not-laion-class",
+        "neurotorch/errors.py",
+        "class SubjectNotFoundError(DataNotDownloadedError, ValueError):",
+        "class SubjectNotFoundError(NeurotorchError, ValueError):",
+        ("tests/test_fmri_subject.py::test_load_subject_ids_and_errors",),
+    ),
+    Mutant(
+        "missing-split-not-file-not-found",
+        "neurotorch/errors.py",
+        "class SplitNotFoundError(SplitError, DataNotFoundError):",
+        "class SplitNotFoundError(SplitError):",
+        ("tests/test_splits.py::test_a_missing_split_is_caught_as_laion_fmri_raises",),
+    ),
+    Mutant(
+        "describe-without-split-provenance",
+        "neurotorch/describe.py",
+        "        split_source=find_split_source(data_dir=root).describe(),",
+        "        split_source=str(find_split_source(data_dir=root)),",
+        ("tests/test_describe.py::test_describe_names_which_copy_of_the_splits_is_read",),
+    ),
+]

@@ -1,0 +1,189 @@
+"""Epochs: the order changes every epoch for the map-style dataset and the stream, with
+``persistent_workers`` true and false, by hand and through Lightning; a resume in epoch >= 1
+continues that epoch's order (and the next epoch is the next one).
+
+Every pass is checked to cover the selection exactly once; "the order of epoch e" is computed
+independently from a fresh loader run for e + 1 passes without interruption."""
+
+from __future__ import annotations
+
+import pytest
+from exactly_once import RecordIds, fmri_ids, trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri.betas import BetasDataset
+from neurotorch.data.fmri.stream import BetasStream
+from neurotorch.data.loader import StreamLoader
+from neurotorch.lightning import LaionFMRIDataModule
+
+SUBJECTS = ["sub-01", "sub-02"]
+FACE = {"roi": "face"}
+TEST = {"split": "random_0", "part": "test"}
+
+
+def _keys(batches) -> list[tuple[str, str, int]]:
+    return [tuple(k) for batch in batches for k in fmri_ids(batch)]
+
+
+def _covers_once(keys, table) -> None:
+    expected = zip(table["subject"], table["session"], table["trial"].astype(int), strict=True)
+    assert sorted(keys) == sorted(expected)
+
+
+def _stream(root) -> BetasStream:
+    return BetasStream(
+        root, SUBJECTS, voxels=FACE, trials=TEST, features=None, read={"shuffle_buffer": 8}
+    )
+
+
+def _dataset(root) -> BetasDataset:
+    return BetasDataset(root, SUBJECTS, voxels=FACE, trials=TEST, features=None)
+
+
+def _passes(loader, n: int) -> list[list[tuple]]:
+    return [_keys(loader) for _ in range(n)]
+
+
+WORKERS = [
+    pytest.param(0, False, id="no-workers"),
+    pytest.param(2, False, id="workers", marks=pytest.mark.slow),
+    pytest.param(2, True, id="persistent-workers", marks=pytest.mark.slow),
+]
+
+
+def _options(workers: int, persistent: bool) -> dict:
+    return dict(num_workers=workers, persistent_workers=persistent)
+
+
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_stream_loader_moves_to_the_next_epoch_at_every_pass(tiny_laion_root, workers, persistent):
+    stream = _stream(tiny_laion_root)
+    passes = _passes(StreamLoader(stream, 8, **_options(workers, persistent)), 3)
+    for keys in passes:
+        _covers_once(keys, stream.trials)
+    assert passes[0] != passes[1] != passes[2]
+    for epoch in (1, 2):  # pass e is epoch e: the order of a stream set to that epoch by hand
+        fixed = _stream(tiny_laion_root)
+        fixed.set_epoch(epoch)
+        by_hand = StreamLoader(fixed, 8, advance_epoch=False, **_options(workers, persistent))
+        assert _keys(by_hand) == passes[epoch]
+
+
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_plain_dataloader_stream_follows_set_epoch(tiny_laion_root, workers, persistent):
+    stream = BetasStream(
+        tiny_laion_root,
+        SUBJECTS,
+        voxels=FACE,
+        trials=TEST,
+        features=None,
+        read={"shuffle_buffer": 8},
+        batch_size=8,
+    )
+    loader = DataLoader(stream, 8, collate_fn=collate_items, **_options(workers, persistent))
+    orders = []
+    for epoch in (0, 1, 0):
+        stream.set_epoch(epoch)  # reaches persistent workers too
+        orders.append(_keys(loader))
+    _covers_once(orders[1], stream.trials)
+    assert orders[0] != orders[1] and orders[0] == orders[2]
+
+
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_map_loader_reshuffles_every_epoch_without_set_epoch(tiny_laion_root, workers, persistent):
+    dataset = _dataset(tiny_laion_root)
+    loader = dataset.loader(8, shuffle=True, seed=3, **_options(workers, persistent))
+    batches = [list(loader) for _ in range(3)]
+    orders = [_keys(b) for b in batches]
+    for epoch, keys in enumerate(orders):
+        _covers_once(keys, dataset.items)
+        assert all(len(set(b["subject"])) == 1 for b in batches[epoch])
+    assert orders[0] != orders[1] != orders[2]
+    by_hand = dataset.batch_sampler(8, shuffle=True, seed=3)
+    by_hand.set_epoch(2)
+    assert [i for batch in by_hand for i in batch] == [
+        int(i) for b in batches[2] for i in b["index"]
+    ]
+
+
+def _resume_by_hand(make_loader, head_batches: int) -> tuple[list, list, list]:
+    """(uninterrupted epochs 1 and 2, the resumed epoch 1 (before + after the stop), the epoch
+    after it), each a list of keys."""
+    uninterrupted = _passes(make_loader(), 3)[1:]
+    stopped = make_loader()
+    _keys(stopped)  # epoch 0
+    iterator = iter(stopped)
+    head = [next(iterator) for _ in range(head_batches)]
+    state = stopped.state_dict()
+    del iterator
+    resumed = make_loader()
+    resumed.load_state_dict(state)
+    resumed_epoch = _keys(head) + _keys(resumed)
+    return uninterrupted, resumed_epoch, _keys(resumed)
+
+
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_stream_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers, persistent):
+    def make_loader():
+        return StreamLoader(_stream(tiny_laion_root), 8, **_options(workers, persistent))
+
+    (epoch_1, epoch_2), resumed, after = _resume_by_hand(make_loader, 3)
+    assert resumed == epoch_1 and after == epoch_2 != epoch_1
+
+
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_map_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers, persistent):
+    dataset = _dataset(tiny_laion_root)
+
+    def make_loader():
+        return dataset.loader(8, shuffle=True, seed=5, **_options(workers, persistent))
+
+    (epoch_1, epoch_2), resumed, after = _resume_by_hand(make_loader, 3)
+    assert resumed == epoch_1 and after == epoch_2 != epoch_1
+
+
+def _module(root, streaming: bool, num_workers: int) -> LaionFMRIDataModule:
+    return LaionFMRIDataModule(
+        data_dir=str(root),
+        subject=SUBJECTS if not streaming else "sub-01",
+        voxels=FACE,
+        trials={"split": "random_0"},
+        features=None,
+        read={"shuffle_buffer": 8} if streaming else None,
+        streaming=streaming,
+        batch_size=8,
+        num_workers=num_workers,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "stream"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_lightning_reshuffles_and_resumes_in_epoch_one(
+    tiny_laion_root, tmp_path, streaming, num_workers
+):
+    """Three epochs uninterrupted; then a run stopped in epoch 1 (checkpoint) and resumed: its
+    epoch 1 is the uninterrupted epoch 1, and its epoch 2 the uninterrupted epoch 2."""
+    whole = RecordIds(str(tmp_path), fmri_ids)
+    steps = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    trainer(tmp_path, max_epochs=3, callbacks=[steps], enable_checkpointing=True).fit(
+        whole, _module(tiny_laion_root, streaming, num_workers)
+    )
+    epochs = [_keys_of(whole.seen[f"train/{e}"]) for e in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2]
+    per_epoch = len(whole.seen["train/0"])
+    stop = per_epoch + 2  # two steps into epoch 1
+    resumed = RecordIds(str(tmp_path), fmri_ids)
+    trainer(tmp_path, max_epochs=3).fit(
+        resumed,
+        _module(tiny_laion_root, streaming, num_workers),
+        ckpt_path=tmp_path / "ckpt" / f"epoch=1-step={stop}.ckpt",
+    )
+    assert _keys_of(resumed.seen["train/1"]) == epochs[1][2 * 8 :]
+    assert _keys_of(resumed.seen["train/2"]) == epochs[2]
+
+
+def _keys_of(batches: list[list]) -> list[tuple]:
+    return [tuple(k) for batch in batches for k in batch]
