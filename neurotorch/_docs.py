@@ -154,11 +154,13 @@ read
 docdict["fmri_features"] = """
 features
     What of the stimulus each item carries: embedding models (``"CLIP"``, ``"DINOv2"``,
-    ``"PEcore"``, ``"SigLIP2"``) and modalities (``"image"``, ``"captions"``,
-    ``"segmentation"``), one name or a list; ``None`` for betas only. One model gives the item key
-    ``embedding``, several ``embedding_<model>`` each; ``"image"`` gives ``image`` (see
-    ``image_transform``), ``"captions"`` a list of strings, ``"segmentation"`` uint8
-    ``(k, H, W)`` masks and ``segmentation_nouns``.
+    ``"PEcore"``, ``"SigLIP2"``), features of any vision model (a
+    `neurotorch.features.FeatureSpec`, or in YAML a dict of its fields: a model, a layer, a
+    pooling; computed once into the feature cache) and modalities (``"image"``, ``"captions"``,
+    ``"segmentation"``), one or a list; ``None`` for betas only. One feature space gives the item
+    key ``embedding``, several ``embedding_<name>`` each (the model's name, or the spec's
+    ``name``); ``"image"`` gives ``image`` (see ``image_transform``), ``"captions"`` a list of
+    strings, ``"segmentation"`` uint8 ``(k, H, W)`` masks and ``segmentation_nouns``.
 """
 docdict["image_transform"] = """
 image_transform

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 from feature_models import (
     TinyNet,
     direct_outputs,
@@ -172,6 +173,8 @@ def test_a_second_run_reads_the_cache_and_computes_nothing(tiny_laion_root, cach
     monkeypatch.setattr(ExtractionJob, "compute", refuse)
     again = load_features(spec, tiny_laion_root, options=cache)[spec.name]
     np.testing.assert_array_equal(again, first)
+    (entry,) = extract_features(spec, tiny_laion_root, options=cache)
+    assert entry.read_rows(np.arange(109)).tobytes() == first.tobytes()
     assert written == {p: p.stat().st_mtime_ns for p in folder.rglob("chunk-*")}
 
 
@@ -230,6 +233,15 @@ def test_a_damaged_chunk_is_recomputed_with_a_warning(tiny_laion_root, cache, ca
     assert any(
         damaged.name in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_spec_as_plain_values():
+    spec = FeatureSpec("microsoft/resnet-18", layer="encoder.stages.1", transform=TINY)
+    plain = spec.to_dict()
+    assert FeatureSpec(**plain) == spec
+    assert yaml.safe_load(yaml.safe_dump(plain)) == plain  # what hparams and checkpoints hold
+    described = FeatureSpec(TinyNet(), layer="block", transform=lambda x: x).to_dict()
+    assert described["model"] == "<TinyNet module>" and "lambda" in described["transform"]
 
 
 def test_specs_from_yaml_dicts_and_their_default_names():

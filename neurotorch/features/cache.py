@@ -198,6 +198,26 @@ class FeatureEntry:
                 "writable folder. Finished chunks are kept."
             ) from exc
 
+    def read_rows(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """Rows of the stimulus set (metadata order), in the order given, as float32
+        ``(len(rows), D)``: each chunk they fall in is read once and checked against its record
+        (`CacheError` if one is missing or damaged). Needs no model, in any process."""
+        key = self.key()
+        size, n_images = int(key["chunk_size"]), int(key["stimuli"]["n_images"])
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        blocks = {
+            int(chunk): self.read_chunk(
+                int(chunk), (int(chunk) * size, min((int(chunk) + 1) * size, n_images))
+            )
+            for chunk in np.unique(rows // size)
+        }
+        dim = next(iter(blocks.values())).shape[1] if blocks else 0
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        for chunk, block in blocks.items():
+            where = np.flatnonzero(rows // size == chunk)
+            out[where] = block[rows[where] - chunk * size]
+        return out
+
     def chunks_present(self) -> list[int]:
         """Chunks that have a record (not verified)."""
         return sorted(int(p.stem.split("-")[1]) for p in self.directory.glob("chunk-*.json"))

@@ -327,6 +327,49 @@ def extract_features(
 
 
 @fill_doc
+def prepare_features(
+    features: FeatureSpec | dict | Sequence[FeatureSpec | dict],
+    data_dir: str | os.PathLike | DataRoot | None = None,
+    *,
+    images: Sequence[str] | None = None,
+    options: ExtractionOptions | None = None,
+    storage_options: dict | None = None,
+) -> dict[str, FeatureEntry]:
+    """Make sure the cache holds every chunk of ``images``; return each spec's entry, by name.
+
+    Missing chunks are computed: this rank's first, then any other still missing (see the module
+    docstring), so every rank ends with the whole set. Present chunks are checked against their
+    CRC-32. The entries are small and picklable: `FeatureEntry.read_rows` reads rows of them in
+    any process, without the model (what the fMRI datasets' workers do).
+
+    Parameters
+    ----------
+    features
+        One `FeatureSpec` or several (or dicts of their fields).
+    %(data_dir)s
+    images
+        Image names whose chunks are needed (default: the whole stimulus set).
+    options
+        `ExtractionOptions`.
+    %(storage_options)s
+    """
+    specs, root, options = _prepare(features, data_dir, options, storage_options)
+    jobs, spans, row_of = plan(specs, root, options)
+    chunks = _chunks_of(images, row_of, options.chunk_size, spans[-1][1] if spans else 0)
+    counts = _run(jobs, chunks, options, help_others=True)
+    log.info(
+        "features: %d chunk(s) computed, %d read from the cache, for %s",
+        counts["computed"],
+        len(chunks) * len(jobs) - counts["computed"],
+        ", ".join(spec.name for spec in specs),
+    )
+    entries = {
+        spec.name: entry for job in jobs for spec, entry in zip(job.specs, job.entries, strict=True)
+    }
+    return {spec.name: entries[spec.name] for spec in specs}
+
+
+@fill_doc
 def load_features(
     features: FeatureSpec | dict | Sequence[FeatureSpec | dict],
     data_dir: str | os.PathLike | DataRoot | None = None,
@@ -337,9 +380,8 @@ def load_features(
 ) -> dict[str, np.ndarray]:
     """The ``(n_images, D)`` float32 matrix of each spec, rows in the order of ``images``.
 
-    Chunks missing from the cache are computed first (this rank's, then any other still
-    missing; see the module docstring); chunks present are read and checked against their
-    CRC-32.
+    `prepare_features` first (missing chunks computed, present ones checked), then the rows read
+    from the cache.
 
     Parameters
     ----------
@@ -358,42 +400,9 @@ def load_features(
     dict
         Feature space name → ``(len(images), D)`` float32 array.
     """
-    specs, root, options = _prepare(features, data_dir, options, storage_options)
-    jobs, spans, row_of = plan(specs, root, options)
-    n_images = spans[-1][1] if spans else 0
-    chunks = _chunks_of(images, row_of, options.chunk_size, n_images)
-    pairs = [
-        (spec, entry) for job in jobs for spec, entry in zip(job.specs, job.entries, strict=True)
-    ]
-    blocks = {
-        (spec.name, chunk): entry.load_chunk(chunk, spans[chunk])
-        for spec, entry in pairs
-        for chunk in chunks
-    }
-    lacking = sorted({chunk for (_, chunk), block in blocks.items() if block is None})
-    counts = _run(jobs, lacking, options, help_others=True) if lacking else {"computed": 0}
-    for spec, entry in pairs:
-        for chunk in lacking:
-            if blocks[spec.name, chunk] is None:
-                blocks[spec.name, chunk] = entry.read_chunk(chunk, spans[chunk])
-    log.info(
-        "features: %d chunk(s) computed, %d read from the cache, for %s",
-        counts["computed"],
-        len(chunks) * len(jobs) - counts["computed"],
-        ", ".join(spec.name for spec in specs),
+    entries = prepare_features(
+        features, data_dir, images=images, options=options, storage_options=storage_options
     )
-    rows = (
-        np.arange(n_images)
-        if images is None
-        else np.fromiter((row_of[name] for name in images), dtype=np.int64, count=len(images))
-    )
-    size = options.chunk_size
-    out = {}
-    for spec, _ in pairs:
-        dim = blocks[spec.name, chunks[0]].shape[1] if chunks else 0
-        matrix = np.empty((len(rows), dim), dtype=np.float32)
-        for chunk in chunks:
-            where = np.flatnonzero(rows // size == chunk)
-            matrix[where] = blocks[spec.name, chunk][rows[where] - spans[chunk][0]]
-        out[spec.name] = matrix
-    return {spec.name: out[spec.name] for spec in specs}
+    with Stimuli(resolve_root(data_dir, storage_options)) as stimuli:
+        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(list(images))
+    return {name: entry.read_rows(rows) for name, entry in entries.items()}

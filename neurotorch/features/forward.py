@@ -28,7 +28,7 @@ from neurotorch.features.images import StimulusImageDataset
 from neurotorch.features.pooling import layer_tensor, pool, random_projection_matrix
 from neurotorch.features.sources import LoadedModel, load_model
 from neurotorch.features.spec import REDUCING, FeatureSpec
-from neurotorch.features.transforms import transform_identity
+from neurotorch.features.transforms import check_output, transform_identity
 from neurotorch.io.storage import DataRoot
 
 log = logging.getLogger(__name__)
@@ -227,28 +227,50 @@ class ExtractionJob:
         return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
 
 
-def layer_shapes(spec: FeatureSpec, device: str = "cpu") -> list[tuple[str, str, tuple | None]]:
-    """Every module of the spec's model with its class and the shape of its output for one
-    mid-grey 256 × 256 image after the spec's (or the model's) preprocessing; ``None`` for a
-    module that does not run on images (or outputs no tensor)."""
+def _one_image(spec: FeatureSpec, layers: Sequence[str], device: torch.device):
+    """The model's output and the outputs of ``layers`` for one mid-grey 256 × 256 image after the
+    spec's (or the model's) preprocessing, and the loaded model."""
     from PIL import Image
 
-    loaded = loaded_model(spec, torch.device(device))
+    loaded = loaded_model(spec, device)
     transform = spec.transform or loaded.transform
-    image = transform(Image.new("RGB", (256, 256), (128, 128, 128)))
-    modules = dict(loaded.module.named_modules())
-    capture = LayerCapture(loaded.module, [name for name in modules if name])
+    image = check_output(transform(Image.new("RGB", (256, 256), (128, 128, 128))), transform)
+    capture = LayerCapture(loaded.module, [name for name in layers if name])
     try:
         with torch.inference_mode():
             output = loaded.forward(image[None].to(device))
     finally:
         capture.remove()
-    capture.outputs[""] = output
+    return output, capture.outputs, loaded
+
+
+def layer_shapes(spec: FeatureSpec, device: str = "cpu") -> list[tuple[str, str, tuple | None]]:
+    """Every module of the spec's model with its class and the shape of its output for one
+    mid-grey image (see `_one_image`); ``None`` for a module that does not run on images (or
+    outputs no tensor)."""
+    modules = dict(loaded_model(spec, torch.device(device)).module.named_modules())
+    output, outputs, _ = _one_image(spec, list(modules), torch.device(device))
+    outputs[""] = output
     shapes = []
     for name, module in modules.items():
         try:
-            shape = tuple(layer_tensor(capture.outputs[name], name).shape)
+            shape = tuple(layer_tensor(outputs[name], name).shape)
         except (KeyError, ParameterError):
             shape = None
         shapes.append((name, type(module).__name__, shape))
     return shapes
+
+
+def pooled_dims(specs: Sequence[FeatureSpec], device: torch.device) -> dict[str, int]:
+    """The length of each spec's vector, by name: ``k`` for the projections, else the pooled
+    output of one mid-grey image."""
+    dims = {}
+    for spec in specs:
+        if spec.pooling in REDUCING:
+            dims[spec.name] = int(spec.k)
+            continue
+        check_layers(loaded_model(spec, device).module, [spec])
+        output, outputs, _ = _one_image(spec, [spec.layer], device)
+        x = layer_tensor(outputs[spec.layer] if spec.layer else output, spec.layer)
+        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])
+    return dims

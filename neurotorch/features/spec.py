@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -271,6 +271,23 @@ class FeatureSpec:
             "config": self.config,
             "seed": self.seed if self.weights == RANDOM_WEIGHTS else None,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain values (for hyperparameters and checkpoints). A module model or a
+        callable transform is described by text: such a spec cannot be rebuilt from it."""
+        out = {item.name: getattr(self, item.name) for item in fields(self)}
+        if isinstance(self.model, torch.nn.Module):
+            out["model"] = f"<{type(self.model).__qualname__} module>"
+        transform = self.transform
+        if isinstance(transform, ImageTransform):
+            out["transform"] = {
+                **asdict(transform),
+                "mean": list(transform.mean),
+                "std": list(transform.std),
+            }
+        elif transform is not None:
+            out["transform"] = repr(transform)
+        return out
 
     def pooling_identity(self) -> dict[str, Any]:
         """What identifies the pooling in the feature cache."""
