@@ -143,3 +143,54 @@ def extract_as_rank(rank: int, world_size: int, root: str, cache: str, log: str,
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
+
+
+# -- the ResNet-18 of the encoder_features config, on the tiny tree --------------------------------
+
+#: microsoft/resnet-18's architecture (its config.json), for seeded random weights offline.
+RESNET18 = {
+    "model_type": "resnet",
+    "embedding_size": 64,
+    "hidden_sizes": [64, 128, 256, 512],
+    "depths": [2, 2, 2, 2],
+    "layer_type": "basic",
+}
+RESNET18_LAYERS = {f"resnet18_layer{stage + 1}": stage for stage in (1, 2, 3)}
+
+
+def resnet18_feature_specs(px: int = 32) -> list[dict]:
+    """The config's ResNet-18 spaces with seeded random weights and ``px``-pixel images (no
+    download), as the YAML dicts of ``features``."""
+    return [
+        {
+            "model": "microsoft/resnet-18",
+            "weights": "random",
+            "config": RESNET18,
+            "transform": {"resize": px, "crop": px},
+            "layer": f"encoder.stages.{stage}",
+            "name": name,
+        }
+        for name, stage in RESNET18_LAYERS.items()
+    ]
+
+
+def resnet18_features(root: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The ResNet-18 spaces of ``names`` by hand: transformers' model with the documented random
+    weights (torch seeded with 0, then the library's constructor), each 32 px image normalised,
+    each stage's output averaged over positions."""
+    import transformers
+
+    options = {k: v for k, v in RESNET18.items() if k != "model_type"}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        config = transformers.AutoConfig.for_model("resnet", **options)
+        model = transformers.AutoModel.from_config(config).eval()
+    all_names, images = stimulus_images(root)
+    position = {name: k for k, name in enumerate(all_names)}
+    batch = torch.stack([normalised(images[position[name]]) for name in names])
+    with torch.no_grad():
+        hidden = model(pixel_values=batch, output_hidden_states=True).hidden_states
+    return {
+        name: hidden[stage + 1].mean(dim=(2, 3)).double().numpy()
+        for name, stage in RESNET18_LAYERS.items()
+    }

@@ -141,7 +141,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features", help="stimulus features of vision models: list, extract, describe the cache"
     )
-    verbs = p.add_subparsers(dest="verb", metavar="verb", parser_class=Parser, required=True)
+    verbs = p.add_subparsers(
+        dest="verb",
+        metavar="verb",
+        parser_class=Parser,
+        required=True,
+        help="list, extract or describe (neurotorch features VERB --help)",
+    )
     listing = verbs.add_parser(
         "list", help="the feature cache's entries, or (--model) a model's layers and output shapes"
     )
