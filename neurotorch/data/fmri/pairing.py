@@ -56,9 +56,8 @@ def split_features(
     specs: dict[str, FeatureSpec] = {}
     modalities: list[str] = []
     for item in items:
-        if isinstance(item, dict):
-            item = FeatureSpec(**item)
-        if isinstance(item, FeatureSpec):
+        if isinstance(item, FeatureSpec | dict):
+            item = as_spec(item)
             spaces.append(item.name)
             specs[item.name] = item
             continue
@@ -74,12 +73,17 @@ def split_features(
 
 
 def plain_features(features: Features | dict) -> Any:
-    """``features`` with every `FeatureSpec` as plain values (for hyperparameters)."""
-    if isinstance(features, FeatureSpec):
-        return features.to_dict()
-    if features is None or isinstance(features, str | dict):
+    """``features`` with every `FeatureSpec` (or dict of its fields) as its plain values, every
+    field given (for hyperparameters and checkpoints)."""
+    if features is None or isinstance(features, str):
         return features
-    return [item.to_dict() if isinstance(item, FeatureSpec) else item for item in features]
+    if isinstance(features, FeatureSpec | dict):
+        return plain_features([features])[0]
+    return [item if isinstance(item, str) else as_spec(item).to_dict() for item in features]
+
+
+def as_spec(item: FeatureSpec | dict) -> FeatureSpec:
+    return item if isinstance(item, FeatureSpec) else FeatureSpec(**item)
 
 
 def embedding_key(name: str, names: Sequence[str]) -> str:
