@@ -11,6 +11,8 @@ POOLING = "neurotorch/features/pooling.py"
 EXTRACT = "neurotorch/features/extract.py"
 DIRECT = f"{FEATURES}::test_cached_features_equal_a_direct_forward_pass"
 CHANGED = f"{FEATURES}::test_a_changed_key_part_is_another_entry"
+DATA = "tests/test_features_data.py"
+PAIRING = "neurotorch/data/fmri/pairing.py"
 
 MUTANTS = [
     Mutant(
@@ -81,8 +83,8 @@ MUTANTS = [
     Mutant(
         "features-rows-in-sorted-order",
         EXTRACT,
-        "        else np.fromiter((row_of[name] for name in images), dtype=np.int64, count=len(images))",
-        "        else np.sort(np.fromiter((row_of[n] for n in images), np.int64, count=len(images)))",
+        "        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(list(images))",
+        "        rows = np.arange(len(stimuli.images)) if images is None else np.sort(stimuli.rows(images))",
         (f"{FEATURES}::test_rows_follow_the_requested_image_order",),
     ),
     Mutant(
@@ -176,5 +178,33 @@ MUTANTS = [
         "    if requested and multiprocessing.current_process().daemon:",
         "    if False:",
         (f"{RUNS}::test_two_worker_processes_compute_each_image_once",),
+    ),
+    Mutant(
+        "features-paired-rows-in-sorted-order",
+        PAIRING,
+        "                    self.extracted[name].read_rows(self._rows)",
+        "                    self.extracted[name].read_rows(np.sort(self._rows))",
+        (f"{DATA}::test_map_style_items_carry_their_own_images_features_in_workers",),
+    ),
+    Mutant(
+        "features-specs-in-hparams",
+        PAIRING,
+        "    return [item if isinstance(item, str) else as_spec(item).to_dict() for item in features]",
+        "    return list(features)",
+        (f"{DATA}::test_the_datamodule_takes_specs_as_yaml_dicts",),
+    ),
+    Mutant(
+        "features-colliding-names-accepted",
+        PAIRING,
+        "    repeated = sorted({name for name in spaces if spaces.count(name) > 1})",
+        "    repeated = []",
+        (f"{DATA}::test_features_that_cannot_be_paired_are_refused",),
+    ),
+    Mutant(
+        "features-dims-of-the-batch-axis",
+        "neurotorch/features/forward.py",
+        "        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])",
+        "        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[0])",
+        (f"{DATA}::test_the_datamodule_takes_specs_as_yaml_dicts",),
     ),
 ]
