@@ -156,7 +156,8 @@ class FeatureSpec:
         (the transformers image processor, the torchvision weights' transforms, timm's data
         config, open_clip's validation transform).
     seed
-        Seed of the random weights, the random projection and the PCA fitting sample.
+        Seed of the random projection and of the PCA fitting sample, and, with
+        ``weights="random"``, of the weights (then two seeds are two models).
     name
         Name of the feature space: the batch key is ``embedding_<name>``; default
         ``<model>_<layer>`` (with ``_<pooling><k>`` unless the pooling is ``"avg"``), every
