@@ -192,7 +192,7 @@ def test_the_features_config_run_twice_reads_every_feature_from_the_cache(
     assert main(args) == 0
     second = capsys.readouterr()
     assert "chunk(s) computed" in second.err and " 1 chunk(s) computed" not in second.err
-    assert "features: 0 chunk(s) computed, 1 read from the cache" in second.err
+    assert "features: 0 chunk(s) computed, 1 already in the cache" in second.err
     assert sorted(p.name for p in (tmp_path / "cache" / "features").glob("*/manifest.json")) == (
         entries
     )

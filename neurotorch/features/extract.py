@@ -220,7 +220,7 @@ def plan(
 
 
 def _chunks_of(
-    names: Sequence[str] | None, row_of: dict[str, int], size: int, n_images: int
+    names: Sequence[str] | None, row_of: dict[str, int], *, size: int, n_images: int
 ) -> list[int]:
     if names is None:
         return list(range(-(-n_images // size)))
@@ -252,38 +252,59 @@ def _run(
     options: ExtractionOptions,
     *,
     help_others: bool,
-) -> dict[str, int]:
-    """Run the PCA fits, then the chunks of this rank (and, with ``help_others``, the rest)."""
+) -> tuple[int, int]:
+    """Run the PCA fits, then the chunks of this rank (and, with ``help_others``, the rest);
+    ``(chunks computed, chunks this process was responsible for)``, over every job."""
     rank, world_size = rank_and_world_size(options)
     own = [c for c in chunks if c % world_size == rank]
     order = own + ([c for c in chunks if c % world_size != rank] if help_others else [])
-    counts = {"computed": 0}
+    computed = 0
     engine = {"workers": options.workers, "scheduler": options.scheduler}
     for job in jobs:
         if any(spec.pooling == "pca" for spec in job.specs):
             run_here(PcaUnit(job))
         units = [ChunkUnit(job, chunk) for chunk in order]
         if units:
-            counts["computed"] += run_here(units[0])
+            computed += run_here(units[0])
         label = f"features {job.specs[0].model_label}"
         for result in run_units(units[1:], progress=options.progress, desc=label, **engine):
-            counts["computed"] += result.status == "ran"
+            computed += result.status == "ran"
         for entry in job.entries:
             if entry.manifest() is None and set(entry.chunks_present()) >= set(
                 range(len(job.spans))
             ):
                 entry.write_manifest(job.spans)
-    return counts
+    return computed, len(order) * len(jobs)
 
 
-def _prepare(
-    features: Any, data_dir: Any, options: ExtractionOptions | None, storage_options: Any
-) -> tuple[list[FeatureSpec], DataRoot, ExtractionOptions]:
+def _fill(
+    features: Any,
+    data_dir: Any,
+    *,
+    images: Sequence[str] | None,
+    options: ExtractionOptions | None,
+    storage_options: dict | None,
+    help_others: bool,
+) -> dict[str, FeatureEntry]:
+    """What `extract_features` and `prepare_features` share: plan, run, report; the entries."""
     specs = as_specs(features)
     options = options if options is not None else ExtractionOptions()
     if not isinstance(options, ExtractionOptions):
         raise ParameterError(f"options must be an ExtractionOptions, got {options!r}.")
-    return specs, resolve_root(data_dir, storage_options), options
+    jobs, spans, row_of = plan(specs, resolve_root(data_dir, storage_options), options)
+    n_images = spans[-1][1] if spans else 0
+    chunks = _chunks_of(images, row_of, size=options.chunk_size, n_images=n_images)
+    computed, considered = _run(jobs, chunks, options, help_others=help_others)
+    log.info(
+        "features: %d chunk(s) computed, %d already in the cache, for %s",
+        computed,
+        considered - computed,
+        ", ".join(spec.name for spec in specs),
+    )
+    entries = {
+        spec.name: entry for job in jobs for spec, entry in zip(job.specs, job.entries, strict=True)
+    }
+    return {spec.name: entries[spec.name] for spec in specs}
 
 
 @fill_doc
@@ -313,17 +334,15 @@ def extract_features(
     list of FeatureEntry
         The cache entry of each spec, in order (``entry.describe()`` summarises one).
     """
-    specs, root, options = _prepare(features, data_dir, options, storage_options)
-    jobs, spans, row_of = plan(specs, root, options)
-    chunks = _chunks_of(images, row_of, options.chunk_size, spans[-1][1] if spans else 0)
-    counts = _run(jobs, chunks, options, help_others=False)
-    log.info(
-        "features: %d chunk(s) computed, %d found in the cache, for %s",
-        counts["computed"],
-        len(chunks) * len(jobs) - counts["computed"],
-        ", ".join(spec.name for spec in specs),
+    entries = _fill(
+        features,
+        data_dir,
+        images=images,
+        options=options,
+        storage_options=storage_options,
+        help_others=False,
     )
-    return [entry for job in jobs for entry in job.entries]
+    return list(entries.values())
 
 
 @fill_doc
@@ -353,20 +372,14 @@ def prepare_features(
         `ExtractionOptions`.
     %(storage_options)s
     """
-    specs, root, options = _prepare(features, data_dir, options, storage_options)
-    jobs, spans, row_of = plan(specs, root, options)
-    chunks = _chunks_of(images, row_of, options.chunk_size, spans[-1][1] if spans else 0)
-    counts = _run(jobs, chunks, options, help_others=True)
-    log.info(
-        "features: %d chunk(s) computed, %d read from the cache, for %s",
-        counts["computed"],
-        len(chunks) * len(jobs) - counts["computed"],
-        ", ".join(spec.name for spec in specs),
+    return _fill(
+        features,
+        data_dir,
+        images=images,
+        options=options,
+        storage_options=storage_options,
+        help_others=True,
     )
-    entries = {
-        spec.name: entry for job in jobs for spec, entry in zip(job.specs, job.entries, strict=True)
-    }
-    return {spec.name: entries[spec.name] for spec in specs}
 
 
 @fill_doc

@@ -132,8 +132,8 @@ MUTANTS = [
     Mutant(
         "features-extract-does-every-rank",
         EXTRACT,
-        "    counts = _run(jobs, chunks, options, help_others=False)",
-        "    counts = _run(jobs, chunks, options, help_others=True)",
+        "        help_others=False,",
+        "        help_others=True,",
         (f"{FEATURES}::test_ranks_take_their_own_chunks_first",),
     ),
     Mutant(
