@@ -112,6 +112,25 @@ synthetic_size
 """
 
 
+# -- stimulus features (neurotorch.features) ---------------------------------------------------
+docdict["features_data_dir"] = """
+data_dir
+    The LAION-fMRI root whose stimulus set is used (a folder, an fsspec URL or a
+    `neurotorch.io.storage.DataRoot`); default: the configured root. (``"synthetic"`` is resolved
+    by the datasets and the command line, not here: pass the folder
+    `neurotorch.synthetic.laion_fmri.make_laion_fmri` returns.)
+"""
+docdict["feature_specs"] = """
+features
+    One `neurotorch.features.FeatureSpec` or several (or dicts of their fields).
+"""
+docdict["feature_options"] = """
+options
+    `neurotorch.features.ExtractionOptions`: device, batch size, image-decoding workers, chunk
+    size, worker processes or Dask scheduler, ranks, cache folder, progress bar.
+"""
+
+
 # -- reference models (neurotorch.models) --------------------------------------------------------
 docdict["output_dir"] = """
 output_dir

@@ -23,6 +23,7 @@ _EXPORTS = {
     "ExtractionOptions": "neurotorch.features.extract",
     "extract_features": "neurotorch.features.extract",
     "load_features": "neurotorch.features.extract",
+    "prepare_features": "neurotorch.features.extract",
     "FeatureEntry": "neurotorch.features.cache",
     "list_entries": "neurotorch.features.cache",
     "StimulusImageDataset": "neurotorch.features.images",

@@ -320,13 +320,11 @@ def extract_features(
 
     Parameters
     ----------
-    features
-        One `FeatureSpec` or several (or dicts of their fields).
-    %(data_dir)s
+    %(feature_specs)s
+    %(features_data_dir)s
     images
         Image names whose chunks are needed (default: the whole stimulus set).
-    options
-        `ExtractionOptions` (device, batch size, workers, chunk size, ranks, cache folder).
+    %(feature_options)s
     %(storage_options)s
 
     Returns
@@ -363,13 +361,11 @@ def prepare_features(
 
     Parameters
     ----------
-    features
-        One `FeatureSpec` or several (or dicts of their fields).
-    %(data_dir)s
+    %(feature_specs)s
+    %(features_data_dir)s
     images
         Image names whose chunks are needed (default: the whole stimulus set).
-    options
-        `ExtractionOptions`.
+    %(feature_options)s
     %(storage_options)s
     """
     return _fill(
@@ -398,14 +394,12 @@ def load_features(
 
     Parameters
     ----------
-    features
-        One `FeatureSpec` or several (or dicts of their fields).
-    %(data_dir)s
+    %(feature_specs)s
+    %(features_data_dir)s
     images
         Image names, in the order of the rows wanted (default: the whole stimulus set in
         metadata order).
-    options
-        `ExtractionOptions`.
+    %(feature_options)s
     %(storage_options)s
 
     Returns
