@@ -117,6 +117,7 @@ def test_random_projection_matches_its_documented_matrix(tiny_laion_root, images
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pca_images", [50, 4096])  # a sample of the set, and all of it
 def test_pca_matches_scikit_learn_on_the_documented_sample(
     pca_images, tiny_laion_root, images, cache

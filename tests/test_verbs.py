@@ -37,8 +37,14 @@ def overrides(name: str, laion_root: Path) -> list[str]:
     """Command-line overrides that put a built-in config on tiny data."""
     tiny = ["--data.init_args.data_dir", str(laion_root), "--data.init_args.batch_size", "16"]
     if name == "encoder_features":  # the ResNet-18 with seeded random weights: no download
-        features = ["CLIP", *resnet18_feature_specs()]
-        return [*tiny, "--data.init_args.features", json.dumps(features)]
+        features = ["CLIP", *resnet18_feature_specs()]  # one band ratio: 4 spaces, a short grid
+        return [
+            *tiny,
+            "--data.init_args.features",
+            json.dumps(features),
+            "--model.init_args.band_ratios",
+            "[1.0]",
+        ]
     if name.startswith("encoder"):
         return tiny
     if name == "calibrator":
