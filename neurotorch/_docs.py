@@ -139,6 +139,25 @@ docdict["lnm_lesion_options"] = """
     ``threshold``, ``space``, ``resample``, ``allow_other_space`` of `load_lesions`.
 """
 
+# -- stimulus features (neurotorch.features) ---------------------------------------------------
+docdict["features_data_dir"] = """
+data_dir
+    The LAION-fMRI root whose stimulus set is used (a folder, an fsspec URL or a
+    `neurotorch.io.storage.DataRoot`); default: the configured root. (``"synthetic"`` is resolved
+    by the datasets and the command line, not here: pass the folder
+    `neurotorch.synthetic.laion_fmri.make_laion_fmri` returns.)
+"""
+docdict["feature_specs"] = """
+features
+    One `neurotorch.features.FeatureSpec` or several (or dicts of their fields).
+"""
+docdict["feature_options"] = """
+options
+    `neurotorch.features.ExtractionOptions`: device, batch size, image-decoding workers, chunk
+    size, worker processes or Dask scheduler, ranks, cache folder, progress bar.
+"""
+
+
 # -- reference models (neurotorch.models) --------------------------------------------------------
 docdict["output_dir"] = """
 output_dir
@@ -181,11 +200,13 @@ read
 docdict["fmri_features"] = """
 features
     What of the stimulus each item carries: embedding models (``"CLIP"``, ``"DINOv2"``,
-    ``"PEcore"``, ``"SigLIP2"``) and modalities (``"image"``, ``"captions"``,
-    ``"segmentation"``), one name or a list; ``None`` for betas only. One model gives the item key
-    ``embedding``, several ``embedding_<model>`` each; ``"image"`` gives ``image`` (see
-    ``image_transform``), ``"captions"`` a list of strings, ``"segmentation"`` uint8
-    ``(k, H, W)`` masks and ``segmentation_nouns``.
+    ``"PEcore"``, ``"SigLIP2"``), features of any vision model (a
+    `neurotorch.features.FeatureSpec`, or in YAML a dict of its fields: a model, a layer, a
+    pooling; computed once into the feature cache) and modalities (``"image"``, ``"captions"``,
+    ``"segmentation"``), one or a list; ``None`` for betas only. One feature space gives the item
+    key ``embedding``, several ``embedding_<name>`` each (the model's name, or the spec's
+    ``name``); ``"image"`` gives ``image`` (see ``image_transform``), ``"captions"`` a list of
+    strings, ``"segmentation"`` uint8 ``(k, H, W)`` masks and ``segmentation_nouns``.
 """
 docdict["image_transform"] = """
 image_transform

@@ -189,3 +189,8 @@ class ImplausibleDataError(FormatError, ParameterError):
     EEG measured in tesla, a gradiometer coil on an EEG channel, a negative posterior variance or
     a covariance that is not positive semi-definite. A `FormatError` when it comes from a file, a
     `ParameterError` when it is an argument (both ``except`` clauses catch it)."""
+
+
+class WeightsNotAvailableError(DataNotDownloadedError):
+    """A model's weights (or its configuration or preprocessing) are not on this machine and
+    cannot be downloaded; the message names them and how to point at a local copy."""

@@ -19,7 +19,7 @@ from neurotorch.cli.configs import builtin_configs, builtin_folder, resolve_conf
 from neurotorch.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ["calibrator", "encoder", "encoder_banded", "encoder_stream", "lnm"]
+NAMES = ["calibrator", "encoder", "encoder_banded", "encoder_features", "encoder_stream", "lnm"]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

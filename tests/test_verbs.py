@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from feature_models import RESNET18_LAYERS, resnet18_feature_specs, resnet18_features
 from scipy.stats import norm
 
 from neurotorch.cli import main
@@ -34,8 +35,18 @@ TINY_CALIBRATION = {"train_length": 64, "val_length": 32, "test_length": 32, "ba
 
 def overrides(name: str, laion_root: Path) -> list[str]:
     """Command-line overrides that put a built-in config on tiny data."""
+    tiny = ["--data.init_args.data_dir", str(laion_root), "--data.init_args.batch_size", "16"]
+    if name == "encoder_features":  # the ResNet-18 with seeded random weights: no download
+        features = ["CLIP", *resnet18_feature_specs()]  # one band ratio: 4 spaces, a short grid
+        return [
+            *tiny,
+            "--data.init_args.features",
+            json.dumps(features),
+            "--model.init_args.band_ratios",
+            "[1.0]",
+        ]
     if name.startswith("encoder"):
-        return ["--data.init_args.data_dir", str(laion_root), "--data.init_args.batch_size", "16"]
+        return tiny
     if name == "calibrator":
         return [
             arg for k, v in TINY_CALIBRATION.items() for arg in (f"--data.init_args.{k}", str(v))
@@ -78,6 +89,10 @@ def check_encoder(predictions: dict, state: dict, laion_root: Path, spaces: list
     by the predicted rows' image names."""
     parts = []
     for space in spaces:
+        if space in RESNET18_LAYERS:  # an extracted space: the model run by hand
+            names = predictions["image_name"].tolist()
+            parts.append(resnet18_features(laion_root, names)[space])
+            continue
         with h5py.File(laion_root / "stimuli" / f"task-images_desc-{space}_embeddings.h5") as f:
             ids = [name.decode() for name in f["image_ids"][:]]
             rows = [ids.index(name) for name in predictions["image_name"]]
@@ -168,7 +183,7 @@ def check_lnm(predictions: dict, state: dict, connectome: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["encoder", "encoder_stream", "encoder_banded", "calibrator", "lnm"]
+    "name", ["encoder", "encoder_stream", "encoder_banded", "encoder_features", "calibrator", "lnm"]
 )
 def test_every_verb_of_a_builtin_config(name, tiny_laion_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a fresh folder: the config is found by its name
@@ -196,7 +211,11 @@ def test_every_verb_of_a_builtin_config(name, tiny_laion_root, tmp_path, monkeyp
         predictions = dict(stored)
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
     if name.startswith("encoder"):
-        spaces = ["CLIP", "DINOv2"] if name == "encoder_banded" else ["CLIP"]
+        spaces = {
+            "encoder_banded": ["CLIP", "DINOv2"],
+            "encoder_features": ["CLIP", *RESNET18_LAYERS],
+        }
+        spaces = spaces.get(name, ["CLIP"])
         check_encoder(predictions, state, tiny_laion_root, spaces)
     elif name == "calibrator":
         settings = yaml.safe_load(Path(resolve_config(name)).read_text())["data"]["init_args"]

@@ -16,6 +16,7 @@ from neurotorch.cli import (
     configs,
     describe,
     download,
+    features,
     lightning,
     lnm,
     prepare,
@@ -25,7 +26,7 @@ from neurotorch.cli import (
 from neurotorch.cli.arguments import EXIT_DATA, EXIT_USAGE, Parser, UsageError
 
 DEBUG_FLAG = "--debug"
-COMMANDS = (configs, synth, prepare, download, describe, verify, lnm)
+COMMANDS = (configs, synth, prepare, download, describe, verify, lnm, features)
 LIGHTNING_HELP = {
     "fit": "train a model from a config (--config NAME_OR_FILE), then test it",
     "validate": "score a fitted model (--ckpt_path) on the validation split",

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
 from neurotorch.data.fmri.betas import BetasDataset, Settings, as_subject_list
-from neurotorch.data.fmri.pairing import Feature, feature_dims
+from neurotorch.data.fmri.pairing import Feature, feature_dims, plain_features
 from neurotorch.data.fmri.settings import (
     TRAINING_SHUFFLE_BUFFER,
     ReadSettings,
@@ -37,6 +37,7 @@ from neurotorch.data.fmri.store import build_store
 from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.fmri.trials import TrialSelection
 from neurotorch.errors import ParameterError
+from neurotorch.features import FeatureSpec
 from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
 from neurotorch.fmri.voxel_table import voxel_table
 from neurotorch.io.storage import DataRoot
@@ -76,7 +77,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         *,
         trials: TrialSelection | None = None,
         voxels: VoxelSelection | None = None,
-        features: Feature | list[Feature] | None = "CLIP",
+        features: Feature | FeatureSpec | list[Feature | FeatureSpec] | None = "CLIP",
         read: ReadSettings | None = None,
         streaming: bool = False,
         batch_size: int = 256,
@@ -97,6 +98,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         self.synthetic = as_settings(SyntheticOptions, synthetic, "synthetic")
         self.features = features
         # hparams (and checkpoints) hold plain values, never the settings objects
+        features = plain_features(features)
         trials = self.trial_selection.to_dict()
         voxels = self.voxel_selection.to_dict()
         read = self.read.to_dict()

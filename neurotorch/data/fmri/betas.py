@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_names
 from neurotorch.data.collate import ItemBatch, batch_tensor, collate_items
-from neurotorch.data.fmri.pairing import Feature, StimulusPairing
+from neurotorch.data.fmri.pairing import Features, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
 from neurotorch.data.fmri.store import PreparedStore, SessionStore, build_store
 from neurotorch.data.fmri.trials import TrialSelection, check_unique, select_trials
@@ -143,7 +143,7 @@ class BetasDataset(Dataset):
         *,
         trials: TrialSelection | Settings = None,
         voxels: VoxelSelection | Settings = None,
-        features: Feature | Sequence[Feature] | None = "CLIP",
+        features: Features = "CLIP",
         read: ReadSettings | Settings = None,
         image_transform: Callable[[Any], Any] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,

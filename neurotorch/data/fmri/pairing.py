@@ -1,7 +1,8 @@
 """The stimulus side of a trial: embeddings, decoded image, captions, segmentation masks.
 
 `StimulusPairing` turns the image names of a dataset's items into the ``features`` asked for:
-embedding models (``"CLIP"``, ``"DINOv2"``, ``"PEcore"``, ``"SigLIP2"``) and stimulus
+embedding models (``"CLIP"``, ``"DINOv2"``, ``"PEcore"``, ``"SigLIP2"``), features of any vision
+model (a `neurotorch.features.FeatureSpec`, computed once into the feature cache) and stimulus
 modalities (``"image"``, ``"captions"``, ``"segmentation"``), read lazily in each process.
 """
 
@@ -14,8 +15,11 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from neurotorch._options import as_names, check_option
-from neurotorch.errors import FormatError
+from neurotorch._options import check_option
+from neurotorch.errors import FormatError, ParameterError
+from neurotorch.features import FeatureEntry, FeatureSpec
+from neurotorch.features.extract import prepare_features, resolve_device
+from neurotorch.features.forward import pooled_dims
 from neurotorch.fmri import layout
 from neurotorch.fmri.stimuli import Stimuli
 from neurotorch.io.storage import DataRoot
@@ -25,18 +29,67 @@ FEATURES = get_args(Feature)
 MODALITIES = ("image", "captions", "segmentation")
 
 
-def split_features(features: str | Sequence[str] | None) -> tuple[list[str], tuple[str, ...]]:
-    """``(embedding models, modalities)`` named by ``features`` (each checked, a string is one)."""
-    names = [] if features is None else as_names("features", features)
-    for name in names:
-        check_option("features", name, FEATURES)
-    return [n for n in names if n not in MODALITIES], tuple(n for n in names if n in MODALITIES)
+Features = Feature | FeatureSpec | Sequence[Feature | FeatureSpec] | None
+#: What ``features=`` says next to the names when one is not accepted.
+SPEC_HINT = (
+    "Features of another vision model are a FeatureSpec (in YAML a dict such as {model: "
+    "microsoft/resnet-18, layer: encoder.stages.1}); see docs/features.md."
+)
 
 
-def embedding_key(model: str, models: Sequence[str]) -> str:
-    """The item key of ``model``'s embedding: ``embedding`` alone, ``embedding_<model>`` among
-    several models."""
-    return "embedding" if len(models) == 1 else f"embedding_{model}"
+def split_features(
+    features: Features | dict,
+) -> tuple[list[str], dict[str, FeatureSpec], tuple[str, ...]]:
+    """``(feature space names, {name: spec} of the extracted ones, modalities)`` of ``features``.
+
+    A string or a spec is one feature; a dict is the fields of a `FeatureSpec`. Names are
+    checked, and two feature spaces of one name (a spec named ``"CLIP"`` beside ``"CLIP"``) are
+    refused: their item keys would collide.
+    """
+    if features is None:
+        items: list = []
+    elif isinstance(features, str | FeatureSpec | dict):
+        items = [features]
+    else:
+        items = list(features)
+    spaces: list[str] = []
+    specs: dict[str, FeatureSpec] = {}
+    modalities: list[str] = []
+    for item in items:
+        if isinstance(item, FeatureSpec | dict):
+            item = as_spec(item)
+            spaces.append(item.name)
+            specs[item.name] = item
+            continue
+        check_option("features", item, FEATURES, hint=SPEC_HINT)
+        (modalities if item in MODALITIES else spaces).append(item)
+    repeated = sorted({name for name in spaces if spaces.count(name) > 1})
+    if repeated:
+        raise ParameterError(
+            f"features names the feature space(s) {repeated} twice, so their item keys "
+            "embedding_<name> would collide; give each FeatureSpec its own name=."
+        )
+    return spaces, specs, tuple(dict.fromkeys(modalities))
+
+
+def plain_features(features: Features | dict) -> Any:
+    """``features`` with every `FeatureSpec` (or dict of its fields) as its plain values, every
+    field given (for hyperparameters and checkpoints)."""
+    if features is None or isinstance(features, str):
+        return features
+    if isinstance(features, FeatureSpec | dict):
+        return plain_features([features])[0]
+    return [item if isinstance(item, str) else as_spec(item).to_dict() for item in features]
+
+
+def as_spec(item: FeatureSpec | dict) -> FeatureSpec:
+    return item if isinstance(item, FeatureSpec) else FeatureSpec(**item)
+
+
+def embedding_key(name: str, names: Sequence[str]) -> str:
+    """The item key of a feature space: ``embedding`` alone, ``embedding_<name>`` among several
+    (``<name>`` is the embedding model, or the spec's name)."""
+    return "embedding" if len(names) == 1 else f"embedding_{name}"
 
 
 def image_to_tensor(image: Any) -> torch.Tensor:
@@ -56,10 +109,12 @@ class StimulusPairing:
     image_names
         The images the dataset can ask for; embeddings of these rows are read once per process.
     features
-        Embedding models and modalities (see `split_features`). One model gives the item key
-        ``embedding``; several give ``embedding_<model>`` each; ``"image"`` is decoded, then
-        passed to ``image_transform``; ``"captions"`` is a list of str in caption order;
-        ``"segmentation"`` gives uint8 ``(k, H, W)`` masks and their nouns.
+        Embedding models, feature specs and modalities (see `split_features`). One feature space
+        gives the item key ``embedding``; several give ``embedding_<name>`` each; ``"image"`` is
+        decoded, then passed to ``image_transform``; ``"captions"`` is a list of str in caption
+        order; ``"segmentation"`` gives uint8 ``(k, H, W)`` masks and their nouns. A spec's
+        features are computed into the feature cache when the pairing is made (missing chunks
+        only), then read from it in each process, without the model.
     image_transform
         Callable on a PIL image; default `image_to_tensor`.
     """
@@ -68,18 +123,28 @@ class StimulusPairing:
         self,
         root: DataRoot,
         image_names: Sequence[str],
-        features: str | Sequence[str] | None = "CLIP",
+        features: Features = "CLIP",
         image_transform: Callable[[Any], Any] | None = None,
     ):
         self.root = root
-        self.features, self.modalities = split_features(features)
+        self.features, specs, self.modalities = split_features(features)
         self.image_transform = image_transform or image_to_tensor
         self.names = list(dict.fromkeys(image_names))
         self.index = {name: i for i, name in enumerate(self.names)}
         self._stimuli: Stimuli | None = None
         self._embeddings: dict[str, np.ndarray] | None = None
         self._pid: int | None = None
+        self.extracted: dict[str, FeatureEntry] = (
+            prepare_features(list(specs.values()), root, images=self.names) if specs else {}
+        )
+        self._rows = Stimuli(root).rows(self.names) if specs else None
         self._check_embeddings()
+
+    def _source(self, name: str) -> str:
+        """Where a feature space's rows come from, for messages."""
+        if name in self.extracted:
+            return f"the features {name!r} in the cache ({self.extracted[name].directory})"
+        return f"{self.root.path(layout.embeddings(name))} ({name})"
 
     def _check_embeddings(self) -> None:
         """Every paired image has a finite row in each embedding file (checked on open, not
@@ -88,6 +153,8 @@ class StimulusPairing:
             return
         with Stimuli(self.root) as hub:
             for model in self.features:
+                if model in self.extracted:
+                    continue
                 missing = hub.embeddings.missing(model, self.names)
                 if missing:
                     raise FormatError(
@@ -106,9 +173,9 @@ class StimulusPairing:
             if bad.any():
                 names = [self.names[i] for i in np.flatnonzero(bad)[:3]]
                 raise FormatError(
-                    f"{self.root.path(layout.embeddings(model))} ({model}) holds NaN or ±inf in "
-                    f"the rows of {int(bad.sum())} of the {len(self.names)} images of this "
-                    f"dataset (e.g. {names}); re-download the embeddings, leave those images out "
+                    f"{self._source(model)} holds NaN or ±inf in the rows of {int(bad.sum())} of "
+                    f"the {len(self.names)} images of this dataset (e.g. {names}); re-download "
+                    "the embeddings (or choose another layer or pooling), leave those images out "
                     "(image_names=) or pass another features= model."
                 )
 
@@ -135,7 +202,12 @@ class StimulusPairing:
         if self._embeddings is None:
             hub = self.stimuli
             self._embeddings = {
-                m: hub.embeddings.get(m, self.names, dtype=np.float32) for m in self.features
+                name: (
+                    self.extracted[name].read_rows(self._rows)
+                    if name in self.extracted
+                    else hub.embeddings.get(name, self.names, dtype=np.float32)
+                )
+                for name in self.features
             }
             hub.close()
         return self._embeddings
@@ -176,15 +248,15 @@ class StimulusPairing:
         return torch.from_numpy(np.concatenate(stacks).astype(np.uint8)), nouns
 
 
-def feature_dims(root: DataRoot, features: str | Sequence[str] | None) -> dict[str, int]:
+def feature_dims(root: DataRoot, features: Features) -> dict[str, int]:
     """Length of each embedding an item carries, by item key (``{"embedding": 1024}``), read from
-    the embedding files' shapes (no dataset needed)."""
-    models, _ = split_features(features)
+    the embedding files' shapes, and for a `FeatureSpec` from one image through its model (no
+    dataset needed, nothing extracted)."""
+    spaces, specs, _ = split_features(features)
+    dims = pooled_dims(list(specs.values()), resolve_device(None)) if specs else {}
     with Stimuli(root) as hub:
         embeddings = hub.embeddings
-        return {
-            embedding_key(model, models): embeddings.get(
-                model, embeddings.image_ids(model)[:1]
-            ).shape[1]
-            for model in models
-        }
+        for name in spaces:
+            if name not in dims:
+                dims[name] = embeddings.get(name, embeddings.image_ids(name)[:1]).shape[1]
+    return {embedding_key(name, spaces): dims[name] for name in spaces}

@@ -29,7 +29,7 @@ import torch
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_int
 from neurotorch.data.fmri.betas import Settings, as_subject_list, describe_dataset
-from neurotorch.data.fmri.pairing import Feature, StimulusPairing
+from neurotorch.data.fmri.pairing import Features, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
 from neurotorch.data.fmri.trials import SELECTION_COLUMNS, TrialSelection, select_trials
 from neurotorch.data.sharding import (
@@ -93,7 +93,7 @@ class BetasStream(ShardedIterable):
         *,
         trials: TrialSelection | Settings = None,
         voxels: VoxelSelection | Settings = None,
-        features: Feature | Sequence[Feature] | None = "CLIP",
+        features: Features = "CLIP",
         read: ReadSettings | Settings = None,
         image_transform: Callable[[Any], Any] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,

@@ -1,0 +1,110 @@
+"""The preprocessing of stimulus images, and what identifies it in the feature cache.
+
+A transform maps a decoded PIL image (RGB, as the subject saw it) to a ``(3, H, W)`` float
+tensor. It is one of
+
+* `neurotorch.features.spec.ImageTransform`: the documented resize / crop / normalise pipeline,
+  identified by its fields;
+* `ProcessorTransform`: a transformers image processor, identified by its class and its
+  configuration (``to_json_string()``);
+* `LibraryTransform`: the transform that torchvision weights, timm or open_clip give a model,
+  identified by its ``repr`` (which lists every step and its parameters);
+* any other callable, identified by its qualified name, the source code of the function (or of
+  the class of a callable object) and the pickled state of an object. What such a callable calls
+  is not part of its identity: after changing a helper it uses, rename the transform (or clear
+  its cache entries) so the features are recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import pickle
+from typing import Any
+
+import torch
+
+from neurotorch.errors import ParameterError
+
+
+class ProcessorTransform:
+    """A transformers image processor applied to one image: ``pixel_values[0]``."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def __repr__(self) -> str:
+        return f"ProcessorTransform({type(self.processor).__name__})"
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "kind": "transformers",
+            "class": type(self.processor).__name__,
+            "config": json.loads(self.processor.to_json_string()),
+        }
+
+
+class LibraryTransform:
+    """The preprocessing a vision library gives a model (torchvision, timm, open_clip)."""
+
+    def __init__(self, transform: Any, library: str):
+        self.transform = transform
+        self.library = library
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"LibraryTransform({self.library}: {self.transform!r})"
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.library, "repr": repr(self.transform)}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def callable_identity(transform: Any) -> dict[str, Any]:
+    """Name, source code and pickled state of a user's callable (see the module docstring)."""
+    target = transform if inspect.isroutine(transform) else type(transform)
+    identity: dict[str, Any] = {
+        "kind": "callable",
+        "name": f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}",
+    }
+    try:
+        identity["source_sha"] = _sha(inspect.getsource(target).encode())
+    except (OSError, TypeError):  # defined interactively, or built in
+        identity["source_sha"] = None
+    if not inspect.isroutine(transform):
+        try:
+            identity["state_sha"] = _sha(pickle.dumps(transform, protocol=4))
+        except Exception:  # noqa: BLE001 - an unpicklable object: its repr stands in
+            identity["state_sha"] = _sha(repr(transform).encode())
+    return identity
+
+
+def transform_identity(transform: Any) -> dict[str, Any]:
+    """What identifies ``transform`` in the feature cache."""
+    own = getattr(transform, "identity", None)
+    return own() if callable(own) else callable_identity(transform)
+
+
+def check_output(tensor: Any, transform: Any) -> torch.Tensor:
+    """``tensor`` if it is a ``(C, H, W)`` floating tensor, else `ParameterError` naming the
+    transform (a user transform that returns something else)."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or not tensor.is_floating_point():
+        got = (
+            f"a {tuple(tensor.shape)} {tensor.dtype} tensor"
+            if isinstance(tensor, torch.Tensor)
+            else type(tensor).__name__
+        )
+        raise ParameterError(
+            f"the image transform {transform!r} returned {got}; it must return a (3, H, W) "
+            "floating-point tensor (e.g. neurotorch.features.ImageTransform())."
+        )
+    return tensor
