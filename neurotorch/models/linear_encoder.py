@@ -14,7 +14,6 @@ R², the noise ceiling of the test trials themselves and the fraction of it reac
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,8 +46,6 @@ from neurotorch.models.ridge import (
     folds_of,
 )
 from neurotorch.models.ridge_statistics import PRECISIONS, Precision, RidgeStatistics
-
-log = logging.getLogger(__name__)
 
 #: Batch keys that identify a trial; predictions carry those the batches hold.
 ID_KEYS = ("subject", "session", "trial", "image_name", "index")
@@ -240,7 +237,7 @@ class LinearEncoder(L.LightningModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             plan = self.trainer.strategy.broadcast(plan)
         self.memory_plan = plan
-        log.info("LinearEncoder fit: %s", plan.describe(size))
+        results.info("memory plan: %s", plan.describe(size))
 
     def _test_images(self) -> int:
         """Distinct images of the data module's test trials, where it says (else 0)."""
