@@ -6,7 +6,7 @@ batches and lesion network mapping, as torch Datasets and Lightning DataModules.
 
 from __future__ import annotations
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from neurotorch.data.registry import list_datasets, load_dataset  # noqa: E402
 from neurotorch.log import set_log_level  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,15 @@ def tiny_laion_root(tmp_path_factory) -> Path:
     from neurotorch.synthetic.laion_fmri import make_laion_fmri
 
     return make_laion_fmri(tmp_path_factory.mktemp("laion") / "tiny", size="tiny", seed=0)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Give each measured test its own time budget (scripts/test_budgets.py writes them)."""
+    table = Path(__file__).with_name("budgets.json")
+    budgets = json.loads(table.read_text())["budgets_s"] if table.exists() else {}
+    for item in items:
+        if item.nodeid in budgets:
+            item.add_marker(pytest.mark.timeout(budgets[item.nodeid]))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
