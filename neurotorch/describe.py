@@ -149,15 +149,19 @@ class LaionFMRISummary:
 
     def lines(self) -> list[str]:
         """The summary as text lines (what `DatasetSummary` prints)."""
-        out = [f"LAION-fMRI tree: {len(self.subjects)} subjects ({', '.join(self.subjects) or 'none'}), "
-               f"{discovery.human_bytes(self.total_bytes)}"]  # fmt: skip
+        out = [
+            f"LAION-fMRI tree: {len(self.subjects)} subjects ({', '.join(self.subjects) or 'none'}), "
+            f"{discovery.human_bytes(self.total_bytes)}"
+        ]
         if len(self.trials):
             totals = self.trials.groupby("subject")[["n_trials", "n_shared", "n_unique"]].sum()
             out.append("  trials per session:")
             out.append(_table(self.trials))
-            out += [f"    {sid}: {row.n_trials} trials in {len(self.trials[self.trials.subject == sid])} "
-                    f"sessions ({row.n_shared} shared, {row.n_unique} unique)"
-                    for sid, row in totals.iterrows()]  # fmt: skip
+            out += [
+                f"    {sid}: {row.n_trials} trials in {len(self.trials[self.trials.subject == sid])} "
+                f"sessions ({row.n_shared} shared, {row.n_unique} unique)"
+                for sid, row in totals.iterrows()
+            ]
         if self.rois:
             out.append("  ROIs per category (count per subject):")
             out.append(_table(self.roi_counts().rename_axis("subject").reset_index()))
@@ -176,8 +180,11 @@ class LaionFMRISummary:
         for pool, names in self.splits.items():
             families = Counter(split_family(name) for name in names)
             order = [*FAMILIES, *sorted(set(families) - set(FAMILIES))]
-            listed = ", ".join(f"{fam} ×{families[fam]}" if families[fam] > 1 else fam
-                               for fam in order if fam in families)  # fmt: skip
+            listed = ", ".join(
+                f"{fam} ×{families[fam]}" if families[fam] > 1 else fam
+                for fam in order
+                if fam in families
+            )
             out.append(f"  splits/{pool}: {len(names)} splits ({listed})")
         if self.split_source:
             out.append(f"  splits are read from {self.split_source}")
@@ -209,15 +216,17 @@ def _session_trials(root: DataRoot, subject: str, sessions: list[str]) -> list[d
     tables = Subject(subject, root).get_trial_info(sessions) if sessions else {}
     for session, table in tables.items():
         labels = table["label"].astype(str)
-        rows.append({
-            "subject": subject,
-            "session": session,
-            "n_runs": int(table["run"].nunique()) if "run" in table else 0,
-            "n_trials": len(table),
-            "n_shared": int(labels.str.startswith("shared_").sum()),
-            "n_unique": int(labels.str.startswith("unique_").sum()),
-            "n_images": int(labels.nunique()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "subject": subject,
+                "session": session,
+                "n_runs": int(table["run"].nunique()) if "run" in table else 0,
+                "n_trials": len(table),
+                "n_shared": int(labels.str.startswith("shared_").sum()),
+                "n_unique": int(labels.str.startswith("unique_").sum()),
+                "n_images": int(labels.nunique()),
+            }
+        )
     return rows
 
 
@@ -286,9 +295,11 @@ class MEEGSummary:
 
     def lines(self) -> list[str]:
         """The summary as text lines (what `DatasetSummary` prints)."""
-        out = [f"CaliBrain root {self.source}: {len(self.leadfields)} leadfields, "
-               f"{len(self.forwards)} forward models, {self.posterior_summaries} posterior summaries, "
-               f"{self.aggregated_runs} aggregated runs"]  # fmt: skip
+        out = [
+            f"CaliBrain root {self.source}: {len(self.leadfields)} leadfields, "
+            f"{len(self.forwards)} forward models, {self.posterior_summaries} posterior summaries, "
+            f"{self.aggregated_runs} aggregated runs"
+        ]
         if len(self.leadfields):
             out.append(_table(self.leadfields))
         return out
@@ -372,9 +383,11 @@ class ConnectomeSummary:
     def lines(self) -> list[str]:
         """The summary as text lines (what `DatasetSummary` prints)."""
         first = self.batches.iloc[0]
-        out = [f"connectome at {self.source}: {len(self.batches)} batch files, {self.n_subjects} subjects, "
-               f"{first.n_timepoints} timepoints, {first.n_voxels} voxels in a {first.mask_shape} mask "
-               f"({first.space})"]  # fmt: skip
+        out = [
+            f"connectome at {self.source}: {len(self.batches)} batch files, {self.n_subjects} subjects, "
+            f"{first.n_timepoints} timepoints, {first.n_voxels} voxels in a {first.mask_shape} mask "
+            f"({first.space})"
+        ]
         out.append(_table(self.batches))
         unchecked = int((self.batches["checksum"] == "none").sum())
         if unchecked:
@@ -477,8 +490,12 @@ def _meeg_prefixes(root: DataRoot) -> list[str]:
     prefixes = []
     top = root.listdir()
     calibrain_dirs = {meeg_layout.LEADFIELD_DIR, meeg_layout.FORWARD_DIR}
-    top_files = any(_LEADFIELD_FILE.match(n) or fnmatch.fnmatch(n, meeg_layout.POSTERIOR_SUMMARY_GLOB)
-                    or _AGGREGATED_RUN.match(n) for n in top)  # fmt: skip
+    top_files = any(
+        _LEADFIELD_FILE.match(n)
+        or fnmatch.fnmatch(n, meeg_layout.POSTERIOR_SUMMARY_GLOB)
+        or _AGGREGATED_RUN.match(n)
+        for n in top
+    )
     if calibrain_dirs & set(top) or top_files:
         prefixes.append("")
     if root.isdir(meeg_layout.FMRI_MEEG_DIR):

@@ -76,7 +76,7 @@ class SubjectGroup:
                 stimuli="shared",
                 streaming=streaming,
                 mask_source=mask_source,
-            )  # fmt: skip
+            )
             for subject_id, subject in self
         }
 

@@ -20,9 +20,13 @@ from neurotorch.io.storage import DataRoot
 
 
 def check_betas_grid(
-    where: str, shape: tuple[int, ...], affine: np.ndarray, mask_shape: tuple[int, ...],
-    mask_affine: np.ndarray, mask_file: str,
-) -> None:  # fmt: skip
+    where: str,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    mask_shape: tuple[int, ...],
+    mask_affine: np.ndarray,
+    mask_file: str,
+) -> None:
     """`ShapeMismatchError` naming both files unless the betas file ``where`` lies on the mask's grid."""
     reference = f"the brain mask {mask_file}"
     check_grid(shape, mask_shape, f"The betas file {where}", reference)
@@ -87,9 +91,14 @@ def read_session_trials(root: DataRoot, subject: str, session: str) -> pd.DataFr
     `FormatError` if it has no trial rows."""
     relpath = layout.session_trials(subject, session)
     table = read_table(
-        root, relpath, f"Trials table of {subject} {session}",
-        layout.TRIAL_COLUMNS, sep="\t", keep_default_na=False, dtype={"label": str},
-    )  # fmt: skip
+        root,
+        relpath,
+        f"Trials table of {subject} {session}",
+        layout.TRIAL_COLUMNS,
+        sep="\t",
+        keep_default_na=False,
+        dtype={"label": str},
+    )
     if table.empty:
         raise FormatError(f"{root.path(relpath)} has a header but no trial rows; re-download it.")
     return table
@@ -125,8 +134,12 @@ def check_session_files(
     mask_file = brain_mask_file(subject, mask_source)
     mask_affine = _header(root, mask_file).affine
     check_betas_grid(
-        root.path(relpath), header.shape, header.affine, selection.shape, mask_affine,
+        root.path(relpath),
+        header.shape,
+        header.affine,
+        selection.shape,
+        mask_affine,
         root.path(mask_file),
-    )  # fmt: skip
+    )
     check_session_trials(root, subject, session, header.n_volumes)
     return header

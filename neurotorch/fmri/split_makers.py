@@ -226,11 +226,11 @@ def _mmd_matched_subset(
         if outside.size == 0:
             break
         h = c * test_sums - row_sums / (n - n_test)
-        delta = (
-            2.0 * c * (h[outside][None, :] - h[inside][:, None])
-            + c * c * (sq_norms[inside][:, None] + sq_norms[outside][None, :]
-                       - 2.0 * gram[np.ix_(inside, outside)])
-        )  # fmt: skip
+        delta = 2.0 * c * (h[outside][None, :] - h[inside][:, None]) + c * c * (
+            sq_norms[inside][:, None]
+            + sq_norms[outside][None, :]
+            - 2.0 * gram[np.ix_(inside, outside)]
+        )
         best = np.unravel_index(int(np.argmin(delta)), delta.shape)
         if delta[best] >= -1e-15:
             break

@@ -484,9 +484,12 @@ class StimulusSegmentations(_TableNamespace):
     def __init__(self, hub: Stimuli):
         self._h5 = LazyH5(hub.root, layout.segmentations(), "Segmentation masks")
         self._meta = _GroupedTable(
-            hub.root, layout.segmentations_metadata(), "Segmentation metadata",
-            layout.SEGMENTATION_COLUMNS, dtype={"image_name": str, "noun": str},
-        )  # fmt: skip
+            hub.root,
+            layout.segmentations_metadata(),
+            "Segmentation metadata",
+            layout.SEGMENTATION_COLUMNS,
+            dtype={"image_name": str, "noun": str},
+        )
 
     def has_image(self, name: str) -> bool:
         """Whether any mask exists for ``name``."""
@@ -565,9 +568,14 @@ class StimulusCaptions(_TableNamespace):
 
     def __init__(self, hub: Stimuli):
         self._meta = _GroupedTable(
-            hub.root, layout.captions(), "Captions", layout.CAPTION_COLUMNS, sort_by="caption_idx",
-            keep_default_na=False, dtype={"image_name": str, "caption": str},
-        )  # fmt: skip
+            hub.root,
+            layout.captions(),
+            "Captions",
+            layout.CAPTION_COLUMNS,
+            sort_by="caption_idx",
+            keep_default_na=False,
+            dtype={"image_name": str, "caption": str},
+        )
 
     def get(self, name: str) -> pd.DataFrame:
         """All caption rows of ``name`` in ``caption_idx`` order, indexed 0…k-1 (empty if none)."""
@@ -634,9 +642,14 @@ class Stimuli:
         """
         if self._metadata is None:
             table = read_table(
-                self.root, layout.stimuli_metadata(), "Stimulus metadata", layout.METADATA_COLUMNS,
-                stimuli=True, keep_default_na=False, dtype={"image_name": str, "participant": str},
-            )  # fmt: skip
+                self.root,
+                layout.stimuli_metadata(),
+                "Stimulus metadata",
+                layout.METADATA_COLUMNS,
+                stimuli=True,
+                keep_default_na=False,
+                dtype={"image_name": str, "participant": str},
+            )
             table["participant"] = table["participant"].replace("", np.nan)
             self._metadata = table
         return self._metadata

@@ -80,12 +80,16 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         ConnectionError,
         TimeoutError,
         *_classes(
-            "botocore.exceptions", "EndpointConnectionError", "ConnectionClosedError",
-            "ConnectTimeoutError", "ReadTimeoutError", "HTTPClientError",
+            "botocore.exceptions",
+            "EndpointConnectionError",
+            "ConnectionClosedError",
+            "ConnectTimeoutError",
+            "ReadTimeoutError",
+            "HTTPClientError",
         ),
         *_classes("aiohttp", "ClientConnectionError", "ClientPayloadError"),
         *_classes("fsspec.exceptions", "FSTimeoutError"),
-    )  # fmt: skip
+    )
 
 
 @functools.cache

@@ -234,8 +234,14 @@ def _clip_weights(
     return weights
 
 
-def write_surface_roi(path_gii, path_label, vertices: np.ndarray, n_vertices: int, subject: str,
-                      rng: np.random.Generator) -> None:  # fmt: skip
+def write_surface_roi(
+    path_gii,
+    path_label,
+    vertices: np.ndarray,
+    n_vertices: int,
+    subject: str,
+    rng: np.random.Generator,
+) -> None:
     """A per-vertex 0/1 GIFTI map and the matching FreeSurfer ASCII ``.label`` file."""
     values = np.zeros(n_vertices, dtype=np.float32)
     values[vertices] = 1.0

@@ -194,9 +194,14 @@ def _write_dataset(
     subjects = [f"sub-{i + 1:02d}" for i in range(preset.n_subjects)]
     steps = tqdm(total=len(subjects) + 2 + meeg, desc="synthetic LAION-fMRI", disable=not progress)
     stimset = make_stimulus_set(
-        rng, subjects, preset.n_shared12, preset.n_shared4, preset.n_ood_per_type, preset.n_unique,
+        rng,
+        subjects,
+        preset.n_shared12,
+        preset.n_shared4,
+        preset.n_ood_per_type,
+        preset.n_unique,
         preset.latent_dim,
-    )  # fmt: skip
+    )
     embeddings, projections = make_embeddings(stimset, rng)
     write_stimuli(root, stimset, embeddings, preset.image_px, rng)
     steps.update()
@@ -359,10 +364,17 @@ def _write_session_betas(
 
 
 def _write_subject(
-    root: Path, subject: str, preset: SizePreset, stimset: StimulusSet, clip: np.ndarray,
-    clip_projection: np.ndarray, rng: np.random.Generator, noise_scale: float,
-    row_order_rng: np.random.Generator | None = None, progress: bool = False,
-) -> None:  # fmt: skip
+    root: Path,
+    subject: str,
+    preset: SizePreset,
+    stimset: StimulusSet,
+    clip: np.ndarray,
+    clip_projection: np.ndarray,
+    rng: np.random.Generator,
+    noise_scale: float,
+    row_order_rng: np.random.Generator | None = None,
+    progress: bool = False,
+) -> None:
     grid = preset.grid
     affine = synth_brain.grid_affine(grid)
     brain = synth_brain.ellipsoid_mask(grid, fill=preset.brain_fill)
@@ -395,9 +407,10 @@ def _write_subject(
         )
         session_snr = _replayed_ncsnr([draws], source)
         synth_brain.save_nifti(
-            _volume(noise_ceiling(session_snr, 1), model.brain_index, grid), affine,
+            _volume(noise_ceiling(session_snr, 1), model.brain_index, grid),
+            affine,
             root / layout.session_noise_ceiling(subject, session),
-        )  # fmt: skip
+        )
         synth_brain.save_nifti(
             _volume(r2, model.brain_index, grid), affine, root / layout.session_r2(subject, session)
         )
@@ -417,9 +430,10 @@ def _write_subject(
             root / layout.subject_noise_ceiling(subject, desc),
         )
     synth_brain.save_nifti(
-        _volume(r2_sum / len(schedule), model.brain_index, grid), affine,
+        _volume(r2_sum / len(schedule), model.brain_index, grid),
+        affine,
         root / layout.subject_r2mean(subject),
-    )  # fmt: skip
+    )
     _write_anatomy(root, subject, brain, affine, rng)
     _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)
     gt = root / layout.GROUNDTRUTH_DIR
@@ -427,10 +441,15 @@ def _write_subject(
     with atomic_open(gt / f"{subject}_encoding.npz") as handle:
         np.savez(
             handle,
-            brain_index=model.brain_index, signal_rows=model.signal_rows, weights=model.weights,
-            amplitude=model.amplitude, noise_sd=model.noise_sd, baseline=model.baseline,
-            attainable_r=model.attainable_r, grid_shape=np.asarray(grid),
-        )  # fmt: skip
+            brain_index=model.brain_index,
+            signal_rows=model.signal_rows,
+            weights=model.weights,
+            amplitude=model.amplitude,
+            noise_sd=model.noise_sd,
+            baseline=model.baseline,
+            attainable_r=model.attainable_r,
+            grid_shape=np.asarray(grid),
+        )
 
 
 def _write_anatomy(root: Path, subject: str, brain: np.ndarray, affine: np.ndarray, rng) -> None:
@@ -466,8 +485,11 @@ def _write_rois(
             synth_brain.write_surface_roi(
                 root / layout.roi_surface(subject, category, name, hemi, "func.gii"),
                 root / layout.roi_surface(subject, category, name, hemi, "label"),
-                vertices, n_vertices, subject, rng,
-            )  # fmt: skip
+                vertices,
+                n_vertices,
+                subject,
+                rng,
+            )
 
 
 def _write_splits(

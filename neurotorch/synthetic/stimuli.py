@@ -173,9 +173,12 @@ def write_stimuli(
             f.create_dataset("valid", data=np.ones(n, dtype=bool))
     with atomic_path(root / layout.segmentations()) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(
-            "masks", data=np.stack(seg_masks), compression="gzip", compression_opts=1,
+            "masks",
+            data=np.stack(seg_masks),
+            compression="gzip",
+            compression_opts=1,
             chunks=(1, image_size, image_size),
-        )  # fmt: skip
+        )
     segments = pd.DataFrame(seg_rows, columns=list(layout.SEGMENTATION_COLUMNS))
     write_text(root / layout.segmentations_metadata(), segments.to_csv(index=False))
     captions_table = pd.DataFrame(captions, columns=list(layout.CAPTION_COLUMNS))
