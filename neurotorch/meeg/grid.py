@@ -338,6 +338,8 @@ class GridPlan:
     def _finish(self, manifest: pd.DataFrame) -> None:
         """The manifest, written last, and the work folder renamed to ``out_dir``."""
         work, out = Path(self.settings.folder), Path(self.out_dir)
+        for stale in work.glob(f"*{TEMP_MARK}*"):  # of a writer killed mid-write
+            stale.unlink(missing_ok=True)
         write_text(work / MANIFEST, manifest.to_csv(index=False))
         try:
             if out.is_dir():
