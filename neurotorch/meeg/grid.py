@@ -6,10 +6,13 @@ noise types as scikit-learn's ``ParameterGrid`` does (keys sorted, the noise typ
 fastest), draws one seed per run as CaliBrain does (``RandomState(random_state).randint(0, 2**32)``),
 simulates one trial per run, computes the chosen solver's posterior (`neurotorch.meeg.solvers`)
 and writes ``posterior_summary_run{global_run_id:08d}_seed{seed}.h5`` plus ``run_manifest.csv``
-(one row per run). `read_manifest` checks a manifest (one header, every summary inside its
-folder), `aggregate_runs` concatenates the runs it lists (filtered by metadata) and
-`calibrate_runs` fits CaliBrain's isotonic recalibration on one aggregate and evaluates it on
-another.
+(one row per run). Each run is a unit of work of `neurotorch.parallel` (`GridUnit`, planned by
+`plan_grid` with its seed drawn up front), so the runs can be computed in local processes, on a
+Dask cluster or one per job-array task, with the same bytes; they are written into a work folder
+beside ``out_dir`` that records the grid, which a rerun resumes and the final run renames.
+`read_manifest` checks a manifest (one header, every summary inside its folder), `aggregate_runs`
+concatenates the runs it lists (filtered by metadata) and `calibrate_runs` fits CaliBrain's
+isotonic recalibration on one aggregate and evaluates it on another.
 """
 
 from __future__ import annotations
@@ -338,16 +341,16 @@ class GridPlan:
     def _finish(self, manifest: pd.DataFrame) -> None:
         """The manifest, written last, and the work folder renamed to ``out_dir``."""
         work, out = Path(self.settings.folder), Path(self.out_dir)
-        for stale in work.glob(f"*{TEMP_MARK}*"):  # of a writer killed mid-write
-            stale.unlink(missing_ok=True)
-        write_text(work / MANIFEST, manifest.to_csv(index=False))
         try:
+            for stale in work.glob(f"*{TEMP_MARK}*"):  # of a writer killed mid-write
+                stale.unlink(missing_ok=True)
+            write_text(work / MANIFEST, manifest.to_csv(index=False))
             if out.is_dir():
                 out.rmdir()  # empty (checked by plan_grid)
             work.rename(out)
         except OSError:
             if _recorded_fingerprint(out) != self.settings.fingerprint:
-                raise  # else a run started at once finished it first
+                raise  # else a run of the same grid started at once finished it first
 
 
 def _recorded_fingerprint(folder: Path) -> str | None:
