@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from meeg_helpers import one_torch_thread  # noqa: F401 - a fixture
 from parallel_units import DieAtCommit
 from sklearn.model_selection import ParameterGrid
 
@@ -87,10 +88,12 @@ def client():
                 yield client
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_each_run_has_calibrains_configuration_and_seed(builder, reference):
     """Run k is the k-th configuration of scikit-learn's ParameterGrid (noise type fastest)
     repeated n_runs times, seeded with the k-th draw of RandomState(42); its summary holds what
-    `simulate_run` gives for that configuration and seed."""
+    `simulate_run` gives for that configuration and seed (on one thread, as the units compute:
+    on several, the last bits differ)."""
     out, manifest = reference
     configs = [
         (data, noise["noise_type"])
@@ -115,9 +118,8 @@ def test_each_run_has_calibrains_configuration_and_seed(builder, reference):
         written = read_posterior_summary(out / manifest["posterior_summary"][position])
         shape = written.x_true.shape
         np.testing.assert_array_equal(written.x_true, expected["x_true"].reshape(shape))
-        # the units compute on one thread, this process on several: float rounding apart
-        np.testing.assert_allclose(written.x_hat, expected["x_hat"].reshape(shape), rtol=1e-12)
-        assert manifest["gamma"][position] == pytest.approx(expected["gamma"], rel=1e-12)
+        np.testing.assert_array_equal(written.x_hat, expected["x_hat"].reshape(shape))
+        assert manifest["gamma"][position] == expected["gamma"]
 
 
 @pytest.mark.slow

@@ -144,7 +144,10 @@ MUTANTS = [
         "neurotorch/meeg/grid.py",
         "        with one_thread():\n            data, prepared",
         "        if True:\n            data, prepared",
-        ("tests/test_meeg_grid_units.py::test_two_local_workers_write_the_bytes_of_one_process",),
+        (
+            "tests/test_meeg_grid_units.py::test_each_run_has_calibrains_configuration_and_seed",
+            "tests/test_meeg_grid_units.py::test_two_local_workers_write_the_bytes_of_one_process",
+        ),
     ),
     Mutant(
         "grid-unit-never-done",
