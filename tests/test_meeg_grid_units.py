@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,33 @@ def test_a_worker_killed_mid_run_costs_only_its_run(builder, reference, client, 
     again = _grid(builder, tmp_path / "killed", scheduler=client)
     pd.testing.assert_frame_equal(again, manifest)
     assert _files(tmp_path / "killed") == _files(out)  # nothing the killed writer left behind
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_give_the_bytes_of_one(builder, reference, tmp_path):
+    """Two processes run the same grid into the same folder: both return, and the folder is the
+    one-process run's (whichever renamed the work folder, the other read the manifest there)."""
+    out, manifest = reference
+    script = (
+        "import sys; from neurotorch.meeg.grid import run_grid;"
+        "from neurotorch.meeg.leadfield import LeadfieldBuilder;"
+        f"m = run_grid(LeadfieldBuilder(sys.argv[1]), sys.argv[2], {GRID!r}, {NOISE!r}, {N_RUNS});"
+        "print(m.seed.sum())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(builder.leadfield_dir), str(tmp_path / "runs")],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "NEUROTORCH_PROGRESS": "0"},
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=300)[0].split() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert outputs == [[str(manifest["seed"].sum())]] * 2
+    assert _files(tmp_path / "runs") == _files(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
 def test_a_second_run_does_no_work(builder, reference):

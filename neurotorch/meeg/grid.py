@@ -17,6 +17,7 @@ isotonic recalibration on one aggregate and evaluates it on another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -31,9 +32,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_ints, as_names, check_int, check_number, check_option
+from neurotorch.config import cache_dir
 from neurotorch.errors import (
     DataNotDownloadedError,
     DatasetExistsError,
@@ -322,35 +325,74 @@ class GridPlan:
             only = check_int("only", only, minimum=0, maximum=len(units) - 1)
             units = [units[only]]
         try:
+            return self._run(
+                units, finish=only is None, workers=workers, scheduler=scheduler, progress=progress
+            )
+        except Exception:
+            if self.finished:
+                raise
+            with _finish_lock(self.out_dir):  # a finish in progress ends first
+                if _recorded_fingerprint(Path(self.out_dir)) != self.fingerprint:
+                    raise
+            # a run of the same grid started at once finished it, moving the work folder away
+            moved = dataclasses.replace(self.settings, folder=self.out_dir)
+            return pd.DataFrame([dataclasses.replace(u, settings=moved).row() for u in units])
+        finally:
+            _prepared.cache_clear()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.settings.fingerprint
+
+    def _run(
+        self,
+        units: list[GridUnit],
+        *,
+        finish: bool,
+        workers: int | None,
+        scheduler: Any,
+        progress: bool | None,
+    ) -> pd.DataFrame:
+        try:
             results = run_units(
                 units, workers=workers, scheduler=scheduler, progress=progress, desc="grid"
             )
         except UnitsFailedError as failed:  # the first unit's own error, where it came back
             raise next((r.exception for r in failed.results if r.exception), failed) from None
-        finally:
-            _prepared.cache_clear()
         rows = [
             r.value if r.status == "ran" else unit.row()
             for unit, r in zip(units, results, strict=True)
         ]
         manifest = pd.DataFrame(rows)
-        if only is None and not self.finished:
+        if finish and not self.finished:
             self._finish(manifest)
         return manifest
 
     def _finish(self, manifest: pd.DataFrame) -> None:
-        """The manifest, written last, and the work folder renamed to ``out_dir``."""
+        """The manifest, written last, then the work folder renamed to ``out_dir``; nothing when
+        a run of the same grid started at once did it first."""
         work, out = Path(self.settings.folder), Path(self.out_dir)
-        try:
-            for stale in work.glob(f"*{TEMP_MARK}*"):  # of a writer killed mid-write
+        with _finish_lock(self.out_dir):
+            if _recorded_fingerprint(out) == self.fingerprint:
+                return
+            for stale in work.glob(f"*{TEMP_MARK}*"):  # of writers killed or still writing
                 stale.unlink(missing_ok=True)
             write_text(work / MANIFEST, manifest.to_csv(index=False))
             if out.is_dir():
                 out.rmdir()  # empty (checked by plan_grid)
             work.rename(out)
-        except OSError:
-            if _recorded_fingerprint(out) != self.settings.fingerprint:
-                raise  # else a run of the same grid started at once finished it first
+
+
+def _finish_lock(out_dir: str) -> contextlib.AbstractContextManager:
+    """The lock of finishing the grid of ``out_dir``, in ``NEUROTORCH_CACHE`` (not in a folder
+    that the finish renames); none where the cache cannot be written."""
+    name = hashlib.sha256(out_dir.encode()).hexdigest()[:24]
+    path = cache_dir() / "locks" / "grid" / f"{name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return contextlib.nullcontext()
+    return FileLock(str(path))
 
 
 def _recorded_fingerprint(folder: Path) -> str | None:

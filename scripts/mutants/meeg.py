@@ -168,8 +168,8 @@ MUTANTS = [
     Mutant(
         "grid-job-array-task-finishes-the-grid",
         "neurotorch/meeg/grid.py",
-        "        if only is None and not self.finished:",
-        "        if not self.finished:",
+        "                units, finish=only is None, workers=workers, scheduler=scheduler, progress=progress",
+        "                units, finish=True, workers=workers, scheduler=scheduler, progress=progress",
         (
             "tests/test_meeg_grid_units.py::test_a_job_array_task_runs_one_unit_and_the_last_run_finishes",
         ),
@@ -177,8 +177,8 @@ MUTANTS = [
     Mutant(
         "grid-killed-writers-temporary-kept",
         "neurotorch/meeg/grid.py",
-        "            stale.unlink(missing_ok=True)",
-        "            pass",
+        "                stale.unlink(missing_ok=True)",
+        "                pass",
         ("tests/test_meeg_grid_units.py::test_a_worker_killed_mid_run_costs_only_its_run",),
     ),
     Mutant(
