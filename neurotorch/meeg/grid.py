@@ -342,6 +342,7 @@ class GridPlan:
 
     @property
     def fingerprint(self) -> str:
+        """The SHA-256 of the grid's record (``grid.json``): its parameters and inputs."""
         return self.settings.fingerprint
 
     def _run(
