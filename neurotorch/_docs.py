@@ -382,6 +382,36 @@ config
     Timing, band and amplitudes of the simulated ERPs (`neurotorch.meeg.simulation.ERPConfig`;
     CaliBrain's defaults).
 """
+docdict["meeg_grid"] = """
+builder
+    Where the leadfields are loaded from (``<subject>_<orientation>_leadfield.npz``).
+out_dir
+    A new (or empty) folder for the summaries, ``run_manifest.csv`` and ``grid.json`` (the
+    grid's record). The runs are written into the work folder ``<out_dir>.units`` beside it,
+    renamed to ``out_dir`` at the end, so ``out_dir`` holds all of them or does not exist.
+data_grid
+    Values of ``subject``, ``orientation_type`` (a name or a list of names), ``nnz`` (counts)
+    and ``alpha_SNR`` (in [0, 1]); see `neurotorch.meeg.grid.check_data_grid`.
+noise_types
+    CaliBrain's ``noise_type`` values to cross with the data grid.
+n_runs, random_state
+    Runs per configuration and the seed of the per-run seeds (all drawn up front, so a run's
+    seed does not depend on where or in which order it runs).
+config
+    ERP settings.
+solver, solver_options
+    CaliBrain's solver name (a key of `neurotorch.meeg.solvers.SOLVERS`; BMN learns its
+    ``gamma``) and its options (``solver_params``, written to the manifest). eLORETA needs
+    ``noise_types`` ``"oracle"`` / ``"baseline"``; sFlex needs leadfields with
+    ``src_coords``. The manifest's ``solver`` column carries CaliBrain's name of the solver
+    under each noise type (``BMN_joint``, ``gamma_lambda_map``, ``gamma_lambda_map_sflex``
+    when the noise is learned).
+manifest_paths
+    How the manifest names each summary: ``"relative"`` (to the manifest's folder; the
+    folder can be moved; CaliBrain, which resolves paths against its working directory,
+    reads it from that folder) or ``"absolute"`` (CaliBrain reads it from any working
+    directory; the folder cannot be moved). `neurotorch.meeg.grid.read_manifest` reads both.
+"""
 docdict["meeg_device"] = """
 device
     Where trials are simulated (and posteriors computed): ``"cpu"`` or a CUDA device.

@@ -1,6 +1,7 @@
 """Units per second of the execution layer: one process, and 2 local Dask workers.
 
     python scripts/bench_parallel.py [--units 16] [--seconds 0.5] [--repeat 3] [--lnm-size small]
+        [--grid-runs 2]
 
 Three measurements, each interleaved A/B/A/B in the same run on the same units:
 
@@ -10,6 +11,9 @@ Three measurements, each interleaved A/B/A/B in the same run on the same units:
 * real units: the ``maps`` units of lesion network mapping (one batch file × two lesions each) on
   a synthetic connectome, in a loop, by `run_units` in this process and on the 2 workers, beside
   `network_map` in one process (every core) on the same data;
+* grid units: the runs of a calibration grid (`neurotorch.meeg.grid.plan_grid`, BMN on the tiny
+  synthetic CaliBrain leadfields, 8 configurations × ``--grid-runs``), in a loop, by `run_units`
+  in this process and on the 2 workers;
 * engine overhead per unit: units that do nothing (no file either), `run_units` in this process
   and on 2 workers, against a plain loop (milliseconds per unit).
 
@@ -39,8 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neurotorch.connectome import network_map  # noqa: E402
 from neurotorch.connectome.lnm_units import plan_network_map  # noqa: E402
 from neurotorch.io.atomic import write_json  # noqa: E402
+from neurotorch.meeg import LeadfieldBuilder  # noqa: E402
+from neurotorch.meeg.grid import plan_grid  # noqa: E402
 from neurotorch.parallel import run_units  # noqa: E402
 from neurotorch.synthetic.connectome import make_connectome_dataset  # noqa: E402
+from neurotorch.synthetic.meeg import make_calibrain  # noqa: E402
+
+GRID = {"subject": "fsaverage", "orientation_type": ["fixed", "free"], "nnz": [1, 5]}
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,12 @@ def lnm_inputs(connectome: Path) -> tuple[Path, Path]:
     return connectome / "lesions", connectome / "batches"
 
 
+def grid_units(leadfields: Path, folder: Path, n_runs: int) -> list:
+    """The units of a calibration grid: 8 configurations × ``n_runs`` runs."""
+    grid = {**GRID, "alpha_SNR": [0.3, 0.7]}
+    return plan_grid(LeadfieldBuilder(leadfields), folder, grid, n_runs=n_runs).units()
+
+
 def on_every_core(action) -> None:
     """Run ``action`` with torch on every core (this script pins one thread per unit)."""
     import torch
@@ -150,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lnm-size", default="small", choices=["tiny", "small", "bench"])
     parser.add_argument("--noop-units", type=int, default=500, help="units of the overhead")
+    parser.add_argument("--grid-runs", type=int, default=2, help="runs per grid configuration")
     args = parser.parse_args(argv)
     from distributed import Client, LocalCluster
 
@@ -165,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         connectome = make_connectome_dataset(root / "connectome", size=args.lnm_size)
         n_lnm = len(lnm_units(connectome, root / "count"))
+        leadfields = make_calibrain(root / "calibrain", size="tiny") / "1284src_leadfield"
+        n_grid = 8 * args.grid_runs
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
         client = Client(cluster)
@@ -184,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name, engine in engines.items():
                     work = lnm_units(connectome, root / f"lnm-{name}-{r}")
                     rows.setdefault(f"lnm/{name}", []).append(
+                        timed(lambda e=engine, w=work: e(w, client))
+                    )
+                for name, engine in engines.items():
+                    work = grid_units(leadfields, root / f"grid-{name}-{r}", args.grid_runs)
+                    rows.setdefault(f"grid/{name}", []).append(
                         timed(lambda e=engine, w=work: e(w, client))
                     )
                 rows.setdefault("lnm/network_map", []).append(
@@ -211,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "lnm_ratio_2_workers_vs_loop": best["lnm/loop"] / best["lnm/dask-2"],
         "lnm_network_map_one_process_s": best["lnm/network_map"],
         "lnm_units_2_workers_s": best["lnm/dask-2"],
+        "grid_units": n_grid,
+        "grid_units_per_s_loop": n_grid / best["grid/loop"],
+        "grid_units_per_s_in_process": n_grid / best["grid/in-process"],
+        "grid_units_per_s_2_workers": n_grid / best["grid/dask-2"],
+        "grid_ratio_2_workers_vs_loop": best["grid/loop"] / best["grid/dask-2"],
         "engine_overhead_ms_per_unit_in_process": overhead_ms("in-process"),
         "engine_overhead_ms_per_unit_on_dask": overhead_ms("dask-2"),
         "local_cluster_start_s": cluster_start,

@@ -257,6 +257,33 @@ def _grid_into_a_full_folder(tmp: Path) -> Case:
     return (lambda: run_grid(builder, mine, GRID)), "mine"
 
 
+def _grid_engine(**engine: object) -> Callable[[Path], Case]:
+    def make(tmp: Path) -> Case:
+        from neurotorch.meeg.grid import run_grid
+
+        builder = _builder(tmp)
+        culprit = next(iter(engine))
+        return (lambda: run_grid(builder, tmp / "runs", GRID, **engine)), culprit
+
+    return make
+
+
+def _grid_only_out_of_range(tmp: Path) -> Case:
+    from neurotorch.meeg.grid import plan_grid
+
+    plan = plan_grid(_builder(tmp), tmp / "runs", GRID, n_runs=2)
+    return (lambda: plan.run(only=2)), "only"
+
+
+def _grid_changed_mid_run(tmp: Path) -> Case:
+    """A grid started (one unit run), then planned again with another number of runs."""
+    from neurotorch.meeg.grid import plan_grid
+
+    builder = _builder(tmp)
+    plan_grid(builder, tmp / "runs", GRID, n_runs=2).run(only=0, progress=False)
+    return (lambda: plan_grid(builder, tmp / "runs", GRID, n_runs=3)), "runs.units"
+
+
 def _manifest(edit: Callable[[pd.DataFrame, Path], pd.DataFrame]) -> Callable[[Path], Case]:
     """A one-run grid whose manifest is then edited by ``edit(manifest, folder)``."""
 
@@ -373,6 +400,10 @@ FAULTS: list[Fault] = [
         "grid-orientation-typo", ParameterError, _grid_value("orientation_type", "fixd", "fixd")
     ),
     tmp_case("grid-into-a-full-folder", DatasetExistsError, _grid_into_a_full_folder),
+    tmp_case("grid-fractional-workers", ParameterError, _grid_engine(workers=1.5)),
+    tmp_case("grid-zero-workers", ParameterError, _grid_engine(workers=0)),
+    tmp_case("grid-unit-index-out-of-range", ParameterError, _grid_only_out_of_range),
+    tmp_case("grid-changed-against-its-work-folder", DatasetExistsError, _grid_changed_mid_run),
     # manifests
     tmp_case("manifest-path-escapes", UnsafePathError, _manifest(_escape)),
     tmp_case("manifest-absolute-path-outside", UnsafePathError, _manifest(_outside)),

@@ -36,12 +36,11 @@ The units compute on the CPU (``device`` of `network_map` is not used here).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ from neurotorch.connectome.stats import ShiftedSums
 from neurotorch.errors import DataNotFoundError, DatasetExistsError
 from neurotorch.io.atomic import TEMP_MARK, atomic_path, write_json, write_npy
 from neurotorch.io.files import file_root
-from neurotorch.parallel import run_units, shared_engine
+from neurotorch.parallel import one_thread, run_units, shared_engine
 
 __all__ = ["NetworkMapPlan", "NetworkMapUnit", "plan_network_map"]
 
@@ -83,18 +82,6 @@ PLAN_FILE = "plan.json"
 MASKS_FILE = "lesion_masks.npy"
 LOCK_DIR = "locks"
 STAGES = ("pini", "maps", "permutations")
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one thread inside the block: a unit's bytes then do not depend on the machine's
-    core count (a multi-threaded matrix product rounds differently)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _spans(count: int, size: int) -> tuple[tuple[int, int], ...]:

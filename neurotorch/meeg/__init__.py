@@ -23,6 +23,7 @@ _EXPORTS = {
     "simulate_leadfield": "neurotorch.meeg.forward",
     "aggregate_runs": "neurotorch.meeg.grid",
     "calibrate_runs": "neurotorch.meeg.grid",
+    "plan_grid": "neurotorch.meeg.grid",
     "read_manifest": "neurotorch.meeg.grid",
     "run_grid": "neurotorch.meeg.grid",
     "gamma_map": "neurotorch.meeg.inverse",

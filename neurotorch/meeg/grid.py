@@ -6,36 +6,46 @@ noise types as scikit-learn's ``ParameterGrid`` does (keys sorted, the noise typ
 fastest), draws one seed per run as CaliBrain does (``RandomState(random_state).randint(0, 2**32)``),
 simulates one trial per run, computes the chosen solver's posterior (`neurotorch.meeg.solvers`)
 and writes ``posterior_summary_run{global_run_id:08d}_seed{seed}.h5`` plus ``run_manifest.csv``
-(one row per run). `read_manifest` checks a manifest (one header, every summary inside its
-folder), `aggregate_runs` concatenates the runs it lists (filtered by metadata) and
-`calibrate_runs` fits CaliBrain's isotonic recalibration on one aggregate and evaluates it on
-another.
+(one row per run). Each run is a unit of work of `neurotorch.parallel` (`GridUnit`, planned by
+`plan_grid` with its seed drawn up front), so the runs can be computed in local processes, on a
+Dask cluster or one per job-array task, with the same bytes; they are written into a work folder
+beside ``out_dir`` that records the grid, which a rerun resumes and the final run renames.
+`read_manifest` checks a manifest (one header, every summary inside its folder), `aggregate_runs`
+concatenates the runs it lists (filtered by metadata) and `calibrate_runs` fits CaliBrain's
+isotonic recalibration on one aggregate and evaluates it on another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import hashlib
 import itertools
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 
+from neurotorch._docs import fill_doc
 from neurotorch._options import as_ints, as_names, check_int, check_number, check_option
+from neurotorch.config import cache_dir
 from neurotorch.errors import (
     DataNotDownloadedError,
     DatasetExistsError,
     FormatError,
     ParameterError,
+    UnitsFailedError,
     UnsafePathError,
 )
-from neurotorch.io.atomic import TEMP_MARK, atomic_path, write_text
+from neurotorch.io.atomic import TEMP_MARK, atomic_path, write_json, write_text
 from neurotorch.meeg import layout
 from neurotorch.meeg.calibration import (
     IsotonicRecalibration,
@@ -47,9 +57,18 @@ from neurotorch.meeg.leadfield import LeadfieldBuilder, LeadfieldData
 from neurotorch.meeg.posterior import NOISE_TYPES, known_noise_var
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 from neurotorch.meeg.solvers import Solver, full_posterior_cov, make_solver
-from neurotorch.meeg.summaries import PosteriorRun, read_posterior_summary
+from neurotorch.meeg.summaries import (
+    PosteriorRun,
+    read_posterior_summary,
+    read_summary_metadata,
+)
+from neurotorch.parallel import one_thread, run_units
 
 MANIFEST = "run_manifest.csv"
+#: The record of a grid (its parameters), written first into its work folder; kept in out_dir.
+GRID_RECORD = "grid.json"
+#: What the name of the work folder beside out_dir adds to out_dir's name.
+WORK_SUFFIX = ".units"
 DATA_KEYS = ("alpha_SNR", "nnz", "orientation_type", "subject")
 #: How `run_grid` writes the summary paths of its manifest (see `run_grid`).
 MANIFEST_PATHS = ("relative", "absolute")
@@ -160,18 +179,282 @@ def write_posterior_summary(
         handle.attrs["metadata_json"] = np.bytes_(json.dumps(metadata).encode("utf-8"))
 
 
-def _new_output_folder(out: Path) -> Path:
-    """A temporary sibling of ``out`` to write into; refuses an ``out`` that holds anything."""
+@dataclass(frozen=True)
+class _Settings:
+    """What every unit of a grid reads; compared (and hashed) by folder and fingerprint alone, the
+    key of each worker's cache of prepared leadfields."""
+
+    folder: str
+    fingerprint: str
+    builder: LeadfieldBuilder = field(compare=False)
+    solver: Solver = field(compare=False)
+    config: ERPConfig | None = field(compare=False)
+    n_runs: int = field(compare=False)
+    prefix: str = field(compare=False)  # of the manifest's summary paths
+
+
+@functools.lru_cache(maxsize=4)
+def _prepared(settings: _Settings, subject: str, orientation: str) -> tuple[LeadfieldData, Any]:
+    """A leadfield and the solver's preparation of it, loaded once per process and grid."""
+    data = settings.builder.get_leadfield(subject, orientation, "load", return_metadata=True)
+    return data, settings.solver.prepare(torch.as_tensor(data.leadfield), data.src_coords)
+
+
+@dataclass(frozen=True)
+class GridUnit:
+    """One run of a grid, a unit of work of `neurotorch.parallel`: its configuration and seed
+    (drawn up front by `plan_grid`), its output the run's posterior summary, written atomically
+    (so it is done once that file exists). It computes on one thread (`one_thread`), so its bytes
+    do not depend on where it ran."""
+
+    settings: _Settings
+    global_id: int
+    seed: int
+    data_params: tuple[tuple[str, Any], ...]  # the data grid's keys, sorted
+    noise_type: str
+
+    @property
+    def name(self) -> str:
+        return layout.posterior_summary_name(self.global_id, self.seed)
+
+    @property
+    def key(self) -> str:
+        return f"grid/run{self.global_id:08d}"
+
+    @property
+    def lock_path(self) -> None:
+        return None  # a run written twice at once gives the same file
+
+    def path(self) -> Path:
+        return Path(self.settings.folder, self.name)
+
+    def done(self) -> bool:
+        return self.path().is_file()
+
+    def run(self) -> dict[str, Any]:
+        """Simulate the run, write its summary; return its manifest row."""
+        settings, params = self.settings, dict(self.data_params)
+        with one_thread():
+            data, prepared = _prepared(settings, params["subject"], params["orientation_type"])
+            run = simulate_run(
+                data,
+                nnz=params["nnz"],
+                alpha=params["alpha_SNR"],
+                seed=self.seed,
+                noise_type=self.noise_type,
+                config=settings.config,
+                solver=settings.solver,
+                prepared=prepared,
+            )
+        metadata = {
+            "global_run_id": self.global_id,
+            "run_id": (self.global_id - 1) % settings.n_runs + 1,
+            "nruns": settings.n_runs,
+            "solver": settings.solver.calibrain_name(self.noise_type),
+            "solver_params": json.dumps(settings.solver.options(), sort_keys=True),
+            "noise_type": self.noise_type,
+            **params,
+            "n_sources": data.n_sources,
+            "n_times": run["x_true"].shape[-1],
+            "seed": self.seed,
+            "posterior_filename": self.name,
+            "sensor_kind": data.sensor_kind,
+            "coil_type": data.coil_type,
+            "sensor_units": data.sensor_units,
+            "sensor_unitmult": data.sensor_unitmult,
+            "gamma": run["gamma"],
+            "noise_var": run["noise_var"],
+        }
+        q_basis = data.Q_basis if params["orientation_type"] == "free" else None
+        write_posterior_summary(self.path(), run, q_basis=q_basis, metadata=metadata)
+        return self._row(metadata)
+
+    def row(self) -> dict[str, Any]:
+        """Its manifest row, from the metadata of its summary (a run done earlier)."""
+        return self._row(read_summary_metadata(self.path()))
+
+    def _row(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, "posterior_summary": self.settings.prefix + self.name}
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A grid as units of work, made by `plan_grid`: ``units()`` (one per run, in run order) and
+    ``run()``."""
+
+    out_dir: str
+    settings: _Settings
+    grid_units: tuple[GridUnit, ...]
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``out_dir`` already holds this grid, complete."""
+        return self.settings.folder == self.out_dir
+
+    def units(self) -> list[GridUnit]:
+        """The units, in run order; their positions are the ``only=`` indices."""
+        return list(self.grid_units)
+
+    def run(
+        self,
+        *,
+        workers: int | None = None,
+        scheduler: Any = None,
+        only: int | None = None,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Run every unit not done yet; then write the manifest and rename the work folder to
+        ``out_dir`` (with ``only``: run that unit alone, and finish nothing).
+
+        Parameters
+        ----------
+        workers, scheduler
+            Where the units run: see `neurotorch.parallel.run_units`.
+        only
+            The position of one unit to run (one task of a job array; `unit_lines` lists them).
+        progress
+            Show a progress bar (default: ``NEUROTORCH_PROGRESS``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The manifest (with ``only``: the row of that run).
+        """
+        units = self.units()
+        if only is not None:
+            only = check_int("only", only, minimum=0, maximum=len(units) - 1)
+            units = [units[only]]
+        try:
+            return self._run(
+                units, finish=only is None, workers=workers, scheduler=scheduler, progress=progress
+            )
+        except Exception:
+            if self.finished:
+                raise
+            with _finish_lock(self.out_dir):  # a finish in progress ends first
+                if _recorded_fingerprint(Path(self.out_dir)) != self.fingerprint:
+                    raise
+            # a run of the same grid started at once finished it, moving the work folder away
+            moved = dataclasses.replace(self.settings, folder=self.out_dir)
+            return pd.DataFrame([dataclasses.replace(u, settings=moved).row() for u in units])
+        finally:
+            _prepared.cache_clear()
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 of the grid's record (``grid.json``): its parameters and inputs."""
+        return self.settings.fingerprint
+
+    def _run(
+        self,
+        units: list[GridUnit],
+        *,
+        finish: bool,
+        workers: int | None,
+        scheduler: Any,
+        progress: bool | None,
+    ) -> pd.DataFrame:
+        try:
+            results = run_units(
+                units, workers=workers, scheduler=scheduler, progress=progress, desc="grid"
+            )
+        except UnitsFailedError as failed:  # the first unit's own error, where it came back
+            raise next((r.exception for r in failed.results if r.exception), failed) from None
+        rows = [
+            r.value if r.status == "ran" else unit.row()
+            for unit, r in zip(units, results, strict=True)
+        ]
+        manifest = pd.DataFrame(rows)
+        if finish and not self.finished:
+            self._finish(manifest)
+        return manifest
+
+    def _finish(self, manifest: pd.DataFrame) -> None:
+        """The manifest, written last, then the work folder renamed to ``out_dir``; nothing when
+        a run of the same grid started at once did it first."""
+        work, out = Path(self.settings.folder), Path(self.out_dir)
+        with _finish_lock(self.out_dir):
+            if _recorded_fingerprint(out) == self.fingerprint:
+                return
+            for stale in work.glob(f"*{TEMP_MARK}*"):  # of writers killed or still writing
+                stale.unlink(missing_ok=True)
+            write_text(work / MANIFEST, manifest.to_csv(index=False))
+            if out.is_dir():
+                out.rmdir()  # empty (checked by plan_grid)
+            work.rename(out)
+
+
+def _finish_lock(out_dir: str) -> contextlib.AbstractContextManager:
+    """The lock of finishing the grid of ``out_dir``, in ``NEUROTORCH_CACHE`` (not in a folder
+    that the finish renames); none where the cache cannot be written."""
+    name = hashlib.sha256(out_dir.encode()).hexdigest()[:24]
+    path = cache_dir() / "locks" / "grid" / f"{name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return contextlib.nullcontext()
+    return FileLock(str(path))
+
+
+def _recorded_fingerprint(folder: Path) -> str | None:
+    """The fingerprint a folder's grid record holds (None: no readable record)."""
+    try:
+        record = json.loads((folder / GRID_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("fingerprint") if isinstance(record, dict) else None
+
+
+def _claim(out: Path, work: Path, fingerprint: str) -> Path:
+    """The folder a grid's units write into: ``out`` when it already holds this grid, else the
+    work folder (created, its record written first by the caller when new). Refuses folders of
+    another grid and folders neurotorch did not write."""
+    held = _recorded_fingerprint(out)
+    if held == fingerprint:
+        return out
+    if held is not None:
+        raise DatasetExistsError(
+            f"{out} holds the runs of another grid (other parameters, leadfields, solver or "
+            "package versions); choose a new out_dir, or remove this one to run the grid again."
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetExistsError(
             f"{out} already exists and is not empty; run_grid writes a new folder of runs "
             "(it never mixes its files with others): choose a new out_dir or remove this one."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{TEMP_MARK}"))
+    held = _recorded_fingerprint(work)
+    if held is not None and held != fingerprint:
+        raise DatasetExistsError(
+            f"{work} holds the unfinished runs of another grid (other parameters, leadfields, "
+            f"solver or package versions) for {out}; run that grid again to finish it, or "
+            "remove this folder to start this one."
+        )
+    if held is None and work.exists() and {p for p in os.listdir(work) if TEMP_MARK not in p}:
+        raise DatasetExistsError(
+            f"{work} (the work folder of {out}) is not empty and holds no runs of neurotorch "
+            f"(no {GRID_RECORD}); move it away or choose another out_dir."
+        )
+    return work
 
 
-def run_grid(
+def _leadfield_versions(builder: LeadfieldBuilder, grid: dict[str, list]) -> list[list[str]]:
+    """(name, size, version) of every leadfield the grid reads: a changed file is another grid."""
+    versions = []
+    for subject, orientation in itertools.product(grid["subject"], grid["orientation_type"]):
+        name = layout.leadfield_name(subject, orientation)
+        try:
+            info = builder.root.info(name)
+        except FileNotFoundError as exc:
+            raise DataNotDownloadedError(
+                f"Leadfield {builder.path(subject, orientation)} not found: the grid reads it; "
+                "add it, or leave its subject or orientation out of data_grid."
+            ) from exc
+        versions.append([name, str(info["size"]), str(info["version"])])
+    return versions
+
+
+@fill_doc
+def plan_grid(
     builder: LeadfieldBuilder,
     out_dir: str | os.PathLike,
     data_grid: Mapping[str, Sequence[Any]],
@@ -182,43 +465,33 @@ def run_grid(
     solver: str = "BMN",
     solver_options: Mapping[str, Any] | None = None,
     manifest_paths: Literal["relative", "absolute"] = "relative",
-) -> pd.DataFrame:
-    """Simulate every grid configuration ``n_runs`` times and write summaries and the manifest.
+) -> GridPlan:
+    """Plan `run_grid` as units of work, one per run (`GridUnit`), in its work folder.
+
+    The work folder, ``<out_dir>.units`` beside ``out_dir``, records the grid (``grid.json``:
+    its parameters, the leadfields' sizes and versions, the versions of numpy and torch),
+    written before any run. Planning the same grid again (another process, a job array task)
+    reuses the runs already written; once every run is done, `GridPlan.run` writes the manifest
+    and renames the work folder to ``out_dir``. An ``out_dir`` that holds this grid gives a plan
+    whose units are all done.
 
     Parameters
     ----------
-    builder
-        Where the leadfields are loaded from (``<subject>_<orientation>_leadfield.npz``).
-    out_dir
-        A new (or empty) folder for the summaries and ``run_manifest.csv``. The runs are written
-        into a temporary sibling folder renamed to ``out_dir`` at the end, so ``out_dir`` holds
-        all of them or does not exist.
-    data_grid
-        Values of ``subject``, ``orientation_type`` (a name or a list of names), ``nnz`` (counts)
-        and ``alpha_SNR`` (in [0, 1]); see `check_data_grid`.
-    noise_types
-        CaliBrain's ``noise_type`` values to cross with the data grid.
-    n_runs, random_state
-        Runs per configuration and the seed of the per-run seeds.
-    config
-        ERP settings.
-    solver, solver_options
-        CaliBrain's solver name (a key of `neurotorch.meeg.solvers.SOLVERS`; BMN learns its
-        ``gamma``) and its options (``solver_params``, written to the manifest). eLORETA needs
-        ``noise_types`` ``"oracle"`` / ``"baseline"``; sFlex needs leadfields with
-        ``src_coords``. The manifest's ``solver`` column carries CaliBrain's name of the solver
-        under each noise type (``BMN_joint``, ``gamma_lambda_map``, ``gamma_lambda_map_sflex``
-        when the noise is learned).
-    manifest_paths
-        How the manifest names each summary: ``"relative"`` (to the manifest's folder; the
-        folder can be moved; CaliBrain, which resolves paths against its working directory,
-        reads it from that folder) or ``"absolute"`` (CaliBrain reads it from any working
-        directory; the folder cannot be moved). `read_manifest` reads both.
+    %(meeg_grid)s
 
     Returns
     -------
-    pandas.DataFrame
-        The manifest.
+    GridPlan
+        ``plan.run(workers=..., scheduler=..., only=...)`` gives the manifest; ``plan.units()``
+        lists the units.
+
+    Raises
+    ------
+    DatasetExistsError
+        The work folder holds the unfinished runs of another grid, or files neurotorch did not
+        write; ``out_dir`` holds another grid, or files neurotorch did not write.
+    DataNotDownloadedError
+        A leadfield of the grid is missing.
     """
     grid = check_data_grid(data_grid)
     noise_types = [
@@ -233,95 +506,109 @@ def run_grid(
         strategy.check_noise_type(noise_type)
     if "oracle" in noise_types and max(grid["alpha_SNR"]) >= 1.0:
         raise ParameterError("alpha_SNR = 1 has no noise: use a noise_type other than 'oracle'.")
-    configs = [
-        (data, noise)
-        for data in parameter_grid(grid)
-        for noise in parameter_grid({"noise_type": noise_types})
-    ]
-    seeds = np.random.RandomState(random_state).randint(0, 2**32, size=len(configs) * n_runs)
+    record = {
+        "data_grid": grid,
+        "noise_types": noise_types,
+        "n_runs": n_runs,
+        "random_state": random_state,
+        "config": dataclasses.asdict(config or ERPConfig()),
+        "solver": solver,
+        "solver_options": strategy.options(),
+        "manifest_paths": manifest_paths,
+        "leadfields": _leadfield_versions(builder, grid),
+        "versions": {"numpy": np.__version__, "torch": torch.__version__},
+    }
+    fingerprint = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     out = Path(out_dir).absolute()
-    tmp = _new_output_folder(out)
-    try:
-        manifest = _write_runs(
-            builder,
-            tmp,
-            runs=[config for config in configs for _ in range(n_runs)],
-            seeds=seeds,
-            n_runs=n_runs,
-            config=config,
-            solver=strategy,
-            prefix=f"{out.as_posix()}/" if manifest_paths == "absolute" else "",
+    work = out.with_name(out.name + WORK_SUFFIX)
+    folder = _claim(out, work, fingerprint)
+    if folder == work and _recorded_fingerprint(work) is None:
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(work / GRID_RECORD, {"fingerprint": fingerprint, **record})
+    settings = _Settings(
+        folder=str(folder),
+        fingerprint=fingerprint,
+        builder=builder,
+        solver=strategy,
+        config=config,
+        n_runs=n_runs,
+        prefix=f"{out.as_posix()}/" if manifest_paths == "absolute" else "",
+    )
+    configs = [
+        (tuple(data.items()), noise)
+        for data in parameter_grid(grid)
+        for noise in noise_types  # the noise type varies fastest
+    ]
+    runs = [config for config in configs for _ in range(n_runs)]
+    seeds = np.random.RandomState(random_state).randint(0, 2**32, size=len(runs))
+    units = tuple(
+        GridUnit(settings, global_id, int(seed), data_params, noise_type)
+        for global_id, ((data_params, noise_type), seed) in enumerate(
+            zip(runs, seeds, strict=True), start=1
         )
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    )
+    return GridPlan(str(out), settings, units)
 
 
-def _write_runs(
+@fill_doc
+def run_grid(
     builder: LeadfieldBuilder,
-    folder: Path,
+    out_dir: str | os.PathLike,
+    data_grid: Mapping[str, Sequence[Any]],
+    noise_types: str | Sequence[str] = ("oracle",),
+    n_runs: int = 2,
+    random_state: int = 42,
+    config: ERPConfig | None = None,
+    solver: str = "BMN",
+    solver_options: Mapping[str, Any] | None = None,
+    manifest_paths: Literal["relative", "absolute"] = "relative",
     *,
-    runs: list[tuple[dict[str, Any], dict[str, Any]]],
-    seeds: np.ndarray,
-    n_runs: int,
-    config: ERPConfig | None,
-    solver: Solver,
-    prefix: str,
+    workers: int | None = None,
+    scheduler: Any = None,
 ) -> pd.DataFrame:
-    """Simulate ``runs`` (with their ``seeds``), write their summaries and the manifest into
-    ``folder``; the manifest names each summary as ``prefix + name``."""
-    leadfields: dict[tuple[str, str], tuple[LeadfieldData, Any]] = {}
-    params = json.dumps(solver.options(), sort_keys=True)
-    rows = []
-    for global_id, ((data_params, noise_params), seed) in enumerate(
-        zip(runs, seeds, strict=True), start=1
-    ):
-        subject, orientation = data_params["subject"], data_params["orientation_type"]
-        if (subject, orientation) not in leadfields:
-            data = builder.get_leadfield(subject, orientation, "load", return_metadata=True)
-            prepared = solver.prepare(torch.as_tensor(data.leadfield), data.src_coords)
-            leadfields[subject, orientation] = data, prepared
-        data, prepared = leadfields[subject, orientation]
-        noise_type = noise_params["noise_type"]
-        run = simulate_run(
-            data,
-            nnz=data_params["nnz"],
-            alpha=data_params["alpha_SNR"],
-            seed=int(seed),
-            noise_type=noise_type,
-            config=config,
-            solver=solver,
-            prepared=prepared,
-        )
-        name = layout.posterior_summary_name(global_id, int(seed))
-        metadata = {
-            "global_run_id": global_id,
-            "run_id": (global_id - 1) % n_runs + 1,
-            "nruns": n_runs,
-            "solver": solver.calibrain_name(noise_type),
-            "solver_params": params,
-            **noise_params,
-            **data_params,
-            "n_sources": data.n_sources,
-            "n_times": run["x_true"].shape[-1],
-            "seed": int(seed),
-            "posterior_filename": name,
-            "sensor_kind": data.sensor_kind,
-            "coil_type": data.coil_type,
-            "sensor_units": data.sensor_units,
-            "sensor_unitmult": data.sensor_unitmult,
-            "gamma": run["gamma"],
-            "noise_var": run["noise_var"],
-        }
-        q_basis = data.Q_basis if orientation == "free" else None
-        write_posterior_summary(folder / name, run, q_basis=q_basis, metadata=metadata)
-        rows.append({**metadata, "posterior_summary": prefix + name})
-    manifest = pd.DataFrame(rows)
-    write_text(folder / MANIFEST, manifest.to_csv(index=False))
-    return manifest
+    """Simulate every grid configuration ``n_runs`` times and write summaries and the manifest.
+
+    Each run is a unit of work (`plan_grid`): ``workers`` / ``scheduler`` spread them over local
+    worker processes or a Dask cluster, with the same files as in one process. The runs are
+    written into a work folder beside ``out_dir`` that is renamed to ``out_dir`` once the
+    manifest is written, so ``out_dir`` holds all of them or does not exist; after a failure or
+    an interruption, the same call resumes (the runs already written are kept), and once
+    ``out_dir`` holds the grid it does nothing and returns the manifest.
+
+    Parameters
+    ----------
+    %(meeg_grid)s
+    workers, scheduler
+        Where the runs are computed (see `neurotorch.parallel.run_units`): ``None`` in this
+        process, N local worker processes, or a Dask scheduler address, scheduler file or
+        ``Client``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest.
+
+    Raises
+    ------
+    DatasetExistsError
+        The work folder holds the unfinished runs of another grid; ``out_dir`` holds another
+        grid or files neurotorch did not write.
+    """
+    if workers is not None:
+        check_int("workers", workers, minimum=1)
+    plan = plan_grid(
+        builder,
+        out_dir,
+        data_grid,
+        noise_types=noise_types,
+        n_runs=n_runs,
+        random_state=random_state,
+        config=config,
+        solver=solver,
+        solver_options=solver_options,
+        manifest_paths=manifest_paths,
+    )
+    return plan.run(workers=workers, scheduler=scheduler)
 
 
 def read_manifest(manifest_path: str | os.PathLike) -> pd.DataFrame:

@@ -173,22 +173,25 @@ def _source(path: FilePath) -> Path | str:
     return as_path(root, name)
 
 
-def read_posterior_summary(path: FilePath, storage_options: dict | None = None) -> PosteriorRun:
-    """Read a CaliBrain ``posterior_summary_*.h5`` file (local path or fsspec URL)."""
+def _open_summary(path: FilePath, storage_options: dict | None, read: Any) -> tuple[Any, Any]:
+    """``read(handle)`` of a summary file and its ``metadata_json`` attribute, a damaged file a
+    `CorruptFileError` naming it."""
     import h5py
 
     local = local_copy(path, storage_options, what="Posterior summary")
-    path = _source(path)
     try:
         with h5py.File(local, "r") as handle:
-            arrays = {key: handle[key][()] for key in _ARRAY_KEYS if key in handle}
-            raw_meta = handle.attrs.get("metadata_json")
+            return read(handle), handle.attrs.get("metadata_json")
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         # h5py reports damaged superblocks as OSError, damaged object headers, B-trees and
         # attributes as RuntimeError/KeyError/ValueError
         raise CorruptFileError(
-            f"Posterior summary {path} is damaged ({type(exc).__name__}: {exc}); re-create it."
+            f"Posterior summary {_source(path)} is damaged ({type(exc).__name__}: {exc}); "
+            "re-create it."
         ) from exc
+
+
+def _metadata(raw_meta: Any, path: Path | str) -> dict[str, Any]:
     if isinstance(raw_meta, bytes | np.bytes_):
         try:
             raw_meta = bytes(raw_meta).decode("utf-8")
@@ -202,7 +205,23 @@ def read_posterior_summary(path: FilePath, storage_options: dict | None = None) 
         raise FormatError(f"metadata_json of {path} is not valid JSON: {exc}") from exc
     if not isinstance(metadata, dict):
         raise FormatError(f"metadata_json of {path} is not a JSON object: {raw_meta:.80}.")
-    return _build_run(arrays, metadata, path)
+    return metadata
+
+
+def read_posterior_summary(path: FilePath, storage_options: dict | None = None) -> PosteriorRun:
+    """Read a CaliBrain ``posterior_summary_*.h5`` file (local path or fsspec URL)."""
+    arrays, raw_meta = _open_summary(
+        path, storage_options, lambda handle: {k: handle[k][()] for k in _ARRAY_KEYS if k in handle}
+    )
+    path = _source(path)
+    return _build_run(arrays, _metadata(raw_meta, path), path)
+
+
+def read_summary_metadata(path: FilePath, storage_options: dict | None = None) -> dict[str, Any]:
+    """The metadata of a ``posterior_summary_*.h5`` file (its ``metadata_json``), without reading
+    its arrays."""
+    _, raw_meta = _open_summary(path, storage_options, lambda handle: None)
+    return _metadata(raw_meta, _source(path))
 
 
 def _npz_scalar(value: np.ndarray) -> Any:

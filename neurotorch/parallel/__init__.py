@@ -9,12 +9,13 @@ the M/EEG grid); this package knows nothing about datasets.
 from __future__ import annotations
 
 from neurotorch.parallel.engine import execute_unit, run_units, shared_engine, stop_requested
-from neurotorch.parallel.units import Unit, UnitResult, result_lines, unit_lines
+from neurotorch.parallel.units import Unit, UnitResult, one_thread, result_lines, unit_lines
 
 __all__ = [
     "Unit",
     "UnitResult",
     "execute_unit",
+    "one_thread",
     "result_lines",
     "run_units",
     "shared_engine",

@@ -17,7 +17,8 @@ unit is run again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -64,6 +65,20 @@ class UnitResult:
     error: str | None = None
     seconds: float = 0.0
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block: a unit's bytes then do not depend on the core count
+    of the machine or worker it ran on (a multi-threaded matrix product rounds differently)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def unit_lines(units: Sequence[Unit]) -> list[str]:

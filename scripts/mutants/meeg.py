@@ -88,15 +88,15 @@ MUTANTS = [
     Mutant(
         "manifest-solver-not-calibrains-name",
         "neurotorch/meeg/grid.py",
-        '            "solver": solver.calibrain_name(noise_type),',
-        '            "solver": solver.name,',
+        '            "solver": settings.solver.calibrain_name(self.noise_type),',
+        '            "solver": settings.solver.name,',
         ("tests/test_meeg_grid.py::test_manifest_names_solvers_as_calibrain",),
     ),
     Mutant(
         "manifest-absolute-paths-not-written",
         "neurotorch/meeg/grid.py",
-        '            prefix=f"{out.as_posix()}/" if manifest_paths == "absolute" else "",',
-        '            prefix="",',
+        '        prefix=f"{out.as_posix()}/" if manifest_paths == "absolute" else "",',
+        '        prefix="",',
         (
             "tests/test_meeg_calibrain_interop.py::test_grid_manifest_is_aggregated_and_calibrated_like_calibrain",
         ),
@@ -131,6 +131,55 @@ MUTANTS = [
         '        "subject": [layout.check_subject(s) for s in as_names("subject", data_grid["subject"])],',
         '        "subject": [layout.check_subject(s) for s in data_grid["subject"]],',
         ("tests/test_meeg_grid.py::test_grid_values_are_checked_not_rounded_or_split",),
+    ),
+    Mutant(
+        "grid-unit-seeded-with-the-next-runs-seed",
+        "neurotorch/meeg/grid.py",
+        "        GridUnit(settings, global_id, int(seed), data_params, noise_type)",
+        "        GridUnit(settings, global_id, int(seeds[global_id % len(seeds)]), data_params, noise_type)",
+        ("tests/test_meeg_grid_units.py::test_each_run_has_calibrains_configuration_and_seed",),
+    ),
+    Mutant(
+        "grid-unit-on-all-threads",
+        "neurotorch/meeg/grid.py",
+        "        with one_thread():\n            data, prepared",
+        "        if True:\n            data, prepared",
+        (
+            "tests/test_meeg_grid_units.py::test_each_run_has_calibrains_configuration_and_seed",
+            "tests/test_meeg_grid_units.py::test_two_local_workers_write_the_bytes_of_one_process",
+        ),
+    ),
+    Mutant(
+        "grid-unit-never-done",
+        "neurotorch/meeg/grid.py",
+        "        return self.path().is_file()",
+        "        return False",
+        ("tests/test_meeg_grid_units.py::test_a_second_run_does_no_work",),
+    ),
+    Mutant(
+        "grid-work-folder-of-another-grid-reused",
+        "neurotorch/meeg/grid.py",
+        "    if held is not None and held != fingerprint:",
+        "    if False:",
+        (
+            "tests/test_meeg_grid_units.py::test_another_grid_is_refused_in_a_work_folder_or_a_finished_folder",
+        ),
+    ),
+    Mutant(
+        "grid-job-array-task-finishes-the-grid",
+        "neurotorch/meeg/grid.py",
+        "                units, finish=only is None, workers=workers, scheduler=scheduler, progress=progress",
+        "                units, finish=True, workers=workers, scheduler=scheduler, progress=progress",
+        (
+            "tests/test_meeg_grid_units.py::test_a_job_array_task_runs_one_unit_and_the_last_run_finishes",
+        ),
+    ),
+    Mutant(
+        "grid-killed-writers-temporary-kept",
+        "neurotorch/meeg/grid.py",
+        "                stale.unlink(missing_ok=True)",
+        "                pass",
+        ("tests/test_meeg_grid_units.py::test_a_worker_killed_mid_run_costs_only_its_run",),
     ),
     Mutant(
         "aggregated-meg-runs-without-q-basis",

@@ -32,7 +32,7 @@ MUTANTS = [
     ),
     Mutant(
         "lnm-units-on-every-thread",
-        "neurotorch/connectome/lnm_units.py",
+        "neurotorch/parallel/units.py",
         "    torch.set_num_threads(1)\n",
         "",
         (f"{COMMANDS}::test_units_compute_on_one_thread_and_give_the_threads_back",),
