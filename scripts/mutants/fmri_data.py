@@ -80,7 +80,7 @@ MUTANTS = [
     Mutant(
         "float16-cast-unchecked",
         "neurotorch/data/fmri/store.py",
-        "                _check_range(out[row], values, root.path(relpath))\n",
+        "                _check_range(row, values, root.path(relpath))\n",
         "",
         (f"{STORE}::test_float16_store_refuses_betas_beyond_its_range",),
     ),

@@ -71,22 +71,22 @@ MUTANTS = [
     Mutant(
         "download-trusts-present-files",
         "neurotorch/fmri/download.py",
-        "    never_checked = [rel for rel in present if not is_verified(local, rel)]",
-        "    never_checked = []",
+        '        checked = file_kind(self.relpath) == "other" or is_verified(',
+        "        checked = True or is_verified(",
         (f"{FAULTS}::test_a_rerun_after_a_damaged_download_does_not_keep_it",),
     ),
     Mutant(
         "download-keeps-damaged-transfer",
         "neurotorch/fmri/download.py",
-        "        pending = _remove_damaged(local, done)",
-        "        pending = []",
+        "            if not _remove_damaged(DataRoot(self.out), [self.relpath]):",
+        "            if not []:",
         ("tests/test_io_integrity.py::test_download_checks_what_it_transferred",),
     ),
     Mutant(
         "download-full-disk-called-network",
         "neurotorch/fmri/download.py",
-        "        if full_disk:  # the local side: names the file, partial files are kept\n"
-        "            raise full_disk[0]\n",
+        "    if full_disk:  # the local side: names the file, partial files are kept\n"
+        "        raise full_disk[0]\n",
         "",
         (f"{FAULTS}::test_a_download_onto_a_full_disk_names_the_file",),
     ),
