@@ -109,7 +109,7 @@ def _open_connectome(files: tuple[str, ...], options: str, space: str) -> Connec
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

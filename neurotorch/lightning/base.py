@@ -23,9 +23,10 @@ this base class owns the rest, once:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset
 
 from neurotorch._options import check_bool, check_int, check_option
@@ -72,6 +73,11 @@ class NeurotorchDataModule(L.LightningDataModule):
         self.streaming = check_bool("streaming", streaming)
         self.predict_part = check_option("predict_part", predict_part, PREDICT_PARTS)
         self.datasets: dict[str, Dataset | None] = {}
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The hyperparameters saved by ``save_hyperparameters``, with attribute access."""
+        return cast(AttributeDict, super().hparams)
 
     # -- what a family provides -------------------------------------------------------------
     def build_dataset(self, part: str) -> Dataset | None:

@@ -413,7 +413,7 @@ def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
     if data.ch_names is not None:
         payload["ch_names"] = np.asarray(data.ch_names, dtype=str)
     with atomic_path(path) as tmp:
-        np.savez(tmp, **payload)
+        np.savez(tmp, **payload)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
     return path
 
 
