@@ -117,7 +117,7 @@ class NeurotorchDataModule(L.LightningDataModule):
         )
         return StatefulLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **settings)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | list:
         return self.dataloader("train")
 
     def val_dataloader(self) -> DataLoader | list:
