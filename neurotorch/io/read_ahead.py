@@ -6,7 +6,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -38,9 +38,9 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             more, item = ready.get()
             if not more:
                 if item is not None:
-                    raise item
+                    raise cast(BaseException, item)
                 return
-            yield item
+            yield cast(T, item)
     finally:
         if os.getpid() == owner:  # a forked child has no worker (and must not touch its locks)
             stop.set()
