@@ -22,7 +22,7 @@ this base class owns the rest, once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import Any, cast
 
 import lightning as L
@@ -133,7 +133,8 @@ class NeurotorchDataModule(L.LightningDataModule):
     # -- description -------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
         """Items per part (0 for a part the family does not have)."""
-        return {part: len(d) if d is not None else 0 for part, d in self._datasets()}
+        # every dataset of neurotorch has a length
+        return {part: len(cast(Sized, d)) if d is not None else 0 for part, d in self._datasets()}
 
     def _datasets(self) -> Iterator[tuple[str, Dataset | None]]:
         for part in PARTS:
