@@ -120,7 +120,9 @@ def _decompress_through(handle: IO[bytes], backend: str, expected: int, bar: tqd
     return handle.seek(0, io.SEEK_END)
 
 
-def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress: bool) -> None:
+def _build(
+    path: str, header: NiftiHeader, backend: str, target: Path, progress: bool | None
+) -> None:
     """Decompress ``path`` once, verifying CRC and length, and save its index atomically."""
     expected = header.vox_offset + header.n_volumes * header.volume_nbytes
     bar = tqdm(
@@ -162,7 +164,7 @@ def build_index(path: str | os.PathLike, *, progress: bool | None = None) -> Pat
 
 
 def _saved_index(
-    path: str, progress: bool | None, unreadable: os.stat_result | None = None
+    path: str, progress: bool | None, unreadable: tuple[int, int] | None = None
 ) -> Path:
     """The index of ``path``, built under the lock unless present; ``unreadable`` is the state of
     an index that failed to load: it is replaced, unless another process replaced it meanwhile."""
