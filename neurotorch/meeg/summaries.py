@@ -142,11 +142,13 @@ def _build_run(
             raise FormatError(
                 f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k})."
             )
-        blocks = check_covariance_blocks(blocks, f"The covariance blocks ({key!r}) in {path}")
+        blocks = check_covariance_blocks(
+            blocks, f"The covariance blocks ({posterior_key!r}) in {path}"
+        )
         var = np.diagonal(blocks, axis1=1, axis2=2).copy()
         if k == 1:
             var, blocks = var[:, 0], None
-    var = check_variances(var, f"The posterior variances ({key!r}) in {path}")
+    var = check_variances(var, f"The posterior variances ({posterior_key!r}) in {path}")
     q_basis = arrays.get("Q_basis")
     if q_basis is not None and (q_basis.ndim != 3 or q_basis.size == 0):
         q_basis = None
