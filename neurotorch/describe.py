@@ -74,8 +74,8 @@ _AGGREGATED_RUN = _layout_pattern(
 _FORWARD_FILE = _layout_pattern(
     posixpath.basename(meeg_layout.forward_file("SUBJECT")), subject=("SUBJECT", ".+")
 )
-_SENSOR_KINDS = {meeg_layout.KIND_EEG: "EEG", meeg_layout.KIND_MEG: "MEG"}
-_COIL_NAMES = {
+_SENSOR_KINDS: dict[int | None, str] = {meeg_layout.KIND_EEG: "EEG", meeg_layout.KIND_MEG: "MEG"}
+_COIL_NAMES: dict[int | None, str] = {
     meeg_layout.COIL_EEG: "EEG",
     meeg_layout.COIL_MAG: "MEG mag",
     meeg_layout.COIL_GRAD: "MEG grad",
@@ -309,6 +309,7 @@ def _leadfield_row(root: DataRoot, relpath: str) -> dict[str, Any]:
     from neurotorch.meeg.leadfield import load_leadfield_npz
 
     match = _LEADFIELD_FILE.match(_basename(relpath))
+    assert match is not None, "the caller found the file by this pattern"
     data = load_leadfield_npz(
         root.path(relpath), storage_options=root.storage_options, require_src_coords=False
     )

@@ -18,6 +18,7 @@ from neurotorch.connectome import ConnectomeBatches, Parcellation, connectivity_
 from neurotorch.data.collate import collate_items
 from neurotorch.data.connectome.subjects import ConnectomeChunks, ConnectomeSubjects
 from neurotorch.data.registry import load_dataset
+from neurotorch.errors import NotFittedError
 from neurotorch.synthetic.connectome import BATCH_DIR, LESION_DIR, NETWORKS_FILE, make_connectome
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +115,8 @@ def test_datamodule_trains_with_plain_trainer(root):
     batch = collate_items([data.datasets["train"][0], data.datasets["train"][1]])
     assert batch["timeseries"].shape == (2, 30, data.n_features)
     model = LesionNetworkModel(rank=4, n_seeds=8)
+    with pytest.raises(NotFittedError, match="LesionNetworkModel cannot predict"):
+        model(torch.ones(1, data.n_features))  # no voxel count before setup: no weights yet
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from neurotorch.errors import FormatError, StimuliNotDownloadedError
+from neurotorch.errors import FormatError, ParameterError, StimuliNotDownloadedError
 from neurotorch.fmri import load_stimuli, load_subject
 from neurotorch.fmri.stimuli import decode_image, read_rows
 
@@ -80,6 +80,8 @@ def test_images_by_name(stim, root, table):
         with pytest.raises(IndexError, match="out of range"):
             stim.images[outside]
         assert outside not in stim.images
+    with pytest.raises(ParameterError, match="name or a row number, got True"):
+        stim.images[True]  # not row 1
     with pytest.raises(KeyError, match="not_an_image"):
         stim.images.index_of("not_an_image.jpg")
     pd.testing.assert_frame_equal(stim.images.metadata, table)  # blank participant: NaN

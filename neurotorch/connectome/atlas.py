@@ -28,7 +28,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import nibabel as nib
 import numpy as np
@@ -38,7 +38,7 @@ from neurotorch._options import as_names, check_option
 from neurotorch.connectome.grid import canonical, mask_world_coordinates, sample_at_world
 from neurotorch.connectome.lesions import LesionInput, binary_mask, named_lesion_inputs
 from neurotorch.connectome.parcellation import REDUCTIONS, Parcellation, Reduction
-from neurotorch.connectome.result import NetworkMapResult
+from neurotorch.connectome.result import MapKind, NetworkMapResult
 from neurotorch.errors import (
     DataNotDownloadedError,
     FormatError,
@@ -198,8 +198,8 @@ class Atlas:
         ShapeMismatchError
             The atlas labels no voxel of the connectome's brain mask.
         """
-        kinds = as_names("kinds", kinds)
-        for kind in kinds:
+        chosen = cast("list[MapKind]", as_names("kinds", kinds))
+        for kind in chosen:
             check_option("kinds", kind, result.kinds)
         check_option("how", how, REDUCTIONS)
         check_option("convention", convention, CONVENTIONS)
@@ -210,7 +210,7 @@ class Atlas:
             world = mask_world_coordinates(grid, result.affine)
             parcels = Parcellation(sample_at_world(self.image, world, self.source).astype(np.int64))
         rows = []
-        for kind in kinds:
+        for kind in chosen:
             values = np.stack(
                 [
                     result.volume(kind, k).ravel() if lacuna else result.map(kind, k)

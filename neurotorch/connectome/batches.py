@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
+from operator import contains, getitem
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TypeVar, cast
 
 import h5py
 import nibabel as nib
@@ -37,10 +39,10 @@ from neurotorch.io.storage import DataRoot
 
 try:  # ISA-L inflates about twice as fast as zlib (both release the GIL while inflating)
     from isal.isal_zlib import decompressobj as _inflater
-    from isal.isal_zlib import error as _InflateError
+    from isal.isal_zlib import error as _inflate_error
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    from zlib import decompressobj as _inflater
-    from zlib import error as _InflateError
+    from zlib import decompressobj as _inflater  # type: ignore[assignment]
+    from zlib import error as _inflate_error  # type: ignore[assignment]
 from neurotorch.errors import (
     CorruptFileError,
     DataNotDownloadedError,
@@ -52,6 +54,8 @@ from neurotorch.errors import (
     SpaceMismatchError,
 )
 
+# an exception class (isal's stubs declare an instance)
+_InflateError = cast(type[Exception], _inflate_error)
 T = TypeVar("T")
 
 
@@ -147,7 +151,8 @@ def _mask_shape(f: h5py.File, path: Path | str) -> tuple[int, int, int]:
     value = np.asarray(_read_key(path, "mask_shape", lambda: f.attrs["mask_shape"]))
     if value.size != 3 or not np.issubdtype(value.dtype, np.integer):
         raise FormatError(f"{path}: attribute mask_shape={value.tolist()} is not 3 integers.")
-    shape = tuple(int(n) for n in value.ravel())
+    x, y, z = (int(n) for n in value.ravel())
+    shape = (x, y, z)
     if not all(0 < n <= MAX_GRID_AXIS for n in shape):
         raise FormatError(
             f"{path}: attribute mask_shape={shape} is not a plausible grid (every axis must hold "
@@ -232,7 +237,7 @@ def _check_digest(f: h5py.File, path, *, indices: np.ndarray, affine: np.ndarray
     if stored is None:
         return False
     present = [key for key in layout.DIGESTED_ATTRS if key in f.attrs]
-    attributes = {key: _read_key(path, key, lambda k=key: f.attrs[k]) for key in present}
+    attributes = {key: _read_key(path, key, partial(getitem, f.attrs, key)) for key in present}
     if metadata_digest(attributes, indices, affine) != stored:
         raise CorruptFileError(
             f"{path}: the metadata (attributes {', '.join(present)}, '{layout.MASK_INDICES}', "
@@ -311,10 +316,14 @@ def read_batch_header(path: str | os.PathLike, storage_options: dict | None = No
 def _header_of(f: h5py.File, path: Path | str, source: Path | IO[bytes]) -> BatchHeader:
     """Check and describe an open batch file."""
     missing = [
-        key for key in layout.REQUIRED_DATASETS if not _read_key(path, key, lambda k=key: k in f)
+        key
+        for key in layout.REQUIRED_DATASETS
+        if not _read_key(path, key, partial(contains, f, key))
     ]
     missing += [
-        key for key in layout.REQUIRED_ATTRS if not _read_key(path, key, lambda k=key: k in f.attrs)
+        key
+        for key in layout.REQUIRED_ATTRS
+        if not _read_key(path, key, partial(contains, f.attrs, key))
     ]
     if missing:
         raise FormatError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -35,7 +36,7 @@ def _load(image: PathOrImage) -> tuple[nib.spatialimages.SpatialImage, str]:
     if isinstance(image, nib.spatialimages.SpatialImage):
         return image, image.get_filename() or "<in-memory image>"
     try:
-        return nib.load(os.fspath(image)), os.fspath(image)
+        return cast(nib.spatialimages.SpatialImage, nib.load(os.fspath(image))), os.fspath(image)
     except FileNotFoundError:
         raise
     except (ImageFileError, OSError, ValueError, EOFError) as exc:

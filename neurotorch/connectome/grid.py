@@ -7,6 +7,8 @@ refuse the cases where doing so silently could swap left and right.
 
 from __future__ import annotations
 
+from typing import cast
+
 import nibabel as nib
 import numpy as np
 
@@ -15,15 +17,15 @@ from neurotorch.errors import OrientationMismatchError, ShapeMismatchError
 AFFINE_ATOL_MM = 1e-3
 
 
-def check_header_orientation(img: nib.Nifti1Image, name: str) -> None:
+def check_header_orientation(img: nib.spatialimages.SpatialImage, name: str) -> None:
     """Raise `OrientationMismatchError` if the qform and sform of ``img`` disagree on orientation.
 
     A file whose two header transforms point the x axis in opposite directions is the classic source
     of left/right flips: different tools read different transforms from it.
     """
-    header = img.header
-    if not hasattr(header, "get_qform"):
+    if not hasattr(img.header, "get_qform"):
         return
+    header = cast(nib.Nifti1Header, img.header)  # a NIfTI header: it has a qform and an sform
     qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
     if qform is None or sform is None or not qcode or not scode:

@@ -48,10 +48,9 @@ def batch_index(name: str) -> int | None:
 
 def sorted_batch_names(names: list[str]) -> list[str]:
     """The batch file names among ``names``, ordered by batch number."""
-    batches = [name for name in names if batch_index(name) is not None]
-    return sorted(
-        batches, key=lambda name: (_BATCH_FILE.match(name).group("prefix"), batch_index(name))
-    )
+    batches = [(match, name) for name in names if (match := _BATCH_FILE.match(name))]
+    batches.sort(key=lambda pair: (pair[0].group("prefix"), int(pair[0].group("index"))))
+    return [name for _, name in batches]
 
 
 # -- the outputs of lesion network mapping (`NetworkMapResult.save`, ``neurotorch lnm --out``) ---

@@ -236,8 +236,9 @@ def load_lesions(
     voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
     world = mask_world_coordinates(connectome.mask_indices, connectome.affine)
     for name, item in named_lesion_inputs(lesions):
-        is_file = isinstance(item, (str, os.PathLike))
-        declared = space if space is not None or not is_file else bids_space(item)
+        declared = space
+        if declared is None and isinstance(item, (str, os.PathLike)):
+            declared = bids_space(item)
         if not allow_other_space:
             _check_space(name, declared, connectome)
         if isinstance(item, np.ndarray):
@@ -253,7 +254,8 @@ def load_lesions(
                     "resample from another grid."
                 )
         else:
-            if is_file:
+            img: nib.spatialimages.SpatialImage
+            if isinstance(item, (str, os.PathLike)):
                 own, img = read_nifti_image(item)
                 source = os.fspath(item)
             else:

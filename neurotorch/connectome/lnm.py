@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -247,10 +247,10 @@ def load_inputs(
 
 def check_run_options(
     method: str, pini_percentile: float, n_permutations: int, seed: int
-) -> tuple[str, float, int, int]:
+) -> tuple[Method, float, int, int]:
     """The options of a run, checked (`ParameterError` naming the one at fault)."""
     return (
-        check_option("method", method, METHODS),
+        cast(Method, check_option("method", method, METHODS)),
         check_number("pini_percentile", pini_percentile, minimum=0, maximum=100),
         check_int("n_permutations", n_permutations, minimum=0),
         check_int("seed", seed),
@@ -335,6 +335,7 @@ def network_map(
     )
     p_fwe = max_t_null = None
     if n_permutations:
+        assert z_maps is not None, "kept with permutations (keep_z)"
         signs = sign_flips(n_permutations, len(subjects), seed)
         observed, max_t_null = permutation_t_max(z_maps, signs, device)
         p_fwe = fwe_p_values(observed, max_t_null)

@@ -96,7 +96,7 @@ def _open_connectome(files: tuple[str, ...], options: str, space: str) -> Connec
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -252,7 +252,8 @@ class NetworkMapPlan:
         )
         batches = range(len(self.lesion_spans))
         mean_and_t = [self._merged_sums(b).mean_and_t() for b in batches]
-        permutations = (None, None)
+        means, t_maps = zip(*mean_and_t, strict=True)
+        permutations: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
         if self.n_permutations:
             chunks = [
                 [_load_npz(u.output(".npz")) for u in self.units("permutations", b)]
@@ -268,7 +269,7 @@ class NetworkMapPlan:
             self.batches(),
             list(self.subjects),
             seed_masks=np.concatenate([self.seed_masks(b) for b in batches]),
-            mean_and_t=tuple(np.concatenate(maps) for maps in zip(*mean_and_t, strict=True)),
+            mean_and_t=(np.concatenate(means), np.concatenate(t_maps)),
             permutations=permutations,
             parameters=dict(
                 method=self.method,
@@ -484,7 +485,7 @@ def plan_network_map(
         "subjects": [batches.subject_ids[s] for s in subjects],
         "lesions": {
             "names": list(lesion_set.names),
-            "masks_sha256": hashlib.sha256(np.packbits(masks)).hexdigest(),
+            "masks_sha256": hashlib.sha256(np.packbits(masks).data).hexdigest(),
             "shape": list(masks.shape),
             "volumes_mm3": np.asarray(lesion_set.volumes_mm3, dtype=float).tolist(),
             "sources": list(lesion_set.sources),

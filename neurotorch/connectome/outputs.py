@@ -29,7 +29,7 @@ from neurotorch.connectome import layout
 from neurotorch.errors import DatasetExistsError, NeurotorchError, OutputWriteError
 from neurotorch.io.atomic import atomic_path, current_umask, sync_folder, write_json
 
-_HINTS = {
+_HINTS: dict[int | None, str] = {
     errno.ENOSPC: "the disk is full; free space or write somewhere else",
     errno.EDQUOT: "the disk quota is exhausted; free space or write somewhere else",
     errno.EACCES: "permission denied; choose a folder you can write to",

@@ -18,11 +18,24 @@ and the maximum of each permutation is the maximum over all blocks.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 
 from neurotorch._options import check_int
 from neurotorch.connectome.stats import t_statistic
+
+
+class ZMaps(Protocol):
+    """(n_subjects, n_maps, n_voxels) z maps: an array, or anything with its ``shape`` that
+    reads ``z[:, k, a:b]`` as one."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
 
 # float64 elements of one block of permuted sums (8 MiB): small enough to stay in cache on a CPU
 BLOCK_ELEMENTS = 2**20
@@ -44,7 +57,7 @@ def block_width(n_subjects: int, n_permutations: int) -> int:
 
 
 def permutation_t_max(
-    z: np.ndarray, signs: torch.Tensor, device: str | torch.device = "cpu"
+    z: ZMaps, signs: torch.Tensor, device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The observed |t| maps and the largest |t| of every sign-flipped map, in one precision.
 
@@ -90,7 +103,7 @@ def _flipped_abs_t(block: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
 
 
 def permutation_max_t(
-    z: np.ndarray, signs: torch.Tensor, device: str | torch.device = "cpu"
+    z: ZMaps, signs: torch.Tensor, device: str | torch.device = "cpu"
 ) -> np.ndarray:
     """(n_permutations, n_maps) float64 largest |t| over the voxels of every sign-flipped map
     (the null of `permutation_t_max`)."""

@@ -21,8 +21,8 @@ from neurotorch.connectome.grid import mask_world_coordinates
 from neurotorch.connectome.outputs import OutputFolder, output_folder, write_image
 from neurotorch.errors import ParameterError
 
-MAP_KINDS = ("meanz", "r", "t", "p", "q", "pfwe")
 MapKind = Literal["meanz", "r", "t", "p", "q", "pfwe"]
+MAP_KINDS: tuple[MapKind, ...] = ("meanz", "r", "t", "p", "q", "pfwe")
 # names that become file names: no folder separators, no leading dot
 _FILE_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -81,7 +81,7 @@ class NetworkMapResult:
         )
 
     @property
-    def kinds(self) -> list[str]:
+    def kinds(self) -> list[MapKind]:
         """The maps this result holds (``"pfwe"`` only with permutations)."""
         return [kind for kind in MAP_KINDS if kind != "pfwe" or self.p_fwe is not None]
 
@@ -105,7 +105,11 @@ class NetworkMapResult:
             raise ParameterError("No FWER map: run network_map with n_permutations > 0.")
         maps = {"meanz": self.mean_z, "t": self.t, "p": self.p, "q": self.q, "pfwe": self.p_fwe}
         row = self.row(lesion)
-        return self.r[row] if kind == "r" else maps[kind][row]
+        if kind == "r":
+            return self.r[row]
+        values = maps[kind]
+        assert values is not None, "the pfwe map was checked above"
+        return values[row]
 
     def significant(
         self, lesion: int | str, alpha: float | None = None, t_threshold: float | None = None
@@ -115,6 +119,7 @@ class NetworkMapResult:
             raise ParameterError("Give exactly one of alpha (FDR) and t_threshold.")
         if alpha is not None:
             return self.map("q", lesion) < check_alpha(alpha)
+        assert t_threshold is not None, "exactly one of alpha and t_threshold"
         return np.abs(self.map("t", lesion)) > _check_t_threshold(t_threshold)
 
     def significant_fwe(self, lesion: int | str, alpha: float) -> np.ndarray:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
 from neurotorch.errors import ParameterError
+
+if TYPE_CHECKING:
+    from neurotorch.data.fmri.betas import BetasDataset
+    from neurotorch.data.fmri.stream import BetasStream
 
 
 def build_laion_fmri(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
@@ -32,10 +36,15 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
     )
     from neurotorch.data.fmri.trials import TrialSelection, parse_split
 
+    cls: type[BetasStream] | type[BetasDataset]
     if streaming:
-        from neurotorch.data.fmri.stream import BetasStream as cls
+        from neurotorch.data.fmri.stream import BetasStream
+
+        cls = BetasStream
     else:
-        from neurotorch.data.fmri.betas import BetasDataset as cls
+        from neurotorch.data.fmri.betas import BetasDataset
+
+        cls = BetasDataset
     config = nest_settings(config)
     if split is not None:
         trials = as_settings(TrialSelection, config.get("trials"), "trials")

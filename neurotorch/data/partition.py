@@ -9,15 +9,18 @@ themselves; `carve` then takes the validation part out of their training part.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from neurotorch._options import check_int, check_number
 from neurotorch.errors import ParameterError
 
-U = TypeVar("U", bound=Hashable)
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
+
+U = TypeVar("U", bound="SupportsRichComparison")  # hashable too: units are dict keys
 
 
 def check_fractions(val_fraction: float, test_fraction: float = 0.0) -> tuple[float, float]:

@@ -58,7 +58,7 @@ class GroupedBatchSampler(BatchSampler):
 
     def __init__(
         self,
-        sampler: Sampler | Sized,
+        sampler: Sampler[int] | Sequence[int],
         batch_size: int,
         drop_last: bool = False,
         *,

@@ -179,6 +179,8 @@ class ShardedIterable(IterableDataset):
 
     rank: int | None = None
     world_size: int | None = None
+    batch_size: int  # set by the loader, for the datasets that batch their items themselves
+    drop_last: bool
     _pinned: tuple[int, int] | None = None
     auto_advance: bool = False
 

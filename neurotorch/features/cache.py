@@ -226,7 +226,7 @@ class FeatureEntry:
 
     def write_pca(self, fitted: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, **fitted)
+        np.savez(buffer, **fitted)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
         data = buffer.getvalue()
         write_bytes(self.directory / PCA_FILE, data)
         write_json(self.directory / "pca.json", {"size": len(data), "crc32": _crc32(data)})

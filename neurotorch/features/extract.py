@@ -24,7 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 def rank_and_world_size(options: ExtractionOptions) -> tuple[int, int]:
     """This process's rank and the number of ranks (see the module docstring)."""
-    if options.world_size is not None:
+    if options.rank is not None and options.world_size is not None:  # given together
         return int(options.rank), int(options.world_size)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -288,6 +288,7 @@ def _fill(
 ) -> dict[str, FeatureEntry]:
     """What `extract_features` and `prepare_features` share: plan, run, report; the entries."""
     specs = as_specs(features)
+    names = [cast(str, spec.name) for spec in specs]  # FeatureSpec names every spec
     options = options if options is not None else ExtractionOptions()
     if not isinstance(options, ExtractionOptions):
         raise ParameterError(f"options must be an ExtractionOptions, got {options!r}.")
@@ -299,12 +300,14 @@ def _fill(
         "features: %d chunk(s) computed, %d already in the cache, for %s",
         computed,
         considered - computed,
-        ", ".join(spec.name for spec in specs),
+        ", ".join(names),
     )
     entries = {
-        spec.name: entry for job in jobs for spec, entry in zip(job.specs, job.entries, strict=True)
+        cast(str, spec.name): entry
+        for job in jobs
+        for spec, entry in zip(job.specs, job.entries, strict=True)
     }
-    return {spec.name: entries[spec.name] for spec in specs}
+    return {name: entries[name] for name in names}
 
 
 @fill_doc

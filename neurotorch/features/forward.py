@@ -16,7 +16,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -194,28 +194,32 @@ class ExtractionJob:
 
     def linear_map(self, spec: FeatureSpec, entry: FeatureEntry, dim: int):
         """``(W, mean)`` of a projecting pooling, on the device (built once per process)."""
-        if spec.name not in self._linear:
+        name = cast(str, spec.name)  # FeatureSpec names every spec
+        if name not in self._linear:
             if spec.pooling == "random_projection":
-                weight = torch.from_numpy(random_projection_matrix(dim, spec.k, spec.seed))
+                weight = torch.from_numpy(
+                    random_projection_matrix(dim, cast(int, spec.k), spec.seed)
+                )
                 mean = None
             else:
                 fitted = entry.read_pca()
                 weight = torch.from_numpy(fitted["components"]).T.contiguous()
                 mean = torch.from_numpy(fitted["mean"]).to(self.device)
-            self._linear[spec.name] = (weight.to(self.device), mean)
-        weight, mean = self._linear[spec.name]
+            self._linear[name] = (weight.to(self.device), mean)
+        weight, mean = self._linear[name]
         if weight.shape[0] != dim:
             raise CacheError(
-                f"the {spec.pooling} of {spec.name!r} maps {weight.shape[0]} dimensions but layer "
+                f"the {spec.pooling} of {name!r} maps {weight.shape[0]} dimensions but layer "
                 f"{spec.layer!r} now outputs {dim}; delete {entry.directory} to refit it."
             )
         return weight, mean
 
     def compute(self, rows: np.ndarray, pairs: Sequence[tuple[FeatureSpec, FeatureEntry]]):
         """``{name: (len(rows), D) float32}`` of the given specs."""
-        parts: dict[str, list[torch.Tensor]] = {spec.name: [] for spec, _ in pairs}
+        names = [cast(str, spec.name) for spec, _ in pairs]  # FeatureSpec names every spec
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         for outputs in self.layer_outputs(rows, [spec.layer for spec, _ in pairs]):
-            for spec, entry in pairs:
+            for name, (spec, entry) in zip(names, pairs, strict=True):
                 x = outputs[spec.layer]
                 if spec.pooling in REDUCING:
                     flat = pool(x, "flatten", layer=spec.layer)
@@ -223,7 +227,7 @@ class ExtractionJob:
                     vectors = (flat if mean is None else flat - mean) @ weight
                 else:
                     vectors = pool(x, spec.pooling, layer=spec.layer)
-                parts[spec.name].append(vectors.float().cpu())
+                parts[name].append(vectors.float().cpu())
         return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
 
 
@@ -234,6 +238,7 @@ def _one_image(spec: FeatureSpec, layers: Sequence[str], device: torch.device):
 
     loaded = loaded_model(spec, device)
     transform = spec.transform or loaded.transform
+    assert transform is not None, "a named model brings its preprocessing, a module is given one"
     image = check_output(transform(Image.new("RGB", (256, 256), (128, 128, 128))), transform)
     capture = LayerCapture(loaded.module, [name for name in layers if name])
     try:
@@ -264,13 +269,16 @@ def layer_shapes(spec: FeatureSpec, device: str = "cpu") -> list[tuple[str, str,
 def pooled_dims(specs: Sequence[FeatureSpec], device: torch.device) -> dict[str, int]:
     """The length of each spec's vector, by name: ``k`` for the projections, else the pooled
     output of one mid-grey image."""
-    dims = {}
+    dims: dict[str, int] = {}
     for spec in specs:
+        name = cast(str, spec.name)  # FeatureSpec names every spec
         if spec.pooling in REDUCING:
-            dims[spec.name] = int(spec.k)
+            k = spec.k
+            assert k is not None, "a reducing pooling has k"
+            dims[name] = int(k)
             continue
         check_layers(loaded_model(spec, device).module, [spec])
         output, outputs, _ = _one_image(spec, [spec.layer], device)
         x = layer_tensor(outputs[spec.layer] if spec.layer else output, spec.layer)
-        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])
+        dims[name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])
     return dims

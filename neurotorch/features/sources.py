@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -62,10 +62,12 @@ class LoadedModel:
     def forward(self, batch: torch.Tensor) -> Any:
         if self.call == "pixel_values":
             return self.module(pixel_values=batch)
+        # methods of the model's own class (torch's stubs type a module attribute as
+        # Tensor | Module)
         if self.call == "image_features":
-            return self.module.get_image_features(pixel_values=batch)
+            return self.module.get_image_features(pixel_values=batch)  # type: ignore[operator]
         if self.call == "encode_image":
-            return self.module.encode_image(batch)
+            return self.module.encode_image(batch)  # type: ignore[operator]
         return self.module(batch)
 
 
@@ -130,7 +132,7 @@ def _is_path(text: str | None) -> bool:
 # -- transformers ---------------------------------------------------------------------------------
 
 
-def _hf_how(model: str) -> str:
+def _hf_how(model: str | torch.nn.Module) -> str:
     return (
         f"Where there is a connection, save the model and its image processor to a folder "
         f"(transformers.AutoModel.from_pretrained({model!r}).save_pretrained(DIR) and the same "
@@ -304,10 +306,11 @@ def load_model(spec: FeatureSpec, device: str | torch.device = "cpu") -> LoadedM
 
     A ``torch.nn.Module`` given as the model is moved to ``device`` and put in eval mode in place.
     """
-    if spec.source == "module":
+    if isinstance(spec.model, torch.nn.Module):  # the source "module"
         module, call, transform = spec.model, "call", None
     else:
-        module, call, transform = LOADERS[spec.source](spec)
+        # __post_init__ chose the source of a model name
+        module, call, transform = LOADERS[cast(str, spec.source)](spec)
     module = module.to(device).eval()
     return LoadedModel(
         module=module,

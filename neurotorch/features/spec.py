@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -312,7 +312,7 @@ def as_specs(features: FeatureSpec | dict | list | tuple) -> list[FeatureSpec]:
         if not isinstance(item, FeatureSpec):
             raise ParameterError(f"a feature spec must be a FeatureSpec or a dict, got {item!r}.")
         specs.append(item)
-    names = [s.name for s in specs]
+    names = [cast(str, s.name) for s in specs]  # named in __post_init__
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ParameterError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -90,6 +90,7 @@ class PcaUnit:
                 for layer, parts in flat.items():
                     parts.append(pool(outputs[layer], "flatten", layer=layer).cpu())
             for spec, entry in pairs:
-                fitted = fit_pca(torch.cat(flat[spec.layer]), spec.k, layer=spec.layer)
+                k = cast(int, spec.k)  # a pca spec has k
+                fitted = fit_pca(torch.cat(flat[spec.layer]), k, layer=spec.layer)
                 entry.write_pca({**fitted, "rows": rows})
         return {"fitted": sum(len(p) for p in samples.values()), "pid": os.getpid()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import cast
 
 import pandas as pd
 
@@ -217,7 +218,7 @@ def describe(source: Source = None, storage_options: dict | None = None) -> Data
     for sid in get_subjects(root):
         sessions = sorted(
             {
-                c["session"]
+                cast(str, c["session"])  # a betas file names its session
                 for rel in listing
                 if (c := classify(rel))["kind"] == "betas" and c["subject"] == sid
             }
@@ -241,8 +242,12 @@ def describe(source: Source = None, storage_options: dict | None = None) -> Data
     splits: dict[str, list[str]] = {}
     for rel in listing:
         parts = rel.split("/")
-        if parts[0] == layout.SPLITS_DIR and len(parts) == 3 and layout.split_name(parts[2]):
-            splits.setdefault(parts[1], []).append(layout.split_name(parts[2]))
+        if (
+            parts[0] == layout.SPLITS_DIR
+            and len(parts) == 3
+            and (split := layout.split_name(parts[2]))
+        ):
+            splits.setdefault(parts[1], []).append(split)
     return DatasetDescription(
         source=root.url,
         subjects=subjects,

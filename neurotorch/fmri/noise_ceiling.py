@@ -16,9 +16,9 @@ import numpy as np
 def zscore_sessions(betas: np.ndarray, sessions: Sequence) -> np.ndarray:
     """Z-score each voxel within each session (float64 result)."""
     out = np.empty(betas.shape, dtype=np.float64)
-    sessions = np.asarray(sessions)
-    for session in np.unique(sessions):
-        rows = sessions == session
+    session_of_row = np.asarray(sessions)
+    for session in np.unique(session_of_row):
+        rows = session_of_row == session
         block = betas[rows].astype(np.float64)
         sd = block.std(axis=0)
         out[rows] = (block - block.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
@@ -30,8 +30,7 @@ def ncsnr(zscored: np.ndarray, labels: Sequence[str]) -> np.ndarray:
 
     Only images with at least two trials contribute to the noise estimate; with none, NaN.
     """
-    labels = np.asarray(labels)
-    names, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    names, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
     repeated = counts >= 2
     if not repeated.any():
         return np.full(zscored.shape[1], np.nan)

@@ -8,6 +8,7 @@ list is a union in which every ROI counts once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -112,7 +113,8 @@ def read_surface_roi(
     path = root.local_path(relpath)
     if kind == "label":
         return np.asarray(nib.freesurfer.read_label(path), dtype=np.int64)
-    return np.asarray(nib.load(path).darrays[0].data) != 0
+    surface = cast(nib.gifti.GiftiImage, nib.load(path))
+    return np.asarray(surface.darrays[0].data) != 0
 
 
 def check_roi_data_args(format: str, hemi: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:

@@ -141,6 +141,7 @@ def _lloyd(
                 centroids[j] = x[members].mean(0)
             else:  # an empty cluster restarts at the point worst served by the others
                 centroids[j] = x[d2[np.arange(len(x)), labels].argmax()]
+    assert labels is not None, "max_iter >= 1"
     d2 = _squared_distances(x, centroids)
     return labels, centroids, float(d2[np.arange(len(x)), labels].sum())
 

@@ -20,7 +20,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -161,8 +161,8 @@ def unique_index(names: Sequence[str], where: str) -> dict[str, int]:
     """Name → position; `FormatError` naming ``where`` if a name occurs twice."""
     index = {name: row for row, name in enumerate(names)}
     if len(index) != len(names):
-        repeated = pd.Series(list(names))
-        repeated = sorted(set(repeated[repeated.duplicated()]))
+        listed = pd.Series(list(names))
+        repeated = sorted(set(listed[listed.duplicated()]))
         raise FormatError(
             f"{where} lists {len(names) - len(index)} image name(s) more than once "
             f"(e.g. {repeated[:3]}), so rows cannot be matched by name; re-download the file."
@@ -235,7 +235,7 @@ class StimulusImages:
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` is an image name of the set, or a row number ``0 <= key < len``."""
         if isinstance(key, int | np.integer) and not isinstance(key, bool):
-            return 0 <= key < len(self)
+            return bool(0 <= key < len(self))
         return key in self._hub.row_index
 
     def index_of(self, name: str) -> int:
@@ -252,7 +252,9 @@ class StimulusImages:
         """Encoded (JPEG/PNG) bytes of one image (by name, or by metadata row ``0 <= key < len``
         for an int; a negative row raises `IndexError`, as in laion_fmri), or a list for a list
         of names."""
-        if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        if isinstance(key, bool):
+            raise ParameterError(f"An image key is a name or a row number, got {key!r}.")
+        if isinstance(key, int | np.integer):
             n_images = len(self)
             if not 0 <= key < n_images:
                 raise IndexError(
@@ -422,7 +424,7 @@ class _GroupedTable:
                 **self._read_kwargs,
             )
             self._table = table
-            groups = table.groupby("image_name", sort=False).indices
+            groups = cast(dict[str, np.ndarray], table.groupby("image_name", sort=False).indices)
             order = self._sort_by
             self._groups = {
                 name: np.asarray(rows)[

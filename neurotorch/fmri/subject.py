@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import nibabel as nib
 import numpy as np
@@ -530,7 +530,10 @@ class Subject:
             )
         if isinstance(desc, list | tuple):
             return {
-                d: self.get_noise_ceiling(desc=d, roi=roi, mask=mask, mask_source=mask_source)
+                d: cast(  # one desc: one map
+                    np.ndarray,
+                    self.get_noise_ceiling(desc=d, roi=roi, mask=mask, mask_source=mask_source),
+                )
                 for d in desc
             }
         selection, _ = self._selection(mask_source, roi, mask)

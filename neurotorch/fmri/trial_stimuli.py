@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,7 @@ class TrialImages(_TrialNamespace):
 
     def __getitem__(self, trial: int) -> bytes:
         """Encoded (JPEG/PNG) bytes of the trial's image."""
-        return self._hub.images[self._name(trial)]
+        return cast(bytes, self._hub.images[self._name(trial)])  # one name: one image
 
     def get(self, trial: int, as_displayed: bool = True):
         """PIL image of the trial (``as_displayed``: RGB as shown, transparency on mid-grey)."""

@@ -35,9 +35,9 @@ from neurotorch.fmri.rois import available_rois, resolve_roi_query, union_roi_vo
 from neurotorch.io.nibabel_read import read_nifti_image
 from neurotorch.io.storage import DataRoot
 
-DEFAULT_NC_DESC = "NoiseceilingAllrep"
-MaskSource = Literal["anatomical", "rsquare"]
 NoiseCeilingDesc = Literal["NoiseceilingAllrep", "Noiseceiling4rep", "Noiseceiling12rep"]
+DEFAULT_NC_DESC: NoiseCeilingDesc = "NoiseceilingAllrep"
+MaskSource = Literal["anatomical", "rsquare"]
 
 
 @fill_doc

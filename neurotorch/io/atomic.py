@@ -120,7 +120,7 @@ def deferred_sync() -> Iterator[None]:
     token = _deferred.set([])
     try:
         yield
-        written = _deferred.get()
+        written = _deferred.get() or []
     finally:
         _deferred.reset(token)
     if hasattr(os, "sync"):

@@ -16,7 +16,7 @@ import io
 import os
 import zlib
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 from neurotorch.errors import CorruptFileError, ParameterError
 
@@ -27,18 +27,33 @@ _DRAIN_CHUNK = 1 << 22
 Source = str | os.PathLike | IO[bytes]
 
 
+class BinaryStream(Protocol):
+    """What a `SequentialReader` reads from: a binary file object or a gzip reader over one."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
 def _load_inflater(
     name: str,
-) -> tuple[Callable[[IO[bytes]], IO[bytes]], tuple[type[BaseException], ...]]:
+) -> tuple[Callable[[IO[bytes]], BinaryStream], tuple[type[BaseException], ...]]:
     """Opener of a gzip reader over a file object, and the errors that mean corrupt data."""
     if name == "isal":
         from isal import igzip, isal_zlib
 
-        return (lambda f: igzip.IGzipFile(fileobj=f, mode="rb")), (isal_zlib.error,)
+        # the ``error`` of isal and zlib-ng is an exception class (their stubs say an instance)
+        return (lambda f: igzip.IGzipFile(fileobj=f, mode="rb")), (
+            cast(type[BaseException], isal_zlib.error),
+        )
     if name == "zlib-ng":
         from zlib_ng import gzip_ng, zlib_ng
 
-        return (lambda f: gzip_ng.GzipNGFile(fileobj=f, mode="rb")), (zlib_ng.error,)
+        return (lambda f: gzip_ng.GzipNGFile(fileobj=f, mode="rb")), (
+            cast(type[BaseException], zlib_ng.error),
+        )
     if name == "gzip":
         return (lambda f: gzip.GzipFile(fileobj=f, mode="rb")), ()
     raise ParameterError(f"Unknown inflater {name!r}; choose one of {INFLATERS}.")
@@ -106,7 +121,7 @@ def _sniff(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
         fileobj.seek(start)
         return head, fileobj
     head = fileobj.read(2)
-    return head, _PrefixedStream(head, fileobj)
+    return head, cast(IO[bytes], _PrefixedStream(head, fileobj))  # a binary file object
 
 
 class SequentialReader:
@@ -142,7 +157,8 @@ class SequentialReader:
             self.compressed = head == GZIP_MAGIC
             self._errors: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
             self.inflater: str | None = None
-            self._stream: IO[bytes] = fileobj
+            # a binary file object: it has readinto (and seek)
+            self._stream: BinaryStream = cast(BinaryStream, fileobj)
             if self.compressed:
                 self.inflater = inflater or default_inflater()
                 opener, errors = _load_inflater(self.inflater)

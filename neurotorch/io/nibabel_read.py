@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -42,7 +43,7 @@ def read_nifti_image(path: str | os.PathLike) -> tuple[np.ndarray, nib.Nifti1Ima
     """
     verify_gzip(path)
     try:
-        image = nib.load(path)
+        image = cast(nib.Nifti1Image, nib.load(path))
         data = np.asarray(image.dataobj)
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptFileError(

@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from neurotorch.config import show_progress
@@ -87,7 +88,7 @@ def _scaled_work_dtype(dtype: np.dtype, slope: float, inter: float) -> np.dtype:
     info = np.iinfo(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         for ftype in (np.dtype(np.float64), np.dtype(np.longdouble)):
-            extremes = np.array([info.min, info.max], dtype=ftype)
+            extremes: npt.NDArray[np.floating] = np.array([info.min, info.max], dtype=ftype)
             if np.all(np.isfinite(extremes * ftype.type(slope) + ftype.type(inter))):
                 return ftype
     return np.dtype(np.longdouble)
@@ -137,6 +138,7 @@ class VolumeDecoder:
         self.n_values = header.voxels_per_volume if self.index is None else len(self.index)
         dtype = header.dtype
         self._direct = dtype == np.dtype("=f4") and header.scaling is None
+        self._work: np.dtype | None
         if header.scaling is not None:
             self._work = _scaled_work_dtype(dtype, *header.scaling)
         elif dtype.kind in "iu" and dtype.itemsize == 8:
@@ -184,7 +186,7 @@ def _progress(total: int, name: str, progress: bool | None) -> tqdm:
 
 def _volume_bytes(
     reader: SequentialReader, header: NiftiHeader, volumes: Sequence[int], n_buffers: int = 1
-) -> Iterator[tuple[int, bytearray]]:
+) -> Generator[tuple[int, bytearray], None, None]:
     """Yield ``(volume, raw bytes)`` for the increasing ``volumes`` in one pass over ``reader``.
 
     ``n_buffers`` buffers are used in turn: a yielded buffer is overwritten ``n_buffers`` volumes
@@ -204,7 +206,7 @@ def _volume_bytes(
 
 def _raw_volumes(
     reader: SequentialReader, header: NiftiHeader, volumes: Sequence[int]
-) -> Iterator[tuple[int, bytearray]]:
+) -> Generator[tuple[int, bytearray], None, None]:
     """`_volume_bytes`, inflated one volume ahead on a helper thread when there is enough data.
 
     Three buffers circulate: one being decoded by the caller, one queued, one being filled.
@@ -216,7 +218,7 @@ def _raw_volumes(
 
 def _decoded_volumes(
     reader: SequentialReader, header: NiftiHeader, decoder: VolumeDecoder
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     for _, raw in _volume_bytes(reader, header, range(header.n_volumes)):
         yield decoder.decode(raw)
 

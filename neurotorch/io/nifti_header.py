@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 
@@ -167,9 +168,10 @@ class NiftiHeader:
         return slope, inter
 
 
-def header_size_and_byteorder(first4: bytes) -> tuple[int, str] | None:
+def header_size_and_byteorder(first4: bytes) -> tuple[int, Literal["<", ">"]] | None:
     """Recognise ``sizeof_hdr`` (348 or 540) in either byte order; None if neither."""
-    for order in ("<", ">"):
+    orders: tuple[Literal["<", ">"], ...] = ("<", ">")
+    for order in orders:
         size = int(np.frombuffer(first4, dtype=f"{order}i4", count=1)[0])
         if size in (NIFTI1_HEADER_SIZE, NIFTI2_HEADER_SIZE):
             return size, order

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Generator, Iterator
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
 
-def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def read_ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Run ``items`` on a helper thread, at most ``depth`` items ahead of the consumer.
 
     The inflaters and numpy release the GIL, so the next item is produced while the consumer works
@@ -38,9 +38,9 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             more, item = ready.get()
             if not more:
                 if item is not None:
-                    raise item
+                    raise cast(BaseException, item)
                 return
-            yield item
+            yield cast(T, item)
     finally:
         if os.getpid() == owner:  # a forked child has no worker (and must not touch its locks)
             stop.set()

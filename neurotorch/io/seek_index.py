@@ -22,9 +22,9 @@ import hashlib
 import importlib.util
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
@@ -86,7 +86,7 @@ def _threads(threads: int | None) -> int:
 
 def _open_backend(
     path: str, backend: str, index_file: Path | None = None, threads: int | None = None
-) -> IO[bytes]:
+) -> Any:  # a rapidgzip or indexed_gzip file (their packages carry no types)
     if backend == "rapidgzip":
         import rapidgzip
 
@@ -104,7 +104,7 @@ def _open_backend(
     return handle
 
 
-def _decompress_through(handle: IO[bytes], backend: str, expected: int, bar: tqdm) -> int:
+def _decompress_through(handle: Any, backend: str, expected: int, bar: tqdm) -> int:
     """Decompress the whole file (building the index); return its decompressed size."""
     if backend == "rapidgzip":
         size = 0
@@ -120,7 +120,9 @@ def _decompress_through(handle: IO[bytes], backend: str, expected: int, bar: tqd
     return handle.seek(0, io.SEEK_END)
 
 
-def _build(path: str, header: NiftiHeader, backend: str, target: Path, progress: bool) -> None:
+def _build(
+    path: str, header: NiftiHeader, backend: str, target: Path, progress: bool | None
+) -> None:
     """Decompress ``path`` once, verifying CRC and length, and save its index atomically."""
     expected = header.vox_offset + header.n_volumes * header.volume_nbytes
     bar = tqdm(
@@ -162,7 +164,7 @@ def build_index(path: str | os.PathLike, *, progress: bool | None = None) -> Pat
 
 
 def _saved_index(
-    path: str, progress: bool | None, unreadable: os.stat_result | None = None
+    path: str, progress: bool | None, unreadable: tuple[int, int] | None = None
 ) -> Path:
     """The index of ``path``, built under the lock unless present; ``unreadable`` is the state of
     an index that failed to load: it is replaced, unless another process replaced it meanwhile."""
@@ -195,7 +197,9 @@ def _state(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def _open_indexed(path: str, progress: bool | None, threads: int | None = None) -> IO[bytes]:
+def _open_indexed(
+    path: str, progress: bool | None, threads: int | None = None
+) -> io.BufferedIOBase:
     """A seekable decompressed view of ``path`` using its saved (or freshly built) index."""
     backend = index_backend()
     target = _saved_index(path, progress)
@@ -206,7 +210,7 @@ def _open_indexed(path: str, progress: bool | None, threads: int | None = None) 
         return _open_backend(path, backend, rebuilt, threads)
 
 
-def _read_fully(handle: IO[bytes], buffer: bytearray, path: str, volume: int) -> None:
+def _read_fully(handle: io.BufferedIOBase, buffer: bytearray, path: str, volume: int) -> None:
     view = memoryview(buffer)
     filled = 0
     while filled < len(view):
@@ -243,15 +247,15 @@ def has_index(path: str | os.PathLike) -> bool:
         return False
 
 
-def _open_seekable(path: str, threads: int | None) -> IO[bytes]:
+def _open_seekable(path: str, threads: int | None) -> io.BufferedIOBase:
     if _is_gzip(path):
         return _open_indexed(path, progress=False, threads=threads)
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
 def _raw_range(
-    handle: IO[bytes], header: NiftiHeader, volumes: range, path: str
-) -> Iterator[tuple[int, bytearray]]:
+    handle: io.BufferedIOBase, header: NiftiHeader, volumes: range, path: str
+) -> Generator[tuple[int, bytearray], None, None]:
     """``(volume, on-disk bytes)`` of consecutive ``volumes`` (one buffer, overwritten by the
     next volume)."""
     buffer = bytearray(header.volume_nbytes)
@@ -296,7 +300,7 @@ def iter_volume_range(
             f"Volumes {start}..{stop - 1} are outside {path}, which has {header.n_volumes}."
         )
 
-    def decoded(handle: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
+    def decoded(handle: io.BufferedIOBase) -> Generator[tuple[int, np.ndarray], None, None]:
         for volume, raw in _raw_range(handle, header, range(start, stop), path):
             yield volume, decoder.decode(raw)
 

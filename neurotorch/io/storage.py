@@ -21,9 +21,9 @@ import importlib
 import io
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fsspec
 
@@ -126,7 +126,7 @@ def _profile_settings(path: Path, section: str) -> str:
     return " ".join(f"{key}={value}" for key, value in parser.items(section)).lower()
 
 
-def aws_credentials_configured(environ: dict[str, str] | None = None) -> bool:
+def aws_credentials_configured(environ: Mapping[str, str] | None = None) -> bool:
     """Whether AWS credentials are configured for the requests neurotorch signs.
 
     Looks at the standard variables (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, web-identity and
@@ -157,7 +157,7 @@ def _endpoint_of(options: dict[str, Any]) -> str | None:
 def resolve_storage_options(
     protocol: str,
     storage_options: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The options a filesystem of ``protocol`` is created with.
 
@@ -275,7 +275,7 @@ class RemoteFile(io.RawIOBase):
     in the middle of a streaming pass (server gone, access revoked) names the URL.
     """
 
-    def __init__(self, raw: IO[bytes], url: str, options: dict[str, Any]):
+    def __init__(self, raw: Any, url: str, options: dict[str, Any]):  # raw: an fsspec file
         super().__init__()
         self._raw = raw
         self.url = url
@@ -348,6 +348,10 @@ class DataRoot:
         Where the root came from when the caller did not give it (``"LAION_FMRI_DATA_DIR"``, a
         config file), so that an error about it can name the setting to change; ``""`` otherwise.
     """
+
+    url: str
+    storage_options: dict
+    origin: str
 
     def __init__(
         self,
@@ -535,7 +539,7 @@ class DataRoot:
         )
         wrapped = RemoteFile(raw, target, self._options)
         if "b" in mode:
-            return wrapped
+            return cast(IO[bytes], wrapped)  # a binary file object (io.RawIOBase)
         return io.TextIOWrapper(io.BufferedReader(wrapped), encoding=encoding)
 
     @contextlib.contextmanager

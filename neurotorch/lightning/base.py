@@ -22,10 +22,11 @@ this base class owns the rest, once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sized
+from typing import Any, cast
 
 import lightning as L
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset
 
 from neurotorch._options import check_bool, check_int, check_option
@@ -73,6 +74,11 @@ class NeurotorchDataModule(L.LightningDataModule):
         self.predict_part = check_option("predict_part", predict_part, PREDICT_PARTS)
         self.datasets: dict[str, Dataset | None] = {}
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The hyperparameters saved by ``save_hyperparameters``, with attribute access."""
+        return cast(AttributeDict, super().hparams)
+
     # -- what a family provides -------------------------------------------------------------
     def build_dataset(self, part: str) -> Dataset | None:
         """The dataset of ``part`` (``"train"``, ``"val"``, ``"test"``), or ``None`` if absent."""
@@ -111,7 +117,7 @@ class NeurotorchDataModule(L.LightningDataModule):
         )
         return StatefulLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **settings)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | list:
         return self.dataloader("train")
 
     def val_dataloader(self) -> DataLoader | list:
@@ -127,7 +133,8 @@ class NeurotorchDataModule(L.LightningDataModule):
     # -- description -------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
         """Items per part (0 for a part the family does not have)."""
-        return {part: len(d) if d is not None else 0 for part, d in self._datasets()}
+        # every dataset of neurotorch has a length
+        return {part: len(cast(Sized, d)) if d is not None else 0 for part, d in self._datasets()}
 
     def _datasets(self) -> Iterator[tuple[str, Dataset | None]]:
         for part in PARTS:

@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Iterator
 
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 
 from neurotorch import config
@@ -114,7 +114,7 @@ def _hide_empty_summary(trainer) -> None:
                 if any(p.numel() for p in pl_module.parameters()):
                     show(trainer, pl_module)
 
-            callback.on_fit_start = on_fit_start
+            callback.on_fit_start = on_fit_start  # type: ignore[method-assign]
 
 
 class NeurotorchLightningCLI(LightningCLI):
@@ -192,7 +192,7 @@ class NeurotorchLightningCLI(LightningCLI):
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
-        if callback is not None and callback.dirpath:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
             path = callback.last_model_path or os.path.join(callback.dirpath, "last.ckpt")
             if not callback.last_model_path:  # no save_last: the fitted state, saved here
                 self.trainer.save_checkpoint(path, weights_only=False)
@@ -204,4 +204,4 @@ class NeurotorchLightningCLI(LightningCLI):
     def before_predict(self) -> None:
         from neurotorch.models.predictions import PredictionWriter
 
-        self.trainer.callbacks.append(PredictionWriter())
+        self.trainer.callbacks.append(PredictionWriter())  # type: ignore[attr-defined]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_option
 from neurotorch.connectome.batches import ConnectomeBatches
+from neurotorch.connectome.parcellation import Parcellation
 from neurotorch.data.connectome.subjects import (
     SYNTHETIC_SIZES,
     ConnectomeChunks,
@@ -70,7 +73,7 @@ class ConnectomeDataModule(NeurotorchDataModule):
         check_bool("connectivity", connectivity)
         self.save_hyperparameters()
         self._splits: dict[str, list[int]] | None = None
-        self._parcellation = None
+        self._parcellation: Parcellation | None = None
         self._batches: ConnectomeBatches | None = None
 
     def prepare_data(self) -> None:
@@ -115,6 +118,7 @@ class ConnectomeDataModule(NeurotorchDataModule):
             parcellation=self._parcellation or hp.parcellation,
             connectivity=hp.connectivity,
         )
+        dataset: ConnectomeChunks | ConnectomeSubjects
         if part == "train" and hp.streaming:
             dataset = ConnectomeChunks(
                 self.batches, shuffle=True, seed=hp.seed, batch_size=hp.batch_size, **options
@@ -127,7 +131,9 @@ class ConnectomeDataModule(NeurotorchDataModule):
     @property
     def n_features(self) -> int:
         """Columns of an item's time series: voxels, or parcels with a parcellation."""
-        return self.dataset("train").n_features
+        # `partition` always leaves training subjects
+        train = cast("ConnectomeChunks | ConnectomeSubjects", self.dataset("train"))
+        return train.n_features
 
     @property
     def n_timepoints(self) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from torch.utils.data import Dataset
@@ -35,7 +35,7 @@ from neurotorch.data.fmri.settings import (
 )
 from neurotorch.data.fmri.store import build_store
 from neurotorch.data.fmri.stream import BetasStream
-from neurotorch.data.fmri.trials import TrialSelection
+from neurotorch.data.fmri.trials import Part, TrialSelection
 from neurotorch.errors import ParameterError
 from neurotorch.features import FeatureSpec
 from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
@@ -97,12 +97,13 @@ class LaionFMRIDataModule(NeurotorchDataModule):
             self.read.check_streamable()
         self.synthetic = as_settings(SyntheticOptions, synthetic, "synthetic")
         self.features = features
-        # hparams (and checkpoints) hold plain values, never the settings objects
+        # hparams (and checkpoints) hold plain values, never the settings objects: the arguments
+        # are rebound to dicts, which save_hyperparameters reads from this frame
         features = plain_features(features)
-        trials = self.trial_selection.to_dict()
-        voxels = self.voxel_selection.to_dict()
-        read = self.read.to_dict()
-        synthetic = self.synthetic.to_dict()
+        trials = self.trial_selection.to_dict()  # type: ignore[assignment]
+        voxels = self.voxel_selection.to_dict()  # type: ignore[assignment]
+        read = self.read.to_dict()  # type: ignore[assignment]
+        synthetic = self.synthetic.to_dict()  # type: ignore[assignment]
         self.save_hyperparameters()
 
     @staticmethod
@@ -153,7 +154,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         if part == "val" and selection.val_fraction == 0:
             return None
         settings: dict[str, Any] = {
-            "trials": selection.with_part(part),
+            "trials": selection.with_part(cast("Part", part)),
             "voxels": self.voxel_selection,
             "features": self.features,
         }

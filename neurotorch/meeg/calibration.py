@@ -16,6 +16,7 @@ at the nominal level ``g^-1(t)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy.optimize import isotonic_regression
@@ -68,7 +69,8 @@ class CoverageCurve(np.ndarray):
         return curve
 
     def __array_finalize__(self, obj: object) -> None:
-        self.levels = getattr(obj, "levels", None)
+        # a curve made by __new__ gets its levels right after this view; others inherit them
+        self.levels = cast(np.ndarray, getattr(obj, "levels", None))
 
     def __array_wrap__(self, array, context=None, return_scalar=False):  # noqa: ANN001
         """Arithmetic on a curve gives plain arrays (their levels would be meaningless)."""
@@ -318,14 +320,16 @@ class IsotonicRecalibration:
         self.fitted = np.clip(np.concatenate([[0.0], result.x, [1.0]]), 0.0, 1.0)
         return self
 
-    def _check(self) -> None:
+    def _knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted curve's knots ``(levels, fitted)``; `ParameterError` before `fit`."""
         if self.levels is None or self.fitted is None:
             raise ParameterError("IsotonicRecalibration is not fitted; call fit() first.")
+        return self.levels, self.fitted
 
     def predict(self, levels: np.ndarray) -> np.ndarray:
         """Expected empirical coverage at nominal ``levels``."""
-        self._check()
-        return np.interp(levels, self.levels, self.fitted)
+        knots, fitted = self._knots()
+        return np.interp(levels, knots, fitted)
 
     def recalibrate(self, targets: np.ndarray) -> np.ndarray:
         """Nominal levels whose expected empirical coverage is ``targets``.
@@ -333,19 +337,17 @@ class IsotonicRecalibration:
         The exact inverse of the piecewise-linear `predict`: a target on a flat stretch gets the
         stretch's last level (as CaliBrain's grid inversion), a target above it a level beyond.
         """
-        self._check()
+        knots, fitted = self._knots()
         targets = np.clip(np.asarray(targets, np.float64), 0.0, 1.0)
         # the last knot at or below each target; the next knot is then strictly above it
-        j = np.clip(
-            np.searchsorted(self.fitted, targets, side="right") - 1, 0, len(self.fitted) - 2
-        )
-        low, high = self.fitted[j], self.fitted[j + 1]
+        j = np.clip(np.searchsorted(fitted, targets, side="right") - 1, 0, len(fitted) - 2)
+        low, high = fitted[j], fitted[j + 1]
         step = np.where(high > low, (targets - low) / np.where(high > low, high - low, 1.0), 1.0)
-        return np.clip(self.levels[j] + step * (self.levels[j + 1] - self.levels[j]), 0.0, 1.0)
+        return np.clip(knots[j] + step * (knots[j + 1] - knots[j]), 0.0, 1.0)
 
     def to_dict(self) -> dict[str, list[float]]:
-        self._check()
-        return {"levels": self.levels.tolist(), "fitted": self.fitted.tolist()}
+        knots, fitted = self._knots()
+        return {"levels": knots.tolist(), "fitted": fitted.tolist()}
 
     @classmethod
     def from_dict(cls, state: dict[str, list[float]]) -> IsotonicRecalibration:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -304,7 +304,7 @@ class LeadfieldSpec:
             )
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Literal["load", "simulate", "random"]:
         """The retrieval mode: ``retrieve_mode``, or ``"load"`` / ``"simulate"`` by ``data_dir``."""
         if self.retrieve_mode is not None:
             return self.retrieve_mode
@@ -344,7 +344,7 @@ class LeadfieldSpec:
         builder = LeadfieldBuilder(
             leadfield_dir, self.storage_options, require_src_coords=self.require_src_coords
         )
-        return builder.get_leadfield(
+        leadfield = builder.get_leadfield(
             self.subject,
             self.orientation_type,
             self.mode,
@@ -356,6 +356,7 @@ class LeadfieldSpec:
             seed=self.seed,
             save=False,
         )
+        return cast(LeadfieldData, leadfield)  # with return_metadata
 
 
 def read_transform(path: FilePath, storage_options: dict | None = None) -> np.ndarray:

@@ -112,7 +112,7 @@ class LeadfieldData:
             )
 
     def __repr__(self) -> str:
-        sensors = {layout.KIND_EEG: "EEG", layout.KIND_MEG: "MEG"}.get(self.sensor_kind, "sensors")
+        sensors = _KIND_NAMES.get(self.sensor_kind, "sensors")
         return (
             f"LeadfieldData({self.orientation_type}, {sensors}, {self.n_sensors} sensors x "
             f"{self.n_sources} sources x {self.n_components} component(s), {self.units}"
@@ -351,7 +351,7 @@ def check_leadfield(data: LeadfieldData, where: object) -> None:
 
 #: FIFF units each sensor kind is measured in, and the coil types each kind can carry.
 _KIND_UNITS = {layout.KIND_EEG: (layout.UNIT_V,), layout.KIND_MEG: (layout.UNIT_T, layout.UNIT_T_M)}
-_KIND_NAMES = {layout.KIND_EEG: "EEG", layout.KIND_MEG: "MEG"}
+_KIND_NAMES: dict[int | None, str] = {layout.KIND_EEG: "EEG", layout.KIND_MEG: "MEG"}
 #: The unit a CaliBrain coil class measures in (planar gradiometers: T/m).
 _COIL_UNITS = {layout.COIL_EEG: layout.UNIT_V, layout.COIL_MAG: layout.UNIT_T}
 _COIL_UNITS[layout.COIL_GRAD] = layout.UNIT_T_M
@@ -367,7 +367,12 @@ def _check_physics(data: LeadfieldData, where: object) -> None:
         )
     kind, units, coil = data.sensor_kind, data.sensor_units, data.coil_type
     kind_name = _KIND_NAMES.get(kind)
-    if kind_name and units in layout.UNIT_NAMES and units not in _KIND_UNITS[kind]:
+    if (
+        kind is not None
+        and kind_name
+        and units in layout.UNIT_NAMES
+        and units not in _KIND_UNITS[kind]
+    ):
         raise ImplausibleDataError(
             f"{where} says sensor_kind={kind} ({kind_name}) but sensor_units={units} "
             f"({layout.UNIT_NAMES[units]}); {kind_name} is measured in "
@@ -413,7 +418,7 @@ def save_leadfield_npz(path: str | os.PathLike, data: LeadfieldData) -> Path:
     if data.ch_names is not None:
         payload["ch_names"] = np.asarray(data.ch_names, dtype=str)
     with atomic_path(path) as tmp:
-        np.savez(tmp, **payload)
+        np.savez(tmp, **payload)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
     return path
 
 

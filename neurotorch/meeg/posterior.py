@@ -18,7 +18,7 @@ eigenbasis of ``L L^T``. `baseline_noise_var` is CaliBrain's pre-stimulus noise 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ def bmn_posterior(
     k = leadfield.shape[2] if free else 1
     lf = leadfield.reshape(n_sensors, n_sources * k).to(compute_dtype)
     yd = y.to(compute_dtype)
-    per_trial = dict(batch=batch, dtype=compute_dtype, device=y.device)
+    per_trial: dict[str, Any] = dict(batch=batch, dtype=compute_dtype, device=y.device)
     gamma = positive_per_trial(gamma, "gamma", **per_trial)
     noise_var = positive_per_trial(noise_var, "noise_var", **per_trial)
     eye = torch.eye(n_sensors, dtype=compute_dtype, device=y.device)
@@ -179,7 +179,7 @@ def learn_hyperparameters(
         raise ParameterError("Some trials are all zeros; their evidence has no maximum.")
     learn_noise = noise_var is None
     sigma2 = positive_per_trial(
-        init_noise_var if learn_noise else noise_var,
+        init_noise_var if noise_var is None else noise_var,
         "noise_var",
         batch=batch,
         dtype=torch.float64,
@@ -283,5 +283,6 @@ def unweight_posterior(posterior: GaussianPosterior, weights: torch.Tensor) -> G
     if w.ndim == 1:
         return GaussianPosterior(posterior.mean * w[:, None], posterior.var * w**2)
     mean = torch.einsum("skj,bsjt->bskt", w, posterior.mean)
+    assert posterior.cov_blocks is not None, "a free-orientation posterior has its blocks"
     blocks = w @ posterior.cov_blocks @ w.transpose(1, 2)
     return GaussianPosterior(mean, torch.diagonal(blocks, dim1=-2, dim2=-1), blocks)

@@ -89,7 +89,7 @@ def gamma_map_posterior(
     check_iterations(max_iter, tol)
     batch, n_sensors, n_times = y.shape
     learn_noise = noise_var is None
-    if not learn_noise:
+    if noise_var is not None:
         noise_var = positive_per_trial(
             noise_var, "noise_var", batch=batch, dtype=torch.float64, device=y.device
         )

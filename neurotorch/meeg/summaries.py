@@ -118,10 +118,10 @@ def _build_run(
         )
     n_sources = x_true.shape[0]
     k = 1 if x_true.ndim == 2 else x_true.shape[1]
-    blocks, key = None, next((k for k in _POSTERIOR_KEYS if k in arrays), None)
-    if key == "posterior_cov_blocks":
+    blocks, posterior_key = None, next((k for k in _POSTERIOR_KEYS if k in arrays), None)
+    if posterior_key == "posterior_cov_blocks":
         blocks = np.asarray(arrays["posterior_cov_blocks"], np.float64)
-    elif key == "posterior_var":
+    elif posterior_key == "posterior_var":
         var = np.asarray(arrays["posterior_var"], np.float64)
         if var.size != int(np.prod(x_true.shape[:-1])):
             raise FormatError(
@@ -129,7 +129,7 @@ def _build_run(
                 f"component) of x_true {x_true.shape}, i.e. {x_true.shape[:-1]}."
             )
         var = var.reshape(x_true.shape[:-1])
-    elif key == "posterior_cov":
+    elif posterior_key == "posterior_cov":
         cov = np.asarray(arrays["posterior_cov"], np.float64)
         if cov.ndim == 1:
             var = cov.reshape(x_true.shape[:-1])
@@ -142,11 +142,13 @@ def _build_run(
             raise FormatError(
                 f"Covariance blocks in {path} are {blocks.shape}; expected ({n_sources}, {k}, {k})."
             )
-        blocks = check_covariance_blocks(blocks, f"The covariance blocks ({key!r}) in {path}")
+        blocks = check_covariance_blocks(
+            blocks, f"The covariance blocks ({posterior_key!r}) in {path}"
+        )
         var = np.diagonal(blocks, axis1=1, axis2=2).copy()
         if k == 1:
             var, blocks = var[:, 0], None
-    var = check_variances(var, f"The posterior variances ({key!r}) in {path}")
+    var = check_variances(var, f"The posterior variances ({posterior_key!r}) in {path}")
     q_basis = arrays.get("Q_basis")
     if q_basis is not None and (q_basis.ndim != 3 or q_basis.size == 0):
         q_basis = None

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
@@ -42,6 +41,7 @@ from neurotorch.meeg.calibration import (
     calibration_metrics,
 )
 from neurotorch.models.batch_keys import require_keys
+from neurotorch.models.module import ReferenceModule
 from neurotorch.plotting.meeg import plot_coverage_curves
 
 CoverageMode = Literal["time_averaged", "pointwise"]
@@ -98,7 +98,7 @@ class CoverageCounter:
         return (self.counts.cumsum(0)[:-1] / total).cpu().numpy()
 
 
-class _CoverageCalibrator(L.LightningModule):
+class _CoverageCalibrator(ReferenceModule):
     """Before/after coverage bookkeeping, the PNG/JSON report and the predicted intervals shared
     by the calibrators."""
 
@@ -173,6 +173,7 @@ class _CoverageCalibrator(L.LightningModule):
 
     def _print_report(self, stage: str) -> None:
         before, after = self.reports[stage]["metrics_before"], self.reports[stage]["metrics_after"]
+        assert self._last_paths is not None, "the report is printed after it is written"
         json_path, png_path = self._last_paths
         results.info(
             f"{stage}: mean absolute coverage deviation {before['mean_absolute_deviation']:.3f} -> "
@@ -270,6 +271,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
         self._train_counter = CoverageCounter(_z(FIT_LEVELS), self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        assert self._train_counter is not None, "each training epoch starts a counter"
         self._train_counter.update(_standardized(batch, self.coverage_mode))
 
     def _fit_if_trained(self) -> None:
@@ -349,6 +351,8 @@ class NeuralCalibrator(_CoverageCalibrator):
     %(coverage_mode)s
     """
 
+    level_tensor: torch.Tensor  # a buffer
+
     def __init__(
         self,
         hidden: int = 32,
@@ -363,18 +367,18 @@ class NeuralCalibrator(_CoverageCalibrator):
         check_int("time_stride", time_stride, minimum=1)
         check_number("lr", lr, minimum=0, open_minimum=True)
         self.save_hyperparameters()
-        n_levels = len(self.levels)
+        head = nn.Linear(hidden, len(self.levels))
         self.net = nn.Sequential(
             nn.Linear(4, hidden),
             nn.GELU(),
             nn.Linear(hidden, hidden),
             nn.GELU(),
-            nn.Linear(hidden, n_levels),
+            head,
         )
         steps = np.diff(np.concatenate([[0.0], _z(self.levels)]))
-        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(head.weight)
         with torch.no_grad():  # softplus^-1 of the uncalibrated increments
-            self.net[-1].bias.copy_(torch.as_tensor(np.log(np.expm1(steps)), dtype=torch.float32))
+            head.bias.copy_(torch.as_tensor(np.log(np.expm1(steps)), dtype=torch.float32))
         self.register_buffer("level_tensor", torch.as_tensor(self.levels, dtype=torch.float32))
 
     @staticmethod

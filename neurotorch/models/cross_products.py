@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from io import BufferedRandom
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ class CrossProducts:
         """Bytes of all chunks together."""
         return int(np.prod(self.shape)) * self._numpy_dtype.itemsize
 
-    def _open_scratch(self):
+    def _open_scratch(self) -> BufferedRandom:
         folder = scratch_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,11 @@ class CrossProducts:
             ) from exc
         return handle
 
+    def _scratch(self) -> BufferedRandom:
+        """The open scratch file of the chunks (on disk only)."""
+        assert self._file is not None, "the cross-products are on disk and not closed"
+        return self._file
+
     def _offset(self, j: int) -> int:
         n_folds, n_features, _ = self.shape
         return n_folds * n_features * self.chunks[j].start * self._numpy_dtype.itemsize
@@ -121,11 +127,12 @@ class CrossProducts:
         n_folds, n_features, _ = self.shape
         width = self.chunks[j].stop - self.chunks[j].start
         out = np.empty((n_folds, n_features, width), dtype=self._numpy_dtype)
-        self._file.seek(self._offset(j))
-        view = memoryview(out).cast("B")
+        scratch = self._scratch()
+        scratch.seek(self._offset(j))
+        view = out.data.cast("B")
         done = 0
         while done < len(view):
-            got = self._file.readinto(view[done:])
+            got = scratch.readinto(view[done:])
             if not got:
                 raise CacheError("The scratch file of the fit's statistics ended early.")
             done += got
@@ -137,8 +144,9 @@ class CrossProducts:
         if self._memory is not None:
             self._memory[j].copy_(values)
             return
-        self._file.seek(self._offset(j))
-        self._file.write(memoryview(values.cpu().contiguous().numpy()).cast("B"))
+        scratch = self._scratch()
+        scratch.seek(self._offset(j))
+        scratch.write(values.cpu().contiguous().numpy().data.cast("B"))
 
     def add(self, j: int, values: torch.Tensor) -> None:
         """Add ``values`` ``(K, D, C)`` to chunk ``j``."""

@@ -116,7 +116,10 @@ def _space_metrics(penalty: np.ndarray, share: np.ndarray | None) -> dict:
 
 
 def _roi_metrics(group: pd.DataFrame) -> dict:
-    metrics = {"n_voxels": int(len(group)), "median_r": float(np.nanmedian(group["r"]))}
+    metrics: dict[str, float | None] = {
+        "n_voxels": int(len(group)),
+        "median_r": float(np.nanmedian(group["r"])),
+    }
     if "fraction" in group:
         metrics["median_fraction_of_ceiling"] = _median(group["fraction"])
     return metrics

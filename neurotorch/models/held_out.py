@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class CorrelationStatistics:
     """Running sums of predictions ``p`` and targets ``y`` per target, for ``r``, ``R²`` and MSE."""
 
     def __init__(self, n_targets: int, device: torch.device | str = "cpu"):
-        kw = {"dtype": F64, "device": device}
+        kw: dict[str, Any] = {"dtype": F64, "device": device}
         self.count = torch.zeros(n_targets, **kw)
         self.sum_p = torch.zeros(n_targets, **kw)
         self.sum_y = torch.zeros(n_targets, **kw)
@@ -76,7 +77,7 @@ class CeilingStatistics:
     """Per-image sums of the test rows (count, ``Σ y``) and ``Σ y²`` per target."""
 
     def __init__(self, n_targets: int, device: torch.device | str = "cpu"):
-        kw = {"dtype": F64, "device": device}
+        kw: dict[str, Any] = {"dtype": F64, "device": device}
         self.images: dict[str, int] = {}
         self.count = torch.zeros(0, **kw)
         self.sums = torch.zeros(0, n_targets, **kw)
@@ -153,7 +154,7 @@ class PartitionStatistics:
     """
 
     def __init__(self, n_spaces: int, n_targets: int, device: torch.device | str = "cpu"):
-        kw = {"dtype": F64, "device": device}
+        kw: dict[str, Any] = {"dtype": F64, "device": device}
         self.count = torch.zeros(n_targets, **kw)
         self.sum_y = torch.zeros(n_targets, **kw)
         self.sum_yy = torch.zeros(n_targets, **kw)

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_int, check_number
 from neurotorch.connectome.lnm import SeedWeights, fisher_z_, seed_correlations
+from neurotorch.errors import NotFittedError
 from neurotorch.io.atomic import write_json
 from neurotorch.log import results
 from neurotorch.models.batch_keys import require_keys
+from neurotorch.models.module import ReferenceModule
 
 
 @fill_doc
-class LesionNetworkModel(L.LightningModule):
+class LesionNetworkModel(ReferenceModule):
     """Predict lesion network maps (mean Fisher z per voxel) from lesion masks.
 
     Parameters
@@ -82,10 +83,13 @@ class LesionNetworkModel(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.encoder is None:
-            self._build(int(self.trainer.datamodule.n_features))
+            # Lightning sets the trainer's datamodule at run time
+            self._build(int(self.trainer.datamodule.n_features))  # type: ignore[attr-defined]
 
     def forward(self, lesion_masks: torch.Tensor) -> torch.Tensor:
         """(n_lesions, n_voxels) masks -> (n_lesions, n_voxels) predicted mean Fisher z."""
+        if self.encoder is None or self.decoder is None or self.bias is None:
+            raise NotFittedError("LesionNetworkModel", "predict")
         weights = lesion_masks / lesion_masks.sum(dim=1, keepdim=True).clamp(min=1)
         return weights @ self.encoder @ self.decoder + self.bias
 

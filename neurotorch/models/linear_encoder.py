@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -35,6 +34,7 @@ from neurotorch.models.held_out import (
     CorrelationStatistics,
     PartitionStatistics,
 )
+from neurotorch.models.module import ReferenceModule
 from neurotorch.models.ridge import (
     DEFAULT_BAND_RATIOS,
     DEFAULT_PENALTIES,
@@ -52,7 +52,7 @@ ID_KEYS = ("subject", "session", "trial", "image_name", "index")
 
 
 @fill_doc
-class LinearEncoder(L.LightningModule):
+class LinearEncoder(ReferenceModule):
     """Voxel-wise ridge regression from ``batch[feature_key]`` to ``batch[target_key]``.
 
     Parameters
@@ -218,7 +218,7 @@ class LinearEncoder(L.LightningModule):
             batch_size = getattr(datamodule, "batch_size", 256)
             self._plan_memory(n_features, next(iter(n_voxels.values())), batch_size)
 
-    def _plan_memory(self, n_features: int, n_voxels: int, batch_size: int) -> None:
+    def _plan_memory(self, n_features: int, n_voxels: int, batch_size: int) -> MemoryPlan:
         """Choose the voxel chunks (rank 0's choice on every rank) or refuse the fit."""
         hp = self.hparams
         size = EncoderSize(
@@ -236,8 +236,10 @@ class LinearEncoder(L.LightningModule):
             plan = plan_memory(size, hp.voxel_chunk)
         if self.trainer is not None and self.trainer.world_size > 1:
             plan = self.trainer.strategy.broadcast(plan)
+        assert plan is not None, "rank 0 plans the memory of every rank"
         self.memory_plan = plan
         results.info("memory plan: %s", plan.describe(size))
+        return plan
 
     def _test_images(self) -> int:
         """Distinct images of the data module's test trials, where it says (else 0)."""
@@ -259,8 +261,7 @@ class LinearEncoder(L.LightningModule):
         x, y = self.features(batch), self.targets(batch)
         subjects = set(batch.get("subject", ()))
         if self._stats is None:
-            if self.memory_plan is None:
-                self._plan_memory(x.shape[1], y.shape[1], x.shape[0])
+            plan = self.memory_plan or self._plan_memory(x.shape[1], y.shape[1], x.shape[0])
             self._stats = RidgeStatistics(
                 x.shape[1],
                 y.shape[1],
@@ -268,8 +269,8 @@ class LinearEncoder(L.LightningModule):
                 keep_rows=self.trainer is None or self.trainer.world_size == 1,
                 device=x.device,
                 precision=self.hparams.precision,
-                voxel_chunk=self.memory_plan.voxel_chunk,
-                on_disk=self.memory_plan.on_disk,
+                voxel_chunk=plan.voxel_chunk,
+                on_disk=plan.on_disk,
             )
             self._subjects = subjects
             self.band_sizes = torch.tensor([batch[k].shape[1] for k in self.feature_keys])
@@ -286,6 +287,7 @@ class LinearEncoder(L.LightningModule):
     def _fit(self) -> None:
         """Sum the statistics over ranks, choose penalties by cross-validation, refit."""
         stats, hp = self._stats, self.hparams
+        assert stats is not None, "the statistics were collected before the fit"
         try:
             if self.trainer is not None and self.trainer.world_size > 1:
                 stats.sum_over_ranks(self._reduce_sum)
@@ -378,6 +380,7 @@ class LinearEncoder(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         from neurotorch.models.encoder_report import summarise_encoder, write_encoder_report
 
+        assert self._test is not None, "Lightning runs no test epoch without a batch"
         scores, ceiling, partition = self._test
         self._sum_over_ranks(scores.tensors() + partition.tensors())
         ceiling.sum_over_ranks()
@@ -443,8 +446,8 @@ class LinearEncoder(L.LightningModule):
                 setattr(self, name, torch.empty_like(saved))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def per_voxel_r(self) -> np.ndarray:
-        """Per-voxel test correlation of the last test run."""
+    def per_voxel_r(self) -> np.ndarray | None:
+        """Per-voxel test correlation of the last test run (``None`` before one)."""
         return self.test_r
 
 

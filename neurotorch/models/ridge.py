@@ -24,7 +24,7 @@ import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 import torch
 
@@ -124,7 +124,7 @@ def fit_ridge(
             "than features (and not under DDP); use solver='primal'."
         )
     if stats.has_rows() and solver != "primal":
-        problem: _PrimalProblem | _DualProblem = _DualProblem(stats, bands)
+        problem: _Problem[Any] = _DualProblem(stats, bands)
     else:
         problem = _PrimalProblem(stats, bands)
     device = stats.count.device
@@ -222,7 +222,27 @@ class _PrimalFit:
         """``wᵀ XᵀX w`` of the held-out fold for every column of ``w`` ``(D, C)``."""
         if self.held_factor is not None:
             return ((self.held_factor @ w) ** 2).sum(0)
+        assert self.held_xtx is not None, "a held-out fit has a factor or a matrix"
         return (w * (self.held_xtx @ w)).sum(0)
+
+
+FitT = TypeVar("FitT")
+
+
+class _Problem(Protocol, Generic[FitT]):
+    """What `fit_ridge` asks of a solver, whose fits are of type ``FitT``."""
+
+    name: str
+
+    def prepare(self, held_out: int | None, gamma: torch.Tensor) -> FitT: ...
+
+    def block(self, j: int) -> tuple[Any, ...]: ...
+
+    def scores(self, fit: FitT, block, *, alphas: torch.Tensor, kind: str) -> torch.Tensor: ...
+
+    def solve(
+        self, fit: FitT, block, chosen: torch.Tensor, alphas: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class _PrimalProblem:
@@ -300,7 +320,8 @@ class _PrimalProblem:
         mean_y, projected = self._projected(fit, total[:, chosen], sum_y)
         w = fit.eigvecs @ (projected / (fit.eigvals[:, None] + alphas[None, :]))
         weight = fit.f[:, None] * w
-        shift = s.shift_y[columns][chosen] - s.shift_x @ weight
+        shift_x, shift_y = s.shifts()
+        shift = shift_y[columns][chosen] - shift_x @ weight
         return weight, mean_y - fit.mean_x @ w + shift
 
 

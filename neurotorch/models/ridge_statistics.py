@@ -22,7 +22,7 @@ the kept trials are the rows of the dual solve.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -85,7 +85,7 @@ class RidgeStatistics:
         chunk = (
             n_targets if voxel_chunk is None else check_int("voxel_chunk", voxel_chunk, minimum=1)
         )
-        kw = {"dtype": F64, "device": device}
+        kw: dict[str, Any] = {"dtype": F64, "device": device}
         self.precision, self.dtype = precision, DTYPES[precision]
         self.count = torch.zeros(n_folds, **kw)
         self.sum_x = torch.zeros(n_folds, n_features, **kw)
@@ -153,14 +153,15 @@ class RidgeStatistics:
             return
         x = torch.cat([part[0] for part in self._buffer])
         folds = torch.cat([part[2] for part in self._buffer])
-        shifted = (x - self.shift_x).to(self.dtype)
+        shift_x, shift_y = self.shifts()
+        shifted = (x - shift_x).to(self.dtype)
         by_fold = [
             (k, rows, shifted[rows].T.contiguous())
             for k in range(self.n_folds)
             if len(rows := torch.nonzero(folds == k).squeeze(1))
         ]
         for j, columns in enumerate(self.chunks):
-            y = self._buffered_targets(columns, self.dtype) - self.shift_y[columns].to(self.dtype)
+            y = self._buffered_targets(columns, self.dtype) - shift_y[columns].to(self.dtype)
             block = y.new_zeros(self.xty.shape[:2] + (y.shape[1],))
             for k, rows, xk_t in by_fold:
                 yk = y[rows]
@@ -171,6 +172,11 @@ class RidgeStatistics:
             self.xty.add(j, block)
         self._buffer = []
         self._added = True
+
+    def shifts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shift ``(shift_x, shift_y)`` the sums are taken around (set by the first `update`)."""
+        assert self.shift_x is not None and self.shift_y is not None, "no trials were added"
+        return self.shift_x, self.shift_y
 
     def _buffered_targets(self, columns: slice, dtype: torch.dtype) -> torch.Tensor:
         return torch.cat([part[1][:, columns].to(dtype) for part in self._buffer])
@@ -202,7 +208,8 @@ class RidgeStatistics:
         + δa Σ(y−b)ᵀ + n δa δbᵀ``, and likewise for the other sums.
         """
         self.flush()
-        da, db = self.shift_x - shift_x, self.shift_y - shift_y
+        old_x, old_y = self.shifts()
+        da, db = old_x - shift_x, old_y - shift_y
         n, sum_x = self.count, self.sum_x
         for j, columns in enumerate(self.chunks):
             sy, dbc = self.sum_y[:, columns], db[columns]
@@ -229,7 +236,7 @@ class RidgeStatistics:
         reduce_sum(world)
         if int(world) == 1:
             return
-        shift = torch.cat([self.shift_x, self.shift_y])
+        shift = torch.cat(self.shifts())
         reduce_sum(shift)
         shift /= world
         self.rebase(shift[: self.n_features], shift[self.n_features :])

@@ -30,8 +30,11 @@ Status = Literal["ran", "skipped", "failed"]
 class Unit(Protocol):
     """What an engine needs of a unit of work (see the module docstring)."""
 
-    key: str
-    lock_path: Path | None
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def lock_path(self) -> Path | None: ...
 
     def done(self) -> bool: ...
 

@@ -95,7 +95,7 @@ def _lesion_image(result: NetworkMapResult, lesion_mask: np.ndarray) -> nib.Nift
     )
 
 
-def _shown_values(result: NetworkMapResult, kind: str, row: int) -> tuple[np.ndarray, float]:
+def _shown_values(result: NetworkMapResult, kind: MapKind, row: int) -> tuple[np.ndarray, float]:
     """(finite values to draw, colour limit): -log10 for p maps; the limit is the 99th percentile
     of |value| outside the lesion (the lesion correlates with itself and would dominate)."""
     values = np.asarray(result.map(kind, row), dtype=np.float64)
@@ -108,14 +108,15 @@ def _shown_values(result: NetworkMapResult, kind: str, row: int) -> tuple[np.nda
     return np.clip(np.nan_to_num(values, nan=0.0), -limit, limit), limit
 
 
-def peak_mm(result: NetworkMapResult, row: int, kind: str = "t") -> tuple[float, float, float]:
+def peak_mm(result: NetworkMapResult, row: int, kind: MapKind = "t") -> tuple[float, float, float]:
     """World coordinates (mm) of the strongest voxel of a map outside the lesion."""
     values = np.abs(np.asarray(result.map(kind, row), dtype=np.float64))
     if kind not in SIGNED_KINDS:
         values = -np.log10(np.clip(values, 1e-300, 1.0))
     values = np.where(result.lesion_masks[row] | ~np.isfinite(values), -1.0, values)
     voxel = result.mask_indices[int(np.argmax(values))]
-    return tuple(float(c) for c in nib.affines.apply_affine(result.affine, voxel))
+    x, y, z = (float(c) for c in nib.affines.apply_affine(result.affine, voxel))
+    return x, y, z
 
 
 def plot_network_map(

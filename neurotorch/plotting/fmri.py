@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -84,9 +84,15 @@ def plot_noise_ceilings(
         Histogram bins over 0–100 %.
     """
     sessions = subject.get_sessions()
-    per_session = subject.get_noise_ceiling(session=sessions, roi=roi, mask_source=mask_source)
+    # several sessions: a map per session; one desc: one map
+    per_session = cast(
+        dict[str, np.ndarray],
+        subject.get_noise_ceiling(session=sessions, roi=roi, mask_source=mask_source),
+    )
     per_subject = {
-        desc: subject.get_noise_ceiling(desc=desc, roi=roi, mask_source=mask_source)
+        desc: cast(
+            np.ndarray, subject.get_noise_ceiling(desc=desc, roi=roi, mask_source=mask_source)
+        )
         for desc in layout.SUBJECT_NOISE_CEILINGS
         if subject.root.exists(layout.subject_noise_ceiling(subject.subject_id, desc))
     }
@@ -100,7 +106,7 @@ def plot_noise_ceilings(
             values = _finite(values)
             ax.hist(
                 values,
-                bins=edges,
+                bins=edges.tolist(),
                 histtype="step",
                 lw=1.5,
                 label=f"{label} (median {np.median(values):.1f} %)" if values.size else label,
@@ -128,7 +134,7 @@ def _nilearn_plotting():
 def _underlay(subject: Subject) -> nib.Nifti1Image | None:
     """The subject's T1w on the functional (res-1pt8) grid, where the dataset has one."""
     try:
-        return nib.load(subject.get_t1w(res="1pt8"))
+        return cast(nib.Nifti1Image, nib.load(subject.get_t1w(res="1pt8")))
     except DataNotDownloadedError:
         return None
 
@@ -343,7 +349,8 @@ def plot_split_projection(
         rows = labels == group
         if rows.any():
             left.scatter(
-                *coords[rows].T,
+                coords[rows, 0],
+                coords[rows, 1],
                 s=8 if group == "train" else 14,
                 c=colour,
                 label=f"{group} ({int(rows.sum())})",
@@ -363,7 +370,7 @@ def plot_split_projection(
     for group, values in distances.items():
         right.hist(
             values,
-            bins=edges,
+            bins=edges.tolist(),
             histtype="step",
             lw=1.5,
             color=SPLIT_COLOURS[group],
@@ -412,14 +419,18 @@ def plot_splits(
     if pooled:
         bins = np.histogram_bin_edges(np.concatenate(list(pooled.values())), bins=40)
     for family, values in pooled.items():
-        left.hist(values, bins=bins, histtype="step", density=True, lw=1.5, label=family)
+        left.hist(values, bins=bins.tolist(), histtype="step", density=True, lw=1.5, label=family)
     left.set(xlabel="cosine distance to nearest train image", ylabel="density of test images")
     if pooled:
         left.legend(fontsize="small")
     tau_test = tests.get("tau", np.zeros(len(names), dtype=bool))
     coords = _pca_2d(x, np.ones(len(names), dtype=bool))
-    right.scatter(*coords[~tau_test].T, s=6, c=SPLIT_COLOURS["train"], label="train", linewidths=0)
-    right.scatter(*coords[tau_test].T, s=8, c="tab:red", label="tau test", linewidths=0)
+    train = coords[~tau_test]
+    right.scatter(
+        train[:, 0], train[:, 1], s=6, c=SPLIT_COLOURS["train"], label="train", linewidths=0
+    )
+    test = coords[tau_test]
+    right.scatter(test[:, 0], test[:, 1], s=8, c="tab:red", label="tau test", linewidths=0)
     right.set(xlabel="PC 1", ylabel="PC 2", title="tau split")
     right.legend(fontsize="small")
     return save_png(fig, path)

@@ -40,7 +40,11 @@ if TYPE_CHECKING:
     import mne
 
 PathLike = str | os.PathLike
-_UNIT_SENSOR = {layout.UNIT_V: "eeg", layout.UNIT_T: "mag", layout.UNIT_T_M: "grad"}
+_UNIT_SENSOR: dict[int | None, str] = {
+    layout.UNIT_V: "eeg",
+    layout.UNIT_T: "mag",
+    layout.UNIT_T_M: "grad",
+}
 
 
 def _as_leadfield(leadfield: LeadfieldData | np.ndarray) -> LeadfieldData:
@@ -67,14 +71,17 @@ def plot_leadfield_column_norms(leadfield: LeadfieldData | np.ndarray, path: Pat
     fig, (left, right) = new_figure(2)
     positive = norms[norms > 0]
     log_scale = positive.size > 1 and positive.min() < positive.max()
-    left.hist(positive, bins=np.geomspace(positive.min(), positive.max(), 40) if log_scale else 40)
+    left.hist(
+        positive,
+        bins=np.geomspace(positive.min(), positive.max(), 40).tolist() if log_scale else 40,
+    )
     if log_scale:
         left.set_xscale("log")
     title = f"{data.n_sources} sources × {data.n_sensors} sensors, {data.orientation_type}"
     left.set(xlabel=f"column norm ({data.units})", ylabel="sources", title=title)
     if data.src_coords is not None and len(data.src_coords) == data.n_sources:
         xy = 100 * np.asarray(data.src_coords)[:, :2]
-        shown = right.scatter(*xy.T, c=norms, s=12, cmap="viridis")
+        shown = right.scatter(xy[:, 0], xy[:, 1], c=norms, s=12, cmap="viridis")
         fig.colorbar(shown, ax=right, label=f"column norm ({data.units})")
         right.set(xlabel="x (cm)", ylabel="y (cm)", title="sources from above", aspect="equal")
     else:

@@ -115,7 +115,7 @@ class VolumeWriter:
     def write(self, brain_values: np.ndarray) -> None:
         """Write the next volume: ``brain_values`` at the brain voxels (C order), 0 elsewhere."""
         self._volume[self._offsets] = brain_values
-        self._stream.write(memoryview(self._volume).cast("B"))
+        self._stream.write(self._volume.data.cast("B"))
         self.written += 1
 
 
@@ -196,7 +196,7 @@ def make_encoding_model(
         for row in position[np.flatnonzero(mask.ravel())]:
             if row in latent_weights:
                 continue
-            random_part = rng.normal(size=latent.shape[1])
+            random_part = np.asarray(rng.normal(size=latent.shape[1]))
             latent_weights[row] = (
                 random_part if direction is None else 2 * direction + 0.5 * random_part
             )

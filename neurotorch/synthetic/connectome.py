@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -164,7 +165,7 @@ def make_connectome(
         ``root``.
     """
     root = Path(root)
-    params = dict(
+    params: dict[str, Any] = dict(
         n_subjects=check_int("n_subjects", n_subjects, minimum=2),
         n_timepoints=check_int("n_timepoints", n_timepoints, minimum=3),
         voxel_mm=voxel_mm,
@@ -210,7 +211,7 @@ def _write_connectome(
     labels = _plant_networks(mask, n_networks, rng)
     write_image(nib.Nifti1Image(labels, mask_img.affine), root / NETWORKS_FILE)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     lesion_radius = max(1.0, 4.0 / voxel_mm)
     for net in range(1, n_networks + 1):
         members = np.argwhere(labels == net)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,7 @@ def default_root(
     size: str = "small", seed: int = 0, snr: str = "default", sessions: int | None = None
 ) -> Path:
     """Where the synthetic dataset of a size, seed and SNR preset lives by default."""
-    options = {} if snr == "default" else {"snr": snr}
+    options: dict[str, Any] = {} if snr == "default" else {"snr": snr}
     if sessions is not None:
         options["sessions"] = sessions
     return synthetic_root("laion-fmri", size, seed, **options)
@@ -310,7 +311,7 @@ class _SessionDraws:
     moments (for z-scoring)."""
 
     images: list[int]
-    states: list[dict]
+    states: list[Mapping[str, Any]]
     mean: np.ndarray
     sd: np.ndarray
 

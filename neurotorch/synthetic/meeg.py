@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -81,7 +82,7 @@ def _write_aggregated(path: Path, run: dict, *, metadata: dict, q_basis: np.ndar
         arrays["Q_basis"] = q_basis
     scalars = {key: np.asarray(value) for key, value in metadata.items() if value is not None}
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays, **scalars)
+        np.savez_compressed(tmp, **arrays, **scalars)  # type: ignore[arg-type]  # numpy stubs match ** to allow_pickle
     sidecar = {
         "dataset_info": {
             key: metadata[key]
@@ -251,7 +252,7 @@ def write_subject_leadfields(
     from neurotorch.fmri import layout as fmri_layout
 
     root = Path(fmri_root)
-    img = nib.load(root / fmri_layout.anatomical_brain_mask(subject))
+    img = cast(nib.Nifti1Image, nib.load(root / fmri_layout.anatomical_brain_mask(subject)))
     mask = np.asarray(img.dataobj) > 0
     src_mm, normals, centroid = _mask_shell(
         mask, img.affine, n_sources, depth=0.8, max_radius_mm=70.0, seed=seed

@@ -32,7 +32,8 @@ class DrawnObject:
 
 
 def _colour(values: np.ndarray) -> tuple[int, int, int]:
-    return tuple(int(v) for v in (255 / (1 + np.exp(-2 * values[:3]))).astype(int))
+    red, green, blue = (int(v) for v in (255 / (1 + np.exp(-2 * values[:3]))).astype(int))
+    return red, green, blue
 
 
 def _shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], fill) -> None:

@@ -9,13 +9,14 @@ value passes through unchanged.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from neurotorch._lazy import import_object
 from neurotorch._options import check_option
 from neurotorch.config import data_home
+
+D = TypeVar("D")  # what the data_dir of a family's reader accepts
 
 SYNTHETIC = "synthetic"
 #: family -> "module:function" of its writer: ``writer(out, size=, seed=, overwrite=, **options)``.
@@ -47,12 +48,12 @@ def make_synthetic(family: str, size: str = "small", seed: int = 0, **options: A
 
 def resolve_data_dir(
     family: str,
-    data_dir: str | os.PathLike | None,
+    data_dir: D,
     *,
     size: str = "small",
     seed: int = 0,
     **options: Any,
-) -> str | os.PathLike | None:
+) -> D | Path:
     """``data_dir``, or the root of the family's synthetic dataset when it is ``"synthetic"``."""
     if is_synthetic(data_dir):
         return make_synthetic(family, size, seed, **options)

@@ -135,7 +135,10 @@ def write_stimuli(
     )
     write_text(root / layout.stimuli_metadata(), metadata.to_csv(index=False))
 
-    encoded, seg_rows, seg_masks, captions = [], [], [], []
+    encoded: list[np.ndarray] = []
+    seg_rows: list[tuple] = []
+    seg_masks: list[np.ndarray] = []
+    captions: list[tuple[str, int, str, str]] = []
     for i, (name, category) in enumerate(zip(stimset.names, stimset.categories, strict=True)):
         image, objects = draw_picture(stimset.latent[i], category, image_size, rng)
         encoded.append(np.frombuffer(encode_picture(image, name), dtype=np.uint8))
@@ -143,7 +146,8 @@ def write_stimuli(
         if shared:
             scores = [round(float(rng.uniform(0.6, 1.0)), 3) for _ in objects]
             # as in the real table: instance_id counts the masks of one noun, best score first
-            instance_of, seen = {}, Counter()
+            instance_of: dict[int, int] = {}
+            seen: Counter[str] = Counter()
             for k in sorted(range(len(objects)), key=lambda k: -scores[k]):
                 instance_of[k] = seen[objects[k].noun]
                 seen[objects[k].noun] += 1

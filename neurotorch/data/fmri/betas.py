@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -234,7 +234,7 @@ class BetasDataset(Dataset):
             return items.reset_index(drop=True), [np.array([i]) for i in range(len(trials))]
         grouped = trials.groupby(["subject", "image_name"], sort=False)
         groups = [np.asarray(rows, dtype=np.int64) for rows in grouped.indices.values()]
-        keys = list(grouped.indices.keys())
+        keys = cast(list[tuple[str, str]], list(grouped.indices.keys()))
         items = pd.DataFrame(
             {
                 "subject": [k[0] for k in keys],
@@ -327,24 +327,24 @@ class BetasDataset(Dataset):
         MixedBatchError
             The batch mixes subjects (see `loader`).
         """
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
+        rows = np.asarray(indices, dtype=np.int64)
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
             raise IndexError(f"Index out of range for a dataset of {len(self)} items.")
-        indices = np.where(indices < 0, indices + len(self), indices)
-        subjects = np.unique(self._item_subject[indices])
+        rows = np.where(rows < 0, rows + len(self), rows)
+        subjects = np.unique(self._item_subject[rows])
         if len(subjects) > 1:
-            raise self._mixed_batch_error(subjects, len(indices))
+            raise self._mixed_batch_error(subjects, len(rows))
         subject = int(subjects[0]) if len(subjects) else 0
         columns = self._columns
-        data: dict[str, Any] = {"betas": self._read_items(indices, subject)}
-        data.update(self.pairing.batch(columns["image_name"][indices]))
+        data: dict[str, Any] = {"betas": self._read_items(rows, subject)}
+        data.update(self.pairing.batch(columns["image_name"][rows]))
         for key in ("image_name", "subject", "session"):
-            data[key] = columns[key][indices].tolist()
+            data[key] = columns[key][rows].tolist()
         for key in ("trial", "n_repeats"):
             if key in columns:
-                data[key] = torch.from_numpy(columns[key][indices])
-        data["index"] = torch.from_numpy(indices)
-        batch = ItemBatch(data, len(indices))
+                data[key] = torch.from_numpy(columns[key][rows])
+        data["index"] = torch.from_numpy(rows)
+        batch = ItemBatch(data, len(rows))
         if self.transform is not None:
             return [self.transform(batch[k]) for k in range(len(batch))]
         return batch

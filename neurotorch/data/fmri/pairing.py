@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ FEATURES = get_args(Feature)
 MODALITIES = ("image", "captions", "segmentation")
 
 
-Features = Feature | FeatureSpec | Sequence[Feature | FeatureSpec] | None
+Features: TypeAlias = Feature | FeatureSpec | Sequence[Feature | FeatureSpec] | None
 #: What ``features=`` says next to the names when one is not accepted.
 SPEC_HINT = (
     "Features of another vision model are a FeatureSpec (in YAML a dict such as {model: "
@@ -212,12 +212,12 @@ class StimulusPairing:
             hub.close()
         return self._embeddings
 
-    def rows(self, names: Sequence[str]) -> np.ndarray:
+    def rows(self, names: Sequence[str] | np.ndarray) -> np.ndarray:
         """Positions of ``names`` in `names`."""
         index = self.index
         return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
 
-    def batch(self, names: Sequence[str]) -> dict[str, Any]:
+    def batch(self, names: Sequence[str] | np.ndarray) -> dict[str, Any]:
         """Every requested modality for ``names``: embeddings stacked, the rest as lists."""
         out: dict[str, Any] = {}
         if self.features:

@@ -354,7 +354,7 @@ class _RowWriter:
 
     def flush(self) -> None:
         if self._filled:
-            self.write_bytes(memoryview(self._buffer[: self._filled]).cast("B"))
+            self.write_bytes(self._buffer[: self._filled].data.cast("B"))
             self._filled = 0
 
 

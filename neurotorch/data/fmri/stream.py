@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -211,7 +211,9 @@ class BetasStream(ShardedIterable):
             ):
                 stop += 1
             piece = rows[start:stop]
-            by_volume = pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
+            by_volume = cast(
+                dict[int, list[int]], pd.Series(piece).groupby(volumes[piece]).agg(list).to_dict()
+            )
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
             where = self.root.path(relpath)
             read = self._session_volumes(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -144,9 +144,10 @@ class TrialSelection:
 
     def sessions_of(self, subject: str) -> tuple[str, ...] | None:
         """The sessions asked for ``subject`` (None: all of them)."""
+        # __post_init__ made the sessions session ids: a tuple, or a dict of tuples
         if isinstance(self.sessions, dict):
-            return self.sessions.get(subject)
-        return self.sessions
+            return cast("tuple[str, ...] | None", self.sessions.get(subject))
+        return cast("tuple[str, ...] | None", self.sessions)
 
     def image_ids(self, root: DataRoot) -> set[str] | None:
         """The images of ``part`` of the split (None without a split): the test images, or the
@@ -270,7 +271,7 @@ def select_trials(
             f"sessions names subject(s) {stray} that are not selected (subject={list(subjects)}); "
             "key the sessions dict by the selected subjects."
         )
-    tables = []
+    tables: list[pd.DataFrame] = []
     for subject in subjects:
         chosen = selection.sessions_of(subject) or get_sessions(subject, root)
         tables.extend(read_trials(root, subject, session) for session in chosen)

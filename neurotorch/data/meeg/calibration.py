@@ -218,12 +218,17 @@ class CalibrationRunsDataset(Dataset):
         files: str | os.PathLike | Sequence[str | os.PathLike],
         storage_options: dict | None = None,
     ):
-        single = isinstance(files, (str, os.PathLike))
-        folder = DataRoot(files, storage_options) if single else None
-        if folder is not None and folder.isdir():
-            paths = find_posterior_summaries(folder) or find_files(folder, "*.npz")
+        given: list[str | os.PathLike]
+        if isinstance(files, (str, os.PathLike)):
+            folder: DataRoot | None = DataRoot(files, storage_options)
+            given = [files]
         else:
-            paths = [files] if single else list(files)
+            folder, given = None, list(files)
+        paths: list[str | os.PathLike]
+        if folder is not None and folder.isdir():
+            paths = list(find_posterior_summaries(folder) or find_files(folder, "*.npz"))
+        else:
+            paths = given
             missing = [p for p in paths if not is_url(p) and not os.path.isfile(p)]
             if missing:
                 raise DataNotDownloadedError(

@@ -4,7 +4,8 @@ with sources ``s`` read from the fMRI betas at the leadfield's source positions.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
 from neurotorch.meeg.leadfield import LeadfieldData
 from neurotorch.meeg.simulation import item_generator
+
+if TYPE_CHECKING:
+    from neurotorch.data.fmri.betas import BetasDataset
 
 
 def mask_voxel_coords_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -104,7 +108,7 @@ class FMRIInformedSensors(Dataset):
     @classmethod
     def from_laion_fmri(
         cls,
-        betas_dataset: Dataset,
+        betas_dataset: BetasDataset,
         fmri_root: str | os.PathLike,
         subject: str = "sub-01",
         alpha: float = 0.5,
@@ -131,7 +135,10 @@ class FMRIInformedSensors(Dataset):
             root.path(meeg_dir, layout.leadfield_file(subject, "fixed")), storage_options=options
         )
         transform = read_transform(root.path(meeg_dir, layout.head_to_t1w_name(subject)), options)
-        affine = nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject))).affine
+        mask = cast(
+            nib.Nifti1Image, nib.load(root.local_path(fmri_layout.anatomical_brain_mask(subject)))
+        )
+        affine = mask.affine
         coords = mask_voxel_coords_mm(betas_dataset.voxel_mask(subject), affine)
         return cls(
             betas_dataset,
@@ -144,7 +151,7 @@ class FMRIInformedSensors(Dataset):
         )
 
     def __len__(self) -> int:
-        return len(self.betas_dataset)
+        return len(cast(Sized, self.betas_dataset))  # a map-style dataset
 
     def __repr__(self) -> str:
         return (

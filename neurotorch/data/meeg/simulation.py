@@ -54,7 +54,8 @@ def resolve_leadfield(
 
 def describe_leadfield(leadfield: LeadfieldData) -> str:
     """``"EEG fixed 64x300"``: sensor kind, orientation and shape, for a dataset's repr."""
-    kind = {2: "EEG", 1: "MEG"}.get(leadfield.sensor_kind, "random")
+    kinds: dict[int | None, str] = {2: "EEG", 1: "MEG"}
+    kind = kinds.get(leadfield.sensor_kind, "random")
     shape = "x".join(map(str, leadfield.leadfield.shape))
     return f"{kind} {leadfield.orientation_type} leadfield {shape}"
 
@@ -112,10 +113,9 @@ class TrialSimulation:
     def simulators(self) -> tuple[SourceSimulator, SensorSimulator]:
         """The source and sensor simulators, created on first use in each process."""
         if self._sims is None:
-            settings = dict(device=self.device, dtype=self.dtype)
             self._sims = (
-                SourceSimulator(self.config, **settings),
-                SensorSimulator(self.leadfield, **settings),
+                SourceSimulator(self.config, device=self.device, dtype=self.dtype),
+                SensorSimulator(self.leadfield, device=self.device, dtype=self.dtype),
             )
         return self._sims
 
