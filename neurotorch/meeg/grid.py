@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,8 @@ def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every combination of ``grid``'s values, keys sorted, the last key varying fastest."""
     keys = sorted(grid)
     return [
-        dict(zip(keys, values, strict=True)) for values in itertools.product(*map(grid.get, keys))
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(grid[key] for key in keys))
     ]
 
 
@@ -196,7 +197,11 @@ class _Settings:
 @functools.lru_cache(maxsize=4)
 def _prepared(settings: _Settings, subject: str, orientation: str) -> tuple[LeadfieldData, Any]:
     """A leadfield and the solver's preparation of it, loaded once per process and grid."""
-    data = settings.builder.get_leadfield(subject, orientation, "load", return_metadata=True)
+    orientation_type = cast(Literal["fixed", "free"], orientation)  # checked by check_data_grid
+    data = cast(  # with return_metadata
+        LeadfieldData,
+        settings.builder.get_leadfield(subject, orientation_type, "load", return_metadata=True),
+    )
     return data, settings.solver.prepare(torch.as_tensor(data.leadfield), data.src_coords)
 
 
@@ -655,7 +660,7 @@ def read_manifest(manifest_path: str | os.PathLike) -> pd.DataFrame:
                 f"{folder}; a manifest only lists summaries in its own folder."
             )
         paths.append(path)
-    return manifest.assign(path=paths)
+    return manifest.assign(path=pd.Series(paths, index=manifest.index, dtype=object))
 
 
 def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> PosteriorRun:
