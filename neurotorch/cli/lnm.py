@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if units:
-        result = _run_units(args, lesions, batches, options)
+        result = _run_units(args, lesions, batches, options=options)
         if result is None:
             return 0
     else:

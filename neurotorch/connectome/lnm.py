@@ -316,10 +316,12 @@ def network_map(
         An argument out of range, an unknown method, or a device this machine does not have.
     """
     method, pini_percentile, n_permutations, seed = check_run_options(
-        method, pini_percentile, n_permutations, seed
+        method, pini_percentile, n_permutations, seed=seed
     )
     device = check_device(device)
-    lesion_set, batches = load_inputs(lesions, connectome, storage_options, lesion_options)
+    lesion_set, batches = load_inputs(
+        lesions, connectome, storage_options, lesion_options=lesion_options
+    )
     subjects = _checked_subjects(subjects, batches.n_subjects)
     seed_masks = (
         pini_masks(lesion_set.masks, batches, subjects=subjects, percentile=pini_percentile)

@@ -158,7 +158,11 @@ class NetworkMapPlan:
         units = []
         for name in stages:
             parts = len(self.permutation_spans) if name == "permutations" else len(self.groups)
-            units += [NetworkMapUnit(self, name, part, b) for b in batches for part in range(parts)]
+            units += [
+                NetworkMapUnit(self, name, part, lesion_batch=b)
+                for b in batches
+                for part in range(parts)
+            ]
         return units
 
     def batches(self) -> ConnectomeBatches:
@@ -468,11 +472,13 @@ def plan_network_map(
         An argument out of range.
     """
     method, pini_percentile, n_permutations, seed = check_run_options(
-        method, pini_percentile, n_permutations, seed
+        method, pini_percentile, n_permutations, seed=seed
     )
     lesions_per_unit = check_int("lesions_per_unit", lesions_per_unit, minimum=1)
     permutations_per_unit = check_int("permutations_per_unit", permutations_per_unit, minimum=1)
-    lesion_set, batches = load_inputs(lesions, connectome, storage_options, lesion_options)
+    lesion_set, batches = load_inputs(
+        lesions, connectome, storage_options, lesion_options=lesion_options
+    )
     subjects = _checked_subjects(subjects, batches.n_subjects)
     files = [batches.locate(subject)[0] for subject in subjects]
     groups = tuple(

@@ -260,10 +260,16 @@ def download_units(
     Parameters are those of `download_laion_fmri`; the stimulus licence is not asked here.
     """
     root = source_root(source, storage_options)
-    selected = select_files(root, subjects, sessions, include_stimuli, include_anatomical)
+    selected = select_files(
+        root,
+        subjects,
+        sessions,
+        include_stimuli=include_stimuli,
+        include_anatomical=include_anatomical,
+    )
     folder = str(Path(out).expanduser())
     return [
-        DownloadUnit(root, folder, rel, int(info["size"]), str(info["version"]))
+        DownloadUnit(root, folder, rel, size=int(info["size"]), version=str(info["version"]))
         for rel, info in selected.items()
     ]
 
@@ -338,7 +344,13 @@ def download_laion_fmri(
     if include_stimuli:
         confirm_license(stimulus_license_text(root), accept_license)
     units = download_units(
-        out, subjects, sessions, include_stimuli, include_anatomical, root, storage_options
+        out,
+        subjects,
+        sessions,
+        include_stimuli=include_stimuli,
+        include_anatomical=include_anatomical,
+        source=root,
+        storage_options=storage_options,
     )
     out = Path(out).expanduser()
     result = DownloadResult(out=out, files=[unit.relpath for unit in units])

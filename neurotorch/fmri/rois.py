@@ -94,7 +94,7 @@ def union_roi_volume(
     """Union of the ROI volumes in ``pairs`` as a 3-D boolean volume of shape ``grid``."""
     union = np.zeros(grid, dtype=bool)
     for category, roi in pairs:
-        volume = read_roi_volume(root, subject, category, roi)
+        volume = read_roi_volume(root, subject, category, roi=roi)
         relpath = layout.roi_volume(subject, category, roi)
         check_grid(volume.shape, grid, f"ROI {roi} of {subject} ({root.path(relpath)})")
         union |= volume
@@ -107,7 +107,7 @@ def read_surface_roi(
     """A surface ROI: ``func.gii`` → boolean per vertex; ``label`` → vertex indices (int)."""
     relpath = require(
         root,
-        layout.roi_surface(subject, category, roi, hemi, kind),
+        layout.roi_surface(subject, category, roi, hemi=hemi, kind=kind),
         f"Surface ROI {roi} ({kind}, hemi-{hemi}) of {subject}",
     )
     path = root.local_path(relpath)
@@ -151,14 +151,15 @@ def roi_data(
     for category, roi in pairs:
         entry: dict = {}
         if want_volume:
-            volume = read_roi_volume(root, subject, category, roi)
+            volume = read_roi_volume(root, subject, category, roi=roi)
             relpath = layout.roi_volume(subject, category, roi)
             check_grid(volume.shape, brain.shape, f"ROI {roi} of {subject} ({root.path(relpath)})")
             entry["volume"] = volume[brain]
         if kinds:
             entry["gii"] = {
                 f"hemi-{h}": {
-                    k: read_surface_roi(root, subject, category, roi, h, k) for k in kinds
+                    k: read_surface_roi(root, subject, category, roi=roi, hemi=h, kind=k)
+                    for k in kinds
                 }
                 for h in hemis
             }

@@ -29,8 +29,8 @@ def check_betas_grid(
 ) -> None:
     """`ShapeMismatchError` naming both files unless the betas file ``where`` lies on the mask's grid."""
     reference = f"the brain mask {mask_file}"
-    check_grid(shape, mask_shape, f"The betas file {where}", reference)
-    check_affine(affine, mask_affine, f"The betas file {where}", reference)
+    check_grid(shape, mask_shape, f"The betas file {where}", reference=reference)
+    check_affine(affine, mask_affine, f"The betas file {where}", reference=reference)
 
 
 def check_trial_count(
@@ -81,7 +81,7 @@ def trial_volumes(
     FormatError
         A ``beta_index`` is repeated.
     """
-    check_trial_count(root, subject, session, n_volumes, len(table))
+    check_trial_count(root, subject, session, n_volumes=n_volumes, n_trials=len(table))
     check_beta_index(table, root.path(layout.session_trials(subject, session)), n_volumes)
     return table["beta_index"].to_numpy(np.int64)
 
@@ -94,7 +94,7 @@ def read_session_trials(root: DataRoot, subject: str, session: str) -> pd.DataFr
         root,
         relpath,
         f"Trials table of {subject} {session}",
-        layout.TRIAL_COLUMNS,
+        columns=layout.TRIAL_COLUMNS,
         sep="\t",
         keep_default_na=False,
         dtype={"label": str},
@@ -106,7 +106,13 @@ def read_session_trials(root: DataRoot, subject: str, session: str) -> pd.DataFr
 
 def check_session_trials(root: DataRoot, subject: str, session: str, n_volumes: int) -> None:
     """Read the session's trials table and check it against a betas file of ``n_volumes``."""
-    trial_volumes(root, subject, session, read_session_trials(root, subject, session), n_volumes)
+    trial_volumes(
+        root,
+        subject,
+        session,
+        table=read_session_trials(root, subject, session),
+        n_volumes=n_volumes,
+    )
 
 
 def session_n_volumes(root: DataRoot, subject: str, session: str) -> int:
@@ -137,9 +143,9 @@ def check_session_files(
         root.path(relpath),
         header.shape,
         header.affine,
-        selection.shape,
-        mask_affine,
-        root.path(mask_file),
+        mask_shape=selection.shape,
+        mask_affine=mask_affine,
+        mask_file=root.path(mask_file),
     )
-    check_session_trials(root, subject, session, header.n_volumes)
+    check_session_trials(root, subject, session, n_volumes=header.n_volumes)
     return header

@@ -64,7 +64,14 @@ def split_dict(
 def _holdout_dict(
     name: str, pool: str, splitter: str, params: dict[str, Any], names: np.ndarray, test: np.ndarray
 ) -> dict[str, Any]:
-    return split_dict(name, pool, splitter, params, names[~test].tolist(), names[test].tolist())
+    return split_dict(
+        name,
+        pool,
+        splitter,
+        params=params,
+        train_ids=names[~test].tolist(),
+        test_ids=names[test].tolist(),
+    )
 
 
 def n_test_images(n_images: int, test_fraction: float) -> int:
@@ -271,7 +278,9 @@ def tau_test_mask(
         feasible = np.flatnonzero(lonely > tau)
         if feasible.size < n_test:
             continue
-        test, mmd2 = _mmd_matched_subset(x, gram, feasible, n_test, target, rng)
+        test, mmd2 = _mmd_matched_subset(
+            x, gram, feasible, n_test=n_test, target_mmd2=target, rng=rng
+        )
         candidates.append((mmd2, test, tau, float(percentile), feasible.size))
         if mmd2 <= target:
             break
@@ -384,14 +393,16 @@ def make_splits(
             params = {"method": "uniform_random", "seed": seed + r, "test_fraction": test_fraction}
             test = random_test_mask(len(names), n_test, seed + r)
             splits[f"random_{r}"] = _holdout_dict(
-                f"random_{r}", pool, "uniform_random", params, names, test
+                f"random_{r}", pool, "uniform_random", params=params, names=names, test=test
             )
             bar.update()
         labels = kmeans_labels(x, k, seed)
         for j in range(k):
             name = f"cluster_k{k}_{j}"
             params = {"method": "kmeans_holdout", "k": k, "held_out_cluster": j, "seed": seed}
-            splits[name] = _holdout_dict(name, pool, "kmeans_holdout", params, names, labels == j)
+            splits[name] = _holdout_dict(
+                name, pool, "kmeans_holdout", params=params, names=names, test=labels == j
+            )
         bar.update()
         test, selection = tau_test_mask(x, n_test, seed)
         params = {
@@ -401,11 +412,15 @@ def make_splits(
             "seed": seed,
             "adaptive_selection": selection,
         }
-        splits["tau"] = _holdout_dict("tau", pool, "min_nn_stochastic", params, names, test)
+        splits["tau"] = _holdout_dict(
+            "tau", pool, "min_nn_stochastic", params=params, names=names, test=test
+        )
         bar.update()
         if ood:
             params = {"method": "ood_dataset_holdout", "ood_types": ood_kinds}
-            splits["ood"] = split_dict("ood", pool, "ood_holdout", params, names.tolist(), ood)
+            splits["ood"] = split_dict(
+                "ood", pool, "ood_holdout", params=params, train_ids=names.tolist(), test_ids=ood
+            )
             bar.update()
     for name, split in splits.items():
         validate_split_dict(split, f"generated split {name!r}")

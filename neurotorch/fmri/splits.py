@@ -593,6 +593,6 @@ def get_split_masks(
     else:
         labels = pd.Series(np.asarray(trials, dtype=object))
     train_ids, test_ids = get_train_test_ids(
-        name, pool, variant_id, ood_types, data_dir=data_dir, splits_dir=splits_dir
+        name, pool, variant_id, ood_types=ood_types, data_dir=data_dir, splits_dir=splits_dir
     )
     return labels.isin(train_ids).to_numpy(), labels.isin(test_ids).to_numpy()

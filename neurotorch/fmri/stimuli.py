@@ -419,7 +419,7 @@ class _GroupedTable:
                 self._root,
                 self._relpath,
                 self._what,
-                self._columns,
+                columns=self._columns,
                 stimuli=True,
                 **self._read_kwargs,
             )
@@ -489,7 +489,7 @@ class StimulusSegmentations(_TableNamespace):
             hub.root,
             layout.segmentations_metadata(),
             "Segmentation metadata",
-            layout.SEGMENTATION_COLUMNS,
+            columns=layout.SEGMENTATION_COLUMNS,
             dtype={"image_name": str, "noun": str},
         )
 
@@ -573,7 +573,7 @@ class StimulusCaptions(_TableNamespace):
             hub.root,
             layout.captions(),
             "Captions",
-            layout.CAPTION_COLUMNS,
+            columns=layout.CAPTION_COLUMNS,
             sort_by="caption_idx",
             keep_default_na=False,
             dtype={"image_name": str, "caption": str},
@@ -647,7 +647,7 @@ class Stimuli:
                 self.root,
                 layout.stimuli_metadata(),
                 "Stimulus metadata",
-                layout.METADATA_COLUMNS,
+                columns=layout.METADATA_COLUMNS,
                 stimuli=True,
                 keep_default_na=False,
                 dtype={"image_name": str, "participant": str},

@@ -208,7 +208,7 @@ class Subject:
             f"Trials table of {self.subject_id} {session}",
         )
         return read_table(
-            self.root, relpath, "Trials table", ("label",), sep="\t", dtype={"label": str}
+            self.root, relpath, "Trials table", columns=("label",), sep="\t", dtype={"label": str}
         )
 
     def trials_metadata(self) -> pd.DataFrame:
@@ -249,7 +249,7 @@ class Subject:
     def _trial_volumes(self, session: str, trials: pd.DataFrame) -> np.ndarray:
         """`trial_volumes` of a session, with the volume count read from the betas header."""
         n_volumes = session_n_volumes(self.root, self.subject_id, session)
-        return trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
+        return trial_volumes(self.root, self.subject_id, session, table=trials, n_volumes=n_volumes)
 
     @property
     def metadata(self) -> pd.DataFrame:
@@ -312,7 +312,7 @@ class Subject:
     def _brain(
         self, source: str = "anatomical", res: str | None = "1pt8"
     ) -> tuple[np.ndarray, np.ndarray]:
-        return read_brain_mask(self.root, self.subject_id, source, res)
+        return read_brain_mask(self.root, self.subject_id, source, res=res)
 
     def get_brain_mask(self, source: str = "anatomical", res: str | None = "1pt8") -> np.ndarray:
         """Boolean brain mask over the flattened grid, shape ``(X*Y*Z,)`` (C order).
@@ -339,7 +339,7 @@ class Subject:
         roi_volume = None
         if roi is not None:
             roi_volume = union_roi_volume(
-                self.root, self.subject_id, self._roi_pairs(roi), brain.shape
+                self.root, self.subject_id, self._roi_pairs(roi), grid=brain.shape
             )
         return combine_voxel_mask(brain, roi=roi_volume, custom=mask), affine
 
@@ -364,7 +364,7 @@ class Subject:
         ``roi``: an ROI name, a category, ``"all"`` or a list mixing them (union).
         """
         brain, _ = self._brain(mask_source)
-        union = union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), brain.shape)
+        union = union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), grid=brain.shape)
         return union[brain]
 
     def get_roi_masks(
@@ -390,7 +390,14 @@ class Subject:
         """
         brain, _ = self._brain(mask_source)
         pairs = self._roi_pairs(roi)
-        return roi_data(self.root, self.subject_id, pairs, brain, format or "all", hemi or "all")
+        return roi_data(
+            self.root,
+            self.subject_id,
+            pairs,
+            brain=brain,
+            format=format or "all",
+            hemi=hemi or "all",
+        )
 
     # -- betas and noise ceilings ------------------------------------------------------------
 
@@ -439,7 +446,9 @@ class Subject:
         mask_file = self.root.path(brain_mask_file(self.subject_id, mask_source))
         axis = _VoxelAxis(selection, affine, mask_file)
         betas = {
-            ses: self._session_betas(ses, axis, nc_threshold, stimuli, streaming, nan_policy)
+            ses: self._session_betas(
+                ses, axis, nc_threshold, stimuli=stimuli, streaming=streaming, nan_policy=nan_policy
+            )
             for ses in sessions
         }
         return betas if as_dict else betas[sessions[0]]
@@ -458,7 +467,12 @@ class Subject:
             noise_ceiling, _ = self._noise_ceiling_volume(session)
             nc_file = self.root.path(layout.session_noise_ceiling(self.subject_id, session))
             reference = f"the brain mask {axis.mask_file}"
-            check_grid(noise_ceiling.shape, voxels.shape, f"The noise ceiling {nc_file}", reference)
+            check_grid(
+                noise_ceiling.shape,
+                voxels.shape,
+                f"The noise ceiling {nc_file}",
+                reference=reference,
+            )
             voxels = combine_voxel_mask(
                 voxels, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
             )
@@ -475,9 +489,18 @@ class Subject:
             data = data[..., np.newaxis] if data.ndim == 3 else data
             shape, affine = data.shape, image.affine
         where = self.root.path(relpath)
-        check_betas_grid(where, shape, affine, voxels.shape, axis.affine, axis.mask_file)
+        check_betas_grid(
+            where,
+            shape,
+            affine,
+            mask_shape=voxels.shape,
+            mask_affine=axis.affine,
+            mask_file=axis.mask_file,
+        )
         n_volumes = shape[3] if len(shape) > 3 else 1
-        trial_volume = trial_volumes(self.root, self.subject_id, session, trials, n_volumes)
+        trial_volume = trial_volumes(
+            self.root, self.subject_id, session, table=trials, n_volumes=n_volumes
+        )
         volumes = None
         if stimuli is not None:
             chosen = trials["label"].astype(str).str.startswith(f"{stimuli}_").to_numpy()

@@ -289,7 +289,7 @@ def check_file(root: DataRoot, relpath: str) -> FileCheck:
             status, detail = "no checksum", check.get(kind, _check_json)(root, relpath)
     except Exception as exc:  # noqa: BLE001 - whatever a format library raises on a damaged file
         return bad_check(root, relpath, exc)
-    return FileCheck(relpath, kind, status, detail)
+    return FileCheck(relpath, kind, status, detail=detail)
 
 
 def bad_check(root: DataRoot, relpath: str, exc: Exception) -> FileCheck:
@@ -297,7 +297,7 @@ def bad_check(root: DataRoot, relpath: str, exc: Exception) -> FileCheck:
     neurotorch's becomes a `CorruptFileError` naming the file."""
     if not isinstance(exc, NeurotorchError):
         exc = _corrupt(root.path(relpath), f"reading it failed ({type(exc).__name__}: {exc})")
-    return FileCheck(relpath, file_kind(relpath), "bad", str(exc), exc)
+    return FileCheck(relpath, file_kind(relpath), "bad", detail=str(exc), error=exc)
 
 
 Check = Callable[[DataRoot, str], FileCheck]
@@ -367,7 +367,7 @@ def check_files(
             isolated = file_kind(relpath) in ISOLATED_KINDS
             result = child.run(check, root, relpath) if isolated else check(root, relpath)
             if result.status in ("verified", "no checksum"):
-                record_verified(root, relpath, info, result)
+                record_verified(root, relpath, info, check=result)
             results.append(result)
             bar.update(info["size"])
     return results
@@ -419,7 +419,7 @@ def recorded_check(root: DataRoot, relpath: str) -> FileCheck | None:
     ``None``: not verified, changed since, or recorded without its outcome (by first use)."""
     try:
         record = json.loads(_record_path(root, relpath, root.info(relpath)).read_text())
-        return FileCheck(relpath, record["kind"], record["status"], record["detail"])
+        return FileCheck(relpath, record["kind"], record["status"], detail=record["detail"])
     except (OSError, KeyError, TypeError, ValueError):
         return None
 

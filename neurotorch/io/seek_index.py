@@ -134,7 +134,7 @@ def _build(
     )
     with atomic_path(target) as tmp, bar, _open_backend(path, backend) as handle:
         try:
-            size = _decompress_through(handle, backend, expected, bar)
+            size = _decompress_through(handle, backend, expected, bar=bar)
         except _BACKEND_ERRORS as exc:
             raise CorruptFileError(
                 f"{path} is corrupt: decompressing it for the seek index failed ({exc}). "
@@ -204,10 +204,10 @@ def _open_indexed(
     backend = index_backend()
     target = _saved_index(path, progress)
     try:
-        return _open_backend(path, backend, target, threads)
+        return _open_backend(path, backend, target, threads=threads)
     except _BACKEND_ERRORS:  # an unreadable index (e.g. from another version): rebuild it
         rebuilt = _saved_index(path, progress, _state(target))
-        return _open_backend(path, backend, rebuilt, threads)
+        return _open_backend(path, backend, rebuilt, threads=threads)
 
 
 def _read_fully(handle: io.BufferedIOBase, buffer: bytearray, path: str, volume: int) -> None:
@@ -261,7 +261,7 @@ def _raw_range(
     buffer = bytearray(header.volume_nbytes)
     handle.seek(header.vox_offset + volumes.start * header.volume_nbytes)
     for volume in volumes:
-        _read_fully(handle, buffer, path, volume)
+        _read_fully(handle, buffer, path, volume=volume)
         yield volume, buffer
 
 
@@ -301,7 +301,7 @@ def iter_volume_range(
         )
 
     def decoded(handle: io.BufferedIOBase) -> Generator[tuple[int, np.ndarray], None, None]:
-        for volume, raw in _raw_range(handle, header, range(start, stop), path):
+        for volume, raw in _raw_range(handle, header, range(start, stop), path=path):
             yield volume, decoder.decode(raw)
 
     owner = os.getpid()
@@ -365,7 +365,7 @@ def read_volumes(
     with handle:
         for row, volume in enumerate(rows):
             handle.seek(header.vox_offset + int(volume) * header.volume_nbytes)
-            _read_fully(handle, buffer, path, int(volume))
+            _read_fully(handle, buffer, path, volume=int(volume))
             decoder.decode(buffer, out=out[row])
     if mask is not None:
         return out

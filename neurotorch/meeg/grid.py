@@ -547,7 +547,7 @@ def plan_grid(
     runs = [config for config in configs for _ in range(n_runs)]
     seeds = np.random.RandomState(random_state).randint(0, 2**32, size=len(runs))
     units = tuple(
-        GridUnit(settings, global_id, int(seed), data_params, noise_type)
+        GridUnit(settings, global_id, int(seed), data_params=data_params, noise_type=noise_type)
         for global_id, ((data_params, noise_type), seed) in enumerate(
             zip(runs, seeds, strict=True), start=1
         )

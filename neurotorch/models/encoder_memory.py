@@ -171,10 +171,10 @@ def plan_memory(
         on_disk = chunk < size.n_voxels
     need = size.need(chunk, on_disk=on_disk)
     if chunk < 1 or need > budget:
-        raise EncoderMemoryError(_refusal(size, free, source, budget, asked=voxel_chunk))
+        raise EncoderMemoryError(_refusal(size, free, source, budget=budget, asked=voxel_chunk))
     if on_disk:
         _check_scratch_space(size.scratch_bytes())
-    return MemoryPlan(chunk, on_disk, need, free, source)
+    return MemoryPlan(chunk, on_disk, need, available=free, source=source)
 
 
 def _largest_chunk(size: EncoderSize, workspace: float) -> int:

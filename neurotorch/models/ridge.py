@@ -266,7 +266,9 @@ class _PrimalProblem:
         mean_x = f * sx / n
         cxx = f[:, None] * xtx * f[None, :] - n * torch.outer(mean_x, mean_x)
         eigvals, eigvecs = torch.linalg.eigh(cxx)
-        fit = _PrimalFit(held_out, n, f, mean_x, eigvals.clamp(min=0), eigvecs)
+        fit = _PrimalFit(
+            held_out, n, f, mean_x=mean_x, eigvals=eigvals.clamp(min=0), eigvecs=eigvecs
+        )
         if held_out is not None:  # the held-out fold's sums in the training eigenbasis
             fit.held_sum_x = eigvecs.T @ (f * s.sum_x[held_out])
             held_xtx = eigvecs.T @ (f[:, None] * s.xtx[held_out] * f[None, :]) @ eigvecs
@@ -360,7 +362,15 @@ class _DualProblem:
         mean_x = x.mean(0)
         centred = x - mean_x
         eigvals, eigvecs = torch.linalg.eigh(centred @ centred.T)
-        fit = _DualFit(held_out, train, f, mean_x, centred, eigvals.clamp(min=0), eigvecs)
+        fit = _DualFit(
+            held_out,
+            train,
+            f,
+            mean_x=mean_x,
+            centred=centred,
+            eigvals=eigvals.clamp(min=0),
+            eigvecs=eigvecs,
+        )
         if held_out is not None:
             fit.held_kernel = ((self.x[~train] * f - mean_x) @ centred.T) @ eigvecs
         return fit

@@ -137,7 +137,7 @@ def run_units(
         total=len(selected), initial=len(results), desc=desc, disable=not show_progress(progress)
     )
     with bar:
-        for result in _dispatch(todo, workers, scheduler, threads):
+        for result in _dispatch(todo, workers, scheduler, threads=threads):
             results[result.key] = result
             bar.update()
     ordered = [results[unit.key] for unit in selected]

@@ -103,7 +103,7 @@ def _files_to_replace(
     if not overwrite and _written_with(root / info_relpath, params):
         return None
     marker_name = marker_relpath(info_relpath)
-    existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what)
+    existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what=what)
     if not overwrite:
         described = ", ".join(f"{k}={v!r}" for k, v in params.items())
         raise DatasetExistsError(
@@ -181,14 +181,14 @@ def write_dataset_once(
         return root  # complete: no lock needed to reuse it
     root.parent.mkdir(parents=True, exist_ok=True)
     with path_lock(root):
-        existing = _files_to_replace(root, params, info_relpath, what, overwrite)
+        existing = _files_to_replace(root, params, info_relpath, what=what, overwrite=overwrite)
         if existing is None:  # another process wrote it while this one waited
             return root
         log.info("writing a synthetic %s dataset to %s", what, root)
         partial = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
         partial.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from others
         try:
-            _write_partial(partial, params, info_relpath, write, what)
+            _write_partial(partial, params, info_relpath, write=write, what=what)
             if existing:
                 _remove_dataset(root, existing)
             _publish(partial, root, params, info_relpath, what)

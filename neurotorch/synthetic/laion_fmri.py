@@ -165,7 +165,15 @@ def make_laion_fmri(
     show = show_progress(progress)
 
     def write(folder: Path) -> dict:
-        _write_dataset(folder, preset, seed, meeg, show, shuffle_trials_tables, SNR_PRESETS[snr])
+        _write_dataset(
+            folder,
+            preset,
+            seed,
+            meeg=meeg,
+            progress=show,
+            shuffle_trials=shuffle_trials_tables,
+            noise_scale=SNR_PRESETS[snr],
+        )
         return {"version": __version__}
 
     custom = {**dataclasses.asdict(preset), "grid": list(preset.grid)}  # as its JSON reads back
@@ -178,7 +186,7 @@ def make_laion_fmri(
     if snr != "default":  # default datasets written before the option keep their identity
         identity["snr"] = snr
     return write_dataset_once(
-        root, identity, DATASET_INFO, write, what="LAION-fMRI", overwrite=overwrite
+        root, identity, DATASET_INFO, write=write, what="LAION-fMRI", overwrite=overwrite
     )
 
 
@@ -198,13 +206,13 @@ def _write_dataset(
         rng,
         subjects,
         preset.n_shared12,
-        preset.n_shared4,
-        preset.n_ood_per_type,
-        preset.n_unique,
-        preset.latent_dim,
+        n_shared4=preset.n_shared4,
+        n_ood_per_type=preset.n_ood_per_type,
+        n_unique=preset.n_unique,
+        latent_dim=preset.latent_dim,
     )
     embeddings, projections = make_embeddings(stimset, rng)
-    write_stimuli(root, stimset, embeddings, preset.image_px, rng)
+    write_stimuli(root, stimset, embeddings, image_size=preset.image_px, rng=rng)
     steps.update()
     clip = embeddings["CLIP"].astype(np.float32)
     for subject in subjects:
@@ -217,16 +225,16 @@ def _write_dataset(
             root,
             subject,
             preset,
-            stimset,
-            clip,
-            projections["CLIP"],
-            subject_rng,
-            noise_scale,
-            row_order_rng,
-            progress,
+            stimset=stimset,
+            clip=clip,
+            clip_projection=projections["CLIP"],
+            rng=subject_rng,
+            noise_scale=noise_scale,
+            row_order_rng=row_order_rng,
+            progress=progress,
         )
         steps.update()
-    _write_splits(root, stimset, clip, subjects, seed)
+    _write_splits(root, stimset, clip, subjects=subjects, seed=seed)
     steps.update()
     if meeg:
         from neurotorch.synthetic.meeg import write_subject_leadfields
@@ -348,7 +356,9 @@ def _write_session_betas(
     states = []
     affine = synth_brain.grid_affine(source.grid)
     brain_index = source.model.brain_index
-    with synth_brain.write_volumes(path, source.grid, len(images), affine, brain_index) as out:
+    with synth_brain.write_volumes(
+        path, source.grid, len(images), affine=affine, brain_index=brain_index
+    ) as out:
         for _, fit in source.blocks(images):
             states.append(rng.bit_generator.state)
             betas = source.draw(fit, rng)
@@ -360,7 +370,7 @@ def _write_session_betas(
             volumes.update()
     mean = sums / len(images)
     sd = np.sqrt(np.clip(squares / len(images) - mean**2, 0.0, None))
-    draws = _SessionDraws(images, states, mean, np.where(sd > 0, sd, 1.0))
+    draws = _SessionDraws(images, states, mean, sd=np.where(sd > 0, sd, 1.0))
     return draws, 100 * (1 - residual / squares)
 
 
@@ -381,12 +391,18 @@ def _write_subject(
     brain = synth_brain.ellipsoid_mask(grid, fill=preset.brain_fill)
     rois = synth_brain.place_rois(brain, preset.roi_radius, rng)
     model = synth_brain.make_encoding_model(
-        brain, rois, stimset.latent, stimset.categories, clip, clip_projection, rng
+        brain,
+        rois,
+        stimset.latent,
+        categories=stimset.categories,
+        clip=clip,
+        clip_projection=clip_projection,
+        rng=rng,
     )
     model.noise_sd[model.signal_rows] *= noise_scale  # after every draw: same data otherwise
     source = _Betas(model, clip, grid)
 
-    schedule = _session_schedule(stimset, subject, preset.n_sessions, rng)
+    schedule = _session_schedule(stimset, subject, preset.n_sessions, rng=rng)
     sessions: list[_SessionDraws] = []
     all_labels: list[str] = []
     r2_sum = np.zeros(len(model.brain_index))
@@ -435,8 +451,8 @@ def _write_subject(
         affine,
         root / layout.subject_r2mean(subject),
     )
-    _write_anatomy(root, subject, brain, affine, rng)
-    _write_rois(root, subject, rois, affine, preset.surface_vertices, rng)
+    _write_anatomy(root, subject, brain, affine=affine, rng=rng)
+    _write_rois(root, subject, rois, affine=affine, n_vertices=preset.surface_vertices, rng=rng)
     gt = root / layout.GROUNDTRUTH_DIR
     gt.mkdir(exist_ok=True)
     with atomic_open(gt / f"{subject}_encoding.npz") as handle:
@@ -484,12 +500,12 @@ def _write_rois(
             centre = rng.integers(n_vertices)
             vertices = np.sort((centre + np.arange(int(rng.integers(10, 40)))) % n_vertices)
             synth_brain.write_surface_roi(
-                root / layout.roi_surface(subject, category, name, hemi, "func.gii"),
-                root / layout.roi_surface(subject, category, name, hemi, "label"),
+                root / layout.roi_surface(subject, category, name, hemi=hemi, kind="func.gii"),
+                root / layout.roi_surface(subject, category, name, hemi=hemi, kind="label"),
                 vertices,
-                n_vertices,
-                subject,
-                rng,
+                n_vertices=n_vertices,
+                subject=subject,
+                rng=rng,
             )
 
 

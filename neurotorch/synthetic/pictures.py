@@ -64,9 +64,9 @@ def draw_picture(
         y0 = int(rng.integers(0, size - extent))
         box = (x0, y0, x0 + extent - 1, y0 + extent - 1)
         fill = _colour(np.roll(latent, k + 1))
-        _shape(ImageDraw.Draw(image), noun, box, fill)
+        _shape(ImageDraw.Draw(image), noun, box, fill=fill)
         layer = Image.new("L", (size, size), 0)
-        _shape(ImageDraw.Draw(layer), noun, box, 1)
+        _shape(ImageDraw.Draw(layer), noun, box, fill=1)
         mask = np.asarray(layer, dtype=np.uint8)
         for earlier in objects:  # later objects occlude earlier ones
             earlier.mask[mask > 0] = 0

@@ -87,7 +87,7 @@ def make_stimulus_set(
         tag = subject.split("-", 1)[1]
         for i in range(n_unique):
             add(f"unique_LAION_fillup_cluster_{s}_i{i}_p{tag}.jpg", "unique", participant=subject)
-    return StimulusSet(names, kinds, cats, parts, np.asarray(latents))
+    return StimulusSet(names, kinds, cats, participants=parts, latent=np.asarray(latents))
 
 
 def make_embeddings(
@@ -140,7 +140,7 @@ def write_stimuli(
     seg_masks: list[np.ndarray] = []
     captions: list[tuple[str, int, str, str]] = []
     for i, (name, category) in enumerate(zip(stimset.names, stimset.categories, strict=True)):
-        image, objects = draw_picture(stimset.latent[i], category, image_size, rng)
+        image, objects = draw_picture(stimset.latent[i], category, image_size, rng=rng)
         encoded.append(np.frombuffer(encode_picture(image, name), dtype=np.uint8))
         shared = stimset.kinds[i] != "unique"
         if shared:

@@ -689,4 +689,4 @@ def _plan_session(
     shape = [header.n_volumes, int(voxel_mask.sum())]
     identity = source_identity(root, relpath)
     expected = {**manifest, "session": store.session, "source": identity, "shape": shape}
-    return SessionUnit(root, relpath, store, expected)
+    return SessionUnit(root, relpath, store, expected=expected)

@@ -217,7 +217,11 @@ class BetasStream(ShardedIterable):
             relpath = require(self.root, layout.session_betas(*key), f"Betas of {key[0]} {key[1]}")
             where = self.root.path(relpath)
             read = self._session_volumes(
-                relpath, self._masks[key[0]], min(by_volume), max(by_volume), num_workers
+                relpath,
+                self._masks[key[0]],
+                min(by_volume),
+                last=max(by_volume),
+                num_workers=num_workers,
             )
             for volume, values in read:
                 rows_here = by_volume.get(volume, ())
@@ -243,7 +247,7 @@ class BetasStream(ShardedIterable):
         seekable = self.root.is_local and can_seek(path)
         if first > 0 and seekable and (self.read.verify != "off" or has_index(path)):
             threads = max(1, (os.cpu_count() or 1) // num_workers)
-            yield from iter_volume_range(path, first, last + 1, mask, threads=threads)
+            yield from iter_volume_range(path, first, last + 1, mask=mask, threads=threads)
             return
         with self.root.readable(relpath) as source:
             for volume, values in enumerate(iter_volumes(source, mask, progress=False)):
