@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neurotorch.cli.arguments import (
     LazyChoices,
@@ -18,6 +19,9 @@ from neurotorch.cli.arguments import (
 )
 from neurotorch.cli.verify import print_lines
 from neurotorch.meeg.layout import LEADFIELD_DIR, ORIENTATIONS, leadfield_name
+
+if TYPE_CHECKING:
+    from neurotorch.meeg.leadfield import LeadfieldBuilder
 
 SOLVERS = LazyChoices("neurotorch.meeg.solvers:SOLVERS")
 NOISE_TYPES = LazyChoices("neurotorch.meeg.posterior:NOISE_TYPES")
@@ -55,11 +59,13 @@ def leadfield_dir(text: str) -> str:
     return text
 
 
-def found_subjects(builder, orientations: list[str]) -> list[str]:
+def found_subjects(builder: LeadfieldBuilder, orientations: list[str]) -> list[str]:
     """The subjects with a leadfield of any of ``orientations`` in the builder's folder."""
     from neurotorch.errors import DataNotFoundError
 
-    suffixes = [leadfield_name("S", o).removeprefix("S") for o in orientations]
+    suffixes = [
+        leadfield_name("S", o).removeprefix("S") for o in orientations
+    ]  # _<o>_leadfield.npz
     subjects = sorted(
         {
             name.removesuffix(suffix)
