@@ -51,6 +51,7 @@ USAGE_ERRORS = {
     "download workers": (["download", "laion-fmri", "--out", "x", "--workers", "0"], "--workers"),
     "describe no source": (["describe"], "source"),
     "lnm alpha": (["lnm", "l", "--connectome", "c", "--out", "o", "--alpha", "5"], "--alpha"),
+    "grid nnz": (["grid", "lf", "--out", "o", "--nnz", "2.7", "--alpha-snr", "0.5"], "--nnz"),
 }
 
 

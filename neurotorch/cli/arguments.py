@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+
+from neurotorch._lazy import import_object
 
 EXIT_USAGE, EXIT_DATA = 2, 1
 
@@ -30,6 +33,20 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class LazyChoices:
+    """The ``choices`` of an option, a library constant imported on first use (parsing the
+    option, or showing help), so that building the parser imports nothing heavy."""
+
+    def __init__(self, target: str):
+        self.target = target  # "package.module:NAME"
+
+    def __iter__(self) -> Iterator:
+        return iter(import_object(self.target))
+
+    def __contains__(self, value: object) -> bool:
+        return value in import_object(self.target)
 
 
 def positive_int(text: str) -> int:

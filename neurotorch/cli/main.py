@@ -17,6 +17,7 @@ from neurotorch.cli import (
     describe,
     download,
     features,
+    grid,
     lightning,
     lnm,
     prepare,
@@ -26,7 +27,7 @@ from neurotorch.cli import (
 from neurotorch.cli.arguments import EXIT_DATA, EXIT_USAGE, Parser, UsageError
 
 DEBUG_FLAG = "--debug"
-COMMANDS = (configs, synth, prepare, download, describe, verify, lnm, features)
+COMMANDS = (configs, synth, prepare, download, describe, verify, lnm, grid, features)
 LIGHTNING_HELP = {
     "fit": "train a model from a config (--config NAME_OR_FILE), then test it",
     "validate": "score a fitted model (--ckpt_path) on the validation split",

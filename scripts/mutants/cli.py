@@ -205,4 +205,25 @@ MUTANTS = [
         "        return None",
         ("tests/test_plotting.py::test_roi_overlay_with_nilearn_in_mm_over_the_t1w",),
     ),
+    Mutant(
+        "grid-command-drops-the-seed",
+        "neurotorch/cli/grid.py",
+        "        random_state=args.seed,\n",
+        "",
+        ("tests/test_cli_grid.py::test_command_writes_the_files_of_run_grid",),
+    ),
+    Mutant(
+        "grid-command-unit-runs-every-unit",
+        "neurotorch/cli/grid.py",
+        '    if engine["only"]:\n',
+        "    if False:\n",
+        ("tests/test_cli_grid.py::test_units_one_by_one_then_the_rest_then_nothing",),
+    ),
+    Mutant(
+        "grid-command-drops-the-solver-options",
+        "neurotorch/cli/grid.py",
+        "        solver_options=args.solver_options,\n",
+        "",
+        ("tests/test_cli_grid.py::test_command_writes_the_files_of_run_grid",),
+    ),
 ]
