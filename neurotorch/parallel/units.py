@@ -72,14 +72,18 @@ class UnitResult:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """torch on one thread inside the block: a unit's bytes then do not depend on the core count
-    of the machine or worker it ran on (a multi-threaded matrix product rounds differently)."""
+    """torch and the BLAS/OpenMP pools of numpy and scipy on one thread inside the block: a unit's
+    bytes then do not depend on the core count of the machine or worker it ran on (a
+    multi-threaded matrix product rounds differently; Dask's workers start with one BLAS thread,
+    the calling process with one per core)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1):
+            yield
     finally:
         torch.set_num_threads(before)
 
