@@ -4,6 +4,8 @@ that runs torch on one thread."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +45,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def folder_contents(folder) -> dict[str, bytes]:
+    """Every file of ``folder`` by name: an HDF5 file as the bytes of its content (each dataset's
+    name, dtype, shape and values, each attribute's name and value), any other file as its bytes.
+    Two writers of the same arrays may place an HDF5 file's metadata at other offsets (seen: a
+    chunk index allocated before or after the next dataset's header), so summaries are compared
+    bit for bit by content, not by file layout."""
+    import h5py
+
+    contents = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix != ".h5":
+            contents[path.name] = path.read_bytes()
+            continue
+        parts = []
+        with h5py.File(path, "r") as handle:
+            for name in sorted(handle):
+                values = np.ascontiguousarray(handle[name][()])
+                parts.append(
+                    f"{name}:{values.dtype.str}:{values.shape}:".encode() + values.tobytes()
+                )
+            for name in sorted(handle.attrs):
+                parts.append(f"@{name}:".encode() + np.asarray(handle.attrs[name]).tobytes())
+        contents[path.name] = b"\n".join(parts)
+    return contents

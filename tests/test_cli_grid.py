@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from meeg_helpers import folder_contents
 
 from neurotorch.cli.main import build_parser, main
 from neurotorch.meeg.grid import GRID_RECORD, MANIFEST, run_grid
@@ -69,7 +70,7 @@ def reference(leadfields, tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return folder_contents(folder)
 
 
 def grid(leadfields: Path, out: Path, *more: str) -> list[str]:

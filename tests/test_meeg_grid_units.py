@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from meeg_helpers import one_torch_thread  # noqa: F401 - a fixture
+from meeg_helpers import folder_contents, one_torch_thread  # noqa: F401 - a fixture
 from parallel_units import DieAtCommit
 from sklearn.model_selection import ParameterGrid
 
@@ -51,7 +51,7 @@ def _plan(builder: LeadfieldBuilder, out: Path, **changes):
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return folder_contents(folder)
 
 
 def _mtimes(folder: Path) -> dict[str, int]:

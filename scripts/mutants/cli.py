@@ -201,7 +201,7 @@ MUTANTS = [
     Mutant(
         "brain-map-without-underlay",
         "neurotorch/plotting/fmri.py",
-        '        return nib.load(subject.get_t1w(res="1pt8"))',
+        '        return cast(nib.Nifti1Image, nib.load(subject.get_t1w(res="1pt8")))',
         "        return None",
         ("tests/test_plotting.py::test_roi_overlay_with_nilearn_in_mm_over_the_t1w",),
     ),

@@ -57,7 +57,7 @@ MUTANTS = [
     Mutant(
         "intercept-shift-not-undone",
         "neurotorch/models/ridge.py",
-        "        shift = s.shift_y[columns][chosen] - s.shift_x @ weight",
+        "        shift = shift_y[columns][chosen] - shift_x @ weight",
         "        shift = 0",
         (CHUNKED_FIT,),
     ),

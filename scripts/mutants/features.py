@@ -203,8 +203,8 @@ MUTANTS = [
     Mutant(
         "features-dims-of-the-batch-axis",
         "neurotorch/features/forward.py",
-        "        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])",
-        "        dims[spec.name] = int(pool(x, spec.pooling, layer=spec.layer).shape[0])",
+        "        dims[name] = int(pool(x, spec.pooling, layer=spec.layer).shape[1])",
+        "        dims[name] = int(pool(x, spec.pooling, layer=spec.layer).shape[0])",
         (f"{DATA}::test_the_datamodule_takes_specs_as_yaml_dicts",),
     ),
 ]

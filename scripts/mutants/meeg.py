@@ -23,8 +23,8 @@ MUTANTS = [
     Mutant(
         "leadfield-units-not-checked-against-kind",
         "neurotorch/meeg/leadfield_data.py",
-        "    if kind_name and units in layout.UNIT_NAMES and units not in _KIND_UNITS[kind]:",
-        "    if False:",
+        "        and units not in _KIND_UNITS[kind]\n",
+        "        and False\n",
         (f"{FAULTS}[leadfield-eeg-in-tesla]",),
     ),
     Mutant(
@@ -135,8 +135,8 @@ MUTANTS = [
     Mutant(
         "grid-unit-seeded-with-the-next-runs-seed",
         "neurotorch/meeg/grid.py",
-        "        GridUnit(settings, global_id, int(seed), data_params, noise_type)",
-        "        GridUnit(settings, global_id, int(seeds[global_id % len(seeds)]), data_params, noise_type)",
+        "        GridUnit(settings, global_id, int(seed), data_params=data_params, noise_type=noise_type)",
+        "        GridUnit(settings, global_id, int(seeds[global_id % len(seeds)]), data_params=data_params, noise_type=noise_type)",
         ("tests/test_meeg_grid_units.py::test_each_run_has_calibrains_configuration_and_seed",),
     ),
     Mutant(

@@ -89,7 +89,7 @@ MUTANTS = [
     Mutant(
         "verify-record-without-outcome",
         "neurotorch/io/integrity.py",
-        "                record_verified(root, relpath, info, result)",
+        "                record_verified(root, relpath, info, check=result)",
         "                record_verified(root, relpath, info)",
         (f"{COMMANDS}::test_verify_runs_each_file_once_and_lists_its_units",),
     ),
