@@ -59,7 +59,7 @@ def check_int(
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParameterError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
     value = int(value)
-    _check_range(name, value, minimum, maximum)
+    _check_range(name, value, minimum=minimum, maximum=maximum)
     return value
 
 

@@ -177,7 +177,7 @@ def _saved_index(
             if unreadable is not None and _state(target) == unreadable:
                 target.unlink()
             if not target.exists():
-                _build(path, header, backend, target, progress)
+                _build(path, header, backend=backend, target=target, progress=progress)
     except CorruptFileError:
         raise
     except OSError as exc:

@@ -149,7 +149,9 @@ def fit_ridge(
             chosen = torch.nonzero(gamma_index[columns] == g).squeeze(1)
             if len(chosen):
                 targets = chosen + columns.start
-                w, b = problem.solve(fit, problem.block(j), chosen, alphas[alpha_index[targets]])
+                w, b = problem.solve(
+                    fit, problem.block(j), chosen=chosen, alphas=alphas[alpha_index[targets]]
+                )
                 weight[:, targets], intercept[targets] = w.to(weight.dtype), b
     return RidgeFit(
         weight=weight,

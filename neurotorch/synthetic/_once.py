@@ -191,7 +191,7 @@ def write_dataset_once(
             _write_partial(partial, params, info_relpath, write=write, what=what)
             if existing:
                 _remove_dataset(root, existing)
-            _publish(partial, root, params, info_relpath, what)
+            _publish(partial, root, params=params, info_relpath=info_relpath, what=what)
         except OSError as exc:
             if isinstance(exc, NeurotorchError) and not isinstance(exc, OutputWriteError):
                 raise

@@ -160,7 +160,7 @@ def make_laion_fmri(
     if root is None:
         if isinstance(size, SizePreset):
             raise ParameterError("A custom SizePreset needs root=, the folder to write it to.")
-        root = default_root(size, seed, snr, sessions)
+        root = default_root(size, seed, snr=snr, sessions=sessions)
     root = Path(root)
     show = show_progress(progress)
 

@@ -36,8 +36,8 @@ MUTANTS = [
     Mutant(
         "chunk-refit-with-the-first-chunks-penalties",
         "neurotorch/models/ridge.py",
-        "problem.solve(fit, problem.block(j), chosen, alphas[alpha_index[targets]])",
-        "problem.solve(fit, problem.block(j), chosen, alphas[alpha_index[chosen]])",
+        "chosen=chosen, alphas=alphas[alpha_index[targets]]",
+        "chosen=chosen, alphas=alphas[alpha_index[chosen]]",
         (CHUNKED_FIT,),
     ),
     Mutant(
