@@ -136,3 +136,23 @@ def test_two_worker_processes_compute_each_image_once(
     one = load_features(spec, tiny_laion_root, options=options(tmp_path / "one"))
     np.testing.assert_array_equal(two[spec.name], one[spec.name])
     assert chunk_files(tmp_path / "two").keys() == chunk_files(tmp_path / "one").keys()
+
+
+def _workers_in_this_process(requested: int, answer) -> None:
+    from neurotorch.features.forward import _dataloader_workers
+
+    answer.put(_dataloader_workers(requested))
+
+
+@pytest.mark.parametrize("daemon", [True, False])
+def test_a_daemonic_worker_decodes_images_itself(daemon):
+    """A daemonic process (a worker of an external Dask cluster) cannot start DataLoader
+    workers: extraction asks for none there, and keeps the requested count elsewhere."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    process = context.Process(target=_workers_in_this_process, args=(2, answer), daemon=daemon)
+    process.start()
+    process.join(30)
+    assert answer.get(timeout=5) == (0 if daemon else 2)

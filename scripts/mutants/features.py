@@ -177,7 +177,7 @@ MUTANTS = [
         "neurotorch/features/forward.py",
         "    if requested and multiprocessing.current_process().daemon:",
         "    if False:",
-        (f"{RUNS}::test_two_worker_processes_compute_each_image_once",),
+        (f"{RUNS}::test_a_daemonic_worker_decodes_images_itself",),
     ),
     Mutant(
         "features-paired-rows-in-sorted-order",
