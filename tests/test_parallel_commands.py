@@ -222,20 +222,25 @@ def test_hdf5_is_checked_in_a_daemonic_worker_that_may_not_start_children(tiny_l
 
 def test_units_compute_on_one_thread_and_give_the_threads_back(connectome, tmp_path, monkeypatch):
     """Documented: a unit's bytes do not depend on the core count of the machine it ran on."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from neurotorch.connectome import lnm_units
 
-    seen = []
+    seen, blas = [], []
     real = lnm_units.accumulate_z
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
+        blas.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lnm_units, "accumulate_z", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        run_units(plan(tmp_path / "units", *connectome).units(), only=[0])
+        with threadpool_limits(limits=2, user_api="blas"):  # numpy's BLAS on both cores outside
+            run_units(plan(tmp_path / "units", *connectome).units(), only=[0])
         assert seen == [1] and torch.get_num_threads() == 2
+        assert blas and set(blas) == {1}, blas  # numpy's and scipy's BLAS on one thread too
     finally:
         torch.set_num_threads(before)

@@ -33,8 +33,15 @@ MUTANTS = [
     Mutant(
         "lnm-units-on-every-thread",
         "neurotorch/parallel/units.py",
-        "    torch.set_num_threads(1)\n",
-        "",
+        "    torch.set_num_threads(1)\n    try:\n        with threadpool_limits(limits=1):\n",
+        "    try:\n        if True:\n",
+        (f"{COMMANDS}::test_units_compute_on_one_thread_and_give_the_threads_back",),
+    ),
+    Mutant(
+        "units-blas-on-every-thread",
+        "neurotorch/parallel/units.py",
+        "        with threadpool_limits(limits=1):\n",
+        "        with threadpool_limits(limits=None):\n",
         (f"{COMMANDS}::test_units_compute_on_one_thread_and_give_the_threads_back",),
     ),
     Mutant(
