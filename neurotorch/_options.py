@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from neurotorch.errors import ParameterError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def check_option(name: str, value: T, allowed: Iterable[Any], *, hint: str = "") -> T:
@@ -131,3 +133,21 @@ def as_ints(name: str, value: Any, *, minimum: int | None = None) -> list[int]:
     if not values:
         raise ParameterError(f"{name} is empty; give at least one integer.")
     return [check_int(f"{name}[{k}]", v, minimum=minimum) for k, v in enumerate(values)]
+
+
+def as_settings(cls: type[S], value: S | Mapping[str, Any] | None, name: str) -> S:
+    """``value`` as a ``cls`` settings object: itself, built from a dict of its fields, or the
+    defaults for None; anything else (or an unknown key) is a `ParameterError`."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for key in value:
+            check_option(f"a key of {name}", key, known)
+        return cls(**value)
+    raise ParameterError(
+        f"{name} must be a {cls.__name__} or a dict of its fields, got {value!r} "
+        f"({type(value).__name__})."
+    )

@@ -322,6 +322,21 @@ def _spec(cls_name: str, **fields) -> Callable[[], object]:
     return call
 
 
+def _mapping_typo(kind: str) -> Callable[[], object]:
+    """A mistyped key in the mapping a dataset or DataModule takes for its settings."""
+
+    def call() -> object:
+        from neurotorch.data.meeg.calibration import CalibrationDataset
+        from neurotorch.data.meeg.simulation import resolve_leadfield
+
+        if kind == "leadfield":
+            return resolve_leadfield({"sensr": "mag", "n_sources": 12})
+        leadfield = resolve_leadfield({"retrieve_mode": "random", "n_sources": 12, "n_sensors": 6})
+        return CalibrationDataset(leadfield, posterior={"solvr": "BMN"}, length=2, nnz=2)
+
+    return call
+
+
 def _value(call: Callable[[], object], culprit: str) -> Callable[[Path], Case]:
     return lambda tmp: (call, culprit)
 
@@ -426,6 +441,12 @@ FAULTS: list[Fault] = [
             _spec("posterior", noise_type="adaptive_joint_learning", noise_var_scale=2.0),
             "noise_var_scale",
         ),
+    ),
+    tmp_case(
+        "leadfield-mapping-key-typo", ParameterError, _value(_mapping_typo("leadfield"), "sensr")
+    ),
+    tmp_case(
+        "posterior-mapping-key-typo", ParameterError, _value(_mapping_typo("posterior"), "solvr")
     ),
     tmp_case(
         "posterior-spec-gamma-typo",

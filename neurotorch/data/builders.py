@@ -27,10 +27,9 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
     """
     import inspect
 
-    from neurotorch._options import check_option
+    from neurotorch._options import as_settings, check_option
     from neurotorch.data.fmri.settings import (
         SyntheticOptions,
-        as_settings,
         laion_root,
         nest_settings,
     )

@@ -24,13 +24,13 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
+from neurotorch._options import as_settings
 from neurotorch.data.fmri.betas import BetasDataset, Settings, as_subject_list
 from neurotorch.data.fmri.pairing import Feature, feature_dims, plain_features
 from neurotorch.data.fmri.settings import (
     TRAINING_SHUFFLE_BUFFER,
     ReadSettings,
     SyntheticOptions,
-    as_settings,
     laion_root,
 )
 from neurotorch.data.fmri.store import build_store

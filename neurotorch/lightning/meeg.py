@@ -24,7 +24,7 @@ from typing import Any
 from torch.utils.data import Dataset, Subset
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import check_int
+from neurotorch._options import as_settings, check_int
 from neurotorch.data.meeg.calibration import (
     CalibrationBatches,
     CalibrationDataset,
@@ -63,7 +63,7 @@ class _LeadfieldDataModule(NeurotorchDataModule):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
         )
-        self.leadfield_spec = LeadfieldSpec.coerce(leadfield)
+        self.leadfield_spec = as_settings(LeadfieldSpec, leadfield, "leadfield")
         self.nnz, self.alpha = nnz, alpha
         self.lengths = {
             part: check_int(f"{part}_length", n, minimum=1) for part, n in lengths.items()
@@ -213,7 +213,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
             seed=seed,
             streaming=streaming,
         )
-        self.posterior = PosteriorSpec.coerce(posterior)
+        self.posterior = as_settings(PosteriorSpec, posterior, "posterior")
 
     def build_dataset(self, part: str) -> Dataset:
         options = self._part_options(part)

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from neurotorch._options import check_bool, check_int, check_option
+from neurotorch._options import as_settings, check_bool, check_int, check_option
 from neurotorch.config import resolve_data_dir
 from neurotorch.errors import FormatError, ParameterError, ShapeMismatchError
 from neurotorch.io.files import FilePath, as_path, check_writable, read_bytes
@@ -310,20 +310,6 @@ class LeadfieldSpec:
             return self.retrieve_mode
         return "load" if self.data_dir is not None else "simulate"
 
-    @classmethod
-    def coerce(cls, value: LeadfieldSpec | Mapping[str, Any] | None) -> LeadfieldSpec:
-        """``value`` as a spec: itself, one made of a mapping's fields, or the default."""
-        if isinstance(value, cls):
-            return value
-        if value is None:
-            return cls()
-        if isinstance(value, Mapping):
-            return cls(**value)
-        raise ParameterError(
-            f"leadfield must be a LeadfieldData, a LeadfieldSpec or a mapping of its fields; got "
-            f"{type(value).__name__}."
-        )
-
     def replace(self, **changes: Any) -> LeadfieldSpec:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
@@ -386,5 +372,5 @@ def build_leadfield(
     ``build_leadfield(sensor="mag", n_sources=300)``. The default simulates an EEG easycap-M43
     forward model with 1284 sources.
     """
-    spec = LeadfieldSpec.coerce(spec)
+    spec = as_settings(LeadfieldSpec, spec, "leadfield")
     return (spec.replace(**fields) if fields else spec).build()

@@ -23,10 +23,10 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import as_names
+from neurotorch._options import as_names, as_settings
 from neurotorch.data.collate import ItemBatch, batch_tensor, collate_items
 from neurotorch.data.fmri.pairing import Features, StimulusPairing
-from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
+from neurotorch.data.fmri.settings import ReadSettings, laion_root
 from neurotorch.data.fmri.store import PreparedStore, SessionStore, build_store
 from neurotorch.data.fmri.trials import TrialSelection, check_unique, select_trials
 from neurotorch.data.loader import StatefulLoader

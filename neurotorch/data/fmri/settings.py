@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_bool, check_int, check_option
@@ -27,7 +27,6 @@ from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import SIZES, SNR_PRESETS
 from neurotorch.synthetic.resolve import resolve_data_dir
 
-S = TypeVar("S")
 #: the shuffle buffer of a DataModule's training stream when ``shuffle_buffer`` is None
 TRAINING_SHUFFLE_BUFFER = 1024
 
@@ -110,24 +109,6 @@ class SyntheticOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "snr": self.snr}
-
-
-def as_settings(cls: type[S], value: S | Mapping[str, Any] | None, name: str) -> S:
-    """``value`` as a ``cls`` settings object: itself, built from a dict of its fields, or the
-    defaults for None; anything else (or an unknown key) is a `ParameterError`."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        for key in value:
-            check_option(f"a key of {name}", key, known)
-        return cls(**value)
-    raise ParameterError(
-        f"{name} must be a {cls.__name__} or a dict of its fields, got {value!r} "
-        f"({type(value).__name__})."
-    )
 
 
 def nest_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import check_bool, check_int
+from neurotorch._options import as_settings, check_bool, check_int
 from neurotorch.data.fmri.betas import Settings, as_subject_list, describe_dataset
 from neurotorch.data.fmri.pairing import Features, StimulusPairing
-from neurotorch.data.fmri.settings import ReadSettings, as_settings, laion_root
+from neurotorch.data.fmri.settings import ReadSettings, laion_root
 from neurotorch.data.fmri.trials import SELECTION_COLUMNS, TrialSelection, select_trials
 from neurotorch.data.sharding import (
     ShardedIterable,

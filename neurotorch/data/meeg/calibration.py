@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
+from neurotorch._options import as_settings
 from neurotorch.data.meeg.simulation import (
     PAPER_ALPHA,
     PAPER_NNZ,
@@ -70,7 +71,7 @@ class _PosteriorMixin:
     simulation: TrialSimulation
 
     def _init_posterior(self, posterior: PosteriorSpec | Mapping[str, Any] | None) -> None:
-        self.posterior = PosteriorSpec.coerce(posterior)
+        self.posterior = as_settings(PosteriorSpec, posterior, "posterior")
         self._solver = self.posterior.make_solver()
         leadfield = self.simulation.leadfield
         if self._solver.needs_src_coords and leadfield.src_coords is None:

@@ -17,7 +17,14 @@ import torch
 from torch.utils.data import Dataset
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import as_ints, check_bool, check_int, check_number, check_option
+from neurotorch._options import (
+    as_ints,
+    as_settings,
+    check_bool,
+    check_int,
+    check_number,
+    check_option,
+)
 from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
 from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
@@ -46,7 +53,7 @@ def resolve_leadfield(
     (`neurotorch.synthetic.resolve.resolve_data_dir`), written on first use."""
     if isinstance(leadfield, LeadfieldData):
         return leadfield
-    spec = LeadfieldSpec.coerce(leadfield)
+    spec = as_settings(LeadfieldSpec, leadfield, "leadfield")
     if is_synthetic(spec.data_dir):
         spec = spec.replace(data_dir=str(resolve_data_dir("calibrain", spec.data_dir)))
     return spec.build()

@@ -120,19 +120,6 @@ class PosteriorSpec:
                 "noise_type='adaptive_joint_learning' the noise is learned: leave it at 1."
             )
 
-    @classmethod
-    def coerce(cls, value: PosteriorSpec | Mapping[str, Any] | None) -> PosteriorSpec:
-        """``value`` as a `PosteriorSpec`: itself, one made of a mapping's fields, or the default."""
-        if isinstance(value, cls):
-            return value
-        if value is None:
-            return cls()
-        if isinstance(value, Mapping):
-            return cls(**value)
-        raise ParameterError(
-            f"posterior must be a PosteriorSpec or a mapping of its fields, got {value!r}."
-        )
-
     def make_solver(self) -> Solver:
         """The configured solver strategy."""
         return make_solver(self.solver, self.options)
