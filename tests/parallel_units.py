@@ -6,7 +6,9 @@ interleave), which lets a test count how often each unit really ran.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -156,3 +158,26 @@ class InterruptUnit:
         while not Path(self.after).exists():
             time.sleep(0.01)
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def two_worker_client():
+    """A client of 2 single-threaded, non-daemonic local workers that import the tests' helper
+    modules (such as this one)."""
+    import dask
+    import pytest
+    from distributed import Client, LocalCluster
+
+    tests = str(Path(__file__).resolve().parent)
+    with pytest.MonkeyPatch.context() as patch:
+        path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+        patch.setenv("PYTHONPATH", path)  # also for a worker restarted after a kill
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+            )
+            with cluster, Client(cluster) as client:
+                yield client

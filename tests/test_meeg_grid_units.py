@@ -4,7 +4,6 @@ mid-run, a rerun that does no work, one unit per job-array task, and a changed g
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from meeg_helpers import folder_contents, one_torch_thread  # noqa: F401 - a fixture
-from parallel_units import DieAtCommit
+from parallel_units import DieAtCommit, two_worker_client
 from sklearn.model_selection import ParameterGrid
 
 from neurotorch.errors import CorruptFileError, DatasetExistsError, ParameterError
@@ -73,21 +72,8 @@ def reference(builder, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def client():
     """A client of 2 single-threaded, non-daemonic local workers that import these tests."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with pytest.MonkeyPatch.context() as patch:
-        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-        patch.setenv("PYTHONPATH", path)  # also for a worker restarted after a kill
-        with dask.config.set({"distributed.worker.daemon": False}):
-            cluster = LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                dashboard_address=":0",
-                silence_logs=logging.CRITICAL,
-            )
-            with cluster, Client(cluster) as client:
-                yield client
+    with two_worker_client() as client:
+        yield client
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -7,8 +7,6 @@ unit; two runs started at once share the work and give the same bytes.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from parallel_commands import assert_same_maps, plan, small_connectome, tree_bytes, unit_files
-from parallel_units import DieAtCommit
+from parallel_units import DieAtCommit, two_worker_client
 
 from neurotorch.fmri.download import download_laion_fmri, download_units
 from neurotorch.parallel import run_units
@@ -30,21 +28,8 @@ SESSION = {"subjects": ["sub-01"], "sessions": ["ses-01"]}
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """A client of 2 single-threaded, non-daemonic local workers that import these tests."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with pytest.MonkeyPatch.context() as patch:
-        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
-        patch.setenv("PYTHONPATH", path)  # also for a worker restarted after a kill
-        with dask.config.set({"distributed.worker.daemon": False}):
-            cluster = LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                dashboard_address=":0",
-                silence_logs=logging.CRITICAL,
-            )
-            with cluster, Client(cluster) as client:
-                yield client
+    with two_worker_client() as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
