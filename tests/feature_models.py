@@ -145,6 +145,16 @@ def extract_as_rank(rank: int, world_size: int, root: str, cache: str, log: str,
         torch.distributed.destroy_process_group()
 
 
+#: A ResNet small enough for tests (transformers' ResNetConfig fields), seeded random weights.
+RESNET = {
+    "model_type": "resnet",
+    "embedding_size": 8,
+    "hidden_sizes": [8, 16, 32, 64],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+}
+
+
 # -- the ResNet-18 of the encoder_features config, on the tiny tree --------------------------------
 
 #: microsoft/resnet-18's architecture (its config.json), for seeded random weights offline.

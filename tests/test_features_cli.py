@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from feature_models import (
+    RESNET,
     normalised,
     one_thread,  # noqa: F401 - a fixture
     stimulus_images,
@@ -21,13 +22,6 @@ from neurotorch.features.forward import ExtractionJob
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 transformers = pytest.importorskip("transformers")
-RESNET = {
-    "model_type": "resnet",
-    "embedding_size": 8,
-    "hidden_sizes": [8, 16, 32, 64],
-    "depths": [1, 1, 1, 1],
-    "layer_type": "basic",
-}
 TRANSFORM = {"resize": 32, "crop": 32}
 MODEL = [
     "--model",
@@ -61,8 +55,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 def test_extract_then_list_and_describe(tiny_laion_root, tmp_path, capsys, monkeypatch):
     cache = str(tmp_path / "cache")
     layers = ["encoder.stages.1", "encoder.stages.2"]
-    status, out, err = run(
-        capsys,
+    extract = [
         "extract",
         "--data-dir",
         str(tiny_laion_root),
@@ -73,7 +66,8 @@ def test_extract_then_list_and_describe(tiny_laion_root, tmp_path, capsys, monke
         "64",
         "--cache-dir",
         cache,
-    )
+    ]
+    status, out, err = run(capsys, *extract)
     assert status == 0, err
     lines = out.splitlines()
     assert len(lines) == 2 and "109 x 16" in lines[0] and "109 x 32" in lines[1]
@@ -108,19 +102,7 @@ def test_extract_then_list_and_describe(tiny_laion_root, tmp_path, capsys, monke
     assert summary["shape"] == [109, 32] and summary["chunks"] == [2, 2] and summary["complete"]
     assert summary["model"]["weights"] == "random" and summary["transform"]["crop"] == 32
 
-    status, out, err = run(
-        capsys,
-        "extract",
-        "--data-dir",
-        str(tiny_laion_root),
-        *MODEL,
-        "--layer",
-        *layers,
-        "--chunk-size",
-        "64",
-        "--cache-dir",
-        cache,
-    )
+    status, out, err = run(capsys, *extract)
     assert status == 0 and "0 chunk(s) computed" in err and out.splitlines() == lines
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from feature_models import (
+    RESNET,
     one_thread,  # noqa: F401 - a fixture
     stimulus_images,
 )
@@ -21,13 +22,6 @@ from neurotorch.features.sources import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 transformers = pytest.importorskip("transformers")
-RESNET = {
-    "model_type": "resnet",
-    "embedding_size": 8,
-    "hidden_sizes": [8, 16, 32, 64],
-    "depths": [1, 1, 1, 1],
-    "layer_type": "basic",
-}
 
 
 @pytest.fixture
