@@ -8,17 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
 from meeg_helpers import folder_contents, one_torch_thread  # noqa: F401 - a fixture
 from parallel_units import DieAtCommit, two_worker_client
 from sklearn.model_selection import ParameterGrid
 
 from neurotorch.errors import CorruptFileError, DatasetExistsError, ParameterError
-from neurotorch.io.atomic import TEMP_MARK
+from neurotorch.io.atomic import TEMP_MARK, atomic_path
 from neurotorch.meeg import layout
 from neurotorch.meeg.grid import GRID_RECORD, MANIFEST, plan_grid, run_grid, simulate_run
 from neurotorch.meeg.leadfield import LeadfieldBuilder, random_leadfield, save_leadfield_npz
@@ -133,12 +136,57 @@ def test_a_worker_killed_mid_run_costs_only_its_run(builder, reference, client, 
     assert _files(tmp_path / "killed") == _files(out)  # nothing the killed writer left behind
 
 
+def test_a_run_being_written_elsewhere_is_waited_for_not_moved(builder, reference, tmp_path):
+    """Another process (a thread here) is writing run 1 under its lock when this process runs the
+    grid: this one waits, finds the run done and finishes; the folder it renames holds no
+    half-written summary, and the other writer's file lands where it meant it to."""
+    out = tmp_path / "runs"
+    plan = _plan(builder, out)
+    for k in range(1, len(plan.units())):
+        plan.run(only=k)
+    first = plan.units()[0]
+    summary = (reference[0] / first.name).read_bytes()
+    errors: list[BaseException] = []
+    holding = threading.Event()
+
+    def write_elsewhere() -> None:
+        try:
+            with FileLock(str(first.lock_path)):
+                holding.set()
+                with atomic_path(first.path()) as tmp:
+                    tmp.write_bytes(summary)
+                    deadline = time.monotonic() + 3.0  # or until a finish moves the folder
+                    while time.monotonic() < deadline and not out.exists():
+                        time.sleep(0.02)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=write_elsewhere)
+    writer.start()
+    holding.wait(10)
+    plan.run()
+    writer.join()
+    assert errors == []
+    assert _files(out) == _files(reference[0])  # no temporary left behind
+
+
+def test_a_plan_made_before_another_run_finished_computes_nothing_after(
+    builder, reference, tmp_path, monkeypatch
+):
+    """A run planned on the work folder, which another run then finishes (moving the folder to
+    ``out_dir``), finds every run done there: it computes nothing and returns the manifest."""
+    from neurotorch.meeg import grid as grid_module
+
+    out = tmp_path / "runs"
+    late = _plan(builder, out)
+    _grid(builder, out)
+    monkeypatch.setattr(grid_module, "simulate_run", lambda *a, **k: pytest.fail("computed"))
+    manifest = late.run()
+    pd.testing.assert_frame_equal(manifest, reference[1])
+    assert _files(out) == _files(reference[0])
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race (docs/parallel.md): grid units are not locked, so the run that does not "
-    "finish can leave a temporary summary in the renamed folder",
-)
 def test_two_runs_started_at_once_give_the_bytes_of_one(builder, reference, tmp_path):
     """Two processes run the same grid into the same folder: both return, and the folder is the
     one-process run's (whichever renamed the work folder, the other read the manifest there)."""

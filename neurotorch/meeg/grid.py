@@ -227,14 +227,27 @@ class GridUnit:
         return f"grid/run{self.global_id:08d}"
 
     @property
-    def lock_path(self) -> None:
-        return None  # a run written twice at once gives the same file
+    def lock_path(self) -> Path | None:
+        """Held while the run is checked and written: a run of the same grid started at once
+        waits, then finds it done, so no summary is being written when the finish renames the
+        work folder."""
+        return _grid_lock(f"{self.settings.fingerprint[:24]}-run{self.global_id:08d}")
 
     def path(self) -> Path:
         return Path(self.settings.folder, self.name)
 
     def done(self) -> bool:
-        return self.path().is_file()
+        """The summary is in the work folder, or in ``out_dir`` once a run of the same grid
+        started at once has finished it."""
+        if self.path().is_file():
+            return True
+        folder = self.settings.folder
+        if not folder.endswith(WORK_SUFFIX):
+            return False
+        out = Path(folder[: -len(WORK_SUFFIX)])
+        return (out / self.name).is_file() and _recorded_fingerprint(
+            out
+        ) == self.settings.fingerprint
 
     def run(self) -> dict[str, Any]:
         """Simulate the run, write its summary; return its manifest row."""
@@ -381,7 +394,7 @@ class GridPlan:
         with _finish_lock(self.out_dir):
             if _recorded_fingerprint(out) == self.fingerprint:
                 return
-            for stale in work.glob(f"*{TEMP_MARK}*"):  # of writers killed or still writing
+            for stale in work.glob(f"*{TEMP_MARK}*"):  # of writers that were killed
                 stale.unlink(missing_ok=True)
             write_text(work / MANIFEST, manifest.to_csv(index=False))
             if out.is_dir():
@@ -389,16 +402,21 @@ class GridPlan:
             work.rename(out)
 
 
-def _finish_lock(out_dir: str) -> contextlib.AbstractContextManager:
-    """The lock of finishing the grid of ``out_dir``, in ``NEUROTORCH_CACHE`` (not in a folder
-    that the finish renames); none where the cache cannot be written."""
-    name = hashlib.sha256(out_dir.encode()).hexdigest()[:24]
+def _grid_lock(name: str) -> Path | None:
+    """A lock file of the grids, in ``NEUROTORCH_CACHE`` (not in a folder that the finish
+    renames); None where the cache cannot be written."""
     path = cache_dir() / "locks" / "grid" / f"{name}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return contextlib.nullcontext()
-    return FileLock(str(path))
+        return None
+    return path
+
+
+def _finish_lock(out_dir: str) -> contextlib.AbstractContextManager:
+    """The lock of finishing the grid of ``out_dir``."""
+    path = _grid_lock(hashlib.sha256(out_dir.encode()).hexdigest()[:24])
+    return contextlib.nullcontext() if path is None else FileLock(str(path))
 
 
 def _recorded_fingerprint(folder: Path) -> str | None:

@@ -152,9 +152,28 @@ MUTANTS = [
     Mutant(
         "grid-unit-never-done",
         "neurotorch/meeg/grid.py",
-        "        return self.path().is_file()",
-        "        return False",
+        "        if self.path().is_file():\n            return True\n",
+        "        if False:\n            return True\n",
         ("tests/test_meeg_grid_units.py::test_a_second_run_does_no_work",),
+    ),
+    Mutant(
+        "grid-unit-blind-to-a-finished-grid",
+        "neurotorch/meeg/grid.py",
+        "        if not folder.endswith(WORK_SUFFIX):\n            return False\n",
+        "        if True:\n            return False\n",
+        (
+            "tests/test_meeg_grid_units.py::"
+            "test_a_plan_made_before_another_run_finished_computes_nothing_after",
+        ),
+    ),
+    Mutant(
+        "grid-runs-written-unlocked",
+        "neurotorch/meeg/grid.py",
+        '        return _grid_lock(f"{self.settings.fingerprint[:24]}-run{self.global_id:08d}")',
+        "        return None",
+        (
+            "tests/test_meeg_grid_units.py::test_a_run_being_written_elsewhere_is_waited_for_not_moved",
+        ),
     ),
     Mutant(
         "grid-work-folder-of-another-grid-reused",
