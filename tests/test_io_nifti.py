@@ -96,11 +96,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(params=["inline", "read-ahead"])
+@pytest.fixture(params=["inline", "read-ahead, one core", "read-ahead, two cores"])
 def pipeline(request, monkeypatch) -> str:
-    """Large files are inflated ahead on a helper thread; make tiny ones take that path too."""
-    if request.param == "read-ahead":
+    """Large files are read ahead on a helper thread, which also decodes on one core and leaves
+    decoding to the caller on two (`decode_ahead`); make tiny files take those paths too."""
+    if request.param != "inline":
         monkeypatch.setattr(nifti, "_READ_AHEAD_MIN_BYTES", 0)
+        cores = 1 if request.param.endswith("one core") else 2
+        monkeypatch.setattr(nifti.os, "cpu_count", lambda: cores)
     return request.param
 
 

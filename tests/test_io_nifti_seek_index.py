@@ -12,7 +12,7 @@ import pytest
 
 from neurotorch.errors import CorruptFileError, MissingDependencyError, ShapeMismatchError
 from neurotorch.io import seek_index
-from neurotorch.io.seek_index import build_index, index_path, read_volumes
+from neurotorch.io.seek_index import build_index, index_path, iter_volume_range, read_volumes
 
 BACKENDS = ["rapidgzip", "indexed_gzip"]
 
@@ -55,6 +55,17 @@ def test_volumes_equal_nibabel(scaled_betas, backend, cache):
     saved = index_path(scaled_betas, backend)
     assert saved.parent == cache / "gzip-index" and saved.exists()
     assert not list(saved.parent.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # decoded on the helper thread / on the caller
+def test_a_range_of_volumes_equals_nibabel(scaled_betas, backend, threads):
+    expected = nib.load(scaled_betas).get_fdata(dtype=np.float32)
+    mask = expected[..., 0] > 0
+    build_index(scaled_betas)
+    got = list(iter_volume_range(scaled_betas, 4, 21, mask=mask, threads=threads))
+    assert [volume for volume, _ in got] == list(range(4, 21))
+    for volume, values in got:  # each a new array: none overwritten by a later volume
+        np.testing.assert_array_equal(values, expected[..., volume][mask])
 
 
 def test_index_is_built_once_and_reused(scaled_betas, backend, monkeypatch):

@@ -73,6 +73,28 @@ def test_batches_per_rank_by_hand():
     assert batches_per_rank(5, 1, 2, drop_last=True) == 2 and batches_per_rank(5, 1, 2) == 3
 
 
+def test_workers_share_a_session_by_units_not_only_by_batches():
+    # 1,050 trials in batches of 64: 16 full batches and one of 26. Two workers get 8 and 9
+    # batches, the 9 being the run that ends in the short one: 512 and 538 trials (not 576
+    # and 474, a worker idling for 102 volumes of a whole-brain stream).
+    counts = [len(shard_positions(1050, worker=w, num_workers=2, batch_size=64)) for w in (0, 1)]
+    assert counts == [512, 538]
+    # 5 units in batches of 2 over 2 workers: [0, 1] and [2, 3, 4]
+    pieces = [shard_positions(5, worker=w, num_workers=2, batch_size=2).tolist() for w in (0, 1)]
+    assert pieces == [[0, 1], [2, 3, 4]]
+
+
+@pytest.mark.parametrize("n", [7, 13, 31, 97, 1050])
+@pytest.mark.parametrize("workers", [2, 3, 5])
+@pytest.mark.parametrize("batch", [2, 7, 64])
+def test_workers_units_differ_by_at_most_one_batch(n, workers, batch):
+    counts = [
+        len(shard_positions(n, worker=w, num_workers=workers, batch_size=batch))
+        for w in range(workers)
+    ]
+    assert sum(counts) == n and max(counts) - min(counts) <= batch
+
+
 def test_three_ranks_of_sixteen_batches_get_six_each():
     counts = [len(shard(16, rank, 3)) for rank in range(3)]
     assert counts == [6, 6, 6]  # not 6/5/5: ranks that run out early hang DDP

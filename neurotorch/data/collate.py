@@ -48,6 +48,19 @@ def batch_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     return torch.empty(0, dtype=dtype).new(storage).view(tuple(shape))
 
 
+def stack_into(values: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """``torch.stack(values, out=out)``, copied item by item through numpy where it can: one
+    memcpy per item on this thread, where torch's parallel copy keeps its OpenMP threads
+    spinning (a tenth of a whole-brain stream's CPU, ``scripts/bench_scale.py``)."""
+    try:
+        target = out.numpy()
+        for k, value in enumerate(values):
+            target[k] = value.numpy()
+    except (TypeError, RuntimeError):  # a dtype numpy lacks, a GPU tensor, one that needs grad
+        torch.stack(list(values), out=out)
+    return out
+
+
 def _stackable(values: list[Any]) -> bool:
     first = values[0]
     return all(isinstance(v, torch.Tensor) and v.shape == first.shape for v in values)
@@ -64,7 +77,7 @@ def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(values[0], torch.Tensor):
             if _stackable(values):
                 batched = batch_tensor((len(values), *values[0].shape), values[0].dtype)
-                out[key] = torch.stack(values, out=batched)
+                out[key] = stack_into(values, batched)
             else:
                 out[key] = values
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):

@@ -10,7 +10,8 @@ stream does to read sessions sequentially). Then:
    order is left out instead.
 2. **Workers.** A rank's block is cut into batches of ``batch_size`` units (the last one may be
    short); the batches are split into ``num_workers`` contiguous runs of whole batches, as even as
-   possible. Only the rank's last batch can be short, so a ``DataLoader`` that batches each
+   possible, the longer runs last (the last run holds the short batch, so the runs' numbers of
+   units differ by less than a batch). Only the rank's last batch can be short, so a ``DataLoader`` that batches each
    worker's items separately still yields exactly ``ceil(units_per_rank / batch_size)`` batches
    (``floor`` with its ``drop_last``).
 
@@ -125,10 +126,11 @@ def shard_positions(
         return np.zeros(0, dtype=np.int64)
     mine = np.arange(rank * per_rank, (rank + 1) * per_rank) % n
     n_batches = -(-per_rank // batch_size)
-    batch_runs = np.array_split(np.arange(n_batches), num_workers)[worker]
-    if not len(batch_runs):
-        return np.zeros(0, dtype=np.int64)
-    return mine[batch_runs[0] * batch_size : (batch_runs[-1] + 1) * batch_size]
+    base, extra = divmod(n_batches, num_workers)
+    # the runs with a batch more are the last ones: the last of them holds the short batch
+    first = worker * base + max(0, worker - (num_workers - extra))
+    count = base + (worker >= num_workers - extra)
+    return mine[first * batch_size : (first + count) * batch_size]
 
 
 def shard(

@@ -216,20 +216,41 @@ def _raw_volumes(
     return read_ahead(_volume_bytes(reader, header, volumes, n_buffers=3), depth=1)
 
 
-def _decoded_volumes(
-    reader: SequentialReader, header: NiftiHeader, decoder: VolumeDecoder
-) -> Generator[np.ndarray, None, None]:
-    for _, raw in _volume_bytes(reader, header, range(header.n_volumes)):
-        yield decoder.decode(raw)
+def decode_ahead(
+    raw_volumes: Iterator[tuple[int, bytearray]], decoder: VolumeDecoder, *, cores: int
+) -> Generator[tuple[int, np.ndarray], None, None]:
+    """``(volume, values)`` of ``(volume, raw bytes)``, read and decoded ahead (`read_ahead`).
+
+    With ``cores`` ≥ 2 one helper thread inflates, one volume ahead, and a second decodes
+    (masks), so that a reader uses two cores and leaves the caller's thread free (a stream with
+    no ``DataLoader`` workers ran at 0.82 of the one-core inflate limit instead of 0.62,
+    ``scripts/bench_scale.py``). With one core (one reader per core, as in each of two workers
+    on two cores) one helper thread does both, which keeps threads from contending for a core.
+    ``raw_volumes`` must rotate three or more buffers.
+    """
+    inflated = read_ahead(raw_volumes, depth=1) if cores >= 2 else None
+    decoded = ((volume, decoder.decode(raw)) for volume, raw in (inflated or raw_volumes))
+    ahead = read_ahead(decoded, depth=2)
+    owner = os.getpid()
+    try:
+        yield from ahead
+    finally:  # stops the helper threads, the decoding one first (a forked child has none)
+        ahead.close()
+        if inflated is not None and os.getpid() == owner:
+            inflated.close()
 
 
 def iter_volumes(
-    source: Source, mask: np.ndarray | None = None, *, progress: bool | None = None
+    source: Source,
+    mask: np.ndarray | None = None,
+    *,
+    progress: bool | None = None,
+    cores: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the volumes of a 4-D NIfTI image one by one, in one sequential pass.
 
-    Images with more than 16 MiB of data are read and decoded on a helper thread, two volumes
-    ahead, so the caller's own work on a volume overlaps with decompression.
+    Images with more than 16 MiB of data are read on a helper thread, a volume or two ahead
+    (`decode_ahead`), so the caller's own work on a volume overlaps with decompression.
 
     Parameters
     ----------
@@ -241,6 +262,8 @@ def iter_volumes(
         float32 array. None yields each full ``(x, y, z)`` float32 volume.
     progress
         Show a progress bar (also subject to ``NEUROTORCH_PROGRESS``).
+    cores
+        Cores this reader may use (`decode_ahead`); every core of the machine by default.
 
     Yields
     ------
@@ -263,15 +286,21 @@ def iter_volumes(
     with SequentialReader(source) as reader:
         header = read_header_from(reader)
         decoder = VolumeDecoder(header, mask, reader.name)
-        volumes = _decoded_volumes(reader, header, decoder)
+        everything = range(header.n_volumes)
+        volumes: Iterator[tuple[int, np.ndarray]]
         if header.n_volumes * header.volume_nbytes > _READ_AHEAD_MIN_BYTES:
-            volumes = read_ahead(volumes, depth=2)
+            raw_volumes = _volume_bytes(reader, header, everything, n_buffers=3)
+            volumes = decode_ahead(raw_volumes, decoder, cores=cores or os.cpu_count() or 1)
+        else:
+            volumes = (
+                (v, decoder.decode(raw)) for v, raw in _volume_bytes(reader, header, everything)
+            )
         owner = os.getpid()
         # closing the volume iterator first stops a read-ahead thread before the file is closed
         with contextlib.closing(volumes), _progress(header.n_volumes, reader.name, progress) as bar:
-            for volume in volumes:
+            for _, values in volumes:
                 bar.update()
-                yield volume
+                yield values
                 if os.getpid() != owner:  # a forked child shares the file offset
                     raise RuntimeError(
                         "A volume iterator cannot be resumed in a forked process; start "

@@ -37,10 +37,10 @@ from neurotorch.io.inflate import GZIP_MAGIC
 from neurotorch.io.nifti import (
     NiftiHeader,
     VolumeDecoder,
+    decode_ahead,
     read_nifti_header,
     resolve_volume_indices,
 )
-from neurotorch.io.read_ahead import read_ahead
 from neurotorch.io.storage import local_version
 
 _IDENTITY_BYTES = 1 << 16
@@ -254,13 +254,14 @@ def _open_seekable(path: str, threads: int | None) -> io.BufferedIOBase:
 
 
 def _raw_range(
-    handle: io.BufferedIOBase, header: NiftiHeader, volumes: range, path: str
+    handle: io.BufferedIOBase, header: NiftiHeader, volumes: range, path: str, n_buffers: int = 1
 ) -> Generator[tuple[int, bytearray], None, None]:
-    """``(volume, on-disk bytes)`` of consecutive ``volumes`` (one buffer, overwritten by the
-    next volume)."""
-    buffer = bytearray(header.volume_nbytes)
+    """``(volume, on-disk bytes)`` of consecutive ``volumes``; ``n_buffers`` buffers are used in
+    turn (a yielded buffer is overwritten ``n_buffers`` volumes later)."""
+    buffers = [bytearray(header.volume_nbytes) for _ in range(n_buffers)]
     handle.seek(header.vox_offset + volumes.start * header.volume_nbytes)
-    for volume in volumes:
+    for i, volume in enumerate(volumes):
+        buffer = buffers[i % n_buffers]
         _read_fully(handle, buffer, path, volume=volume)
         yield volume, buffer
 
@@ -277,8 +278,9 @@ def iter_volume_range(
     the first of them on (a ``.nii.gz`` through its seek index, built first if missing).
 
     What lies before ``start`` is not decompressed, so readers of different parts of one file
-    (``DataLoader`` workers) share its decompression. Inflation runs on a helper thread (and on
-    ``threads`` threads of rapidgzip; default every core, at most 4), two volumes ahead.
+    (``DataLoader`` workers) share its decompression. Volumes are read ahead on a helper thread
+    (`neurotorch.io.nifti.decode_ahead`, on ``threads`` cores; rapidgzip inflates on as many
+    threads, default every core, at most 4).
 
     Random access cannot check the gzip CRC (it covers the whole file): verify the file first
     (`neurotorch.io.integrity.verify_before_use`, which builds the index in the same pass).
@@ -300,13 +302,10 @@ def iter_volume_range(
             f"Volumes {start}..{stop - 1} are outside {path}, which has {header.n_volumes}."
         )
 
-    def decoded(handle: io.BufferedIOBase) -> Generator[tuple[int, np.ndarray], None, None]:
-        for volume, raw in _raw_range(handle, header, range(start, stop), path=path):
-            yield volume, decoder.decode(raw)
-
     owner = os.getpid()
     with _open_seekable(path, threads) as handle:
-        volumes = read_ahead(decoded(handle), depth=2)
+        raw_volumes = _raw_range(handle, header, range(start, stop), path=path, n_buffers=3)
+        volumes = decode_ahead(raw_volumes, decoder, cores=threads or os.cpu_count() or 1)
         with contextlib.closing(volumes):  # stops the helper thread before the file closes
             for item in volumes:
                 yield item

@@ -6,13 +6,56 @@ MUTANTS = [
     Mutant(
         "worker-remainder-dropped",
         "neurotorch/data/sharding.py",
-        "    return mine[batch_runs[0] * batch_size : (batch_runs[-1] + 1) * batch_size]",
-        "    return mine[batch_runs[0] * batch_size : (batch_runs[-1] + 1) * batch_size]"
+        "    return mine[first * batch_size : (first + count) * batch_size]",
+        "    return mine[first * batch_size : (first + count) * batch_size]"
         "[: per_rank // batch_size * batch_size or None]",
         (
             "tests/test_sharding.py",
             "tests/test_exactly_once.py::test_one_process_sees_every_item_once",
         ),
+    ),
+    Mutant(
+        "longer-worker-runs-first",
+        "neurotorch/data/sharding.py",
+        "    first = worker * base + max(0, worker - (num_workers - extra))\n"
+        "    count = base + (worker >= num_workers - extra)",
+        "    first = worker * base + min(worker, extra)\n    count = base + (worker < extra)",
+        ("tests/test_sharding.py",),
+    ),
+    Mutant(
+        "stream-decodes-a-buffer-being-refilled",
+        "neurotorch/io/nifti.py",
+        "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=3)",
+        "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=1)",
+        ("tests/test_io_nifti.py",),
+    ),
+    Mutant(
+        "inflating-thread-left-running",
+        "neurotorch/io/nifti.py",
+        "        if inflated is not None and os.getpid() == owner:\n            inflated.close()\n",
+        "",
+        ("tests/test_io_nifti.py::test_stopping_early_releases_the_file",),
+    ),
+    Mutant(
+        "forked-reader-closes-the-parents-thread",
+        "neurotorch/io/nifti.py",
+        "        if inflated is not None and os.getpid() == owner:",
+        "        if inflated is not None:",
+        ("tests/test_io_nifti.py::test_iterator_refuses_to_resume_after_fork",),
+    ),
+    Mutant(
+        "seek-range-decodes-a-buffer-being-refilled",
+        "neurotorch/io/seek_index.py",
+        "path=path, n_buffers=3)",
+        "path=path, n_buffers=1)",
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "collate-copies-one-item-twice",
+        "neurotorch/data/collate.py",
+        "            target[k] = value.numpy()",
+        "            target[max(k, 1)] = value.numpy()",
+        ("tests/test_collate.py",),
     ),
     Mutant(
         "rank-padding-removed",

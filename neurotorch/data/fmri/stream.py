@@ -245,12 +245,13 @@ class BetasStream(ShardedIterable):
         path = self.root.path(relpath)
         # with verification off, no pass is spent on an index: seek only where one exists
         seekable = self.root.is_local and can_seek(path)
+        cores = max(1, (os.cpu_count() or 1) // num_workers)  # of this DataLoader worker
         if first > 0 and seekable and (self.read.verify != "off" or has_index(path)):
-            threads = max(1, (os.cpu_count() or 1) // num_workers)
-            yield from iter_volume_range(path, first, last + 1, mask=mask, threads=threads)
+            yield from iter_volume_range(path, first, last + 1, mask=mask, threads=cores)
             return
         with self.root.readable(relpath) as source:
-            for volume, values in enumerate(iter_volumes(source, mask, progress=False)):
+            volumes = iter_volumes(source, mask, progress=False, cores=cores)
+            for volume, values in enumerate(volumes):
                 yield volume, values
                 if volume >= last:
                     break
