@@ -16,7 +16,7 @@ from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.loader import StreamLoader
 from neurotorch.errors import CorruptFileError
 from neurotorch.fmri import layout
-from neurotorch.io import integrity, seek_index
+from neurotorch.io import integrity, nifti, seek_index
 from neurotorch.io.integrity import is_verified
 from neurotorch.io.seek_index import has_index
 from neurotorch.io.storage import DataRoot
@@ -95,9 +95,16 @@ def test_a_second_rank_seeks_to_its_first_volume(own_root, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_workers_seek_and_serve_nibabel_values(own_root):
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["inline", "read-ahead"])
+def test_streams_seek_and_serve_nibabel_values(own_root, monkeypatch, workers, read_ahead):
+    # read-ahead: the tiny files take the helper-thread paths of real-size ones (with no workers
+    # one thread inflates and another masks; each of two forked workers has one core)
+    if read_ahead:
+        monkeypatch.setattr(nifti, "_READ_AHEAD_MIN_BYTES", 0)
+        monkeypatch.setattr(nifti.os, "cpu_count", lambda: 2)
     stream = make_stream(own_root)
-    batches = list(StreamLoader(stream, batch_size=7, num_workers=2))
+    batches = list(StreamLoader(stream, batch_size=7, num_workers=workers))
     items = [
         {"session": b["session"][k], "trial": int(b["trial"][k]), "betas": b["betas"][k]}
         for b in batches
