@@ -35,6 +35,14 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else _xdg_cache_home() / "neurotorch" / "cache"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (what a container, ``taskset`` or a SLURM
+    allocation grants), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def progress_enabled() -> bool:
     """Whether long operations show a tqdm progress bar (``NEUROTORCH_PROGRESS=0`` turns them off)."""
     return os.environ.get("NEUROTORCH_PROGRESS", "1") not in ("0", "false", "False", "")

@@ -25,6 +25,13 @@ def test_tensors_of_every_dtype_are_stacked_as_torch_stacks_them(dtype):
     assert not torch.equal(batch["x"][0], values[0])  # the batch owns its memory
 
 
+def test_items_of_mixed_dtypes_are_promoted_not_cast_to_the_first_ones():
+    items = [{"x": torch.tensor([1, 2])}, {"x": torch.tensor([0.5, 2.75])}]
+    batch = collate_items(items)["x"]
+    assert batch.dtype == torch.float32  # int64 with float32 promotes to float32
+    assert torch.equal(batch, torch.tensor([[1.0, 2.0], [0.5, 2.75]]))  # 2.75 not cut to 2
+
+
 def test_a_batch_tensor_has_the_shape_and_dtype_asked_for_and_is_writable():
     out = batch_tensor((4, 6), torch.float32)
     assert out.shape == (4, 6) and out.dtype == torch.float32

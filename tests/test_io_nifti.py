@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from nibabel.testing import data_path as NIBABEL_DATA
 
-from neurotorch.errors import CorruptFileError, FormatError, ShapeMismatchError
+from neurotorch.errors import CorruptFileError, FormatError, ParameterError, ShapeMismatchError
 from neurotorch.io import nifti
 from neurotorch.io.inflate import SequentialReader, available_inflaters
 from neurotorch.io.nifti import iter_volumes, read_masked_betas, read_nifti_header
@@ -103,7 +103,7 @@ def pipeline(request, monkeypatch) -> str:
     if request.param != "inline":
         monkeypatch.setattr(nifti, "_READ_AHEAD_MIN_BYTES", 0)
         cores = 1 if request.param.endswith("one core") else 2
-        monkeypatch.setattr(nifti.os, "cpu_count", lambda: cores)
+        monkeypatch.setattr(nifti, "usable_cores", lambda: cores)
     return request.param
 
 
@@ -362,6 +362,19 @@ def test_stopping_early_releases_the_file(pipeline, tmp_path, rng):
 
 
 # -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores", [0, -1, 2.5, True, "2"])
+def test_a_core_count_that_is_not_a_positive_integer_is_named(tmp_path, rng, cores):
+    path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (4, 4, 4, 3), "f4"))
+    with pytest.raises(ParameterError, match="cores"):
+        next(iter_volumes(path, cores=cores))
+
+
+def test_the_default_cores_are_those_the_process_may_run_on(monkeypatch):
+    monkeypatch.setattr(nifti.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(nifti.os, "cpu_count", lambda: 64)
+    assert nifti.usable_cores() == 1  # one core granted on a 64-core machine
 
 
 def test_mask_shape_mismatch_names_file_and_shapes(tmp_path, rng):

@@ -10,7 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurotorch.errors import CorruptFileError, MissingDependencyError, ShapeMismatchError
+from neurotorch.errors import (
+    CorruptFileError,
+    MissingDependencyError,
+    ParameterError,
+    ShapeMismatchError,
+)
 from neurotorch.io import seek_index
 from neurotorch.io.seek_index import build_index, index_path, iter_volume_range, read_volumes
 
@@ -66,6 +71,12 @@ def test_a_range_of_volumes_equals_nibabel(scaled_betas, backend, threads):
     assert [volume for volume, _ in got] == list(range(4, 21))
     for volume, values in got:  # each a new array: none overwritten by a later volume
         np.testing.assert_array_equal(values, expected[..., volume][mask])
+
+
+@pytest.mark.parametrize("threads", [0, 1.5, "4"])
+def test_a_thread_count_that_is_not_a_positive_integer_is_named(scaled_betas, threads):
+    with pytest.raises(ParameterError, match="threads"):
+        next(iter_volume_range(scaled_betas, 0, 2, threads=threads))
 
 
 def test_index_is_built_once_and_reused(scaled_betas, backend, monkeypatch):

@@ -67,17 +67,19 @@ def _stackable(values: list[Any]) -> bool:
 
 
 def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate dict items: an `ItemBatch` as is; otherwise tensors of one shape are stacked,
-    numbers become tensors and everything else (strings, ragged tensors, lists) stays a list."""
+    """Collate dict items: an `ItemBatch` as is; otherwise tensors of one shape are stacked (in
+    the dtype they promote to when they differ), numbers become tensors and everything else (strings, ragged tensors, lists) stays a list."""
     if isinstance(batch, ItemBatch):
         return batch.data
     out: dict[str, Any] = {}
     for key in batch[0]:
         values = [item[key] for item in batch]
         if isinstance(values[0], torch.Tensor):
-            if _stackable(values):
+            if _stackable(values) and len({v.dtype for v in values}) == 1:
                 batched = batch_tensor((len(values), *values[0].shape), values[0].dtype)
                 out[key] = stack_into(values, batched)
+            elif _stackable(values):  # mixed dtypes: promoted, never cast to the first one's
+                out[key] = torch.stack(values)
             else:
                 out[key] = values
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):

@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from neurotorch.config import show_progress
+from neurotorch._options import check_int
+from neurotorch.config import show_progress, usable_cores
 from neurotorch.errors import FormatError, ShapeMismatchError
 from neurotorch.io.inflate import SequentialReader, Source
 from neurotorch.io.nifti_header import (
@@ -216,6 +217,12 @@ def _raw_volumes(
     return read_ahead(_volume_bytes(reader, header, volumes, n_buffers=3), depth=1)
 
 
+def decode_buffers(cores: int) -> int:
+    """Raw buffers a `decode_ahead` reader rotates: one being inflated, one queued and one being
+    decoded on two threads; one buffer when one thread does both."""
+    return 3 if cores >= 2 else 1
+
+
 def decode_ahead(
     raw_volumes: Iterator[tuple[int, bytearray]], decoder: VolumeDecoder, *, cores: int
 ) -> Generator[tuple[int, np.ndarray], None, None]:
@@ -226,7 +233,7 @@ def decode_ahead(
     no ``DataLoader`` workers ran at 0.82 of the one-core inflate limit instead of 0.62,
     ``scripts/bench_scale.py``). With one core (one reader per core, as in each of two workers
     on two cores) one helper thread does both, which keeps threads from contending for a core.
-    ``raw_volumes`` must rotate three or more buffers.
+    ``raw_volumes`` must rotate `decode_buffers` buffers.
     """
     inflated = read_ahead(raw_volumes, depth=1) if cores >= 2 else None
     decoded = ((volume, decoder.decode(raw)) for volume, raw in (inflated or raw_volumes))
@@ -263,7 +270,7 @@ def iter_volumes(
     progress
         Show a progress bar (also subject to ``NEUROTORCH_PROGRESS``).
     cores
-        Cores this reader may use (`decode_ahead`); every core of the machine by default.
+        Cores this reader may use (`decode_ahead`); every core this process may run on by default.
 
     Yields
     ------
@@ -283,14 +290,16 @@ def iter_volumes(
     RuntimeError
         The iterator is resumed in a process forked after it started.
     """
+    cores = usable_cores() if cores is None else check_int("cores", cores, minimum=1)
     with SequentialReader(source) as reader:
         header = read_header_from(reader)
         decoder = VolumeDecoder(header, mask, reader.name)
         everything = range(header.n_volumes)
         volumes: Iterator[tuple[int, np.ndarray]]
         if header.n_volumes * header.volume_nbytes > _READ_AHEAD_MIN_BYTES:
-            raw_volumes = _volume_bytes(reader, header, everything, n_buffers=3)
-            volumes = decode_ahead(raw_volumes, decoder, cores=cores or os.cpu_count() or 1)
+            buffers = decode_buffers(cores)
+            raw_volumes = _volume_bytes(reader, header, everything, n_buffers=buffers)
+            volumes = decode_ahead(raw_volumes, decoder, cores=cores)
         else:
             volumes = (
                 (v, decoder.decode(raw)) for v, raw in _volume_bytes(reader, header, everything)

@@ -30,7 +30,8 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from neurotorch.config import cache_dir, show_progress
+from neurotorch._options import check_int
+from neurotorch.config import cache_dir, show_progress, usable_cores
 from neurotorch.errors import CacheError, CorruptFileError, MissingDependencyError
 from neurotorch.io.atomic import atomic_path
 from neurotorch.io.inflate import GZIP_MAGIC
@@ -38,6 +39,7 @@ from neurotorch.io.nifti import (
     NiftiHeader,
     VolumeDecoder,
     decode_ahead,
+    decode_buffers,
     read_nifti_header,
     resolve_volume_indices,
 )
@@ -81,7 +83,7 @@ def index_path(path: str | os.PathLike, backend: str | None = None) -> Path:
 
 def _threads(threads: int | None) -> int:
     """Inflate threads: ``threads``, or every core (at most 4)."""
-    return threads if threads is not None else max(1, min(4, os.cpu_count() or 1))
+    return threads if threads is not None else min(4, usable_cores())
 
 
 def _open_backend(
@@ -295,6 +297,7 @@ def iter_volume_range(
         The iterator is resumed in a process forked after it started.
     """
     path = os.fspath(path)
+    cores = usable_cores() if threads is None else check_int("threads", threads, minimum=1)
     header = read_nifti_header(path)
     decoder = VolumeDecoder(header, mask, path)
     if not 0 <= start <= stop <= header.n_volumes:
@@ -304,8 +307,9 @@ def iter_volume_range(
 
     owner = os.getpid()
     with _open_seekable(path, threads) as handle:
-        raw_volumes = _raw_range(handle, header, range(start, stop), path=path, n_buffers=3)
-        volumes = decode_ahead(raw_volumes, decoder, cores=threads or os.cpu_count() or 1)
+        buffers = decode_buffers(cores)
+        raw_volumes = _raw_range(handle, header, range(start, stop), path=path, n_buffers=buffers)
+        volumes = decode_ahead(raw_volumes, decoder, cores=cores)
         with contextlib.closing(volumes):  # stops the helper thread before the file closes
             for item in volumes:
                 yield item

@@ -25,7 +25,7 @@ MUTANTS = [
     Mutant(
         "stream-decodes-a-buffer-being-refilled",
         "neurotorch/io/nifti.py",
-        "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=3)",
+        "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=buffers)",
         "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=1)",
         ("tests/test_io_nifti.py",),
     ),
@@ -46,7 +46,7 @@ MUTANTS = [
     Mutant(
         "seek-range-decodes-a-buffer-being-refilled",
         "neurotorch/io/seek_index.py",
-        "path=path, n_buffers=3)",
+        "path=path, n_buffers=buffers)",
         "path=path, n_buffers=1)",
         ("tests/test_io_nifti_seek_index.py",),
     ),
@@ -56,6 +56,20 @@ MUTANTS = [
         "            target[k] = value.numpy()",
         "            target[max(k, 1)] = value.numpy()",
         ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "mixed-dtypes-cast-to-the-first",
+        "neurotorch/data/collate.py",
+        "            if _stackable(values) and len({v.dtype for v in values}) == 1:",
+        "            if _stackable(values):",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "cores-of-the-machine-not-of-the-process",
+        "neurotorch/config.py",
+        "        return max(1, len(os.sched_getaffinity(0)))",
+        "        return os.cpu_count() or 1",
+        ("tests/test_io_nifti.py::test_the_default_cores_are_those_the_process_may_run_on",),
     ),
     Mutant(
         "rank-padding-removed",

@@ -28,6 +28,7 @@ import torch
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_settings, check_bool, check_int
+from neurotorch.config import usable_cores
 from neurotorch.data.fmri.betas import Settings, as_subject_list, describe_dataset
 from neurotorch.data.fmri.pairing import Features, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, laion_root
@@ -245,7 +246,7 @@ class BetasStream(ShardedIterable):
         path = self.root.path(relpath)
         # with verification off, no pass is spent on an index: seek only where one exists
         seekable = self.root.is_local and can_seek(path)
-        cores = max(1, (os.cpu_count() or 1) // num_workers)  # of this DataLoader worker
+        cores = max(1, usable_cores() // num_workers)  # of this DataLoader worker
         if first > 0 and seekable and (self.read.verify != "off" or has_index(path)):
             yield from iter_volume_range(path, first, last + 1, mask=mask, threads=cores)
             return
