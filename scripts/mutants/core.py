@@ -30,6 +30,13 @@ MUTANTS = [
         ("tests/test_io_nifti.py",),
     ),
     Mutant(
+        "seek-range-stops-one-volume-early",
+        "neurotorch/data/fmri/stream.py",
+        "iter_volume_range(path, first, last + 1, mask=mask, threads=cores)",
+        "iter_volume_range(path, first, last, mask=mask, threads=cores)",
+        ("tests/test_read_ahead_trainer.py",),
+    ),
+    Mutant(
         "inflating-thread-left-running",
         "neurotorch/io/nifti.py",
         "        if inflated is not None and os.getpid() == owner:\n            inflated.close()\n",
