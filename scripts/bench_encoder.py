@@ -35,6 +35,7 @@ himalaya's ``RidgeCV`` (its memory per voxel) and neurotorch on the same reduced
     python scripts/bench_encoder.py --repeat 1         # one round (~6 min)
     python scripts/bench_encoder.py --scale            # whole brain, 4 sessions (~1 h on 2 cores)
     python scripts/bench_encoder.py --scale --voxels 50000 --trials 1050   # a smaller check
+    python scripts/bench_encoder.py --scale --trials 35700 --anchor-voxels 0   # one subject
     python scripts/bench_encoder.py --device cuda --trials 20000 --voxels 50000
 """
 
@@ -331,7 +332,7 @@ def scale_rows(
 ) -> list[dict]:
     """The encoder's memory and time rows at real geometry (see the module docstring), each from
     a fresh child process; the anchors (himalaya when installed, and neurotorch) at
-    ``anchor_voxels`` voxels of the same width and trials."""
+    ``anchor_voxels`` voxels of the same width and trials (none when it is 0)."""
     rows = []
     with tempfile.TemporaryDirectory() as out:
         for precision in precisions:
@@ -349,7 +350,7 @@ def scale_rows(
             }
             rows.append(_child(spec))
     libraries = ["neurotorch"] + (["himalaya"] if _has_himalaya() else [])
-    for library in libraries:
+    for library in libraries if anchor_voxels else []:
         spec = {
             "kind": "anchor",
             "library": library,
@@ -454,7 +455,13 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, help="voxels (speed 10000; scale 572557)")
     parser.add_argument("--precision", nargs="+", default=["float32"], help="scale: precisions")
     parser.add_argument("--voxel-chunk", type=int, help="scale: voxel_chunk (default: planned)")
-    parser.add_argument("--anchor-voxels", type=int, default=20_000)
+    parser.add_argument(
+        "--anchor-voxels",
+        type=int,
+        default=20_000,
+        help="scale: voxels of the anchors (0: none; the anchors hold every trial in memory, so "
+        "their memory grows with --trials)",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="speed: interleaved rounds")
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads of every run (0: torch's default)"

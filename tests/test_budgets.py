@@ -23,7 +23,7 @@ def test_costs_sum_setup_call_and_teardown_per_node_and_budgets_scale_above_a_fl
         '<testcase classname="tests.test_a" name="test_fast" time="0.5"/>'
         '<testcase classname="tests.test_a" name="test_slow[fmri-2]" time="7.25"/>'
         '<testcase classname="tests.test_b.TestGroup" name="test_in_class" time="4.0"/>'
-        '<testcase classname="tests.faults.test_c" name="test_nested" time="3.01"/>'
+        '<testcase classname="tests.faults.test_c" name="test_nested" time="6.01"/>'
         "</testsuite></testsuites>"
     )
     script = load_script()
@@ -32,13 +32,13 @@ def test_costs_sum_setup_call_and_teardown_per_node_and_budgets_scale_above_a_fl
         "tests/test_a.py::test_fast": 0.5,
         "tests/test_a.py::test_slow[fmri-2]": 7.25,
         "tests/test_b.py::TestGroup::test_in_class": 4.0,
-        "tests/faults/test_c.py::test_nested": 3.01,
+        "tests/faults/test_c.py::test_nested": 6.01,
     }
-    assert script.budgets(costs) == {  # 20× the cost, at least 60 s, rounded up
-        "tests/test_a.py::test_fast": 60,
+    assert script.budgets(costs) == {  # 20× the cost, at least 120 s, rounded up
+        "tests/test_a.py::test_fast": 120,
         "tests/test_a.py::test_slow[fmri-2]": 145,
-        "tests/test_b.py::TestGroup::test_in_class": 80,
-        "tests/faults/test_c.py::test_nested": 61,
+        "tests/test_b.py::TestGroup::test_in_class": 120,
+        "tests/faults/test_c.py::test_nested": 121,
     }
 
 

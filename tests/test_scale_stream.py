@@ -44,9 +44,13 @@ def betas_file(root: Path, session: str) -> Path:
 
 def check_values(root: Path, stream: BetasStream, items) -> None:
     mask = stream.voxel_masks()[SUBJECT]
+    loaded: dict[str, np.ndarray] = {}
     for item in items:
-        volume = np.asarray(nib.load(betas_file(root, item["session"])).dataobj)
-        np.testing.assert_array_equal(item["betas"].numpy(), volume[..., item["trial"]][mask])
+        session = item["session"]
+        if session not in loaded:
+            loaded[session] = np.asarray(nib.load(betas_file(root, session)).dataobj)
+        volume = loaded[session][..., item["trial"]]
+        np.testing.assert_array_equal(item["betas"].numpy(), volume[mask])
 
 
 class Calls:
