@@ -111,15 +111,18 @@ def test_the_automatic_plan_keeps_everything_in_memory_when_it_fits(tiny_laion_r
     assert model.weight.dtype == torch.float32
 
 
-def test_the_plan_spills_to_a_scratch_file_when_memory_is_short():
+def test_the_plan_spills_to_a_scratch_file_when_memory_is_short(monkeypatch):
     size = EncoderSize(n_features=1024, n_voxels=572_557, n_candidates=7, n_test_images=224)
     # in memory the cross-products alone are K·D·8 bytes per voxel: 23.45 GB
     assert size.scratch_bytes() == 5 * 1024 * 572_557 * 8
+    asked: list[int] = []  # the disk's room is checked for the scratch file (not this disk's)
+    monkeypatch.setattr(encoder_memory, "_check_scratch_space", asked.append)
     roomy = plan_memory(size, available=(10**15, "a test"))
-    assert not roomy.on_disk and roomy.voxel_chunk < size.n_voxels
+    assert not roomy.on_disk and roomy.voxel_chunk < size.n_voxels and asked == []
     short = plan_memory(size, available=(22 * 10**9, "a test"))
     assert short.on_disk and short.need <= 22e9 * encoder_memory.PLAN_FRACTION
     assert short.need < roomy.need / 3
+    assert asked == [5 * 1024 * 572_557 * 8]
 
 
 def write(path, text: str) -> None:
