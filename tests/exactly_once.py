@@ -8,6 +8,7 @@ expected ids come from the DataModule's own split tables, the padding from the s
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -94,6 +95,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def become_rank(rank: int, port: int, world_size: int = 2) -> None:
+    """Make this spawned process a rank as ``torchrun`` makes one.
+
+    A process started by ``spawn`` makes ``spawn`` its default start method, so its DataLoader
+    workers would each import the whole stack again (tens of seconds per loader); a ``torchrun``
+    rank forks them, and so does this one."""
+    torch.multiprocessing.set_start_method("fork", force=True)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        NODE_RANK="0",
+    )
 
 
 def read_records(out: Path, world_size: int) -> list[dict[str, list]]:

@@ -13,13 +13,13 @@ property is about which items are seen, not about the solver's convergence).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from exactly_once import (
     RecordIds,
+    become_rank,
     check_exactly_once,
     fmri_ids,
     free_port,
@@ -163,20 +163,9 @@ def _ids_and_expected(case: str):
 
 
 def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
-    """One rank of a 2-rank run launched as ``torchrun`` launches: every case, fit then test.
-
-    A process started by ``spawn`` makes ``spawn`` its default start method, so its DataLoader
-    workers would each import the whole stack again (tens of seconds per loader); a ``torchrun``
-    rank forks them, and so does this one."""
-    torch.multiprocessing.set_start_method("fork", force=True)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        NODE_RANK="0",
-    )
+    """One rank of a 2-rank run launched as ``torchrun`` launches (`become_rank`): every case,
+    fit then test."""
+    become_rank(rank, port)
     for case in DDP_CASES:
         dm = _ddp_module(case, Path(root))
         Path(out, case).mkdir(exist_ok=True)

@@ -15,14 +15,20 @@ per rank.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from exactly_once import RecordIds, check_exactly_once, free_port, read_records, trainer
+from exactly_once import (
+    RecordIds,
+    become_rank,
+    check_exactly_once,
+    free_port,
+    read_records,
+    trainer,
+)
 
 from neurotorch.fmri import layout
 from neurotorch.io import nifti
@@ -112,15 +118,7 @@ def test_one_process_serves_nibabel_values_once(num_workers, large_root, tmp_pat
 
 def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
     """One rank, launched as ``torchrun`` launches it (its DataLoader workers fork)."""
-    torch.multiprocessing.set_start_method("fork", force=True)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        NODE_RANK="0",
-    )
+    become_rank(rank, port)
     model = RecordIds(out, ids_with_values)
     run = trainer(out, max_epochs=EPOCHS, devices=2, strategy="ddp")
     dm = module(root, 2)
