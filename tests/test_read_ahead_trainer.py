@@ -8,8 +8,8 @@ module writes a tree whose session files are above the threshold (168 trials of 
 
 Each item is identified by its trial and a digest of its values, so the exactly-once check also
 compares every delivered value with nibabel's full load of the file. One process runs with 0 and
-2 workers (two epochs, persistent workers, then test); one 2-rank DDP launch runs with 2 workers
-per rank.
+2 workers (two epochs, persistent workers, then test), and a run resumed mid-epoch from a
+checkpoint; one 2-rank DDP launch runs with 2 workers per rank.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from exactly_once import (
     read_records,
     trainer,
 )
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from neurotorch.fmri import layout
 from neurotorch.io import nifti
@@ -114,6 +115,26 @@ def test_one_process_serves_nibabel_values_once(num_workers, large_root, tmp_pat
     run.fit(model, dm)
     run.test(model, dm)
     check_run(read_records(tmp_path, 1), large_root, world_size=1)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_serves_the_rest_of_it_once(large_root, tmp_path):
+    stop, resumed_out = tmp_path / "stopped", tmp_path / "resumed"
+    stop.mkdir(), resumed_out.mkdir()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
+    first = RecordIds(str(stop), ids_with_values)
+    trainer(tmp_path, max_steps=3, callbacks=[checkpoint], enable_checkpointing=True).fit(
+        first, module(large_root, 2)
+    )
+    resumed = RecordIds(str(resumed_out), ids_with_values)
+    dm = module(large_root, 2)
+    trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(
+        resumed, dm, ckpt_path=tmp_path / "epoch=0-step=3.ckpt"
+    )
+    (before,), (after,) = read_records(stop, 1), read_records(resumed_out, 1)
+    assert len(before["train/0"]) == 3
+    record = {"train/0": before["train/0"] + after["train/0"]}
+    check_exactly_once([record], "train/0", expected(dm, "train/0", large_root), padding=0)
 
 
 def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
