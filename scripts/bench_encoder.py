@@ -33,7 +33,7 @@ himalaya's ``RidgeCV`` (its memory per voxel) and neurotorch on the same reduced
 
     python scripts/bench_encoder.py                    # speed, CPU, one thread each (~15 min)
     python scripts/bench_encoder.py --repeat 1         # one round (~6 min)
-    python scripts/bench_encoder.py --scale            # whole brain, 4 sessions (~1 h on 2 cores)
+    python scripts/bench_encoder.py --scale            # whole brain, 4 sessions (~25 min)
     python scripts/bench_encoder.py --scale --voxels 50000 --trials 1050   # a smaller check
     python scripts/bench_encoder.py --scale --trials 35700 --anchor-voxels 0   # one subject
     python scripts/bench_encoder.py --device cuda --trials 20000 --voxels 50000
@@ -52,6 +52,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+
+from neurotorch.cli.arguments import non_negative_int, positive_int
 
 PENALTIES = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 N_FOLDS = 5
@@ -450,21 +452,28 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scale", action="store_true", help="whole-brain memory and time rows")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--trials", type=int, help="training trials (speed 2000; scale 4200)")
-    parser.add_argument("--test", type=int, default=500, help="speed: test trials")
-    parser.add_argument("--voxels", type=int, help="voxels (speed 10000; scale 572557)")
+    parser.add_argument(
+        "--trials", type=positive_int, help="training trials (speed 2000; scale 4200)"
+    )
+    parser.add_argument("--test", type=positive_int, default=500, help="speed: test trials")
+    parser.add_argument("--voxels", type=positive_int, help="voxels (speed 10000; scale 572557)")
     parser.add_argument("--precision", nargs="+", default=["float32"], help="scale: precisions")
-    parser.add_argument("--voxel-chunk", type=int, help="scale: voxel_chunk (default: planned)")
+    parser.add_argument(
+        "--voxel-chunk", type=positive_int, help="scale: voxel_chunk (default: planned)"
+    )
     parser.add_argument(
         "--anchor-voxels",
-        type=int,
+        type=non_negative_int,
         default=20_000,
         help="scale: voxels of the anchors (0: none; the anchors hold every trial in memory, so "
         "their memory grows with --trials)",
     )
-    parser.add_argument("--repeat", type=int, default=2, help="speed: interleaved rounds")
+    parser.add_argument("--repeat", type=positive_int, default=2, help="speed: interleaved rounds")
     parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads of every run (0: torch's default)"
+        "--threads",
+        type=non_negative_int,
+        default=1,
+        help="CPU threads of every run (0: torch's default)",
     )
     args = parser.parse_args()
     if args.worker:
