@@ -160,6 +160,14 @@ def test_subject_subset_matches_a_direct_computation(tmp_path, series):
         network_map({"les": _lesion([8])}, batches, subjects=[0, 7])
 
 
+@pytest.mark.parametrize("subjects", ["012", [0.0, 1.0, 2.0], [2.9, 3.5, 4.99], [True, False, 2]])
+def test_subjects_that_are_not_integers_are_refused_not_truncated(tmp_path, series, subjects):
+    # a string must not become its characters, a float must not be truncated to another subject
+    batches = _write_connectome(tmp_path, series)
+    with pytest.raises(ParameterError, match=r"subjects\[0\] must be an integer"):
+        network_map({"les": _lesion([8])}, batches, subjects=subjects)
+
+
 def test_network_map_leaves_torch_threads_alone(tmp_path, series, monkeypatch):
     batches = _write_connectome(tmp_path, series)
     calls = []

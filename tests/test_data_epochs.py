@@ -19,6 +19,7 @@ from neurotorch.data.loader import StreamLoader
 from neurotorch.lightning import LaionFMRIDataModule
 
 SUBJECTS = ["sub-01", "sub-02"]
+STREAMED = "sub-01"  # a stream over several subjects is not batched (test_data_stream.py)
 FACE = {"roi": "face"}
 TEST = {"split": "random_0", "part": "test"}
 
@@ -34,7 +35,7 @@ def _covers_once(keys, table) -> None:
 
 def _stream(root) -> BetasStream:
     return BetasStream(
-        root, SUBJECTS, voxels=FACE, trials=TEST, features=None, read={"shuffle_buffer": 8}
+        root, STREAMED, voxels=FACE, trials=TEST, features=None, read={"shuffle_buffer": 8}
     )
 
 
@@ -75,7 +76,7 @@ def test_stream_loader_moves_to_the_next_epoch_at_every_pass(tiny_laion_root, wo
 def test_plain_dataloader_stream_follows_set_epoch(tiny_laion_root, workers, persistent):
     stream = BetasStream(
         tiny_laion_root,
-        SUBJECTS,
+        STREAMED,
         voxels=FACE,
         trials=TEST,
         features=None,
@@ -147,7 +148,7 @@ def test_map_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers,
 def _module(root, streaming: bool, num_workers: int) -> LaionFMRIDataModule:
     return LaionFMRIDataModule(
         data_dir=str(root),
-        subject=SUBJECTS if not streaming else "sub-01",
+        subject=SUBJECTS if not streaming else STREAMED,
         voxels=FACE,
         trials={"split": "random_0"},
         features=None,

@@ -5,20 +5,23 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
 from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.loader import StreamLoader
+from neurotorch.errors import MixedBatchError
 from neurotorch.fmri import layout
+from neurotorch.lightning import LaionFMRIDataModule
 
 SUBJECTS = ["sub-01", "sub-02"]
 
 
-def _stream(root, shuffle_buffer: int = 0, **kwargs) -> BetasStream:
+def _stream(root, shuffle_buffer: int = 0, subjects=SUBJECTS, **kwargs) -> BetasStream:
     return BetasStream(
         root,
-        SUBJECTS,
+        subjects,
         voxels={"roi": "face"},
         trials={"split": "random_0", "part": "train"},
         read={"shuffle_buffer": shuffle_buffer},
@@ -87,10 +90,32 @@ def test_ranks_get_equal_counts_and_together_cover_everything(tiny_laion_root, w
     )  # only the wrap-around padding repeats
 
 
-def test_workers_split_a_rank_without_overlap(tiny_laion_root):
-    stream = _stream(tiny_laion_root, shuffle_buffer=8)
-    batches = list(StreamLoader(stream, batch_size=10, num_workers=2))
+@pytest.mark.parametrize(("subjects", "batch_size"), [(SUBJECTS, 1), (["sub-02"], 10)])
+def test_workers_split_a_rank_without_overlap(tiny_laion_root, subjects, batch_size):
+    stream = _stream(tiny_laion_root, shuffle_buffer=8, subjects=subjects)
+    batches = list(StreamLoader(stream, batch_size=batch_size, num_workers=2))
     assert sorted(_batch_keys(batches)) == _expected(stream)
+    assert all(len(set(batch["subject"])) == 1 for batch in batches)
+
+
+def test_a_stream_over_several_subjects_is_never_batched(tiny_laion_root):
+    """Its trials interleave the subjects, so batches would stack rows of different subjects
+    (their voxels differ even where the counts match: V1v has 33 voxels in both)."""
+    stream = _stream(tiny_laion_root)
+    assert set(stream.trials["subject"]) == set(SUBJECTS)
+    with pytest.raises(MixedBatchError, match="sub-01, sub-02"):
+        StreamLoader(stream, batch_size=8)
+    with pytest.raises(MixedBatchError, match="batch_size=4"):
+        _stream(tiny_laion_root, batch_size=4)
+    # a plain DataLoader batches behind the stream's back: collate_items refuses the batch
+    same_counts = BetasStream(tiny_laion_root, SUBJECTS, voxels={"roi": "V1v"}, features=None)
+    assert len({int(mask.sum()) for mask in same_counts.voxel_masks().values()}) == 1
+    with pytest.raises(MixedBatchError, match="mixes subjects"):
+        list(DataLoader(same_counts, batch_size=len(same_counts), collate_fn=collate_items))
+    with pytest.raises(MixedBatchError, match="streaming=False"):
+        LaionFMRIDataModule(data_dir=tiny_laion_root, subject=SUBJECTS, streaming=True)
+    single = _stream(tiny_laion_root, subjects=["sub-01"], batch_size=4)  # one subject batches
+    assert single.batch_size == 4
 
 
 def test_resume_from_state_dict_in_process(tiny_laion_root):
@@ -111,7 +136,7 @@ def test_resume_from_state_dict_in_process(tiny_laion_root):
 @pytest.mark.parametrize("loader_class", [StatefulDataLoader, StreamLoader])
 def test_resume_with_stateful_dataloader_workers(tiny_laion_root, loader_class):
     def loader():
-        stream = _stream(tiny_laion_root, shuffle_buffer=16, seed=2)
+        stream = _stream(tiny_laion_root, shuffle_buffer=16, seed=2, subjects=["sub-01"])
         return loader_class(stream, batch_size=8, num_workers=2, collate_fn=collate_items)
 
     first = loader()

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from scipy.signal import butter, filtfilt, sosfiltfilt
 
-from neurotorch.errors import ParameterError
+from neurotorch.errors import ParameterError, ShapeMismatchError
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
 
 
@@ -159,6 +159,15 @@ def test_alpha_one_means_no_noise_and_alpha_zero_pure_noise():
         sim.simulate(sources, 1.5, gen)
     with pytest.raises(ValueError, match="n_components=3"):
         SensorSimulator(np.ones((3, 10, 3))).simulate(sources, 0.5, gen)
+
+
+@pytest.mark.parametrize("n_sources", [8, 12])
+def test_sources_drawn_for_another_source_count_are_refused(n_sources):
+    # fewer would project through the leadfield's first columns only, more may index past it
+    gen = torch.Generator().manual_seed(0)
+    sources = SourceSimulator().simulate(2, n_sources, 8, generator=gen)
+    with pytest.raises(ShapeMismatchError, match="n_sources=10"):
+        SensorSimulator(np.ones((3, 10))).simulate(sources, 0.5, gen)
 
 
 def test_item_generator_depends_on_seed_and_index_only():

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import check_int, check_number, check_option
+from neurotorch._options import as_ints, check_int, check_number, check_option
 from neurotorch.config import show_progress
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.lesions import LesionInput, LesionSet, load_lesions
@@ -209,7 +209,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:
     """The subject indices to use; raises `ParameterError` unless >= 2 distinct ones in range."""
-    subjects = list(range(n_subjects)) if subjects is None else [int(s) for s in subjects]
+    subjects = list(range(n_subjects)) if subjects is None else as_ints("subjects", subjects)
     if len(subjects) < 2:
         raise ParameterError(
             f"Lesion network mapping needs at least 2 subjects, got {len(subjects)}."

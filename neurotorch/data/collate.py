@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
+from neurotorch.errors import MixedBatchError
+
 
 class ItemBatch(Sequence):
     """A batch as one dict of stacked tensors / lists, viewed as a sequence of item dicts."""
@@ -68,9 +70,20 @@ def _stackable(values: list[Any]) -> bool:
 
 def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Collate dict items: an `ItemBatch` as is; otherwise tensors of one shape are stacked (in
-    the dtype they promote to when they differ), numbers become tensors and everything else (strings, ragged tensors, lists) stays a list."""
+    the dtype they promote to when they differ), numbers become tensors and everything else
+    (strings, ragged tensors, lists) stays a list. fMRI items (``betas`` and ``subject``) of
+    several subjects are refused with `MixedBatchError`: their voxels do not correspond."""
     if isinstance(batch, ItemBatch):
         return batch.data
+    if "betas" in batch[0] and "subject" in batch[0]:
+        subjects = list(dict.fromkeys(item["subject"] for item in batch))
+        if len(subjects) > 1:
+            raise MixedBatchError(
+                f"A batch of {len(batch)} items mixes subjects {', '.join(subjects)}: their betas "
+                "do not share voxels. Stream one subject at a time, or load batches of one "
+                "subject each from the map-style dataset: dataset.loader(batch_size=32, "
+                "shuffle=True, num_workers=2)."
+            )
     out: dict[str, Any] = {}
     for key in batch[0]:
         values = [item[key] for item in batch]

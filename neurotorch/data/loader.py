@@ -22,7 +22,7 @@ from typing import Any
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
-from neurotorch.data.sharding import ShardedIterable, check_batch_size
+from neurotorch.data.sharding import ShardedIterable
 
 
 class StatefulLoader(StatefulDataLoader):
@@ -62,7 +62,7 @@ class StreamLoader(StatefulLoader):
     ):
         if batch_size is not None:
             kwargs.setdefault("collate_fn", collate_items)
-            dataset.batch_size, dataset.drop_last = check_batch_size(batch_size), drop_last
+            dataset.set_batching(batch_size, drop_last)
         super().__init__(dataset, batch_size, drop_last=drop_last, **kwargs)
         self.advance_epoch = advance_epoch
         self._epochs_started = 0

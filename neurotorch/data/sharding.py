@@ -186,6 +186,11 @@ class ShardedIterable(IterableDataset):
     _pinned: tuple[int, int] | None = None
     auto_advance: bool = False
 
+    def set_batching(self, batch_size: int, drop_last: bool = False) -> None:
+        """The ``batch_size`` and ``drop_last`` of the loader that batches these items (workers
+        get whole batches); `ShardingError` unless ``batch_size`` is a positive integer."""
+        self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
+
     def pin_shard(self) -> None:
         """Record this process's rank and world size for the ``DataLoader`` workers it starts."""
         self._pinned = rank_and_world_size()

@@ -34,7 +34,7 @@ from neurotorch.data.fmri.settings import (
     laion_root,
 )
 from neurotorch.data.fmri.store import build_store
-from neurotorch.data.fmri.stream import BetasStream
+from neurotorch.data.fmri.stream import BetasStream, check_one_subject_per_batch
 from neurotorch.data.fmri.trials import Part, TrialSelection
 from neurotorch.errors import ParameterError
 from neurotorch.features import FeatureSpec
@@ -95,6 +95,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         self.read = as_settings(ReadSettings, read, "read")
         if streaming:
             self.read.check_streamable()
+            check_one_subject_per_batch(self.subjects, self.batch_size)
         self.synthetic = as_settings(SyntheticOptions, synthetic, "synthetic")
         self.features = features
         # hparams (and checkpoints) hold plain values, never the settings objects: the arguments

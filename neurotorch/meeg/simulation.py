@@ -335,6 +335,12 @@ class SensorSimulator:
                 f"The leadfield has {self.n_components} component(s) per source but the sources have "
                 f"{k}; simulate them with n_components={self.n_components}."
             )
+        if sources.n_sources != self.leadfield.shape[1]:
+            raise ShapeMismatchError(
+                f"The sources were drawn among {sources.n_sources} sources but the leadfield has "
+                f"{self.leadfield.shape[1]}; simulate them with n_sources="
+                f"{self.leadfield.shape[1]}."
+            )
         columns = self.leadfield[:, sources.active_indices]  # (M, B, nnz[, K])
         batch = columns.shape[1]
         columns = columns.permute(1, 0, *range(2, columns.ndim)).reshape(

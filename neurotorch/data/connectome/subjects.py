@@ -26,7 +26,6 @@ from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
 from neurotorch.data.partition import partition
 from neurotorch.data.sharding import (
     ShardedIterable,
-    check_batch_size,
     epoch_order,
     shard_positions,
     units_per_rank,
@@ -223,7 +222,7 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         )
         self.shuffle, self.seed = check_bool("shuffle", shuffle), check_int("seed", seed)
         self.epoch = 0
-        self.batch_size, self.drop_last = check_batch_size(batch_size), bool(drop_last)
+        self.set_batching(batch_size, drop_last)
 
     def chunks(self) -> list[list[int]]:
         """The selected subjects of every chunk that has any, in this epoch's order."""

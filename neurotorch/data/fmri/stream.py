@@ -35,11 +35,11 @@ from neurotorch.data.fmri.settings import ReadSettings, laion_root
 from neurotorch.data.fmri.trials import SELECTION_COLUMNS, TrialSelection, select_trials
 from neurotorch.data.sharding import (
     ShardedIterable,
-    check_batch_size,
     epoch_order,
     shard_positions,
     units_per_rank,
 )
+from neurotorch.errors import MixedBatchError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
 from neurotorch.fmri.nan_policy import apply_nan_policy
@@ -49,6 +49,21 @@ from neurotorch.io.integrity import verify_before_use
 from neurotorch.io.nifti import iter_volumes
 from neurotorch.io.seek_index import can_seek, has_index, iter_volume_range
 from neurotorch.io.storage import DataRoot
+
+
+def check_one_subject_per_batch(subjects: Sequence[str], batch_size: int) -> None:
+    """`MixedBatchError` when a stream over several subjects would be batched: it interleaves
+    their trials, so a batch would stack rows of different subjects (whose voxels differ even
+    where their counts match)."""
+    if len(subjects) > 1 and batch_size > 1:
+        raise MixedBatchError(
+            f"A stream over {', '.join(subjects)} cannot be batched (batch_size={batch_size}): "
+            "it interleaves the subjects' trials, so a batch would stack betas of different "
+            "subjects, whose voxels do not correspond. Stream one subject at a time, or use the "
+            "map-style dataset, whose batches hold one subject each: BetasDataset(...).loader("
+            f"batch_size={batch_size}, shuffle=True, num_workers=2) (a DataModule: "
+            "streaming=False)."
+        )
 
 
 @fill_doc
@@ -76,7 +91,8 @@ class BetasStream(ShardedIterable):
         Workers get whole batches of ``batch_size`` trials, so that a ``DataLoader`` with this
         ``batch_size`` yields exactly ``ceil(len / batch_size)`` batches (`StreamLoader` sets it
         from its own); ``drop_last`` leaves out the tail that does not fill a rank's share
-        instead of padding it (see `neurotorch.data.sharding`).
+        instead of padding it (see `neurotorch.data.sharding`). A stream over several subjects
+        is not batched (`MixedBatchError` for ``batch_size`` > 1): it interleaves their trials.
     %(storage_options)s
 
     Notes
@@ -106,12 +122,9 @@ class BetasStream(ShardedIterable):
         self.read = as_settings(ReadSettings, read, "read")
         self.read.check_streamable()
         self.seed = check_int("seed", seed)
-        self.batch_size, self.drop_last = (
-            check_batch_size(batch_size),
-            check_bool("drop_last", drop_last),
-        )
-        self.root = laion_root(data_dir, storage_options)
         self.subjects = as_subject_list(subject)
+        self.set_batching(batch_size, check_bool("drop_last", drop_last))
+        self.root = laion_root(data_dir, storage_options)
         self.trial_selection = as_settings(TrialSelection, trials, "trials")
         self.voxel_selection = as_settings(VoxelSelection, voxels, "voxels")
         self.transform = transform
@@ -138,6 +151,12 @@ class BetasStream(ShardedIterable):
         self.epoch = 0
         self._yielded = 0
         self._skip = 0
+
+    def set_batching(self, batch_size: int, drop_last: bool = False) -> None:
+        """As `ShardedIterable.set_batching`; `MixedBatchError` for batches of several trials
+        over several subjects (see `check_one_subject_per_batch`)."""
+        super().set_batching(batch_size, drop_last)
+        check_one_subject_per_batch(self.subjects, self.batch_size)
 
     def __repr__(self) -> str:
         order = f"shuffle buffer {self.shuffle_buffer}" if self.shuffle_buffer > 1 else "file order"
