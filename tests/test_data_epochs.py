@@ -145,6 +145,28 @@ def test_map_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers,
     assert resumed == epoch_1 and after == epoch_2 != epoch_1
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "stream"])
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch(
+    tiny_laion_root, streaming, workers, persistent
+):
+    """What an end-of-epoch checkpoint holds: the restored loader's next pass is the epoch an
+    uninterrupted loader would run next, whole (not that epoch again, not an empty pass)."""
+
+    def make_loader():
+        if streaming:
+            return StreamLoader(_stream(tiny_laion_root), 8, **_options(workers, persistent))
+        dataset = _dataset(tiny_laion_root)
+        return dataset.loader(8, shuffle=True, seed=5, **_options(workers, persistent))
+
+    uninterrupted = _passes(make_loader(), 3)
+    stopped = make_loader()
+    _passes(stopped, 2)
+    resumed = make_loader()
+    resumed.load_state_dict(stopped.state_dict())
+    assert _keys(resumed) == uninterrupted[2] != uninterrupted[1]
+
+
 def _module(root, streaming: bool, num_workers: int) -> LaionFMRIDataModule:
     return LaionFMRIDataModule(
         data_dir=str(root),
@@ -166,10 +188,14 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
     tiny_laion_root, tmp_path, streaming, num_workers
 ):
     """Three epochs uninterrupted; then a run stopped in epoch 1 (checkpoint) and resumed: its
-    epoch 1 is the uninterrupted epoch 1, and its epoch 2 the uninterrupted epoch 2."""
+    epoch 1 is the uninterrupted epoch 1, and its epoch 2 the uninterrupted epoch 2. The same
+    from the checkpoint taken at the end of epoch 0 (Lightning's default checkpoint time)."""
     whole = RecordIds(str(tmp_path), fmri_ids)
     steps = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
-    trainer(tmp_path, max_epochs=3, callbacks=[steps], enable_checkpointing=True).fit(
+    ends = ModelCheckpoint(
+        dirpath=tmp_path / "ends", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True
+    )
+    trainer(tmp_path, max_epochs=3, callbacks=[steps, ends], enable_checkpointing=True).fit(
         whole, _module(tiny_laion_root, streaming, num_workers)
     )
     epochs = [_keys_of(whole.seen[f"train/{e}"]) for e in range(3)]
@@ -184,6 +210,14 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
     )
     assert _keys_of(resumed.seen["train/1"]) == epochs[1][2 * 8 :]
     assert _keys_of(resumed.seen["train/2"]) == epochs[2]
+    after_epoch_0 = RecordIds(str(tmp_path), fmri_ids)
+    trainer(tmp_path, max_epochs=3).fit(
+        after_epoch_0,
+        _module(tiny_laion_root, streaming, num_workers),
+        ckpt_path=tmp_path / "ends" / "epoch=0.ckpt",
+    )
+    assert "train/0" not in after_epoch_0.seen
+    assert [_keys_of(after_epoch_0.seen[f"train/{e}"]) for e in (1, 2)] == epochs[1:]
 
 
 def _keys_of(batches: list[list]) -> list[tuple]:

@@ -34,6 +34,20 @@ class StatefulLoader(StatefulDataLoader):
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             super().__init__(*args, **kwargs)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume where ``state_dict`` was taken. A state taken after a pass had ended starts
+        the next pass afresh: its batch sampler is told where it stood (a
+        `neurotorch.data.sampling.GroupedBatchSampler` then starts the next epoch), where
+        torchdata would replay the ended pass with workers or restore an empty one without."""
+        if not state_dict.get("_iterator_finished"):
+            super().load_state_dict(state_dict)
+            return
+        super().load_state_dict({})  # forgets the current pass
+        main = state_dict.get("_snapshot", {}).get("_main_snapshot", state_dict)
+        sampler_state = main.get("_index_sampler_state")
+        if sampler_state is not None and hasattr(self.batch_sampler, "load_state_dict"):
+            self.batch_sampler.load_state_dict(sampler_state)
+
 
 class StreamLoader(StatefulLoader):
     """Loader of a `ShardedIterable` (see the module docstring).
@@ -77,10 +91,19 @@ class StreamLoader(StatefulLoader):
         self._restored = False
         return super().__iter__()
 
+    def start_at_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (and the passes after it the epochs after it)."""
+        self._epochs_started = int(epoch)
+
     def state_dict(self) -> dict[str, Any]:
         return {"loader": super().state_dict(), "epoch": self.dataset.epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume where ``state_dict`` was taken: mid-epoch, the rest of that epoch; after a pass
+        had ended, the next pass (the next epoch, unless the loader keeps its epoch)."""
         self.dataset.set_epoch(state_dict["epoch"])
+        if state_dict["loader"].get("_iterator_finished"):
+            self._epochs_started, self._restored = state_dict["epoch"] + 1, False
+            return
         super().load_state_dict(state_dict["loader"])
         self._restored = True

@@ -88,11 +88,15 @@ class GroupedBatchSampler(BatchSampler):
         return {"epoch": self._pass_epoch, "yielded": self._yielded, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next pass is epoch ``state["epoch"]`` from its batch ``state["yielded"]``
-        (unless a different epoch is then set, which starts that epoch from its first batch)."""
+        """Resume: the next pass is epoch ``state["epoch"]`` from its batch ``state["yielded"]``,
+        or the next epoch from its start when that pass had handed out all its batches (unless a
+        different epoch is then set, which starts that epoch from its first batch)."""
         self.seed = int(state.get("seed", self.seed))
-        self.set_epoch(int(state["epoch"]))
-        self._resume = (self.epoch, int(state["yielded"]))
+        epoch, yielded = int(state["epoch"]), int(state["yielded"])
+        _, size, _ = self._shard()
+        finished = yielded >= units_per_rank(len(self._batches(epoch)), size)
+        self.set_epoch(epoch + 1 if finished else epoch)
+        self._resume = None if finished else (epoch, yielded)
 
     def _shard(self) -> tuple[int, int, int]:
         """(rank, world size, epoch)."""

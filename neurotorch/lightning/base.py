@@ -111,11 +111,24 @@ class NeurotorchDataModule(L.LightningDataModule):
         if isinstance(dataset, ShardedIterable):
             whole = getattr(dataset, "yields_batches", False)  # whole batches pass through
             batch_size = None if whole else self.batch_size
-            return StreamLoader(dataset, batch_size, advance_epoch=shuffle, **settings)
+            loader = StreamLoader(dataset, batch_size, advance_epoch=shuffle, **settings)
+            if shuffle:
+                loader.start_at_epoch(self._fit_epoch())
+            return loader
         sampler = GroupedBatchSampler.for_dataset(
             dataset, self.batch_size, shuffle=shuffle, seed=self.seed
         )
+        if shuffle:
+            sampler.set_epoch(self._fit_epoch())
         return StatefulLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **settings)
+
+    def _fit_epoch(self) -> int:
+        """The epoch a fit is about to run (0 outside a fit): after a resume from a checkpoint
+        taken at the end of an epoch, the next one. Lightning hands its epoch to a loader's
+        ``sampler`` only, and restores a loader's position only when it stopped mid-epoch, so
+        the loaders are told here; their own count then advances one epoch per pass."""
+        trainer = self.trainer
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader | list:
         return self.dataloader("train")
