@@ -71,6 +71,18 @@ def test_cli_fit_then_test_from_the_checkpoint(tiny_laion_root, tmp_path, capsys
     assert len(reports) == 2
     restored = json.loads(reports[-1].read_text())
     assert restored["median_r"] == pytest.approx(fitted["median_r"], rel=1e-6)
+    capsys.readouterr()
+    # the weights predict the fitted voxels of the fitted subject: nothing else is scored
+    for verb in ("test", "predict"):
+        for other in (
+            ["--data.init_args.voxels.roi", "[V1v]"],
+            ["--data.init_args.subject", "sub-02"],
+        ):
+            assert main([verb, *common, *other, "--ckpt_path", str(checkpoint)]) == 1
+            error = capsys.readouterr().err
+            assert "fitted on" in error and ("voxels of sub-01" in error or "hold sub-02" in error)
+    assert len(sorted(tmp_path.rglob("metrics.json"))) == 2
+    assert not list(tmp_path.rglob("predictions.npz"))
 
 
 def test_refuses_to_mix_subjects(tiny_laion_root):

@@ -131,6 +131,9 @@ class LinearEncoder(ReferenceModule):
         self.memory_plan: MemoryPlan | None = None
         self._collecting = False
         self._subjects: set[str] = set()
+        # what the weights were fitted on (saved in checkpoints): evaluation refuses other data
+        self._fitted_subjects: list[str] = []
+        self._fitted_voxels: np.ndarray | None = None
         self._val_stats: CorrelationStatistics | None = None
         self._test: tuple[CorrelationStatistics, CeilingStatistics, PartitionStatistics] | None = (
             None
@@ -303,6 +306,10 @@ class LinearEncoder(ReferenceModule):
         finally:
             self._close_statistics()
         self.weight, self.bias, self.penalty = fit.weight, fit.intercept, fit.penalty
+        self._fitted_subjects = sorted(self._subjects)
+        table = self._voxel_table()
+        has_voxels = table is not None and "voxel" in table and len(table) == self.weight.shape[1]
+        self._fitted_voxels = table["voxel"].to_numpy() if has_voxels else None
         if not self.trainer.predicting:  # Lightning logs nothing while predicting
             self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
 
@@ -312,12 +319,14 @@ class LinearEncoder(ReferenceModule):
         self._val_stats = None
         if not (self._collecting or self.trainer.sanity_checking):
             self._check_fitted("validate")
+            self._check_voxel_selection()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if self._collecting:
             self._accumulate(batch)
         elif self.fitted:
             y = self.targets(batch)
+            self._check_batch(batch, y)
             if self._val_stats is None:
                 self._val_stats = CorrelationStatistics(y.shape[1], device=y.device)
             for columns, parts in self._predicted_parts(self.features(batch)):
@@ -336,10 +345,12 @@ class LinearEncoder(ReferenceModule):
         self._check_fitted("predict")
         if self._stats is not None:
             self._fit()
+        self._check_voxel_selection()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``prediction`` ``(n, V)`` float32 and the trials' ids (`ID_KEYS` the batch holds)."""
         ids = {key: batch[key] for key in ID_KEYS if key in batch}
+        self._check_batch(batch, batch.get(self.hparams.target_key))
         return {"prediction": self(self.features(batch)), **ids}
 
     def prediction_axes(self) -> dict[str, np.ndarray]:
@@ -359,10 +370,12 @@ class LinearEncoder(ReferenceModule):
         self._check_fitted("test")
         if self._stats is not None:
             self._fit()
+        self._check_voxel_selection()
         self._test = None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         x, y = self.features(batch), self.targets(batch)
+        self._check_batch(batch, y)
         if self._test is None:
             self._test = (
                 CorrelationStatistics(y.shape[1], device=y.device),
@@ -437,6 +450,59 @@ class LinearEncoder(ReferenceModule):
         rows = self.test_ceiling["n_rows"] if self.test_ceiling else None
         counted = f" ({rows} test trials)" if rows else ""
         return f"{subjects}: {' + '.join(self.space_names())} → betas, {where}{counted}"
+
+    # -- evaluation sees the data the weights were fitted on -------------------------------------
+    def _check_voxel_selection(self) -> None:
+        """Refuse a data module without the fitted subject, or whose voxel selection of it is not
+        the fit's."""
+        served = getattr(getattr(self.trainer, "datamodule", None), "subjects", None)
+        if self._fitted_subjects and isinstance(served, list) and served:
+            self._check_subjects(set(served))
+        table = self._voxel_table()
+        if self._fitted_voxels is None or table is None or "voxel" not in table:
+            return
+        selected = table["voxel"].to_numpy()
+        if not np.array_equal(selected, self._fitted_voxels):
+            common = len(np.intersect1d(selected, self._fitted_voxels))
+            raise EncoderConfigError(
+                f"This LinearEncoder was fitted on {len(self._fitted_voxels)} voxels of "
+                f"{', '.join(self._fitted_subjects)}, but the data select {len(selected)} "
+                f"({common} of them the fitted ones): evaluate it with the voxel selection of "
+                "its fit (the data's 'voxels' settings), or fit it on this one."
+            )
+
+    def _check_batch(self, batch: dict, betas: torch.Tensor | None) -> None:
+        """Refuse a batch of another subject, or with another number of voxels, than the fit's."""
+        self._check_subjects(set(batch.get("subject", ())))
+        if betas is not None and betas.shape[1] != self.weight.shape[1]:
+            raise EncoderConfigError(
+                f"This LinearEncoder predicts {self.weight.shape[1]} voxels, but the batches "
+                f"hold {betas.shape[1]}: evaluate it with the voxel selection of its fit (the "
+                "data's 'voxels' settings)."
+            )
+
+    def _check_subjects(self, subjects: set[str]) -> None:
+        if self._fitted_subjects and subjects and subjects != set(self._fitted_subjects):
+            raise EncoderConfigError(
+                f"This LinearEncoder was fitted on {', '.join(self._fitted_subjects)}, but the "
+                f"data hold {', '.join(sorted(subjects))}: its weights predict the fitted "
+                "subject's voxels; evaluate it on that subject, or fit one per subject."
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fitted_data"] = {
+            "subjects": self._fitted_subjects,
+            "voxels": None
+            if self._fitted_voxels is None
+            else torch.from_numpy(self._fitted_voxels),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        fitted = checkpoint.get("fitted_data") or {}
+        self._fitted_subjects = list(fitted.get("subjects") or [])
+        voxels = fitted.get("voxels")
+        self._fitted_voxels = None if voxels is None else torch.as_tensor(voxels).numpy()
+        self._subjects = set(self._fitted_subjects) or self._subjects
 
     # -- checkpoints and DDP spawn results: buffers are sized by the data, resize before loading
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
