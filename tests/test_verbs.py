@@ -248,6 +248,31 @@ def test_a_missing_checkpoint_is_named_before_any_work(tmp_path, monkeypatch, ca
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_never_overwrites_the_files_of_its_folder(tmp_path, monkeypatch, capsys):
+    """A logger version given twice, or no logger in a folder with a config of one's own: the
+    run is refused before it writes anything (it replaced config.yaml, the user's --config)."""
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "configs", "copy", "lnm", "config.yaml")[0] == 0
+    with open("config.yaml", "a") as own:
+        own.write("# my notes\n")
+    Path("metrics.json").write_text('{"mine": 1}')
+    before = {name: Path(name).read_bytes() for name in ("config.yaml", "metrics.json")}
+    no_logger = ["--trainer.logger", "false", "--trainer.max_epochs", "1"]
+    status, _, err = run(capsys, "fit", "--config", "config.yaml", *no_logger)
+    assert status == 1 and "already holds config.yaml, metrics.json" in err
+    assert {name: Path(name).read_bytes() for name in before} == before
+
+    fixed = ["--config", "lnm", "--trainer.max_epochs", "1"]
+    fixed += ["--trainer.logger.init_args.version", "first"]
+    assert run(capsys, "fit", *fixed)[0] == 0
+    folder = tmp_path / "runs" / "lnm" / "first"
+    first = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert folder / "config.yaml" in first and folder / "checkpoints" / "last.ckpt" in first
+    status, _, err = run(capsys, "fit", *fixed, "--model.init_args.lr", "0.5")
+    assert status == 1 and "already holds config.yaml" in err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == first
+
+
 def quiet_trainer():
     import lightning as L
 

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 
 from neurotorch import config
-from neurotorch.errors import ParameterError
+from neurotorch.errors import DatasetExistsError, ParameterError
 from neurotorch.log import results
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,10 @@ def _hide_empty_summary(trainer) -> None:
             callback.on_fit_start = on_fit_start  # type: ignore[method-assign]
 
 
+#: Files a run writes into its folder (the models' reports add their plots beside them).
+RUN_FILES = ("config.yaml", "metrics.json", "predictions.npz")
+
+
 class NeurotorchLightningCLI(LightningCLI):
     """LightningCLI with subclass mode for model and data, short class names, a test pass after
     ``fit``, ``last.ckpt``, predictions written to the run folder and a calm console."""
@@ -125,7 +129,9 @@ class NeurotorchLightningCLI(LightningCLI):
         register_neurotorch_classes()
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault(
+            "save_config_kwargs", {"overwrite": True}
+        )  # checked by _refuse_used_folder
         with quiet_lightning():
             super().__init__(**kwargs)
 
@@ -179,7 +185,28 @@ class NeurotorchLightningCLI(LightningCLI):
                 raise cause from None
             raise
 
+    def _refuse_used_folder(self) -> None:
+        """Refuse a run folder that already holds a run's files (a logger version given twice,
+        or ``--trainer.logger false`` in a folder with a config of one's own), before the logger
+        or the run writes anything there."""
+        folder = self.trainer.log_dir or self.trainer.default_root_dir
+        found = [name for name in RUN_FILES if os.path.isfile(os.path.join(folder, name))]
+        if found:
+            raise DatasetExistsError(
+                f"The run folder {folder} already holds {', '.join(found)}, which this run "
+                "would overwrite. Give it a folder of its own: keep the logger's new version "
+                "folder (runs/<name>/version_N), or choose another "
+                "--trainer.logger.init_args.version or --trainer.default_root_dir."
+            )
+
+    def before_validate(self) -> None:
+        self._refuse_used_folder()
+
+    def before_test(self) -> None:
+        self._refuse_used_folder()
+
     def before_fit(self) -> None:
+        self._refuse_used_folder()
         _hide_empty_summary(self.trainer)
         if not self.trainer.is_global_zero:
             return
@@ -204,4 +231,5 @@ class NeurotorchLightningCLI(LightningCLI):
     def before_predict(self) -> None:
         from neurotorch.models.predictions import PredictionWriter
 
+        self._refuse_used_folder()
         self.trainer.callbacks.append(PredictionWriter())  # type: ignore[attr-defined]

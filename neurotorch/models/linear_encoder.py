@@ -492,9 +492,7 @@ class LinearEncoder(ReferenceModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fitted_data"] = {
             "subjects": self._fitted_subjects,
-            "voxels": None
-            if self._fitted_voxels is None
-            else torch.from_numpy(self._fitted_voxels),
+            "voxels": None if self._fitted_voxels is None else torch.tensor(self._fitted_voxels),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
