@@ -283,8 +283,17 @@ def quiet_trainer():
 @pytest.mark.parametrize("stage", ["validate", "test", "predict"])
 def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root, record_property):
     from neurotorch.errors import ParameterError
-    from neurotorch.lightning import CalibrationDataModule, LaionFMRIDataModule
-    from neurotorch.models import IsotonicCalibrator, LinearEncoder
+    from neurotorch.lightning import (
+        CalibrationDataModule,
+        ConnectomeDataModule,
+        LaionFMRIDataModule,
+    )
+    from neurotorch.models import (
+        IsotonicCalibrator,
+        LesionNetworkModel,
+        LinearEncoder,
+        NeuralCalibrator,
+    )
 
     encoder_data = LaionFMRIDataModule(
         data_dir=str(tiny_laion_root), voxels={"roi": "FFA1"}, batch_size=64
@@ -298,10 +307,42 @@ def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root
         test_length=8,
         batch_size=8,
     )
-    for model, data in ((LinearEncoder(), encoder_data), (IsotonicCalibrator(), calibration_data)):
+    connectome_data = ConnectomeDataModule(batch_size=2)
+    cases = [
+        (LinearEncoder(), encoder_data),
+        (IsotonicCalibrator(), calibration_data),
+        (NeuralCalibrator(), calibration_data),  # random initial weights: nothing fitted yet
+        (LesionNetworkModel(), connectome_data),
+    ]
+    for model, data in cases:
         with pytest.raises(ParameterError, match=f"cannot {stage}.*not fitted.*ckpt_path"):
             getattr(quiet_trainer(), stage)(model, data)
     record_property("fault", "named")
+
+
+@pytest.mark.slow
+def test_a_step_trained_model_counts_its_batches_and_evaluates_once_trained(tmp_path):
+    import lightning as L
+
+    from neurotorch.lightning import ConnectomeDataModule
+    from neurotorch.models import LesionNetworkModel
+
+    data = ConnectomeDataModule(batch_size=2, val_fraction=0.0)
+    model = LesionNetworkModel()
+    fit = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, max_steps=3,
+        default_root_dir=tmp_path, enable_checkpointing=False,
+    )  # fmt: skip
+    fit.fit(model, data)
+    assert int(model.trained_batches) == 3
+    fit.save_checkpoint(tmp_path / "trained.ckpt")
+    quiet_trainer().test(model, data)  # trained: evaluated
+    restored = LesionNetworkModel.load_from_checkpoint(tmp_path / "trained.ckpt")
+    assert int(restored.trained_batches) == 3
+    old = torch.load(tmp_path / "trained.ckpt", weights_only=False)  # written before the count
+    del old["state_dict"]["trained_batches"]
+    torch.save(old, tmp_path / "old.ckpt")
+    assert int(LesionNetworkModel.load_from_checkpoint(tmp_path / "old.ckpt").trained_batches) == 3
 
 
 def test_the_encoder_report_refuses_a_voxel_table_of_other_voxels(record_property):

@@ -128,7 +128,10 @@ class NeurotorchDataModule(L.LightningDataModule):
         ``sampler`` only, and restores a loader's position only when it stopped mid-epoch, so
         the loaders are told here; their own count then advances one epoch per pass."""
         trainer = self.trainer
-        return 0 if trainer is None else int(trainer.fit_loop.epoch_progress.current.processed)
+        if trainer is None:
+            return 0
+        progress = trainer.fit_loop.epoch_progress.current  # the count Lightning gives samplers
+        return int(getattr(progress, "processed", trainer.current_epoch))
 
     def train_dataloader(self) -> DataLoader | list:
         return self.dataloader("train")

@@ -41,7 +41,7 @@ from neurotorch.meeg.calibration import (
     calibration_metrics,
 )
 from neurotorch.models.batch_keys import require_keys
-from neurotorch.models.module import ReferenceModule
+from neurotorch.models.module import ReferenceModule, StepTrainedModule
 from neurotorch.plotting.meeg import plot_coverage_curves
 
 CoverageMode = Literal["time_averaged", "pointwise"]
@@ -327,7 +327,7 @@ class IsotonicCalibrator(_CoverageCalibrator):
 
 
 @fill_doc
-class NeuralCalibrator(_CoverageCalibrator):
+class NeuralCalibrator(StepTrainedModule, _CoverageCalibrator):
     """A small MLP that predicts per-source interval half-widths for every nominal level.
 
     For each source (and component) the features are ``log var``, ``log mean(mu**2)`` over time,

@@ -25,11 +25,11 @@ from neurotorch.errors import NotFittedError
 from neurotorch.io.atomic import write_json
 from neurotorch.log import results
 from neurotorch.models.batch_keys import require_keys
-from neurotorch.models.module import ReferenceModule
+from neurotorch.models.module import StepTrainedModule
 
 
 @fill_doc
-class LesionNetworkModel(ReferenceModule):
+class LesionNetworkModel(StepTrainedModule):
     """Predict lesion network maps (mean Fisher z per voxel) from lesion masks.
 
     Parameters

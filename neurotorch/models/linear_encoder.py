@@ -308,8 +308,9 @@ class LinearEncoder(ReferenceModule):
         self.weight, self.bias, self.penalty = fit.weight, fit.intercept, fit.penalty
         self._fitted_subjects = sorted(self._subjects)
         table = self._voxel_table()
-        has_voxels = table is not None and "voxel" in table and len(table) == self.weight.shape[1]
-        self._fitted_voxels = table["voxel"].to_numpy() if has_voxels else None
+        self._fitted_voxels = None
+        if table is not None and "voxel" in table and len(table) == self.weight.shape[1]:
+            self._fitted_voxels = table["voxel"].to_numpy()
         if not self.trainer.predicting:  # Lightning logs nothing while predicting
             self.log(f"cv_median_{hp.score}", float(fit.cv_score.median()), prog_bar=True)
 
