@@ -88,6 +88,16 @@ def test_a_string_is_one_name_everywhere(tiny_laion_root):
     assert dataset.subjects == ["sub-01"] and dataset.pairing.features == ["CLIP"]
 
 
+def test_image_names_that_no_trial_shows_are_named_not_dropped(tiny_laion_root):
+    shown = _labels(tiny_laion_root, "sub-01", "ses-01")  # a name the subject was shown
+    trials = {"sessions": "ses-01", "image_names": [shown.iloc[0]]}
+    dataset = BetasDataset(tiny_laion_root, "sub-01", voxels=FACE, trials=trials, features=None)
+    assert set(dataset.trials["image_name"]) == {shown.iloc[0]}
+    trials["image_names"] = [shown.iloc[0], "shared_typo.jpg"]  # a typo would shrink the data
+    with pytest.raises(ParameterError, match="1 name.*shared_typo.jpg"):
+        BetasDataset(tiny_laion_root, "sub-01", voxels=FACE, trials=trials, features=None)
+
+
 def test_parts_of_a_split_with_a_validation_share(tiny_laion_root):
     train_ids, test_ids = _split_ids(tiny_laion_root, "random_0")
     parts = {

@@ -377,6 +377,27 @@ FAULTS: list[Fault] = [
         ImplausibleDataError,
         _leadfield_case(sensor_kind=1, sensor_units=112, sensor_unitmult=-15, coil_type=3012),
     ),
+    # FIFF codes decide the scaling on load: one integer each, never truncated or dropped
+    tmp_case(
+        "leadfield-fractional-unit-code",
+        FormatError,
+        _leadfield_case("sensor_units", sensor_units=107.9),
+    ),
+    tmp_case(
+        "leadfield-unit-code-per-channel",
+        FormatError,
+        _leadfield_case("sensor_units", sensor_units=np.array([107, 112])),
+    ),
+    tmp_case(
+        "leadfield-unit-as-text",
+        FormatError,
+        _leadfield_case("sensor_units", sensor_units=np.array("V")),
+    ),
+    tmp_case(
+        "leadfield-fractional-multiplier",
+        FormatError,
+        _leadfield_case("sensor_unitmult", sensor_unitmult=-5.5),
+    ),
     tmp_case("leadfield-size-mismatch", ShapeMismatchError, _mismatched_size),
     tmp_case("leadfield-without-positions", FormatError, _without_positions),
     # damaged NPZ files

@@ -84,6 +84,15 @@ def test_aggregate_and_calibrate(grid_dir):
         aggregate_runs(grid_dir / MANIFEST, noise_type="oracle")
     with pytest.raises(ParameterError, match="No run"):
         aggregate_runs(grid_dir / MANIFEST, nnz=5)
+    # numpy criteria are criteria: an array is a list, a float32 alpha is that alpha
+    low = aggregate_runs(grid_dir / MANIFEST, orientation_type="fixed", alpha_SNR=0.3)
+    for alpha in (np.float32(0.3), np.array([0.3]), [np.float32(0.3)]):
+        picked = aggregate_runs(grid_dir / MANIFEST, orientation_type="fixed", alpha_SNR=alpha)
+        assert picked.metadata["n_runs"] == low.metadata["n_runs"] > 0
+    both = aggregate_runs(
+        grid_dir / MANIFEST, orientation_type="fixed", alpha_SNR=np.array([0.3, 0.7])
+    )
+    assert both.metadata["n_runs"] == 2 * low.metadata["n_runs"]
     result = calibrate_runs(fixed, fixed)
     # evaluated on its own training runs, the recalibrated curve is the identity up to the
     # isotonic fit's pooling of violators

@@ -142,6 +142,11 @@ def test_coverage_counts_by_hand():
     )
     # time-averaged: mean_t x = 1.5 against sd sqrt(1/4) = 0.5, i.e. |z| = 3, inside only z = 3.01
     np.testing.assert_allclose(coverage_curve(x, mean, var, levels), [0.0, 0.0, 1.0])
+    one = coverage_curve(x, mean, var, 0.9545, mode="pointwise")  # one number: one level
+    assert one.shape == (1,) and one[0] == 0.75 and "0.9545: 0.75" in repr(one)
+    assert len(one.to_frame()) == 1
+    with pytest.raises(ParameterError, match="numbers"):  # text is never parsed
+        coverage_curve(x, mean, var, "0.9545")
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))
     with pytest.raises(ParameterError, match="mode"):

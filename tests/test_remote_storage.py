@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neurotorch.errors import RemoteAccessError, UnsafePathError
+from neurotorch.errors import DataNotFoundError, RemoteAccessError, UnsafePathError
 from neurotorch.fmri import layout
 from neurotorch.io import remote_cache
 from neurotorch.io.storage import STREAM_BLOCK_SIZE, DataRoot, resolve_storage_options
@@ -229,3 +229,26 @@ def test_concurrent_processes_share_one_cached_copy(
     leftovers = [p for p in Path(results[0][0]).parent.iterdir() if p.name.endswith(".part")]
     assert leftovers == []
     assert os.path.getsize(results[0][0]) == len(expected)
+
+
+def test_a_folder_that_cannot_be_read_stops_the_listing(tmp_path, monkeypatch):
+    """``os.walk`` skips a folder it cannot list unless told otherwise: ``verify`` and
+    ``describe`` then reported a dataset with a subject missing as complete."""
+    for folder in ("open", "closed"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "betas.nii.gz").write_bytes(b"x")
+    root = DataRoot(tmp_path)
+    assert sorted(root.files()) == ["closed/betas.nii.gz", "open/betas.nii.gz"]
+    walk = os.walk
+
+    def walk_without_permission(top, onerror=None, **kwargs):  # what a chmod 700 folder does
+        for folder, dirs, names in walk(top, onerror=onerror, **kwargs):
+            if folder.endswith("closed"):
+                onerror(PermissionError(13, "Permission denied", folder))
+                continue
+            yield folder, dirs, names
+
+    monkeypatch.setattr(os, "walk", walk_without_permission)
+    with pytest.raises(DataNotFoundError, match=r"Cannot list .*closed \(Permission denied\)"):
+        root.files()
+    assert root.files("absent") == {}  # a folder that does not exist is still empty

@@ -27,7 +27,12 @@ from typing import IO, Any, cast
 
 import fsspec
 
-from neurotorch.errors import NeurotorchError, RemoteAccessError, UnsafePathError
+from neurotorch.errors import (
+    DataNotFoundError,
+    NeurotorchError,
+    RemoteAccessError,
+    UnsafePathError,
+)
 
 # A streaming pass reads a remote file front to back in requests of this size (readahead cache),
 # so a multi-GB ``.nii.gz`` is fetched in a few hundred ranged GETs and never lands on disk.
@@ -252,6 +257,16 @@ def local_version(stat: os.stat_result) -> str:
     therefore gets a new version, and so does one replaced by another file (a new inode).
     """
     return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"
+
+
+def _unreadable_folder(error: OSError) -> None:
+    """``os.walk``'s error handler: a folder that does not exist lists as empty; one that
+    cannot be read stops the listing."""
+    if not isinstance(error, FileNotFoundError):
+        raise DataNotFoundError(
+            f"Cannot list {error.filename} ({error.strerror}): the files below it would be left "
+            "out; make it readable (its permissions) and run again."
+        ) from error
 
 
 def _local_info(path: str) -> dict[str, Any]:
@@ -488,12 +503,13 @@ class DataRoot:
     def files(self, *parts: str) -> dict[str, dict[str, Any]]:
         """Every file below a folder, recursively: ``{path relative to the root: info}``.
 
-        ``info`` is what `info` returns (size and version). Empty when the folder does not exist.
+        ``info`` is what `info` returns (size and version). Empty when the folder does not exist;
+        a folder below it that cannot be read is a `DataNotFoundError` (never a silent gap).
         """
         target = self.path(*parts)
         found: dict[str, dict[str, Any]] = {}
         if self.is_local:
-            for folder, _, names in os.walk(target):
+            for folder, _, names in os.walk(target, onerror=_unreadable_folder):
                 for name in names:
                     full = os.path.join(folder, name)
                     found[os.path.relpath(full, self.url).replace(os.sep, "/")] = _local_info(full)

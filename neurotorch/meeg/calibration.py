@@ -155,9 +155,13 @@ def _check_mode(mode: str) -> str:
 
 
 def _check_levels(levels: np.ndarray) -> np.ndarray:
-    levels = np.asarray(levels, np.float64)
-    if not np.all((levels >= 0) & (levels <= 1)):  # also refuses NaN
-        raise ParameterError(f"Nominal levels must lie in [0, 1], got {levels}.")
+    """Nominal levels as a 1-D float array (one number is one level); text is refused, never
+    parsed."""
+    if isinstance(levels, str) or np.asarray(levels).dtype.kind not in "iuf":
+        raise ParameterError(f"Nominal levels must be numbers in [0, 1], got {levels!r}.")
+    levels = np.atleast_1d(np.asarray(levels, np.float64))
+    if levels.ndim != 1 or not np.all((levels >= 0) & (levels <= 1)):  # also refuses NaN
+        raise ParameterError(f"Nominal levels must be numbers in [0, 1] in one list, got {levels}.")
     return levels
 
 

@@ -681,6 +681,18 @@ def read_manifest(manifest_path: str | os.PathLike) -> pd.DataFrame:
     return manifest.assign(path=pd.Series(paths, index=manifest.index, dtype=object))
 
 
+def _matches(column: pd.Series, accepted: list) -> np.ndarray:
+    """Rows of ``column`` equal to one of ``accepted``; numbers within float32's precision
+    (``np.float32(0.3)`` picks the runs of alpha 0.3)."""
+    numbers = all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in accepted
+    )
+    if not (numbers and pd.api.types.is_numeric_dtype(column)):
+        return column.isin(accepted).to_numpy()
+    values = column.to_numpy(np.float64)[:, None]
+    return np.isclose(values, np.asarray(accepted, np.float64)[None, :], rtol=1e-6, atol=0).any(1)
+
+
 def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> PosteriorRun:
     """Concatenate (along sources) the runs of a manifest whose metadata match ``criteria``
     (a value, or a list of accepted values), in manifest order.
@@ -692,8 +704,8 @@ def aggregate_runs(manifest_path: str | os.PathLike, **criteria: Any) -> Posteri
     for key, value in criteria.items():
         if key not in manifest:
             raise ParameterError(f"{manifest_path} has no column {key!r} to filter on.")
-        accepted = value if isinstance(value, (list, tuple, set)) else [value]
-        manifest = manifest[manifest[key].isin(accepted)]
+        accepted = list(value) if isinstance(value, list | tuple | set | np.ndarray) else [value]
+        manifest = manifest[_matches(manifest[key], accepted)]
     if manifest.empty:
         raise ParameterError(f"No run in {manifest_path} matches {criteria}.")
     runs = [read_posterior_summary(path) for path in manifest["path"]]

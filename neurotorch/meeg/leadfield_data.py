@@ -174,12 +174,17 @@ def scale_to_display_units(
     return leadfield * factor, target
 
 
-def _scalar_or_none(value: np.ndarray) -> int | None:
-    if value.dtype.kind not in "iuf" or value.size != 1:
+def _fiff_code(value: np.ndarray, key: str, path: object) -> int | None:
+    """A FIFF code (kind, unit, multiplier, coil type): one integer; NaN means absent. Anything
+    else is refused, since the scaling on load depends on these codes."""
+    scalar = value.reshape(()).item() if value.dtype.kind in "iuf" and value.size == 1 else None
+    if isinstance(scalar, float) and np.isnan(scalar):
         return None
-    scalar = value.reshape(()).item()
-    if isinstance(scalar, float) and not np.isfinite(scalar):
-        return None
+    if scalar is None or not float(scalar).is_integer():
+        raise FormatError(
+            f"{key!r} in {path} must be one integer FIFF code (e.g. sensor_units 107 for V, 112 "
+            f"for T); got {value.dtype} {value.shape} {value.ravel()[:3].tolist()}."
+        )
     return int(scalar)
 
 
@@ -234,10 +239,10 @@ def load_leadfield_npz(
             f"'leadfield' in {path} must be a non-empty numeric 2-D or 3-D array; got {raw.dtype} "
             f"{raw.shape}."
         )
-    meta = {key: _scalar_or_none(values[key]) for key in _SCALAR_KEYS if key in values}
+    meta = {key: _fiff_code(values[key], key, path) for key in _SCALAR_KEYS if key in values}
     units = meta.get("sensor_units")
-    if units is None and "units" in values:
-        units = _scalar_or_none(values["units"])
+    if units is None and "units" in values and values["units"].dtype.kind in "iuf":
+        units = _fiff_code(values["units"], "units", path)
     leadfield, unitmult = scale_to_display_units(
         np.asarray(raw, dtype=np.float64), units, meta.get("sensor_unitmult")
     )

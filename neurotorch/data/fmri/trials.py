@@ -288,6 +288,14 @@ def select_trials(
     if selection.stimuli is not None:
         keep &= names.str.startswith(f"{selection.stimuli}_").to_numpy()
     if selection.image_names is not None:
+        unseen = sorted(set(selection.image_names) - set(names))
+        if unseen:
+            raise ParameterError(
+                f"image_names holds {len(unseen)} name(s) that no selected trial of "
+                f"{', '.join(subjects)} shows: {', '.join(unseen[:5])}"
+                f"{' ...' if len(unseen) > 5 else ''} (e.g. {names.iloc[0]!r} is one that is); "
+                "check the spelling and the sessions selected."
+            )
         keep &= names.isin(set(selection.image_names)).to_numpy()
     if not keep.any():
         raise ParameterError(
