@@ -123,6 +123,10 @@ MISTAKES = {
         ["--model.init_args.scor", "r"],
         ["LinearEncoder has no parameter 'scor'", "did you mean 'score'"],
     ),
+    "misspelt key of a settings parameter": (
+        ["--data.init_args.voxels.rio", "face"],
+        ["VoxelSelection has no parameter 'rio'", "'nc_threshold'", "did you mean 'roi'"],
+    ),
     "wrong type": (["--data.init_args.streaming", "maybe"], ["streaming", "bool", "'maybe'"]),
     "value a model refuses": (
         ["--model.init_args.n_folds", "1"],
@@ -152,6 +156,28 @@ def test_a_config_mistake_is_one_line_before_any_data_work(
     assert "Namespace(" not in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no runs/, no dataset
     record_property("fault", "named")
+
+
+@pytest.mark.parametrize(
+    ("written", "typo", "phrases"),
+    [
+        ("neurotorch.models.LinearEncoder", "LinearEncodr", ["--model", "'LinearEncoder'"]),
+        ("neurotorch.lightning.LaionFMRIDataModule", "LaionFMRIDataModul", ["--data"]),
+    ],
+)
+def test_a_misspelt_class_path_in_a_config_file_is_named(
+    written, typo, phrases, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "configs", "copy", "encoder", "mine.yaml")[0] == 0
+    mine = tmp_path / "mine.yaml"
+    misspelt = written.rsplit(".", 1)[0] + "." + typo
+    mine.write_text(mine.read_text().replace(written, misspelt))
+    status, _, err = run(capsys, "fit", "--config", "mine.yaml")
+    assert status == 2 and err.count("\n") == 1 and f"no class '{misspelt}'" in err
+    assert "did you mean" in err and "NoneType" not in err
+    for phrase in phrases:
+        assert phrase in err, (phrase, err)
 
 
 # -- help ------------------------------------------------------------------------------------------

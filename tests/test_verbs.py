@@ -248,6 +248,17 @@ def test_a_missing_checkpoint_is_named_before_any_work(tmp_path, monkeypatch, ca
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("not a checkpoint\n")
+    status, _, err = run(capsys, "test", "--config", "calibrator", "--ckpt_path", "notes.txt")
+    assert status == 1 and err == (
+        "error: --ckpt_path notes.txt is not a checkpoint (a file written by torch.save, as "
+        "Lightning writes them); give the last.ckpt that neurotorch fit printed.\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_a_run_never_overwrites_the_files_of_its_folder(tmp_path, monkeypatch, capsys):
     """A logger version given twice, or no logger in a folder with a config of one's own: the
     run is refused before it writes anything (it replaced config.yaml, the user's --config)."""

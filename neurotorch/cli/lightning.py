@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import inspect
 import re
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 from neurotorch._options import check_option
 from neurotorch.cli.arguments import UsageError
@@ -68,7 +71,7 @@ def _class_message(key: str, name: str) -> str:
     package = models if key == "--model" else datamodules
     names = [n for n in package.__all__ if n != "PredictionWriter"]
     try:
-        check_option(key, name, names)
+        check_option(key, name.rsplit(".", 1)[-1], names)  # an import path by its class name
     except ParameterError as err:
         accepted = str(err).partition("; ")[2].rstrip(".")
         return (
@@ -77,10 +80,17 @@ def _class_message(key: str, name: str) -> str:
     return f"{key}: {name!r} is not a {'model' if key == '--model' else 'DataModule'}"
 
 
-def _parameter_message(key: str, option: str, class_path: str | None) -> str:
-    """An unknown ``init_args`` key, with the parameters the class accepts."""
+def _parameter_message(
+    key: str, option: str, class_path: str | None, nested: Sequence[str] = ()
+) -> str:
+    """An unknown ``init_args`` key, with the parameters the class accepts (for a key inside a
+    settings parameter, ``--data.init_args.voxels.rio``: the fields of those settings)."""
     owner = class_path.rsplit(".", 1)[-1] if class_path else "the class"
     names = _parameters(class_path) if class_path else []
+    if class_path and nested:
+        settings = _settings_class(class_path, list(nested))
+        if settings is not None:
+            owner, names = settings.__name__, [f.name for f in dataclasses.fields(settings)]
     if not names:
         return f"{key}: {owner} has no parameter {option!r}"
     try:
@@ -91,12 +101,38 @@ def _parameter_message(key: str, option: str, class_path: str | None) -> str:
     return f"{key}: {owner} does not take {option!r} here"
 
 
-def _parameters(class_path: str) -> list[str]:
-    """The constructor parameters of the class at ``class_path`` (none if it cannot be found)."""
+def _settings_class(class_path: str, nested: list[str]) -> type | None:
+    """The settings dataclass a parameter path below a class takes (``voxels`` of the fMRI
+    DataModule: `VoxelSelection`), if it is one."""
+    owner: Any = _imported(class_path)
+    for parameter in nested:
+        try:
+            hints = typing.get_type_hints(owner.__init__)
+        except (NameError, TypeError):
+            return None
+        hint = hints.get(parameter)
+        options = typing.get_args(hint) or (hint,)
+        owner = next((t for t in options if dataclasses.is_dataclass(t)), None)
+        if owner is None:
+            return None
+    return owner
+
+
+def _imported(class_path: str) -> Any | None:
+    """The object at the import path ``class_path``, or ``None``."""
     module, _, name = class_path.rpartition(".")
     try:
-        signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
-    except (ImportError, AttributeError, ValueError, TypeError):
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _parameters(class_path: str) -> list[str]:
+    """The constructor parameters of the class at ``class_path`` (none if it cannot be found)."""
+    cls: Any = _imported(class_path)
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (ValueError, TypeError):
         return []
     kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     return [n for n, p in signature.parameters.items() if n != "self" and p.kind not in kinds]
@@ -111,6 +147,8 @@ def one_line(message: str) -> str:
         key = f"--{keys[0]}.init_args" + "".join(f".{k}" for k in keys[1:])
     else:
         key = "--" + ".".join(keys) if keys else ""
+    if owner and keys and f"--{keys[0]}" in CLASS_KEYS and _imported(owner) is None:
+        return _class_message(f"--{keys[0]}", owner)  # a class_path in a config file
     literal = re.search(r"Expected a typing\.Literal(\[.*?\])\. Got value: (.*)", message)
     if literal:
         return _choice_message(key, literal.group(2).strip(), literal.group(1))
@@ -118,7 +156,8 @@ def one_line(message: str) -> str:
         r'No action for key "([^"]+)"', message
     )
     if unknown:
-        return _parameter_message(f"{key}.{unknown.group(1)}", unknown.group(1), owner)
+        nested = keys[1:] if keys and owner else []
+        return _parameter_message(f"{key}.{unknown.group(1)}", unknown.group(1), owner, nested)
     unknown_class = re.search(r"Expected a dot import path string: (\S+)", message)
     if unknown_class and key in CLASS_KEYS:
         return _class_message(key, unknown_class.group(1))

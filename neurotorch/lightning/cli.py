@@ -23,13 +23,14 @@ import logging
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Iterator
 
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 
 from neurotorch import config
-from neurotorch.errors import DatasetExistsError, ParameterError
+from neurotorch.errors import DatasetExistsError, FormatError, ParameterError
 from neurotorch.log import results
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,15 @@ def register_neurotorch_classes() -> None:
             getattr(package, name)
 
 
+def _looks_like_a_checkpoint(path: str) -> bool:
+    """Whether ``path`` is in one of torch.save's formats: a zip archive (the current one) or a
+    pickle (the legacy one, first byte 0x80)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"
+
+
 def usage_error(message: str) -> argparse.ArgumentError:
     """A usage error of the command line (exit status 2 from ``neurotorch``)."""
     return argparse.ArgumentError(None, message)
@@ -142,6 +152,14 @@ class NeurotorchLightningCLI(LightningCLI):
         here since ``args`` is ``sys.argv[1:]``.
         """
         self.config = parser.parse_args(args)
+        # Lightning reads a checkpoint's hyperparameters next: a file of another kind is named
+        chosen = self.config.get("subcommand")
+        checkpoint = self.config[chosen].get("ckpt_path") if chosen else None
+        if checkpoint and os.path.isfile(checkpoint) and not _looks_like_a_checkpoint(checkpoint):
+            raise FormatError(
+                f"--ckpt_path {checkpoint} is not a checkpoint (a file written by torch.save, "
+                "as Lightning writes them); give the last.ckpt that neurotorch fit printed."
+            )
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
