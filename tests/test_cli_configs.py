@@ -96,6 +96,8 @@ def test_configs_copy_never_overwrites_without_force(tmp_path, monkeypatch, caps
     (tmp_path / "mine").mkdir()
     assert run(capsys, "configs", "copy", "lnm.yaml", "mine")[0] == 0
     assert (tmp_path / "mine" / "lnm.yaml").is_file()
+    assert run(capsys, "configs", "copy", "lnm", "new/")[0] == 0  # a new folder, by its slash
+    assert (tmp_path / "new" / "lnm.yaml").is_file()
     status, _, err = run(capsys, "configs", "copy", "nosuch")
     assert status == 2 and "encoder" in err
 

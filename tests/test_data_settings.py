@@ -98,6 +98,13 @@ def test_image_names_that_no_trial_shows_are_named_not_dropped(tiny_laion_root):
         BetasDataset(tiny_laion_root, "sub-01", voxels=FACE, trials=trials, features=None)
 
 
+def test_a_session_the_subject_lacks_names_the_sessions_it_has(tiny_laion_root):
+    from neurotorch.errors import DataNotDownloadedError
+
+    with pytest.raises(DataNotDownloadedError, match=r"no session ses-07 .*here: ses-01, ses-02"):
+        BetasDataset(tiny_laion_root, "sub-01", voxels=FACE, trials={"sessions": "ses-07"})
+
+
 def test_parts_of_a_split_with_a_validation_share(tiny_laion_root):
     train_ids, test_ids = _split_ids(tiny_laion_root, "random_0")
     parts = {

@@ -81,14 +81,14 @@ def test_the_crc_of_the_store_is_the_crc_of_its_bytes(tiny_laion_root, tmp_path)
 def test_units_list_one_array_task_and_a_second_run(tiny_laion_root, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert prepare(tiny_laion_root, cache, "--list-units") == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in listed] == ["0", "1", "2", "3"]
-    assert all(line.endswith("to do") for line in listed) and "sub-02" in listed[3]
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]  # as grid and lnm
+    assert [line[:2] for line in listed] == [[str(k), "todo"] for k in range(4)]
+    assert "sub-02" in listed[3][2]
     assert prepare(tiny_laion_root, cache, "--unit", "3") == 0  # one job-array task
     assert ran_and_skipped(capsys.readouterr().out) == (1, 0)
     assert prepare(tiny_laion_root, cache, "--list-units") == 0
-    status = [line.rsplit("\t", 1)[1] for line in capsys.readouterr().out.splitlines()]
-    assert status == ["to do", "to do", "to do", "done"]
+    status = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert status == ["todo", "todo", "todo", "done"]
     assert prepare(tiny_laion_root, cache) == 0
     assert ran_and_skipped(capsys.readouterr().out) == (3, 1)
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("ses-*.npy")}

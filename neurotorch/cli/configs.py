@@ -67,12 +67,13 @@ def resolve_config(text: str) -> str:
 
 def copy_config(name: str, destination: str | None = None, *, force: bool = False) -> Path:
     """Copy the built-in config ``name`` to ``destination`` (a file, or a folder to put
-    ``<name>.yaml`` in; default the current folder); never over a file unless ``force``."""
+    ``<name>.yaml`` in: an existing one, or a new one written with a trailing slash; default
+    the current folder); never over a file unless ``force``."""
     found = builtin_name(name)
     if found is None:
         raise UsageError(f"no built-in config {name!r}; built-in: {', '.join(builtin_configs())}")
     target = Path(destination or ".")
-    if target.is_dir():
+    if target.is_dir() or str(destination).endswith(("/", os.sep)):
         target = target / f"{found}{SUFFIX}"
     if target.exists() and not force:
         raise DatasetExistsError(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from neurotorch.cli.arguments import positive_int
+from neurotorch.cli.arguments import add_unit_options, unit_options
+from neurotorch.cli.verify import print_lines
 
 
 def run(args: argparse.Namespace) -> int:
     from neurotorch.data.fmri.store import opened_store, prepare_units
     from neurotorch.fmri.voxel_selection import VoxelSelection
-    from neurotorch.parallel import run_units
+    from neurotorch.parallel import run_units, unit_lines
 
     voxels = VoxelSelection(
         roi=args.roi, nc_threshold=args.nc_threshold, mask_source=args.mask_source
@@ -34,12 +35,9 @@ def run(args: argparse.Namespace) -> int:
     }
     units = [unit for subject_units in per_subject.values() for unit in subject_units]
     if args.list_units:
-        for position, unit in enumerate(units):
-            print(f"{position}\t{unit.key}\t{'done' if unit.done() else 'to do'}")
+        print_lines(unit_lines(units))
         return 0
-    results = run_units(
-        units, workers=args.workers, scheduler=args.scheduler, only=args.unit, desc="prepare"
-    )
+    results = run_units(units, **unit_options(args), desc="prepare")
     counts = Counter(result.status for result in results)
     print(f"units: {counts['ran']} ran, {counts['skipped']} already done")
     if args.unit is not None:
@@ -79,27 +77,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dtype", default="float32", choices=["float32", "float16"], help="dtype of the store"
     )
     p.add_argument("--cache-dir", default=None, help="store folder (default: $NEUROTORCH_CACHE)")
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="local worker processes, one session each at a time (default: this process)",
-    )
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        help="address of a Dask scheduler (tcp://host:8786) to run the sessions on",
-    )
-    p.add_argument(
-        "--unit",
-        type=int,
-        nargs="+",
-        default=None,
-        help="run only these unit positions (one job-array task each; see --list-units)",
-    )
-    p.add_argument(
-        "--list-units",
-        action="store_true",
-        help="print every unit (position, key, done or to do) and exit",
-    )
+    add_unit_options(p)
     p.set_defaults(func=run)

@@ -24,7 +24,12 @@ import pandas as pd
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_names, check_int, check_number, check_option
 from neurotorch.data.partition import carve
-from neurotorch.errors import ParameterError, SplitError, SubjectNotFoundError
+from neurotorch.errors import (
+    DataNotDownloadedError,
+    ParameterError,
+    SplitError,
+    SubjectNotFoundError,
+)
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import get_sessions, get_subjects
 from neurotorch.fmri.session_checks import check_beta_index, read_session_trials
@@ -273,7 +278,15 @@ def select_trials(
         )
     tables: list[pd.DataFrame] = []
     for subject in subjects:
-        chosen = selection.sessions_of(subject) or get_sessions(subject, root)
+        present = get_sessions(subject, root)
+        chosen = selection.sessions_of(subject) or present
+        absent = [session for session in chosen if session not in present]
+        if absent:
+            raise DataNotDownloadedError(
+                f"{subject} has no session {', '.join(absent)} in {root.url} (sessions here: "
+                f"{', '.join(sorted(present)) or 'none'}); choose among those, or download the "
+                f"others: neurotorch download laion-fmri --out DIR --subject {subject}."
+            )
         tables.extend(read_trials(root, subject, session) for session in chosen)
     trials = (
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SELECTION_COLUMNS)
