@@ -256,6 +256,14 @@ def _lesions_named_twice(tmp: Path) -> Case:
     return (lambda: load_lesions(files, open_batches(tmp))), "les"
 
 
+def _empty_lesion(tmp: Path) -> Case:
+    from neurotorch.connectome import load_lesions
+
+    neurotorch_batch(tmp / "c_chunk_000.h5")
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFFINE), tmp / "empty.nii.gz")
+    return (lambda: load_lesions([tmp / "empty.nii.gz"], open_batches(tmp))), "is empty"
+
+
 # -- outputs ------------------------------------------------------------------------------------
 
 
@@ -377,6 +385,7 @@ FAULTS: list[Fault] = [
     tmp_case("permutations-fractional", ParameterError, _network_map_argument(n_permutations=2.7)),
     tmp_case("method-unknown", ParameterError, _network_map_argument(method="boess")),
     tmp_case("lesions-named-twice", ParameterError, _lesions_named_twice),
+    tmp_case("lesion-empty", FormatError, _empty_lesion),
     tmp_case("parcellation-truncated", CorruptFileError, _parcellation_damaged),
     # outputs: only into folders neurotorch owns, complete or absent
     tmp_case("out-folder-not-neurotorchs", DatasetExistsError, _out_not_ours),

@@ -149,6 +149,8 @@ def test_coverage_counts_by_hand():
         coverage_curve(x, mean, var, "0.9545")
     with pytest.raises(ValueError, match="var"):
         coverage_curve(x, mean, np.ones(4))
+    with pytest.raises(ValueError, match=r"x_true \(1, 4\) and mean \(2, 4\)"):  # as given
+        coverage_curve(x, np.zeros((2, 4)), var)
     with pytest.raises(ParameterError, match="mode"):
         coverage_curve(x, mean, var, mode="aggregated")
 

@@ -266,6 +266,11 @@ def load_lesions(
         # the whole mask must be binary, not only where it is sampled
         own_volume = np.count_nonzero(binary_mask(own, name, threshold)) * own_voxel_mm3
         mask = binary_mask(values, name, threshold)
+        if own_volume == 0:
+            raise FormatError(
+                f"Lesion {name!r} ({source}) is empty: no voxel of its mask is set"
+                f"{'' if threshold is None else f' above threshold {threshold}'}."
+            )
         if not mask.any():
             raise ShapeMismatchError(
                 f"Lesion {name!r} has no voxel inside the connectome's brain mask; check that it is "

@@ -179,15 +179,19 @@ def standardized_errors(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -
     rounded zeros count as 0 (as in CaliBrain), a negative or non-finite variance is refused.
     """
     x_true, mean, var = (np.asarray(a, dtype=np.float64) for a in (x_true, mean, var))
-    if x_true.shape != mean.shape or var.shape != x_true.shape[:-1]:
-        raise ShapeMismatchError(
-            f"x_true {x_true.shape} and mean {mean.shape} must match and var {var.shape} must be "
-            f"{x_true.shape[:-1]}."
-        )
+    _check_shapes(x_true, mean, var)
     _check_finite(x_true=x_true, mean=mean)
     var = check_variances(var)
     std = np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))[..., None]
     return np.abs(x_true - mean) / std
+
+
+def _check_shapes(x_true: np.ndarray, mean: np.ndarray, var: np.ndarray) -> None:
+    if np.shape(x_true) != np.shape(mean) or np.shape(var) != np.shape(x_true)[:-1]:
+        raise ShapeMismatchError(
+            f"x_true {np.shape(x_true)} and mean {np.shape(mean)} must match and var "
+            f"{np.shape(var)} must be {np.shape(x_true)[:-1]}."
+        )
 
 
 def coverage_from_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -224,6 +228,7 @@ def coverage_curve(
     levels = _check_levels(levels)
     z = norm.ppf((1.0 + levels) / 2.0)
     if _check_mode(mode) == "time_averaged":
+        _check_shapes(x_true, mean, var)  # named as given, not as averaged
         x_true, mean, var = _time_average(x_true, mean, check_variances(var))
     return CoverageCurve(levels, coverage_from_scores(standardized_errors(x_true, mean, var), z))
 
