@@ -12,6 +12,7 @@ from encoder_helpers import fit_and_test_encoder, ground_truth_rows
 
 from neurotorch.cli import main
 from neurotorch.lightning import LaionFMRIDataModule
+from neurotorch.models import LinearEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,3 +95,35 @@ def test_refuses_to_mix_subjects(tiny_laion_root):
     )
     with pytest.raises(ValueError, match="one subject"):
         fit_and_test_encoder(dm, tiny_laion_root.parent / "mixed")
+
+
+def test_a_checkpoint_refuses_other_voxels_of_the_same_count(tiny_laion_root, tmp_path):
+    """The count alone cannot tell: two masks of 200 voxels each, none shared. Evaluated from
+    its checkpoint on the other mask, the encoder would score its columns against other voxels."""
+    import lightning as L
+    import nibabel as nib
+
+    from neurotorch.errors import EncoderConfigError
+    from neurotorch.fmri import layout
+
+    brain = np.asarray(nib.load(tiny_laion_root / layout.anatomical_brain_mask("sub-01")).dataobj)
+    inside = np.flatnonzero(brain > 0)
+    masks = [np.zeros(brain.shape, dtype=bool) for _ in range(2)]
+    masks[0].flat[inside[:200]] = masks[1].flat[inside[200:400]] = True
+
+    def data(mask):
+        return LaionFMRIDataModule(
+            data_dir=str(tiny_laion_root), voxels={"mask": mask}, features="CLIP", batch_size=64
+        )
+
+    fit_and_test_encoder(data(masks[0]), tmp_path / "fit").trainer.save_checkpoint(
+        tmp_path / "fit.ckpt"
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(
+        LinearEncoder(output_dir=str(tmp_path / "a")),
+        data(masks[0]),
+        ckpt_path=tmp_path / "fit.ckpt",
+    )
+    with pytest.raises(EncoderConfigError, match="200 voxels of sub-01.*select 200 \\(0 of"):
+        trainer.test(LinearEncoder(), data(masks[1]), ckpt_path=tmp_path / "fit.ckpt")

@@ -95,7 +95,7 @@ MUTANTS = [
     Mutant(
         "workers-not-batch-aligned",
         "neurotorch/data/loader.py",
-        "            dataset.batch_size, dataset.drop_last = check_batch_size(batch_size), drop_last",
+        "            dataset.set_batching(batch_size, drop_last)",
         "            dataset.drop_last = drop_last",
         ("tests/test_exactly_once.py::test_one_process_sees_every_item_once",),
     ),

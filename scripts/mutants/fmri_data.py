@@ -26,7 +26,7 @@ MUTANTS = [
     Mutant(
         "resumed-map-pass-in-epoch-0-order",
         "neurotorch/data/sampling.py",
-        '        self.set_epoch(int(state["epoch"]))',
+        "        self.set_epoch(epoch + 1 if finished else epoch)",
         "        self.set_epoch(0)",
         (f"{EPOCHS}::test_map_resumed_in_epoch_one_continues_that_epoch",),
     ),

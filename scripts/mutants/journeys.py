@@ -1,0 +1,114 @@
+"""Mutants of the guards added after a user-path review of 0.4: batches of one subject, epochs
+after a resume, evaluation on the data of the fit, run folders, and inputs refused rather than
+truncated or dropped."""
+
+from mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        "stream-batches-mix-subjects",
+        "neurotorch/data/fmri/stream.py",
+        "    if len(subjects) > 1 and batch_size > 1:",
+        "    if len(subjects) > 1 and batch_size > 10**9:",
+        ("tests/test_data_stream.py::test_a_stream_over_several_subjects_is_never_batched",),
+    ),
+    Mutant(
+        "collate-stacks-subjects",
+        "neurotorch/data/collate.py",
+        "        if len(subjects) > 1:",
+        "        if len(subjects) > 2:",
+        ("tests/test_data_stream.py::test_a_stream_over_several_subjects_is_never_batched",),
+    ),
+    Mutant(
+        "stream-resume-after-an-ended-pass-replays-it",
+        "neurotorch/data/loader.py",
+        '        if state_dict["loader"].get("_iterator_finished"):',
+        '        if state_dict["loader"].get("_iterator_finished") and False:',
+        (
+            "tests/test_data_epochs.py::test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch",
+        ),
+    ),
+    Mutant(
+        "sampler-resume-after-an-ended-pass-is-empty",
+        "neurotorch/data/sampling.py",
+        "        finished = yielded >= units_per_rank(len(self._batches(epoch)), size)",
+        "        finished = False",
+        (
+            "tests/test_data_epochs.py::test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch",
+        ),
+    ),
+    Mutant(
+        "fit-epoch-not-given-to-the-training-loader",
+        "neurotorch/lightning/base.py",
+        "                loader.start_at_epoch(self._fit_epoch())",
+        "                loader.start_at_epoch(0)",
+        ("tests/test_data_epochs.py::test_lightning_reshuffles_and_resumes_in_epoch_one",),
+    ),
+    Mutant(
+        "encoder-fitted-voxels-not-compared",
+        "neurotorch/models/linear_encoder.py",
+        "        if not np.array_equal(selected, self._fitted_voxels):",
+        "        if len(selected) != len(self._fitted_voxels):",
+        ("tests/test_encoder_end_to_end.py",),
+    ),
+    Mutant(
+        "step-trained-batches-not-counted",
+        "neurotorch/models/module.py",
+        "        self.trained_batches += 1",
+        "        pass",
+        (
+            "tests/test_verbs.py::test_a_step_trained_model_counts_its_batches_and_evaluates_once_trained",
+        ),
+    ),
+    Mutant(
+        "run-folder-overwritten",
+        "neurotorch/lightning/cli.py",
+        "        if found:\n            raise DatasetExistsError(",
+        "        if found and False:\n            raise DatasetExistsError(",
+        ("tests/test_verbs.py::test_a_run_never_overwrites_the_files_of_its_folder",),
+    ),
+    Mutant(
+        "lnm-subjects-truncated-to-integers",
+        "neurotorch/connectome/lnm.py",
+        'else as_ints("subjects", subjects)',
+        "else [int(s) for s in subjects]",
+        ("tests/test_connectome_lnm_edges.py",),
+    ),
+    Mutant(
+        "sources-of-another-leadfield-projected",
+        "neurotorch/meeg/simulation.py",
+        "        if sources.n_sources != self.leadfield.shape[1]:",
+        "        if sources.n_sources > self.leadfield.shape[1]:",
+        ("tests/test_meeg_simulation.py",),
+    ),
+    Mutant(
+        "fiff-code-truncated",
+        "neurotorch/meeg/leadfield_data.py",
+        "    if scalar is None or not float(scalar).is_integer():",
+        "    if scalar is None:",
+        ("tests/test_faults_meeg.py",),
+    ),
+    Mutant(
+        "unreadable-folder-skipped",
+        "neurotorch/io/storage.py",
+        "os.walk(target, onerror=_unreadable_folder)",
+        "os.walk(target, onerror=lambda error: None)",
+        ("tests/test_remote_storage.py::test_a_folder_that_cannot_be_read_stops_the_listing",),
+    ),
+    Mutant(
+        "misspelt-image-name-dropped",
+        "neurotorch/data/fmri/trials.py",
+        "        if unseen:",
+        "        if unseen and False:",
+        (
+            "tests/test_data_settings.py::test_image_names_that_no_trial_shows_are_named_not_dropped",
+        ),
+    ),
+    Mutant(
+        "grid-criteria-compared-exactly",
+        "neurotorch/meeg/grid.py",
+        "    if not (numbers and pd.api.types.is_numeric_dtype(column)):",
+        "    if True:",
+        ("tests/test_meeg_grid.py::test_aggregate_and_calibrate",),
+    ),
+]
