@@ -127,8 +127,12 @@ def test_rank_from_torchrun_variables(monkeypatch):
     assert rank_and_world_size() == (0, 1)
 
 
-@pytest.mark.parametrize("n_items, batch_size", [(29, 7), (31, 3), (30, 5)])  # 5, 11, 6 batches
-def test_grouped_batch_sampler_pads_whole_batches(monkeypatch, n_items, batch_size):
+@pytest.mark.parametrize(
+    "n_items, batch_size, world", [(29, 7, 2), (31, 3, 2), (30, 5, 2), (31, 3, 3), (23, 5, 4)]
+)  # 5, 11, 6, 11, 5 batches
+def test_grouped_batch_sampler_gives_ranks_equal_batches_without_a_repeat(
+    monkeypatch, n_items, batch_size, world
+):
     groups = np.array(["a"] * (n_items // 2) + ["b"] * (n_items - n_items // 2))
     rng = np.random.default_rng(0)
     groups = groups[rng.permutation(n_items)]  # a shuffled table
@@ -136,20 +140,27 @@ def test_grouped_batch_sampler_pads_whole_batches(monkeypatch, n_items, batch_si
         GroupedBatchSampler(range(n_items), batch_size, groups=groups, shuffle=True, seed=3)
     )
     per_rank = []
-    for rank in (0, 1):
+    for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("WORLD_SIZE", str(world))
         sampler = GroupedBatchSampler(
             range(n_items), batch_size, groups=groups, shuffle=True, seed=3
         )
         per_rank.append(list(sampler))
-        assert len(sampler) == math.ceil(len(all_batches) / 2)
-    assert len(per_rank[0]) == len(per_rank[1])
-    for batch in per_rank[0] + per_rank[1]:
-        assert len(set(groups[batch])) == 1  # one group per batch
-    padding = len(all_batches[0]) if len(all_batches) % 2 else 0
-    record = [{"train": per_rank[0]}, {"train": per_rank[1]}]
-    check_exactly_once(record, "train", list(range(n_items)), padding)
+        assert len(sampler) == math.ceil(len(all_batches) / world) == len(per_rank[-1])
+    for batch in (b for batches in per_rank for b in batches):
+        assert len(set(groups[batch])) == 1 and 1 <= len(batch) <= batch_size
+    record = [{"train": batches} for batches in per_rank]
+    check_exactly_once(record, "train", list(range(n_items)), padding=0)
+
+
+def test_grouped_batches_too_few_to_split_pad_as_before(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    served = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        served.append(list(GroupedBatchSampler(range(1), 4, groups=np.zeros(1))))
+    assert served == [[[0]], [[0]]]  # one trial for two ranks: the only way to equal counts
 
 
 def test_stream_with_a_batch_size_gives_workers_whole_batches(tiny_laion_root):

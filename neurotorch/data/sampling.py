@@ -94,7 +94,7 @@ class GroupedBatchSampler(BatchSampler):
         self.seed = int(state.get("seed", self.seed))
         epoch, yielded = int(state["epoch"]), int(state["yielded"])
         _, size, _ = self._shard()
-        finished = yielded >= units_per_rank(len(self._batches(epoch)), size)
+        finished = yielded >= units_per_rank(len(self._rank_batches(epoch, size)), size)
         self.set_epoch(epoch + 1 if finished else epoch)
         self._resume = None if finished else (epoch, yielded)
 
@@ -118,9 +118,14 @@ class GroupedBatchSampler(BatchSampler):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
+    def _rank_batches(self, epoch: int, world_size: int) -> list[np.ndarray]:
+        """The epoch's batches, split so that the ranks get equal counts without a repeat."""
+        batches = self._batches(epoch)
+        return batches if self.drop_last else split_for_ranks(batches, world_size)
+
     def __len__(self) -> int:
         _, size, epoch = self._shard()
-        return units_per_rank(len(self._batches(epoch)), size)
+        return units_per_rank(len(self._rank_batches(epoch, size)), size)
 
     def __iter__(self) -> Iterator[list[int]]:
         if self._passes and not self._epoch_was_set:  # nobody sets epochs: move on by itself
@@ -129,7 +134,7 @@ class GroupedBatchSampler(BatchSampler):
         rank, size, epoch = self._shard()
         resume, self._resume = self._resume, None
         skip = resume[1] if resume is not None and resume[0] == epoch else 0
-        batches = self._batches(epoch)
+        batches = self._rank_batches(epoch, size)
         self._pass_epoch, self._yielded = epoch, skip
         for k in shard_positions(len(batches), rank, size):
             if skip:
@@ -137,6 +142,23 @@ class GroupedBatchSampler(BatchSampler):
                 continue
             self._yielded += 1
             yield batches[k].tolist()
+
+
+def split_for_ranks(batches: list[np.ndarray], world_size: int) -> list[np.ndarray]:
+    """``batches`` with the largest ones halved (in place, in order) until their count is a
+    multiple of ``world_size``: every rank then gets the same number of batches and no item is
+    served twice (padding would repeat a whole batch on the ranks short of one, and a repeated
+    trial counts twice in a statistic summed over ranks). Where too few items remain to split,
+    the ranks pad as before."""
+    batches = list(batches)
+    target = -(-len(batches) // world_size) * world_size
+    while len(batches) < target:
+        k = max(range(len(batches)), key=lambda i: len(batches[i]), default=None)
+        if k is None or len(batches[k]) < 2:
+            break
+        half = -(-len(batches[k]) // 2)
+        batches[k : k + 1] = [batches[k][:half], batches[k][half:]]
+    return batches
 
 
 def _groups_of(sampler: Sampler | Sized) -> np.ndarray:
