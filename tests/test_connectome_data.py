@@ -162,3 +162,11 @@ def test_datamodule_streaming_serves_the_train_subjects(root):
     assert isinstance(data.datasets["train"], ConnectomeChunks)
     served = [s for batch in data.train_dataloader() for s in batch["index"].tolist()]
     assert sorted(served) == data.subject_splits()["train"]
+
+
+def test_datamodule_refuses_a_parcellation_that_is_not_a_path():
+    from neurotorch.errors import ParameterError
+    from neurotorch.lightning import ConnectomeDataModule
+
+    with pytest.raises(ParameterError, match="parcellation must be the path"):
+        ConnectomeDataModule(parcellation=5)

@@ -185,7 +185,14 @@ def test_without_validation_predict_fits_the_training_trials(tiny_laion_root):
 
 @pytest.mark.parametrize(
     "settings, message",
-    [({"score": "accuracy"}, "score"), ({"solver": "qr"}, "solver"), ({"n_folds": 1}, "n_folds")],
+    [
+        ({"score": "accuracy"}, "score"),
+        ({"solver": "qr"}, "solver"),
+        ({"n_folds": 1}, "n_folds"),
+        ({"per_voxel": "no"}, "per_voxel"),  # a string is not a boolean (it acted as True)
+        ({"feature_key": []}, "feature_key"),
+        ({"feature_key": ["a", "b"], "band_ratios": []}, "band_ratios"),
+    ],
 )
 def test_settings_are_checked_when_the_encoder_is_made(settings, message):
     with pytest.raises(ParameterError, match=message):

@@ -106,6 +106,27 @@ def test_neural_calibrator_trains(tmp_path):
     assert (tmp_path / "coverage_val.png").exists()
 
 
+@pytest.mark.parametrize("levels", [[0.9, 0.5], [0.5, 0.5], []])
+def test_calibrators_refuse_levels_out_of_order(levels):
+    # the neural head's initial increments were log(expm1(<= 0)): NaN half-widths after fit
+    for model in (NeuralCalibrator, IsotonicCalibrator):
+        with pytest.raises(ValueError, match="increasing order"):
+            model(levels=levels)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_sizes_count_items_for_batched_and_item_datasets(streaming):
+    lengths = {"train": 23, "val": 11, "test": 7}  # primes: whole batches of 5 round them up
+    settings = {f"{part}_length": n for part, n in lengths.items()}
+    dm = SensorSimDataModule(**{**DATA, **settings, "streaming": streaming, "batch_size": 5})
+    dm.setup("fit")
+    served = {part: sum(len(batch["y"]) for batch in dm.dataloader(part)) for part in lengths}
+    assert dm.sizes() == served
+    assert served == (
+        {part: -(-n // 5) * 5 for part, n in lengths.items()} if streaming else lengths
+    )
+
+
 def test_sensor_sim_datamodule_splits_differ():
     dm = SensorSimDataModule(**{**DATA, "streaming": False})
     dm.setup("fit")

@@ -148,9 +148,14 @@ class NeurotorchDataModule(L.LightningDataModule):
 
     # -- description -------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
-        """Items per part (0 for a part the family does not have)."""
-        # every dataset of neurotorch has a length
-        return {part: len(cast(Sized, d)) if d is not None else 0 for part, d in self._datasets()}
+        """Items per part (0 for a part the family does not have); a dataset that yields whole
+        batches counts their items."""
+
+        def items(dataset: Dataset) -> int:
+            n = len(cast(Sized, dataset))  # every dataset of neurotorch has a length
+            return n * dataset.batch_size if getattr(dataset, "yields_batches", False) else n
+
+        return {part: items(d) if d is not None else 0 for part, d in self._datasets()}
 
     def _datasets(self) -> Iterator[tuple[str, Dataset | None]]:
         for part in PARTS:

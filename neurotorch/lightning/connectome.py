@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import cast
 
 from torch.utils.data import Dataset
@@ -18,6 +19,7 @@ from neurotorch.data.connectome.subjects import (
     open_connectome,
 )
 from neurotorch.data.partition import check_fractions, partition
+from neurotorch.errors import ParameterError
 from neurotorch.lightning.base import NeurotorchDataModule
 from neurotorch.synthetic.resolve import SYNTHETIC
 
@@ -71,6 +73,10 @@ class ConnectomeDataModule(NeurotorchDataModule):
         check_fractions(val_fraction, test_fraction)
         check_option("synthetic_size", synthetic_size, SYNTHETIC_SIZES)
         check_bool("connectivity", connectivity)
+        if parcellation is not None and not isinstance(parcellation, str | os.PathLike):
+            raise ParameterError(
+                f"parcellation must be the path of a label image (or None), got {parcellation!r}."
+            )
         self.save_hyperparameters()
         self._splits: dict[str, list[int]] | None = None
         self._parcellation: Parcellation | None = None

@@ -30,7 +30,7 @@ from torch import nn
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_int, check_number, check_option
-from neurotorch.errors import NotFittedError
+from neurotorch.errors import NotFittedError, ParameterError
 from neurotorch.io.atomic import write_json
 from neurotorch.log import results
 from neurotorch.meeg.calibration import (
@@ -112,6 +112,11 @@ class _CoverageCalibrator(ReferenceModule):
                 f"levels[{k}]", level, minimum=0, maximum=1, open_minimum=True, open_maximum=True
             )
         self.levels = np.asarray(levels, dtype=np.float64)
+        if self.levels.size == 0 or np.any(np.diff(self.levels) <= 0):
+            raise ParameterError(
+                f"levels must be one or more nominal coverages in increasing order, each once; "
+                f"got {list(levels)}."
+            )
         self.output_dir = output_dir
         self._counters: dict[str, CoverageCounter] = {}
         self._last_paths: tuple[Path, Path] | None = None

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import check_int, check_number, check_option
+from neurotorch._options import check_bool, check_int, check_number, check_option
 from neurotorch.errors import EncoderConfigError, NotFittedError
 from neurotorch.log import results
 from neurotorch.models.batch_keys import require_keys
@@ -110,6 +110,13 @@ class LinearEncoder(ReferenceModule):
     ):
         super().__init__()
         check_int("n_folds", n_folds, minimum=2)
+        check_bool("per_voxel", per_voxel)
+        if not feature_key or (not isinstance(feature_key, str) and len(feature_key) > 1
+                               and not len(band_ratios)):  # fmt: skip
+            raise EncoderConfigError(
+                f"feature_key needs at least one key, and band_ratios one ratio when there are "
+                f"several; got feature_key={feature_key!r}, band_ratios={list(band_ratios)!r}."
+            )
         check_option("score", score, SCORES)
         check_option("solver", solver, SOLVERS)
         check_option("precision", precision, PRECISIONS)
