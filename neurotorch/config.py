@@ -15,8 +15,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from neurotorch.errors import DataDirNotSetError
+from neurotorch.errors import DataDirNotSetError, ParameterError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Device types neurotorch computes on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def _xdg_cache_home() -> Path:
@@ -65,3 +72,34 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, env_var: str, what: str
         f"No {what} data directory given. Pass data_dir=... or set the environment variable "
         f"{env_var} to the dataset root (a local path or a URL such as s3://bucket/prefix)."
     )
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; `ParameterError` otherwise.
+
+    ``"cuda"`` without a CUDA device (or with a CPU-only torch build) is refused here, with a
+    message naming the cause, rather than failing inside torch.
+    """
+    import torch  # here: the configuration is read without importing torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ParameterError(
+            f"device={device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'."
+        ) from None
+    if resolved.type not in DEVICE_TYPES:
+        raise ParameterError(
+            f"device={str(device)!r}: neurotorch computes on {', '.join(DEVICE_TYPES)}."
+        )
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise ParameterError(
+                f"device={str(device)!r}: this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "use device='cpu' or a device that exists."
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(f"device={str(device)!r}: MPS is not available here; use 'cpu'.")
+    return resolved

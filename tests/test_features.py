@@ -147,6 +147,8 @@ def test_rows_follow_the_requested_image_order(tiny_laion_root, images, cache):
     wanted = [names[i] for i in (100, 3, 57, 3, 20)]  # across chunks, one repeated
     got = load_features(spec, tiny_laion_root, images=wanted, options=cache)[spec.name]
     np.testing.assert_array_equal(got, everything[[100, 3, 57, 3, 20]])
+    one = load_features(spec, tiny_laion_root, images=names[57], options=cache)[spec.name]
+    np.testing.assert_array_equal(one, everything[[57]])  # one name, not its characters
 
 
 def test_a_subset_computes_only_its_chunks_and_the_rest_later(tiny_laion_root, images, cache):
@@ -191,6 +193,10 @@ def _changed(kind: str, root, base: dict) -> dict:
         with torch.no_grad():
             model.head.bias += 1  # a layer after the one taken: its features are unchanged
         return {**base, "model": model}
+    if kind == "attribute":  # a plain setting a forward may read (a scale, a flag)
+        model = TinyNet()
+        model.block.scale = 3.0
+        return {**base, "model": model}
     if kind == "stimuli":
         images = root / "stimuli" / "task-images_stimuli.h5"
         os.utime(images, ns=(images.stat().st_atime_ns, images.stat().st_mtime_ns + 10**9))
@@ -198,7 +204,9 @@ def _changed(kind: str, root, base: dict) -> dict:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["transform", "layer", "pooling", "weights", "stimuli"])
+@pytest.mark.parametrize(
+    "kind", ["transform", "layer", "pooling", "weights", "attribute", "stimuli"]
+)
 def test_a_changed_key_part_is_another_entry(kind, tiny_laion_root, tmp_path, monkeypatch):
     import shutil
 
@@ -221,6 +229,33 @@ def test_a_changed_key_part_is_another_entry(kind, tiny_laion_root, tmp_path, mo
     )
 
 
+def test_callables_differing_in_captured_or_default_values_are_other_entries():
+    from neurotorch.features.transforms import transform_identity
+
+    def make(size):
+        def resize(image):
+            return ImageTransform(resize=size, crop=size)(image)
+
+        return resize
+
+    assert transform_identity(make(16)) == transform_identity(make(16))
+    assert transform_identity(make(16)) != transform_identity(make(64))
+    by_default = [lambda image, s=s: ImageTransform(resize=s, crop=s)(image) for s in (16, 64)]
+    assert transform_identity(by_default[0]) != transform_identity(by_default[1])
+
+
+def test_a_local_model_saved_again_is_loaded_again(tmp_path):
+    from neurotorch.features.forward import _local_files
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    spec = FeatureSpec(str(folder), layer="encoder", source="transformers")
+    before = _local_files(spec)
+    (folder / "model.safetensors").write_bytes(b"other weights")  # save_pretrained again
+    assert _local_files(spec) != before and len(before) == 1
+
+
 def test_a_damaged_chunk_is_recomputed_with_a_warning(tiny_laion_root, cache, caplog):
     spec = FeatureSpec(TinyNet(), layer="block", transform=TINY)
     first = load_features(spec, tiny_laion_root, options=cache)[spec.name]
@@ -234,6 +269,23 @@ def test_a_damaged_chunk_is_recomputed_with_a_warning(tiny_laion_root, cache, ca
     assert any(
         damaged.name in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records
     )
+
+
+def test_spec_values_are_checked_and_kept_as_plain_values():
+    from neurotorch.errors import ParameterError
+    from neurotorch.features.spec import as_specs
+
+    spec = FeatureSpec(
+        TinyNet(), layer="block", pooling="random_projection", k=np.int64(3), transform=TINY
+    )
+    assert type(spec.k) is int  # a numpy integer from np.arange is written to JSON as a number
+    with pytest.raises(ParameterError, match="'layr'.*did you mean 'layer'"):
+        as_specs([{"model": "x", "source": "transformers", "layr": "a"}])
+    with pytest.raises(ParameterError, match="'resise'.*did you mean 'resize'"):
+        FeatureSpec(TinyNet(), layer="block", transform={"resise": 32})
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="CUDA device"):
+            ExtractionOptions(device="cuda")
 
 
 def test_a_spec_as_plain_values():

@@ -22,7 +22,7 @@ CONVENTIONS = ("neurotorch", "lacuna")
 
 def torch_device(text: str) -> str:
     """An argparse type: a torch device that exists on this machine (``cuda`` needs a GPU)."""
-    from neurotorch.connectome.lnm import check_device
+    from neurotorch.config import check_device
     from neurotorch.errors import ParameterError
 
     try:

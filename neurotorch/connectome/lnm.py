@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_ints, check_int, check_number, check_option
-from neurotorch.config import show_progress
+from neurotorch.config import check_device, show_progress
 from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.lesions import LesionInput, LesionSet, load_lesions
 from neurotorch.connectome.permutation import fwe_p_values, permutation_t_max, sign_flips
@@ -46,7 +46,6 @@ R_MAX = 1.0 - 2.0**-24
 Z_MAX = math.atanh(R_MAX)  # 8.664, within 2e-9 of 12.5 ln 2
 METHODS = ("boes", "pini")
 Method = Literal["boes", "pini"]
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 # subjects read and inflated ahead, each in its own thread: inflating a subject takes about twice
 # as long as computing its correlations on one core
 READ_AHEAD = 2
@@ -179,32 +178,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:  # pragma: no cover - every one is a dependency
             found[package] = "not installed"
     return found
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists on this machine; `ParameterError` otherwise.
-
-    ``"cuda"`` without a CUDA device (or with a CPU-only torch build) is refused here, with a
-    message naming the cause, rather than failing inside torch.
-    """
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ParameterError(
-            f"device={device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'."
-        ) from None
-    check_option("device", resolved.type, DEVICE_TYPES)
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (resolved.index or 0) >= count:
-            raise ParameterError(
-                f"device={str(device)!r}: this machine has {count} CUDA device(s) "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
-                "use device='cpu' or a device that exists."
-            )
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ParameterError(f"device={str(device)!r}: MPS is not available here; use 'cpu'.")
-    return resolved
 
 
 def _checked_subjects(subjects: Sequence[int] | None, n_subjects: int) -> list[int]:

@@ -31,7 +31,8 @@ import torch
 from filelock import FileLock
 
 from neurotorch._docs import fill_doc
-from neurotorch._options import check_bool, check_int
+from neurotorch._options import as_names, check_bool, check_int
+from neurotorch.config import check_device
 from neurotorch.errors import NameNotFoundError, ParameterError
 from neurotorch.features.cache import FeatureEntry, entry_name, features_root
 from neurotorch.features.forward import ExtractionJob, check_layers, loaded_model
@@ -105,15 +106,11 @@ class ExtractionOptions:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None``: CUDA when available, else the CPU."""
+    """``device`` as a ``torch.device`` this machine has (`neurotorch.config.check_device`);
+    ``None``: CUDA when available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ParameterError(
-            f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {exc}"
-        ) from None
+    return check_device(device)
 
 
 def rank_and_world_size(options: ExtractionOptions) -> tuple[int, int]:
@@ -219,6 +216,11 @@ def plan(
     return jobs, spans, row_of
 
 
+def _image_names(images: str | Sequence[str] | None) -> list[str] | None:
+    """``images`` as a list of names: one string is one name, never its characters."""
+    return None if images is None else as_names("images", images)
+
+
 def _chunks_of(
     names: Sequence[str] | None, row_of: dict[str, int], *, size: int, n_images: int
 ) -> list[int]:
@@ -289,6 +291,7 @@ def _fill(
     """What `extract_features` and `prepare_features` share: plan, run, report; the entries."""
     specs = as_specs(features)
     names = [cast(str, spec.name) for spec in specs]  # FeatureSpec names every spec
+    images = _image_names(images)
     options = options if options is not None else ExtractionOptions()
     if not isinstance(options, ExtractionOptions):
         raise ParameterError(f"options must be an ExtractionOptions, got {options!r}.")
@@ -413,6 +416,7 @@ def load_features(
     entries = prepare_features(
         features, data_dir, images=images, options=options, storage_options=storage_options
     )
+    images = _image_names(images)
     with Stimuli(resolve_root(data_dir, storage_options)) as stimuli:
-        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(list(images))
+        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(images)
     return {name: entry.read_rows(rows) for name, entry in entries.items()}

@@ -37,11 +37,30 @@ MODEL_MEMO_SIZE = 2
 _MODELS: dict[str, LoadedModel] = {}
 
 
+def _local_files(spec: FeatureSpec) -> list[tuple[str, int, int]]:
+    """Path, size and modification time of every local file a named model is built from (a
+    folder given as ``model`` or a file given as ``weights``): a model saved again is loaded
+    again, never served from the memo."""
+    stamps = []
+    for text in (spec.model, spec.weights):
+        path = os.path.expanduser(text) if isinstance(text, str) else None
+        if path is None or not os.path.exists(path):
+            continue
+        files = [path] if os.path.isfile(path) else [
+            os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+        ]  # fmt: skip
+        for file in sorted(files):
+            status = os.stat(file)
+            stamps.append((file, status.st_size, status.st_mtime_ns))
+    return stamps
+
+
 def loaded_model(spec: FeatureSpec, device: torch.device) -> LoadedModel:
     """`load_model`, remembered per process for named models (the last few)."""
     if spec.source == "module":
         return load_model(spec, device)
-    key = json.dumps({**spec.recipe(), "device": str(device)}, sort_keys=True, default=str)
+    recipe = {**spec.recipe(), "device": str(device), "files": _local_files(spec)}
+    key = json.dumps(recipe, sort_keys=True, default=str)
     if key not in _MODELS:
         while len(_MODELS) >= MODEL_MEMO_SIZE:
             _MODELS.pop(next(iter(_MODELS)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,17 +82,37 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+#: Attribute types whose value a model's identity includes (``vars`` of each module).
+PLAIN_TYPES = (bool, int, float, str, tuple, type(None))
+
+
 def model_identity(spec: FeatureSpec, module: torch.nn.Module) -> dict[str, Any]:
     """Source, name, weights as named, class, architecture hash (its ``repr``: every module with
-    its settings) and weights hash."""
+    its settings; the source code of its classes; their plain attributes, such as a scale a
+    ``forward`` multiplies by) and weights hash."""
     cls = type(module)
+    code: dict[str, str | None] = {}
+    for part in module.modules():
+        kind = type(part)
+        if kind.__qualname__ not in code:
+            try:
+                code[kind.__qualname__] = inspect.getsource(kind)
+            except (OSError, TypeError):  # built in, or defined where no source is kept
+                code[kind.__qualname__] = None
+    plain = [
+        (name, key, repr(value))
+        for name, part in module.named_modules()
+        for key, value in vars(part).items()
+        if not key.startswith("_") and key != "training" and isinstance(value, PLAIN_TYPES)
+    ]
+    described = repr((repr(module), sorted(code.items(), key=lambda item: item[0]), plain))
     return {
         "source": spec.source,
         "model": spec.model_label,
         "weights": spec.weights,
         "config": spec.config,
         "class": f"{cls.__module__}.{cls.__qualname__}",
-        "architecture_sha": hashlib.sha256(repr(module).encode()).hexdigest()[:16],
+        "architecture_sha": hashlib.sha256(described.encode()).hexdigest()[:16],
         "weights_sha": weights_digest(module),
     }
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 import numpy as np
 import torch
 
-from neurotorch._options import check_int, check_number, check_option
+from neurotorch._options import as_settings, check_int, check_number, check_option
 from neurotorch.errors import ParameterError
 
 Source = Literal["transformers", "torchvision", "timm", "open_clip", "module"]
@@ -200,14 +200,14 @@ class FeatureSpec:
         if self.pooling in REDUCING:
             if self.k is None:
                 raise ParameterError(f"pooling={self.pooling!r} needs k= (output dimensions).")
-            check_int("k", self.k, minimum=1)
+            object.__setattr__(self, "k", check_int("k", self.k, minimum=1))  # numpy ints too
         elif self.k is not None:
             raise ParameterError(
                 f"k={self.k!r} is used by the poolings {list(REDUCING)} only; "
                 f"pooling={self.pooling!r} takes no k."
             )
-        check_int("seed", self.seed, minimum=0)
-        check_int("pca_images", self.pca_images, minimum=2)
+        object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0))
+        object.__setattr__(self, "pca_images", check_int("pca_images", self.pca_images, minimum=2))
         if self.weights is not None and not (isinstance(self.weights, str) and self.weights):
             raise ParameterError(f"weights must be None or a non-empty str, got {self.weights!r}.")
         if is_module and self.weights is not None:
@@ -229,7 +229,9 @@ class FeatureSpec:
     def _check_transform(self, is_module: bool) -> None:
         transform = self.transform
         if isinstance(transform, dict):
-            object.__setattr__(self, "transform", ImageTransform(**transform))
+            object.__setattr__(
+                self, "transform", as_settings(ImageTransform, transform, "transform")
+            )
         elif transform is not None and not callable(transform):
             raise ParameterError(
                 f"transform must be an ImageTransform, a dict of its fields or a callable, got "
@@ -308,7 +310,7 @@ def as_specs(features: FeatureSpec | dict | list | tuple) -> list[FeatureSpec]:
     specs = []
     for item in items:
         if isinstance(item, dict):
-            item = FeatureSpec(**item)
+            item = as_settings(FeatureSpec, item, "a feature spec")
         if not isinstance(item, FeatureSpec):
             raise ParameterError(f"a feature spec must be a FeatureSpec or a dict, got {item!r}.")
         specs.append(item)

@@ -80,12 +80,26 @@ def callable_identity(transform: Any) -> dict[str, Any]:
         identity["source_sha"] = _sha(inspect.getsource(target).encode())
     except (OSError, TypeError):  # defined interactively, or built in
         identity["source_sha"] = None
-    if not inspect.isroutine(transform):
-        try:
-            identity["state_sha"] = _sha(pickle.dumps(transform, protocol=4))
-        except Exception:  # noqa: BLE001 - an unpicklable object: its repr stands in
-            identity["state_sha"] = _sha(repr(transform).encode())
+    if inspect.isroutine(transform):  # what its code sees besides its arguments
+        function = getattr(transform, "__func__", transform)
+        cells = [cell.cell_contents for cell in getattr(function, "__closure__", None) or ()]
+        bound = (
+            getattr(function, "__defaults__", None),
+            getattr(function, "__kwdefaults__", None),
+            cells,
+            getattr(transform, "__self__", None),
+        )
+        identity["state_sha"] = _state_sha(bound)
+    else:
+        identity["state_sha"] = _state_sha(transform)
     return identity
+
+
+def _state_sha(value: Any) -> str:
+    try:
+        return _sha(pickle.dumps(value, protocol=4))
+    except Exception:  # noqa: BLE001 - an unpicklable object: its repr stands in
+        return _sha(repr(value).encode())
 
 
 def transform_identity(transform: Any) -> dict[str, Any]:

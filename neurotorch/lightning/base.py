@@ -153,7 +153,8 @@ class NeurotorchDataModule(L.LightningDataModule):
 
         def items(dataset: Dataset) -> int:
             n = len(cast(Sized, dataset))  # every dataset of neurotorch has a length
-            return n * dataset.batch_size if getattr(dataset, "yields_batches", False) else n
+            batched = getattr(dataset, "yields_batches", False)
+            return n * int(getattr(dataset, "batch_size", 1)) if batched else n
 
         return {part: items(d) if d is not None else 0 for part, d in self._datasets()}
 

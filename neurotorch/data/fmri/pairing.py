@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeAlias, get_args
 import numpy as np
 import torch
 
-from neurotorch._options import check_option
+from neurotorch._options import as_settings, check_option
 from neurotorch.errors import FormatError, ParameterError
 from neurotorch.features import FeatureEntry, FeatureSpec
 from neurotorch.features.extract import prepare_features, resolve_device
@@ -83,7 +83,9 @@ def plain_features(features: Features | dict) -> Any:
 
 
 def as_spec(item: FeatureSpec | dict) -> FeatureSpec:
-    return item if isinstance(item, FeatureSpec) else FeatureSpec(**item)
+    return (
+        item if isinstance(item, FeatureSpec) else as_settings(FeatureSpec, item, "a feature spec")
+    )
 
 
 def embedding_key(name: str, names: Sequence[str]) -> str:
