@@ -32,9 +32,14 @@ def local_files(root: Path, below: str = "") -> dict[str, int]:
 
 
 def test_s3_is_anonymous_only_without_credentials(no_aws_credentials, monkeypatch, tmp_path):
-    assert resolve_storage_options("s3", {}) == {"anon": True}
-    assert resolve_storage_options("s3", {"key": "k", "secret": "s"}) == {"key": "k", "secret": "s"}
-    assert resolve_storage_options("s3", {"anon": False}) == {"anon": False}
+    fresh = {"use_listings_cache": False}  # an object replaced in the store is seen at once
+    assert resolve_storage_options("s3", {}) == {"anon": True, **fresh}
+    assert resolve_storage_options("s3", {"key": "k", "secret": "s"}) == {
+        "key": "k",
+        "secret": "s",
+        **fresh,
+    }
+    assert resolve_storage_options("s3", {"anon": False}) == {"anon": False, **fresh}
     assert resolve_storage_options("gcs", {"token": "x"}) == {"token": "x"}
     monkeypatch.setenv("AWS_PROFILE", "lab")
     assert "anon" not in resolve_storage_options("s3", {})
@@ -78,6 +83,25 @@ def test_remote_tree_reads_like_the_local_tree(moto_server, public_laion_bucket,
         root.open(BETAS + ".missing").read()
     with pytest.raises(UnsafePathError):
         root.path("../other-bucket/file")
+
+
+def test_an_object_replaced_in_the_store_is_read_anew_in_the_same_process(
+    moto_server, tiny_laion_root, tmp_path, monkeypatch
+):
+    """s3fs answered info() and open() from a listing kept for the life of the process: a mask
+    replaced after a dataset was made was served stale, a replaced betas file failed to read."""
+    monkeypatch.setenv("NEUROTORCH_CACHE", str(tmp_path / "cache"))
+    url = moto_server.upload_tree(tiny_laion_root, "replaced", include=lambda p: p == TRIALS)
+    root = DataRoot(url, moto_server.options())
+    assert TRIALS in root.files()  # a listing, as describe and the datasets make
+    first = root.local_path(TRIALS).read_bytes()
+    store = moto_server.filesystem()
+    store.pipe(f"replaced/{TRIALS}", first + b"one more line\n")
+    again = DataRoot(url, moto_server.options())
+    assert again.local_path(TRIALS).read_bytes() == first + b"one more line\n"
+    with again.open(TRIALS) as handle:
+        assert handle.read() == first + b"one more line\n"
+    assert root.info(TRIALS)["version"] == again.info(TRIALS)["version"]
 
 
 def test_streaming_open_reads_ahead_in_large_ranged_requests(

@@ -167,13 +167,17 @@ def resolve_storage_options(
     """The options a filesystem of ``protocol`` is created with.
 
     For ``s3``: anonymous access (``anon=True``) unless credentials are configured (see
-    `aws_credentials_configured`) or the options choose credentials themselves, and the endpoint
-    from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` unless the options name one. Other
-    protocols get ``storage_options`` unchanged.
+    `aws_credentials_configured`) or the options choose credentials themselves, the endpoint
+    from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` unless the options name one, and no
+    cached listings (``use_listings_cache=False`` unless given). Other protocols get
+    ``storage_options`` unchanged.
     """
     options = dict(storage_options or {})
     if protocol not in ("s3", "s3a"):
         return options
+    # no cached listings: an object replaced in the store is seen at the next look (s3fs keeps
+    # listings for the life of the process, and answers info() and open() from them)
+    options.setdefault("use_listings_cache", False)
     env = os.environ if environ is None else environ
     if not any(
         key in options for key in _EXPLICIT_CREDENTIAL_KEYS
@@ -231,6 +235,11 @@ def remote_error(exc: BaseException, url: str, options: dict[str, Any]) -> Remot
             f"No usable AWS credentials to read {url}: {exc}. For a public bucket pass "
             "storage_options={'anon': True}; otherwise configure AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
+        )
+    if type(exc).__name__ == "FileExpired":  # s3fs: the object changed while it was read
+        return RemoteAccessError(
+            f"{url} changed in the store while it was being read{where}; run again to read the "
+            "new version."
         )
     if isinstance(exc, _connection_errors()):
         return RemoteAccessError(
