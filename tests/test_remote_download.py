@@ -169,6 +169,11 @@ def test_download_of_one_session_from_the_command_line(
     assert main([*argv, "--subject", "sub-07", "--out", str(out)]) == 1
     assert "sub-07" in capsys.readouterr().err
 
+    task = tmp_path / "task"  # one job-array task reports its own unit, not the others
+    assert main([*argv, "--out", str(task), "--unit", "0"]) == 0
+    assert len(tree(task)) == 1
+    assert capsys.readouterr().out.startswith(f"1 files in {task}: 1 transferred")
+
 
 def test_stimuli_need_the_licence_accepted(
     moto_server, small_bucket, small_tree, tmp_path, monkeypatch, capsys

@@ -64,7 +64,8 @@ class DownloadResult:
     out
         The local dataset root.
     files
-        Every selected file (paths relative to the root), already present or transferred.
+        Every selected file (paths relative to the root), already present or transferred; with
+        ``only=``, the files of those units.
     transferred
         The files that were (fully or partly) transferred by this call.
     bytes_transferred
@@ -382,6 +383,8 @@ def download_laion_fmri(
             if unit_result.value["transferred"]:
                 result.transferred.append(unit_result.key.removeprefix("download/"))
     result.transferred.sort()
+    if only is not None:  # a job-array task: the files of its own units
+        result.files = sorted(r.key.removeprefix("download/") for r in ran)
     return result
 
 
