@@ -207,6 +207,23 @@ def test_zscore_and_repeat_averaging_against_numpy(tiny_laion_root):
         )
 
 
+def test_a_store_deleted_under_an_open_dataset_is_named_as_missing(tiny_laion_root, tmp_path):
+    import shutil
+
+    from neurotorch.errors import CacheError
+
+    dataset = BetasDataset(
+        tiny_laion_root,
+        "sub-01",
+        voxels={"roi": "face"},
+        features=None,
+        read={"zscore": True, "cache_dir": tmp_path / "store"},
+    )
+    shutil.rmtree(tmp_path / "store")
+    with pytest.raises(CacheError, match="manifest .* is missing"):  # not "an older version"
+        dataset[0]
+
+
 def test_modalities_and_several_models(tiny_laion_root):
     dataset = BetasDataset(
         tiny_laion_root,

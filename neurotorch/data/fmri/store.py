@@ -186,7 +186,9 @@ class SessionStore:
 
         The file is small, so its CRC-32 is recomputed every time: a copy of another session's
         statistics (times preserved or not) does not match."""
-        written = (manifest or {}).get("stats_file")
+        if manifest is None:
+            return f"its manifest {self.manifest_path.name} is missing (deleted, or never written)"
+        written = manifest.get("stats_file")
         if written is None:
             return "the manifest has no record of it (written by an older version)"
         if not self.stats_path.exists():
