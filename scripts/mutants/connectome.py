@@ -104,7 +104,7 @@ MUTANTS = [
     ),
     Mutant(
         "cuda-availability-unchecked",
-        "neurotorch/connectome/lnm.py",
+        "neurotorch/config.py",
         "        if count == 0 or (resolved.index or 0) >= count:",
         "        if False:",
         (f"{FAULTS}::test_fault_gives_named_error[device-cuda-absent]",),

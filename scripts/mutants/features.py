@@ -83,7 +83,7 @@ MUTANTS = [
     Mutant(
         "features-rows-in-sorted-order",
         EXTRACT,
-        "        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(list(images))",
+        "        rows = np.arange(len(stimuli.images)) if images is None else stimuli.rows(images)",
         "        rows = np.arange(len(stimuli.images)) if images is None else np.sort(stimuli.rows(images))",
         (f"{FEATURES}::test_rows_follow_the_requested_image_order",),
     ),
@@ -168,7 +168,7 @@ MUTANTS = [
     Mutant(
         "features-model-memo-ignores-the-seed",
         "neurotorch/features/forward.py",
-        '    key = json.dumps({**spec.recipe(), "device": str(device)}, sort_keys=True, default=str)',
+        "    key = json.dumps(recipe, sort_keys=True, default=str)",
         "    key = json.dumps([spec.model, str(device)])",
         (f"{SOURCES}::test_two_seeds_of_one_model_in_one_process_are_two_models",),
     ),

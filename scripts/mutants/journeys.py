@@ -31,7 +31,7 @@ MUTANTS = [
     Mutant(
         "sampler-resume-after-an-ended-pass-is-empty",
         "neurotorch/data/sampling.py",
-        "        finished = yielded >= units_per_rank(len(self._batches(epoch)), size)",
+        "        finished = yielded >= units_per_rank(len(self._rank_batches(epoch, size)), size)",
         "        finished = False",
         (
             "tests/test_data_epochs.py::test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch",
@@ -110,5 +110,77 @@ MUTANTS = [
         "    if not (numbers and pd.api.types.is_numeric_dtype(column)):",
         "    if True:",
         ("tests/test_meeg_grid.py::test_aggregate_and_calibrate",),
+    ),
+    Mutant(
+        "ddp-grouped-batches-padded-again",
+        "neurotorch/data/sampling.py",
+        "        return batches if self.drop_last else split_for_ranks(batches, world_size)",
+        "        return batches",
+        (
+            "tests/test_sharding.py::"
+            "test_grouped_batch_sampler_gives_ranks_equal_batches_without_a_repeat",
+        ),
+    ),
+    Mutant(
+        "transform-closure-and-defaults-ignored",
+        "neurotorch/features/transforms.py",
+        '        identity["state_sha"] = _state_sha(bound)',
+        '        identity["state_sha"] = _state_sha(None)',
+        (
+            "tests/test_features.py::"
+            "test_callables_differing_in_captured_or_default_values_are_other_entries",
+        ),
+    ),
+    Mutant(
+        "model-plain-attributes-ignored",
+        "neurotorch/features/sources.py",
+        "    described = repr((repr(module), sorted(code.items(), key=lambda item: item[0]), plain))",
+        "    described = repr((repr(module), sorted(code.items(), key=lambda item: item[0])))",
+        ("tests/test_features.py::test_a_changed_key_part_is_another_entry",),
+    ),
+    Mutant(
+        "local-model-files-not-stamped",
+        "neurotorch/features/forward.py",
+        "            stamps.append((file, status.st_size, status.st_mtime_ns))",
+        "            stamps.append((file, 0, 0))",
+        ("tests/test_features.py::test_a_local_model_saved_again_is_loaded_again",),
+    ),
+    Mutant(
+        "s3-listings-cached-for-the-process",
+        "neurotorch/io/storage.py",
+        '    options.setdefault("use_listings_cache", False)',
+        "    pass",
+        (
+            "tests/test_remote_storage.py::"
+            "test_an_object_replaced_in_the_store_is_read_anew_in_the_same_process",
+        ),
+    ),
+    Mutant(
+        "calibrator-levels-order-unchecked",
+        "neurotorch/models/calibrator.py",
+        "        if self.levels.size == 0 or np.any(np.diff(self.levels) <= 0):",
+        "        if self.levels.size == 0:",
+        ("tests/test_meeg_lightning.py::test_calibrators_refuse_levels_out_of_order",),
+    ),
+    Mutant(
+        "batched-sizes-count-batches",
+        "neurotorch/lightning/base.py",
+        '            return n * int(getattr(dataset, "batch_size", 1)) if batched else n',
+        "            return n",
+        ("tests/test_meeg_lightning.py::test_sizes_count_items_for_batched_and_item_datasets",),
+    ),
+    Mutant(
+        "feature-image-name-split-into-characters",
+        "neurotorch/features/extract.py",
+        '    return None if images is None else as_names("images", images)',
+        "    return None if images is None else list(images)",
+        ("tests/test_features.py::test_rows_follow_the_requested_image_order",),
+    ),
+    Mutant(
+        "not-a-checkpoint-unpickled",
+        "neurotorch/lightning/cli.py",
+        "        if checkpoint and os.path.isfile(checkpoint) and not _looks_like_a_checkpoint(checkpoint):",
+        "        if False:",
+        ("tests/test_verbs.py::test_a_file_that_is_not_a_checkpoint_is_named_in_one_line",),
     ),
 ]
