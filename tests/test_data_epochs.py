@@ -154,10 +154,7 @@ def test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch(
     uninterrupted loader would run next, whole (not that epoch again, not an empty pass)."""
 
     def make_loader():
-        if streaming:
-            return StreamLoader(_stream(tiny_laion_root), 8, **_options(workers, persistent))
-        dataset = _dataset(tiny_laion_root)
-        return dataset.loader(8, shuffle=True, seed=5, **_options(workers, persistent))
+        return _shuffled_loader(tiny_laion_root, streaming, workers, persistent)
 
     uninterrupted = _passes(make_loader(), 3)
     stopped = make_loader()
@@ -165,6 +162,37 @@ def test_a_state_taken_after_an_epoch_ended_resumes_at_the_next_epoch(
     resumed = make_loader()
     resumed.load_state_dict(stopped.state_dict())
     assert _keys(resumed) == uninterrupted[2] != uninterrupted[1]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "stream"])
+@pytest.mark.parametrize("workers, persistent", WORKERS)
+def test_a_state_taken_after_the_last_batch_resumes_at_the_next_epoch(
+    tiny_laion_root, streaming, workers, persistent
+):
+    """What Lightning's step checkpoint after an epoch's last batch holds (every batch drawn, the
+    end of the pass not yet seen): the restored loader's passes are the next epochs, not an
+    empty pass first."""
+
+    def make_loader():
+        return _shuffled_loader(tiny_laion_root, streaming, workers, persistent)
+
+    uninterrupted = _passes(make_loader(), 4)
+    stopped = make_loader()
+    _keys(stopped)  # epoch 0
+    iterator = iter(stopped)
+    drawn = [next(iterator) for _ in range(-(-len(uninterrupted[1]) // 8))]
+    assert _keys(drawn) == uninterrupted[1]
+    state = stopped.state_dict()
+    del iterator
+    resumed = make_loader()
+    resumed.load_state_dict(state)
+    assert _passes(resumed, 2) == uninterrupted[2:]
+
+
+def _shuffled_loader(root, streaming: bool, workers: int, persistent: bool):
+    if streaming:
+        return StreamLoader(_stream(root), 8, **_options(workers, persistent))
+    return _dataset(root).loader(8, shuffle=True, seed=5, **_options(workers, persistent))
 
 
 def _module(root, streaming: bool, num_workers: int) -> LaionFMRIDataModule:
@@ -189,7 +217,8 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
 ):
     """Three epochs uninterrupted; then a run stopped in epoch 1 (checkpoint) and resumed: its
     epoch 1 is the uninterrupted epoch 1, and its epoch 2 the uninterrupted epoch 2. The same
-    from the checkpoint taken at the end of epoch 0 (Lightning's default checkpoint time)."""
+    from the checkpoint taken at the end of epoch 0 (Lightning's default checkpoint time), and
+    from the step checkpoint at epoch 0's last batch."""
     whole = RecordIds(str(tmp_path), fmri_ids)
     steps = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
     ends = ModelCheckpoint(
@@ -218,8 +247,6 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
     )
     assert "train/0" not in after_epoch_0.seen
     assert [_keys_of(after_epoch_0.seen[f"train/{e}"]) for e in (1, 2)] == epochs[1:]
-    if streaming:  # a stream resumed there still skips epoch 1 (named in the changelog)
-        return
     # the step checkpoint after epoch 0's last batch: the epoch is over, not yet ended
     last_step = RecordIds(str(tmp_path), fmri_ids)
     trainer(tmp_path, max_epochs=3).fit(

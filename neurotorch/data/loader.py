@@ -17,12 +17,15 @@ datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.fmr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
 from neurotorch.data.sharding import ShardedIterable
+
+_SPENT = object()  # marks a restored pass with nothing left
 
 
 class StatefulLoader(StatefulDataLoader):
@@ -84,12 +87,24 @@ class StreamLoader(StatefulLoader):
 
     def __iter__(self):
         self.dataset.pin_shard()
+        resumes = self._restored and self.advance_epoch
         if self.advance_epoch:
             if not self._restored:
                 self.dataset.set_epoch(self._epochs_started)
             self._epochs_started = self.dataset.epoch + 1
         self._restored = False
-        return super().__iter__()
+        batches = super().__iter__()
+        return self._unless_spent(batches) if resumes else batches
+
+    def _unless_spent(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """The rest of a restored pass; if nothing is left (the state was taken after its last
+        batch, before its end was seen, e.g. Lightning's step checkpoint), the next epoch."""
+        first = next(batches, _SPENT)
+        if first is _SPENT:
+            yield from self.__iter__()
+            return
+        yield first
+        yield from batches
 
     def start_at_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch`` (and the passes after it the epochs after it)."""

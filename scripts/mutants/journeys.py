@@ -29,6 +29,15 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "stream-resume-after-the-last-batch-is-empty",
+        "neurotorch/data/loader.py",
+        "        return self._unless_spent(batches) if resumes else batches",
+        "        return batches",
+        (
+            "tests/test_data_epochs.py::test_a_state_taken_after_the_last_batch_resumes_at_the_next_epoch",
+        ),
+    ),
+    Mutant(
         "sampler-resume-after-an-ended-pass-is-empty",
         "neurotorch/data/sampling.py",
         "        finished = yielded >= units_per_rank(len(self._rank_batches(epoch, size)), size)",
