@@ -14,6 +14,7 @@ from neurotorch.connectome.checksum import fletcher32_matches, with_fletcher32
 from neurotorch.connectome.writer import write_batch
 from neurotorch.errors import (
     CorruptFileError,
+    DatasetExistsError,
     FormatError,
     OrientationMismatchError,
     ShapeMismatchError,
@@ -152,6 +153,11 @@ def test_convert_reorients_and_matches_nibabel(tmp_path):
     before = [p.stat().st_mtime_ns for p in out]
     convert_timeseries(paths, mask_path, tmp_path / "out", subjects_per_chunk=2)
     assert [p.stat().st_mtime_ns for p in out] == before
+    # converting fewer subjects there would leave sub-c's file in the connectome: refused
+    with pytest.raises(DatasetExistsError, match="gsp1000_chunk_001.h5"):
+        convert_timeseries(paths[:2], mask_path, tmp_path / "out", subjects_per_chunk=2)
+    assert [p.stat().st_mtime_ns for p in out] == before
+    assert ConnectomeBatches(tmp_path / "out").subject_ids == ["sub-a", "sub-b", "sub-c"]
     with pytest.raises(OrientationMismatchError):
         convert_timeseries(
             paths, mask_path, tmp_path / "strict", subjects_per_chunk=2, reorient=False
@@ -185,6 +191,7 @@ def test_convert_mismatches_raise(tmp_path):
         ({"fletcher32": False}, True),  # plain deflate (Lacuna's converters)
         ({"shuffle": True}, False),
         ({"compression": None}, False),
+        ("checksum-then-deflate", False),  # valid, but the checksum covers the raw bytes
     ],
 )
 def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters, direct):
@@ -196,8 +203,11 @@ def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters, dire
         with h5py.File(path, "a") as f:
             data = f["timeseries"][()]
             del f["timeseries"]
-            options = {"compression": "gzip", **filters}
-            f.create_dataset("timeseries", data=data, chunks=(1,) + data.shape[1:], **options)
+            if filters == "checksum-then-deflate":
+                _create_checksummed_before_deflate(f, data)
+            else:
+                options = {"compression": "gzip", **filters}
+                f.create_dataset("timeseries", data=data, chunks=(1,) + data.shape[1:], **options)
     with h5py.File(path) as f:
         expected = f["timeseries"][()]
     batches = ConnectomeBatches(path)
@@ -211,6 +221,19 @@ def test_direct_inflate_and_h5py_fallback_read_like_h5py(tmp_path, filters, dire
     streamed = [x.copy() for _, x in batches.iter_subjects(prefetch=True, reuse_buffers=True)]
     np.testing.assert_array_equal(np.stack(streamed), expected)
     assert len(raw_reads) == (6 if direct else 0), "only deflate chunks are read raw"
+
+
+def _create_checksummed_before_deflate(f: h5py.File, data: np.ndarray) -> None:
+    """``timeseries`` with Fletcher-32 first in its pipeline, then deflate (h5py's high-level API
+    always puts the checksum last)."""
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk((1,) + data.shape[1:])
+    plist.set_fletcher32()
+    plist.set_deflate(4)
+    space = h5py.h5s.create_simple(data.shape)
+    h5py.h5d.create(f.id, b"timeseries", h5py.h5t.IEEE_F32LE, space, dcpl=plist).write(
+        h5py.h5s.ALL, h5py.h5s.ALL, data
+    )
 
 
 @pytest.mark.parametrize("n_bytes", [1, 2, 3, 31, 32, 33, 4097, 300_001])

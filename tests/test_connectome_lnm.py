@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -127,6 +128,49 @@ def test_flipped_lesion_file_is_reoriented(connectome, batches, result):
     assert nib.aff2axcodes(flipped.affine)[0] == "L"
     lesions = load_lesions({"flipped": flipped}, batches)
     np.testing.assert_array_equal(lesions.masks[0], load_lesions(path, batches).masks[0])
+
+
+def _las_copy(batches: ConnectomeBatches, folder) -> ConnectomeBatches:
+    """The connectome stored left-right flipped (LAS, as FSL's MNI templates are), written as
+    Lacuna's converters write: (3, voxels) indices, plain deflate, no space attribute."""
+    folder.mkdir()
+    shape = batches.mask_shape
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = shape[0] - 1
+    indices = batches.mask_indices.copy()
+    indices[:, 0] = shape[0] - 1 - indices[:, 0]
+    order = np.lexsort(indices.T[::-1])  # C order on the flipped grid
+    series = np.stack([batches.read_subject(s) for s in range(batches.n_subjects)])[:, :, order]
+    with h5py.File(folder / "connectome_batch_000.h5", "w") as f:
+        f.create_dataset("timeseries", data=series, chunks=(1, *series.shape[1:]), compression=1)
+        f["mask_indices"] = indices[order].T
+        f["mask_affine"] = batches.affine @ flip
+        f.attrs.update(
+            n_subjects=series.shape[0],
+            n_timepoints=series.shape[1],
+            n_voxels=series.shape[2],
+            mask_shape=np.array(shape),
+        )
+    return ConnectomeBatches(folder, space=batches.space)
+
+
+def test_a_connectome_stored_las_maps_its_lesions_on_its_own_grid(connectome, batches, tmp_path):
+    """A lesion on the LAS connectome's own grid (and the RAS lesion file) is accepted and gives
+    the RAS result at the same world positions."""
+    las = _las_copy(batches, tmp_path / "las")
+    assert nib.aff2axcodes(las.affine) == ("L", "A", "S")
+    path = sorted((connectome / LESION_DIR).iterdir())[0]
+    img = nib.load(path)
+    on_las_grid = nib.Nifti1Image(np.asarray(img.dataobj)[::-1], las.affine)
+    world = nib.affines.apply_affine(batches.affine, batches.mask_indices)
+    world_las = nib.affines.apply_affine(las.affine, las.mask_indices)
+    same_place = [np.flatnonzero((world_las == w).all(axis=1))[0] for w in world]
+    ras = network_map({"lesion": img}, batches)
+    for lesion in (on_las_grid, img):
+        mask = load_lesions({"lesion": lesion}, las).masks[0]
+        np.testing.assert_array_equal(mask[same_place], load_lesions(path, batches).masks[0])
+        mapped = network_map({"lesion": lesion}, las)
+        np.testing.assert_allclose(mapped.mean_z[0][same_place], ras.mean_z[0], atol=1e-6)
 
 
 def test_lesion_from_finer_grid_is_resampled(connectome, batches):

@@ -179,6 +179,26 @@ def test_lnm_command_never_writes_over_the_users_files(connectome, lesion_dir, t
     assert json.loads((fresh / "provenance.json").read_text())["inputs"]["subjects"][0] == "sub-00"
 
 
+def test_lnm_command_refuses_the_folder_it_runs_in_before_any_work(
+    connectome, lesion_dir, tmp_path, capsys, monkeypatch
+):
+    """The output is renamed into place, which cannot replace the working folder: ``--out .``
+    from an empty folder is refused up front, not after the mapping."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setattr("neurotorch.connectome.network_map", _no_work)
+    for out in (".", str(here), ".."):
+        assert main(_lnm(connectome, lesion_dir, out, "--no-figures")) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "current folder" in err and "subfolder" in err
+    assert list(here.iterdir()) == []
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the mapping ran before the output folder was checked")
+
+
 def test_lnm_command_on_a_full_disk_names_the_file_and_leaves_nothing(
     connectome, lesion_dir, tmp_path, capsys
 ):

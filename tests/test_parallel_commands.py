@@ -66,6 +66,23 @@ def test_units_equal_network_map_to_float_rounding(method, connectome, tmp_path)
 
 
 @pytest.mark.slow
+def test_a_connectome_recreated_at_the_same_paths_is_read_afresh(tmp_path):
+    """In one process (a notebook): a connectome re-created where the first run read it is the
+    one the next run maps, not the files opened by the first run."""
+    from neurotorch.synthetic.connectome import make_connectome
+
+    batches, lesions = small_connectome(tmp_path / "conn")
+    first = plan(tmp_path / "first", batches, lesions).run(progress=False)
+    make_connectome(
+        tmp_path / "conn", n_subjects=N_SUBJECTS, n_timepoints=30, seed=2, overwrite=True
+    )
+    again = plan(tmp_path / "again", batches, lesions).run(progress=False)
+    single = network_map(lesions, batches, n_permutations=N_PERMUTATIONS, seed=SEED)
+    assert_within_rounding(again, single)
+    assert np.abs(again.mean_z - first.mean_z).max() > 0.1  # the new data do differ
+
+
+@pytest.mark.slow
 def test_units_follow_the_subject_order_of_the_sign_flips(connectome, tmp_path):
     """A subset of subjects out of file order: sign i still flips subject i of the run."""
     batches, lesions = connectome

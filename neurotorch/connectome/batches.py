@@ -382,16 +382,21 @@ _HAVE_PREADV = hasattr(os, "preadv")
 HEADER_BLOCK_SIZE = 2**20
 
 
+# filter pipelines read directly: deflate, optionally followed by Fletcher-32 (in this order)
+_DIRECT_PIPELINES = (
+    (h5py.h5z.FILTER_DEFLATE,),
+    (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_FLETCHER32),
+)
+
+
 def _one_gzip_chunk_per_subject(dataset: h5py.Dataset) -> bool:
     """Whether each subject is one HDF5 chunk filtered by deflate (then, optionally, Fletcher-32
     only), which can be checked and inflated directly."""
-    return (
-        dataset.chunks == (1,) + dataset.shape[1:]
-        and dataset.compression == "gzip"
-        and not dataset.shuffle
-        and dataset.scaleoffset is None
-        and dataset.dtype == np.dtype("<f4")
-    )
+    if dataset.chunks != (1,) + dataset.shape[1:] or dataset.dtype != np.dtype("<f4"):
+        return False
+    plist = dataset.id.get_create_plist()
+    pipeline = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+    return pipeline in _DIRECT_PIPELINES
 
 
 # bits of a chunk's filter mask: the filter at that position of the pipeline was skipped

@@ -89,6 +89,25 @@ def _masked_series(
     return np.ascontiguousarray(_data(img, name)[inside].T)
 
 
+def _refuse_other_batch_files(
+    out_dir: Path, n_subjects: int, subjects_per_chunk: int, prefix: str
+) -> None:
+    """Refuse a folder holding batch files this conversion does not write (left by an earlier
+    conversion of more subjects, or with another prefix): the folder is read as one connectome,
+    so their subjects would join it."""
+    if not out_dir.is_dir():
+        return
+    ours = {layout.batch_file_name(b, prefix) for b in range(-(-n_subjects // subjects_per_chunk))}
+    others = [n for n in layout.sorted_batch_names(os.listdir(out_dir)) if n not in ours]
+    if others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise DatasetExistsError(
+            f"{out_dir} holds batch files this conversion does not write ({listed}); a folder is "
+            "read as one connectome, so their subjects would join the "
+            f"{n_subjects} converted now. Remove them, or convert into a new or empty folder."
+        )
+
+
 def _batch_is_complete(path: Path, ids: list[str], *, digest: str, n_timepoints: int) -> bool:
     """Whether ``path`` is this conversion's batch file, complete (resume skips it); `False` when
     there is no file. Any other file there is refused rather than replaced."""
@@ -156,7 +175,9 @@ def convert_timeseries(
     Raises
     ------
     DatasetExistsError
-        A file of another connectome (or an unreadable one) sits where a batch file goes.
+        A file of another connectome (or an unreadable one) sits where a batch file goes, or the
+        folder holds batch files this conversion does not write (from a conversion of more
+        subjects, or with another prefix).
     ParameterError
         No series, ``subjects_per_chunk`` below 1, or ids that do not name each series once.
     ShapeMismatchError
@@ -186,6 +207,7 @@ def convert_timeseries(
             f"ids, {len(ids) - len(set(ids))} repeated."
         )
     out_dir = Path(out_dir)
+    _refuse_other_batch_files(out_dir, len(nifti_paths), subjects_per_chunk, prefix)
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = indices_digest(mask_indices)
 

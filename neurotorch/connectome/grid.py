@@ -44,6 +44,19 @@ def canonical(img: nib.spatialimages.SpatialImage, name: str) -> nib.spatialimag
     return nib.as_closest_canonical(img)
 
 
+def oriented_like(
+    img: nib.spatialimages.SpatialImage, affine: np.ndarray, name: str
+) -> nib.spatialimages.SpatialImage:
+    """``img`` with its axes permuted and flipped to the orientation of ``affine`` (for a
+    connectome stored in another orientation than RAS+), after the header check."""
+    check_header_orientation(img, name)
+    orientations = nib.orientations
+    ornt = orientations.ornt_transform(
+        orientations.io_orientation(img.affine), orientations.io_orientation(affine)
+    )
+    return img.as_reoriented(ornt)
+
+
 def check_same_grid(
     img: nib.spatialimages.SpatialImage,
     reference: tuple[tuple[int, ...], np.ndarray],

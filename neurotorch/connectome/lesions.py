@@ -19,9 +19,9 @@ from neurotorch._options import check_number
 from neurotorch.connectome import layout
 from neurotorch.connectome.batches import ConnectomeBatches, repeated
 from neurotorch.connectome.grid import (
-    canonical,
     check_same_grid,
     mask_world_coordinates,
+    oriented_like,
     sample_at_mask,
 )
 from neurotorch.errors import (
@@ -166,17 +166,17 @@ def _image_values(
 ) -> np.ndarray:
     """The image's values at the connectome's voxels; off-grid images only with ``resample``."""
     if not resample:
-        ras = canonical(img, name)
+        aligned = oriented_like(img, connectome.affine, name)
         try:
             check_same_grid(
-                ras,
+                aligned,
                 (connectome.mask_shape, connectome.affine),
                 name=name,
                 ref_name="the connectome",
             )
         except ShapeMismatchError as exc:
             raise ShapeMismatchError(
-                f"{exc} Voxel sizes: lesion {np.round(nib.affines.voxel_sizes(ras.affine), 3)} mm, "
+                f"{exc} Voxel sizes: lesion {np.round(nib.affines.voxel_sizes(aligned.affine), 3)} mm, "
                 f"connectome {np.round(nib.affines.voxel_sizes(connectome.affine), 3)} mm. Pass "
                 "resample=True (CLI: --resample) to sample it nearest-neighbour at the "
                 "connectome's voxels."

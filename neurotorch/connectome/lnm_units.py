@@ -89,8 +89,12 @@ def _spans(count: int, size: int) -> tuple[tuple[int, int], ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _open_connectome(files: tuple[str, ...], options: str, space: str) -> ConnectomeBatches:
-    """The connectome, opened once per worker process."""
+def _open_connectome(
+    files: tuple[str, ...], options: str, space: str, fingerprint: str
+) -> ConnectomeBatches:
+    """The connectome, opened once per worker process and plan: the plan's ``fingerprint`` (it
+    covers the files' versions) is part of the key, so files re-created at the same paths are
+    opened afresh."""
     return ConnectomeBatches(list(files), json.loads(options), space=space)
 
 
@@ -166,7 +170,7 @@ class NetworkMapPlan:
         return units
 
     def batches(self) -> ConnectomeBatches:
-        return _open_connectome(self.files, self.storage_options, self.space)
+        return _open_connectome(self.files, self.storage_options, self.space, self.fingerprint)
 
     def path(self, *parts: str) -> Path:
         return Path(self.folder, *parts)

@@ -123,6 +123,12 @@ def _shown(names: list[str]) -> str:
 def _previous_output(path: Path, what: str, overwrite: bool) -> list[str]:
     """The files of a previous neurotorch output at ``path`` (``[]``: nothing there); raise
     `DatasetExistsError` for anything neurotorch may not replace."""
+    if path.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise DatasetExistsError(
+            f"{path} is the current folder or holds it; the {what} are put in place by renaming "
+            "a complete folder there, which cannot replace the folder you work in. Give a new "
+            "subfolder (for example maps/)."
+        )
     if not path.exists():
         return []
     if not path.is_dir():

@@ -192,4 +192,45 @@ MUTANTS = [
         "        if False:",
         ("tests/test_verbs.py::test_a_file_that_is_not_a_checkpoint_is_named_in_one_line",),
     ),
+    Mutant(
+        "convert-keeps-other-batch-files",
+        "neurotorch/connectome/convert.py",
+        "    if others:",
+        "    if others and False:",
+        ("tests/test_connectome_batches.py::test_convert_reorients_and_matches_nibabel",),
+    ),
+    Mutant(
+        "lnm-units-keep-the-connectome-first-opened",
+        "neurotorch/connectome/lnm_units.py",
+        "        return _open_connectome(self.files, self.storage_options, self.space, self.fingerprint)",
+        '        return _open_connectome(self.files, self.storage_options, self.space, "")',
+        (
+            "tests/test_parallel_commands.py::test_a_connectome_recreated_at_the_same_paths_is_read_afresh",
+        ),
+    ),
+    Mutant(
+        "hdf5-filter-order-ignored",
+        "neurotorch/connectome/batches.py",
+        "    return pipeline in _DIRECT_PIPELINES",
+        "    return set(pipeline) in [set(p) for p in _DIRECT_PIPELINES]",
+        ("tests/test_connectome_batches.py::test_direct_inflate_and_h5py_fallback_read_like_h5py",),
+    ),
+    Mutant(
+        "lnm-out-may-be-the-working-folder",
+        "neurotorch/connectome/outputs.py",
+        "    if path.resolve() in (Path.cwd(), *Path.cwd().parents):",
+        "    if False:",
+        (
+            "tests/test_connectome_outputs.py::test_lnm_command_refuses_the_folder_it_runs_in_before_any_work",
+        ),
+    ),
+    Mutant(
+        "lesions-reoriented-to-ras-not-to-the-connectome",
+        "neurotorch/connectome/lesions.py",
+        "        aligned = oriented_like(img, connectome.affine, name)",
+        "        aligned = oriented_like(img, np.eye(4), name)",
+        (
+            "tests/test_connectome_lnm.py::test_a_connectome_stored_las_maps_its_lesions_on_its_own_grid",
+        ),
+    ),
 ]
