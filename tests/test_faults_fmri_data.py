@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from faults.framework import BETAS, BRAIN, SES, SUB, Fault, run_fault, tree_case
+from faults.framework import BETAS, BRAIN, SES, SESSION_NC, SUB, Fault, run_fault, tree_case
 from torch.utils.data import DataLoader
 
 import neurotorch
@@ -24,6 +24,8 @@ from neurotorch.errors import (
     ShapeMismatchError,
     SplitError,
 )
+from neurotorch.fmri import layout as fmri_layout
+from neurotorch.fmri import load_subject
 
 
 def _nothing(root: Path) -> None:
@@ -70,6 +72,19 @@ def _shifted(brain: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndar
     moved = affine.copy()
     moved[0, 3] += 5.0
     return brain, moved
+
+
+def _shift_file(relpath: str) -> Callable[[Path], str]:
+    """Damage: a file of the tree rewritten with its affine moved 5 mm along x (same shape, the
+    voxels elsewhere in space); the culprit is its name."""
+
+    def damage(root: Path) -> str:
+        image = nib.load(root / relpath)
+        data, affine = _shifted(np.asarray(image.dataobj), image.affine)
+        nib.save(nib.Nifti1Image(data, affine, image.header), root / relpath)
+        return Path(relpath).name
+
+    return damage
 
 
 def _with_mask(name: str) -> Callable[[Path], object]:
@@ -172,6 +187,24 @@ FAULTS: list[Fault] = [
         ShapeMismatchError,
         _mask_file("shifted.nii.gz", _shifted),
         _with_mask("shifted.nii.gz"),
+    ),
+    tree_case(
+        "roi-file-other-affine",
+        ShapeMismatchError,
+        _shift_file(fmri_layout.roi_volume(SUB, "face", "FFA1")),
+        lambda r: _dataset(r, roi="FFA1"),
+    ),
+    tree_case(
+        "noise-ceiling-other-affine",
+        ShapeMismatchError,
+        _shift_file(fmri_layout.subject_noise_ceiling(SUB, "NoiseceilingAllrep")),
+        lambda r: _dataset(r, nc_threshold=10),
+    ),
+    tree_case(
+        "session-noise-ceiling-other-affine",
+        ShapeMismatchError,
+        _shift_file(SESSION_NC),
+        lambda r: load_subject(SUB, data_dir=r).get_betas(SES, nc_threshold=10),
     ),
     tree_case(
         "nc-desc-unknown",

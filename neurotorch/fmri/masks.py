@@ -32,6 +32,19 @@ def read_volume(root: DataRoot, relpath: str, what: str) -> tuple[np.ndarray, np
     return data, image.affine
 
 
+def read_on_grid(
+    root: DataRoot, relpath: str, what: str, brain: np.ndarray, affine: np.ndarray
+) -> np.ndarray:
+    """The data of a volume that must lie on the brain mask's grid (an ROI, a noise-ceiling map):
+    its shape and its affine are checked against the mask's (``brain``, ``affine``), so a file
+    stored flipped or shifted is refused rather than indexed voxel for voxel."""
+    data, own_affine = read_volume(root, relpath, what)
+    where = f"{what} ({root.path(relpath)})"
+    check_grid(data.shape, brain.shape, where)
+    check_affine(own_affine, affine, where)
+    return data
+
+
 def check_source(source: str) -> str:
     if source not in BRAIN_MASK_SOURCES:
         raise ParameterError(

@@ -16,7 +16,7 @@ import numpy as np
 from neurotorch.errors import ParameterError, RoiNotFoundError
 from neurotorch.fmri import layout
 from neurotorch.fmri.datafiles import require
-from neurotorch.fmri.masks import check_grid, nonzero_mask, read_volume
+from neurotorch.fmri.masks import nonzero_mask, read_on_grid
 from neurotorch.io.storage import DataRoot
 
 ALL = "all"
@@ -80,24 +80,26 @@ def _resolve_term(term: str, available: dict[str, list[str]]) -> list[tuple[str,
     return pairs
 
 
-def read_roi_volume(root: DataRoot, subject: str, category: str, roi: str) -> np.ndarray:
-    """The 3-D boolean volume of one ROI (res-1pt8 grid)."""
-    data, _ = read_volume(
-        root, layout.roi_volume(subject, category, roi), f"ROI {roi} of {subject}"
-    )
-    return nonzero_mask(data)
+def read_roi_volume(
+    root: DataRoot, subject: str, category: str, roi: str, brain: np.ndarray, affine: np.ndarray
+) -> np.ndarray:
+    """The 3-D boolean volume of one ROI, checked to lie on the brain mask's grid (``brain``,
+    ``affine``)."""
+    relpath = layout.roi_volume(subject, category, roi)
+    return nonzero_mask(read_on_grid(root, relpath, f"ROI {roi} of {subject}", brain, affine))
 
 
 def union_roi_volume(
-    root: DataRoot, subject: str, pairs: list[tuple[str, str]], grid: tuple[int, int, int]
+    root: DataRoot,
+    subject: str,
+    pairs: list[tuple[str, str]],
+    brain: np.ndarray,
+    affine: np.ndarray,
 ) -> np.ndarray:
-    """Union of the ROI volumes in ``pairs`` as a 3-D boolean volume of shape ``grid``."""
-    union = np.zeros(grid, dtype=bool)
+    """Union of the ROI volumes in ``pairs`` as a 3-D boolean volume on the brain mask's grid."""
+    union = np.zeros(brain.shape, dtype=bool)
     for category, roi in pairs:
-        volume = read_roi_volume(root, subject, category, roi=roi)
-        relpath = layout.roi_volume(subject, category, roi)
-        check_grid(volume.shape, grid, f"ROI {roi} of {subject} ({root.path(relpath)})")
-        union |= volume
+        union |= read_roi_volume(root, subject, category, roi, brain, affine)
     return union
 
 
@@ -140,6 +142,7 @@ def roi_data(
     subject: str,
     pairs: list[tuple[str, str]],
     brain: np.ndarray,
+    affine: np.ndarray,
     format: str = "all",
     hemi: str = "all",
 ) -> dict[str, dict]:
@@ -151,10 +154,7 @@ def roi_data(
     for category, roi in pairs:
         entry: dict = {}
         if want_volume:
-            volume = read_roi_volume(root, subject, category, roi=roi)
-            relpath = layout.roi_volume(subject, category, roi)
-            check_grid(volume.shape, brain.shape, f"ROI {roi} of {subject} ({root.path(relpath)})")
-            entry["volume"] = volume[brain]
+            entry["volume"] = read_roi_volume(root, subject, category, roi, brain, affine)[brain]
         if kinds:
             entry["gii"] = {
                 f"hemi-{h}": {

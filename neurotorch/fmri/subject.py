@@ -35,10 +35,9 @@ from neurotorch.fmri.datafiles import HOW_TO_GET, read_table, require, resolve_r
 from neurotorch.fmri.discovery import get_sessions, get_subjects
 from neurotorch.fmri.masks import (
     brain_mask_file,
-    check_grid,
     combine_voxel_mask,
     read_brain_mask,
-    read_volume,
+    read_on_grid,
     scatter_to_grid,
 )
 from neurotorch.fmri.nan_policy import DEFAULT_NAN_POLICY, apply_nan_policy, check_nan_policy
@@ -339,7 +338,7 @@ class Subject:
         roi_volume = None
         if roi is not None:
             roi_volume = union_roi_volume(
-                self.root, self.subject_id, self._roi_pairs(roi), grid=brain.shape
+                self.root, self.subject_id, self._roi_pairs(roi), brain, affine
             )
         return combine_voxel_mask(brain, roi=roi_volume, custom=mask), affine
 
@@ -363,8 +362,8 @@ class Subject:
 
         ``roi``: an ROI name, a category, ``"all"`` or a list mixing them (union).
         """
-        brain, _ = self._brain(mask_source)
-        union = union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), grid=brain.shape)
+        brain, affine = self._brain(mask_source)
+        union = union_roi_volume(self.root, self.subject_id, self._roi_pairs(roi), brain, affine)
         return union[brain]
 
     def get_roi_masks(
@@ -388,13 +387,14 @@ class Subject:
         "gii", "func.gii", "label"; None = "all") and ``hemi`` ("L", "R", "all"; None = "all")
         prune the tree.
         """
-        brain, _ = self._brain(mask_source)
+        brain, affine = self._brain(mask_source)
         pairs = self._roi_pairs(roi)
         return roi_data(
             self.root,
             self.subject_id,
             pairs,
             brain=brain,
+            affine=affine,
             format=format or "all",
             hemi=hemi or "all",
         )
@@ -464,15 +464,7 @@ class Subject:
     ) -> np.ndarray:
         voxels = axis.selection
         if nc_threshold is not None:
-            noise_ceiling, _ = self._noise_ceiling_volume(session)
-            nc_file = self.root.path(layout.session_noise_ceiling(self.subject_id, session))
-            reference = f"the brain mask {axis.mask_file}"
-            check_grid(
-                noise_ceiling.shape,
-                voxels.shape,
-                f"The noise ceiling {nc_file}",
-                reference=reference,
-            )
+            noise_ceiling = self._noise_ceiling_volume(session, voxels, axis.affine)
             voxels = combine_voxel_mask(
                 voxels, noise_ceiling=noise_ceiling, nc_threshold=nc_threshold
             )
@@ -515,12 +507,12 @@ class Subject:
             betas = np.ascontiguousarray(betas, dtype=np.float32)
         return apply_nan_policy(betas, nan_policy, where)
 
-    def _noise_ceiling_volume(self, session: str) -> tuple[np.ndarray, np.ndarray]:
-        relpath = self._session_file(
-            layout.session_noise_ceiling(self.subject_id, session),
-            f"Noise ceiling of {self.subject_id} {session}",
-        )
-        return read_volume(self.root, relpath, "Noise ceiling")
+    def _noise_ceiling_volume(
+        self, session: str, selection: np.ndarray, affine: np.ndarray
+    ) -> np.ndarray:
+        what = f"Noise ceiling of {self.subject_id} {session}"
+        relpath = self._session_file(layout.session_noise_ceiling(self.subject_id, session), what)
+        return read_on_grid(self.root, relpath, what, selection, affine)
 
     @fill_doc
     def get_noise_ceiling(
@@ -559,7 +551,7 @@ class Subject:
                 )
                 for d in desc
             }
-        selection, _ = self._selection(mask_source, roi, mask)
+        selection, affine = self._selection(mask_source, roi, mask)
         if desc is not None:
             if desc not in layout.SUBJECT_NOISE_CEILINGS:
                 raise DataNotDownloadedError(
@@ -567,14 +559,13 @@ class Subject:
                     f"dataset ships {', '.join(layout.SUBJECT_NOISE_CEILINGS)}."
                 )
             relpath = layout.subject_noise_ceiling(self.subject_id, desc)
-            data, _ = read_volume(self.root, relpath, f"Noise ceiling {desc} of {self.subject_id}")
-            check_grid(data.shape, selection.shape, f"The noise-ceiling map {relpath}")
+            what = f"Noise ceiling {desc} of {self.subject_id}"
+            data = read_on_grid(self.root, relpath, what, selection, affine)
             return np.asarray(data[selection], dtype=np.float32)
         sessions, as_dict = self._sessions(session)
         out = {}
         for ses in sessions:
-            data, _ = self._noise_ceiling_volume(ses)
-            check_grid(data.shape, selection.shape, f"The noise ceiling of {ses}")
+            data = self._noise_ceiling_volume(ses, selection, affine)
             out[ses] = np.asarray(data[selection], dtype=np.float32)
         return out if as_dict else out[sessions[0]]
 

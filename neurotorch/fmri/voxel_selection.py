@@ -29,7 +29,7 @@ from neurotorch.fmri.masks import (
     combine_voxel_mask,
     nonzero_mask,
     read_brain_mask,
-    read_volume,
+    read_on_grid,
 )
 from neurotorch.fmri.rois import available_rois, resolve_roi_query, union_roi_volume
 from neurotorch.io.nibabel_read import read_nifti_image
@@ -135,7 +135,7 @@ def voxel_selection_on_grid(
     roi_volume = None
     if selection.roi is not None:
         pairs = resolve_roi_query(selection.roi, available_rois(root, subject))
-        roi_volume = union_roi_volume(root, subject, pairs, grid=brain.shape)
+        roi_volume = union_roi_volume(root, subject, pairs, brain, affine)
     custom = None
     if selection.mask_grid is not None:
         custom, mask_affine = selection.mask_grid
@@ -148,7 +148,7 @@ def voxel_selection_on_grid(
     if selection.nc_threshold is not None:
         relpath = layout.subject_noise_ceiling(subject, selection.nc_desc)
         what = f"Noise ceiling {selection.nc_desc} of {subject}"
-        noise_ceiling, _ = read_volume(root, relpath, what)
+        noise_ceiling = read_on_grid(root, relpath, what, brain, affine)
     combined = combine_voxel_mask(
         brain,
         roi=roi_volume,

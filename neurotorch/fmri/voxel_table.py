@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from neurotorch.fmri import layout
-from neurotorch.fmri.masks import read_volume
+from neurotorch.fmri.masks import read_on_grid
 from neurotorch.fmri.noise_ceiling import single_trial_ceiling_r
 from neurotorch.fmri.rois import available_rois, read_roi_volume, resolve_roi_query
-from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection
+from neurotorch.fmri.voxel_selection import VoxelSelection, voxel_selection_on_grid
 from neurotorch.io.storage import DataRoot
 
 CEILING_REPS = {"Noiseceiling4rep": 4, "Noiseceiling12rep": 12}
@@ -32,15 +32,19 @@ def voxel_table(
     voxel; ``"brain"`` without a query), ``noise_ceiling`` (percent, ``ceiling_desc`` map) and
     ``ceiling_r`` (the single-trial correlation ceiling derived from it).
     """
-    selected = voxel_selection(root, subject, selection)
+    selected, affine = voxel_selection_on_grid(root, subject, selection)
     flat = np.flatnonzero(selected.ravel())
     labels = np.full(selected.shape, "brain" if selection.roi is None else "", dtype=object)
     if selection.roi is not None:
         pairs = resolve_roi_query(selection.roi, available_rois(root, subject))
         for category, name in reversed(pairs):
-            labels[read_roi_volume(root, subject, category=category, roi=name)] = name
-    nc_map, _ = read_volume(
-        root, layout.subject_noise_ceiling(subject, ceiling_desc), f"Noise ceiling of {subject}"
+            labels[read_roi_volume(root, subject, category, name, selected, affine)] = name
+    nc_map = read_on_grid(
+        root,
+        layout.subject_noise_ceiling(subject, ceiling_desc),
+        f"Noise ceiling {ceiling_desc} of {subject}",
+        selected,
+        affine,
     )
     nc = np.asarray(nc_map, dtype=np.float64).ravel()[flat]
     return pd.DataFrame(

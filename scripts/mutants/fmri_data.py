@@ -94,8 +94,8 @@ MUTANTS = [
     Mutant(
         "voxel-table-from-brain-and-rois-alone",
         "neurotorch/fmri/voxel_table.py",
-        "    selected = voxel_selection(root, subject, selection)",
-        "    selected = voxel_selection(\n"
+        "    selected, affine = voxel_selection_on_grid(root, subject, selection)",
+        "    selected, affine = voxel_selection_on_grid(\n"
         "        root, subject, type(selection)(roi=selection.roi, mask_source=selection.mask_source)\n"
         "    )",
         ("tests/test_data_module.py",),

@@ -233,4 +233,11 @@ MUTANTS = [
             "tests/test_connectome_lnm.py::test_a_connectome_stored_las_maps_its_lesions_on_its_own_grid",
         ),
     ),
+    Mutant(
+        "roi-and-noise-ceiling-affine-unchecked",
+        "neurotorch/fmri/masks.py",
+        "    check_affine(own_affine, affine, where)\n",
+        "",
+        ("tests/test_faults_fmri_data.py",),
+    ),
 ]
