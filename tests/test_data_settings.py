@@ -197,6 +197,12 @@ def test_load_dataset_takes_nested_or_named_settings_and_one_split_string(tiny_l
     )
     assert _keys(named) == _keys(nested) and named.read.zscore and nested.read.zscore
     np.testing.assert_array_equal(named.voxel_mask(), nested.voxel_mask())
+    for part in ("train", "test"):  # the part by name joins the split's name
+        by_name = neurotorch.load_dataset("laion-fmri", split="random_0", part=part, **common)
+        in_split = neurotorch.load_dataset("laion-fmri", split=f"random_0/{part}", **common)
+        assert _keys(by_name) == _keys(in_split)
+    with pytest.raises(ParameterError, match="give the part once"):
+        neurotorch.load_dataset("laion-fmri", split="random_0/train", part="test", **common)
     with pytest.raises(ParameterError, match="give them one way"):
         neurotorch.load_dataset("laion-fmri", roi="face", voxels=FACE, **common)
     with pytest.raises(ParameterError, match="give it once"):

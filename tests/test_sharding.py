@@ -210,3 +210,42 @@ def test_an_impossible_shard_is_named_at_the_first_pass(tiny_laion_root, rank, w
     stream.rank, stream.world_size = rank, world_size
     with pytest.raises(ShardingError, match="rank"):
         next(iter(stream))
+
+
+def _fresh_batches(cls_name: str):
+    from neurotorch.data.meeg.calibration import CalibrationBatches
+    from neurotorch.data.meeg.simulation import SimulatedSensorBatches
+
+    cls = {"sensors": SimulatedSensorBatches, "calibration": CalibrationBatches}[cls_name]
+    leadfield = {"retrieve_mode": "random", "n_sensors": 6, "n_sources": 10}
+    return cls(leadfield, batch_size=3, n_batches=4, nnz=(1, 2), alpha=(0.5,), seed=0)
+
+
+def _batch_sums(loader) -> list[float]:
+    return sorted(round(float(batch["y"].double().sum()), 6) for batch in loader)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls_name", ["sensors", "calibration"])
+@pytest.mark.parametrize(
+    ("workers", "persistent", "context"),
+    [(0, False, None), (2, False, "fork"), (2, True, "fork"), (2, False, "spawn")],
+)
+def test_fresh_data_every_pass_in_a_plain_dataloader(cls_name, workers, persistent, context):
+    """A dataset that draws fresh trials every pass, in a plain ``DataLoader`` without
+    `set_epoch`: pass e holds the trials of epoch e set by hand, whether the workers persist or
+    are started anew for every pass (which used to repeat epoch 0 for ever)."""
+    by_hand = []
+    for epoch in range(3):
+        dataset = _fresh_batches(cls_name)
+        dataset.set_epoch(epoch)
+        by_hand.append(_batch_sums(torch.utils.data.DataLoader(dataset, batch_size=None)))
+    assert by_hand[0] != by_hand[1] != by_hand[2]
+    loader = torch.utils.data.DataLoader(
+        _fresh_batches(cls_name),
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=persistent,
+        multiprocessing_context=context,
+    )
+    assert [_batch_sums(loader) for _ in range(3)] == by_hand

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
@@ -33,7 +33,6 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
         laion_root,
         nest_settings,
     )
-    from neurotorch.data.fmri.trials import TrialSelection, parse_split
 
     cls: type[BetasStream] | type[BetasDataset]
     if streaming:
@@ -46,14 +45,7 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
         cls = BetasDataset
     config = nest_settings(config)
     if split is not None:
-        trials = as_settings(TrialSelection, config.get("trials"), "trials")
-        if trials.split is not None:
-            raise ParameterError(
-                f"split={split!r} and trials={{'split': {trials.split!r}}} both name the split; "
-                "give it once."
-            )
-        name, part = parse_split(split)
-        config["trials"] = replace(trials, split=name, part=part)
+        config["trials"] = _trials_with_split(config.get("trials"), split)
     synthetic = as_settings(SyntheticOptions, config.pop("synthetic", None), "synthetic")
     allowed = [p for p in inspect.signature(cls).parameters if p != "self"] + ["synthetic"]
     for key in config:
@@ -62,6 +54,34 @@ def build_laion_fmri(split: str | None = None, streaming: bool = False, **config
         config.pop("data_dir", None), config.pop("storage_options", None), synthetic=synthetic
     )
     return cls(root, **config)
+
+
+def _trials_with_split(trials: Any, split: str) -> Any:
+    """The trial selection ``trials`` (object, mapping or None) with ``load_dataset``'s ``split``
+    (``"name"`` or ``"name/part"``) merged in before it is checked, so that ``part=`` given by
+    name joins it; a split or a part given twice differently is refused."""
+    from neurotorch._options import as_settings
+    from neurotorch.data.fmri.trials import TrialSelection, parse_split
+
+    if isinstance(trials, TrialSelection):
+        given = {f.name: getattr(trials, f.name) for f in fields(trials)}
+    else:
+        given = dict(trials or {})
+    if given.get("split") is not None:
+        raise ParameterError(
+            f"split={split!r} and trials={{'split': {given['split']!r}}} both name the split; "
+            "give it once."
+        )
+    name, part = parse_split(split)
+    if "/" in split:
+        if given.get("part") not in (None, part):
+            raise ParameterError(
+                f"split={split!r} names the part {part!r} but part={given['part']!r}; give the "
+                "part once."
+            )
+        given["part"] = part
+    given["split"] = name
+    return as_settings(TrialSelection, given, "trials")
 
 
 # -- M/EEG (imported on use: the M/EEG stack imports MNE) -------------------------------------

@@ -162,6 +162,9 @@ def shard(
     return epoch_order(n, epoch, seed=seed, shuffle=shuffle)[positions]
 
 
+_MAX_COUNTED_WORKERS = 255  # DataLoader workers whose passes an auto-advancing dataset counts
+
+
 class ShardedIterable(IterableDataset):
     """Base of the package's sharded iterable datasets: the shard and the epoch of the calling
     process.
@@ -174,9 +177,11 @@ class ShardedIterable(IterableDataset):
     **Epoch.** `set_epoch` (or assigning `epoch`) writes the epoch into a small shared-memory
     tensor that the ``DataLoader`` workers share with the process that made the dataset, so it
     reaches workers that persist across epochs (``persistent_workers=True``) as well as new ones.
-    A dataset with ``auto_advance`` (a simulator that should draw fresh data every pass) also
-    moves on by one epoch at every pass a process starts without a new `set_epoch`
-    (`pass_epoch`).
+    The tensor is made with the dataset, before any worker starts. A dataset with
+    ``auto_advance`` (a simulator that should draw fresh data every pass) also moves on by one
+    epoch at every pass without a new `set_epoch` (`pass_epoch`): the passes are counted in the
+    same tensor, per worker number, so workers started anew for every pass
+    (``persistent_workers=False``, fork or spawn) continue the count.
     """
 
     rank: int | None = None
@@ -186,6 +191,11 @@ class ShardedIterable(IterableDataset):
     _pinned: tuple[int, int] | None = None
     auto_advance: bool = False
 
+    def __new__(cls, *args: object, **kwargs: object) -> ShardedIterable:
+        dataset = super().__new__(cls)
+        dataset._epoch_state()  # made with the dataset, so that the workers it starts share it
+        return dataset
+
     def set_batching(self, batch_size: int, drop_last: bool = False) -> None:
         """The ``batch_size`` and ``drop_last`` of the loader that batches these items (workers
         get whole batches); `ShardingError` unless ``batch_size`` is a positive integer."""
@@ -194,7 +204,6 @@ class ShardedIterable(IterableDataset):
     def pin_shard(self) -> None:
         """Record this process's rank and world size for the ``DataLoader`` workers it starts."""
         self._pinned = rank_and_world_size()
-        self._epoch_state()  # made here, in the parent, so that the workers share it
 
     def process_shard(self) -> tuple[int, int, int, int]:
         """``(rank, world_size, worker, num_workers)`` of the calling process and worker."""
@@ -205,10 +214,13 @@ class ShardedIterable(IterableDataset):
 
     # -- epochs --------------------------------------------------------------------------------
     def _epoch_state(self) -> torch.Tensor:
-        """``[epoch, generation]`` in shared memory; the generation counts `set_epoch` calls."""
+        """``[epoch, passes of the main process, passes of worker 0, worker 1, ...]`` in shared
+        memory: the passes started since the epoch was set, one counter per process, so that a
+        worker started for a new pass (``persistent_workers=False``) continues the count of the
+        worker it replaces."""
         state = self.__dict__.get("_shared_epoch")
         if state is None:
-            state = torch.zeros(2, dtype=torch.int64).share_memory_()
+            state = torch.zeros(2 + _MAX_COUNTED_WORKERS, dtype=torch.int64).share_memory_()
             self.__dict__["_shared_epoch"] = state
         return state
 
@@ -223,7 +235,7 @@ class ShardedIterable(IterableDataset):
             raise ShardingError(f"epoch must be an integer >= 0, got {value!r}.")
         state = self._epoch_state()
         state[0] = int(value)
-        state[1] += 1
+        state[1:] = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch of the next passes (their order, seeds, fresh draws)."""
@@ -232,11 +244,19 @@ class ShardedIterable(IterableDataset):
     def pass_epoch(self) -> int:
         """The epoch of the pass this process starts now (call once at the start of a pass).
 
-        The epoch last set; with ``auto_advance``, plus the passes this process has started since.
+        The epoch last set; with ``auto_advance``, plus the passes this process (the main process,
+        or the worker of this number) has started since.
         """
-        epoch, generation = (int(v) for v in self._epoch_state())
-        if self.__dict__.get("_generation") != generation:
-            self._generation, self._passes = generation, 0
-        current = epoch + self._passes if self.auto_advance else epoch
-        self._passes += 1
-        return current
+        state = self._epoch_state()
+        if not self.auto_advance:
+            return int(state[0])
+        info = get_worker_info()
+        if info is not None and info.num_workers > _MAX_COUNTED_WORKERS:
+            raise ShardingError(
+                f"{type(self).__name__} draws fresh data every pass and counts the passes of up "
+                f"to {_MAX_COUNTED_WORKERS} workers; use fewer workers (got {info.num_workers})."
+            )
+        slot = 1 if info is None else 2 + info.id
+        passes = int(state[slot])
+        state[slot] = passes + 1
+        return int(state[0]) + passes

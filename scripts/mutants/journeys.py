@@ -240,4 +240,11 @@ MUTANTS = [
         "",
         ("tests/test_faults_fmri_data.py",),
     ),
+    Mutant(
+        "fresh-batches-count-passes-per-process",
+        "neurotorch/data/sharding.py",
+        "        slot = 1 if info is None else 2 + info.id\n        passes = int(state[slot])\n        state[slot] = passes + 1",
+        '        passes = self.__dict__.get("_passes", 0)\n        self.__dict__["_passes"] = passes + 1',
+        ("tests/test_sharding.py::test_fresh_data_every_pass_in_a_plain_dataloader",),
+    ),
 ]
