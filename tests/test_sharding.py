@@ -249,3 +249,17 @@ def test_fresh_data_every_pass_in_a_plain_dataloader(cls_name, workers, persiste
         multiprocessing_context=context,
     )
     assert [_batch_sums(loader) for _ in range(3)] == by_hand
+
+
+@pytest.mark.parametrize("name", ["meeg-sim", "meeg-calibration"])
+def test_load_dataset_streams_fresh_trials_for_training_only(name):
+    """Streamed through ``load_dataset``: the val and test parts serve the same trials every pass
+    (as the DataModules' do), the train part (and no split) fresh ones."""
+    from neurotorch.data.registry import load_dataset
+
+    leadfield = {"retrieve_mode": "random", "n_sensors": 6, "n_sources": 10}
+    options = dict(leadfield=leadfield, batch_size=2, n_batches=2, nnz=(1,), alpha=(0.5,))
+    for split in ("val", "test", "train", None):
+        stream = load_dataset(name, split=split, streaming=True, **options)
+        first, second = _batch_sums(stream), _batch_sums(stream)
+        assert (first == second) == (split in ("val", "test")), split

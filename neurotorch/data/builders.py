@@ -110,15 +110,23 @@ def _meeg_config(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _fresh_for_training(split: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """A stream draws fresh trials every pass for training (or no split); the same trials every
+    pass for ``"val"`` and ``"test"``, as the DataModules do, unless ``fresh_each_epoch`` says."""
+    return {"fresh_each_epoch": split in (None, "train"), **config}
+
+
 def build_meeg_sim(split: str | None = None, streaming: bool = False, **config: Any) -> Dataset:
     """``load_dataset("meeg-sim", ...)``: `SimulatedSensorDataset` (or `SimulatedSensorBatches`
     with ``streaming=True``); ``leadfield`` (data, spec or mapping) or ``data_dir`` (a CaliBrain
     root, or ``"synthetic"``) says which leadfield; ``split`` ("train", "val", "test") picks an
-    independent seed stream."""
+    independent seed stream. A stream of ``"val"`` or ``"test"`` serves the same trials every
+    pass (``fresh_each_epoch=False``); of ``"train"`` or no split, fresh ones."""
     from neurotorch.data.meeg.simulation import SimulatedSensorBatches, SimulatedSensorDataset
 
-    cls = SimulatedSensorBatches if streaming else SimulatedSensorDataset
-    return cls(**_meeg_config(split, config))
+    if not streaming:
+        return SimulatedSensorDataset(**_meeg_config(split, config))
+    return SimulatedSensorBatches(**_meeg_config(split, _fresh_for_training(split, config)))
 
 
 def build_meeg_calibration(
@@ -135,5 +143,6 @@ def build_meeg_calibration(
 
     if "files" in config:
         return CalibrationRunsDataset(config["files"], config.get("storage_options"))
-    cls = CalibrationBatches if streaming else CalibrationDataset
-    return cls(**_meeg_config(split, config))
+    if not streaming:
+        return CalibrationDataset(**_meeg_config(split, config))
+    return CalibrationBatches(**_meeg_config(split, _fresh_for_training(split, config)))

@@ -247,4 +247,11 @@ MUTANTS = [
         '        passes = self.__dict__.get("_passes", 0)\n        self.__dict__["_passes"] = passes + 1',
         ("tests/test_sharding.py::test_fresh_data_every_pass_in_a_plain_dataloader",),
     ),
+    Mutant(
+        "load-dataset-validation-streams-fresh",
+        "neurotorch/data/builders.py",
+        '    return {"fresh_each_epoch": split in (None, "train"), **config}',
+        "    return config",
+        ("tests/test_sharding.py::test_load_dataset_streams_fresh_trials_for_training_only",),
+    ),
 ]
