@@ -239,3 +239,13 @@ def test_synth_says_when_the_dataset_is_already_there(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
     assert cli.main([*args, "--seed", "1"]) == 1  # another dataset: refused, not "already there"
     assert "other parameters" in capsys.readouterr().err
+    # a file of it deleted: written again, not kept incomplete
+    betas = next(out.rglob("sub-01_ses-02_*SingletrialBetas_statmap.nii.gz"))
+    betas.unlink()
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out == (
+        f"synthetic laion-fmri dataset in {out} lacked files; written again\n"
+    )
+    assert betas.is_file() and sorted(out.rglob("*.nii.gz")) == sorted(
+        p for p in files if p.name.endswith(".nii.gz")
+    )

@@ -121,18 +121,23 @@ def test_metadata_rows_follow_the_volumes(shuffled):
 
 
 def test_datasets_serve_each_trial_its_own_volume(shuffled):
+    """... in volume order on both paths, whatever the table's row order: item i of the map-style
+    dataset is row i of ``get_betas`` (and the stream's i-th item)."""
     table = pd.read_csv(trials_file(shuffled), sep="\t")
     label_of_volume = dict(zip(table["beta_index"], table["label"], strict=True))
     mapped = BetasDataset(shuffled, SUB, features=None, trials={"sessions": SES})
     batch = mapped.__getitems__(list(range(len(mapped)))).data
     trials = batch["trial"].numpy()
-    assert sorted(trials) == list(range(len(table)))
+    assert list(trials) == list(range(len(table)))
+    np.testing.assert_array_equal(
+        batch["betas"].numpy(), load_subject(SUB, data_dir=shuffled).get_betas(SES)
+    )
     assert batch["image_name"] == [label_of_volume[t] for t in trials]
     np.testing.assert_array_equal(batch["betas"].numpy(), volumes(shuffled, trials))
     stream = BetasStream(shuffled, SUB, features=None, trials={"sessions": SES})
     items = list(stream)
     trials = np.array([int(item["trial"]) for item in items])
-    assert sorted(trials) == list(range(len(table)))
+    assert list(trials) == list(range(len(table)))
     assert [item["image_name"] for item in items] == [label_of_volume[t] for t in trials]
     got = np.stack([np.asarray(item["betas"]) for item in items])
     np.testing.assert_array_equal(got, volumes(shuffled, trials))

@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--mask-source",
         default="anatomical",
         choices=["anatomical", "rsquare"],
-        help="brain mask: the anatomical mask, or R2mean > 0",
+        help="brain mask: the anatomical mask, or the voxels whose mean R² is finite and not 0",
     )
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "float16"], help="dtype of the store"

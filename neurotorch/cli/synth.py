@@ -7,6 +7,7 @@ from pathlib import Path
 
 from neurotorch._lazy import import_object
 from neurotorch.cli.arguments import UsageError, positive_int
+from neurotorch.synthetic._once import MARKER
 from neurotorch.synthetic.resolve import WRITERS as FAMILIES
 
 SIZE_PRESETS = ("tiny", "small", "bench")  # the SIZES of every synthetic family
@@ -25,13 +26,25 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--size {args.size} applies to laion-fmri only")
     out = Path(args.out)
     existed = out.is_dir() and any(out.iterdir())
+    before = _marker_stamps(out)
     root = writer(out, size=args.size, seed=args.seed, overwrite=args.overwrite, **options)
     if existed and not args.overwrite:  # the writer reuses only a dataset of the same settings
-        print(f"synthetic {args.family} dataset already in {root} (same size and seed); kept")
+        if _marker_stamps(out) == before:
+            print(f"synthetic {args.family} dataset already in {root} (same size and seed); kept")
+        else:
+            print(f"synthetic {args.family} dataset in {root} lacked files; written again")
     else:
         done = "replaced in" if existed else "written to"
         print(f"synthetic {args.family} dataset {done} {root}")
     return 0
+
+
+def _marker_stamps(out: Path) -> list[tuple[str, int]]:
+    """The synthetic datasets' markers under ``out`` and their times: a dataset written again
+    (because it lacked files) gets a new marker."""
+    if not out.is_dir():
+        return []
+    return sorted((str(p), p.stat().st_mtime_ns) for p in out.rglob(MARKER))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

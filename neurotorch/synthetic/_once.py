@@ -59,6 +59,20 @@ def _written_with(info_path: Path, params: dict) -> bool:
     return isinstance(found, dict) and {k: found.get(k) for k in params} == params
 
 
+def _missing_files(root: Path, info_relpath: str) -> list[str]:
+    """The files the marker of the dataset at ``root`` lists that are not there (none for a
+    dataset of an older version, which has no marker to check)."""
+    marker = _read_marker(root / marker_relpath(info_relpath))
+    files = marker["files"] if marker is not None else []
+    return [name for name in files if not (root / name).is_file()]
+
+
+def _reusable(root: Path, params: dict, info_relpath: str) -> bool:
+    """Whether ``root`` holds the complete dataset of ``params``: its info file records them and
+    every file its marker lists is there."""
+    return _written_with(root / info_relpath, params) and not _missing_files(root, info_relpath)
+
+
 def _check_replaceable(root: Path, marker: dict | None, marker_name: str, what: str) -> list[str]:
     """The files of the neurotorch dataset at ``root``; raise if anything else is there."""
     if marker is None:
@@ -100,11 +114,21 @@ def _files_to_replace(
     dataset there that writing replaces (``[]`` for a missing or empty folder)."""
     if not (root.is_dir() and any(root.iterdir())):
         return []
-    if not overwrite and _written_with(root / info_relpath, params):
-        return None
+    same = _written_with(root / info_relpath, params)
+    if same and not overwrite:
+        missing = _missing_files(root, info_relpath)
+        if not missing:
+            return None
+        log.warning(
+            "%s lacks %d file(s) of its synthetic %s dataset (%s); writing it again",
+            root,
+            len(missing),
+            what,
+            ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+        )
     marker_name = marker_relpath(info_relpath)
     existing = _check_replaceable(root, _read_marker(root / marker_name), marker_name, what=what)
-    if not overwrite:
+    if not overwrite and not same:
         described = ", ".join(f"{k}={v!r}" for k, v in params.items())
         raise DatasetExistsError(
             f"{root} holds a synthetic {what} dataset written with other parameters than "
@@ -156,7 +180,7 @@ def write_dataset_once(
     """Build a dataset with ``write(folder) -> extra_info`` and move it to ``root`` in one rename.
 
     A missing or empty ``root`` is written. A complete dataset at ``root`` whose info file records
-    the same ``params`` is reused as is; one with other ``params`` raises `DatasetExistsError` unless
+    the same ``params`` is reused as is (one that lacks files its marker lists is written again); one with other ``params`` raises `DatasetExistsError` unless
     ``overwrite``, which replaces it. Any other non-empty ``root`` (no marker, or files the
     generator did not write) raises `DatasetExistsError` even with ``overwrite``. The dataset is
     written into a hidden sibling folder first, so an interrupted run never leaves a half-written
@@ -177,7 +201,7 @@ def write_dataset_once(
         raise DatasetExistsError(
             f"{root} is a file; give a folder for the synthetic {what} dataset."
         )
-    if not overwrite and _written_with(root / info_relpath, params):
+    if not overwrite and _reusable(root, params, info_relpath):
         return root  # complete: no lock needed to reuse it
     root.parent.mkdir(parents=True, exist_ok=True)
     with path_lock(root):

@@ -254,4 +254,18 @@ MUTANTS = [
         "    return config",
         ("tests/test_sharding.py::test_load_dataset_streams_fresh_trials_for_training_only",),
     ),
+    Mutant(
+        "trials-in-table-row-order",
+        "neurotorch/data/fmri/trials.py",
+        '    return trials.sort_values("trial", kind="stable", ignore_index=True)',
+        "    return trials",
+        ("tests/test_fmri_beta_index.py::test_datasets_serve_each_trial_its_own_volume",),
+    ),
+    Mutant(
+        "synthetic-reused-with-files-missing",
+        "neurotorch/synthetic/_once.py",
+        "    if not overwrite and _reusable(root, params, info_relpath):",
+        "    if not overwrite and _written_with(root / info_relpath, params):",
+        ("tests/test_cli_errors.py::test_synth_says_when_the_dataset_is_already_there",),
+    ),
 ]

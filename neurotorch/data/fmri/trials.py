@@ -233,15 +233,17 @@ def parse_split(split: str) -> tuple[str, Part]:
 
 
 def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
-    """The session's trial table as ``subject, session, trial, image_name``.
+    """The session's trial table as ``subject, session, trial, image_name``, in volume order.
 
     ``trial`` is the row's ``beta_index``: the volume of the session's betas file (and the row of
-    its prepared store) that holds the trial. The datasets check the table against the volume
-    count with `neurotorch.fmri.session_checks.trial_volumes` when they open a session.
+    its prepared store) that holds the trial. Rows are sorted by it (a table may list trials in
+    presentation order), so that item i of a session is volume i, as in ``get_betas``. The
+    datasets check the table against the volume count with
+    `neurotorch.fmri.session_checks.trial_volumes` when they open a session.
     """
     table = read_session_trials(root, subject, session)
     check_beta_index(table, root.path(layout.session_trials(subject, session)))
-    return pd.DataFrame(
+    trials = pd.DataFrame(
         {
             "subject": subject,
             "session": session,
@@ -249,6 +251,7 @@ def read_trials(root: DataRoot, subject: str, session: str) -> pd.DataFrame:
             "image_name": table["label"].to_numpy(object),
         }
     )
+    return trials.sort_values("trial", kind="stable", ignore_index=True)
 
 
 def select_trials(
