@@ -284,6 +284,29 @@ def test_a_run_never_overwrites_the_files_of_its_folder(tmp_path, monkeypatch, c
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == first
 
 
+@pytest.mark.slow
+def test_model_options_on_the_command_line_win_over_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """Lightning sets the model's options to the checkpoint's hyperparameters, dropping an
+    evaluation setting asked for on the command line; what is asked for is what runs, and what
+    is not asked for comes from the checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "calibrator", *overrides("calibrator", tmp_path)]
+    status, out, _ = run(capsys, "fit", *args, "--test_after_fit", "false")
+    assert status == 0
+    checkpoint = str(printed(out, "checkpoint"))
+    asked = ["--model.init_args.coverage_mode", "pointwise", "--model.init_args.output_dir", "mine"]
+    status, out, _ = run(capsys, "test", *args, "--ckpt_path", checkpoint, *asked)
+    assert status == 0 and printed(out, "metrics") == Path("mine", "calibration_test.json")
+    status, out, _ = run(capsys, "test", *args, "--ckpt_path", checkpoint)
+    assert status == 0 and printed(out, "metrics").parent == Path("runs", "calibrator", "version_2")
+    used = [
+        yaml.safe_load(Path("runs", "calibrator", f"version_{v}", "config.yaml").read_text())
+        for v in (1, 2)
+    ]
+    modes = [u["model"]["init_args"]["coverage_mode"] for u in used]
+    assert modes == ["pointwise", "time_averaged"]
+
+
 def quiet_trainer():
     import lightning as L
 

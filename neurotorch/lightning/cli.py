@@ -24,7 +24,7 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
@@ -131,6 +131,17 @@ def _hide_empty_summary(trainer) -> None:
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.npz")
 
 
+def _model_options_given(args: Sequence[str] | None) -> list[str]:
+    """The model options named on the command line, as config keys (``model.init_args.x``)."""
+    keys = []
+    for arg in args or []:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--model.") and name != "--model.class_path":
+            key = name[2:].removeprefix("model.").removeprefix("init_args.")
+            keys.append(f"model.init_args.{key}")
+    return keys
+
+
 class NeurotorchLightningCLI(LightningCLI):
     """LightningCLI with subclass mode for model and data, short class names, a test pass after
     ``fit``, ``last.ckpt``, predictions written to the run folder and a calm console."""
@@ -152,6 +163,7 @@ class NeurotorchLightningCLI(LightningCLI):
         here since ``args`` is ``sys.argv[1:]``.
         """
         self.config = parser.parse_args(args)
+        self._model_options = _model_options_given(args)
         # Lightning reads a checkpoint's hyperparameters next: a file of another kind is named
         chosen = self.config.get("subcommand")
         checkpoint = self.config[chosen].get("ckpt_path") if chosen else None
@@ -160,6 +172,22 @@ class NeurotorchLightningCLI(LightningCLI):
                 f"--ckpt_path {checkpoint} is not a checkpoint (a file written by torch.save, "
                 "as Lightning writes them); give the last.ckpt that neurotorch fit printed."
             )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning sets the model's options to the checkpoint's hyperparameters; the options
+        given on the command line (``--model.init_args.coverage_mode pointwise``) are then set
+        again, so that what the user asked for is what runs (a changed architecture fails
+        when the weights load, by name)."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return super()._parse_ckpt_path()
+        given = {key: self.config[subcommand].get(key) for key in self._model_options}
+        super()._parse_ckpt_path()
+        chosen = self.config[subcommand]
+        for key, value in given.items():
+            if chosen.get(key) != value:
+                log.info("%s: %r from the command line, not the checkpoint's", key, value)
+                chosen[key] = value
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(

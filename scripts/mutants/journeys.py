@@ -268,4 +268,11 @@ MUTANTS = [
         "    if not overwrite and _written_with(root / info_relpath, params):",
         ("tests/test_cli_errors.py::test_synth_says_when_the_dataset_is_already_there",),
     ),
+    Mutant(
+        "checkpoint-hyperparameters-override-the-command-line",
+        "neurotorch/lightning/cli.py",
+        "                chosen[key] = value\n",
+        "                pass\n",
+        ("tests/test_verbs.py::test_model_options_on_the_command_line_win_over_the_checkpoint",),
+    ),
 ]
