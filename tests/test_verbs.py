@@ -307,15 +307,20 @@ def test_model_options_on_the_command_line_win_over_the_checkpoint(tmp_path, mon
     assert modes == ["pointwise", "time_averaged"]
 
 
-def quiet_trainer():
+def quiet_trainer(root: Path):
+    """A trainer whose reports go to ``root`` (never the current folder)."""
     import lightning as L
 
-    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    return L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=root
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["validate", "test", "predict"])
-def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root, record_property):
+def test_models_refuse_to_evaluate_before_they_are_fitted(
+    stage, tiny_laion_root, tmp_path, record_property
+):
     from neurotorch.errors import ParameterError
     from neurotorch.lightning import (
         CalibrationDataModule,
@@ -350,7 +355,7 @@ def test_models_refuse_to_evaluate_before_they_are_fitted(stage, tiny_laion_root
     ]
     for model, data in cases:
         with pytest.raises(ParameterError, match=f"cannot {stage}.*not fitted.*ckpt_path"):
-            getattr(quiet_trainer(), stage)(model, data)
+            getattr(quiet_trainer(tmp_path), stage)(model, data)
     record_property("fault", "named")
 
 
@@ -370,7 +375,7 @@ def test_a_step_trained_model_counts_its_batches_and_evaluates_once_trained(tmp_
     fit.fit(model, data)
     assert int(model.trained_batches) == 3
     fit.save_checkpoint(tmp_path / "trained.ckpt")
-    quiet_trainer().test(model, data)  # trained: evaluated
+    quiet_trainer(tmp_path).test(model, data)  # trained: evaluated
     restored = LesionNetworkModel.load_from_checkpoint(tmp_path / "trained.ckpt")
     assert int(restored.trained_batches) == 3
     old = torch.load(tmp_path / "trained.ckpt", weights_only=False)  # written before the count
