@@ -29,7 +29,7 @@ storage_options
 """
 docdict["seed"] = """
 seed
-    Seed of every random choice (an integer); the same seed gives the same result on any
+    Seed of every random choice (an integer >= 0); the same seed gives the same result on any
     machine, worker and rank.
 """
 docdict["batch_size"] = """

@@ -11,6 +11,7 @@ _EXPORTS = {
     "LaionFMRIDataModule": "neurotorch.lightning.laion_fmri",
     "SensorSimDataModule": "neurotorch.lightning.meeg",
     "CalibrationDataModule": "neurotorch.lightning.meeg",
+    "CalibrationRunsDataModule": "neurotorch.lightning.meeg",
     "ConnectomeDataModule": "neurotorch.lightning.connectome",
 }
 

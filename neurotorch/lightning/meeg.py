@@ -60,6 +60,7 @@ class _LeadfieldDataModule(NeurotorchDataModule):
         seed: int,
         streaming: bool,
     ):
+        check_int("seed", seed, minimum=0)  # split_seed and the generators need seed >= 0
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
         )
@@ -253,6 +254,7 @@ class CalibrationRunsDataModule(NeurotorchDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
+        check_int("seed", seed, minimum=0)  # the partition's generator needs seed >= 0
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.runs_dir = os.fspath(runs_dir)
         self.storage_options = storage_options

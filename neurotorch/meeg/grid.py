@@ -138,7 +138,12 @@ def simulate_run(
     config = config or ERPConfig()
     gen = item_generator(seed, index)
     sources = SourceSimulator(config, dtype=torch.float64).simulate(
-        1, data.n_sources, nnz, generator=gen, n_components=data.n_components
+        1,
+        data.n_sources,
+        nnz,
+        generator=gen,
+        n_components=data.n_components,
+        silent=data.silent_sources,
     )
     sensors = SensorSimulator(data, dtype=torch.float64).simulate(sources, alpha, gen)
     leadfield = torch.as_tensor(data.leadfield)

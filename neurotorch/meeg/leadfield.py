@@ -18,7 +18,7 @@ import numpy as np
 
 from neurotorch._options import as_settings, check_bool, check_int, check_option
 from neurotorch.config import resolve_data_dir
-from neurotorch.errors import FormatError, ParameterError, ShapeMismatchError
+from neurotorch.errors import DatasetExistsError, FormatError, ParameterError, ShapeMismatchError
 from neurotorch.io.files import FilePath, as_path, check_writable, read_bytes
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
@@ -131,6 +131,7 @@ class LeadfieldBuilder:
         seed: int = 0,
         save: bool = True,
         save_forward: bool = False,
+        overwrite: bool = False,
     ) -> LeadfieldData | np.ndarray:
         """Return a leadfield by loading it, simulating it with MNE or drawing it at random.
 
@@ -157,11 +158,18 @@ class LeadfieldBuilder:
         save, save_forward
             In ``"simulate"`` mode, write the NPZ (and ``<subject>-fwd.fif`` beside the
             leadfield folder's ``1284src_fwd``); the leadfield folder must then be local.
+        overwrite
+            With ``save``/``save_forward``, replace a leadfield (or forward) file that already
+            exists. By default such a file -- perhaps one made from a real MRI -- is kept and
+            `neurotorch.errors.DatasetExistsError` is raised before anything is simulated.
 
         Files are read as the builder's ``allow_pickle`` and ``require_src_coords`` say.
         """
         layout.check_orientation(orientation_type)
         check_option("retrieve_mode", retrieve_mode, RETRIEVE_MODES)
+        check_bool("save", save)
+        check_bool("save_forward", save_forward)
+        check_bool("overwrite", overwrite)
         if retrieve_mode == "load":
             data = self._load(subject, orientation_type)
             _check_sizes(data, n_sensors, n_sources)
@@ -176,6 +184,7 @@ class LeadfieldBuilder:
                 subjects_dir=subjects_dir,
                 save=save,
                 save_forward=save_forward,
+                overwrite=overwrite,
             )
         else:
             data = random_leadfield(
@@ -202,7 +211,14 @@ class LeadfieldBuilder:
         return data
 
     def _simulate(
-        self, subject: str, orientation_type: str, *, save: bool, save_forward: bool, **forward
+        self,
+        subject: str,
+        orientation_type: str,
+        *,
+        save: bool,
+        save_forward: bool,
+        overwrite: bool,
+        **forward,
     ) -> LeadfieldData:
         from neurotorch.meeg.forward import simulate_leadfield
 
@@ -211,6 +227,14 @@ class LeadfieldBuilder:
         fwd_path = None
         if save_forward:
             fwd_path = Path(self.root.url).parent / layout.forward_file(subject)
+        targets = [Path(self.path(subject, orientation_type))] if save else []
+        existing = [path for path in [*targets, fwd_path] if path is not None and path.exists()]
+        if existing and not overwrite:
+            raise DatasetExistsError(
+                f"{existing[0]} already exists and retrieve_mode='simulate' would replace it "
+                "with a simulated leadfield. Pass save=False to simulate in memory only, "
+                "overwrite=True to replace the file, or another subject or folder."
+            )
         forward["n_sources"] = forward["n_sources"] or DEFAULT_SOURCES
         data = simulate_leadfield(
             orientation_type, subject=subject, forward_path=fwd_path, **forward
@@ -295,7 +319,7 @@ class LeadfieldSpec:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
         check_option("sensor", self.sensor, SENSORS)
-        check_int("seed", self.seed)
+        check_int("seed", self.seed, minimum=0)
         check_bool("require_src_coords", self.require_src_coords)
         if self.data_dir is not None and self.mode != "load":
             raise ParameterError(

@@ -2,8 +2,9 @@
 
 Units: leadfields are returned in µV/nAm (EEG) or fT/nAm (MEG, fT/m/nAm for gradiometers);
 source coordinates (metres) and normals are in the MNE head frame, as ``fwd["source_rr"]``.
-Files that store raw SI values (``sensor_unitmult`` 0 or missing) are scaled on load:
-V/Am -> µV/nAm is x1e-3, T/Am (or T/m/Am) -> fT/nAm is x1e6.
+Raw SI values (``sensor_unitmult`` 0 or missing) are scaled when a `LeadfieldData` is made --
+loaded from a file or built in memory alike: V/Am -> µV/nAm is x1e-3, T/Am -> fT/nAm and
+T/m/Am -> fT/m/nAm are x1e6.
 """
 
 from __future__ import annotations
@@ -73,10 +74,16 @@ class LeadfieldData:
     source
         Where it was read from (a file or URL), ``None`` when built in memory; errors name it.
 
+    Raw SI values (``sensor_units`` V, T or T/m with ``sensor_unitmult`` 0 or ``None``) are
+    scaled to µV/nAm or fT/nAm when the record is made (`scale_to_display_units`), in memory as
+    on load: ``leadfield`` is then the scaled copy and ``sensor_unitmult`` the new multiplier.
+
     Every array is checked when the record is made (`check_leadfield`): a leadfield that cannot
     describe a measurement (all zeros, EEG in tesla, a coil type of another sensor kind, NaN)
     raises a named error. A source whose column is zero (one no sensor sees, such as a radial
-    dipole in a spherical MEG head) is accepted with a warning and listed in `silent_sources`.
+    dipole in a spherical MEG head) is accepted with a warning and listed in `silent_sources`;
+    the simulators never draw such a source as active (a trial of silent sources alone would
+    have no signal, so no SNR and no noise level).
     """
 
     leadfield: np.ndarray
@@ -99,12 +106,18 @@ class LeadfieldData:
                 f"{where}: a leadfield must be a non-empty (n_sensors, n_sources) or (n_sensors, "
                 f"n_sources, k) array; got shape {self.leadfield.shape}."
             )
+        # raw SI (unit multiplier 0 or unknown) is scaled here, whether the record is loaded,
+        # simulated or built by hand, so that one leadfield has one scale and `units` is true
+        self.leadfield, self.sensor_unitmult = scale_to_display_units(
+            self.leadfield, self.sensor_units, self.sensor_unitmult
+        )
         check_leadfield(self, where)
         silent = self.silent_sources
         if len(silent):
             log.warning(
                 "%s: %d of %d sources have an all-zero leadfield column (no sensor sees them; "
-                "their posterior equals their prior): %s",
+                "their posterior equals their prior and the simulators never draw them as "
+                "active): %s",
                 where,
                 len(silent),
                 self.n_sources,
@@ -156,10 +169,11 @@ class LeadfieldData:
 def scale_to_display_units(
     leadfield: np.ndarray, sensor_units: int | None, sensor_unitmult: int | None
 ) -> tuple[np.ndarray, int | None]:
-    """Scale a raw-SI leadfield to µV/nAm (EEG) or fT/nAm (MEG).
+    """Scale a raw-SI leadfield to µV/nAm (EEG) or fT/nAm (MEG; fT/m/nAm for gradiometers).
 
-    Only leadfields whose ``sensor_unitmult`` is 0 or unknown are scaled; a leadfield already in
-    the target multiplier (or in any other multiplier) is returned unchanged.
+    Only leadfields whose ``sensor_unitmult`` is 0 or unknown are scaled (into a new float64
+    array); a leadfield already in the target multiplier (or in any other multiplier) is returned
+    unchanged. `LeadfieldData` applies it when a record is made.
 
     Returns
     -------
@@ -171,7 +185,7 @@ def scale_to_display_units(
     target, factor = _SCALE_TO_DISPLAY[sensor_units]
     if sensor_unitmult not in (None, layout.UNITM_NONE):
         return leadfield, sensor_unitmult
-    return leadfield * factor, target
+    return np.asarray(leadfield, dtype=np.float64) * factor, target
 
 
 def _fiff_code(value: np.ndarray, key: str, path: object) -> int | None:
@@ -243,14 +257,11 @@ def load_leadfield_npz(
     units = meta.get("sensor_units")
     if units is None and "units" in values and values["units"].dtype.kind in "iuf":
         units = _fiff_code(values["units"], "units", path)
-    leadfield, unitmult = scale_to_display_units(
-        np.asarray(raw, dtype=np.float64), units, meta.get("sensor_unitmult")
-    )
-    data = LeadfieldData(
-        leadfield=leadfield,
+    data = LeadfieldData(  # raw SI is scaled when the record is made
+        leadfield=np.asarray(raw, dtype=np.float64),
         sensor_kind=meta.get("sensor_kind"),
         sensor_units=units,
-        sensor_unitmult=unitmult,
+        sensor_unitmult=meta.get("sensor_unitmult"),
         coil_type=meta.get("coil_type"),
         mne_coil_type=meta.get("mne_coil_type"),
         src_coords=_optional_array(values.get("src_coords"), 2),
@@ -440,7 +451,7 @@ def random_leadfield(
     layout.check_orientation(orientation_type)
     n_sensors = check_int("n_sensors", n_sensors, minimum=1)
     n_sources = check_int("n_sources", n_sources, minimum=1)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     shape = (n_sensors, n_sources) if orientation_type == "fixed" else (n_sensors, n_sources, 3)
     q_basis = (
         None

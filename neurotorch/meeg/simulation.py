@@ -241,16 +241,27 @@ class SourceSimulator:
         *,
         generator: torch.Generator,
         n_components: int = 1,
+        silent: torch.Tensor | np.ndarray | None = None,
     ) -> SourceBatch:
         """Draw ``batch_size`` trials of ``nnz`` active sources among ``n_sources``.
 
         ``n_components`` is 1 for fixed orientation, else the number of free components (3 for
-        EEG, 2 for reduced MEG); free sources follow `ERPConfig.free_recipe`.
+        EEG, 2 for reduced MEG); free sources follow `ERPConfig.free_recipe`. ``silent``: indices
+        of sources never drawn as active (`LeadfieldData.silent_sources`: no sensor sees them, so
+        a trial of them alone would have no signal and its SNR no meaning); the others are
+        drawn as without it, from the same random numbers.
         """
-        if not 0 < nnz <= n_sources:
-            raise ParameterError(f"nnz must be in 1..{n_sources}, got {nnz}.")
+        n_silent = 0 if silent is None else len(silent)
+        if not 0 < nnz <= n_sources - n_silent:
+            visible = f" ({n_silent} of the {n_sources} are silent)" if n_silent else ""
+            raise ParameterError(
+                f"nnz must be in 1..{n_sources - n_silent}, the sources that can be active"
+                f"{visible}; got {nnz}."
+            )
         free_recipe = self.config.free_recipe
         scores = torch.rand(batch_size, n_sources, generator=generator, device=self.device)
+        if n_silent:  # scores lie in [0, 1): a silent source never ranks among the top nnz
+            scores[:, torch.as_tensor(silent, dtype=torch.long, device=self.device)] = -1.0
         active = scores.topk(nnz, dim=1).indices
         per_source = n_components if n_components > 1 and free_recipe == "components" else 1
         n = batch_size * nnz * per_source
@@ -341,6 +352,12 @@ class SensorSimulator:
                 f"{self.leadfield.shape[1]}; simulate them with n_sources="
                 f"{self.leadfield.shape[1]}."
             )
+        if sources.waveforms.dtype != self.dtype:
+            raise ParameterError(
+                f"The sources are {sources.waveforms.dtype} but the SensorSimulator is "
+                f"{self.dtype}; make the SourceSimulator and the SensorSimulator with the same "
+                f"dtype (e.g. both dtype={self.dtype})."
+            )
         columns = self.leadfield[:, sources.active_indices]  # (M, B, nnz[, K])
         batch = columns.shape[1]
         columns = columns.permute(1, 0, *range(2, columns.ndim)).reshape(
@@ -356,7 +373,13 @@ class SensorSimulator:
         ``alpha = 0`` returns pure noise ``eta * eps`` with ``||eta eps|| = ||y_clean||``.
         """
         batch = y_clean.shape[0]
-        alpha = torch.as_tensor(alpha, dtype=torch.float64, device=self.device).expand(batch)
+        alpha = torch.as_tensor(alpha, dtype=torch.float64, device=self.device)
+        if alpha.ndim > 1 or alpha.numel() not in (1, batch):
+            raise ShapeMismatchError(
+                f"alpha holds {alpha.numel()} values (shape {tuple(alpha.shape)}) for a batch of "
+                f"{batch} trials; give one alpha for all trials or one per trial."
+            )
+        alpha = alpha.reshape(-1).expand(batch)
         if not bool(((alpha >= 0) & (alpha <= 1)).all()):
             raise ParameterError("alpha (SNR) must lie in [0, 1].")
         eps = torch.randn(y_clean.shape, generator=generator, device=self.device, dtype=self.dtype)

@@ -45,8 +45,10 @@ from neurotorch.models.module import ReferenceModule, StepTrainedModule
 from neurotorch.plotting.meeg import plot_coverage_curves
 
 CoverageMode = Literal["time_averaged", "pointwise"]
-#: Batch keys that identify a simulated trial; predictions carry those the batches hold.
-ID_KEYS = ("index", "nnz", "alpha")
+#: Batch keys that identify a trial: a simulated one (``index``, ``nnz``, ``alpha``) or a run read
+#: from disk (``run_id``, ``seed``, with its ``nnz`` and ``alpha``); predictions carry those the
+#: batches hold.
+ID_KEYS = ("index", "run_id", "seed", "nnz", "alpha")
 CALIBRATOR = "A calibrator"
 SOURCE = "a CalibrationDataModule (trials with their posterior)"
 
@@ -200,7 +202,8 @@ class _CoverageCalibrator(ReferenceModule):
         is ``center ± half_width[..., c]``, where ``center`` (also returned) is the time average
         of the posterior mean for ``coverage_mode="time_averaged"``, and the posterior mean at
         each time sample for ``"pointwise"`` (not returned: it is the batch's ``mean``). Ids: the
-        trial's ``index`` (and ``nnz``, ``alpha`` of simulated trials).
+        trial's ``index`` (simulated trials) or ``run_id`` and ``seed`` (runs read from disk),
+        and its ``nnz`` and ``alpha``, those of `ID_KEYS` the batch holds.
         """
         rows = {"half_width": self(batch) * _std(batch, self.coverage_mode)[..., None]}
         if self.coverage_mode == "time_averaged":
@@ -280,21 +283,26 @@ class IsotonicCalibrator(_CoverageCalibrator):
         self._train_counter.update(_standardized(batch, self.coverage_mode))
 
     def _fit_if_trained(self) -> None:
-        """Fit the isotonic map on the training counts collected since the last fit."""
+        """Fit the isotonic map on this training epoch's counts so far.
+
+        The counter is kept: a validation inside the epoch (``val_check_interval < 1``) fits on
+        the batches trained so far, and the end of the epoch fits again on all of them."""
         if self._train_counter is None or self._train_counter.counts.sum() == 0:
             return
-        counts = self._train_counter.counts
+        counts = CoverageCounter(_z(FIT_LEVELS), self.device)
+        counts.counts = self._train_counter.counts.clone()  # this rank's keep counting
         if self.trainer is not None and self.trainer.world_size > 1:
-            counts.copy_(self.trainer.strategy.reduce(counts, reduce_op="sum"))
-        fit = IsotonicRecalibration().fit(FIT_LEVELS, self._train_counter.coverage())
+            counts.counts = self.trainer.strategy.reduce(counts.counts, reduce_op="sum")
+        fit = IsotonicRecalibration().fit(FIT_LEVELS, counts.coverage())
         self.fitted = torch.as_tensor(fit.fitted, dtype=torch.float64, device=self.device)
-        self._train_counter = None
 
     def on_train_epoch_end(self) -> None:
         self._fit_if_trained()
+        self._train_counter = None
 
     def _start(self, stage: str) -> None:
-        # validation runs inside the training epoch, before on_train_epoch_end
+        # validation runs inside the training epoch (at its end: before on_train_epoch_end;
+        # with val_check_interval < 1 also in its middle): fit on the counts so far
         self._fit_if_trained()
         if not self.trainer.sanity_checking:  # the sanity check runs before any training
             self._check_fitted("validate" if stage == "val" else stage)

@@ -267,4 +267,54 @@ MUTANTS = [
         "            seed=self.seed,",
         ("tests/test_meeg_lightning.py::test_sensor_sim_datamodule_splits_differ",),
     ),
+    Mutant(
+        "leadfield-raw-si-scaled-only-on-load",
+        "neurotorch/meeg/leadfield_data.py",
+        "        self.leadfield, self.sensor_unitmult = scale_to_display_units(\n"
+        "            self.leadfield, self.sensor_units, self.sensor_unitmult\n"
+        "        )\n",
+        "        if self.source is not None:  # files only\n"
+        "            self.leadfield, self.sensor_unitmult = scale_to_display_units(\n"
+        "                self.leadfield, self.sensor_units, self.sensor_unitmult\n"
+        "            )\n",
+        (
+            "tests/test_meeg_boundaries.py::test_raw_si_leadfield_in_memory_is_scaled_as_on_load[eeg-raw]",
+            "tests/test_meeg_boundaries.py::test_raw_si_leadfield_simulates_the_same_before_and_after_a_round_trip",
+        ),
+    ),
+    Mutant(
+        "simulate-replaces-an-existing-leadfield-file",
+        "neurotorch/meeg/leadfield.py",
+        "        if existing and not overwrite:",
+        "        if False:",
+        (
+            "tests/test_meeg_boundaries.py::test_simulate_keeps_an_existing_leadfield_file_unless_told_to_overwrite",
+        ),
+    ),
+    Mutant(
+        "fmri-sensors-of-several-subjects-through-one-head",
+        "neurotorch/data/meeg/from_fmri.py",
+        "    if subjects == [subject]:\n        return\n",
+        "    if subject in subjects:\n        return\n",
+        (
+            "tests/test_meeg_boundaries.py::test_fmri_informed_sensors_refuse_betas_of_other_subjects[two-subjects]",
+        ),
+    ),
+    Mutant(
+        "silent-sources-drawn-active",
+        "neurotorch/meeg/simulation.py",
+        "            scores[:, torch.as_tensor(silent, dtype=torch.long, device=self.device)] = -1.0",
+        "            pass",
+        (
+            "tests/test_meeg_boundaries.py::test_silent_sources_are_never_drawn_as_active",
+            "tests/test_meeg_boundaries.py::test_grid_runs_never_make_a_silent_source_active",
+        ),
+    ),
+    Mutant(
+        "run-predictions-without-run-ids",
+        "neurotorch/models/calibrator.py",
+        'ID_KEYS = ("index", "run_id", "seed", "nnz", "alpha")',
+        'ID_KEYS = ("index", "nnz", "alpha")',
+        ("tests/test_meeg_boundaries.py::test_predictions_of_runs_carry_run_id_and_seed",),
+    ),
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from neurotorch._options import check_number
+from neurotorch._options import check_int, check_number
 from neurotorch.errors import ParameterError
 from neurotorch.io.storage import DataRoot
 from neurotorch.meeg import layout
@@ -26,6 +26,26 @@ def mask_voxel_coords_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """World (mm) coordinates of a 3-D mask's True voxels, in C order (the voxel-array order)."""
     ijk = np.argwhere(np.asarray(mask, dtype=bool))
     return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def _check_one_subject(betas_dataset: Any, subject: str) -> None:
+    """Refuse a betas dataset whose subjects are not exactly ``subject``."""
+    subjects = list(getattr(betas_dataset, "subjects", [subject]))
+    if subjects == [subject]:
+        return
+    if len(subjects) > 1:
+        raise ParameterError(
+            f"FMRIInformedSensors.from_laion_fmri maps every trial through {subject}'s voxel grid, "
+            f"head transform and leadfield, but the betas dataset holds {len(subjects)} subjects "
+            f"({', '.join(subjects)}): the other subjects' trials would get sensors from the wrong "
+            "head. Build one BetasDataset and one FMRIInformedSensors per subject (and "
+            "concatenate them with torch.utils.data.ConcatDataset if needed)."
+        )
+    raise ParameterError(
+        f"FMRIInformedSensors.from_laion_fmri was asked for subject={subject!r}, but the betas "
+        f"dataset holds {subjects[0]!r}; pass subject={subjects[0]!r} (each subject's trials need "
+        "its own voxel grid, head transform and leadfield)."
+    )
 
 
 class FMRIInformedSensors(Dataset):
@@ -82,6 +102,7 @@ class FMRIInformedSensors(Dataset):
                 + (" without positions." if leadfield.src_coords is None else ".")
             )
         alpha = check_number("alpha", alpha, minimum=0.0, maximum=1.0, open_minimum=True)
+        seed = check_int("seed", seed, minimum=0)
         coords = np.asarray(voxel_coords_mm, dtype=np.float64)
         transform = np.asarray(head_to_t1w, dtype=np.float64)
         src_mm = leadfield.src_coords @ transform[:3, :3].T + transform[:3, 3]
@@ -103,7 +124,7 @@ class FMRIInformedSensors(Dataset):
         )
         self.leadfield = torch.as_tensor(leadfield.leadfield, dtype=torch.float32)
         self.alpha = float(alpha)
-        self.seed = int(seed)
+        self.seed = seed
 
     @classmethod
     def from_laion_fmri(
@@ -123,12 +144,18 @@ class FMRIInformedSensors(Dataset):
         and the voxel grid's affine from the subject's anatomical brain mask; the voxel order is
         ``betas_dataset.voxel_mask(subject)`` in C order. ``fmri_root`` may be an fsspec URL
         (with ``storage_options``). ``kwargs`` go to the constructor.
+
+        ``betas_dataset`` must hold ``subject`` alone: every subject has its own voxel grid, head
+        transform and leadfield, so a dataset of several subjects raises `ParameterError` (make
+        one `FMRIInformedSensors` per subject and concatenate them).
         """
         import nibabel as nib
 
         from neurotorch.fmri import layout as fmri_layout
         from neurotorch.meeg.leadfield import load_leadfield_npz, read_transform
 
+        subject = fmri_layout.subject_id(subject)
+        _check_one_subject(betas_dataset, subject)
         root = DataRoot(fmri_root, storage_options)
         meeg_dir, options = layout.FMRI_MEEG_DIR, root.storage_options
         leadfield = load_leadfield_npz(

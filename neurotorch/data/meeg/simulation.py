@@ -99,10 +99,18 @@ class TrialSimulation:
         self.alpha = tuple(
             check_number(f"alpha[{k}]", a, minimum=0.0, maximum=1.0) for k, a in enumerate(alphas)
         )
-        if max(self.nnz) > self.leadfield.n_sources:
+        self.silent = torch.as_tensor(self.leadfield.silent_sources, dtype=torch.long)
+        n_active = self.leadfield.n_sources - len(self.silent)
+        if max(self.nnz) > n_active:
+            silent = (
+                f", less its {len(self.silent)} silent sources (all-zero leadfield columns, never "
+                "drawn as active)"
+                if len(self.silent)
+                else ""
+            )
             raise ParameterError(
-                f"nnz values {self.nnz} must lie in 1..{self.leadfield.n_sources} (the source "
-                "count of the leadfield)."
+                f"nnz values {self.nnz} must lie in 1..{n_active} (the source count of the "
+                f"leadfield{silent})."
             )
         if config is not None and not isinstance(config, ERPConfig):
             config = ERPConfig(**config)
@@ -147,6 +155,7 @@ class TrialSimulation:
             nnz,
             generator=generator,
             n_components=sensor_sim.n_components,
+            silent=self.silent,
         )
         sensors = sensor_sim.simulate(sources, alpha, generator)
         padded = torch.full((batch_size, max(self.nnz)), -1, dtype=torch.long, device=self.device)
@@ -204,7 +213,7 @@ class SimulatedSensorDataset(Dataset):
             leadfield, nnz=nnz, alpha=alpha, config=config, device=device
         )
         self.length = check_int("length", length, minimum=1)
-        self.seed = check_int("seed", seed)
+        self.seed = check_int("seed", seed, minimum=0)
         self.return_sources = check_bool("return_sources", return_sources)
 
     def __len__(self) -> int:
@@ -280,7 +289,7 @@ class SimulatedSensorBatches(ShardedIterable):
         )
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.n_batches = check_int("n_batches", n_batches, minimum=1)
-        self.seed = check_int("seed", seed)
+        self.seed = check_int("seed", seed, minimum=0)
         self.return_sources = check_bool("return_sources", return_sources)
         self.fresh_each_epoch = self.auto_advance = check_bool("fresh_each_epoch", fresh_each_epoch)
 
