@@ -188,6 +188,18 @@ def test_lesion_from_finer_grid_is_resampled(connectome, batches):
     np.testing.assert_array_equal(lesions.masks[0], load_lesions(path, batches).masks[0])
 
 
+def test_a_resampled_lesion_between_voxel_centres_is_named_as_such(batches):
+    """A small lesion well inside the brain that covers no 8 mm voxel centre: the message says
+    that sampling at the centres lost it, not only that it may be in another space."""
+    affine = batches.affine.copy()
+    affine[:3, :3] /= 4  # a 2 mm grid with the connectome's origin
+    fine = np.zeros(tuple(4 * np.array(batches.mask_shape)), dtype=np.uint8)
+    i, j, k = 4 * batches.mask_indices[len(batches.mask_indices) // 2]  # a centre in the brain
+    fine[i + 1 : i + 3, j + 1 : j + 3, k + 1 : k + 3] = 1  # 2x2x2 voxels beside it
+    with pytest.raises(ShapeMismatchError, match="64 mm³ that covers none of those centres"):
+        load_lesions({"small": nib.Nifti1Image(fine, affine)}, batches, resample=True)
+
+
 def test_lesion_header_flip_raises(connectome, batches):
     path = sorted((connectome / LESION_DIR).iterdir())[0]
     img = nib.load(path)

@@ -186,6 +186,17 @@ def _image_values(
     )
 
 
+def _missed_centres(volume_mm3: float, connectome: ConnectomeBatches) -> str:
+    """Why a resampled lesion inside the brain can still select no voxel."""
+    voxel_mm3 = abs(np.linalg.det(connectome.affine[:3, :3]))
+    return (
+        f" Resampled, it is read at the centres of the connectome's {voxel_mm3:.0f} mm³ voxels "
+        f"(nearest neighbour): a lesion of {volume_mm3:.0f} mm³ that covers none of those "
+        "centres selects no voxel even inside the brain; dilate it, or bring it to the "
+        "connectome's grid with a rule of your choice (such as any overlap)."
+    )
+
+
 def load_lesions(
     lesions: LesionInput | Sequence | Mapping,
     connectome: ConnectomeBatches,
@@ -275,6 +286,7 @@ def load_lesions(
             raise ShapeMismatchError(
                 f"Lesion {name!r} has no voxel inside the connectome's brain mask; check that it is "
                 f"in the connectome's space ({connectome.space}) and that its affine is right."
+                + (_missed_centres(own_volume, connectome) if resample else "")
             )
         names.append(name)
         masks.append(mask)
