@@ -263,3 +263,40 @@ def test_load_dataset_streams_fresh_trials_for_training_only(name):
         stream = load_dataset(name, split=split, streaming=True, **options)
         first, second = _batch_sums(stream), _batch_sums(stream)
         assert (first == second) == (split in ("val", "test")), split
+
+
+@pytest.mark.parametrize("cls_name", ["sensors", "calibration"])
+@pytest.mark.parametrize(("n_batches", "world_size"), [(3, 2), (5, 4), (4, 3), (2, 2)])
+def test_batched_simulations_halve_batches_for_ranks_and_serve_each_trial_once(
+    cls_name, n_batches, world_size
+):
+    """Every rank yields as many batches (its ``len``), every trial of the epoch is served once
+    over the ranks, and a trial served in a half equals that trial of the whole batch."""
+
+    def make():
+        from neurotorch.data.meeg.calibration import CalibrationBatches
+        from neurotorch.data.meeg.simulation import SimulatedSensorBatches
+
+        cls = {"sensors": SimulatedSensorBatches, "calibration": CalibrationBatches}[cls_name]
+        leadfield = {"retrieve_mode": "random", "n_sensors": 6, "n_sources": 10}
+        return cls(leadfield, batch_size=3, n_batches=n_batches, nnz=(1, 2), alpha=(0.5,))
+
+    whole = {
+        int(index): {key: value[j] for key, value in batch.items()}
+        for batch in make()
+        for j, index in enumerate(batch["index"])
+    }
+    assert sorted(whole) == list(range(3 * n_batches))
+    served, counts = [], []
+    for rank in range(world_size):
+        dataset = make()
+        dataset.rank, dataset.world_size = rank, world_size
+        batches = list(dataset)
+        counts.append((len(batches), len(dataset)))
+        for batch in batches:
+            for j, index in enumerate(batch["index"].tolist()):
+                served.append(index)
+                for key, value in batch.items():
+                    assert torch.equal(value[j], whole[index][key]), key
+    assert len({c for c in counts}) == 1 and counts[0][0] == counts[0][1]
+    assert sorted(served) == list(range(3 * n_batches))

@@ -275,4 +275,13 @@ MUTANTS = [
         "                pass\n",
         ("tests/test_verbs.py::test_model_options_on_the_command_line_win_over_the_checkpoint",),
     ),
+    Mutant(
+        "batched-simulations-pad-ranks",
+        "neurotorch/data/meeg/simulation.py",
+        "        return split_for_ranks(whole, world_size)",
+        "        return whole",
+        (
+            "tests/test_sharding.py::test_batched_simulations_halve_batches_for_ranks_and_serve_each_trial_once",
+        ),
+    ),
 ]

@@ -25,6 +25,7 @@ from neurotorch._options import (
     check_number,
     check_option,
 )
+from neurotorch.data.sampling import split_for_ranks
 from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
 from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
@@ -246,9 +247,10 @@ class SimulatedSensorBatches(ShardedIterable):
 
     Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``
     and its trials carry ``index`` ``b * batch_size + j``. Batches are sharded over ranks and
-    workers by `neurotorch.data.sharding` (the unit is a batch): every rank yields
-    ``ceil(n_batches / world_size)`` batches (`len`), every batch is produced at least once per
-    epoch, and the padding repeats the first batches.
+    workers by `neurotorch.data.sharding` (the unit is a batch). Under DDP, when the batches do
+    not divide by the number of ranks, the largest are halved (drawn whole, then cut) until every
+    rank yields as many (`len`), so every trial is served once per epoch; only a batch of one
+    trial cannot be split, and then the ranks short of one repeat a batch.
     With ``fresh_each_epoch`` every pass advances ``e`` (`set_epoch`, as `StreamLoader` does for
     training, or by itself when no one sets it), otherwise every pass repeats the same batches
     (use that for validation and test). Items differ from
@@ -295,7 +297,15 @@ class SimulatedSensorBatches(ShardedIterable):
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
-        return units_per_rank(self.n_batches, self.process_shard()[1])
+        world_size = self.process_shard()[1]
+        return units_per_rank(len(self._pieces(world_size)), world_size)
+
+    def _pieces(self, world_size: int) -> list[np.ndarray]:
+        """The trial indices of the epoch's batches, the largest halved until every rank gets
+        as many (`neurotorch.data.sampling.split_for_ranks`)."""
+        size = self.batch_size
+        whole = [np.arange(b * size, (b + 1) * size) for b in range(self.n_batches)]
+        return split_for_ranks(whole, world_size)
 
     def __repr__(self) -> str:
         return (
@@ -311,10 +321,16 @@ class SimulatedSensorBatches(ShardedIterable):
 
     def __iter__(self):
         epoch = self.pass_epoch()
-        for b in shard(self.n_batches, *self.process_shard()):
-            gen = self.simulation.generator(self.seed, epoch * self.n_batches + int(b))
+        rank, world_size, worker, num_workers = self.process_shard()
+        pieces = self._pieces(world_size)
+        for p in shard(len(pieces), rank, world_size, worker, num_workers):
+            piece = pieces[int(p)]
+            b, start = divmod(int(piece[0]), self.batch_size)
+            gen = self.simulation.generator(self.seed, epoch * self.n_batches + b)
             batch = self._batch(self.batch_size, gen)
-            batch["index"] = int(b) * self.batch_size + torch.arange(self.batch_size)
+            if len(piece) < self.batch_size:  # a half: the whole batch is drawn, then cut
+                batch = {key: value[start : start + len(piece)] for key, value in batch.items()}
+            batch["index"] = torch.as_tensor(piece)
             yield batch
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Any]:
