@@ -70,6 +70,36 @@ def test_cached_features_equal_a_direct_forward_pass(
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+class InPlaceNet(torch.nn.Module):
+    """torchvision's pattern: conv, batch norm, then a ReLU that overwrites the norm's output."""
+
+    def __init__(self):
+        super().__init__()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        self.conv, self.bn = torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)
+        self.bn.running_mean.normal_()  # so that about half the normed values are negative
+        self.relu = torch.nn.ReLU(inplace=True)
+        torch.random.set_rng_state(generator_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+def test_a_layer_whose_output_is_changed_in_place_later_keeps_its_own(
+    tiny_laion_root, images, cache
+):
+    """The features of ``bn`` are the norm's output, not the ReLU's that overwrote it."""
+    model = InPlaceNet().eval()
+    spec = FeatureSpec(model, layer="bn", transform=TINY)
+    got = load_features(spec, tiny_laion_root, options=cache)[spec.name]
+    batch = torch.stack([normalised(image) for image in images[1]])
+    with torch.no_grad():
+        want = model.bn(model.conv(batch)).mean(dim=(2, 3)).numpy()
+    assert want.min() < 0  # the ReLU would have changed them
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_several_layers_of_one_model_in_one_pass(tiny_laion_root, images, cache, monkeypatch):
     model = TinyNet()
     specs = [

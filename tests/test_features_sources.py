@@ -17,7 +17,7 @@ from feature_models import (
 )
 
 from neurotorch.errors import MissingDependencyError, ParameterError, WeightsNotAvailableError
-from neurotorch.features import ExtractionOptions, FeatureSpec, load_features
+from neurotorch.features import ExtractionOptions, FeatureSpec, ImageTransform, load_features
 from neurotorch.features.sources import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,6 +59,31 @@ def test_a_local_folder_with_its_own_processor_equals_transformers_directly(
     with torch.no_grad():
         hidden = model(**pixels, output_hidden_states=True).hidden_states[2]  # after stage 1
     np.testing.assert_allclose(got, hidden.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_clip_model_gives_its_projected_image_embedding(offline, tiny_laion_root, tmp_path):
+    """``layer=""`` of a model run through ``get_image_features`` is the image embedding (the
+    vision tower's pooled output through the projection), which transformers 5 returns inside
+    a model output rather than as a tensor."""
+    torch.manual_seed(0)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+    config = transformers.CLIPConfig(
+        projection_dim=16,
+        vision_config={**small, "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
+        text_config={**small, "num_hidden_layers": 1},
+    )
+    model = transformers.CLIPModel(config).eval()
+    model.save_pretrained(tmp_path / "clip-tiny")
+    transform = ImageTransform(resize=32, crop=32)
+    spec = FeatureSpec(str(tmp_path / "clip-tiny"), transform=transform, name="clip")
+    options = ExtractionOptions(cache_dir=tmp_path / "cache")
+    got = load_features(spec, tiny_laion_root, options=options)["clip"]
+    pixels = torch.stack([transform(image) for image in stimulus_images(tiny_laion_root)[1]])
+    with torch.no_grad():  # from the parts, not through get_image_features
+        pooled = model.vision_model(pixel_values=pixels).pooler_output
+        embedding = model.visual_projection(pooled).numpy()
+    assert got.shape == embedding.shape == (len(pixels), 16)
+    np.testing.assert_allclose(got, embedding, rtol=1e-4, atol=1e-5)
 
 
 def test_offline_weights_say_which_and_how_to_point_at_a_folder(offline):

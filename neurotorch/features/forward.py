@@ -90,7 +90,10 @@ class LayerCapture:
     def _hook(self, name: str):
         def hook(_module, _inputs, output):
             self.calls[name] = self.calls.get(name, 0) + 1
-            self.outputs[name] = output
+            try:  # copied now: a later step may change it in place (ReLU(inplace), x += res)
+                self.outputs[name] = layer_tensor(output, name).clone()
+            except ParameterError:  # not a tensor: named where it is used
+                self.outputs[name] = output
 
         return hook
 

@@ -66,7 +66,9 @@ class LoadedModel:
         # methods of the model's own class (torch's stubs type a module attribute as
         # Tensor | Module)
         if self.call == "image_features":
-            return self.module.get_image_features(pixel_values=batch)  # type: ignore[operator]
+            features = self.module.get_image_features(pixel_values=batch)  # type: ignore[operator]
+            # transformers 5 returns the vision output, the projected embedding its pooler output
+            return getattr(features, "pooler_output", features)
         if self.call == "encode_image":
             return self.module.encode_image(batch)  # type: ignore[operator]
         return self.module(batch)

@@ -284,4 +284,20 @@ MUTANTS = [
             "tests/test_sharding.py::test_batched_simulations_halve_batches_for_ranks_and_serve_each_trial_once",
         ),
     ),
+    Mutant(
+        "hooked-output-kept-by-reference",
+        "neurotorch/features/forward.py",
+        "                self.outputs[name] = layer_tensor(output, name).clone()",
+        "                self.outputs[name] = layer_tensor(output, name)",
+        (
+            "tests/test_features.py::test_a_layer_whose_output_is_changed_in_place_later_keeps_its_own",
+        ),
+    ),
+    Mutant(
+        "image-features-model-output-not-unwrapped",
+        "neurotorch/features/sources.py",
+        '            return getattr(features, "pooler_output", features)',
+        "            return features",
+        ("tests/test_features_sources.py::test_a_clip_model_gives_its_projected_image_embedding",),
+    ),
 ]
