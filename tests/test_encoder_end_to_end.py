@@ -127,3 +127,39 @@ def test_a_checkpoint_refuses_other_voxels_of_the_same_count(tiny_laion_root, tm
     )
     with pytest.raises(EncoderConfigError, match="200 voxels of sub-01.*select 200 \\(0 of"):
         trainer.test(LinearEncoder(), data(masks[1]), ckpt_path=tmp_path / "fit.ckpt")
+
+
+def test_without_a_validation_part_the_fit_uses_the_training_trials(tiny_laion_root, tmp_path):
+    """``val_fraction=0``: no validation epoch ends to fit on, so the fit happens at the end of
+    the training epoch, on the training trials: the brute-force ridge of those trials."""
+    import lightning as L
+    import torch
+    from ridge_reference import reference_fit
+
+    from neurotorch.models.ridge import folds_of
+
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root),
+        subject="sub-01",
+        voxels={"roi": "FFA1"},
+        trials={"split": "random_0", "val_fraction": 0.0},
+        batch_size=64,
+    )
+    penalties = (0.1, 10.0, 1000.0)
+    model = LinearEncoder(penalties=penalties, per_voxel=False)
+    L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, default_root_dir=tmp_path,
+    ).fit(model, dm)  # fmt: skip
+    assert model.fitted
+    batches = list(dm.dataloader("train", shuffle=False))
+    x = torch.cat([b["embedding"] for b in batches]).double().numpy()
+    y = torch.cat([b["betas"] for b in batches]).double().numpy()
+    names = [name for b in batches for name in b["image_name"]]
+    folds = folds_of(names, 5).numpy()
+    weight, intercept, penalty = reference_fit(
+        x, y, folds, penalties, [x.shape[1]], (1.0,), "r2", per_target=False
+    )
+    np.testing.assert_allclose(model.penalty.numpy(), penalty, rtol=1e-12)
+    scale = np.abs(weight).max()
+    np.testing.assert_allclose(model.weight.double().numpy(), weight, rtol=0, atol=1e-6 * scale)

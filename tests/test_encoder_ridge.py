@@ -88,6 +88,23 @@ def test_one_penalty_for_every_target():
     assert len(set(fit.penalty.flatten().tolist())) == 1
 
 
+@pytest.mark.parametrize("score", ["r2"])  # with "r" this problem's best penalty is the first
+def test_a_constant_target_does_not_choose_the_shared_penalty(score):
+    """A constant target (a voxel NaN in every trial, read as zeros) has no score for any
+    penalty; the shared penalty is the brute-force choice over the other targets, and the
+    constant target is fitted with it (weights 0, intercept its value)."""
+    x, y, names = make_problem(n_images=43, n_features=7, seed=2)
+    with_constant = np.column_stack([y, np.full(len(y), 3.0)])
+    fit, folds = neurotorch_fit(x, with_constant, names, score=score, per_target=False)
+    _, _, penalty = reference_fit(
+        x, y, folds, PENALTIES, [x.shape[1]], RATIOS, score, per_target=False
+    )
+    assert penalty[0, 0] != PENALTIES[0]  # else the fallback to the first could pass unseen
+    np.testing.assert_array_equal(fit.penalty.numpy(), np.full((1, y.shape[1] + 1), penalty[0, 0]))
+    np.testing.assert_allclose(fit.weight.numpy()[:, -1], 0, atol=1e-10)
+    np.testing.assert_allclose(fit.intercept.numpy()[-1], 3.0, rtol=1e-12)
+
+
 def test_held_out_predictions_are_unbiased_and_as_good_as_the_reference():
     x, y, names = make_problem(n_images=211, n_features=11, seed=3)
     train, held = slice(0, 300), slice(300, None)

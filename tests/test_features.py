@@ -100,6 +100,20 @@ def test_a_layer_whose_output_is_changed_in_place_later_keeps_its_own(
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_in_another_dtype_gets_its_images_in_that_dtype(
+    dtype, tiny_laion_root, images, cache
+):
+    model = TinyNet().to(dtype).eval()
+    spec = FeatureSpec(model, layer="block", transform=TINY)
+    got = load_features(spec, tiny_laion_root, options=cache)[spec.name]
+    batch = torch.stack([normalised(image) for image in images[1]]).to(dtype)
+    with torch.no_grad():
+        want = model.block(model.stem(batch)).float().mean(dim=(2, 3)).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_several_layers_of_one_model_in_one_pass(tiny_laion_root, images, cache, monkeypatch):
     model = TinyNet()
     specs = [
@@ -272,6 +286,28 @@ def test_callables_differing_in_captured_or_default_values_are_other_entries():
     assert transform_identity(make(16)) != transform_identity(make(64))
     by_default = [lambda image, s=s: ImageTransform(resize=s, crop=s)(image) for s in (16, 64)]
     assert transform_identity(by_default[0]) != transform_identity(by_default[1])
+
+
+SIZE = 16  # a module-level setting a transform reads
+
+
+def _resize_to_global(image):
+    return ImageTransform(resize=SIZE, crop=SIZE)(image)
+
+
+class _ResizeToGlobal:
+    def __call__(self, image):
+        return ImageTransform(resize=SIZE, crop=SIZE)(image)
+
+
+@pytest.mark.parametrize("transform", [_resize_to_global, _ResizeToGlobal()])
+def test_a_callable_reading_a_changed_global_is_another_entry(transform, monkeypatch):
+    from neurotorch.features.transforms import transform_identity
+
+    before = transform_identity(transform)
+    assert transform_identity(transform) == before
+    monkeypatch.setattr(f"{__name__}.SIZE", 64)
+    assert transform_identity(transform) != before
 
 
 def test_a_local_model_saved_again_is_loaded_again(tmp_path):

@@ -24,7 +24,7 @@ import torch
 
 from neurotorch.errors import MissingDependencyError, ParameterError, WeightsNotAvailableError
 from neurotorch.features.spec import RANDOM_WEIGHTS, FeatureSpec
-from neurotorch.features.transforms import LibraryTransform, ProcessorTransform
+from neurotorch.features.transforms import PLAIN_TYPES, LibraryTransform, ProcessorTransform
 
 #: The extra that installs each library (torchvision, timm and open_clip pin torch builds of their
 #: own: install the build that matches your torch).
@@ -61,6 +61,11 @@ class LoadedModel:
     identity: dict[str, Any]
 
     def forward(self, batch: torch.Tensor) -> Any:
+        """The model's output for a batch of images, given in the dtype of its weights (a
+        bfloat16 or float64 model takes float32 images as its own)."""
+        weights = next((p for p in self.module.parameters() if p.is_floating_point()), None)
+        if weights is not None:
+            batch = batch.to(weights.dtype)
         if self.call == "pixel_values":
             return self.module(pixel_values=batch)
         # methods of the model's own class (torch's stubs type a module attribute as
@@ -82,10 +87,6 @@ def weights_digest(module: torch.nn.Module) -> str:
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-#: Attribute types whose value a model's identity includes (``vars`` of each module).
-PLAIN_TYPES = (bool, int, float, str, tuple, type(None))
 
 
 def model_identity(spec: FeatureSpec, module: torch.nn.Module) -> dict[str, Any]:

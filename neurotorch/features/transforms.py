@@ -10,9 +10,11 @@ tensor. It is one of
 * `LibraryTransform`: the transform that torchvision weights, timm or open_clip give a model,
   identified by its ``repr`` (which lists every step and its parameters);
 * any other callable, identified by its qualified name, the source code of the function (or of
-  the class of a callable object) and the pickled state of an object. What such a callable calls
-  is not part of its identity: after changing a helper it uses, rename the transform (or clear
-  its cache entries) so the features are recomputed.
+  the class of a callable object), the pickled state of an object, a function's defaults and
+  the values its closure captured, and the plain values (numbers, strings, tuples) of the
+  module-level names its code reads (``SIZE`` in ``resize(image, SIZE)``). What such a callable
+  calls is not part of its identity: after changing a helper it uses, rename the transform (or
+  clear its cache entries) so the features are recomputed.
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+#: Value types whose values identify a callable or a model (its globals, its attributes).
+PLAIN_TYPES = (bool, int, float, str, tuple, type(None))
+
+
+def _plain_globals(function: Any) -> dict[str, Any]:
+    """The module-level names ``function``'s code reads that hold plain values, with them."""
+    names = getattr(getattr(function, "__code__", None), "co_names", ())
+    scope = getattr(function, "__globals__", {})
+    return {name: scope[name] for name in names if isinstance(scope.get(name), PLAIN_TYPES)}
+
+
 def callable_identity(transform: Any) -> dict[str, Any]:
     """Name, source code and pickled state of a user's callable (see the module docstring)."""
     target = transform if inspect.isroutine(transform) else type(transform)
@@ -90,8 +103,12 @@ def callable_identity(transform: Any) -> dict[str, Any]:
             getattr(transform, "__self__", None),
         )
         identity["state_sha"] = _state_sha(bound)
+        globals_read = _plain_globals(function)
     else:
         identity["state_sha"] = _state_sha(transform)
+        globals_read = _plain_globals(vars(type(transform)).get("__call__"))
+    if globals_read:  # only then: keys of transforms that read none stay as they were
+        identity["globals_sha"] = _state_sha(sorted(globals_read.items()))
     return identity
 
 

@@ -294,6 +294,12 @@ class LinearEncoder(ReferenceModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         self._accumulate(batch)
 
+    def on_train_epoch_end(self) -> None:
+        """Without a validation part (``val_fraction=0``, ``limit_val_batches=0``) no validation
+        epoch ends to fit on: the training trials alone are fitted here."""
+        if self._stats is not None and not sum(self.trainer.num_val_batches):
+            self._fit()
+
     def _fit(self) -> None:
         """Sum the statistics over ranks, choose penalties by cross-validation, refit."""
         stats, hp = self._stats, self.hparams

@@ -99,7 +99,9 @@ def fit_ridge(
         Validation score to maximise: ``"r"`` (Pearson r), ``"r2"`` (coefficient of
         determination) or ``"mse"`` (minimised).
     per_target
-        One penalty per target (else one for all, by the mean score).
+        One penalty per target (else one for all, by the mean score over the targets that
+        have a score for every candidate: a constant target, such as a voxel that is NaN in
+        every trial read with ``nan_policy="zero"``, has none and is left out of the choice).
     solver
         ``"primal"``, ``"dual"`` (needs the trials, see `RidgeStatistics`) or ``"auto"`` (dual
         when the trials were kept).
@@ -139,7 +141,12 @@ def fit_ridge(
             total = sum(problem.scores(fit, block, alphas=alphas, kind=score) for fit in fits)
             scores[candidates, columns] = total / len(fits)
     scores = torch.nan_to_num(scores, nan=-torch.inf)
-    best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(n_targets)
+    if per_target:
+        best = scores.argmax(0)
+    else:  # by the mean over the targets scored for every candidate (a constant one never is)
+        scored = torch.isfinite(scores).all(0)
+        shared = scores[:, scored].mean(1) if bool(scored.any()) else scores.mean(1)
+        best = shared.argmax().expand(n_targets)
     gamma_index, alpha_index = best // len(alphas), best % len(alphas)
     weight = torch.empty(n_features, n_targets, dtype=stats.dtype, device=device)
     intercept = torch.empty(n_targets, dtype=F64, device=device)

@@ -300,4 +300,27 @@ MUTANTS = [
         "            return features",
         ("tests/test_features_sources.py::test_a_clip_model_gives_its_projected_image_embedding",),
     ),
+    Mutant(
+        "shared-penalty-averages-undefined-scores",
+        "neurotorch/models/ridge.py",
+        "        shared = scores[:, scored].mean(1) if bool(scored.any()) else scores.mean(1)",
+        "        shared = scores.mean(1)",
+        ("tests/test_encoder_ridge.py::test_a_constant_target_does_not_choose_the_shared_penalty",),
+    ),
+    Mutant(
+        "encoder-without-validation-never-fitted",
+        "neurotorch/models/linear_encoder.py",
+        "        if self._stats is not None and not sum(self.trainer.num_val_batches):",
+        "        if False:",
+        (
+            "tests/test_encoder_end_to_end.py::test_without_a_validation_part_the_fit_uses_the_training_trials",
+        ),
+    ),
+    Mutant(
+        "transform-globals-not-in-the-key",
+        "neurotorch/features/transforms.py",
+        "    if globals_read:  # only then: keys of transforms that read none stay as they were",
+        "    if False:",
+        ("tests/test_features.py::test_a_callable_reading_a_changed_global_is_another_entry",),
+    ),
 ]
