@@ -259,3 +259,44 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
 
 def _keys_of(batches: list[list]) -> list[tuple]:
     return [tuple(k) for batch in batches for k in batch]
+
+
+def _batches_from(seen: dict, start_epoch: int) -> list[tuple]:
+    """Every training batch from ``start_epoch`` on, in order, as tuples of ids."""
+    epochs = sorted(int(key.split("/")[1]) for key in seen if key.startswith("train/"))
+    return [
+        tuple(tuple(k) for k in batch)
+        for e in epochs
+        if e >= start_epoch
+        for batch in seen[f"train/{e}"]
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "stream"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_fit_by_steps_resumed_at_an_epochs_end_trains_the_uninterrupted_batches(
+    tiny_laion_root, tmp_path, streaming, num_workers
+):
+    """Training by steps, Lightning restores the loader's position from any checkpoint, also one
+    taken when an epoch's batches were all drawn: at the end-of-epoch checkpoint, or at the last
+    batch of an epoch cut short by ``limit_train_batches``. The resumed fit trains, batch for
+    batch, what the uninterrupted fit trained after that checkpoint (it replayed the rest of the
+    cut epoch as the next one, or skipped an epoch's order with workers)."""
+    whole = RecordIds(str(tmp_path), fmri_ids)
+    ends = ModelCheckpoint(dirpath=tmp_path / "ends", filename="{step}", save_top_k=-1)
+    steps = ModelCheckpoint(
+        dirpath=tmp_path / "steps", filename="{step}", every_n_train_steps=3, save_top_k=-1
+    )
+    by_steps = dict(max_steps=10, max_epochs=-1, limit_train_batches=3, limit_val_batches=1)
+    trainer(tmp_path, callbacks=[ends, steps], enable_checkpointing=True, **by_steps).fit(
+        whole, _module(tiny_laion_root, streaming, num_workers)
+    )
+    after_epoch_0 = _batches_from(whole.seen, 1)
+    assert len(after_epoch_0) == 7 and _batches_from(whole.seen, 0)[:3] != after_epoch_0[:3]
+    for checkpoint in (tmp_path / "ends" / "step=3.ckpt", tmp_path / "steps" / "step=3.ckpt"):
+        resumed = RecordIds(str(tmp_path), fmri_ids)
+        trainer(tmp_path, **by_steps).fit(
+            resumed, _module(tiny_laion_root, streaming, num_workers), ckpt_path=checkpoint
+        )
+        assert _batches_from(resumed.seen, 0) == after_epoch_0, checkpoint.parent.name

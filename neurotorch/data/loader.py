@@ -17,7 +17,7 @@ datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.fmr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -30,24 +30,54 @@ _SPENT = object()  # marks a restored pass with nothing left
 
 class StatefulLoader(StatefulDataLoader):
     """torchdata's ``StatefulDataLoader`` (saves and restores its position mid-epoch), without the
-    deprecation warning its constructor emits on current torch (an internal call of torchdata)."""
+    deprecation warning its constructor emits on current torch (an internal call of torchdata).
+
+    ``fit_epoch``, when set (a DataModule sets it on its training loader), says at every pass
+    which epoch the pass serves (``None``: an empty pass). A restored position in another epoch
+    is dropped and the pass starts that epoch afresh; a restored position at the end of this
+    epoch gives an empty pass. Lightning restores a loader's position whenever it trains by
+    steps, also at the end of an epoch (every batch drawn, or cut short by
+    ``limit_train_batches``), and then either moves on to the next epoch or first finishes the
+    restored one (`neurotorch.lightning.base.NeurotorchDataModule._pass_epoch`).
+    """
+
+    fit_epoch: Callable[[], int | None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             super().__init__(*args, **kwargs)
+        self._restored_at: tuple[int, bool] | None = None  # (epoch, its batches all drawn)
+
+    def __iter__(self):
+        restored, self._restored_at = self._restored_at, None
+        sampler = self.batch_sampler
+        if self.fit_epoch is not None and hasattr(sampler, "set_epoch"):
+            epoch = self.fit_epoch()
+            if epoch is None or restored == (epoch, True):
+                self.next_iter_state = None
+                return iter(())
+            if restored is None or restored[0] != epoch:
+                self.next_iter_state = None
+                sampler.set_epoch(epoch)
+        return super().__iter__()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume where ``state_dict`` was taken. A state taken after a pass had ended starts
         the next pass afresh: its batch sampler is told where it stood (a
         `neurotorch.data.sampling.GroupedBatchSampler` then starts the next epoch), where
         torchdata would replay the ended pass with workers or restore an empty one without."""
+        main = state_dict.get("_snapshot", {}).get("_main_snapshot", state_dict)
+        sampler_state = main.get("_index_sampler_state")
+        if isinstance(sampler_state, dict) and "epoch" in sampler_state:
+            drawn = bool(state_dict.get("_iterator_finished")) or int(
+                sampler_state.get("yielded", 0)
+            ) >= len(self.batch_sampler)
+            self._restored_at = (int(sampler_state["epoch"]), drawn)
         if not state_dict.get("_iterator_finished"):
             super().load_state_dict(state_dict)
             return
         super().load_state_dict({})  # forgets the current pass
-        main = state_dict.get("_snapshot", {}).get("_main_snapshot", state_dict)
-        sampler_state = main.get("_index_sampler_state")
         if sampler_state is not None and hasattr(self.batch_sampler, "load_state_dict"):
             self.batch_sampler.load_state_dict(sampler_state)
 
@@ -84,9 +114,21 @@ class StreamLoader(StatefulLoader):
         self.advance_epoch = advance_epoch
         self._epochs_started = 0
         self._restored = False
+        self._ended_epoch: int | None = None  # restored from a state taken after a pass ended
 
     def __iter__(self):
         self.dataset.pin_shard()
+        ended, self._ended_epoch = self._ended_epoch, None
+        following = self.fit_epoch is not None and self.advance_epoch
+        if following:
+            epoch = self.fit_epoch()
+            if epoch is None or ended == epoch:
+                self._restored, self.next_iter_state = False, None
+                return iter(())
+            if self._restored and self.dataset.epoch != epoch:  # a pass the fit has left
+                self._restored, self.next_iter_state = False, None
+            if not self._restored:
+                self._epochs_started = epoch
         resumes = self._restored and self.advance_epoch
         if self.advance_epoch:
             if not self._restored:
@@ -94,14 +136,16 @@ class StreamLoader(StatefulLoader):
             self._epochs_started = self.dataset.epoch + 1
         self._restored = False
         batches = super().__iter__()
-        return self._unless_spent(batches) if resumes else batches
+        return self._unless_spent(batches, then_next=not following) if resumes else batches
 
-    def _unless_spent(self, batches: Iterator[Any]) -> Iterator[Any]:
-        """The rest of a restored pass; if nothing is left (the state was taken after its last
-        batch, before its end was seen, e.g. Lightning's step checkpoint), the next epoch."""
+    def _unless_spent(self, batches: Iterator[Any], then_next: bool) -> Iterator[Any]:
+        """The rest of a restored pass. If nothing is left (the state was taken after its last
+        batch, before its end was seen, e.g. a step checkpoint), the next epoch, unless a fit
+        says which epoch each pass is (then the fit finishes this one)."""
         first = next(batches, _SPENT)
         if first is _SPENT:
-            yield from self.__iter__()
+            if then_next:
+                yield from self.__iter__()
             return
         yield first
         yield from batches
@@ -119,6 +163,7 @@ class StreamLoader(StatefulLoader):
         self.dataset.set_epoch(state_dict["epoch"])
         if state_dict["loader"].get("_iterator_finished"):
             self._epochs_started, self._restored = state_dict["epoch"] + 1, False
+            self._ended_epoch = state_dict["epoch"]
             return
         super().load_state_dict(state_dict["loader"])
         self._restored = True

@@ -22,6 +22,7 @@ this base class owns the rest, once:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sized
 from typing import Any, cast
 
@@ -37,6 +38,15 @@ from neurotorch.data.sharding import ShardedIterable
 
 PARTS = ("train", "val", "test")
 PREDICT_PARTS = ("train", "val", "test")
+
+
+def _batches_per_epoch(trainer: Any, loader: DataLoader) -> int:
+    """The training batches Lightning draws per epoch from ``loader`` (``limit_train_batches``:
+    a count, or a fraction of the loader)."""
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(limit, len(loader))
+    return int(len(loader) * float(limit))
 
 
 class NeurotorchDataModule(L.LightningDataModule):
@@ -114,24 +124,56 @@ class NeurotorchDataModule(L.LightningDataModule):
             loader = StreamLoader(dataset, batch_size, advance_epoch=shuffle, **settings)
             if shuffle:
                 loader.start_at_epoch(self._fit_epoch())
+                self._follow_fit(loader)
             return loader
         sampler = GroupedBatchSampler.for_dataset(
             dataset, self.batch_size, shuffle=shuffle, seed=self.seed
         )
         if shuffle:
             sampler.set_epoch(self._fit_epoch())
-        return StatefulLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, **settings)
+        loader = StatefulLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate_items, **settings
+        )
+        if shuffle:
+            self._follow_fit(loader)
+        return loader
+
+    def _follow_fit(self, loader: StatefulLoader) -> None:
+        """Under a trainer, the training loader takes each pass's epoch from the fit; used by
+        hand, it moves on one epoch per pass by itself."""
+        if self.trainer is not None:
+            loader.fit_epoch = functools.partial(self._pass_epoch, loader)
 
     def _fit_epoch(self) -> int:
         """The epoch a fit is about to run (0 outside a fit): after a resume from a checkpoint
         taken at the end of an epoch, the next one. Lightning hands its epoch to a loader's
-        ``sampler`` only, and restores a loader's position only when it stopped mid-epoch, so
-        the loaders are told here; their own count then advances one epoch per pass."""
+        ``sampler`` only, so the loaders are told here; at every pass they then follow the
+        fit's count (`_running_epoch`)."""
         trainer = self.trainer
         if trainer is None:
             return 0
         progress = trainer.fit_loop.epoch_progress.current  # the count Lightning gives samplers
         return int(getattr(progress, "processed", trainer.current_epoch))
+
+    def _pass_epoch(self, loader: DataLoader) -> int | None:
+        """The epoch the training loader's pass now starting serves, or ``None`` for an empty
+        pass (`neurotorch.data.loader.StatefulLoader.fit_epoch`).
+
+        Lightning's count of completed epochs, except where it resumes from a checkpoint taken
+        when an epoch's batches were all drawn (at its last batch, or at its end, also one cut
+        short by ``limit_train_batches``): the pass then serves the next epoch, as Lightning moves
+        on with it, unless Lightning restored the loader's position from a checkpoint taken in
+        the epoch's end hooks (training by steps): it then first finishes the restored epoch,
+        which has nothing left to serve. (Measured on Lightning 2.6; the resume tests of
+        tests/test_data_epochs.py walk each case.)"""
+        trainer = cast(L.Trainer, self.trainer)
+        loop = trainer.fit_loop
+        epochs = loop.epoch_progress.current  # Lightning's _ProcessedTracker
+        completed, processed = int(epochs.completed), int(getattr(epochs, "processed", 0))
+        drawn = loop.epoch_loop.batch_progress.current.ready  # as restored, before any batch
+        if drawn and drawn >= _batches_per_epoch(trainer, loader):
+            return None if loop.restarting and processed > completed else completed + 1
+        return completed
 
     def train_dataloader(self) -> DataLoader | list:
         return self.dataloader("train")

@@ -22,8 +22,8 @@ MUTANTS = [
     Mutant(
         "ridge-worst-penalty-chosen",
         "neurotorch/models/ridge.py",
-        "    best = scores.argmax(0) if per_target else scores.mean(1).argmax().expand(n_targets)",
-        "    best = scores.argmin(0) if per_target else scores.mean(1).argmin().expand(n_targets)",
+        "        best = scores.argmax(0)\n",
+        "        best = scores.argmin(0)\n",
         RIDGE,
     ),
     Mutant(

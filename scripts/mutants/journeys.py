@@ -31,7 +31,7 @@ MUTANTS = [
     Mutant(
         "stream-resume-after-the-last-batch-is-empty",
         "neurotorch/data/loader.py",
-        "        return self._unless_spent(batches) if resumes else batches",
+        "        return self._unless_spent(batches, then_next=not following) if resumes else batches",
         "        return batches",
         (
             "tests/test_data_epochs.py::test_a_state_taken_after_the_last_batch_resumes_at_the_next_epoch",
@@ -322,5 +322,23 @@ MUTANTS = [
         "    if globals_read:  # only then: keys of transforms that read none stay as they were",
         "    if False:",
         ("tests/test_features.py::test_a_callable_reading_a_changed_global_is_another_entry",),
+    ),
+    Mutant(
+        "restart-at-an-epochs-end-serves-the-restored-epoch",
+        "neurotorch/lightning/base.py",
+        "        if drawn and drawn >= _batches_per_epoch(trainer, loader):",
+        "        if False:",
+        (
+            "tests/test_data_epochs.py::test_a_fit_by_steps_resumed_at_an_epochs_end_trains_the_uninterrupted_batches",
+        ),
+    ),
+    Mutant(
+        "stream-ignores-an-empty-pass",
+        "neurotorch/data/loader.py",
+        "            if epoch is None or ended == epoch:",
+        "            if ended is not None and ended == epoch:",
+        (
+            "tests/test_data_epochs.py::test_a_fit_by_steps_resumed_at_an_epochs_end_trains_the_uninterrupted_batches",
+        ),
     ),
 ]
