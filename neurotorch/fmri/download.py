@@ -9,15 +9,19 @@ with ``accept_license=True``).
 
 Each file is one unit of work (`DownloadUnit`, `neurotorch.parallel`): by default ``workers``
 threads of this process run them; ``scheduler=`` runs them on a Dask cluster (each worker writes
-into ``out``, which must then be a folder they all see) and ``only=`` runs one file of a job array.
+into ``out``, which must then be a folder they all see) and ``only=`` runs one file of a job array
+(refused once the source's selection differs from the one its units were listed from).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +35,22 @@ from neurotorch.errors import (
     LicenseNotAcceptedError,
     NoMatchingDataError,
     OutputWriteError,
+    ParameterError,
     RemoteAccessError,
     SubjectNotFoundError,
     UnitsFailedError,
 )
 from neurotorch.fmri import layout
 from neurotorch.fmri.discovery import Source, get_sessions, get_subjects, source_root
+from neurotorch.io.atomic import write_json
 from neurotorch.io.integrity import check_files, file_kind, is_verified
 from neurotorch.io.locks import path_lock
 from neurotorch.io.remote_cache import fetch_file
 from neurotorch.io.storage import DataRoot
 from neurotorch.parallel import UnitResult, run_units, stop_requested
 
+# Folder of NEUROTORCH_CACHE holding the files of each job array's units (`unit_plan_path`).
+PLAN_DIR = "download-plans"
 # Names of a licence file the source may ship with its stimuli, looked up in this order.
 LICENSE_FILES = (f"{layout.STIMULI_DIR}/LICENSE", f"{layout.STIMULI_DIR}/LICENSE.txt", "LICENSE")
 STIMULUS_LICENSE_NOTICE = """\
@@ -259,8 +267,27 @@ def download_units(
     """The units of a download (one per selected file, in path order; see `select_files`).
 
     Parameters are those of `download_laion_fmri`; the stimulus licence is not asked here.
+    Listing the units (what ``--list-units`` prints) also records their files as the plan of a
+    job array over this selection (`unit_plan_path`): a task of the array (``only=``) refuses
+    to run once the source's selection differs from it, since its position would then name
+    another file.
     """
     root = source_root(source, storage_options)
+    units = _selected_units(out, root, subjects, sessions, include_stimuli, include_anatomical)
+    plan = unit_plan_path(out, root, subjects, sessions, include_stimuli, include_anatomical)
+    with path_lock(plan):
+        _write_plan(plan, root, units)
+    return units
+
+
+def _selected_units(
+    out: str | os.PathLike,
+    root: DataRoot,
+    subjects: str | Iterable[str | int] | None,
+    sessions: str | Iterable[str | int] | None,
+    include_stimuli: bool,
+    include_anatomical: bool,
+) -> list[DownloadUnit]:
     selected = select_files(
         root,
         subjects,
@@ -273,6 +300,67 @@ def download_units(
         DownloadUnit(root, folder, rel, size=int(info["size"]), version=str(info["version"]))
         for rel, info in selected.items()
     ]
+
+
+def unit_plan_path(
+    out: str | os.PathLike,
+    root: DataRoot,
+    subjects: str | Iterable[str | int] | None = None,
+    sessions: str | Iterable[str | int] | None = None,
+    include_stimuli: bool = False,
+    include_anatomical: bool = False,
+) -> Path:
+    """Where the files of a download's units are recorded for a job array:
+    ``NEUROTORCH_CACHE/download-plans/<hash of output folder, source, endpoint, selection>.json``.
+
+    `download_units` (``--list-units``) writes it; the first task of an array writes it when no
+    listing did; every task (``only=``) compares the source's selection with it.
+    """
+    key = {
+        "out": str(Path(out).expanduser().resolve()),
+        "source": root.url,
+        "endpoint": "" if root.is_local else str(root.resolved_options.get("endpoint_url") or ""),
+        "subjects": None if subjects is None else sorted(map(str, _ids(subjects))),
+        "sessions": None if sessions is None else sorted(map(str, _ids(sessions))),
+        "stimuli": include_stimuli,
+        "anatomical": include_anatomical,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return config.cache_dir() / PLAN_DIR / f"{digest}.json"
+
+
+def _write_plan(plan: Path, root: DataRoot, units: list[DownloadUnit]) -> None:
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    listed = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_json(plan, {"source": root.url, "listed": listed, "files": [u.relpath for u in units]})
+
+
+def _check_plan(plan: Path, root: DataRoot, units: list[DownloadUnit]) -> None:
+    """Refuse a job-array task whose selection differs from the one its units were listed from:
+    its position would name another file than in the tasks already run (one skipped, one twice)."""
+    with path_lock(plan):
+        if not plan.is_file():  # the first task of an array run without --list-units
+            _write_plan(plan, root, units)
+            return
+        saved = json.loads(plan.read_text())
+    files = [unit.relpath for unit in units]
+    if saved["files"] == files:
+        return
+    changes = []
+    for what, names in (
+        ("added", sorted(set(files) - set(saved["files"]))),
+        ("removed", sorted(set(saved["files"]) - set(files))),
+    ):
+        if names:
+            more = ", ..." if len(names) > 3 else ""
+            changes.append(f"{len(names)} {what} ({', '.join(names[:3])}{more})")
+    raise ParameterError(
+        f"The files this download selects at {root.url} changed since its units were listed "
+        f"({saved['listed']}): {' and '.join(changes)}. A unit index (--unit, only=) would now "
+        "name another file than in the tasks already run, so no unit was run. List the units "
+        "again (--list-units, or download_units) and run the job array again; units already "
+        "done are skipped."
+    )
 
 
 def download_laion_fmri(
@@ -321,7 +409,11 @@ def download_laion_fmri(
         Run the transfers (`DownloadUnit`, one per file) on this Dask cluster instead (see
         `neurotorch.parallel.run_units`); ``out`` must be a folder every worker sees.
     only
-        Positions of the units to run (`download_units`; a job array runs one per task).
+        Positions of the units to run (`download_units`; a job array runs one per task). The
+        task compares the source's selection with the one the units were listed from
+        (`unit_plan_path`, written by `download_units` or else by the first task) and raises
+        `ParameterError` when it changed, rather than run a position that now names another
+        file.
 
     Returns
     -------
@@ -340,19 +432,16 @@ def download_laion_fmri(
         ``include_stimuli`` without accepting the licence.
     NoMatchingDataError
         None of the chosen sessions exists at the source.
+    ParameterError
+        ``only=`` after the source's selection changed since the units were listed.
     """
     root = source_root(source, storage_options)
     if include_stimuli:
         confirm_license(stimulus_license_text(root), accept_license)
-    units = download_units(
-        out,
-        subjects,
-        sessions,
-        include_stimuli=include_stimuli,
-        include_anatomical=include_anatomical,
-        source=root,
-        storage_options=storage_options,
-    )
+    units = _selected_units(out, root, subjects, sessions, include_stimuli, include_anatomical)
+    if only is not None:  # a job-array task: its position must name the file it was listed as
+        plan = unit_plan_path(out, root, subjects, sessions, include_stimuli, include_anatomical)
+        _check_plan(plan, root, units)
     out = Path(out).expanduser()
     result = DownloadResult(out=out, files=[unit.relpath for unit in units])
     if scheduler is None:  # threads of this process, one progress bar in bytes

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from filelock import Timeout
+
 from neurotorch import config
 from neurotorch.errors import CorruptFileError, RemoteAccessError
 from neurotorch.io.atomic import commit_file, named_write_errors
@@ -85,10 +87,17 @@ def fetch_file(
         Called with the number of bytes of every chunk written (and of the bytes a resumed
         transfer skips), e.g. a tqdm bar's ``update``.
 
+    The copy is of ``version`` only: a file with another version when it is opened, or
+    replaced while it is read (S3: every read carries If-Match; any store: its version is looked
+    up again after the reads) raises `RemoteAccessError` and is never moved into place.
+
     Raises
     ------
     RemoteAccessError
-        The store could not be read (the partial file is kept; call again to resume).
+        The store could not be read (the partial file is kept; call again to resume), the file
+        was replaced while it was read (the partial file is deleted unless S3 refused the read
+        before any byte of the new version arrived; call again for the new version), or the
+        partial file was removed by another process (call again).
     CorruptFileError
         The copy ended with a size other than the remote size.
     OutputWriteError
@@ -105,6 +114,9 @@ def fetch_file(
     with path_lock(destination):
         if destination.is_file() and destination.stat().st_size == size:
             return 0
+        # again under the lock: `cached_local_copy` in another process may have removed an
+        # outdated version's folder between the first mkdir and the lock
+        destination.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(destination, keep=partial)
         offset = partial.stat().st_size if partial.is_file() else 0
         if offset > size:
@@ -113,21 +125,42 @@ def fetch_file(
         if offset and on_bytes:
             on_bytes(offset)
         transferred = 0
-        with named_write_errors(destination):  # a full disk names the file; the part is kept
-            if offset < size:
-                with (
-                    root.open(relpath, block_size=TRANSFER_BLOCK_SIZE, size=size) as source,
-                    open(partial, "ab") as sink,
-                ):
-                    source.seek(offset)
-                    while chunk := source.read(TRANSFER_CHUNK_SIZE):
-                        sink.write(chunk)
-                        transferred += len(chunk)
-                        if on_bytes:
-                            on_bytes(len(chunk))
-            elif not partial.exists():
-                partial.touch()
-        final_size = partial.stat().st_size
+        try:
+            with named_write_errors(destination):  # a full disk names the file; the part is kept
+                if offset < size:
+                    with (
+                        # version: checked at open, and by every read on S3 (If-Match)
+                        root.open(
+                            relpath, block_size=TRANSFER_BLOCK_SIZE, size=size, version=version
+                        ) as source,
+                        open(partial, "ab") as sink,
+                    ):
+                        source.seek(offset)
+                        while chunk := source.read(TRANSFER_CHUNK_SIZE):
+                            sink.write(chunk)
+                            transferred += len(chunk)
+                            if on_bytes:
+                                on_bytes(len(chunk))
+                elif not partial.exists():
+                    partial.touch()
+            final_size = partial.stat().st_size
+        except FileNotFoundError as exc:
+            if exc.filename is None or Path(exc.filename) != partial:
+                raise  # the remote file is missing: stays a FileNotFoundError
+            raise RemoteAccessError(
+                f"The partial copy {partial} of {root.path(relpath)} was removed while it was "
+                "written (another process cleaning the cache for a newer version of the file?). "
+                "Run again to transfer it anew."
+            ) from exc
+        if transferred:  # a store without If-Match (HTTP, local, ...) serves a replacement
+            found = root.info(relpath)["version"]
+            if found != version:  # the copy may mix both versions: never published
+                partial.unlink(missing_ok=True)
+                raise RemoteAccessError(
+                    f"{root.path(relpath)} was replaced in the store while it was read (version "
+                    f"{found!r}, expected {version!r}), so the copy would mix two versions; it "
+                    "was deleted. Run again to transfer the new version."
+                )
         if final_size != size:
             partial.unlink()
             raise CorruptFileError(
@@ -178,9 +211,11 @@ def cached_local_copy(
     changes remotely is fetched again.
 
     The copy lives at ``<cache entry>/<version>/<file name>`` (see `cache_entry_dir`); a new
-    remote version (ETag) is downloaded anew and older copies are removed. Concurrent callers
-    (DataLoader workers, DDP ranks) wait on a file lock while one of them downloads. When the
-    store cannot be reached and a copy is already cached, that copy is used with a warning.
+    remote version (ETag) is downloaded anew and older copies are removed, except one that
+    another process is still transferring (its lock is held; a later call removes it).
+    Concurrent callers (DataLoader workers, DDP ranks) wait on a file lock while one of them
+    downloads. When the store cannot be reached and a copy is already cached, that copy is used
+    with a warning.
 
     Parameters
     ----------
@@ -207,8 +242,25 @@ def cached_local_copy(
     fetch_file(root, relpath, target, size=details["size"], version=details["version"])
     for other in entry.iterdir():
         if other.is_dir() and other != target.parent:
-            _remove_tree(other)
+            _remove_outdated(other / name)
     return target
+
+
+def _remove_outdated(copy: Path) -> None:
+    """Remove the folder of an outdated cached version, unless a transfer into it is running.
+
+    Another process may still be writing that version (`fetch_file` holds the lock of ``copy``
+    while its partial file grows): its folder is left to it and removed by a later call.
+    """
+    lock = path_lock(copy)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return
+    try:
+        _remove_tree(copy.parent)
+    finally:
+        lock.release()
 
 
 def _newest_cached_copy(entry: Path, name: str) -> Path | None:

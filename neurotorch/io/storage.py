@@ -21,6 +21,7 @@ import importlib
 import io
 import os
 import posixpath
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
@@ -283,13 +284,58 @@ def _local_info(path: str) -> dict[str, Any]:
     return {"size": stat.st_size, "version": local_version(stat)}
 
 
+class UnversionedRemoteWarning(UserWarning):
+    """A remote file reports no version (no ETag, no modification time); see `DataRoot.info`."""
+
+
+# Keys under which fsspec filesystems report a content tag (S3 and HTTP ``ETag``, HTTP
+# ``Content-MD5`` and ``Digest``) and a modification time (S3 ``LastModified``, HTTP's header
+# ``Last-Modified``, ``mtime``/``updated``/``created`` of others), in order of preference.
+_TAG_KEYS = ("ETag", "etag", "md5", "Content-MD5", "Digest")
+_MODIFIED_KEYS = ("LastModified", "Last-Modified", "last_modified", "mtime", "updated", "created")
+# Servers already warned about reporting no version of their files (once per server and process).
+_UNVERSIONED_SERVERS: set[str] = set()
+
+
 def _remote_info(details: dict[str, Any]) -> dict[str, Any]:
+    """``{"size", "version"}`` from an fsspec ``info``: the content tag, else size and modification
+    time, else the size alone (``"<size>-"``, see `_warn_unversioned`)."""
     size = int(details["size"])
-    tag = details.get("ETag") or details.get("etag") or details.get("md5")
+    tag = next((details[key] for key in _TAG_KEYS if details.get(key)), None)
     if tag:
         return {"size": size, "version": str(tag).strip('"')}
-    modified = details.get("LastModified") or details.get("mtime") or details.get("created") or ""
+    modified = next((details[key] for key in _MODIFIED_KEYS if details.get(key)), "")
     return {"size": size, "version": f"{size}-{modified}"}
+
+
+def _is_unversioned(details: dict[str, Any]) -> bool:
+    return not any(details.get(key) for key in (*_TAG_KEYS, *_MODIFIED_KEYS))
+
+
+def _warn_unversioned(url: str) -> None:
+    """Warn, once per server, that its files carry no version: a same-size change goes unseen."""
+    server = url.split("://", 1)[-1].split("/", 1)[0]
+    if server in _UNVERSIONED_SERVERS:
+        return
+    _UNVERSIONED_SERVERS.add(server)
+    warnings.warn(
+        f"{url} is served with neither an ETag nor a modification time (Last-Modified), so "
+        "neurotorch cannot tell it from a replacement of the same size: its cached copy "
+        "(DataRoot.local_path) and a store prepared from it are keyed on its size alone and stay "
+        "in use if the file is replaced by one of the same size. Serve the files with ETag or "
+        "Last-Modified headers, or delete the cache ($NEUROTORCH_CACHE/remote) and the prepared "
+        "store after changing them. (Warned once per server.)",
+        UnversionedRemoteWarning,
+        stacklevel=3,
+    )
+
+
+def _replaced_error(url: str, expected: str, found: str) -> RemoteAccessError:
+    return RemoteAccessError(
+        f"{url} was replaced in the store while it was read (version {found!r}, expected "
+        f"{expected!r}), so a copy would mix two versions; nothing of it was kept. Run again to "
+        "read the new version."
+    )
 
 
 class RemoteFile(io.RawIOBase):
@@ -483,14 +529,22 @@ class DataRoot:
         return int(self._remote(target, self.fs.size, target))
 
     def info(self, *parts: str) -> dict[str, Any]:
-        """``{"size": bytes, "version": str}`` of a file; ``version`` changes when the file does
-        (the ETag on object stores; locally `local_version`: size, mtime, inode and ctime)."""
+        """``{"size": bytes, "version": str}`` of a file; ``version`` changes when the file does.
+
+        The version is the ETag on object stores (also ``Content-MD5``/``Digest`` on HTTP), else
+        size and modification time (S3 ``LastModified``, HTTP ``Last-Modified``, ``mtime``);
+        locally `local_version` (size, mtime, inode and ctime). A remote file that reports none of
+        these is versioned by its size alone, with an `UnversionedRemoteWarning` (once per server):
+        a replacement of the same size then goes unnoticed.
+        """
         target = self.path(*parts)
         if self.is_local:
             return _local_info(target)
         details = self._remote(target, self.fs.info, target)
         if details.get("type") == "directory":
             raise IsADirectoryError(f"{target} is a folder, not a file.")
+        if _is_unversioned(details):
+            _warn_unversioned(target)
         return _remote_info(details)
 
     def listdir(self, *parts: str) -> list[str]:
@@ -539,6 +593,7 @@ class DataRoot:
         mode: str = "rb",
         block_size: int | None = None,
         cache_type: str | None = None,
+        version: str | None = None,
         **kwargs: Any,
     ) -> IO:
         """Open a file under the root (binary read by default).
@@ -546,6 +601,11 @@ class DataRoot:
         Remote files opened for reading are read ahead in ``block_size`` requests
         (default `STREAM_BLOCK_SIZE`), suited to a sequential pass; their errors become
         `RemoteAccessError`. A missing file raises ``FileNotFoundError``.
+
+        ``version`` (remote reads): the version (`info`) the file must have. A file that has
+        another one when it is opened raises `RemoteAccessError`, and on S3 every read is sent
+        with ``If-Match`` on that ETag, so a replacement in the middle of the reads raises it
+        too (other stores: compare `info` after reading, as `remote_cache.fetch_file` does).
         """
         target = self.path(*parts)
         if self.is_local:
@@ -553,6 +613,15 @@ class DataRoot:
         if "r" not in mode or "+" in mode:
             return self._remote(target, self.fs.open, target, mode, **kwargs)
         encoding = kwargs.pop("encoding", "utf-8")
+        s3 = self.protocol in ("s3", "s3a")
+        if version is not None and s3:
+            # without a size s3fs looks the object up and sends If-Match with its ETag on
+            # every ranged GET (a 412 becomes FileExpired, then RemoteAccessError)
+            kwargs.pop("size", None)
+        elif version is not None:  # the file as it is now (fsspec files know only their size)
+            found = self.info(*parts)["version"]
+            if found != version:
+                raise _replaced_error(target, version, found)
         raw = self._remote(
             target,
             self.fs.open,
@@ -563,6 +632,11 @@ class DataRoot:
             **kwargs,
         )
         wrapped = RemoteFile(raw, target, self._options)
+        if version is not None and s3:  # the ETag s3fs looked up, which its reads require
+            found = _remote_info(self._remote(target, lambda: raw.details))["version"]
+            if found != version:
+                wrapped.close()
+                raise _replaced_error(target, version, found)
         if "b" in mode:
             return cast(IO[bytes], wrapped)  # a binary file object (io.RawIOBase)
         return io.TextIOWrapper(io.BufferedReader(wrapped), encoding=encoding)
