@@ -163,3 +163,21 @@ def test_without_a_validation_part_the_fit_uses_the_training_trials(tiny_laion_r
     np.testing.assert_allclose(model.penalty.numpy(), penalty, rtol=1e-12)
     scale = np.abs(weight).max()
     np.testing.assert_allclose(model.weight.double().numpy(), weight, rtol=0, atol=1e-6 * scale)
+
+
+def test_validation_inside_the_training_epoch_is_refused(tiny_laion_root, tmp_path):
+    """A validation in the middle of the epoch would fit on the trials drawn so far and the
+    final fit on the rest only; the encoder refuses it before the first batch is fitted."""
+    import lightning as L
+
+    from neurotorch.errors import EncoderConfigError
+
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=16
+    )
+    run = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, val_check_interval=0.5,
+    )  # fmt: skip
+    with pytest.raises(EncoderConfigError, match="val_check_interval=0.5"):
+        run.fit(LinearEncoder(), dm)

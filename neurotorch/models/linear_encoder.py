@@ -261,6 +261,20 @@ class LinearEncoder(ReferenceModule):
 
     def on_train_epoch_start(self) -> None:
         self._close_statistics()
+        trainer = self.trainer
+        every = trainer.val_check_batch
+        if (
+            sum(trainer.num_val_batches)
+            and every is not None
+            and every < trainer.num_training_batches
+        ):
+            raise EncoderConfigError(
+                f"LinearEncoder fits once per epoch, on all its training trials, when the "
+                f"validation that ends the epoch ends; validation every {every} "
+                f"of the epoch's {trainer.num_training_batches} batches (val_check_interval="
+                f"{trainer.val_check_interval}) would fit on part of them. Leave "
+                "val_check_interval at 1.0."
+            )
 
     def _close_statistics(self) -> None:
         if self._stats is not None:
