@@ -341,4 +341,11 @@ MUTANTS = [
             "tests/test_data_epochs.py::test_a_fit_by_steps_resumed_at_an_epochs_end_trains_the_uninterrupted_batches",
         ),
     ),
+    Mutant(
+        "encoder-fits-at-a-mid-epoch-validation",
+        "neurotorch/models/linear_encoder.py",
+        "            and every < trainer.num_training_batches",
+        "            and every < 0",
+        ("tests/test_encoder_end_to_end.py::test_validation_inside_the_training_epoch_is_refused",),
+    ),
 ]
