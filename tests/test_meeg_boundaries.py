@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from exactly_once import trainer
 from scipy.optimize import isotonic_regression
 from scipy.stats import norm
 
@@ -25,21 +26,6 @@ from neurotorch.meeg.leadfield import (
     save_leadfield_npz,
 )
 from neurotorch.meeg.simulation import SensorSimulator, SourceSimulator
-
-
-def _trainer(tmp_path, **options) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-        **options,
-    )
-
 
 # -- raw SI leadfields built in memory ------------------------------------------------------
 
@@ -341,8 +327,8 @@ def test_isotonic_calibrator_validates_inside_the_epoch_on_the_batches_so_far(tm
     )
     record = _Record()
     model = IsotonicCalibrator(output_dir=str(tmp_path))
-    trainer = _trainer(tmp_path, val_check_interval=0.5, callbacks=[record])
-    trainer.fit(model, dm)
+    run = trainer(tmp_path, val_check_interval=0.5, callbacks=[record])
+    run.fit(model, dm)
     assert [seen for seen, _ in record.at_validation] == [4, 8]
     for seen, fitted in record.at_validation:
         np.testing.assert_allclose(fitted, _isotonic_reference(record.batches[:seen]), atol=1e-12)
@@ -367,9 +353,9 @@ def test_predictions_of_runs_carry_run_id_and_seed(tmp_path):
     folder = root / "posterior_summaries"
     dm = CalibrationRunsDataModule(str(folder), val_fraction=0.25, test_fraction=0.5, batch_size=1)
     model = IsotonicCalibrator(output_dir=str(tmp_path / "out"))
-    trainer = _trainer(tmp_path)
-    trainer.fit(model, dm)
-    rows = trainer.predict(model, dm)
+    run = trainer(tmp_path)
+    run.fit(model, dm)
+    rows = run.predict(model, dm)
     assert len(rows) == 2
     for row in rows:
         run_id, seed = int(row["run_id"]), int(row["seed"])
