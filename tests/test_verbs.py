@@ -280,8 +280,18 @@ def test_a_run_never_overwrites_the_files_of_its_folder(tmp_path, monkeypatch, c
     first = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert folder / "config.yaml" in first and folder / "checkpoints" / "last.ckpt" in first
     status, _, err = run(capsys, "fit", *fixed, "--model.init_args.lr", "0.5")
-    assert status == 1 and "already holds config.yaml" in err
+    assert status == 1 and "checkpoints/last.ckpt, config.yaml, lnm_test.png, metrics.json" in err
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == first
+    # a folder with a checkpoint and a figure of one's own (no config): refused as well
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "last.ckpt").write_bytes(b"my checkpoint")
+    (mine / "lnm_test.png").write_bytes(b"my figure")
+    monkeypatch.chdir(mine)
+    status, _, err = run(capsys, "fit", "--config", "lnm", *no_logger)
+    assert status == 1 and "already holds checkpoints/last.ckpt, lnm_test.png" in err
+    assert (mine / "checkpoints" / "last.ckpt").read_bytes() == b"my checkpoint"
+    assert (mine / "lnm_test.png").read_bytes() == b"my figure"
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -127,8 +128,17 @@ def _hide_empty_summary(trainer) -> None:
             callback.on_fit_start = on_fit_start  # type: ignore[method-assign]
 
 
-#: Files a run writes into its folder (the models' reports add their plots beside them).
-RUN_FILES = ("config.yaml", "metrics.json", "predictions.npz")
+#: Files a run writes into its folder: its config, the models' reports and plots, predictions,
+#: checkpoints (as glob patterns under the folder).
+RUN_FILES = (
+    "config.yaml",
+    "metrics.json",
+    "predictions.npz",
+    "*_test.png",
+    "calibration_*.json",
+    "coverage_*.png",
+    "checkpoints/*.ckpt",
+)
 
 
 def _model_options_given(args: Sequence[str] | None) -> list[str]:
@@ -236,7 +246,12 @@ class NeurotorchLightningCLI(LightningCLI):
         or ``--trainer.logger false`` in a folder with a config of one's own), before the logger
         or the run writes anything there."""
         folder = self.trainer.log_dir or self.trainer.default_root_dir
-        found = [name for name in RUN_FILES if os.path.isfile(os.path.join(folder, name))]
+        found = sorted(
+            os.path.relpath(path, folder)
+            for pattern in RUN_FILES
+            for path in glob.glob(os.path.join(glob.escape(folder), pattern))
+            if os.path.isfile(path)
+        )
         if found:
             raise DatasetExistsError(
                 f"The run folder {folder} already holds {', '.join(found)}, which this run "
