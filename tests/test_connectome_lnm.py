@@ -107,6 +107,19 @@ def test_statistics_match_scipy(connectome, batches, result):
         )
 
 
+def test_p_maps_are_not_significant_outside_the_brain(result):
+    """The saved maps hold 0 outside the brain mask, the p value maps 1: thresholding a written
+    q map at 0.05 gives the voxels of the FDR mask, not every voxel outside the brain."""
+    outside = np.ones(result.mask_shape, dtype=bool)
+    outside[tuple(result.mask_indices.T)] = False
+    assert outside.sum() > 100
+    assert np.all(result.to_nifti("t", 0).get_fdata()[outside] == 0)
+    for kind in ("p", "q"):
+        volume = result.to_nifti(kind, 0).get_fdata()
+        assert np.all(volume[outside] == 1)
+        assert np.count_nonzero(volume < 0.05) == np.count_nonzero(result.map(kind, 0) < 0.05)
+
+
 def test_planted_network_recovered(connectome, result):
     labels = np.asarray(nib.load(connectome / NETWORKS_FILE).dataobj)[tuple(result.mask_indices.T)]
     truth = pd.read_csv(connectome / LESIONS_TABLE).set_index("lesion")["network"]

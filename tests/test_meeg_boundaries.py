@@ -365,3 +365,32 @@ def test_predictions_of_runs_carry_run_id_and_seed(tmp_path):
         assert (meta["run_id"], meta["seed"]) == (run_id, seed)
         assert int(row["nnz"]) == meta["nnz"]
         np.testing.assert_allclose(row["center"][0].numpy(), x_hat.mean(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_of_runs_of_several_shapes_is_named_not_an_attribute_error():
+    """Runs of free and fixed orientation in one folder collate into lists; every calibrator
+    entry point says so (it died with an "unexpected AttributeError")."""
+    from neurotorch.data.collate import collate_items
+    from neurotorch.errors import FormatError
+    from neurotorch.models import IsotonicCalibrator, NeuralCalibrator
+
+    def run(*shape):
+        return {
+            "x_true": torch.ones(shape),
+            "mean": torch.zeros(shape),
+            "var": torch.ones(shape[:-1]),
+        }
+
+    batch = collate_items([run(6, 10), run(6, 3, 10)])
+    assert isinstance(batch["x_true"], list)  # what the calibrators are handed
+    from neurotorch.models.calibrator import _standardized
+
+    isotonic, neural = IsotonicCalibrator(), NeuralCalibrator()
+    isotonic.fitted = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)  # as if fitted
+    for call in (
+        lambda: _standardized(batch, "time_averaged"),  # what training and testing count
+        lambda: isotonic.forward(batch),
+        lambda: neural.forward(batch),
+    ):
+        with pytest.raises(FormatError, match="orientation_type and subject"):
+            call()

@@ -222,6 +222,16 @@ def test_a_second_run_does_no_work(builder, reference):
     assert _mtimes(out) == before
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_finished_grid_whose_manifest_was_deleted_writes_it_again(builder, reference, tmp_path):
+    out, manifest = reference
+    copy = shutil.copytree(out, tmp_path / "runs")
+    written = (copy / MANIFEST).read_bytes()
+    (copy / MANIFEST).unlink()
+    pd.testing.assert_frame_equal(_grid(builder, copy), manifest)
+    assert (copy / MANIFEST).read_bytes() == written
+
+
 def test_a_job_array_task_runs_one_unit_and_the_last_run_finishes(builder, reference, tmp_path):
     out, manifest = reference
     plan = _plan(builder, tmp_path / "array")

@@ -96,6 +96,23 @@ def test_eloreta_posterior_is_the_gaussian_posterior_of_its_prior(k):
             )
 
 
+@pytest.mark.parametrize("lambda2", [1.0, 0.3, 4.0])
+def test_eloreta_full_covariance_is_that_of_its_gaussian_model(lambda2):
+    """What the grid writes as ``posterior_cov``: the posterior of eLORETA's model, prior
+    ``σ² R`` and noise ``λ σ²`` (docs/meeg.md), for any ``lambda2``, as its mean is."""
+    lf, y = _problem(1, seed=2)
+    solver = make_solver("eloreta", {"lambda2": lambda2})
+    prepared = solver.prepare(torch.tensor(lf))
+    fit = solver.fit(torch.tensor(y)[None], torch.tensor(lf), prepared, noise_var=2.25)
+    cov = full_posterior_cov(
+        lf, fit.prior_blocks[0].numpy(), noise_var=fit.sensor_noise_var[0].numpy()
+    )
+    prior = 2.25 * np.diag(prepared.weights.numpy())
+    mean, expected = _dense_posterior(lf, prior, lambda2 * 2.25, y)
+    np.testing.assert_allclose(fit.posterior.mean[0].numpy(), mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cov, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_eloreta_intervals_cover_at_the_nominal_rate_under_its_own_model():
     """Sources drawn from eLORETA's prior, noise at the assumed variance: the 90 % intervals of
     the posterior cover 90 % of the sources (CaliBrain's variance would cover ~91.4 % here)."""

@@ -23,6 +23,7 @@ from neurotorch.errors import ParameterError
 
 MapKind = Literal["meanz", "r", "t", "p", "q", "pfwe"]
 MAP_KINDS: tuple[MapKind, ...] = ("meanz", "r", "t", "p", "q", "pfwe")
+P_VALUE_KINDS = ("p", "q", "pfwe")  # written 1 outside the brain mask: never significant there
 # names that become file names: no folder separators, no leading dot
 _FILE_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -141,9 +142,10 @@ class NetworkMapResult:
         """(n_voxels,) number of lesions covering each voxel."""
         return self.lesion_masks.sum(axis=0)
 
-    def _scatter(self, values: np.ndarray) -> np.ndarray:
+    def _scatter(self, values: np.ndarray, outside: float = 0.0) -> np.ndarray:
         values = np.asarray(values)
-        out = np.zeros(self.mask_shape, dtype=np.uint8 if values.dtype == bool else np.float32)
+        dtype = np.uint8 if values.dtype == bool else np.float32
+        out = np.full(self.mask_shape, outside, dtype=dtype)
         out[tuple(self.mask_indices.T)] = values
         return out
 
@@ -154,7 +156,9 @@ class NetworkMapResult:
     def to_nifti(
         self, kind: MapKind, lesion: int | str, path: str | os.PathLike | None = None
     ) -> nib.Nifti1Image:
-        """One map as a NIfTI image on the connectome grid (0 outside the brain mask).
+        """One map as a NIfTI image on the connectome grid: outside the brain mask 0, and 1 for
+        the p values (``p``, ``q``, ``pfwe``), so that a threshold such as q < 0.05 selects no
+        voxel there.
 
         Parameters
         ----------
@@ -164,7 +168,8 @@ class NetworkMapResult:
             Also write the image there (``.nii`` or ``.nii.gz``), atomically: the file is
             complete or absent; a full disk raises `neurotorch.errors.OutputWriteError` naming it.
         """
-        image = self.values_to_nifti(self.map(kind, lesion))
+        outside = 1.0 if kind in P_VALUE_KINDS else 0.0
+        image = nib.Nifti1Image(self._scatter(self.map(kind, lesion), outside), self.affine)
         if path is not None:
             write_image(image, path)
         return image

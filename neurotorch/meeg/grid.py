@@ -390,6 +390,8 @@ class GridPlan:
         manifest = pd.DataFrame(rows)
         if finish and not self.finished:
             self._finish(manifest)
+        elif finish and not (Path(self.out_dir) / MANIFEST).is_file():  # deleted since: again
+            write_text(Path(self.out_dir) / MANIFEST, manifest.to_csv(index=False))
         return manifest
 
     def _finish(self, manifest: pd.DataFrame) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from neurotorch._docs import fill_doc
 from neurotorch._options import check_int, check_number, check_option
-from neurotorch.errors import NotFittedError, ParameterError
+from neurotorch.errors import FormatError, NotFittedError, ParameterError
 from neurotorch.io.atomic import write_json
 from neurotorch.log import results
 from neurotorch.meeg.calibration import (
@@ -57,13 +57,28 @@ def _z(levels: np.ndarray) -> np.ndarray:
     return norm.ppf((1.0 + np.asarray(levels, np.float64)) / 2.0)
 
 
+def _tensor(batch: dict, key: str) -> torch.Tensor:
+    """``batch[key]``, a tensor; a list (what collation leaves of trials of several shapes) is
+    refused with `FormatError`."""
+    value = batch[key]
+    if not isinstance(value, torch.Tensor):
+        shapes = sorted({tuple(getattr(v, "shape", ())) for v in value})
+        raise FormatError(
+            f"A batch holds trials of different shapes ({key}: {shapes}): the runs mix "
+            "orientations or subjects (free and fixed sources, other source counts). Give the "
+            "calibrator runs of one orientation_type and subject (a grid per orientation and "
+            "subject, or a folder of such runs)."
+        )
+    return value
+
+
 def _std(batch: dict, mode: str) -> torch.Tensor:
     """Posterior std of what an interval covers: each time sample (``sqrt(var)``), or for
     ``"time_averaged"`` the time average (``sqrt(var / T)``)."""
     require_keys(batch, ("mean", "var"), model=CALIBRATOR, source=SOURCE)
-    var = batch["var"]
+    var = _tensor(batch, "var")
     if mode == "time_averaged":
-        var = var / batch["mean"].shape[-1]
+        var = var / _tensor(batch, "mean").shape[-1]
     return var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
 
 
@@ -71,7 +86,7 @@ def _standardized(batch: dict, mode: str) -> torch.Tensor:
     """``|x_true - mean| / std`` per time sample (``(..., T)``), or for ``"time_averaged"`` of the
     time averages (``(..., 1)``)."""
     require_keys(batch, ("x_true",), model=CALIBRATOR, source=SOURCE)
-    x_true, mean = batch["x_true"], batch["mean"]
+    x_true, mean = _tensor(batch, "x_true"), _tensor(batch, "mean")
     if mode == "time_averaged":
         x_true, mean = x_true.mean(-1, keepdim=True), mean.mean(-1, keepdim=True)
     return (x_true - mean).abs() / _std(batch, mode)[..., None]
@@ -326,8 +341,8 @@ class IsotonicCalibrator(_CoverageCalibrator):
         level ``c``, the same for every source."""
         self._check_fitted("predict")
         widths = torch.as_tensor(self.calibrated_thresholds(), dtype=torch.float32)
-        shape = batch["var"].shape
-        return widths.to(batch["var"].device).expand(*shape, len(widths))
+        var = _tensor(batch, "var")
+        return widths.to(var.device).expand(*var.shape, len(widths))
 
     def on_predict_epoch_start(self) -> None:
         self._check_fitted("predict")
@@ -399,7 +414,7 @@ class NeuralCalibrator(StepTrainedModule, _CoverageCalibrator):
         """``(..., 4)`` per-source features (see the class docstring)."""
         require_keys(batch, ("mean", "var"), model="NeuralCalibrator", source=SOURCE)
         tiny = 1e-12
-        var = batch["var"].float()
+        var = _tensor(batch, "var").float()
         shape = var.shape
         columns = [
             var.clamp_min(tiny).log(),

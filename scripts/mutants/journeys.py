@@ -348,4 +348,34 @@ MUTANTS = [
         "            and every < 0",
         ("tests/test_encoder_end_to_end.py::test_validation_inside_the_training_epoch_is_refused",),
     ),
+    Mutant(
+        "finished-grid-manifest-not-rewritten",
+        "neurotorch/meeg/grid.py",
+        "        elif finish and not (Path(self.out_dir) / MANIFEST).is_file():  # deleted since: again",
+        "        elif False:",
+        (
+            "tests/test_meeg_grid_units.py::test_a_finished_grid_whose_manifest_was_deleted_writes_it_again",
+        ),
+    ),
+    Mutant(
+        "eloreta-covariance-with-unit-lambda",
+        "neurotorch/meeg/solvers/eloreta.py",
+        "            sensor_noise_var=per_sensor(noise * self.lambda2, y),  # the model's: λσ²",
+        "            sensor_noise_var=per_sensor(noise, y),",
+        ("tests/test_meeg_solvers.py::test_eloreta_full_covariance_is_that_of_its_gaussian_model",),
+    ),
+    Mutant(
+        "run-folder-check-skips-checkpoints",
+        "neurotorch/lightning/cli.py",
+        '    "checkpoints/*.ckpt",\n',
+        "",
+        ("tests/test_verbs.py::test_a_run_never_overwrites_the_files_of_its_folder",),
+    ),
+    Mutant(
+        "p-maps-zero-outside-the-brain",
+        "neurotorch/connectome/result.py",
+        "        outside = 1.0 if kind in P_VALUE_KINDS else 0.0",
+        "        outside = 0.0",
+        ("tests/test_connectome_lnm.py::test_p_maps_are_not_significant_outside_the_brain",),
+    ),
 ]

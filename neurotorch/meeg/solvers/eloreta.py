@@ -53,5 +53,5 @@ class Eloreta(Solver[EloretaOperator]):
             gamma=mean_prior_var(blocks),
             noise_var=noise,
             prior_blocks=blocks,
-            sensor_noise_var=per_sensor(noise, y),
+            sensor_noise_var=per_sensor(noise * self.lambda2, y),  # the model's: λσ²
         )
