@@ -226,10 +226,14 @@ def _batch_sums(loader) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls_name", ["sensors", "calibration"])
 @pytest.mark.parametrize(
-    ("workers", "persistent", "context"),
-    [(0, False, None), (2, False, "fork"), (2, True, "fork"), (2, False, "spawn")],
+    ("cls_name", "workers", "persistent", "context"),
+    [
+        (cls_name, *loader)
+        for cls_name in ("sensors", "calibration")
+        for loader in [(0, False, None), (2, False, "fork"), (2, True, "fork")]
+    ]
+    + [("sensors", 2, False, "spawn")],  # spawn costs 7 s: one dataset
 )
 def test_fresh_data_every_pass_in_a_plain_dataloader(cls_name, workers, persistent, context):
     """A dataset that draws fresh trials every pass, in a plain ``DataLoader`` without
