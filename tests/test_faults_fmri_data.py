@@ -12,13 +12,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from faults.framework import BETAS, BRAIN, SES, SESSION_NC, SUB, Fault, run_fault, tree_case
+from faults.framework import BETAS, BRAIN, CLIP, SES, SESSION_NC, SUB, Fault, run_fault, tree_case
 from torch.utils.data import DataLoader
 
 import neurotorch
 from neurotorch.errors import (
     CacheError,
     DtypeRangeError,
+    FormatError,
     MixedBatchError,
     ParameterError,
     ShapeMismatchError,
@@ -85,6 +86,16 @@ def _shift_file(relpath: str) -> Callable[[Path], str]:
         return Path(relpath).name
 
     return damage
+
+
+def _invalid_embedding_row(root: Path) -> str:
+    """Damage: one image's CLIP row marked not valid (the file's ``valid`` column), as the
+    dataset marks images it could not embed."""
+    import h5py
+
+    with h5py.File(root / CLIP, "r+") as f:
+        f["valid"][0] = False
+    return Path(CLIP).name
 
 
 def _with_mask(name: str) -> Callable[[Path], object]:
@@ -205,6 +216,12 @@ FAULTS: list[Fault] = [
         ShapeMismatchError,
         _shift_file(SESSION_NC),
         lambda r: load_subject(SUB, data_dir=r).get_betas(SES, nc_threshold=10),
+    ),
+    tree_case(
+        "embedding-row-not-valid",
+        FormatError,
+        _invalid_embedding_row,
+        lambda r: _dataset(r, features="CLIP"),
     ),
     tree_case(
         "nc-desc-unknown",

@@ -219,6 +219,24 @@ def test_segmentations_by_name(stim, root, table):
     assert stim.segmentations.images() == sorted(set(seg["image_name"]))  # laion_fmri: sorted
 
 
+def test_segmentation_metadata_of_the_documented_columns_only(root, tmp_path):
+    """The metadata as the dataset documents it (no ``localized`` column) is read: every row then
+    counts as localised, and masks are found by name and noun."""
+    import shutil
+
+    copy = shutil.copytree(root, tmp_path / "tree")
+    path = copy / STIM / "task-images_desc-segmentations_metadata.csv"
+    seg = pd.read_csv(path).drop(columns="localized")
+    seg.to_csv(path, index=False)
+    stim = load_stimuli(copy)
+    name = seg["image_name"].iloc[0]
+    rows = seg[seg["image_name"] == name]
+    assert stim.segmentations.nouns(name) == list(dict.fromkeys(rows["noun"]))
+    with h5py.File(copy / STIM / "task-images_desc-segmentations.h5", "r") as f:
+        want = f["masks"][int(rows["mask_row"].iloc[0])]
+    np.testing.assert_array_equal(stim.segmentations.get(name, rows["noun"].iloc[0]), want)
+
+
 def test_segmentations_by_mask_row_as_laion_fmri(stim, root):
     """laion_fmri: ``segmentations[row]`` is row ``row`` of the masks file (negative from the
     end, like h5py); ``name in segmentations`` raises there (it compares masks with the name)."""

@@ -522,10 +522,11 @@ class StimulusSegmentations(_TableNamespace):
         """Distinct nouns segmented in ``name``, in order of first appearance; ``[]`` without masks.
 
         ``localized_only`` drops the rows whose ``localized`` flag is 0 (the noun is present but
-        its mask is not localised).
+        its mask is not localised), where the metadata has that column (it is optional: without
+        it every row counts as localised).
         """
         rows = self._meta.rows_for(name)
-        if localized_only:
+        if localized_only and "localized" in rows:
             rows = rows[rows["localized"].astype(int) == 1]
         return list(dict.fromkeys(rows["noun"]))
 

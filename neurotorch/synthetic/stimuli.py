@@ -183,7 +183,7 @@ def write_stimuli(
             compression_opts=1,
             chunks=(1, image_size, image_size),
         )
-    segments = pd.DataFrame(seg_rows, columns=list(layout.SEGMENTATION_COLUMNS))
+    segments = pd.DataFrame(seg_rows, columns=[*layout.SEGMENTATION_COLUMNS, "localized"])
     write_text(root / layout.segmentations_metadata(), segments.to_csv(index=False))
     captions_table = pd.DataFrame(captions, columns=list(layout.CAPTION_COLUMNS))
     write_text(root / layout.captions(), captions_table.to_csv(index=False))

@@ -378,4 +378,18 @@ MUTANTS = [
         "        outside = 0.0",
         ("tests/test_connectome_lnm.py::test_p_maps_are_not_significant_outside_the_brain",),
     ),
+    Mutant(
+        "embedding-valid-flag-ignored",
+        "neurotorch/data/fmri/pairing.py",
+        "                if invalid:",
+        "                if False:",
+        ("tests/test_faults_fmri_data.py",),
+    ),
+    Mutant(
+        "segmentation-localized-column-required",
+        "neurotorch/fmri/stimuli.py",
+        '        if localized_only and "localized" in rows:',
+        "        if localized_only:",
+        ("tests/test_fmri_stimuli.py::test_segmentation_metadata_of_the_documented_columns_only",),
+    ),
 ]

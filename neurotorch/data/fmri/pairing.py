@@ -149,8 +149,8 @@ class StimulusPairing:
         return f"{self.root.path(layout.embeddings(name))} ({name})"
 
     def _check_embeddings(self) -> None:
-        """Every paired image has a finite row in each embedding file (checked on open, not
-        mid-epoch)."""
+        """Every paired image has a finite row, marked valid, in each embedding file (checked on
+        open, not mid-epoch)."""
         if not self.features:
             return
         with Stimuli(self.root) as hub:
@@ -163,6 +163,16 @@ class StimulusPairing:
                         f"{self.root.path(layout.embeddings(model))} has no row for {len(missing)} "
                         f"of the {len(self.names)} images of this dataset (e.g. {missing[:3]}); "
                         "re-download the embeddings, or pass features=None."
+                    )
+                flags = np.atleast_1d(hub.embeddings.valid(model, list(self.names)))
+                invalid = [name for name, ok in zip(self.names, flags, strict=True) if not ok]
+                if invalid:
+                    raise FormatError(
+                        f"{self.root.path(layout.embeddings(model))} marks the rows of "
+                        f"{len(invalid)} of the {len(self.names)} images of this dataset as not "
+                        f"valid (its 'valid' column; e.g. {invalid[:3]}): they hold no embedding. "
+                        "Leave those images out (image_names= with the others), or pass another "
+                        "features= model."
                     )
         for model, matrix in self.embeddings().items():
             if matrix.ndim != 2:
