@@ -181,3 +181,31 @@ def test_validation_inside_the_training_epoch_is_refused(tiny_laion_root, tmp_pa
     )  # fmt: skip
     with pytest.raises(EncoderConfigError, match="val_check_interval=0.5"):
         run.fit(LinearEncoder(), dm)
+
+
+def test_a_resume_inside_a_training_epoch_is_refused(tiny_laion_root, tmp_path):
+    """The ridge statistics of the batches before a mid-epoch checkpoint are not in it: a fit
+    resumed there would fit on the rest of the epoch only, so it is refused by name."""
+    import lightning as L
+
+    from neurotorch.errors import EncoderConfigError
+
+    class SaveAfterTwo(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 1:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def fit(**options):
+        dm = LaionFMRIDataModule(
+            data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=16
+        )
+        trainer = L.Trainer(
+            max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+            enable_checkpointing=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+            callbacks=options.pop("callbacks", []),
+        )  # fmt: skip
+        trainer.fit(LinearEncoder(per_voxel=False), dm, **options)
+
+    fit(callbacks=[SaveAfterTwo()])
+    with pytest.raises(EncoderConfigError, match="after 2 batches"):
+        fit(ckpt_path=tmp_path / "mid.ckpt")

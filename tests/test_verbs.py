@@ -307,6 +307,10 @@ def test_model_options_on_the_command_line_win_over_the_checkpoint(tmp_path, mon
     asked = ["--model.init_args.coverage_mode", "pointwise", "--model.init_args.output_dir", "mine"]
     status, out, _ = run(capsys, "test", *args, "--ckpt_path", checkpoint, *asked)
     assert status == 0 and printed(out, "metrics") == Path("mine", "calibration_test.json")
+    report = Path("mine", "calibration_test.json").read_bytes()
+    status, _, err = run(capsys, "test", *args, "--ckpt_path", checkpoint, *asked)
+    assert status == 1 and "mine already holds calibration_test.json" in err  # not replaced
+    assert Path("mine", "calibration_test.json").read_bytes() == report
     status, out, _ = run(capsys, "test", *args, "--ckpt_path", checkpoint)
     assert status == 0 and printed(out, "metrics").parent == Path("runs", "calibrator", "version_2")
     used = [
@@ -406,3 +410,37 @@ def test_the_encoder_report_refuses_a_voxel_table_of_other_voxels(record_propert
         summarise_encoder(r, r**2, voxel_table=table)
     assert summarise_encoder(r, r**2, voxel_table=table[:695])["per_roi"]["FFA1"]["n_voxels"] == 695
     record_property("fault", "named")
+
+
+@pytest.mark.slow
+def test_lesion_network_test_metrics_under_ddp_equal_one_process(tmp_path):
+    """Under DDP every rank tests its share of the test subjects; the metrics gather all of
+    them (rank 0 wrote its own half) and each batch's seed voxels follow its subjects, not its
+    position on a rank (the ranks drew the same seeds)."""
+    import json
+
+    import lightning as L
+
+    from neurotorch.lightning import ConnectomeDataModule
+    from neurotorch.models import LesionNetworkModel
+
+    def tested(devices: int) -> dict:
+        data = ConnectomeDataModule(batch_size=1, test_fraction=0.6)  # 4 test subjects: no padding
+        model = LesionNetworkModel(
+            rank=4, n_seeds=8, seed=0, output_dir=str(tmp_path / f"{devices}")
+        )
+        model.trained_batches += 1  # its initial weights, evaluated as if trained
+        L.Trainer(
+            accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+            logger=False, enable_progress_bar=False, enable_model_summary=False,
+        ).test(model, data, verbose=False)  # fmt: skip
+        return json.loads((tmp_path / f"{devices}" / "metrics.json").read_text()), data
+
+    single, data = tested(1)
+    data.setup("test")
+    n_test = len(data.subject_splits()["test"])
+    assert n_test == 4 and single["n_seeds"] == 8 * n_test  # one batch per test subject
+    ddp, _ = tested(2)
+    assert ddp["n_seeds"] == single["n_seeds"]
+    assert ddp["mse"] == pytest.approx(single["mse"], rel=1e-6)
+    assert ddp["median_map_r"] == pytest.approx(single["median_map_r"], rel=1e-6, abs=1e-9)

@@ -242,10 +242,18 @@ class NeurotorchLightningCLI(LightningCLI):
             raise
 
     def _refuse_used_folder(self) -> None:
-        """Refuse a run folder that already holds a run's files (a logger version given twice,
-        or ``--trainer.logger false`` in a folder with a config of one's own), before the logger
-        or the run writes anything there."""
-        folder = self.trainer.log_dir or self.trainer.default_root_dir
+        """Refuse a run folder, or the model's ``output_dir`` for its reports, that already
+        holds a run's files (a logger version given twice, ``--trainer.logger false`` in a folder
+        with a config of one's own, an ``output_dir`` used before), before the logger or the run
+        writes anything there."""
+        run_folder = self.trainer.log_dir or self.trainer.default_root_dir
+        report_folder = getattr(getattr(self.model, "hparams", None), "output_dir", None)
+        for folder in dict.fromkeys(f for f in (run_folder, report_folder) if f):
+            self._refuse_files_in(folder)
+
+    @staticmethod
+    def _refuse_files_in(folder: str) -> None:
+        """`DatasetExistsError` if ``folder`` holds a file a run writes (`RUN_FILES`)."""
         found = sorted(
             os.path.relpath(path, folder)
             for pattern in RUN_FILES
@@ -257,7 +265,8 @@ class NeurotorchLightningCLI(LightningCLI):
                 f"The run folder {folder} already holds {', '.join(found)}, which this run "
                 "would overwrite. Give it a folder of its own: keep the logger's new version "
                 "folder (runs/<name>/version_N), or choose another "
-                "--trainer.logger.init_args.version or --trainer.default_root_dir."
+                "--trainer.logger.init_args.version, --trainer.default_root_dir or "
+                "--model.init_args.output_dir."
             )
 
     def before_validate(self) -> None:

@@ -13,7 +13,9 @@ the seed voxel and the subjects they come from.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,9 +120,12 @@ class LesionNetworkModel(StepTrainedModule):
         n_voxels = self.hparams.n_voxels
         return torch.randperm(n_voxels, generator=generator)[: self.hparams.n_seeds].to(self.device)
 
-    def _evaluation_voxels(self, batch_idx: int) -> torch.Tensor:
-        """The seed voxels of evaluation batch ``batch_idx``: the same on every run."""
-        return self._voxels(torch.Generator().manual_seed(self.hparams.seed + batch_idx))
+    def _evaluation_voxels(self, batch: dict) -> torch.Tensor:
+        """The seed voxels of an evaluation batch, from its subjects: the same on every run, on
+        whichever rank and at whichever position the batch comes."""
+        subjects = ",".join(str(subject) for subject in batch.get("subject", ()))
+        key = zlib.crc32(subjects.encode())
+        return self._voxels(torch.Generator().manual_seed(self.hparams.seed * 2**32 + key))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch, self._voxels())
@@ -128,17 +133,20 @@ class LesionNetworkModel(StepTrainedModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self._loss(batch, self._evaluation_voxels(batch_idx))
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["timeseries"]))
+        loss = self._loss(batch, self._evaluation_voxels(batch))
+        self.log(
+            "val_loss", loss, prog_bar=True, batch_size=len(batch["timeseries"]), sync_dist=True
+        )
 
     # -- test: loss, map correlations, JSON and plot -------------------------------------------
     def on_test_epoch_start(self) -> None:
         self._test = {"squared_error": [], "count": [], "map_r": [], "pairs": []}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        predicted, observed, keep = self._maps(batch, self._evaluation_voxels(batch_idx))
+        predicted, observed, keep = self._maps(batch, self._evaluation_voxels(batch))
         error = (((predicted - observed) ** 2) * keep).sum()
-        self.log("test_loss", error / keep.sum(), batch_size=len(batch["timeseries"]))
+        size = len(batch["timeseries"])
+        self.log("test_loss", error / keep.sum(), batch_size=size, sync_dist=True)
         kept = keep.bool()
         self._test["squared_error"].append(float(error))
         self._test["count"].append(float(keep.sum()))
@@ -148,7 +156,7 @@ class LesionNetworkModel(StepTrainedModule):
         self._test["pairs"].append((predicted[0, first].detach().cpu(), observed[0, first].cpu()))
 
     def on_test_epoch_end(self) -> None:
-        test = self._test
+        test = self._gathered(self._test)
         map_r = np.asarray(test["map_r"])
         self.test_metrics = {
             "mse": sum(test["squared_error"]) / sum(test["count"]),
@@ -169,12 +177,20 @@ class LesionNetworkModel(StepTrainedModule):
         )
         results.info("metrics: %s\nplot:    %s", metrics_path, plot_path)
 
+    def _gathered(self, test: dict[str, list]) -> dict[str, list]:
+        """Every rank's test results together (under DDP each rank tests its share)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return test
+        shares: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shares, test)
+        return {key: [value for share in shares for value in share[key]] for key in test}
+
     # -- predict: the maps of the evaluation seeds, predicted and observed ----------------------
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Per seed voxel of the batch: ``predicted`` and ``observed`` (mean Fisher z over the
         batch's subjects) maps ``(n_seeds, n_voxels)``, the ``seed_voxel`` (a column of the
         connectome's voxel axis) and the ``subjects`` the observed map comes from."""
-        voxels = self._evaluation_voxels(batch_idx)
+        voxels = self._evaluation_voxels(batch)
         predicted, observed, _ = self._maps(batch, voxels)
         subjects = ",".join(str(subject) for subject in batch["subject"])
         return {

@@ -259,6 +259,22 @@ class LinearEncoder(ReferenceModule):
             return int(trials["label"].nunique())
         return 0
 
+    def on_train_start(self) -> None:
+        """Refuse to resume inside a training epoch: the statistics of its first batches are
+        not in checkpoints (Lightning calls no epoch-start hook when it resumes there)."""
+        trainer = self.trainer
+        loop = trainer.fit_loop
+        drawn = loop.epoch_loop.batch_progress.current.ready  # restored from a checkpoint
+        total = trainer.num_training_batches
+        if loop.restarting and drawn and not (self.fitted and drawn >= total):
+            raise EncoderConfigError(
+                f"This fit resumes from a checkpoint taken inside a training epoch (after {drawn} "
+                "batches), but LinearEncoder's statistics of those batches are not in "
+                "checkpoints: the fit would use the rest of the epoch only. Resume from a "
+                "checkpoint taken at the end of an epoch (Lightning's default last.ckpt), or fit "
+                "again."
+            )
+
     def on_train_epoch_start(self) -> None:
         self._close_statistics()
         trainer = self.trainer

@@ -392,4 +392,25 @@ MUTANTS = [
         "        if localized_only:",
         ("tests/test_fmri_stimuli.py::test_segmentation_metadata_of_the_documented_columns_only",),
     ),
+    Mutant(
+        "lnm-test-metrics-of-rank-zero-only",
+        "neurotorch/models/lesion_network.py",
+        "        test = self._gathered(self._test)",
+        "        test = self._test",
+        ("tests/test_verbs.py::test_lesion_network_test_metrics_under_ddp_equal_one_process",),
+    ),
+    Mutant(
+        "encoder-resumes-inside-an-epoch",
+        "neurotorch/models/linear_encoder.py",
+        "        if loop.restarting and drawn and not (self.fitted and drawn >= total):",
+        "        if False:",
+        ("tests/test_encoder_end_to_end.py::test_a_resume_inside_a_training_epoch_is_refused",),
+    ),
+    Mutant(
+        "report-folder-not-checked",
+        "neurotorch/lightning/cli.py",
+        "        for folder in dict.fromkeys(f for f in (run_folder, report_folder) if f):",
+        "        for folder in [run_folder]:",
+        ("tests/test_verbs.py::test_model_options_on_the_command_line_win_over_the_checkpoint",),
+    ),
 ]
