@@ -123,14 +123,11 @@ class NeurotorchDataModule(L.LightningDataModule):
             batch_size = None if whole else self.batch_size
             loader = StreamLoader(dataset, batch_size, advance_epoch=shuffle, **settings)
             if shuffle:
-                loader.start_at_epoch(self._fit_epoch())
                 self._follow_fit(loader)
             return loader
         sampler = GroupedBatchSampler.for_dataset(
             dataset, self.batch_size, shuffle=shuffle, seed=self.seed
         )
-        if shuffle:
-            sampler.set_epoch(self._fit_epoch())
         loader = StatefulLoader(
             dataset, batch_sampler=sampler, collate_fn=collate_items, **settings
         )
@@ -139,21 +136,11 @@ class NeurotorchDataModule(L.LightningDataModule):
         return loader
 
     def _follow_fit(self, loader: StatefulLoader) -> None:
-        """Under a trainer, the training loader takes each pass's epoch from the fit; used by
-        hand, it moves on one epoch per pass by itself."""
+        """Under a trainer, the training loader takes each pass's epoch from the fit (Lightning
+        hands its epoch to a loader's ``sampler`` only, and restores positions the fit has left);
+        used by hand, it moves on one epoch per pass by itself."""
         if self.trainer is not None:
             loader.fit_epoch = functools.partial(self._pass_epoch, loader)
-
-    def _fit_epoch(self) -> int:
-        """The epoch a fit is about to run (0 outside a fit): after a resume from a checkpoint
-        taken at the end of an epoch, the next one. Lightning hands its epoch to a loader's
-        ``sampler`` only, so the loaders are told here; at every pass they then follow the
-        fit's count (`_running_epoch`)."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0
-        progress = trainer.fit_loop.epoch_progress.current  # the count Lightning gives samplers
-        return int(getattr(progress, "processed", trainer.current_epoch))
 
     def _pass_epoch(self, loader: DataLoader) -> int | None:
         """The epoch the training loader's pass now starting serves, or ``None`` for an empty

@@ -49,8 +49,8 @@ MUTANTS = [
     Mutant(
         "fit-epoch-not-given-to-the-training-loader",
         "neurotorch/lightning/base.py",
-        "                loader.start_at_epoch(self._fit_epoch())",
-        "                loader.start_at_epoch(0)",
+        "            loader.fit_epoch = functools.partial(self._pass_epoch, loader)",
+        "            pass",
         ("tests/test_data_epochs.py::test_lightning_reshuffles_and_resumes_in_epoch_one",),
     ),
     Mutant(
