@@ -300,3 +300,27 @@ def test_a_fit_by_steps_resumed_at_an_epochs_end_trains_the_uninterrupted_batche
             resumed, _module(tiny_laion_root, streaming, num_workers), ckpt_path=checkpoint
         )
         assert _batches_from(resumed.seen, 0) == after_epoch_0, checkpoint.parent.name
+
+
+def test_under_ddp_the_pass_follows_the_fit_not_lightnings_sampler_epoch(tiny_laion_root):
+    """Lightning hands its count of processed epochs to the distributed sampler inside the
+    batch sampler; where that count is ahead of the epoch the fit serves (a resume by steps
+    from an end-of-epoch checkpoint), the pass is still the fit's epoch, on every rank."""
+    from torch.utils.data import DistributedSampler
+
+    from neurotorch.data.loader import StatefulLoader
+    from neurotorch.data.sampling import GroupedBatchSampler
+
+    dataset = _dataset(tiny_laion_root)
+    for rank in (0, 1):
+
+        def sampler(epoch: int, rank: int = rank):
+            inner = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+            inner.set_epoch(epoch)
+            return GroupedBatchSampler(inner, 8, shuffle=True, seed=5)
+
+        by_hand = sampler(1)
+        by_hand.set_epoch(1)
+        loader = StatefulLoader(dataset, batch_sampler=sampler(2), collate_fn=collate_items)
+        loader.fit_epoch = lambda: 1  # the fit serves epoch 1; Lightning's count says 2
+        assert [[int(i) for i in b["index"]] for b in loader] == [list(b) for b in by_hand]

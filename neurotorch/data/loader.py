@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from torch.utils.data import DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
@@ -60,6 +61,9 @@ class StatefulLoader(StatefulDataLoader):
             if restored is None or restored[0] != epoch:
                 self.next_iter_state = None
                 sampler.set_epoch(epoch)
+                inner = getattr(sampler, "sampler", None)
+                if isinstance(inner, DistributedSampler):  # Lightning set it to its own count
+                    inner.set_epoch(epoch)
         return super().__iter__()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

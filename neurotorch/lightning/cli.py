@@ -262,7 +262,7 @@ class NeurotorchLightningCLI(LightningCLI):
         )
         if found:
             raise DatasetExistsError(
-                f"The run folder {folder} already holds {', '.join(found)}, which this run "
+                f"{folder} already holds {', '.join(found)}, which this run "
                 "would overwrite. Give it a folder of its own: keep the logger's new version "
                 "folder (runs/<name>/version_N), or choose another "
                 "--trainer.logger.init_args.version, --trainer.default_root_dir or "

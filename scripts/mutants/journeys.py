@@ -413,4 +413,13 @@ MUTANTS = [
         "        for folder in [run_folder]:",
         ("tests/test_verbs.py::test_model_options_on_the_command_line_win_over_the_checkpoint",),
     ),
+    Mutant(
+        "ddp-pass-follows-lightnings-sampler-epoch",
+        "neurotorch/data/loader.py",
+        "                    inner.set_epoch(epoch)",
+        "                    pass",
+        (
+            "tests/test_data_epochs.py::test_under_ddp_the_pass_follows_the_fit_not_lightnings_sampler_epoch",
+        ),
+    ),
 ]
