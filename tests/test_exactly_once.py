@@ -12,6 +12,7 @@ property is about which items are seen, not about the solver's convergence).
 
 from __future__ import annotations
 
+import faulthandler
 import json
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from neurotorch.lightning import (
 
 BATCH = 5  # prime; 2 workers then split every split unevenly into batches (76 = 15 * 5 + 1)
 EPOCHS = 2
+RANK_HANG_S = 200  # under the launching test's budget (tests/budgets.json)
 
 
 def fmri_module(root, mode: str, num_workers: int, subject="sub-01") -> LaionFMRIDataModule:
@@ -165,6 +167,8 @@ def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
     """One rank of a 2-rank run launched as ``torchrun`` launches (`become_rank`): every case,
     fit then test."""
     become_rank(rank, port)
+    # a rank that hangs prints where it is and exits, so the launch fails with both stacks
+    faulthandler.dump_traceback_later(RANK_HANG_S, exit=True)
     for case in DDP_CASES:
         dm = _ddp_module(case, Path(root))
         Path(out, case).mkdir(exist_ok=True)
