@@ -182,6 +182,32 @@ def test_a_misspelt_class_path_in_a_config_file_is_named(
         assert phrase in err, (phrase, err)
 
 
+@pytest.mark.parametrize(
+    ("broken", "phrases"),
+    [
+        ("    alphas: [1, 10\n", ["line 4, column 13", "flow sequence", "line 5, column"]),
+        (
+            "    penalties: [1, 10]\n   n_folds: 3\n",
+            ["block mapping at line 2", "line 5, column 4"],
+        ),
+    ],
+)
+def test_a_config_that_is_not_yaml_names_its_file_and_line(
+    broken, phrases, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text(
+        "model:\n  class_path: LinearEncoder\n  init_args:\n" + broken + "data:\n  x: 1\n"
+    )
+    for args in (["--config", "mine.yaml"], ["--config=mine.yaml"]):
+        status, out, err = run(capsys, "fit", *args)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("error: --config mine.yaml: not valid YAML"), err
+        for phrase in phrases:
+            assert phrase in err, (phrase, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]
+
+
 # -- help ------------------------------------------------------------------------------------------
 
 

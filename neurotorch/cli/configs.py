@@ -14,6 +14,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 from neurotorch.cli.arguments import UsageError
 from neurotorch.errors import DatasetExistsError
 from neurotorch.io.atomic import write_text
@@ -53,8 +55,12 @@ def builtin_name(text: str) -> str | None:
 
 def resolve_config(text: str) -> str:
     """The file ``--config text`` means: ``text`` itself if it is a file, else the built-in config
-    it names; `UsageError` listing the built-ins otherwise."""
-    if os.path.isfile(text) or "://" in text:
+    it names; `UsageError` listing the built-ins otherwise, or naming the line of a file that
+    is not valid YAML."""
+    if "://" in text:
+        return text
+    if os.path.isfile(text):
+        check_yaml(Path(text))
         return text
     name = builtin_name(text)
     if name is None:
@@ -63,6 +69,28 @@ def resolve_config(text: str) -> str:
             f"{', '.join(builtin_configs())} (neurotorch configs lists them)"
         )
     return str(builtin_configs()[name])
+
+
+def check_yaml(path: Path) -> None:
+    """`UsageError` naming the lines and columns of what is wrong in a config file that is not
+    valid YAML (Lightning's parser reports the problem without its place)."""
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(
+            f"--config {path}: not valid YAML: {_yaml_problem(err)}; fix the file"
+        ) from err
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    if not isinstance(err, yaml.MarkedYAMLError):  # e.g. a control character
+        return " ".join(str(err).split())
+    parts = [
+        f"{text} at line {mark.line + 1}, column {mark.column + 1}" if mark else text
+        for text, mark in ((err.context, err.context_mark), (err.problem, err.problem_mark))
+        if text
+    ]
+    return ": ".join(parts)
 
 
 def copy_config(name: str, destination: str | None = None, *, force: bool = False) -> Path:
