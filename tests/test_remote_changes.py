@@ -22,6 +22,7 @@ from neurotorch.fmri.download import download_laion_fmri, download_units
 from neurotorch.io import remote_cache
 from neurotorch.io.locks import path_lock
 from neurotorch.io.storage import DataRoot, UnversionedRemoteWarning
+from neurotorch.verify import verify_path
 
 pytest_plugins = ["s3_server"]
 
@@ -200,6 +201,35 @@ def test_an_http_file_without_any_version_is_keyed_on_its_size_with_a_warning(
         with warnings.catch_warnings():
             warnings.simplefilter("error", UnversionedRemoteWarning)  # once per server
             assert root.local_path("mask.bin").read_bytes() == b"A" * 1000
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_root_is_listed_verified_and_downloaded(isolated_cache, source_tree, tmp_path):
+    """An HTTP index page lists names without sizes: each file's size and version come from the
+    file itself (they crashed `files`, so ``verify``, ``describe`` and ``download``)."""
+    local = {
+        p.relative_to(source_tree).as_posix(): p.stat().st_size
+        for p in source_tree.rglob("*")
+        if p.is_file()
+    }
+    server = serve(source_tree, QuietHandler)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnversionedRemoteWarning)  # Last-Modified versions
+            listing = DataRoot(url).files()
+        assert {rel: info["size"] for rel, info in listing.items()} == local
+        checks = {(c.path, c.kind, c.status) for c in verify_path(url, progress=False)}
+        assert checks == {(c.path, c.kind, c.status) for c in verify_path(source_tree)}
+        assert any(status == "verified" for _, _, status in checks)
+        out = tmp_path / "out"
+        kwargs = dict(subjects="sub-01", sessions="ses-01")
+        units = [unit.relpath for unit in download_units(out, source=source_tree, **kwargs)]
+        assert [unit.relpath for unit in download_units(out, source=url, **kwargs)] == units
+        download_laion_fmri(out, source=url, **kwargs)
+        assert all((out / rel).read_bytes() == (source_tree / rel).read_bytes() for rel in units)
     finally:
         server.shutdown()
         server.server_close()

@@ -583,8 +583,13 @@ class DataRoot:
             return {}
         base = fsspec.core.strip_protocol(self.url).rstrip("/") + "/"
         for name, details in listing.items():
-            if details.get("type") != "directory" and name.startswith(base):
-                found[name[len(base) :]] = _remote_info(details)
+            if details.get("type") == "directory" or not name.startswith(base):
+                continue
+            if details.get("size") is None:  # an HTTP index page lists names without sizes
+                details = self._remote(name, self.fs.info, name)
+            if _is_unversioned(details):
+                _warn_unversioned(name)
+            found[name[len(base) :]] = _remote_info(details)
         return dict(sorted(found.items()))
 
     def open(
