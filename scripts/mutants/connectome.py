@@ -154,4 +154,31 @@ MUTANTS = [
         "        self.dataset.set_epoch(0)",
         ("tests/test_connectome_epochs.py::test_stream_loader_reshuffles_and_resumes_mid_epoch",),
     ),
+    Mutant(
+        "regional-damage-voxel-volume-diagonal",
+        "neurotorch/connectome/atlas.py",
+        "voxel_mm3 = abs(np.linalg.det(self.image.affine[:3, :3]))",
+        "voxel_mm3 = abs(np.prod(np.diag(self.image.affine[:3, :3])))",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_regional_damage_volume_uses_the_voxel_volume_of_an_oblique_grid",
+        ),
+    ),
+    Mutant(
+        "lesion-network-loss-over-all-voxels",
+        "neurotorch/models/lesion_network.py",
+        "        return (((predicted - observed) ** 2) * keep).sum() / keep.sum()",
+        "        return (((predicted - observed) ** 2) * keep).mean()",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_lesion_network_loss_is_the_mean_over_the_voxels_it_keeps",
+        ),
+    ),
+    Mutant(
+        "lesion-model-mask-not-averaged",
+        "neurotorch/models/lesion_network.py",
+        "weights = lesion_masks / lesion_masks.sum(dim=1, keepdim=True).clamp(min=1)",
+        "weights = lesion_masks",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_lesion_network_prediction_of_a_lesion_is_the_mean_of_its_voxels_predictions",
+        ),
+    ),
 ]

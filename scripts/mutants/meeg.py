@@ -317,4 +317,47 @@ MUTANTS = [
         'ID_KEYS = ("index", "nnz", "alpha")',
         ("tests/test_meeg_boundaries.py::test_predictions_of_runs_carry_run_id_and_seed",),
     ),
+    Mutant(
+        "sim-start-room-off-by-one",
+        "neurotorch/meeg/simulation.py",
+        "room = (cfg.n_post - lengths + 1).to(self.dtype)",
+        "room = (cfg.n_post - lengths).to(self.dtype)",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_erp_timing_draws_every_length_and_every_start",
+        ),
+    ),
+    Mutant(
+        "sim-length-upper-bound-exclusive",
+        "neurotorch/meeg/simulation.py",
+        "cfg.erp_min_length, cfg.n_post + 1, (n,), generator=generator",
+        "cfg.erp_min_length, cfg.n_post, (n,), generator=generator",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_erp_timing_draws_every_length_and_every_start",
+        ),
+    ),
+    Mutant(
+        "coverage-ties-not-covered",
+        "neurotorch/meeg/calibration.py",
+        'return np.searchsorted(ordered, np.asarray(thresholds), side="right") / ordered.size',
+        'return np.searchsorted(ordered, np.asarray(thresholds), side="left") / ordered.size',
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_coverage_counts_scores_at_the_threshold_as_covered",
+        ),
+    ),
+    Mutant(
+        "isotonic-weights-ignored",
+        "neurotorch/meeg/calibration.py",
+        "result = isotonic_regression(empirical, weights=w, increasing=True)",
+        "result = isotonic_regression(empirical, weights=None, increasing=True)",
+        ("tests/test_meeg_and_lesion_arithmetic.py::test_isotonic_fit_uses_its_weights",),
+    ),
+    Mutant(
+        "isotonic-fit-unsorted",
+        "neurotorch/meeg/calibration.py",
+        "        order = np.argsort(levels)\n",
+        "        order = np.arange(len(levels))\n",
+        (
+            "tests/test_meeg_and_lesion_arithmetic.py::test_isotonic_fit_does_not_depend_on_the_order_of_its_levels",
+        ),
+    ),
 ]
