@@ -327,8 +327,10 @@ verify
 docdict["shuffle_buffer"] = """
 shuffle_buffer
     Streams only: size of the shuffle buffer (sessions are then visited in a seeded order too);
-    0 or 1 reads in file order. None (default): 1024 for a DataModule's training stream, file
-    order otherwise. The map-style dataset is shuffled by its sampler instead.
+    0 or 1 reads in file order. None (default): for a DataModule's training stream 1024 trials,
+    or as many as fit in 256 MB (117 at LAION-fMRI's whole brain), file order otherwise. The
+    buffer is held by each reader (each DataLoader worker) and filled before the first item.
+    The map-style dataset is shuffled by its sampler instead.
 """
 
 

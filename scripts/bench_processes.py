@@ -42,6 +42,25 @@ def peak_rss_of_children() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
+def peak_rss_of_live_children() -> int:
+    """The largest peak RSS (``VmHWM``) among this process's running children, in bytes: the
+    workers of a DataLoader whose workers persist (not yet waited for, so not counted by
+    `peak_rss_of_children`). 0 without /proc."""
+    peaks = [0]
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                status = Path("/proc", pid, "status").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            peaks += [
+                int(line.split()[1]) * 1024
+                for line in status.splitlines()
+                if line.startswith("VmHWM:")
+            ]
+    return max(peaks)
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process and of its terminated children."""
     own = resource.getrusage(resource.RUSAGE_SELF)

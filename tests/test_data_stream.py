@@ -9,6 +9,8 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
+from neurotorch.data.fmri import settings as fmri_settings
+from neurotorch.data.fmri.settings import training_shuffle_buffer
 from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.loader import StreamLoader
 from neurotorch.errors import MixedBatchError
@@ -148,3 +150,32 @@ def test_resume_with_stateful_dataloader_workers(tiny_laion_root, loader_class):
     second.load_state_dict(state)
     keys = _batch_keys(head) + _batch_keys(list(second))
     assert sorted(keys) == _expected(first.dataset) and len(set(keys)) == len(keys)
+
+
+def test_the_default_training_buffer_holds_1024_trials_or_256_mb():
+    # 2**28 bytes // (4 bytes x voxels), capped at 1024 trials, never below 2 (still shuffles)
+    assert training_shuffle_buffer(572_557) == 117  # LAION-fMRI's whole brain: 2.29 MB an item
+    assert training_shuffle_buffer(65_536) == 1024  # exactly 1024 items of 256 KiB
+    assert training_shuffle_buffer(65_537) == 1023
+    assert training_shuffle_buffer(17_000) == 1024  # an ROI
+    assert training_shuffle_buffer(200_000_000) == 2
+
+
+@pytest.mark.parametrize(("given", "train_buffer"), [(None, 37), (5, 5)])
+def test_a_datamodules_training_stream_buffer_is_bounded_by_memory(
+    tiny_laion_root, monkeypatch, given, train_buffer
+):
+    dm = LaionFMRIDataModule(
+        data_dir=str(tiny_laion_root),
+        subject="sub-01",
+        trials={"split": "random_0", "val_fraction": 0.2},
+        read={"shuffle_buffer": given},
+        streaming=True,
+        batch_size=4,
+    )
+    widest = max(dm.n_voxels.values())
+    assert widest > 100  # whole brain of the tiny set
+    monkeypatch.setattr(fmri_settings, "TRAINING_SHUFFLE_BYTES", 4 * widest * 37 + 3)
+    dm.setup("fit")
+    assert dm.datasets["train"].read.shuffle_buffer == train_buffer
+    assert dm.datasets["val"].read.shuffle_buffer == 0

@@ -28,10 +28,10 @@ from neurotorch._options import as_settings
 from neurotorch.data.fmri.betas import BetasDataset, Settings, as_subject_list
 from neurotorch.data.fmri.pairing import Feature, feature_dims, plain_features
 from neurotorch.data.fmri.settings import (
-    TRAINING_SHUFFLE_BUFFER,
     ReadSettings,
     SyntheticOptions,
     laion_root,
+    training_shuffle_buffer,
 )
 from neurotorch.data.fmri.store import build_store
 from neurotorch.data.fmri.stream import BetasStream, check_one_subject_per_batch
@@ -165,7 +165,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         if part != "train":
             buffer = 0
         elif buffer is None:
-            buffer = TRAINING_SHUFFLE_BUFFER
+            buffer = training_shuffle_buffer(max(self.n_voxels.values()))
         read = replace(self.read, shuffle_buffer=buffer)
         return BetasStream(self.root, self.subjects, read=read, seed=self.seed, **settings)
 

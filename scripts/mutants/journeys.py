@@ -422,4 +422,13 @@ MUTANTS = [
             "tests/test_data_epochs.py::test_under_ddp_the_pass_follows_the_fit_not_lightnings_sampler_epoch",
         ),
     ),
+    Mutant(
+        "training-buffer-not-bounded-by-memory",
+        "neurotorch/lightning/laion_fmri.py",
+        "buffer = training_shuffle_buffer(max(self.n_voxels.values()))",
+        "buffer = 1024",
+        (
+            "tests/test_data_stream.py::test_a_datamodules_training_stream_buffer_is_bounded_by_memory",
+        ),
+    ),
 ]

@@ -27,8 +27,19 @@ from neurotorch.io.storage import DataRoot
 from neurotorch.synthetic.laion_fmri import SIZES, SNR_PRESETS
 from neurotorch.synthetic.resolve import resolve_data_dir
 
-#: the shuffle buffer of a DataModule's training stream when ``shuffle_buffer`` is None
+#: the shuffle buffer of a DataModule's training stream when ``shuffle_buffer`` is None: this
+#: many trials, or as many as fit in ``TRAINING_SHUFFLE_BYTES`` (`training_shuffle_buffer`)
 TRAINING_SHUFFLE_BUFFER = 1024
+TRAINING_SHUFFLE_BYTES = 256 * 2**20
+
+
+def training_shuffle_buffer(n_voxels: int) -> int:
+    """The default shuffle buffer of a training stream whose items hold ``n_voxels`` float32
+    values: `TRAINING_SHUFFLE_BUFFER` trials, or as many as fit in `TRAINING_SHUFFLE_BYTES`
+    (at least 2, which still shuffles). A whole-brain LAION-fMRI item (572,557 voxels, 2.3 MB)
+    gets 117: a reader then holds 256 MB, not 2.3 GB, and serves its first batch after about
+    117 volumes, not 1024 (a whole session's inflate)."""
+    return max(2, min(TRAINING_SHUFFLE_BUFFER, TRAINING_SHUFFLE_BYTES // (4 * max(1, n_voxels))))
 
 
 @fill_doc
