@@ -42,6 +42,15 @@ def _indices(batches) -> list[int]:
     return [int(i) for batch in batches for i in torch.as_tensor(batch["index"]).reshape(-1)]
 
 
+def _shut_down(*loaders) -> None:
+    """Stop persistent workers now: left to the garbage collector, each worker's shutdown waits
+    out torch's 5 s join timeout under pytest-timeout."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
 def _assert_new_order_every_epoch(orders: list[list[int]], subjects: list[int]) -> None:
     for order in orders:
         assert sorted(order) == sorted(subjects), "every subject once per epoch"
@@ -59,6 +68,7 @@ def test_plain_dataloader_with_set_epoch_and_persistent_workers(batch_dir):
     _assert_new_order_every_epoch(orders, list(range(N_SUBJECTS)))
     chunks.set_epoch(1)
     assert _indices(loader) == orders[1]  # an epoch's order is its own
+    _shut_down(loader)
 
 
 @pytest.mark.slow
@@ -83,6 +93,7 @@ def test_stream_loader_reshuffles_and_resumes_mid_epoch(batch_dir, num_workers):
     resumed.load_state_dict(state)
     assert seen + _indices(resumed) == orders[1]
     assert _indices(resumed) == orders[2]
+    _shut_down(first, interrupted, resumed)
 
 
 class RecordingModel(L.LightningModule):
@@ -187,3 +198,4 @@ def test_datamodule_loader_resumes_by_hand(batch_dir, streaming, num_workers):
     resumed.load_state_dict(state)
     assert seen + _indices(resumed) == orders[1]
     assert _indices(resumed) == orders[2]
+    _shut_down(loader, interrupted, resumed)
