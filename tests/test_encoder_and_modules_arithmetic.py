@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from exactly_once import trainer as quiet_trainer
 from feature_models import one_thread  # noqa: F401 - a fixture
 from ridge_reference import make_problem
 
@@ -231,21 +232,6 @@ def ffa1(tiny_laion_root):
     }
 
 
-def quiet_trainer(**settings):
-    import lightning as L
-
-    return L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **settings,
-    )
-
-
 @pytest.fixture(scope="module")
 def fitted_ffa1(ffa1, tmp_path_factory):
     """An encoder fitted on the FFA1 voxels, its data module and trainer."""
@@ -255,9 +241,9 @@ def fitted_ffa1(ffa1, tmp_path_factory):
     dm = LaionFMRIDataModule(**ffa1)
     out = tmp_path_factory.mktemp("report")
     model = LinearEncoder(penalties=(0.1, 1.0, 10.0), output_dir=str(out))
-    trainer = quiet_trainer()
-    trainer.fit(model, dm)
-    return dm, model, trainer
+    run = quiet_trainer(out)  # one epoch, no logger, no checkpoints
+    run.fit(model, dm)
+    return dm, model, run
 
 
 def predicted_and_observed(dm, model, part: str):
