@@ -45,17 +45,10 @@ TRIAL_COLUMNS = ("session", "run", "beta_index", "label")
 STIMULUS_SUBSETS = ("shared", "unique")
 METADATA_COLUMNS = ("image_name", "dataset", "participant", "unique_or_shared", "n_reps")
 CAPTION_COLUMNS = ("image_name", "caption_idx", "source", "caption")
+# files may add ``localized`` (see `StimulusSegmentations.nouns`)
 SEGMENTATION_COLUMNS = (
-    "mask_row",
-    "image_name",
-    "noun",
-    "instance_id",
-    "score",
-    "box_x0",
-    "box_y0",
-    "box_x1",
-    "box_y1",
-)  # fmt: skip  (files may add ``localized``; see `StimulusSegmentations.nouns`)
+    "mask_row", "image_name", "noun", "instance_id", "score", "box_x0", "box_y0", "box_x1", "box_y1",
+)  # fmt: skip
 
 _SUBJECT = re.compile(r"^(sub-)?([A-Za-z0-9]+)$")
 _SESSION = re.compile(r"^(ses-)?([A-Za-z0-9]+)$")
