@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -359,6 +361,36 @@ def test_stopping_early_releases_the_file(pipeline, tmp_path, rng):
     volumes.close()  # joins the inflating thread and closes the file
     assert open_on_path() == 0
     assert threading.active_count() == threads_before
+
+
+READERS_LEFT_UNFINISHED = {
+    "sequential": "from neurotorch.io.nifti import iter_volumes as read\n"
+    "volumes = read(PATH, cores=CORES)",
+    "seek index": "from neurotorch.io.seek_index import iter_volume_range as read\n"
+    "volumes = read(PATH, 2, 40, threads=CORES)",
+}
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("reader", sorted(READERS_LEFT_UNFINISHED))
+def test_a_script_that_exits_mid_file_exits_cleanly(tmp_path, rng, reader, cores):
+    """``next(iter(...))`` and exit, the first thing a user tries: the read-ahead threads are
+    still inflating (a 3.5 MB volume of noise takes milliseconds), and a daemon thread frozen at
+    interpreter shutdown inside a file read made the final close abort Python (exit 134, "Fatal
+    Python error: _enter_buffered_busy")."""
+    raw = rng.standard_normal((96, 96, 96, 40)).astype(np.float32)
+    path = tmp_path / "noise.nii.gz"
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), tmp_path / "noise.nii")
+    path.write_bytes(gzip.compress((tmp_path / "noise.nii").read_bytes(), compresslevel=1))
+    script = READERS_LEFT_UNFINISHED[reader].replace("PATH", repr(str(path)))
+    script = script.replace("CORES", str(cores)) + "\nnext(volumes)\nprint('read one')\n"
+    env = dict(os.environ, NEUROTORCH_CACHE=str(tmp_path / "cache"), NEUROTORCH_PROGRESS="0")
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert (done.returncode, done.stdout) == (0, "read one\n"), done.stderr[-2000:]
+        assert "Fatal Python error" not in done.stderr
 
 
 # -- errors ------------------------------------------------------------------------------------

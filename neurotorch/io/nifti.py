@@ -33,7 +33,7 @@ from neurotorch.io.nifti_header import (
     header_size_and_byteorder,
     parse_nifti_header,
 )
-from neurotorch.io.read_ahead import read_ahead
+from neurotorch.io.read_ahead import closed_at_exit, read_ahead
 
 __all__ = [
     "NiftiHeader",
@@ -247,13 +247,14 @@ def decode_ahead(
             inflated.close()
 
 
+@closed_at_exit
 def iter_volumes(
     source: Source,
     mask: np.ndarray | None = None,
     *,
     progress: bool | None = None,
     cores: int | None = None,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Yield the volumes of a 4-D NIfTI image one by one, in one sequential pass.
 
     Images with more than 16 MiB of data are read on a helper thread, a volume or two ahead

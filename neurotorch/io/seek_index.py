@@ -22,7 +22,7 @@ import hashlib
 import importlib.util
 import io
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from neurotorch.io.nifti import (
     read_nifti_header,
     resolve_volume_indices,
 )
+from neurotorch.io.read_ahead import closed_at_exit
 from neurotorch.io.storage import local_version
 
 _IDENTITY_BYTES = 1 << 16
@@ -268,6 +269,7 @@ def _raw_range(
         yield volume, buffer
 
 
+@closed_at_exit
 def iter_volume_range(
     path: str | os.PathLike,
     start: int,
@@ -275,7 +277,7 @@ def iter_volume_range(
     mask: np.ndarray | None = None,
     *,
     threads: int | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Generator[tuple[int, np.ndarray], None, None]:
     """``(volume, values)`` for the volumes ``start … stop - 1`` of a 4-D NIfTI file, read from
     the first of them on (a ``.nii.gz`` through its seek index, built first if missing).
 
