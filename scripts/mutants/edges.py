@@ -211,4 +211,11 @@ MUTANTS = [
         "    if matches:\n        return matches[0]",
         (f"{GUARDS}::test_an_ambiguous_entry_prefix_is_refused",),
     ),
+    Mutant(
+        "unfinished-readers-left-to-finalization",
+        "neurotorch/io/read_ahead.py",
+        "        _unfinished[generator] = os.getpid()\n",
+        "",
+        ("tests/test_io_nifti.py::test_a_script_that_exits_mid_file_exits_cleanly",),
+    ),
 ]
