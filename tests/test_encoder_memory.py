@@ -13,7 +13,7 @@ import torch
 from encoder_helpers import split_arrays
 from ridge_reference import reference_fit
 
-from neurotorch.errors import EncoderMemoryError
+from neurotorch.errors import CacheError, EncoderMemoryError
 from neurotorch.lightning import LaionFMRIDataModule
 from neurotorch.models import LinearEncoder, encoder_memory, held_out, linear_encoder
 from neurotorch.models.encoder_memory import EncoderSize, available_memory, plan_memory
@@ -116,13 +116,27 @@ def test_the_plan_spills_to_a_scratch_file_when_memory_is_short(monkeypatch):
     # in memory the cross-products alone are K·D·8 bytes per voxel: 23.45 GB
     assert size.scratch_bytes() == 5 * 1024 * 572_557 * 8
     asked: list[int] = []  # the disk's room is checked for the scratch file (not this disk's)
-    monkeypatch.setattr(encoder_memory, "_check_scratch_space", asked.append)
+    monkeypatch.setattr(encoder_memory, "_check_scratch_space", lambda n, free: asked.append(n))
     roomy = plan_memory(size, available=(10**15, "a test"))
     assert not roomy.on_disk and roomy.voxel_chunk < size.n_voxels and asked == []
     short = plan_memory(size, available=(22 * 10**9, "a test"))
     assert short.on_disk and short.need <= 22e9 * encoder_memory.PLAN_FRACTION
     assert short.need < roomy.need / 3
     assert asked == [5 * 1024 * 572_557 * 8]
+
+
+def test_a_plan_for_another_machine_takes_its_scratch_disk_and_not_this_one(monkeypatch):
+    size = EncoderSize(n_features=1024, n_voxels=572_557, n_candidates=7, n_test_images=224)
+    scratch = 5 * 1024 * 572_557 * 8  # the float64 cross-products, 23.45 GB
+
+    def this_disk(path):
+        raise AssertionError(f"this machine's disk was consulted ({path})")
+
+    monkeypatch.setattr(encoder_memory.shutil, "disk_usage", this_disk)
+    plan = plan_memory(size, available=(22 * 10**9, "a test"), scratch_free=scratch)
+    assert plan.on_disk
+    with pytest.raises(CacheError, match=r"need 23\.45 GB of scratch space .* but 23\.44 GB"):
+        plan_memory(size, available=(22 * 10**9, "a test"), scratch_free=scratch - 10**7)
 
 
 def write(path, text: str) -> None:

@@ -143,13 +143,16 @@ def plan_memory(
     size: EncoderSize,
     voxel_chunk: int | None = None,
     available: tuple[int | None, str] | None = None,
+    scratch_free: int | None = None,
 ) -> MemoryPlan:
     """The chunking of a fit of ``size`` that fits the available memory.
 
     ``voxel_chunk`` None chooses: everything in memory with chunks of about `CHUNK_WORKSPACE`
     bytes of workspace when that fits, else the cross-products in a scratch file and the largest
     such chunk that fits. A ``voxel_chunk`` below the voxel count puts the cross-products in a
-    scratch file. ``available`` is ``(bytes, source)`` (default `available_memory`).
+    scratch file. ``available`` is ``(bytes, source)`` (default `available_memory`);
+    ``scratch_free`` the bytes free for the scratch file (default: measured on the disk of
+    ``NEUROTORCH_CACHE``). Give both to plan for another machine.
 
     Raises
     ------
@@ -157,7 +160,7 @@ def plan_memory(
         The fit would not fit: the message gives the voxel count, the estimate, the available
         memory, and the ``voxel_chunk`` to use (or how many voxels fit at all).
     CacheError
-        The scratch file would not fit on the disk of ``NEUROTORCH_CACHE``.
+        The scratch file would not fit in ``scratch_free`` (the disk of ``NEUROTORCH_CACHE``).
     """
     free, source = available if available is not None else available_memory()
     budget = math.inf if free is None else free * PLAN_FRACTION
@@ -173,7 +176,7 @@ def plan_memory(
     if chunk < 1 or need > budget:
         raise EncoderMemoryError(_refusal(size, free, source, budget=budget, asked=voxel_chunk))
     if on_disk:
-        _check_scratch_space(size.scratch_bytes())
+        _check_scratch_space(size.scratch_bytes(), scratch_free)
     return MemoryPlan(chunk, on_disk, need, available=free, source=source)
 
 
@@ -228,10 +231,11 @@ def _most_voxels(size: EncoderSize, budget: float) -> int:
     return low
 
 
-def _check_scratch_space(nbytes: int) -> None:
+def _check_scratch_space(nbytes: int, free: int | None) -> None:
     folder = scratch_dir()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
+    if free is None:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
     if nbytes > free:
         raise CacheError(
             f"The fit's cross-products need {_gb(nbytes)} of scratch space in {folder}, but "
