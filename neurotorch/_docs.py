@@ -40,6 +40,11 @@ docdict["num_workers"] = """
 num_workers
     ``DataLoader`` worker processes (0: load in the main process).
 """
+docdict["predict_part"] = """
+predict_part
+    The part ``predict`` runs on, in order and unshuffled: ``"test"`` (default), ``"val"`` or
+    ``"train"``.
+"""
 docdict["streaming"] = """
 streaming
     ``True``: serve an iterable dataset that reads its files front to back, sharded across

@@ -226,6 +226,25 @@ def test_every_verb_of_a_builtin_config(name, tiny_laion_root, tmp_path, monkeyp
         check_lnm(predictions, state, make_synthetic("connectome", "tiny", 0))
 
 
+def test_predict_runs_on_the_part_named_on_the_command_line(tiny_laion_root, tmp_path, capsys):
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patch:
+        patch.chdir(tmp_path)
+        args = ["--config", "encoder", *overrides("encoder", tiny_laion_root)]
+        status, out, _ = run(capsys, "fit", *args, "--test_after_fit", "false")
+        assert status == 0
+        checkpoint = str(printed(out, "checkpoint"))
+        predict = ["predict", *args, "--ckpt_path", checkpoint, "--data.init_args.predict_part"]
+        status, out, _ = run(capsys, *predict, "val")
+        assert status == 0
+        with np.load(printed(out, "predictions"), allow_pickle=False) as stored:
+            images = set(stored["image_name"].tolist())
+        status, _, err = run(capsys, *predict, "tests")
+    split = json.loads((tiny_laion_root / "splits" / "shared" / "random_0.json").read_text())
+    assert images and images <= set(split["variants"][0]["train_ids"])  # validation images
+    assert status == 2 and "predict_part='tests' is not accepted" in err
+
+
 @pytest.mark.parametrize("verb", ["validate", "test", "predict"])
 def test_evaluating_a_model_never_fitted_is_a_usage_error_that_writes_nothing(
     verb, tmp_path, monkeypatch, capsys

@@ -51,6 +51,7 @@ class ConnectomeDataModule(NeurotorchDataModule):
         Here: of the subject split and of the shuffling.
     %(connectome_synthetic_size)s
     %(storage_options)s
+    %(predict_part)s
     """
 
     def __init__(
@@ -66,9 +67,14 @@ class ConnectomeDataModule(NeurotorchDataModule):
         seed: int = 0,
         synthetic_size: SyntheticSize = "tiny",
         storage_options: dict | None = None,
+        predict_part: str = "test",
     ):
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            streaming=streaming,
+            predict_part=predict_part,
         )
         check_fractions(val_fraction, test_fraction)
         check_option("synthetic_size", synthetic_size, SYNTHETIC_SIZES)

@@ -68,6 +68,7 @@ class LaionFMRIDataModule(NeurotorchDataModule):
     %(seed)s
     %(storage_options)s
     %(synthetic)s
+    %(predict_part)s
     """
 
     def __init__(
@@ -85,9 +86,14 @@ class LaionFMRIDataModule(NeurotorchDataModule):
         seed: int = 0,
         storage_options: dict | None = None,
         synthetic: SyntheticOptions | None = None,
+        predict_part: str = "test",
     ):
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            streaming=streaming,
+            predict_part=predict_part,
         )
         self.subjects = as_subject_list(subject)
         self.trial_selection = self._checked_trials(trials)

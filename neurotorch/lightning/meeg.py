@@ -59,10 +59,15 @@ class _LeadfieldDataModule(NeurotorchDataModule):
         num_workers: int,
         seed: int,
         streaming: bool,
+        predict_part: str,
     ):
         check_int("seed", seed, minimum=0)  # split_seed and the generators need seed >= 0
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, streaming=streaming
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            streaming=streaming,
+            predict_part=predict_part,
         )
         self.leadfield_spec = as_settings(LeadfieldSpec, leadfield, "leadfield")
         self.nnz, self.alpha = nnz, alpha
@@ -134,6 +139,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
         Generate whole batches at once (`SimulatedSensorBatches`; lengths are rounded up to
         whole batches, training draws new batches every epoch) instead of item by item; faster,
         but items then depend on the batch size.
+    %(predict_part)s
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
         num_workers: int = 0,
         seed: int = 0,
         streaming: bool = False,
+        predict_part: str = "test",
     ):
         super().__init__(
             leadfield=leadfield,
@@ -158,6 +165,7 @@ class SensorSimDataModule(_LeadfieldDataModule):
             num_workers=num_workers,
             seed=seed,
             streaming=streaming,
+            predict_part=predict_part,
         )
 
     def build_dataset(self, part: str) -> Dataset:
@@ -188,6 +196,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
         Generate whole batches at once (`CalibrationBatches`; lengths are rounded up to whole
         batches, training draws new batches every epoch) instead of item by item; faster, but
         items then depend on the batch size.
+    %(predict_part)s
     """
 
     def __init__(
@@ -203,6 +212,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
         num_workers: int = 0,
         seed: int = 0,
         streaming: bool = False,
+        predict_part: str = "test",
     ):
         super().__init__(
             leadfield=leadfield,
@@ -213,6 +223,7 @@ class CalibrationDataModule(_LeadfieldDataModule):
             num_workers=num_workers,
             seed=seed,
             streaming=streaming,
+            predict_part=predict_part,
         )
         self.posterior = as_settings(PosteriorSpec, posterior, "posterior")
 
@@ -242,6 +253,7 @@ class CalibrationRunsDataModule(NeurotorchDataModule):
     %(batch_size)s
     %(num_workers)s
     %(seed)s
+    %(predict_part)s
     """
 
     def __init__(
@@ -253,9 +265,12 @@ class CalibrationRunsDataModule(NeurotorchDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        predict_part: str = "test",
     ):
         check_int("seed", seed, minimum=0)  # the partition's generator needs seed >= 0
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, predict_part=predict_part
+        )
         self.runs_dir = os.fspath(runs_dir)
         self.storage_options = storage_options
         self.fractions = check_fractions(val_fraction, test_fraction)

@@ -305,4 +305,36 @@ MUTANTS = [
         "        emb /= np.linalg.norm(emb, axis=0, keepdims=True)",
         ("tests/test_encoder_and_modules_arithmetic.py::test_every_embedding_row_has_unit_norm",),
     ),
+    Mutant(
+        "laion-module-drops-predict-part",
+        "neurotorch/lightning/laion_fmri.py",
+        "            predict_part=predict_part,\n",
+        "",
+        (
+            "tests/test_predict_part.py::test_the_laion_module_predicts_the_trials_of_the_named_part",
+        ),
+    ),
+    Mutant(
+        "connectome-module-drops-predict-part",
+        "neurotorch/lightning/connectome.py",
+        "            predict_part=predict_part,\n",
+        "",
+        (
+            "tests/test_predict_part.py::test_the_connectome_module_predicts_the_subjects_of_the_named_part",
+        ),
+    ),
+    Mutant(
+        "leadfield-modules-drop-predict-part",
+        "neurotorch/lightning/meeg.py",
+        "            predict_part=predict_part,\n        )\n        self.leadfield_spec",
+        "        )\n        self.leadfield_spec",
+        ("tests/test_predict_part.py::test_simulated_modules_predict_the_named_part",),
+    ),
+    Mutant(
+        "runs-module-drops-predict-part",
+        "neurotorch/lightning/meeg.py",
+        "seed=seed, predict_part=predict_part\n",
+        "seed=seed\n",
+        ("tests/test_predict_part.py::test_the_runs_module_predicts_the_runs_of_the_named_part",),
+    ),
 ]
