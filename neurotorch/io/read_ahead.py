@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import inspect
 import os
 import queue
 import threading
@@ -97,6 +98,6 @@ def _close_at_exit() -> None:
     inflaters close.
     """
     for generator, pid in list(_unfinished.items()):
-        if pid == os.getpid() and not generator.gi_running:
+        if pid == os.getpid() and inspect.getgeneratorstate(generator) != inspect.GEN_RUNNING:
             with contextlib.suppress(Exception):  # a reader abandoned mid-file has no user left
                 generator.close()
