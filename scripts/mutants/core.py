@@ -37,13 +37,6 @@ MUTANTS = [
         ("tests/test_read_ahead_trainer.py",),
     ),
     Mutant(
-        "inflating-thread-left-running",
-        "neurotorch/io/nifti.py",
-        "        if inflated is not None and os.getpid() == owner:\n            inflated.close()\n",
-        "",
-        ("tests/test_io_nifti.py::test_stopping_early_releases_the_file",),
-    ),
-    Mutant(
         "forked-reader-closes-the-parents-thread",
         "neurotorch/io/nifti.py",
         "        if inflated is not None and os.getpid() == owner:",
