@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,3 +43,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     for line in summary_lines(terminalreporter.stats):
         terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config) -> None:
+    """Remove the run's cache and data home: a run leaves nothing behind in the temp folder."""
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)

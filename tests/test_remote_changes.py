@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import itertools
 import os
 import shutil
 import threading
@@ -233,6 +234,38 @@ def test_an_http_root_is_listed_verified_and_downloaded(isolated_cache, source_t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_http_root_asks_the_sizes_of_its_files_several_at_a_time(
+    isolated_cache, source_tree, tmp_path
+):
+    """An index page has no sizes: one HEAD a file. Sent one at a time they cost a round trip
+    each (minutes for a dataset's thousands of files); the server here answers the first two
+    only once both have arrived, so a client that waits for each answer breaks the barrier."""
+    barrier, arrived, broken = threading.Barrier(2, timeout=10), itertools.count(), []
+
+    class BothFirstHeadsAtOnce(QuietHandler):
+        def do_HEAD(self) -> None:
+            if next(arrived) < 2:
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:
+                    broken.append(self.path)
+            super().do_HEAD()
+
+    server = serve(source_tree, BothFirstHeadsAtOnce)
+    try:
+        listing = DataRoot(f"http://127.0.0.1:{server.server_address[1]}").files()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not broken, f"the first HEAD requests came one at a time: {broken}"
+    local = {
+        p.relative_to(source_tree).as_posix(): p.stat().st_size
+        for p in source_tree.rglob("*")
+        if p.is_file()
+    }
+    assert len(local) > 2 and {rel: info["size"] for rel, info in listing.items()} == local
 
 
 # --- 3. a job array over a source that changes between its tasks ------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from neurotorch.errors import DataNotFoundError, RemoteAccessError, UnsafePathError
 from neurotorch.fmri import layout
+from neurotorch.fmri.download import unit_plan_path
 from neurotorch.io import remote_cache
 from neurotorch.io.storage import STREAM_BLOCK_SIZE, DataRoot, resolve_storage_options
 
@@ -57,6 +58,28 @@ def test_s3_endpoint_comes_from_environment_unless_given(no_aws_credentials, mon
     assert resolve_storage_options("s3")["endpoint_url"] == "http://127.0.0.1:2"
     given = {"client_kwargs": {"endpoint_url": "http://127.0.0.1:3"}}
     assert "endpoint_url" not in resolve_storage_options("s3", given)
+
+
+def test_the_same_url_on_two_servers_is_cached_and_planned_apart(
+    no_aws_credentials, monkeypatch, tmp_path
+):
+    """Copies of s3://bucket/... from one server are never served for another's, however the
+    endpoint is given: top level, in ``client_kwargs``, or by the environment."""
+    monkeypatch.setenv("NEUROTORCH_CACHE", str(tmp_path / "cache"))
+    url, rel = "s3://bucket/data", "sub-01/betas.nii.gz"
+    one = DataRoot(url, {"endpoint_url": "http://127.0.0.1:1"})
+    two = DataRoot(url, {"client_kwargs": {"endpoint_url": "http://127.0.0.1:2"}})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:2")
+    two_from_environment = DataRoot(url)
+    assert [root.endpoint for root in (one, two, two_from_environment)] == [
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:2",
+    ]
+    entries = [remote_cache.cache_entry_dir(r, rel) for r in (one, two, two_from_environment)]
+    assert entries[0] != entries[1] and entries[1] == entries[2]
+    plans = [unit_plan_path(tmp_path / "out", r) for r in (one, two, two_from_environment)]
+    assert plans[0] != plans[1] and plans[1] == plans[2]
 
 
 # --- reading through s3:// ------------------------------------------------------------------

@@ -319,7 +319,7 @@ def unit_plan_path(
     key = {
         "out": str(Path(out).expanduser().resolve()),
         "source": root.url,
-        "endpoint": "" if root.is_local else str(root.resolved_options.get("endpoint_url") or ""),
+        "endpoint": root.endpoint,
         "subjects": None if subjects is None else sorted(map(str, _ids(subjects))),
         "sessions": None if sessions is None else sorted(map(str, _ids(sessions))),
         "stimuli": include_stimuli,

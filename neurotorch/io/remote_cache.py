@@ -41,7 +41,7 @@ class DataRoot(Protocol):
     def open(self, relpath: str, mode: str = "rb", **options: Any) -> IO[bytes]: ...
 
     @property
-    def resolved_options(self) -> dict: ...
+    def endpoint(self) -> str: ...
 
 
 # Read size of a transfer; the remote file is read ahead in blocks of TRANSFER_BLOCK_SIZE.
@@ -194,8 +194,7 @@ def cache_entry_dir(
     for the same URL on different endpoints.
     """
     url = root.path(relpath)
-    endpoint = str(root.resolved_options.get("endpoint_url") or "")
-    digest = hashlib.sha256(f"{endpoint}\n{url}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{root.endpoint}\n{url}".encode()).hexdigest()[:12]
     location = url.split("://", 1)[-1]
     parts = [_token(part) for part in location.split("/") if part]
     base = Path(cache_dir) if cache_dir is not None else remote_cache_dir()

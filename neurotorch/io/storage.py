@@ -23,6 +23,7 @@ import os
 import posixpath
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -291,6 +292,8 @@ class UnversionedRemoteWarning(UserWarning):
 # Keys under which fsspec filesystems report a content tag (S3 and HTTP ``ETag``, HTTP
 # ``Content-MD5`` and ``Digest``) and a modification time (S3 ``LastModified``, HTTP's header
 # ``Last-Modified``, ``mtime``/``updated``/``created`` of others), in order of preference.
+#: requests in flight at once when a listing lacks sizes (an HTTP index page): one ``HEAD`` each
+_LOOKUPS_AT_ONCE = 16
 _TAG_KEYS = ("ETag", "etag", "md5", "Content-MD5", "Digest")
 _MODIFIED_KEYS = ("LastModified", "Last-Modified", "last_modified", "mtime", "updated", "created")
 # Servers already warned about reporting no version of their files (once per server and process).
@@ -489,6 +492,13 @@ class DataRoot:
         return dict(self._options)
 
     @property
+    def endpoint(self) -> str:
+        """The server a remote root's requests go to (``endpoint_url``, given at the top level of
+        the options, in their ``client_kwargs`` or by the environment); ``""`` for a local root or
+        the protocol's default server."""
+        return "" if self.is_local else str(_endpoint_of(self.resolved_options) or "")
+
+    @property
     def anonymous(self) -> bool:
         """Whether requests to the store are unsigned (public-bucket access)."""
         return bool(self.resolved_options.get("anon"))
@@ -582,11 +592,20 @@ class DataRoot:
         except FileNotFoundError:
             return {}
         base = fsspec.core.strip_protocol(self.url).rstrip("/") + "/"
-        for name, details in listing.items():
-            if details.get("type") == "directory" or not name.startswith(base):
-                continue
-            if details.get("size") is None:  # an HTTP index page lists names without sizes
-                details = self._remote(name, self.fs.info, name)
+        files = {
+            name: details
+            for name, details in listing.items()
+            if details.get("type") != "directory" and name.startswith(base)
+        }
+        # an HTTP index page lists names without sizes: each file is asked, several at a time
+        # where the filesystem is asynchronous (a synchronous one may hold a single connection)
+        sizeless = [name for name, details in files.items() if details.get("size") is None]
+        if sizeless:
+            at_once = _LOOKUPS_AT_ONCE if getattr(self.fs, "async_impl", False) else 1
+            with ThreadPoolExecutor(min(at_once, len(sizeless))) as pool:
+                asked = pool.map(lambda name: self._remote(name, self.fs.info, name), sizeless)
+                files.update(zip(sizeless, asked, strict=True))
+        for name, details in files.items():
             if _is_unversioned(details):
                 _warn_unversioned(name)
             found[name[len(base) :]] = _remote_info(details)

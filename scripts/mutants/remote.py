@@ -59,4 +59,21 @@ MUTANTS = [
         "            if True:",
         (f"{CHANGES}::test_a_partial_copy_removed_by_another_process_is_a_remote_access_error",),
     ),
+    Mutant(
+        "http-sizes-asked-one-at-a-time",
+        "neurotorch/io/storage.py",
+        "_LOOKUPS_AT_ONCE = 16",
+        "_LOOKUPS_AT_ONCE = 1",
+        (f"{CHANGES}::test_an_http_root_asks_the_sizes_of_its_files_several_at_a_time",),
+    ),
+    Mutant(
+        "endpoint-in-client-kwargs-ignored",
+        "neurotorch/io/storage.py",
+        '        return "" if self.is_local else str(_endpoint_of(self.resolved_options) or "")',
+        '        return "" if self.is_local else str(self.resolved_options.get("endpoint_url") or "")',
+        (
+            "tests/test_remote_storage.py"
+            "::test_the_same_url_on_two_servers_is_cached_and_planned_apart",
+        ),
+    ),
 ]
