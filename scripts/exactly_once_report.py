@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "neurotorch"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    from exactly_once import RecordIds, as_key, read_records, trainer
+    from exactly_once import as_key, read_records
+    from record_ids import RecordIds, trainer
     from test_exactly_once import CASES
 
     from neurotorch.synthetic.laion_fmri import make_laion_fmri

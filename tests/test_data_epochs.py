@@ -8,8 +8,9 @@ independently from a fresh loader run for e + 1 passes without interruption."""
 from __future__ import annotations
 
 import pytest
-from exactly_once import RecordIds, fmri_ids, trainer
+from exactly_once import fmri_ids
 from lightning.pytorch.callbacks import ModelCheckpoint
+from record_ids import RecordIds, trainer
 from torch.utils.data import DataLoader
 
 from neurotorch.data.collate import collate_items

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from encoder_helpers import fit_and_test_encoder
-from exactly_once import RecordIds, fmri_ids, trainer
+from exactly_once import fmri_ids
 from lightning.pytorch.callbacks import ModelCheckpoint
+from record_ids import RecordIds, trainer
 
 from neurotorch.fmri import layout
 from neurotorch.fmri.voxel_selection import VoxelSelection

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from exactly_once import trainer as quiet_trainer
 from feature_models import one_thread  # noqa: F401 - a fixture
+from record_ids import trainer as quiet_trainer
 from ridge_reference import make_problem
 
 from neurotorch.models.encoder_report import MIN_CEILING_R, summarise_encoder

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 from exactly_once import (
-    RecordIds,
     become_rank,
     check_exactly_once,
     fmri_ids,
@@ -27,9 +26,9 @@ from exactly_once import (
     index_ids,
     read_records,
     subject_ids,
-    trainer,
 )
 from lightning.pytorch.callbacks import ModelCheckpoint
+from record_ids import RecordIds, trainer
 
 from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.lightning import (

@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from exactly_once import trainer
+from record_ids import trainer
 from scipy.optimize import isotonic_regression
 from scipy.stats import norm
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from exactly_once import RecordIds, read_records, trainer
+from exactly_once import read_records
 from lightning.pytorch.callbacks import ModelCheckpoint
+from record_ids import RecordIds, trainer
 
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.lightning.meeg import CalibrationDataModule, SensorSimDataModule

@@ -22,14 +22,13 @@ import numpy as np
 import pytest
 import torch
 from exactly_once import (
-    RecordIds,
     become_rank,
     check_exactly_once,
     free_port,
     read_records,
-    trainer,
 )
 from lightning.pytorch.callbacks import ModelCheckpoint
+from record_ids import RecordIds, trainer
 
 from neurotorch.fmri import layout
 from neurotorch.io import nifti
