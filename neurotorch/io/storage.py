@@ -289,11 +289,11 @@ class UnversionedRemoteWarning(UserWarning):
     """A remote file reports no version (no ETag, no modification time); see `DataRoot.info`."""
 
 
+#: requests in flight at once when a listing lacks sizes (an HTTP index page): one ``HEAD`` each
+_LOOKUPS_AT_ONCE = 16
 # Keys under which fsspec filesystems report a content tag (S3 and HTTP ``ETag``, HTTP
 # ``Content-MD5`` and ``Digest``) and a modification time (S3 ``LastModified``, HTTP's header
 # ``Last-Modified``, ``mtime``/``updated``/``created`` of others), in order of preference.
-#: requests in flight at once when a listing lacks sizes (an HTTP index page): one ``HEAD`` each
-_LOOKUPS_AT_ONCE = 16
 _TAG_KEYS = ("ETag", "etag", "md5", "Content-MD5", "Digest")
 _MODIFIED_KEYS = ("LastModified", "Last-Modified", "last_modified", "mtime", "updated", "created")
 # Servers already warned about reporting no version of their files (once per server and process).
