@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import neurotorch
 from neurotorch.cli import main
 from neurotorch.cli.configs import builtin_configs, builtin_folder, resolve_config
 from neurotorch.cli.main import build_parser
@@ -39,18 +40,31 @@ def test_the_builtin_configs_are_the_checkouts_configs_folder():
 
 @pytest.mark.slow
 def test_the_configs_are_package_data_of_the_wheel(tmp_path):
+    """The wheel carries the configs and both licences (the package's, the split files'), and
+    its build warns of nothing: setuptools deprecations become build failures on their date."""
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(
         REPO / "neurotorch", source / "neurotorch", ignore=shutil.ignore_patterns("__pycache__")
     )
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*command, "-w", str(tmp_path / "wheel"), str(source)], check=True)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v"]
+    build = subprocess.run(
+        [*command, "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr
+    assert "deprecated" not in (build.stdout + build.stderr).lower()
     (wheel,) = (tmp_path / "wheel").glob("neurotorch-*.whl")
-    packed = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"neurotorch/configs/{name}.yaml" for name in NAMES} <= packed
+    packed = zipfile.ZipFile(wheel)
+    assert {f"neurotorch/configs/{name}.yaml" for name in NAMES} <= set(packed.namelist())
+    info = f"neurotorch-{neurotorch.__version__}.dist-info"
+    licences = {n for n in packed.namelist() if n.startswith(f"{info}/licenses/")}
+    assert licences == {
+        f"{info}/licenses/LICENSE",
+        f"{info}/licenses/neurotorch/fmri/official_splits/LICENSE",
+    }
+    assert "License-Expression: BSD-3-Clause" in packed.read(f"{info}/METADATA").decode()
 
 
 @pytest.mark.parametrize("given", ["encoder", "encoder.yaml", "configs/encoder.yaml"])

@@ -101,6 +101,20 @@ MUTANTS = [
         (f"{CONFIGS}::test_the_configs_are_package_data_of_the_wheel",),
     ),
     Mutant(
+        "licence-as-a-deprecated-table",
+        "pyproject.toml",
+        'license = "BSD-3-Clause"  # SPDX expression\n',
+        'license = { text = "BSD-3-Clause" }\n',
+        (f"{CONFIGS}::test_the_configs_are_package_data_of_the_wheel",),
+    ),
+    Mutant(
+        "split-files-licence-not-in-the-wheel-metadata",
+        "pyproject.toml",
+        'license-files = ["LICENSE", "neurotorch/fmri/official_splits/LICENSE"]',
+        'license-files = ["LICENSE"]',
+        (f"{CONFIGS}::test_the_configs_are_package_data_of_the_wheel",),
+    ),
+    Mutant(
         "configs-copy-overwrites",
         "neurotorch/cli/configs.py",
         "    if target.exists() and not force:",
