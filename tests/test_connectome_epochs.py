@@ -183,15 +183,17 @@ def test_lightning_resumes_mid_epoch_in_that_epochs_order(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("head", [1, 2])
 @pytest.mark.parametrize(("streaming", "num_workers"), VARIANTS)
-def test_datamodule_loader_resumes_by_hand(batch_dir, streaming, num_workers):
-    """The DataModule's loader, stopped after two batches of epoch 1 and restored in a fresh one."""
+def test_datamodule_loader_resumes_by_hand(batch_dir, streaming, num_workers, head):
+    """The DataModule's loader, stopped after ``head`` batches of epoch 1 (after one, the second
+    worker has handed out none of its batches of the epoch) and restored in a fresh one."""
     loader = _module(batch_dir, streaming, num_workers).train_dataloader()
     orders = [_indices(loader) for _ in range(EPOCHS)]
     interrupted = _module(batch_dir, streaming, num_workers).train_dataloader()
     _indices(interrupted)
     iterator = iter(interrupted)
-    seen = _indices([next(iterator), next(iterator)])  # two batches into epoch 1
+    seen = _indices([next(iterator) for _ in range(head)])
     state = interrupted.state_dict()
     del iterator
     resumed = _module(batch_dir, streaming, num_workers).train_dataloader()

@@ -126,12 +126,18 @@ def _resume_by_hand(make_loader, head_batches: int) -> tuple[list, list, list]:
     return uninterrupted, resumed_epoch, _keys(resumed)
 
 
+@pytest.mark.parametrize("head", [1, 3], ids=["one-batch", "three-batches"])
 @pytest.mark.parametrize("workers, persistent", WORKERS)
-def test_stream_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers, persistent):
+def test_stream_resumed_in_epoch_one_continues_that_epoch(
+    tiny_laion_root, workers, persistent, head
+):
+    """Stopped after ``head`` batches of epoch 1 (after one, the second worker has handed out
+    none of its batches of the epoch yet) and restored: the rest of epoch 1, then epoch 2."""
+
     def make_loader():
         return StreamLoader(_stream(tiny_laion_root), 8, **_options(workers, persistent))
 
-    (epoch_1, epoch_2), resumed, after = _resume_by_hand(make_loader, 3)
+    (epoch_1, epoch_2), resumed, after = _resume_by_hand(make_loader, head)
     assert resumed == epoch_1 and after == epoch_2 != epoch_1
 
 
@@ -231,15 +237,17 @@ def test_lightning_reshuffles_and_resumes_in_epoch_one(
     epochs = [_keys_of(whole.seen[f"train/{e}"]) for e in range(3)]
     assert epochs[0] != epochs[1] != epochs[2]
     per_epoch = len(whole.seen["train/0"])
-    stop = per_epoch + 2  # two steps into epoch 1
-    resumed = RecordIds(str(tmp_path), fmri_ids)
-    trainer(tmp_path, max_epochs=3).fit(
-        resumed,
-        _module(tiny_laion_root, streaming, num_workers),
-        ckpt_path=tmp_path / "ckpt" / f"epoch=1-step={stop}.ckpt",
-    )
-    assert _keys_of(resumed.seen["train/1"]) == epochs[1][2 * 8 :]
-    assert _keys_of(resumed.seen["train/2"]) == epochs[2]
+    # one step into epoch 1: a second worker has delivered none of its batches of the epoch
+    # (its state is the epoch's start, not the end of epoch 0); two steps: both have
+    for done in (1, 2):
+        resumed = RecordIds(str(tmp_path), fmri_ids)
+        trainer(tmp_path, max_epochs=3).fit(
+            resumed,
+            _module(tiny_laion_root, streaming, num_workers),
+            ckpt_path=tmp_path / "ckpt" / f"epoch=1-step={per_epoch + done}.ckpt",
+        )
+        assert _keys_of(resumed.seen["train/1"]) == epochs[1][done * 8 :]
+        assert _keys_of(resumed.seen["train/2"]) == epochs[2]
     after_epoch_0 = RecordIds(str(tmp_path), fmri_ids)
     trainer(tmp_path, max_epochs=3).fit(
         after_epoch_0,

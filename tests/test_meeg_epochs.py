@@ -5,12 +5,15 @@ resumed from a checkpoint taken in epoch 1 finishes that epoch's order."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from exactly_once import read_records
 from lightning.pytorch.callbacks import ModelCheckpoint
 from record_ids import RecordIds, trainer
 
+from neurotorch.data.meeg.simulation import SimulatedSensorBatches
 from neurotorch.data.sampling import GroupedBatchSampler
 from neurotorch.lightning.meeg import CalibrationDataModule, SensorSimDataModule
 
@@ -159,6 +162,44 @@ def test_resume_in_the_second_epoch_continues_its_order(cls, streaming, num_work
     assert before["train/0"] == expected["train/0"]
     assert before["train/1"] + after["train/1"] == expected["train/1"]
     assert len(after["train/1"]) == TRAIN // BATCH - 1
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_restored_stream_draws_only_the_batches_it_still_yields(
+    num_workers, tmp_path, monkeypatch
+):
+    """Restored one batch into epoch 1, the stream draws the rest of the epoch and not the batch
+    before the resume point again (a restore that replays it costs a simulation, and for
+    calibration data a posterior solve, per skipped batch)."""
+    draw = SimulatedSensorBatches._batch
+
+    def counted(self, batch_size, generator):
+        with open(os.environ["DRAWN"], "a") as log:  # workers forked later see a later file
+            log.write("x")
+        return draw(self, batch_size, generator)
+
+    monkeypatch.setattr(SimulatedSensorBatches, "_batch", counted)
+    monkeypatch.setenv("DRAWN", str(tmp_path / "before"))
+
+    def loader():
+        return module(SensorSimDataModule, streaming=True, num_workers=num_workers).dataloader(
+            "train"
+        )
+
+    whole = loader()
+    epochs = [epoch_of(whole) for _ in range(2)]
+    stopped = loader()
+    epoch_of(stopped)
+    iterator = iter(stopped)
+    head = [trials(next(iterator))]
+    state = stopped.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    monkeypatch.setenv("DRAWN", str(tmp_path / "resumed"))
+    rest = epoch_of(resumed)
+    assert head + rest == epochs[1]
+    assert len((tmp_path / "resumed").read_text()) == len(rest) == TRAIN // BATCH - 1
+    del iterator, whole, stopped, resumed  # persistent workers end with their loaders
 
 
 def test_validation_items_are_the_same_in_every_worker_and_epoch():

@@ -31,6 +31,8 @@ Rank and world size come from `rank_and_world_size`: an initialised process grou
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -260,3 +262,45 @@ class ShardedIterable(IterableDataset):
         passes = int(state[slot])
         state[slot] = passes + 1
         return int(state[0]) + passes
+
+
+class ResumableIterable(ShardedIterable):
+    """A `ShardedIterable` whose pass resumes where a state was taken, in any epoch.
+
+    `state_dict` is the number of items this process (this ``DataLoader`` worker) has yielded in
+    its current pass. torchdata's ``StatefulDataLoader`` keeps it per worker with every batch;
+    a dataset restored by `load_state_dict` starts its next pass after those items (without
+    them, a restore replays the items before the resume point to skip them: simulating or
+    reading each one again). Subclasses give the items of a pass from a position on
+    (`_items_after`); ``__iter__`` counts them.
+
+    The count of a pass starts in ``__iter__`` itself, not at the first item: a persistent
+    worker reports its state right after ``iter(dataset)``, and a count still holding the last
+    pass's would resume the next run past that worker's items of this pass.
+    """
+
+    _yielded: int = 0  # items of the current pass yielded by this process
+    _skip: int = 0  # items the next pass leaves out (a restored resume point)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Items this process (this worker) has yielded in its current pass."""
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next pass continues after the ``yielded`` items of the pass the state
+        was taken in."""
+        self._skip = int(state["yielded"])
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
+        return self._counted(self._items_after(skip))
+
+    def _counted(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            self._yielded += 1
+            yield item
+
+    def _items_after(self, skip: int) -> Iterator[Any]:
+        """This process's items of the current pass, after its first ``skip``."""
+        raise NotImplementedError

@@ -23,6 +23,33 @@ MUTANTS = [
         ("tests/test_sharding.py",),
     ),
     Mutant(
+        "resume-count-reset-at-the-first-item",
+        "neurotorch/data/sharding.py",
+        "        return self._counted(self._items_after(skip))",
+        "        yield from self._counted(self._items_after(skip))",
+        (
+            "tests/test_data_epochs.py::test_stream_resumed_in_epoch_one_continues_that_epoch",
+            "tests/test_data_epochs.py::test_lightning_reshuffles_and_resumes_in_epoch_one",
+        ),
+    ),
+    Mutant(
+        "resume-point-not-counted",
+        "neurotorch/data/sharding.py",
+        "            self._yielded += 1\n",
+        "            pass\n",
+        ("tests/test_connectome_epochs.py::test_datamodule_loader_resumes_by_hand",),
+    ),
+    Mutant(
+        "restored-simulation-draws-more-than-it-yields",
+        "neurotorch/data/meeg/simulation.py",
+        "        for p in shard(len(pieces), rank, world_size, worker, num_workers)[skip:]:",
+        "        for p in shard(len(pieces), rank, world_size, worker, num_workers)[skip:]:\n"
+        "            self._batch(self.batch_size, self.simulation.generator(self.seed, 0))",
+        (
+            "tests/test_meeg_epochs.py::test_a_restored_stream_draws_only_the_batches_it_still_yields",
+        ),
+    ),
+    Mutant(
         "stream-decodes-a-buffer-being-refilled",
         "neurotorch/io/nifti.py",
         "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=buffers)",

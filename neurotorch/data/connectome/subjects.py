@@ -25,7 +25,7 @@ from neurotorch.connectome.batches import ConnectomeBatches
 from neurotorch.connectome.parcellation import Parcellation, connectivity_matrix
 from neurotorch.data.partition import partition
 from neurotorch.data.sharding import (
-    ShardedIterable,
+    ResumableIterable,
     epoch_order,
     shard_positions,
     units_per_rank,
@@ -171,7 +171,7 @@ class ConnectomeSubjects(Dataset, _ConnectomeItems):
 
 
 @fill_doc
-class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
+class ConnectomeChunks(ResumableIterable, _ConnectomeItems):
     """Iterable dataset of subjects read chunk by chunk, sharded across rank x worker.
 
     The selected subjects are put in the order of the HDF5 chunks that hold them (one subject
@@ -255,8 +255,9 @@ class ConnectomeChunks(ShardedIterable, _ConnectomeItems):
         )
         return [order[p] for p in positions]
 
-    def __iter__(self) -> Iterator[dict]:
-        for subject in self.shard(*self.process_shard()):
+    def _items_after(self, skip: int) -> Iterator[dict]:
+        """This worker's subjects of the epoch after its first ``skip`` (those are not read)."""
+        for subject in self.shard(*self.process_shard())[skip:]:
             yield self.item(subject, self.batches.read_subject(subject))
 
     def __repr__(self) -> str:

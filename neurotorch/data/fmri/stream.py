@@ -18,6 +18,7 @@ is the protocol of torchdata's ``StatefulDataLoader`` (which calls both in each 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -34,7 +35,7 @@ from neurotorch.data.fmri.pairing import Features, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, laion_root
 from neurotorch.data.fmri.trials import SELECTION_COLUMNS, TrialSelection, select_trials
 from neurotorch.data.sharding import (
-    ShardedIterable,
+    ResumableIterable,
     epoch_order,
     shard_positions,
     units_per_rank,
@@ -67,7 +68,7 @@ def check_one_subject_per_batch(subjects: Sequence[str], batch_size: int) -> Non
 
 
 @fill_doc
-class BetasStream(ShardedIterable):
+class BetasStream(ResumableIterable):
     """Iterable-style trials of one or more subjects, read volume by volume from ``.nii.gz``.
 
     Items are dicts like `neurotorch.data.fmri.betas.BetasDataset`'s (``betas``, what
@@ -149,8 +150,6 @@ class BetasStream(ShardedIterable):
         self._columns = {key: self.trials[key].to_numpy() for key in SELECTION_COLUMNS}
         self.shuffle_buffer = self.read.shuffle_buffer or 0
         self.epoch = 0
-        self._yielded = 0
-        self._skip = 0
 
     def set_batching(self, batch_size: int, drop_last: bool = False) -> None:
         """As `ShardedIterable.set_batching`; `MixedBatchError` for batches of several trials
@@ -201,13 +200,13 @@ class BetasStream(ShardedIterable):
     # -- epochs and resume -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
         """Position in the stream: epoch and items yielded so far in this epoch (this worker)."""
-        return {"epoch": self.epoch, "yielded": self._yielded, "seed": self.seed}
+        return {**super().state_dict(), "epoch": self.epoch, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume: the next iteration continues after the ``yielded`` items of ``epoch``."""
+        super().load_state_dict(state)
         self.epoch = int(state["epoch"])
         self.seed = int(state.get("seed", self.seed))
-        self._skip = int(state["yielded"])
 
     # -- iteration ---------------------------------------------------------------------------------
     def _rows_in_read_order(
@@ -307,14 +306,12 @@ class BetasStream(ShardedIterable):
         )
         return item if self.transform is None else self.transform(item)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _items_after(self, skip: int) -> Iterator[dict[str, Any]]:
+        """This worker's items of the epoch after its first ``skip`` (those are read all the
+        same: the shuffle buffer's order depends on them)."""
         rank, world_size, worker, num_workers = self.process_shard()
         rows = self.shard(rank, world_size, worker=worker, num_workers=num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
-        skip, self._skip, self._yielded = self._skip, 0, 0
         read = self._rows_in_read_order(rows, num_workers)
-        for row, values in self._shuffled(read, rng):
-            self._yielded += 1
-            if self._yielded <= skip:
-                continue
+        for row, values in itertools.islice(self._shuffled(read, rng), skip, None):
             yield self._item(row, values)

@@ -9,7 +9,7 @@ Units: sources nAm, sensors µV (EEG) or fT (MEG).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from neurotorch._options import (
     check_option,
 )
 from neurotorch.data.sampling import split_for_ranks
-from neurotorch.data.sharding import ShardedIterable, shard, units_per_rank
+from neurotorch.data.sharding import ResumableIterable, shard, units_per_rank
 from neurotorch.errors import ParameterError
 from neurotorch.meeg.leadfield import LeadfieldData, LeadfieldSpec
 from neurotorch.meeg.simulation import ERPConfig, SensorSimulator, SourceSimulator, item_generator
@@ -242,7 +242,7 @@ class SimulatedSensorDataset(Dataset):
 
 
 @fill_doc
-class SimulatedSensorBatches(ShardedIterable):
+class SimulatedSensorBatches(ResumableIterable):
     """Iterable simulated trials, generated a whole batch at a time (use ``batch_size=None``).
 
     Batch ``b`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e * n_batches + b)``
@@ -319,11 +319,12 @@ class SimulatedSensorBatches(ShardedIterable):
     def _describe_extra(self) -> str:
         return ""
 
-    def __iter__(self):
+    def _items_after(self, skip: int) -> Iterator[dict[str, Any]]:
+        """This worker's batches of the pass after its first ``skip`` (those are not drawn)."""
         epoch = self.pass_epoch()
         rank, world_size, worker, num_workers = self.process_shard()
         pieces = self._pieces(world_size)
-        for p in shard(len(pieces), rank, world_size, worker, num_workers):
+        for p in shard(len(pieces), rank, world_size, worker, num_workers)[skip:]:
             piece = pieces[int(p)]
             b, start = divmod(int(piece[0]), self.batch_size)
             gen = self.simulation.generator(self.seed, epoch * self.n_batches + b)
