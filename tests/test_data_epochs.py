@@ -17,6 +17,7 @@ from neurotorch.data.collate import collate_items
 from neurotorch.data.fmri.betas import BetasDataset
 from neurotorch.data.fmri.stream import BetasStream
 from neurotorch.data.loader import StreamLoader
+from neurotorch.errors import ShardingError
 from neurotorch.lightning import LaionFMRIDataModule
 
 SUBJECTS = ["sub-01", "sub-02"]
@@ -150,6 +151,77 @@ def test_map_resumed_in_epoch_one_continues_that_epoch(tiny_laion_root, workers,
 
     (epoch_1, epoch_2), resumed, after = _resume_by_hand(make_loader, 3)
     assert resumed == epoch_1 and after == epoch_2 != epoch_1
+
+
+def _stopped(loader, head: int) -> tuple[list, dict]:
+    """Epoch 0 whole, then ``head`` batches of epoch 1: their keys and the loader's state."""
+    _keys(loader)
+    iterator = iter(loader)
+    seen = _keys([next(iterator) for _ in range(head)])
+    state = loader.state_dict()
+    del iterator
+    return seen, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("saved", "restored"), [(2, 0), (0, 2), (2, 3)])
+def test_a_map_style_pass_resumes_with_another_number_of_workers(tiny_laion_root, saved, restored):
+    """The batch sampler holds a map-style pass's position: a run resumed on a machine with
+    more or fewer workers finishes the same epoch 1."""
+    dataset = _dataset(tiny_laion_root)
+
+    def loader(workers: int):
+        return dataset.loader(8, shuffle=True, seed=5, num_workers=workers)
+
+    epoch_1 = _passes(loader(0), 2)[1]
+    head, state = _stopped(loader(saved), 3)
+    resumed = loader(restored)
+    resumed.load_state_dict(state)
+    assert head + _keys(resumed) == epoch_1
+
+
+def test_a_map_style_pass_refuses_the_state_of_another_world_size_or_batch_size(
+    tiny_laion_root, monkeypatch
+):
+    dataset = _dataset(tiny_laion_root)
+    sampler = dataset.batch_sampler(8, shuffle=True, seed=5)
+    batches = iter(sampler)
+    served = [next(batches) for _ in range(2)]
+    state = sampler.state_dict()
+    smaller = dataset.batch_sampler(4, shuffle=True, seed=5)
+    with pytest.raises(ShardingError, match="1 rank\\(s\\) and batches of 8"):
+        smaller.load_state_dict(state)
+    same = dataset.batch_sampler(8, shuffle=True, seed=5)
+    same.load_state_dict(state)
+    assert served + list(same) == list(dataset.batch_sampler(8, shuffle=True, seed=5))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ShardingError, match="this run has 2 and 8"):
+        dataset.batch_sampler(8, shuffle=True, seed=5).load_state_dict(state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("saved", "restored"), [(2, 0), (0, 2)])
+def test_a_stream_refuses_the_state_of_another_number_of_workers(tiny_laion_root, saved, restored):
+    _, state = _stopped(StreamLoader(_stream(tiny_laion_root), 8, num_workers=saved), 3)
+    resumed = StreamLoader(_stream(tiny_laion_root), 8, num_workers=restored)
+    with pytest.raises(ShardingError, match=f"Resume with num_workers={saved}"):
+        resumed.load_state_dict(state)
+
+
+def test_a_stream_refuses_the_state_of_another_world_size_or_batch_size(tiny_laion_root):
+    """A position counts the items of one shard: with other ranks or batches, the items
+    before it are other items (they would be skipped unseen, and the served ones repeated)."""
+    _, state = _stopped(StreamLoader(_stream(tiny_laion_root), 8), 3)
+    two_ranks = _stream(tiny_laion_root)
+    two_ranks.rank, two_ranks.world_size = 0, 2
+    for loader in (StreamLoader(two_ranks, 8), StreamLoader(_stream(tiny_laion_root), 4)):
+        loader.load_state_dict(state)
+        with pytest.raises(ShardingError, match="1 rank\\(s\\) and batches of 8"):
+            next(iter(loader))
+    same = StreamLoader(_stream(tiny_laion_root), 8)
+    same.load_state_dict(state)
+    assert len(_keys(same)) == len(_stream(tiny_laion_root).trials) - 3 * 8
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map", "stream"])

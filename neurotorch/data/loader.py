@@ -11,7 +11,8 @@ A ``StatefulDataLoader`` (torchdata) that, on every pass,
 
 Its ``state_dict`` (saved by Lightning in checkpoints, or by hand) holds the epoch counter and the
 position of every worker; ``load_state_dict`` resumes mid-epoch with no item lost or repeated for
-datasets that implement ``state_dict``/``load_state_dict`` (`neurotorch.data.fmri.stream.BetasStream`).
+datasets that keep their position (`neurotorch.data.sharding.ResumableIterable`: the betas, simulated
+M/EEG and connectome streams).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from neurotorch.data.collate import collate_items
 from neurotorch.data.sharding import ShardedIterable
+from neurotorch.errors import ShardingError
 
 _SPENT = object()  # marks a restored pass with nothing left
 
@@ -70,7 +72,10 @@ class StatefulLoader(StatefulDataLoader):
         """Resume where ``state_dict`` was taken. A state taken after a pass had ended starts
         the next pass afresh: its batch sampler is told where it stood (a
         `neurotorch.data.sampling.GroupedBatchSampler` then starts the next epoch), where
-        torchdata would replay the ended pass with workers or restore an empty one without."""
+        torchdata would replay the ended pass with workers or restore an empty one without.
+        Mid-pass, a loader with another ``num_workers`` than the state's resumes a map-style
+        pass from its batch sampler alone and refuses a stream's (`ShardingError`: a stream's
+        position is kept per worker), where torchdata fails on an assertion."""
         main = state_dict.get("_snapshot", {}).get("_main_snapshot", state_dict)
         sampler_state = main.get("_index_sampler_state")
         if isinstance(sampler_state, dict) and "epoch" in sampler_state:
@@ -78,9 +83,19 @@ class StatefulLoader(StatefulDataLoader):
                 sampler_state.get("yielded", 0)
             ) >= len(self.batch_sampler)
             self._restored_at = (int(sampler_state["epoch"]), drawn)
-        if not state_dict.get("_iterator_finished"):
+        finished = bool(state_dict.get("_iterator_finished"))
+        saved_workers = len(state_dict.get("_snapshot", {}).get("_worker_snapshots", ()))
+        if not finished and saved_workers == self.num_workers:
             super().load_state_dict(state_dict)
             return
+        if not finished and not hasattr(self.batch_sampler, "load_state_dict"):
+            raise ShardingError(
+                f"This loader's state was saved with num_workers={saved_workers} and the loader "
+                f"has num_workers={self.num_workers}: a stream's position is kept per worker. "
+                f"Resume with num_workers={saved_workers} (the next epochs may use any number)."
+            )
+        # an ended pass, or a map-style pass resumed with other workers: its batch sampler holds
+        # the position (the batches handed out), which does not depend on the workers
         super().load_state_dict({})  # forgets the current pass
         if sampler_state is not None and hasattr(self.batch_sampler, "load_state_dict"):
             self.batch_sampler.load_state_dict(sampler_state)

@@ -27,7 +27,7 @@ from neurotorch.data.sharding import (
     shard_positions,
     units_per_rank,
 )
-from neurotorch.errors import ParameterError
+from neurotorch.errors import ParameterError, ShardingError
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -84,17 +84,35 @@ class GroupedBatchSampler(BatchSampler):
         self._epoch_was_set = True
 
     def state_dict(self) -> dict[str, Any]:
-        """The epoch of the current pass and how many of its batches were handed out."""
-        return {"epoch": self._pass_epoch, "yielded": self._yielded, "seed": self.seed}
+        """The epoch of the current pass and how many of its batches were handed out (with the
+        world size and batch size they were counted in)."""
+        return {
+            "epoch": self._pass_epoch,
+            "yielded": self._yielded,
+            "seed": self.seed,
+            "world_size": self._shard()[1],
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass is epoch ``state["epoch"]`` from its batch ``state["yielded"]``,
         or the next epoch from its start when that pass had handed out all its batches (unless a
-        different epoch is then set, which starts that epoch from its first batch)."""
+        different epoch is then set, which starts that epoch from its first batch).
+        `ShardingError` for a pass left midway with another world size or batch size: its
+        batches were other batches."""
         self.seed = int(state.get("seed", self.seed))
         epoch, yielded = int(state["epoch"]), int(state["yielded"])
         _, size, _ = self._shard()
         finished = yielded >= units_per_rank(len(self._rank_batches(epoch, size)), size)
+        saved = (state.get("world_size", size), state.get("batch_size", self.batch_size))
+        if yielded and not finished and saved != (size, self.batch_size):
+            raise ShardingError(
+                f"This batch sampler's state was taken midway through epoch {epoch} with "
+                f"{saved[0]} rank(s) and batches of {saved[1]}; this run has {size} and "
+                f"{self.batch_size}, so the batches already served are other batches here. "
+                "Resume with the same number of devices and batch size, or start a fresh epoch "
+                "without the checkpoint's data position."
+            )
         self.set_epoch(epoch + 1 if finished else epoch)
         self._resume = None if finished else (epoch, yielded)
 

@@ -281,18 +281,36 @@ class ResumableIterable(ShardedIterable):
 
     _yielded: int = 0  # items of the current pass yielded by this process
     _skip: int = 0  # items the next pass leaves out (a restored resume point)
+    _saved_shard: dict[str, int] | None = None  # the shard that state was taken in
 
     def state_dict(self) -> dict[str, Any]:
-        """Items this process (this worker) has yielded in its current pass."""
-        return {"yielded": self._yielded}
+        """Items this process (this worker) has yielded in its current pass, and the shard's
+        world size and batch size (a position means nothing in another shard)."""
+        return {"yielded": self._yielded, **self._shard_shape()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass continues after the ``yielded`` items of the pass the state
-        was taken in."""
+        was taken in (`ShardingError` then if the world size or batch size differ)."""
         self._skip = int(state["yielded"])
+        self._saved_shard = {k: state[k] for k in ("world_size", "batch_size") if k in state}
+
+    def _shard_shape(self) -> dict[str, int]:
+        return {"world_size": self.process_shard()[1], "batch_size": getattr(self, "batch_size", 0)}
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._skip = self._skip, 0
+        saved, self._saved_shard = self._saved_shard, None
+        if skip and saved:
+            now = self._shard_shape()
+            if any(saved[k] != now[k] for k in saved):
+                raise ShardingError(
+                    f"{type(self).__name__} cannot resume here: its state was taken with "
+                    f"{saved.get('world_size')} rank(s) and batches of {saved.get('batch_size')}, "
+                    f"this run has {now['world_size']} and {now['batch_size']}, so the items "
+                    "already served are other items here. Resume with the same number of "
+                    "devices and batch size, or start a fresh epoch without the checkpoint's "
+                    "data position."
+                )
         self._yielded = skip
         return self._counted(self._items_after(skip))
 

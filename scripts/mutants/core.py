@@ -50,6 +50,35 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "stream-resumes-in-another-shard",
+        "neurotorch/data/sharding.py",
+        "            if any(saved[k] != now[k] for k in saved):",
+        "            if False:",
+        (
+            "tests/test_data_epochs.py::"
+            "test_a_stream_refuses_the_state_of_another_world_size_or_batch_size",
+        ),
+    ),
+    Mutant(
+        "map-style-resumes-in-another-shard",
+        "neurotorch/data/sampling.py",
+        "        if yielded and not finished and saved != (size, self.batch_size):",
+        "        if False:",
+        (
+            "tests/test_data_epochs.py::"
+            "test_a_map_style_pass_refuses_the_state_of_another_world_size_or_batch_size",
+        ),
+    ),
+    Mutant(
+        "map-style-state-of-other-workers-left-to-torchdata",
+        "neurotorch/data/loader.py",
+        "        if not finished and saved_workers == self.num_workers:",
+        "        if not finished:",
+        (
+            "tests/test_data_epochs.py::test_a_map_style_pass_resumes_with_another_number_of_workers",
+        ),
+    ),
+    Mutant(
         "stream-decodes-a-buffer-being-refilled",
         "neurotorch/io/nifti.py",
         "raw_volumes = _volume_bytes(reader, header, everything, n_buffers=buffers)",
