@@ -67,6 +67,25 @@ def test_the_configs_are_package_data_of_the_wheel(tmp_path):
     assert "License-Expression: BSD-3-Clause" in packed.read(f"{info}/METADATA").decode()
 
 
+def test_jsonargparse_is_asked_in_the_range_of_lightnings_cli():
+    """The commands are Lightning's CLI, which calls jsonargparse APIs that version 5 removes:
+    the package asks for the range Lightning's own CLI extra declares."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ours,) = [r for r in map(Requirement, declared) if r.name == "jsonargparse"]
+    (theirs,) = [
+        r
+        for r in map(Requirement, requires("lightning") or [])
+        if r.name == "jsonargparse" and r.marker and r.marker.evaluate({"extra": "pytorch-extra"})
+    ]
+    for version in ("4.38.0", "4.39.0", "4.53.0", "5.0.0", "5.1.0"):
+        assert ours.specifier.contains(version) == theirs.specifier.contains(version), version
+
+
 @pytest.mark.parametrize("given", ["encoder", "encoder.yaml", "configs/encoder.yaml"])
 def test_a_builtin_config_is_found_by_name_from_any_folder(given, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -115,6 +115,13 @@ MUTANTS = [
         (f"{CONFIGS}::test_the_configs_are_package_data_of_the_wheel",),
     ),
     Mutant(
+        "jsonargparse-5-allowed",
+        "pyproject.toml",
+        '    "jsonargparse[signatures]>=4.39,<5",\n',
+        '    "jsonargparse[signatures]>=4.39",\n',
+        (f"{CONFIGS}::test_jsonargparse_is_asked_in_the_range_of_lightnings_cli",),
+    ),
+    Mutant(
         "configs-copy-overwrites",
         "neurotorch/cli/configs.py",
         "    if target.exists() and not force:",
