@@ -107,6 +107,19 @@ def test_an_unknown_config_lists_the_builtins(tmp_path, monkeypatch, capsys):
     assert status == 2 and "--config NAME_OR_FILE" in err and "encoder_banded" in err
 
 
+def test_an_unknown_config_is_named_before_lightning_is_imported(tmp_path):
+    """A mistyped config name is a usage error told at once, not after Lightning's imports."""
+    probe = (
+        "import sys; from neurotorch.cli import main; status = main(['fit', '--config', "
+        "'encodr']); print(status, 'lightning' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "encodr" in done.stderr and "encoder_banded" in done.stderr
+
+
 def test_configs_lists_every_builtin_with_what_it_trains(capsys):
     status, out, _ = run(capsys, "configs")
     assert status == 0

@@ -186,11 +186,12 @@ def run(argv: Sequence[str]) -> int:
             f"{command} needs a config: neurotorch {command} --config NAME_OR_FILE (built-in: "
             f"{', '.join(builtin_configs())})"
         )
-    from neurotorch.lightning.cli import NeurotorchLightningCLI
+    resolved = with_resolved_configs(arguments)  # a config name mistyped: said before importing
+    from neurotorch.lightning.cli import NeurotorchLightningCLI  # Lightning (seconds)
 
     try:
         NeurotorchLightningCLI(
-            args=[command, *with_resolved_configs(arguments)],
+            args=[command, *resolved],
             parser_kwargs={"exit_on_error": False, "prog": "neurotorch"},
         )
     except argparse.ArgumentError as err:

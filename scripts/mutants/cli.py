@@ -122,6 +122,15 @@ MUTANTS = [
         (f"{CONFIGS}::test_jsonargparse_is_asked_in_the_range_of_lightnings_cli",),
     ),
     Mutant(
+        "config-name-resolved-after-lightning",
+        "neurotorch/cli/lightning.py",
+        "    resolved = with_resolved_configs(arguments)  # a config name mistyped: said before importing\n"
+        "    from neurotorch.lightning.cli import NeurotorchLightningCLI  # Lightning (seconds)\n",
+        "    from neurotorch.lightning.cli import NeurotorchLightningCLI  # Lightning (seconds)\n"
+        "    resolved = with_resolved_configs(arguments)  # a config name mistyped: said before importing\n",
+        (f"{CONFIGS}::test_an_unknown_config_is_named_before_lightning_is_imported",),
+    ),
+    Mutant(
         "configs-copy-overwrites",
         "neurotorch/cli/configs.py",
         "    if target.exists() and not force:",
