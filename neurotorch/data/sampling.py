@@ -10,7 +10,9 @@ Epochs: a shuffled sampler draws a new order at every pass, the epoch set by ``s
 Lightning and ``DistributedSampler`` users do) or, when nobody sets it, the next epoch by itself
 (a plain ``DataLoader`` loop). Its ``state_dict`` (saved by torchdata's ``StatefulDataLoader``
 with the loader's) holds the epoch of the current pass and the batches it has yielded, so a
-resumed pass continues that epoch's order where it stopped, in any epoch.
+resumed pass continues that epoch's order where it stopped, in any epoch, with any number of
+``DataLoader`` workers; with the world size and batch size they were counted in, which a
+mid-epoch resume must keep.
 """
 
 from __future__ import annotations
