@@ -180,23 +180,29 @@ def test_a_map_style_pass_resumes_with_another_number_of_workers(tiny_laion_root
     assert head + _keys(resumed) == epoch_1
 
 
-def test_a_map_style_pass_refuses_the_state_of_another_world_size_or_batch_size(
-    tiny_laion_root, monkeypatch
-):
+SAVED_SHARD = "world_size=1, batch_size=8, drop_last=False and this run has"
+
+
+def test_a_map_style_pass_refuses_the_state_of_another_shard(tiny_laion_root, monkeypatch):
+    """Another number of devices, batch size or ``drop_last`` makes other batches: a position
+    counted in the saved ones is refused, not applied to them."""
     dataset = _dataset(tiny_laion_root)
     sampler = dataset.batch_sampler(8, shuffle=True, seed=5)
     batches = iter(sampler)
     served = [next(batches) for _ in range(2)]
     state = sampler.state_dict()
-    smaller = dataset.batch_sampler(4, shuffle=True, seed=5)
-    with pytest.raises(ShardingError, match="1 rank\\(s\\) and batches of 8"):
-        smaller.load_state_dict(state)
     same = dataset.batch_sampler(8, shuffle=True, seed=5)
     same.load_state_dict(state)
     assert served + list(same) == list(dataset.batch_sampler(8, shuffle=True, seed=5))
+    for key, other in [
+        ("batch_size", dataset.batch_sampler(4, shuffle=True, seed=5)),
+        ("drop_last", dataset.batch_sampler(8, shuffle=True, seed=5, drop_last=True)),
+    ]:
+        with pytest.raises(ShardingError, match=f"{SAVED_SHARD} .*the same {key} "):
+            other.load_state_dict(state)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ShardingError, match="this run has 2 and 8"):
+    with pytest.raises(ShardingError, match=f"{SAVED_SHARD} world_size=2, .*the same world_size "):
         dataset.batch_sampler(8, shuffle=True, seed=5).load_state_dict(state)
 
 
@@ -209,15 +215,20 @@ def test_a_stream_refuses_the_state_of_another_number_of_workers(tiny_laion_root
         resumed.load_state_dict(state)
 
 
-def test_a_stream_refuses_the_state_of_another_world_size_or_batch_size(tiny_laion_root):
-    """A position counts the items of one shard: with other ranks or batches, the items
-    before it are other items (they would be skipped unseen, and the served ones repeated)."""
+def test_a_stream_refuses_the_state_of_another_shard(tiny_laion_root):
+    """A position counts the items of one shard: with other ranks, batches or ``drop_last``,
+    the items before it are other items (they would be skipped unseen, and served ones
+    repeated)."""
     _, state = _stopped(StreamLoader(_stream(tiny_laion_root), 8), 3)
     two_ranks = _stream(tiny_laion_root)
     two_ranks.rank, two_ranks.world_size = 0, 2
-    for loader in (StreamLoader(two_ranks, 8), StreamLoader(_stream(tiny_laion_root), 4)):
+    for key, loader in [
+        ("world_size", StreamLoader(two_ranks, 8)),
+        ("batch_size", StreamLoader(_stream(tiny_laion_root), 4)),
+        ("drop_last", StreamLoader(_stream(tiny_laion_root), 8, drop_last=True)),
+    ]:
         loader.load_state_dict(state)
-        with pytest.raises(ShardingError, match="1 rank\\(s\\) and batches of 8"):
+        with pytest.raises(ShardingError, match=f"{SAVED_SHARD} .*the same {key} "):
             next(iter(loader))
     same = StreamLoader(_stream(tiny_laion_root), 8)
     same.load_state_dict(state)

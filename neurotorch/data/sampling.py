@@ -11,8 +11,8 @@ Lightning and ``DistributedSampler`` users do) or, when nobody sets it, the next
 (a plain ``DataLoader`` loop). Its ``state_dict`` (saved by torchdata's ``StatefulDataLoader``
 with the loader's) holds the epoch of the current pass and the batches it has yielded, so a
 resumed pass continues that epoch's order where it stopped, in any epoch, with any number of
-``DataLoader`` workers; with the world size and batch size they were counted in, which a
-mid-epoch resume must keep.
+``DataLoader`` workers; with the world size, batch size and ``drop_last`` they were counted
+in, which a mid-epoch resume must keep.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from torch.utils.data import BatchSampler, DistributedSampler, Sampler, Sequenti
 
 from neurotorch.data.sharding import (
     check_batch_size,
+    check_same_shard,
     rank_and_world_size,
     shard_positions,
     units_per_rank,
 )
-from neurotorch.errors import ParameterError, ShardingError
+from neurotorch.errors import ParameterError
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -87,34 +88,33 @@ class GroupedBatchSampler(BatchSampler):
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch of the current pass and how many of its batches were handed out (with the
-        world size and batch size they were counted in)."""
+        shape of the shard they were counted in)."""
         return {
             "epoch": self._pass_epoch,
             "yielded": self._yielded,
             "seed": self.seed,
+            **self._shard_shape(),
+        }
+
+    def _shard_shape(self) -> dict[str, Any]:
+        return {
             "world_size": self._shard()[1],
             "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass is epoch ``state["epoch"]`` from its batch ``state["yielded"]``,
         or the next epoch from its start when that pass had handed out all its batches (unless a
         different epoch is then set, which starts that epoch from its first batch).
-        `ShardingError` for a pass left midway with another world size or batch size: its
-        batches were other batches."""
+        `ShardingError` for a pass left midway in a shard of another shape (world size, batch
+        size, ``drop_last``): its batches were other batches."""
         self.seed = int(state.get("seed", self.seed))
         epoch, yielded = int(state["epoch"]), int(state["yielded"])
         _, size, _ = self._shard()
         finished = yielded >= units_per_rank(len(self._rank_batches(epoch, size)), size)
-        saved = (state.get("world_size", size), state.get("batch_size", self.batch_size))
-        if yielded and not finished and saved != (size, self.batch_size):
-            raise ShardingError(
-                f"This batch sampler's state was taken midway through epoch {epoch} with "
-                f"{saved[0]} rank(s) and batches of {saved[1]}; this run has {size} and "
-                f"{self.batch_size}, so the batches already served are other batches here. "
-                "Resume with the same number of devices and batch size, or start a fresh epoch "
-                "without the checkpoint's data position."
-            )
+        if yielded and not finished:
+            check_same_shard(type(self).__name__, state, self._shard_shape())
         self.set_epoch(epoch + 1 if finished else epoch)
         self._resume = None if finished else (epoch, yielded)
 

@@ -264,6 +264,28 @@ class ShardedIterable(IterableDataset):
         return int(state[0]) + passes
 
 
+#: What a resume position depends on besides the epoch: a position in another shard counts other
+#: items (`ResumableIterable`, `neurotorch.data.sampling.GroupedBatchSampler`).
+SHARD_SHAPE = ("world_size", "batch_size", "drop_last")
+
+
+def check_same_shard(what: str, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """`ShardingError` unless a position taken in the shard ``saved`` can resume in ``now`` (the
+    keys of `SHARD_SHAPE` that ``saved`` records: older states record fewer)."""
+    differ = [key for key in SHARD_SHAPE if key in saved and saved[key] != now[key]]
+    if differ:
+
+        def shape(values: dict[str, Any]) -> str:
+            return ", ".join(f"{key}={values[key]}" for key in SHARD_SHAPE if key in saved)
+
+        raise ShardingError(
+            f"{what} cannot resume midway through this epoch: its state was taken with "
+            f"{shape(saved)} and this run has {shape(now)}, so the items already served are "
+            f"other items here. Resume with the same {', '.join(differ)} (the number of devices "
+            "for world_size), or start a fresh epoch without the checkpoint's data position."
+        )
+
+
 class ResumableIterable(ShardedIterable):
     """A `ShardedIterable` whose pass resumes where a state was taken, in any epoch.
 
@@ -284,33 +306,28 @@ class ResumableIterable(ShardedIterable):
     _saved_shard: dict[str, int] | None = None  # the shard that state was taken in
 
     def state_dict(self) -> dict[str, Any]:
-        """Items this process (this worker) has yielded in its current pass, and the shard's
-        world size and batch size (a position means nothing in another shard)."""
+        """Items this process (this worker) has yielded in its current pass, and the shape of
+        its shard (a position means nothing in another shard)."""
         return {"yielded": self._yielded, **self._shard_shape()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next pass continues after the ``yielded`` items of the pass the state
-        was taken in (`ShardingError` then if the world size or batch size differ)."""
+        was taken in (`ShardingError` then if the shard's shape differs)."""
         self._skip = int(state["yielded"])
-        self._saved_shard = {k: state[k] for k in ("world_size", "batch_size") if k in state}
+        self._saved_shard = {k: state[k] for k in SHARD_SHAPE if k in state}
 
-    def _shard_shape(self) -> dict[str, int]:
-        return {"world_size": self.process_shard()[1], "batch_size": getattr(self, "batch_size", 0)}
+    def _shard_shape(self) -> dict[str, Any]:
+        return {
+            "world_size": self.process_shard()[1],
+            "batch_size": getattr(self, "batch_size", 0),
+            "drop_last": bool(getattr(self, "drop_last", False)),
+        }
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._skip = self._skip, 0
         saved, self._saved_shard = self._saved_shard, None
         if skip and saved:
-            now = self._shard_shape()
-            if any(saved[k] != now[k] for k in saved):
-                raise ShardingError(
-                    f"{type(self).__name__} cannot resume here: its state was taken with "
-                    f"{saved.get('world_size')} rank(s) and batches of {saved.get('batch_size')}, "
-                    f"this run has {now['world_size']} and {now['batch_size']}, so the items "
-                    "already served are other items here. Resume with the same number of "
-                    "devices and batch size, or start a fresh epoch without the checkpoint's "
-                    "data position."
-                )
+            check_same_shard(type(self).__name__, saved, self._shard_shape())
         self._yielded = skip
         return self._counted(self._items_after(skip))
 

@@ -52,22 +52,16 @@ MUTANTS = [
     Mutant(
         "stream-resumes-in-another-shard",
         "neurotorch/data/sharding.py",
-        "            if any(saved[k] != now[k] for k in saved):",
-        "            if False:",
-        (
-            "tests/test_data_epochs.py::"
-            "test_a_stream_refuses_the_state_of_another_world_size_or_batch_size",
-        ),
+        "            check_same_shard(type(self).__name__, saved, self._shard_shape())",
+        "            pass",
+        ("tests/test_data_epochs.py::test_a_stream_refuses_the_state_of_another_shard",),
     ),
     Mutant(
         "map-style-resumes-in-another-shard",
         "neurotorch/data/sampling.py",
-        "        if yielded and not finished and saved != (size, self.batch_size):",
-        "        if False:",
-        (
-            "tests/test_data_epochs.py::"
-            "test_a_map_style_pass_refuses_the_state_of_another_world_size_or_batch_size",
-        ),
+        "            check_same_shard(type(self).__name__, state, self._shard_shape())",
+        "            pass",
+        ("tests/test_data_epochs.py::test_a_map_style_pass_refuses_the_state_of_another_shard",),
     ),
     Mutant(
         "map-style-state-of-other-workers-left-to-torchdata",
@@ -76,6 +70,16 @@ MUTANTS = [
         "        if not finished:",
         (
             "tests/test_data_epochs.py::test_a_map_style_pass_resumes_with_another_number_of_workers",
+        ),
+    ),
+    Mutant(
+        "resume-ignores-drop-last",
+        "neurotorch/data/sharding.py",
+        'SHARD_SHAPE = ("world_size", "batch_size", "drop_last")',
+        'SHARD_SHAPE = ("world_size", "batch_size")',
+        (
+            "tests/test_data_epochs.py::test_a_stream_refuses_the_state_of_another_shard",
+            "tests/test_data_epochs.py::test_a_map_style_pass_refuses_the_state_of_another_shard",
         ),
     ),
     Mutant(
