@@ -272,17 +272,16 @@ SHARD_SHAPE = ("world_size", "batch_size", "drop_last")
 def check_same_shard(what: str, saved: dict[str, Any], now: dict[str, Any]) -> None:
     """`ShardingError` unless a position taken in the shard ``saved`` can resume in ``now`` (the
     keys of `SHARD_SHAPE` that ``saved`` records: older states record fewer)."""
-    differ = [key for key in SHARD_SHAPE if key in saved and saved[key] != now[key]]
+    keys = [key for key in SHARD_SHAPE if key in saved]
+    differ = [key for key in keys if saved[key] != now[key]]
     if differ:
-
-        def shape(values: dict[str, Any]) -> str:
-            return ", ".join(f"{key}={values[key]}" for key in SHARD_SHAPE if key in saved)
-
+        was = ", ".join(f"{key}={saved[key]}" for key in keys)
+        has = ", ".join(f"{key}={now[key]}" for key in keys)
         raise ShardingError(
-            f"{what} cannot resume midway through this epoch: its state was taken with "
-            f"{shape(saved)} and this run has {shape(now)}, so the items already served are "
-            f"other items here. Resume with the same {', '.join(differ)} (the number of devices "
-            "for world_size), or start a fresh epoch without the checkpoint's data position."
+            f"{what} cannot resume midway through this epoch: its state was taken with {was} "
+            f"and this run has {has}, so the items already served are other items here. Resume "
+            f"with the same {', '.join(differ)} (the number of devices for world_size), or start "
+            "a fresh epoch without the checkpoint's data position."
         )
 
 
@@ -303,7 +302,7 @@ class ResumableIterable(ShardedIterable):
 
     _yielded: int = 0  # items of the current pass yielded by this process
     _skip: int = 0  # items the next pass leaves out (a restored resume point)
-    _saved_shard: dict[str, int] | None = None  # the shard that state was taken in
+    _saved_shard: dict[str, Any] | None = None  # the shard that state was taken in
 
     def state_dict(self) -> dict[str, Any]:
         """Items this process (this worker) has yielded in its current pass, and the shape of
