@@ -60,6 +60,11 @@ class ShardingError(ParameterError):
     """A rank, world size, worker or batch size that cannot describe a shard."""
 
 
+class UnitIndexError(ParameterError):
+    """A unit position (``only=``, ``--unit K``) past the last unit of the run: a usage error
+    on the command line (exit status 2)."""
+
+
 class CorruptFileError(NeurotorchError, OSError):
     """A file is truncated or its content fails a checksum or format check."""
 

@@ -88,12 +88,15 @@ def row_write(spec: dict) -> dict:
 
 
 def row_limit(spec: dict) -> dict:
+    """isal's fastest inflate on one core: into one 4 MB buffer through the gzip file's buffered
+    reader (its own ``readinto`` would copy every byte once more, about 10 % slower)."""
     from isal import igzip
 
     buffer = bytearray(1 << 22)
     total = 0
     with igzip.open(_betas(Path(spec["root"])), "rb") as stream:
-        while n := stream.readinto(buffer):
+        fill = stream._buffer.readinto
+        while n := fill(buffer):
             total += n
     return {"bytes": total}
 

@@ -123,6 +123,8 @@ def test_units_one_by_one_then_the_rest_then_nothing(leadfields, expected, tmp_p
     assert [line.split() for line in listed] == [
         [str(k), "todo", f"grid/run{k + 1:08d}"] for k in range(N_UNITS)
     ]
+    assert main(grid(leadfields, out, "--unit", str(N_UNITS))) == 2  # a task too many: usage
+    assert f"this run has {N_UNITS} unit(s)" in capsys.readouterr().err
     assert main(grid(leadfields, out, "--unit", "5")) == 0  # one task of a job array
     assert capsys.readouterr().out.split() == ["ran", "grid/run00000006"]
     assert not out.exists()  # the runs wait in OUT.units until the last one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -98,6 +100,37 @@ def test_workers_split_a_rank_without_overlap(tiny_laion_root, subjects, batch_s
     batches = list(StreamLoader(stream, batch_size=batch_size, num_workers=2))
     assert sorted(_batch_keys(batches)) == _expected(stream)
     assert all(len(set(batch["subject"])) == 1 for batch in batches)
+
+
+def _nibabel_betas(root, stream: BetasStream, subject: str, session: str, trial: int):
+    volume = np.asarray(nib.load(root / layout.session_betas(subject, session)).dataobj)
+    return volume[..., trial][stream.voxel_masks()[subject]]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batches_of_a_batched_stream_hold_nibabels_values_row_by_row(tiny_laion_root, num_workers):
+    stream = _stream(tiny_laion_root, shuffle_buffer=8, subjects=["sub-02"])
+    batches = list(StreamLoader(stream, batch_size=7, num_workers=num_workers))
+    assert sorted(_batch_keys(batches)) == _expected(stream)
+    assert len(stream) % 7 and len(batches[-1]["betas"]) == len(stream) % 7  # a partial last
+    volumes = {}
+    for batch in batches:
+        for row, (subject, session, trial) in enumerate(_batch_keys([batch])):
+            if session not in volumes:
+                path = tiny_laion_root / layout.session_betas(subject, session)
+                volumes[session] = np.asarray(nib.load(path).dataobj)
+            expected = volumes[session][..., trial][stream.voxel_masks()[subject]]
+            np.testing.assert_array_equal(batch["betas"][row].numpy(), expected)
+
+
+def test_a_batched_stream_writes_each_trial_into_its_batch(tiny_laion_root):
+    stream = _stream(tiny_laion_root, subjects=["sub-02"], batch_size=4)
+    items = list(itertools.islice(stream, 4))
+    batch = collate_items(items)["betas"]
+    assert batch.data_ptr() == items[0]["betas"].data_ptr()  # collated without a copy
+    for item, row in zip(items, batch, strict=True):
+        expected = _nibabel_betas(tiny_laion_root, stream, "sub-02", item["session"], item["trial"])
+        np.testing.assert_array_equal(row.numpy(), expected)
 
 
 def test_a_stream_over_several_subjects_is_never_batched(tiny_laion_root):

@@ -347,6 +347,21 @@ def test_every_inflater_decodes_the_same(tmp_path, rng, inflater):
     assert content == gzip.decompress(path.read_bytes())
 
 
+@pytest.mark.parametrize("inflater", available_inflaters())
+def test_every_inflater_fills_the_callers_buffer_in_place(tmp_path, rng, inflater, monkeypatch):
+    # the readinto a gzip file object inherits reads a new bytes object and copies it over
+    path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (5, 5, 5, 3), "f4"))
+    with SequentialReader(path, inflater=inflater) as reader:
+
+        def no_copy(size=-1):
+            raise AssertionError("inflated into a temporary bytes object, then copied")
+
+        monkeypatch.setattr(reader._stream, "read", no_copy)
+        content = reader.read_exact(352 + 5 * 5 * 5 * 3 * 4)
+        reader.finish()
+    assert content == gzip.decompress(path.read_bytes())
+
+
 def test_stopping_early_releases_the_file(pipeline, tmp_path, rng):
     path = write_nifti(tmp_path / "b.nii.gz", random_raw(rng, (4, 4, 4, 20), "f4"))
 

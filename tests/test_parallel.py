@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from parallel_units import InterruptUnit, PidUnit, SquaresUnit, runs
 
-from neurotorch.errors import ParameterError, UnitsFailedError
+from neurotorch.errors import ParameterError, UnitIndexError, UnitsFailedError
 from neurotorch.io.atomic import TEMP_MARK
 from neurotorch.parallel import run_units
 
@@ -141,7 +141,7 @@ def test_a_job_array_task_runs_its_one_unit(tmp_path):
     work = units(tmp_path / "array")
     (result,) = run_units(work, only=[4])
     assert result.key == "squares-004" and runs(tmp_path / "array") == ["squares-004"]
-    with pytest.raises(ParameterError, match="unit index"):
+    with pytest.raises(UnitIndexError, match=f"unit index {N} .* positions 0 to {N - 1}"):
         run_units(work, only=[N])
 
 

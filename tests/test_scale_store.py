@@ -95,8 +95,8 @@ def test_units_list_one_array_task_and_a_second_run(tiny_laion_root, tmp_path, c
     assert prepare(tiny_laion_root, cache) == 0  # a second run does no work
     assert ran_and_skipped(capsys.readouterr().out) == (0, 4)
     assert before == {p: p.stat().st_mtime_ns for p in cache.rglob("ses-*.npy")}
-    assert prepare(tiny_laion_root, cache, "--unit", "4") == 1  # no such position
-    assert "unit index" in capsys.readouterr().err
+    assert prepare(tiny_laion_root, cache, "--unit", "4") == 2  # no such position: usage
+    assert "unit index 4" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -74,14 +74,18 @@ def test_batches_per_rank_by_hand():
 
 
 def test_workers_share_a_session_by_units_not_only_by_batches():
-    # 1,050 trials in batches of 64: 16 full batches and one of 26. Two workers get 8 and 9
-    # batches, the 9 being the run that ends in the short one: 512 and 538 trials (not 576
-    # and 474, a worker idling for 102 volumes of a whole-brain stream).
+    # 1,050 trials in batches of 64: 16 full batches and one of 26. Two workers get 9 and 8
+    # batches, the 9 being the first run, which ends in the short one: 538 and 512 trials (not
+    # 576 and 474, a worker idling for 102 volumes of a whole-brain stream). The first worker
+    # reads the session from its start; the second starts at a seek point, a little slower.
     counts = [len(shard_positions(1050, worker=w, num_workers=2, batch_size=64)) for w in (0, 1)]
-    assert counts == [512, 538]
-    # 5 units in batches of 2 over 2 workers: [0, 1] and [2, 3, 4]
+    assert counts == [538, 512]
+    # 17 whole batches and a short one: the extra whole batch first, the short batch second
+    counts = [len(shard_positions(1114, worker=w, num_workers=2, batch_size=64)) for w in (0, 1)]
+    assert counts == [576, 538]
+    # 5 units in batches of 2 over 2 workers: [0, 1, 2] and [3, 4]
     pieces = [shard_positions(5, worker=w, num_workers=2, batch_size=2).tolist() for w in (0, 1)]
-    assert pieces == [[0, 1], [2, 3, 4]]
+    assert pieces == [[0, 1, 2], [3, 4]]
 
 
 @pytest.mark.parametrize("n", [7, 13, 31, 97, 1050])

@@ -94,7 +94,7 @@ def _fail(message: str, status: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``neurotorch`` command line; return its exit status."""
-    from neurotorch.errors import NeurotorchError
+    from neurotorch.errors import NeurotorchError, UnitIndexError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get("NEUROTORCH_DEBUG", "0") not in ("", "0")
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        if isinstance(exc, UsageError):
+        if isinstance(exc, UsageError | UnitIndexError):  # --unit K past the last unit
             return _fail(str(exc), EXIT_USAGE)
         if isinstance(exc, NeurotorchError | OSError | ValueError):
             return _fail(_message(exc), EXIT_DATA)

@@ -3,6 +3,8 @@
 `BetasDataset.__getitems__` reads a whole batch in one vectorised read and returns an `ItemBatch`:
 a lazy sequence of per-item dicts (so torch's ``default_collate`` still works on it) that also
 carries the already-stacked batch, which `collate_items` returns without copying again.
+A stream that knows its batch size writes each item's tensor into a row of the batch being
+filled (`BatchRows`), and `collate_items` returns those rows as the batch without copying them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,58 @@ def batch_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     return torch.empty(0, dtype=dtype).new(storage).view(tuple(shape))
 
 
+_ROW_MARK = "_neurotorch_batch"  # set on the rows that BatchRows hands out: their batch
+
+
+class BatchRows:
+    """Rows of the batch being filled: `place` copies each item's values into the next row of
+    a batch tensor (`batch_tensor`: shared memory in a ``DataLoader`` worker) and returns the
+    row, so that `collate_items` takes ``batch_size`` consecutive rows as the batch without a
+    second copy. The copy happens as each item is made, while the reader works ahead, not all
+    at once when the batch is complete. A fresh batch every ``batch_size`` rows (or when the
+    values' shape or dtype changes): a row handed out is never written again."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self._batch: torch.Tensor | None = None
+        self._filled = 0
+
+    def place(self, values: np.ndarray) -> torch.Tensor:
+        """``values`` in the next row (a view of the batch, marked with it)."""
+        batch = self._batch
+        if (
+            batch is None
+            or self._filled == self.batch_size
+            or tuple(batch.shape[1:]) != values.shape
+            or batch.numpy().dtype != values.dtype
+        ):
+            dtype = torch.from_numpy(values[:0]).dtype
+            batch = self._batch = batch_tensor((self.batch_size, *values.shape), dtype)
+            self._filled = 0
+        row = batch[self._filled]
+        row.numpy()[...] = values
+        setattr(row, _ROW_MARK, batch)
+        self._filled += 1
+        return row
+
+
+def _rows_as_batch(values: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The batch whose rows ``0 … len(values) - 1`` ``values`` are, in order and in place, when
+    the first is a row `BatchRows` handed out; otherwise ``None`` (they are copied: a user's
+    tensors are never aliased)."""
+    batch = getattr(values[0], _ROW_MARK, None)
+    if batch is None or len(values) > len(batch):
+        return None
+    for k, value in enumerate(values):
+        if not (
+            value.data_ptr() == batch[k].data_ptr()
+            and value.shape == batch.shape[1:]
+            and value.is_contiguous()
+        ):
+            return None
+    return batch[: len(values)]
+
+
 def stack_into(values: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
     """``torch.stack(values, out=out)``, copied item by item through numpy where it can: one
     memcpy per item on this thread, where torch's parallel copy keeps its OpenMP threads
@@ -88,7 +142,9 @@ def collate_items(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in batch[0]:
         values = [item[key] for item in batch]
         if isinstance(values[0], torch.Tensor):
-            if _stackable(values) and len({v.dtype for v in values}) == 1:
+            if (rows := _rows_as_batch(values)) is not None:
+                out[key] = rows
+            elif _stackable(values) and len({v.dtype for v in values}) == 1:
                 batched = batch_tensor((len(values), *values[0].shape), values[0].dtype)
                 out[key] = stack_into(values, batched)
             elif _stackable(values):  # mixed dtypes: promoted, never cast to the first one's

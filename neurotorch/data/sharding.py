@@ -8,11 +8,13 @@ stream does to read sessions sequentially). Then:
    block of the order, the last block wrapping around to the start (as ``DistributedSampler``
    pads). With ``drop_last=True`` every rank gets ``floor(n / world_size)`` and the tail of the
    order is left out instead.
-2. **Workers.** A rank's block is cut into batches of ``batch_size`` units (the last one may be
-   short); the batches are split into ``num_workers`` contiguous runs of whole batches, as even as
-   possible, the longer runs last (the last run holds the short batch, so the runs' numbers of
-   units differ by less than a batch). Only the rank's last batch can be short, so a ``DataLoader`` that batches each
-   worker's items separately still yields exactly ``ceil(units_per_rank / batch_size)`` batches
+2. **Workers.** A rank's block is split into ``num_workers`` contiguous runs of whole batches of
+   ``batch_size`` units, as even as possible, the runs with a batch more first; the rank's short
+   batch (its ``units_per_rank % batch_size`` units) ends the first run without a batch more, so
+   where they can the runs differ by less than a batch (the first worker, which reads a session
+   from its start, gets the longer run; a worker that starts at a seek point is a little slower).
+   Only one worker's last batch can be short, so a ``DataLoader`` that batches each worker's
+   items separately still yields exactly ``ceil(units_per_rank / batch_size)`` batches
    (``floor`` with its ``drop_last``).
 
 The contract that follows, for every rank, worker count and epoch:
@@ -127,12 +129,14 @@ def shard_positions(
     if n == 0 or per_rank == 0:
         return np.zeros(0, dtype=np.int64)
     mine = np.arange(rank * per_rank, (rank + 1) * per_rank) % n
-    n_batches = -(-per_rank // batch_size)
-    base, extra = divmod(n_batches, num_workers)
-    # the runs with a batch more are the last ones: the last of them holds the short batch
-    first = worker * base + max(0, worker - (num_workers - extra))
-    count = base + (worker >= num_workers - extra)
-    return mine[first * batch_size : (first + count) * batch_size]
+    full, short = divmod(per_rank, batch_size)
+    base, extra = divmod(full, num_workers)
+    # whole batches: one more for the first `extra` runs; the short batch ends the first run
+    # without one (so the runs differ by less than a batch where they can)
+    sizes = [(base + (w < extra)) * batch_size for w in range(num_workers)]
+    sizes[extra] += short
+    first = sum(sizes[:worker])
+    return mine[first : first + sizes[worker]]
 
 
 def shard(

@@ -124,6 +124,16 @@ def _sniff(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
     return head, cast(IO[bytes], _PrefixedStream(head, fileobj))  # a binary file object
 
 
+def _direct_readinto(stream: BinaryStream) -> Callable[[memoryview], int | None]:
+    """The ``readinto`` that inflates straight into the caller's buffer. A gzip file object of
+    the standard library's design (isal's, zlib-ng's, ``gzip``'s) has none of its own: the
+    inherited one reads a new ``bytes`` object and copies it over, a tenth of a whole-brain
+    inflate. Its buffered reader (``_buffer``, the object its ``read`` reads from, so the same
+    CRC and length checks) fills the buffer in place."""
+    buffered = getattr(stream, "_buffer", None)
+    return buffered.readinto if isinstance(buffered, io.BufferedReader) else stream.readinto
+
+
 class SequentialReader:
     """Read a file's (decompressed) content front to back with exact-size reads.
 
@@ -164,6 +174,7 @@ class SequentialReader:
                 opener, errors = _load_inflater(self.inflater)
                 self._errors += errors
                 self._stream = opener(fileobj)
+            self._fill = _direct_readinto(self._stream)
         except BaseException:
             if self._owned is not None:
                 self._owned.close()
@@ -191,7 +202,7 @@ class SequentialReader:
 
     def _readinto(self, view: memoryview) -> int:
         try:
-            n = self._stream.readinto(view)
+            n = self._fill(view)
         except self._errors as exc:
             raise self._corrupt(f"{type(exc).__name__}: {exc}") from exc
         return n or 0

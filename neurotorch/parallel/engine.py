@@ -51,7 +51,12 @@ from tqdm.auto import tqdm
 
 from neurotorch._options import check_int
 from neurotorch.config import show_progress
-from neurotorch.errors import MissingDependencyError, ParameterError, UnitsFailedError
+from neurotorch.errors import (
+    MissingDependencyError,
+    ParameterError,
+    UnitIndexError,
+    UnitsFailedError,
+)
 from neurotorch.parallel.units import Unit, UnitResult
 
 log = logging.getLogger(__name__)
@@ -185,7 +190,15 @@ def _select(units: Sequence[Unit], only: Iterable[int] | None) -> list[Unit]:
         raise ParameterError(f"unit keys must be unique; repeated: {repeated[:5]}.")
     if only is None:
         return units
-    positions = [check_int("unit index", k, minimum=0, maximum=len(units) - 1) for k in only]
+    positions = [check_int("unit index", k, minimum=0) for k in only]
+    beyond = [k for k in positions if k >= len(units)]
+    if beyond:
+        positions_held = f", positions 0 to {len(units) - 1}" if units else ""
+        raise UnitIndexError(
+            f"unit index {beyond[0]} (--unit / only=) is past the last unit: this run has "
+            f"{len(units)} unit(s){positions_held}; --list-units (or "
+            "neurotorch.parallel.unit_lines) prints them."
+        )
     return [units[k] for k in positions]
 
 

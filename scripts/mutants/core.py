@@ -6,20 +6,25 @@ MUTANTS = [
     Mutant(
         "worker-remainder-dropped",
         "neurotorch/data/sharding.py",
-        "    return mine[first * batch_size : (first + count) * batch_size]",
-        "    return mine[first * batch_size : (first + count) * batch_size]"
-        "[: per_rank // batch_size * batch_size or None]",
+        "    sizes[extra] += short\n",
+        "",
         (
             "tests/test_sharding.py",
             "tests/test_exactly_once.py::test_one_process_sees_every_item_once",
         ),
     ),
     Mutant(
-        "longer-worker-runs-first",
+        "short-batch-on-the-last-worker",
         "neurotorch/data/sharding.py",
-        "    first = worker * base + max(0, worker - (num_workers - extra))\n"
-        "    count = base + (worker >= num_workers - extra)",
-        "    first = worker * base + min(worker, extra)\n    count = base + (worker < extra)",
+        "    sizes[extra] += short\n",
+        "    sizes[-1] += short\n",
+        ("tests/test_sharding.py",),
+    ),
+    Mutant(
+        "short-batch-on-a-worker-with-a-batch-more",
+        "neurotorch/data/sharding.py",
+        "    sizes[extra] += short\n",
+        "    sizes[0] += short\n",
         ("tests/test_sharding.py",),
     ),
     Mutant(
@@ -118,10 +123,52 @@ MUTANTS = [
         ("tests/test_collate.py",),
     ),
     Mutant(
+        "collated-rows-taken-in-storage-order",
+        "neurotorch/data/collate.py",
+        "            value.data_ptr() == batch[k].data_ptr()\n            and ",
+        "            ",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "collated-rows-of-a-users-tensor-aliased",
+        "neurotorch/data/collate.py",
+        "    batch = getattr(values[0], _ROW_MARK, None)\n",
+        "    batch = getattr(values[0], _ROW_MARK, values[0]._base)\n",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "collated-rows-beyond-their-batch",
+        "neurotorch/data/collate.py",
+        "    if batch is None or len(values) > len(batch):",
+        "    if batch is None:",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "batch-rows-reused-as-a-ring",
+        "neurotorch/data/collate.py",
+        "        self._filled += 1\n        return row",
+        "        self._filled = (self._filled + 1) % self.batch_size\n        return row",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "batch-rows-keep-the-first-shape",
+        "neurotorch/data/collate.py",
+        "            or tuple(batch.shape[1:]) != values.shape\n",
+        "",
+        ("tests/test_collate.py",),
+    ),
+    Mutant(
+        "gzip-inflated-through-a-temporary-copy",
+        "neurotorch/io/inflate.py",
+        "    return buffered.readinto if isinstance(buffered, io.BufferedReader) else stream.readinto",
+        "    return stream.readinto",
+        ("tests/test_io_nifti.py::test_every_inflater_fills_the_callers_buffer_in_place",),
+    ),
+    Mutant(
         "mixed-dtypes-cast-to-the-first",
         "neurotorch/data/collate.py",
-        "            if _stackable(values) and len({v.dtype for v in values}) == 1:",
-        "            if _stackable(values):",
+        "            elif _stackable(values) and len({v.dtype for v in values}) == 1:",
+        "            elif _stackable(values):",
         ("tests/test_collate.py",),
     ),
     Mutant(

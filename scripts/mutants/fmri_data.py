@@ -8,6 +8,13 @@ STORE = "tests/test_data_store.py"
 
 MUTANTS = [
     Mutant(
+        "stream-batch-copied-again-at-collate",
+        "neurotorch/data/fmri/stream.py",
+        "        batch = BatchRows(self.batch_size) if self.batch_size > 1 else None\n",
+        "        batch = None\n",
+        ("tests/test_data_stream.py::test_a_batched_stream_writes_each_trial_into_its_batch",),
+    ),
+    Mutant(
         "stream-loader-never-advances-epoch",
         "neurotorch/data/loader.py",
         "            if not self._restored:\n"

@@ -10,6 +10,20 @@ FAULTS = "tests/test_faults_parallel.py"
 
 MUTANTS = [
     Mutant(
+        "unit-index-past-the-end-exits-as-a-data-error",
+        "neurotorch/cli/main.py",
+        "        if isinstance(exc, UsageError | UnitIndexError):",
+        "        if isinstance(exc, UsageError):",
+        ("tests/test_scale_store.py::test_units_list_one_array_task_and_a_second_run",),
+    ),
+    Mutant(
+        "unit-index-one-past-the-end-let-through",
+        "neurotorch/parallel/engine.py",
+        "    beyond = [k for k in positions if k >= len(units)]",
+        "    beyond = [k for k in positions if k > len(units)]",
+        (f"{ENGINE}::test_a_job_array_task_runs_its_one_unit",),
+    ),
+    Mutant(
         "threads-not-stopped-on-interrupt",
         "neurotorch/parallel/engine.py",
         "            stop.set()\n",

@@ -30,6 +30,7 @@ import torch
 from neurotorch._docs import fill_doc
 from neurotorch._options import as_settings, check_bool, check_int
 from neurotorch.config import usable_cores
+from neurotorch.data.collate import BatchRows
 from neurotorch.data.fmri.betas import Settings, as_subject_list, describe_dataset
 from neurotorch.data.fmri.pairing import Features, StimulusPairing
 from neurotorch.data.fmri.settings import ReadSettings, laion_root
@@ -293,10 +294,11 @@ class BetasStream(ResumableIterable):
             buffer[k], buffer[-1] = buffer[-1], buffer[k]
             yield buffer.pop()
 
-    def _item(self, row: int, values: np.ndarray) -> dict[str, Any]:
+    def _item(self, row: int, values: np.ndarray, batch: BatchRows | None) -> dict[str, Any]:
         columns = self._columns
         name = columns["image_name"][row]
-        item: dict[str, Any] = {"betas": torch.from_numpy(values)}
+        betas = torch.from_numpy(values) if batch is None else batch.place(values)
+        item: dict[str, Any] = {"betas": betas}
         item.update({key: value[0] for key, value in self.pairing.batch([name]).items()})
         item.update(
             image_name=name,
@@ -313,5 +315,7 @@ class BetasStream(ResumableIterable):
         rows = self.shard(rank, world_size, worker=worker, num_workers=num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         read = self._rows_in_read_order(rows, num_workers)
+        # batched: each trial's betas go straight into its row of the batch (no copy at collate)
+        batch = BatchRows(self.batch_size) if self.batch_size > 1 else None
         for row, values in itertools.islice(self._shuffled(read, rng), skip, None):
-            yield self._item(row, values)
+            yield self._item(row, values, batch)
