@@ -30,6 +30,13 @@ main process; nothing reads them there.
     python scripts/bench_scale.py --root /data/real       # writes the session first if absent
     python scripts/bench_scale.py --root /data/real --repeat 5 --no-nibabel
     python scripts/bench_scale.py --root /data/real --encoder   # + the whole-brain encoder (~1 h)
+
+``--against CHECKOUT`` also runs the stream and first-batch rows with the ``neurotorch`` of
+another checkout (a folder holding an older version of the package, put first on ``PYTHONPATH``),
+alternating with this one's in the same rounds, and prints this code's speed-up over it: how a
+change is measured against the code before it (``git worktree add ../before HEAD~1``)::
+
+    python scripts/bench_scale.py --root /data/real --repeat 3 --against ../before
 """
 
 from __future__ import annotations
@@ -243,15 +250,22 @@ def child_main(name: str, spec: dict) -> None:
 class Runner:
     """Starts rows in fresh children with the right cache (a warm one, or a new empty one)."""
 
-    def __init__(self, root: Path, warm_cache: Path):
-        self.root, self.warm_cache = root, warm_cache
+    def __init__(self, root: Path, warm_cache: Path, against: Path | None = None):
+        self.root, self.warm_cache, self.against = root, warm_cache, against
 
-    def run(self, name: str, *, fresh_cache: bool = False, **options) -> dict:
-        """Row ``name`` in a fresh child; ``fresh_cache``: with an empty cache (a first use)."""
+    def run(
+        self, name: str, *, fresh_cache: bool = False, baseline: bool = False, **options
+    ) -> dict:
+        """Row ``name`` in a fresh child; ``fresh_cache``: with an empty cache (a first use);
+        ``baseline``: with the package of the ``--against`` checkout."""
         cache = self.warm_cache
         if fresh_cache:
             cache = Path(tempfile.mkdtemp(prefix="cache-", dir=self.warm_cache.parent))
         env = dict(os.environ, NEUROTORCH_PROGRESS="0", NEUROTORCH_CACHE=str(cache))
+        if baseline:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.against), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         spec = {"root": str(self.root), "cache": str(cache), **options}
         try:
             return run_child(__file__, ["--child", name, "--spec", json.dumps(spec)], env=env)
@@ -272,6 +286,12 @@ class Runner:
         }
         if with_reader:
             runs["reader"] = lambda: self.run("reader")
+        if self.against is not None:
+            runs |= {
+                "baseline:stream-0": lambda: self.run("stream", workers=0, baseline=True),
+                "baseline:stream-2": lambda: self.run("stream", workers=2, baseline=True),
+                "baseline:once-seen": lambda: self.run("first-batch", baseline=True),
+            }
         return runs
 
 
@@ -368,6 +388,19 @@ def report(results: dict, write: dict | None, raw_bytes: int, store_bytes: int) 
              f"{share:.2f} of it", ratio_range(results[name], results["limit"]),
              f"≤ {bound}", share <= bound, *rss(r, True))
         )  # fmt: skip
+    for name, label in (
+        ("stream-0", "stream, 0 workers"),
+        ("stream-2", "stream, 2 workers"),
+        ("once-seen", "first batch, once seen"),
+    ):
+        if f"baseline:{name}" in results:
+            r, before = best(results[name]), best(results[f"baseline:{name}"])
+            lines.append(
+                (label, f"{r['seconds']:.2f}", "-", f"--against ({before['seconds']:.2f} s)",
+                 f"{before['seconds'] / r['seconds']:.2f}", ratio_range(
+                 results[f"baseline:{name}"], results[name]), "(speed-up)", None,
+                 *rss(r, name != "stream-0"))
+            )  # fmt: skip
     runs = results["map-style"]
     ours = min(r["seconds"] for r in runs)
     raw = min(r["raw_seconds"] for r in runs)
@@ -435,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reader", action="store_true", help="skip the gzip.open anchor")
     parser.add_argument("--no-nibabel", action="store_true", help="skip nibabel's full load")
     parser.add_argument("--encoder", action="store_true", help="also the whole-brain encoder")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also run the stream and first-batch rows with this checkout's neurotorch",
+    )
     parser.add_argument("--child", choices=sorted(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -443,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.root is None:
         parser.error("--root is required (the folder of the real-size session)")
+    if args.against is not None and not (args.against / "neurotorch" / "__init__.py").is_file():
+        parser.error(f"--against {args.against}: no neurotorch package in that folder")
 
     root = args.root.resolve()
     record = root.with_name(root.name + ".write.json")
@@ -451,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         write = json.loads(record.read_text())
     warm = (args.cache or root.with_name(root.name + ".bench-cache")).resolve()
     warm.mkdir(parents=True, exist_ok=True)
-    runner = Runner(root, warm)
+    runner = Runner(root, warm, None if args.against is None else args.against.resolve())
     print(f"conditions at start: {conditions()}", flush=True)
     print("warming up: verify and index the session, build the store (once) ...", flush=True)
     runner.run("first-batch")

@@ -52,6 +52,12 @@ USAGE_ERRORS = {
     "describe no source": (["describe"], "source"),
     "lnm alpha": (["lnm", "l", "--connectome", "c", "--out", "o", "--alpha", "5"], "--alpha"),
     "grid nnz": (["grid", "lf", "--out", "o", "--nnz", "2.7", "--alpha-snr", "0.5"], "--nnz"),
+    # the value and what it must be, not the name of a type function ("invalid positive_int")
+    "prepare unit word": (["prepare", "--unit", "x"], "--unit: must be a whole number, got 'x'"),
+    "lnm alpha word": (
+        ["lnm", "l", "--connectome", "c", "--out", "o", "--alpha", "five"],
+        "--alpha: must be a number, got 'five'",
+    ),
 }
 
 

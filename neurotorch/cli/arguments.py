@@ -49,9 +49,16 @@ class LazyChoices:
         return value in import_object(self.target)
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # argparse would name the type function ("invalid positive_int value")
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1."""
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
@@ -59,7 +66,10 @@ def positive_int(text: str) -> int:
 
 def probability(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
     return value
@@ -78,7 +88,7 @@ def storage_options(args: argparse.Namespace) -> dict | None:
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer of at least 0."""
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value

@@ -11,8 +11,9 @@ stream does to read sessions sequentially). Then:
 2. **Workers.** A rank's block is split into ``num_workers`` contiguous runs of whole batches of
    ``batch_size`` units, as even as possible, the runs with a batch more first; the rank's short
    batch (its ``units_per_rank % batch_size`` units) ends the first run without a batch more, so
-   where they can the runs differ by less than a batch (the first worker, which reads a session
-   from its start, gets the longer run; a worker that starts at a seek point is a little slower).
+   where they can the runs differ by less than a batch. The longer run goes first because the
+   first worker of a rank that starts a session reads it from its start, while the others start
+   at seek points, which is a little slower.
    Only one worker's last batch can be short, so a ``DataLoader`` that batches each worker's
    items separately still yields exactly ``ceil(units_per_rank / batch_size)`` batches
    (``floor`` with its ``drop_last``).

@@ -10,6 +10,13 @@ MATRIX = f"{VERBS}::test_every_verb_of_a_builtin_config"
 
 MUTANTS = [
     Mutant(
+        "cli-integer-option-error-names-the-type-function",
+        "neurotorch/cli/arguments.py",
+        "    value = _whole_number(text)\n    if value < 0:",
+        "    value = int(text)\n    if value < 0:",
+        ("tests/test_cli_errors.py::test_usage_errors_exit_2_with_one_line",),
+    ),
+    Mutant(
         "cli-evaluates-without-checkpoint",
         "neurotorch/lightning/cli.py",
         "        if not checkpoint:\n",
