@@ -12,6 +12,7 @@ row                                anchor                                       
 write one session (synth)          the session held in memory (12.3 GB)           peak RSS ≤ 1 GB
 stream, 0 workers                  isal inflate limit (1 core, no NIfTI work)     (reported)
 stream, 2 workers                  isal inflate limit; stream with 0 workers      ≥ 1.3×; ≥ 1×
+seek point on, 1 core (200 vol.)   rapidgzip on 1 thread; the limit per volume    (reported)
 laion_fmri-style reader            (anchor: ``gzip.open``, per-volume reads)
 nibabel full load, then mask       (anchor: laion_fmri's default)
 prepare (store build)              isal inflate limit; the store's size           peak RSS ≤ 1 GB
@@ -106,6 +107,36 @@ def row_limit(spec: dict) -> dict:
         while n := fill(buffer):
             total += n
     return {"bytes": total}
+
+
+SEEK_FROM, SEEK_VOLUMES = 538, 200  # where the second of two workers starts, and how far
+
+
+def row_seek(spec: dict) -> dict:
+    """A second worker's inflate: ``SEEK_VOLUMES`` volumes from volume ``SEEK_FROM`` on one
+    core, through the saved seek index: isal from the index point (what a one-core reader
+    uses), or rapidgzip on one thread (what it used before)."""
+    from neurotorch.io.index_points import IndexPoints, PointReader
+    from neurotorch.io.nifti import read_nifti_header
+    from neurotorch.io.seek_index import build_index
+
+    path = _betas(Path(spec["root"]))
+    header = read_nifti_header(path)
+    index = build_index(path)
+    if spec["inflater"] == "isal":
+        reader = PointReader(str(path), IndexPoints(index))
+    else:
+        import rapidgzip
+
+        reader = rapidgzip.open(str(path), parallelization=1)
+        reader.import_index(str(index))
+    buffer = bytearray(header.volume_nbytes)
+    with reader:
+        reader.seek(header.vox_offset + SEEK_FROM * header.volume_nbytes)
+        for _ in range(SEEK_VOLUMES):
+            if reader.readinto(buffer) != len(buffer):
+                raise RuntimeError(f"{path} ended early")
+    return {"volumes": SEEK_VOLUMES, "volumes_in_file": header.n_volumes}
 
 
 def row_reader(spec: dict) -> dict:
@@ -224,6 +255,7 @@ ROWS = {
     "write": row_write,
     "limit": row_limit,
     "reader": row_reader,
+    "seek": row_seek,
     "nibabel": row_nibabel,
     "stream": row_stream,
     "first-batch": row_first_batch,
@@ -279,6 +311,8 @@ class Runner:
             "limit": lambda: self.run("limit"),
             "stream-0": lambda: self.run("stream", workers=0),
             "stream-2": lambda: self.run("stream", workers=2),
+            "seek-isal": lambda: self.run("seek", inflater="isal"),
+            "seek-rapidgzip": lambda: self.run("seek", inflater="rapidgzip"),
             "prepare": lambda: self.run("prepare", fresh_cache=True),
             "first-use": lambda: self.run("first-batch", fresh_cache=True),
             "once-seen": lambda: self.run("first-batch"),
@@ -352,6 +386,18 @@ def report(results: dict, write: dict | None, raw_bytes: int, store_bytes: int) 
     lines.append(
         ("stream, 2 workers", f"{two:.1f}", mbps(two), "stream, 0 workers", f"{zero / two:.2f}",
          ratio_range(results["stream-0"], results["stream-2"]), "≥ 1×", zero / two >= 1, "", "")
+    )  # fmt: skip
+    isal, rapid = best(results["seek-isal"]), best(results["seek-rapidgzip"])
+    share = isal["volumes"] / isal["volumes_in_file"]  # of the file, for the per-volume limit
+    label, seconds = f"seek point on, 1 core ({isal['volumes']} vol.)", isal["seconds"]
+    lines.append(
+        (label, f"{seconds:.2f}", mbps(seconds / share), "rapidgzip, 1 thread",
+         f"{rapid['seconds'] / seconds:.2f}", ratio_range(results["seek-rapidgzip"],
+         results["seek-isal"]), "-", None, *rss(isal))
+    )  # fmt: skip
+    lines.append(
+        (label, f"{seconds:.2f}", mbps(seconds / share), "inflate limit",
+         f"{limit * share / seconds:.2f}", "-", "-", None, "", "")
     )  # fmt: skip
     if "reader" in results:
         r = best(results["reader"])

@@ -1,7 +1,9 @@
-"""Random access to volumes through a saved gzip seek index, against nibabel's full load."""
+"""Random access to volumes through a saved gzip seek index, against nibabel's full load (and
+the one-core inflate from the index's points against the standard library's gzip)."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 from pathlib import Path
@@ -16,7 +18,8 @@ from neurotorch.errors import (
     ParameterError,
     ShapeMismatchError,
 )
-from neurotorch.io import seek_index
+from neurotorch.io import index_points, seek_index
+from neurotorch.io.index_points import IndexPoints, PointReader, UnreadableIndex
 from neurotorch.io.seek_index import build_index, index_path, iter_volume_range, read_volumes
 
 BACKENDS = ["rapidgzip", "indexed_gzip"]
@@ -140,3 +143,94 @@ def test_without_a_seek_backend_the_error_names_the_extra(monkeypatch):
     )
     with pytest.raises(MissingDependencyError, match=r"neurotorch\[fast\]"):
         seek_index.index_backend()
+
+
+@pytest.fixture
+def betas(tmp_path) -> Path:
+    """160 volumes of sparse noise (8.8 MB, 4 MB gzipped): index points inside the file, with
+    windows, some of them inside a byte."""
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((24, 24, 24, 160)).astype(np.float32)
+    data[data < 0.3] = 0
+    path = tmp_path / "sub-01_ses-01_betas.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize("chunk", [None, 4099])  # compressed bytes per read: carried across
+def test_content_from_every_point_equals_gzip(betas, backend, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(index_points, "_CHUNK", chunk)
+    index = IndexPoints(build_index(betas))
+    points = index.points
+    inside = points[(points["content"] > 0) & (points["content"] < index.content_size)]
+    # the cases the reader exists for: a window to prime, a block that starts inside a byte
+    assert inside["window"].all() and (inside["bits"] > 0).any(), points
+    content = gzip.decompress(betas.read_bytes())
+    assert index.content_size == len(content)
+    for start in [int(p) + shift for p in points["content"] for shift in (0, 12_345)]:
+        with PointReader(str(betas), index) as reader:
+            assert reader.seek(min(start, len(content))) == min(start, len(content))
+            got = bytearray(300_000)
+            n = reader.readinto(got)
+        expected = content[start : start + len(got)]
+        assert n == len(expected) and got[:n] == expected, start
+
+
+def test_invalid_deflate_data_at_a_point_is_a_corrupt_file(betas, tmp_path):
+    index = IndexPoints(build_index(betas))
+    point = index.points[(index.points["window"] == 1) & (index.points["bits"] > 0)][0]
+    damaged = bytearray(betas.read_bytes())
+    start = int(point["compressed"]) - 1  # the block's header starts in this byte's top bits
+    damaged[start : start + 16] = b"\xff" * 16  # block type 3: does not exist
+    copy = tmp_path / "damaged.nii.gz"
+    copy.write_bytes(bytes(damaged))
+    with PointReader(str(copy), index) as reader:
+        reader.seek(int(point["content"]))
+        with pytest.raises(CorruptFileError, match="damaged.nii.gz is corrupt"):
+            reader.readinto(bytearray(1000))
+
+
+def test_a_range_on_one_thread_is_inflated_by_isal_and_equals_nibabel(betas, backend, monkeypatch):
+    expected = nib.load(betas).get_fdata(dtype=np.float32)
+    mask = expected[..., 0] > 0
+    build_index(betas)
+
+    def no_backend(*args, **kwargs):
+        raise AssertionError("one thread reads with isal from the index points")
+
+    monkeypatch.setattr(seek_index, "_open_backend", no_backend)
+    for start, stop in [(1, 4), (57, 61), (100, 160)]:
+        got = list(iter_volume_range(betas, start, stop, mask=mask, threads=1))
+        assert [volume for volume, _ in got] == list(range(start, stop))
+        for volume, values in got:
+            np.testing.assert_array_equal(values, expected[..., volume][mask])
+
+
+def test_an_index_of_another_format_is_read_by_its_backend(betas, backend, monkeypatch):
+    expected = nib.load(betas).get_fdata(dtype=np.float32)
+
+    def other_format(path):
+        raise UnreadableIndex(f"{path} is of another format")
+
+    monkeypatch.setattr(seek_index, "IndexPoints", other_format)
+    got = dict(iter_volume_range(betas, 90, 93, threads=1))
+    for volume in (90, 91, 92):
+        np.testing.assert_array_equal(got[volume], expected[..., volume])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b"NOTGZ" + b[5:],
+        lambda b: b[:5] + b"\x02" + b[6:],
+        lambda b: b[:-1],
+        lambda b: b[:20],
+    ],
+    ids=["another format", "another version", "a window cut short", "no whole header"],
+)
+def test_an_index_that_is_not_gzidx_v1_is_unreadable(betas, damage, tmp_path):
+    copy = tmp_path / "copy.idx"
+    copy.write_bytes(damage(build_index(betas).read_bytes()))
+    with pytest.raises(UnreadableIndex):
+        IndexPoints(copy)

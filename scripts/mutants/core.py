@@ -285,4 +285,48 @@ MUTANTS = [
         '        prior = torch.einsum("nj,bjk->bnk", basis, prior)',
         ("tests/test_meeg_solvers.py",),
     ),
+    Mutant(
+        "index-point-without-its-window",
+        "neurotorch/io/index_points.py",
+        '        options = {"zdict": window} if window else {}',
+        "        options = {}",
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "index-point-shifted-the-wrong-way",
+        "neurotorch/io/index_points.py",
+        "        self._shift = (8 - bits) % 8",
+        "        self._shift = bits",
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "index-point-byte-before-not-read",
+        "neurotorch/io/index_points.py",
+        '        self._file.seek(int(point["compressed"]) - (1 if bits else 0))',
+        '        self._file.seek(int(point["compressed"]))',
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "index-point-carry-dropped",
+        "neurotorch/io/index_points.py",
+        "        self._raw[0] = self._raw[end - 1]",
+        "        self._raw[0] = 0",
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "index-point-skip-ignored",
+        "neurotorch/io/index_points.py",
+        '        skip = position - int(point["content"])\n',
+        "        skip = 0\n",
+        ("tests/test_io_nifti_seek_index.py",),
+    ),
+    Mutant(
+        "one-thread-range-through-the-backend",
+        "neurotorch/io/seek_index.py",
+        "    if _threads(threads) == 1:",
+        "    if False:",
+        (
+            "tests/test_io_nifti_seek_index.py::test_a_range_on_one_thread_is_inflated_by_isal_and_equals_nibabel",
+        ),
+    ),
 ]
