@@ -99,7 +99,7 @@ def test_statistics_summed_over_two_ranks_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_path):
+def test_lightning_ddp_fit_test_and_predict_equal_the_references(tiny_laion_root, tmp_path):
     import json
 
     import lightning as L
@@ -107,12 +107,14 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
 
     from neurotorch.lightning import LaionFMRIDataModule
     from neurotorch.models import LinearEncoder
+    from neurotorch.models.predictions import PredictionWriter
 
     # 156 training, 20 validation and 64 test trials: no rank is padded with repeated trials.
     # The training epoch runs on the ranks; the test runs in fresh ranks from the returned model.
-    dm = LaionFMRIDataModule(
+    settings = dict(
         data_dir=str(tiny_laion_root), subject="sub-01", voxels={"roi": "FFA1"}, batch_size=16
     )
+    dm = LaionFMRIDataModule(**settings)
     model = LinearEncoder(penalties=PENALTIES, per_voxel=False, output_dir=str(tmp_path))
     trainer = L.Trainer(
         accelerator="cpu",
@@ -123,9 +125,12 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
         enable_progress_bar=False,
         default_root_dir=str(tmp_path),
         num_sanity_val_steps=0,
+        callbacks=[PredictionWriter(output_dir=str(tmp_path / "predict"))],
     )
     trainer.fit(model, dm)
     trainer.test(model, dm)
+    # predict the validation part (20 trials: batches of 16 and 4, one a rank)
+    trainer.predict(model, LaionFMRIDataModule(**settings, predict_part="val"))
     dm.setup("fit")
     parts = [split_arrays(dm, part) for part in ("train", "val")]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -138,6 +143,25 @@ def test_lightning_ddp_fit_and_test_equal_the_references(tiny_laion_root, tmp_pa
     )
     np.testing.assert_allclose(
         model.bias.numpy(), intercept, rtol=0, atol=1e-8 * np.abs(intercept).max()
+    )
+    # each rank wrote the rows it predicted; together every validation trial once, with ids
+    ranks = [dict(np.load(tmp_path / "predict" / f"predictions-rank{r}.npz")) for r in (0, 1)]
+    assert [len(r["trial"]) for r in ranks] == [16, 4]
+    predicted = {
+        (str(session), int(trial)): row
+        for r in ranks
+        for session, trial, row in zip(r["session"], r["trial"], r["prediction"], strict=True)
+    }
+    val_ids = [
+        (str(session), int(trial))
+        for batch in dm.dataloader("val", shuffle=False)
+        for session, trial in zip(batch["session"], batch["trial"], strict=True)
+    ]
+    assert sorted(predicted) == sorted(val_ids) and len(val_ids) == 20
+    expected_val = parts[1][0] @ weight + intercept
+    got_val = np.stack([predicted[key] for key in val_ids])
+    np.testing.assert_allclose(
+        got_val, expected_val, rtol=0, atol=1e-5 * np.abs(expected_val).max()
     )
     x_test, y_test, test_names = split_arrays(dm, "test")
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -431,4 +431,13 @@ MUTANTS = [
             "tests/test_data_stream.py::test_a_datamodules_training_stream_buffer_is_bounded_by_memory",
         ),
     ),
+    Mutant(
+        "ddp-ranks-write-one-predictions-file",
+        "neurotorch/models/predictions.py",
+        "            FILE_NAME if trainer.world_size == 1 else",
+        "            FILE_NAME if True else",
+        (
+            "tests/test_encoder_ddp.py::test_lightning_ddp_fit_test_and_predict_equal_the_references",
+        ),
+    ),
 ]
