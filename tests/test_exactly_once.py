@@ -175,10 +175,34 @@ def _ddp_rank(rank: int, port: int, out: str, root: str) -> None:
         run = trainer(out, max_epochs=EPOCHS, devices=2, strategy="ddp")
         run.fit(model, dm)
         run.test(model, dm)
+    _stop_and_resume_in_epoch_one(Path(out, "resume"), root)
     # a stream iterated by hand in each rank shards itself by the rank of the process
     stream = BetasStream(root, ["sub-01", "sub-02"], voxels={"roi": "face"}, features=None)
     seen = [[i["subject"], i["session"], int(i["trial"])] for i in stream]
     Path(out, f"stream-rank{rank}.json").write_text(json.dumps(seen))
+
+
+def _stop_and_resume_in_epoch_one(out: Path, root: str) -> None:
+    """In a rank: the stream (2 persistent workers a rank) fitted to one step into epoch 1 with a
+    checkpoint every step, then a fresh run resumed from that step's checkpoint to the end of
+    epoch 1 (records in ``out/stopped`` and ``out/resumed``)."""
+    stopped, resumed = out / "stopped", out / "resumed"
+    for folder in (stopped, resumed):
+        folder.mkdir(parents=True, exist_ok=True)
+    first = RecordIds(str(stopped), fmri_ids)
+    every_step = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=1, save_top_k=-1)
+    probe = fmri_module(root, "stream", 2)
+    probe.setup("fit")
+    steps = len(probe.train_dataloader())  # this rank's batches an epoch (equal on both)
+    trainer(out, max_epochs=2, max_steps=steps + 1, devices=2, strategy="ddp", callbacks=[every_step],
+            enable_checkpointing=True, limit_val_batches=0).fit(
+        first, fmri_module(root, "stream", 2)
+    )  # fmt: skip
+    trainer(out, max_epochs=2, devices=2, strategy="ddp", limit_val_batches=0).fit(
+        RecordIds(str(resumed), fmri_ids),
+        fmri_module(root, "stream", 2),
+        ckpt_path=out / "checkpoints" / f"epoch=1-step={steps + 1}.ckpt",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +277,26 @@ def test_resume_mid_epoch_from_a_checkpoint_with_workers(mode, subject, tiny_lai
     assert len(before["train/0"]) == 3
     record = {"train/0": before["train/0"] + after["train/0"]}
     check_exactly_once([record], "train/0", fmri_expected(dm, "train"), padding=0)
+
+
+@pytest.mark.slow
+def test_two_ranks_resumed_one_step_into_epoch_one_see_the_rest_of_it(
+    two_rank_records, tiny_laion_root
+):
+    """2-rank DDP, 2 persistent workers a rank: a run stopped one step into epoch 1 and resumed
+    from that step's checkpoint (which rank 0 wrote for both) sees the rest of epoch 1 in every
+    rank; before and after together are the training split once, padding aside, in an order
+    that is not epoch 0's."""
+    dm = fmri_module(tiny_laion_root, "stream", 2)
+    dm.setup("fit")
+    wanted = fmri_expected(dm, "train")
+    before = read_records(two_rank_records / "resume" / "stopped", 2)
+    after = read_records(two_rank_records / "resume" / "resumed", 2)
+    assert [len(b["train/1"]) for b in before] == [1, 1]
+    assert all("train/0" not in a for a in after)  # epoch 0 is not run again
+    epoch_one = [
+        {"train/1": b["train/1"] + a["train/1"]} for b, a in zip(before, after, strict=True)
+    ]
+    check_exactly_once(epoch_one, "train/1", wanted, _padding(len(wanted), 2))
+    assert [len(r["train/1"]) for r in epoch_one] == [len(b["train/0"]) for b in before]
+    assert [r["train/1"] for r in epoch_one] != [b["train/0"] for b in before]  # reshuffled

@@ -35,6 +35,7 @@ MUTANTS = [
         (
             "tests/test_data_epochs.py::test_stream_resumed_in_epoch_one_continues_that_epoch",
             "tests/test_data_epochs.py::test_lightning_reshuffles_and_resumes_in_epoch_one",
+            "tests/test_exactly_once.py::test_two_ranks_resumed_one_step_into_epoch_one_see_the_rest_of_it",
         ),
     ),
     Mutant(
