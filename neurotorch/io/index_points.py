@@ -8,7 +8,8 @@ window that back-references reach into). `PointReader` starts isal's raw inflate
 point at or before a position: the window becomes the inflater's dictionary and, where the block
 does not start on a byte boundary, the compressed bytes are shifted by those bits as they are
 read (neither isal's nor zlib's Python interface can start inside a byte). On one core this
-inflates a third faster than rapidgzip reading from the same index (`scripts/bench_scale.py`).
+inflates 1.14–1.23× faster than rapidgzip on one thread from the same index (the ``seek point``
+rows of `scripts/bench_scale.py`).
 
 Like every random access, it cannot check the gzip CRC (that covers the whole file): the file
 was verified when its index was built. An index of another format or version, or one that does
@@ -138,8 +139,8 @@ class PointReader:
         self._inflater = igzip_lib.IgzipDecompressor(
             flag=igzip_lib.DECOMP_DEFLATE, hist_bits=15, **options
         )
-        scratch = memoryview(bytearray(min(_CHUNK, position - int(point["content"])) or 1))
         skip = position - int(point["content"])
+        scratch = memoryview(bytearray(min(_CHUNK, skip) or 1))
         while skip > 0:
             n = self.readinto(scratch[: min(skip, len(scratch))])
             if not n:
